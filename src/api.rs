@@ -1,0 +1,232 @@
+//! The control API: lets any program (a cron job, a later HTTP request, a
+//! script's background job) push messages and inspect presence at any time.
+//! Every route turns its request into [`Action`]s for the hub.
+
+use percent_encoding::percent_decode_str;
+use serde_json::json;
+use tide::{Next, Request, Response, StatusCode};
+
+use crate::action::{Action, CloseCause, Message};
+use crate::directive::{parse_line, Context, Line};
+use crate::id::ConnId;
+use crate::server::App;
+
+pub fn routes(app: App) -> tide::Server<App> {
+    let mut api = tide::with_state(app);
+    api.with(auth);
+    api.at("/send/:id").post(send);
+    api.at("/rooms").get(rooms);
+    api.at("/rooms/:room").post(room);
+    api.at("/broadcast").post(broadcast);
+    api.at("/actions").post(actions);
+    api.at("/connections").get(connections);
+    api.at("/connections/:id").get(connection).delete(close);
+    api.at("/").all(not_found);
+    api.at("/*").all(not_found);
+    api
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> tide::Result {
+    let mut r = Response::new(status);
+    r.set_body(body.to_string());
+    r.set_content_type("application/json");
+    Ok(r)
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> tide::Result {
+    json_response(status, json!({ "error": msg.into() }))
+}
+
+/// Compares without stopping at the first difference, so response timing
+/// does not reveal how much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0xff);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+fn auth<'a>(
+    req: Request<App>,
+    next: Next<'a, App>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = tide::Result> + Send + 'a>> {
+    Box::pin(async move {
+        if let Some(token) = req.state().api_token.as_deref() {
+            let given = req
+                .header("Authorization")
+                .and_then(|v| v.last().as_str().strip_prefix("Bearer ").map(str::trim).map(str::to_owned));
+            let ok = given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()));
+            if !ok {
+                log::warn!("api: {} {} refused: missing or wrong bearer token", req.method(), req.url().path());
+                let mut r =
+                    error(StatusCode::Unauthorized, "missing or wrong token: send Authorization: Bearer TOKEN")?;
+                r.insert_header("WWW-Authenticate", "Bearer");
+                return Ok(r);
+            }
+        }
+        Ok(next.run(req).await)
+    })
+}
+
+fn param(req: &Request<App>, name: &str) -> String {
+    let raw = req.param(name).unwrap_or("");
+    percent_decode_str(raw).decode_utf8_lossy().into_owned()
+}
+
+/// The request body as a message: binary for application/octet-stream,
+/// otherwise text (which must be UTF-8).
+async fn body_message(req: &mut Request<App>) -> Result<Message, tide::Result> {
+    let binary = req.content_type().is_some_and(|m| m.essence() == "application/octet-stream");
+    let body =
+        req.body_bytes().await.map_err(|e| error(StatusCode::BadRequest, format!("cannot read the body: {e}")))?;
+    if binary {
+        Ok(Message::Binary(body.into()))
+    } else {
+        Message::text_from_bytes(body).ok_or_else(|| {
+            error(
+                StatusCode::BadRequest,
+                "the body is not valid UTF-8; send binary data with Content-Type: application/octet-stream",
+            )
+        })
+    }
+}
+
+fn delivered(n: usize) -> tide::Result {
+    json_response(StatusCode::Ok, json!({ "delivered": n }))
+}
+
+async fn send(mut req: Request<App>) -> tide::Result {
+    let id = param(&req, "id");
+    let Some(to) = ConnId::parse(&id).filter(|i| req.state().hub.is_live(i)) else {
+        return error(StatusCode::NotFound, format!("no open connection with id {id:?}"));
+    };
+    let msg = match body_message(&mut req).await {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let n = req.state().hub.apply(Action::Send { to, msg });
+    log::info!("api: send to {id}: {n}");
+    delivered(n)
+}
+
+async fn room(mut req: Request<App>) -> tide::Result {
+    let room = param(&req, "room");
+    let msg = match body_message(&mut req).await {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let n = req.state().hub.apply(Action::Room { room: room.clone(), msg, except: None });
+    log::info!("api: room {room}: delivered to {n}");
+    delivered(n)
+}
+
+async fn broadcast(mut req: Request<App>) -> tide::Result {
+    let endpoint = query(&req, "endpoint");
+    let msg = match body_message(&mut req).await {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let n = req.state().hub.apply(Action::Broadcast { endpoint, msg });
+    log::info!("api: broadcast: delivered to {n}");
+    delivered(n)
+}
+
+/// Directive lines, all parsed before any is applied: one bad line → 400
+/// and nothing happens.
+async fn actions(mut req: Request<App>) -> tide::Result {
+    let body = match req.body_string().await {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BadRequest, format!("the body must be UTF-8 text of directive lines: {e}")),
+    };
+    let mut parsed = Vec::new();
+    for (i, line) in body.lines().enumerate() {
+        match parse_line(line.strip_suffix('\r').unwrap_or(line), Context::Api) {
+            Ok(Line::Empty) => {}
+            Ok(Line::Action(a)) => parsed.push(a),
+            Ok(Line::Text(_)) => return error(
+                StatusCode::BadRequest,
+                format!(
+                    "line {}: plain text has no recipient here; use @send ID TEXT, @room ROOM TEXT or @broadcast TEXT",
+                    i + 1
+                ),
+            ),
+            Err(e) => return error(StatusCode::BadRequest, format!("line {}: {e}", i + 1)),
+        }
+    }
+    let applied = parsed.len();
+    let mut reached = 0;
+    for a in parsed {
+        let is_message = matches!(a, Action::Send { .. } | Action::Room { .. } | Action::Broadcast { .. });
+        let n = req.state().hub.apply(a);
+        if is_message {
+            reached += n;
+        }
+    }
+    log::info!("api: {applied} action(s), {reached} message(s) delivered");
+    json_response(StatusCode::Ok, json!({ "applied": applied, "delivered": reached }))
+}
+
+fn query(req: &Request<App>, key: &str) -> Option<String> {
+    req.url().query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
+}
+
+async fn connections(req: Request<App>) -> tide::Result {
+    let list = req.state().hub.list(query(&req, "room").as_deref(), query(&req, "endpoint").as_deref());
+    json_response(StatusCode::Ok, serde_json::to_value(list)?)
+}
+
+async fn connection(req: Request<App>) -> tide::Result {
+    let id = param(&req, "id");
+    match ConnId::parse(&id).and_then(|i| req.state().hub.get(&i)) {
+        Some(c) => json_response(StatusCode::Ok, serde_json::to_value(c)?),
+        None => error(StatusCode::NotFound, format!("no open connection with id {id:?}")),
+    }
+}
+
+async fn close(req: Request<App>) -> tide::Result {
+    let id = param(&req, "id");
+    let code = match query(&req, "code") {
+        None => 1000,
+        Some(c) => match c.parse::<u16>() {
+            Ok(c) if crate::action::is_sendable_close_code(c) => c,
+            _ => return error(StatusCode::BadRequest, format!("code {c:?}: use 1000-1003, 1007-1014 or 3000-4999")),
+        },
+    };
+    let reason = query(&req, "reason").unwrap_or_default();
+    if reason.len() > 123 {
+        return error(StatusCode::BadRequest, "reason: at most 123 bytes");
+    }
+    let Some(conn) = ConnId::parse(&id) else {
+        return error(StatusCode::NotFound, format!("no open connection with id {id:?}"));
+    };
+    let n = req.state().hub.apply(Action::Close { conn, code, reason, cause: CloseCause::Api });
+    if n == 0 {
+        return error(StatusCode::NotFound, format!("no open connection with id {id:?}"));
+    }
+    log::info!("api: close {id} with {code}");
+    json_response(StatusCode::Ok, json!({ "closed": n }))
+}
+
+async fn rooms(req: Request<App>) -> tide::Result {
+    json_response(StatusCode::Ok, serde_json::to_value(req.state().hub.rooms())?)
+}
+
+async fn not_found(req: Request<App>) -> tide::Result {
+    error(StatusCode::NotFound, format!("no such API route: {} {}", req.method(), req.url().path()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_compare() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}

@@ -1,0 +1,189 @@
+//! Runs one script process: clean environment, payload on stdin, stdout read
+//! line by line as it is produced, stderr to the log, and a deadline after
+//! which the script's whole process group is terminated, then killed.
+
+use std::io::ErrorKind;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_lite::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use futures_util::future::{select, Either};
+
+use crate::backend::Outcome;
+use crate::event::Target;
+use crate::runtime;
+
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Longest a script may run.
+    pub timeout: Duration,
+    /// How long a script may keep running after SIGTERM before SIGKILL, and
+    /// how long stdout is still read after the script exited (a background
+    /// child may hold it open).
+    pub grace: Duration,
+    /// Most bytes of stdout read per run; the script is killed past it.
+    pub max_output: usize,
+}
+
+/// What the log should call this run: `[id] /chat.sh message`.
+pub struct Label<'a>(pub &'a str);
+
+/// Spawns `target` and feeds each stdout line to `on_line` as it arrives.
+pub async fn run(
+    target: &Target,
+    env: Vec<(String, String)>,
+    stdin: Bytes,
+    limits: &Limits,
+    label: &Label<'_>,
+    on_line: &mut (dyn FnMut(&[u8]) + Send),
+) -> Outcome {
+    let mut cmd = match &target.interpreter {
+        Some(argv) => {
+            let mut c = std::process::Command::new(&argv[0]);
+            c.args(&argv[1..]).arg(&target.filename);
+            c
+        }
+        None => std::process::Command::new(&target.filename),
+    };
+    if let Some(dir) = target.filename.parent() {
+        cmd.current_dir(dir);
+    }
+    // Its own process group, so a timeout can stop its children too.
+    cmd.env_clear().envs(env).process_group(0);
+    // async-process keeps its own stdio settings: set them after converting.
+    let mut cmd = async_process::Command::from(cmd);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return Outcome::Failed(spawn_error(target, &e)),
+    };
+    let pid = child.id() as i32;
+
+    if let Some(mut input) = child.stdin.take() {
+        // A script may exit without reading its stdin; a broken pipe is fine.
+        runtime::spawn(async move {
+            let _ = input.write_all(&stdin).await;
+        });
+    }
+    if let Some(err) = child.stderr.take() {
+        let prefix = label.0.to_owned();
+        runtime::spawn(async move {
+            let mut r = BufReader::new(err);
+            let mut line = Vec::new();
+            while matches!(r.read_until(b'\n', &mut line).await, Ok(n) if n > 0) {
+                let text = String::from_utf8_lossy(&line);
+                log::warn!("{prefix}: stderr: {}", text.trim_end());
+                line.clear();
+            }
+        });
+    }
+    let Some(stdout) = child.stdout.take() else {
+        return Outcome::Failed("stdout was not captured".into());
+    };
+
+    let work = async {
+        let reading = std::pin::pin!(read_lines(stdout, limits.max_output, pid, label, on_line));
+        let exited = std::pin::pin!(child.status());
+        match select(reading, exited).await {
+            Either::Left(((), exited)) => exited.await,
+            Either::Right((status, reading)) => {
+                // Exited: take what is left in the pipe, but do not wait on
+                // a background child that keeps it open.
+                if runtime::timeout(limits.grace, reading).await.is_err() {
+                    log::warn!("{}: a background process still holds stdout open; stopped reading", label.0);
+                }
+                status
+            }
+        }
+    };
+    let status = match runtime::timeout(limits.timeout, work).await {
+        Ok(status) => status,
+        Err(()) => {
+            log::warn!("{}: still running after {:?}; terminating its process group", label.0, limits.timeout);
+            kill_group(pid, libc::SIGTERM);
+            let status = match runtime::timeout(limits.grace, child.status()).await {
+                Ok(s) => s,
+                Err(()) => {
+                    kill_group(pid, libc::SIGKILL);
+                    child.status().await
+                }
+            };
+            return match status {
+                Ok(_) => Outcome::Failed(format!("timed out after {:?}", limits.timeout)),
+                Err(e) => Outcome::Failed(format!("timed out, then could not be reaped: {e}")),
+            };
+        }
+    };
+    match status {
+        Ok(s) if s.success() => Outcome::Success,
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => Outcome::Failed(format!("exited with status {code}")),
+            (None, Some(sig)) => Outcome::Failed(format!("killed by signal {sig}")),
+            _ => Outcome::Failed(format!("ended with {s}")),
+        },
+        Err(e) => Outcome::Failed(format!("could not wait for the script: {e}")),
+    }
+}
+
+async fn read_lines(
+    stdout: async_process::ChildStdout,
+    max_output: usize,
+    pid: i32,
+    label: &Label<'_>,
+    on_line: &mut (dyn FnMut(&[u8]) + Send),
+) {
+    let mut r = BufReader::with_capacity(16 * 1024, stdout);
+    let mut line = Vec::new();
+    let mut total = 0usize;
+    loop {
+        line.clear();
+        match r.read_until(b'\n', &mut line).await {
+            Ok(0) => return,
+            Ok(n) => {
+                total += n;
+                if total > max_output {
+                    log::warn!(
+                        "{}: more than {max_output} bytes of output; the rest is discarded and the script killed",
+                        label.0
+                    );
+                    kill_group(pid, libc::SIGKILL);
+                    return;
+                }
+                on_line(&line);
+            }
+            Err(e) => {
+                log::warn!("{}: reading stdout failed: {e}", label.0);
+                return;
+            }
+        }
+    }
+}
+
+fn kill_group(pid: i32, sig: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions; a negative pid
+    // names the process group the script leads.
+    unsafe {
+        libc::kill(-pid, sig);
+    }
+}
+
+fn spawn_error(target: &Target, e: &std::io::Error) -> String {
+    let script = target.filename.display();
+    match (&target.interpreter, e.kind()) {
+        (Some(argv), ErrorKind::NotFound) => {
+            format!("cannot start {script}: the handler program {:?} is not installed or not in PATH", argv[0])
+        }
+        (None, ErrorKind::PermissionDenied) => format!("cannot start {script}: permission denied (chmod +x it)"),
+        (None, _) if e.raw_os_error() == Some(libc::ENOEXEC) => {
+            format!(
+                "cannot start {script}: not a program; add a #! line (e.g. #!/bin/sh) or a --handler for its extension"
+            )
+        }
+        (None, ErrorKind::NotFound) => {
+            format!("cannot start {script}: its #! interpreter was not found")
+        }
+        _ => format!("cannot start {script}: {e}"),
+    }
+}

@@ -1,0 +1,255 @@
+//! Maps a URL path to a script under `--cgi-bin` (or to the single script).
+//!
+//! The longest prefix of the path's segments that names a regular file is
+//! the script; the rest is PATH_INFO. Anything that could step outside the
+//! directory — `..`, `.`, encoded dots or slashes, backslashes, dotfiles,
+//! symlinks that point elsewhere — resolves to nothing, which the caller
+//! answers with 404.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use percent_encoding::percent_decode_str;
+
+use crate::event::Target;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Resolved {
+    Found(Target),
+    NotFound,
+    /// A script exists but cannot be run; the text tells the user how to fix it.
+    NotRunnable(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct Resolver {
+    /// Canonical `--cgi-bin` directory.
+    root: PathBuf,
+    /// Canonical single script, in single-script mode.
+    single: Option<PathBuf>,
+    /// Extension (without dot) → interpreter command.
+    handlers: Vec<(String, Arc<[String]>)>,
+}
+
+impl Resolver {
+    pub fn new(root: PathBuf, single: Option<PathBuf>, handlers: Vec<(String, Arc<[String]>)>) -> Self {
+        Resolver { root, single, handlers }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Resolves a raw (still percent-encoded) URL path.
+    pub fn resolve(&self, raw_path: &str) -> Resolved {
+        let Some(segments) = safe_segments(raw_path) else { return Resolved::NotFound };
+        if let Some(single) = &self.single {
+            let path_info = decoded_rest(raw_path, &segments, 0);
+            return self.runnable(
+                single.clone(),
+                String::new(),
+                if path_info.is_empty() { "/".into() } else { path_info },
+            );
+        }
+        let mut cur = self.root.clone();
+        for (i, seg) in segments.iter().enumerate() {
+            cur.push(&seg.decoded);
+            match std::fs::metadata(&cur) {
+                Ok(m) if m.is_dir() => continue,
+                Ok(m) if m.is_file() => {
+                    let Ok(canon) = cur.canonicalize() else { return Resolved::NotFound };
+                    if !canon.starts_with(&self.root) {
+                        log::warn!("refused {raw_path:?}: {} points outside --cgi-bin", cur.display());
+                        return Resolved::NotFound;
+                    }
+                    let script_name: String = segments[..=i].iter().map(|s| format!("/{}", s.decoded)).collect();
+                    return self.runnable(canon, script_name, decoded_rest(raw_path, &segments, i + 1));
+                }
+                _ => return Resolved::NotFound,
+            }
+        }
+        Resolved::NotFound
+    }
+
+    /// Every endpoint under the root (for listings), as URL paths, sorted.
+    pub fn endpoints(&self) -> Vec<String> {
+        if self.single.is_some() {
+            return vec!["/".into()];
+        }
+        let mut found = Vec::new();
+        walk(&self.root, "", 0, &mut |url| {
+            if matches!(self.resolve(&url), Resolved::Found(_)) {
+                found.push(url);
+            }
+        });
+        found.sort();
+        found
+    }
+
+    fn runnable(&self, filename: PathBuf, script_name: String, path_info: String) -> Resolved {
+        let ext = filename.extension().and_then(|e| e.to_str()).unwrap_or("");
+        let interpreter = self.handlers.iter().find(|(e, _)| e == ext).map(|(_, cmd)| cmd.clone());
+        if interpreter.is_none() {
+            let mode = std::fs::metadata(&filename).map(|m| m.permissions().mode()).unwrap_or(0);
+            if mode & 0o111 == 0 {
+                return Resolved::NotRunnable(format!(
+                    "{} is not executable: run `chmod +x {}` (with a #! line), or pass --handler {}=PROGRAM",
+                    filename.display(),
+                    filename.display(),
+                    if ext.is_empty() { "EXT" } else { ext }
+                ));
+            }
+        }
+        Resolved::Found(Target { filename, script_name, path_info, interpreter })
+    }
+}
+
+fn walk(dir: &Path, url: &str, depth: usize, f: &mut dyn FnMut(String)) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = e.path();
+        let url = format!("{url}/{name}");
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_dir() && depth < 8 => walk(&path, &url, depth + 1, f),
+            Ok(m) if m.is_file() => f(url),
+            _ => {}
+        }
+    }
+}
+
+struct Segment {
+    /// Byte offset of the segment's end in the raw path.
+    end: usize,
+    decoded: String,
+}
+
+/// Splits a raw path into decoded segments, or `None` when any segment could
+/// step out of the directory or hide a separator.
+fn safe_segments(raw: &str) -> Option<Vec<Segment>> {
+    if !raw.starts_with('/') {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut start = 1;
+    for part in raw[1..].split('/') {
+        let end = start + part.len();
+        if !part.is_empty() {
+            let lower = part.to_ascii_lowercase();
+            if lower.contains("%2e") || lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") {
+                return None;
+            }
+            let decoded = percent_decode_str(part).decode_utf8().ok()?.into_owned();
+            if decoded.starts_with('.') || decoded.contains(['/', '\\', '\0']) {
+                return None;
+            }
+            out.push(Segment { end, decoded });
+        }
+        start = end + 1;
+    }
+    Some(out)
+}
+
+/// PATH_INFO: the decoded path after segment `from` (a trailing slash is
+/// kept), or empty when nothing follows.
+fn decoded_rest(raw: &str, segments: &[Segment], from: usize) -> String {
+    let start = if from == 0 { 0 } else { segments[from - 1].end };
+    percent_decode_str(&raw[start..]).decode_utf8_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::symlink;
+
+    fn setup() -> (PathBuf, Resolver) {
+        let base = std::env::temp_dir().join(format!("ws2http-resolve-{}", crate::id::ConnId::random()));
+        let root = base.join("cgi");
+        fs::create_dir_all(root.join("sub")).unwrap();
+        fs::write(base.join("outside.sh"), "#!/bin/sh\n").unwrap();
+        for (p, mode) in
+            [("chat.sh", 0o755), ("sub/x.sh", 0o755), ("plain.txt", 0o644), ("page.php", 0o644), (".hidden.sh", 0o755)]
+        {
+            fs::write(root.join(p), "#!/bin/sh\n").unwrap();
+            fs::set_permissions(root.join(p), fs::Permissions::from_mode(mode)).unwrap();
+        }
+        fs::set_permissions(base.join("outside.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+        symlink(base.join("outside.sh"), root.join("escape.sh")).unwrap();
+        symlink(root.join("chat.sh"), root.join("alias.sh")).unwrap();
+        let root = root.canonicalize().unwrap();
+        let r = Resolver::new(root.clone(), None, vec![("php".into(), Arc::from(vec!["php-cgi".to_string()]))]);
+        (root, r)
+    }
+
+    fn found(r: &Resolver, p: &str) -> (String, String) {
+        match r.resolve(p) {
+            Resolved::Found(t) => (t.script_name, t.path_info),
+            other => panic!("{p}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn longest_file_prefix_and_path_info() {
+        let (root, r) = setup();
+        assert_eq!(found(&r, "/chat.sh"), ("/chat.sh".into(), "".into()));
+        assert_eq!(found(&r, "/chat.sh/lobby"), ("/chat.sh".into(), "/lobby".into()));
+        assert_eq!(found(&r, "/chat.sh/a%20b/c/"), ("/chat.sh".into(), "/a b/c/".into()));
+        assert_eq!(found(&r, "/sub/x.sh/y"), ("/sub/x.sh".into(), "/y".into()));
+        assert_eq!(found(&r, "/alias.sh"), ("/alias.sh".into(), "".into()));
+        assert_eq!(found(&r, "/page.php"), ("/page.php".into(), "".into()));
+        match r.resolve("/chat.sh") {
+            Resolved::Found(t) => assert_eq!(t.filename, root.join("chat.sh")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn escapes_and_missing_are_not_found() {
+        let (_, r) = setup();
+        for p in [
+            "/../outside.sh",
+            "/sub/../chat.sh",
+            "/%2e%2e/outside.sh",
+            "/sub%2fx.sh",
+            "/sub%2Fx.sh",
+            "/escape.sh",
+            "/.hidden.sh",
+            "/./chat.sh",
+            "/nope.sh",
+            "/sub",
+            "/",
+            "chat.sh",
+            "/sub/..%5cchat.sh",
+            "/chat.sh/..",
+            "/chat.sh/%2e%2e",
+        ] {
+            assert_eq!(r.resolve(p), Resolved::NotFound, "{p}");
+        }
+    }
+
+    #[test]
+    fn not_executable_is_reported() {
+        let (_, r) = setup();
+        assert!(matches!(r.resolve("/plain.txt"), Resolved::NotRunnable(m) if m.contains("chmod +x")));
+    }
+
+    #[test]
+    fn single_script_mode_puts_the_path_in_path_info() {
+        let (root, _) = setup();
+        let r = Resolver::new(root.clone(), Some(root.join("chat.sh")), vec![]);
+        assert_eq!(found(&r, "/any/where"), ("".into(), "/any/where".into()));
+        assert_eq!(found(&r, "/"), ("".into(), "/".into()));
+        assert_eq!(r.resolve("/../x"), Resolved::NotFound);
+    }
+
+    #[test]
+    fn endpoints_lists_runnable_scripts() {
+        let (_, r) = setup();
+        assert_eq!(r.endpoints(), ["/alias.sh", "/chat.sh", "/page.php", "/sub/x.sh"]);
+    }
+}

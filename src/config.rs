@@ -1,0 +1,171 @@
+//! Command line (clap; every flag also from a `WS2HTTP_<FLAG>` variable),
+//! checked into a [`Config`] with errors that say how to fix them.
+
+use std::net::ToSocketAddrs;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ws2http",
+    version,
+    about = "WebSockets for CGI scripts: every WebSocket event runs a script from cgi-bin/"
+)]
+pub struct Cli {
+    /// Public HTTP/WebSocket listener (port 0 picks a free port)
+    #[arg(long, env = "WS2HTTP_LISTEN", default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: String,
+    /// Control API listener
+    #[arg(long, env = "WS2HTTP_API_LISTEN", default_value = "127.0.0.1:8081", value_name = "ADDR")]
+    pub api_listen: String,
+    /// Require `Authorization: Bearer TOKEN` on every control API call
+    #[arg(long, env = "WS2HTTP_API_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Directory of scripts that handle WebSocket endpoints
+    #[arg(long, env = "WS2HTTP_CGI_BIN", default_value = "./cgi-bin", value_name = "DIR")]
+    pub cgi_bin: PathBuf,
+    /// Run scripts with this extension through PROGRAM (repeatable), e.g. php=php-cgi
+    #[arg(long = "handler", env = "WS2HTTP_HANDLER", value_name = "EXT=PROGRAM", value_delimiter = ',')]
+    pub handlers: Vec<String>,
+    /// Pass this variable of the server's environment on to scripts (repeatable)
+    #[arg(long = "pass-env", env = "WS2HTTP_PASS_ENV", value_name = "NAME", value_delimiter = ',')]
+    pub pass_env: Vec<String>,
+    /// Seconds a script may run before its process group is terminated
+    #[arg(long, env = "WS2HTTP_TIMEOUT", default_value_t = 30.0, value_name = "SECS")]
+    pub timeout: f64,
+    /// Scripts running at once across all connections [default: 4 x cores]
+    #[arg(long, env = "WS2HTTP_MAX_PROCS", value_name = "N")]
+    pub max_procs: Option<usize>,
+    /// Largest message a client may send, in bytes (bigger: close 1009)
+    #[arg(long, env = "WS2HTTP_MAX_MESSAGE", default_value_t = 1 << 20, value_name = "BYTES")]
+    pub max_message: usize,
+    /// Most bytes of script output read per event (the rest is discarded)
+    #[arg(long, env = "WS2HTTP_MAX_OUTPUT", default_value_t = 4 << 20, value_name = "BYTES")]
+    pub max_output: usize,
+    /// Events waiting per connection (beyond it: close 1013)
+    #[arg(long, env = "WS2HTTP_MAX_QUEUE", default_value_t = 64, value_name = "N")]
+    pub max_queue: usize,
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides
+    #[arg(short, long, action = ArgAction::Count)]
+    pub verbose: u8,
+    /// Single-script mode: this script handles every WebSocket path (PATH_INFO carries the path)
+    #[arg(env = "WS2HTTP_SCRIPT", value_name = "SCRIPT")]
+    pub script: Option<PathBuf>,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: String,
+    pub api_listen: String,
+    pub api_token: Option<String>,
+    /// Canonical.
+    pub cgi_bin: PathBuf,
+    /// Canonical.
+    pub script: Option<PathBuf>,
+    pub handlers: Vec<(String, Arc<[String]>)>,
+    pub inherited_env: Vec<(String, String)>,
+    pub timeout: Duration,
+    pub max_procs: usize,
+    pub max_message: usize,
+    pub max_output: usize,
+    pub max_queue: usize,
+    pub out_queue: usize,
+}
+
+fn is_loopback(addr: &str) -> Result<bool, String> {
+    let addrs: Vec<_> = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("--api-listen {addr}: not an address ({e}); use HOST:PORT, e.g. 127.0.0.1:8081"))?
+        .collect();
+    Ok(!addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback()))
+}
+
+fn in_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+impl Cli {
+    pub fn into_config(self) -> Result<Config, String> {
+        if self.api_token.as_deref().is_some_and(str::is_empty) {
+            return Err("--api-token is empty; give a secret or leave the flag out".into());
+        }
+        if self.api_token.is_none() && !is_loopback(&self.api_listen)? {
+            return Err(format!(
+                "--api-listen {} is reachable from other machines but no --api-token is set; \
+                 set --api-token (or WS2HTTP_API_TOKEN), or listen on 127.0.0.1",
+                self.api_listen
+            ));
+        }
+        // The endpoint directory must exist unless one script handles everything.
+        let cgi_bin = match self.cgi_bin.canonicalize() {
+            Ok(p) if p.is_dir() => p,
+            Ok(_) => return Err(format!("--cgi-bin {}: not a directory", self.cgi_bin.display())),
+            Err(_) if self.script.is_some() => PathBuf::from("/nonexistent"),
+            Err(e) => {
+                return Err(format!(
+                    "--cgi-bin {}: {e}; create it, pass --cgi-bin DIR, or give a single SCRIPT",
+                    self.cgi_bin.display()
+                ))
+            }
+        };
+        let script = match &self.script {
+            None => None,
+            Some(s) => {
+                let p = s.canonicalize().map_err(|e| format!("script {}: {e}", s.display()))?;
+                if !p.is_file() {
+                    return Err(format!("script {}: not a regular file", s.display()));
+                }
+                Some(p)
+            }
+        };
+        let mut handlers = Vec::new();
+        for h in &self.handlers {
+            let (ext, prog) = h
+                .split_once('=')
+                .ok_or_else(|| format!("--handler {h:?}: expected EXT=PROGRAM, e.g. --handler php=php-cgi"))?;
+            let ext = ext.trim().trim_start_matches('.');
+            let argv: Vec<String> = prog.split_whitespace().map(str::to_owned).collect();
+            if ext.is_empty() || argv.is_empty() {
+                return Err(format!("--handler {h:?}: expected EXT=PROGRAM, e.g. --handler php=php-cgi"));
+            }
+            handlers.push((ext.to_owned(), Arc::from(argv)));
+        }
+        if !handlers.iter().any(|(e, _)| e == "php") && in_path("php-cgi") {
+            handlers.push(("php".into(), Arc::from(vec!["php-cgi".to_owned()])));
+        }
+        let mut inherited_env =
+            vec![("PATH".to_owned(), std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()))];
+        for name in &self.pass_env {
+            if name.is_empty() || name.contains('=') {
+                return Err(format!("--pass-env {name:?}: expected a variable name"));
+            }
+            if let Ok(v) = std::env::var(name) {
+                inherited_env.retain(|(n, _)| n != name);
+                inherited_env.push((name.clone(), v));
+            }
+        }
+        if !(self.timeout > 0.0 && self.timeout.is_finite()) {
+            return Err(format!("--timeout {}: must be a positive number of seconds", self.timeout));
+        }
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Ok(Config {
+            listen: self.listen,
+            api_listen: self.api_listen,
+            api_token: self.api_token,
+            cgi_bin,
+            script,
+            handlers,
+            inherited_env,
+            timeout: Duration::from_secs_f64(self.timeout),
+            max_procs: self.max_procs.unwrap_or(4 * cores).max(1),
+            max_message: self.max_message.max(1),
+            max_output: self.max_output.max(1),
+            max_queue: self.max_queue.max(1),
+            out_queue: 1024,
+        })
+    }
+}

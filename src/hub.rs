@@ -1,0 +1,295 @@
+//! The hub owns every live connection, the rooms and the metadata, and is the
+//! only thing that executes [`Action`]s. Scripts, the control API and (later)
+//! other instances all go through [`Hub::apply`], so delivery rules live here.
+//!
+//! State sits behind one short-lived mutex: each operation is a few map
+//! look-ups and non-blocking channel sends, never I/O.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::action::{Action, CloseCause, Message};
+use crate::event::ConnInfo;
+use crate::id::ConnId;
+
+/// Why and how the server wants a connection closed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloseRequest {
+    pub code: u16,
+    pub reason: String,
+    pub cause: CloseCause,
+}
+
+/// Shared between the hub and one connection's writer.
+#[derive(Default)]
+pub struct ConnShared {
+    /// Set once, by the first party that closes the connection.
+    close: Mutex<Option<CloseRequest>>,
+}
+
+impl ConnShared {
+    pub fn close_request(&self) -> Option<CloseRequest> {
+        lock(&self.close).clone()
+    }
+
+    /// Records `req` unless a close was already requested; `true` if recorded.
+    pub fn request_close(&self, req: CloseRequest) -> bool {
+        let mut slot = lock(&self.close);
+        if slot.is_some() {
+            return false;
+        }
+        *slot = Some(req);
+        true
+    }
+}
+
+struct Conn {
+    info: Arc<ConnInfo>,
+    connected_at: SystemTime,
+    rooms: BTreeSet<String>,
+    meta: BTreeMap<String, String>,
+    /// `None` once the connection has ended (its close event may still run).
+    tx: Option<async_channel::Sender<Message>>,
+    shared: Arc<ConnShared>,
+}
+
+#[derive(Default)]
+struct State {
+    conns: HashMap<ConnId, Conn>,
+    rooms: HashMap<String, HashSet<ConnId>>,
+}
+
+/// A connection as the control API shows it.
+#[derive(Serialize, Debug, Clone)]
+pub struct ConnView {
+    pub id: String,
+    pub endpoint: String,
+    pub remote_addr: String,
+    pub connected_at: String,
+    pub rooms: Vec<String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+pub struct Hub {
+    state: Mutex<State>,
+    /// Capacity of each connection's outgoing queue.
+    out_queue: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave the maps half-updated in a
+    // way that matters more than stopping every connection; keep serving.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Hub {
+    pub fn new(out_queue: usize) -> Self {
+        Hub { state: Mutex::new(State::default()), out_queue: out_queue.max(1) }
+    }
+
+    /// Adds a connection (before its open event's actions are applied).
+    /// Returns the receiving end of its outgoing queue.
+    pub fn register(&self, info: Arc<ConnInfo>) -> (async_channel::Receiver<Message>, Arc<ConnShared>) {
+        let (tx, rx) = async_channel::bounded(self.out_queue);
+        let shared = Arc::new(ConnShared::default());
+        let conn = Conn {
+            info: info.clone(),
+            connected_at: SystemTime::now(),
+            rooms: BTreeSet::new(),
+            meta: BTreeMap::new(),
+            tx: Some(tx),
+            shared: shared.clone(),
+        };
+        lock(&self.state).conns.insert(info.id.clone(), conn);
+        (rx, shared)
+    }
+
+    /// The connection has ended: nothing more is delivered to it, but its
+    /// rooms and metadata stay until [`Hub::remove`] so that its close event
+    /// sees them.
+    pub fn detach(&self, id: &ConnId) {
+        if let Some(c) = lock(&self.state).conns.get_mut(id) {
+            c.tx = None;
+        }
+    }
+
+    /// Forgets a connection entirely (after its close event ran).
+    pub fn remove(&self, id: &ConnId) {
+        let mut st = lock(&self.state);
+        if let Some(c) = st.conns.remove(id) {
+            for room in &c.rooms {
+                leave_room(&mut st.rooms, room, id);
+            }
+        }
+    }
+
+    /// Sorted rooms and metadata of a connection, for the next event.
+    pub fn snapshot(&self, id: &ConnId) -> (Vec<String>, Vec<(String, String)>) {
+        let st = lock(&self.state);
+        match st.conns.get(id) {
+            Some(c) => {
+                (c.rooms.iter().cloned().collect(), c.meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            }
+            None => (Vec::new(), Vec::new()),
+        }
+    }
+
+    /// Executes one action; returns how many connections it reached (messages
+    /// queued, or connections joined, closed, … ).
+    pub fn apply(&self, action: Action) -> usize {
+        let mut guard = lock(&self.state);
+        let st = &mut *guard;
+        match action {
+            Action::Send { to, msg } => st.conns.get(&to).map_or(0, |c| deliver(c, msg)),
+            Action::Room { room, msg, except } => {
+                let Some(members) = st.rooms.get(&room) else { return 0 };
+                members
+                    .iter()
+                    .filter(|id| Some(*id) != except.as_ref())
+                    .filter_map(|id| st.conns.get(id))
+                    .map(|c| deliver(c, msg.clone()))
+                    .sum()
+            }
+            Action::Broadcast { endpoint, msg } => st
+                .conns
+                .values()
+                .filter(|c| endpoint.as_deref().is_none_or(|e| c.info.target.endpoint() == e))
+                .map(|c| deliver(c, msg.clone()))
+                .sum(),
+            Action::Join { conn, room } => {
+                let Some(c) = st.conns.get_mut(&conn) else { return 0 };
+                c.rooms.insert(room.clone());
+                st.rooms.entry(room).or_default().insert(conn);
+                1
+            }
+            Action::Leave { conn, room } => {
+                let Some(c) = st.conns.get_mut(&conn) else { return 0 };
+                c.rooms.remove(&room);
+                leave_room(&mut st.rooms, &room, &conn);
+                1
+            }
+            Action::SetMeta { conn, key, value } => {
+                let Some(c) = st.conns.get_mut(&conn) else { return 0 };
+                match value {
+                    Some(v) => c.meta.insert(key, v),
+                    None => c.meta.remove(&key),
+                };
+                1
+            }
+            Action::Close { conn, code, reason, cause } => match st.conns.get(&conn) {
+                Some(c) if c.tx.is_some() => {
+                    close(c, CloseRequest { code, reason, cause });
+                    1
+                }
+                _ => 0,
+            },
+        }
+    }
+
+    /// `true` when `id` is a live (not yet ended) connection.
+    pub fn is_live(&self, id: &ConnId) -> bool {
+        lock(&self.state).conns.get(id).is_some_and(|c| c.tx.is_some())
+    }
+
+    /// Asks every live connection to close (server shutdown).
+    pub fn close_all(&self, code: u16, reason: &str, cause: CloseCause) -> usize {
+        let st = lock(&self.state);
+        st.conns
+            .values()
+            .filter(|c| c.tx.is_some())
+            .map(|c| close(c, CloseRequest { code, reason: reason.to_owned(), cause }))
+            .count()
+    }
+
+    /// Connections still known (live, or with a close event pending).
+    pub fn len(&self) -> usize {
+        lock(&self.state).conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Live connections, optionally only members of `room` / of `endpoint`,
+    /// oldest first.
+    pub fn list(&self, room: Option<&str>, endpoint: Option<&str>) -> Vec<ConnView> {
+        let st = lock(&self.state);
+        let mut v: Vec<(SystemTime, ConnView)> = st
+            .conns
+            .values()
+            .filter(|c| c.tx.is_some())
+            .filter(|c| room.is_none_or(|r| c.rooms.contains(r)))
+            .filter(|c| endpoint.is_none_or(|e| c.info.target.endpoint() == e))
+            .map(|c| (c.connected_at, view(c)))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
+        v.into_iter().map(|(_, c)| c).collect()
+    }
+
+    pub fn get(&self, id: &ConnId) -> Option<ConnView> {
+        lock(&self.state).conns.get(id).filter(|c| c.tx.is_some()).map(view)
+    }
+
+    /// Room → number of live members.
+    pub fn rooms(&self) -> BTreeMap<String, usize> {
+        let st = lock(&self.state);
+        st.rooms
+            .iter()
+            .map(|(r, m)| (r.clone(), m.iter().filter(|id| st.conns.get(*id).is_some_and(|c| c.tx.is_some())).count()))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+}
+
+fn leave_room(rooms: &mut HashMap<String, HashSet<ConnId>>, room: &str, id: &ConnId) {
+    if let Some(m) = rooms.get_mut(room) {
+        m.remove(id);
+        if m.is_empty() {
+            rooms.remove(room);
+        }
+    }
+}
+
+/// Queues `msg` for `c`; 1 when queued. A client whose queue is full is not
+/// reading: it is closed (1008) rather than slowing everyone else down.
+fn deliver(c: &Conn, msg: Message) -> usize {
+    let Some(tx) = &c.tx else { return 0 };
+    match tx.try_send(msg) {
+        Ok(()) => 1,
+        Err(async_channel::TrySendError::Full(_)) => {
+            log::warn!("[{}] does not read its messages; closing it (1008)", c.info.id);
+            close(c, CloseRequest { code: 1008, reason: "slow consumer".into(), cause: CloseCause::SlowConsumer });
+            0
+        }
+        Err(async_channel::TrySendError::Closed(_)) => 0,
+    }
+}
+
+/// Records the close request and ends the outgoing queue: the writer sends
+/// what is queued, then the close frame.
+fn close(c: &Conn, req: CloseRequest) {
+    if c.shared.request_close(req) {
+        if let Some(tx) = &c.tx {
+            tx.close();
+        }
+    }
+}
+
+fn view(c: &Conn) -> ConnView {
+    let r = &c.info.request;
+    ConnView {
+        id: c.info.id.to_string(),
+        endpoint: c.info.target.endpoint().to_owned(),
+        remote_addr: match (r.remote_port.is_empty(), r.remote_addr.contains(':')) {
+            (true, _) => r.remote_addr.clone(),
+            (false, false) => format!("{}:{}", r.remote_addr, r.remote_port),
+            (false, true) => format!("[{}]:{}", r.remote_addr, r.remote_port),
+        },
+        connected_at: humantime::format_rfc3339_seconds(c.connected_at).to_string(),
+        rooms: c.rooms.iter().cloned().collect(),
+        metadata: c.meta.clone(),
+    }
+}

@@ -1,0 +1,66 @@
+//! Connection ids: 128 random bits, hex-encoded, so a client can never guess
+//! another client's id and push to it through a script.
+
+use std::fmt;
+
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(Box<str>);
+
+impl ConnId {
+    /// A fresh id from the operating system's random source.
+    pub fn random() -> ConnId {
+        let mut b = [0u8; 16];
+        // getrandom only fails when the OS has no entropy source at all; a
+        // server without one cannot hand out unguessable ids, so stop loudly.
+        getrandom::fill(&mut b).expect("the operating system's random source failed");
+        let mut s = String::with_capacity(32);
+        for byte in b {
+            s.push(char::from(b"0123456789abcdef"[(byte >> 4) as usize]));
+            s.push(char::from(b"0123456789abcdef"[(byte & 15) as usize]));
+        }
+        ConnId(s.into())
+    }
+
+    /// An id given by a user (control API, `@send`). Any non-empty token
+    /// without whitespace is accepted; unknown ids simply match nothing.
+    pub fn parse(s: &str) -> Option<ConnId> {
+        (!s.is_empty() && !s.chars().any(char::is_whitespace)).then(|| ConnId(s.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_ids_are_32_hex_and_distinct() {
+        let a = ConnId::random();
+        let b = ConnId::random();
+        assert_eq!(a.as_str().len(), 32);
+        assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn parse_rejects_empty_and_spaces() {
+        assert!(ConnId::parse("").is_none());
+        assert!(ConnId::parse("a b").is_none());
+        assert_eq!(ConnId::parse("abc").unwrap().as_str(), "abc");
+    }
+}

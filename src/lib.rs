@@ -1,0 +1,19 @@
+//! ws2http: every WebSocket event (open, message, close) runs a CGI script.
+//!
+//! One event flows one way: connection → [`event::Event`] → [`backend::Backend`]
+//! → [`action::Action`]s → [`hub::Hub`]. See docs/PROTOCOL.md for the contract
+//! scripts rely on.
+
+pub mod action;
+pub mod api;
+pub mod backend;
+pub mod cgi;
+pub mod config;
+pub mod console;
+pub mod directive;
+pub mod event;
+pub mod hub;
+pub mod id;
+pub mod runtime;
+pub mod server;
+pub mod ws;

@@ -1,0 +1,20 @@
+//! The `ws2http` command: parse flags, set up logging, run the server, and
+//! turn any start-up problem into one clear line.
+
+use clap::Parser;
+
+fn main() {
+    let cli = ws2http::config::Cli::parse();
+    let level = match cli.verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    // Our own events at `level`; other crates only when something is wrong.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(format!("warn,ws2http={level}"))).init();
+    let result = cli.into_config().and_then(ws2http::server::run);
+    if let Err(e) = result {
+        eprintln!("ws2http: error: {e}");
+        std::process::exit(2);
+    }
+}

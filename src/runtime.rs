@@ -1,0 +1,28 @@
+//! The few places that name the async runtime. async-std is deprecated in
+//! favour of smol; everything else in the crate goes through these helpers or
+//! through runtime-neutral crates (async-process, async-lock, futures-lite),
+//! so a future swap touches this file and the listener code only.
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Runs `fut` in the background.
+pub fn spawn<F>(fut: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    async_std::task::spawn(fut);
+}
+
+pub async fn sleep(d: Duration) {
+    async_std::task::sleep(d).await
+}
+
+/// `Err(())` when `fut` did not finish within `d`.
+pub async fn timeout<F: Future>(d: Duration, fut: F) -> Result<F::Output, ()> {
+    async_std::future::timeout(d, fut).await.map_err(|_| ())
+}
+
+pub fn block_on<F: Future>(fut: F) -> F::Output {
+    async_std::task::block_on(fut)
+}

@@ -1,0 +1,180 @@
+//! Wires everything together: binds the public and control API listeners,
+//! builds the shared [`App`] state, serves until a signal, then shuts down
+//! gracefully (every connection closed with 1001 and its close event run).
+
+use std::net::{SocketAddr, TcpListener};
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::{FutureExt, StreamExt};
+use tide::{Request, Response, StatusCode};
+
+use crate::action::CloseCause;
+use crate::backend::Backend;
+use crate::cgi::env::EnvSettings;
+use crate::cgi::process::Limits;
+use crate::cgi::resolve::{Resolved, Resolver};
+use crate::cgi::CgiBackend;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::{api, runtime, ws};
+
+/// State shared by every request handler and connection.
+#[derive(Clone)]
+pub struct App(Arc<AppInner>);
+
+pub struct AppInner {
+    pub hub: Hub,
+    pub backend: Box<dyn Backend>,
+    pub resolver: Resolver,
+    /// Port of the public listener (SERVER_PORT).
+    pub port: u16,
+    pub max_message: usize,
+    pub max_queue: usize,
+    pub api_token: Option<String>,
+}
+
+impl Deref for App {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+fn bind(addr: &str, flag: &str) -> Result<(TcpListener, SocketAddr), String> {
+    let l = TcpListener::bind(addr)
+        .map_err(|e| format!("cannot listen on {addr} ({flag}): {e}; pick another address or port"))?;
+    let a = l.local_addr().map_err(|e| format!("{flag}: {e}"))?;
+    Ok((l, a))
+}
+
+/// The address a local script uses to reach a listener bound to `a`.
+fn local_url(a: SocketAddr) -> String {
+    let ip = if a.ip().is_unspecified() {
+        if a.is_ipv4() {
+            "127.0.0.1".to_owned()
+        } else {
+            "[::1]".to_owned()
+        }
+    } else if a.is_ipv6() {
+        format!("[{}]", a.ip())
+    } else {
+        a.ip().to_string()
+    };
+    format!("http://{ip}:{}", a.port())
+}
+
+pub fn run(cfg: Config) -> Result<(), String> {
+    let (public, public_addr) = bind(&cfg.listen, "--listen")?;
+    let (control, control_addr) = bind(&cfg.api_listen, "--api-listen")?;
+
+    let env = EnvSettings {
+        api_url: local_url(control_addr),
+        api_token: cfg.api_token.clone().unwrap_or_default(),
+        inherited: cfg.inherited_env.clone(),
+        document_root: cfg.cgi_bin.clone(),
+    };
+    let limits = Limits { timeout: cfg.timeout, grace: Duration::from_secs(2), max_output: cfg.max_output };
+    let app = App(Arc::new(AppInner {
+        hub: Hub::new(cfg.out_queue),
+        backend: Box::new(CgiBackend::new(env, limits, cfg.max_procs)),
+        resolver: Resolver::new(cfg.cgi_bin.clone(), cfg.script.clone(), cfg.handlers.clone()),
+        port: public_addr.port(),
+        max_message: cfg.max_message,
+        max_queue: cfg.max_queue,
+        api_token: cfg.api_token.clone(),
+    }));
+
+    let mut site = tide::with_state(app.clone());
+    site.at("/").all(public_handler);
+    site.at("/*path").all(public_handler);
+    let control_app = api::routes(app.clone());
+
+    // Installed before the "listening" lines, so a supervisor (or a test) that
+    // signals right after reading them gets a graceful shutdown.
+    let mut signals = async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    println!("ws2http: listening on {}", local_url_display(public_addr));
+    println!("ws2http: control API on {}", local_url_display(control_addr));
+    if let Some(s) = &cfg.script {
+        log::info!("single-script mode: every path runs {}", s.display());
+    } else {
+        log::info!("endpoints in {}: {}", cfg.cgi_bin.display(), app.resolver.endpoints().join(" "));
+    }
+
+    runtime::block_on(async move {
+        let serve = async {
+            let a = site.listen(public);
+            let b = control_app.listen(control);
+            match a.race(b).await {
+                Ok(()) => Err("a listener stopped".to_owned()),
+                Err(e) => Err(format!("listener failed: {e}")),
+            }
+        };
+        let signalled = async {
+            signals.next().await;
+            Ok(())
+        };
+        serve.race(signalled).await?;
+        shutdown(&app, &cfg, &mut signals).await;
+        Ok(())
+    })
+}
+
+fn local_url_display(a: SocketAddr) -> String {
+    if a.is_ipv6() {
+        format!("http://[{}]:{}", a.ip(), a.port())
+    } else {
+        format!("http://{a}")
+    }
+}
+
+/// Closes every connection with 1001 and waits for the close events to run.
+/// A second signal exits at once.
+async fn shutdown(app: &App, cfg: &Config, signals: &mut async_signal::Signals) {
+    let n = app.hub.close_all(1001, "server shutdown", CloseCause::Shutdown);
+    log::info!("shutting down: closing {n} connection(s)");
+    let deadline = Instant::now() + cfg.timeout + Duration::from_secs(5);
+    let drained = async {
+        while !app.hub.is_empty() && Instant::now() < deadline {
+            runtime::sleep(Duration::from_millis(20)).await;
+        }
+        if !app.hub.is_empty() {
+            log::warn!("shutdown: {} close event(s) did not finish in time", app.hub.len());
+        }
+    };
+    let again = async {
+        signals.next().await;
+        log::warn!("second signal: exiting now");
+        std::process::exit(130);
+    };
+    drained.race(again).await;
+    log::info!("shutdown complete");
+}
+
+/// Every request on the public listener: WebSocket upgrades go to the
+/// endpoint's script; plain requests get the start page or a hint.
+async fn public_handler(req: Request<App>) -> tide::Result {
+    if ws::upgrade::is_upgrade(&req) {
+        return ws::upgrade::handle(req).await;
+    }
+    let path = req.url().path().to_owned();
+    if path == "/" && req.method() == tide::http::Method::Get {
+        let mut r = Response::new(StatusCode::Ok);
+        r.set_content_type("text/html; charset=utf-8");
+        r.set_body(crate::console::page(&req.state().resolver.endpoints()));
+        return Ok(r);
+    }
+    let mut r = Response::new(StatusCode::NotFound);
+    r.set_content_type("text/plain; charset=utf-8");
+    match req.state().resolver.resolve(&path) {
+        Resolved::Found(_) | Resolved::NotRunnable(_) => {
+            r.set_status(StatusCode::UpgradeRequired);
+            r.insert_header("Upgrade", "websocket");
+            r.set_body(format!("{path} is a WebSocket endpoint: connect with a WebSocket client (ws://host{path})\n"));
+        }
+        Resolved::NotFound => r.set_body("not found\n"),
+    }
+    Ok(r)
+}

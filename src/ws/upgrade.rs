@@ -1,0 +1,198 @@
+//! The WebSocket handshake, done by hand inside tide: check the request,
+//! run the open event, and only then answer `101 Switching Protocols` (or the
+//! script's own rejection).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_tungstenite::tungstenite::handshake::derive_accept_key;
+use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use async_tungstenite::WebSocketStream;
+use tide::{Request, Response, StatusCode};
+
+use crate::backend::{Head, Outcome, Output};
+use crate::cgi::resolve::Resolved;
+use crate::event::{ConnInfo, EventKind, RequestInfo};
+use crate::id::ConnId;
+use crate::runtime;
+use crate::server::App;
+use crate::ws::connection;
+
+/// `true` when the request asks for a WebSocket upgrade.
+pub fn is_upgrade(req: &Request<App>) -> bool {
+    let has_token = |name: &str, token: &str| {
+        req.header(name).is_some_and(|vals| {
+            vals.iter().any(|v| v.as_str().split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    has_token("Upgrade", "websocket") && has_token("Connection", "upgrade")
+}
+
+fn text(status: StatusCode, body: &str) -> Response {
+    let mut r = Response::new(status);
+    r.set_body(format!("{body}\n"));
+    r.set_content_type("text/plain; charset=utf-8");
+    r
+}
+
+/// What the request was, as the CGI environment describes it.
+pub fn request_info(req: &Request<App>, server_port: u16) -> RequestInfo {
+    let url = req.url();
+    let uri = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let (remote_addr, remote_port) = match req.peer_addr().and_then(|a| a.parse::<SocketAddr>().ok()) {
+        Some(a) => (a.ip().to_string(), a.port().to_string()),
+        None => (req.peer_addr().unwrap_or("").to_owned(), String::new()),
+    };
+    let mut headers = Vec::new();
+    for (name, values) in req.iter() {
+        for v in values.iter() {
+            headers.push((name.as_str().to_owned(), v.as_str().to_owned()));
+        }
+    }
+    let host = req.header("Host").map(|h| h.last().as_str().to_owned()).unwrap_or_default();
+    let server_name = match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.is_empty() => h.to_owned(),
+        _ if !host.is_empty() => host,
+        _ => url.host_str().unwrap_or("localhost").to_owned(),
+    };
+    RequestInfo {
+        method: req.method().to_string(),
+        uri,
+        query: url.query().unwrap_or("").to_owned(),
+        headers,
+        remote_addr,
+        remote_port,
+        server_name,
+        server_port: server_port.to_string(),
+    }
+}
+
+/// Handles an upgrade request end to end.
+pub async fn handle(req: Request<App>) -> tide::Result {
+    let app = req.state().clone();
+    if req.method() != tide::http::Method::Get {
+        return Ok(text(StatusCode::MethodNotAllowed, "a WebSocket handshake must be a GET request"));
+    }
+    if req.header("Sec-WebSocket-Version").map(|v| v.last().as_str().trim()) != Some("13") {
+        let mut r = text(StatusCode::UpgradeRequired, "unsupported WebSocket version; this server speaks version 13");
+        r.insert_header("Sec-WebSocket-Version", "13");
+        return Ok(r);
+    }
+    let key = match req.header("Sec-WebSocket-Key") {
+        Some(k) => k.last().as_str().trim().to_owned(),
+        None => return Ok(text(StatusCode::BadRequest, "missing Sec-WebSocket-Key header")),
+    };
+    let target = match app.resolver.resolve(req.url().path()) {
+        Resolved::Found(t) => t,
+        Resolved::NotFound => return Ok(text(StatusCode::NotFound, "no WebSocket endpoint here")),
+        Resolved::NotRunnable(why) => {
+            log::error!("{}: {why}", req.url().path());
+            return Ok(text(
+                StatusCode::InternalServerError,
+                "the endpoint's script cannot be run; see the server log",
+            ));
+        }
+    };
+    let offered: Vec<String> = req
+        .header("Sec-WebSocket-Protocol")
+        .map(|v| {
+            v.iter().flat_map(|p| p.as_str().split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>()).collect()
+        })
+        .unwrap_or_default();
+    let conn = Arc::new(ConnInfo { id: ConnId::random(), target, request: request_info(&req, app.port) });
+    log::debug!("[{}] {} handshake from {}", conn.id, conn.target.endpoint(), conn.request.remote_addr);
+
+    // The open event decides whether the connection opens at all.
+    let mut items = Vec::new();
+    let outcome = connection::dispatch(&app, &conn, EventKind::Open, Some(&mut items)).await;
+    if let Outcome::Failed(_) = outcome {
+        return Ok(text(StatusCode::InternalServerError, "the endpoint's open script failed; see the server log"));
+    }
+    let mut head = Head::default();
+    let mut actions = Vec::new();
+    let mut reject_body = None;
+    for item in items {
+        match item {
+            Output::Head(h) => head = h,
+            Output::Action(a) => actions.push(a),
+            Output::RejectBody(b) => reject_body = Some(b),
+        }
+    }
+    if !head.is_success() {
+        return Ok(rejection(&conn, &head, reject_body.unwrap_or_default()));
+    }
+
+    let mut res = Response::new(StatusCode::SwitchingProtocols);
+    res.insert_header("Upgrade", "websocket");
+    res.insert_header("Connection", "Upgrade");
+    res.insert_header("Sec-WebSocket-Accept", derive_accept_key(key.as_bytes()));
+    for cookie in head.get_all("Set-Cookie") {
+        res.append_header("Set-Cookie", cookie);
+    }
+    if let Some(proto) = head.get("Sec-WebSocket-Protocol") {
+        if !offered.iter().any(|o| o == proto) {
+            log::warn!(
+                "[{}] open script chose subprotocol {proto:?} which the client did not offer ({offered:?})",
+                conn.id
+            );
+        }
+        res.insert_header("Sec-WebSocket-Protocol", proto);
+    }
+
+    // Register before answering so the open script's messages are queued
+    // ahead of anything else.
+    let (outgoing, shared) = app.hub.register(conn.clone());
+    for a in actions {
+        app.hub.apply(a);
+    }
+    let (events_tx, events_rx) = async_channel::bounded(app.max_queue);
+    runtime::spawn(connection::event_worker(app.clone(), conn.clone(), events_rx));
+
+    let http_res: &mut tide::http::Response = res.as_mut();
+    let upgrade = http_res.recv_upgrade().await;
+    let config =
+        WebSocketConfig::default().max_message_size(Some(app.max_message)).max_frame_size(Some(app.max_message));
+    runtime::spawn(async move {
+        match upgrade.await {
+            Some(stream) => {
+                let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
+                log::info!(
+                    "[{}] {} open from {}:{}",
+                    conn.id,
+                    conn.target.endpoint(),
+                    conn.request.remote_addr,
+                    conn.request.remote_port
+                );
+                connection::serve(ws, app, conn, outgoing, shared, events_tx).await;
+            }
+            None => {
+                log::warn!("[{}] the connection went away during the handshake", conn.id);
+                connection::finish(&app, &conn, &shared, &events_tx).await;
+            }
+        }
+    });
+    Ok(res)
+}
+
+/// The open script said no: its status, headers and body are the response.
+fn rejection(conn: &ConnInfo, head: &Head, body: Vec<u8>) -> Response {
+    let status = head.status.unwrap_or(500);
+    log::info!("[{}] {} open rejected by the script with {status}", conn.id, conn.target.endpoint());
+    let mut res = Response::new(StatusCode::try_from(status).unwrap_or(StatusCode::InternalServerError));
+    for (name, value) in &head.headers {
+        let lower = name.to_ascii_lowercase();
+        if matches!(lower.as_str(), "content-length" | "transfer-encoding" | "connection" | "upgrade") {
+            continue;
+        }
+        if lower == "content-type" {
+            res.set_content_type(value.as_str());
+        } else {
+            res.append_header(name.as_str(), value.as_str());
+        }
+    }
+    res.set_body(body);
+    res
+}
