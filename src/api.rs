@@ -146,13 +146,15 @@ async fn actions(mut req: Request<App>) -> tide::Result {
         match parse_line(line.strip_suffix('\r').unwrap_or(line), Context::Api) {
             Ok(Line::Empty) => {}
             Ok(Line::Action(a)) => parsed.push(a),
-            Ok(Line::Text(_)) => return error(
-                StatusCode::BadRequest,
-                format!(
+            Ok(Line::Text(_)) => {
+                return error(
+                    StatusCode::BadRequest,
+                    format!(
                     "line {}: plain text has no recipient here; use @send ID TEXT, @room ROOM TEXT or @broadcast TEXT",
                     i + 1
                 ),
-            ),
+                )
+            }
             Err(e) => return error(StatusCode::BadRequest, format!("line {}: {e}", i + 1)),
         }
     }

@@ -124,17 +124,18 @@ fn parse_directive(name: &str, args: &str, ctx: Context<'_>) -> Result<Action, S
         "close" => {
             let (conn, rest) = target(args)?;
             let (code, reason) = split1(&rest);
-            let code =
-                if code.is_empty() {
-                    1000
-                } else {
-                    match code.parse::<u16>() {
-                        Ok(c) if is_sendable_close_code(c) => c,
-                        _ => return Err(format!(
+            let code = if code.is_empty() {
+                1000
+            } else {
+                match code.parse::<u16>() {
+                    Ok(c) if is_sendable_close_code(c) => c,
+                    _ => {
+                        return Err(format!(
                             "@close: {code} is not a close code a server may send (1000-1003, 1007-1014, 3000-4999)"
-                        )),
+                        ))
                     }
-                };
+                }
+            };
             if reason.len() > 123 {
                 return Err("@close: the reason is longer than 123 bytes".into());
             }

@@ -1,0 +1,271 @@
+//! Starts the real `ws2http` binary on ephemeral loopback ports and gives
+//! tests real clients: async-tungstenite for WebSockets, raw TCP for
+//! malformed handshakes, ureq for the control API.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_tungstenite::tungstenite::client::IntoClientRequest;
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::WebSocketStream;
+use futures_util::StreamExt;
+
+pub type Ws = WebSocketStream<async_std::net::TcpStream>;
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cgi-bin")
+}
+
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub api_port: u16,
+    pub dir: PathBuf,
+    stderr_log: PathBuf,
+}
+
+/// A scratch directory unique to one test.
+pub fn scratch() -> PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let d = std::env::temp_dir().join(format!("ws2http-test-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+impl Server {
+    /// Starts the server with the fixture scripts and `extra` flags. Scripts
+    /// get EVENTS_LOG and FLAG_FILE inside the server's scratch directory.
+    pub fn start(extra: &[&str]) -> Server {
+        Server::start_in(&fixtures(), extra)
+    }
+
+    pub fn start_in(cgi_bin: &Path, extra: &[&str]) -> Server {
+        let dir = scratch();
+        let stderr_log = dir.join("stderr.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ws2http"))
+            .args(["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--cgi-bin"])
+            .arg(cgi_bin)
+            .args(["--pass-env", "EVENTS_LOG", "--pass-env", "FLAG_FILE"])
+            .args(extra)
+            .env("EVENTS_LOG", dir.join("events.log"))
+            .env("FLAG_FILE", dir.join("flag"))
+            .env("RUST_LOG", "ws2http=debug")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_log).unwrap())
+            .spawn()
+            .expect("start ws2http");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut port_of = |prefix: &str| -> u16 {
+            let line = lines.next().expect("startup line").expect("read stdout");
+            assert!(line.starts_with(prefix), "unexpected startup line {line:?}");
+            line.rsplit(':').next().unwrap().parse().unwrap()
+        };
+        let port = port_of("ws2http: listening on http://127.0.0.1:");
+        let api_port = port_of("ws2http: control API on http://127.0.0.1:");
+        Server { child, port, api_port, dir, stderr_log }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.api_port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.stderr_log.clone()).unwrap_or_default()
+    }
+
+    pub fn events(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("events.log")).unwrap_or_default().lines().map(str::to_owned).collect()
+    }
+
+    /// Waits until the events log has a line matching `pred`, returns it.
+    pub fn wait_event(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        wait_for(what, || self.events().into_iter().find(|l| pred(l)))
+    }
+
+    pub fn wait_log(&self, needle: &str) {
+        wait_for(needle, || self.log().contains(needle).then_some(()));
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "server did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` until it returns `Some`, for at most 15 s.
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub async fn connect(url: &str) -> Ws {
+    let (ws, _) = connect_with(url, &[]).await.unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    ws
+}
+
+/// Connects with extra request headers; returns the response too.
+pub async fn connect_with(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<(Ws, async_tungstenite::tungstenite::handshake::client::Response), async_tungstenite::tungstenite::Error> {
+    let mut req = url.into_client_request().unwrap();
+    for (k, v) in headers {
+        req.headers_mut().append(
+            async_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    let uri = req.uri();
+    let addr = format!("{}:{}", uri.host().unwrap_or("127.0.0.1"), uri.port_u16().unwrap_or(80));
+    let tcp = async_std::net::TcpStream::connect(addr).await?;
+    async_tungstenite::client_async(req, tcp).await
+}
+
+/// The next text or binary message, within 10 s.
+pub async fn next(ws: &mut Ws) -> Message {
+    loop {
+        let m = async_std::future::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("timed out waiting for a message")
+            .expect("stream ended")
+            .expect("read error");
+        if m.is_text() || m.is_binary() || m.is_close() {
+            return m;
+        }
+    }
+}
+
+pub async fn next_text(ws: &mut Ws) -> String {
+    match next(ws).await {
+        Message::Text(t) => t.to_string(),
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
+/// Opens a mirror.sh connection and returns it with its id.
+pub async fn mirror(s: &Server, path: &str) -> (Ws, String) {
+    let mut ws = connect(&s.url(path)).await;
+    let first = next_text(&mut ws).await;
+    let id = first.strip_prefix("id ").expect("mirror.sh says its id first").to_owned();
+    (ws, id)
+}
+
+/// `true` when nothing but control frames arrives within `ms`.
+pub async fn silent(ws: &mut Ws, ms: u64) -> bool {
+    loop {
+        match async_std::future::timeout(Duration::from_millis(ms), ws.next()).await {
+            Err(_) => return true,
+            Ok(Some(Ok(m))) if m.is_ping() || m.is_pong() => continue,
+            Ok(_) => return false,
+        }
+    }
+}
+
+/// A raw HTTP exchange: sends `request`, returns the whole response head
+/// (and as much body as arrives before the server closes or 2 s pass).
+pub fn raw_http(port: u16, request: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(end) = find(&buf, b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let len = head.lines().find_map(|l| {
+                        l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    });
+                    if head.starts_with("http/1.1 101") || len.is_some_and(|n| buf.len() >= end + 4 + n) {
+                        break;
+                    }
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+fn find(h: &[u8], n: &[u8]) -> Option<usize> {
+    h.windows(n.len()).position(|w| w == n)
+}
+
+/// A raw upgrade request for `path`.
+pub fn upgrade_request(path: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+}
+
+pub struct ApiResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+impl ApiResponse {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// One control API call (blocking; run from async tests with spawn_blocking
+/// not needed: calls are short and the server runs in another process).
+pub fn api(method: &str, url: &str, token: Option<&str>, content_type: Option<&str>, body: &[u8]) -> ApiResponse {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut req = ureq::http::Request::builder().method(method).uri(url);
+    if let Some(t) = token {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
+    // ureq would label a byte body application/octet-stream (binary).
+    req = req.header("Content-Type", content_type.unwrap_or("text/plain; charset=utf-8"));
+    let req = req.body(body.to_vec()).unwrap();
+    let mut res = agent.run(req).unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = res.status().as_u16();
+    let body = res.body_mut().read_to_string().unwrap_or_default();
+    ApiResponse { status, body }
+}
+
+pub fn post(url: &str, body: &str) -> ApiResponse {
+    api("POST", url, None, None, body.as_bytes())
+}
+
+pub fn get(url: &str) -> ApiResponse {
+    api("GET", url, None, None, b"")
+}

@@ -1,0 +1,169 @@
+//! Open, message and close events: ordering, parallelism, failures, and the
+//! close event running exactly once whatever ended the connection.
+
+mod common;
+
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::CloseFrame;
+use async_tungstenite::tungstenite::Message;
+use common::*;
+
+fn closes_of(s: &Server, id: &str) -> Vec<String> {
+    s.events().into_iter().filter(|l| l.starts_with(&format!("close {id} "))).collect()
+}
+
+#[async_std::test]
+async fn client_close_code_and_reason_reach_the_close_event_once() {
+    let s = Server::start(&[]);
+    let (mut a, id) = mirror(&s, "/mirror.sh").await;
+    a.close(Some(CloseFrame { code: CloseCode::from(4001), reason: "bye".into() })).await.unwrap();
+    let line = s.wait_event("close", |l| l.starts_with("close"));
+    assert!(line.starts_with(&format!("close {id} 4001 client bye|")), "{line}");
+    // A close event's message to itself is dropped, and it runs only once.
+    let (_b, _) = mirror(&s, "/mirror.sh").await;
+    s.wait_log(&format!("[{id}] /mirror.sh close: ok"));
+    assert_eq!(closes_of(&s, &id).len(), 1);
+}
+
+#[async_std::test]
+async fn close_without_code_is_1005() {
+    let s = Server::start(&[]);
+    let (mut a, id) = mirror(&s, "/mirror.sh").await;
+    a.close(None).await.unwrap();
+    let line = s.wait_event("close", |l| l.starts_with("close"));
+    assert!(line.starts_with(&format!("close {id} 1005 client |")), "{line}");
+}
+
+#[async_std::test]
+async fn dropped_tcp_is_1006_and_others_hear_about_it() {
+    let s = Server::start(&[]);
+    let (mut watcher, _) = mirror(&s, "/mirror.sh").await;
+    watcher.send(Message::text("@join room1")).await.unwrap();
+    // A client that joins a room and then vanishes without a close frame:
+    // we keep a handle on its TCP socket and shut it down under it.
+    let tcp = async_std::net::TcpStream::connect(("127.0.0.1", s.port)).await.unwrap();
+    let (mut ws, _) = async_tungstenite::client_async(s.url("/mirror.sh"), tcp.clone()).await.unwrap();
+    let id = next_text(&mut ws).await.strip_prefix("id ").unwrap().to_owned();
+    ws.send(Message::text("@join room1")).await.unwrap();
+    wait_for("joined", || (get(&s.api("/rooms")).json()["room1"] == 2).then_some(()));
+    tcp.shutdown(std::net::Shutdown::Both).unwrap();
+    let line = s.wait_event("close", |l| l.starts_with(&format!("close {id} ")));
+    assert!(line.starts_with(&format!("close {id} 1006 dropped |rooms=room1|")), "{line}");
+    assert_eq!(next_text(&mut watcher).await, format!("left {id}"));
+}
+
+#[async_std::test]
+async fn api_close_and_server_close_codes() {
+    let s = Server::start(&[]);
+    let (mut a, id) = mirror(&s, "/mirror.sh").await;
+    let r = api("DELETE", &s.api(&format!("/connections/{id}?code=4100&reason=kicked")), None, None, b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), serde_json::json!({"closed": 1}));
+    match next(&mut a).await {
+        Message::Close(Some(f)) => assert_eq!((u16::from(f.code), f.reason.as_str()), (4100, "kicked")),
+        other => panic!("{other:?}"),
+    }
+    let line = s.wait_event("close", |l| l.starts_with("close"));
+    assert!(line.starts_with(&format!("close {id} 4100 api kicked|")), "{line}");
+    assert_eq!(api("DELETE", &s.api(&format!("/connections/{id}")), None, None, b"").status, 404);
+}
+
+#[async_std::test]
+async fn shutdown_closes_everyone_with_1001_and_runs_close_events() {
+    let mut s = Server::start(&[]);
+    let (mut a, ida) = mirror(&s, "/mirror.sh").await;
+    let (mut b, idb) = mirror(&s, "/mirror.sh").await;
+    let status = s.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    for ws in [&mut a, &mut b] {
+        match next(ws).await {
+            Message::Close(Some(f)) => assert_eq!(u16::from(f.code), 1001),
+            other => panic!("{other:?}"),
+        }
+    }
+    for id in [ida, idb] {
+        let c = closes_of(&s, &id);
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert!(c[0].starts_with(&format!("close {id} 1001 shutdown server shutdown|")), "{}", c[0]);
+    }
+}
+
+#[async_std::test]
+async fn events_of_one_connection_run_in_order() {
+    let s = Server::start(&[]);
+    let mut ws = connect(&s.url("/order.sh")).await;
+    for i in 0..40 {
+        ws.send(Message::text(i.to_string())).await.unwrap();
+    }
+    for i in 0..40 {
+        assert_eq!(next_text(&mut ws).await, i.to_string());
+    }
+}
+
+#[async_std::test]
+async fn events_of_different_connections_run_in_parallel() {
+    let s = Server::start(&[]);
+    let mut waiter = connect(&s.url("/order.sh")).await;
+    let mut goer = connect(&s.url("/order.sh")).await;
+    // "wait" blocks its script until another script creates the flag file;
+    // run serially, it could never be released.
+    waiter.send(Message::text("wait")).await.unwrap();
+    let marker = s.dir.join("flag.waiting");
+    wait_for("the waiting script to start", || marker.exists().then_some(()));
+    goer.send(Message::text("go")).await.unwrap();
+    assert_eq!(next_text(&mut goer).await, "went");
+    assert_eq!(next_text(&mut waiter).await, "released");
+}
+
+#[async_std::test]
+async fn failing_scripts_keep_the_connection_open() {
+    let s = Server::start(&[]);
+    let mut ws = connect(&s.url("/crash.sh")).await;
+    ws.send(Message::text("fail")).await.unwrap();
+    // Output produced before the failure still applies.
+    assert_eq!(next_text(&mut ws).await, "partial");
+    s.wait_log("exited with status 3");
+    s.wait_log("stderr: failing on purpose");
+    ws.send(Message::text("segv")).await.unwrap();
+    s.wait_log("killed by signal 11");
+    ws.send(Message::text("fine")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "ok fine");
+}
+
+#[async_std::test]
+async fn open_runs_before_first_message_and_messages_before_close() {
+    let s = Server::start(&[]);
+    let (mut a, id) = mirror(&s, "/mirror.sh").await;
+    a.send(Message::text("x")).await.unwrap();
+    assert_eq!(next_text(&mut a).await, "x");
+    a.close(None).await.unwrap();
+    s.wait_event("close", |l| l.starts_with("close"));
+    let mine: Vec<String> =
+        s.events().into_iter().filter(|l| l.contains(&id)).map(|l| l.split(' ').next().unwrap().to_owned()).collect();
+    assert_eq!(mine, ["open", "message", "close"]);
+}
+
+#[async_std::test]
+async fn timeout_kills_the_script_and_its_children() {
+    let s = Server::start(&["--timeout", "1"]);
+    let mut ws = connect(&s.url("/order.sh")).await;
+    // "wait" polls for a flag that never comes (5 s); the timeout stops it.
+    ws.send(Message::text("wait")).await.unwrap();
+    s.wait_log("still running after 1s");
+    s.wait_log("timed out after 1s");
+    ws.send(Message::text("7")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "7");
+}
+
+#[async_std::test]
+async fn too_big_message_is_closed_with_1009() {
+    let s = Server::start(&["--max-message", "1000"]);
+    let (mut a, id) = mirror(&s, "/mirror.sh").await;
+    a.send(Message::text("y".repeat(5000))).await.unwrap();
+    match next(&mut a).await {
+        Message::Close(Some(f)) => assert_eq!(u16::from(f.code), 1009),
+        other => panic!("{other:?}"),
+    }
+    let line = s.wait_event("close", |l| l.starts_with("close"));
+    assert!(line.starts_with(&format!("close {id} 1009 too-big")), "{line}");
+}
