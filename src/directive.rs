@@ -163,7 +163,7 @@ mod tests {
     use super::*;
 
     fn me() -> ConnId {
-        ConnId::parse("me").unwrap()
+        ConnId::parse("me").expect("valid id")
     }
 
     fn script(line: &str) -> Result<Line, String> {
@@ -189,7 +189,7 @@ mod tests {
 
     #[test]
     fn every_directive() {
-        let id = |s: &str| ConnId::parse(s).unwrap();
+        let id = |s: &str| ConnId::parse(s).expect("valid id");
         assert_eq!(act("@send abc hi there"), Action::Send { to: id("abc"), msg: Message::text("hi there") });
         assert_eq!(act("@send abc"), Action::Send { to: id("abc"), msg: Message::text("") });
         assert_eq!(act("@room r1 a b"), Action::Room { room: "r1".into(), msg: Message::text("a b"), except: None });
@@ -249,12 +249,12 @@ mod tests {
         assert!(api("@join").is_err());
         assert_eq!(
             api("@join c1 r"),
-            Ok(Line::Action(Action::Join { conn: ConnId::parse("c1").unwrap(), room: "r".into() }))
+            Ok(Line::Action(Action::Join { conn: ConnId::parse("c1").expect("valid id"), room: "r".into() }))
         );
         assert_eq!(
             api("@close c1 4001 bye"),
             Ok(Line::Action(Action::Close {
-                conn: ConnId::parse("c1").unwrap(),
+                conn: ConnId::parse("c1").expect("valid id"),
                 code: 4001,
                 reason: "bye".into(),
                 cause: CloseCause::Api

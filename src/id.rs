@@ -61,6 +61,6 @@ mod tests {
     fn parse_rejects_empty_and_spaces() {
         assert!(ConnId::parse("").is_none());
         assert!(ConnId::parse("a b").is_none());
-        assert_eq!(ConnId::parse("abc").unwrap().as_str(), "abc");
+        assert_eq!(ConnId::parse("abc").expect("valid id").as_str(), "abc");
     }
 }

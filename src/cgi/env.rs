@@ -137,7 +137,7 @@ mod tests {
             path_info: "/lobby".into(),
             interpreter: None,
         };
-        let conn = Arc::new(ConnInfo { id: ConnId::parse("abc").unwrap(), target, request });
+        let conn = Arc::new(ConnInfo { id: ConnId::parse("abc").expect("valid id"), target, request });
         Event { kind, conn, rooms: vec!["a".into(), "b".into()], meta: vec![("nick".into(), "bob".into())] }
     }
 

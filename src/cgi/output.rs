@@ -201,7 +201,7 @@ mod tests {
     use crate::id::ConnId;
 
     fn run(out: &[u8], open: bool) -> Vec<Output> {
-        let me = ConnId::parse("me").unwrap();
+        let me = ConnId::parse("me").expect("valid id");
         parse_all(Context::Script { conn: &me, endpoint: "/e" }, open, out)
     }
 

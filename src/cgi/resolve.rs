@@ -170,18 +170,18 @@ mod tests {
     fn setup() -> (PathBuf, Resolver) {
         let base = std::env::temp_dir().join(format!("ws2http-resolve-{}", crate::id::ConnId::random()));
         let root = base.join("cgi");
-        fs::create_dir_all(root.join("sub")).unwrap();
-        fs::write(base.join("outside.sh"), "#!/bin/sh\n").unwrap();
+        fs::create_dir_all(root.join("sub")).expect("test fixture setup");
+        fs::write(base.join("outside.sh"), "#!/bin/sh\n").expect("test fixture setup");
         for (p, mode) in
             [("chat.sh", 0o755), ("sub/x.sh", 0o755), ("plain.txt", 0o644), ("page.php", 0o644), (".hidden.sh", 0o755)]
         {
-            fs::write(root.join(p), "#!/bin/sh\n").unwrap();
-            fs::set_permissions(root.join(p), fs::Permissions::from_mode(mode)).unwrap();
+            fs::write(root.join(p), "#!/bin/sh\n").expect("test fixture setup");
+            fs::set_permissions(root.join(p), fs::Permissions::from_mode(mode)).expect("test fixture setup");
         }
-        fs::set_permissions(base.join("outside.sh"), fs::Permissions::from_mode(0o755)).unwrap();
-        symlink(base.join("outside.sh"), root.join("escape.sh")).unwrap();
-        symlink(root.join("chat.sh"), root.join("alias.sh")).unwrap();
-        let root = root.canonicalize().unwrap();
+        fs::set_permissions(base.join("outside.sh"), fs::Permissions::from_mode(0o755)).expect("test fixture setup");
+        symlink(base.join("outside.sh"), root.join("escape.sh")).expect("test fixture setup");
+        symlink(root.join("chat.sh"), root.join("alias.sh")).expect("test fixture setup");
+        let root = root.canonicalize().expect("test fixture setup");
         let r = Resolver::new(root.clone(), None, vec![("php".into(), Arc::from(vec!["php-cgi".to_string()]))]);
         (root, r)
     }
