@@ -9,6 +9,7 @@ use tide::{Next, Request, Response, StatusCode};
 use crate::action::{Action, CloseCause, Message};
 use crate::directive::{parse_line, Context, Line};
 use crate::id::ConnId;
+use crate::listen::RawHead;
 use crate::server::App;
 
 pub fn routes(app: App) -> tide::Server<App> {
@@ -79,7 +80,14 @@ fn param(req: &Request<App>, name: &str) -> String {
 /// The request body as a message: binary for application/octet-stream,
 /// otherwise text (which must be UTF-8).
 async fn body_message(req: &mut Request<App>) -> Result<Message, tide::Result> {
-    let binary = req.content_type().is_some_and(|m| m.essence() == "application/octet-stream");
+    // The HTTP layer labels a body without Content-Type as octet-stream;
+    // here no type means text, so look at what the client really sent.
+    let sent = match req.ext::<RawHead>() {
+        Some(raw) => raw.content_type.clone(),
+        None => req.header("Content-Type").map(|v| v.last().as_str().to_owned()),
+    };
+    let binary =
+        sent.is_some_and(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/octet-stream"));
     let body =
         req.body_bytes().await.map_err(|e| error(StatusCode::BadRequest, format!("cannot read the body: {e}")))?;
     if binary {

@@ -14,6 +14,7 @@ pub mod directive;
 pub mod event;
 pub mod hub;
 pub mod id;
+pub mod listen;
 pub mod runtime;
 pub mod server;
 pub mod ws;

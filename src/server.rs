@@ -105,8 +105,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
 
     runtime::block_on(async move {
         let serve = async {
-            let a = site.listen(public);
-            let b = control_app.listen(control);
+            let a = crate::listen::serve(site, public, false);
+            let b = crate::listen::serve(control_app, control, true);
             match a.race(b).await {
                 Ok(()) => Err("a listener stopped".to_owned()),
                 Err(e) => Err(format!("listener failed: {e}")),
@@ -159,7 +159,7 @@ async fn public_handler(req: Request<App>) -> tide::Result {
     if ws::upgrade::is_upgrade(&req) {
         return ws::upgrade::handle(req).await;
     }
-    let path = req.url().path().to_owned();
+    let path = ws::upgrade::raw_path_and_query(&req).0;
     if path == "/" && req.method() == tide::http::Method::Get {
         let mut r = Response::new(StatusCode::Ok);
         r.set_content_type("text/html; charset=utf-8");

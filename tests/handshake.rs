@@ -34,6 +34,13 @@ fn traversal_and_missing_scripts_are_404() {
         "/sub/",
         "//etc/passwd",
         "/mirror.sh/..%2f..%2foutside.sh",
+        // Dot segments that would resolve inside the directory are refused
+        // too: the request target is checked as sent, not as normalized.
+        "/sub/../mirror.sh",
+        "/./mirror.sh",
+        "/sub/%2e%2e/mirror.sh",
+        "/%2e/mirror.sh",
+        "/mirror.sh/../mirror.sh",
     ] {
         let resp = raw_http(s.port, &upgrade_request(path, ""));
         assert_eq!(status_of(&resp), 404, "{path}: {resp}");

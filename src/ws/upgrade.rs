@@ -14,6 +14,7 @@ use crate::backend::{Head, Outcome, Output};
 use crate::cgi::resolve::Resolved;
 use crate::event::{ConnInfo, EventKind, RequestInfo};
 use crate::id::ConnId;
+use crate::listen::RawHead;
 use crate::runtime;
 use crate::server::App;
 use crate::ws::connection;
@@ -35,12 +36,25 @@ fn text(status: StatusCode, body: &str) -> Response {
     r
 }
 
+/// Path and query as the client sent them (see [`crate::listen`]); falls
+/// back to the parsed URL when the raw request line was not captured.
+pub fn raw_path_and_query(req: &Request<App>) -> (String, Option<String>) {
+    match req.ext::<RawHead>() {
+        Some(raw) => {
+            let (p, q) = raw.path_and_query();
+            (p.to_owned(), q.map(str::to_owned))
+        }
+        None => (req.url().path().to_owned(), req.url().query().map(str::to_owned)),
+    }
+}
+
 /// What the request was, as the CGI environment describes it.
 pub fn request_info(req: &Request<App>, server_port: u16) -> RequestInfo {
     let url = req.url();
-    let uri = match url.query() {
-        Some(q) => format!("{}?{q}", url.path()),
-        None => url.path().to_owned(),
+    let (path, query) = raw_path_and_query(req);
+    let uri = match &query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.clone(),
     };
     let (remote_addr, remote_port) = match req.peer_addr().and_then(|a| a.parse::<SocketAddr>().ok()) {
         Some(a) => (a.ip().to_string(), a.port().to_string()),
@@ -61,7 +75,7 @@ pub fn request_info(req: &Request<App>, server_port: u16) -> RequestInfo {
     RequestInfo {
         method: req.method().to_string(),
         uri,
-        query: url.query().unwrap_or("").to_owned(),
+        query: query.unwrap_or_default(),
         headers,
         remote_addr,
         remote_port,
@@ -85,11 +99,12 @@ pub async fn handle(req: Request<App>) -> tide::Result {
         Some(k) => k.last().as_str().trim().to_owned(),
         None => return Ok(text(StatusCode::BadRequest, "missing Sec-WebSocket-Key header")),
     };
-    let target = match app.resolver.resolve(req.url().path()) {
+    let path = raw_path_and_query(&req).0;
+    let target = match app.resolver.resolve(&path) {
         Resolved::Found(t) => t,
         Resolved::NotFound => return Ok(text(StatusCode::NotFound, "no WebSocket endpoint here")),
         Resolved::NotRunnable(why) => {
-            log::error!("{}: {why}", req.url().path());
+            log::error!("{path}: {why}");
             return Ok(text(
                 StatusCode::InternalServerError,
                 "the endpoint's script cannot be run; see the server log",

@@ -1,0 +1,3 @@
+#!/bin/sh
+# Dotfile: must never be served (404).
+echo "hidden script ran"
