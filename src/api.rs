@@ -106,40 +106,34 @@ fn delivered(n: usize) -> tide::Result {
     json_response(StatusCode::Ok, json!({ "delivered": n }))
 }
 
-async fn send(mut req: Request<App>) -> tide::Result {
+/// Reads the body as a message, applies the action built from it, answers
+/// `{"delivered": N}`.
+async fn push(mut req: Request<App>, what: String, make: impl FnOnce(Message) -> Action) -> tide::Result {
+    let msg = match body_message(&mut req).await {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let n = req.state().hub.apply(make(msg));
+    log::info!("api: {what}: delivered to {n}");
+    delivered(n)
+}
+
+async fn send(req: Request<App>) -> tide::Result {
     let id = param(&req, "id");
     let Some(to) = ConnId::parse(&id).filter(|i| req.state().hub.is_live(i)) else {
         return error(StatusCode::NotFound, format!("no open connection with id {id:?}"));
     };
-    let msg = match body_message(&mut req).await {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
-    let n = req.state().hub.apply(Action::Send { to, msg });
-    log::info!("api: send to {id}: {n}");
-    delivered(n)
+    push(req, format!("send to {id}"), |msg| Action::Send { to, msg }).await
 }
 
-async fn room(mut req: Request<App>) -> tide::Result {
+async fn room(req: Request<App>) -> tide::Result {
     let room = param(&req, "room");
-    let msg = match body_message(&mut req).await {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
-    let n = req.state().hub.apply(Action::Room { room: room.clone(), msg, except: None });
-    log::info!("api: room {room}: delivered to {n}");
-    delivered(n)
+    push(req, format!("room {room}"), |msg| Action::Room { room, msg, except: None }).await
 }
 
-async fn broadcast(mut req: Request<App>) -> tide::Result {
+async fn broadcast(req: Request<App>) -> tide::Result {
     let endpoint = query(&req, "endpoint");
-    let msg = match body_message(&mut req).await {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
-    let n = req.state().hub.apply(Action::Broadcast { endpoint, msg });
-    log::info!("api: broadcast: delivered to {n}");
-    delivered(n)
+    push(req, "broadcast".into(), |msg| Action::Broadcast { endpoint, msg }).await
 }
 
 /// Directive lines, all parsed before any is applied: one bad line → 400
