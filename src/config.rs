@@ -27,6 +27,9 @@ pub struct Cli {
     /// Directory of scripts that handle WebSocket endpoints
     #[arg(long, env = "WS2HTTP_CGI_BIN", default_value = "./cgi-bin", value_name = "DIR")]
     pub cgi_bin: PathBuf,
+    /// Serve static files from this directory (plain HTTP requests that are not scripts)
+    #[arg(long, env = "WS2HTTP_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
     /// Run scripts with this extension through PROGRAM (repeatable), e.g. php=php-cgi
     #[arg(long = "handler", env = "WS2HTTP_HANDLER", value_name = "EXT=PROGRAM", value_delimiter = ',')]
     pub handlers: Vec<String>,
@@ -66,6 +69,8 @@ pub struct Config {
     pub cgi_bin: PathBuf,
     /// Canonical.
     pub script: Option<PathBuf>,
+    /// Canonical `--root`.
+    pub root: Option<PathBuf>,
     pub handlers: Vec<(String, Arc<[String]>)>,
     pub inherited_env: Vec<(String, String)>,
     pub timeout: Duration,
@@ -122,6 +127,14 @@ impl Cli {
                 Some(p)
             }
         };
+        let root = match &self.root {
+            None => None,
+            Some(r) => match r.canonicalize() {
+                Ok(p) if p.is_dir() => Some(p),
+                Ok(_) => return Err(format!("--root {}: not a directory", r.display())),
+                Err(e) => return Err(format!("--root {}: {e}; create it or leave --root out", r.display())),
+            },
+        };
         let mut handlers = Vec::new();
         for h in &self.handlers {
             let (ext, prog) = h
@@ -158,6 +171,7 @@ impl Cli {
             api_token: self.api_token,
             cgi_bin,
             script,
+            root,
             handlers,
             inherited_env,
             timeout: Duration::from_secs_f64(self.timeout),

@@ -15,6 +15,8 @@ pub mod event;
 pub mod hub;
 pub mod id;
 pub mod listen;
+pub mod request;
 pub mod runtime;
 pub mod server;
+pub mod static_files;
 pub mod ws;

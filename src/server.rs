@@ -4,11 +4,12 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::ops::Deref;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{FutureExt, StreamExt};
-use tide::{Request, Response, StatusCode};
+use tide::{Body, Request, Response, StatusCode};
 
 use crate::action::CloseCause;
 use crate::backend::Backend;
@@ -18,7 +19,7 @@ use crate::cgi::resolve::{Resolved, Resolver};
 use crate::cgi::CgiBackend;
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::{api, runtime, ws};
+use crate::{api, cgi, runtime, ws};
 
 /// State shared by every request handler and connection.
 #[derive(Clone)]
@@ -26,7 +27,12 @@ pub struct App(Arc<AppInner>);
 
 pub struct AppInner {
     pub hub: Hub,
-    pub backend: Box<dyn Backend>,
+    /// Runs WebSocket events.
+    pub backend: Arc<dyn Backend>,
+    /// Runs classic CGI requests (and, today, also serves as `backend`).
+    pub cgi: Arc<CgiBackend>,
+    /// `--root`, canonical.
+    pub root: Option<PathBuf>,
     pub resolver: Resolver,
     /// Port of the public listener (SERVER_PORT).
     pub port: u16,
@@ -73,12 +79,15 @@ pub fn run(cfg: Config) -> Result<(), String> {
         api_url: local_url(control_addr),
         api_token: cfg.api_token.clone().unwrap_or_default(),
         inherited: cfg.inherited_env.clone(),
-        document_root: cfg.cgi_bin.clone(),
+        document_root: cfg.root.clone().unwrap_or_else(|| cfg.cgi_bin.clone()),
     };
     let limits = Limits { timeout: cfg.timeout, grace: Duration::from_secs(2), max_output: cfg.max_output };
+    let cgi = Arc::new(CgiBackend::new(env, limits, cfg.max_procs));
     let app = App(Arc::new(AppInner {
         hub: Hub::new(cfg.out_queue),
-        backend: Box::new(CgiBackend::new(env, limits, cfg.max_procs)),
+        backend: cgi.clone(),
+        cgi,
+        root: cfg.root.clone(),
         resolver: Resolver::new(cfg.cgi_bin.clone(), cfg.script.clone(), cfg.handlers.clone()),
         port: public_addr.port(),
         max_message: cfg.max_message,
@@ -153,28 +162,71 @@ async fn shutdown(app: &App, cfg: &Config, signals: &mut async_signal::Signals) 
     log::info!("shutdown complete");
 }
 
+/// Internal redirects (`Location: /path` from a script) followed per request.
+const MAX_LOCAL_REDIRECTS: usize = 5;
+
 /// Every request on the public listener: WebSocket upgrades go to the
-/// endpoint's script; plain requests get the start page or a hint.
-async fn public_handler(req: Request<App>) -> tide::Result {
+/// endpoint's script; plain requests run a script as classic CGI, or get a
+/// static file (`--root`), or the start page.
+async fn public_handler(mut req: Request<App>) -> tide::Result {
     if ws::upgrade::is_upgrade(&req) {
         return ws::upgrade::handle(req).await;
     }
-    let path = ws::upgrade::raw_path_and_query(&req).0;
+    let app = req.state().clone();
+    let mut info = crate::request::request_info(&req, app.port);
+    let (mut path, _) = crate::request::raw_path_and_query(&req);
+    let length = req.len().map(|l| l as u64);
+    let content_type = req.ext::<crate::listen::RawHead>().map_or_else(
+        || req.header("Content-Type").map(|v| v.last().as_str().to_owned()),
+        |raw| raw.content_type.clone(),
+    );
+    let mut body = Some(cgi::http::RequestBody { body: req.take_body(), length, content_type });
+    for _ in 0..=MAX_LOCAL_REDIRECTS {
+        // In single-script mode the script speaks WebSocket only.
+        let resolved = if app.resolver.is_single() { Resolved::NotFound } else { app.resolver.resolve(&path) };
+        let target = match resolved {
+            Resolved::Found(t) => t,
+            Resolved::NotRunnable(why) if app.root.is_none() => {
+                log::error!("{path}: {why}");
+                return Ok(text(StatusCode::InternalServerError, "the script cannot be run; see the server log"));
+            }
+            Resolved::NotRunnable(_) | Resolved::NotFound => return Ok(fallback(&app, &path, &req).await),
+        };
+        let request_body =
+            body.take().unwrap_or(cgi::http::RequestBody { body: Body::empty(), length: None, content_type: None });
+        match cgi::http::run(&app.cgi, &info, &target, request_body).await {
+            cgi::http::Reply::Response(r) => return Ok(r),
+            cgi::http::Reply::LocalRedirect(location) => {
+                log::debug!("{path}: local redirect to {location}");
+                let (p, q) = location.split_once('?').unwrap_or((&location, ""));
+                path = p.to_owned();
+                info.method = "GET".into();
+                info.uri = location.clone();
+                info.query = q.to_owned();
+            }
+        }
+    }
+    log::error!("{path}: more than {MAX_LOCAL_REDIRECTS} local redirects");
+    Ok(text(StatusCode::InternalServerError, "too many local redirects"))
+}
+
+/// No script: a static file, the start page, or 404.
+async fn fallback(app: &App, path: &str, req: &Request<App>) -> Response {
+    if let Some(root) = &app.root {
+        return crate::static_files::serve(root, path, req).await;
+    }
     if path == "/" && req.method() == tide::http::Method::Get {
         let mut r = Response::new(StatusCode::Ok);
         r.set_content_type("text/html; charset=utf-8");
-        r.set_body(crate::console::page(&req.state().resolver.endpoints()));
-        return Ok(r);
+        r.set_body(crate::console::page(&app.resolver.endpoints()));
+        return r;
     }
-    let mut r = Response::new(StatusCode::NotFound);
+    text(StatusCode::NotFound, "not found")
+}
+
+fn text(status: StatusCode, body: &str) -> Response {
+    let mut r = Response::new(status);
     r.set_content_type("text/plain; charset=utf-8");
-    match req.state().resolver.resolve(&path) {
-        Resolved::Found(_) | Resolved::NotRunnable(_) => {
-            r.set_status(StatusCode::UpgradeRequired);
-            r.insert_header("Upgrade", "websocket");
-            r.set_body(format!("{path} is a WebSocket endpoint: connect with a WebSocket client (ws://host{path})\n"));
-        }
-        Resolved::NotFound => r.set_body("not found\n"),
-    }
-    Ok(r)
+    r.set_body(format!("{body}\n"));
+    r
 }

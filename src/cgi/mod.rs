@@ -1,6 +1,7 @@
 //! The CGI backend: one fresh process per event, the way CGI always worked.
 
 pub mod env;
+pub mod http;
 pub mod output;
 pub mod process;
 pub mod resolve;
@@ -26,6 +27,11 @@ pub struct CgiBackend {
 impl CgiBackend {
     pub fn new(env: EnvSettings, limits: Limits, max_procs: usize) -> Self {
         CgiBackend { env, limits, procs: Arc::new(Semaphore::new(max_procs.max(1))) }
+    }
+
+    /// A slot among the `--max-procs` scripts allowed to run at once.
+    pub async fn permit(&self) -> async_lock::SemaphoreGuardArc {
+        self.procs.acquire_arc().await
     }
 }
 

@@ -30,15 +30,10 @@ pub struct Limits {
 /// What the log should call this run: `[id] /chat.sh message`.
 pub struct Label<'a>(pub &'a str);
 
-/// Spawns `target` and feeds each stdout line to `on_line` as it arrives.
-pub async fn run(
-    target: &Target,
-    env: Vec<(String, String)>,
-    stdin: Bytes,
-    limits: &Limits,
-    label: &Label<'_>,
-    on_line: &mut (dyn FnMut(&[u8]) + Send),
-) -> Outcome {
+/// The command that runs `target`: through its interpreter or directly,
+/// with exactly `env`, in the script's directory, in a process group of its
+/// own (so a timeout can stop its children too), with piped stdio.
+pub fn command(target: &Target, env: Vec<(String, String)>) -> async_process::Command {
     let mut cmd = match &target.interpreter {
         Some(argv) => {
             let mut c = std::process::Command::new(&argv[0]);
@@ -50,12 +45,61 @@ pub async fn run(
     if let Some(dir) = target.filename.parent() {
         cmd.current_dir(dir);
     }
-    // Its own process group, so a timeout can stop its children too.
     cmd.env_clear().envs(env).process_group(0);
     // async-process keeps its own stdio settings: set them after converting.
     let mut cmd = async_process::Command::from(cmd);
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = match cmd.spawn() {
+    cmd
+}
+
+/// Sends each line the script writes to stderr to the log.
+pub fn log_stderr(child: &mut async_process::Child, prefix: String) {
+    let Some(err) = child.stderr.take() else { return };
+    runtime::spawn(async move {
+        let mut r = BufReader::new(err);
+        let mut line = Vec::new();
+        while matches!(r.read_until(b'\n', &mut line).await, Ok(n) if n > 0) {
+            let text = String::from_utf8_lossy(&line);
+            log::warn!("{prefix}: stderr: {}", text.trim_end());
+            line.clear();
+        }
+    });
+}
+
+/// Stops a script that overran its time: SIGTERM to its process group,
+/// SIGKILL after the grace period; returns once it is reaped.
+pub async fn terminate(child: &mut async_process::Child, grace: Duration) {
+    let pid = child.id() as i32;
+    kill_group(pid, libc::SIGTERM);
+    if runtime::timeout(grace, child.status()).await.is_err() {
+        kill_group(pid, libc::SIGKILL);
+        let _ = child.status().await;
+    }
+}
+
+/// How a finished script ended, for the log.
+pub fn outcome(status: std::io::Result<std::process::ExitStatus>) -> Outcome {
+    match status {
+        Ok(s) if s.success() => Outcome::Success,
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => Outcome::Failed(format!("exited with status {code}")),
+            (None, Some(sig)) => Outcome::Failed(format!("killed by signal {sig}")),
+            _ => Outcome::Failed(format!("ended with {s}")),
+        },
+        Err(e) => Outcome::Failed(format!("could not wait for the script: {e}")),
+    }
+}
+
+/// Spawns `target` and feeds each stdout line to `on_line` as it arrives.
+pub async fn run(
+    target: &Target,
+    env: Vec<(String, String)>,
+    stdin: Bytes,
+    limits: &Limits,
+    label: &Label<'_>,
+    on_line: &mut (dyn FnMut(&[u8]) + Send),
+) -> Outcome {
+    let mut child = match command(target, env).spawn() {
         Ok(c) => c,
         Err(e) => return Outcome::Failed(spawn_error(target, &e)),
     };
@@ -67,18 +111,7 @@ pub async fn run(
             let _ = input.write_all(&stdin).await;
         });
     }
-    if let Some(err) = child.stderr.take() {
-        let prefix = label.0.to_owned();
-        runtime::spawn(async move {
-            let mut r = BufReader::new(err);
-            let mut line = Vec::new();
-            while matches!(r.read_until(b'\n', &mut line).await, Ok(n) if n > 0) {
-                let text = String::from_utf8_lossy(&line);
-                log::warn!("{prefix}: stderr: {}", text.trim_end());
-                line.clear();
-            }
-        });
-    }
+    log_stderr(&mut child, label.0.to_owned());
     let Some(stdout) = child.stdout.take() else {
         return Outcome::Failed("stdout was not captured".into());
     };
@@ -102,29 +135,11 @@ pub async fn run(
         Ok(status) => status,
         Err(()) => {
             log::warn!("{}: still running after {:?}; terminating its process group", label.0, limits.timeout);
-            kill_group(pid, libc::SIGTERM);
-            let status = match runtime::timeout(limits.grace, child.status()).await {
-                Ok(s) => s,
-                Err(()) => {
-                    kill_group(pid, libc::SIGKILL);
-                    child.status().await
-                }
-            };
-            return match status {
-                Ok(_) => Outcome::Failed(format!("timed out after {:?}", limits.timeout)),
-                Err(e) => Outcome::Failed(format!("timed out, then could not be reaped: {e}")),
-            };
+            terminate(&mut child, limits.grace).await;
+            return Outcome::Failed(format!("timed out after {:?}", limits.timeout));
         }
     };
-    match status {
-        Ok(s) if s.success() => Outcome::Success,
-        Ok(s) => match (s.code(), s.signal()) {
-            (Some(code), _) => Outcome::Failed(format!("exited with status {code}")),
-            (None, Some(sig)) => Outcome::Failed(format!("killed by signal {sig}")),
-            _ => Outcome::Failed(format!("ended with {s}")),
-        },
-        Err(e) => Outcome::Failed(format!("could not wait for the script: {e}")),
-    }
+    outcome(status)
 }
 
 async fn read_lines(
@@ -161,7 +176,7 @@ async fn read_lines(
     }
 }
 
-fn kill_group(pid: i32, sig: i32) {
+pub fn kill_group(pid: i32, sig: i32) {
     // SAFETY: kill(2) has no memory-safety preconditions; a negative pid
     // names the process group the script leads.
     unsafe {
@@ -169,7 +184,7 @@ fn kill_group(pid: i32, sig: i32) {
     }
 }
 
-fn spawn_error(target: &Target, e: &std::io::Error) -> String {
+pub fn spawn_error(target: &Target, e: &std::io::Error) -> String {
     let script = target.filename.display();
     match (&target.interpreter, e.kind()) {
         (Some(argv), ErrorKind::NotFound) => {

@@ -41,6 +41,11 @@ impl Resolver {
         &self.root
     }
 
+    /// `true` in single-script mode.
+    pub fn is_single(&self) -> bool {
+        self.single.is_some()
+    }
+
     /// Resolves a raw (still percent-encoded) URL path.
     pub fn resolve(&self, raw_path: &str) -> Resolved {
         let Some(segments) = safe_segments(raw_path) else { return Resolved::NotFound };
@@ -120,6 +125,12 @@ fn walk(dir: &Path, url: &str, depth: usize, f: &mut dyn FnMut(String)) {
             _ => {}
         }
     }
+}
+
+/// The decoded path below a root for a raw URL path, or `None` when the
+/// path tries to step out (same rules as scripts). Shared with static files.
+pub fn safe_relative_path(raw_path: &str) -> Option<PathBuf> {
+    Some(safe_segments(raw_path)?.into_iter().map(|s| s.decoded).collect())
 }
 
 struct Segment {

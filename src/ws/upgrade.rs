@@ -2,7 +2,6 @@
 //! run the open event, and only then answer `101 Switching Protocols` (or the
 //! script's own rejection).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -12,9 +11,9 @@ use tide::{Request, Response, StatusCode};
 
 use crate::backend::{Head, Outcome, Output};
 use crate::cgi::resolve::Resolved;
-use crate::event::{ConnInfo, EventKind, RequestInfo};
+use crate::event::{ConnInfo, EventKind};
 use crate::id::ConnId;
-use crate::listen::RawHead;
+use crate::request::{raw_path_and_query, request_info};
 use crate::runtime;
 use crate::server::App;
 use crate::ws::connection;
@@ -34,54 +33,6 @@ fn text(status: StatusCode, body: &str) -> Response {
     r.set_body(format!("{body}\n"));
     r.set_content_type("text/plain; charset=utf-8");
     r
-}
-
-/// Path and query as the client sent them (see [`crate::listen`]); falls
-/// back to the parsed URL when the raw request line was not captured.
-pub fn raw_path_and_query(req: &Request<App>) -> (String, Option<String>) {
-    match req.ext::<RawHead>() {
-        Some(raw) => {
-            let (p, q) = raw.path_and_query();
-            (p.to_owned(), q.map(str::to_owned))
-        }
-        None => (req.url().path().to_owned(), req.url().query().map(str::to_owned)),
-    }
-}
-
-/// What the request was, as the CGI environment describes it.
-pub fn request_info(req: &Request<App>, server_port: u16) -> RequestInfo {
-    let url = req.url();
-    let (path, query) = raw_path_and_query(req);
-    let uri = match &query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.clone(),
-    };
-    let (remote_addr, remote_port) = match req.peer_addr().and_then(|a| a.parse::<SocketAddr>().ok()) {
-        Some(a) => (a.ip().to_string(), a.port().to_string()),
-        None => (req.peer_addr().unwrap_or("").to_owned(), String::new()),
-    };
-    let mut headers = Vec::new();
-    for (name, values) in req.iter() {
-        for v in values.iter() {
-            headers.push((name.as_str().to_owned(), v.as_str().to_owned()));
-        }
-    }
-    let host = req.header("Host").map(|h| h.last().as_str().to_owned()).unwrap_or_default();
-    let server_name = match host.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.is_empty() => h.to_owned(),
-        _ if !host.is_empty() => host,
-        _ => url.host_str().unwrap_or("localhost").to_owned(),
-    };
-    RequestInfo {
-        method: req.method().to_string(),
-        uri,
-        query: query.unwrap_or_default(),
-        headers,
-        remote_addr,
-        remote_port,
-        server_name,
-        server_port: server_port.to_string(),
-    }
 }
 
 /// Handles an upgrade request end to end.

@@ -1,0 +1,211 @@
+//! Classic CGI over HTTP (RFC 3875): a plain request to a script runs it
+//! once with the request body on stdin, and its output becomes the HTTP
+//! response. The body is streamed to the client as the script writes it;
+//! only the header block is read up front.
+
+use std::time::{Duration, Instant};
+
+use futures_lite::io::{AsyncBufReadExt, BufReader};
+use tide::{Body, Response, StatusCode};
+
+use super::env::request_env;
+use super::process::{command, log_stderr, outcome, spawn_error, terminate};
+use super::CgiBackend;
+use crate::backend::{Head, Outcome};
+use crate::event::{RequestInfo, Target};
+use crate::runtime;
+
+/// Largest header block a script may print.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// What the script answered.
+pub enum Reply {
+    Response(Response),
+    /// `Location: /local/path` without a status: serve that path instead
+    /// (RFC 3875 §6.2.2), as a GET.
+    LocalRedirect(String),
+}
+
+fn plain(status: StatusCode, text: &str) -> Reply {
+    let mut r = Response::new(status);
+    r.set_content_type("text/plain; charset=utf-8");
+    r.set_body(format!("{text}\n"));
+    Reply::Response(r)
+}
+
+/// The request body and what the client said about it.
+pub struct RequestBody {
+    pub body: Body,
+    /// Content-Length, when the client sent one.
+    pub length: Option<u64>,
+    /// Content-Type, when the client sent one.
+    pub content_type: Option<String>,
+}
+
+/// Runs `target` for one HTTP request.
+pub async fn run(cgi: &CgiBackend, info: &RequestInfo, target: &Target, body: RequestBody) -> Reply {
+    let label = format!("{} {} {}", info.method, target.endpoint(), info.remote_addr);
+    let mut env = Vec::with_capacity(40);
+    request_env(&mut env, &cgi.env, info, target, &info.method);
+    if let Some(len) = body.length.filter(|&l| l > 0) {
+        env.push(("CONTENT_LENGTH".into(), len.to_string()));
+    }
+    if let Some(ct) = &body.content_type {
+        env.push(("CONTENT_TYPE".into(), ct.clone()));
+    }
+    let permit = cgi.permit().await;
+    let started = Instant::now();
+    let mut child = match command(target, env).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("{label}: {}", spawn_error(target, &e));
+            return plain(StatusCode::InternalServerError, "the script could not be started; see the server log");
+        }
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        let mut request_body = body.body;
+        runtime::spawn(async move {
+            // A script that does not read its input is fine.
+            let _ = futures_lite::io::copy(&mut request_body, &mut stdin).await;
+        });
+    }
+    log_stderr(&mut child, label.clone());
+    let Some(stdout) = child.stdout.take() else {
+        return plain(StatusCode::InternalServerError, "stdout was not captured");
+    };
+    let mut reader = BufReader::with_capacity(64 * 1024, stdout);
+
+    let head = match runtime::timeout(cgi.limits.timeout, read_head(&mut reader)).await {
+        Ok(Ok(head)) => head,
+        Ok(Err(why)) => {
+            log::error!("{label}: {why}; answering 500");
+            terminate(&mut child, Duration::from_millis(200)).await;
+            return plain(
+                StatusCode::InternalServerError,
+                "the script's output was not a valid CGI response; see the server log",
+            );
+        }
+        Err(()) => {
+            log::error!("{label}: no response headers within {:?}; answering 504", cgi.limits.timeout);
+            terminate(&mut child, cgi.limits.grace).await;
+            return plain(StatusCode::GatewayTimeout, "the script did not answer in time");
+        }
+    };
+
+    // The rest of the run happens in the background while the body streams:
+    // wait for the script (it keeps its process slot), stop it at the deadline.
+    let remaining = cgi.limits.timeout.saturating_sub(started.elapsed());
+    let grace = cgi.limits.grace;
+    let reaper_label = label.clone();
+    runtime::spawn(async move {
+        let _permit = permit;
+        match runtime::timeout(remaining, child.status()).await {
+            Ok(status) => match outcome(status) {
+                Outcome::Success => log::info!("{reaper_label}: ok in {:.1?}", started.elapsed()),
+                Outcome::Failed(why) => log::warn!("{reaper_label}: script failed: {why}"),
+            },
+            Err(()) => {
+                log::warn!("{reaper_label}: still running after the timeout; terminating its process group");
+                terminate(&mut child, grace).await;
+            }
+        }
+    });
+
+    let location = head.get("Location").map(str::to_owned);
+    if let Some(loc) = &location {
+        if loc.starts_with('/') && !loc.starts_with("//") && head.status.is_none() {
+            return Reply::LocalRedirect(loc.clone());
+        }
+    }
+    let status = head.status.unwrap_or(if location.is_some() { 302 } else { 200 });
+    let mut res = Response::new(StatusCode::try_from(status).unwrap_or(StatusCode::InternalServerError));
+    let mut length = None;
+    for (name, value) in &head.headers {
+        match name.to_ascii_lowercase().as_str() {
+            // Framing is ours to decide.
+            "connection" | "transfer-encoding" | "keep-alive" | "upgrade" => {}
+            "content-length" => length = value.trim().parse::<u64>().ok(),
+            _ => res.append_header(name.as_str(), value.as_str()),
+        }
+    }
+    let has_type = head.get("Content-Type").is_some();
+    res.set_body(Body::from_reader(reader, length.map(|l| l as usize)));
+    if !has_type {
+        // Body::from_reader labels the body application/octet-stream;
+        // a script that named no type gets none.
+        res.remove_header("Content-Type");
+    }
+    Reply::Response(res)
+}
+
+/// Reads the CGI header block up to its blank line.
+async fn read_head<R: futures_lite::AsyncBufRead + Unpin>(r: &mut R) -> Result<Head, String> {
+    let mut head = Head::default();
+    let mut line = Vec::new();
+    let mut total = 0;
+    loop {
+        line.clear();
+        let n = r.read_until(b'\n', &mut line).await.map_err(|e| format!("reading its output failed: {e}"))?;
+        if n == 0 {
+            return Err(if total == 0 {
+                "the script printed nothing (a CGI script must print headers, a blank line, then the body)".into()
+            } else {
+                "the script's output ended before the blank line that ends the headers".into()
+            });
+        }
+        total += n;
+        if total > MAX_HEAD {
+            return Err(format!("the header block is over {MAX_HEAD} bytes"));
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches(['\n', '\r']);
+        if text.is_empty() {
+            if head.headers.is_empty() && head.status.is_none() {
+                return Err("the output starts with a blank line, so it has no headers".into());
+            }
+            return Ok(head);
+        }
+        let Some((name, value)) = text.split_once(':') else {
+            return Err(format!(
+                "{text:?} is not a header line (Name: value); print headers, a blank line, then the body"
+            ));
+        };
+        let is_tchar = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
+        if name.is_empty() || !name.bytes().all(is_tchar) {
+            return Err(format!("{name:?} is not a valid header name"));
+        }
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("status") {
+            let code = value.split_whitespace().next().and_then(|c| c.parse::<u16>().ok());
+            match code {
+                Some(c) if (100..=599).contains(&c) => head.status = Some(c),
+                _ => return Err(format!("invalid Status header {value:?}")),
+            }
+        } else {
+            head.headers.push((name.to_owned(), value.to_owned()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(s: &str) -> Result<Head, String> {
+        let mut r = futures_lite::io::BufReader::new(s.as_bytes());
+        futures_lite::future::block_on(read_head(&mut r))
+    }
+
+    #[test]
+    fn header_blocks() {
+        let h = head("Status: 404 Not Found\r\nContent-Type: text/plain\r\nX-A: 1\r\n\r\nbody").expect("valid");
+        assert_eq!(h.status, Some(404));
+        assert_eq!(h.get("x-a"), Some("1"));
+        assert!(head("").is_err());
+        assert!(head("hello world\n\n").is_err());
+        assert!(head("Content-Type: text/plain\n").is_err());
+        assert!(head("\nbody").is_err());
+        assert!(head("Status: abc\n\n").is_err());
+        assert!(head("Bad Name: x\n\n").is_err());
+    }
+}

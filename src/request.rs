@@ -1,0 +1,57 @@
+//! What an HTTP request was, in the terms the CGI environment uses: the
+//! target as the client sent it, the peer, the headers, the server's name.
+
+use std::net::SocketAddr;
+
+use tide::Request;
+
+use crate::event::RequestInfo;
+use crate::listen::RawHead;
+
+/// Path and query as the client sent them (see [`crate::listen`]); falls
+/// back to the parsed URL when the raw request line was not captured.
+pub fn raw_path_and_query<S>(req: &Request<S>) -> (String, Option<String>) {
+    match req.ext::<RawHead>() {
+        Some(raw) => {
+            let (p, q) = raw.path_and_query();
+            (p.to_owned(), q.map(str::to_owned))
+        }
+        None => (req.url().path().to_owned(), req.url().query().map(str::to_owned)),
+    }
+}
+
+/// What the request was, as the CGI environment describes it.
+pub fn request_info<S>(req: &Request<S>, server_port: u16) -> RequestInfo {
+    let url = req.url();
+    let (path, query) = raw_path_and_query(req);
+    let uri = match &query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.clone(),
+    };
+    let (remote_addr, remote_port) = match req.peer_addr().and_then(|a| a.parse::<SocketAddr>().ok()) {
+        Some(a) => (a.ip().to_string(), a.port().to_string()),
+        None => (req.peer_addr().unwrap_or("").to_owned(), String::new()),
+    };
+    let mut headers = Vec::new();
+    for (name, values) in req.iter() {
+        for v in values.iter() {
+            headers.push((name.as_str().to_owned(), v.as_str().to_owned()));
+        }
+    }
+    let host = req.header("Host").map(|h| h.last().as_str().to_owned()).unwrap_or_default();
+    let server_name = match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.is_empty() => h.to_owned(),
+        _ if !host.is_empty() => host,
+        _ => url.host_str().unwrap_or("localhost").to_owned(),
+    };
+    RequestInfo {
+        method: req.method().to_string(),
+        uri,
+        query: query.unwrap_or_default(),
+        headers,
+        remote_addr,
+        remote_port,
+        server_name,
+        server_port: server_port.to_string(),
+    }
+}

@@ -1,0 +1,153 @@
+//! Static files from `--root`: index.html for directories, Content-Type by
+//! extension, Last-Modified/ETag with 304, HEAD, and single byte ranges for
+//! large files (206/416). Paths are checked with the same rules as scripts:
+//! no dot segments, no encoded separators, no symlinks out of the root.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_std::io::{ReadExt, SeekExt};
+use tide::http::Method;
+use tide::{Body, Request, Response, StatusCode};
+
+use crate::cgi::resolve::safe_relative_path;
+
+fn status(code: StatusCode) -> Response {
+    let mut r = Response::new(code);
+    r.set_content_type("text/plain; charset=utf-8");
+    r.set_body(format!("{}\n", code.canonical_reason()));
+    r
+}
+
+/// Serves `raw_path` from `root` (canonical) for `req`'s method and
+/// conditional/range headers.
+pub async fn serve<S>(root: &Path, raw_path: &str, req: &Request<S>) -> Response {
+    if req.method() != Method::Get && req.method() != Method::Head {
+        let mut r = status(StatusCode::MethodNotAllowed);
+        r.insert_header("Allow", "GET, HEAD");
+        return r;
+    }
+    let Some(rel) = safe_relative_path(raw_path) else { return status(StatusCode::NotFound) };
+    let mut path = root.join(rel);
+    let Ok(mut meta) = std::fs::metadata(&path) else { return status(StatusCode::NotFound) };
+    if meta.is_dir() {
+        if !raw_path.ends_with('/') {
+            // Relative links in the index page need the trailing slash.
+            let mut r = Response::new(StatusCode::MovedPermanently);
+            r.insert_header("Location", format!("{raw_path}/"));
+            return r;
+        }
+        path.push("index.html");
+        match std::fs::metadata(&path) {
+            Ok(m) => meta = m,
+            Err(_) => return status(StatusCode::NotFound),
+        }
+    }
+    match path.canonicalize() {
+        Ok(c) if c.starts_with(root) && meta.is_file() => {}
+        Ok(_) => {
+            log::warn!("refused {raw_path:?}: not a regular file inside --root");
+            return status(StatusCode::NotFound);
+        }
+        Err(_) => return status(StatusCode::NotFound),
+    }
+
+    let len = meta.len();
+    let modified = meta.modified().unwrap_or(UNIX_EPOCH);
+    let stamp = modified.duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let etag = format!("\"{len:x}-{stamp:x}\"");
+    let last_modified = httpdate::fmt_http_date(modified);
+    let header = |name: &str| req.header(name).map(|v| v.last().as_str().to_owned());
+
+    let mut res = Response::new(StatusCode::Ok);
+    res.insert_header("ETag", etag.as_str());
+    res.insert_header("Last-Modified", last_modified.as_str());
+    res.insert_header("Accept-Ranges", "bytes");
+    let mime = mime_guess::from_path(&path).first_or_octet_stream();
+    let mime = match mime.type_() {
+        mime_guess::mime::TEXT => format!("{mime}; charset=utf-8"),
+        _ if mime.subtype() == "javascript" || mime.subtype() == "json" => format!("{mime}; charset=utf-8"),
+        _ => mime.to_string(),
+    };
+
+    if not_modified(header("If-None-Match"), header("If-Modified-Since"), &etag, modified) {
+        res.set_status(StatusCode::NotModified);
+        return res;
+    }
+
+    // One byte range, when asked for (and If-Range, if any, still matches).
+    let mut range = 0..len;
+    let if_range_ok = header("If-Range").is_none_or(|v| v == etag || v == last_modified);
+    if let (Some(spec), true) = (header("Range"), if_range_ok) {
+        match http_range_header::parse_range_header(&spec).and_then(|r| r.validate(len)) {
+            Ok(ranges) if ranges.len() == 1 => {
+                let r = &ranges[0];
+                range = *r.start()..*r.end() + 1;
+                res.set_status(StatusCode::PartialContent);
+                res.insert_header("Content-Range", format!("bytes {}-{}/{len}", r.start(), r.end()));
+            }
+            // Several ranges: answer with the whole file, which HTTP allows.
+            Ok(_) => {}
+            Err(_) => {
+                let mut r = status(StatusCode::RequestedRangeNotSatisfiable);
+                r.insert_header("Content-Range", format!("bytes */{len}"));
+                return r;
+            }
+        }
+    }
+
+    let count = range.end - range.start;
+    if req.method() == Method::Head {
+        // The HTTP layer sends no body for HEAD but keeps this length.
+        res.set_body(Body::from_reader(futures_lite::io::empty(), Some(count as usize)));
+    } else {
+        let mut file = match async_std::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) => {
+                log::warn!("{}: {e}", path.display());
+                return status(StatusCode::NotFound);
+            }
+        };
+        if range.start > 0 && file.seek(std::io::SeekFrom::Start(range.start)).await.is_err() {
+            return status(StatusCode::InternalServerError);
+        }
+        res.set_body(Body::from_reader(futures_lite::io::BufReader::new(file.take(count)), Some(count as usize)));
+    }
+    res.insert_header("Content-Type", mime);
+    res
+}
+
+/// RFC 9110 §13.1: If-None-Match wins over If-Modified-Since.
+fn not_modified(
+    if_none_match: Option<String>,
+    if_modified_since: Option<String>,
+    etag: &str,
+    modified: SystemTime,
+) -> bool {
+    if let Some(inm) = if_none_match {
+        return inm.split(',').map(|t| t.trim().trim_start_matches("W/")).any(|t| t == "*" || t == etag);
+    }
+    match if_modified_since.and_then(|d| httpdate::parse_http_date(&d).ok()) {
+        // HTTP dates have whole seconds.
+        Some(since) => modified.duration_since(since).map_or(true, |d| d.as_secs() == 0),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn conditional_requests() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let date = httpdate::fmt_http_date(t);
+        assert!(not_modified(Some("\"a\"".into()), None, "\"a\"", t));
+        assert!(not_modified(Some("\"x\", W/\"a\"".into()), None, "\"a\"", t));
+        assert!(!not_modified(Some("\"b\"".into()), Some(date.clone()), "\"a\"", t));
+        assert!(not_modified(None, Some(date), "\"a\"", t + Duration::from_millis(300)));
+        assert!(!not_modified(None, Some(httpdate::fmt_http_date(t - Duration::from_secs(5))), "\"a\"", t));
+        assert!(!not_modified(None, None, "\"a\"", t));
+    }
+}
