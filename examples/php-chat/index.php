@@ -7,6 +7,7 @@
 declare(strict_types=1);
 require __DIR__ . '/lib.php';
 
+http_only();   // a page, not a WebSocket endpoint
 start_session();
 
 $nick = $_SESSION['nick'] ?? '';

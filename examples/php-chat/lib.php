@@ -23,6 +23,16 @@ const MAX_NICK = 24;
 const MAX_ROOM = 32;
 const MAX_TEXT = 2000;
 
+/** For pages only: refuses a WebSocket upgrade to this URL (404). */
+function http_only(): void
+{
+    $event = getenv('WS_EVENT');
+    if ($event !== false && $event !== '') {
+        http_response_code(404);
+        exit;
+    }
+}
+
 /** The trimmed nickname, or null unless 1-24 letters, digits, spaces, "_", "-", ".". */
 function valid_nick($nick): ?string
 {
