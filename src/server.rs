@@ -195,7 +195,7 @@ async fn public_handler(mut req: Request<App>) -> tide::Result {
         let request_body =
             body.take().unwrap_or(cgi::http::RequestBody { body: Body::empty(), length: None, content_type: None });
         match cgi::http::run(&app.cgi, &info, &target, request_body).await {
-            cgi::http::Reply::Response(r) => return Ok(r),
+            cgi::http::Reply::Response(r) => return Ok(*r),
             cgi::http::Reply::LocalRedirect(location) => {
                 log::debug!("{path}: local redirect to {location}");
                 let (p, q) = location.split_once('?').unwrap_or((&location, ""));

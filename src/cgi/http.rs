@@ -20,7 +20,7 @@ const MAX_HEAD: usize = 64 * 1024;
 
 /// What the script answered.
 pub enum Reply {
-    Response(Response),
+    Response(Box<Response>),
     /// `Location: /local/path` without a status: serve that path instead
     /// (RFC 3875 §6.2.2), as a GET.
     LocalRedirect(String),
@@ -30,7 +30,7 @@ fn plain(status: StatusCode, text: &str) -> Reply {
     let mut r = Response::new(status);
     r.set_content_type("text/plain; charset=utf-8");
     r.set_body(format!("{text}\n"));
-    Reply::Response(r)
+    Reply::Response(Box::new(r))
 }
 
 /// The request body and what the client said about it.
@@ -135,7 +135,7 @@ pub async fn run(cgi: &CgiBackend, info: &RequestInfo, target: &Target, body: Re
         // a script that named no type gets none.
         res.remove_header("Content-Type");
     }
-    Reply::Response(res)
+    Reply::Response(Box::new(res))
 }
 
 /// Reads the CGI header block up to its blank line.
