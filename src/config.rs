@@ -6,15 +6,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "ws2http",
     version,
-    about = "WebSockets for CGI scripts: every WebSocket event runs a script from cgi-bin/"
+    about = "WebSockets for CGI scripts: every WebSocket event runs a script from cgi-bin/",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Public HTTP/WebSocket listener (port 0 picks a free port)
     #[arg(long, env = "WS2HTTP_LISTEN", default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub listen: String,
@@ -59,6 +62,74 @@ pub struct Cli {
     pub script: Option<PathBuf>,
 }
 
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a script once for one event, exactly as the server would, and show
+    /// the actions it produced, its exit status, stderr and duration
+    Try(TryArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventArg {
+    Open,
+    Message,
+    Close,
+}
+
+#[derive(Args, Debug)]
+pub struct TryArgs {
+    /// The script to run
+    pub script: PathBuf,
+    /// Which event to simulate
+    #[arg(long, value_enum, default_value = "message")]
+    pub event: EventArg,
+    /// The message payload (message events)
+    #[arg(long, conflicts_with = "data_file")]
+    pub data: Option<String>,
+    /// Read the message payload from this file
+    #[arg(long, value_name = "FILE")]
+    pub data_file: Option<PathBuf>,
+    /// Send the payload as a binary message
+    #[arg(long)]
+    pub binary: bool,
+    /// Query string of the upgrade request (without `?`)
+    #[arg(long, default_value = "", value_name = "Q")]
+    pub query: String,
+    /// PATH_INFO, e.g. /lobby
+    #[arg(long, default_value = "", value_name = "PATH")]
+    pub path_info: String,
+    /// Connection metadata (repeatable)
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    pub meta: Vec<String>,
+    /// Rooms the connection is in
+    #[arg(long, value_delimiter = ',', value_name = "R1,R2")]
+    pub rooms: Vec<String>,
+    /// A header of the upgrade request (repeatable)
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// Close code (close events)
+    #[arg(long, default_value_t = 1000, value_name = "CODE")]
+    pub close_code: u16,
+    /// Close reason (close events)
+    #[arg(long, default_value = "", value_name = "TEXT")]
+    pub close_reason: String,
+    /// Run scripts with this extension through PROGRAM (repeatable)
+    #[arg(long = "handler", value_name = "EXT=PROGRAM")]
+    pub handlers: Vec<String>,
+    /// Pass this variable on to the script (repeatable)
+    #[arg(long = "pass-env", value_name = "NAME")]
+    pub pass_env: Vec<String>,
+    /// Seconds the script may run
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    pub timeout: f64,
+    /// WS_API_URL given to the script
+    #[arg(long, default_value = "http://127.0.0.1:8081", value_name = "URL")]
+    pub api_url: String,
+    /// WS_API_TOKEN given to the script
+    #[arg(long, default_value = "", value_name = "TOKEN")]
+    pub api_token: String,
+}
+
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -91,6 +162,43 @@ fn is_loopback(addr: &str) -> Result<bool, String> {
 
 fn in_path(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+/// `EXT=PROGRAM [ARGS]` flags, plus `php=php-cgi` when php-cgi is installed
+/// and no php handler was given.
+pub fn parse_handlers(flags: &[String]) -> Result<Vec<(String, Arc<[String]>)>, String> {
+    let mut handlers = Vec::new();
+    for h in flags {
+        let (ext, prog) = h
+            .split_once('=')
+            .ok_or_else(|| format!("--handler {h:?}: expected EXT=PROGRAM, e.g. --handler php=php-cgi"))?;
+        let ext = ext.trim().trim_start_matches('.');
+        let argv: Vec<String> = prog.split_whitespace().map(str::to_owned).collect();
+        if ext.is_empty() || argv.is_empty() {
+            return Err(format!("--handler {h:?}: expected EXT=PROGRAM, e.g. --handler php=php-cgi"));
+        }
+        handlers.push((ext.to_owned(), Arc::from(argv)));
+    }
+    if !handlers.iter().any(|(e, _)| e == "php") && in_path("php-cgi") {
+        handlers.push(("php".into(), Arc::from(vec!["php-cgi".to_owned()])));
+    }
+    Ok(handlers)
+}
+
+/// PATH and the `--pass-env` names, with their values from our environment.
+pub fn inherited_env(pass_env: &[String]) -> Result<Vec<(String, String)>, String> {
+    let mut env =
+        vec![("PATH".to_owned(), std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()))];
+    for name in pass_env {
+        if name.is_empty() || name.contains('=') {
+            return Err(format!("--pass-env {name:?}: expected a variable name"));
+        }
+        if let Ok(v) = std::env::var(name) {
+            env.retain(|(n, _)| n != name);
+            env.push((name.clone(), v));
+        }
+    }
+    Ok(env)
 }
 
 impl Cli {
@@ -135,32 +243,8 @@ impl Cli {
                 Err(e) => return Err(format!("--root {}: {e}; create it or leave --root out", r.display())),
             },
         };
-        let mut handlers = Vec::new();
-        for h in &self.handlers {
-            let (ext, prog) = h
-                .split_once('=')
-                .ok_or_else(|| format!("--handler {h:?}: expected EXT=PROGRAM, e.g. --handler php=php-cgi"))?;
-            let ext = ext.trim().trim_start_matches('.');
-            let argv: Vec<String> = prog.split_whitespace().map(str::to_owned).collect();
-            if ext.is_empty() || argv.is_empty() {
-                return Err(format!("--handler {h:?}: expected EXT=PROGRAM, e.g. --handler php=php-cgi"));
-            }
-            handlers.push((ext.to_owned(), Arc::from(argv)));
-        }
-        if !handlers.iter().any(|(e, _)| e == "php") && in_path("php-cgi") {
-            handlers.push(("php".into(), Arc::from(vec!["php-cgi".to_owned()])));
-        }
-        let mut inherited_env =
-            vec![("PATH".to_owned(), std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()))];
-        for name in &self.pass_env {
-            if name.is_empty() || name.contains('=') {
-                return Err(format!("--pass-env {name:?}: expected a variable name"));
-            }
-            if let Ok(v) = std::env::var(name) {
-                inherited_env.retain(|(n, _)| n != name);
-                inherited_env.push((name.clone(), v));
-            }
-        }
+        let handlers = parse_handlers(&self.handlers)?;
+        let inherited_env = inherited_env(&self.pass_env)?;
         if !(self.timeout > 0.0 && self.timeout.is_finite()) {
             return Err(format!("--timeout {}: must be a positive number of seconds", self.timeout));
         }

@@ -19,4 +19,5 @@ pub mod request;
 pub mod runtime;
 pub mod server;
 pub mod static_files;
+pub mod try_cmd;
 pub mod ws;

@@ -12,7 +12,10 @@ fn main() {
     };
     // Our own events at `level`; other crates only when something is wrong.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(format!("warn,ws2http={level}"))).init();
-    let result = cli.into_config().and_then(ws2http::server::run);
+    let result = match cli.command {
+        Some(ws2http::config::Command::Try(args)) => ws2http::try_cmd::run(args),
+        None => cli.into_config().and_then(ws2http::server::run),
+    };
     if let Err(e) = result {
         eprintln!("ws2http: error: {e}");
         std::process::exit(2);

@@ -81,7 +81,12 @@ pub fn run(cfg: Config) -> Result<(), String> {
         inherited: cfg.inherited_env.clone(),
         document_root: cfg.root.clone().unwrap_or_else(|| cfg.cgi_bin.clone()),
     };
-    let limits = Limits { timeout: cfg.timeout, grace: Duration::from_secs(2), max_output: cfg.max_output };
+    let limits = Limits {
+        timeout: cfg.timeout,
+        grace: Duration::from_secs(2),
+        max_output: cfg.max_output,
+        stderr: Default::default(),
+    };
     let cgi = Arc::new(CgiBackend::new(env, limits, cfg.max_procs));
     let app = App(Arc::new(AppInner {
         hub: Hub::new(cfg.out_queue),

@@ -25,7 +25,6 @@ import json
 import os
 import sys
 import urllib.parse
-import urllib.request
 
 ROOM_PREFIX = "chat:"   # rooms are global to the server: keep ours apart
 MAX_NICK = 24
@@ -81,6 +80,7 @@ def api_get(path):
     base = os.environ.get("WS_API_URL", "")
     if not base:
         return None
+    import urllib.request  # imported here: message events do not need it
     req = urllib.request.Request(base.rstrip("/") + path, headers={"Accept": "application/json"})
     token = os.environ.get("WS_API_TOKEN", "")
     if token:

@@ -69,7 +69,7 @@ pub async fn run(cgi: &CgiBackend, info: &RequestInfo, target: &Target, body: Re
             let _ = futures_lite::io::copy(&mut request_body, &mut stdin).await;
         });
     }
-    log_stderr(&mut child, label.clone());
+    log_stderr(&mut child, label.clone(), &cgi.limits.stderr);
     let Some(stdout) = child.stdout.take() else {
         return plain(StatusCode::InternalServerError, "stdout was not captured");
     };

@@ -5,6 +5,7 @@
 use std::io::ErrorKind;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,6 +26,7 @@ pub struct Limits {
     pub grace: Duration,
     /// Most bytes of stdout read per run; the script is killed past it.
     pub max_output: usize,
+    pub stderr: Stderr,
 }
 
 /// What the log should call this run: `[id] /chat.sh message`.
@@ -52,15 +54,28 @@ pub fn command(target: &Target, env: Vec<(String, String)>) -> async_process::Co
     cmd
 }
 
-/// Sends each line the script writes to stderr to the log.
-pub fn log_stderr(child: &mut async_process::Child, prefix: String) {
+/// Where a script's stderr goes.
+#[derive(Clone, Debug, Default)]
+pub enum Stderr {
+    /// One log line per stderr line (the server).
+    #[default]
+    Log,
+    /// Kept for printing (`ws2http try`).
+    Collect(Arc<Mutex<Vec<u8>>>),
+}
+
+/// Sends what the script writes to stderr to the log (or the collector).
+pub fn log_stderr(child: &mut async_process::Child, prefix: String, dest: &Stderr) {
     let Some(err) = child.stderr.take() else { return };
+    let dest = dest.clone();
     runtime::spawn(async move {
         let mut r = BufReader::new(err);
         let mut line = Vec::new();
         while matches!(r.read_until(b'\n', &mut line).await, Ok(n) if n > 0) {
-            let text = String::from_utf8_lossy(&line);
-            log::warn!("{prefix}: stderr: {}", text.trim_end());
+            match &dest {
+                Stderr::Log => log::warn!("{prefix}: stderr: {}", String::from_utf8_lossy(&line).trim_end()),
+                Stderr::Collect(buf) => buf.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(&line),
+            }
             line.clear();
         }
     });
@@ -111,7 +126,7 @@ pub async fn run(
             let _ = input.write_all(&stdin).await;
         });
     }
-    log_stderr(&mut child, label.0.to_owned());
+    log_stderr(&mut child, label.0.to_owned(), &limits.stderr);
     let Some(stdout) = child.stdout.take() else {
         return Outcome::Failed("stdout was not captured".into());
     };

@@ -1,0 +1,205 @@
+//! `ws2http try SCRIPT --event …`: runs a script once with exactly the
+//! environment a real event would get, and prints what it did. For script
+//! authors debugging without a browser.
+
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::action::{Action, CloseCause, Message};
+use crate::backend::{Backend, Outcome, Output};
+use crate::cgi::env::EnvSettings;
+use crate::cgi::process::{Limits, Stderr};
+use crate::cgi::CgiBackend;
+use crate::config::{inherited_env, parse_handlers, EventArg, TryArgs};
+use crate::event::{ConnInfo, Event, EventKind, RequestInfo, Target};
+use crate::id::ConnId;
+use crate::runtime;
+
+/// Runs the script; `Err` is a usage problem. The process exits 1 when the
+/// script failed.
+pub fn run(args: TryArgs) -> Result<(), String> {
+    // Output piped into `head` should end quietly, like any Unix tool.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread
+    // writes; the server (not this command) keeps ignoring it.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    match runtime::block_on(try_once(args))? {
+        ExitCode::SUCCESS => Ok(()),
+        _ => std::process::exit(1),
+    }
+}
+
+async fn try_once(args: TryArgs) -> Result<ExitCode, String> {
+    let filename = args.script.canonicalize().map_err(|e| format!("{}: {e}", args.script.display()))?;
+    if !filename.is_file() {
+        return Err(format!("{}: not a regular file", args.script.display()));
+    }
+    let handlers = parse_handlers(&args.handlers)?;
+    let ext = filename.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let interpreter = handlers.iter().find(|(e, _)| e == ext).map(|(_, c)| c.clone());
+    let name = filename.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let target = Target {
+        filename: filename.clone(),
+        script_name: format!("/{name}"),
+        path_info: args.path_info.clone(),
+        interpreter,
+    };
+
+    let payload = match (&args.data, &args.data_file) {
+        (Some(d), _) => d.clone().into_bytes(),
+        (None, Some(f)) => std::fs::read(f).map_err(|e| format!("--data-file {}: {e}", f.display()))?,
+        (None, None) => Vec::new(),
+    };
+    let kind = match args.event {
+        EventArg::Open => EventKind::Open,
+        EventArg::Message => {
+            if !args.binary && std::str::from_utf8(&payload).is_err() {
+                return Err("the payload is not UTF-8; add --binary to send it as a binary message".into());
+            }
+            EventKind::Message { payload: payload.into(), binary: args.binary }
+        }
+        EventArg::Close => {
+            EventKind::Close { code: args.close_code, reason: args.close_reason.clone(), cause: CloseCause::Client }
+        }
+    };
+    let mut headers = vec![("Host".to_owned(), "localhost:8080".to_owned())];
+    for h in &args.headers {
+        let (n, v) = h.split_once(':').ok_or_else(|| format!("--header {h:?}: expected NAME: VALUE"))?;
+        headers.push((n.trim().to_owned(), v.trim().to_owned()));
+    }
+    let mut meta = Vec::new();
+    for m in &args.meta {
+        let (k, v) = m.split_once('=').ok_or_else(|| format!("--meta {m:?}: expected KEY=VALUE"))?;
+        meta.push((k.to_owned(), v.to_owned()));
+    }
+    meta.sort();
+    let mut rooms = args.rooms.clone();
+    rooms.sort();
+    let uri = format!(
+        "{}{}{}{}",
+        target.script_name,
+        target.path_info,
+        if args.query.is_empty() { "" } else { "?" },
+        args.query
+    );
+    let request = RequestInfo {
+        method: "GET".into(),
+        uri,
+        query: args.query.clone(),
+        headers,
+        remote_addr: "127.0.0.1".into(),
+        remote_port: "50000".into(),
+        server_name: "localhost".into(),
+        server_port: "8080".into(),
+    };
+    let id = ConnId::random();
+    let event = Event { kind, conn: Arc::new(ConnInfo { id: id.clone(), target, request }), rooms, meta };
+
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    let env = EnvSettings {
+        api_url: args.api_url.clone(),
+        api_token: args.api_token.clone(),
+        inherited: inherited_env(&args.pass_env)?,
+        document_root: filename.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
+    };
+    if !(args.timeout > 0.0 && args.timeout.is_finite()) {
+        return Err("--timeout must be a positive number of seconds".into());
+    }
+    let limits = Limits {
+        timeout: Duration::from_secs_f64(args.timeout),
+        grace: Duration::from_secs(2),
+        max_output: 4 << 20,
+        stderr: Stderr::Collect(stderr.clone()),
+    };
+    let backend = CgiBackend::new(env, limits, 1);
+
+    println!("event:    {} for connection {id}", describe_event(&event.kind));
+    let started = Instant::now();
+    let mut count = 0;
+    let mut print = |o: Output| {
+        count += 1;
+        match o {
+            Output::Head(h) => {
+                let mut parts: Vec<String> = h.headers.iter().map(|(n, v)| format!("{n}: {v}")).collect();
+                if let Some(s) = h.status {
+                    parts.insert(0, format!("Status: {s}"));
+                }
+                println!("headers:  {}", parts.join(" | "));
+            }
+            Output::Action(a) => println!("action:   {}", describe(&a, &id)),
+            Output::RejectBody(b) => {
+                println!("reject:   the open is refused; response body {:?}", String::from_utf8_lossy(&b))
+            }
+        }
+    };
+    let outcome = backend.run(&event, &mut print).await;
+    let took = started.elapsed();
+    if count == 0 {
+        println!("action:   (none)");
+    }
+    // The stderr reader drops its handle when the pipe closes.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Arc::strong_count(&stderr) > 2 && Instant::now() < deadline {
+        runtime::sleep(Duration::from_millis(2)).await;
+    }
+    let err = String::from_utf8_lossy(&stderr.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+    for line in err.lines() {
+        println!("stderr:   {line}");
+    }
+    let code = match &outcome {
+        Outcome::Success => {
+            println!("exit:     ok");
+            ExitCode::SUCCESS
+        }
+        Outcome::Failed(why) => {
+            println!("exit:     failed: {why}");
+            ExitCode::FAILURE
+        }
+    };
+    println!("duration: {took:.1?}");
+    Ok(code)
+}
+
+fn describe_event(k: &EventKind) -> String {
+    match k {
+        EventKind::Open => "open".into(),
+        EventKind::Message { payload, binary } => {
+            format!("message ({}, {} bytes)", if *binary { "binary" } else { "text" }, payload.len())
+        }
+        EventKind::Close { code, reason, .. } => format!("close ({code} {reason:?})"),
+    }
+}
+
+fn show(m: &Message) -> String {
+    match m {
+        Message::Text(t) => format!("text {}", serde_json::to_string(t.as_str()).unwrap_or_default()),
+        Message::Binary(b) => {
+            let hex: Vec<String> = b.iter().take(16).map(|x| format!("{x:02x}")).collect();
+            format!("binary {} bytes [{}{}]", b.len(), hex.join(" "), if b.len() > 16 { " …" } else { "" })
+        }
+    }
+}
+
+/// One action in words; "this connection" for the script's own id.
+fn describe(a: &Action, me: &ConnId) -> String {
+    let who = |id: &ConnId| if id == me { "this connection".to_owned() } else { format!("connection {id}") };
+    match a {
+        Action::Send { to, msg } => format!("send to {}: {}", who(to), show(msg)),
+        Action::Room { room, msg, except: None } => format!("to room {room}: {}", show(msg)),
+        Action::Room { room, msg, except: Some(_) } => format!("to room {room} except this connection: {}", show(msg)),
+        Action::Broadcast { endpoint, msg } => {
+            format!(
+                "broadcast to every connection of {}: {}",
+                endpoint.as_deref().unwrap_or("every endpoint"),
+                show(msg)
+            )
+        }
+        Action::Join { conn, room } => format!("{} joins room {room}", who(conn)),
+        Action::Leave { conn, room } => format!("{} leaves room {room}", who(conn)),
+        Action::SetMeta { conn, key, value: Some(v) } => format!("{}: set {key} = {v:?}", who(conn)),
+        Action::SetMeta { conn, key, value: None } => format!("{}: remove {key}", who(conn)),
+        Action::Close { conn, code, reason, .. } => format!("close {} with {code} {reason:?}", who(conn)),
+    }
+}
