@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cgi::resolve::Handlers;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
@@ -142,7 +143,7 @@ pub struct Config {
     pub script: Option<PathBuf>,
     /// Canonical `--root`.
     pub root: Option<PathBuf>,
-    pub handlers: Vec<(String, Arc<[String]>)>,
+    pub handlers: Handlers,
     pub inherited_env: Vec<(String, String)>,
     pub timeout: Duration,
     pub max_procs: usize,
@@ -166,7 +167,7 @@ fn in_path(program: &str) -> bool {
 
 /// `EXT=PROGRAM [ARGS]` flags, plus `php=php-cgi` when php-cgi is installed
 /// and no php handler was given.
-pub fn parse_handlers(flags: &[String]) -> Result<Vec<(String, Arc<[String]>)>, String> {
+pub fn parse_handlers(flags: &[String]) -> Result<Handlers, String> {
     let mut handlers = Vec::new();
     for h in flags {
         let (ext, prog) = h

@@ -14,6 +14,9 @@ use percent_encoding::percent_decode_str;
 
 use crate::event::Target;
 
+/// Extension (without dot) → interpreter command and its arguments.
+pub type Handlers = Vec<(String, Arc<[String]>)>;
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Resolved {
     Found(Target),
@@ -28,12 +31,11 @@ pub struct Resolver {
     root: PathBuf,
     /// Canonical single script, in single-script mode.
     single: Option<PathBuf>,
-    /// Extension (without dot) → interpreter command.
-    handlers: Vec<(String, Arc<[String]>)>,
+    handlers: Handlers,
 }
 
 impl Resolver {
-    pub fn new(root: PathBuf, single: Option<PathBuf>, handlers: Vec<(String, Arc<[String]>)>) -> Self {
+    pub fn new(root: PathBuf, single: Option<PathBuf>, handlers: Handlers) -> Self {
         Resolver { root, single, handlers }
     }
 
