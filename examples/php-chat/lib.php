@@ -85,6 +85,7 @@ function api_get(string $path)
 {
     $base = getenv('WS_API_URL');
     if ($base === false || $base === '') {
+        error_log('php-chat: WS_API_URL is not set: no control API');
         return null;
     }
     $headers = ['Accept: application/json'];

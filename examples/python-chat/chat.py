@@ -79,6 +79,7 @@ def api_get(path):
     configured, unreachable, or answers an error."""
     base = os.environ.get("WS_API_URL", "")
     if not base:
+        log("WS_API_URL is not set: no control API")
         return None
     import urllib.request  # imported here: message events do not need it
     req = urllib.request.Request(base.rstrip("/") + path, headers={"Accept": "application/json"})
