@@ -78,7 +78,7 @@ pub async fn run(cgi: &CgiBackend, info: &RequestInfo, target: &Target, body: Re
     let head = match runtime::timeout(cgi.limits.timeout, read_head(&mut reader)).await {
         Ok(Ok(head)) => head,
         Ok(Err(why)) => {
-            log::error!("{label}: {why}; answering 500");
+            log::error!("{label}: {why}; answering 500 (if it only speaks WebSocket, connect with a WebSocket client)");
             terminate(&mut child, Duration::from_millis(200)).await;
             return plain(
                 StatusCode::InternalServerError,
