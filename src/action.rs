@@ -59,6 +59,8 @@ pub enum CloseCause {
     SlowConsumer,
     /// More events waited for this connection than `--max-queue`.
     QueueFull,
+    /// No answer to a ping within `--ping-interval`.
+    PingTimeout,
 }
 
 impl CloseCause {
@@ -72,6 +74,7 @@ impl CloseCause {
             CloseCause::TooBig => "too-big",
             CloseCause::SlowConsumer => "slow-consumer",
             CloseCause::QueueFull => "queue-full",
+            CloseCause::PingTimeout => "ping-timeout",
         }
     }
 }

@@ -55,6 +55,22 @@ pub struct Cli {
     /// Events waiting per connection (beyond it: close 1013)
     #[arg(long, env = "WS2HTTP_MAX_QUEUE", default_value_t = 64, value_name = "N")]
     pub max_queue: usize,
+    /// Messages queued per connection for a client that reads slowly (beyond it: close 1008)
+    #[arg(long, env = "WS2HTTP_MAX_OUTGOING", default_value_t = 1024, value_name = "N")]
+    pub max_outgoing: usize,
+    /// Open WebSocket connections at once (beyond it: 503 at the handshake)
+    #[arg(long, env = "WS2HTTP_MAX_CONNECTIONS", default_value_t = 10_000, value_name = "N")]
+    pub max_connections: usize,
+    /// Open WebSocket connections from one IP address (beyond it: 503)
+    #[arg(long, env = "WS2HTTP_MAX_CONNECTIONS_PER_IP", default_value_t = 1_000, value_name = "N")]
+    pub max_connections_per_ip: usize,
+    /// Seconds between server pings; a peer silent for that long after a ping is dropped (0: never ping)
+    #[arg(long, env = "WS2HTTP_PING_INTERVAL", default_value_t = 30.0, value_name = "SECS")]
+    pub ping_interval: f64,
+    /// Also accept browser handshakes from this origin (repeatable; `*` for any);
+    /// same-origin handshakes and clients that send no Origin are always accepted
+    #[arg(long = "allow-origin", env = "WS2HTTP_ALLOW_ORIGIN", value_name = "ORIGIN", value_delimiter = ',')]
+    pub allow_origin: Vec<String>,
     /// More log output (-v debug, -vv trace); RUST_LOG overrides
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,
@@ -151,6 +167,11 @@ pub struct Config {
     pub max_output: usize,
     pub max_queue: usize,
     pub out_queue: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// `None`: no pings.
+    pub ping_interval: Option<Duration>,
+    pub allow_origin: Vec<String>,
 }
 
 fn is_loopback(addr: &str) -> Result<bool, String> {
@@ -246,6 +267,9 @@ impl Cli {
         };
         let handlers = parse_handlers(&self.handlers)?;
         let inherited_env = inherited_env(&self.pass_env)?;
+        if !(self.ping_interval >= 0.0 && self.ping_interval.is_finite()) {
+            return Err(format!("--ping-interval {}: must be 0 (off) or a number of seconds", self.ping_interval));
+        }
         if !(self.timeout > 0.0 && self.timeout.is_finite()) {
             return Err(format!("--timeout {}: must be a positive number of seconds", self.timeout));
         }
@@ -264,7 +288,11 @@ impl Cli {
             max_message: self.max_message.max(1),
             max_output: self.max_output.max(1),
             max_queue: self.max_queue.max(1),
-            out_queue: 1024,
+            out_queue: self.max_outgoing.max(1),
+            max_connections: self.max_connections.max(1),
+            max_connections_per_ip: self.max_connections_per_ip.max(1),
+            ping_interval: (self.ping_interval > 0.0).then(|| Duration::from_secs_f64(self.ping_interval)),
+            allow_origin: self.allow_origin,
         })
     }
 }

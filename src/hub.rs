@@ -6,8 +6,9 @@
 //! look-ups and non-blocking channel sends, never I/O.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 
@@ -23,14 +24,50 @@ pub struct CloseRequest {
     pub cause: CloseCause,
 }
 
-/// Shared between the hub and one connection's writer.
-#[derive(Default)]
+/// Shared between the hub and one connection's reader and writer.
 pub struct ConnShared {
     /// Set once, by the first party that closes the connection.
     close: Mutex<Option<CloseRequest>>,
+    /// Closed (never sent on) to abort the connection at once, even while
+    /// its writer is blocked on a client that does not read.
+    kill: (async_channel::Sender<()>, async_channel::Receiver<()>),
+    /// When the client last sent anything (ms on [`clock_ms`]).
+    last_seen: AtomicU64,
+}
+
+/// Milliseconds since the first call, for cheap "last seen" stamps.
+pub fn clock_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+impl Default for ConnShared {
+    fn default() -> Self {
+        ConnShared { close: Mutex::new(None), kill: async_channel::bounded(1), last_seen: AtomicU64::new(clock_ms()) }
+    }
 }
 
 impl ConnShared {
+    /// Records that the client sent something.
+    pub fn seen(&self) {
+        self.last_seen.store(clock_ms(), Ordering::Relaxed);
+    }
+
+    pub fn last_seen(&self) -> u64 {
+        self.last_seen.load(Ordering::Relaxed)
+    }
+
+    /// Aborts the connection without waiting for queued messages.
+    pub fn abort(&self, req: CloseRequest) {
+        self.request_close(req);
+        self.kill.0.close();
+    }
+
+    /// Resolves once the connection has been aborted.
+    pub async fn aborted(&self) {
+        let _ = self.kill.1.recv().await;
+    }
+
     pub fn close_request(&self) -> Option<CloseRequest> {
         lock(&self.close).clone()
     }
@@ -260,8 +297,13 @@ fn deliver(c: &Conn, msg: Message) -> usize {
     match tx.try_send(msg) {
         Ok(()) => 1,
         Err(async_channel::TrySendError::Full(_)) => {
-            log::warn!("[{}] does not read its messages; closing it (1008)", c.info.id);
-            close(c, CloseRequest { code: 1008, reason: "slow consumer".into(), cause: CloseCause::SlowConsumer });
+            log::warn!("[{}] does not read its messages ({} queued); closing it (1008)", c.info.id, tx.len());
+            c.shared.abort(CloseRequest {
+                code: 1008,
+                reason: "slow consumer".into(),
+                cause: CloseCause::SlowConsumer,
+            });
+            tx.close();
             0
         }
         Err(async_channel::TrySendError::Closed(_)) => 0,

@@ -39,6 +39,9 @@ pub struct AppInner {
     pub max_message: usize,
     pub max_queue: usize,
     pub api_token: Option<String>,
+    pub conn_limits: Arc<crate::ws::limits::ConnLimits>,
+    pub ping_interval: Option<Duration>,
+    pub allow_origin: Vec<String>,
 }
 
 impl Deref for App {
@@ -98,6 +101,9 @@ pub fn run(cfg: Config) -> Result<(), String> {
         max_message: cfg.max_message,
         max_queue: cfg.max_queue,
         api_token: cfg.api_token.clone(),
+        conn_limits: crate::ws::limits::ConnLimits::new(cfg.max_connections, cfg.max_connections_per_ip),
+        ping_interval: cfg.ping_interval,
+        allow_origin: cfg.allow_origin.clone(),
     }));
 
     let mut site = tide::with_state(app.clone());

@@ -83,13 +83,15 @@ function now_iso(): string
  */
 function api_get(string $path)
 {
-    $base = getenv('WS_API_URL');
+    // WebSocket events get WS_API_URL; plain HTTP requests (classic CGI,
+    // where WS_* variables are not set) get WS2HTTP_API_URL.
+    $base = getenv('WS_API_URL') ?: getenv('WS2HTTP_API_URL');
     if ($base === false || $base === '') {
-        error_log('php-chat: WS_API_URL is not set: no control API');
+        error_log('php-chat: neither WS_API_URL nor WS2HTTP_API_URL is set: no control API');
         return null;
     }
     $headers = ['Accept: application/json'];
-    $token = getenv('WS_API_TOKEN');
+    $token = getenv('WS_API_URL') ? getenv('WS_API_TOKEN') : getenv('WS2HTTP_API_TOKEN');
     if ($token !== false && $token !== '') {
         $headers[] = 'Authorization: Bearer ' . $token;
     }

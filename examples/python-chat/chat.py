@@ -77,13 +77,16 @@ def query():
 def api_get(path):
     """GET on the ws2http control API: decoded JSON, or None when it is not
     configured, unreachable, or answers an error."""
-    base = os.environ.get("WS_API_URL", "")
+    # WebSocket events get WS_API_URL; plain HTTP requests (classic CGI,
+    # where WS_* variables are not set) get WS2HTTP_API_URL.
+    prefix = "WS_" if os.environ.get("WS_API_URL") else "WS2HTTP_"
+    base = os.environ.get(prefix + "API_URL", "")
     if not base:
-        log("WS_API_URL is not set: no control API")
+        log("neither WS_API_URL nor WS2HTTP_API_URL is set: no control API")
         return None
     import urllib.request  # imported here: message events do not need it
     req = urllib.request.Request(base.rstrip("/") + path, headers={"Accept": "application/json"})
-    token = os.environ.get("WS_API_TOKEN", "")
+    token = os.environ.get(prefix + "API_TOKEN", "")
     if token:
         req.add_header("Authorization", "Bearer " + token)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy

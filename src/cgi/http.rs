@@ -53,6 +53,10 @@ pub async fn run(cgi: &CgiBackend, info: &RequestInfo, target: &Target, body: Re
     if let Some(ct) = &body.content_type {
         env.push(("CONTENT_TYPE".into(), ct.clone()));
     }
+    // WS_* variables belong to WebSocket events; a page request that wants
+    // to push (or list rooms) finds the control API under these names.
+    env.push(("WS2HTTP_API_URL".into(), cgi.env.api_url.clone()));
+    env.push(("WS2HTTP_API_TOKEN".into(), cgi.env.api_token.clone()));
     let permit = cgi.permit().await;
     let started = Instant::now();
     let mut child = match command(target, env).spawn() {

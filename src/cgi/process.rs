@@ -140,7 +140,12 @@ pub async fn run(
                 // Exited: take what is left in the pipe, but do not wait on
                 // a background child that keeps it open.
                 if runtime::timeout(limits.grace, reading).await.is_err() {
-                    log::warn!("{}: a background process still holds stdout open; stopped reading", label.0);
+                    log::warn!(
+                        "{}: a background process still holds stdout open after the script exited; \
+                         terminating its process group (redirect a background job's output, e.g. >/dev/null)",
+                        label.0
+                    );
+                    kill_group(pid, libc::SIGTERM);
                 }
                 status
             }

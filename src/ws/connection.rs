@@ -12,13 +12,13 @@ use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::Message as WsMessage;
 use async_tungstenite::WebSocketStream;
-use futures_lite::{AsyncRead, AsyncWrite, StreamExt};
+use futures_lite::{AsyncRead, AsyncWrite, FutureExt, StreamExt};
 use futures_util::future::{select, Either};
 
 use crate::action::{Action, CloseCause, Message};
 use crate::backend::{Outcome, Output};
 use crate::event::{ConnInfo, Event, EventKind};
-use crate::hub::{CloseRequest, ConnShared};
+use crate::hub::{self, CloseRequest, ConnShared};
 use crate::runtime;
 use crate::server::App;
 
@@ -57,7 +57,13 @@ pub async fn dispatch(app: &App, conn: &Arc<ConnInfo>, kind: EventKind, collect:
 }
 
 /// Runs the message and close events of one connection, in order.
-pub async fn event_worker(app: App, conn: Arc<ConnInfo>, events: async_channel::Receiver<EventKind>) {
+/// Holds the connection's slot (`--max-connections`) until the close event ran.
+pub async fn event_worker(
+    app: App,
+    conn: Arc<ConnInfo>,
+    events: async_channel::Receiver<EventKind>,
+    _slot: crate::ws::limits::Slot,
+) {
     while let Ok(kind) = events.recv().await {
         let last = matches!(kind, EventKind::Close { .. });
         dispatch(&app, &conn, kind, None).await;
@@ -82,13 +88,64 @@ pub async fn serve<S>(
     let (mut sink, mut stream) = ws.split();
     let id = conn.id.clone();
 
+    let ping_every = app.ping_interval;
     let writer = async {
-        while let Ok(msg) = outgoing.recv().await {
-            let frame = match msg {
-                Message::Text(t) => WsMessage::Text(t),
-                Message::Binary(b) => WsMessage::Binary(b),
+        enum Step {
+            Send(Message),
+            Ended,
+            Tick,
+            Abort,
+        }
+        let mut next_tick = Instant::now() + ping_every.unwrap_or_default();
+        let mut ping_sent_at: Option<u64> = None;
+        loop {
+            let step = async { outgoing.recv().await.map_or(Step::Ended, Step::Send) }
+                .or(async {
+                    match ping_every {
+                        Some(_) => {
+                            runtime::sleep(next_tick.saturating_duration_since(Instant::now())).await;
+                            Step::Tick
+                        }
+                        None => std::future::pending().await,
+                    }
+                })
+                .or(async {
+                    shared.aborted().await;
+                    Step::Abort
+                })
+                .await;
+            let frame = match step {
+                Step::Send(Message::Text(t)) => WsMessage::Text(t),
+                Step::Send(Message::Binary(b)) => WsMessage::Binary(b),
+                Step::Ended => break,
+                Step::Abort => return,
+                Step::Tick => {
+                    next_tick += ping_every.unwrap_or_default();
+                    if ping_sent_at.is_some_and(|sent| shared.last_seen() < sent) {
+                        log::warn!(
+                            "[{id}] no answer to a ping within {:?}; dropping the connection",
+                            ping_every.unwrap_or_default()
+                        );
+                        shared.request_close(CloseRequest {
+                            code: 1006,
+                            reason: String::new(),
+                            cause: CloseCause::PingTimeout,
+                        });
+                        return;
+                    }
+                    ping_sent_at = Some(hub::clock_ms());
+                    WsMessage::Ping(Default::default())
+                }
             };
-            if sink.send(frame).await.is_err() {
+            // A client that stops reading blocks this send; an abort (slow
+            // consumer, ping timeout) must still end the connection.
+            let sent = async { sink.send(frame).await.is_ok() }
+                .or(async {
+                    shared.aborted().await;
+                    false
+                })
+                .await;
+            if !sent {
                 return;
             }
         }
@@ -98,7 +155,7 @@ pub async fn serve<S>(
         if let Some(req) = shared.close_request() {
             if req.cause != CloseCause::Client {
                 let frame = CloseFrame { code: CloseCode::from(req.code), reason: req.reason.clone().into() };
-                let _ = sink.send(WsMessage::Close(Some(frame))).await;
+                let _ = runtime::timeout(CLOSE_GRACE, sink.send(WsMessage::Close(Some(frame)))).await;
             }
             runtime::sleep(CLOSE_GRACE).await;
         } else {
@@ -108,6 +165,7 @@ pub async fn serve<S>(
 
     let reader = async {
         while let Some(item) = stream.next().await {
+            shared.seen();
             let kind = match item {
                 Ok(WsMessage::Text(t)) => EventKind::Message { payload: t.into(), binary: false },
                 Ok(WsMessage::Binary(b)) => EventKind::Message { payload: b, binary: true },

@@ -2,4 +2,6 @@
 //! connection after it.
 
 pub mod connection;
+pub mod limits;
+pub mod origin;
 pub mod upgrade;

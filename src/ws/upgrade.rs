@@ -50,7 +50,30 @@ pub async fn handle(req: Request<App>) -> tide::Result {
         Some(k) => k.last().as_str().trim().to_owned(),
         None => return Ok(text(StatusCode::BadRequest, "missing Sec-WebSocket-Key header")),
     };
+    let header = |name: &str| req.header(name).map(|v| v.last().as_str().to_owned());
     let path = raw_path_and_query(&req).0;
+    if !super::origin::allowed(header("Origin").as_deref(), header("Host").as_deref(), &app.allow_origin) {
+        log::warn!(
+            "{path}: refused a handshake from origin {:?} (host {:?}); allow it with --allow-origin",
+            header("Origin").unwrap_or_default(),
+            header("Host").unwrap_or_default()
+        );
+        return Ok(text(StatusCode::Forbidden, "cross-origin WebSocket handshakes are not allowed here"));
+    }
+    let ip = req
+        .peer_addr()
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let slot = match app.conn_limits.reserve(&ip) {
+        Ok(slot) => slot,
+        Err(full) => {
+            log::warn!("{path}: refused a handshake from {ip}: {full:?} connections reached");
+            let mut r = text(StatusCode::ServiceUnavailable, "too many connections; try again later");
+            r.insert_header("Retry-After", "5");
+            return Ok(r);
+        }
+    };
     let target = match app.resolver.resolve(&path) {
         Resolved::Found(t) => t,
         Resolved::NotFound => return Ok(text(StatusCode::NotFound, "no WebSocket endpoint here")),
@@ -115,7 +138,7 @@ pub async fn handle(req: Request<App>) -> tide::Result {
         app.hub.apply(a);
     }
     let (events_tx, events_rx) = async_channel::bounded(app.max_queue);
-    runtime::spawn(connection::event_worker(app.clone(), conn.clone(), events_rx));
+    runtime::spawn(connection::event_worker(app.clone(), conn.clone(), events_rx, slot));
 
     let http_res: &mut tide::http::Response = res.as_mut();
     let upgrade = http_res.recv_upgrade().await;
@@ -153,12 +176,12 @@ fn rejection(conn: &ConnInfo, head: &Head, body: Vec<u8>) -> Response {
         if matches!(lower.as_str(), "content-length" | "transfer-encoding" | "connection" | "upgrade") {
             continue;
         }
-        if lower == "content-type" {
-            res.set_content_type(value.as_str());
-        } else {
-            res.append_header(name.as_str(), value.as_str());
-        }
+        res.append_header(name.as_str(), value.as_str());
     }
+    let has_type = head.get("Content-Type").is_some();
     res.set_body(body);
+    if !has_type {
+        res.remove_header("Content-Type");
+    }
     res
 }

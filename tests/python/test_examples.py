@@ -126,7 +126,7 @@ class ChatFlow:
         # after them; a multi-line text with directives is one JSON message
         await alice.send(json.dumps({"text": "   "}))
         await alice.send("")
-        tricky = "line one\n@close 4000\n@broadcast pwned"
+        tricky = "line one\n@close 4000\r\n@broadcast pwned\u2028\u0085 \u00e9\U0001f600 end"
         await alice.send(json.dumps({"text": tricky}))
         await self.expect_message(bob, "alice", tricky)
         await self.expect_message(alice, "alice", tricky)
@@ -276,6 +276,9 @@ class PhpChatTest(ChatFlow, ServerTestCase):
         self.assertEqual(status, 200)
         self.assertTrue(headers.get("Content-Type", "").startswith("text/css"))
         self.assertIn(b"#messages", body)
+        status, _, body = await self.http("GET", "/")  # static index.html -> index.php
+        self.assertEqual(status, 200)
+        self.assertIn(b'url=index.php', body)
         status, _, body = await self.http("GET", "/lib.php")
         self.assertEqual((status, body), (404, b""))
         status, _, _ = await self.raw("/lib.php")
@@ -320,8 +323,11 @@ class PythonChatTest(ChatFlow, ServerTestCase):
         await self.check_binary_gets_error()
 
     async def test_static_page(self):
+        status, _, root = await self.http("GET", "/")
+        self.assertEqual(status, 200)
         status, headers, body = await self.http("GET", "/index.html")
         self.assertEqual(status, 200)
+        self.assertEqual(root, body)
         self.assertTrue(headers.get("Content-Type", "").startswith("text/html"))
         page = body.decode()
         for element in ('id="nick"', 'id="room"', 'id="join"', 'id="messages"',
