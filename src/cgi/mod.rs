@@ -5,10 +5,9 @@ pub mod http;
 pub mod output;
 pub mod process;
 pub mod resolve;
+pub mod slots;
 
 use std::sync::Arc;
-
-use async_lock::Semaphore;
 
 use crate::backend::{Backend, BoxFuture, Outcome, Output};
 use crate::directive::Context;
@@ -21,17 +20,17 @@ pub struct CgiBackend {
     pub env: EnvSettings,
     pub limits: Limits,
     /// Bounds the number of scripts running at once (`--max-procs`).
-    procs: Arc<Semaphore>,
+    procs: Arc<slots::Slots>,
 }
 
 impl CgiBackend {
     pub fn new(env: EnvSettings, limits: Limits, max_procs: usize) -> Self {
-        CgiBackend { env, limits, procs: Arc::new(Semaphore::new(max_procs.max(1))) }
+        CgiBackend { env, limits, procs: slots::Slots::new(max_procs) }
     }
 
     /// A slot among the `--max-procs` scripts allowed to run at once.
-    pub async fn permit(&self) -> async_lock::SemaphoreGuardArc {
-        self.procs.acquire_arc().await
+    pub async fn permit(&self) -> slots::Slot {
+        self.procs.acquire().await
     }
 }
 
@@ -47,7 +46,7 @@ impl Backend for CgiBackend {
             };
             let ctx = Context::Script { conn: &conn.id, endpoint: conn.target.endpoint() };
             let mut parser = OutputParser::new(ctx, event.kind == EventKind::Open);
-            let _permit = self.procs.acquire().await;
+            let _permit = self.permit().await;
             let outcome = {
                 let mut on_line = |line: &[u8]| parser.push(line, out);
                 process::run(&conn.target, env, stdin, &self.limits, &Label(&label), &mut on_line).await
