@@ -1,0 +1,209 @@
+//! Limits and back-pressure: every limit gives the client a clear result and
+//! leaves everyone else unaffected.
+
+mod common;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use async_tungstenite::tungstenite::Message;
+use common::*;
+
+fn status_of(resp: &str) -> u16 {
+    resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+fn pid_alive(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+}
+
+#[test]
+fn cross_origin_handshakes_are_refused() {
+    let s = Server::start(&["--allow-origin", "https://app.example"]);
+    let req = |origin: &str| raw_http(s.port, &upgrade_request("/mirror.sh", origin));
+    assert_eq!(status_of(&req("Origin: http://evil.example\r\n")), 403);
+    assert_eq!(status_of(&req("Origin: null\r\n")), 403);
+    // Same origin as Host (127.0.0.1), an allowed origin, and no Origin at all.
+    assert_eq!(status_of(&req("Origin: http://127.0.0.1\r\n")), 101);
+    assert_eq!(status_of(&req("Origin: https://app.example\r\n")), 101);
+    assert_eq!(status_of(&req("")), 101);
+    s.wait_log("refused a handshake from origin \"http://evil.example\"");
+}
+
+#[async_std::test]
+async fn connection_limits_answer_503_and_free_up() {
+    let s = Server::start(&["--max-connections", "2"]);
+    let (mut a, ida) = mirror(&s, "/mirror.sh").await;
+    let (_b, _) = mirror(&s, "/mirror.sh").await;
+    let resp = raw_http(s.port, &upgrade_request("/mirror.sh", ""));
+    assert_eq!(status_of(&resp), 503, "{resp}");
+    a.close(None).await.unwrap();
+    s.wait_event("a's close event", |l| l.starts_with(&format!("close {ida}")));
+    wait_for("a free slot", || (status_of(&raw_http(s.port, &upgrade_request("/mirror.sh", ""))) == 101).then_some(()));
+
+    let s = Server::start(&["--max-connections-per-ip", "1"]);
+    let (_a, _) = mirror(&s, "/mirror.sh").await;
+    assert_eq!(status_of(&raw_http(s.port, &upgrade_request("/mirror.sh", ""))), 503);
+    s.wait_log("PerIp(1)");
+}
+
+#[test]
+fn silent_peers_are_dropped_after_a_ping_interval() {
+    let s = Server::start(&["--ping-interval", "0.3"]);
+    // A raw client that completes the handshake and then never reads or
+    // answers anything.
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    tcp.write_all(upgrade_request("/mirror.sh", "").as_bytes()).unwrap();
+    let mut head = [0u8; 12];
+    tcp.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101");
+    let line = s.wait_event("ping-timeout close", |l| l.starts_with("close "));
+    assert!(line.contains(" 1006 ping-timeout"), "{line}");
+}
+
+#[async_std::test]
+async fn answering_peers_stay_connected_through_pings() {
+    let s = Server::start(&["--ping-interval", "0.2"]);
+    let (mut a, _) = mirror(&s, "/mirror.sh").await;
+    // Keep reading (the client answers pings) for several intervals.
+    let until = Instant::now() + Duration::from_millis(1200);
+    while Instant::now() < until {
+        assert!(silent(&mut a, 100).await, "no message expected");
+    }
+    a.send(Message::text("still here")).await.unwrap();
+    assert_eq!(next_text(&mut a).await, "still here");
+    assert!(s.events().iter().all(|l| !l.starts_with("close")));
+}
+
+#[async_std::test]
+async fn slow_consumers_are_closed_without_delaying_others() {
+    let s = Server::start(&["--max-outgoing", "8"]);
+    let (mut healthy, _) = mirror(&s, "/mirror.sh").await;
+    // A client that never reads after the handshake.
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    tcp.write_all(upgrade_request("/mirror.sh", "").as_bytes()).unwrap();
+    let mut head = [0u8; 12];
+    tcp.read_exact(&mut head).unwrap();
+    let big = "z".repeat(256 * 1024);
+    let reader = async_std::task::spawn(async move {
+        let mut got = 0;
+        while got < 60 {
+            match next(&mut healthy).await {
+                Message::Text(t) if t.len() == 256 * 1024 => got += 1,
+                Message::Text(_) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        got
+    });
+    for _ in 0..60 {
+        let r = post(&s.api("/broadcast"), &big);
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(reader.await, 60, "the healthy client got every broadcast");
+    let line = s.wait_event("slow consumer close", |l| l.starts_with("close ") && l.contains("slow-consumer"));
+    assert!(line.contains(" 1008 slow-consumer"), "{line}");
+    drop(tcp);
+}
+
+#[async_std::test]
+async fn full_event_queue_closes_with_1013() {
+    let s = Server::start(&["--max-queue", "2"]);
+    let mut ws = connect(&s.url("/slow.sh")).await;
+    for i in 0..30 {
+        if ws.send(Message::text(i.to_string())).await.is_err() {
+            break;
+        }
+    }
+    let mut close = None;
+    while close.is_none() {
+        if let Message::Close(Some(f)) = next(&mut ws).await {
+            close = Some(u16::from(f.code));
+        }
+    }
+    assert_eq!(close, Some(1013));
+    s.wait_log("queue-full");
+}
+
+#[async_std::test]
+async fn scripts_share_max_procs_fairly() {
+    let s = Server::start(&["--max-procs", "1"]);
+    let mut chatty = connect(&s.url("/slow.sh")).await;
+    let mut quiet = connect(&s.url("/slow.sh")).await;
+    for i in 0..40 {
+        chatty.send(Message::text(format!("c{i}"))).await.unwrap();
+    }
+    // Wait until the chatty client's backlog is being worked through.
+    assert_eq!(next_text(&mut chatty).await, "c0");
+    quiet.send(Message::text("q")).await.unwrap();
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = answered.clone();
+    let q = async_std::task::spawn(async move {
+        let t = next_text(&mut quiet).await;
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        t
+    });
+    let mut before = 1;
+    while !answered.load(std::sync::atomic::Ordering::SeqCst) {
+        next_text(&mut chatty).await;
+        before += 1;
+        assert!(before < 40, "the quiet client waited for the whole backlog");
+    }
+    assert_eq!(q.await, "q");
+    // Round-robin: the quiet client waited for at most a couple of the
+    // chatty client's events, not for its 40-event backlog.
+    assert!(before <= 4, "quiet client answered after {before} chatty events");
+}
+
+#[async_std::test]
+async fn output_limit_kills_the_script_and_the_connection_goes_on() {
+    let s = Server::start(&["--max-output", "65536"]);
+    let mut ws = connect(&s.url("/bigout.sh")).await;
+    ws.send(Message::text("big")).await.unwrap();
+    s.wait_log("more than 65536 bytes of output");
+    ws.send(Message::text("after")).await.unwrap();
+    loop {
+        if next_text(&mut ws).await == "after" {
+            break;
+        }
+    }
+}
+
+#[async_std::test]
+async fn a_background_job_holding_stdout_does_not_hang_the_connection() {
+    let s = Server::start(&[]);
+    let mut ws = connect(&s.url("/daemon.sh")).await;
+    ws.send(Message::text("fork")).await.unwrap();
+    let pid: i32 = next_text(&mut ws).await.strip_prefix("forked ").unwrap().parse().unwrap();
+    ws.send(Message::text("next")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "next");
+    s.wait_log("still holds stdout open");
+    wait_for("the background job to be terminated", || (!pid_alive(pid)).then_some(()));
+}
+
+#[async_std::test]
+async fn timeout_kills_the_whole_process_group() {
+    let s = Server::start(&["--timeout", "0.5"]);
+    let mut ws = connect(&s.url("/sleepy-child.sh")).await;
+    ws.send(Message::text("x")).await.unwrap();
+    let child_file = s.dir.join("flag.child");
+    let pid: i32 = wait_for("child pid", || std::fs::read_to_string(&child_file).ok()?.trim().parse().ok());
+    s.wait_log("timed out after 500ms");
+    wait_for("the script's child to be gone", || (!pid_alive(pid)).then_some(()));
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let mut s = Server::start(&["--timeout", "30"]);
+    async_std::task::block_on(async {
+        let mut ws = connect(&s.url("/sleepy-child.sh")).await;
+        ws.send(Message::text("x")).await.unwrap();
+        let child_file = s.dir.join("flag.child");
+        wait_for("script running", || child_file.exists().then_some(()));
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
+        s.wait_log("shutting down");
+        let status = s.terminate();
+        assert_eq!(status.code(), Some(130), "{status:?}");
+    });
+}
