@@ -142,8 +142,8 @@ pub async fn run(cgi: &CgiBackend, info: &RequestInfo, target: &Target, body: Re
     Reply::Response(Box::new(res))
 }
 
-/// Reads the CGI header block up to its blank line.
-async fn read_head<R: futures_lite::AsyncBufRead + Unpin>(r: &mut R) -> Result<Head, String> {
+/// Reads the CGI header block up to its blank line (public for the fuzz tests).
+pub async fn read_head<R: futures_lite::AsyncBufRead + Unpin>(r: &mut R) -> Result<Head, String> {
     let mut head = Head::default();
     let mut line = Vec::new();
     let mut total = 0;
