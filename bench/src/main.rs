@@ -1,0 +1,3 @@
+fn main() {
+    println!("ws2http-bench: work in progress");
+}
