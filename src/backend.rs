@@ -54,6 +54,9 @@ pub enum Outcome {
     /// The script failed (non-zero exit, killed by a signal, timed out, could
     /// not start); the text says how, for the log.
     Failed(String),
+    /// The backend server could not be reached or broke off (FastCGI, HTTP):
+    /// like a crash, but a failed open answers 502 instead of 500.
+    Unavailable(String),
 }
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

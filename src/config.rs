@@ -37,6 +37,10 @@ pub struct Cli {
     /// Run scripts with this extension through PROGRAM (repeatable), e.g. php=php-cgi
     #[arg(long = "handler", env = "WS2HTTP_HANDLER", value_name = "EXT=PROGRAM", value_delimiter = ',')]
     pub handlers: Vec<String>,
+    /// Deliver events to a FastCGI server (php-fpm) instead of spawning scripts:
+    /// HOST:PORT or unix:/path, optionally for one path prefix: /chat.php=127.0.0.1:9000 (repeatable)
+    #[arg(long = "fastcgi", env = "WS2HTTP_FASTCGI", value_name = "[PREFIX=]ADDR", value_delimiter = ',')]
+    pub fastcgi: Vec<String>,
     /// Pass this variable of the server's environment on to scripts (repeatable)
     #[arg(long = "pass-env", env = "WS2HTTP_PASS_ENV", value_name = "NAME", value_delimiter = ',')]
     pub pass_env: Vec<String>,
@@ -172,6 +176,8 @@ pub struct Config {
     /// `None`: no pings.
     pub ping_interval: Option<Duration>,
     pub allow_origin: Vec<String>,
+    /// Path prefix → FastCGI server.
+    pub fastcgi: Vec<(String, crate::fastcgi::Address)>,
 }
 
 fn is_loopback(addr: &str) -> Result<bool, String> {
@@ -221,6 +227,14 @@ pub fn inherited_env(pass_env: &[String]) -> Result<Vec<(String, String)>, Strin
         }
     }
     Ok(env)
+}
+
+/// `[/PREFIX=]TARGET` → (`/PREFIX` or `/`, `TARGET`).
+pub fn split_route(s: &str) -> (String, &str) {
+    match s.split_once('=') {
+        Some((p, t)) if p.starts_with('/') => (p.trim_end_matches('/').to_owned(), t),
+        _ => ("/".to_owned(), s),
+    }
 }
 
 impl Cli {
@@ -293,6 +307,14 @@ impl Cli {
             max_connections_per_ip: self.max_connections_per_ip.max(1),
             ping_interval: (self.ping_interval > 0.0).then(|| Duration::from_secs_f64(self.ping_interval)),
             allow_origin: self.allow_origin,
+            fastcgi: self
+                .fastcgi
+                .iter()
+                .map(|f| {
+                    let (prefix, addr) = split_route(f);
+                    crate::fastcgi::Address::parse(addr).map(|a| (prefix, a)).map_err(|e| format!("--fastcgi {e}"))
+                })
+                .collect::<Result<_, _>>()?,
         })
     }
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod console;
 pub mod directive;
 pub mod event;
+pub mod fastcgi;
 pub mod hub;
 pub mod id;
 pub mod listen;

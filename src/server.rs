@@ -27,8 +27,12 @@ pub struct App(Arc<AppInner>);
 
 pub struct AppInner {
     pub hub: Hub,
-    /// Runs WebSocket events.
+    /// Runs WebSocket events not routed elsewhere (the CGI backend).
     pub backend: Arc<dyn Backend>,
+    /// Path prefix → backend (FastCGI, HTTP), longest prefix first.
+    pub routes: Vec<(String, Arc<dyn Backend>)>,
+    /// Path prefix → FastCGI server, for plain HTTP requests (pages).
+    pub fastcgi_pages: Vec<(String, Arc<crate::fastcgi::FastCgiBackend>)>,
     /// Runs classic CGI requests (and, today, also serves as `backend`).
     pub cgi: Arc<CgiBackend>,
     /// `--root`, canonical.
@@ -42,6 +46,16 @@ pub struct AppInner {
     pub conn_limits: Arc<crate::ws::limits::ConnLimits>,
     pub ping_interval: Option<Duration>,
     pub allow_origin: Vec<String>,
+}
+
+impl AppInner {
+    /// The backend that runs events of `target`'s endpoint.
+    pub fn backend_for(&self, target: &crate::event::Target) -> &Arc<dyn Backend> {
+        self.routes
+            .iter()
+            .find(|(p, _)| crate::cgi::resolve::has_prefix(&target.script_name, p))
+            .map_or(&self.backend, |(_, b)| b)
+    }
 }
 
 impl Deref for App {
@@ -90,13 +104,27 @@ pub fn run(cfg: Config) -> Result<(), String> {
         max_output: cfg.max_output,
         stderr: Default::default(),
     };
+    let mut routes: Vec<(String, Arc<dyn Backend>)> = Vec::new();
+    let mut fastcgi_pages = Vec::new();
+    for (prefix, addr) in &cfg.fastcgi {
+        log::info!("requests and events under {prefix} go to FastCGI server {addr}");
+        let fcgi =
+            Arc::new(crate::fastcgi::FastCgiBackend::new(addr.clone(), env.clone(), limits.clone(), cfg.max_procs));
+        routes.push((prefix.clone(), fcgi.clone()));
+        fastcgi_pages.push((prefix.clone(), fcgi));
+    }
+    routes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+    fastcgi_pages.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
     let cgi = Arc::new(CgiBackend::new(env, limits, cfg.max_procs));
     let app = App(Arc::new(AppInner {
         hub: Hub::new(cfg.out_queue),
         backend: cgi.clone(),
+        routes,
+        fastcgi_pages,
         cgi,
         root: cfg.root.clone(),
-        resolver: Resolver::new(cfg.cgi_bin.clone(), cfg.script.clone(), cfg.handlers.clone()),
+        resolver: Resolver::new(cfg.cgi_bin.clone(), cfg.script.clone(), cfg.handlers.clone())
+            .with_remote_prefixes(cfg.fastcgi.iter().map(|(p, _)| p.clone()).collect()),
         port: public_addr.port(),
         max_message: cfg.max_message,
         max_queue: cfg.max_queue,
@@ -205,7 +233,12 @@ async fn public_handler(mut req: Request<App>) -> tide::Result {
         };
         let request_body =
             body.take().unwrap_or(cgi::http::RequestBody { body: Body::empty(), length: None, content_type: None });
-        match cgi::http::run(&app.cgi, &info, &target, request_body).await {
+        let fastcgi = app.fastcgi_pages.iter().find(|(p, _)| cgi::resolve::has_prefix(&target.script_name, p));
+        let reply = match fastcgi {
+            Some((_, f)) => f.serve_http(&info, &target, request_body).await,
+            None => cgi::http::run(&app.cgi, &info, &target, request_body).await,
+        };
+        match reply {
             cgi::http::Reply::Response(r) => return Ok(*r),
             cgi::http::Reply::LocalRedirect(location) => {
                 log::debug!("{path}: local redirect to {location}");

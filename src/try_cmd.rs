@@ -153,7 +153,7 @@ async fn try_once(args: TryArgs) -> Result<ExitCode, String> {
             println!("exit:     ok");
             ExitCode::SUCCESS
         }
-        Outcome::Failed(why) => {
+        Outcome::Failed(why) | Outcome::Unavailable(why) => {
             println!("exit:     failed: {why}");
             ExitCode::FAILURE
         }

@@ -26,7 +26,7 @@ pub enum Reply {
     LocalRedirect(String),
 }
 
-fn plain(status: StatusCode, text: &str) -> Reply {
+pub fn plain(status: StatusCode, text: &str) -> Reply {
     let mut r = Response::new(status);
     r.set_content_type("text/plain; charset=utf-8");
     r.set_body(format!("{text}\n"));
@@ -106,7 +106,7 @@ pub async fn run(cgi: &CgiBackend, info: &RequestInfo, target: &Target, body: Re
         match runtime::timeout(remaining, child.status()).await {
             Ok(status) => match outcome(status) {
                 Outcome::Success => log::info!("{reaper_label}: ok in {:.1?}", started.elapsed()),
-                Outcome::Failed(why) => log::warn!("{reaper_label}: script failed: {why}"),
+                Outcome::Failed(why) | Outcome::Unavailable(why) => log::warn!("{reaper_label}: script failed: {why}"),
             },
             Err(()) => {
                 log::warn!("{reaper_label}: still running after the timeout; terminating its process group");
@@ -115,6 +115,15 @@ pub async fn run(cgi: &CgiBackend, info: &RequestInfo, target: &Target, body: Re
         }
     });
 
+    respond(head, reader)
+}
+
+/// Turns a parsed header block and the rest of the output into the reply
+/// (RFC 3875 §6): status, redirects, headers, the body streamed from `body`.
+pub fn respond<R>(head: Head, body: R) -> Reply
+where
+    R: futures_lite::AsyncBufRead + Unpin + Send + Sync + 'static,
+{
     let location = head.get("Location").map(str::to_owned);
     if let Some(loc) = &location {
         if loc.starts_with('/') && !loc.starts_with("//") && head.status.is_none() {
@@ -133,7 +142,7 @@ pub async fn run(cgi: &CgiBackend, info: &RequestInfo, target: &Target, body: Re
         }
     }
     let has_type = head.get("Content-Type").is_some();
-    res.set_body(Body::from_reader(reader, length.map(|l| l as usize)));
+    res.set_body(Body::from_reader(body, length.map(|l| l as usize)));
     if !has_type {
         // Body::from_reader labels the body application/octet-stream;
         // a script that named no type gets none.

@@ -32,11 +32,20 @@ pub struct Resolver {
     /// Canonical single script, in single-script mode.
     single: Option<PathBuf>,
     handlers: Handlers,
+    /// Path prefixes served by a remote backend (FastCGI): any regular file
+    /// there is a script, executable or not, since the backend runs it.
+    remote_prefixes: Vec<String>,
 }
 
 impl Resolver {
     pub fn new(root: PathBuf, single: Option<PathBuf>, handlers: Handlers) -> Self {
-        Resolver { root, single, handlers }
+        Resolver { root, single, handlers, remote_prefixes: Vec::new() }
+    }
+
+    /// Marks path prefixes whose scripts a remote backend runs.
+    pub fn with_remote_prefixes(mut self, prefixes: Vec<String>) -> Self {
+        self.remote_prefixes = prefixes;
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -97,7 +106,8 @@ impl Resolver {
     fn runnable(&self, filename: PathBuf, script_name: String, path_info: String) -> Resolved {
         let ext = filename.extension().and_then(|e| e.to_str()).unwrap_or("");
         let interpreter = self.handlers.iter().find(|(e, _)| e == ext).map(|(_, cmd)| cmd.clone());
-        if interpreter.is_none() {
+        let remote = self.remote_prefixes.iter().any(|p| has_prefix(&script_name, p));
+        if interpreter.is_none() && !remote {
             let mode = std::fs::metadata(&filename).map(|m| m.permissions().mode()).unwrap_or(0);
             if mode & 0o111 == 0 {
                 return Resolved::NotRunnable(format!(
@@ -110,6 +120,11 @@ impl Resolver {
         }
         Resolved::Found(Target { filename, script_name, path_info, interpreter })
     }
+}
+
+/// `true` when `path` is `prefix` or below it (`/` covers everything).
+pub fn has_prefix(path: &str, prefix: &str) -> bool {
+    prefix == "/" || path == prefix || path.strip_prefix(prefix).is_some_and(|r| r.starts_with('/'))
 }
 
 fn walk(dir: &Path, url: &str, depth: usize, f: &mut dyn FnMut(String)) {

@@ -35,7 +35,7 @@ pub async fn dispatch(app: &App, conn: &Arc<ConnInfo>, kind: EventKind, collect:
     let outcome = match collect {
         Some(items) => {
             let mut out = |o: Output| items.push(o);
-            app.backend.run(&event, &mut out).await
+            app.backend_for(&conn.target).run(&event, &mut out).await
         }
         None => {
             let hub = &app.hub;
@@ -44,7 +44,7 @@ pub async fn dispatch(app: &App, conn: &Arc<ConnInfo>, kind: EventKind, collect:
                     hub.apply(a);
                 }
             };
-            app.backend.run(&event, &mut out).await
+            app.backend_for(&conn.target).run(&event, &mut out).await
         }
     };
     let took = started.elapsed();
@@ -52,6 +52,7 @@ pub async fn dispatch(app: &App, conn: &Arc<ConnInfo>, kind: EventKind, collect:
     match &outcome {
         Outcome::Success => log::info!("[{id}] {ep} {name}: ok in {took:.1?}"),
         Outcome::Failed(why) => log::warn!("[{id}] {ep} {name}: script failed after {took:.1?}: {why}"),
+        Outcome::Unavailable(why) => log::warn!("[{id}] {ep} {name}: backend unavailable after {took:.1?}: {why}"),
     }
     outcome
 }

@@ -97,8 +97,14 @@ pub async fn handle(req: Request<App>) -> tide::Result {
     // The open event decides whether the connection opens at all.
     let mut items = Vec::new();
     let outcome = connection::dispatch(&app, &conn, EventKind::Open, Some(&mut items)).await;
-    if let Outcome::Failed(_) = outcome {
-        return Ok(text(StatusCode::InternalServerError, "the endpoint's open script failed; see the server log"));
+    match outcome {
+        Outcome::Success => {}
+        Outcome::Failed(_) => {
+            return Ok(text(StatusCode::InternalServerError, "the endpoint's open script failed; see the server log"))
+        }
+        Outcome::Unavailable(_) => {
+            return Ok(text(StatusCode::BadGateway, "the endpoint's backend is unavailable; see the server log"))
+        }
     }
     let mut head = Head::default();
     let mut actions = Vec::new();
