@@ -20,5 +20,11 @@ message)
     fi
     exec cat
     ;;
+*)
+    # Nothing to say on open and close. An empty header block keeps the
+    # script a valid CGI program for any server (fcgiwrap behind nginx
+    # refuses a script that prints nothing; ws2http itself does not mind).
+    printf 'Content-Type: text/plain\n\n'
+    ;;
 esac
 exit 0

@@ -41,6 +41,10 @@ pub struct Cli {
     /// HOST:PORT or unix:/path, optionally for one path prefix: /chat.php=127.0.0.1:9000 (repeatable)
     #[arg(long = "fastcgi", env = "WS2HTTP_FASTCGI", value_name = "[PREFIX=]ADDR", value_delimiter = ',')]
     pub fastcgi: Vec<String>,
+    /// Deliver events as HTTP POSTs to URL (any web server) instead of spawning scripts,
+    /// optionally for one path prefix: /chat=http://127.0.0.1:8088/chat.sh (repeatable)
+    #[arg(long = "backend-url", env = "WS2HTTP_BACKEND_URL", value_name = "[PREFIX=]URL", value_delimiter = ',')]
+    pub backend_url: Vec<String>,
     /// Pass this variable of the server's environment on to scripts (repeatable)
     #[arg(long = "pass-env", env = "WS2HTTP_PASS_ENV", value_name = "NAME", value_delimiter = ',')]
     pub pass_env: Vec<String>,
@@ -178,6 +182,8 @@ pub struct Config {
     pub allow_origin: Vec<String>,
     /// Path prefix → FastCGI server.
     pub fastcgi: Vec<(String, crate::fastcgi::Address)>,
+    /// Path prefix → URL of the HTTP backend.
+    pub backend_url: Vec<(String, String)>,
 }
 
 fn is_loopback(addr: &str) -> Result<bool, String> {
@@ -315,6 +321,14 @@ impl Cli {
                     crate::fastcgi::Address::parse(addr).map(|a| (prefix, a)).map_err(|e| format!("--fastcgi {e}"))
                 })
                 .collect::<Result<_, _>>()?,
+            backend_url: self
+                .backend_url
+                .iter()
+                .map(|u| {
+                    let (prefix, url) = split_route(u);
+                    (prefix, url.to_owned())
+                })
+                .collect(),
         })
     }
 }

@@ -13,6 +13,7 @@ pub mod console;
 pub mod directive;
 pub mod event;
 pub mod fastcgi;
+pub mod http_backend;
 pub mod hub;
 pub mod id;
 pub mod listen;

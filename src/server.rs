@@ -113,6 +113,21 @@ pub fn run(cfg: Config) -> Result<(), String> {
         routes.push((prefix.clone(), fcgi.clone()));
         fastcgi_pages.push((prefix.clone(), fcgi));
     }
+    let mut http_prefixes = Vec::new();
+    for (prefix, url) in &cfg.backend_url {
+        log::info!("events under {prefix} go to {url}");
+        let api_token = cfg.api_token.clone().unwrap_or_default();
+        let http = crate::http_backend::HttpBackend::new(
+            url,
+            local_url(control_addr),
+            api_token,
+            limits.clone(),
+            cfg.max_procs,
+        )
+        .map_err(|e| format!("--backend-url {e}"))?;
+        routes.push((prefix.clone(), Arc::new(http)));
+        http_prefixes.push(prefix.clone());
+    }
     routes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
     fastcgi_pages.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
     let cgi = Arc::new(CgiBackend::new(env, limits, cfg.max_procs));
@@ -124,7 +139,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
         cgi,
         root: cfg.root.clone(),
         resolver: Resolver::new(cfg.cgi_bin.clone(), cfg.script.clone(), cfg.handlers.clone())
-            .with_remote_prefixes(cfg.fastcgi.iter().map(|(p, _)| p.clone()).collect()),
+            .with_remote_prefixes(cfg.fastcgi.iter().map(|(p, _)| p.clone()).collect())
+            .with_http_prefixes(http_prefixes),
         port: public_addr.port(),
         max_message: cfg.max_message,
         max_queue: cfg.max_queue,
@@ -224,6 +240,8 @@ async fn public_handler(mut req: Request<App>) -> tide::Result {
         // In single-script mode the script speaks WebSocket only.
         let resolved = if app.resolver.is_single() { Resolved::NotFound } else { app.resolver.resolve(&path) };
         let target = match resolved {
+            // An HTTP-backend endpoint has no local script to run for a page.
+            Resolved::Found(t) if t.filename.as_os_str().is_empty() => return Ok(fallback(&app, &path, &req).await),
             Resolved::Found(t) => t,
             Resolved::NotRunnable(why) if app.root.is_none() => {
                 log::error!("{path}: {why}");

@@ -35,11 +35,21 @@ pub struct Resolver {
     /// Path prefixes served by a remote backend (FastCGI): any regular file
     /// there is a script, executable or not, since the backend runs it.
     remote_prefixes: Vec<String>,
+    /// Path prefixes served by an HTTP backend: no local file needed; the
+    /// prefix is SCRIPT_NAME and the rest PATH_INFO.
+    http_prefixes: Vec<String>,
 }
 
 impl Resolver {
     pub fn new(root: PathBuf, single: Option<PathBuf>, handlers: Handlers) -> Self {
-        Resolver { root, single, handlers, remote_prefixes: Vec::new() }
+        Resolver { root, single, handlers, remote_prefixes: Vec::new(), http_prefixes: Vec::new() }
+    }
+
+    /// Marks path prefixes handled by an HTTP backend (longest first).
+    pub fn with_http_prefixes(mut self, mut prefixes: Vec<String>) -> Self {
+        prefixes.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        self.http_prefixes = prefixes;
+        self
     }
 
     /// Marks path prefixes whose scripts a remote backend runs.
@@ -60,6 +70,12 @@ impl Resolver {
     /// Resolves a raw (still percent-encoded) URL path.
     pub fn resolve(&self, raw_path: &str) -> Resolved {
         let Some(segments) = safe_segments(raw_path) else { return Resolved::NotFound };
+        if let Some(prefix) = self.http_prefixes.iter().find(|p| has_prefix(raw_path, p)) {
+            let script_name = if prefix == "/" { String::new() } else { prefix.clone() };
+            let rest = &raw_path[script_name.len()..];
+            let path_info = percent_decode_str(rest).decode_utf8_lossy().into_owned();
+            return Resolved::Found(Target { filename: PathBuf::new(), script_name, path_info, interpreter: None });
+        }
         if let Some(single) = &self.single {
             let path_info = decoded_rest(raw_path, &segments, 0);
             return self.runnable(

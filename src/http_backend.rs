@@ -1,0 +1,219 @@
+//! The HTTP backend: each event is an HTTP POST to a URL (any web server:
+//! nginx + fcgiwrap, php-fpm behind nginx, an app server), with the event as
+//! the body and the connection's data as `WS-*` headers. The response is read
+//! exactly like CGI output: its status and headers form the header block,
+//! its body is line mode or one message by Content-Type.
+//!
+//! Connections are kept alive and reused; requests in flight are bounded;
+//! an unreachable server is `Outcome::Unavailable` (502 for an open).
+
+use std::sync::{Arc, Mutex};
+
+use async_std::net::TcpStream;
+use futures_lite::io::{AsyncBufReadExt, BufReader};
+use tide::http::{Method, Request, Url};
+
+use crate::backend::{Backend, BoxFuture, Outcome, Output};
+use crate::cgi::output::OutputParser;
+use crate::cgi::process::Limits;
+use crate::cgi::slots::Slots;
+use crate::directive::Context;
+use crate::event::{Event, EventKind};
+use crate::runtime;
+
+pub struct HttpBackend {
+    url: Url,
+    /// `host:port` to connect to.
+    authority: String,
+    api_url: String,
+    api_token: String,
+    limits: Limits,
+    pool: Mutex<Vec<TcpStream>>,
+    in_flight: Arc<Slots>,
+}
+
+/// Response headers that describe the HTTP exchange, not the script's answer.
+const HOP_BY_HOP: [&str; 7] =
+    ["connection", "keep-alive", "transfer-encoding", "content-length", "date", "server", "upgrade"];
+
+impl HttpBackend {
+    pub fn new(
+        url: &str,
+        api_url: String,
+        api_token: String,
+        limits: Limits,
+        max_in_flight: usize,
+    ) -> Result<Self, String> {
+        let url = Url::parse(url).map_err(|e| format!("{url:?}: {e}"))?;
+        if url.scheme() != "http" {
+            return Err(format!("{url}: only http:// URLs are supported (put TLS in front, not behind)"));
+        }
+        let host = url.host_str().ok_or_else(|| format!("{url}: no host"))?;
+        let authority = format!("{host}:{}", url.port_or_known_default().unwrap_or(80));
+        Ok(HttpBackend {
+            url,
+            authority,
+            api_url,
+            api_token,
+            limits,
+            pool: Mutex::new(Vec::new()),
+            in_flight: Slots::new(max_in_flight),
+        })
+    }
+
+    /// The request for one event (documented in docs/BACKENDS.md).
+    fn request(&self, event: &Event) -> Request {
+        let conn = &event.conn;
+        let mut req = Request::new(Method::Post, self.url.clone());
+        let h = |req: &mut Request, name: &str, value: &str| {
+            // Header values cannot carry line breaks; such a value is dropped.
+            if !value.contains(['\r', '\n']) {
+                req.append_header(name, value);
+            }
+        };
+        h(&mut req, "WS-Event", event.kind.name());
+        h(&mut req, "WS-Connection-Id", conn.id.as_str());
+        h(&mut req, "WS-Endpoint", conn.target.endpoint());
+        h(&mut req, "WS-Path", &format!("{}{}", conn.target.script_name, conn.target.path_info));
+        h(&mut req, "WS-Path-Info", &conn.target.path_info);
+        h(&mut req, "WS-Query", &conn.request.query);
+        h(&mut req, "WS-Rooms", &event.rooms.join(" "));
+        for (k, v) in &event.meta {
+            h(&mut req, &format!("WS-Meta-{k}"), v);
+        }
+        h(&mut req, "WS-Api-Url", &self.api_url);
+        if !self.api_token.is_empty() {
+            h(&mut req, "WS-Api-Token", &self.api_token);
+        }
+        let forwarded = ["cookie", "user-agent", "origin", "accept-language", "sec-websocket-protocol"];
+        for (name, value) in &conn.request.headers {
+            if forwarded.iter().any(|f| name.eq_ignore_ascii_case(f)) {
+                h(&mut req, name, value);
+            }
+        }
+        let mut xff: Vec<&str> = conn
+            .request
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        xff.push(&conn.request.remote_addr);
+        h(&mut req, "X-Forwarded-For", &xff.join(", "));
+        if let Some((_, host)) = conn.request.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("host")) {
+            h(&mut req, "X-Forwarded-Host", host);
+        }
+        match &event.kind {
+            EventKind::Open => req.set_body(Vec::new()),
+            EventKind::Message { payload, binary } => {
+                h(&mut req, "WS-Message-Type", if *binary { "binary" } else { "text" });
+                req.set_body(payload.to_vec());
+                req.insert_header(
+                    "Content-Type",
+                    if *binary { "application/octet-stream" } else { "text/plain; charset=utf-8" },
+                );
+            }
+            EventKind::Close { code, reason, cause } => {
+                h(&mut req, "WS-Close-Code", &code.to_string());
+                h(&mut req, "WS-Close-Reason", reason);
+                h(&mut req, "WS-Close-Cause", cause.as_str());
+                req.set_body(Vec::new());
+            }
+        }
+        req
+    }
+
+    async fn stream(&self) -> std::io::Result<(TcpStream, bool)> {
+        if let Some(s) = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok((s, false));
+        }
+        let s = TcpStream::connect(self.authority.as_str()).await?;
+        s.set_nodelay(true)?;
+        Ok((s, true))
+    }
+}
+
+impl Backend for HttpBackend {
+    fn run<'a>(&'a self, event: &'a Event, out: &'a mut (dyn FnMut(Output) + Send)) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            let conn = &event.conn;
+            let label = format!("[{}] {} {} (http {})", conn.id, conn.target.endpoint(), event.kind.name(), self.url);
+            let ctx = Context::Script { conn: &conn.id, endpoint: conn.target.endpoint() };
+            let mut parser = OutputParser::new(ctx, event.kind == EventKind::Open);
+            let _slot = self.in_flight.acquire().await;
+            let work = async {
+                let mut fresh_tried = false;
+                let res = loop {
+                    let (stream, fresh) = match self.stream().await {
+                        Ok(s) => s,
+                        Err(e) => return Outcome::Unavailable(format!("cannot connect to {}: {e}", self.authority)),
+                    };
+                    fresh_tried |= fresh;
+                    match async_h1::connect(stream.clone(), self.request(event)).await {
+                        Ok(res) => break (res, stream),
+                        // A kept-alive connection the server has closed: try a new one.
+                        Err(_) if !fresh_tried => continue,
+                        Err(e) => return Outcome::Unavailable(format!("{} did not answer: {e}", self.url)),
+                    }
+                };
+                let (mut res, stream) = res;
+                let status = u16::from(res.status());
+                let keep = res.header("Connection").is_none_or(|v| !v.last().as_str().eq_ignore_ascii_case("close"));
+                // The response as CGI output: a header block, then the body.
+                let mut head = format!("Status: {status}\r\n");
+                // No body, no message: a server's default Content-Type must
+                // not turn "no output" into an empty message.
+                let empty = res.len() == Some(0);
+                for (name, values) in res.iter() {
+                    if HOP_BY_HOP.contains(&name.as_str()) || (empty && name.as_str() == "content-type") {
+                        continue;
+                    }
+                    for v in values.iter() {
+                        head.push_str(&format!("{}: {}\r\n", name.as_str(), v.as_str()));
+                    }
+                }
+                head.push_str("\r\n");
+                for line in head.as_bytes().split_inclusive(|&b| b == b'\n') {
+                    parser.push(line, out);
+                }
+                let mut body = BufReader::new(res.take_body());
+                let mut line = Vec::new();
+                let mut total = 0;
+                loop {
+                    line.clear();
+                    match body.read_until(b'\n', &mut line).await {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            total += n;
+                            if total > self.limits.max_output {
+                                log::warn!(
+                                    "{label}: more than {} bytes of output; the rest is discarded",
+                                    self.limits.max_output
+                                );
+                                return Outcome::Failed("output limit".into());
+                            }
+                            parser.push(&line, out);
+                        }
+                        Err(e) => return Outcome::Unavailable(format!("{} broke off the response: {e}", self.url)),
+                    }
+                }
+                if keep {
+                    self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(stream);
+                }
+                if status >= 500 {
+                    Outcome::Failed(format!("{} answered {status}", self.url))
+                } else {
+                    Outcome::Success
+                }
+            };
+            let outcome = match runtime::timeout(self.limits.timeout, work).await {
+                Ok(o) => o,
+                Err(()) => {
+                    Outcome::Failed(format!("no complete answer from {} within {:?}", self.url, self.limits.timeout))
+                }
+            };
+            parser.finish(out);
+            outcome
+        })
+    }
+}
