@@ -22,6 +22,8 @@ pub fn routes(app: App) -> tide::Server<App> {
     api.at("/actions").post(actions);
     api.at("/connections").get(connections);
     api.at("/connections/:id").get(connection).delete(close);
+    api.at("/healthz").get(healthz);
+    api.at("/metrics").get(metrics);
     api.at("/").all(not_found);
     api.at("/*").all(not_found);
     api
@@ -55,7 +57,8 @@ fn auth<'a>(
     next: Next<'a, App>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = tide::Result> + Send + 'a>> {
     Box::pin(async move {
-        if let Some(token) = req.state().api_token.as_deref() {
+        let open_route = req.url().path() == "/healthz";
+        if let (Some(token), false) = (req.state().api_token.as_deref(), open_route) {
             let given = req
                 .header("Authorization")
                 .and_then(|v| v.last().as_str().strip_prefix("Bearer ").map(str::trim).map(str::to_owned));
@@ -216,6 +219,23 @@ async fn close(req: Request<App>) -> tide::Result {
 
 async fn rooms(req: Request<App>) -> tide::Result {
     json_response(StatusCode::Ok, serde_json::to_value(req.state().hub.rooms())?)
+}
+
+/// Liveness for load balancers and supervisors: no token needed, reveals
+/// nothing but that the server answers.
+async fn healthz(req: Request<App>) -> tide::Result {
+    let live = req.state().hub.live_count();
+    json_response(StatusCode::Ok, json!({ "status": "ok", "connections": live }))
+}
+
+/// Prometheus text format.
+async fn metrics(req: Request<App>) -> tide::Result {
+    let hub = &req.state().hub;
+    let text = crate::metrics::get().render(hub.live_count(), hub.rooms().len());
+    let mut r = Response::new(StatusCode::Ok);
+    r.set_body(text);
+    r.insert_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    Ok(r)
 }
 
 async fn not_found(req: Request<App>) -> tide::Result {

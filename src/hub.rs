@@ -241,6 +241,11 @@ impl Hub {
             .count()
     }
 
+    /// Live (not yet ended) connections.
+    pub fn live_count(&self) -> usize {
+        lock(&self.state).conns.values().filter(|c| c.tx.is_some()).count()
+    }
+
     /// Connections still known (live, or with a close event pending).
     pub fn len(&self) -> usize {
         lock(&self.state).conns.len()
@@ -294,8 +299,14 @@ fn leave_room(rooms: &mut HashMap<String, HashSet<ConnId>>, room: &str, id: &Con
 /// reading: it is closed (1008) rather than slowing everyone else down.
 fn deliver(c: &Conn, msg: Message) -> usize {
     let Some(tx) = &c.tx else { return 0 };
+    let len = msg.len() as u64;
     match tx.try_send(msg) {
-        Ok(()) => 1,
+        Ok(()) => {
+            let m = crate::metrics::get();
+            crate::metrics::add(&m.messages_out, 1);
+            crate::metrics::add(&m.bytes_out, len);
+            1
+        }
         Err(async_channel::TrySendError::Full(_)) => {
             log::warn!("[{}] does not read its messages ({} queued); closing it (1008)", c.info.id, tx.len());
             c.shared.abort(CloseRequest {

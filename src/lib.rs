@@ -17,6 +17,7 @@ pub mod http_backend;
 pub mod hub;
 pub mod id;
 pub mod listen;
+pub mod metrics;
 pub mod request;
 pub mod runtime;
 pub mod server;

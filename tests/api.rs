@@ -172,3 +172,30 @@ fn flags_from_environment_variables() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[async_std::test]
+async fn healthz_and_metrics() {
+    let s = Server::start(&["--api-token", "tok"]);
+    let (mut a, _) = mirror(&s, "/mirror.sh").await;
+    a.send(Message::text("@join r\nhello")).await.unwrap();
+    assert_eq!(next_text(&mut a).await, "hello");
+    // /healthz needs no token; /metrics does.
+    let r = api("GET", &s.api("/healthz"), None, None, b"");
+    assert_eq!((r.status, r.json()), (200, json!({"status": "ok", "connections": 1})));
+    assert_eq!(api("GET", &s.api("/metrics"), None, None, b"").status, 401);
+    let m = api("GET", &s.api("/metrics"), Some("tok"), None, b"");
+    assert_eq!(m.status, 200);
+    for needle in [
+        "ws2http_connections 1\n",
+        "ws2http_rooms 1\n",
+        "ws2http_events_total{event=\"open\",outcome=\"ok\"} 1\n",
+        "ws2http_events_total{event=\"message\",outcome=\"ok\"} 1\n",
+        "ws2http_messages_in_total 1\n",
+        "ws2http_connections_opened_total 1\n",
+        "ws2http_script_duration_seconds_count 2\n",
+    ] {
+        assert!(m.body.contains(needle), "missing {needle:?} in:\n{}", m.body);
+    }
+    // messages out: the id line from open and "hello".
+    assert!(m.body.contains("ws2http_messages_out_total 2\n"), "{}", m.body);
+}

@@ -57,11 +57,13 @@ pub async fn run(cgi: &CgiBackend, info: &RequestInfo, target: &Target, body: Re
     // to push (or list rooms) finds the control API under these names.
     env.push(("WS2HTTP_API_URL".into(), cgi.env.api_url.clone()));
     env.push(("WS2HTTP_API_TOKEN".into(), cgi.env.api_token.clone()));
+    crate::metrics::add(&crate::metrics::get().http_cgi_requests, 1);
     let permit = cgi.permit().await;
     let started = Instant::now();
     let mut child = match command(target, env).spawn() {
         Ok(c) => c,
         Err(e) => {
+            crate::metrics::add(&crate::metrics::get().spawn_failures, 1);
             log::error!("{label}: {}", spawn_error(target, &e));
             return plain(StatusCode::InternalServerError, "the script could not be started; see the server log");
         }

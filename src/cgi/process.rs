@@ -116,7 +116,10 @@ pub async fn run(
 ) -> Outcome {
     let mut child = match command(target, env).spawn() {
         Ok(c) => c,
-        Err(e) => return Outcome::Failed(spawn_error(target, &e)),
+        Err(e) => {
+            crate::metrics::add(&crate::metrics::get().spawn_failures, 1);
+            return Outcome::Failed(spawn_error(target, &e));
+        }
     };
     let pid = child.id() as i32;
 

@@ -19,8 +19,8 @@ use crate::action::{Action, CloseCause, Message};
 use crate::backend::{Outcome, Output};
 use crate::event::{ConnInfo, Event, EventKind};
 use crate::hub::{self, CloseRequest, ConnShared};
-use crate::runtime;
 use crate::server::App;
+use crate::{metrics, runtime};
 
 /// How long the server waits for the client to answer its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -48,6 +48,17 @@ pub async fn dispatch(app: &App, conn: &Arc<ConnInfo>, kind: EventKind, collect:
         }
     };
     let took = started.elapsed();
+    let kind = match event.kind {
+        EventKind::Open => 0,
+        EventKind::Message { .. } => 1,
+        EventKind::Close { .. } => 2,
+    };
+    let result = match outcome {
+        Outcome::Success => 0,
+        Outcome::Failed(_) => 1,
+        Outcome::Unavailable(_) => 2,
+    };
+    metrics::get().event(kind, result, took);
     let (id, ep, name) = (&conn.id, conn.target.endpoint(), event.kind.name());
     match &outcome {
         Outcome::Success => log::info!("[{id}] {ep} {name}: ok in {took:.1?}"),
@@ -66,6 +77,7 @@ pub async fn event_worker(
     _slot: crate::ws::limits::Slot,
 ) {
     while let Ok(kind) = events.recv().await {
+        metrics::get().events_queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let last = matches!(kind, EventKind::Close { .. });
         dispatch(&app, &conn, kind, None).await;
         if last {
@@ -73,6 +85,7 @@ pub async fn event_worker(
         }
     }
     app.hub.remove(&conn.id);
+    metrics::add(&metrics::get().connections_closed, 1);
 }
 
 /// Serves an upgraded connection until it ends, then queues its close event.
@@ -192,7 +205,13 @@ pub async fn serve<S>(
                     break;
                 }
             };
+            if let EventKind::Message { payload, .. } = &kind {
+                metrics::add(&metrics::get().messages_in, 1);
+                metrics::add(&metrics::get().bytes_in, payload.len() as u64);
+            }
+            metrics::get().events_queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if let Err(async_channel::TrySendError::Full(_)) = events.try_send(kind) {
+                metrics::get().events_queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 log::warn!("[{id}] more than {} events waiting; closing (1013)", app.max_queue);
                 app.hub.apply(Action::Close {
                     conn: id.clone(),
@@ -239,5 +258,6 @@ pub async fn finish(app: &App, conn: &ConnInfo, shared: &ConnShared, events: &as
     );
     // The worker is alive until it has run this event, so this cannot fail;
     // `send` waits for room when the queue is full.
+    metrics::get().events_queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let _ = events.send(EventKind::Close { code: req.code, reason: req.reason, cause: req.cause }).await;
 }

@@ -58,6 +58,7 @@ pub async fn handle(req: Request<App>) -> tide::Result {
             header("Origin").unwrap_or_default(),
             header("Host").unwrap_or_default()
         );
+        crate::metrics::add(&crate::metrics::get().handshakes_refused, 1);
         return Ok(text(StatusCode::Forbidden, "cross-origin WebSocket handshakes are not allowed here"));
     }
     let ip = req
@@ -69,6 +70,7 @@ pub async fn handle(req: Request<App>) -> tide::Result {
         Ok(slot) => slot,
         Err(full) => {
             log::warn!("{path}: refused a handshake from {ip}: {full:?} connections reached");
+            crate::metrics::add(&crate::metrics::get().handshakes_refused, 1);
             let mut r = text(StatusCode::ServiceUnavailable, "too many connections; try again later");
             r.insert_header("Retry-After", "5");
             return Ok(r);
@@ -161,6 +163,7 @@ pub async fn handle(req: Request<App>) -> tide::Result {
                     conn.request.remote_addr,
                     conn.request.remote_port
                 );
+                crate::metrics::add(&crate::metrics::get().connections_opened, 1);
                 connection::serve(ws, app, conn, outgoing, shared, events_tx).await;
             }
             None => {

@@ -1,0 +1,154 @@
+//! Counters for `GET /metrics` (Prometheus text format). Plain atomics,
+//! updated on the hot paths without locks; rendered on demand.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the script duration histogram.
+const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];
+
+#[derive(Default)]
+pub struct Metrics {
+    pub connections_opened: AtomicU64,
+    pub connections_closed: AtomicU64,
+    pub handshakes_refused: AtomicU64,
+    /// `[kind][outcome]`: kind open/message/close, outcome ok/failed/unavailable.
+    events: [[AtomicU64; 3]; 3],
+    pub spawn_failures: AtomicU64,
+    pub events_queued: AtomicI64,
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub http_cgi_requests: AtomicU64,
+    pub cluster_lost: AtomicU64,
+    duration_buckets: [AtomicU64; BUCKETS.len()],
+    duration_count: AtomicU64,
+    duration_sum_us: AtomicU64,
+}
+
+static METRICS: std::sync::OnceLock<Metrics> = std::sync::OnceLock::new();
+
+/// The process-wide counters.
+pub fn get() -> &'static Metrics {
+    METRICS.get_or_init(Metrics::default)
+}
+
+pub fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Relaxed);
+}
+
+impl Metrics {
+    /// Records one finished event: kind 0/1/2 (open/message/close), outcome
+    /// 0/1/2 (ok/failed/unavailable), and how long its script took.
+    pub fn event(&self, kind: usize, outcome: usize, took: Duration) {
+        self.events[kind.min(2)][outcome.min(2)].fetch_add(1, Relaxed);
+        let secs = took.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                self.duration_buckets[i].fetch_add(1, Relaxed);
+            }
+        }
+        self.duration_count.fetch_add(1, Relaxed);
+        self.duration_sum_us.fetch_add(took.as_micros() as u64, Relaxed);
+    }
+
+    /// The Prometheus text exposition; gauges that live elsewhere are passed in.
+    pub fn render(&self, connections: usize, rooms: usize) -> String {
+        let mut s = String::with_capacity(4096);
+        let mut counter = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        counter(
+            "ws2http_connections_opened_total",
+            "WebSocket connections opened.",
+            self.connections_opened.load(Relaxed),
+        );
+        counter(
+            "ws2http_connections_closed_total",
+            "WebSocket connections whose close event ran.",
+            self.connections_closed.load(Relaxed),
+        );
+        counter(
+            "ws2http_handshakes_refused_total",
+            "Handshakes refused by a limit or the Origin check.",
+            self.handshakes_refused.load(Relaxed),
+        );
+        counter(
+            "ws2http_spawn_failures_total",
+            "Scripts that could not be started.",
+            self.spawn_failures.load(Relaxed),
+        );
+        counter("ws2http_messages_in_total", "Messages received from clients.", self.messages_in.load(Relaxed));
+        counter("ws2http_messages_out_total", "Messages queued to clients.", self.messages_out.load(Relaxed));
+        counter("ws2http_bytes_in_total", "Payload bytes received from clients.", self.bytes_in.load(Relaxed));
+        counter("ws2http_bytes_out_total", "Payload bytes queued to clients.", self.bytes_out.load(Relaxed));
+        counter(
+            "ws2http_http_cgi_requests_total",
+            "Plain HTTP requests run as classic CGI.",
+            self.http_cgi_requests.load(Relaxed),
+        );
+        counter(
+            "ws2http_cluster_lost_total",
+            "Cross-instance actions lost while Redis was unreachable.",
+            self.cluster_lost.load(Relaxed),
+        );
+        let _ = writeln!(
+            s,
+            "# HELP ws2http_events_total Events run, by type and outcome.\n# TYPE ws2http_events_total counter"
+        );
+        for (k, kind) in ["open", "message", "close"].iter().enumerate() {
+            for (o, outcome) in ["ok", "failed", "unavailable"].iter().enumerate() {
+                let _ = writeln!(
+                    s,
+                    "ws2http_events_total{{event=\"{kind}\",outcome=\"{outcome}\"}} {}",
+                    self.events[k][o].load(Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(s, "# HELP ws2http_connections Open WebSocket connections.\n# TYPE ws2http_connections gauge\nws2http_connections {connections}");
+        let _ = writeln!(
+            s,
+            "# HELP ws2http_rooms Rooms with at least one member.\n# TYPE ws2http_rooms gauge\nws2http_rooms {rooms}"
+        );
+        let _ = writeln!(
+            s,
+            "# HELP ws2http_events_queued Events received and waiting for their script.\n# TYPE ws2http_events_queued gauge\nws2http_events_queued {}",
+            self.events_queued.load(Relaxed).max(0)
+        );
+        let _ = writeln!(s, "# HELP ws2http_script_duration_seconds How long event scripts ran.\n# TYPE ws2http_script_duration_seconds histogram");
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "ws2http_script_duration_seconds_bucket{{le=\"{b}\"}} {}",
+                self.duration_buckets[i].load(Relaxed)
+            );
+        }
+        let count = self.duration_count.load(Relaxed);
+        let _ = writeln!(s, "ws2http_script_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(s, "ws2http_script_duration_seconds_sum {}", self.duration_sum_us.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(s, "ws2http_script_duration_seconds_count {count}");
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.event(1, 0, Duration::from_millis(3));
+        m.event(1, 1, Duration::from_millis(300));
+        add(&m.messages_in, 2);
+        let text = m.render(5, 2);
+        assert!(text.contains("ws2http_events_total{event=\"message\",outcome=\"ok\"} 1\n"));
+        assert!(text.contains("ws2http_events_total{event=\"message\",outcome=\"failed\"} 1\n"));
+        assert!(text.contains("ws2http_script_duration_seconds_bucket{le=\"0.005\"} 1\n"));
+        assert!(text.contains("ws2http_script_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(text.contains("ws2http_connections 5\n"));
+        assert!(text.contains("ws2http_messages_in_total 2\n"));
+    }
+}
