@@ -8,6 +8,7 @@ use tide::{Next, Request, Response, StatusCode};
 
 use crate::action::{Action, CloseCause, Message};
 use crate::directive::{parse_line, Context, Line};
+use crate::hub::ConnView;
 use crate::id::ConnId;
 use crate::listen::RawHead;
 use crate::server::App;
@@ -109,6 +110,41 @@ fn delivered(n: usize) -> tide::Result {
     json_response(StatusCode::Ok, json!({ "delivered": n }))
 }
 
+/// Every live connection: this instance's, or the whole cluster's. If Redis
+/// cannot be reached, this instance's, with a log line.
+async fn views(app: &App) -> Vec<ConnView> {
+    match &app.cluster {
+        None => app.hub.list(None, None),
+        Some(c) => c.list(&app.hub).await.unwrap_or_else(|e| {
+            log::warn!("api: {e}");
+            app.hub.list(None, None)
+        }),
+    }
+}
+
+/// `true` when `id` is a live connection here or (cluster) anywhere.
+async fn exists(app: &App, id: &ConnId) -> bool {
+    app.hub.is_live(id) || (app.cluster.is_some() && views(app).await.iter().any(|v| v.id == id.as_str()))
+}
+
+/// How many connections a room message or broadcast reaches: counted here,
+/// or from the cluster's presence (other instances deliver on their own).
+async fn reach(app: &App, action: &Action, local: usize) -> usize {
+    if app.cluster.is_none() {
+        return local;
+    }
+    let all = views(app).await;
+    match action {
+        Action::Room { room, except, .. } => {
+            all.iter().filter(|v| v.rooms.contains(room) && except.as_ref().is_none_or(|e| e.as_str() != v.id)).count()
+        }
+        Action::Broadcast { endpoint, .. } => {
+            all.iter().filter(|v| endpoint.as_ref().is_none_or(|e| *e == v.endpoint)).count()
+        }
+        _ => local,
+    }
+}
+
 /// Reads the body as a message, applies the action built from it, answers
 /// `{"delivered": N}`.
 async fn push(mut req: Request<App>, what: String, make: impl FnOnce(Message) -> Action) -> tide::Result {
@@ -116,15 +152,21 @@ async fn push(mut req: Request<App>, what: String, make: impl FnOnce(Message) ->
         Ok(m) => m,
         Err(r) => return r,
     };
-    let n = req.state().hub.apply(make(msg));
+    let app = req.state().clone();
+    let action = make(msg);
+    let probe = action.clone();
+    let local = app.apply(action);
+    let n = reach(&app, &probe, local).await;
     log::info!("api: {what}: delivered to {n}");
     delivered(n)
 }
 
 async fn send(req: Request<App>) -> tide::Result {
     let id = param(&req, "id");
-    let Some(to) = ConnId::parse(&id).filter(|i| req.state().hub.is_live(i)) else {
-        return error(StatusCode::NotFound, format!("no open connection with id {id:?}"));
+    let app = req.state().clone();
+    let to = match ConnId::parse(&id) {
+        Some(to) if exists(&app, &to).await => to,
+        _ => return error(StatusCode::NotFound, format!("no open connection with id {id:?}")),
     };
     push(req, format!("send to {id}"), |msg| Action::Send { to, msg }).await
 }
@@ -164,12 +206,14 @@ async fn actions(mut req: Request<App>) -> tide::Result {
         }
     }
     let applied = parsed.len();
+    let app = req.state().clone();
     let mut reached = 0;
     for a in parsed {
         let is_message = matches!(a, Action::Send { .. } | Action::Room { .. } | Action::Broadcast { .. });
-        let n = req.state().hub.apply(a);
-        if is_message {
-            reached += n;
+        let probe = is_message.then(|| a.clone());
+        let n = app.apply(a);
+        if let Some(probe) = probe {
+            reached += reach(&app, &probe, n).await;
         }
     }
     log::info!("api: {applied} action(s), {reached} message(s) delivered");
@@ -181,13 +225,19 @@ fn query(req: &Request<App>, key: &str) -> Option<String> {
 }
 
 async fn connections(req: Request<App>) -> tide::Result {
-    let list = req.state().hub.list(query(&req, "room").as_deref(), query(&req, "endpoint").as_deref());
+    let (room, endpoint) = (query(&req, "room"), query(&req, "endpoint"));
+    let list: Vec<ConnView> = views(req.state())
+        .await
+        .into_iter()
+        .filter(|v| room.as_ref().is_none_or(|r| v.rooms.contains(r)))
+        .filter(|v| endpoint.as_ref().is_none_or(|e| *e == v.endpoint))
+        .collect();
     json_response(StatusCode::Ok, serde_json::to_value(list)?)
 }
 
 async fn connection(req: Request<App>) -> tide::Result {
     let id = param(&req, "id");
-    match ConnId::parse(&id).and_then(|i| req.state().hub.get(&i)) {
+    match views(req.state()).await.into_iter().find(|v| v.id == id) {
         Some(c) => json_response(StatusCode::Ok, serde_json::to_value(c)?),
         None => error(StatusCode::NotFound, format!("no open connection with id {id:?}")),
     }
@@ -209,7 +259,12 @@ async fn close(req: Request<App>) -> tide::Result {
     let Some(conn) = ConnId::parse(&id) else {
         return error(StatusCode::NotFound, format!("no open connection with id {id:?}"));
     };
-    let n = req.state().hub.apply(Action::Close { conn, code, reason, cause: CloseCause::Api });
+    let app = req.state().clone();
+    let n = if exists(&app, &conn).await {
+        app.apply(Action::Close { conn, code, reason, cause: CloseCause::Api })
+    } else {
+        0
+    };
     if n == 0 {
         return error(StatusCode::NotFound, format!("no open connection with id {id:?}"));
     }
@@ -218,7 +273,13 @@ async fn close(req: Request<App>) -> tide::Result {
 }
 
 async fn rooms(req: Request<App>) -> tide::Result {
-    json_response(StatusCode::Ok, serde_json::to_value(req.state().hub.rooms())?)
+    let mut rooms = std::collections::BTreeMap::<String, usize>::new();
+    for v in views(req.state()).await {
+        for r in v.rooms {
+            *rooms.entry(r).or_default() += 1;
+        }
+    }
+    json_response(StatusCode::Ok, serde_json::to_value(rooms)?)
 }
 
 /// Liveness for load balancers and supervisors: no token needed, reveals

@@ -45,6 +45,10 @@ pub struct Cli {
     /// optionally for one path prefix: /chat=http://127.0.0.1:8088/chat.sh (repeatable)
     #[arg(long = "backend-url", env = "WS2HTTP_BACKEND_URL", value_name = "[PREFIX=]URL", value_delimiter = ',')]
     pub backend_url: Vec<String>,
+    /// Cluster mode: share rooms, sends and presence with other instances through Redis,
+    /// e.g. redis://127.0.0.1:6379/0
+    #[arg(long, env = "WS2HTTP_REDIS", value_name = "URL")]
+    pub redis: Option<String>,
     /// Pass this variable of the server's environment on to scripts (repeatable)
     #[arg(long = "pass-env", env = "WS2HTTP_PASS_ENV", value_name = "NAME", value_delimiter = ',')]
     pub pass_env: Vec<String>,
@@ -184,6 +188,7 @@ pub struct Config {
     pub fastcgi: Vec<(String, crate::fastcgi::Address)>,
     /// Path prefix → URL of the HTTP backend.
     pub backend_url: Vec<(String, String)>,
+    pub redis: Option<String>,
 }
 
 fn is_loopback(addr: &str) -> Result<bool, String> {
@@ -321,6 +326,7 @@ impl Cli {
                     crate::fastcgi::Address::parse(addr).map(|a| (prefix, a)).map_err(|e| format!("--fastcgi {e}"))
                 })
                 .collect::<Result<_, _>>()?,
+            redis: self.redis,
             backend_url: self
                 .backend_url
                 .iter()

@@ -100,7 +100,7 @@ struct State {
 }
 
 /// A connection as the control API shows it.
-#[derive(Serialize, Debug, Clone)]
+#[derive(Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct ConnView {
     pub id: String,
     pub endpoint: String,
@@ -110,8 +110,13 @@ pub struct ConnView {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// A change of a connection's presence: its new view, or `None` when it ended.
+pub type PresenceChange = (ConnId, Option<ConnView>);
+
 pub struct Hub {
     state: Mutex<State>,
+    /// Cluster mode: where presence changes go (published to Redis).
+    presence: Option<async_channel::Sender<PresenceChange>>,
     /// Capacity of each connection's outgoing queue.
     out_queue: usize,
 }
@@ -124,7 +129,24 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Hub {
     pub fn new(out_queue: usize) -> Self {
-        Hub { state: Mutex::new(State::default()), out_queue: out_queue.max(1) }
+        Hub { state: Mutex::new(State::default()), presence: None, out_queue: out_queue.max(1) }
+    }
+
+    /// Reports every presence change to `tx` (cluster mode).
+    pub fn with_presence(mut self, tx: async_channel::Sender<PresenceChange>) -> Self {
+        self.presence = Some(tx);
+        self
+    }
+
+    fn changed(&self, c: &Conn) {
+        if let Some(tx) = &self.presence {
+            let _ = tx.try_send((c.info.id.clone(), c.tx.as_ref().map(|_| view(c))));
+        }
+    }
+
+    /// `true` while this instance holds `id` (live or with its close event pending).
+    pub fn is_known(&self, id: &ConnId) -> bool {
+        lock(&self.state).conns.contains_key(id)
     }
 
     /// Adds a connection (before its open event's actions are applied).
@@ -140,6 +162,7 @@ impl Hub {
             tx: Some(tx),
             shared: shared.clone(),
         };
+        self.changed(&conn);
         lock(&self.state).conns.insert(info.id.clone(), conn);
         (rx, shared)
     }
@@ -150,6 +173,7 @@ impl Hub {
     pub fn detach(&self, id: &ConnId) {
         if let Some(c) = lock(&self.state).conns.get_mut(id) {
             c.tx = None;
+            self.changed(c);
         }
     }
 
@@ -199,12 +223,14 @@ impl Hub {
             Action::Join { conn, room } => {
                 let Some(c) = st.conns.get_mut(&conn) else { return 0 };
                 c.rooms.insert(room.clone());
+                self.changed(c);
                 st.rooms.entry(room).or_default().insert(conn);
                 1
             }
             Action::Leave { conn, room } => {
                 let Some(c) = st.conns.get_mut(&conn) else { return 0 };
                 c.rooms.remove(&room);
+                self.changed(c);
                 leave_room(&mut st.rooms, &room, &conn);
                 1
             }
@@ -214,6 +240,7 @@ impl Hub {
                     Some(v) => c.meta.insert(key, v),
                     None => c.meta.remove(&key),
                 };
+                self.changed(c);
                 1
             }
             Action::Close { conn, code, reason, cause } => match st.conns.get(&conn) {

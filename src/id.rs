@@ -21,6 +21,19 @@ impl ConnId {
         ConnId(s.into())
     }
 
+    /// A fresh id that starts with `instance` (8 hex characters), so any
+    /// instance of a cluster can tell which one holds the connection; the
+    /// other 24 characters (96 bits) are random.
+    pub fn random_in(instance: &str) -> ConnId {
+        let r = ConnId::random();
+        ConnId(format!("{instance}{}", &r.0[instance.len().min(32)..]).into())
+    }
+
+    /// The instance part of a cluster id.
+    pub fn instance(&self) -> Option<&str> {
+        (self.0.len() == 32).then(|| &self.0[..8])
+    }
+
     /// An id given by a user (control API, `@send`). Any non-empty token
     /// without whitespace is accepted; unknown ids simply match nothing.
     pub fn parse(s: &str) -> Option<ConnId> {

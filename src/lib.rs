@@ -8,6 +8,7 @@ pub mod action;
 pub mod api;
 pub mod backend;
 pub mod cgi;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod directive;

@@ -26,7 +26,9 @@ use crate::{api, cgi, runtime, ws};
 pub struct App(Arc<AppInner>);
 
 pub struct AppInner {
-    pub hub: Hub,
+    pub hub: Arc<Hub>,
+    /// Cluster mode (`--redis`).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Runs WebSocket events not routed elsewhere (the CGI backend).
     pub backend: Arc<dyn Backend>,
     /// Path prefix → backend (FastCGI, HTTP), longest prefix first.
@@ -49,6 +51,22 @@ pub struct AppInner {
 }
 
 impl AppInner {
+    /// Executes an action: on this instance, or across the cluster.
+    pub fn apply(&self, action: crate::action::Action) -> usize {
+        match &self.cluster {
+            Some(c) => c.apply(&self.hub, action),
+            None => self.hub.apply(action),
+        }
+    }
+
+    /// A new connection id (routable to this instance in cluster mode).
+    pub fn new_conn_id(&self) -> crate::id::ConnId {
+        match &self.cluster {
+            Some(c) => crate::id::ConnId::random_in(&c.instance),
+            None => crate::id::ConnId::random(),
+        }
+    }
+
     /// The backend that runs events of `target`'s endpoint.
     pub fn backend_for(&self, target: &crate::event::Target) -> &Arc<dyn Backend> {
         self.routes
@@ -131,8 +149,20 @@ pub fn run(cfg: Config) -> Result<(), String> {
     routes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
     fastcgi_pages.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
     let cgi = Arc::new(CgiBackend::new(env, limits, cfg.max_procs));
+    let cluster = match &cfg.redis {
+        Some(url) => Some(crate::cluster::Cluster::new(url, crate::cluster::new_instance_id())?),
+        None => None,
+    };
+    let hub = match &cluster {
+        Some(c) => Arc::new(Hub::new(cfg.out_queue).with_presence(c.presence_sender())),
+        None => Arc::new(Hub::new(cfg.out_queue)),
+    };
+    if let Some(c) = &cluster {
+        c.start(hub.clone());
+    }
     let app = App(Arc::new(AppInner {
-        hub: Hub::new(cfg.out_queue),
+        hub,
+        cluster,
         backend: cgi.clone(),
         routes,
         fastcgi_pages,
@@ -214,6 +244,9 @@ async fn shutdown(app: &App, cfg: &Config, signals: &mut async_signal::Signals) 
         std::process::exit(130);
     };
     drained.race(again).await;
+    if let Some(c) = &app.cluster {
+        c.leave().await;
+    }
     log::info!("shutdown complete");
 }
 

@@ -38,10 +38,9 @@ pub async fn dispatch(app: &App, conn: &Arc<ConnInfo>, kind: EventKind, collect:
             app.backend_for(&conn.target).run(&event, &mut out).await
         }
         None => {
-            let hub = &app.hub;
             let mut out = |o: Output| {
                 if let Output::Action(a) = o {
-                    hub.apply(a);
+                    app.apply(a);
                 }
             };
             app.backend_for(&conn.target).run(&event, &mut out).await

@@ -12,7 +12,6 @@ use tide::{Request, Response, StatusCode};
 use crate::backend::{Head, Outcome, Output};
 use crate::cgi::resolve::Resolved;
 use crate::event::{ConnInfo, EventKind};
-use crate::id::ConnId;
 use crate::request::{raw_path_and_query, request_info};
 use crate::runtime;
 use crate::server::App;
@@ -93,7 +92,7 @@ pub async fn handle(req: Request<App>) -> tide::Result {
             v.iter().flat_map(|p| p.as_str().split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>()).collect()
         })
         .unwrap_or_default();
-    let conn = Arc::new(ConnInfo { id: ConnId::random(), target, request: request_info(&req, app.port) });
+    let conn = Arc::new(ConnInfo { id: app.new_conn_id(), target, request: request_info(&req, app.port) });
     log::debug!("[{}] {} handshake from {}", conn.id, conn.target.endpoint(), conn.request.remote_addr);
 
     // The open event decides whether the connection opens at all.
@@ -143,7 +142,7 @@ pub async fn handle(req: Request<App>) -> tide::Result {
     // ahead of anything else.
     let (outgoing, shared) = app.hub.register(conn.clone());
     for a in actions {
-        app.hub.apply(a);
+        app.apply(a);
     }
     let (events_tx, events_rx) = async_channel::bounded(app.max_queue);
     runtime::spawn(connection::event_worker(app.clone(), conn.clone(), events_rx, slot));

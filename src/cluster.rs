@@ -1,0 +1,394 @@
+//! Cluster mode (`--redis URL`): several instances behind a load balancer
+//! share rooms, sends and presence through Redis.
+//!
+//! - Connection ids start with their instance's id, so a send to an id goes
+//!   to that instance's channel (`ws2http:to:<instance>`); room messages and
+//!   broadcasts go to `ws2http:all` and every instance delivers to its own
+//!   members, so each client gets each message exactly once.
+//! - One publisher connection per instance keeps a sender's messages in order.
+//! - Presence: each instance keeps a hash of its connections
+//!   (`ws2http:conns:<instance>`) and a heartbeat key with a TTL
+//!   (`ws2http:alive:<instance>`); an instance that dies drops out of
+//!   `GET /connections` within [`DEAD_AFTER`].
+//! - Redis down: local delivery goes on; cross-instance actions are lost
+//!   (at most once), counted and logged; instances reconnect by themselves
+//!   and rewrite their presence.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use futures_lite::{FutureExt, StreamExt};
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+
+use crate::action::{Action, CloseCause, Message};
+use crate::hub::{ConnView, Hub, PresenceChange};
+use crate::id::ConnId;
+use crate::{metrics, runtime};
+
+/// How often an instance says it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// Presence of an instance that stopped saying so expires after this.
+pub const DEAD_AFTER: Duration = Duration::from_secs(6);
+const ALL: &str = "ws2http:all";
+const INSTANCES: &str = "ws2http:instances";
+
+fn to_channel(instance: &str) -> String {
+    format!("ws2http:to:{instance}")
+}
+fn alive_key(instance: &str) -> String {
+    format!("ws2http:alive:{instance}")
+}
+fn conns_key(instance: &str) -> String {
+    format!("ws2http:conns:{instance}")
+}
+
+enum Out {
+    Publish { channel: String, payload: String },
+    Presence(PresenceChange),
+}
+
+pub struct Cluster {
+    /// 8 hex characters; the first 8 of every local connection id.
+    pub instance: String,
+    client: redis::Client,
+    queue: async_channel::Sender<Out>,
+    queue_rx: async_channel::Receiver<Out>,
+    reader: Mutex<Option<redis::aio::MultiplexedConnection>>,
+}
+
+/// A fresh instance id.
+pub fn new_instance_id() -> String {
+    ConnId::random().as_str()[..8].to_owned()
+}
+
+impl Cluster {
+    /// Checks the URL; nothing connects until [`Cluster::start`].
+    pub fn new(url: &str, instance: String) -> Result<Arc<Cluster>, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("--redis {url}: {e}"))?;
+        let (queue, queue_rx) = async_channel::unbounded();
+        Ok(Arc::new(Cluster { instance, client, queue, queue_rx, reader: Mutex::new(None) }))
+    }
+
+    /// The channel the hub reports presence changes to.
+    pub fn presence_sender(&self) -> async_channel::Sender<PresenceChange> {
+        let (tx, rx) = async_channel::unbounded::<PresenceChange>();
+        let queue = self.queue.clone();
+        runtime::spawn(async move {
+            while let Ok(change) = rx.recv().await {
+                let _ = queue.send(Out::Presence(change)).await;
+            }
+        });
+        tx
+    }
+
+    /// Starts the publisher, the subscriber and the heartbeat.
+    pub fn start(self: &Arc<Self>, hub: Arc<Hub>) {
+        let me = self.clone();
+        let h = hub.clone();
+        runtime::spawn(async move { me.publisher(h).await });
+        let me = self.clone();
+        runtime::spawn(async move { me.subscriber(hub).await });
+        log::info!("cluster mode: instance {}", self.instance);
+    }
+
+    /// Executes `action` in the cluster: locally what is local, through
+    /// Redis what is elsewhere. Returns local deliveries (plus one for an
+    /// action routed to another instance).
+    pub fn apply(&self, hub: &Hub, action: Action) -> usize {
+        let owner = |id: &ConnId| -> Option<String> {
+            if hub.is_known(id) {
+                None
+            } else {
+                id.instance().filter(|i| *i != self.instance).map(str::to_owned)
+            }
+        };
+        let remote = match &action {
+            Action::Send { to, .. } => owner(to),
+            Action::Join { conn, .. } | Action::Leave { conn, .. } => owner(conn),
+            Action::SetMeta { conn, .. } | Action::Close { conn, .. } => owner(conn),
+            Action::Room { .. } | Action::Broadcast { .. } => {
+                self.publish(ALL.to_owned(), &action);
+                return hub.apply(action);
+            }
+        };
+        match remote {
+            Some(instance) => {
+                self.publish(to_channel(&instance), &action);
+                1
+            }
+            None => hub.apply(action),
+        }
+    }
+
+    fn publish(&self, channel: String, action: &Action) {
+        let payload = json!({ "o": self.instance, "a": encode(action) }).to_string();
+        let _ = self.queue.try_send(Out::Publish { channel, payload });
+    }
+
+    async fn connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        if let Some(c) = self.reader.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(c);
+        }
+        let c = self.client.get_multiplexed_async_connection().await?;
+        *self.reader.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
+        Ok(c)
+    }
+
+    fn forget_connection(&self) {
+        *self.reader.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Every live connection in the cluster: this instance's from the hub,
+    /// the others' from Redis (instances without a heartbeat are skipped and
+    /// their presence removed).
+    pub async fn list(&self, hub: &Hub) -> Result<Vec<ConnView>, String> {
+        let mut all = hub.list(None, None);
+        let result: redis::RedisResult<()> = async {
+            let mut con = self.connection().await?;
+            let instances: Vec<String> = con.smembers(INSTANCES).await?;
+            for inst in instances.into_iter().filter(|i| *i != self.instance) {
+                let alive: bool = con.exists(alive_key(&inst)).await?;
+                if !alive {
+                    log::info!("cluster: instance {inst} stopped its heartbeat; removing its presence");
+                    let _: () = con.srem(INSTANCES, &inst).await?;
+                    let _: () = con.del(conns_key(&inst)).await?;
+                    continue;
+                }
+                let views: Vec<String> = con.hvals(conns_key(&inst)).await?;
+                all.extend(views.iter().filter_map(|v| serde_json::from_str::<ConnView>(v).ok()));
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            self.forget_connection();
+            return Err(format!("Redis is unreachable ({e}); showing this instance only"));
+        }
+        all.sort_by(|a, b| a.connected_at.cmp(&b.connected_at).then_with(|| a.id.cmp(&b.id)));
+        Ok(all)
+    }
+
+    /// Removes this instance's presence (graceful shutdown).
+    pub async fn leave(&self) {
+        let result: redis::RedisResult<()> = async {
+            let mut con = self.connection().await?;
+            let _: () = con.del(&[alive_key(&self.instance), conns_key(&self.instance)]).await?;
+            let _: () = con.srem(INSTANCES, &self.instance).await?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            log::warn!("cluster: could not remove this instance's presence: {e}");
+        }
+    }
+
+    async fn publisher(self: Arc<Self>, hub: Arc<Hub>) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.publish_session(&hub).await {
+                Ok(()) => return,
+                Err(e) => {
+                    log::warn!("cluster: Redis connection for publishing failed ({e}); reconnecting in {backoff:?}");
+                    self.drain_lost();
+                    runtime::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Drops what waited while Redis was away: cross-instance actions are
+    /// at-most-once during an outage; presence is rewritten on reconnect.
+    fn drain_lost(&self) {
+        let mut lost = 0;
+        while let Ok(item) = self.queue_rx.try_recv() {
+            if let Out::Publish { .. } = item {
+                lost += 1;
+            }
+        }
+        if lost > 0 {
+            metrics::get().cluster_lost.fetch_add(lost, Ordering::Relaxed);
+            log::warn!("cluster: {lost} cross-instance action(s) lost while Redis was unreachable");
+        }
+    }
+
+    async fn publish_session(&self, hub: &Hub) -> redis::RedisResult<()> {
+        let mut con = self.client.get_multiplexed_async_connection().await?;
+        // (Re)announce this instance and its connections.
+        let views = hub.list(None, None);
+        let mut p = redis::pipe();
+        p.del(conns_key(&self.instance)).ignore();
+        for v in &views {
+            p.hset(conns_key(&self.instance), &v.id, serde_json::to_string(v).unwrap_or_default()).ignore();
+        }
+        p.set_ex(alive_key(&self.instance), 1, DEAD_AFTER.as_secs()).ignore();
+        p.sadd(INSTANCES, &self.instance).ignore();
+        let _: () = p.query_async(&mut con).await?;
+        log::info!("cluster: connected to Redis; {} local connection(s) announced", views.len());
+        loop {
+            let next = async { self.queue_rx.recv().await.ok() }
+                .or(async {
+                    runtime::sleep(HEARTBEAT).await;
+                    None
+                })
+                .await;
+            match next {
+                Some(Out::Publish { channel, payload }) => {
+                    let _: () = con.publish(channel, payload).await?;
+                }
+                Some(Out::Presence((id, Some(view)))) => {
+                    let _: () = con
+                        .hset(conns_key(&self.instance), id.as_str(), serde_json::to_string(&view).unwrap_or_default())
+                        .await?;
+                }
+                Some(Out::Presence((id, None))) => {
+                    let _: () = con.hdel(conns_key(&self.instance), id.as_str()).await?;
+                }
+                None => {
+                    let mut p = redis::pipe();
+                    p.set_ex(alive_key(&self.instance), 1, DEAD_AFTER.as_secs()).ignore();
+                    p.sadd(INSTANCES, &self.instance).ignore();
+                    let _: () = p.query_async(&mut con).await?;
+                }
+            }
+        }
+    }
+
+    async fn subscriber(self: Arc<Self>, hub: Arc<Hub>) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let result: redis::RedisResult<()> = async {
+                let mut sub = self.client.get_async_pubsub().await?;
+                sub.subscribe(ALL).await?;
+                sub.subscribe(to_channel(&self.instance)).await?;
+                log::info!("cluster: subscribed to {ALL} and {}", to_channel(&self.instance));
+                backoff = Duration::from_millis(200);
+                let mut messages = sub.into_on_message();
+                while let Some(msg) = messages.next().await {
+                    let Ok(payload) = msg.get_payload::<String>() else { continue };
+                    match serde_json::from_str::<Value>(&payload).ok().and_then(|v| {
+                        let origin = v.get("o")?.as_str()?.to_owned();
+                        Some((origin, decode(v.get("a")?)?))
+                    }) {
+                        Some((origin, _)) if origin == self.instance => {}
+                        Some((_, action)) => {
+                            hub.apply(action);
+                        }
+                        None => log::warn!("cluster: ignored a malformed message on {}", msg.get_channel_name()),
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            let why = match result {
+                Ok(()) => "the subscription ended".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            log::warn!("cluster: Redis subscription lost ({why}); reconnecting in {backoff:?}");
+            runtime::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+fn msg_json(m: &Message) -> Value {
+    match m {
+        Message::Text(t) => json!({ "t": t.as_str() }),
+        Message::Binary(b) => json!({ "b": base64::engine::general_purpose::STANDARD.encode(b) }),
+    }
+}
+
+fn msg_from(v: &Value) -> Option<Message> {
+    if let Some(t) = v.get("t").and_then(Value::as_str) {
+        return Some(Message::text(t));
+    }
+    let b = base64::engine::general_purpose::STANDARD.decode(v.get("b")?.as_str()?).ok()?;
+    Some(Message::Binary(b.into()))
+}
+
+fn cause_from(s: &str) -> CloseCause {
+    match s {
+        "script" => CloseCause::Script,
+        "shutdown" => CloseCause::Shutdown,
+        _ => CloseCause::Api,
+    }
+}
+
+/// An action as JSON for the wire.
+pub fn encode(a: &Action) -> Value {
+    match a {
+        Action::Send { to, msg } => json!({ "k": "send", "to": to.as_str(), "m": msg_json(msg) }),
+        Action::Room { room, msg, except } => {
+            json!({ "k": "room", "room": room, "m": msg_json(msg), "except": except.as_ref().map(|e| e.as_str()) })
+        }
+        Action::Broadcast { endpoint, msg } => json!({ "k": "broadcast", "endpoint": endpoint, "m": msg_json(msg) }),
+        Action::Join { conn, room } => json!({ "k": "join", "conn": conn.as_str(), "room": room }),
+        Action::Leave { conn, room } => json!({ "k": "leave", "conn": conn.as_str(), "room": room }),
+        Action::SetMeta { conn, key, value } => {
+            json!({ "k": "set", "conn": conn.as_str(), "key": key, "value": value })
+        }
+        Action::Close { conn, code, reason, cause } => {
+            json!({ "k": "close", "conn": conn.as_str(), "code": code, "reason": reason, "cause": cause.as_str() })
+        }
+    }
+}
+
+/// The action a wire message describes, if it is well formed.
+pub fn decode(v: &Value) -> Option<Action> {
+    let s = |k: &str| v.get(k).and_then(Value::as_str);
+    let id = |k: &str| s(k).and_then(ConnId::parse);
+    Some(match s("k")? {
+        "send" => Action::Send { to: id("to")?, msg: msg_from(v.get("m")?)? },
+        "room" => Action::Room { room: s("room")?.to_owned(), msg: msg_from(v.get("m")?)?, except: id("except") },
+        "broadcast" => Action::Broadcast { endpoint: s("endpoint").map(str::to_owned), msg: msg_from(v.get("m")?)? },
+        "join" => Action::Join { conn: id("conn")?, room: s("room")?.to_owned() },
+        "leave" => Action::Leave { conn: id("conn")?, room: s("room")?.to_owned() },
+        "set" => Action::SetMeta { conn: id("conn")?, key: s("key")?.to_owned(), value: s("value").map(str::to_owned) },
+        "close" => Action::Close {
+            conn: id("conn")?,
+            code: u16::try_from(v.get("code")?.as_u64()?).ok()?,
+            reason: s("reason")?.to_owned(),
+            cause: cause_from(s("cause")?),
+        },
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_round_trip_on_the_wire() {
+        let id = |s: &str| ConnId::parse(s).expect("valid id");
+        let all = [
+            Action::Send { to: id("a1"), msg: Message::text("hi") },
+            Action::Send { to: id("a1"), msg: Message::Binary(vec![0, 255, 10].into()) },
+            Action::Room { room: "r".into(), msg: Message::text("x"), except: Some(id("b")) },
+            Action::Room { room: "r".into(), msg: Message::text("x"), except: None },
+            Action::Broadcast { endpoint: Some("/chat.sh".into()), msg: Message::text("y") },
+            Action::Broadcast { endpoint: None, msg: Message::text("y") },
+            Action::Join { conn: id("c"), room: "r".into() },
+            Action::Leave { conn: id("c"), room: "r".into() },
+            Action::SetMeta { conn: id("c"), key: "k".into(), value: Some("v".into()) },
+            Action::SetMeta { conn: id("c"), key: "k".into(), value: None },
+            Action::Close { conn: id("c"), code: 4000, reason: "bye".into(), cause: CloseCause::Api },
+        ];
+        for a in all {
+            let wire = encode(&a).to_string();
+            let back = decode(&serde_json::from_str(&wire).expect("json")).expect("decodes");
+            assert_eq!(back, a, "{wire}");
+        }
+        assert!(decode(&json!({"k": "nope"})).is_none());
+    }
+
+    #[test]
+    fn ids_carry_their_instance() {
+        let id = ConnId::random_in("abcd1234");
+        assert_eq!(id.as_str().len(), 32);
+        assert_eq!(id.instance(), Some("abcd1234"));
+    }
+}
