@@ -14,11 +14,16 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
     name = "ws2http",
     version,
     about = "WebSockets for CGI scripts: every WebSocket event runs a script from cgi-bin/",
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    args_override_self = true,
+    after_help = "Settings can also come from --config FILE.toml (keys are the long flags) and WS2HTTP_<FLAG> variables; flags win."
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Read settings from this TOML file (keys are the long flags; flags win)
+    #[arg(long, env = "WS2HTTP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Public HTTP/WebSocket listener (port 0 picks a free port)
     #[arg(long, env = "WS2HTTP_LISTEN", default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub listen: String,

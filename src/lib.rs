@@ -10,6 +10,7 @@ pub mod backend;
 pub mod cgi;
 pub mod cluster;
 pub mod config;
+pub mod config_file;
 pub mod console;
 pub mod directive;
 pub mod event;

@@ -4,7 +4,14 @@
 use clap::Parser;
 
 fn main() {
-    let cli = ws2http::config::Cli::parse();
+    let args = match ws2http::config_file::expand(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("ws2http: error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let cli = ws2http::config::Cli::parse_from(args);
     let level = match cli.verbose {
         0 => "info",
         1 => "debug",

@@ -199,3 +199,49 @@ async fn healthz_and_metrics() {
     // messages out: the id line from open and "hello".
     assert!(m.body.contains("ws2http_messages_out_total 2\n"), "{}", m.body);
 }
+
+#[test]
+fn settings_from_a_config_file_with_flags_winning() {
+    let dir = scratch();
+    let file = dir.join("ws2http.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "listen = \"127.0.0.1:0\"\napi-listen = \"127.0.0.1:0\"\ncgi_bin = {:?}\napi_token = \"from-file\"\nmax-procs = 3\n",
+            fixtures().to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let start = |extra: &[&str]| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ws2http"))
+            .arg("--config")
+            .arg(&file)
+            .args(extra)
+            .env_remove("WS2HTTP_API_TOKEN")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let _ = lines.next();
+        let port = lines.next().unwrap().unwrap().rsplit(':').next().unwrap().to_owned();
+        (child, format!("http://127.0.0.1:{port}/rooms"))
+    };
+    let (mut child, url) = start(&[]);
+    assert_eq!(api("GET", &url, None, None, b"").status, 401);
+    assert_eq!(api("GET", &url, Some("from-file"), None, b"").status, 200);
+    let _ = child.kill();
+    let _ = child.wait();
+    let (mut child, url) = start(&["--api-token", "from-flag"]);
+    assert_eq!(api("GET", &url, Some("from-file"), None, b"").status, 401);
+    assert_eq!(api("GET", &url, Some("from-flag"), None, b"").status, 200);
+    let _ = child.kill();
+    let _ = child.wait();
+    // A typo is one clear line.
+    std::fs::write(&file, "max_prcs = 3\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ws2http")).arg("--config").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown setting \"max_prcs\"") && err.lines().count() == 1, "{err}");
+}
