@@ -91,6 +91,8 @@ struct Conn {
     /// `None` once the connection has ended (its close event may still run).
     tx: Option<async_channel::Sender<Message>>,
     shared: Arc<ConnShared>,
+    /// Most messages queued for this client (`--max-outgoing`).
+    max_queued: usize,
 }
 
 #[derive(Default)]
@@ -152,7 +154,9 @@ impl Hub {
     /// Adds a connection (before its open event's actions are applied).
     /// Returns the receiving end of its outgoing queue.
     pub fn register(&self, info: Arc<ConnInfo>) -> (async_channel::Receiver<Message>, Arc<ConnShared>) {
-        let (tx, rx) = async_channel::bounded(self.out_queue);
+        // Unbounded, so an idle connection holds no pre-allocated slots; the
+        // limit is enforced in `deliver` instead.
+        let (tx, rx) = async_channel::unbounded();
         let shared = Arc::new(ConnShared::default());
         let conn = Conn {
             info: info.clone(),
@@ -161,6 +165,7 @@ impl Hub {
             meta: BTreeMap::new(),
             tx: Some(tx),
             shared: shared.clone(),
+            max_queued: self.out_queue,
         };
         self.changed(&conn);
         lock(&self.state).conns.insert(info.id.clone(), conn);
@@ -327,7 +332,8 @@ fn leave_room(rooms: &mut HashMap<String, HashSet<ConnId>>, room: &str, id: &Con
 fn deliver(c: &Conn, msg: Message) -> usize {
     let Some(tx) = &c.tx else { return 0 };
     let len = msg.len() as u64;
-    match tx.try_send(msg) {
+    let result = if tx.len() >= c.max_queued { Err(async_channel::TrySendError::Full(msg)) } else { tx.try_send(msg) };
+    match result {
         Ok(()) => {
             let m = crate::metrics::get();
             crate::metrics::add(&m.messages_out, 1);

@@ -209,7 +209,8 @@ pub async fn serve<S>(
                 metrics::add(&metrics::get().bytes_in, payload.len() as u64);
             }
             metrics::get().events_queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if let Err(async_channel::TrySendError::Full(_)) = events.try_send(kind) {
+            let full = events.len() >= app.max_queue;
+            if full || events.try_send(kind).is_err() {
                 metrics::get().events_queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 log::warn!("[{id}] more than {} events waiting; closing (1013)", app.max_queue);
                 app.hub.apply(Action::Close {

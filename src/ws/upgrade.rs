@@ -144,13 +144,23 @@ pub async fn handle(req: Request<App>) -> tide::Result {
     for a in actions {
         app.apply(a);
     }
-    let (events_tx, events_rx) = async_channel::bounded(app.max_queue);
+    // Unbounded (no pre-allocated slots per idle connection); the reader
+    // enforces --max-queue.
+    let (events_tx, events_rx) = async_channel::unbounded();
     runtime::spawn(connection::event_worker(app.clone(), conn.clone(), events_rx, slot));
 
     let http_res: &mut tide::http::Response = res.as_mut();
     let upgrade = http_res.recv_upgrade().await;
-    let config =
-        WebSocketConfig::default().max_message_size(Some(app.max_message)).max_frame_size(Some(app.max_message));
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(app.max_message))
+        .max_frame_size(Some(app.max_message))
+        // tungstenite fills and reads into its whole read buffer, so its
+        // size is paid by every idle connection: 128 KiB by default; 512
+        // bytes measured 8.6 KB of server RSS per idle connection (4 KiB:
+        // 12.2 KB). Bigger frames grow the buffer as needed.
+        .read_buffer_size(512)
+        // Send each frame at once (no write batching): lowest latency.
+        .write_buffer_size(0);
     runtime::spawn(async move {
         match upgrade.await {
             Some(stream) => {
