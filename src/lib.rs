@@ -20,6 +20,7 @@ pub mod hub;
 pub mod id;
 pub mod listen;
 pub mod metrics;
+pub mod public;
 pub mod request;
 pub mod runtime;
 pub mod server;

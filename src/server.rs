@@ -9,17 +9,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{FutureExt, StreamExt};
-use tide::{Body, Request, Response, StatusCode};
 
 use crate::action::CloseCause;
 use crate::backend::Backend;
 use crate::cgi::env::EnvSettings;
 use crate::cgi::process::Limits;
-use crate::cgi::resolve::{Resolved, Resolver};
+use crate::cgi::resolve::Resolver;
 use crate::cgi::CgiBackend;
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::{api, cgi, runtime, ws};
+use crate::{api, runtime};
 
 /// State shared by every request handler and connection.
 #[derive(Clone)]
@@ -181,8 +180,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
     }));
 
     let mut site = tide::with_state(app.clone());
-    site.at("/").all(public_handler);
-    site.at("/*path").all(public_handler);
+    site.at("/").all(crate::public::handle);
+    site.at("/*path").all(crate::public::handle);
     let control_app = api::routes(app.clone());
 
     // Installed before the "listening" lines, so a supervisor (or a test) that
@@ -248,80 +247,4 @@ async fn shutdown(app: &App, cfg: &Config, signals: &mut async_signal::Signals) 
         c.leave().await;
     }
     log::info!("shutdown complete");
-}
-
-/// Internal redirects (`Location: /path` from a script) followed per request.
-const MAX_LOCAL_REDIRECTS: usize = 5;
-
-/// Every request on the public listener: WebSocket upgrades go to the
-/// endpoint's script; plain requests run a script as classic CGI, or get a
-/// static file (`--root`), or the start page.
-async fn public_handler(mut req: Request<App>) -> tide::Result {
-    if ws::upgrade::is_upgrade(&req) {
-        return ws::upgrade::handle(req).await;
-    }
-    let app = req.state().clone();
-    let mut info = crate::request::request_info(&req, app.port);
-    let (mut path, _) = crate::request::raw_path_and_query(&req);
-    let length = req.len().map(|l| l as u64);
-    let content_type = req.ext::<crate::listen::RawHead>().map_or_else(
-        || req.header("Content-Type").map(|v| v.last().as_str().to_owned()),
-        |raw| raw.content_type.clone(),
-    );
-    let mut body = Some(cgi::http::RequestBody { body: req.take_body(), length, content_type });
-    for _ in 0..=MAX_LOCAL_REDIRECTS {
-        // In single-script mode the script speaks WebSocket only.
-        let resolved = if app.resolver.is_single() { Resolved::NotFound } else { app.resolver.resolve(&path) };
-        let target = match resolved {
-            // An HTTP-backend endpoint has no local script to run for a page.
-            Resolved::Found(t) if t.filename.as_os_str().is_empty() => return Ok(fallback(&app, &path, &req).await),
-            Resolved::Found(t) => t,
-            Resolved::NotRunnable(why) if app.root.is_none() => {
-                log::error!("{path}: {why}");
-                return Ok(text(StatusCode::InternalServerError, "the script cannot be run; see the server log"));
-            }
-            Resolved::NotRunnable(_) | Resolved::NotFound => return Ok(fallback(&app, &path, &req).await),
-        };
-        let request_body =
-            body.take().unwrap_or(cgi::http::RequestBody { body: Body::empty(), length: None, content_type: None });
-        let fastcgi = app.fastcgi_pages.iter().find(|(p, _)| cgi::resolve::has_prefix(&target.script_name, p));
-        let reply = match fastcgi {
-            Some((_, f)) => f.serve_http(&info, &target, request_body).await,
-            None => cgi::http::run(&app.cgi, &info, &target, request_body).await,
-        };
-        match reply {
-            cgi::http::Reply::Response(r) => return Ok(*r),
-            cgi::http::Reply::LocalRedirect(location) => {
-                log::debug!("{path}: local redirect to {location}");
-                let (p, q) = location.split_once('?').unwrap_or((&location, ""));
-                path = p.to_owned();
-                info.method = "GET".into();
-                info.uri = location.clone();
-                info.query = q.to_owned();
-            }
-        }
-    }
-    log::error!("{path}: more than {MAX_LOCAL_REDIRECTS} local redirects");
-    Ok(text(StatusCode::InternalServerError, "too many local redirects"))
-}
-
-/// No script: a static file, the start page, or 404.
-async fn fallback(app: &App, path: &str, req: &Request<App>) -> Response {
-    if let Some(root) = &app.root {
-        return crate::static_files::serve(root, path, req).await;
-    }
-    if path == "/" && req.method() == tide::http::Method::Get {
-        let mut r = Response::new(StatusCode::Ok);
-        r.set_content_type("text/html; charset=utf-8");
-        r.set_body(crate::console::page(&app.resolver.endpoints()));
-        return r;
-    }
-    text(StatusCode::NotFound, "not found")
-}
-
-fn text(status: StatusCode, body: &str) -> Response {
-    let mut r = Response::new(status);
-    r.set_content_type("text/plain; charset=utf-8");
-    r.set_body(format!("{body}\n"));
-    r
 }
