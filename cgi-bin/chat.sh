@@ -27,6 +27,11 @@ query_nick() {
         head -n 1 | sed 's/+/ /g; s/%20/ /g'
 }
 
+# A header block first: it keeps this a valid CGI program for any server
+# (fcgiwrap behind nginx refuses a script that prints none); ws2http reads
+# text/plain as line mode, so every line below is still a message or directive.
+printf 'Content-Type: text/plain\n\n'
+
 case "${WS_EVENT:-}" in
 open)
     nick=$(clean "$(query_nick)" guest)

@@ -61,6 +61,11 @@ tick() {
     done
 }
 
+# A header block first: it keeps this a valid CGI program for any server
+# (fcgiwrap behind nginx refuses a script that prints none); ws2http reads
+# text/plain as line mode, so every line below is still a message or directive.
+printf 'Content-Type: text/plain\n\n'
+
 case "${WS_EVENT:-}" in
 open)
     if ! command -v curl >/dev/null 2>&1 && ! command -v wget >/dev/null 2>&1; then

@@ -8,6 +8,11 @@
 # script must exit before the handshake completes (its exit status decides
 # between 101 and 500), so a slow open script would only delay the handshake.
 
+# A header block first: it keeps this a valid CGI program for any server
+# (fcgiwrap behind nginx refuses a script that prints none); ws2http reads
+# text/plain as line mode, so every line below is still a message or directive.
+printf 'Content-Type: text/plain\n\n'
+
 case "${WS_EVENT:-}" in
 open)
     echo "send any message and I will count to 10"

@@ -110,6 +110,8 @@ enum Attempt {
     /// Failed before anything was received: worth one retry on a fresh connection.
     Early(String),
     Broken(String),
+    /// More output than `--max-output`: the script's fault, not the server's.
+    TooMuch,
 }
 
 impl FastCgiBackend {
@@ -164,7 +166,7 @@ impl FastCgiBackend {
                             "{label}: more than {} bytes of output; the rest is discarded",
                             self.limits.max_output
                         );
-                        return Attempt::Broken("output limit".into());
+                        return Attempt::TooMuch;
                     }
                     partial.extend_from_slice(&bytes);
                     // Hand over every complete line; keep the rest.
@@ -240,6 +242,7 @@ impl FastCgiBackend {
                         self.pool.lock().unwrap_or_else(|e| e.into_inner()).clear();
                     }
                     Attempt::Early(e) | Attempt::Broken(e) => return Err(e),
+                    Attempt::TooMuch => return Err("more output than --max-output".into()),
                 }
             }
         };
@@ -320,6 +323,7 @@ impl Backend for FastCgiBackend {
                         Attempt::Early(e) | Attempt::Broken(e) => {
                             return Outcome::Unavailable(format!("{} broke off the request: {e}", self.address));
                         }
+                        Attempt::TooMuch => return Outcome::Failed("more output than --max-output".into()),
                     }
                 }
             };

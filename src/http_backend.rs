@@ -7,10 +7,12 @@
 //! Connections are kept alive and reused; requests in flight are bounded;
 //! an unreachable server is `Outcome::Unavailable` (502 for an open).
 
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
 
 use async_std::net::TcpStream;
-use futures_lite::io::{AsyncBufReadExt, BufReader};
+use futures_lite::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
 use tide::http::{Method, Request, Url};
 
 use crate::backend::{Backend, BoxFuture, Outcome, Output};
@@ -65,10 +67,17 @@ impl HttpBackend {
     fn request(&self, event: &Event) -> Request {
         let conn = &event.conn;
         let mut req = Request::new(Method::Post, self.url.clone());
-        let h = |req: &mut Request, name: &str, value: &str| {
-            // Header values cannot carry line breaks; such a value is dropped.
-            if !value.contains(['\r', '\n']) {
+        // Header values must be printable ASCII. Anything else (UTF-8 text,
+        // control characters) is percent-encoded, and the header's name is
+        // listed in WS-Percent-Encoded so the backend can decode exactly those.
+        let mut encoded: Vec<String> = Vec::new();
+        let mut h = |req: &mut Request, name: &str, value: &str| {
+            if value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
                 req.append_header(name, value);
+            } else {
+                const SET: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+                req.append_header(name, percent_encoding::utf8_percent_encode(value, SET).to_string().as_str());
+                encoded.push(name.to_owned());
             }
         };
         h(&mut req, "WS-Event", event.kind.name());
@@ -104,7 +113,8 @@ impl HttpBackend {
             h(&mut req, "X-Forwarded-Host", host);
         }
         match &event.kind {
-            EventKind::Open => req.set_body(Vec::new()),
+            // No body, no body type (a CGI script gets no CONTENT_TYPE either).
+            EventKind::Open => {}
             EventKind::Message { payload, binary } => {
                 h(&mut req, "WS-Message-Type", if *binary { "binary" } else { "text" });
                 req.set_body(payload.to_vec());
@@ -117,8 +127,10 @@ impl HttpBackend {
                 h(&mut req, "WS-Close-Code", &code.to_string());
                 h(&mut req, "WS-Close-Reason", reason);
                 h(&mut req, "WS-Close-Cause", cause.as_str());
-                req.set_body(Vec::new());
             }
+        }
+        if !encoded.is_empty() {
+            req.append_header("WS-Percent-Encoded", encoded.join(", ").as_str());
         }
         req
     }
@@ -149,14 +161,15 @@ impl Backend for HttpBackend {
                         Err(e) => return Outcome::Unavailable(format!("cannot connect to {}: {e}", self.authority)),
                     };
                     fresh_tried |= fresh;
-                    match async_h1::connect(stream.clone(), self.request(event)).await {
-                        Ok(res) => break (res, stream),
+                    let sniffer = HeadSniffer::new(stream.clone());
+                    match async_h1::connect(sniffer.clone(), self.request(event)).await {
+                        Ok(res) => break (res, stream, sniffer.sent_content_type()),
                         // A kept-alive connection the server has closed: try a new one.
                         Err(_) if !fresh_tried => continue,
                         Err(e) => return Outcome::Unavailable(format!("{} did not answer: {e}", self.url)),
                     }
                 };
-                let (mut res, stream) = res;
+                let (mut res, stream, sent_type) = res;
                 let status = u16::from(res.status());
                 let keep = res.header("Connection").is_none_or(|v| !v.last().as_str().eq_ignore_ascii_case("close"));
                 // The response as CGI output: a header block, then the body.
@@ -164,8 +177,11 @@ impl Backend for HttpBackend {
                 // No body, no message: a server's default Content-Type must
                 // not turn "no output" into an empty message.
                 let empty = res.len() == Some(0);
+                // The HTTP library labels a typeless body application/octet-stream;
+                // a server that sent no type gets line mode, like a CGI script.
+                let drop_type = empty || !sent_type;
                 for (name, values) in res.iter() {
-                    if HOP_BY_HOP.contains(&name.as_str()) || (empty && name.as_str() == "content-type") {
+                    if HOP_BY_HOP.contains(&name.as_str()) || (drop_type && name.as_str() == "content-type") {
                         continue;
                     }
                     for v in values.iter() {
@@ -173,6 +189,15 @@ impl Backend for HttpBackend {
                     }
                 }
                 head.push_str("\r\n");
+                if status >= 500 {
+                    // A server error page is not a message for the client.
+                    if keep {
+                        let mut sink = Vec::new();
+                        let _ = futures_lite::io::AsyncReadExt::read_to_end(&mut res.take_body(), &mut sink).await;
+                        self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(stream);
+                    }
+                    return Outcome::Failed(format!("{} answered {status}", self.url));
+                }
                 for line in head.as_bytes().split_inclusive(|&b| b == b'\n') {
                     parser.push(line, out);
                 }
@@ -200,11 +225,7 @@ impl Backend for HttpBackend {
                 if keep {
                     self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(stream);
                 }
-                if status >= 500 {
-                    Outcome::Failed(format!("{} answered {status}", self.url))
-                } else {
-                    Outcome::Success
-                }
+                Outcome::Success
             };
             let outcome = match runtime::timeout(self.limits.timeout, work).await {
                 Ok(o) => o,
@@ -215,5 +236,55 @@ impl Backend for HttpBackend {
             parser.finish(out);
             outcome
         })
+    }
+}
+
+/// Passes a connection through while keeping the first bytes the server
+/// sends (the response head), so we can see which headers it really sent.
+#[derive(Clone)]
+struct HeadSniffer {
+    stream: TcpStream,
+    head: Arc<Mutex<Vec<u8>>>,
+}
+
+impl HeadSniffer {
+    fn new(stream: TcpStream) -> Self {
+        HeadSniffer { stream, head: Arc::new(Mutex::new(Vec::new())) }
+    }
+
+    /// `true` when the response head had a Content-Type header.
+    fn sent_content_type(&self) -> bool {
+        let head = self.head.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&head)
+            .split("\r\n")
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .any(|l| l.split(':').next().is_some_and(|n| n.trim().eq_ignore_ascii_case("content-type")))
+    }
+}
+
+impl AsyncRead for HeadSniffer {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if let Poll::Ready(Ok(n)) = &poll {
+            let mut head = this.head.lock().unwrap_or_else(|e| e.into_inner());
+            if head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                head.extend_from_slice(&buf[..*n]);
+            }
+        }
+        poll
+    }
+}
+
+impl AsyncWrite for HeadSniffer {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_close(cx)
     }
 }

@@ -57,8 +57,8 @@ function on_open(): void
 
 function on_message(): void
 {
-    $room = getenv('WS_META_room');
-    $nick = getenv('WS_META_nick');
+    $room = ws_meta('room');
+    $nick = ws_meta('nick');
     if (!is_string($room) || $room === '' || !is_string($nick) || $nick === '') {
         return;
     }
@@ -85,8 +85,8 @@ function on_message(): void
 
 function on_close(): void
 {
-    $room = getenv('WS_META_room');
-    $nick = getenv('WS_META_nick');
+    $room = ws_meta('room');
+    $nick = ws_meta('nick');
     if (!is_string($room) || $room === '' || !is_string($nick) || $nick === '') {
         return;
     }

@@ -5,8 +5,10 @@ declare(strict_types=1);
 
 // Warnings go to stderr (ws2http's log), never into the page or, worse, into
 // the output of a WebSocket event, where they would become chat messages.
-ini_set('display_errors', 'stderr');
-ini_set('log_errors', '0');
+// Errors go to the log (ws2http's, through stderr), never into the output,
+// where they would become chat messages.
+ini_set('display_errors', '0');
+ini_set('log_errors', '1');
 error_reporting(E_ALL);
 
 if (realpath((string)($_SERVER['SCRIPT_FILENAME'] ?? '')) === __FILE__) {
@@ -175,4 +177,19 @@ function start_session(): void
         'cookie_samesite' => 'Lax',
         'use_strict_mode' => true,
     ]);
+}
+
+/**
+ * Connection metadata (WS_META_<key>). Through ws2http's HTTP backend a value
+ * that is not plain ASCII arrives percent-encoded, and WS_PERCENT_ENCODED
+ * names it (see docs/BACKENDS.md); decode it back.
+ */
+function ws_meta(string $key)
+{
+    $value = getenv('WS_META_' . $key);
+    if (!is_string($value)) {
+        return $value;
+    }
+    $encoded = array_map('trim', explode(',', (string)getenv('WS_PERCENT_ENCODED')));
+    return in_array('WS-Meta-' . $key, $encoded, true) ? rawurldecode($value) : $value;
 }

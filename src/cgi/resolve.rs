@@ -32,8 +32,10 @@ pub struct Resolver {
     /// Canonical single script, in single-script mode.
     single: Option<PathBuf>,
     handlers: Handlers,
-    /// Path prefixes served by a remote backend (FastCGI): any regular file
-    /// there is a script, executable or not, since the backend runs it.
+    /// Path prefixes served by a FastCGI server: `.php` files there are
+    /// scripts, executable or not, since the server runs them (php-fpm runs
+    /// only .php by default: `security.limit_extensions`). Other files stay
+    /// static files.
     remote_prefixes: Vec<String>,
     /// Path prefixes served by an HTTP backend: no local file needed; the
     /// prefix is SCRIPT_NAME and the rest PATH_INFO.
@@ -70,7 +72,11 @@ impl Resolver {
     /// Resolves a raw (still percent-encoded) URL path.
     pub fn resolve(&self, raw_path: &str) -> Resolved {
         let Some(segments) = safe_segments(raw_path) else { return Resolved::NotFound };
-        if let Some(prefix) = self.http_prefixes.iter().find(|p| has_prefix(raw_path, p)) {
+        // The longest prefix wins between HTTP and FastCGI routes.
+        let fastcgi_len = self.remote_prefixes.iter().filter(|p| has_prefix(raw_path, p)).map(|p| p.len()).max();
+        let http =
+            self.http_prefixes.iter().find(|p| has_prefix(raw_path, p) && fastcgi_len.is_none_or(|f| p.len() > f));
+        if let Some(prefix) = http {
             let script_name = if prefix == "/" { String::new() } else { prefix.clone() };
             let rest = &raw_path[script_name.len()..];
             let path_info = percent_decode_str(rest).decode_utf8_lossy().into_owned();
@@ -122,7 +128,7 @@ impl Resolver {
     fn runnable(&self, filename: PathBuf, script_name: String, path_info: String) -> Resolved {
         let ext = filename.extension().and_then(|e| e.to_str()).unwrap_or("");
         let interpreter = self.handlers.iter().find(|(e, _)| e == ext).map(|(_, cmd)| cmd.clone());
-        let remote = self.remote_prefixes.iter().any(|p| has_prefix(&script_name, p));
+        let remote = ext == "php" && self.remote_prefixes.iter().any(|p| has_prefix(&script_name, p));
         if interpreter.is_none() && !remote {
             let mode = std::fs::metadata(&filename).map(|m| m.permissions().mode()).unwrap_or(0);
             if mode & 0o111 == 0 {
