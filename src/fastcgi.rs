@@ -104,6 +104,14 @@ pub struct FastCgiBackend {
     in_flight: Arc<Slots>,
 }
 
+/// Why a request failed.
+enum Failure {
+    /// The server could not be reached or broke off.
+    Down(String),
+    /// More output than `--max-output`: the script's fault.
+    TooMuch,
+}
+
 /// How one attempt ended.
 enum Attempt {
     Done,
@@ -137,6 +145,43 @@ impl FastCgiBackend {
 
     fn give_back(&self, c: Conn) {
         self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(c);
+    }
+
+    /// One request, on a pooled connection or a new one. A pooled connection
+    /// may have died with the old server (php-fpm restarted): when it fails
+    /// before answering anything, the request is retried once on a new one.
+    async fn request(
+        &self,
+        params: &Params<'_>,
+        stdin: &[u8],
+        label: &str,
+        on_line: &mut (dyn FnMut(&[u8]) + Send),
+    ) -> Result<(), Failure> {
+        let mut fresh_tried = false;
+        loop {
+            let (mut conn, fresh) = match self.take_pooled() {
+                Some(c) => (c, false),
+                None => match self.connect().await {
+                    Ok(c) => (c, true),
+                    Err(e) => return Err(Failure::Down(format!("cannot connect to {}: {e}", self.address))),
+                },
+            };
+            fresh_tried |= fresh;
+            match self.attempt(&mut conn, params, stdin, label, on_line).await {
+                Attempt::Done => {
+                    self.give_back(conn);
+                    return Ok(());
+                }
+                Attempt::Early(e) if !fresh_tried => {
+                    log::debug!("{label}: pooled connection failed ({e}); retrying on a new one");
+                    self.pool.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                }
+                Attempt::Early(e) | Attempt::Broken(e) => {
+                    return Err(Failure::Down(format!("{} broke off the request: {e}", self.address)))
+                }
+                Attempt::TooMuch => return Err(Failure::TooMuch),
+            }
+        }
     }
 
     /// One request on `conn`; stdout lines go to `on_line`, stderr to the log.
@@ -222,33 +267,14 @@ impl FastCgiBackend {
         let _slot = self.in_flight.acquire().await;
         let mut stdout = Vec::new();
         let mut on_line = |line: &[u8]| stdout.extend_from_slice(line);
-        let work = async {
-            let mut fresh_tried = false;
-            loop {
-                let (mut conn, fresh) = match self.take_pooled() {
-                    Some(c) => (c, false),
-                    None => match self.connect().await {
-                        Ok(c) => (c, true),
-                        Err(e) => return Err(format!("cannot connect to {}: {e}", self.address)),
-                    },
-                };
-                fresh_tried |= fresh;
-                match self.attempt(&mut conn, &params, &input, &label, &mut on_line).await {
-                    Attempt::Done => {
-                        self.give_back(conn);
-                        return Ok(());
-                    }
-                    Attempt::Early(_) if !fresh_tried => {
-                        self.pool.lock().unwrap_or_else(|e| e.into_inner()).clear();
-                    }
-                    Attempt::Early(e) | Attempt::Broken(e) => return Err(e),
-                    Attempt::TooMuch => return Err("more output than --max-output".into()),
-                }
-            }
-        };
+        let work = self.request(&params, &input, &label, &mut on_line);
         match runtime::timeout(self.limits.timeout, work).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => {
+            Ok(Err(Failure::TooMuch)) => {
+                log::error!("{label}: more output than --max-output; answering 500");
+                return plain(tide::StatusCode::InternalServerError, "the script's output was too large");
+            }
+            Ok(Err(Failure::Down(e))) => {
                 log::error!("{label}: {e}; answering 502");
                 return plain(tide::StatusCode::BadGateway, "the FastCGI server is unavailable; see the server log");
             }
@@ -298,33 +324,10 @@ impl Backend for FastCgiBackend {
             let _slot = self.in_flight.acquire().await;
             let work = async {
                 let mut on_line = |line: &[u8]| parser.push(line, out);
-                // A pooled connection may have died with the old server; a
-                // fresh one gets one more try.
-                let mut fresh_tried = false;
-                loop {
-                    let (mut conn, fresh) = match self.take_pooled() {
-                        Some(c) => (c, false),
-                        None => match self.connect().await {
-                            Ok(c) => (c, true),
-                            Err(e) => return Outcome::Unavailable(format!("cannot connect to {}: {e}", self.address)),
-                        },
-                    };
-                    fresh_tried |= fresh;
-                    match self.attempt(&mut conn, &params, stdin, &label, &mut on_line).await {
-                        Attempt::Done => {
-                            self.give_back(conn);
-                            return Outcome::Success;
-                        }
-                        Attempt::Early(e) if !fresh_tried => {
-                            log::debug!("{label}: pooled connection failed ({e}); retrying on a new one");
-                            self.pool.lock().unwrap_or_else(|e| e.into_inner()).clear();
-                            continue;
-                        }
-                        Attempt::Early(e) | Attempt::Broken(e) => {
-                            return Outcome::Unavailable(format!("{} broke off the request: {e}", self.address));
-                        }
-                        Attempt::TooMuch => return Outcome::Failed("more output than --max-output".into()),
-                    }
+                match self.request(&params, stdin, &label, &mut on_line).await {
+                    Ok(()) => Outcome::Success,
+                    Err(Failure::Down(e)) => Outcome::Unavailable(e),
+                    Err(Failure::TooMuch) => Outcome::Failed("more output than --max-output".into()),
                 }
             };
             let outcome = match runtime::timeout(self.limits.timeout, work).await {
