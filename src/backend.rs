@@ -35,6 +35,13 @@ impl Head {
     }
 }
 
+/// `true` when a header value from a script may go into an HTTP response:
+/// printable ASCII and tabs only. Control characters would corrupt the
+/// response, and the HTTP library accepts nothing but ASCII.
+pub fn sendable_header_value(v: &str) -> bool {
+    v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+}
+
 /// One piece of backend output, in the order it was produced.
 #[derive(Debug)]
 pub enum Output {

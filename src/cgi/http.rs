@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use futures_lite::io::{AsyncBufReadExt, BufReader};
+use futures_lite::io::BufReader;
 use tide::{Body, Response, StatusCode};
 
 use super::env::request_env;
@@ -136,6 +136,10 @@ where
     let mut res = Response::new(StatusCode::try_from(status).unwrap_or(StatusCode::InternalServerError));
     let mut length = None;
     for (name, value) in &head.headers {
+        if !crate::backend::sendable_header_value(value) {
+            log::warn!("dropped the response header {name}: its value is not printable ASCII");
+            continue;
+        }
         match name.to_ascii_lowercase().as_str() {
             // Framing is ours to decide.
             "connection" | "transfer-encoding" | "keep-alive" | "upgrade" => {}
@@ -160,7 +164,9 @@ pub async fn read_head<R: futures_lite::AsyncBufRead + Unpin>(r: &mut R) -> Resu
     let mut total = 0;
     loop {
         line.clear();
-        let n = r.read_until(b'\n', &mut line).await.map_err(|e| format!("reading its output failed: {e}"))?;
+        let (n, _) = super::process::read_line_capped(r, &mut line, MAX_HEAD + 1)
+            .await
+            .map_err(|e| format!("reading its output failed: {e}"))?;
         if n == 0 {
             return Err(if total == 0 {
                 "the script printed nothing (a CGI script must print headers, a blank line, then the body)".into()

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_lite::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use futures_lite::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use futures_util::future::{select, Either};
 
 use crate::backend::Outcome;
@@ -54,6 +54,61 @@ pub fn command(target: &Target, env: Vec<(String, String)>) -> async_process::Co
     cmd
 }
 
+/// Reads one line (through `\n`) into `buf`, but never more than `cap`
+/// bytes: a script that prints gigabytes without a newline costs no memory.
+/// Returns the bytes read (0 at the end of the stream) and `true` when it
+/// stopped at `cap` before the end of the line (the rest is still unread).
+pub async fn read_line_capped<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    cap: usize,
+) -> std::io::Result<(usize, bool)> {
+    let mut consumed = 0;
+    loop {
+        let room = cap.saturating_sub(buf.len());
+        if room == 0 {
+            return Ok((consumed, true));
+        }
+        let available = r.fill_buf().await?;
+        if available.is_empty() {
+            return Ok((consumed, false));
+        }
+        let (take, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) if i < room => (i + 1, true),
+            _ => (available.len().min(room), false),
+        };
+        buf.extend_from_slice(&available[..take]);
+        r.consume(take);
+        consumed += take;
+        if done {
+            return Ok((consumed, false));
+        }
+    }
+}
+
+/// Reads and drops the rest of a line (through `\n`, or to the end).
+async fn skip_line<R: AsyncBufRead + Unpin>(r: &mut R) -> std::io::Result<()> {
+    loop {
+        let available = r.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(());
+        }
+        match available.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                r.consume(i + 1);
+                return Ok(());
+            }
+            None => {
+                let n = available.len();
+                r.consume(n);
+            }
+        }
+    }
+}
+
+/// The longest stderr line logged (the rest of it is dropped).
+const MAX_STDERR_LINE: usize = 4096;
+
 /// Where a script's stderr goes.
 #[derive(Clone, Debug, Default)]
 pub enum Stderr {
@@ -71,9 +126,18 @@ pub fn log_stderr(child: &mut async_process::Child, prefix: String, dest: &Stder
     runtime::spawn(async move {
         let mut r = BufReader::new(err);
         let mut line = Vec::new();
-        while matches!(r.read_until(b'\n', &mut line).await, Ok(n) if n > 0) {
+        while let Ok((n, cut)) = read_line_capped(&mut r, &mut line, MAX_STDERR_LINE).await {
+            if n == 0 {
+                break;
+            }
+            // Keep draining an over-long line (the script must not block on
+            // a full pipe), but log only its start.
+            if cut && skip_line(&mut r).await.is_err() {
+                break;
+            }
+            let more = if cut { " [line cut]" } else { "" };
             match &dest {
-                Stderr::Log => log::warn!("{prefix}: stderr: {}", String::from_utf8_lossy(&line).trim_end()),
+                Stderr::Log => log::warn!("{prefix}: stderr: {}{more}", String::from_utf8_lossy(&line).trim_end()),
                 Stderr::Collect(buf) => buf.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(&line),
             }
             line.clear();
@@ -177,9 +241,10 @@ async fn read_lines(
     let mut total = 0usize;
     loop {
         line.clear();
-        match r.read_until(b'\n', &mut line).await {
-            Ok(0) => return,
-            Ok(n) => {
+        // Never hold more than the output budget, even for one endless line.
+        match read_line_capped(&mut r, &mut line, max_output.saturating_sub(total) + 1).await {
+            Ok((0, _)) => return,
+            Ok((n, _)) => {
                 total += n;
                 if total > max_output {
                     log::warn!(
@@ -219,9 +284,43 @@ pub fn spawn_error(target: &Target, e: &std::io::Error) -> String {
                 "cannot start {script}: not a program; add a #! line (e.g. #!/bin/sh) or a --handler for its extension"
             )
         }
+        (None, ErrorKind::NotFound) if !target.filename.exists() => {
+            format!("cannot start {script}: the script file is gone (deleted or renamed)")
+        }
         (None, ErrorKind::NotFound) => {
             format!("cannot start {script}: its #! interpreter was not found")
         }
         _ => format!("cannot start {script}: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(input: &[u8], cap: usize) -> Vec<(Vec<u8>, bool)> {
+        futures_lite::future::block_on(async {
+            let mut r = BufReader::with_capacity(4, input);
+            let mut out = Vec::new();
+            loop {
+                let mut line = Vec::new();
+                let (n, cut) = read_line_capped(&mut r, &mut line, cap).await.expect("read");
+                if n == 0 {
+                    return out;
+                }
+                out.push((line, cut));
+            }
+        })
+    }
+
+    #[test]
+    fn lines_are_capped_without_reading_past_the_cap() {
+        assert_eq!(read(b"ab\ncd", 10), [(b"ab\n".to_vec(), false), (b"cd".to_vec(), false)]);
+        // A long line comes in cap-sized pieces: the caller can stop at the first.
+        assert_eq!(
+            read(b"abcdefg\nh", 3),
+            [(b"abc".to_vec(), true), (b"def".to_vec(), true), (b"g\n".to_vec(), false), (b"h".to_vec(), false)]
+        );
+        assert_eq!(read(b"abc\n", 3), [(b"abc".to_vec(), true), (b"\n".to_vec(), false)]);
     }
 }

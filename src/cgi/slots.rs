@@ -41,7 +41,9 @@ impl Slots {
         // passes the slot on instead of losing it.
         let guard = Waiting { slots: self.clone(), rx };
         let _ = guard.rx.recv().await;
-        std::mem::forget(guard);
+        // The slot's token has been taken: dropping the guard now finds
+        // nothing to pass on, and frees the channel.
+        drop(guard);
         Slot { slots: self.clone() }
     }
 

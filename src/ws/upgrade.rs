@@ -9,7 +9,7 @@ use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use async_tungstenite::WebSocketStream;
 use tide::{Request, Response, StatusCode};
 
-use crate::backend::{Head, Outcome, Output};
+use crate::backend::{sendable_header_value, Head, Outcome, Output};
 use crate::cgi::resolve::Resolved;
 use crate::event::{ConnInfo, EventKind};
 use crate::request::{raw_path_and_query, request_info};
@@ -126,9 +126,13 @@ pub async fn handle(req: Request<App>) -> tide::Result {
     res.insert_header("Connection", "Upgrade");
     res.insert_header("Sec-WebSocket-Accept", derive_accept_key(key.as_bytes()));
     for cookie in head.get_all("Set-Cookie") {
-        res.append_header("Set-Cookie", cookie);
+        if sendable_header_value(cookie) {
+            res.append_header("Set-Cookie", cookie);
+        } else {
+            log::warn!("[{}] dropped a Set-Cookie header that is not printable ASCII", conn.id);
+        }
     }
-    if let Some(proto) = head.get("Sec-WebSocket-Protocol") {
+    if let Some(proto) = head.get("Sec-WebSocket-Protocol").filter(|p| sendable_header_value(p)) {
         if !offered.iter().any(|o| o == proto) {
             log::warn!(
                 "[{}] open script chose subprotocol {proto:?} which the client did not offer ({offered:?})",
@@ -192,6 +196,10 @@ fn rejection(conn: &ConnInfo, head: &Head, body: Vec<u8>) -> Response {
     for (name, value) in &head.headers {
         let lower = name.to_ascii_lowercase();
         if matches!(lower.as_str(), "content-length" | "transfer-encoding" | "connection" | "upgrade") {
+            continue;
+        }
+        if !sendable_header_value(value) {
+            log::warn!("[{}] dropped the response header {name}: its value is not printable ASCII", conn.id);
             continue;
         }
         res.append_header(name.as_str(), value.as_str());
