@@ -1,0 +1,379 @@
+//! The servers under test, each started by the bench on loopback ports with
+//! its own temporary configuration, each in its own process group, each
+//! stopped (group and all) when dropped.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::sys;
+
+/// Pids of the server processes alive now (never reaped as orphans).
+static MANAGED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn managed() -> HashSet<u32> {
+    MANAGED.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect()
+}
+
+/// Kills every server still running (used on a fatal error).
+pub fn kill_all() {
+    for pid in MANAGED.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        sys::kill(-(*pid as i32), libc::SIGKILL);
+    }
+}
+
+/// A server process leading its own process group.
+pub struct Proc {
+    pub child: Child,
+    /// Signal for a graceful stop; SIGKILL follows after `grace`.
+    stop_signal: i32,
+    grace: Duration,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command, stop_signal: i32, grace: Duration) -> Result<Proc, String> {
+        cmd.process_group(0);
+        let child = cmd.spawn().map_err(|e| format!("cannot start {name} ({:?}): {e}", cmd.get_program()))?;
+        MANAGED.lock().unwrap_or_else(|e| e.into_inner()).push(child.id());
+        Ok(Proc { child, stop_signal, grace })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let pid = self.child.id();
+        let group = -(pid as i32);
+        sys::kill(group, self.stop_signal);
+        let deadline = Instant::now() + self.grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        sys::kill(group, libc::SIGKILL);
+        let _ = self.child.wait();
+        MANAGED.lock().unwrap_or_else(|e| e.into_inner()).retain(|p| *p != pid);
+        // Whatever the group left behind (websocketd's per-connection
+        // processes, Pushpin's helpers) was re-parented to us: reap it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            sys::reap_orphans(&managed());
+            let left = std::fs::read_dir("/proc")
+                .map(|d| {
+                    d.flatten()
+                        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                        .filter(|p| {
+                            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| live_in_group(&s, pid))
+                        })
+                        .count()
+                })
+                .unwrap_or(0);
+            if left == 0 || Instant::now() > deadline {
+                std::thread::sleep(Duration::from_millis(20));
+                sys::reap_orphans(&managed());
+                break;
+            }
+            sys::kill(group, libc::SIGKILL);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// `true` when a /proc/PID/stat line is a live (not zombie) process of
+/// process group `pgid`.
+fn live_in_group(stat: &str, pgid: u32) -> bool {
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { return false };
+    // state ppid pgrp ...
+    let f: Vec<&str> = rest.split_whitespace().take(3).collect();
+    f.len() == 3 && f[0] != "Z" && f[2].parse::<u32>().ok() == Some(pgid)
+}
+
+/// Where a server's stdout/stderr go: a log file in the bench's temp dir.
+fn log_file(dir: &Path, name: &str) -> Stdio {
+    std::fs::File::create(dir.join(format!("{name}.log"))).map(Stdio::from).unwrap_or_else(|_| Stdio::null())
+}
+
+pub struct Ws2http {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub api: SocketAddr,
+}
+
+/// How ws2http is started.
+pub struct Ws2httpOpts<'a> {
+    pub bin: &'a Path,
+    pub cgi_bin: &'a Path,
+    pub log_dir: &'a Path,
+    pub max_connections: usize,
+    pub max_procs: Option<usize>,
+    /// Run under this wrapper (e.g. valgrind) instead of directly.
+    pub wrapper: Vec<String>,
+    pub tag: &'a str,
+    /// Extra environment for ws2http (`--server-env`), e.g. RUST_LOG=warn.
+    pub env: &'a [(String, String)],
+}
+
+impl Ws2http {
+    pub fn start(o: &Ws2httpOpts) -> Result<Ws2http, String> {
+        let mut cmd = match o.wrapper.split_first() {
+            Some((w, args)) => {
+                let mut c = Command::new(w);
+                c.args(args).arg(o.bin);
+                c
+            }
+            None => Command::new(o.bin),
+        };
+        let limit = o.max_connections.to_string();
+        cmd.args(["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--cgi-bin"]).arg(o.cgi_bin).args([
+            "--max-connections",
+            &limit,
+            "--max-connections-per-ip",
+            &limit,
+        ]);
+        if let Some(p) = o.max_procs {
+            cmd.args(["--max-procs", &p.to_string()]);
+        }
+        // The default log level (one info line per event) goes to a file,
+        // as it would in production.
+        cmd.env_remove("RUST_LOG").envs(o.env.iter().map(|(k, v)| (k, v)));
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log_file(o.log_dir, &format!("ws2http-{}", o.tag)));
+        let mut proc = Proc::spawn("ws2http", &mut cmd, libc::SIGTERM, Duration::from_secs(3))?;
+        let stdout = proc.child.stdout.take().ok_or("ws2http: no stdout")?;
+        // The two start-up lines name the bound addresses.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let mut found = (None, None);
+            while let Some(Ok(l)) = lines.next() {
+                if let Some(a) = l.strip_prefix("ws2http: listening on http://") {
+                    found.0 = a.trim().parse::<SocketAddr>().ok();
+                } else if let Some(a) = l.strip_prefix("ws2http: control API on http://") {
+                    found.1 = a.trim().parse::<SocketAddr>().ok();
+                }
+                if let (Some(a), Some(b)) = found {
+                    let _ = tx.send((a, b));
+                    found = (None, None);
+                }
+            }
+        });
+        let wait = if o.wrapper.is_empty() { 15 } else { 120 };
+        let (addr, api) = rx.recv_timeout(Duration::from_secs(wait)).map_err(|_| {
+            format!(
+                "ws2http did not print its two start-up lines within {wait}s (see {})",
+                o.log_dir.join(format!("ws2http-{}.log", o.tag)).display()
+            )
+        })?;
+        Ok(Ws2http { proc, addr, api })
+    }
+}
+
+pub struct Websocketd {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+}
+
+impl Websocketd {
+    pub fn available() -> bool {
+        which("websocketd").is_some()
+    }
+
+    pub fn start(script: &Path, log_dir: &Path, tag: &str) -> Result<Websocketd, String> {
+        let port = sys::free_port();
+        let mut cmd = Command::new("websocketd");
+        cmd.arg(format!("--port={port}"))
+            .arg("--address=127.0.0.1")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(log_file(log_dir, &format!("websocketd-{tag}")))
+            .stderr(Stdio::null());
+        let proc = Proc::spawn("websocketd", &mut cmd, libc::SIGKILL, Duration::from_millis(100))?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
+        wait_listening(addr, Duration::from_secs(10)).map_err(|e| format!("websocketd: {e}"))?;
+        Ok(Websocketd { proc, addr })
+    }
+}
+
+/// Pushpin (WebSocket-over-HTTP) in front of lighttpd running a CGI origin.
+pub struct Pushpin {
+    /// Held so that dropping the struct stops it.
+    #[allow(dead_code)]
+    pub pushpin: Proc,
+    pub lighttpd: Proc,
+    /// Pushpin's client port.
+    pub addr: SocketAddr,
+}
+
+impl Pushpin {
+    pub fn available() -> Vec<&'static str> {
+        ["pushpin", "lighttpd", "condure", "zurl"].into_iter().filter(|p| which(p).is_none()).collect()
+    }
+
+    /// `docroot` holds `ws.cgi`, the origin.
+    pub fn start(dir: &Path, docroot: &Path) -> Result<Pushpin, String> {
+        let conf = dir.join("pushpin-conf");
+        let run = conf.join("run");
+        let logs = conf.join("log");
+        std::fs::create_dir_all(&run).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
+        let lport = sys::free_port();
+        let lighttpd_conf = conf.join("lighttpd.conf");
+        std::fs::write(
+            &lighttpd_conf,
+            format!(
+                "server.document-root = \"{root}\"\n\
+                 server.bind = \"127.0.0.1\"\n\
+                 server.port = {lport}\n\
+                 server.modules = (\"mod_cgi\")\n\
+                 cgi.assign = (\".cgi\" => \"\")\n\
+                 server.max-connections = 4096\n\
+                 server.errorlog = \"{logs}/lighttpd.err\"\n\
+                 server.pid-file = \"{run}/lighttpd.pid\"\n",
+                root = docroot.display(),
+                logs = logs.display(),
+                run = run.display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(which("lighttpd").unwrap_or_else(|| "lighttpd".into()));
+        cmd.arg("-D")
+            .arg("-f")
+            .arg(&lighttpd_conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file(&logs, "lighttpd-stderr"));
+        let lighttpd = Proc::spawn("lighttpd", &mut cmd, libc::SIGTERM, Duration::from_secs(3))?;
+        wait_listening(format!("127.0.0.1:{lport}").parse().expect("addr"), Duration::from_secs(10))
+            .map_err(|e| format!("lighttpd: {e}"))?;
+
+        // A private instance: own run dir and IPC names, every TCP port of its
+        // own. Debian's pushpin leaves the HTTP client (zurl) to a system
+        // service, so the runner starts one here.
+        let pport = sys::free_port();
+        let push_port = sys::free_port();
+        let routes = conf.join("routes");
+        std::fs::write(&routes, format!("* 127.0.0.1:{lport},over_http\n")).map_err(|e| e.to_string())?;
+        let pushpin_conf = conf.join("pushpin.conf");
+        std::fs::write(
+            &pushpin_conf,
+            format!(
+                "[global]\n\
+                 include={{libdir}}/internal.conf\n\
+                 rundir={run}\n\
+                 ipc_prefix=bench-\n\
+                 port_offset=0\n\
+                 [runner]\n\
+                 services=condure,zurl,pushpin-proxy,pushpin-handler\n\
+                 http_port={pport}\n\
+                 logdir={logs}\n\
+                 log_level=2\n\
+                 client_buffer_size=8192\n\
+                 client_maxconn=50000\n\
+                 condure_bin=condure\n\
+                 zurl_bin=zurl\n\
+                 [proxy]\n\
+                 routesfile={routes}\n\
+                 zurl_out_specs=ipc://{{rundir}}/{{ipc_prefix}}zurl-in\n\
+                 zurl_out_stream_specs=ipc://{{rundir}}/{{ipc_prefix}}zurl-in-stream\n\
+                 zurl_in_specs=ipc://{{rundir}}/{{ipc_prefix}}zurl-out\n\
+                 sig_key=bench\n\
+                 updates_check=off\n\
+                 [handler]\n\
+                 push_in_spec=ipc://{{rundir}}/{{ipc_prefix}}push-in\n\
+                 push_in_sub_specs=ipc://{{rundir}}/{{ipc_prefix}}push-in-sub\n\
+                 push_in_http_addr=127.0.0.1\n\
+                 push_in_http_port={push_port}\n\
+                 stats_spec=ipc://{{rundir}}/{{ipc_prefix}}stats\n\
+                 command_spec=ipc://{{rundir}}/{{ipc_prefix}}command\n\
+                 message_rate=2500\n\
+                 message_hwm=25000\n",
+                run = run.display(),
+                logs = logs.display(),
+                routes = routes.display(),
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let mut cmd = Command::new("pushpin");
+        cmd.arg("--config")
+            .arg(&pushpin_conf)
+            .arg("--port")
+            .arg(format!("127.0.0.1:{pport}"))
+            .arg("--merge-output")
+            .stdin(Stdio::null())
+            .stdout(log_file(&logs, "pushpin"))
+            .stderr(Stdio::null());
+        let pushpin = Proc::spawn("pushpin", &mut cmd, libc::SIGTERM, Duration::from_secs(5))?;
+        let addr: SocketAddr = format!("127.0.0.1:{pport}").parse().expect("addr");
+        wait_listening(addr, Duration::from_secs(20)).map_err(|e| format!("pushpin: {e}"))?;
+        // Its processes talk over ZeroMQ sockets that connect in the
+        // background; a request sent before they have is stuck for 20 s.
+        std::thread::sleep(Duration::from_millis(2000));
+        Ok(Pushpin { pushpin, lighttpd, addr })
+    }
+}
+
+/// The fan-out baseline: this same binary in `__broadcast-server` mode.
+pub struct Broadcaster {
+    /// Held so that dropping the struct stops it.
+    #[allow(dead_code)]
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub trigger: SocketAddr,
+}
+
+impl Broadcaster {
+    pub fn start(log_dir: &Path) -> Result<Broadcaster, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("__broadcast-server")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file(log_dir, "broadcaster"));
+        let mut proc = Proc::spawn("broadcast baseline", &mut cmd, libc::SIGKILL, Duration::from_millis(100))?;
+        let out = proc.child.stdout.take().ok_or("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(out).read_line(&mut line).map_err(|e| e.to_string())?;
+        // "ws ADDR trigger ADDR"
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let (Some(a), Some(t)) = (parts.get(1), parts.get(3)) else {
+            return Err(format!("broadcast baseline: unexpected start-up line {line:?}"));
+        };
+        Ok(Broadcaster {
+            proc,
+            addr: a.parse().map_err(|e| format!("{e}"))?,
+            trigger: t.parse().map_err(|e| format!("{e}"))?,
+        })
+    }
+}
+
+pub fn which(prog: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")]).map(|d| d.join(prog)).find(
+        |p| {
+            use std::os::unix::fs::PermissionsExt;
+            p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        },
+    )
+}
+
+fn wait_listening(addr: SocketAddr, limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("not listening on {addr} after {limit:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,44 @@
+//! CI smoke run of the benchmark harness: `ws2http-bench --smoke` must run
+//! every workload to the end and print every table. Speed is never checked:
+//! the point is that the harness does not rot.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The ws2http binary to drive: target/release/ws2http if it was built,
+/// else the one built next to this test's own binary (target/debug).
+fn ws2http() -> PathBuf {
+    let bench = PathBuf::from(env!("CARGO_BIN_EXE_ws2http-bench"));
+    let profile_dir = bench.parent().expect("the bench binary's directory").to_path_buf();
+    let target = profile_dir.parent().expect("the target directory").to_path_buf();
+    let candidates = [target.join("release").join("ws2http"), profile_dir.join("ws2http")];
+    candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
+        panic!(
+            "no ws2http binary in {candidates:?}: build it first (`cargo build`, or run `cargo test` \
+             from the workspace root, which builds it)"
+        )
+    })
+}
+
+#[test]
+fn smoke_run_prints_every_table() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ws2http-bench"))
+        .args(["--smoke", "--no-build", "--ws2http"])
+        .arg(ws2http())
+        .output()
+        .expect("ws2http-bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ws2http-bench --smoke failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
+    for header in [
+        "## Workload 1: event throughput",
+        "## Workload 2: idle connections",
+        "## Workload 3: fan-out",
+        "## Workload 4: connection churn",
+        "## Workload 5: versus Pushpin",
+    ] {
+        assert!(stdout.contains(header), "missing {header:?} in:\n{stdout}\nstderr:\n{stderr}");
+    }
+    // Each workload printed a table (or said why it skipped one).
+    assert!(stdout.matches("| --- |").count() >= 4, "tables missing in:\n{stdout}");
+}
