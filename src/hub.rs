@@ -6,7 +6,7 @@
 //! look-ups and non-blocking channel sends, never I/O.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Instant, SystemTime};
 
@@ -28,9 +28,11 @@ pub struct CloseRequest {
 pub struct ConnShared {
     /// Set once, by the first party that closes the connection.
     close: Mutex<Option<CloseRequest>>,
-    /// Closed (never sent on) to abort the connection at once, even while
-    /// its writer is blocked on a client that does not read.
-    kill: (async_channel::Sender<()>, async_channel::Receiver<()>),
+    /// Set to abort the connection at once, even while its writer is blocked
+    /// on a client that does not read; `kill` wakes whoever waits for it.
+    /// (An event, not a channel: it allocates nothing until someone listens.)
+    killed: AtomicBool,
+    kill: event_listener::Event,
     /// When the client last sent anything (ms on [`clock_ms`]).
     last_seen: AtomicU64,
 }
@@ -43,7 +45,12 @@ pub fn clock_ms() -> u64 {
 
 impl Default for ConnShared {
     fn default() -> Self {
-        ConnShared { close: Mutex::new(None), kill: async_channel::bounded(1), last_seen: AtomicU64::new(clock_ms()) }
+        ConnShared {
+            close: Mutex::new(None),
+            killed: AtomicBool::new(false),
+            kill: event_listener::Event::new(),
+            last_seen: AtomicU64::new(clock_ms()),
+        }
     }
 }
 
@@ -60,12 +67,23 @@ impl ConnShared {
     /// Aborts the connection without waiting for queued messages.
     pub fn abort(&self, req: CloseRequest) {
         self.request_close(req);
-        self.kill.0.close();
+        self.killed.store(true, Ordering::SeqCst);
+        self.kill.notify(usize::MAX);
     }
 
     /// Resolves once the connection has been aborted.
     pub async fn aborted(&self) {
-        let _ = self.kill.1.recv().await;
+        loop {
+            if self.killed.load(Ordering::SeqCst) {
+                return;
+            }
+            let listener = self.kill.listen();
+            // Checked again after listening: an abort in between is not missed.
+            if self.killed.load(Ordering::SeqCst) {
+                return;
+            }
+            listener.await;
+        }
     }
 
     pub fn close_request(&self) -> Option<CloseRequest> {

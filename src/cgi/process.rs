@@ -124,7 +124,8 @@ pub fn log_stderr(child: &mut async_process::Child, prefix: String, dest: &Stder
     let Some(err) = child.stderr.take() else { return };
     let dest = dest.clone();
     runtime::spawn(async move {
-        let mut r = BufReader::new(err);
+        // Small: futures-lite zero-fills its buffer, per event (stderr is rare).
+        let mut r = BufReader::with_capacity(1024, err);
         let mut line = Vec::new();
         while let Ok((n, cut)) = read_line_capped(&mut r, &mut line, MAX_STDERR_LINE).await {
             if n == 0 {
@@ -236,7 +237,9 @@ async fn read_lines(
     label: &Label<'_>,
     on_line: &mut (dyn FnMut(&[u8]) + Send),
 ) {
-    let mut r = BufReader::with_capacity(16 * 1024, stdout);
+    // futures-lite zero-fills its buffer: 4 KiB per event fits the usual
+    // output in one read without paying for a big buffer every time.
+    let mut r = BufReader::with_capacity(4096, stdout);
     let mut line = Vec::new();
     let mut total = 0usize;
     loop {
