@@ -36,6 +36,16 @@ pub struct Sizes {
     pub pp_one_msgs: usize,
     pub pp_many_conns: usize,
     pub pp_many_msgs: usize,
+    /// Workload 6 (fastcgi): as workload 1, PHP through php-cgi, php-fpm
+    /// and a direct FastCGI client.
+    pub fcgi_one_msgs: usize,
+    pub fcgi_many_conns: usize,
+    pub fcgi_many_msgs: usize,
+    /// Workload 7 (cluster): room members (split over two instances),
+    /// latency rounds per run, room posts in the sustained stream.
+    pub cl_members: usize,
+    pub cl_rounds: usize,
+    pub cl_stream: usize,
 }
 
 impl Sizes {
@@ -56,6 +66,12 @@ impl Sizes {
                 pp_one_msgs: 300,
                 pp_many_conns: 16,
                 pp_many_msgs: 30,
+                fcgi_one_msgs: 500,
+                fcgi_many_conns: 8,
+                fcgi_many_msgs: 100,
+                cl_members: 1_000,
+                cl_rounds: 15,
+                cl_stream: 500,
             },
             Mode::Quick => Sizes {
                 runs: 3,
@@ -72,6 +88,12 @@ impl Sizes {
                 pp_one_msgs: 150,
                 pp_many_conns: 16,
                 pp_many_msgs: 15,
+                fcgi_one_msgs: 200,
+                fcgi_many_conns: 8,
+                fcgi_many_msgs: 40,
+                cl_members: 1_000,
+                cl_rounds: 10,
+                cl_stream: 200,
             },
             Mode::Smoke => Sizes {
                 runs: 1,
@@ -88,6 +110,12 @@ impl Sizes {
                 pp_one_msgs: 5,
                 pp_many_conns: 2,
                 pp_many_msgs: 3,
+                fcgi_one_msgs: 5,
+                fcgi_many_conns: 2,
+                fcgi_many_msgs: 3,
+                cl_members: 20,
+                cl_rounds: 2,
+                cl_stream: 5,
             },
         }
     }
@@ -109,6 +137,17 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn ws2http(&self, tag: &str, max_connections: usize, max_procs: Option<usize>) -> Result<Ws2http, String> {
+        self.ws2http_args(tag, max_connections, max_procs, &[])
+    }
+
+    /// As `ws2http`, with extra command-line arguments.
+    pub fn ws2http_args(
+        &self,
+        tag: &str,
+        max_connections: usize,
+        max_procs: Option<usize>,
+        args: &[String],
+    ) -> Result<Ws2http, String> {
         Ws2http::start(&Ws2httpOpts {
             bin: &self.ws2http_bin,
             cgi_bin: &self.fx.cgi_bin,
@@ -118,12 +157,24 @@ impl Ctx {
             wrapper: Vec::new(),
             tag,
             env: &self.ws2http_env,
+            args,
         })
     }
 
     /// Progress on stderr (stdout carries only the report).
     pub fn note(&self, msg: impl AsRef<str>) {
         eprintln!("[{:>6.1}s] {}", self.started.elapsed().as_secs_f64(), msg.as_ref());
+    }
+}
+
+/// A workload's tool is missing: under CI (`CI=true`) that is a failure,
+/// elsewhere the workload prints why it skipped.
+pub fn missing_tools(header: &str, missing: &[&str]) -> Result<String, String> {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    if ci {
+        Err(format!("not installed (required under CI): {}", missing.join(", ")))
+    } else {
+        Ok(format!("{header}skipped: not installed: {}\n", missing.join(", ")))
     }
 }
 

@@ -18,13 +18,13 @@ use crate::servers::Broadcaster;
 use crate::stats::{self, percentile, verdict, Spread, Table};
 
 /// Deliveries per round: how many clients have it and when the last got it.
-struct Recorder {
-    t0: Instant,
-    rounds: Vec<(AtomicUsize, AtomicU64)>,
+pub(crate) struct Recorder {
+    pub(crate) t0: Instant,
+    pub(crate) rounds: Vec<(AtomicUsize, AtomicU64)>,
 }
 
 impl Recorder {
-    fn now(&self) -> u64 {
+    pub(crate) fn now(&self) -> u64 {
         self.t0.elapsed().as_nanos() as u64
     }
     fn record(&self, round: usize) {
@@ -40,7 +40,7 @@ impl Recorder {
 /// epoll set and parses frames by hand. The instrument must cost much less
 /// than what it measures: 10,000 async tasks waking on two cores took
 /// ~15 µs per client, longer than the server's own work.
-struct Receiver {
+pub(crate) struct Receiver {
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -95,7 +95,7 @@ fn parse_frames(buf: &mut Vec<u8>, fd: i32, rec: &Recorder) {
     buf.drain(..at);
 }
 
-fn start_receiver(conns: Vec<Ws>, rec: &Arc<Recorder>) -> Result<Receiver, String> {
+pub(crate) fn start_receiver(conns: Vec<Ws>, rec: &Arc<Recorder>) -> Result<Receiver, String> {
     use std::os::fd::AsRawFd;
     let streams: Vec<TcpStream> = conns
         .into_iter()
@@ -155,7 +155,7 @@ fn start_receiver(conns: Vec<Ws>, rec: &Arc<Recorder>) -> Result<Receiver, Strin
 
 /// Waits until round `r` reached `expected` clients; the time of the last
 /// delivery after `t_sent` (ns on the recorder's clock).
-async fn wait_round(rec: &Recorder, r: usize, expected: usize, t_sent: u64) -> Result<f64, String> {
+pub(crate) async fn wait_round(rec: &Recorder, r: usize, expected: usize, t_sent: u64) -> Result<f64, String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let got = rec.rounds[r].0.load(Ordering::Acquire);

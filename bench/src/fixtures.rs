@@ -9,9 +9,12 @@ const ECHO_C: &str = include_str!("../scripts/echo.c");
 const ECHO_SH: &str = include_str!("../scripts/echo.sh");
 const JOIN_C: &str = include_str!("../scripts/join.c");
 const WSOH_C: &str = include_str!("../scripts/wsoh.c");
+const ECHO_PHP: &str = include_str!("../scripts/echo.php");
+const PARAMS_PHP: &str = include_str!("../scripts/params.php");
 
 pub struct Fixtures {
-    /// `--cgi-bin` for ws2http: `echo` (C), `echo.sh`, `join` (C).
+    /// `--cgi-bin` for ws2http: `echo` (C), `echo.sh`, `join` (C),
+    /// `echo.php`, and `fpm/echo.php` + `fpm/params.php` (for `--fastcgi /fpm=...`).
     pub cgi_bin: PathBuf,
     /// lighttpd's document root for Pushpin: `ws.cgi`.
     pub origin_root: PathBuf,
@@ -55,5 +58,12 @@ pub fn build(dir: &Path) -> Result<Fixtures, String> {
     let sh = cgi_bin.join("echo.sh");
     std::fs::write(&sh, ECHO_SH).map_err(|e| e.to_string())?;
     std::fs::set_permissions(&sh, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+    let fpm = cgi_bin.join("fpm");
+    std::fs::create_dir_all(&fpm).map_err(|e| format!("{}: {e}", fpm.display()))?;
+    for (path, text) in
+        [(cgi_bin.join("echo.php"), ECHO_PHP), (fpm.join("echo.php"), ECHO_PHP), (fpm.join("params.php"), PARAMS_PHP)]
+    {
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     Ok(Fixtures { cgi_bin, origin_root })
 }

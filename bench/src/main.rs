@@ -14,8 +14,10 @@
 mod broadcast;
 mod churn;
 mod client;
+mod cluster;
 mod common;
 mod fanout;
+mod fastcgi;
 mod fixtures;
 mod idle;
 mod profile;
@@ -35,7 +37,7 @@ use common::{Ctx, Mode, Sizes};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Workload {
-    /// Workloads 1-5.
+    /// Workloads 1-7.
     All,
     /// 1: N connections x M messages vs the spawn limit.
     Throughput,
@@ -47,6 +49,10 @@ enum Workload {
     Churn,
     /// 5: event -> script -> reply through Pushpin + lighttpd CGI vs ws2http.
     Pushpin,
+    /// 6: PHP events through php-fpm (--fastcgi) vs php-cgi vs php-fpm directly.
+    Fastcgi,
+    /// 7: two instances with --redis: cross-instance fan-out vs one instance.
+    Cluster,
     /// perf and callgrind hot spots of ws2http during workload 1 (not in `all`).
     Profile,
 }
@@ -282,7 +288,15 @@ fn main() {
     }
     println!();
 
-    let all = [Workload::Throughput, Workload::Idle, Workload::Fanout, Workload::Churn, Workload::Pushpin];
+    let all = [
+        Workload::Throughput,
+        Workload::Idle,
+        Workload::Fanout,
+        Workload::Churn,
+        Workload::Pushpin,
+        Workload::Fastcgi,
+        Workload::Cluster,
+    ];
     let selected: Vec<Workload> = if cli.workload == Workload::All { all.to_vec() } else { vec![cli.workload] };
     let mut failed = false;
     for w in selected {
@@ -293,6 +307,8 @@ fn main() {
             Workload::Fanout => fanout::run(&ctx),
             Workload::Churn => churn::run(&ctx),
             Workload::Pushpin => pushpin::run(&ctx),
+            Workload::Fastcgi => fastcgi::run(&ctx),
+            Workload::Cluster => cluster::run(&ctx),
             Workload::Profile => profile::run(&ctx),
             Workload::All => unreachable!(),
         };

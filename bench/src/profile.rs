@@ -132,6 +132,7 @@ fn callgrind(ctx: &Ctx, conns: usize, events: usize) -> Result<String, String> {
         wrapper: vec!["valgrind".into(), "--tool=callgrind".into(), format!("--callgrind-out-file={}", out.display())],
         tag: "callgrind",
         env: &ctx.ws2http_env,
+        args: &[],
     })?;
     let n = async_std::task::block_on(drive(server.addr, conns, Duration::from_secs(300), events))?;
     // A graceful stop makes callgrind write its profile.
@@ -214,6 +215,7 @@ fn massif(ctx: &Ctx, n: usize) -> Result<String, String> {
         wrapper: vec!["valgrind".into(), "--tool=massif".into(), format!("--massif-out-file={}", out.display())],
         tag: "massif",
         env: &ctx.ws2http_env,
+        args: &[],
     })?;
     let conns = async_std::task::block_on(client::connect_many(server.addr, |_| "/echo".into(), n, 8))?;
     std::thread::sleep(Duration::from_secs(2));

@@ -121,6 +121,8 @@ pub struct Ws2httpOpts<'a> {
     pub tag: &'a str,
     /// Extra environment for ws2http (`--server-env`), e.g. RUST_LOG=warn.
     pub env: &'a [(String, String)],
+    /// Extra command-line arguments (`--fastcgi ...`, `--redis ...`).
+    pub args: &'a [String],
 }
 
 impl Ws2http {
@@ -143,6 +145,7 @@ impl Ws2http {
         if let Some(p) = o.max_procs {
             cmd.args(["--max-procs", &p.to_string()]);
         }
+        cmd.args(o.args);
         // The default log level (one info line per event) goes to a file,
         // as it would in production.
         cmd.env_remove("RUST_LOG").envs(o.env.iter().map(|(k, v)| (k, v)));
@@ -375,5 +378,82 @@ fn wait_listening(addr: SocketAddr, limit: Duration) -> Result<(), String> {
             return Err(format!("not listening on {addr} after {limit:?}"));
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A php-fpm pool of its own: `pm = static` with `children` workers on
+/// 127.0.0.1:PORT (docs/BACKENDS.md).
+pub struct PhpFpm {
+    /// Held so that dropping the struct stops it.
+    #[allow(dead_code)]
+    pub proc: Proc,
+    pub addr: SocketAddr,
+}
+
+impl PhpFpm {
+    pub fn binary() -> Option<PathBuf> {
+        which("php-fpm8.2").or_else(|| which("php-fpm"))
+    }
+
+    pub fn start(dir: &Path, tag: &str, children: usize) -> Result<PhpFpm, String> {
+        let bin = Self::binary().ok_or("php-fpm not installed")?;
+        let port = sys::free_port();
+        let conf = dir.join(format!("php-fpm-{tag}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "[global]\n\
+                 pid = {dir}/php-fpm-{tag}.pid\n\
+                 error_log = {dir}/php-fpm-{tag}.log\n\
+                 daemonize = no\n\
+                 [bench]\n\
+                 listen = 127.0.0.1:{port}\n\
+                 pm = static\n\
+                 pm.max_children = {children}\n\
+                 catch_workers_output = yes\n",
+                dir = dir.display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("-R")
+            .arg("-F")
+            .arg("-y")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file(dir, &format!("php-fpm-{tag}-stderr")));
+        let proc = Proc::spawn("php-fpm", &mut cmd, libc::SIGTERM, Duration::from_secs(3))?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        wait_listening(addr, Duration::from_secs(10)).map_err(|e| format!("php-fpm: {e}"))?;
+        Ok(PhpFpm { proc, addr })
+    }
+}
+
+/// A private redis-server (no persistence) for cluster mode.
+pub struct Redis {
+    /// Held so that dropping the struct stops it.
+    #[allow(dead_code)]
+    pub proc: Proc,
+    pub url: String,
+}
+
+impl Redis {
+    pub fn available() -> bool {
+        which("redis-server").is_some()
+    }
+
+    pub fn start(dir: &Path) -> Result<Redis, String> {
+        let port = sys::free_port();
+        let mut cmd = Command::new(which("redis-server").unwrap_or_else(|| "redis-server".into()));
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(log_file(dir, "redis"))
+            .stderr(Stdio::null());
+        let proc = Proc::spawn("redis-server", &mut cmd, libc::SIGTERM, Duration::from_secs(3))?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        wait_listening(addr, Duration::from_secs(10)).map_err(|e| format!("redis-server: {e}"))?;
+        Ok(Redis { proc, url: format!("redis://127.0.0.1:{port}/0") })
     }
 }
