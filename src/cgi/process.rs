@@ -188,8 +188,9 @@ pub async fn run(
     };
     let pid = child.id() as i32;
 
-    if let Some(mut input) = child.stdin.take() {
-        // A script may exit without reading its stdin; a broken pipe is fine.
+    // Open and close events have no payload: closing stdin is enough, no
+    // task needed. A script may exit without reading; a broken pipe is fine.
+    if let Some(mut input) = child.stdin.take().filter(|_| !stdin.is_empty()) {
         runtime::spawn(async move {
             let _ = input.write_all(&stdin).await;
         });
