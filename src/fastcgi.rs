@@ -19,7 +19,7 @@ use fastcgi_client::{Client, Params, Request, StreamExt};
 use futures_lite::io::{AsyncRead, AsyncWrite};
 
 use crate::backend::{Backend, BoxFuture, Outcome, Output};
-use crate::cgi::env::{event_env, request_env, EnvSettings};
+use crate::cgi::env::{event_env, page_env, EnvSettings};
 use crate::cgi::http::{plain, read_head, respond, Reply, RequestBody};
 use crate::cgi::output::OutputParser;
 use crate::cgi::process::Limits;
@@ -245,21 +245,12 @@ impl FastCgiBackend {
     /// small, and the FastCGI client returns the whole response.
     pub async fn serve_http(&self, info: &RequestInfo, target: &Target, body: RequestBody) -> Reply {
         let label = format!("{} {} {} (fastcgi {})", info.method, target.endpoint(), info.remote_addr, self.address);
-        let mut env = Vec::with_capacity(40);
-        request_env(&mut env, &self.env, info, target, &info.method);
         let mut input = Vec::new();
         let mut reader = body.body;
         if let Err(e) = futures_lite::io::AsyncReadExt::read_to_end(&mut reader, &mut input).await {
             return plain(tide::StatusCode::BadRequest, &format!("cannot read the request body: {e}"));
         }
-        if !input.is_empty() {
-            env.push(("CONTENT_LENGTH".into(), input.len().to_string()));
-        }
-        if let Some(ct) = body.content_type {
-            env.push(("CONTENT_TYPE".into(), ct));
-        }
-        env.push(("WS2HTTP_API_URL".into(), self.env.api_url.clone()));
-        env.push(("WS2HTTP_API_TOKEN".into(), self.env.api_token.clone()));
+        let env = page_env(&self.env, info, target, Some(input.len() as u64), body.content_type.as_deref());
         let mut params = Params::default();
         for (k, v) in env {
             params.insert(k.into(), v.into());

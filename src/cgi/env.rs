@@ -74,6 +74,30 @@ pub fn request_env(env: &mut Env, s: &EnvSettings, req: &RequestInfo, target: &T
     env.extend(s.inherited.iter().cloned());
 }
 
+/// The whole environment for a plain HTTP request (classic CGI, spawned or
+/// through FastCGI): the request variables, the body's length and type when
+/// the client sent them, and the control API. WS_* variables belong to
+/// WebSocket events, so a page finds the API as WS2HTTP_API_URL/TOKEN.
+pub fn page_env(
+    s: &EnvSettings,
+    req: &RequestInfo,
+    target: &Target,
+    length: Option<u64>,
+    content_type: Option<&str>,
+) -> Env {
+    let mut env = Vec::with_capacity(40);
+    request_env(&mut env, s, req, target, &req.method);
+    if let Some(len) = length.filter(|&l| l > 0) {
+        set(&mut env, "CONTENT_LENGTH", len.to_string());
+    }
+    if let Some(ct) = content_type {
+        set(&mut env, "CONTENT_TYPE", ct);
+    }
+    set(&mut env, "WS2HTTP_API_URL", s.api_url.as_str());
+    set(&mut env, "WS2HTTP_API_TOKEN", s.api_token.as_str());
+    env
+}
+
 /// The whole environment for one WebSocket event.
 pub fn event_env(s: &EnvSettings, ev: &Event) -> Env {
     let mut env = Vec::with_capacity(48);
@@ -164,6 +188,23 @@ mod tests {
         assert_eq!(get(&env, "WS_META_nick"), Some("bob"));
         assert_eq!(get(&env, "WS_API_TOKEN"), Some(""));
         assert_eq!(get(&env, "WS_CLOSE_CODE"), None);
+    }
+
+    #[test]
+    fn page_requests_get_body_variables_and_the_api_but_no_ws_variables() {
+        let s = EnvSettings { api_url: "http://127.0.0.1:1".into(), api_token: "t".into(), ..Default::default() };
+        let ev = event(EventKind::Open);
+        let mut req = ev.conn.request.clone();
+        req.method = "POST".into();
+        let env = page_env(&s, &req, &ev.conn.target, Some(4), Some("text/plain"));
+        assert_eq!(get(&env, "REQUEST_METHOD"), Some("POST"));
+        assert_eq!(get(&env, "CONTENT_LENGTH"), Some("4"));
+        assert_eq!(get(&env, "CONTENT_TYPE"), Some("text/plain"));
+        assert_eq!(get(&env, "WS2HTTP_API_URL"), Some("http://127.0.0.1:1"));
+        assert_eq!(get(&env, "WS2HTTP_API_TOKEN"), Some("t"));
+        assert!(env.iter().all(|(k, _)| !k.starts_with("WS_")));
+        let env = page_env(&s, &req, &ev.conn.target, Some(0), None);
+        assert_eq!((get(&env, "CONTENT_LENGTH"), get(&env, "CONTENT_TYPE")), (None, None));
     }
 
     #[test]

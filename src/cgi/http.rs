@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures_lite::io::BufReader;
 use tide::{Body, Response, StatusCode};
 
-use super::env::request_env;
+use super::env::page_env;
 use super::process::{command, log_stderr, outcome, spawn_error, terminate};
 use super::CgiBackend;
 use crate::backend::{Head, Outcome};
@@ -45,18 +45,7 @@ pub struct RequestBody {
 /// Runs `target` for one HTTP request.
 pub async fn run(cgi: &CgiBackend, info: &RequestInfo, target: &Target, body: RequestBody) -> Reply {
     let label = format!("{} {} {}", info.method, target.endpoint(), info.remote_addr);
-    let mut env = Vec::with_capacity(40);
-    request_env(&mut env, &cgi.env, info, target, &info.method);
-    if let Some(len) = body.length.filter(|&l| l > 0) {
-        env.push(("CONTENT_LENGTH".into(), len.to_string()));
-    }
-    if let Some(ct) = &body.content_type {
-        env.push(("CONTENT_TYPE".into(), ct.clone()));
-    }
-    // WS_* variables belong to WebSocket events; a page request that wants
-    // to push (or list rooms) finds the control API under these names.
-    env.push(("WS2HTTP_API_URL".into(), cgi.env.api_url.clone()));
-    env.push(("WS2HTTP_API_TOKEN".into(), cgi.env.api_token.clone()));
+    let env = page_env(&cgi.env, info, target, body.length, body.content_type.as_deref());
     crate::metrics::add(&crate::metrics::get().http_cgi_requests, 1);
     let permit = cgi.permit().await;
     let started = Instant::now();
