@@ -5,6 +5,7 @@
 use tide::{Body, Request, Response, StatusCode};
 
 use crate::cgi::{self, resolve::Resolved};
+use crate::request::text_response as text;
 use crate::server::App;
 use crate::ws;
 
@@ -75,11 +76,4 @@ async fn fallback(app: &App, path: &str, req: &Request<App>) -> Response {
         return r;
     }
     text(StatusCode::NotFound, "not found")
-}
-
-fn text(status: StatusCode, body: &str) -> Response {
-    let mut r = Response::new(status);
-    r.set_content_type("text/plain; charset=utf-8");
-    r.set_body(format!("{body}\n"));
-    r
 }

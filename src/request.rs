@@ -1,9 +1,10 @@
 //! What an HTTP request was, in the terms the CGI environment uses: the
-//! target as the client sent it, the peer, the headers, the server's name.
+//! target as the client sent it, the peer, the headers, the server's name;
+//! and the one-line plain-text answer every handler gives when it refuses.
 
 use std::net::SocketAddr;
 
-use tide::Request;
+use tide::{Request, Response, StatusCode};
 
 use crate::event::RequestInfo;
 use crate::listen::RawHead;
@@ -54,4 +55,12 @@ pub fn request_info<S>(req: &Request<S>, server_port: u16) -> RequestInfo {
         server_name,
         server_port: server_port.to_string(),
     }
+}
+
+/// A short plain-text response (errors and refusals): `body` plus a newline.
+pub fn text_response(status: StatusCode, body: &str) -> Response {
+    let mut r = Response::new(status);
+    r.set_content_type("text/plain; charset=utf-8");
+    r.set_body(format!("{body}\n"));
+    r
 }

@@ -13,10 +13,7 @@ use tide::{Body, Request, Response, StatusCode};
 use crate::cgi::resolve::safe_relative_path;
 
 fn status(code: StatusCode) -> Response {
-    let mut r = Response::new(code);
-    r.set_content_type("text/plain; charset=utf-8");
-    r.set_body(format!("{}\n", code.canonical_reason()));
-    r
+    crate::request::text_response(code, code.canonical_reason())
 }
 
 /// Serves `raw_path` from `root` (canonical) for `req`'s method and

@@ -27,10 +27,7 @@ pub enum Reply {
 }
 
 pub fn plain(status: StatusCode, text: &str) -> Reply {
-    let mut r = Response::new(status);
-    r.set_content_type("text/plain; charset=utf-8");
-    r.set_body(format!("{text}\n"));
-    Reply::Response(Box::new(r))
+    Reply::Response(Box::new(crate::request::text_response(status, text)))
 }
 
 /// The request body and what the client said about it.

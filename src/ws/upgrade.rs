@@ -12,7 +12,7 @@ use tide::{Request, Response, StatusCode};
 use crate::backend::{sendable_header_value, Head, Outcome, Output};
 use crate::cgi::resolve::Resolved;
 use crate::event::{ConnInfo, EventKind};
-use crate::request::{raw_path_and_query, request_info};
+use crate::request::{raw_path_and_query, request_info, text_response as text};
 use crate::runtime;
 use crate::server::App;
 use crate::ws::connection;
@@ -25,13 +25,6 @@ pub fn is_upgrade(req: &Request<App>) -> bool {
         })
     };
     has_token("Upgrade", "websocket") && has_token("Connection", "upgrade")
-}
-
-fn text(status: StatusCode, body: &str) -> Response {
-    let mut r = Response::new(status);
-    r.set_body(format!("{body}\n"));
-    r.set_content_type("text/plain; charset=utf-8");
-    r
 }
 
 /// Handles an upgrade request end to end.
