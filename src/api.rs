@@ -122,9 +122,20 @@ async fn views(app: &App) -> Vec<ConnView> {
     }
 }
 
-/// `true` when `id` is a live connection here or (cluster) anywhere.
+/// A live connection here or (cluster) anywhere. If Redis cannot be
+/// reached, only this instance's, with a log line.
+async fn find(app: &App, id: &ConnId) -> Option<ConnView> {
+    match &app.cluster {
+        None => app.hub.get(id),
+        Some(c) => c.find(&app.hub, id).await.unwrap_or_else(|e| {
+            log::warn!("api: {e}");
+            app.hub.get(id)
+        }),
+    }
+}
+
 async fn exists(app: &App, id: &ConnId) -> bool {
-    app.hub.is_live(id) || (app.cluster.is_some() && views(app).await.iter().any(|v| v.id == id.as_str()))
+    find(app, id).await.is_some()
 }
 
 /// How many connections a room message or broadcast reaches: counted here,
@@ -237,7 +248,11 @@ async fn connections(req: Request<App>) -> tide::Result {
 
 async fn connection(req: Request<App>) -> tide::Result {
     let id = param(&req, "id");
-    match views(req.state()).await.into_iter().find(|v| v.id == id) {
+    let found = match ConnId::parse(&id) {
+        Some(i) => find(req.state(), &i).await,
+        None => None,
+    };
+    match found {
         Some(c) => json_response(StatusCode::Ok, serde_json::to_value(c)?),
         None => error(StatusCode::NotFound, format!("no open connection with id {id:?}")),
     }

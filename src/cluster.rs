@@ -171,6 +171,31 @@ impl Cluster {
         Ok(all)
     }
 
+    /// One connection anywhere in the cluster: its id names the instance
+    /// that holds it, so this is one look-up, not a listing.
+    pub async fn find(&self, hub: &Hub, id: &ConnId) -> Result<Option<ConnView>, String> {
+        if let Some(v) = hub.get(id) {
+            return Ok(Some(v));
+        }
+        let Some(inst) = id.instance().filter(|i| *i != self.instance) else { return Ok(None) };
+        let result: redis::RedisResult<Option<String>> = async {
+            let mut con = self.connection().await?;
+            let alive: bool = con.exists(alive_key(inst)).await?;
+            if !alive {
+                return Ok(None);
+            }
+            con.hget(conns_key(inst), id.as_str()).await
+        }
+        .await;
+        match result {
+            Ok(v) => Ok(v.and_then(|v| serde_json::from_str(&v).ok())),
+            Err(e) => {
+                self.forget_connection();
+                Err(format!("Redis is unreachable ({e}); only this instance's connections are known"))
+            }
+        }
+    }
+
     /// Removes this instance's presence (graceful shutdown).
     pub async fn leave(&self) {
         let result: redis::RedisResult<()> = async {
