@@ -9,7 +9,8 @@ use futures_lite::io::BufReader;
 use tide::{Body, Response, StatusCode};
 
 use super::env::page_env;
-use super::process::{command, log_stderr, outcome, spawn_error, terminate};
+use super::process::{log_stderr, outcome, spawn_error, terminate};
+use super::spawn;
 use super::CgiBackend;
 use crate::backend::{Head, Outcome};
 use crate::event::{RequestInfo, Target};
@@ -46,7 +47,7 @@ pub async fn run(cgi: &CgiBackend, info: &RequestInfo, target: &Target, body: Re
     crate::metrics::add(&crate::metrics::get().http_cgi_requests, 1);
     let permit = cgi.permit().await;
     let started = Instant::now();
-    let mut child = match command(target, env).spawn() {
+    let mut child = match spawn::spawn(target, &env) {
         Ok(c) => c,
         Err(e) => {
             crate::metrics::add(&crate::metrics::get().spawn_failures, 1);
@@ -54,7 +55,7 @@ pub async fn run(cgi: &CgiBackend, info: &RequestInfo, target: &Target, body: Re
             return plain(StatusCode::InternalServerError, "the script could not be started; see the server log");
         }
     };
-    if let Some(mut stdin) = child.stdin.take() {
+    if let Some(mut stdin) = child.stdin.take().and_then(|fd| async_io::Async::new(std::fs::File::from(fd)).ok()) {
         let mut request_body = body.body;
         runtime::spawn(async move {
             // A script that does not read its input is fine.

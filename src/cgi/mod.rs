@@ -6,6 +6,7 @@ pub mod output;
 pub mod process;
 pub mod resolve;
 pub mod slots;
+pub mod spawn;
 
 use std::sync::Arc;
 
@@ -49,7 +50,7 @@ impl Backend for CgiBackend {
             let _permit = self.permit().await;
             let outcome = {
                 let mut on_line = |line: &[u8]| parser.push(line, out);
-                process::run(&conn.target, env, stdin, &self.limits, &Label(&label), &mut on_line).await
+                process::run(&conn.target, &env, stdin, &self.limits, &Label(&label), &mut on_line).await
             };
             parser.finish(out);
             outcome

@@ -3,15 +3,15 @@
 //! which the script's whole process group is terminated, then killed.
 
 use std::io::ErrorKind;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::Stdio;
+use std::os::unix::process::ExitStatusExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_lite::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use futures_lite::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 use futures_util::future::{select, Either};
 
+use super::spawn::{self, Child, Pipe};
 use crate::backend::Outcome;
 use crate::event::Target;
 use crate::runtime;
@@ -31,28 +31,6 @@ pub struct Limits {
 
 /// What the log should call this run: `[id] /chat.sh message`.
 pub struct Label<'a>(pub &'a str);
-
-/// The command that runs `target`: through its interpreter or directly,
-/// with exactly `env`, in the script's directory, in a process group of its
-/// own (so a timeout can stop its children too), with piped stdio.
-pub fn command(target: &Target, env: Vec<(String, String)>) -> async_process::Command {
-    let mut cmd = match &target.interpreter {
-        Some(argv) => {
-            let mut c = std::process::Command::new(&argv[0]);
-            c.args(&argv[1..]).arg(&target.filename);
-            c
-        }
-        None => std::process::Command::new(&target.filename),
-    };
-    if let Some(dir) = target.filename.parent() {
-        cmd.current_dir(dir);
-    }
-    cmd.env_clear().envs(env).process_group(0);
-    // async-process keeps its own stdio settings: set them after converting.
-    let mut cmd = async_process::Command::from(cmd);
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd
-}
 
 /// Reads one line (through `\n`) into `buf`, but never more than `cap`
 /// bytes: a script that prints gigabytes without a newline costs no memory.
@@ -119,37 +97,81 @@ pub enum Stderr {
     Collect(Arc<Mutex<Vec<u8>>>),
 }
 
-/// Sends what the script writes to stderr to the log (or the collector).
-pub fn log_stderr(child: &mut async_process::Child, prefix: String, dest: &Stderr) {
-    let Some(err) = child.stderr.take() else { return };
-    let dest = dest.clone();
-    runtime::spawn(async move {
+/// Reads a script's stderr line by line into the log (or the collector).
+/// Its state lives here, not in the future that reads: the reading can be
+/// interrupted and resumed (or handed to a task) without losing a byte.
+pub struct StderrPump {
+    reader: BufReader<Pipe>,
+    line: Vec<u8>,
+    prefix: String,
+    dest: Stderr,
+}
+
+impl StderrPump {
+    pub fn new(pipe: Pipe, prefix: String, dest: &Stderr) -> Self {
         // Small: futures-lite zero-fills its buffer, per event (stderr is rare).
-        let mut r = BufReader::with_capacity(1024, err);
-        let mut line = Vec::new();
-        while let Ok((n, cut)) = read_line_capped(&mut r, &mut line, MAX_STDERR_LINE).await {
-            if n == 0 {
+        StderrPump { reader: BufReader::with_capacity(1024, pipe), line: Vec::new(), prefix, dest: dest.clone() }
+    }
+
+    /// Reads until the end of stderr (every writer closed it).
+    pub async fn run(&mut self) {
+        while let Ok((n, cut)) = read_line_capped(&mut self.reader, &mut self.line, MAX_STDERR_LINE).await {
+            if n == 0 && !cut {
+                if !self.line.is_empty() {
+                    self.emit(false);
+                }
                 break;
+            }
+            if !cut && self.line.last() != Some(&b'\n') {
+                continue; // the end of the stream is next
             }
             // Keep draining an over-long line (the script must not block on
             // a full pipe), but log only its start.
-            if cut && skip_line(&mut r).await.is_err() {
+            if cut && skip_line(&mut self.reader).await.is_err() {
                 break;
             }
-            let more = if cut { " [line cut]" } else { "" };
-            match &dest {
-                Stderr::Log => log::warn!("{prefix}: stderr: {}{more}", String::from_utf8_lossy(&line).trim_end()),
-                Stderr::Collect(buf) => buf.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(&line),
-            }
-            line.clear();
+            self.emit(cut);
         }
-    });
+    }
+
+    fn emit(&mut self, cut: bool) {
+        let more = if cut { " [line cut]" } else { "" };
+        match &self.dest {
+            Stderr::Log => {
+                log::warn!("{}: stderr: {}{more}", self.prefix, String::from_utf8_lossy(&self.line).trim_end())
+            }
+            Stderr::Collect(buf) => buf.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(&self.line),
+        }
+        self.line.clear();
+    }
+
+    /// Finishes reading: at once when the script's stderr is already at its
+    /// end (the usual case once it exited), else in a background task (a
+    /// background child of the script may still hold it open).
+    pub fn finish(mut self) {
+        let done = {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            std::future::Future::poll(std::pin::pin!(self.run()), &mut cx).is_ready()
+        };
+        if !done {
+            runtime::spawn(async move { self.run().await });
+        }
+    }
+}
+
+/// Sends what the script writes to stderr to the log (or the collector), in
+/// the background.
+pub fn log_stderr(child: &mut Child, prefix: String, dest: &Stderr) {
+    if let Some(err) = child.stderr.take() {
+        let mut pump = StderrPump::new(err, prefix, dest);
+        runtime::spawn(async move { pump.run().await });
+    }
 }
 
 /// Stops a script that overran its time: SIGTERM to its process group,
 /// SIGKILL after the grace period; returns once it is reaped.
-pub async fn terminate(child: &mut async_process::Child, grace: Duration) {
-    let pid = child.id() as i32;
+pub async fn terminate(child: &mut Child, grace: Duration) {
+    let pid = child.id();
     kill_group(pid, libc::SIGTERM);
     if runtime::timeout(grace, child.status()).await.is_err() {
         kill_group(pid, libc::SIGKILL);
@@ -171,34 +193,31 @@ pub fn outcome(status: std::io::Result<std::process::ExitStatus>) -> Outcome {
 }
 
 /// Spawns `target` and feeds each stdout line to `on_line` as it arrives.
+/// Everything happens in the calling task: the payload is written as the
+/// script starts, stdout, stderr and the exit are awaited together.
 pub async fn run(
     target: &Target,
-    env: Vec<(String, String)>,
+    env: &[(String, String)],
     stdin: Bytes,
     limits: &Limits,
     label: &Label<'_>,
     on_line: &mut (dyn FnMut(&[u8]) + Send),
 ) -> Outcome {
-    let mut child = match command(target, env).spawn() {
+    let mut child = match spawn::spawn(target, env) {
         Ok(c) => c,
         Err(e) => {
             crate::metrics::add(&crate::metrics::get().spawn_failures, 1);
             return Outcome::Failed(spawn_error(target, &e));
         }
     };
-    let pid = child.id() as i32;
-
-    // Open and close events have no payload: closing stdin is enough, no
-    // task needed. A script may exit without reading; a broken pipe is fine.
-    if let Some(mut input) = child.stdin.take().filter(|_| !stdin.is_empty()) {
-        runtime::spawn(async move {
-            let _ = input.write_all(&stdin).await;
-        });
+    let pid = child.id();
+    if let Some(input) = child.stdin.take() {
+        spawn::feed(input, stdin);
     }
-    log_stderr(&mut child, label.0.to_owned(), &limits.stderr);
-    let Some(stdout) = child.stdout.take() else {
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Outcome::Failed("stdout was not captured".into());
     };
+    let mut errors = StderrPump::new(stderr, label.0.to_owned(), &limits.stderr);
 
     let work = async {
         let reading = std::pin::pin!(read_lines(stdout, limits.max_output, pid, label, on_line));
@@ -220,7 +239,19 @@ pub async fn run(
             }
         }
     };
-    let status = match runtime::timeout(limits.timeout, work).await {
+    // stderr is read alongside, in this task; whatever is left when the
+    // script is done is finished by `errors.finish()`.
+    let work = async {
+        let work = std::pin::pin!(work);
+        let pump = std::pin::pin!(errors.run());
+        match select(work, pump).await {
+            Either::Left((status, _)) => status,
+            Either::Right(((), work)) => work.await,
+        }
+    };
+    let status = runtime::timeout(limits.timeout, work).await;
+    errors.finish();
+    let status = match status {
         Ok(status) => status,
         Err(()) => {
             log::warn!("{}: still running after {:?}; terminating its process group", label.0, limits.timeout);
@@ -232,7 +263,7 @@ pub async fn run(
 }
 
 async fn read_lines(
-    stdout: async_process::ChildStdout,
+    stdout: Pipe,
     max_output: usize,
     pid: i32,
     label: &Label<'_>,

@@ -1,0 +1,296 @@
+//! Starts one script process and waits for it, with as little as possible
+//! between the event and the `exec`.
+//!
+//! Why not `std::process::Command` + `async-process`: the benchmarks
+//! (docs/BENCHMARKS.md, workload 1) showed ws2http spending ~0.3 ms per event
+//! on top of the spawn itself, mostly in hand-offs between threads: the
+//! async-process reaper thread reaps every child, and each event needed two
+//! more tasks (stdin writer, stderr reader). Here a child is started with
+//! `posix_spawn` (glibc: `clone(CLONE_VM|CLONE_VFORK)` + `exec`, the same
+//! path std takes) from an environment block built in one buffer, and waited
+//! for through a pidfd on the task's own reactor: no helper thread, no
+//! SIGCHLD handler. A payload that fits the pipe is written at once, without
+//! a task.
+//!
+//! The child gets: stdin/stdout/stderr pipes, exactly the given environment,
+//! the script's directory as its working directory, a process group of its
+//! own (so a timeout can stop its children too), an empty signal mask and
+//! SIGPIPE back at its default (Rust ignores it in the server).
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{self, ErrorKind};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use async_io::Async;
+use bytes::Bytes;
+use futures_lite::AsyncWriteExt;
+
+use crate::event::Target;
+use crate::runtime;
+
+/// One end of a pipe to or from the child, registered with the reactor.
+pub type Pipe = Async<File>;
+
+/// A started script. Dropping it without waiting leaves a background task
+/// that reaps it when it ends: no zombies.
+pub struct Child {
+    pid: i32,
+    /// `None` on kernels without pidfd (before 5.3): waiting polls instead.
+    pidfd: Option<Async<OwnedFd>>,
+    status: Option<ExitStatus>,
+    /// Raw and blocking-free until used: most payloads are written in one go.
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<Pipe>,
+    pub stderr: Option<Pipe>,
+}
+
+impl Child {
+    pub fn id(&self) -> i32 {
+        self.pid
+    }
+
+    /// The exit status, if the child has ended (reaps it).
+    pub fn try_status(&mut self) -> io::Result<Option<ExitStatus>> {
+        if let Some(s) = self.status {
+            return Ok(Some(s));
+        }
+        let mut raw = 0;
+        // SAFETY: waitpid writes one int through a valid pointer.
+        let r = unsafe { libc::waitpid(self.pid, &mut raw, libc::WNOHANG) };
+        match r {
+            0 => Ok(None),
+            r if r == self.pid => {
+                self.status = Some(ExitStatus::from_raw(raw));
+                Ok(self.status)
+            }
+            _ => Err(io::Error::last_os_error()),
+        }
+    }
+
+    /// Waits until the child ends. Cancel-safe: may be called again.
+    pub async fn status(&mut self) -> io::Result<ExitStatus> {
+        let mut nap = Duration::from_millis(1);
+        loop {
+            if let Some(s) = self.try_status()? {
+                return Ok(s);
+            }
+            match &self.pidfd {
+                Some(fd) => fd.readable().await?,
+                None => {
+                    runtime::sleep(nap).await;
+                    nap = (nap * 2).min(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if let Ok(None) = self.try_status() {
+            let (pid, pidfd) = (self.pid, self.pidfd.take());
+            runtime::spawn(async move {
+                let mut rest = Child { pid, pidfd, status: None, stdin: None, stdout: None, stderr: None };
+                let _ = rest.status().await;
+            });
+        }
+    }
+}
+
+/// A C string, or an error naming what cannot be passed to a program.
+fn c_string(bytes: &[u8], what: &str) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| io::Error::new(ErrorKind::InvalidInput, format!("{what} contains a NUL byte")))
+}
+
+/// `KEY=VALUE\0` entries in one buffer, and the pointer array `execve`
+/// wants. Entries that contain a NUL byte cannot be passed and are left out.
+struct EnvBlock {
+    _buf: Vec<u8>,
+    ptrs: Vec<*const libc::c_char>,
+}
+
+impl EnvBlock {
+    fn new(env: &[(String, String)]) -> Self {
+        let len = env.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+        let mut buf = Vec::with_capacity(len);
+        let mut starts = Vec::with_capacity(env.len());
+        for (k, v) in env {
+            if k.contains('\0') || v.contains('\0') || k.contains('=') {
+                continue;
+            }
+            starts.push(buf.len());
+            buf.extend_from_slice(k.as_bytes());
+            buf.push(b'=');
+            buf.extend_from_slice(v.as_bytes());
+            buf.push(0);
+        }
+        // The buffer is complete: its address no longer changes.
+        let mut ptrs: Vec<*const libc::c_char> = starts.iter().map(|&s| buf[s..].as_ptr().cast()).collect();
+        ptrs.push(std::ptr::null());
+        EnvBlock { _buf: buf, ptrs }
+    }
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array; we own them after.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are fresh and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Checks a posix_spawn* return value (an errno, not -1).
+fn check(r: libc::c_int) -> io::Result<()> {
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(r))
+    }
+}
+
+/// File actions and attributes, destroyed whatever happens.
+struct SpawnSetup {
+    actions: libc::posix_spawn_file_actions_t,
+    attr: libc::posix_spawnattr_t,
+}
+
+impl SpawnSetup {
+    /// SAFETY (callers): the struct must not move after `init`; it is boxed.
+    fn new() -> io::Result<Box<Self>> {
+        // SAFETY: both are plain C structs that the init calls fill in.
+        let mut s: Box<Self> = Box::new(unsafe { std::mem::zeroed() });
+        // SAFETY: valid pointers to zeroed structs, initialised once.
+        unsafe {
+            check(libc::posix_spawn_file_actions_init(&mut s.actions))?;
+            if let Err(e) = check(libc::posix_spawnattr_init(&mut s.attr)) {
+                libc::posix_spawn_file_actions_destroy(&mut s.actions);
+                return Err(e);
+            }
+        }
+        Ok(s)
+    }
+}
+
+impl Drop for SpawnSetup {
+    fn drop(&mut self) {
+        // SAFETY: both were initialised by `new`.
+        unsafe {
+            libc::posix_spawn_file_actions_destroy(&mut self.actions);
+            libc::posix_spawnattr_destroy(&mut self.attr);
+        }
+    }
+}
+
+/// Starts `target` (through its interpreter when it has one) with exactly
+/// `env`, in the script's directory, with piped stdio.
+pub fn spawn(target: &Target, env: &[(String, String)]) -> io::Result<Child> {
+    let script = c_string(target.filename.as_os_str().as_bytes(), "the script path")?;
+    let mut argv_owned = Vec::with_capacity(4);
+    if let Some(interp) = &target.interpreter {
+        for a in interp.iter() {
+            argv_owned.push(c_string(a.as_bytes(), "the handler command")?);
+        }
+    }
+    argv_owned.push(script);
+    let mut argv: Vec<*mut libc::c_char> = argv_owned.iter().map(|a| a.as_ptr().cast_mut()).collect();
+    argv.push(std::ptr::null_mut());
+    let program = &argv_owned[0];
+    // A bare handler name ("php-cgi") is looked up in PATH, like a shell would.
+    let search = target.interpreter.is_some() && !program.as_bytes().contains(&b'/');
+    let dir = match target.filename.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => Some(c_string(d.as_os_str().as_bytes(), "the script directory")?),
+        None => None,
+    };
+    let env = EnvBlock::new(env);
+
+    let (in_r, in_w) = pipe()?;
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+
+    let mut s = SpawnSetup::new()?;
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: every pointer passed is valid for the duration of the call
+    // (argv, envp and the path strings are owned above; the setup is boxed),
+    // and the descriptors stay open until after posix_spawn returns.
+    unsafe {
+        let fa = &mut s.actions;
+        check(libc::posix_spawn_file_actions_adddup2(fa, in_r.as_raw_fd(), 0))?;
+        check(libc::posix_spawn_file_actions_adddup2(fa, out_w.as_raw_fd(), 1))?;
+        check(libc::posix_spawn_file_actions_adddup2(fa, err_w.as_raw_fd(), 2))?;
+        if let Some(d) = &dir {
+            check(libc::posix_spawn_file_actions_addchdir_np(fa, d.as_ptr()))?;
+        }
+        let at = &mut s.attr;
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        check(libc::posix_spawnattr_setsigmask(at, &set))?;
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        check(libc::posix_spawnattr_setsigdefault(at, &set))?;
+        check(libc::posix_spawnattr_setpgroup(at, 0))?;
+        let flags = libc::POSIX_SPAWN_SETPGROUP | libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
+        check(libc::posix_spawnattr_setflags(at, flags as libc::c_short))?;
+        type SpawnFn = unsafe extern "C" fn(
+            *mut libc::pid_t,
+            *const libc::c_char,
+            *const libc::posix_spawn_file_actions_t,
+            *const libc::posix_spawnattr_t,
+            *const *mut libc::c_char,
+            *const *mut libc::c_char,
+        ) -> libc::c_int;
+        let spawn_fn: SpawnFn = if search { libc::posix_spawnp } else { libc::posix_spawn };
+        check(spawn_fn(&mut pid, program.as_ptr(), &s.actions, &s.attr, argv.as_ptr(), env.ptrs.as_ptr().cast()))?;
+    }
+    drop((in_r, out_w, err_w));
+
+    // SAFETY: pidfd_open takes a pid and flags; the result is a new fd or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let pidfd = if pidfd >= 0 {
+        // SAFETY: a fresh descriptor that nobody else owns.
+        Async::new(unsafe { OwnedFd::from_raw_fd(pidfd as i32) }).ok()
+    } else {
+        None
+    };
+    let mut child = Child { pid, pidfd, status: None, stdin: Some(in_w), stdout: None, stderr: None };
+    child.stdout = Some(Async::new(File::from(out_r))?);
+    child.stderr = Some(Async::new(File::from(err_r))?);
+    Ok(child)
+}
+
+/// Writes `data` to the child's stdin and closes it. What fits the pipe
+/// (64 KiB by default) is written at once; a bigger payload is finished by a
+/// background task while the caller reads the output. A script that exits
+/// without reading is fine.
+pub fn feed(stdin: OwnedFd, data: Bytes) {
+    if data.is_empty() {
+        return;
+    }
+    let fd = stdin.as_raw_fd();
+    let mut written = 0;
+    // SAFETY: fcntl/write on a descriptor we own; the buffer is valid.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        while written < data.len() {
+            let n = libc::write(fd, data[written..].as_ptr().cast(), data.len() - written);
+            if n <= 0 {
+                break;
+            }
+            written += n as usize;
+        }
+    }
+    let blocked = io::Error::last_os_error().kind() == ErrorKind::WouldBlock;
+    if written < data.len() && blocked {
+        if let Ok(mut pipe) = Async::new(File::from(stdin)) {
+            runtime::spawn(async move {
+                let _ = pipe.write_all(&data[written..]).await;
+            });
+        }
+    }
+}
