@@ -88,6 +88,18 @@ pub struct Cli {
     /// same-origin handshakes and clients that send no Origin are always accepted
     #[arg(long = "allow-origin", env = "WS2HTTP_ALLOW_ORIGIN", value_name = "ORIGIN", value_delimiter = ',')]
     pub allow_origin: Vec<String>,
+    /// Which events run the script (comma-separated). Without `open` every
+    /// handshake is accepted as it comes; without `close` nothing runs when a
+    /// connection ends; without `message` messages are dropped
+    #[arg(
+        long,
+        env = "WS2HTTP_EVENTS",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "open,message,close",
+        value_name = "LIST"
+    )]
+    pub events: Vec<EventArg>,
     /// More log output (-v debug, -vv trace); RUST_LOG overrides
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,
@@ -108,6 +120,30 @@ pub enum EventArg {
     Open,
     Message,
     Close,
+}
+
+/// Which events run the script (`--events`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Events {
+    pub open: bool,
+    pub message: bool,
+    pub close: bool,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events { open: true, message: true, close: true }
+    }
+}
+
+impl Events {
+    pub fn from_list(list: &[EventArg]) -> Self {
+        Events {
+            open: list.contains(&EventArg::Open),
+            message: list.contains(&EventArg::Message),
+            close: list.contains(&EventArg::Close),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -189,6 +225,7 @@ pub struct Config {
     /// `None`: no pings.
     pub ping_interval: Option<Duration>,
     pub allow_origin: Vec<String>,
+    pub events: Events,
     /// Path prefix → FastCGI server.
     pub fastcgi: Vec<(String, crate::fastcgi::Address)>,
     /// Path prefix → URL of the HTTP backend.
@@ -323,6 +360,7 @@ impl Cli {
             max_connections_per_ip: self.max_connections_per_ip.max(1),
             ping_interval: (self.ping_interval > 0.0).then(|| Duration::from_secs_f64(self.ping_interval)),
             allow_origin: self.allow_origin,
+            events: Events::from_list(&self.events),
             fastcgi: self
                 .fastcgi
                 .iter()

@@ -47,6 +47,8 @@ pub struct AppInner {
     pub conn_limits: Arc<crate::ws::limits::ConnLimits>,
     pub ping_interval: Option<Duration>,
     pub allow_origin: Vec<String>,
+    /// Which events run the script (`--events`).
+    pub events: crate::config::Events,
 }
 
 impl AppInner {
@@ -177,6 +179,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         conn_limits: crate::ws::limits::ConnLimits::new(cfg.max_connections, cfg.max_connections_per_ip),
         ping_interval: cfg.ping_interval,
         allow_origin: cfg.allow_origin.clone(),
+        events: cfg.events,
     }));
 
     let mut site = tide::with_state(app.clone());

@@ -167,3 +167,28 @@ async fn too_big_message_is_closed_with_1009() {
     let line = s.wait_event("close", |l| l.starts_with("close"));
     assert!(line.starts_with(&format!("close {id} 1009 too-big")), "{line}");
 }
+
+#[async_std::test]
+async fn events_flag_runs_only_the_chosen_events() {
+    // --events message: no script at the handshake or at the close.
+    let s = Server::start(&["--events", "message"]);
+    let mut a = connect(&s.url("/mirror.sh")).await;
+    assert!(silent(&mut a, 200).await, "no open script, so no 'id' message");
+    a.send(Message::text("hello")).await.unwrap();
+    assert_eq!(next_text(&mut a).await, "hello");
+    let id = s.wait_event("message", |l| l.starts_with("message ")).split(' ').nth(1).unwrap().to_owned();
+    a.close(None).await.unwrap();
+    s.wait_log(&format!("[{id}] /mirror.sh closed: 1005"));
+    wait_for("connection gone", || (get(&s.api("/connections")).json().as_array()?.is_empty()).then_some(()));
+    let events = s.events();
+    assert_eq!(events, [format!("message {id}")], "only the message event ran");
+
+    // --events open,close: messages are dropped, open and close run.
+    let s = Server::start(&["--events", "open,close"]);
+    let (mut a, id) = mirror(&s, "/mirror.sh").await;
+    a.send(Message::text("dropped")).await.unwrap();
+    assert!(silent(&mut a, 200).await);
+    a.close(None).await.unwrap();
+    s.wait_event("close", |l| l.starts_with(&format!("close {id} 1005")));
+    assert!(s.events().iter().all(|l| !l.starts_with("message")), "{:?}", s.events());
+}

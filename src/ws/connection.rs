@@ -78,7 +78,14 @@ pub async fn event_worker(
     while let Ok(kind) = events.recv().await {
         metrics::get().events_queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let last = matches!(kind, EventKind::Close { .. });
-        dispatch(&app, &conn, kind, None).await;
+        let wanted = match kind {
+            EventKind::Open => app.events.open,
+            EventKind::Message { .. } => app.events.message,
+            EventKind::Close { .. } => app.events.close,
+        };
+        if wanted {
+            dispatch(&app, &conn, kind, None).await;
+        }
         if last {
             break;
         }

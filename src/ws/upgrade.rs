@@ -88,9 +88,13 @@ pub async fn handle(req: Request<App>) -> tide::Result {
     let conn = Arc::new(ConnInfo { id: app.new_conn_id(), target, request: request_info(&req, app.port) });
     log::debug!("[{}] {} handshake from {}", conn.id, conn.target.endpoint(), conn.request.remote_addr);
 
-    // The open event decides whether the connection opens at all.
+    // The open event decides whether the connection opens at all (without
+    // it in --events, every handshake that got this far is accepted).
     let mut items = Vec::new();
-    let outcome = connection::dispatch(&app, &conn, EventKind::Open, Some(&mut items)).await;
+    let outcome = match app.events.open {
+        true => connection::dispatch(&app, &conn, EventKind::Open, Some(&mut items)).await,
+        false => Outcome::Success,
+    };
     match outcome {
         Outcome::Success => {}
         Outcome::Failed(_) => {
