@@ -26,3 +26,18 @@ pub async fn timeout<F: Future>(d: Duration, fut: F) -> Result<F::Output, ()> {
 pub fn block_on<F: Future>(fut: F) -> F::Output {
     async_std::task::block_on(fut)
 }
+
+/// A periodic timer that stays registered between ticks (creating a timer
+/// wakes the reactor thread; a loop should not make one per iteration).
+pub struct Interval(async_io::Timer);
+
+impl Interval {
+    /// First tick one `period` from now.
+    pub fn new(period: Duration) -> Self {
+        Interval(async_io::Timer::interval(period))
+    }
+
+    pub async fn tick(&mut self) {
+        futures_lite::StreamExt::next(&mut self.0).await;
+    }
+}

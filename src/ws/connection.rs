@@ -116,21 +116,25 @@ pub async fn serve<S>(
             Tick,
             Abort,
         }
-        let mut next_tick = Instant::now() + ping_every.unwrap_or_default();
+        // One ping timer and one abort listener for the whole connection,
+        // not one per message: creating an async-io timer wakes the reactor
+        // thread, which cost every recipient of a fan-out a system call.
+        let mut ticks = ping_every.map(|every| runtime::Interval::new(every));
+        let mut aborted = std::pin::pin!(shared.aborted());
         let mut ping_sent_at: Option<u64> = None;
         loop {
             let step = async { outgoing.recv().await.map_or(Step::Ended, Step::Send) }
                 .or(async {
-                    match ping_every {
-                        Some(_) => {
-                            runtime::sleep(next_tick.saturating_duration_since(Instant::now())).await;
+                    match &mut ticks {
+                        Some(t) => {
+                            t.tick().await;
                             Step::Tick
                         }
                         None => std::future::pending().await,
                     }
                 })
                 .or(async {
-                    shared.aborted().await;
+                    aborted.as_mut().await;
                     Step::Abort
                 })
                 .await;
@@ -140,7 +144,6 @@ pub async fn serve<S>(
                 Step::Ended => break,
                 Step::Abort => return,
                 Step::Tick => {
-                    next_tick += ping_every.unwrap_or_default();
                     if ping_sent_at.is_some_and(|sent| shared.last_seen() < sent) {
                         log::warn!(
                             "[{id}] no answer to a ping within {:?}; dropping the connection",
@@ -161,7 +164,7 @@ pub async fn serve<S>(
             // consumer, ping timeout) must still end the connection.
             let sent = async { sink.send(frame).await.is_ok() }
                 .or(async {
-                    shared.aborted().await;
+                    aborted.as_mut().await;
                     false
                 })
                 .await;
