@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod config_file;
 pub mod console;
+pub mod deadline;
 pub mod directive;
 pub mod event;
 pub mod fastcgi;
