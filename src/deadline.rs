@@ -104,7 +104,9 @@ impl Deadline {
                 if st.watching_until.is_none_or(|w| when < w) {
                     let watchdog = st.watchdog.clone();
                     drop(st);
-                    watchdog.map(Waker::wake);
+                    if let Some(w) = watchdog {
+                        w.wake();
+                    }
                 }
                 false
             }

@@ -119,7 +119,7 @@ pub async fn serve<S>(
         // One ping timer and one abort listener for the whole connection,
         // not one per message: creating an async-io timer wakes the reactor
         // thread, which cost every recipient of a fan-out a system call.
-        let mut ticks = ping_every.map(|every| runtime::Interval::new(every));
+        let mut ticks = ping_every.map(runtime::Interval::new);
         let mut aborted = std::pin::pin!(shared.aborted());
         let mut ping_sent_at: Option<u64> = None;
         loop {
