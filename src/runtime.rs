@@ -1,6 +1,6 @@
 //! The few places that name the async runtime. async-std is deprecated in
 //! favour of smol; everything else in the crate goes through these helpers or
-//! through runtime-neutral crates (async-process, async-lock, futures-lite),
+//! through runtime-neutral crates (async-io, async-channel, futures-lite),
 //! so a future swap touches this file and the listener code only.
 
 use std::future::Future;
