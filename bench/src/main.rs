@@ -16,6 +16,7 @@ mod churn;
 mod client;
 mod cluster;
 mod common;
+mod echo_server;
 mod fanout;
 mod fastcgi;
 mod fixtures;
@@ -157,9 +158,10 @@ fn describe(bin: &Path) -> String {
 
 fn main() {
     // The fan-out baseline runs as a child process of this same binary.
-    if std::env::args().nth(1).as_deref() == Some("__broadcast-server") {
-        broadcast::run();
-        return;
+    match std::env::args().nth(1).as_deref() {
+        Some("__broadcast-server") => return broadcast::run(),
+        Some("__echo-server") => return echo_server::run(),
+        _ => {}
     }
     let cli = Cli::parse();
     let mode = if cli.smoke {

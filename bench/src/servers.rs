@@ -333,28 +333,47 @@ pub struct Broadcaster {
     pub trigger: SocketAddr,
 }
 
+/// Starts this same binary in a baseline server `mode`; returns it and the
+/// words of its start-up line.
+fn start_self(mode: &str, what: &str, log_dir: &Path) -> Result<(Proc, Vec<String>), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(exe);
+    cmd.arg(mode).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log_file(log_dir, mode.trim_start_matches('_')));
+    let mut proc = Proc::spawn(what, &mut cmd, libc::SIGKILL, Duration::from_millis(100))?;
+    let out = proc.child.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    BufReader::new(out).read_line(&mut line).map_err(|e| e.to_string())?;
+    Ok((proc, line.split_whitespace().map(str::to_owned).collect()))
+}
+
+fn addr_at(words: &[String], i: usize, what: &str) -> Result<SocketAddr, String> {
+    let w = words.get(i).ok_or_else(|| format!("{what}: unexpected start-up line {words:?}"))?;
+    w.parse().map_err(|e| format!("{what}: {w}: {e}"))
+}
+
 impl Broadcaster {
     pub fn start(log_dir: &Path) -> Result<Broadcaster, String> {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(exe);
-        cmd.arg("__broadcast-server")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file(log_dir, "broadcaster"));
-        let mut proc = Proc::spawn("broadcast baseline", &mut cmd, libc::SIGKILL, Duration::from_millis(100))?;
-        let out = proc.child.stdout.take().ok_or("no stdout")?;
-        let mut line = String::new();
-        BufReader::new(out).read_line(&mut line).map_err(|e| e.to_string())?;
         // "ws ADDR trigger ADDR"
-        let parts: Vec<&str> = line.split_whitespace().collect();
-        let (Some(a), Some(t)) = (parts.get(1), parts.get(3)) else {
-            return Err(format!("broadcast baseline: unexpected start-up line {line:?}"));
-        };
-        Ok(Broadcaster {
-            proc,
-            addr: a.parse().map_err(|e| format!("{e}"))?,
-            trigger: t.parse().map_err(|e| format!("{e}"))?,
-        })
+        let what = "broadcast baseline";
+        let (proc, words) = start_self("__broadcast-server", what, log_dir)?;
+        Ok(Broadcaster { addr: addr_at(&words, 1, what)?, trigger: addr_at(&words, 3, what)?, proc })
+    }
+}
+
+/// Workload 1's transport floor: this same binary in `__echo-server` mode.
+pub struct EchoServer {
+    /// Held so that dropping the struct stops it.
+    #[allow(dead_code)]
+    pub proc: Proc,
+    pub addr: SocketAddr,
+}
+
+impl EchoServer {
+    pub fn start(log_dir: &Path) -> Result<EchoServer, String> {
+        // "ws ADDR"
+        let what = "echo baseline";
+        let (proc, words) = start_self("__echo-server", what, log_dir)?;
+        Ok(EchoServer { addr: addr_at(&words, 1, what)?, proc })
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::{self, Ws};
 use crate::common::{settle, Ctx};
+use crate::servers::EchoServer;
 use crate::stats::{self, Lat, Spread, Table};
 
 /// One measured run.
@@ -147,10 +148,12 @@ pub async fn ws_run(addr: SocketAddr, path: &str, conns: usize, msgs: usize) -> 
     Ok(Run { events: all.len(), wall, lat: Lat::of(&all) })
 }
 
-/// ws2http's and the baseline's runs of one configuration.
+/// ws2http's and the baseline's runs of one configuration (and, in
+/// workload 1, the transport floor's: a bare echo server).
 pub struct Pair {
     pub ws: Vec<Run>,
     pub base: Vec<Run>,
+    pub transport: Vec<Run>,
 }
 
 impl Pair {
@@ -159,6 +162,11 @@ impl Pair {
     }
     pub fn added_p50(&self) -> Spread {
         Spread::of(&self.ws.iter().zip(&self.base).map(|(w, b)| w.lat.p50 - b.lat.p50).collect::<Vec<_>>())
+    }
+    /// Added p50 minus the WebSocket round trip itself, per run.
+    pub fn own_p50(&self) -> Spread {
+        let own = self.ws.iter().zip(&self.base).zip(&self.transport);
+        Spread::of(&own.map(|((w, b), t)| w.lat.p50 - b.lat.p50 - t.lat.p50).collect::<Vec<_>>())
     }
 }
 
@@ -181,6 +189,7 @@ pub fn run(ctx: &Ctx) -> Result<String, String> {
     // once as there are connections, like the baseline's threads.
     let server = ctx.ws2http("throughput", 1000, Some(many))?;
     let pid = server.proc.pid();
+    let echo = EchoServer::start(&ctx.dir)?;
     let scripts = [("C echo", "/echo", ctx.fx.echo_c()), ("sh echo.sh", "/echo.sh", ctx.fx.echo_sh())];
     let configs = [(1, z.tp_one_msgs), (many, z.tp_many_msgs)];
     let mut table = Table::new(&[
@@ -192,12 +201,14 @@ pub fn run(ctx: &Ctx) -> Result<String, String> {
         "ws2http p50 / p99",
         "spawn p50 / p99",
         "added p50",
+        "of which WebSocket round trip (bare echo server p50)",
+        "ws2http's own p50",
         "goal",
         "result",
     ]);
     for (name, path, prog) in &scripts {
         for &(conns, msgs) in &configs {
-            let mut pair = Pair { ws: Vec::new(), base: Vec::new() };
+            let mut pair = Pair { ws: Vec::new(), base: Vec::new(), transport: Vec::new() };
             for k in 0..z.runs {
                 ctx.note(format!("throughput: {name}, {conns} conn(s) x {msgs} msgs, run {}/{}", k + 1, z.runs));
                 // Alternate which side goes first, so drift hits both alike.
@@ -210,6 +221,7 @@ pub fn run(ctx: &Ctx) -> Result<String, String> {
                         pair.base.push(spawn_limit(prog, conns, msgs)?);
                     }
                 }
+                pair.transport.push(async_std::task::block_on(ws_run(echo.addr, "/", conns, msgs))?);
             }
             let (ratio, added) = (pair.ratio(), pair.added_p50());
             let pass_rate = ratio.median >= 0.9;
@@ -229,6 +241,8 @@ pub fn run(ctx: &Ctx) -> Result<String, String> {
                 format!("{} / {}", p50s(&pair.ws).fmt(stats::dur), p99s(&pair.ws).fmt(stats::dur)),
                 format!("{} / {}", p50s(&pair.base).fmt(stats::dur), p99s(&pair.base).fmt(stats::dur)),
                 added.fmt(stats::dur),
+                p50s(&pair.transport).fmt(stats::dur),
+                pair.own_p50().fmt(stats::dur),
                 "≥ 0.90 × limit, added p50 < 100 µs".into(),
                 result,
             ]);
@@ -239,7 +253,10 @@ pub fn run(ctx: &Ctx) -> Result<String, String> {
          Each connection sends one message, waits for the echo, sends the next. \
          Spawn limit: {many} (or 1) threads spawning the same program with the same pipes. \
          ws2http runs with --max-procs {many}. Latency is the client's round trip \
-         (ws2http) or spawn-to-exit (limit); added p50 = ws2http p50 − spawn p50.\n\n{}",
+         (ws2http) or spawn-to-exit (limit); added p50 = ws2http p50 − spawn p50, of which the \
+         WebSocket round trip is what a bare echo server on the same stack takes (same client, \
+         same connections, no script); ws2http's own p50 = added − that. The verdict is on the \
+         whole added p50.\n\n{}",
         table.render()
     ))
 }
