@@ -3,6 +3,7 @@
 //! stopped (group and all) when dropped.
 
 use std::collections::HashSet;
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
@@ -335,10 +336,11 @@ pub struct Broadcaster {
 
 /// Starts this same binary in a baseline server `mode`; returns it and the
 /// words of its start-up line.
-fn start_self(mode: &str, what: &str, log_dir: &Path) -> Result<(Proc, Vec<String>), String> {
+fn start_self(mode: &str, args: &[&OsStr], what: &str, log_dir: &Path) -> Result<(Proc, Vec<String>), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut cmd = Command::new(exe);
-    cmd.arg(mode).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log_file(log_dir, mode.trim_start_matches('_')));
+    let log = format!("{}{}", mode.trim_start_matches('_'), if args.is_empty() { "" } else { "-spawn" });
+    cmd.arg(mode).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log_file(log_dir, &log));
     let mut proc = Proc::spawn(what, &mut cmd, libc::SIGKILL, Duration::from_millis(100))?;
     let out = proc.child.stdout.take().ok_or("no stdout")?;
     let mut line = String::new();
@@ -355,7 +357,7 @@ impl Broadcaster {
     pub fn start(log_dir: &Path) -> Result<Broadcaster, String> {
         // "ws ADDR trigger ADDR"
         let what = "broadcast baseline";
-        let (proc, words) = start_self("__broadcast-server", what, log_dir)?;
+        let (proc, words) = start_self("__broadcast-server", &[], what, log_dir)?;
         Ok(Broadcaster { addr: addr_at(&words, 1, what)?, trigger: addr_at(&words, 3, what)?, proc })
     }
 }
@@ -369,10 +371,15 @@ pub struct EchoServer {
 }
 
 impl EchoServer {
-    pub fn start(log_dir: &Path) -> Result<EchoServer, String> {
+    /// Echoes each message itself, or (`spawn`) through one run of `spawn`.
+    pub fn start(log_dir: &Path, spawn: Option<&Path>) -> Result<EchoServer, String> {
         // "ws ADDR"
         let what = "echo baseline";
-        let (proc, words) = start_self("__echo-server", what, log_dir)?;
+        let args: Vec<&OsStr> = match spawn {
+            Some(p) => vec![OsStr::new("spawn"), p.as_os_str()],
+            None => Vec::new(),
+        };
+        let (proc, words) = start_self("__echo-server", &args, what, log_dir)?;
         Ok(EchoServer { addr: addr_at(&words, 1, what)?, proc })
     }
 }

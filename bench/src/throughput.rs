@@ -154,6 +154,8 @@ pub struct Pair {
     pub ws: Vec<Run>,
     pub base: Vec<Run>,
     pub transport: Vec<Run>,
+    /// A bare server on the same stack spawning the program per message.
+    pub floor: Vec<Run>,
 }
 
 impl Pair {
@@ -189,7 +191,7 @@ pub fn run(ctx: &Ctx) -> Result<String, String> {
     // once as there are connections, like the baseline's threads.
     let server = ctx.ws2http("throughput", 1000, Some(many))?;
     let pid = server.proc.pid();
-    let echo = EchoServer::start(&ctx.dir)?;
+    let echo = EchoServer::start(&ctx.dir, None)?;
     let scripts = [("C echo", "/echo", ctx.fx.echo_c()), ("sh echo.sh", "/echo.sh", ctx.fx.echo_sh())];
     let configs = [(1, z.tp_one_msgs), (many, z.tp_many_msgs)];
     let mut table = Table::new(&[
@@ -203,12 +205,14 @@ pub fn run(ctx: &Ctx) -> Result<String, String> {
         "added p50",
         "of which WebSocket round trip (bare echo server p50)",
         "ws2http's own p50",
+        "stack floor p50 (bare server spawning per message)",
         "goal",
         "result",
     ]);
     for (name, path, prog) in &scripts {
+        let floor = EchoServer::start(&ctx.dir, Some(prog))?;
         for &(conns, msgs) in &configs {
-            let mut pair = Pair { ws: Vec::new(), base: Vec::new(), transport: Vec::new() };
+            let mut pair = Pair { ws: Vec::new(), base: Vec::new(), transport: Vec::new(), floor: Vec::new() };
             for k in 0..z.runs {
                 ctx.note(format!("throughput: {name}, {conns} conn(s) x {msgs} msgs, run {}/{}", k + 1, z.runs));
                 // Alternate which side goes first, so drift hits both alike.
@@ -222,6 +226,7 @@ pub fn run(ctx: &Ctx) -> Result<String, String> {
                     }
                 }
                 pair.transport.push(async_std::task::block_on(ws_run(echo.addr, "/", conns, msgs))?);
+                pair.floor.push(async_std::task::block_on(ws_run(floor.addr, "/", conns, msgs))?);
             }
             let (ratio, added) = (pair.ratio(), pair.added_p50());
             let pass_rate = ratio.median >= 0.9;
@@ -243,6 +248,7 @@ pub fn run(ctx: &Ctx) -> Result<String, String> {
                 added.fmt(stats::dur),
                 p50s(&pair.transport).fmt(stats::dur),
                 pair.own_p50().fmt(stats::dur),
+                p50s(&pair.floor).fmt(stats::dur),
                 "≥ 0.90 × limit, added p50 < 100 µs".into(),
                 result,
             ]);
@@ -256,7 +262,9 @@ pub fn run(ctx: &Ctx) -> Result<String, String> {
          (ws2http) or spawn-to-exit (limit); added p50 = ws2http p50 − spawn p50, of which the \
          WebSocket round trip is what a bare echo server on the same stack takes (same client, \
          same connections, no script); ws2http's own p50 = added − that. The verdict is on the \
-         whole added p50.\n\n{}",
+         whole added p50. The stack floor is a bare server on the same stack that spawns the \
+         program per message with ws2http's spawn primitive and nothing else (no environment, \
+         hub, parsing, logging or limits).\n\n{}",
         table.render()
     ))
 }
