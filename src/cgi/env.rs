@@ -22,8 +22,17 @@ pub struct EnvSettings {
 
 pub type Env = Vec<(String, String)>;
 
-fn set(env: &mut Env, k: &str, v: impl Into<String>) {
-    env.push((k.to_owned(), v.into()));
+/// Where variables go: a list of pairs (FastCGI parameters, HTTP headers,
+/// tests) or, for a spawned script, straight into its `envp` block
+/// ([`super::spawn::EnvBlock`]) without a `String` per variable.
+pub trait EnvSink {
+    fn set(&mut self, key: &str, value: &str);
+}
+
+impl EnvSink for Env {
+    fn set(&mut self, key: &str, value: &str) {
+        self.push((key.to_owned(), value.to_owned()));
+    }
 }
 
 /// `true` when `name` is an HTTP token (RFC 9110 §5.6.2).
@@ -31,47 +40,69 @@ fn is_token(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
 }
 
+/// `true` when two header names become the same `HTTP_*` variable (case
+/// and `-`/`_` do not count).
+fn same_variable(a: &str, b: &str) -> bool {
+    let norm = |c: u8| if c == b'-' { b'_' } else { c.to_ascii_uppercase() };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| norm(x) == norm(y))
+}
+
+/// `HTTP_<NAME>` for a header name: uppercase, `-` → `_`.
+fn http_key(name: &str, key: &mut String) {
+    key.clear();
+    key.push_str("HTTP_");
+    key.extend(name.chars().map(|c| if c == '-' { '_' } else { c.to_ascii_uppercase() }));
+}
+
 /// Variables shared by WebSocket events and classic CGI requests.
-pub fn request_env(env: &mut Env, s: &EnvSettings, req: &RequestInfo, target: &Target, method: &str) {
-    set(env, "GATEWAY_INTERFACE", "CGI/1.1");
-    set(env, "SERVER_SOFTWARE", concat!("ws2http/", env!("CARGO_PKG_VERSION")));
-    set(env, "SERVER_NAME", req.server_name.as_str());
-    set(env, "SERVER_PORT", req.server_port.as_str());
-    set(env, "SERVER_PROTOCOL", "HTTP/1.1");
-    set(env, "REQUEST_METHOD", method);
-    set(env, "SCRIPT_NAME", target.script_name.as_str());
-    set(env, "SCRIPT_FILENAME", target.filename.to_string_lossy());
-    set(env, "PATH_INFO", target.path_info.as_str());
+pub fn request_env(env: &mut impl EnvSink, s: &EnvSettings, req: &RequestInfo, target: &Target, method: &str) {
+    env.set("GATEWAY_INTERFACE", "CGI/1.1");
+    env.set("SERVER_SOFTWARE", concat!("ws2http/", env!("CARGO_PKG_VERSION")));
+    env.set("SERVER_NAME", &req.server_name);
+    env.set("SERVER_PORT", &req.server_port);
+    env.set("SERVER_PROTOCOL", "HTTP/1.1");
+    env.set("REQUEST_METHOD", method);
+    env.set("SCRIPT_NAME", &target.script_name);
+    env.set("SCRIPT_FILENAME", &target.filename.to_string_lossy());
+    env.set("PATH_INFO", &target.path_info);
     if !target.path_info.is_empty() {
         let translated = s.document_root.join(target.path_info.trim_start_matches('/'));
-        set(env, "PATH_TRANSLATED", translated.to_string_lossy());
+        env.set("PATH_TRANSLATED", &translated.to_string_lossy());
     }
-    set(env, "QUERY_STRING", req.query.as_str());
-    set(env, "REQUEST_URI", req.uri.as_str());
-    set(env, "REMOTE_ADDR", req.remote_addr.as_str());
-    set(env, "REMOTE_PORT", req.remote_port.as_str());
-    set(env, "REDIRECT_STATUS", "200");
-    // One HTTP_<NAME> per header; repeated headers joined as HTTP allows.
-    let mut http: Vec<(String, String)> = Vec::new();
-    for (name, value) in &req.headers {
-        if !is_token(name) {
-            continue;
+    env.set("QUERY_STRING", &req.query);
+    env.set("REQUEST_URI", &req.uri);
+    env.set("REMOTE_ADDR", &req.remote_addr);
+    env.set("REMOTE_PORT", &req.remote_port);
+    env.set("REDIRECT_STATUS", "200");
+    // One HTTP_<NAME> per header name, at its first occurrence; repeated
+    // headers joined as HTTP allows. Two buffers for all of them.
+    let (mut key, mut joined) = (String::new(), String::new());
+    let headers = &req.headers;
+    for (i, (name, value)) in headers.iter().enumerate() {
+        if !is_token(name) || headers[..i].iter().any(|(n, _)| same_variable(n, name)) {
+            continue; // not representable, or joined into its first occurrence
         }
-        let key = format!("HTTP_{}", name.to_ascii_uppercase().replace('-', "_"));
+        http_key(name, &mut key);
         // httpoxy: a client must never be able to set a proxy for the script.
         if key == "HTTP_PROXY" || key == "HTTP_CONTENT_LENGTH" || key == "HTTP_CONTENT_TYPE" {
             continue;
         }
-        match http.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, v)) => {
-                v.push_str(if key == "HTTP_COOKIE" { "; " } else { ", " });
-                v.push_str(value);
-            }
-            None => http.push((key, value.clone())),
+        let mut rest = headers[i + 1..].iter().filter(|(n, _)| same_variable(n, name)).peekable();
+        if rest.peek().is_none() {
+            env.set(&key, value);
+            continue;
         }
+        joined.clear();
+        joined.push_str(value);
+        for (_, v) in rest {
+            joined.push_str(if key == "HTTP_COOKIE" { "; " } else { ", " });
+            joined.push_str(v);
+        }
+        env.set(&key, &joined);
     }
-    env.extend(http);
-    env.extend(s.inherited.iter().cloned());
+    for (k, v) in &s.inherited {
+        env.set(k, v);
+    }
 }
 
 /// The whole environment for a plain HTTP request (classic CGI, spawned or
@@ -88,46 +119,55 @@ pub fn page_env(
     let mut env = Vec::with_capacity(40);
     request_env(&mut env, s, req, target, &req.method);
     if let Some(len) = length.filter(|&l| l > 0) {
-        set(&mut env, "CONTENT_LENGTH", len.to_string());
+        env.set("CONTENT_LENGTH", &len.to_string());
     }
     if let Some(ct) = content_type {
-        set(&mut env, "CONTENT_TYPE", ct);
+        env.set("CONTENT_TYPE", ct);
     }
-    set(&mut env, "WS2HTTP_API_URL", s.api_url.as_str());
-    set(&mut env, "WS2HTTP_API_TOKEN", s.api_token.as_str());
+    env.set("WS2HTTP_API_URL", &s.api_url);
+    env.set("WS2HTTP_API_TOKEN", &s.api_token);
     env
 }
 
-/// The whole environment for one WebSocket event.
+/// The whole environment for one WebSocket event, as a list.
 pub fn event_env(s: &EnvSettings, ev: &Event) -> Env {
     let mut env = Vec::with_capacity(48);
+    event_vars(&mut env, s, ev);
+    env
+}
+
+/// The whole environment for one WebSocket event, into any sink.
+pub fn event_vars(env: &mut impl EnvSink, s: &EnvSettings, ev: &Event) {
     let method = if ev.kind == EventKind::Open { "GET" } else { "POST" };
-    request_env(&mut env, s, &ev.conn.request, &ev.conn.target, method);
-    set(&mut env, "WS_EVENT", ev.kind.name());
-    set(&mut env, "WS_CONNECTION_ID", ev.conn.id.as_str());
+    request_env(env, s, &ev.conn.request, &ev.conn.target, method);
+    env.set("WS_EVENT", ev.kind.name());
+    env.set("WS_CONNECTION_ID", ev.conn.id.as_str());
     match &ev.kind {
         EventKind::Open => {}
         EventKind::Message { payload, binary } => {
-            set(&mut env, "CONTENT_LENGTH", payload.len().to_string());
+            env.set("CONTENT_LENGTH", &payload.len().to_string());
             let (ct, ty) =
                 if *binary { ("application/octet-stream", "binary") } else { ("text/plain; charset=utf-8", "text") };
-            set(&mut env, "CONTENT_TYPE", ct);
-            set(&mut env, "WS_MESSAGE_TYPE", ty);
+            env.set("CONTENT_TYPE", ct);
+            env.set("WS_MESSAGE_TYPE", ty);
         }
         EventKind::Close { code, reason, cause } => {
-            set(&mut env, "CONTENT_LENGTH", "0");
-            set(&mut env, "WS_CLOSE_CODE", code.to_string());
-            set(&mut env, "WS_CLOSE_REASON", reason.as_str());
-            set(&mut env, "WS_CLOSE_CAUSE", cause.as_str());
+            env.set("CONTENT_LENGTH", "0");
+            env.set("WS_CLOSE_CODE", &code.to_string());
+            env.set("WS_CLOSE_REASON", reason);
+            env.set("WS_CLOSE_CAUSE", cause.as_str());
         }
     }
-    set(&mut env, "WS_ROOMS", ev.rooms.join(" "));
+    env.set("WS_ROOMS", &ev.rooms.join(" "));
+    let mut key = String::new();
     for (k, v) in &ev.meta {
-        env.push((format!("WS_META_{k}"), v.clone()));
+        key.clear();
+        key.push_str("WS_META_");
+        key.push_str(k);
+        env.set(&key, v);
     }
-    set(&mut env, "WS_API_URL", s.api_url.as_str());
-    set(&mut env, "WS_API_TOKEN", s.api_token.as_str());
-    env
+    env.set("WS_API_URL", &s.api_url);
+    env.set("WS_API_TOKEN", &s.api_token);
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ pub async fn run(cgi: &CgiBackend, info: &RequestInfo, target: &Target, body: Re
     crate::metrics::add(&crate::metrics::get().http_cgi_requests, 1);
     let permit = cgi.permit().await;
     let started = Instant::now();
-    let mut child = match spawn::spawn(target, &env) {
+    let mut child = match spawn::spawn(target, &spawn::EnvBlock::from_pairs(&env)) {
         Ok(c) => c,
         Err(e) => {
             crate::metrics::add(&crate::metrics::get().spawn_failures, 1);

@@ -40,7 +40,10 @@ impl Backend for CgiBackend {
         Box::pin(async move {
             let conn = &event.conn;
             let label = format!("[{}] {} {}", conn.id, conn.target.endpoint(), event.kind.name());
-            let env = env::event_env(&self.env, event);
+            // Straight into the spawn's environment block: one buffer, not a
+            // String per variable.
+            let mut env = spawn::EnvBlock::with_capacity(4096, 48);
+            env::event_vars(&mut env, &self.env, event);
             let stdin = match &event.kind {
                 EventKind::Message { payload, .. } => payload.clone(),
                 _ => bytes::Bytes::new(),

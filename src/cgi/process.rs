@@ -197,7 +197,7 @@ pub fn outcome(status: std::io::Result<std::process::ExitStatus>) -> Outcome {
 /// script starts, stdout, stderr and the exit are awaited together.
 pub async fn run(
     target: &Target,
-    env: &[(String, String)],
+    env: &spawn::EnvBlock,
     stdin: Bytes,
     limits: &Limits,
     label: &Label<'_>,

@@ -30,6 +30,7 @@ use async_io::Async;
 use bytes::Bytes;
 use futures_lite::AsyncWriteExt;
 
+use super::env::EnvSink;
 use crate::event::Target;
 use crate::runtime;
 
@@ -107,32 +108,47 @@ fn c_string(bytes: &[u8], what: &str) -> io::Result<CString> {
     CString::new(bytes).map_err(|_| io::Error::new(ErrorKind::InvalidInput, format!("{what} contains a NUL byte")))
 }
 
-/// `KEY=VALUE\0` entries in one buffer, and the pointer array `execve`
-/// wants. Entries that contain a NUL byte cannot be passed and are left out.
-struct EnvBlock {
-    _buf: Vec<u8>,
-    ptrs: Vec<*const libc::c_char>,
+/// A script's environment as `execve` wants it: `KEY=VALUE\0` entries in
+/// one buffer, filled variable by variable (see [`EnvSink`]), no `String`
+/// per variable. Entries that cannot be passed (a NUL byte, `=` in a name)
+/// are left out.
+#[derive(Default)]
+pub struct EnvBlock {
+    buf: Vec<u8>,
+    starts: Vec<usize>,
 }
 
 impl EnvBlock {
-    fn new(env: &[(String, String)]) -> Self {
-        let len = env.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
-        let mut buf = Vec::with_capacity(len);
-        let mut starts = Vec::with_capacity(env.len());
+    pub fn with_capacity(bytes: usize, vars: usize) -> Self {
+        EnvBlock { buf: Vec::with_capacity(bytes), starts: Vec::with_capacity(vars) }
+    }
+
+    pub fn from_pairs(env: &[(String, String)]) -> Self {
+        let mut block = EnvBlock::with_capacity(env.iter().map(|(k, v)| k.len() + v.len() + 2).sum(), env.len());
         for (k, v) in env {
-            if k.contains('\0') || v.contains('\0') || k.contains('=') {
-                continue;
-            }
-            starts.push(buf.len());
-            buf.extend_from_slice(k.as_bytes());
-            buf.push(b'=');
-            buf.extend_from_slice(v.as_bytes());
-            buf.push(0);
+            block.set(k, v);
         }
-        // The buffer is complete: its address no longer changes.
-        let mut ptrs: Vec<*const libc::c_char> = starts.iter().map(|&s| buf[s..].as_ptr().cast()).collect();
+        block
+    }
+
+    /// The `envp` array; valid while `self` is neither changed nor dropped.
+    fn pointers(&self) -> Vec<*const libc::c_char> {
+        let mut ptrs: Vec<*const libc::c_char> = self.starts.iter().map(|&s| self.buf[s..].as_ptr().cast()).collect();
         ptrs.push(std::ptr::null());
-        EnvBlock { _buf: buf, ptrs }
+        ptrs
+    }
+}
+
+impl EnvSink for EnvBlock {
+    fn set(&mut self, key: &str, value: &str) {
+        if key.contains(['\0', '=']) || value.contains('\0') {
+            return;
+        }
+        self.starts.push(self.buf.len());
+        self.buf.extend_from_slice(key.as_bytes());
+        self.buf.push(b'=');
+        self.buf.extend_from_slice(value.as_bytes());
+        self.buf.push(0);
     }
 }
 
@@ -190,7 +206,7 @@ impl Drop for SpawnSetup {
 
 /// Starts `target` (through its interpreter when it has one) with exactly
 /// `env`, in the script's directory, with piped stdio.
-pub fn spawn(target: &Target, env: &[(String, String)]) -> io::Result<Child> {
+pub fn spawn(target: &Target, env: &EnvBlock) -> io::Result<Child> {
     let script = c_string(target.filename.as_os_str().as_bytes(), "the script path")?;
     let mut argv_owned = Vec::with_capacity(4);
     if let Some(interp) = &target.interpreter {
@@ -208,7 +224,7 @@ pub fn spawn(target: &Target, env: &[(String, String)]) -> io::Result<Child> {
         Some(d) => Some(c_string(d.as_os_str().as_bytes(), "the script directory")?),
         None => None,
     };
-    let env = EnvBlock::new(env);
+    let envp = env.pointers();
 
     let (in_r, in_w) = pipe()?;
     let (out_r, out_w) = pipe()?;
@@ -245,7 +261,7 @@ pub fn spawn(target: &Target, env: &[(String, String)]) -> io::Result<Child> {
             *const *mut libc::c_char,
         ) -> libc::c_int;
         let spawn_fn: SpawnFn = if search { libc::posix_spawnp } else { libc::posix_spawn };
-        check(spawn_fn(&mut pid, program.as_ptr(), &s.actions, &s.attr, argv.as_ptr(), env.ptrs.as_ptr().cast()))?;
+        check(spawn_fn(&mut pid, program.as_ptr(), &s.actions, &s.attr, argv.as_ptr(), envp.as_ptr().cast()))?;
     }
     drop((in_r, out_w, err_w));
 
@@ -292,5 +308,48 @@ pub fn feed(stdin: OwnedFd, data: Bytes) {
                 let _ = pipe.write_all(&data[written..]).await;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(b: &EnvBlock) -> Vec<String> {
+        b.pointers()
+            .iter()
+            .take_while(|p| !p.is_null())
+            // SAFETY: each pointer is a NUL-terminated entry inside `b`.
+            .map(|&p| unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn env_block_holds_what_execve_can_take() {
+        let pairs: Vec<(String, String)> =
+            [("A", "1"), ("BAD=NAME", "x"), ("NUL", "a\0b"), ("EMPTY", ""), ("B", "x=y")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        assert_eq!(entries(&EnvBlock::from_pairs(&pairs)), ["A=1", "EMPTY=", "B=x=y"]);
+    }
+
+    #[test]
+    fn a_spawned_child_sees_exactly_the_block() {
+        let target = Target {
+            filename: "/usr/bin/env".into(),
+            script_name: String::new(),
+            path_info: String::new(),
+            interpreter: None,
+        };
+        let block = EnvBlock::from_pairs(&[("ONLY".into(), "this".into())]);
+        runtime::block_on(async {
+            use futures_lite::AsyncReadExt;
+            let mut child = spawn(&target, &block).expect("spawn /usr/bin/env");
+            let mut out = String::new();
+            child.stdout.take().unwrap().read_to_string(&mut out).await.unwrap();
+            assert!(child.status().await.unwrap().success());
+            assert_eq!(out, "ONLY=this\n");
+        });
     }
 }
