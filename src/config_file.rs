@@ -126,6 +126,9 @@ mod tests {
         assert!(out.contains(&"--max-procs=8".to_owned()), "{out:?}");
         assert!(out.contains(&"--handler=php=php-cgi".to_owned()) && out.contains(&"--handler=py=python3".to_owned()));
         assert!(out.contains(&"--timeout=2.5".to_owned()));
+        let events = run("events = [\"open\", \"message\"]\n", &[]).expect("valid");
+        let cli = <crate::config::Cli as clap::Parser>::try_parse_from(&events).expect("parses");
+        assert_eq!(cli.events, [crate::config::EventArg::Open, crate::config::EventArg::Message]);
         assert!(!out.iter().any(|a| a == "--listen=127.0.0.1:1"), "the flag overrides the file: {out:?}");
         assert_eq!(&out[out.len() - 2..], ["--listen", "127.0.0.1:2"]);
     }
