@@ -130,18 +130,22 @@ pub struct Events {
     pub close: bool,
 }
 
-impl Default for Events {
-    fn default() -> Self {
-        Events { open: true, message: true, close: true }
-    }
-}
-
 impl Events {
     pub fn from_list(list: &[EventArg]) -> Self {
         Events {
             open: list.contains(&EventArg::Open),
             message: list.contains(&EventArg::Message),
             close: list.contains(&EventArg::Close),
+        }
+    }
+
+    /// `true` when events of this kind run the script.
+    pub fn wants(&self, kind: &crate::event::EventKind) -> bool {
+        use crate::event::EventKind;
+        match kind {
+            EventKind::Open => self.open,
+            EventKind::Message { .. } => self.message,
+            EventKind::Close { .. } => self.close,
         }
     }
 }

@@ -78,12 +78,9 @@ pub async fn event_worker(
     while let Ok(kind) = events.recv().await {
         metrics::get().events_queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let last = matches!(kind, EventKind::Close { .. });
-        let wanted = match kind {
-            EventKind::Open => app.events.open,
-            EventKind::Message { .. } => app.events.message,
-            EventKind::Close { .. } => app.events.close,
-        };
-        if wanted {
+        // Messages not in --events never get here (the reader drops them);
+        // the close event always does, to end the worker.
+        if app.events.wants(&kind) {
             dispatch(&app, &conn, kind, None).await;
         }
         if last {
@@ -217,6 +214,9 @@ pub async fn serve<S>(
             if let EventKind::Message { payload, .. } = &kind {
                 metrics::add(&metrics::get().messages_in, 1);
                 metrics::add(&metrics::get().bytes_in, payload.len() as u64);
+            }
+            if !app.events.wants(&kind) {
+                continue; // --events without message: read and dropped
             }
             metrics::get().events_queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let full = events.len() >= app.max_queue;

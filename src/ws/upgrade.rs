@@ -91,7 +91,7 @@ pub async fn handle(req: Request<App>) -> tide::Result {
     // The open event decides whether the connection opens at all (without
     // it in --events, every handshake that got this far is accepted).
     let mut items = Vec::new();
-    let outcome = match app.events.open {
+    let outcome = match app.events.wants(&EventKind::Open) {
         true => connection::dispatch(&app, &conn, EventKind::Open, Some(&mut items)).await,
         false => Outcome::Success,
     };
