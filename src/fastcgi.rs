@@ -250,7 +250,8 @@ impl FastCgiBackend {
         if let Err(e) = futures_lite::io::AsyncReadExt::read_to_end(&mut reader, &mut input).await {
             return plain(tide::StatusCode::BadRequest, &format!("cannot read the request body: {e}"));
         }
-        let env = page_env(&self.env, info, target, Some(input.len() as u64), body.content_type.as_deref());
+        let mut env = Vec::new();
+        page_env(&mut env, &self.env, info, target, Some(input.len() as u64), body.content_type.as_deref());
         let mut params = Params::default();
         for (k, v) in env {
             params.insert(k.into(), v.into());

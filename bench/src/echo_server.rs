@@ -29,7 +29,8 @@ async fn spawn_once(program: &std::path::Path, input: &[u8]) -> Vec<u8> {
         path_info: String::new(),
         interpreter: None,
     };
-    let path = spawn::EnvBlock::from_pairs(&[("PATH".to_owned(), "/usr/bin:/bin".to_owned())]);
+    let mut path = spawn::EnvBlock::default();
+    ws2http::cgi::env::EnvSink::set(&mut path, "PATH", "/usr/bin:/bin");
     let Ok(mut child) = spawn::spawn(&target, &path) else { return b"spawn failed".to_vec() };
     if let Some(stdin) = child.stdin.take() {
         spawn::feed(stdin, bytes::Bytes::copy_from_slice(input));

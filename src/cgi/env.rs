@@ -106,18 +106,19 @@ pub fn request_env(env: &mut impl EnvSink, s: &EnvSettings, req: &RequestInfo, t
 }
 
 /// The whole environment for a plain HTTP request (classic CGI, spawned or
-/// through FastCGI): the request variables, the body's length and type when
-/// the client sent them, and the control API. WS_* variables belong to
-/// WebSocket events, so a page finds the API as WS2HTTP_API_URL/TOKEN.
+/// through FastCGI), into any sink: the request variables, the body's length
+/// and type when the client sent them, and the control API. WS_* variables
+/// belong to WebSocket events, so a page finds the API as
+/// WS2HTTP_API_URL/TOKEN.
 pub fn page_env(
+    env: &mut impl EnvSink,
     s: &EnvSettings,
     req: &RequestInfo,
     target: &Target,
     length: Option<u64>,
     content_type: Option<&str>,
-) -> Env {
-    let mut env = Vec::with_capacity(40);
-    request_env(&mut env, s, req, target, &req.method);
+) {
+    request_env(env, s, req, target, &req.method);
     if let Some(len) = length.filter(|&l| l > 0) {
         env.set("CONTENT_LENGTH", &len.to_string());
     }
@@ -126,7 +127,6 @@ pub fn page_env(
     }
     env.set("WS2HTTP_API_URL", &s.api_url);
     env.set("WS2HTTP_API_TOKEN", &s.api_token);
-    env
 }
 
 /// The whole environment for one WebSocket event, as a list.
@@ -236,14 +236,16 @@ mod tests {
         let ev = event(EventKind::Open);
         let mut req = ev.conn.request.clone();
         req.method = "POST".into();
-        let env = page_env(&s, &req, &ev.conn.target, Some(4), Some("text/plain"));
+        let mut env = Env::new();
+        page_env(&mut env, &s, &req, &ev.conn.target, Some(4), Some("text/plain"));
         assert_eq!(get(&env, "REQUEST_METHOD"), Some("POST"));
         assert_eq!(get(&env, "CONTENT_LENGTH"), Some("4"));
         assert_eq!(get(&env, "CONTENT_TYPE"), Some("text/plain"));
         assert_eq!(get(&env, "WS2HTTP_API_URL"), Some("http://127.0.0.1:1"));
         assert_eq!(get(&env, "WS2HTTP_API_TOKEN"), Some("t"));
         assert!(env.iter().all(|(k, _)| !k.starts_with("WS_")));
-        let env = page_env(&s, &req, &ev.conn.target, Some(0), None);
+        let mut env = Env::new();
+        page_env(&mut env, &s, &req, &ev.conn.target, Some(0), None);
         assert_eq!((get(&env, "CONTENT_LENGTH"), get(&env, "CONTENT_TYPE")), (None, None));
     }
 

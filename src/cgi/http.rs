@@ -43,11 +43,12 @@ pub struct RequestBody {
 /// Runs `target` for one HTTP request.
 pub async fn run(cgi: &CgiBackend, info: &RequestInfo, target: &Target, body: RequestBody) -> Reply {
     let label = format!("{} {} {}", info.method, target.endpoint(), info.remote_addr);
-    let env = page_env(&cgi.env, info, target, body.length, body.content_type.as_deref());
+    let mut env = spawn::EnvBlock::with_capacity(4096, 48);
+    page_env(&mut env, &cgi.env, info, target, body.length, body.content_type.as_deref());
     crate::metrics::add(&crate::metrics::get().http_cgi_requests, 1);
     let permit = cgi.permit().await;
     let started = Instant::now();
-    let mut child = match spawn::spawn(target, &spawn::EnvBlock::from_pairs(&env)) {
+    let mut child = match spawn::spawn(target, &env) {
         Ok(c) => c,
         Err(e) => {
             crate::metrics::add(&crate::metrics::get().spawn_failures, 1);

@@ -123,14 +123,6 @@ impl EnvBlock {
         EnvBlock { buf: Vec::with_capacity(bytes), starts: Vec::with_capacity(vars) }
     }
 
-    pub fn from_pairs(env: &[(String, String)]) -> Self {
-        let mut block = EnvBlock::with_capacity(env.iter().map(|(k, v)| k.len() + v.len() + 2).sum(), env.len());
-        for (k, v) in env {
-            block.set(k, v);
-        }
-        block
-    }
-
     /// The `envp` array; valid while `self` is neither changed nor dropped.
     fn pointers(&self) -> Vec<*const libc::c_char> {
         let mut ptrs: Vec<*const libc::c_char> = self.starts.iter().map(|&s| self.buf[s..].as_ptr().cast()).collect();
@@ -326,12 +318,11 @@ mod tests {
 
     #[test]
     fn env_block_holds_what_execve_can_take() {
-        let pairs: Vec<(String, String)> =
-            [("A", "1"), ("BAD=NAME", "x"), ("NUL", "a\0b"), ("EMPTY", ""), ("B", "x=y")]
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-        assert_eq!(entries(&EnvBlock::from_pairs(&pairs)), ["A=1", "EMPTY=", "B=x=y"]);
+        let mut block = EnvBlock::default();
+        for (k, v) in [("A", "1"), ("BAD=NAME", "x"), ("NUL", "a\0b"), ("EMPTY", ""), ("B", "x=y")] {
+            block.set(k, v);
+        }
+        assert_eq!(entries(&block), ["A=1", "EMPTY=", "B=x=y"]);
     }
 
     #[test]
@@ -342,7 +333,8 @@ mod tests {
             path_info: String::new(),
             interpreter: None,
         };
-        let block = EnvBlock::from_pairs(&[("ONLY".into(), "this".into())]);
+        let mut block = EnvBlock::default();
+        block.set("ONLY", "this");
         runtime::block_on(async {
             use futures_lite::AsyncReadExt;
             let mut child = spawn(&target, &block).expect("spawn /usr/bin/env");
