@@ -2,6 +2,7 @@
 //! line by line as it is produced, stderr to the log, and a deadline after
 //! which the script's whole process group is terminated, then killed.
 
+use std::borrow::Cow;
 use std::io::ErrorKind;
 use std::os::unix::process::ExitStatusExt;
 use std::sync::{Arc, Mutex};
@@ -100,17 +101,29 @@ pub enum Stderr {
 /// Reads a script's stderr line by line into the log (or the collector).
 /// Its state lives here, not in the future that reads: the reading can be
 /// interrupted and resumed (or handed to a task) without losing a byte.
-pub struct StderrPump {
+/// The prefix and destination are borrowed while the event runs, and owned
+/// only if a background task has to finish the reading.
+pub struct StderrPump<'a> {
     reader: BufReader<Pipe>,
     line: Vec<u8>,
-    prefix: String,
-    dest: Stderr,
+    prefix: Cow<'a, str>,
+    dest: Cow<'a, Stderr>,
 }
 
-impl StderrPump {
-    pub fn new(pipe: Pipe, prefix: String, dest: &Stderr) -> Self {
+impl<'a> StderrPump<'a> {
+    pub fn new(pipe: Pipe, prefix: impl Into<Cow<'a, str>>, dest: &'a Stderr) -> Self {
         // Small: futures-lite zero-fills its buffer, per event (stderr is rare).
-        StderrPump { reader: BufReader::with_capacity(1024, pipe), line: Vec::new(), prefix, dest: dest.clone() }
+        let reader = BufReader::with_capacity(1024, pipe);
+        StderrPump { reader, line: Vec::new(), prefix: prefix.into(), dest: Cow::Borrowed(dest) }
+    }
+
+    fn into_owned(self) -> StderrPump<'static> {
+        StderrPump {
+            reader: self.reader,
+            line: self.line,
+            prefix: Cow::Owned(self.prefix.into_owned()),
+            dest: Cow::Owned(self.dest.into_owned()),
+        }
     }
 
     /// Reads until the end of stderr (every writer closed it).
@@ -136,7 +149,7 @@ impl StderrPump {
 
     fn emit(&mut self, cut: bool) {
         let more = if cut { " [line cut]" } else { "" };
-        match &self.dest {
+        match &*self.dest {
             Stderr::Log => {
                 log::warn!("{}: stderr: {}{more}", self.prefix, String::from_utf8_lossy(&self.line).trim_end())
             }
@@ -154,7 +167,8 @@ impl StderrPump {
             std::future::Future::poll(std::pin::pin!(self.run()), &mut cx).is_ready()
         };
         if !done {
-            runtime::spawn(async move { self.run().await });
+            let mut rest = self.into_owned();
+            runtime::spawn(async move { rest.run().await });
         }
     }
 }
@@ -163,7 +177,7 @@ impl StderrPump {
 /// the background.
 pub fn log_stderr(child: &mut Child, prefix: String, dest: &Stderr) {
     if let Some(err) = child.stderr.take() {
-        let mut pump = StderrPump::new(err, prefix, dest);
+        let mut pump = StderrPump::new(err, prefix, dest).into_owned();
         runtime::spawn(async move { pump.run().await });
     }
 }
@@ -217,7 +231,7 @@ pub async fn run(
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Outcome::Failed("stdout was not captured".into());
     };
-    let mut errors = StderrPump::new(stderr, label.0.to_owned(), &limits.stderr);
+    let mut errors = StderrPump::new(stderr, label.0, &limits.stderr);
 
     let work = async {
         let reading = std::pin::pin!(read_lines(stdout, limits.max_output, pid, label, on_line));

@@ -170,19 +170,21 @@ struct SpawnSetup {
 }
 
 impl SpawnSetup {
-    /// SAFETY (callers): the struct must not move after `init`; it is boxed.
-    fn new() -> io::Result<Box<Self>> {
-        // SAFETY: both are plain C structs that the init calls fill in.
-        let mut s: Box<Self> = Box::new(unsafe { std::mem::zeroed() });
-        // SAFETY: valid pointers to zeroed structs, initialised once.
+    fn new() -> io::Result<Self> {
+        let mut actions = std::mem::MaybeUninit::uninit();
+        let mut attr = std::mem::MaybeUninit::uninit();
+        // SAFETY: the init calls fill in the structs; each is used only once
+        // initialised, and the first is destroyed if the second fails. Both
+        // are plain C data (glibc keeps the actions on the heap): they may move.
         unsafe {
-            check(libc::posix_spawn_file_actions_init(&mut s.actions))?;
-            if let Err(e) = check(libc::posix_spawnattr_init(&mut s.attr)) {
-                libc::posix_spawn_file_actions_destroy(&mut s.actions);
+            check(libc::posix_spawn_file_actions_init(actions.as_mut_ptr()))?;
+            let mut actions = actions.assume_init();
+            if let Err(e) = check(libc::posix_spawnattr_init(attr.as_mut_ptr())) {
+                libc::posix_spawn_file_actions_destroy(&mut actions);
                 return Err(e);
             }
+            Ok(SpawnSetup { actions, attr: attr.assume_init() })
         }
-        Ok(s)
     }
 }
 
@@ -225,7 +227,7 @@ pub fn spawn(target: &Target, env: &EnvBlock) -> io::Result<Child> {
     let mut s = SpawnSetup::new()?;
     let mut pid: libc::pid_t = 0;
     // SAFETY: every pointer passed is valid for the duration of the call
-    // (argv, envp and the path strings are owned above; the setup is boxed),
+    // (argv, envp and the path strings are owned above),
     // and the descriptors stay open until after posix_spawn returns.
     unsafe {
         let fa = &mut s.actions;
@@ -244,16 +246,11 @@ pub fn spawn(target: &Target, env: &EnvBlock) -> io::Result<Child> {
         check(libc::posix_spawnattr_setpgroup(at, 0))?;
         let flags = libc::POSIX_SPAWN_SETPGROUP | libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
         check(libc::posix_spawnattr_setflags(at, flags as libc::c_short))?;
-        type SpawnFn = unsafe extern "C" fn(
-            *mut libc::pid_t,
-            *const libc::c_char,
-            *const libc::posix_spawn_file_actions_t,
-            *const libc::posix_spawnattr_t,
-            *const *mut libc::c_char,
-            *const *mut libc::c_char,
-        ) -> libc::c_int;
-        let spawn_fn: SpawnFn = if search { libc::posix_spawnp } else { libc::posix_spawn };
-        check(spawn_fn(&mut pid, program.as_ptr(), &s.actions, &s.attr, argv.as_ptr(), envp.as_ptr().cast()))?;
+        let (path, fa, at, argv, envp) = (program.as_ptr(), &s.actions, &s.attr, argv.as_ptr(), envp.as_ptr().cast());
+        check(match search {
+            true => libc::posix_spawnp(&mut pid, path, fa, at, argv, envp),
+            false => libc::posix_spawn(&mut pid, path, fa, at, argv, envp),
+        })?;
     }
     drop((in_r, out_w, err_w));
 
