@@ -84,13 +84,7 @@ async fn presence_json_shapes() {
     assert!(at.len() == 20 && at.ends_with('Z') && at.as_bytes()[10] == b'T', "{at}");
     assert_eq!(c["rooms"], json!(["r"]));
     assert_eq!(c["metadata"], json!({"nick": "ann"}));
-    let only: Vec<String> = get(&s.api("/connections?room=r"))
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_str().unwrap().to_owned())
-        .collect();
+    let only = conn_ids(&s.api("/connections?room=r"));
     assert_eq!(only, std::slice::from_ref(&ida));
     assert_eq!(get(&s.api("/connections?endpoint=/order.sh")).json(), json!([]));
     assert_eq!(get(&s.api("/connections?endpoint=/mirror.sh")).json().as_array().unwrap().len(), 2);
@@ -152,20 +146,15 @@ fn clear_errors_for_bad_start_up() {
 
 #[test]
 fn flags_from_environment_variables() {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ws2http"))
+    let mut child = ws2http()
         .env("WS2HTTP_LISTEN", "127.0.0.1:0")
         .env("WS2HTTP_API_LISTEN", "127.0.0.1:0")
         .env("WS2HTTP_CGI_BIN", fixtures())
         .env("WS2HTTP_API_TOKEN", "envtoken")
-        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    use std::io::BufRead;
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let _ = lines.next();
-    let api_line = lines.next().unwrap().unwrap();
-    let port = api_line.rsplit(':').next().unwrap();
+    let (_, port) = read_ports(&mut child);
     let url = format!("http://127.0.0.1:{port}/rooms");
     assert_eq!(api("GET", &url, None, None, b"").status, 401);
     assert_eq!(api("GET", &url, Some("envtoken"), None, b"").status, 200);
@@ -213,19 +202,15 @@ fn settings_from_a_config_file_with_flags_winning() {
     )
     .unwrap();
     let start = |extra: &[&str]| {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ws2http"))
+        let mut child = ws2http()
             .arg("--config")
             .arg(&file)
             .args(extra)
             .env_remove("WS2HTTP_API_TOKEN")
-            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        use std::io::BufRead;
-        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let _ = lines.next();
-        let port = lines.next().unwrap().unwrap().rsplit(':').next().unwrap().to_owned();
+        let (_, port) = read_ports(&mut child);
         (child, format!("http://127.0.0.1:{port}/rooms"))
     };
     let (mut child, url) = start(&[]);

@@ -56,15 +56,7 @@ fn have_redis() -> bool {
 }
 
 fn ids(s: &Server) -> Vec<String> {
-    let mut v: Vec<String> = get(&s.api("/connections"))
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_str().unwrap().to_owned())
-        .collect();
-    v.sort();
-    v
+    conn_ids(&s.api("/connections"))
 }
 
 #[async_std::test]

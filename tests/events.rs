@@ -179,7 +179,7 @@ async fn events_flag_runs_only_the_chosen_events() {
     let id = s.wait_event("message", |l| l.starts_with("message ")).split(' ').nth(1).unwrap().to_owned();
     a.close(None).await.unwrap();
     s.wait_log(&format!("[{id}] /mirror.sh closed: 1005"));
-    wait_for("connection gone", || (get(&s.api("/connections")).json().as_array()?.is_empty()).then_some(()));
+    wait_for("connection gone", || conn_ids(&s.api("/connections")).is_empty().then_some(()));
     let events = s.events();
     assert_eq!(events, [format!("message {id}")], "only the message event ran");
 

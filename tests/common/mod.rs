@@ -38,6 +38,38 @@ pub fn scratch() -> PathBuf {
     d
 }
 
+/// The binary under test, with stdout piped (for [`read_ports`]).
+pub fn ws2http() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ws2http"));
+    cmd.stdout(Stdio::piped());
+    cmd
+}
+
+/// Reads a started server's two start-up lines: (public port, API port).
+pub fn read_ports(child: &mut std::process::Child) -> (u16, u16) {
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
+    let mut port_of = |prefix: &str| -> u16 {
+        let line = lines.next().expect("startup line").expect("read stdout");
+        assert!(line.starts_with(prefix), "unexpected startup line {line:?}");
+        line.rsplit(':').next().unwrap().parse().unwrap()
+    };
+    let port = port_of("ws2http: listening on http://127.0.0.1:");
+    (port, port_of("ws2http: control API on http://127.0.0.1:"))
+}
+
+/// The ids of the connections a control API listing returns, sorted.
+pub fn conn_ids(url: &str) -> Vec<String> {
+    let mut ids: Vec<String> = get(url)
+        .json()
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
 impl Server {
     /// Starts the server with the fixture scripts and `extra` flags. Scripts
     /// get EVENTS_LOG and FLAG_FILE inside the server's scratch directory.
@@ -48,7 +80,7 @@ impl Server {
     pub fn start_in(cgi_bin: &Path, extra: &[&str]) -> Server {
         let dir = scratch();
         let stderr_log = dir.join("stderr.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ws2http"))
+        let mut child = ws2http()
             .args(["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--cgi-bin"])
             .arg(cgi_bin)
             .args(["--pass-env", "EVENTS_LOG", "--pass-env", "FLAG_FILE"])
@@ -56,18 +88,10 @@ impl Server {
             .env("EVENTS_LOG", dir.join("events.log"))
             .env("FLAG_FILE", dir.join("flag"))
             .env("RUST_LOG", "ws2http=debug")
-            .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_log).unwrap())
             .spawn()
             .expect("start ws2http");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut port_of = |prefix: &str| -> u16 {
-            let line = lines.next().expect("startup line").expect("read stdout");
-            assert!(line.starts_with(prefix), "unexpected startup line {line:?}");
-            line.rsplit(':').next().unwrap().parse().unwrap()
-        };
-        let port = port_of("ws2http: listening on http://127.0.0.1:");
-        let api_port = port_of("ws2http: control API on http://127.0.0.1:");
+        let (port, api_port) = read_ports(&mut child);
         Server { child, port, api_port, dir, stderr_log }
     }
 
