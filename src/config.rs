@@ -100,6 +100,19 @@ pub struct Cli {
         value_name = "LIST"
     )]
     pub events: Vec<EventArg>,
+    /// HTTP connections open at once on each listener, WebSocket handshakes included (beyond it: 503)
+    #[arg(long, env = "WS2HTTP_MAX_HTTP_CONNECTIONS", default_value_t = 1024, value_name = "N")]
+    pub max_http_connections: usize,
+    /// HTTP connections open at once from one IP address, on each listener (beyond it: 503)
+    #[arg(long, env = "WS2HTTP_MAX_HTTP_CONNECTIONS_PER_IP", default_value_t = 128, value_name = "N")]
+    pub max_http_connections_per_ip: usize,
+    /// Seconds an HTTP client may take to send a request head, or stay silent while it sends a
+    /// body or should read a response (beyond it: 408 or the connection is closed)
+    #[arg(long, env = "WS2HTTP_HTTP_TIMEOUT", default_value_t = 10.0, value_name = "SECS")]
+    pub http_timeout: f64,
+    /// Largest request head (request line and headers) in bytes (beyond it: 414 or 431)
+    #[arg(long, env = "WS2HTTP_MAX_REQUEST_HEAD", default_value_t = 16 * 1024, value_name = "BYTES")]
+    pub max_request_head: usize,
     /// More log output (-v debug, -vv trace); RUST_LOG overrides
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,
@@ -230,6 +243,10 @@ pub struct Config {
     pub ping_interval: Option<Duration>,
     pub allow_origin: Vec<String>,
     pub events: Events,
+    pub max_http_connections: usize,
+    pub max_http_connections_per_ip: usize,
+    pub http_timeout: Duration,
+    pub max_request_head: usize,
     /// Path prefix → FastCGI server.
     pub fastcgi: Vec<(String, crate::fastcgi::Address)>,
     /// Path prefix → URL of the HTTP backend.
@@ -341,6 +358,9 @@ impl Cli {
         if !(self.ping_interval >= 0.0 && self.ping_interval.is_finite()) {
             return Err(format!("--ping-interval {}: must be 0 (off) or a number of seconds", self.ping_interval));
         }
+        if !(self.http_timeout > 0.0 && self.http_timeout.is_finite()) {
+            return Err(format!("--http-timeout {}: must be a positive number of seconds", self.http_timeout));
+        }
         if !(self.timeout > 0.0 && self.timeout.is_finite()) {
             return Err(format!("--timeout {}: must be a positive number of seconds", self.timeout));
         }
@@ -365,6 +385,10 @@ impl Cli {
             ping_interval: (self.ping_interval > 0.0).then(|| Duration::from_secs_f64(self.ping_interval)),
             allow_origin: self.allow_origin,
             events: Events::from_list(&self.events),
+            max_http_connections: self.max_http_connections.max(1),
+            max_http_connections_per_ip: self.max_http_connections_per_ip.max(1),
+            http_timeout: Duration::from_secs_f64(self.http_timeout),
+            max_request_head: self.max_request_head.max(1024),
             fastcgi: self
                 .fastcgi
                 .iter()

@@ -1,98 +1,144 @@
-//! Our own accept loop in front of tide (instead of tide's TcpListener).
+//! The accept loop of both listeners, in front of our own HTTP/1.x
+//! connection handling ([`crate::http1`]) and tide's routing.
 //!
-//! The HTTP layer rewrites requests before a handler sees them: it
-//! normalizes URLs (`/a/../b` becomes `/b`) and labels a body sent without
-//! Content-Type as `application/octet-stream`. The contract refuses dot
-//! segments outright, gives scripts the request target exactly as sent
-//! (REQUEST_URI), and treats a control API body without Content-Type as text.
-//! So we peek at the head of each connection's first request, without
-//! consuming it, and attach what the client really sent as a [`RawHead`].
-//! The control API serves one request per connection (`Connection: close`)
-//! so that every API request is a first request. This is also the one place
-//! that accepts sockets, so connection limits can live here.
+//! Why not tide's listener: the HTTP layer it uses guesses where this
+//! server must refuse (the last of two Content-Lengths wins, `gzip,
+//! chunked` reads as an empty body), rewrites requests (`/a/../b` becomes
+//! `/b`, a body without Content-Type becomes octet-stream), answers
+//! nothing to HTTP/1.0 or to a malformed head, and gives a slow client a
+//! minute. The contract refuses dot segments and hands scripts the request
+//! target exactly as sent, so every request carries its head as the client
+//! sent it: a [`RawHead`]. This is also the one place that accepts sockets,
+//! so the connection limits live here: `--max-http-connections` in all and
+//! `--max-http-connections-per-ip`, counted per listener for as long as a
+//! connection speaks HTTP (a WebSocket connection then counts against
+//! `--max-connections` instead).
 
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use async_std::net::TcpStream;
-
+use crate::http1::conn::{self, Options};
+use crate::http1::head::Head;
 use crate::runtime;
+use crate::ws::limits::{ConnLimits, Full};
 
-/// The head of a connection's first request, as the client sent it.
+/// A request's head as the client sent it.
 #[derive(Clone, Debug)]
 pub struct RawHead {
     /// The request target (`/p?q` or `http://host/p?q`).
     pub target: String,
     /// The Content-Type header, if the client sent one.
     pub content_type: Option<String>,
+    /// Every header line in order, names as sent.
+    pub headers: Vec<(String, String)>,
 }
 
 impl RawHead {
+    pub fn from_head(h: &Head) -> Self {
+        RawHead {
+            target: h.target.clone(),
+            content_type: h.header("content-type").map(str::to_owned),
+            headers: h.headers.clone(),
+        }
+    }
+
     /// Path and query of an origin-form (`/p?q`) or absolute-form
     /// (`http://host/p?q`) target.
     pub fn path_and_query(&self) -> (&str, Option<&str>) {
         let t = self.target.as_str();
         let t = match t.split_once("://") {
-            Some((scheme, rest)) if !scheme.contains('/') => rest.find('/').map_or("/", |i| &rest[i..]),
+            Some((scheme, rest)) if !scheme.contains('/') => rest.find(['/', '?']).map_or("/", |i| &rest[i..]),
             _ => t,
         };
-        let t = t.split_once('#').map_or(t, |(a, _)| a);
-        match t.split_once('?') {
+        let (p, q) = match t.split_once('?') {
             Some((p, q)) => (p, Some(q)),
             None => (t, None),
-        }
+        };
+        (if p.is_empty() { "/" } else { p }, q)
     }
 }
 
-/// Serves `app` on `listener` until an accept error. With
-/// `one_request_per_connection`, every response closes its connection.
+/// One listener's settings.
+pub struct Listener {
+    pub name: &'static str,
+    pub options: Options,
+    /// Connections in all, and from one address.
+    pub max_connections: usize,
+    pub max_per_ip: usize,
+}
+
+/// Refusals not logged yet (one line per second at most, under a flood).
+struct RefusalLog {
+    last_second: AtomicU64,
+    unlogged: AtomicU64,
+}
+
+impl RefusalLog {
+    fn note(&self, name: &str, ip: &str, full: &Full) {
+        let now = crate::hub::clock_ms() / 1000 + 1;
+        if self.last_second.swap(now, Ordering::Relaxed) == now {
+            self.unlogged.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let more = self.unlogged.swap(0, Ordering::Relaxed);
+        let limit = match full {
+            Full::Total(n) => format!("{n} connections are open (--max-http-connections)"),
+            Full::PerIp(n) => format!("{n} connections from {ip} are open (--max-http-connections-per-ip)"),
+        };
+        let more = if more > 0 { format!("; {more} more refused in the last second") } else { String::new() };
+        log::warn!("{name}: refused a connection from {ip} with 503: {limit}{more}");
+    }
+}
+
+/// Serves `app` on `listener` until an accept error.
 pub async fn serve<S: Clone + Send + Sync + 'static>(
     app: tide::Server<S>,
     listener: TcpListener,
-    one_request_per_connection: bool,
+    settings: Listener,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = async_std::net::TcpListener::from(listener);
+    let limits = ConnLimits::new(settings.max_connections, settings.max_per_ip);
+    let options = Arc::new(settings.options);
+    let log = Arc::new(RefusalLog { last_second: AtomicU64::new(0), unlogged: AtomicU64::new(0) });
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) if is_transient(&e) => {
-                log::warn!("accept failed ({e}); retrying");
+                log::warn!("{}: accept failed ({e}); retrying", settings.name);
                 runtime::sleep(Duration::from_millis(50)).await;
                 continue;
             }
             Err(e) => return Err(e),
         };
-        let app = app.clone();
-        runtime::spawn(async move {
-            let raw = first_request_head(&stream).await;
-            let local = stream.local_addr().ok();
-            let first = Arc::new(AtomicBool::new(true));
-            let result = async_h1::accept(stream, |mut req| {
-                let (app, raw, first) = (app.clone(), raw.clone(), first.clone());
-                async move {
-                    req.set_local_addr(local);
-                    req.set_peer_addr(Some(peer));
-                    if first.swap(false, Ordering::Relaxed) {
-                        if let Some(raw) = raw {
-                            req.ext_mut().insert(raw);
-                        }
-                    }
-                    let mut res: tide::http::Response = app.respond(req).await?;
-                    if one_request_per_connection {
-                        res.insert_header("Connection", "close");
-                    }
-                    Ok(res)
-                }
-            })
-            .await;
-            if let Err(e) = result {
-                log::debug!("connection from {peer}: {e}");
+        // Small writes (WebSocket frames, short responses) go out at once.
+        let _ = stream.set_nodelay(true);
+        let ip = peer.ip().to_string();
+        match limits.reserve(&ip) {
+            Ok(slot) => {
+                let (app, options) = (app.clone(), options.clone());
+                runtime::spawn(async move {
+                    conn::serve(app, stream, peer, options).await;
+                    drop(slot);
+                });
             }
-        });
+            Err(full) => {
+                log.note(settings.name, &ip, &full);
+                runtime::spawn(refuse_busy(stream, peer, options.timeout));
+            }
+        }
     }
+}
+
+/// Answers a connection over the limits with 503 and closes it.
+async fn refuse_busy(mut stream: async_std::net::TcpStream, peer: SocketAddr, timeout: Duration) {
+    let text = "Service Unavailable: too many connections; try again later";
+    if crate::http1::response::refuse(&mut stream, 503, text, "retry-after: 5\r\n", timeout).await.is_ok() {
+        crate::http1::response::linger_close(&stream).await;
+    }
+    log::debug!("{peer}: refused (connection limits)");
 }
 
 /// Errors after which accepting again makes sense (out of fds, aborted
@@ -103,61 +149,17 @@ fn is_transient(e: &std::io::Error) -> bool {
         || matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 
-/// Peeks (without consuming) until the first request's head is complete.
-/// `None` if it does not arrive quickly, is over 8 KiB or is not HTTP; the
-/// request is then served with what the HTTP layer made of it.
-async fn first_request_head(stream: &TcpStream) -> Option<RawHead> {
-    let mut buf = vec![0u8; 8192];
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let n = stream.peek(&mut buf).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        if let Some(end) = buf[..n].windows(4).position(|w| w == b"\r\n\r\n") {
-            return parse_head(std::str::from_utf8(&buf[..end]).ok()?);
-        }
-        if n == buf.len() || Instant::now() > deadline {
-            return None;
-        }
-        // Part of the head is here; wait for the rest.
-        runtime::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-fn parse_head(head: &str) -> Option<RawHead> {
-    let mut lines = head.split("\r\n");
-    let mut parts = lines.next()?.split(' ');
-    let (_method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
-    if !version.starts_with("HTTP/") {
-        return None;
-    }
-    let content_type = lines.find_map(|l| {
-        let (name, value) = l.split_once(':')?;
-        name.trim().eq_ignore_ascii_case("content-type").then(|| value.trim().to_owned())
-    });
-    Some(RawHead { target: target.to_owned(), content_type })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn heads_are_parsed() {
-        let h = parse_head("POST /send/x HTTP/1.1\r\nHost: a\r\ncontent-TYPE:  text/plain ").expect("a head");
-        assert_eq!((h.target.as_str(), h.content_type.as_deref()), ("/send/x", Some("text/plain")));
-        let h = parse_head("GET /a/../b HTTP/1.1\r\nHost: a").expect("a head");
-        assert_eq!((h.target.as_str(), h.content_type), ("/a/../b", None));
-        assert!(parse_head("GARBAGE").is_none());
-    }
-
-    #[test]
     fn path_and_query_of_targets() {
-        let t = |s: &str| RawHead { target: s.into(), content_type: None };
+        let t = |s: &str| RawHead { target: s.into(), content_type: None, headers: Vec::new() };
         assert_eq!(t("/a/../b?x=1").path_and_query(), ("/a/../b", Some("x=1")));
         assert_eq!(t("/a").path_and_query(), ("/a", None));
         assert_eq!(t("http://h:1/p/q?z").path_and_query(), ("/p/q", Some("z")));
         assert_eq!(t("http://h").path_and_query(), ("/", None));
+        assert_eq!(t("http://h?q").path_and_query(), ("/", Some("q")));
     }
 }

@@ -18,7 +18,7 @@ fn main() {
         _ => "trace",
     };
     // Our own events at `level`; other crates only when something is wrong.
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(format!("warn,ws2http={level}"))).init();
+    ws2http::logging::init(level);
     let result = match cli.command {
         Some(ws2http::config::Command::Try(args)) => ws2http::try_cmd::run(args),
         None => cli.into_config().and_then(ws2http::server::run),

@@ -33,12 +33,14 @@ pub fn request_info<S>(req: &Request<S>, server_port: u16) -> RequestInfo {
         Some(a) => (a.ip().to_string(), a.port().to_string()),
         None => (req.peer_addr().unwrap_or("").to_owned(), String::new()),
     };
-    let mut headers = Vec::new();
-    for (name, values) in req.iter() {
-        for v in values.iter() {
-            headers.push((name.as_str().to_owned(), v.as_str().to_owned()));
-        }
-    }
+    // Names as sent and in order (the HTTP library keeps neither).
+    let headers = match req.ext::<RawHead>() {
+        Some(raw) => raw.headers.clone(),
+        None => req
+            .iter()
+            .flat_map(|(name, values)| values.iter().map(|v| (name.as_str().to_owned(), v.as_str().to_owned())))
+            .collect(),
+    };
     let host = req.header("Host").map(|h| h.last().as_str().to_owned()).unwrap_or_default();
     let server_name = match host.rsplit_once(':') {
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.is_empty() => h.to_owned(),

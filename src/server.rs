@@ -201,8 +201,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
 
     runtime::block_on(async move {
         let serve = async {
-            let a = crate::listen::serve(site, public, false);
-            let b = crate::listen::serve(control_app, control, true);
+            let a = crate::listen::serve(site, public, listener(&cfg, "public listener", false));
+            let b = crate::listen::serve(control_app, control, listener(&cfg, "control API", true));
             match a.race(b).await {
                 Ok(()) => Err("a listener stopped".to_owned()),
                 Err(e) => Err(format!("listener failed: {e}")),
@@ -216,6 +216,15 @@ pub fn run(cfg: Config) -> Result<(), String> {
         shutdown(&app, &cfg, &mut signals).await;
         Ok(())
     })
+}
+
+fn listener(cfg: &Config, name: &'static str, one_request: bool) -> crate::listen::Listener {
+    crate::listen::Listener {
+        name,
+        options: crate::http1::conn::Options { max_head: cfg.max_request_head, timeout: cfg.http_timeout, one_request },
+        max_connections: cfg.max_http_connections,
+        max_per_ip: cfg.max_http_connections_per_ip,
+    }
 }
 
 fn local_url_display(a: SocketAddr) -> String {

@@ -40,6 +40,12 @@ fn is_token(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
 }
 
+/// `true` for a header name that becomes an `HTTP_*` variable: a token
+/// without `_`.
+fn usable(name: &str) -> bool {
+    is_token(name) && !name.contains('_')
+}
+
 /// `true` when two header names become the same `HTTP_*` variable (case
 /// and `-`/`_` do not count).
 fn same_variable(a: &str, b: &str) -> bool {
@@ -79,7 +85,10 @@ pub fn request_env(env: &mut impl EnvSink, s: &EnvSettings, req: &RequestInfo, t
     let (mut key, mut joined) = (String::new(), String::new());
     let headers = &req.headers;
     for (i, (name, value)) in headers.iter().enumerate() {
-        if !is_token(name) || headers[..i].iter().any(|(n, _)| same_variable(n, name)) {
+        // A name with `_` would become the same variable as its `-` twin,
+        // which a proxy in front may have set: such headers are dropped (not
+        // `usable`), as Apache and nginx do.
+        if !usable(name) || headers[..i].iter().any(|(n, _)| usable(n) && same_variable(n, name)) {
             continue; // not representable, or joined into its first occurrence
         }
         http_key(name, &mut key);
@@ -87,7 +96,7 @@ pub fn request_env(env: &mut impl EnvSink, s: &EnvSettings, req: &RequestInfo, t
         if key == "HTTP_PROXY" || key == "HTTP_CONTENT_LENGTH" || key == "HTTP_CONTENT_TYPE" {
             continue;
         }
-        let mut rest = headers[i + 1..].iter().filter(|(n, _)| same_variable(n, name)).peekable();
+        let mut rest = headers[i + 1..].iter().filter(|(n, _)| usable(n) && same_variable(n, name)).peekable();
         if rest.peek().is_none() {
             env.set(&key, value);
             continue;
@@ -189,6 +198,8 @@ mod tests {
                 ("x-multi".into(), "2".into()),
                 ("Proxy".into(), "http://evil".into()),
                 ("Bad Name".into(), "x".into()),
+                ("X_Forwarded_For".into(), "forged".into()),
+                ("X-Forwarded-For".into(), "10.0.0.1".into()),
             ],
             remote_addr: "127.0.0.1".into(),
             remote_port: "5000".into(),
@@ -223,6 +234,7 @@ mod tests {
         assert_eq!(get(&env, "HTTP_X_MULTI"), Some("1, 2"));
         assert_eq!(get(&env, "HTTP_PROXY"), None);
         assert_eq!(get(&env, "HTTP_BAD NAME"), None);
+        assert_eq!(get(&env, "HTTP_X_FORWARDED_FOR"), Some("10.0.0.1"), "a name with _ never merges with its - twin");
         assert_eq!(get(&env, "PATH_TRANSLATED"), Some("/srv/cgi/lobby"));
         assert_eq!(get(&env, "WS_ROOMS"), Some("a b"));
         assert_eq!(get(&env, "WS_META_nick"), Some("bob"));

@@ -39,8 +39,11 @@ pub fn scratch() -> PathBuf {
 }
 
 /// The binary under test, with stdout piped (for [`read_ports`]).
+/// `WS2HTTP_TEST_BIN` runs the tests against another build (for example
+/// an older one, to see a new test fail without the fix).
 pub fn ws2http() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ws2http"));
+    let bin = std::env::var_os("WS2HTTP_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_ws2http").into());
+    let mut cmd = Command::new(bin);
     cmd.stdout(Stdio::piped());
     cmd
 }

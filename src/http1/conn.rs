@@ -1,0 +1,192 @@
+//! One HTTP/1.x connection, request after request, in front of tide.
+//!
+//! For every request: read and check its head ([`super::head`]); refuse it
+//! with a status and a body when it is not acceptable; otherwise hand tide
+//! a request carrying the head exactly as sent ([`RawHead`]), write the
+//! response ([`super::response`]), finish the body, and go on while both
+//! sides keep the connection. A WebSocket handshake answered with `101`
+//! hands the socket (and any bytes already read past the head) to the
+//! handler that asked for it.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_std::net::TcpStream;
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use tide::http::{self, Body, Method, Request, Url};
+
+use super::head::{Head, Refusal, Version};
+use super::input::{self, BodyReader, HeadError, Input, Shared};
+use super::response::{self, Reply};
+use crate::listen::RawHead;
+use crate::runtime;
+
+/// How a listener serves its connections.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `--max-request-head`: most bytes of one request head.
+    pub max_head: usize,
+    /// `--http-timeout`: to send a head, or between two reads or writes.
+    pub timeout: Duration,
+    /// Close after every response (the control API).
+    pub one_request: bool,
+}
+
+/// Unread body bytes read and dropped to keep a connection (more: close).
+const DISCARD_LIMIT: usize = 64 * 1024;
+
+/// Serves `stream` until either side ends the connection or it is upgraded.
+pub async fn serve<S: Clone + Send + Sync + 'static>(
+    app: tide::Server<S>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    opts: Arc<Options>,
+) {
+    let local = stream.local_addr().ok();
+    let input: Shared = Arc::new(Mutex::new(Input::new(stream.clone(), opts.max_head, opts.timeout)));
+    let mut out = stream;
+    loop {
+        let head = match runtime::timeout(opts.timeout, std::future::poll_fn(|cx| input::lock(&input).poll_head(cx)))
+            .await
+        {
+            Ok(Ok(head)) => head,
+            Ok(Err(HeadError::Gone)) => return,
+            Ok(Err(HeadError::Refused(r))) => return refuse(&mut out, peer, &r, &opts).await,
+            Err(()) if input::lock(&input).is_idle() => return,
+            Err(()) => {
+                let r =
+                    Refusal::new(408, format!("no complete request head within {:?} (--http-timeout)", opts.timeout));
+                return refuse(&mut out, peer, &r, &opts).await;
+            }
+        };
+        let (req, version, method) = match request(&head, &input, peer, local) {
+            Ok(r) => r,
+            Err(r) => return refuse(&mut out, peer, &r, &opts).await,
+        };
+        let mut res: http::Response = match app.respond(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("{peer}: {} {}: the handler failed: {e}", head.method, head.target);
+                http::Response::new(500)
+            }
+        };
+        let upgrade = (res.status() == 101 && res.has_upgrade()).then(|| res.send_upgrade());
+        let keep_alive = head.keep_alive && !opts.one_request;
+        let kept = response::write(&mut out, Reply { res, method, version, keep_alive }, opts.timeout).await;
+        if let Some(sender) = upgrade {
+            if kept.is_ok() {
+                let (stream, early) = input::lock(&input).take_rest();
+                sender.send(http::upgrade::Connection::new(Upgraded { early, pos: 0, stream })).await;
+            }
+            return;
+        }
+        match kept {
+            Ok(true) if input::discard_body(&input, DISCARD_LIMIT).await => continue,
+            Ok(_) => return response::linger_close(&out).await,
+            Err(e) => {
+                log::debug!("{peer}: the response could not be written: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// Answers a refused request, logs it once, and closes.
+async fn refuse(out: &mut TcpStream, peer: SocketAddr, r: &Refusal, opts: &Options) {
+    log::info!("{peer}: refused a request with {}: {}", r.status, r.why);
+    let text = format!("{}: {}", response::reason(r.status), r.why);
+    if response::refuse(out, r.status, &text, "", opts.timeout).await.is_ok() {
+        response::linger_close(out).await;
+    }
+}
+
+/// The tide request for a checked head, with its body reader.
+fn request(
+    head: &Head,
+    input: &Shared,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+) -> Result<(Request, Version, Method), Refusal> {
+    let method: Method =
+        head.method.parse().map_err(|_| Refusal::new(501, format!("method {} is not supported", head.method)))?;
+    let url = match head.target.starts_with('/') {
+        true => {
+            let host = head.host.clone().or_else(|| local.map(|a| a.to_string())).unwrap_or_else(|| "localhost".into());
+            format!("http://{host}{}", head.target)
+        }
+        false => head.target.clone(),
+    };
+    let url = Url::parse(&url).map_err(|e| Refusal::new(400, format!("the request target is not a valid URL: {e}")))?;
+    let mut req = Request::new(method, url);
+    req.set_version(Some(match head.version {
+        Version::Http10 => http::Version::Http1_0,
+        Version::Http11 => http::Version::Http1_1,
+    }));
+    req.set_peer_addr(Some(peer));
+    req.set_local_addr(local);
+    for (name, value) in &head.headers {
+        // Both checked by the head parser: a token, and visible ASCII.
+        let name = http::headers::HeaderName::from_string(name.clone())
+            .map_err(|_| Refusal::new(400, format!("header name {name:?} is not acceptable")))?;
+        let value = http::headers::HeaderValue::from_bytes(value.clone().into_bytes())
+            .map_err(|_| Refusal::new(400, format!("the value of {name} is not acceptable")))?;
+        req.append_header(name, value);
+    }
+    let generation = input::lock(input).begin_body(head);
+    match head.framing {
+        super::head::Framing::None => req.set_body(Body::empty()),
+        framing => {
+            let len = match framing {
+                super::head::Framing::Length(n) => usize::try_from(n).ok(),
+                _ => None,
+            };
+            let reader = futures_lite::io::BufReader::new(BodyReader::new(input.clone(), generation));
+            req.set_body(Body::from_reader(reader, len));
+        }
+    }
+    // Setting a body labels it octet-stream when the client named no type;
+    // handlers must see what the client really sent.
+    if head.header("content-type").is_none() {
+        req.remove_header("Content-Type");
+    }
+    req.ext_mut().insert(RawHead::from_head(head));
+    Ok((req, head.version, method))
+}
+
+/// An upgraded connection: the bytes that came with the handshake, then the socket.
+struct Upgraded {
+    early: Vec<u8>,
+    pos: usize,
+    stream: TcpStream,
+}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+        if self.pos < self.early.len() {
+            let n = buf.len().min(self.early.len() - self.pos);
+            buf[..n].copy_from_slice(&self.early[self.pos..self.pos + n]);
+            self.pos += n;
+            if self.pos == self.early.len() {
+                self.early = Vec::new();
+                self.pos = 0;
+            }
+            return Poll::Ready(Ok(n));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_close(cx)
+    }
+}

@@ -1,0 +1,247 @@
+//! Writes one response, with the framing decided here and nowhere else:
+//! no body (and no length) for 1xx, 204 and 304; a known length as
+//! `Content-Length`; otherwise chunked for HTTP/1.1 and close-delimited for
+//! HTTP/1.0. Handlers (and the scripts behind them) never choose framing
+//! headers. A client that stops reading is cut off after `--http-timeout`
+//! without progress.
+
+use std::io::{self, ErrorKind, Write as _};
+use std::time::{Duration, SystemTime};
+
+use async_std::net::TcpStream;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use tide::http::{Method, Response};
+
+use super::head::Version;
+use crate::runtime;
+
+/// The reason phrase of a status (RFC 9110 §15).
+pub fn reason(code: u16) -> &'static str {
+    match code {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
+        421 => "Misdirected Request",
+        426 => "Upgrade Required",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => tide::http::StatusCode::try_from(code).map_or("", |s| s.canonical_reason()),
+    }
+}
+
+/// How the body is delimited on the wire.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    NoBody,
+    Length(u64),
+    Chunked,
+    /// HTTP/1.0 with an unknown length: the end of the connection ends it.
+    UntilClose,
+}
+
+/// Headers only the connection may set.
+fn is_framing_header(name: &str) -> bool {
+    ["content-length", "transfer-encoding", "connection", "keep-alive", "trailer", "upgrade"]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// A header value that cannot break the head: no CR, LF or other controls.
+fn safe_value(v: &str) -> bool {
+    v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+}
+
+/// What to write for one request.
+pub struct Reply {
+    pub res: Response,
+    pub method: Method,
+    pub version: Version,
+    /// The connection may carry another request afterwards.
+    pub keep_alive: bool,
+}
+
+/// Writes the response; returns whether the connection may be kept.
+pub async fn write(out: &mut TcpStream, mut reply: Reply, stall: Duration) -> io::Result<bool> {
+    let status: u16 = reply.res.status().into();
+    let mut body = reply.res.take_body();
+    let framing = match (status, body.len()) {
+        (100..=199 | 204 | 304, _) => Framing::NoBody,
+        (_, Some(n)) => Framing::Length(n as u64),
+        (_, None) if reply.version == Version::Http11 => Framing::Chunked,
+        (_, None) => Framing::UntilClose,
+    };
+    let wants_close =
+        reply.res.header("Connection").is_some_and(|v| v.iter().any(|v| v.as_str().eq_ignore_ascii_case("close")));
+    let keep = reply.keep_alive && !wants_close && framing != Framing::UntilClose && status != 101;
+    let mut buf = head(&reply.res, status, framing, keep, reply.method == Method::Head);
+    if reply.method == Method::Head || framing == Framing::NoBody {
+        send(out, &buf, stall).await?;
+        return Ok(keep);
+    }
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut sent: u64 = 0;
+    loop {
+        // The head goes out with the first piece of the body, or alone
+        // when the body keeps the client waiting.
+        let n = match futures_lite::future::poll_once(body.read(&mut chunk)).await {
+            Some(r) => r?,
+            None => {
+                send(out, &buf, stall).await?;
+                buf.clear();
+                body.read(&mut chunk).await?
+            }
+        };
+        if let Framing::Length(len) = framing {
+            if n == 0 && sent < len {
+                return Err(io::Error::new(ErrorKind::UnexpectedEof, "the response body ended early"));
+            }
+            let n = n.min(usize::try_from(len - sent).unwrap_or(usize::MAX));
+            buf.extend_from_slice(&chunk[..n]);
+            sent += n as u64;
+            if sent == len {
+                send(out, &buf, stall).await?;
+                return Ok(keep);
+            }
+        } else if framing == Framing::Chunked {
+            if n > 0 {
+                let _ = write!(buf, "{n:x}\r\n");
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            buf.extend_from_slice(if n > 0 { b"\r\n" } else { b"0\r\n\r\n" });
+        } else {
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        send(out, &buf, stall).await?;
+        buf.clear();
+        if n == 0 {
+            return Ok(keep);
+        }
+    }
+}
+
+/// Status line and headers.
+fn head(res: &Response, status: u16, framing: Framing, keep: bool, is_head: bool) -> Vec<u8> {
+    let mut h = Vec::with_capacity(256);
+    let _ = write!(h, "HTTP/1.1 {status} {}\r\n", reason(status));
+    let mut names: Vec<_> = res.iter().collect();
+    names.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    for (name, values) in names {
+        let upgrade_header = status == 101 && ["connection", "upgrade"].contains(&name.as_str());
+        if is_framing_header(name.as_str()) && !upgrade_header {
+            continue;
+        }
+        for v in values.iter() {
+            if safe_value(v.as_str()) {
+                let _ = write!(h, "{name}: {v}\r\n");
+            } else {
+                log::warn!("dropped the response header {name}: its value has control characters");
+            }
+        }
+    }
+    if res.header("Date").is_none() {
+        let _ = write!(h, "date: {}\r\n", httpdate::fmt_http_date(SystemTime::now()));
+    }
+    match framing {
+        Framing::Length(n) => {
+            let _ = write!(h, "content-length: {n}\r\n");
+        }
+        Framing::Chunked if !is_head => h.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
+    }
+    if !keep && status != 101 {
+        h.extend_from_slice(b"connection: close\r\n");
+    }
+    h.extend_from_slice(b"\r\n");
+    h
+}
+
+async fn send(out: &mut TcpStream, bytes: &[u8], stall: Duration) -> io::Result<()> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    match runtime::timeout(stall, out.write_all(bytes)).await {
+        Ok(r) => r,
+        Err(()) => Err(io::Error::new(ErrorKind::TimedOut, "the client stopped reading")),
+    }
+}
+
+/// A plain-text answer that ends the connection (refused requests).
+pub async fn refuse(out: &mut TcpStream, status: u16, text: &str, extra: &str, stall: Duration) -> io::Result<()> {
+    let body = format!("{text}\n");
+    let head = format!(
+        "HTTP/1.1 {status} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n{extra}\
+         date: {}\r\nconnection: close\r\n\r\n",
+        reason(status),
+        body.len(),
+        httpdate::fmt_http_date(SystemTime::now())
+    );
+    send(out, format!("{head}{body}").as_bytes(), stall).await
+}
+
+/// Closes without losing the answer just written: a client still sending
+/// (a body nobody read) would otherwise get a reset that can destroy the
+/// response in flight. Reads and drops what arrives for a short while.
+pub async fn linger_close(out: &TcpStream) {
+    let _ = out.shutdown(std::net::Shutdown::Write);
+    let mut rest = out.clone();
+    let mut scratch = [0u8; 4096];
+    let mut total = 0;
+    let drain = async {
+        while total < 1 << 20 {
+            match rest.read(&mut scratch).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = runtime::timeout(Duration::from_secs(2), drain).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_carry_only_our_framing() {
+        let mut res = Response::new(200);
+        res.insert_header("Content-Length", "99");
+        res.insert_header("X-A", "1");
+        let h = String::from_utf8(head(&res, 200, Framing::Length(3), true, false)).unwrap();
+        assert!(h.starts_with("HTTP/1.1 200 OK\r\n"), "{h}");
+        assert!(h.contains("content-length: 3\r\n") && !h.contains("99") && h.contains("x-a: 1\r\n"), "{h}");
+        assert!(!h.contains("connection"), "{h}");
+        let h = String::from_utf8(head(&Response::new(304), 304, Framing::NoBody, false, false)).unwrap();
+        assert!(h.starts_with("HTTP/1.1 304 Not Modified\r\n") && !h.contains("content-length"), "{h}");
+        assert!(h.contains("connection: close\r\n"), "{h}");
+        let mut up = Response::new(101);
+        up.insert_header("Connection", "Upgrade");
+        up.insert_header("Upgrade", "websocket");
+        let h = String::from_utf8(head(&up, 101, Framing::NoBody, false, false)).unwrap();
+        assert!(h.contains("connection: Upgrade\r\n") && h.contains("upgrade: websocket\r\n"), "{h}");
+        assert!(!h.contains("close"), "{h}");
+    }
+}

@@ -1,0 +1,63 @@
+//! The log: env_logger's usual line (`[time LEVEL target] message`), with
+//! every control character in the message escaped.
+//!
+//! Log lines carry what clients chose (paths, close reasons, header
+//! values in refusals) and what scripts printed (stderr, skipped lines).
+//! A newline in any of them would start a second, forged line
+//! (`POST /rooms/x%0a[2026-… WARN …] FORGED`), and terminal escapes would
+//! reach whoever reads the log in a terminal. Escaping here, once, covers
+//! every log line, whoever wrote the message.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+/// Sets up logging: our own crate at `level`, other crates at `warn`;
+/// `RUST_LOG` overrides both.
+pub fn init(level: &str) {
+    let filter = env_logger::Env::default().default_filter_or(format!("warn,ws2http={level}"));
+    env_logger::Builder::from_env(filter)
+        .format(|buf, record| {
+            let style = buf.default_level_style(record.level());
+            let message = escape_controls(&record.args().to_string());
+            writeln!(buf, "[{} {style}{:<5}{style:#} {}] {message}", buf.timestamp(), record.level(), record.target())
+        })
+        .init();
+}
+
+/// `a\nb` → `a\\nb`: C0 and C1 controls, DEL and the Unicode line and
+/// paragraph separators as visible escapes; everything else unchanged.
+pub fn escape_controls(s: &str) -> String {
+    let needs = |c: char| c.is_control() || c == '\u{2028}' || c == '\u{2029}';
+    if !s.chars().any(needs) {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if needs(c) && (c as u32) < 0x100 => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if needs(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_controls;
+
+    #[test]
+    fn controls_are_escaped() {
+        assert_eq!(escape_controls("plain text: ok"), "plain text: ok");
+        assert_eq!(escape_controls("x\n[2026 WARN] FORGED"), "x\\n[2026 WARN] FORGED");
+        assert_eq!(escape_controls("a\r\tb\x1b[31m\x7f"), "a\\r\\tb\\x1b[31m\\x7f");
+        assert_eq!(escape_controls("c1\u{85} ls\u{2028} é ✓"), "c1\\x85 ls\\u{2028} é ✓");
+    }
+}
