@@ -275,19 +275,19 @@ mod tests {
 
     #[test]
     fn plain_requests_parse() {
-        let h = head("POST /a/../b?x=1 HTTP/1.1\r\nHost: h:1\r\nX-A:  v \r\nContent-Length: 3\r\n\r\n").unwrap();
+        let h = head("POST /a/../b?x=1 HTTP/1.1\r\nHost: h:1\r\nX-A:  v \r\nContent-Length: 3\r\n\r\n").expect("valid");
         assert_eq!((h.method.as_str(), h.target.as_str()), ("POST", "/a/../b?x=1"));
         assert_eq!(h.framing, Framing::Length(3));
         assert_eq!(h.header("x-a"), Some("v"));
         assert_eq!(h.host.as_deref(), Some("h:1"));
         assert!(h.keep_alive && !h.expect_continue);
-        let h = head("GET / HTTP/1.0\r\n\r\n").unwrap();
+        let h = head("GET / HTTP/1.0\r\n\r\n").expect("valid");
         assert!(!h.keep_alive && h.host.is_none() && h.version == Version::Http10);
-        let h = head("GET http://h:1/p HTTP/1.1\r\nHost: H:1\r\nTransfer-Encoding: Chunked\r\n\r\n").unwrap();
+        let h = head("GET http://h:1/p HTTP/1.1\r\nHost: H:1\r\nTransfer-Encoding: Chunked\r\n\r\n").expect("valid");
         assert_eq!(h.framing, Framing::Chunked);
-        let h = head("PUT /u HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\nContent-Length: 9\r\n\r\n").unwrap();
+        let h = head("PUT /u HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\nContent-Length: 9\r\n\r\n").expect("valid");
         assert!(h.expect_continue);
-        assert!(!head("GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, close\r\n\r\n").unwrap().keep_alive);
+        assert!(!head("GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, close\r\n\r\n").expect("valid").keep_alive);
     }
 
     #[test]

@@ -351,10 +351,10 @@ mod tests {
 
     #[test]
     fn chunk_sizes() {
-        assert_eq!(chunk_size(b"1f").unwrap(), 31);
-        assert_eq!(chunk_size(b"0").unwrap(), 0);
-        assert_eq!(chunk_size(b"A;name=v").unwrap(), 10);
-        assert_eq!(chunk_size(b"a ;x").unwrap(), 10);
+        assert_eq!(chunk_size(b"1f").expect("valid"), 31);
+        assert_eq!(chunk_size(b"0").expect("valid"), 0);
+        assert_eq!(chunk_size(b"A;name=v").expect("valid"), 10);
+        assert_eq!(chunk_size(b"a ;x").expect("valid"), 10);
         for bad in [&b""[..], b"+1", b" 1", b"1 x", b"g", b"11111111111111111", b"1;\x01"] {
             assert!(chunk_size(bad).is_err(), "{bad:?}");
         }

@@ -230,17 +230,17 @@ mod tests {
         let mut res = Response::new(200);
         res.insert_header("Content-Length", "99");
         res.insert_header("X-A", "1");
-        let h = String::from_utf8(head(&res, 200, Framing::Length(3), true, false)).unwrap();
+        let h = String::from_utf8(head(&res, 200, Framing::Length(3), true, false)).expect("valid");
         assert!(h.starts_with("HTTP/1.1 200 OK\r\n"), "{h}");
         assert!(h.contains("content-length: 3\r\n") && !h.contains("99") && h.contains("x-a: 1\r\n"), "{h}");
         assert!(!h.contains("connection"), "{h}");
-        let h = String::from_utf8(head(&Response::new(304), 304, Framing::NoBody, false, false)).unwrap();
+        let h = String::from_utf8(head(&Response::new(304), 304, Framing::NoBody, false, false)).expect("valid");
         assert!(h.starts_with("HTTP/1.1 304 Not Modified\r\n") && !h.contains("content-length"), "{h}");
         assert!(h.contains("connection: close\r\n"), "{h}");
         let mut up = Response::new(101);
         up.insert_header("Connection", "Upgrade");
         up.insert_header("Upgrade", "websocket");
-        let h = String::from_utf8(head(&up, 101, Framing::NoBody, false, false)).unwrap();
+        let h = String::from_utf8(head(&up, 101, Framing::NoBody, false, false)).expect("valid");
         assert!(h.contains("connection: Upgrade\r\n") && h.contains("upgrade: websocket\r\n"), "{h}");
         assert!(!h.contains("close"), "{h}");
     }
