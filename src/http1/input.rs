@@ -27,6 +27,8 @@ use super::head::{self, Framing, Head, Refusal};
 /// Longest chunk-size line (RFC 9112 §7.1) or trailer line.
 const MAX_LINE: usize = 4096;
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// Most heads fit; a bigger one grows the buffer (up to `--max-request-head`).
+const FIRST_BUFFER: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
@@ -55,7 +57,9 @@ pub enum HeadError {
 
 pub struct Input {
     stream: TcpStream,
+    /// Grows from [`FIRST_BUFFER`] up to `max_head` when a head needs it.
     buf: Vec<u8>,
+    max_head: usize,
     start: usize,
     end: usize,
     /// Bytes of the current head already searched for its end.
@@ -85,7 +89,8 @@ impl Input {
     pub fn new(stream: TcpStream, max_head: usize, stall_limit: Duration) -> Self {
         Input {
             stream,
-            buf: vec![0; max_head.max(1024)],
+            buf: vec![0; FIRST_BUFFER.min(max_head)],
+            max_head,
             start: 0,
             end: 0,
             scanned: 0,
@@ -109,7 +114,10 @@ impl Input {
             (self.end, self.start) = (self.end - self.start, 0);
         }
         if self.end == self.buf.len() {
-            return Poll::Ready(Err(io::Error::new(ErrorKind::OutOfMemory, "request head buffer full")));
+            if self.buf.len() >= self.max_head {
+                return Poll::Ready(Err(io::Error::new(ErrorKind::OutOfMemory, "request head buffer full")));
+            }
+            self.buf.resize((self.buf.len() * 2).min(self.max_head), 0);
         }
         match Pin::new(&mut self.stream).poll_read(cx, &mut self.buf[self.end..]) {
             Poll::Ready(r) => {
@@ -154,7 +162,7 @@ impl Input {
 
     /// A head that does not fit: 414 when even the request line does not.
     fn too_big(&self) -> HeadError {
-        let max = self.buf.len();
+        let max = self.max_head;
         HeadError::Refused(match self.buf[self.start..self.end].contains(&b'\n') {
             true => Refusal::new(431, format!("the request head is over {max} bytes (--max-request-head)")),
             false => Refusal::new(414, format!("the request line is over {max} bytes (--max-request-head)")),
@@ -245,7 +253,7 @@ impl Input {
                 Body::Chunked(Chunk::Trailers(seen)) => {
                     let (a, b) = ready!(self.poll_line(cx))?;
                     let seen = seen + b - a + 2;
-                    if seen > self.buf.len() {
+                    if seen > self.max_head {
                         return Poll::Ready(Err(invalid("trailer section too long")));
                     }
                     self.body = if a == b { Body::Done } else { Body::Chunked(Chunk::Trailers(seen)) };
