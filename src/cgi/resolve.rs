@@ -64,6 +64,13 @@ impl Resolver {
         &self.root
     }
 
+    /// `true` when `canonical` (a canonical path) is a script or lies under
+    /// `--cgi-bin`: such a file is never served as a static file, whatever
+    /// its mode, so its source cannot leak when it is not runnable.
+    pub fn owns(&self, canonical: &Path) -> bool {
+        canonical.starts_with(&self.root) || self.single.as_deref() == Some(canonical)
+    }
+
     /// `true` in single-script mode.
     pub fn is_single(&self) -> bool {
         self.single.is_some()
@@ -133,7 +140,9 @@ impl Resolver {
             let mode = std::fs::metadata(&filename).map(|m| m.permissions().mode()).unwrap_or(0);
             if mode & 0o111 == 0 {
                 return Resolved::NotRunnable(format!(
-                    "{} is not executable: run `chmod +x {}` (with a #! line), or pass --handler {}=PROGRAM",
+                    "{} is not executable: run `chmod +x {}` (with a #! line), or pass --handler {}=PROGRAM \
+                     (files in --cgi-bin are never served as static files: a file that is not a script \
+                     belongs in --root)",
                     filename.display(),
                     filename.display(),
                     if ext.is_empty() { "EXT" } else { ext }
@@ -286,6 +295,15 @@ mod tests {
     fn not_executable_is_reported() {
         let (_, r) = setup();
         assert!(matches!(r.resolve("/plain.txt"), Resolved::NotRunnable(m) if m.contains("chmod +x")));
+    }
+
+    #[test]
+    fn everything_under_cgi_bin_and_the_single_script_is_owned() {
+        let (root, r) = setup();
+        assert!(r.owns(&root.join("plain.txt")) && r.owns(&root.join("sub")) && r.owns(&root));
+        assert!(!r.owns(root.parent().expect("parent")) && !r.owns(&root.with_file_name("cgi2")));
+        let single = Resolver::new(PathBuf::from("/nonexistent"), Some(root.join("chat.sh")), vec![]);
+        assert!(single.owns(&root.join("chat.sh")) && !single.owns(&root.join("plain.txt")));
     }
 
     #[test]
