@@ -525,16 +525,15 @@ impl BrowserContext {
                 format!("sent by a web page (Sec-Fetch-Site {s:?})"),
                 format!("refused: this request was made by a web page (Sec-Fetch-Site header); {from_page}"),
             ),
-            BrowserContext::Host(h) => (
-                StatusCode::MisdirectedRequest,
-                format!("Host {h:?} is not this API's address"),
-                format!(
-                    "refused: Host {} is not this API's address; use {} (as WS_API_URL does), \
+            BrowserContext::Host(h) => {
+                let host = h.as_deref().map_or("(missing or repeated)".to_owned(), |h| format!("{h:?}"));
+                let msg = format!(
+                    "refused: Host {host} is not this API's address; use {} (as WS_API_URL does), \
                      or start ws2http with --api-allow-host NAME to accept another name",
-                    h.as_deref().map_or("(missing or repeated)".to_owned(), |h| format!("{h:?}")),
                     hosts.url()
-                ),
-            ),
+                );
+                (StatusCode::MisdirectedRequest, format!("Host {host} is not this API's address"), msg)
+            }
         };
         log::warn!("api: {method} {path} refused ({}): {why}", u16::from(status));
         error(status, msg)
