@@ -3,11 +3,11 @@
 //! large files (206/416). Paths are checked with the same rules as scripts:
 //! no dot segments, no encoded separators, no symlinks out of the root.
 //!
-//! A script is never a file: whatever lies under `--cgi-bin` (or is the
-//! single script) is refused here by its canonical path, so a script that
-//! cannot run (a missing handler, a forgotten run bit) never leaks its
-//! source, also when `--cgi-bin` sits inside `--root` or is reached through
-//! a symlink.
+//! A script is never a file: whatever lies under `--cgi-bin`, is the single
+//! script, or has a handler's extension (`.php`) is refused here by its
+//! canonical path, so a script that cannot run (a missing handler, a
+//! forgotten run bit) never leaks its source, also when `--cgi-bin` sits
+//! inside `--root` or is reached through a symlink.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -32,8 +32,11 @@ fn servable(root: &Path, scripts: &Resolver, raw_path: &str, path: &Path) -> Opt
         log::warn!("refused {raw_path:?}: not inside --root");
         return None;
     }
-    if scripts.owns(&canonical) {
-        log::warn!("refused {raw_path:?}: {} is a script (under --cgi-bin), never a static file", canonical.display());
+    if scripts.is_script(&canonical) {
+        log::warn!(
+            "refused {raw_path:?}: {} is a script (under --cgi-bin, or a handler's extension), never a static file",
+            canonical.display()
+        );
         return None;
     }
     Some(canonical)
@@ -58,7 +61,7 @@ fn directory_redirect(raw_path: &str, query: Option<&str>) -> Response {
 }
 
 /// Serves `raw_path` from `root` (canonical) for `req`'s method and
-/// conditional/range headers; nothing that `scripts` owns.
+/// conditional/range headers; never a script (see [`Resolver::is_script`]).
 pub async fn serve<S>(root: &Path, scripts: &Resolver, raw_path: &str, req: &Request<S>) -> Response {
     if req.method() != Method::Get && req.method() != Method::Head {
         let mut r = status(StatusCode::MethodNotAllowed);

@@ -127,6 +127,7 @@ fn cgi_bin_inside_root_is_never_static() {
     write(&cgi_bin.join("page.php"), "<?php echo 'SOURCE-OF-PHP';\n", 0o644);
     write(&cgi_bin.join("index.html"), "SOURCE-OF-INDEX\n", 0o644);
     write(&root.join("index.html"), "home\n", 0o644);
+    write(&root.join("old/config.php"), "<?php $password = 'SOURCE-OF-CONFIG';\n", 0o644);
     std::os::unix::fs::symlink(cgi_bin.join("forgot.sh"), root.join("link.sh")).unwrap();
     let path = empty_path();
     let s = Server::start_env(&cgi_bin, &["--root", root.to_str().unwrap()], &[("PATH", path.as_os_str())]);
@@ -140,6 +141,7 @@ fn cgi_bin_inside_root_is_never_static() {
         ("/cgi-bin/page.php", 404),
         ("/cgi-bin/", 404),
         ("/link.sh", 404),
+        ("/old/config.php", 404),
         ("/forgot.sh", 500),
         ("/page.php", 500),
     ] {
@@ -149,7 +151,7 @@ fn cgi_bin_inside_root_is_never_static() {
     }
     let log = s.log();
     assert!(log.contains("forgot.sh is not executable: run `chmod +x"), "{log}");
-    assert!(log.contains("is a script (under --cgi-bin), never a static file"), "{log}");
+    assert!(log.contains("is a script (under --cgi-bin, or a handler's extension), never a static file"), "{log}");
 }
 
 #[test]
@@ -190,4 +192,25 @@ fn directory_redirects_stay_on_this_host_and_keep_the_query() {
         assert_eq!(got, Some(location), "{target}: {res}");
     }
     assert!(get_page(&s, "//sub/").1.ends_with("sub\n"));
+}
+
+#[test]
+fn missing_handler_programs_are_named_at_start_up() {
+    let path = empty_path();
+    let env = [("PATH", path.as_os_str())];
+    // No .php script here: the default php handler stays quiet; a --handler
+    // given on the command line is always checked, by name or by path.
+    let s = Server::start_env(&fixtures(), &["--handler", "py=python3 -u", "--handler", "rb=/nonexistent/ruby"], &env);
+    let log = s.log();
+    assert!(!log.contains("php-cgi"), "{log}");
+    for (ext, program) in [("py", "python3"), ("rb", "/nonexistent/ruby")] {
+        let line = format!(
+            "handler for .{ext} scripts: {program:?} is not installed or not in PATH; 0 .{ext} script(s) will \
+             fail with 500 until it is: install it or name another with --handler {ext}=PROGRAM"
+        );
+        assert_eq!(log.matches(&line).count(), 1, "{log}");
+    }
+    // Installed programs are not reported.
+    let s = Server::start_env(&fixtures(), &["--handler", "sh=/bin/sh"], &[]);
+    assert!(!s.log().contains("is not installed"), "{}", s.log());
 }

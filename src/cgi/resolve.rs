@@ -64,11 +64,16 @@ impl Resolver {
         &self.root
     }
 
-    /// `true` when `canonical` (a canonical path) is a script or lies under
-    /// `--cgi-bin`: such a file is never served as a static file, whatever
-    /// its mode, so its source cannot leak when it is not runnable.
-    pub fn owns(&self, canonical: &Path) -> bool {
-        canonical.starts_with(&self.root) || self.single.as_deref() == Some(canonical)
+    /// `true` when `canonical` (a canonical path) is a script: it lies under
+    /// `--cgi-bin`, is the single script, or has a handler's extension
+    /// (`.php`, any `--handler EXT`) wherever it is. Such a file is never
+    /// served as a static file, whatever its mode, so its source cannot
+    /// leak when it is not runnable or was put in `--root` by mistake.
+    pub fn is_script(&self, canonical: &Path) -> bool {
+        let ext = canonical.extension().and_then(|e| e.to_str()).unwrap_or("");
+        canonical.starts_with(&self.root)
+            || self.single.as_deref() == Some(canonical)
+            || (!ext.is_empty() && self.handlers.iter().any(|(e, _)| e == ext))
     }
 
     /// `true` in single-script mode.
@@ -298,12 +303,14 @@ mod tests {
     }
 
     #[test]
-    fn everything_under_cgi_bin_and_the_single_script_is_owned() {
+    fn scripts_are_what_is_under_cgi_bin_the_single_script_and_handled_extensions() {
         let (root, r) = setup();
-        assert!(r.owns(&root.join("plain.txt")) && r.owns(&root.join("sub")) && r.owns(&root));
-        assert!(!r.owns(root.parent().expect("parent")) && !r.owns(&root.with_file_name("cgi2")));
+        assert!(r.is_script(&root.join("plain.txt")) && r.is_script(&root.join("sub")) && r.is_script(&root));
+        let parent = root.parent().expect("parent");
+        assert!(!r.is_script(parent) && !r.is_script(&root.with_file_name("cgi2")));
+        assert!(r.is_script(&parent.join("old.php")) && !r.is_script(&parent.join("style.css")));
         let single = Resolver::new(PathBuf::from("/nonexistent"), Some(root.join("chat.sh")), vec![]);
-        assert!(single.owns(&root.join("chat.sh")) && !single.owns(&root.join("plain.txt")));
+        assert!(single.is_script(&root.join("chat.sh")) && !single.is_script(&root.join("plain.txt")));
     }
 
     #[test]
