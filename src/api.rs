@@ -1,7 +1,27 @@
 //! The control API: lets any program (a cron job, a later HTTP request, a
 //! script's background job) push messages and inspect presence at any time.
 //! Every route turns its request into [`Action`]s for the hub.
+//!
+//! Without `--api-token` (the default on loopback) anything that can reach the
+//! port may call it, and that includes every web page open in the user's
+//! browser: a cross-site `POST` with a text or form body needs no preflight
+//! (CSRF), and DNS rebinding lets a page read the answers. Programs (curl,
+//! cron jobs, scripts using `WS_API_URL`) never send `Origin` or
+//! `Sec-Fetch-Site` and always name the address they connect to in `Host`;
+//! browsers always do the former on cross-site requests and, after a
+//! rebinding, send the attacker's name in `Host`. So without a token a
+//! request that looks like it comes from a browser is refused (403, 421)
+//! before any route runs. With a token a page cannot forge the
+//! `Authorization` header, and these checks are not needed.
+//!
+//! Request bodies are read only up to a cap (`--api-max-body`, and
+//! `--max-message` for a pushed message): a bigger one is refused with 413,
+//! from its Content-Length before reading anything, or as soon as a chunked
+//! body passes the cap.
 
+use std::net::SocketAddr;
+
+use futures_lite::AsyncReadExt;
 use percent_encoding::percent_decode_str;
 use serde_json::json;
 use tide::{Next, Request, Response, StatusCode};
@@ -53,12 +73,19 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
+/// Without a token: refuses requests made by a browser (see the module
+/// docs), on every route. With one: every route but /healthz needs it.
 fn auth<'a>(
     req: Request<App>,
     next: Next<'a, App>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = tide::Result> + Send + 'a>> {
     Box::pin(async move {
         let open_route = req.url().path() == "/healthz";
+        if req.state().api_token.is_none() {
+            if let Some(refusal) = browser_context(&req, &req.state().api_hosts) {
+                return refusal.respond(&req, &req.state().api_hosts);
+            }
+        }
         if let (Some(token), false) = (req.state().api_token.as_deref(), open_route) {
             let given = req
                 .header("Authorization")
@@ -82,7 +109,8 @@ fn param(req: &Request<App>, name: &str) -> String {
 }
 
 /// The request body as a message: binary for application/octet-stream,
-/// otherwise text (which must be UTF-8).
+/// otherwise text (which must be UTF-8). At most `--max-message` bytes (and
+/// `--api-max-body`).
 async fn body_message(req: &mut Request<App>) -> Result<Message, tide::Result> {
     // The HTTP layer labels a body without Content-Type as octet-stream;
     // here no type means text, so look at what the client really sent.
@@ -92,8 +120,12 @@ async fn body_message(req: &mut Request<App>) -> Result<Message, tide::Result> {
     };
     let binary =
         sent.is_some_and(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/octet-stream"));
-    let body =
-        req.body_bytes().await.map_err(|e| error(StatusCode::BadRequest, format!("cannot read the body: {e}")))?;
+    let app = req.state().clone();
+    let cap = match app.max_message < app.api_max_body {
+        true => BodyCap { bytes: app.max_message, flag: "--max-message" },
+        false => BodyCap { bytes: app.api_max_body, flag: "--api-max-body" },
+    };
+    let body = read_body(req, cap).await?;
     if binary {
         Ok(Message::Binary(body.into()))
     } else {
@@ -195,7 +227,12 @@ async fn broadcast(req: Request<App>) -> tide::Result {
 /// Directive lines, all parsed before any is applied: one bad line → 400
 /// and nothing happens.
 async fn actions(mut req: Request<App>) -> tide::Result {
-    let body = match req.body_string().await {
+    let cap = BodyCap { bytes: req.state().api_max_body, flag: "--api-max-body" };
+    let body = match read_body(&mut req, cap).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let body = match String::from_utf8(body) {
         Ok(b) => b,
         Err(e) => return error(StatusCode::BadRequest, format!("the body must be UTF-8 text of directive lines: {e}")),
     };
@@ -318,9 +355,214 @@ async fn not_found(req: Request<App>) -> tide::Result {
     error(StatusCode::NotFound, format!("no such API route: {} {}", req.method(), req.url().path()))
 }
 
+/// The most a route reads of a request body, and the flag that sets it.
+#[derive(Clone, Copy)]
+struct BodyCap {
+    bytes: usize,
+    flag: &'static str,
+}
+
+/// The request body, at most `cap.bytes` of it: a declared Content-Length
+/// over the cap is refused before anything is read; a body without one
+/// (chunked) is read up to one byte past the cap, then refused. Only what
+/// the cap allows is ever held in memory.
+async fn read_body(req: &mut Request<App>, cap: BodyCap) -> Result<Vec<u8>, tide::Result> {
+    if let Some(declared) = req.len().filter(|&n| n > cap.bytes) {
+        return Err(too_large(req, &format!("Content-Length {declared}"), cap));
+    }
+    let mut buf = Vec::with_capacity(req.len().unwrap_or(0).min(cap.bytes));
+    let limit = u64::try_from(cap.bytes).unwrap_or(u64::MAX).saturating_add(1);
+    let read = req.take_body().take(limit).read_to_end(&mut buf).await;
+    if let Err(e) = read {
+        return Err(error(StatusCode::BadRequest, format!("cannot read the body: {e}")));
+    }
+    if buf.len() > cap.bytes {
+        return Err(too_large(req, "chunked body", cap));
+    }
+    Ok(buf)
+}
+
+/// 413 for a body over its cap, with one log line. The connection is closed
+/// (every API response says `Connection: close`); what the client still sends
+/// is not kept.
+fn too_large(req: &Request<App>, what: &str, cap: BodyCap) -> tide::Result {
+    let (bytes, flag) = (cap.bytes, cap.flag);
+    log::warn!("api: {} {} refused (413): {what} over the {bytes}-byte cap ({flag})", req.method(), req.url().path());
+    let mut r = error(
+        StatusCode::PayloadTooLarge,
+        format!("the body is larger than {bytes} bytes ({flag}); send less, or start ws2http with a larger {flag}"),
+    )?;
+    r.insert_header("Connection", "close");
+    Ok(r)
+}
+
+/// A name the control API answers to besides its own address
+/// (`--api-allow-host NAME` for any port, `NAME:PORT` for one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPattern {
+    /// Lower case; an IPv6 address keeps its brackets.
+    name: String,
+    port: Option<u16>,
+}
+
+impl HostPattern {
+    pub fn parse(s: &str) -> Result<HostPattern, String> {
+        let (name, port) = split_host(s).ok_or("expected NAME or NAME:PORT, e.g. myapp.internal:8081")?;
+        let ok_char = |c: char| c.is_ascii_alphanumeric() || "-._:[]".contains(c);
+        if name.is_empty() || !name.chars().all(ok_char) {
+            return Err("expected a host name or address, e.g. myapp.internal or myapp.internal:8081".into());
+        }
+        Ok(HostPattern { name, port })
+    }
+}
+
+/// `Host` header value → (lower-case name, port if given); `None` when it
+/// is not `NAME`, `NAME:PORT`, `[V6]` or `[V6]:PORT`.
+fn split_host(host: &str) -> Option<(String, Option<u16>)> {
+    let host = host.trim();
+    let (name, port) = match host.strip_prefix('[') {
+        Some(rest) => {
+            let end = rest.find(']')?;
+            let after = &rest[end + 1..];
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':')?),
+            };
+            (&host[..end + 2], port)
+        }
+        None => match host.rsplit_once(':') {
+            Some((n, p)) if !n.contains(':') => (n, Some(p)),
+            Some(_) => return None,
+            None => (host, None),
+        },
+    };
+    let port = match port {
+        None => None,
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => Some(p.parse().ok()?),
+        Some(_) => return None,
+    };
+    Some((name.to_ascii_lowercase(), port))
+}
+
+/// The `Host` values the control API accepts without a token: the address
+/// it is bound to, for a loopback address also `localhost`, `127.0.0.1` and
+/// `[::1]` (on its port), and the `--api-allow-host` names.
+#[derive(Clone, Debug)]
+pub struct AllowedHosts {
+    port: u16,
+    own: Vec<String>,
+    extra: Vec<HostPattern>,
+}
+
+impl AllowedHosts {
+    pub fn new(bound: SocketAddr, extra: &[HostPattern]) -> AllowedHosts {
+        let ip = match bound {
+            SocketAddr::V4(a) => a.ip().to_string(),
+            SocketAddr::V6(a) => format!("[{}]", a.ip()),
+        };
+        let mut own = vec![ip];
+        if bound.ip().is_loopback() {
+            own.extend(["localhost", "127.0.0.1", "[::1]"].map(str::to_owned));
+        }
+        AllowedHosts { port: bound.port(), own, extra: extra.to_vec() }
+    }
+
+    /// `true` when `host` (a Host header value) names this API.
+    pub fn allows(&self, host: &str) -> bool {
+        let Some((name, port)) = split_host(host) else { return false };
+        let port = port.unwrap_or(80);
+        self.own.contains(&name) && port == self.port
+            || self.extra.iter().any(|p| p.name == name && p.port.is_none_or(|q| q == port))
+    }
+
+    /// The URL to give a user who used another one.
+    fn url(&self) -> String {
+        format!("http://{}:{}", self.own[0], self.port)
+    }
+}
+
+/// Why a request is taken for one made by a web browser.
+#[derive(Debug, PartialEq, Eq)]
+enum BrowserContext {
+    /// An `Origin` header (browsers send it on cross-site requests and every POST).
+    Origin(String),
+    /// `Sec-Fetch-Site` other than `none` (a page made the request).
+    FetchSite(String),
+    /// A `Host` that is not the API's address (DNS rebinding), or not exactly one.
+    Host(Option<String>),
+}
+
+fn browser_context(req: &Request<App>, hosts: &AllowedHosts) -> Option<BrowserContext> {
+    let one = |name: &str| req.header(name).map(|v| v.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(", "));
+    if let Some(origin) = one("Origin") {
+        return Some(BrowserContext::Origin(origin));
+    }
+    if let Some(site) = one("Sec-Fetch-Site").filter(|s| !s.trim().eq_ignore_ascii_case("none")) {
+        return Some(BrowserContext::FetchSite(site));
+    }
+    let host = req.header("Host").filter(|v| v.iter().count() == 1).map(|v| v.last().as_str().to_owned());
+    match host {
+        Some(h) if hosts.allows(&h) => None,
+        other => Some(BrowserContext::Host(other)),
+    }
+}
+
+impl BrowserContext {
+    /// 403 or 421 with a JSON error saying what to do, and one log line.
+    fn respond(&self, req: &Request<App>, hosts: &AllowedHosts) -> tide::Result {
+        let (method, path) = (req.method(), req.url().path());
+        let from_page = "without --api-token the control API serves programs (curl, cron jobs, scripts), \
+                         not web pages: call it from server-side code, or start ws2http with --api-token \
+                         TOKEN and send Authorization: Bearer TOKEN";
+        let (status, why, msg) = match self {
+            BrowserContext::Origin(o) => (
+                StatusCode::Forbidden,
+                format!("sent by a web page (Origin {o:?})"),
+                format!("refused: this request was made by a web page (Origin header); {from_page}"),
+            ),
+            BrowserContext::FetchSite(s) => (
+                StatusCode::Forbidden,
+                format!("sent by a web page (Sec-Fetch-Site {s:?})"),
+                format!("refused: this request was made by a web page (Sec-Fetch-Site header); {from_page}"),
+            ),
+            BrowserContext::Host(h) => {
+                let host = h.as_deref().map_or("(missing or repeated)".to_owned(), |h| format!("{h:?}"));
+                let msg = format!(
+                    "refused: Host {host} is not this API's address; use {} (as WS_API_URL does), \
+                     or start ws2http with --api-allow-host NAME to accept another name",
+                    hosts.url()
+                );
+                (StatusCode::MisdirectedRequest, format!("Host {host} is not this API's address"), msg)
+            }
+        };
+        log::warn!("api: {method} {path} refused ({}): {why}", u16::from(status));
+        error(status, msg)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        let v4 = AllowedHosts::new("127.0.0.1:8081".parse().expect("addr"), &[]);
+        for ok in ["127.0.0.1:8081", "localhost:8081", "LOCALHOST:8081", "[::1]:8081"] {
+            assert!(v4.allows(ok), "{ok}");
+        }
+        for bad in ["rebind.evil.example:8081", "127.0.0.1:8082", "127.0.0.1", "", "127.0.0.1:8081:1", "[::1]x"] {
+            assert!(!v4.allows(bad), "{bad}");
+        }
+        let v6 = AllowedHosts::new("[::1]:80".parse().expect("addr"), &[]);
+        assert!(v6.allows("[::1]") && v6.allows("[::1]:80") && v6.allows("localhost"));
+        let extra = [HostPattern::parse("App.Internal").expect("ok"), HostPattern::parse("b.example:9").expect("ok")];
+        let other = AllowedHosts::new("127.0.0.2:8081".parse().expect("addr"), &extra);
+        assert!(other.allows("127.0.0.2:8081") && other.allows("app.internal:1234") && other.allows("app.internal"));
+        assert!(other.allows("b.example:9") && !other.allows("b.example:8081"));
+        for bad in ["", "a b", "a:x", "a/b", ":80"] {
+            assert!(HostPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn token_compare() {

@@ -119,6 +119,13 @@ pub struct Cli {
     /// Single-script mode: this script handles every WebSocket path (PATH_INFO carries the path)
     #[arg(env = "WS2HTTP_SCRIPT", value_name = "SCRIPT")]
     pub script: Option<PathBuf>,
+    /// Without --api-token the control API answers only requests whose Host is its own
+    /// address (or localhost); also accept this name (repeatable): NAME (any port) or NAME:PORT
+    #[arg(long = "api-allow-host", env = "WS2HTTP_API_ALLOW_HOST", value_name = "NAME[:PORT]", value_delimiter = ',')]
+    pub api_allow_host: Vec<String>,
+    /// Largest control API request body (bigger: 413); a pushed message is also at most --max-message
+    #[arg(long, env = "WS2HTTP_API_MAX_BODY", default_value_t = 4 << 20, value_name = "BYTES")]
+    pub api_max_body: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -252,6 +259,12 @@ pub struct Config {
     /// Path prefix → URL of the HTTP backend.
     pub backend_url: Vec<(String, String)>,
     pub redis: Option<String>,
+    /// Extra names the control API answers to without a token (`--api-allow-host`).
+    pub api_allow_host: Vec<crate::api::HostPattern>,
+    /// Largest control API request body (`--api-max-body`).
+    pub api_max_body: usize,
+    /// Extensions whose handler was registered by default (`php`), not by a flag.
+    pub default_handlers: Vec<String>,
 }
 
 fn is_loopback(addr: &str) -> Result<bool, String> {
@@ -262,12 +275,10 @@ fn is_loopback(addr: &str) -> Result<bool, String> {
     Ok(!addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback()))
 }
 
-fn in_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-}
-
-/// `EXT=PROGRAM [ARGS]` flags, plus `php=php-cgi` when php-cgi is installed
-/// and no php handler was given.
+/// `EXT=PROGRAM [ARGS]` flags, plus `php=php-cgi` when no php handler was
+/// given. The php handler is registered whether php-cgi is installed or not:
+/// a `.php` file is always a script (run, or refused with a 500 naming the
+/// missing program), never a file whose source could be served.
 pub fn parse_handlers(flags: &[String]) -> Result<Handlers, String> {
     let mut handlers = Vec::new();
     for h in flags {
@@ -281,7 +292,7 @@ pub fn parse_handlers(flags: &[String]) -> Result<Handlers, String> {
         }
         handlers.push((ext.to_owned(), Arc::from(argv)));
     }
-    if !handlers.iter().any(|(e, _)| e == "php") && in_path("php-cgi") {
+    if !handlers.iter().any(|(e, _)| e == "php") {
         handlers.push(("php".into(), Arc::from(vec!["php-cgi".to_owned()])));
     }
     Ok(handlers)
@@ -353,7 +364,17 @@ impl Cli {
                 Err(e) => return Err(format!("--root {}: {e}; create it or leave --root out", r.display())),
             },
         };
+        if let (Some(root), None) = (&root, &script) {
+            check_root_outside_cgi_bin(root, &cgi_bin)?;
+        }
         let handlers = parse_handlers(&self.handlers)?;
+        // parse_handlers appends the default ones after those of the flags.
+        let default_handlers = handlers.iter().skip(self.handlers.len()).map(|(e, _)| e.clone()).collect();
+        let api_allow_host = self
+            .api_allow_host
+            .iter()
+            .map(|h| crate::api::HostPattern::parse(h).map_err(|e| format!("--api-allow-host {h:?}: {e}")))
+            .collect::<Result<_, _>>()?;
         let inherited_env = inherited_env(&self.pass_env)?;
         if !(self.ping_interval >= 0.0 && self.ping_interval.is_finite()) {
             return Err(format!("--ping-interval {}: must be 0 (off) or a number of seconds", self.ping_interval));
@@ -406,6 +427,51 @@ impl Cli {
                     (prefix, url.to_owned())
                 })
                 .collect(),
+            api_allow_host,
+            api_max_body: self.api_max_body.max(1),
+            default_handlers,
         })
     }
+}
+
+/// A `--root` equal to or inside `--cgi-bin` would serve scripts as files.
+/// (`--cgi-bin` inside `--root` is fine: its files are simply never static.)
+fn check_root_outside_cgi_bin(root: &std::path::Path, cgi_bin: &std::path::Path) -> Result<(), String> {
+    if !root.starts_with(cgi_bin) {
+        return Ok(());
+    }
+    let how = if root == cgi_bin { "is the same directory as" } else { "is inside" };
+    Err(format!(
+        "--root {} {how} --cgi-bin {}: scripts would be served as files; \
+         give static files a directory of their own, e.g. --cgi-bin app/cgi-bin --root app/public",
+        root.display(),
+        cgi_bin.display()
+    ))
+}
+
+/// `true` when `program` can be started: a path to an executable file, or a
+/// bare name found in PATH (as posix_spawnp looks it up).
+fn program_exists(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable =
+        |p: &std::path::Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if program.contains('/') {
+        return runnable(std::path::Path::new(program));
+    }
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| runnable(&d.join(program))))
+}
+
+/// Handlers whose program cannot be started: (extension, program, the fix).
+pub fn missing_handler_programs(handlers: &Handlers) -> Vec<(String, String, String)> {
+    handlers
+        .iter()
+        .filter(|(_, argv)| !program_exists(&argv[0]))
+        .map(|(ext, argv)| {
+            let fix = match argv[0].as_str() {
+                "php-cgi" => format!("install it (apt install php-cgi) or name another with --handler {ext}=PROGRAM"),
+                _ => format!("install it or name another with --handler {ext}=PROGRAM"),
+            };
+            (ext.clone(), argv[0].clone(), fix)
+        })
+        .collect()
 }

@@ -35,11 +35,12 @@ pub async fn handle(mut req: Request<App>) -> tide::Result {
             // An HTTP-backend endpoint has no local script to run for a page.
             Resolved::Found(t) if t.filename.as_os_str().is_empty() => return Ok(fallback(&app, &path, &req).await),
             Resolved::Found(t) => t,
-            Resolved::NotRunnable(why) if app.root.is_none() => {
+            // Never a static file instead: its source could leak.
+            Resolved::NotRunnable(why) => {
                 log::error!("{path}: {why}");
                 return Ok(text(StatusCode::InternalServerError, "the script cannot be run; see the server log"));
             }
-            Resolved::NotRunnable(_) | Resolved::NotFound => return Ok(fallback(&app, &path, &req).await),
+            Resolved::NotFound => return Ok(fallback(&app, &path, &req).await),
         };
         let request_body =
             body.take().unwrap_or(cgi::http::RequestBody { body: Body::empty(), length: None, content_type: None });
@@ -67,7 +68,7 @@ pub async fn handle(mut req: Request<App>) -> tide::Result {
 /// No script: a static file, the start page, or 404.
 async fn fallback(app: &App, path: &str, req: &Request<App>) -> Response {
     if let Some(root) = &app.root {
-        return crate::static_files::serve(root, path, req).await;
+        return crate::static_files::serve(root, &app.resolver, path, req).await;
     }
     if path == "/" && req.method() == tide::http::Method::Get {
         let mut r = Response::new(StatusCode::Ok);

@@ -49,6 +49,10 @@ pub struct AppInner {
     pub allow_origin: Vec<String>,
     /// Which events run the script (`--events`).
     pub events: crate::config::Events,
+    /// The `Host` values the control API accepts without a token.
+    pub api_hosts: api::AllowedHosts,
+    /// Largest control API request body (`--api-max-body`).
+    pub api_max_body: usize,
 }
 
 impl AppInner {
@@ -180,6 +184,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
         ping_interval: cfg.ping_interval,
         allow_origin: cfg.allow_origin.clone(),
         events: cfg.events,
+        api_hosts: api::AllowedHosts::new(control_addr, &cfg.api_allow_host),
+        api_max_body: cfg.api_max_body,
     }));
 
     let mut site = tide::with_state(app.clone());
@@ -191,6 +197,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     // signals right after reading them gets a graceful shutdown.
     let mut signals = async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    warn_missing_handlers(&cfg, &app.resolver);
     println!("ws2http: listening on {}", local_url_display(public_addr));
     println!("ws2http: control API on {}", local_url_display(control_addr));
     if let Some(s) = &cfg.script {
@@ -259,4 +266,34 @@ async fn shutdown(app: &App, cfg: &Config, signals: &mut async_signal::Signals) 
         c.leave().await;
     }
     log::info!("shutdown complete");
+}
+
+/// One warning per handler program that cannot be started, before the
+/// "listening" lines: for every `--handler` given, and for the default
+/// `php=php-cgi` when a `.php` script would need it (one in `--cgi-bin`, or
+/// the single script, not routed to a FastCGI or HTTP backend).
+fn warn_missing_handlers(cfg: &Config, resolver: &Resolver) {
+    let missing = crate::config::missing_handler_programs(&cfg.handlers);
+    if missing.is_empty() {
+        return;
+    }
+    let routed = |e: &str| {
+        let mut prefixes = cfg.fastcgi.iter().map(|(p, _)| p).chain(cfg.backend_url.iter().map(|(p, _)| p));
+        prefixes.any(|p| crate::cgi::resolve::has_prefix(e, p))
+    };
+    let scripts: Vec<String> = match &cfg.script {
+        Some(s) => vec![s.display().to_string()],
+        None => resolver.endpoints().into_iter().filter(|e| !routed(e)).collect(),
+    };
+    for (ext, program, fix) in missing {
+        let suffix = format!(".{ext}");
+        let used = scripts.iter().filter(|s| s.ends_with(&suffix)).count();
+        if used == 0 && cfg.default_handlers.contains(&ext) {
+            continue;
+        }
+        log::warn!(
+            "handler for .{ext} scripts: {program:?} is not installed or not in PATH; \
+             {used} .{ext} script(s) will fail with 500 until it is: {fix}"
+        );
+    }
 }

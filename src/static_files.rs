@@ -2,23 +2,67 @@
 //! extension, Last-Modified/ETag with 304, HEAD, and single byte ranges for
 //! large files (206/416). Paths are checked with the same rules as scripts:
 //! no dot segments, no encoded separators, no symlinks out of the root.
+//!
+//! A script is never a file: whatever lies under `--cgi-bin`, is the single
+//! script, or has a handler's extension (`.php`) is refused here by its
+//! canonical path, so a script that cannot run (a missing handler, a
+//! forgotten run bit) never leaks its source, also when `--cgi-bin` sits
+//! inside `--root` or is reached through a symlink.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_std::io::{ReadExt, SeekExt};
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use tide::http::Method;
 use tide::{Body, Request, Response, StatusCode};
 
-use crate::cgi::resolve::safe_relative_path;
+use crate::cgi::resolve::{safe_relative_path, Resolver};
 
 fn status(code: StatusCode) -> Response {
     crate::request::text_response(code, code.canonical_reason())
 }
 
+/// The canonical path of `path` when it may be served: inside `root` and
+/// not a script. `None` (answered 404) otherwise, with a log line when
+/// something exists but is refused.
+fn servable(root: &Path, scripts: &Resolver, raw_path: &str, path: &Path) -> Option<PathBuf> {
+    let canonical = path.canonicalize().ok()?;
+    if !canonical.starts_with(root) {
+        log::warn!("refused {raw_path:?}: not inside --root");
+        return None;
+    }
+    if scripts.is_script(&canonical) {
+        log::warn!(
+            "refused {raw_path:?}: {} is a script (under --cgi-bin, or a handler's extension), never a static file",
+            canonical.display()
+        );
+        return None;
+    }
+    Some(canonical)
+}
+
+/// Bytes escaped in a redirect's `Location`: controls, non-ASCII and what
+/// cannot stand in a header value unescaped.
+const LOCATION: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'<').add(b'>').add(b'`');
+
+/// `301` to the directory URL with its trailing slash (relative links in
+/// its index page need it), the query kept. The path gets one leading
+/// slash: `//sub/` would be a protocol-relative URL, i.e. the host `sub`.
+fn directory_redirect(raw_path: &str, query: Option<&str>) -> Response {
+    let mut location = format!("/{}/", raw_path.trim_start_matches('/'));
+    if let Some(q) = query {
+        location.push('?');
+        location.push_str(q);
+    }
+    let mut r = Response::new(StatusCode::MovedPermanently);
+    r.insert_header("Location", utf8_percent_encode(&location, LOCATION).to_string());
+    r
+}
+
 /// Serves `raw_path` from `root` (canonical) for `req`'s method and
-/// conditional/range headers.
-pub async fn serve<S>(root: &Path, raw_path: &str, req: &Request<S>) -> Response {
+/// conditional/range headers; never a script (see [`Resolver::is_script`]).
+pub async fn serve<S>(root: &Path, scripts: &Resolver, raw_path: &str, req: &Request<S>) -> Response {
     if req.method() != Method::Get && req.method() != Method::Head {
         let mut r = status(StatusCode::MethodNotAllowed);
         r.insert_header("Allow", "GET, HEAD");
@@ -26,28 +70,25 @@ pub async fn serve<S>(root: &Path, raw_path: &str, req: &Request<S>) -> Response
     }
     let Some(rel) = safe_relative_path(raw_path) else { return status(StatusCode::NotFound) };
     let mut path = root.join(rel);
-    let Ok(mut meta) = std::fs::metadata(&path) else { return status(StatusCode::NotFound) };
-    if meta.is_dir() {
+    let Some(mut canonical) = servable(root, scripts, raw_path, &path) else { return status(StatusCode::NotFound) };
+    if canonical.is_dir() {
         if !raw_path.ends_with('/') {
-            // Relative links in the index page need the trailing slash.
-            let mut r = Response::new(StatusCode::MovedPermanently);
-            r.insert_header("Location", format!("{raw_path}/"));
-            return r;
+            return directory_redirect(raw_path, crate::request::raw_path_and_query(req).1.as_deref());
         }
         path.push("index.html");
-        match std::fs::metadata(&path) {
-            Ok(m) => meta = m,
-            Err(_) => return status(StatusCode::NotFound),
+        match servable(root, scripts, raw_path, &path) {
+            Some(c) => canonical = c,
+            None => return status(StatusCode::NotFound),
         }
     }
-    match path.canonicalize() {
-        Ok(c) if c.starts_with(root) && meta.is_file() => {}
+    let meta = match std::fs::metadata(&canonical) {
+        Ok(m) if m.is_file() => m,
         Ok(_) => {
-            log::warn!("refused {raw_path:?}: not a regular file inside --root");
+            log::warn!("refused {raw_path:?}: not a regular file");
             return status(StatusCode::NotFound);
         }
         Err(_) => return status(StatusCode::NotFound),
-    }
+    };
 
     let len = meta.len();
     let modified = meta.modified().unwrap_or(UNIX_EPOCH);
@@ -98,7 +139,7 @@ pub async fn serve<S>(root: &Path, raw_path: &str, req: &Request<S>) -> Response
         // The HTTP layer sends no body for HEAD but keeps this length.
         res.set_body(Body::from_reader(futures_lite::io::empty(), Some(count as usize)));
     } else {
-        let mut file = match async_std::fs::File::open(&path).await {
+        let mut file = match async_std::fs::File::open(&canonical).await {
             Ok(f) => f,
             Err(e) => {
                 log::warn!("{}: {e}", path.display());

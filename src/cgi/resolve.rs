@@ -64,6 +64,18 @@ impl Resolver {
         &self.root
     }
 
+    /// `true` when `canonical` (a canonical path) is a script: it lies under
+    /// `--cgi-bin`, is the single script, or has a handler's extension
+    /// (`.php`, any `--handler EXT`) wherever it is. Such a file is never
+    /// served as a static file, whatever its mode, so its source cannot
+    /// leak when it is not runnable or was put in `--root` by mistake.
+    pub fn is_script(&self, canonical: &Path) -> bool {
+        let ext = canonical.extension().and_then(|e| e.to_str()).unwrap_or("");
+        canonical.starts_with(&self.root)
+            || self.single.as_deref() == Some(canonical)
+            || (!ext.is_empty() && self.handlers.iter().any(|(e, _)| e == ext))
+    }
+
     /// `true` in single-script mode.
     pub fn is_single(&self) -> bool {
         self.single.is_some()
@@ -133,7 +145,9 @@ impl Resolver {
             let mode = std::fs::metadata(&filename).map(|m| m.permissions().mode()).unwrap_or(0);
             if mode & 0o111 == 0 {
                 return Resolved::NotRunnable(format!(
-                    "{} is not executable: run `chmod +x {}` (with a #! line), or pass --handler {}=PROGRAM",
+                    "{} is not executable: run `chmod +x {}` (with a #! line), or pass --handler {}=PROGRAM \
+                     (files in --cgi-bin are never served as static files: a file that is not a script \
+                     belongs in --root)",
                     filename.display(),
                     filename.display(),
                     if ext.is_empty() { "EXT" } else { ext }
@@ -286,6 +300,17 @@ mod tests {
     fn not_executable_is_reported() {
         let (_, r) = setup();
         assert!(matches!(r.resolve("/plain.txt"), Resolved::NotRunnable(m) if m.contains("chmod +x")));
+    }
+
+    #[test]
+    fn scripts_are_what_is_under_cgi_bin_the_single_script_and_handled_extensions() {
+        let (root, r) = setup();
+        assert!(r.is_script(&root.join("plain.txt")) && r.is_script(&root.join("sub")) && r.is_script(&root));
+        let parent = root.parent().expect("parent");
+        assert!(!r.is_script(parent) && !r.is_script(&root.with_file_name("cgi2")));
+        assert!(r.is_script(&parent.join("old.php")) && !r.is_script(&parent.join("style.css")));
+        let single = Resolver::new(PathBuf::from("/nonexistent"), Some(root.join("chat.sh")), vec![]);
+        assert!(single.is_script(&root.join("chat.sh")) && !single.is_script(&root.join("plain.txt")));
     }
 
     #[test]

@@ -296,3 +296,24 @@ pub fn post(url: &str, body: &str) -> ApiResponse {
 pub fn get(url: &str) -> ApiResponse {
     api("GET", url, None, None, b"")
 }
+
+impl Server {
+    /// Like [`Server::start_in`], with extra variables in the server's own
+    /// environment (e.g. a PATH without php-cgi).
+    pub fn start_env(cgi_bin: &Path, extra: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Server {
+        let dir = scratch();
+        let stderr_log = dir.join("stderr.log");
+        let mut cmd = ws2http();
+        cmd.args(["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--cgi-bin"])
+            .arg(cgi_bin)
+            .args(extra)
+            .env("RUST_LOG", "ws2http=debug")
+            .stderr(std::fs::File::create(&stderr_log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start ws2http");
+        let (port, api_port) = read_ports(&mut child);
+        Server { child, port, api_port, dir, stderr_log }
+    }
+}

@@ -317,7 +317,7 @@ class FpmChatFlow(DaemonsMixin, ChatFlow):
 
 
 class FpmChatTcpTest(FpmChatFlow, ServerTestCase):
-    """`--fastcgi 127.0.0.1:PORT --cgi-bin examples/php-chat --root examples/php-chat`."""
+    """`--fastcgi 127.0.0.1:PORT --cgi-bin examples/php-chat/cgi-bin --root examples/php-chat/public`."""
 
     async def test_invalid_open_rejected(self):
         # http_response_code(400) in PHP: php-fpm's Status header rejects the handshake
@@ -358,7 +358,7 @@ class FpmChatUnixTest(FpmChatFlow, ServerTestCase):
 class FpmPerPrefixChatTest(DaemonsMixin, ServerTestCase):
     """Per-prefix routes: only the .php files go to php-fpm, so style.css and
     index.html stay static files from --root."""
-    cgi_bin = PHP_DIR
+    cgi_bin = os.path.join(PHP_DIR, "cgi-bin")
 
     @classmethod
     @needs_fpm
@@ -368,7 +368,7 @@ class FpmPerPrefixChatTest(DaemonsMixin, ServerTestCase):
 
     @property
     def server_args(self):
-        args = ["--root", PHP_DIR, "--api-token", TOKEN, "--handler", "php=/bin/false"]
+        args = ["--root", os.path.join(PHP_DIR, "public"), "--api-token", TOKEN, "--handler", "php=/bin/false"]
         for page in ("/chat.php", "/index.php", "/lib.php"):
             args += ["--fastcgi", "%s=%s" % (page, self.fpm.address)]
         return args
@@ -820,7 +820,8 @@ class NginxPhpChatTest(DaemonsMixin, ChatFlow, ServerTestCase):
         self.nginx = self.start_test(
             nginx, self.work, "php-chat.conf", self.public_port,
             PUBLIC_PORT=self.public_port, EVENTS_PORT=self.events_port, FPM=self.fpm.address,
-            WS2HTTP="127.0.0.1:%d" % self.server.port, ROOT=os.path.join(REPO_ROOT, PHP_DIR),
+            WS2HTTP="127.0.0.1:%d" % self.server.port, ROOT=os.path.join(REPO_ROOT, PHP_DIR, "public"),
+            SCRIPTS=os.path.join(REPO_ROOT, PHP_DIR, "cgi-bin"),
             API_URL=self.server.api_url, API_TOKEN=TOKEN)
 
     class ViaNginx:
@@ -1277,7 +1278,8 @@ class DocsTest(unittest.TestCase):
             "ws2http_params": {},
             "php-fpm.conf": dict(DIR="/var/lib/ws2http", LISTEN="127.0.0.1:9000", CHILDREN=8),
             "php-chat.conf": dict(PUBLIC_PORT=8088, EVENTS_PORT=8089, FPM="127.0.0.1:9000",
-                                  WS2HTTP="127.0.0.1:8080", ROOT="/srv/php-chat",
+                                  WS2HTTP="127.0.0.1:8080", ROOT="/srv/php-chat/public",
+                                  SCRIPTS="/srv/php-chat/cgi-bin",
                                   API_URL="http://127.0.0.1:8081", API_TOKEN="change-this-token"),
         }
         for name, subs in shown.items():

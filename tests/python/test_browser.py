@@ -114,7 +114,8 @@ class PhpChatTest(BrowserTestCase):
     @browser_tool
     @php_cgi
     def setUp(self):
-        self.start_server(self.app_dir, ["--root", self.app_dir])
+        self.start_server(os.path.join(self.app_dir, "cgi-bin"),
+                          ["--root", os.path.join(self.app_dir, "public")])
 
     def join(self, b, nick, room):
         """Through the room picker form, up to a connected chat page."""

@@ -1,7 +1,8 @@
 """End to end tests of the example apps: examples/php-chat (php-cgi) and
 examples/python-chat (Python, stdlib only), served the way their READMEs say
-(--cgi-bin DIR --root DIR), here with an API token so the scripts' control
-API calls must carry WS_API_TOKEN.
+(--cgi-bin APP/cgi-bin --root APP/public: scripts and static files in
+separate directories, so a script is never served as a file), here with an
+API token so the scripts' control API calls must carry WS_API_TOKEN.
 
 WebSocket: two clients join a room, see each other in the member lists,
 exchange messages both ways (JSON, never read as directives), and one leaves.
@@ -26,6 +27,8 @@ from harness import REPO_ROOT, ServerTestCase, have_php_cgi, require_tool, uniqu
 
 PHP_DIR = os.path.join("examples", "php-chat")
 PY_DIR = os.path.join("examples", "python-chat")
+# Each app: its scripts (--cgi-bin) and its static files (--root).
+SCRIPTS, PUBLIC = "cgi-bin", "public"
 TOKEN = "example-token-" + unique("")
 ROOM_PREFIX = "chat:"
 ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -60,11 +63,11 @@ class ChatFlow:
 
     @property
     def cgi_bin(self):
-        return self.app_dir
+        return os.path.join(self.app_dir, SCRIPTS)
 
     @property
     def server_args(self):
-        return ["--root", self.app_dir, "--api-token", TOKEN]
+        return ["--root", os.path.join(self.app_dir, PUBLIC), "--api-token", TOKEN]
 
     def chat_path(self, room, nick):
         return "%s?%s" % (self.endpoint, urllib.parse.urlencode({"room": room, "nick": nick}))
@@ -292,7 +295,7 @@ class PhpPageWithoutApiTest(unittest.TestCase):
 
     @php_cgi
     def test_room_list_unavailable(self):
-        script = os.path.join(REPO_ROOT, PHP_DIR, "index.php")
+        script = os.path.join(REPO_ROOT, PHP_DIR, SCRIPTS, "index.php")
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GATEWAY_INTERFACE": "CGI/1.1",
                "REQUEST_METHOD": "GET", "SCRIPT_FILENAME": script, "SCRIPT_NAME": "/index.php",
                "QUERY_STRING": "", "REDIRECT_STATUS": "200", "SERVER_PROTOCOL": "HTTP/1.1",
@@ -343,6 +346,30 @@ class PythonChatTest(ChatFlow, ServerTestCase):
         self.assertEqual(json.loads(body)["rooms"].get(room), 1)
         status, headers, _ = await self.http("POST", "/chat.py", "x")
         self.assertEqual(status, 405)
+
+
+class StartCommandTest(unittest.TestCase):
+    """The one-command start lines in README.md and the examples' READMEs are
+    the layout these tests serve (and never --root equal to --cgi-bin)."""
+
+    def test_readmes_show_the_tested_commands(self):
+        for app in (PHP_DIR, PY_DIR):
+            command = "cargo run --release -- --cgi-bin %s --root %s" % (
+                "/".join([app.replace(os.sep, "/"), SCRIPTS]), "/".join([app.replace(os.sep, "/"), PUBLIC]))
+            for readme in (os.path.join(REPO_ROOT, "README.md"), os.path.join(REPO_ROOT, app, "README.md")):
+                with self.subTest(app=app, readme=readme):
+                    with open(readme) as f:
+                        text = f.read()
+                    # the app's README runs from the repository root too
+                    self.assertIn(command, text)
+                    self.assertNotIn("--cgi-bin %s --root %s" % (app, app), text)
+
+    def test_scripts_and_static_files_are_apart(self):
+        for app, scripts, static in ((PHP_DIR, {"chat.php", "index.php", "lib.php"}, {"index.html", "style.css"}),
+                                     (PY_DIR, {"chat.py"}, {"index.html"})):
+            with self.subTest(app=app):
+                self.assertEqual(set(os.listdir(os.path.join(REPO_ROOT, app, SCRIPTS))), scripts)
+                self.assertEqual(set(os.listdir(os.path.join(REPO_ROOT, app, PUBLIC))), static)
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ class Element:
 
 
 class Browser:
-    def __init__(self, window=(1100, 800), start_timeout=20.0):
+    def __init__(self, window=(1100, 800), start_timeout=20.0, args=()):
         # the profile, and (as TMPDIR) the browser's own temporary files
         self.dir = tempfile.mkdtemp(prefix="ws2http-browser-")
         self.profile = os.path.join(self.dir, "profile")
@@ -88,7 +88,7 @@ class Browser:
                     "--no-first-run", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
                     "--user-data-dir=" + self.profile,
-                    "--window-size=%d,%d" % window]}}}}
+                    "--window-size=%d,%d" % window] + list(args)}}}}
             self.session = self._http("POST", "/session", caps)["sessionId"]
             self._cmd("POST", "/timeouts", {"pageLoad": 15000, "script": 10000, "implicit": 0})
         except BaseException:
