@@ -19,8 +19,6 @@
 //! from its Content-Length before reading anything, or as soon as a chunked
 //! body passes the cap.
 
-use std::net::SocketAddr;
-
 use futures_lite::AsyncReadExt;
 use percent_encoding::percent_decode_str;
 use serde_json::json;
@@ -28,6 +26,7 @@ use tide::{Next, Request, Response, StatusCode};
 
 use crate::action::{Action, CloseCause, Message};
 use crate::directive::{parse_line, Context, Line};
+use crate::hosts::AllowedHosts;
 use crate::hub::ConnView;
 use crate::id::ConnId;
 use crate::listen::RawHead;
@@ -396,91 +395,6 @@ fn too_large(req: &Request<App>, what: &str, cap: BodyCap) -> tide::Result {
     Ok(r)
 }
 
-/// A name the control API answers to besides its own address
-/// (`--api-allow-host NAME` for any port, `NAME:PORT` for one).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HostPattern {
-    /// Lower case; an IPv6 address keeps its brackets.
-    name: String,
-    port: Option<u16>,
-}
-
-impl HostPattern {
-    pub fn parse(s: &str) -> Result<HostPattern, String> {
-        let (name, port) = split_host(s).ok_or("expected NAME or NAME:PORT, e.g. myapp.internal:8081")?;
-        let ok_char = |c: char| c.is_ascii_alphanumeric() || "-._:[]".contains(c);
-        if name.is_empty() || !name.chars().all(ok_char) {
-            return Err("expected a host name or address, e.g. myapp.internal or myapp.internal:8081".into());
-        }
-        Ok(HostPattern { name, port })
-    }
-}
-
-/// `Host` header value → (lower-case name, port if given); `None` when it
-/// is not `NAME`, `NAME:PORT`, `[V6]` or `[V6]:PORT`.
-fn split_host(host: &str) -> Option<(String, Option<u16>)> {
-    let host = host.trim();
-    let (name, port) = match host.strip_prefix('[') {
-        Some(rest) => {
-            let end = rest.find(']')?;
-            let after = &rest[end + 1..];
-            let port = match after {
-                "" => None,
-                p => Some(p.strip_prefix(':')?),
-            };
-            (&host[..end + 2], port)
-        }
-        None => match host.rsplit_once(':') {
-            Some((n, p)) if !n.contains(':') => (n, Some(p)),
-            Some(_) => return None,
-            None => (host, None),
-        },
-    };
-    let port = match port {
-        None => None,
-        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => Some(p.parse().ok()?),
-        Some(_) => return None,
-    };
-    Some((name.to_ascii_lowercase(), port))
-}
-
-/// The `Host` values the control API accepts without a token: the address
-/// it is bound to, for a loopback address also `localhost`, `127.0.0.1` and
-/// `[::1]` (on its port), and the `--api-allow-host` names.
-#[derive(Clone, Debug)]
-pub struct AllowedHosts {
-    port: u16,
-    own: Vec<String>,
-    extra: Vec<HostPattern>,
-}
-
-impl AllowedHosts {
-    pub fn new(bound: SocketAddr, extra: &[HostPattern]) -> AllowedHosts {
-        let ip = match bound {
-            SocketAddr::V4(a) => a.ip().to_string(),
-            SocketAddr::V6(a) => format!("[{}]", a.ip()),
-        };
-        let mut own = vec![ip];
-        if bound.ip().is_loopback() {
-            own.extend(["localhost", "127.0.0.1", "[::1]"].map(str::to_owned));
-        }
-        AllowedHosts { port: bound.port(), own, extra: extra.to_vec() }
-    }
-
-    /// `true` when `host` (a Host header value) names this API.
-    pub fn allows(&self, host: &str) -> bool {
-        let Some((name, port)) = split_host(host) else { return false };
-        let port = port.unwrap_or(80);
-        self.own.contains(&name) && port == self.port
-            || self.extra.iter().any(|p| p.name == name && p.port.is_none_or(|q| q == port))
-    }
-
-    /// The URL to give a user who used another one.
-    fn url(&self) -> String {
-        format!("http://{}:{}", self.own[0], self.port)
-    }
-}
-
 /// Why a request is taken for one made by a web browser.
 #[derive(Debug, PartialEq, Eq)]
 enum BrowserContext {
@@ -543,26 +457,6 @@ impl BrowserContext {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hosts() {
-        let v4 = AllowedHosts::new("127.0.0.1:8081".parse().expect("addr"), &[]);
-        for ok in ["127.0.0.1:8081", "localhost:8081", "LOCALHOST:8081", "[::1]:8081"] {
-            assert!(v4.allows(ok), "{ok}");
-        }
-        for bad in ["rebind.evil.example:8081", "127.0.0.1:8082", "127.0.0.1", "", "127.0.0.1:8081:1", "[::1]x"] {
-            assert!(!v4.allows(bad), "{bad}");
-        }
-        let v6 = AllowedHosts::new("[::1]:80".parse().expect("addr"), &[]);
-        assert!(v6.allows("[::1]") && v6.allows("[::1]:80") && v6.allows("localhost"));
-        let extra = [HostPattern::parse("App.Internal").expect("ok"), HostPattern::parse("b.example:9").expect("ok")];
-        let other = AllowedHosts::new("127.0.0.2:8081".parse().expect("addr"), &extra);
-        assert!(other.allows("127.0.0.2:8081") && other.allows("app.internal:1234") && other.allows("app.internal"));
-        assert!(other.allows("b.example:9") && !other.allows("b.example:8081"));
-        for bad in ["", "a b", "a:x", "a/b", ":80"] {
-            assert!(HostPattern::parse(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn token_compare() {

@@ -126,6 +126,11 @@ pub struct Cli {
     /// Largest control API request body (bigger: 413); a pushed message is also at most --max-message
     #[arg(long, env = "WS2HTTP_API_MAX_BODY", default_value_t = 4 << 20, value_name = "BYTES")]
     pub api_max_body: usize,
+    /// On a loopback address the public listener answers only to localhost and loopback addresses
+    /// (DNS rebinding); also serve this name (repeatable), e.g. the public name a proxy passes.
+    /// Elsewhere, when given, only these names (and loopback ones) are served
+    #[arg(long = "allow-host", env = "WS2HTTP_ALLOW_HOST", value_name = "NAME", value_delimiter = ',')]
+    pub allow_host: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -260,9 +265,11 @@ pub struct Config {
     pub backend_url: Vec<(String, String)>,
     pub redis: Option<String>,
     /// Extra names the control API answers to without a token (`--api-allow-host`).
-    pub api_allow_host: Vec<crate::api::HostPattern>,
+    pub api_allow_host: Vec<crate::hosts::HostPattern>,
     /// Largest control API request body (`--api-max-body`).
     pub api_max_body: usize,
+    /// Extra names the public listener answers to (`--allow-host`).
+    pub allow_host: Vec<crate::hosts::HostPattern>,
     /// Extensions whose handler was registered by default (`php`), not by a flag.
     pub default_handlers: Vec<String>,
 }
@@ -370,10 +377,15 @@ impl Cli {
         let handlers = parse_handlers(&self.handlers)?;
         // parse_handlers appends the default ones after those of the flags.
         let default_handlers = handlers.iter().skip(self.handlers.len()).map(|(e, _)| e.clone()).collect();
+        let allow_host = self
+            .allow_host
+            .iter()
+            .map(|h| crate::hosts::HostPattern::parse(h).map_err(|e| format!("--allow-host {h:?}: {e}")))
+            .collect::<Result<_, _>>()?;
         let api_allow_host = self
             .api_allow_host
             .iter()
-            .map(|h| crate::api::HostPattern::parse(h).map_err(|e| format!("--api-allow-host {h:?}: {e}")))
+            .map(|h| crate::hosts::HostPattern::parse(h).map_err(|e| format!("--api-allow-host {h:?}: {e}")))
             .collect::<Result<_, _>>()?;
         let inherited_env = inherited_env(&self.pass_env)?;
         if !(self.ping_interval >= 0.0 && self.ping_interval.is_finite()) {
@@ -429,6 +441,7 @@ impl Cli {
                 .collect(),
             api_allow_host,
             api_max_body: self.api_max_body.max(1),
+            allow_host,
             default_handlers,
         })
     }

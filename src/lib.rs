@@ -16,6 +16,7 @@ pub mod deadline;
 pub mod directive;
 pub mod event;
 pub mod fastcgi;
+pub mod hosts;
 pub mod http1;
 pub mod http_backend;
 pub mod hub;

@@ -16,6 +16,9 @@ const MAX_LOCAL_REDIRECTS: usize = 5;
 /// endpoint's script; plain requests run a script as classic CGI, or get a
 /// static file (`--root`), or the start page.
 pub async fn handle(mut req: Request<App>) -> tide::Result {
+    if let Some(refused) = misdirected(&req) {
+        return Ok(refused);
+    }
     if ws::upgrade::is_upgrade(&req) {
         return ws::upgrade::handle(req).await;
     }
@@ -63,6 +66,25 @@ pub async fn handle(mut req: Request<App>) -> tide::Result {
     }
     log::error!("{path}: more than {MAX_LOCAL_REDIRECTS} local redirects");
     Ok(text(StatusCode::InternalServerError, "too many local redirects"))
+}
+
+/// A request for a name this listener does not answer to (DNS rebinding
+/// on loopback, see [`crate::hosts`]): 421 and one log line.
+fn misdirected(req: &Request<App>) -> Option<Response> {
+    let host = req.header("Host").map(|h| h.last().as_str());
+    if req.state().public_hosts.allows(host) {
+        return None;
+    }
+    let host = host.unwrap_or_default();
+    log::warn!(
+        "{}: refused a request for Host {host:?} with 421: not a name of this server (a web page using DNS \
+         rebinding, or a name to allow with --allow-host)",
+        req.peer_addr().unwrap_or("?")
+    );
+    Some(text(
+        StatusCode::MisdirectedRequest,
+        &format!("this server does not answer to {host:?}; start ws2http with --allow-host NAME to serve that name"),
+    ))
 }
 
 /// No script: a static file, the start page, or 404.

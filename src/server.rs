@@ -50,9 +50,11 @@ pub struct AppInner {
     /// Which events run the script (`--events`).
     pub events: crate::config::Events,
     /// The `Host` values the control API accepts without a token.
-    pub api_hosts: api::AllowedHosts,
+    pub api_hosts: crate::hosts::AllowedHosts,
     /// Largest control API request body (`--api-max-body`).
     pub api_max_body: usize,
+    /// The names the public listener answers to.
+    pub public_hosts: crate::hosts::PublicHosts,
 }
 
 impl AppInner {
@@ -184,8 +186,9 @@ pub fn run(cfg: Config) -> Result<(), String> {
         ping_interval: cfg.ping_interval,
         allow_origin: cfg.allow_origin.clone(),
         events: cfg.events,
-        api_hosts: api::AllowedHosts::new(control_addr, &cfg.api_allow_host),
+        api_hosts: crate::hosts::AllowedHosts::new(control_addr, &cfg.api_allow_host),
         api_max_body: cfg.api_max_body,
+        public_hosts: crate::hosts::PublicHosts::new(public_addr, &cfg.allow_host),
     }));
 
     let mut site = tide::with_state(app.clone());

@@ -99,10 +99,10 @@ fn bad_handshakes_get_clear_statuses() {
     assert_eq!(status_of(&raw_http(s.port, &no_key)), 400);
     // A plain GET runs the script as classic CGI; mirror.sh prints no CGI
     // header block, so that is a 500 with a hint in the log.
-    let plain = raw_http(s.port, "GET /mirror.sh HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let plain = raw_http(s.port, "GET /mirror.sh HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     assert_eq!(status_of(&plain), 500);
     s.wait_log("if it only speaks WebSocket, connect with a WebSocket client");
-    let page = raw_http(s.port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let page = raw_http(s.port, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     assert_eq!(status_of(&page), 200);
     assert!(page.contains("\"/mirror.sh\""), "the start page lists endpoints");
 }

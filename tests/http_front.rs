@@ -183,15 +183,15 @@ fn malformed_heads_get_a_status_and_a_body_and_http_1_0_is_answered() {
     let long_header = format!("X-Big: {}\r\n", "a".repeat(3000));
     let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
     let cases = [
-        ("GET / HTTP/1.1\r\nHost: a\r\nX-Bad: \x01\r\n\r\n".to_string(), 400),
-        ("GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n".to_string(), 400),
+        ("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Bad: \x01\r\n\r\n".to_string(), 400),
+        ("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Name: x\r\n\r\n".to_string(), 400),
         ("GET / HTTP/1.1\r\n\r\n".to_string(), 400),
-        ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_string(), 400),
-        (format!("GET / HTTP/1.1\r\nHost: a\r\n{long_header}\r\n"), 431),
-        (format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n"), 431),
-        (format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "x".repeat(3000)), 414),
-        ("GET / HTTP/2.0\r\nHost: a\r\n\r\n".to_string(), 505),
-        ("BREW / HTTP/1.1\r\nHost: a\r\n\r\n".to_string(), 501),
+        ("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: b\r\n\r\n".to_string(), 400),
+        (format!("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n{long_header}\r\n"), 431),
+        (format!("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n{many}\r\n"), 431),
+        (format!("GET /{} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", "x".repeat(3000)), 414),
+        ("GET / HTTP/2.0\r\nHost: 127.0.0.1\r\n\r\n".to_string(), 505),
+        ("BREW / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_string(), 501),
     ];
     for (req, status) in cases {
         let mut c = Conn::open(s.port);
@@ -249,7 +249,7 @@ fn slow_clients_are_cut_off_by_the_http_timeout() {
     assert!(idle.buf.is_empty());
     // A body that stops halfway: the connection is closed.
     let mut c = Conn::open(s.port);
-    c.send(b"POST /env.sh HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nonly this");
+    c.send(b"POST /env.sh HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\nonly this");
     assert!(c.closed());
     // A kept-alive connection idle after its response is closed too.
     let mut c = Conn::open(s.port);
@@ -306,7 +306,7 @@ fn half_sent_heads_cost_nothing_while_they_wait() {
     // bytes arrive (the old peek loop spent about 1 CPU-second here).
     assert!(used < 25, "400 waiting connections used {used} ticks of CPU in 2 s");
     for c in &mut conns {
-        c.send(b"ET /env.sh HTTP/1.1\r\nHost: a\r\n\r\n");
+        c.send(b"ET /env.sh HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     }
     for c in &mut conns[..10] {
         assert_eq!(c.response().status, 200);
@@ -339,13 +339,55 @@ fn pipelined_requests_and_early_websocket_frames_are_not_lost() {
 
 #[test]
 fn expect_continue_is_answered_before_the_body() {
-    let s = start(&[]);
+    let s = start(&["--http-timeout", "2"]);
     let mut c = Conn::open(s.port);
-    c.send(b"POST /env.sh HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n");
+    c.send(b"POST /upload.sh HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n");
     let r = c.response();
     assert_eq!(r.status, 100, "{r:?}");
     c.send(b"data");
     let r = c.response();
     assert_eq!(r.status, 200, "{r:?}");
-    assert!(r.body.ends_with("body=data"), "{r:?}");
+    assert_eq!(r.body, "body=data", "{r:?}");
+    // A script that answers before reading: no 100 Continue after (or
+    // inside) the final response.
+    c.send(b"POST /env.sh HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n");
+    let r = c.response();
+    if r.status == 100 {
+        c.send(b"more");
+        let r = c.response();
+        assert!(r.status == 200 && r.body.ends_with("body=more"), "{r:?}");
+    } else {
+        assert_eq!(r.status, 200, "{r:?}");
+        assert!(!r.body.contains("100 Continue"), "{r:?}");
+    }
+}
+
+#[test]
+fn a_loopback_listener_answers_only_to_its_own_names() {
+    let s = start(&[]);
+    let ask = |host: &str, req: String| {
+        let mut c = Conn::open(s.port);
+        c.send(req.replace("Host: 127.0.0.1", &format!("Host: {host}")).as_bytes());
+        c.response()
+    };
+    // DNS rebinding: a page on a name pointed at 127.0.0.1 reads nothing,
+    // opens no WebSocket, runs no script.
+    for host in ["rebind.evil.example", &format!("rebind.evil.example:{}", s.port), "localhost.evil.example"] {
+        for req in [get("/"), get("/env.sh"), upgrade_request("/ws.sh", "")] {
+            let r = ask(host, req.clone());
+            assert_eq!(r.status, 421, "{host} {req:?}: {r:?}");
+            assert!(r.body.contains("--allow-host"), "{r:?}");
+        }
+    }
+    s.wait_log("refused a request for Host \"rebind.evil.example\" with 421");
+    for host in ["localhost", &format!("localhost:{}", s.port), "app.localhost:8080", "127.0.0.1:1", "[::1]"] {
+        assert_eq!(ask(host, get("/env.sh")).status, 200, "{host}");
+    }
+    // A name given with --allow-host (the public name a proxy passes).
+    let s = start(&["--allow-host", "chat.example.org"]);
+    let mut c = Conn::open(s.port);
+    c.send(get("/env.sh").replace("127.0.0.1", "chat.example.org").as_bytes());
+    assert_eq!(c.response().status, 200);
+    c.send(get("/env.sh").replace("127.0.0.1", "other.example.org").as_bytes());
+    assert_eq!(c.response().status, 421);
 }

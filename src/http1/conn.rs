@@ -75,6 +75,9 @@ pub async fn serve<S: Clone + Send + Sync + 'static>(
         };
         let upgrade = (res.status() == 101 && res.has_upgrade()).then(|| res.send_upgrade());
         let keep_alive = head.keep_alive && !opts.one_request;
+        if std::future::poll_fn(|cx| input::lock(&input).poll_settle_continue(cx)).await.is_err() {
+            return;
+        }
         let kept = response::write(&mut out, Reply { res, method, version, keep_alive }, opts.timeout).await;
         if let Some(sender) = upgrade {
             if kept.is_ok() {

@@ -204,6 +204,16 @@ impl Input {
         Poll::Ready(result)
     }
 
+    /// Before the final response goes out: a `100 Continue` not yet begun
+    /// is dropped (it may not follow the final response), one half written
+    /// is finished (it may not be cut either).
+    pub fn poll_settle_continue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.continue_due == CONTINUE.len() {
+            self.continue_due = 0;
+        }
+        self.poll_continue(cx)
+    }
+
     fn poll_continue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.continue_due > 0 {
             let from = CONTINUE.len() - self.continue_due;
