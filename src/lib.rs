@@ -21,6 +21,7 @@ pub mod hub;
 pub mod id;
 pub mod listen;
 pub mod metrics;
+pub mod pool;
 pub mod public;
 pub mod request;
 pub mod runtime;

@@ -125,25 +125,30 @@ pub fn run(cfg: Config) -> Result<(), String> {
     };
     let mut routes: Vec<(String, Arc<dyn Backend>)> = Vec::new();
     let mut fastcgi_pages = Vec::new();
+    // One FastCGI backend (one connection pool) per server address, shared
+    // by every route to it: idle connections pin php-fpm workers, and
+    // --max-procs bounds the requests in flight to that server.
+    let fastcgi_pools = crate::pool::Pools::new(crate::pool::PoolLimits::new(cfg.max_procs));
+    let mut fastcgi_backends: Vec<Arc<crate::fastcgi::FastCgiBackend>> = Vec::new();
     for (prefix, addr) in &cfg.fastcgi {
         log::info!("requests and events under {prefix} go to FastCGI server {addr}");
-        let fcgi =
-            Arc::new(crate::fastcgi::FastCgiBackend::new(addr.clone(), env.clone(), limits.clone(), cfg.max_procs));
+        let pool = fastcgi_pools.get(addr);
+        let fcgi = match fastcgi_backends.iter().find(|b| Arc::ptr_eq(b.pool(), &pool)) {
+            Some(b) => b.clone(),
+            None => Arc::new(crate::fastcgi::FastCgiBackend::new(pool, env.clone(), limits.clone())),
+        };
+        fastcgi_backends.push(fcgi.clone());
         routes.push((prefix.clone(), fcgi.clone()));
         fastcgi_pages.push((prefix.clone(), fcgi));
     }
+    let http_pools = crate::pool::Pools::new(crate::pool::PoolLimits::new(cfg.max_procs));
     let mut http_prefixes = Vec::new();
     for (prefix, url) in &cfg.backend_url {
         log::info!("events under {prefix} go to {url}");
         let api_token = cfg.api_token.clone().unwrap_or_default();
-        let http = crate::http_backend::HttpBackend::new(
-            url,
-            local_url(control_addr),
-            api_token,
-            limits.clone(),
-            cfg.max_procs,
-        )
-        .map_err(|e| format!("--backend-url {e}"))?;
+        let http =
+            crate::http_backend::HttpBackend::new(url, local_url(control_addr), api_token, limits.clone(), &http_pools)
+                .map_err(|e| format!("--backend-url {e}"))?;
         routes.push((prefix.clone(), Arc::new(http)));
         http_prefixes.push(prefix.clone());
     }
