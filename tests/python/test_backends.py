@@ -642,6 +642,53 @@ class FpmFailureTest(DaemonsMixin, ServerTestCase):
         await self.echo(ws, "after SIGCONT")
 
 
+class FpmSharedPoolTest(DaemonsMixin, ServerTestCase):
+    """Regression: idle pooled connections held php-fpm workers. Two --fastcgi
+    routes to one php-fpm pool of two workers (pm.max_children = 2), and nginx
+    serving PHP from the same pool. After a burst that used both workers,
+    ws2http keeps at most one idle connection per address, shared by both
+    routes, and closes it after a second: the other route and nginx are served,
+    and an idle ws2http pins no worker (docs/BACKENDS.md, the pool rule)."""
+    cgi_bin = os.path.join("tests", "python")
+
+    @needs_nginx
+    def setUp(self):
+        self.work = make_workdir()
+        self.addCleanup(shutil.rmtree, self.work, True)
+        self.fpm = self.start_test(php_fpm, self.work, free_port(), children=2)
+        self.nginx_port = free_port()
+        self.nginx = self.start_test(nginx, self.work, "fixtures.conf", self.nginx_port,
+                                     EVENTS_PORT=self.nginx_port, FPM=self.fpm.address,
+                                     FCGIWRAP="127.0.0.1:%d" % free_port())
+        super().setUp()
+
+    @property
+    def server_args(self):
+        return ["--fastcgi", "/fpm/slow.php=" + self.fpm.address,
+                "--fastcgi", "/fpm/env.php=" + self.fpm.address, "--timeout", "5"]
+
+    async def test_idle_connections_do_not_hold_the_workers(self):
+        # A burst on the first route: two requests at once, two connections.
+        a = await self.connect("/fpm/slow.php")
+        b = await self.connect("/fpm/slow.php")
+        await asyncio.gather(a.send("one"), b.send("two"))
+        self.assertEqual(await asyncio.gather(self.recv_text(a), self.recv_text(b)), ["one", "two"])
+        # ws2http is idle now. The other route gets a worker ...
+        ws = await self.connect("/fpm/env.php")
+        env = json.loads(await self.recv_text(ws))
+        self.assertEqual(env.get("WS_EVENT"), "open", self.logs(self.fpm))
+        # ... and so does another client of the same php-fpm pool.
+        status, _, body = await asyncio.to_thread(http_call, self.nginx_port, "GET", "/fpm/env.php")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body).get("SCRIPT_NAME"), "/fpm/env.php")
+        # An idle ws2http holds no connection to php-fpm (so no worker) once
+        # its idle connections expired.
+        if not os.path.exists("/proc/net/tcp"):
+            self.fail("/proc/net/tcp is needed to count the connections to php-fpm")
+        await wait_for(lambda: count_sockets(self.fpm.port)[0] == 0, TIMEOUT,
+                       "no connection left open to php-fpm")
+
+
 # -----------------------------------------------------------------------------
 # HTTP backend: nginx + fcgiwrap (shell scripts), nginx + php-fpm (PHP)
 
