@@ -4,12 +4,15 @@
 //! FCGI_STDOUT stream goes through the same output parser as a script's
 //! stdout, so a script works unchanged whichever way it is reached.
 //!
-//! Connections are kept open (FCGI_KEEP_CONN) and reused through one
-//! [`Pool`] per server address, shared by every route to it (src/pool.rs
-//! says why idle connections are few and short-lived: each one pins a
-//! php-fpm worker). A request is written at most once: an idle connection
-//! the server closed is replaced before anything is written; a failure after
-//! that fails the event (the server may have run it) and is not retried.
+//! Connections come from one [`Pool`] per server address, shared by every
+//! route to it, and are not kept between requests: a kept-alive idle
+//! connection pins a php-fpm worker, and nothing tells ws2http how many the
+//! server can spare (src/pool.rs; docs/BACKENDS.md has the measurement). A
+//! request is written at most once: a failure after that fails the event
+//! (the server may have run it) and is not retried.
+//!
+//! The answer is read here rather than by the client library, whose reader
+//! ends a response cut by EOF as if it were complete.
 
 use std::sync::Arc;
 
@@ -78,9 +81,9 @@ impl FastCgiBackend {
             Ok(c) => c,
             Err(e) => return Err(Failure::Down(format!("cannot connect to {}: {e}", self.address))),
         };
-        match self.attempt(&mut conn.stream, params, stdin, label, on_line).await {
+        match self.attempt(conn.stream(), params, stdin, label, on_line).await {
             Attempt::Done => {
-                self.pool.checkin(conn.stream);
+                conn.checkin();
                 Ok(())
             }
             Attempt::Broken(e) => Err(Failure::Down(format!(
@@ -102,11 +105,18 @@ impl FastCgiBackend {
     ) -> Attempt {
         // The client library writes the request; the answer is read here,
         // because its reader ends a response cut by EOF as if it were complete.
-        let mut client: Client<&mut Stream, KeepAlive> = Client::new_keep_alive(&mut *stream);
-        if let Err(e) = client.execute_stream(Request::new(params.clone(), stdin)).await {
+        // FCGI_KEEP_CONN only when the pool keeps connections: otherwise the
+        // server closes it and its worker goes straight back to accept().
+        let request = Request::new(params.clone(), stdin);
+        let sent = if self.pool.keeps_idle() {
+            let mut client: Client<&mut Stream, KeepAlive> = Client::new_keep_alive(&mut *stream);
+            client.execute_stream(request).await.map(drop)
+        } else {
+            Client::new(&mut *stream).execute_once_stream(request).await.map(drop)
+        };
+        if let Err(e) = sent {
             return Attempt::Broken(e.to_string());
         }
-        drop(client);
         let mut reader = futures_lite::io::BufReader::new(stream);
         let mut partial: Vec<u8> = Vec::new();
         let mut total = 0usize;

@@ -137,11 +137,11 @@ impl Backend for HttpBackend {
             let mut parser = OutputParser::new(ctx, event.kind == EventKind::Open);
             let _slot = self.pool.slot().await;
             let work = async {
-                let stream = match self.pool.checkout().await {
-                    Ok(c) => c.stream,
+                let mut conn = match self.pool.checkout().await {
+                    Ok(c) => c,
                     Err(e) => return Outcome::Unavailable(format!("cannot connect to {}: {e}", self.authority)),
                 };
-                let sniffer = HeadSniffer::new(stream.clone());
+                let sniffer = HeadSniffer::new(conn.stream().clone());
                 let (mut res, sent_type) = match async_h1::connect(sniffer.clone(), self.request(event)).await {
                     Ok(res) => (res, sniffer.sent_content_type()),
                     Err(e) => {
@@ -175,7 +175,7 @@ impl Backend for HttpBackend {
                     if keep {
                         let mut sink = Vec::new();
                         let _ = futures_lite::io::AsyncReadExt::read_to_end(&mut res.take_body(), &mut sink).await;
-                        self.pool.checkin(stream);
+                        conn.checkin();
                     }
                     return Outcome::Failed(format!("{} answered {status}", self.url));
                 }
@@ -204,7 +204,7 @@ impl Backend for HttpBackend {
                     }
                 }
                 if keep {
-                    self.pool.checkin(stream);
+                    conn.checkin();
                 }
                 Outcome::Success
             };

@@ -11,10 +11,14 @@
 //!   once. So there is no retry after a write, in either backend.
 //! - **Idle connections cost the backend a worker.** A php-fpm worker serves
 //!   one connection until it is closed, so every kept-alive idle connection
-//!   pins one of `pm.max_children`. The pool keeps at most `max_idle` idle
-//!   connections per address (more only while requests wait for a slot, which
-//!   takes them at once) and closes every idle connection after
-//!   `idle_timeout`, so an idle ws2http pins no worker at all.
+//!   pins one of `pm.max_children`, and requests queued behind it (ws2http's
+//!   own, nginx's, another instance's) wait until it closes; php-fpm has no
+//!   idle timeout of its own. ws2http cannot know how many workers the server
+//!   can spare, so the rule is: at most `max_idle` idle connections per
+//!   address (FastCGI: 0, so a worker is held only while a request of ours
+//!   runs on it; HTTP: 1), one is kept only when no other request of ours to
+//!   that address is in flight (it could be queued behind it), and it is
+//!   closed after `idle_timeout`.
 //! - **Requests in flight are bounded per address** (`--max-procs`), handed
 //!   out in arrival order ([`Slots`]), so several routes to one server share
 //!   one bound.
@@ -22,6 +26,7 @@
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
@@ -32,8 +37,10 @@ use futures_lite::FutureExt;
 use crate::cgi::slots::{Slot, Slots};
 use crate::runtime;
 
-/// Idle connections kept per address, unless requests are waiting.
-pub const MAX_IDLE: usize = 1;
+/// Idle connections kept per HTTP backend address.
+pub const HTTP_MAX_IDLE: usize = 1;
+/// Idle connections kept per FastCGI address: none, each would pin a worker.
+pub const FASTCGI_MAX_IDLE: usize = 0;
 /// An idle connection is closed after this long.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -143,14 +150,20 @@ struct Idle {
 pub struct PoolLimits {
     /// Requests in flight per address (`--max-procs`).
     pub max_in_flight: usize,
-    /// Idle connections kept per address while no request waits.
+    /// Idle connections kept per address (see the module docs).
     pub max_idle: usize,
     pub idle_timeout: Duration,
 }
 
 impl PoolLimits {
-    pub fn new(max_in_flight: usize) -> Self {
-        PoolLimits { max_in_flight, max_idle: MAX_IDLE, idle_timeout: IDLE_TIMEOUT }
+    /// FastCGI: no idle connection is kept.
+    pub fn fastcgi(max_in_flight: usize) -> Self {
+        PoolLimits { max_in_flight, max_idle: FASTCGI_MAX_IDLE, idle_timeout: IDLE_TIMEOUT }
+    }
+
+    /// HTTP: one idle connection, while nothing else is in flight.
+    pub fn http(max_in_flight: usize) -> Self {
+        PoolLimits { max_in_flight, max_idle: HTTP_MAX_IDLE, idle_timeout: IDLE_TIMEOUT }
     }
 }
 
@@ -161,15 +174,46 @@ pub struct Pool {
     /// Most recently used last: reuse takes the warmest, the rest expire.
     idle: Mutex<Vec<Idle>>,
     slots: Arc<Slots>,
+    /// Connections checked out now (requests in flight on a connection).
+    busy: AtomicUsize,
     /// Wakes the reaper when a connection goes idle.
     parked: event_listener::Event,
 }
 
-/// A connection taken from the pool for one request.
-pub struct Checkout {
-    pub stream: Stream,
+/// A connection taken from the pool for one request. Dropped, it is closed;
+/// [`Checkout::checkin`] offers it back.
+pub struct Checkout<'a> {
+    stream: Stream,
     /// Opened for this request (not reused).
     pub fresh: bool,
+    pool: &'a Pool,
+}
+
+impl Checkout<'_> {
+    pub fn stream(&mut self) -> &mut Stream {
+        &mut self.stream
+    }
+
+    /// Gives the connection back after an exchange that ended cleanly: it is
+    /// kept if fewer than `max_idle` are idle and no other request to this
+    /// address is in flight (one could be queued behind this connection in
+    /// the server); otherwise it is closed.
+    pub fn checkin(self) {
+        let pool = self.pool;
+        let others = pool.busy.load(Ordering::SeqCst).saturating_sub(1);
+        let mut idle = pool.lock();
+        if others == 0 && idle.len() < pool.limits.max_idle {
+            idle.push(Idle { stream: self.stream.clone(), since: Instant::now() });
+            drop(idle);
+            pool.parked.notify(1);
+        }
+    }
+}
+
+impl Drop for Checkout<'_> {
+    fn drop(&mut self) {
+        self.pool.busy.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Pool {
@@ -179,6 +223,7 @@ impl Pool {
             limits,
             idle: Mutex::new(Vec::new()),
             slots: Slots::new(limits.max_in_flight),
+            busy: AtomicUsize::new(0),
             parked: event_listener::Event::new(),
         });
         let weak = Arc::downgrade(&pool);
@@ -198,27 +243,23 @@ impl Pool {
     /// A connection for one request: the most recently used idle one that
     /// is still usable, else a new one. Idle connections the server closed
     /// are dropped here, before anything is written to them.
-    pub async fn checkout(&self) -> std::io::Result<Checkout> {
-        loop {
-            let Some(idle) = self.lock().pop() else { break };
+    pub async fn checkout(&self) -> std::io::Result<Checkout<'_>> {
+        let (stream, fresh) = loop {
+            let Some(idle) = self.lock().pop() else {
+                break (Stream::connect(&self.address).await?, true);
+            };
             if idle.since.elapsed() < self.limits.idle_timeout && idle.stream.is_reusable() {
-                return Ok(Checkout { stream: idle.stream, fresh: false });
+                break (idle.stream, false);
             }
             log::debug!("{}: an idle connection was closed by the server or expired; dropped", self.address);
-        }
-        Ok(Checkout { stream: Stream::connect(&self.address).await?, fresh: true })
+        };
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        Ok(Checkout { stream, fresh, pool: self })
     }
 
-    /// Gives back a connection whose exchange ended cleanly. It is kept if
-    /// a request is waiting for a slot (it takes it next) or fewer than
-    /// `max_idle` are idle; otherwise it is closed.
-    pub fn checkin(&self, stream: Stream) {
-        let mut idle = self.lock();
-        if idle.len() < self.limits.max_idle.max(self.slots.waiting()) {
-            idle.push(Idle { stream, since: Instant::now() });
-            drop(idle);
-            self.parked.notify(1);
-        }
+    /// `true` when connections may be kept for another request.
+    pub fn keeps_idle(&self) -> bool {
+        self.limits.max_idle > 0
     }
 
     /// Idle connections right now.
@@ -300,16 +341,16 @@ mod tests {
     fn a_connection_the_server_closed_is_not_reused() {
         runtime::block_on(async {
             let (l, a) = listener();
-            let pool = Pool::new(a, PoolLimits::new(4));
+            let pool = Pool::new(a, PoolLimits::http(4));
             let c = pool.checkout().await.expect("connect");
             assert!(c.fresh);
             let (server_side, _) = l.accept().expect("accept");
-            pool.checkin(c.stream);
+            c.checkin();
             assert_eq!(pool.idle(), 1);
-            let c = pool.checkout().await.expect("reuse");
+            let mut c = pool.checkout().await.expect("reuse");
             assert!(!c.fresh, "an open idle connection is reused");
-            let probe = c.stream.clone();
-            pool.checkin(c.stream);
+            let probe = c.stream().clone();
+            c.checkin();
             drop(server_side); // the server closes it while it is idle
             wait(|| !probe.is_reusable());
             let c = pool.checkout().await.expect("new connection");
@@ -321,12 +362,13 @@ mod tests {
     fn stray_bytes_make_an_idle_connection_unusable() {
         runtime::block_on(async {
             let (l, a) = listener();
-            let pool = Pool::new(a, PoolLimits::new(4));
-            let c = pool.checkout().await.expect("connect");
+            let pool = Pool::new(a, PoolLimits::http(4));
+            let mut c = pool.checkout().await.expect("connect");
             let (mut server_side, _) = l.accept().expect("accept");
             server_side.write_all(b"HTTP/1.1 408 Request Timeout\r\n\r\n").expect("write");
-            wait(|| !c.stream.is_reusable());
-            pool.checkin(c.stream);
+            let probe = c.stream().clone();
+            wait(|| !probe.is_reusable());
+            c.checkin();
             assert!(pool.checkout().await.expect("connect").fresh);
         });
     }
@@ -341,9 +383,10 @@ mod tests {
             let two = pool.checkout().await.expect("connect");
             let (mut s1, _) = l.accept().expect("accept");
             let (mut s2, _) = l.accept().expect("accept");
-            pool.checkin(one.stream);
-            pool.checkin(two.stream);
-            assert_eq!(pool.idle(), 1, "at most max_idle kept");
+            one.checkin();
+            assert_eq!(pool.idle(), 0, "not kept while another request is in flight");
+            two.checkin();
+            assert_eq!(pool.idle(), 1, "the last one is kept");
             // The reaper closes the kept one once it expired: the server
             // sees EOF on both sockets without any further request.
             for s in [&mut s1, &mut s2] {
@@ -351,6 +394,19 @@ mod tests {
                 assert_eq!(s.read(&mut [0u8; 1]).expect("EOF, not a timeout"), 0);
             }
             assert_eq!(pool.idle(), 0);
+        });
+    }
+
+    #[test]
+    fn fastcgi_pools_keep_nothing_idle() {
+        runtime::block_on(async {
+            let (l, a) = listener();
+            let pool = Pool::new(a, PoolLimits::fastcgi(4));
+            let c = pool.checkout().await.expect("connect");
+            let (mut server_side, _) = l.accept().expect("accept");
+            c.checkin();
+            assert_eq!(pool.idle(), 0);
+            assert_eq!(server_side.read(&mut [0u8; 1]).expect("EOF"), 0, "closed at once");
         });
     }
 

@@ -128,7 +128,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     // One FastCGI backend (one connection pool) per server address, shared
     // by every route to it: idle connections pin php-fpm workers, and
     // --max-procs bounds the requests in flight to that server.
-    let fastcgi_pools = crate::pool::Pools::new(crate::pool::PoolLimits::new(cfg.max_procs));
+    let fastcgi_pools = crate::pool::Pools::new(crate::pool::PoolLimits::fastcgi(cfg.max_procs));
     let mut fastcgi_backends: Vec<Arc<crate::fastcgi::FastCgiBackend>> = Vec::new();
     for (prefix, addr) in &cfg.fastcgi {
         log::info!("requests and events under {prefix} go to FastCGI server {addr}");
@@ -141,7 +141,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         routes.push((prefix.clone(), fcgi.clone()));
         fastcgi_pages.push((prefix.clone(), fcgi));
     }
-    let http_pools = crate::pool::Pools::new(crate::pool::PoolLimits::new(cfg.max_procs));
+    let http_pools = crate::pool::Pools::new(crate::pool::PoolLimits::http(cfg.max_procs));
     let mut http_prefixes = Vec::new();
     for (prefix, url) in &cfg.backend_url {
         log::info!("events under {prefix} go to {url}");
