@@ -19,8 +19,12 @@
 //!   (at most once), every one of them counted in `ws2http_cluster_lost_total`
 //!   and logged once per batch; instances reconnect by themselves and rewrite
 //!   their presence.
+//! - The actions waiting to be published are bounded in bytes
+//!   (`--cluster-queue`): clients whose scripts publish faster than Redis
+//!   takes it (or while Redis is away) cannot grow the queue without bound;
+//!   what does not fit is lost the same way.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -78,6 +82,11 @@ pub struct Cluster {
     queue: async_channel::Sender<Out>,
     queue_rx: async_channel::Receiver<Out>,
     reader: Mutex<Option<redis::aio::MultiplexedConnection>>,
+    /// Payload bytes of the actions in `queue`, and their cap.
+    queued_bytes: AtomicUsize,
+    max_queued_bytes: usize,
+    /// Actions refused because the queue was full, not yet logged.
+    overflow: AtomicU64,
 }
 
 /// A fresh instance id.
@@ -87,10 +96,20 @@ pub fn new_instance_id() -> String {
 
 impl Cluster {
     /// Checks the URL; nothing connects until [`Cluster::start`].
-    pub fn new(url: &str, instance: String) -> Result<Arc<Cluster>, String> {
+    /// `max_queued_bytes`: `--cluster-queue`.
+    pub fn new(url: &str, instance: String, max_queued_bytes: usize) -> Result<Arc<Cluster>, String> {
         let client = redis::Client::open(url).map_err(|e| format!("--redis {url}: {e}"))?;
         let (queue, queue_rx) = async_channel::unbounded();
-        Ok(Arc::new(Cluster { instance, client, queue, queue_rx, reader: Mutex::new(None) }))
+        Ok(Arc::new(Cluster {
+            instance,
+            client,
+            queue,
+            queue_rx,
+            reader: Mutex::new(None),
+            queued_bytes: AtomicUsize::new(0),
+            max_queued_bytes,
+            overflow: AtomicU64::new(0),
+        }))
     }
 
     /// The channel the hub reports presence changes to.
@@ -144,9 +163,37 @@ impl Cluster {
         }
     }
 
+    /// Queues `action` for Redis, unless the queue already holds
+    /// `--cluster-queue` bytes: then it is lost (counted and logged with the
+    /// next heartbeat, or when the outage ends the session).
     fn publish(&self, channel: String, action: &Action) {
         let payload = json!({ "o": self.instance, "a": encode(action) }).to_string();
+        let len = payload.len();
+        let queued = self.queued_bytes.fetch_add(len, Ordering::SeqCst);
+        if queued.saturating_add(len) > self.max_queued_bytes {
+            self.queued_bytes.fetch_sub(len, Ordering::SeqCst);
+            if self.overflow.fetch_add(1, Ordering::SeqCst) == 0 {
+                log::warn!(
+                    "cluster: the queue for Redis holds {queued} bytes (--cluster-queue {}); cross-instance actions are lost until it drains",
+                    self.max_queued_bytes
+                );
+            }
+            return;
+        }
         let _ = self.queue.try_send(Out::Publish { channel, payload });
+    }
+
+    /// Takes the next queued item, releasing its bytes.
+    fn taken(&self, item: Out) -> Out {
+        if let Out::Publish { payload, .. } = &item {
+            self.queued_bytes.fetch_sub(payload.len(), Ordering::SeqCst);
+        }
+        item
+    }
+
+    /// Counts and logs the actions the full queue refused since last time.
+    fn report_overflow(&self) {
+        self.lost(self.overflow.swap(0, Ordering::SeqCst), "(the queue for Redis was full: --cluster-queue)");
     }
 
     async fn connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
@@ -249,6 +296,7 @@ impl Cluster {
             }
             log::warn!("cluster: Redis connection for publishing failed ({}); reconnecting in {backoff:?}", end.error);
             self.lost(end.lost + self.drain_queue(), "while Redis was unreachable");
+            self.report_overflow();
             runtime::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
@@ -260,7 +308,7 @@ impl Cluster {
     fn drain_queue(&self) -> u64 {
         let mut lost = 0;
         while let Ok(item) = self.queue_rx.try_recv() {
-            if let Out::Publish { .. } = item {
+            if let Out::Publish { .. } = self.taken(item) {
                 lost += 1;
             }
         }
@@ -326,7 +374,7 @@ impl Cluster {
         let mut unheard = 0;
         loop {
             let wait = next_beat.saturating_duration_since(Instant::now());
-            let next = async { self.queue_rx.recv().await.ok() }
+            let next = async { self.queue_rx.recv().await.ok().map(|item| self.taken(item)) }
                 .or(async {
                     runtime::sleep(wait).await;
                     None
@@ -361,6 +409,7 @@ impl Cluster {
                 }
                 next_beat = Instant::now() + HEARTBEAT;
                 self.lost(std::mem::take(&mut unheard), "(sent to an instance that was not subscribed)");
+                self.report_overflow();
             }
         }
     }

@@ -106,6 +106,10 @@ pub struct Cli {
     /// Single-script mode: this script handles every WebSocket path (PATH_INFO carries the path)
     #[arg(env = "WS2HTTP_SCRIPT", value_name = "SCRIPT")]
     pub script: Option<PathBuf>,
+    /// Cluster mode: bytes of cross-instance actions waiting to be published to Redis
+    /// (beyond it they are lost, counted and logged)
+    #[arg(long, env = "WS2HTTP_CLUSTER_QUEUE", default_value_t = 64 << 20, value_name = "BYTES")]
+    pub cluster_queue: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -235,6 +239,8 @@ pub struct Config {
     /// Path prefix → URL of the HTTP backend.
     pub backend_url: Vec<(String, String)>,
     pub redis: Option<String>,
+    /// `--cluster-queue`: bytes of actions waiting for Redis.
+    pub cluster_queue: usize,
 }
 
 fn is_loopback(addr: &str) -> Result<bool, String> {
@@ -382,6 +388,7 @@ impl Cli {
                     (prefix, url.to_owned())
                 })
                 .collect(),
+            cluster_queue: self.cluster_queue.max(1),
         })
     }
 }

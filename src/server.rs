@@ -156,7 +156,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     fastcgi_pages.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
     let cgi = Arc::new(CgiBackend::new(env, limits, cfg.max_procs));
     let cluster = match &cfg.redis {
-        Some(url) => Some(crate::cluster::Cluster::new(url, crate::cluster::new_instance_id())?),
+        Some(url) => Some(crate::cluster::Cluster::new(url, crate::cluster::new_instance_id(), cfg.cluster_queue)?),
         None => None,
     };
     let hub = match &cluster {

@@ -66,6 +66,16 @@ fn redis_cmd(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
+/// The sum of the counts in the log lines `cluster: N cross-instance
+/// action(s) lost WHY`.
+fn logged_lost(log: &str, why: &str) -> u64 {
+    let suffix = format!(" cross-instance action(s) lost {why}");
+    log.lines()
+        .filter_map(|l| l.split("cluster: ").nth(1)?.strip_suffix(suffix.as_str()))
+        .map(|n| n.parse::<u64>().expect("a count"))
+        .sum()
+}
+
 /// `ws2http_cluster_lost_total` from an instance's `/metrics`.
 fn lost_total(s: &Server) -> u64 {
     get(&s.api("/metrics"))
@@ -268,14 +278,7 @@ async fn every_action_lost_in_a_redis_outage_is_counted_and_logged() {
     }
     wait_for("every lost action counted", || (lost_total(&a) >= N).then_some(()));
     // One log line per batch, and the batches add up to exactly N.
-    let logged: u64 = a
-        .log()
-        .lines()
-        .filter_map(|l| {
-            l.split("cluster: ").nth(1)?.strip_suffix(" cross-instance action(s) lost while Redis was unreachable")
-        })
-        .map(|n| n.parse::<u64>().expect("a count"))
-        .sum();
+    let logged = logged_lost(&a.log(), "while Redis was unreachable");
     assert_eq!((lost_total(&a), logged), (N, N), "{}", a.log());
 
     // Redis back: the cluster recovers by itself.
@@ -296,4 +299,31 @@ async fn every_action_lost_in_a_redis_outage_is_counted_and_logged() {
     assert!(got.is_ok(), "room messages from a did not reach b after Redis came back");
     assert!(!b.log().contains("lost while"), "b lost nothing: {}", b.log());
     drop(redis);
+}
+
+/// The queue of actions waiting for Redis is bounded in bytes
+/// (`--cluster-queue`): what does not fit is lost, counted and logged, and
+/// local delivery goes on.
+#[async_std::test]
+async fn a_full_publish_queue_loses_actions_counted_and_logged() {
+    have_redis();
+    let redis = Redis::start(free_port());
+    // One byte: no action fits, so every one is refused, deterministically.
+    let a = Server::start(&["--redis", &redis.url(), "--cluster-queue", "1"]);
+    let b = Server::start(&["--redis", &redis.url()]);
+    let (mut ca, _) = mirror(&a, "/mirror.sh").await;
+    let (mut cb, _) = mirror(&b, "/mirror.sh").await;
+    ca.send(Message::text("@join lobby")).await.unwrap();
+    cb.send(Message::text("@join lobby")).await.unwrap();
+    wait_for("both in the room", || (get(&a.api("/rooms")).json() == json!({"lobby": 2})).then_some(()));
+    const N: u64 = 4;
+    for i in 0..N {
+        assert_eq!(post(&a.api("/rooms/lobby"), &format!("m{i}")).status, 200);
+        assert_eq!(next_text(&mut ca).await, format!("m{i}"), "local delivery goes on");
+    }
+    wait_for("the refused actions counted", || (lost_total(&a) >= N).then_some(()));
+    assert_eq!(lost_total(&a), N);
+    assert_eq!(logged_lost(&a.log(), "(the queue for Redis was full: --cluster-queue)"), N, "{}", a.log());
+    assert_eq!(a.log().matches("cross-instance actions are lost until it drains").count(), 1, "{}", a.log());
+    assert!(silent(&mut cb, 300).await, "nothing reached b");
 }
