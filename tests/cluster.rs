@@ -228,6 +228,7 @@ async fn a_busy_instance_keeps_its_idle_connections_in_presence() {
         n += 1;
     }
     assert!(!a.log().contains("presence had been removed"), "a was taken for dead:\n{}", a.log());
+    eprintln!("busy instance: {} room posts through a and {n} sends from b to a's idle connection in 9 s", 5 * n);
 }
 
 /// An instance whose presence another one removed (it found the heartbeat
@@ -246,7 +247,9 @@ async fn a_removed_presence_is_written_again() {
     redis_cmd(redis.port, &["DEL", &format!("ws2http:alive:{inst}"), &format!("ws2http:conns:{inst}")]);
     redis_cmd(redis.port, &["SREM", "ws2http:instances", inst]);
     assert!(!ids(&b).contains(&id), "the presence was removed");
+    let removed = Instant::now();
     wait_for("a's idle connection back in b's view", || ids(&b).contains(&id).then_some(()));
+    eprintln!("removed presence back after {:?}", removed.elapsed());
     a.wait_log("presence had been removed from Redis; 1 local connection(s) announced again");
     assert_eq!(post(&b.api(&format!("/send/{id}")), "back").json(), json!({"delivered": 1}));
     assert_eq!(next_text(&mut idle).await, "back");
