@@ -128,7 +128,7 @@ fn record(kind: u8, content: &[u8]) -> Vec<u8> {
 /// WS_EVENT from FastCGI name-value pairs.
 fn ws_event(params: &[u8]) -> String {
     let mut i = 0;
-    let mut len = |i: &mut usize| -> usize {
+    let len = |i: &mut usize| -> usize {
         if params[*i] & 0x80 == 0 {
             *i += 1;
             params[*i - 1] as usize
