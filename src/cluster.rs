@@ -9,14 +9,24 @@
 //! - Presence: each instance keeps a hash of its connections
 //!   (`ws2http:conns:<instance>`) and a heartbeat key with a TTL
 //!   (`ws2http:alive:<instance>`); an instance that dies drops out of
-//!   `GET /connections` within [`DEAD_AFTER`].
+//!   `GET /connections` within [`DEAD_AFTER`]. The heartbeat runs on its own
+//!   clock, every [`HEARTBEAT`] whatever else is written, so a busy instance
+//!   is never taken for a dead one. An instance whose presence another one
+//!   removed anyway (it was stalled, or Redis lost its data) finds out on its
+//!   next heartbeat and writes its whole presence again, idle connections
+//!   included.
 //! - Redis down: local delivery goes on; cross-instance actions are lost
-//!   (at most once), counted and logged; instances reconnect by themselves
-//!   and rewrite their presence.
+//!   (at most once), every one of them counted in `ws2http_cluster_lost_total`
+//!   and logged once per batch; instances reconnect by themselves and rewrite
+//!   their presence.
+//! - The actions waiting to be published are bounded in bytes
+//!   (`--cluster-queue`): clients whose scripts publish faster than Redis
+//!   takes it (or while Redis is away) cannot grow the queue without bound;
+//!   what does not fit is lost the same way.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use futures_lite::{FutureExt, StreamExt};
@@ -45,6 +55,21 @@ fn conns_key(instance: &str) -> String {
     format!("ws2http:conns:{instance}")
 }
 
+/// Removes an instance's presence only if its heartbeat key is still gone
+/// when Redis runs this: an instance that beat in between keeps its presence
+/// (KEYS: alive, instances, conns; ARGV: the instance).
+const REMOVE_IF_DEAD: &str = "if redis.call('EXISTS', KEYS[1]) == 0 then \
+     redis.call('SREM', KEYS[2], ARGV[1]) redis.call('DEL', KEYS[3]) return 1 end return 0";
+
+/// How a publishing session with Redis ended.
+struct SessionEnd {
+    error: redis::RedisError,
+    /// Cross-instance actions it had taken from the queue and could not publish.
+    lost: u64,
+    /// It had connected (so the reconnect backoff starts over).
+    connected: bool,
+}
+
 enum Out {
     Publish { channel: String, payload: String },
     Presence(PresenceChange),
@@ -57,6 +82,11 @@ pub struct Cluster {
     queue: async_channel::Sender<Out>,
     queue_rx: async_channel::Receiver<Out>,
     reader: Mutex<Option<redis::aio::MultiplexedConnection>>,
+    /// Payload bytes of the actions in `queue`, and their cap.
+    queued_bytes: AtomicUsize,
+    max_queued_bytes: usize,
+    /// Actions refused because the queue was full, not yet logged.
+    overflow: AtomicU64,
 }
 
 /// A fresh instance id.
@@ -66,10 +96,20 @@ pub fn new_instance_id() -> String {
 
 impl Cluster {
     /// Checks the URL; nothing connects until [`Cluster::start`].
-    pub fn new(url: &str, instance: String) -> Result<Arc<Cluster>, String> {
+    /// `max_queued_bytes`: `--cluster-queue`.
+    pub fn new(url: &str, instance: String, max_queued_bytes: usize) -> Result<Arc<Cluster>, String> {
         let client = redis::Client::open(url).map_err(|e| format!("--redis {url}: {e}"))?;
         let (queue, queue_rx) = async_channel::unbounded();
-        Ok(Arc::new(Cluster { instance, client, queue, queue_rx, reader: Mutex::new(None) }))
+        Ok(Arc::new(Cluster {
+            instance,
+            client,
+            queue,
+            queue_rx,
+            reader: Mutex::new(None),
+            queued_bytes: AtomicUsize::new(0),
+            max_queued_bytes,
+            overflow: AtomicU64::new(0),
+        }))
     }
 
     /// The channel the hub reports presence changes to.
@@ -123,9 +163,37 @@ impl Cluster {
         }
     }
 
+    /// Queues `action` for Redis, unless the queue already holds
+    /// `--cluster-queue` bytes: then it is lost (counted and logged with the
+    /// next heartbeat, or when the outage ends the session).
     fn publish(&self, channel: String, action: &Action) {
         let payload = json!({ "o": self.instance, "a": encode(action) }).to_string();
+        let len = payload.len();
+        let queued = self.queued_bytes.fetch_add(len, Ordering::SeqCst);
+        if queued.saturating_add(len) > self.max_queued_bytes {
+            self.queued_bytes.fetch_sub(len, Ordering::SeqCst);
+            if self.overflow.fetch_add(1, Ordering::SeqCst) == 0 {
+                log::warn!(
+                    "cluster: the queue for Redis holds {queued} bytes (--cluster-queue {}); cross-instance actions are lost until it drains",
+                    self.max_queued_bytes
+                );
+            }
+            return;
+        }
         let _ = self.queue.try_send(Out::Publish { channel, payload });
+    }
+
+    /// Takes the next queued item, releasing its bytes.
+    fn taken(&self, item: Out) -> Out {
+        if let Out::Publish { payload, .. } = &item {
+            self.queued_bytes.fetch_sub(payload.len(), Ordering::SeqCst);
+        }
+        item
+    }
+
+    /// Counts and logs the actions the full queue refused since last time.
+    fn report_overflow(&self) {
+        self.lost(self.overflow.swap(0, Ordering::SeqCst), "(the queue for Redis was full: --cluster-queue)");
     }
 
     async fn connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
@@ -152,9 +220,18 @@ impl Cluster {
             for inst in instances.into_iter().filter(|i| *i != self.instance) {
                 let alive: bool = con.exists(alive_key(&inst)).await?;
                 if !alive {
-                    log::info!("cluster: instance {inst} stopped its heartbeat; removing its presence");
-                    let _: () = con.srem(INSTANCES, &inst).await?;
-                    let _: () = con.del(conns_key(&inst)).await?;
+                    let removed: i64 = redis::cmd("EVAL")
+                        .arg(REMOVE_IF_DEAD)
+                        .arg(3)
+                        .arg(alive_key(&inst))
+                        .arg(INSTANCES)
+                        .arg(conns_key(&inst))
+                        .arg(&inst)
+                        .query_async(&mut con)
+                        .await?;
+                    if removed == 1 {
+                        log::info!("cluster: instance {inst} stopped its heartbeat; removed its presence");
+                    }
                     continue;
                 }
                 let views: Vec<String> = con.hvals(conns_key(&inst)).await?;
@@ -213,71 +290,126 @@ impl Cluster {
     async fn publisher(self: Arc<Self>, hub: Arc<Hub>) {
         let mut backoff = Duration::from_millis(200);
         loop {
-            match self.publish_session(&hub).await {
-                Ok(()) => return,
-                Err(e) => {
-                    log::warn!("cluster: Redis connection for publishing failed ({e}); reconnecting in {backoff:?}");
-                    self.drain_lost();
-                    runtime::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+            let end = self.publish_session(&hub).await;
+            if end.connected {
+                backoff = Duration::from_millis(200);
             }
+            log::warn!("cluster: Redis connection for publishing failed ({}); reconnecting in {backoff:?}", end.error);
+            self.lost(end.lost + self.drain_queue(), "while Redis was unreachable");
+            self.report_overflow();
+            runtime::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 
     /// Drops what waited while Redis was away: cross-instance actions are
     /// at-most-once during an outage; presence is rewritten on reconnect.
-    fn drain_lost(&self) {
+    /// Returns how many actions were dropped.
+    fn drain_queue(&self) -> u64 {
         let mut lost = 0;
         while let Ok(item) = self.queue_rx.try_recv() {
-            if let Out::Publish { .. } = item {
+            if let Out::Publish { .. } = self.taken(item) {
                 lost += 1;
             }
         }
-        if lost > 0 {
-            metrics::get().cluster_lost.fetch_add(lost, Ordering::Relaxed);
-            log::warn!("cluster: {lost} cross-instance action(s) lost while Redis was unreachable");
+        lost
+    }
+
+    /// Counts `n` lost cross-instance actions, with one log line for them all.
+    fn lost(&self, n: u64, why: &str) {
+        if n > 0 {
+            metrics::get().cluster_lost.fetch_add(n, Ordering::Relaxed);
+            log::warn!("cluster: {n} cross-instance action(s) lost {why}");
         }
     }
 
-    async fn publish_session(&self, hub: &Hub) -> redis::RedisResult<()> {
-        let mut con = self.client.get_multiplexed_async_connection().await?;
-        // (Re)announce this instance and its connections.
+    /// Writes this instance's whole presence: its connections, its heartbeat
+    /// and its membership, in one transaction. Returns how many connections.
+    async fn announce(&self, con: &mut redis::aio::MultiplexedConnection, hub: &Hub) -> redis::RedisResult<usize> {
         let views = hub.list(None, None);
         let mut p = redis::pipe();
+        p.atomic();
         p.del(conns_key(&self.instance)).ignore();
         for v in &views {
             p.hset(conns_key(&self.instance), &v.id, serde_json::to_string(v).unwrap_or_default()).ignore();
         }
         p.set_ex(alive_key(&self.instance), 1, DEAD_AFTER.as_secs()).ignore();
         p.sadd(INSTANCES, &self.instance).ignore();
-        let _: () = p.query_async(&mut con).await?;
-        log::info!("cluster: connected to Redis; {} local connection(s) announced", views.len());
+        let _: () = p.query_async(con).await?;
+        Ok(views.len())
+    }
+
+    /// Renews the heartbeat. If this instance had been dropped from the
+    /// instance set (another one found its heartbeat missing and removed its
+    /// presence, or Redis lost its data), the whole presence is written again.
+    async fn heartbeat(&self, con: &mut redis::aio::MultiplexedConnection, hub: &Hub) -> redis::RedisResult<()> {
+        let mut p = redis::pipe();
+        p.atomic();
+        p.set_ex(alive_key(&self.instance), 1, DEAD_AFTER.as_secs()).ignore();
+        p.sadd(INSTANCES, &self.instance);
+        let (added,): (i64,) = p.query_async(con).await?;
+        if added == 1 {
+            let n = self.announce(con, hub).await?;
+            log::warn!("cluster: this instance's presence had been removed from Redis; {n} local connection(s) announced again");
+        }
+        Ok(())
+    }
+
+    /// One connection to Redis for publishing, until it fails: the queue in
+    /// order, and the heartbeat every [`HEARTBEAT`] on its own clock, however
+    /// busy the queue is.
+    async fn publish_session(&self, hub: &Hub) -> SessionEnd {
+        let end = |error, lost, connected| SessionEnd { error, lost, connected };
+        let mut con = match self.client.get_multiplexed_async_connection().await {
+            Ok(c) => c,
+            Err(e) => return end(e, 0, false),
+        };
+        match self.announce(&mut con, hub).await {
+            Ok(n) => log::info!("cluster: connected to Redis; {n} local connection(s) announced"),
+            Err(e) => return end(e, 0, false),
+        }
+        let mut next_beat = Instant::now() + HEARTBEAT;
+        // Directed actions no instance was subscribed to (it is restarting,
+        // or gone): lost too; logged with the next heartbeat.
+        let mut unheard = 0;
         loop {
-            let next = async { self.queue_rx.recv().await.ok() }
+            let wait = next_beat.saturating_duration_since(Instant::now());
+            let next = async { self.queue_rx.recv().await.ok().map(|item| self.taken(item)) }
                 .or(async {
-                    runtime::sleep(HEARTBEAT).await;
+                    runtime::sleep(wait).await;
                     None
                 })
                 .await;
-            match next {
+            let result = match next {
                 Some(Out::Publish { channel, payload }) => {
-                    let _: () = con.publish(channel, payload).await?;
+                    let directed = channel != ALL;
+                    match con.publish::<_, _, i64>(channel, payload).await {
+                        Ok(0) if directed => {
+                            unheard += 1;
+                            Ok(())
+                        }
+                        Ok(_) => Ok(()),
+                        // The action in hand is lost with the connection.
+                        Err(e) => return end(e, 1, true),
+                    }
                 }
                 Some(Out::Presence((id, Some(view)))) => {
-                    let _: () = con
-                        .hset(conns_key(&self.instance), id.as_str(), serde_json::to_string(&view).unwrap_or_default())
-                        .await?;
+                    let json = serde_json::to_string(&view).unwrap_or_default();
+                    con.hset(conns_key(&self.instance), id.as_str(), json).await
                 }
-                Some(Out::Presence((id, None))) => {
-                    let _: () = con.hdel(conns_key(&self.instance), id.as_str()).await?;
+                Some(Out::Presence((id, None))) => con.hdel(conns_key(&self.instance), id.as_str()).await,
+                None => Ok(()),
+            };
+            if let Err(e) = result {
+                return end(e, 0, true);
+            }
+            if Instant::now() >= next_beat {
+                if let Err(e) = self.heartbeat(&mut con, hub).await {
+                    return end(e, 0, true);
                 }
-                None => {
-                    let mut p = redis::pipe();
-                    p.set_ex(alive_key(&self.instance), 1, DEAD_AFTER.as_secs()).ignore();
-                    p.sadd(INSTANCES, &self.instance).ignore();
-                    let _: () = p.query_async(&mut con).await?;
-                }
+                next_beat = Instant::now() + HEARTBEAT;
+                self.lost(std::mem::take(&mut unheard), "(sent to an instance that was not subscribed)");
+                self.report_overflow();
             }
         }
     }

@@ -131,6 +131,10 @@ pub struct Cli {
     /// Elsewhere, when given, only these names (and loopback ones) are served
     #[arg(long = "allow-host", env = "WS2HTTP_ALLOW_HOST", value_name = "NAME", value_delimiter = ',')]
     pub allow_host: Vec<String>,
+    /// Cluster mode: bytes of cross-instance actions waiting to be published to Redis
+    /// (beyond it they are lost, counted and logged)
+    #[arg(long, env = "WS2HTTP_CLUSTER_QUEUE", default_value_t = 64 << 20, value_name = "BYTES")]
+    pub cluster_queue: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -272,6 +276,8 @@ pub struct Config {
     pub allow_host: Vec<crate::hosts::HostPattern>,
     /// Extensions whose handler was registered by default (`php`), not by a flag.
     pub default_handlers: Vec<String>,
+    /// `--cluster-queue`: bytes of actions waiting for Redis.
+    pub cluster_queue: usize,
 }
 
 fn is_loopback(addr: &str) -> Result<bool, String> {
@@ -443,6 +449,7 @@ impl Cli {
             api_max_body: self.api_max_body.max(1),
             allow_host,
             default_handlers,
+            cluster_queue: self.cluster_queue.max(1),
         })
     }
 }

@@ -4,104 +4,39 @@
 //! FCGI_STDOUT stream goes through the same output parser as a script's
 //! stdout, so a script works unchanged whichever way it is reached.
 //!
-//! Connections are kept open (FCGI_KEEP_CONN) and reused; the number of
-//! requests in flight is bounded. A connection that broke (php-fpm
-//! restarted) is replaced, and the event is retried once on a fresh one if
-//! nothing had been received yet.
+//! Connections come from one [`Pool`] per server address, shared by every
+//! route to it, and are not kept between requests: a kept-alive idle
+//! connection pins a php-fpm worker, and nothing tells ws2http how many the
+//! server can spare (src/pool.rs; docs/BACKENDS.md has the measurement). A
+//! request is written at most once: a failure after that fails the event
+//! (the server may have run it) and is not retried.
+//!
+//! The answer is read here rather than by the client library, whose reader
+//! ends a response cut by EOF as if it were complete.
 
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context as TaskContext, Poll};
+use std::sync::Arc;
 
 use fastcgi_client::conn::KeepAlive;
-use fastcgi_client::response::Content;
-use fastcgi_client::{Client, Params, Request, StreamExt};
-use futures_lite::io::{AsyncRead, AsyncWrite};
+use fastcgi_client::{Client, Params, Request};
 
 use crate::backend::{Backend, BoxFuture, Outcome, Output};
 use crate::cgi::env::{event_env, page_env, EnvSettings};
 use crate::cgi::http::{plain, read_head, respond, Reply, RequestBody};
 use crate::cgi::output::OutputParser;
 use crate::cgi::process::Limits;
-use crate::cgi::slots::Slots;
 use crate::directive::Context;
 use crate::event::{Event, EventKind, RequestInfo, Target};
+use crate::pool::{Pool, Stream};
 use crate::runtime;
 
-/// Where the FastCGI server listens.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Address {
-    Tcp(String),
-    Unix(std::path::PathBuf),
-}
-
-impl Address {
-    /// `host:port` or `unix:/path`.
-    pub fn parse(s: &str) -> Result<Address, String> {
-        match s.strip_prefix("unix:") {
-            Some(p) if !p.is_empty() => Ok(Address::Unix(p.into())),
-            Some(_) => Err(format!("{s:?}: expected unix:/path/to/socket")),
-            None if s.contains(':') => Ok(Address::Tcp(s.to_owned())),
-            None => Err(format!("{s:?}: expected HOST:PORT or unix:/path")),
-        }
-    }
-}
-
-impl std::fmt::Display for Address {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Address::Tcp(a) => write!(f, "{a}"),
-            Address::Unix(p) => write!(f, "unix:{}", p.display()),
-        }
-    }
-}
-
-/// A TCP or Unix socket, as one stream type.
-pub enum Stream {
-    Tcp(async_std::net::TcpStream),
-    Unix(async_std::os::unix::net::UnixStream),
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-    fn poll_close(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_close(cx),
-            Stream::Unix(s) => Pin::new(s).poll_close(cx),
-        }
-    }
-}
-
-type Conn = Client<Stream, KeepAlive>;
+pub use crate::pool::Address;
 
 pub struct FastCgiBackend {
     address: Address,
     env: EnvSettings,
     limits: Limits,
-    /// Idle kept-alive connections.
-    pool: Mutex<Vec<Conn>>,
-    /// Bounds requests in flight (and so open connections).
-    in_flight: Arc<Slots>,
+    /// Connections to `address`, and the bound on requests in flight.
+    pool: Arc<Pool>,
 }
 
 /// Why a request failed.
@@ -112,44 +47,29 @@ enum Failure {
     TooMuch,
 }
 
-/// How one attempt ended.
+/// How one exchange on a connection ended.
 enum Attempt {
     Done,
-    /// Failed before anything was received: worth one retry on a fresh connection.
-    Early(String),
+    /// Failed after the request was (perhaps partly) written.
     Broken(String),
     /// More output than `--max-output`: the script's fault, not the server's.
     TooMuch,
 }
 
 impl FastCgiBackend {
-    pub fn new(address: Address, env: EnvSettings, limits: Limits, max_in_flight: usize) -> Self {
-        FastCgiBackend { address, env, limits, pool: Mutex::new(Vec::new()), in_flight: Slots::new(max_in_flight) }
+    /// A backend for the server at the pool's address; every route to the
+    /// same address shares one backend (one pool).
+    pub fn new(pool: Arc<Pool>, env: EnvSettings, limits: Limits) -> Self {
+        FastCgiBackend { address: pool.address().clone(), env, limits, pool }
     }
 
-    async fn connect(&self) -> std::io::Result<Conn> {
-        let stream = match &self.address {
-            Address::Tcp(a) => {
-                let s = async_std::net::TcpStream::connect(a.as_str()).await?;
-                s.set_nodelay(true)?;
-                Stream::Tcp(s)
-            }
-            Address::Unix(p) => Stream::Unix(async_std::os::unix::net::UnixStream::connect(p).await?),
-        };
-        Ok(Client::new_keep_alive(stream))
+    /// The pool this backend's requests go through.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
     }
 
-    fn take_pooled(&self) -> Option<Conn> {
-        self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop()
-    }
-
-    fn give_back(&self, c: Conn) {
-        self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(c);
-    }
-
-    /// One request, on a pooled connection or a new one. A pooled connection
-    /// may have died with the old server (php-fpm restarted): when it fails
-    /// before answering anything, the request is retried once on a new one.
+    /// One request, on an idle pooled connection or a new one; sent at most
+    /// once (see the module docs).
     async fn request(
         &self,
         params: &Params<'_>,
@@ -157,54 +77,52 @@ impl FastCgiBackend {
         label: &str,
         on_line: &mut (dyn FnMut(&[u8]) + Send),
     ) -> Result<(), Failure> {
-        let mut fresh_tried = false;
-        loop {
-            let (mut conn, fresh) = match self.take_pooled() {
-                Some(c) => (c, false),
-                None => match self.connect().await {
-                    Ok(c) => (c, true),
-                    Err(e) => return Err(Failure::Down(format!("cannot connect to {}: {e}", self.address))),
-                },
-            };
-            fresh_tried |= fresh;
-            match self.attempt(&mut conn, params, stdin, label, on_line).await {
-                Attempt::Done => {
-                    self.give_back(conn);
-                    return Ok(());
-                }
-                Attempt::Early(e) if !fresh_tried => {
-                    log::debug!("{label}: pooled connection failed ({e}); retrying on a new one");
-                    self.pool.lock().unwrap_or_else(|e| e.into_inner()).clear();
-                }
-                Attempt::Early(e) | Attempt::Broken(e) => {
-                    return Err(Failure::Down(format!("{} broke off the request: {e}", self.address)))
-                }
-                Attempt::TooMuch => return Err(Failure::TooMuch),
+        let mut conn = match self.pool.checkout().await {
+            Ok(c) => c,
+            Err(e) => return Err(Failure::Down(format!("cannot connect to {}: {e}", self.address))),
+        };
+        match self.attempt(conn.stream(), params, stdin, label, on_line).await {
+            Attempt::Done => {
+                conn.checkin();
+                Ok(())
             }
+            Attempt::Broken(e) => Err(Failure::Down(format!(
+                "{} broke off the request ({e}); not retried: it may have run",
+                self.address
+            ))),
+            Attempt::TooMuch => Err(Failure::TooMuch),
         }
     }
 
-    /// One request on `conn`; stdout lines go to `on_line`, stderr to the log.
+    /// One request on `stream`; stdout lines go to `on_line`, stderr to the log.
     async fn attempt(
         &self,
-        conn: &mut Conn,
+        stream: &mut Stream,
         params: &Params<'_>,
         stdin: &[u8],
         label: &str,
         on_line: &mut (dyn FnMut(&[u8]) + Send),
     ) -> Attempt {
+        // The client library writes the request; the answer is read here,
+        // because its reader ends a response cut by EOF as if it were complete.
+        // FCGI_KEEP_CONN only when the pool keeps connections: otherwise the
+        // server closes it and its worker goes straight back to accept().
         let request = Request::new(params.clone(), stdin);
-        let mut stream = match conn.execute_stream(request).await {
-            Ok(s) => s,
-            Err(e) => return Attempt::Early(e.to_string()),
+        let sent = if self.pool.keeps_idle() {
+            let mut client: Client<&mut Stream, KeepAlive> = Client::new_keep_alive(&mut *stream);
+            client.execute_stream(request).await.map(drop)
+        } else {
+            Client::new(&mut *stream).execute_once_stream(request).await.map(drop)
         };
-        let mut got_any = false;
+        if let Err(e) = sent {
+            return Attempt::Broken(e.to_string());
+        }
+        let mut reader = futures_lite::io::BufReader::new(stream);
         let mut partial: Vec<u8> = Vec::new();
         let mut total = 0usize;
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(Content::Stdout(bytes)) => {
-                    got_any = true;
+        loop {
+            match read_record(&mut reader).await {
+                Ok(Record::Stdout(bytes)) => {
                     total += bytes.len();
                     if total > self.limits.max_output {
                         log::warn!(
@@ -222,13 +140,12 @@ impl FastCgiBackend {
                     }
                     partial.drain(..start);
                 }
-                Ok(Content::Stderr(bytes)) => {
-                    got_any = true;
+                Ok(Record::Stderr(bytes)) => {
                     for line in String::from_utf8_lossy(&bytes).lines() {
                         log::warn!("{label}: stderr: {line}");
                     }
                 }
-                Err(e) if !got_any => return Attempt::Early(e.to_string()),
+                Ok(Record::End) => break,
                 Err(e) => return Attempt::Broken(e.to_string()),
             }
         }
@@ -236,6 +153,37 @@ impl FastCgiBackend {
             on_line(&partial);
         }
         Attempt::Done
+    }
+}
+
+/// One record of a FastCGI answer.
+enum Record {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    /// FCGI_END_REQUEST: the request completed (protocol status 0).
+    End,
+}
+
+/// Reads one record. A connection closed before FCGI_END_REQUEST, a
+/// rejected request or a record that has no place in an answer is an error.
+async fn read_record(r: &mut (impl futures_lite::io::AsyncRead + Unpin)) -> std::io::Result<Record> {
+    use futures_lite::io::AsyncReadExt;
+    use std::io::{Error, ErrorKind};
+    let mut head = [0u8; 8];
+    r.read_exact(&mut head).await.map_err(|e| match e.kind() {
+        ErrorKind::UnexpectedEof => Error::new(e.kind(), "connection closed before the end of the answer"),
+        _ => e,
+    })?;
+    let len = usize::from(u16::from_be_bytes([head[4], head[5]]));
+    let mut body = vec![0u8; len + usize::from(head[6])];
+    r.read_exact(&mut body).await?;
+    body.truncate(len);
+    match head[1] {
+        6 => Ok(Record::Stdout(body)),
+        7 => Ok(Record::Stderr(body)),
+        3 if body.get(4) == Some(&0) => Ok(Record::End),
+        3 => Err(Error::other(format!("request rejected (protocol status {:?})", body.get(4)))),
+        t => Err(Error::new(ErrorKind::InvalidData, format!("unexpected record type {t} in an answer"))),
     }
 }
 
@@ -256,7 +204,7 @@ impl FastCgiBackend {
         for (k, v) in env {
             params.insert(k.into(), v.into());
         }
-        let _slot = self.in_flight.acquire().await;
+        let _slot = self.pool.slot().await;
         let mut stdout = Vec::new();
         let mut on_line = |line: &[u8]| stdout.extend_from_slice(line);
         let work = self.request(&params, &input, &label, &mut on_line);
@@ -313,7 +261,7 @@ impl Backend for FastCgiBackend {
             };
             let ctx = Context::Script { conn: &conn_info.id, endpoint: conn_info.target.endpoint() };
             let mut parser = OutputParser::new(ctx, event.kind == EventKind::Open);
-            let _slot = self.in_flight.acquire().await;
+            let _slot = self.pool.slot().await;
             let work = async {
                 let mut on_line = |line: &[u8]| parser.push(line, out);
                 match self.request(&params, stdin, &label, &mut on_line).await {
@@ -332,18 +280,5 @@ impl Backend for FastCgiBackend {
             parser.finish(out);
             outcome
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Address;
-
-    #[test]
-    fn addresses() {
-        assert_eq!(Address::parse("127.0.0.1:9000"), Ok(Address::Tcp("127.0.0.1:9000".into())));
-        assert_eq!(Address::parse("unix:/run/php/fpm.sock"), Ok(Address::Unix("/run/php/fpm.sock".into())));
-        assert!(Address::parse("unix:").is_err());
-        assert!(Address::parse("nowhere").is_err());
     }
 }

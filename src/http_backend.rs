@@ -4,23 +4,26 @@
 //! exactly like CGI output: its status and headers form the header block,
 //! its body is line mode or one message by Content-Type.
 //!
-//! Connections are kept alive and reused; requests in flight are bounded;
-//! an unreachable server is `Outcome::Unavailable` (502 for an open).
+//! Connections are kept alive and reused through one [`Pool`] per
+//! `host:port`, shared by every route to it (the same pool as the FastCGI
+//! backend's: src/pool.rs). A request is written at most once: an idle
+//! connection the server closed is replaced before anything is written; a
+//! failure after that fails the event and is not retried. An unreachable
+//! server is `Outcome::Unavailable` (502 for an open).
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 
-use async_std::net::TcpStream;
 use futures_lite::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
 use tide::http::{Method, Request, Url};
 
 use crate::backend::{Backend, BoxFuture, Outcome, Output};
 use crate::cgi::output::OutputParser;
 use crate::cgi::process::Limits;
-use crate::cgi::slots::Slots;
 use crate::directive::Context;
 use crate::event::{Event, EventKind};
+use crate::pool::{Address, Pool, Pools, Stream};
 use crate::runtime;
 
 pub struct HttpBackend {
@@ -30,8 +33,8 @@ pub struct HttpBackend {
     api_url: String,
     api_token: String,
     limits: Limits,
-    pool: Mutex<Vec<TcpStream>>,
-    in_flight: Arc<Slots>,
+    /// Connections to `authority`, and the bound on requests in flight.
+    pool: Arc<Pool>,
 }
 
 /// Response headers that describe the HTTP exchange, not the script's answer.
@@ -39,28 +42,17 @@ const HOP_BY_HOP: [&str; 7] =
     ["connection", "keep-alive", "transfer-encoding", "content-length", "date", "server", "upgrade"];
 
 impl HttpBackend {
-    pub fn new(
-        url: &str,
-        api_url: String,
-        api_token: String,
-        limits: Limits,
-        max_in_flight: usize,
-    ) -> Result<Self, String> {
+    /// A backend for `url`; its connections come from the pool of its
+    /// `host:port` in `pools`.
+    pub fn new(url: &str, api_url: String, api_token: String, limits: Limits, pools: &Pools) -> Result<Self, String> {
         let url = Url::parse(url).map_err(|e| format!("{url:?}: {e}"))?;
         if url.scheme() != "http" {
             return Err(format!("{url}: only http:// URLs are supported (put TLS in front, not behind)"));
         }
         let host = url.host_str().ok_or_else(|| format!("{url}: no host"))?;
         let authority = format!("{host}:{}", url.port_or_known_default().unwrap_or(80));
-        Ok(HttpBackend {
-            url,
-            authority,
-            api_url,
-            api_token,
-            limits,
-            pool: Mutex::new(Vec::new()),
-            in_flight: Slots::new(max_in_flight),
-        })
+        let pool = pools.get(&Address::Tcp(authority.clone()));
+        Ok(HttpBackend { url, authority, api_url, api_token, limits, pool })
     }
 
     /// The request for one event (documented in docs/BACKENDS.md).
@@ -134,15 +126,6 @@ impl HttpBackend {
         }
         req
     }
-
-    async fn stream(&self) -> std::io::Result<(TcpStream, bool)> {
-        if let Some(s) = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop() {
-            return Ok((s, false));
-        }
-        let s = TcpStream::connect(self.authority.as_str()).await?;
-        s.set_nodelay(true)?;
-        Ok((s, true))
-    }
 }
 
 impl Backend for HttpBackend {
@@ -152,24 +135,22 @@ impl Backend for HttpBackend {
             let label = format!("[{}] {} {} (http {})", conn.id, conn.target.endpoint(), event.kind.name(), self.url);
             let ctx = Context::Script { conn: &conn.id, endpoint: conn.target.endpoint() };
             let mut parser = OutputParser::new(ctx, event.kind == EventKind::Open);
-            let _slot = self.in_flight.acquire().await;
+            let _slot = self.pool.slot().await;
             let work = async {
-                let mut fresh_tried = false;
-                let res = loop {
-                    let (stream, fresh) = match self.stream().await {
-                        Ok(s) => s,
-                        Err(e) => return Outcome::Unavailable(format!("cannot connect to {}: {e}", self.authority)),
-                    };
-                    fresh_tried |= fresh;
-                    let sniffer = HeadSniffer::new(stream.clone());
-                    match async_h1::connect(sniffer.clone(), self.request(event)).await {
-                        Ok(res) => break (res, stream, sniffer.sent_content_type()),
-                        // A kept-alive connection the server has closed: try a new one.
-                        Err(_) if !fresh_tried => continue,
-                        Err(e) => return Outcome::Unavailable(format!("{} did not answer: {e}", self.url)),
+                let mut conn = match self.pool.checkout().await {
+                    Ok(c) => c,
+                    Err(e) => return Outcome::Unavailable(format!("cannot connect to {}: {e}", self.authority)),
+                };
+                let sniffer = HeadSniffer::new(conn.stream().clone());
+                let (mut res, sent_type) = match async_h1::connect(sniffer.clone(), self.request(event)).await {
+                    Ok(res) => (res, sniffer.sent_content_type()),
+                    Err(e) => {
+                        return Outcome::Unavailable(format!(
+                            "{} did not answer ({e}); not retried: it may have run",
+                            self.url
+                        ))
                     }
                 };
-                let (mut res, stream, sent_type) = res;
                 let status = u16::from(res.status());
                 let keep = res.header("Connection").is_none_or(|v| !v.last().as_str().eq_ignore_ascii_case("close"));
                 // The response as CGI output: a header block, then the body.
@@ -194,7 +175,7 @@ impl Backend for HttpBackend {
                     if keep {
                         let mut sink = Vec::new();
                         let _ = futures_lite::io::AsyncReadExt::read_to_end(&mut res.take_body(), &mut sink).await;
-                        self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(stream);
+                        conn.checkin();
                     }
                     return Outcome::Failed(format!("{} answered {status}", self.url));
                 }
@@ -223,7 +204,7 @@ impl Backend for HttpBackend {
                     }
                 }
                 if keep {
-                    self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(stream);
+                    conn.checkin();
                 }
                 Outcome::Success
             };
@@ -243,12 +224,12 @@ impl Backend for HttpBackend {
 /// sends (the response head), so we can see which headers it really sent.
 #[derive(Clone)]
 struct HeadSniffer {
-    stream: TcpStream,
+    stream: Stream,
     head: Arc<Mutex<Vec<u8>>>,
 }
 
 impl HeadSniffer {
-    fn new(stream: TcpStream) -> Self {
+    fn new(stream: Stream) -> Self {
         HeadSniffer { stream, head: Arc::new(Mutex::new(Vec::new())) }
     }
 

@@ -24,6 +24,7 @@ pub mod id;
 pub mod listen;
 pub mod logging;
 pub mod metrics;
+pub mod pool;
 pub mod public;
 pub mod request;
 pub mod runtime;

@@ -129,35 +129,13 @@ pub fn run(cfg: Config) -> Result<(), String> {
         max_output: cfg.max_output,
         stderr: Default::default(),
     };
-    let mut routes: Vec<(String, Arc<dyn Backend>)> = Vec::new();
-    let mut fastcgi_pages = Vec::new();
-    for (prefix, addr) in &cfg.fastcgi {
-        log::info!("requests and events under {prefix} go to FastCGI server {addr}");
-        let fcgi =
-            Arc::new(crate::fastcgi::FastCgiBackend::new(addr.clone(), env.clone(), limits.clone(), cfg.max_procs));
-        routes.push((prefix.clone(), fcgi.clone()));
-        fastcgi_pages.push((prefix.clone(), fcgi));
-    }
-    let mut http_prefixes = Vec::new();
-    for (prefix, url) in &cfg.backend_url {
-        log::info!("events under {prefix} go to {url}");
-        let api_token = cfg.api_token.clone().unwrap_or_default();
-        let http = crate::http_backend::HttpBackend::new(
-            url,
-            local_url(control_addr),
-            api_token,
-            limits.clone(),
-            cfg.max_procs,
-        )
-        .map_err(|e| format!("--backend-url {e}"))?;
-        routes.push((prefix.clone(), Arc::new(http)));
-        http_prefixes.push(prefix.clone());
-    }
+    let Remote { mut routes, mut fastcgi_pages, http_prefixes } =
+        remote_backends(&cfg, &env, &limits, local_url(control_addr))?;
     routes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
     fastcgi_pages.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
     let cgi = Arc::new(CgiBackend::new(env, limits, cfg.max_procs));
     let cluster = match &cfg.redis {
-        Some(url) => Some(crate::cluster::Cluster::new(url, crate::cluster::new_instance_id())?),
+        Some(url) => Some(crate::cluster::Cluster::new(url, crate::cluster::new_instance_id(), cfg.cluster_queue)?),
         None => None,
     };
     let hub = match &cluster {
@@ -299,4 +277,44 @@ fn warn_missing_handlers(cfg: &Config, resolver: &Resolver) {
              {used} .{ext} script(s) will fail with 500 until it is: {fix}"
         );
     }
+}
+
+/// The FastCGI and HTTP backends and the routes to them.
+struct Remote {
+    routes: Vec<(String, Arc<dyn Backend>)>,
+    fastcgi_pages: Vec<(String, Arc<crate::fastcgi::FastCgiBackend>)>,
+    http_prefixes: Vec<String>,
+}
+
+/// Builds one FastCGI backend (one connection pool) per server address,
+/// shared by every route to it: idle connections pin php-fpm workers, and
+/// `--max-procs` bounds the requests in flight to that server. HTTP backends
+/// share one pool per `host:port` the same way.
+fn remote_backends(cfg: &Config, env: &EnvSettings, limits: &Limits, api_url: String) -> Result<Remote, String> {
+    let mut routes: Vec<(String, Arc<dyn Backend>)> = Vec::new();
+    let mut fastcgi_pages = Vec::new();
+    let fastcgi_pools = crate::pool::Pools::new(crate::pool::PoolLimits::fastcgi(cfg.max_procs));
+    let mut fastcgi_backends: Vec<Arc<crate::fastcgi::FastCgiBackend>> = Vec::new();
+    for (prefix, addr) in &cfg.fastcgi {
+        log::info!("requests and events under {prefix} go to FastCGI server {addr}");
+        let pool = fastcgi_pools.get(addr);
+        let fcgi = match fastcgi_backends.iter().find(|b| Arc::ptr_eq(b.pool(), &pool)) {
+            Some(b) => b.clone(),
+            None => Arc::new(crate::fastcgi::FastCgiBackend::new(pool, env.clone(), limits.clone())),
+        };
+        fastcgi_backends.push(fcgi.clone());
+        routes.push((prefix.clone(), fcgi.clone()));
+        fastcgi_pages.push((prefix.clone(), fcgi));
+    }
+    let http_pools = crate::pool::Pools::new(crate::pool::PoolLimits::http(cfg.max_procs));
+    let mut http_prefixes = Vec::new();
+    for (prefix, url) in &cfg.backend_url {
+        log::info!("events under {prefix} go to {url}");
+        let api_token = cfg.api_token.clone().unwrap_or_default();
+        let http = crate::http_backend::HttpBackend::new(url, api_url.clone(), api_token, limits.clone(), &http_pools)
+            .map_err(|e| format!("--backend-url {e}"))?;
+        routes.push((prefix.clone(), Arc::new(http)));
+        http_prefixes.push(prefix.clone());
+    }
+    Ok(Remote { routes, fastcgi_pages, http_prefixes })
 }
