@@ -104,7 +104,7 @@ pub struct Cli {
     #[arg(long, env = "WS2HTTP_MAX_HTTP_CONNECTIONS", default_value_t = 1024, value_name = "N")]
     pub max_http_connections: usize,
     /// HTTP connections open at once from one IP address, on each listener (beyond it: 503)
-    #[arg(long, env = "WS2HTTP_MAX_HTTP_CONNECTIONS_PER_IP", default_value_t = 128, value_name = "N")]
+    #[arg(long, env = "WS2HTTP_MAX_HTTP_CONNECTIONS_PER_IP", default_value_t = 256, value_name = "N")]
     pub max_http_connections_per_ip: usize,
     /// Seconds an HTTP client may take to send a request head, or stay silent while it sends a
     /// body or should read a response (beyond it: 408 or the connection is closed)

@@ -44,7 +44,18 @@ const TIMEOUT_SECS: &str = "2";
 const MAX_WARMUP_ROUNDS: usize = 5;
 /// Hung scripts hold their --max-procs slot until --timeout by design; with
 /// the default (4 x cores) 120 of them would take minutes to drain.
-const FLAGS: &[&str] = &["--timeout", TIMEOUT_SECS, "--max-output", "1048576", "--max-procs", "100"];
+/// The storm comes from one address: more concurrent handshakes than a
+/// default per-IP limit allows.
+const FLAGS: &[&str] = &[
+    "--timeout",
+    TIMEOUT_SECS,
+    "--max-output",
+    "1048576",
+    "--max-procs",
+    "100",
+    "--max-http-connections-per-ip",
+    "1000",
+];
 /// How long one awaited reply may take under full load.
 const REPLY_WAIT: Duration = Duration::from_secs(40);
 
