@@ -2,6 +2,7 @@
 //! leaves everyone else unaffected.
 
 mod common;
+mod rawws;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
@@ -59,6 +60,20 @@ fn silent_peers_are_dropped_after_a_ping_interval() {
     assert_eq!(&head, b"HTTP/1.1 101");
     let line = s.wait_event("ping-timeout close", |l| l.starts_with("close "));
     assert!(line.contains(" 1006 ping-timeout"), "{line}");
+    assert_eq!(s.log().matches("no answer to a ping").count(), 1, "{}", s.log());
+}
+
+#[test]
+fn a_peer_that_reads_nothing_is_dropped_even_while_a_write_to_it_is_blocked() {
+    let s = Server::start(&["--ping-interval", "0.3", "--max-output", "67108864"]);
+    let mut tcp = rawws::open(s.port, "/flood.sh");
+    // 200 messages of 256 KiB: more than the socket buffers hold, fewer
+    // than --max-outgoing (so it is not a slow consumer). The writer blocks
+    // on a client that neither reads nor sends anything more.
+    tcp.write_all(&rawws::frame(rawws::TEXT, b"200 262144")).expect("send");
+    let line = s.wait_event("ping-timeout close", |l| l.starts_with("close "));
+    assert!(line.ends_with(" 1006 ping-timeout"), "{line}");
+    assert_eq!(s.log().matches("no answer to a ping").count(), 1, "{}", s.log());
 }
 
 #[async_std::test]
@@ -103,7 +118,24 @@ async fn slow_consumers_are_closed_without_delaying_others() {
     assert_eq!(reader.await, 60, "the healthy client got every broadcast");
     let line = s.wait_event("slow consumer close", |l| l.starts_with("close ") && l.contains("slow-consumer"));
     assert!(line.contains(" 1008 slow-consumer"), "{line}");
+    // One log line for the limit, however many broadcasts came after it.
+    let log = s.log();
+    assert_eq!(log.matches("does not read its messages").count(), 1, "{log}");
     drop(tcp);
+}
+
+#[test]
+fn a_slow_consumer_is_logged_once() {
+    let s = Server::start(&["--max-outgoing", "8"]);
+    let mut tcp = rawws::open(s.port, "/mirror.sh");
+    let id = rawws::read_text(&mut tcp).strip_prefix("id ").expect("id line").to_owned();
+    // mirror.sh prints 2000 lines: 2000 messages back to this connection in
+    // one burst, far more than --max-outgoing lets wait.
+    tcp.write_all(&rawws::frame(rawws::TEXT, "x\n".repeat(2000).as_bytes())).expect("send");
+    let line = s.wait_event("slow consumer close", |l| l.starts_with(&format!("close {id} ")));
+    assert!(line.contains(" 1008 slow-consumer"), "{line}");
+    let log = s.log();
+    assert_eq!(log.matches("does not read its messages").count(), 1, "{log}");
 }
 
 #[async_std::test]
@@ -123,6 +155,9 @@ async fn full_event_queue_closes_with_1013() {
     }
     assert_eq!(close, Some(1013));
     s.wait_log("queue-full");
+    // One log line for the limit, however many messages came after it.
+    let log = s.log();
+    assert_eq!(log.matches("closing (1013)").count(), 1, "{log}");
 }
 
 #[async_std::test]
