@@ -49,6 +49,8 @@ pub struct AppInner {
     pub allow_origin: Vec<String>,
     /// Which events run the script (`--events`).
     pub events: crate::config::Events,
+    /// Bytes of client messages held (`--max-queue-bytes`, `--max-queue-bytes-total`).
+    pub queue_budget: Arc<crate::ws::limits::QueueBudget>,
 }
 
 impl AppInner {
@@ -180,6 +182,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         ping_interval: cfg.ping_interval,
         allow_origin: cfg.allow_origin.clone(),
         events: cfg.events,
+        queue_budget: crate::ws::limits::QueueBudget::new(cfg.max_queue_bytes, cfg.max_queue_bytes_total),
     }));
 
     let mut site = tide::with_state(app.clone());
