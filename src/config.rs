@@ -79,7 +79,7 @@ pub struct Cli {
     #[arg(long, env = "WS2HTTP_MAX_CONNECTIONS", default_value_t = 10_000, value_name = "N")]
     pub max_connections: usize,
     /// Open WebSocket connections from one IP address (beyond it: 503)
-    #[arg(long, env = "WS2HTTP_MAX_CONNECTIONS_PER_IP", default_value_t = 1_000, value_name = "N")]
+    #[arg(long, env = "WS2HTTP_MAX_CONNECTIONS_PER_IP", default_value_t = 256, value_name = "N")]
     pub max_connections_per_ip: usize,
     /// Seconds between server pings; a peer silent for that long after a ping is dropped (0: never ping)
     #[arg(long, env = "WS2HTTP_PING_INTERVAL", default_value_t = 30.0, value_name = "SECS")]

@@ -49,6 +49,19 @@ async fn connection_limits_answer_503_and_free_up() {
 }
 
 #[test]
+fn one_address_gets_256_connections_by_default() {
+    // At the usual soft limit of 1024 file descriptors, the old default
+    // (1000) let one address take every descriptor: accept and spawn failed
+    // for everyone (docs/SECURITY.md).
+    let s = Server::start(&["--events", "message"]);
+    let held: Vec<_> = (0..256).map(|_| rawws::open(s.port, "/mirror.sh")).collect();
+    let resp = raw_http(s.port, &upgrade_request("/mirror.sh", ""));
+    assert_eq!(status_of(&resp), 503, "{resp}");
+    s.wait_log("PerIp(256)");
+    drop(held);
+}
+
+#[test]
 fn silent_peers_are_dropped_after_a_ping_interval() {
     let s = Server::start(&["--ping-interval", "0.3"]);
     // A raw client that completes the handshake and then never reads or

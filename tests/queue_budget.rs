@@ -144,4 +144,63 @@ fn a_gone_clients_queued_messages_are_dropped_and_only_its_close_event_runs() {
     assert_eq!(count(&format!("close {a_id} 1006 dropped")), 1, "{events:?}");
     assert_eq!(count(&format!("message {b_id}")), 1, "{events:?}");
     s.wait_log(&format!("[{a_id}] the connection ended with 20 message event(s) still queued; dropped them"));
+    assert!(get(&s.api("/metrics")).body.contains("ws2http_events_dropped_total 20\n"));
+}
+
+/// Clients that each stop half-way through a big message.
+const HALFWAY: usize = 320;
+/// What each of them sends of its message: 320 x 256 KiB = 80 MiB in all,
+/// over the default --max-queue-bytes-total (64 MiB).
+const FRAGMENT: usize = 256 * 1024;
+
+/// Sends the first fragment of a message and a ping behind it; returns
+/// `Ok` once the pong shows the server read both, or the server's close
+/// code.
+fn start_a_message(port: u16, fragment: &[u8]) -> (TcpStream, Result<(), Option<u16>>) {
+    let mut tcp = rawws::open(port, "/hold.sh");
+    tcp.write_all(fragment).expect("send the fragment");
+    tcp.write_all(&rawws::frame(rawws::PING, b"p")).expect("send the ping");
+    loop {
+        match rawws::read_frame(&mut tcp) {
+            Some((0xA, _)) => return (tcp, Ok(())),
+            Some((rawws::CLOSE, p)) => return (tcp, Err(p.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]])))),
+            Some(_) => continue, // the open event's message
+            None => return (tcp, Err(None)),
+        }
+    }
+}
+
+#[test]
+fn messages_still_being_read_count_in_the_total() {
+    let s = Server::start(&[]);
+    let pid = s.child.id();
+    let before = rss_kib(pid);
+    let fragment = rawws::frame_with(false, 0, rawws::BINARY, &vec![b'z'; FRAGMENT], true);
+    let mut held = Vec::new();
+    let (mut accepted, mut refused) = (0, 0);
+    for _ in 0..HALFWAY {
+        let (tcp, result) = start_a_message(s.port, &fragment);
+        match result {
+            Ok(()) => accepted += 1,
+            Err(code) => {
+                assert_eq!(code, Some(1013), "after {accepted} accepted");
+                refused += 1;
+            }
+        }
+        held.push(tcp);
+    }
+    let (peak, after) = (hwm_kib(pid), rss_kib(pid));
+    println!(
+        "{HALFWAY} clients each {FRAGMENT} bytes into a message: {accepted} held, {refused} closed with 1013; \
+         RSS before {:.1} MiB, peak {:.1} MiB (+{:.1}), after {:.1} MiB",
+        mib(before),
+        mib(peak),
+        mib(peak.saturating_sub(before)),
+        mib(after)
+    );
+    // 64 MiB hold 255 such fragments (with their frame headers); every
+    // client after that is refused, since those held stay.
+    assert_eq!(accepted, 255);
+    assert_eq!(refused, HALFWAY - 255);
+    assert!(s.log().contains("held for all connections (--max-queue-bytes-total)"));
 }

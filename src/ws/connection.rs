@@ -89,6 +89,7 @@ pub async fn event_worker(
         metrics::get().events_queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let last = matches!(kind, EventKind::Close { .. });
         if last && dropped > 0 {
+            metrics::add(&metrics::get().events_dropped, dropped as u64);
             log::info!("[{}] the connection ended with {dropped} message event(s) still queued; dropped them", conn.id);
         }
         let len = match &kind {
