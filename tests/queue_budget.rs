@@ -206,9 +206,33 @@ fn messages_still_being_read_count_in_the_total() {
     // tungstenite assembles a fragmented message in a copy while its read
     // buffer stays allocated: about twice the bytes counted, plus slack.
     // (Without the total, this grew by 0.52 MiB per client: 312 MiB here.)
-    assert!(
-        peak.saturating_sub(before) < 256 * 1024,
-        "memory grew by {:.1} MiB",
-        mib(peak.saturating_sub(before))
-    );
+    assert!(peak.saturating_sub(before) < 256 * 1024, "memory grew by {:.1} MiB", mib(peak.saturating_sub(before)));
+}
+
+#[test]
+fn byte_budgets_that_cannot_hold_one_message_are_refused_at_start_up() {
+    let run = |args: &[&str], env: &[(&str, &str)], config: Option<&str>| {
+        let dir = scratch();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ws2http"));
+        cmd.args(["--cgi-bin"]).arg(fixtures()).args(["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"]);
+        cmd.args(args).envs(env.iter().copied());
+        if let Some(toml) = config {
+            std::fs::write(dir.join("ws2http.toml"), toml).expect("config");
+            cmd.arg("--config").arg(dir.join("ws2http.toml"));
+        }
+        let out = cmd.output().expect("run");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let want = "--max-queue-bytes 1000 is smaller than --max-message 1048576";
+    for (code, err) in [
+        run(&["--max-queue-bytes", "1000"], &[], None),
+        run(&[], &[("WS2HTTP_MAX_QUEUE_BYTES", "1000")], None),
+        run(&[], &[], Some("max-queue-bytes = 1000\n")),
+    ] {
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains(want) && err.lines().count() == 1, "{err}");
+    }
+    let (code, err) = run(&["--max-queue-bytes-total", "2000000"], &[], None);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--max-queue-bytes-total 2000000 is smaller than --max-queue-bytes 4194304"), "{err}");
 }
