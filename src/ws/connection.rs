@@ -3,6 +3,13 @@
 //!
 //! Events of a connection run strictly in order on its own worker; different
 //! connections run in parallel.
+//!
+//! A client that breaks a limit or the protocol is closed with its own code
+//! (1009 too big, 1013 queue full, 1002/1007 protocol error) and one log
+//! line: the reader asks for the close and stops reading, so nothing the
+//! client sends afterwards costs memory or log lines. Once a connection has
+//! ended, the message events it still had queued are dropped: its client is
+//! gone, and running them only held script slots that live clients wait for.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
