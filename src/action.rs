@@ -61,6 +61,9 @@ pub enum CloseCause {
     QueueFull,
     /// No answer to a ping within `--ping-interval`.
     PingTimeout,
+    /// The client broke the WebSocket protocol (invalid UTF-8, a bad
+    /// frame): closed with 1002 or 1007.
+    ProtocolError,
 }
 
 impl CloseCause {
@@ -75,6 +78,7 @@ impl CloseCause {
             CloseCause::SlowConsumer => "slow-consumer",
             CloseCause::QueueFull => "queue-full",
             CloseCause::PingTimeout => "ping-timeout",
+            CloseCause::ProtocolError => "protocol-error",
         }
     }
 }
@@ -124,4 +128,104 @@ pub enum Action {
 /// Close codes a server may put in a close frame (RFC 6455 §7.4).
 pub fn is_sendable_close_code(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// Caps on what a connection carries into the environment of every later
+/// spawn: its metadata (`WS_META_<KEY>=VALUE`, one variable per entry) and
+/// its rooms (`WS_ROOMS`, the names joined by spaces).
+///
+/// Linux refuses to start a program (`E2BIG`) when one `NAME=VALUE` string
+/// is over 128 KiB (`MAX_ARG_STRLEN`), or when all of them, with one
+/// pointer each, are over a quarter of the stack limit and never less than
+/// 128 KiB. With these caps the worst case stays under that smallest limit:
+///
+/// | part | worst case |
+/// | --- | ---: |
+/// | 16 KiB request head as `HTTP_*`, `REQUEST_URI`, `QUERY_STRING`, `PATH_INFO`, `PATH_TRANSLATED` (each head byte at most 4 times, pointers included) | 64 KiB |
+/// | metadata: [`META_TOTAL`] counted with [`ENTRY_OVERHEAD`] per entry (prefix, `=`, NUL and pointer are 18 bytes) | 16 KiB |
+/// | `WS_ROOMS`: [`ROOMS`] names of [`ROOM_NAME`] bytes and their spaces | 8.1 KiB |
+/// | the fixed variables (`GATEWAY_INTERFACE`, `WS_*`, paths, ...) | < 4 KiB |
+/// | **total** (plus `PATH` and `--pass-env`, chosen by the operator) | **< 93 KiB** |
+///
+/// They are constants, not flags: raising them would bring back the
+/// failure they prevent. docs/PROTOCOL.md repeats the arithmetic.
+pub mod caps {
+    /// Longest metadata key, in bytes.
+    pub const KEY: usize = 64;
+    /// Largest metadata value, in bytes.
+    pub const VALUE: usize = 8 * 1024;
+    /// Metadata of one connection: keys and values, plus [`ENTRY_OVERHEAD`] per entry.
+    pub const META_TOTAL: usize = 16 * 1024;
+    /// What each metadata entry counts on top of its key and value.
+    pub const ENTRY_OVERHEAD: usize = 32;
+    /// Longest room name, in bytes.
+    pub const ROOM_NAME: usize = 128;
+    /// Rooms one connection may be in.
+    pub const ROOMS: usize = 64;
+}
+
+/// Why a directive was refused by a cap (see [`caps`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// A metadata key longer than [`caps::KEY`] (its length).
+    KeyTooLong(usize),
+    /// A metadata value larger than [`caps::VALUE`] (its size).
+    ValueTooBig(usize),
+    /// A room name longer than [`caps::ROOM_NAME`] (its length).
+    RoomNameTooLong(usize),
+    /// A value or room name with a NUL byte, which no environment can carry.
+    Nul,
+    /// The connection's metadata would take this many bytes, over [`caps::META_TOTAL`].
+    MetadataFull(usize),
+    /// The connection is already in [`caps::ROOMS`] rooms.
+    TooManyRooms,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::KeyTooLong(n) => write!(f, "the key is {n} bytes, over the cap of {}", caps::KEY),
+            Refusal::ValueTooBig(n) => write!(f, "the value is {n} bytes, over the cap of {}", caps::VALUE),
+            Refusal::RoomNameTooLong(n) => {
+                write!(f, "the room name is {n} bytes, over the cap of {}", caps::ROOM_NAME)
+            }
+            Refusal::Nul => write!(f, "it contains a NUL byte, which the environment cannot carry"),
+            Refusal::MetadataFull(n) => write!(
+                f,
+                "the connection's metadata would take {n} bytes, over the cap of {} \
+                 (keys and values, plus {} per entry)",
+                caps::META_TOTAL,
+                caps::ENTRY_OVERHEAD
+            ),
+            Refusal::TooManyRooms => write!(f, "the connection is already in {} rooms, the cap", caps::ROOMS),
+        }
+    }
+}
+
+/// What one metadata entry counts against [`caps::META_TOTAL`].
+pub fn meta_cost(key: &str, value: &str) -> usize {
+    key.len() + value.len() + caps::ENTRY_OVERHEAD
+}
+
+/// A metadata key and (when setting) value within their caps.
+pub fn check_meta(key: &str, value: Option<&str>) -> Result<(), Refusal> {
+    if key.len() > caps::KEY {
+        return Err(Refusal::KeyTooLong(key.len()));
+    }
+    match value {
+        Some(v) if v.len() > caps::VALUE => Err(Refusal::ValueTooBig(v.len())),
+        Some(v) if v.contains('\0') => Err(Refusal::Nul),
+        _ => Ok(()),
+    }
+}
+
+/// A room name within its cap.
+pub fn check_room(room: &str) -> Result<(), Refusal> {
+    if room.len() > caps::ROOM_NAME {
+        Err(Refusal::RoomNameTooLong(room.len()))
+    } else if room.contains('\0') {
+        Err(Refusal::Nul)
+    } else {
+        Ok(())
+    }
 }

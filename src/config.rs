@@ -79,7 +79,7 @@ pub struct Cli {
     #[arg(long, env = "WS2HTTP_MAX_CONNECTIONS", default_value_t = 10_000, value_name = "N")]
     pub max_connections: usize,
     /// Open WebSocket connections from one IP address (beyond it: 503)
-    #[arg(long, env = "WS2HTTP_MAX_CONNECTIONS_PER_IP", default_value_t = 1_000, value_name = "N")]
+    #[arg(long, env = "WS2HTTP_MAX_CONNECTIONS_PER_IP", default_value_t = 256, value_name = "N")]
     pub max_connections_per_ip: usize,
     /// Seconds between server pings; a peer silent for that long after a ping is dropped (0: never ping)
     #[arg(long, env = "WS2HTTP_PING_INTERVAL", default_value_t = 30.0, value_name = "SECS")]
@@ -135,6 +135,15 @@ pub struct Cli {
     /// (beyond it they are lost, counted and logged)
     #[arg(long, env = "WS2HTTP_CLUSTER_QUEUE", default_value_t = 64 << 20, value_name = "BYTES")]
     pub cluster_queue: usize,
+    /// Bytes of messages waiting for (or running) their script, per connection
+    /// (beyond it: close 1013) [default: 4194304, or --max-message if larger]
+    #[arg(long, env = "WS2HTTP_MAX_QUEUE_BYTES", value_name = "BYTES")]
+    pub max_queue_bytes: Option<usize>,
+    /// Bytes of client messages held at once, all connections together: waiting for their
+    /// script or still being read (beyond it: the sender is closed with 1013)
+    /// [default: 67108864, or --max-queue-bytes if larger]
+    #[arg(long, env = "WS2HTTP_MAX_QUEUE_BYTES_TOTAL", value_name = "BYTES")]
+    pub max_queue_bytes_total: Option<usize>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -278,6 +287,10 @@ pub struct Config {
     pub default_handlers: Vec<String>,
     /// `--cluster-queue`: bytes of actions waiting for Redis.
     pub cluster_queue: usize,
+    /// `--max-queue-bytes`: at least `max_message`.
+    pub max_queue_bytes: usize,
+    /// `--max-queue-bytes-total`: at least `max_queue_bytes`.
+    pub max_queue_bytes_total: usize,
 }
 
 fn is_loopback(addr: &str) -> Result<bool, String> {
@@ -404,6 +417,8 @@ impl Cli {
             return Err(format!("--timeout {}: must be a positive number of seconds", self.timeout));
         }
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let (max_queue_bytes, max_queue_bytes_total) =
+            queue_bytes(self.max_message.max(1), self.max_queue_bytes, self.max_queue_bytes_total)?;
         Ok(Config {
             listen: self.listen,
             api_listen: self.api_listen,
@@ -450,6 +465,8 @@ impl Cli {
             allow_host,
             default_handlers,
             cluster_queue: self.cluster_queue.max(1),
+            max_queue_bytes,
+            max_queue_bytes_total,
         })
     }
 }
@@ -494,4 +511,50 @@ pub fn missing_handler_programs(handlers: &Handlers) -> Vec<(String, String, Str
             (ext.clone(), argv[0].clone(), fix)
         })
         .collect()
+}
+
+/// Default `--max-queue-bytes` when `--max-message` is not larger.
+pub const DEFAULT_MAX_QUEUE_BYTES: usize = 4 << 20;
+/// Default `--max-queue-bytes-total` when `--max-queue-bytes` is not larger.
+pub const DEFAULT_MAX_QUEUE_BYTES_TOTAL: usize = 64 << 20;
+
+/// Checks the byte budgets against each other: one message of
+/// `--max-message` bytes must always fit, or a client could never send one.
+fn queue_bytes(max_message: usize, per_conn: Option<usize>, total: Option<usize>) -> Result<(usize, usize), String> {
+    let per_conn = match per_conn {
+        None => DEFAULT_MAX_QUEUE_BYTES.max(max_message),
+        Some(n) if n < max_message => {
+            return Err(format!(
+                "--max-queue-bytes {n} is smaller than --max-message {max_message}: a message of the allowed \
+                 size could never be queued; raise --max-queue-bytes or lower --max-message"
+            ))
+        }
+        Some(n) => n,
+    };
+    let total = total.unwrap_or(DEFAULT_MAX_QUEUE_BYTES_TOTAL.max(per_conn));
+    if total < per_conn {
+        return Err(format!(
+            "--max-queue-bytes-total {total} is smaller than --max-queue-bytes {per_conn} (per connection); \
+             raise --max-queue-bytes-total or lower --max-queue-bytes"
+        ));
+    }
+    Ok((per_conn, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_byte_budgets_fit_one_message_and_each_other() {
+        let mib = 1 << 20;
+        assert_eq!(queue_bytes(mib, None, None), Ok((4 * mib, 64 * mib)));
+        // A bigger --max-message raises the defaults with it.
+        assert_eq!(queue_bytes(100 * mib, None, None), Ok((100 * mib, 100 * mib)));
+        assert_eq!(queue_bytes(mib, Some(mib), Some(mib)), Ok((mib, mib)));
+        let e = queue_bytes(mib, Some(mib - 1), None).unwrap_err();
+        assert!(e.contains("--max-queue-bytes 1048575 is smaller than --max-message 1048576"), "{e}");
+        let e = queue_bytes(mib, None, Some(mib)).unwrap_err();
+        assert!(e.contains("--max-queue-bytes-total 1048576 is smaller than --max-queue-bytes 4194304"), "{e}");
+    }
 }

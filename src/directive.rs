@@ -7,7 +7,7 @@
 
 use base64::Engine;
 
-use crate::action::{is_sendable_close_code, Action, CloseCause, Message};
+use crate::action::{check_meta, check_room, is_sendable_close_code, Action, CloseCause, Message};
 use crate::id::ConnId;
 
 /// Who is speaking.
@@ -64,6 +64,23 @@ fn word<'a>(s: &'a str, what: &str) -> Result<&'a str, String> {
     }
 }
 
+/// A room name: one word within [`crate::action::caps::ROOM_NAME`]. Checked
+/// here so that `POST /actions` refuses the whole request (400) before
+/// anything is applied.
+fn room(s: &str) -> Result<String, String> {
+    let r = word(s, "a room name")?;
+    check_room(r).map_err(|e| format!("room {}: {e}", preview(r)))?;
+    Ok(r.to_owned())
+}
+
+/// The start of a long argument, for an error message that stays short.
+fn preview(s: &str) -> String {
+    match s.char_indices().nth(32) {
+        Some((i, _)) => format!("{:?}…", &s[..i]),
+        None => format!("{s:?}"),
+    }
+}
+
 fn conn_arg(s: &str) -> Result<ConnId, String> {
     ConnId::parse(s).ok_or_else(|| "expected a connection id".to_owned())
 }
@@ -90,15 +107,15 @@ fn parse_directive(name: &str, args: &str, ctx: Context<'_>) -> Result<Action, S
             Ok(Action::Send { to: conn_arg(id)?, msg: Message::text(text) })
         }
         "room" => {
-            let (room, text) = split1(args);
-            Ok(Action::Room { room: word(room, "a room name")?.to_owned(), msg: Message::text(text), except: None })
+            let (r, text) = split1(args);
+            Ok(Action::Room { room: room(r)?, msg: Message::text(text), except: None })
         }
         "others" => {
             let Some(me) = me.clone() else {
                 return Err("@others needs a current connection; use @room in the control API".into());
             };
-            let (room, text) = split1(args);
-            Ok(Action::Room { room: word(room, "a room name")?.to_owned(), msg: Message::text(text), except: Some(me) })
+            let (r, text) = split1(args);
+            Ok(Action::Room { room: room(r)?, msg: Message::text(text), except: Some(me) })
         }
         "broadcast" => {
             let endpoint = match ctx {
@@ -108,8 +125,8 @@ fn parse_directive(name: &str, args: &str, ctx: Context<'_>) -> Result<Action, S
             Ok(Action::Broadcast { endpoint, msg: Message::text(args) })
         }
         "join" | "leave" => {
-            let (conn, room) = target(args)?;
-            let room = word(&room, "a room name")?.to_owned();
+            let (conn, r) = target(args)?;
+            let room = room(&r)?;
             Ok(if name == "join" { Action::Join { conn, room } } else { Action::Leave { conn, room } })
         }
         "set" => {
@@ -119,28 +136,13 @@ fn parse_directive(name: &str, args: &str, ctx: Context<'_>) -> Result<Action, S
                 return Err("@set KEY VALUE: KEY must be letters, digits and _".into());
             }
             let value = (!value.is_empty()).then(|| value.to_owned());
+            check_meta(key, value.as_deref()).map_err(|e| format!("@set {}: {e}", preview(key)))?;
             Ok(Action::SetMeta { conn, key: key.to_owned(), value })
         }
         "close" => {
             let (conn, rest) = target(args)?;
-            let (code, reason) = split1(&rest);
-            let code = if code.is_empty() {
-                1000
-            } else {
-                match code.parse::<u16>() {
-                    Ok(c) if is_sendable_close_code(c) => c,
-                    _ => {
-                        return Err(format!(
-                            "@close: {code} is not a close code a server may send (1000-1003, 1007-1014, 3000-4999)"
-                        ))
-                    }
-                }
-            };
-            if reason.len() > 123 {
-                return Err("@close: the reason is longer than 123 bytes".into());
-            }
             let cause = if me.is_some() { CloseCause::Script } else { CloseCause::Api };
-            Ok(Action::Close { conn, code, reason: reason.to_owned(), cause })
+            parse_close(conn, &rest, cause)
         }
         "binary" => {
             let Some(me) = me.clone() else {
@@ -156,6 +158,27 @@ fn parse_directive(name: &str, args: &str, ctx: Context<'_>) -> Result<Action, S
         "" => Err("a line starting with @ needs a directive name (write @@ for a literal @)".into()),
         other => Err(format!("unknown directive @{other} (write @@ for a literal @)")),
     }
+}
+
+/// `@close [CODE [REASON]]` once its connection is known.
+fn parse_close(conn: ConnId, rest: &str, cause: CloseCause) -> Result<Action, String> {
+    let (code, reason) = split1(rest);
+    let code = if code.is_empty() {
+        1000
+    } else {
+        match code.parse::<u16>() {
+            Ok(c) if is_sendable_close_code(c) => c,
+            _ => {
+                return Err(format!(
+                    "@close: {code} is not a close code a server may send (1000-1003, 1007-1014, 3000-4999)"
+                ))
+            }
+        }
+    };
+    if reason.len() > 123 {
+        return Err("@close: the reason is longer than 123 bytes".into());
+    }
+    Ok(Action::Close { conn, code, reason: reason.to_owned(), cause })
 }
 
 #[cfg(test)]
@@ -239,6 +262,28 @@ mod tests {
         ] {
             assert!(script(bad).is_err(), "{bad} should be rejected");
         }
+    }
+
+    #[test]
+    fn caps_on_keys_values_and_room_names() {
+        use crate::action::caps;
+        let ok = |l: &str| script(l).is_ok();
+        assert!(ok(&format!("@set {} v", "k".repeat(caps::KEY))));
+        assert!(!ok(&format!("@set {} v", "k".repeat(caps::KEY + 1))));
+        assert!(ok(&format!("@set k {}", "v".repeat(caps::VALUE))));
+        let err = script(&format!("@set k {}", "v".repeat(caps::VALUE + 1))).unwrap_err();
+        assert!(err.contains("8193 bytes, over the cap of 8192"), "{err}");
+        assert!(!ok("@set k a\0b"));
+        let room = "r".repeat(caps::ROOM_NAME);
+        let long = "r".repeat(caps::ROOM_NAME + 1);
+        for line in ["@join R", "@leave R", "@room R x", "@others R x"] {
+            assert!(ok(&line.replace('R', &room)), "{line} with a room name at the cap");
+            assert!(!ok(&line.replace('R', &long)), "{line} with a room name over the cap");
+            assert!(!ok(&line.replace('R', "a\0b")), "{line} with a NUL byte");
+        }
+        // The error quotes only the start of a long argument.
+        let err = script(&format!("@join {}", "r".repeat(5000))).unwrap_err();
+        assert!(err.len() < 200, "{err}");
     }
 
     #[test]

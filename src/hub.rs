@@ -12,7 +12,7 @@ use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 
-use crate::action::{Action, CloseCause, Message};
+use crate::action::{caps, check_meta, check_room, meta_cost, Action, CloseCause, Message, Refusal};
 use crate::event::ConnInfo;
 use crate::id::ConnId;
 
@@ -35,6 +35,11 @@ pub struct ConnShared {
     kill: event_listener::Event,
     /// When the client last sent anything (ms on [`clock_ms`]).
     last_seen: AtomicU64,
+    /// When the socket last took bytes we wrote (ms on [`clock_ms`]).
+    last_written: AtomicU64,
+    /// Set when the connection has ended: its message events still queued
+    /// are dropped, only its close event runs.
+    ended: AtomicBool,
 }
 
 /// Milliseconds since the first call, for cheap "last seen" stamps.
@@ -50,6 +55,8 @@ impl Default for ConnShared {
             killed: AtomicBool::new(false),
             kill: event_listener::Event::new(),
             last_seen: AtomicU64::new(clock_ms()),
+            last_written: AtomicU64::new(clock_ms()),
+            ended: AtomicBool::new(false),
         }
     }
 }
@@ -62,6 +69,25 @@ impl ConnShared {
 
     pub fn last_seen(&self) -> u64 {
         self.last_seen.load(Ordering::Relaxed)
+    }
+
+    /// Records that the socket took some of what we wrote.
+    pub fn wrote(&self) {
+        self.last_written.store(clock_ms(), Ordering::Relaxed);
+    }
+
+    pub fn last_written(&self) -> u64 {
+        self.last_written.load(Ordering::Relaxed)
+    }
+
+    /// The connection is over (nothing more is read from or written to it).
+    pub fn end(&self) {
+        self.ended.store(true, Ordering::SeqCst);
+    }
+
+    /// `true` once [`ConnShared::end`] was called.
+    pub fn has_ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
     }
 
     /// Aborts the connection without waiting for queued messages.
@@ -106,6 +132,8 @@ struct Conn {
     connected_at: SystemTime,
     rooms: BTreeSet<String>,
     meta: BTreeMap<String, String>,
+    /// What `meta` counts against [`caps::META_TOTAL`].
+    meta_bytes: usize,
     /// `None` once the connection has ended (its close event may still run).
     tx: Option<async_channel::Sender<Message>>,
     shared: Arc<ConnShared>,
@@ -181,6 +209,7 @@ impl Hub {
             connected_at: SystemTime::now(),
             rooms: BTreeSet::new(),
             meta: BTreeMap::new(),
+            meta_bytes: 0,
             tx: Some(tx),
             shared: shared.clone(),
             max_queued: self.out_queue,
@@ -245,6 +274,10 @@ impl Hub {
                 .sum(),
             Action::Join { conn, room } => {
                 let Some(c) = st.conns.get_mut(&conn) else { return 0 };
+                if let Err(why) = can_join(c, &room) {
+                    log::warn!("[{conn}] @join {} refused: {why}", short(&room, caps::ROOM_NAME));
+                    return 0;
+                }
                 c.rooms.insert(room.clone());
                 self.changed(c);
                 st.rooms.entry(room).or_default().insert(conn);
@@ -259,10 +292,11 @@ impl Hub {
             }
             Action::SetMeta { conn, key, value } => {
                 let Some(c) = st.conns.get_mut(&conn) else { return 0 };
-                match value {
-                    Some(v) => c.meta.insert(key, v),
-                    None => c.meta.remove(&key),
-                };
+                let label = short(&key, caps::KEY);
+                if let Err(why) = set_meta(c, key, value) {
+                    log::warn!("[{conn}] @set {label} refused: {why}");
+                    return 0;
+                }
                 self.changed(c);
                 1
             }
@@ -336,6 +370,41 @@ impl Hub {
     }
 }
 
+/// At most `max` characters of `s`, for a log line.
+fn short(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+/// Checks a join against the room caps (the parser checked the name
+/// already; actions from other instances are checked again here).
+fn can_join(c: &Conn, room: &str) -> Result<(), Refusal> {
+    check_room(room)?;
+    if c.rooms.len() >= caps::ROOMS && !c.rooms.contains(room) {
+        return Err(Refusal::TooManyRooms);
+    }
+    Ok(())
+}
+
+/// Sets (or removes) one metadata entry within the metadata caps.
+fn set_meta(c: &mut Conn, key: String, value: Option<String>) -> Result<(), Refusal> {
+    check_meta(&key, value.as_deref())?;
+    let old = c.meta.get(&key).map_or(0, |v| meta_cost(&key, v));
+    let new = value.as_deref().map_or(0, |v| meta_cost(&key, v));
+    let total = c.meta_bytes - old + new;
+    if total > caps::META_TOTAL {
+        return Err(Refusal::MetadataFull(total));
+    }
+    c.meta_bytes = total;
+    match value {
+        Some(v) => c.meta.insert(key, v),
+        None => c.meta.remove(&key),
+    };
+    Ok(())
+}
+
 fn leave_room(rooms: &mut HashMap<String, HashSet<ConnId>>, room: &str, id: &ConnId) {
     if let Some(m) = rooms.get_mut(room) {
         m.remove(id);
@@ -349,6 +418,10 @@ fn leave_room(rooms: &mut HashMap<String, HashSet<ConnId>>, room: &str, id: &Con
 /// reading: it is closed (1008) rather than slowing everyone else down.
 fn deliver(c: &Conn, msg: Message) -> usize {
     let Some(tx) = &c.tx else { return 0 };
+    if tx.is_closed() {
+        // Closing, or already aborted as a slow consumer (logged once then).
+        return 0;
+    }
     let len = msg.len() as u64;
     let result = if tx.len() >= c.max_queued { Err(async_channel::TrySendError::Full(msg)) } else { tx.try_send(msg) };
     match result {

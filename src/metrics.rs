@@ -23,6 +23,8 @@ pub struct Metrics {
     pub bytes_out: AtomicU64,
     pub http_cgi_requests: AtomicU64,
     pub cluster_lost: AtomicU64,
+    /// Message events dropped because their connection had ended.
+    pub events_dropped: AtomicU64,
     duration_buckets: [AtomicU64; BUCKETS.len()],
     duration_count: AtomicU64,
     duration_sum_us: AtomicU64,
@@ -93,6 +95,11 @@ impl Metrics {
             "ws2http_cluster_lost_total",
             "Cross-instance actions lost while Redis was unreachable.",
             self.cluster_lost.load(Relaxed),
+        );
+        counter(
+            "ws2http_events_dropped_total",
+            "Message events still queued when their connection ended, dropped without running.",
+            self.events_dropped.load(Relaxed),
         );
         let _ = writeln!(
             s,

@@ -55,6 +55,8 @@ pub struct AppInner {
     pub api_max_body: usize,
     /// The names the public listener answers to.
     pub public_hosts: crate::hosts::PublicHosts,
+    /// Bytes of client messages held (`--max-queue-bytes`, `--max-queue-bytes-total`).
+    pub queue_budget: Arc<crate::ws::limits::QueueBudget>,
 }
 
 impl AppInner {
@@ -167,6 +169,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         api_hosts: crate::hosts::AllowedHosts::new(control_addr, &cfg.api_allow_host),
         api_max_body: cfg.api_max_body,
         public_hosts: crate::hosts::PublicHosts::new(public_addr, &cfg.allow_host),
+        queue_budget: crate::ws::limits::QueueBudget::new(cfg.max_queue_bytes, cfg.max_queue_bytes_total),
     }));
 
     let mut site = tide::with_state(app.clone());

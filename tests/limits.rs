@@ -2,6 +2,7 @@
 //! leaves everyone else unaffected.
 
 mod common;
+mod rawws;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
@@ -48,6 +49,19 @@ async fn connection_limits_answer_503_and_free_up() {
 }
 
 #[test]
+fn one_address_gets_256_connections_by_default() {
+    // At the usual soft limit of 1024 file descriptors, the old default
+    // (1000) let one address take every descriptor: accept and spawn failed
+    // for everyone (docs/SECURITY.md).
+    let s = Server::start(&["--events", "message"]);
+    let held: Vec<_> = (0..256).map(|_| rawws::open(s.port, "/mirror.sh")).collect();
+    let resp = raw_http(s.port, &upgrade_request("/mirror.sh", ""));
+    assert_eq!(status_of(&resp), 503, "{resp}");
+    s.wait_log("PerIp(256)");
+    drop(held);
+}
+
+#[test]
 fn silent_peers_are_dropped_after_a_ping_interval() {
     let s = Server::start(&["--ping-interval", "0.3"]);
     // A raw client that completes the handshake and then never reads or
@@ -59,6 +73,20 @@ fn silent_peers_are_dropped_after_a_ping_interval() {
     assert_eq!(&head, b"HTTP/1.1 101");
     let line = s.wait_event("ping-timeout close", |l| l.starts_with("close "));
     assert!(line.contains(" 1006 ping-timeout"), "{line}");
+    assert_eq!(s.log().matches("no answer to a ping").count(), 1, "{}", s.log());
+}
+
+#[test]
+fn a_peer_that_reads_nothing_is_dropped_even_while_a_write_to_it_is_blocked() {
+    let s = Server::start(&["--ping-interval", "0.3", "--max-output", "67108864"]);
+    let mut tcp = rawws::open(s.port, "/flood.sh");
+    // 200 messages of 256 KiB: more than the socket buffers hold, fewer
+    // than --max-outgoing (so it is not a slow consumer). The writer blocks
+    // on a client that neither reads nor sends anything more.
+    tcp.write_all(&rawws::frame(rawws::TEXT, b"200 262144")).expect("send");
+    let line = s.wait_event("ping-timeout close", |l| l.starts_with("close "));
+    assert!(line.ends_with(" 1006 ping-timeout"), "{line}");
+    assert_eq!(s.log().matches("no answer to a ping").count(), 1, "{}", s.log());
 }
 
 #[async_std::test]
@@ -103,7 +131,24 @@ async fn slow_consumers_are_closed_without_delaying_others() {
     assert_eq!(reader.await, 60, "the healthy client got every broadcast");
     let line = s.wait_event("slow consumer close", |l| l.starts_with("close ") && l.contains("slow-consumer"));
     assert!(line.contains(" 1008 slow-consumer"), "{line}");
+    // One log line for the limit, however many broadcasts came after it.
+    let log = s.log();
+    assert_eq!(log.matches("does not read its messages").count(), 1, "{log}");
     drop(tcp);
+}
+
+#[test]
+fn a_slow_consumer_is_logged_once() {
+    let s = Server::start(&["--max-outgoing", "8"]);
+    let mut tcp = rawws::open(s.port, "/mirror.sh");
+    let id = rawws::read_text(&mut tcp).strip_prefix("id ").expect("id line").to_owned();
+    // mirror.sh prints 2000 lines: 2000 messages back to this connection in
+    // one burst, far more than --max-outgoing lets wait.
+    tcp.write_all(&rawws::frame(rawws::TEXT, "x\n".repeat(2000).as_bytes())).expect("send");
+    let line = s.wait_event("slow consumer close", |l| l.starts_with(&format!("close {id} ")));
+    assert!(line.contains(" 1008 slow-consumer"), "{line}");
+    let log = s.log();
+    assert_eq!(log.matches("does not read its messages").count(), 1, "{log}");
 }
 
 #[async_std::test]
@@ -123,6 +168,9 @@ async fn full_event_queue_closes_with_1013() {
     }
     assert_eq!(close, Some(1013));
     s.wait_log("queue-full");
+    // One log line for the limit, however many messages came after it.
+    let log = s.log();
+    assert_eq!(log.matches("closing (1013)").count(), 1, "{log}");
 }
 
 #[async_std::test]

@@ -3,15 +3,23 @@
 //!
 //! Events of a connection run strictly in order on its own worker; different
 //! connections run in parallel.
+//!
+//! A client that breaks a limit or the protocol is closed with its own code
+//! (1009 too big, 1013 queue full, 1002/1007 protocol error) and one log
+//! line: the reader asks for the close and stops reading, so nothing the
+//! client sends afterwards costs memory or log lines. Once a connection has
+//! ended, the message events it still had queued are dropped: its client is
+//! gone, and running them only held script slots that live clients wait for.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::Message as WsMessage;
 use async_tungstenite::WebSocketStream;
+use async_tungstenite::{WebSocketReceiver, WebSocketSender};
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt, StreamExt};
 use futures_util::future::{select, Either};
 
@@ -19,7 +27,9 @@ use crate::action::{Action, CloseCause, Message};
 use crate::backend::{Outcome, Output};
 use crate::event::{ConnInfo, Event, EventKind};
 use crate::hub::{self, CloseRequest, ConnShared};
+use crate::id::ConnId;
 use crate::server::App;
+use crate::ws::limits::{ConnBudget, OverBudget};
 use crate::{metrics, runtime};
 
 /// How long the server waits for the client to answer its close frame.
@@ -69,19 +79,39 @@ pub async fn dispatch(app: &App, conn: &Arc<ConnInfo>, kind: EventKind, collect:
 
 /// Runs the message and close events of one connection, in order.
 /// Holds the connection's slot (`--max-connections`) until the close event ran.
+///
+/// Once the connection has ended, the message events still queued are
+/// dropped (their client is gone, and running them would hold script slots
+/// that live clients wait for): only the close event runs, exactly once.
 pub async fn event_worker(
     app: App,
     conn: Arc<ConnInfo>,
     events: async_channel::Receiver<EventKind>,
+    shared: Arc<ConnShared>,
+    budget: Arc<ConnBudget>,
     _slot: crate::ws::limits::Slot,
 ) {
+    let mut dropped = 0usize;
     while let Ok(kind) = events.recv().await {
         metrics::get().events_queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let last = matches!(kind, EventKind::Close { .. });
-        // Messages not in --events never get here (the reader drops them);
-        // the close event always does, to end the worker.
-        if app.events.wants(&kind) {
+        if last && dropped > 0 {
+            metrics::add(&metrics::get().events_dropped, dropped as u64);
+            log::info!("[{}] the connection ended with {dropped} message event(s) still queued; dropped them", conn.id);
+        }
+        let len = match &kind {
+            EventKind::Message { payload, .. } => Some(payload.len()),
+            _ => None,
+        };
+        if len.is_some() && shared.has_ended() {
+            dropped += 1;
+        } else if app.events.wants(&kind) {
+            // Messages not in --events never get here (the reader drops
+            // them); the close event always does, to end the worker.
             dispatch(&app, &conn, kind, None).await;
+        }
+        if let Some(len) = len {
+            budget.done(len);
         }
         if last {
             break;
@@ -99,157 +129,345 @@ pub async fn serve<S>(
     outgoing: async_channel::Receiver<Message>,
     shared: Arc<ConnShared>,
     events: async_channel::Sender<EventKind>,
+    budget: Arc<ConnBudget>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sink, mut stream) = ws.split();
-    let id = conn.id.clone();
-
-    let ping_every = app.ping_interval;
-    let writer = async {
-        enum Step {
-            Send(Message),
-            Ended,
-            Tick,
-            Abort,
-        }
-        // One ping timer and one abort listener for the whole connection,
-        // not one per message: creating an async-io timer wakes the reactor
-        // thread, which cost every recipient of a fan-out a system call.
-        let mut ticks = ping_every.map(runtime::Interval::new);
-        let mut aborted = std::pin::pin!(shared.aborted());
-        let mut ping_sent_at: Option<u64> = None;
-        loop {
-            let step = async { outgoing.recv().await.map_or(Step::Ended, Step::Send) }
-                .or(async {
-                    match &mut ticks {
-                        Some(t) => {
-                            t.tick().await;
-                            Step::Tick
-                        }
-                        None => std::future::pending().await,
-                    }
-                })
-                .or(async {
-                    aborted.as_mut().await;
-                    Step::Abort
-                })
-                .await;
-            let frame = match step {
-                Step::Send(Message::Text(t)) => WsMessage::Text(t),
-                Step::Send(Message::Binary(b)) => WsMessage::Binary(b),
-                Step::Ended => break,
-                Step::Abort => return,
-                Step::Tick => {
-                    if ping_sent_at.is_some_and(|sent| shared.last_seen() < sent) {
-                        log::warn!(
-                            "[{id}] no answer to a ping within {:?}; dropping the connection",
-                            ping_every.unwrap_or_default()
-                        );
-                        shared.request_close(CloseRequest {
-                            code: 1006,
-                            reason: String::new(),
-                            cause: CloseCause::PingTimeout,
-                        });
-                        return;
-                    }
-                    ping_sent_at = Some(hub::clock_ms());
-                    WsMessage::Ping(Default::default())
-                }
-            };
-            // A client that stops reading blocks this send; an abort (slow
-            // consumer, ping timeout) must still end the connection.
-            let sent = async { sink.send(frame).await.is_ok() }
-                .or(async {
-                    aborted.as_mut().await;
-                    false
-                })
-                .await;
-            if !sent {
-                return;
-            }
-        }
-        // The queue ends when the hub asks for a close (or the connection is
-        // already over): send the close frame, then give the client a moment
-        // to answer it.
-        if let Some(req) = shared.close_request() {
-            if req.cause != CloseCause::Client {
-                let frame = CloseFrame { code: CloseCode::from(req.code), reason: req.reason.clone().into() };
-                let _ = runtime::timeout(CLOSE_GRACE, sink.send(WsMessage::Close(Some(frame)))).await;
-            }
-            runtime::sleep(CLOSE_GRACE).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-
-    let reader = async {
-        while let Some(item) = stream.next().await {
-            shared.seen();
-            let kind = match item {
-                Ok(WsMessage::Text(t)) => EventKind::Message { payload: t.into(), binary: false },
-                Ok(WsMessage::Binary(b)) => EventKind::Message { payload: b, binary: true },
-                Ok(WsMessage::Close(frame)) => {
-                    let (code, reason) = match frame {
-                        Some(f) => (u16::from(f.code), f.reason.to_string()),
-                        None => (1005, String::new()),
-                    };
-                    shared.request_close(CloseRequest { code, reason, cause: CloseCause::Client });
-                    // Keep reading: tungstenite sends the reply, then ends the stream.
-                    continue;
-                }
-                Ok(_) => continue, // ping, pong: answered by tungstenite
-                Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
-                    log::warn!("[{id}] message of {size} bytes is over --max-message {max_size}; closing (1009)");
-                    too_big(&app, &conn);
-                    // The writer sends the close frame and ends the connection.
-                    std::future::pending::<()>().await;
-                    continue;
-                }
-                Err(e) => {
-                    log::debug!("[{id}] read error: {e}");
-                    break;
-                }
-            };
-            if let EventKind::Message { payload, .. } = &kind {
-                metrics::add(&metrics::get().messages_in, 1);
-                metrics::add(&metrics::get().bytes_in, payload.len() as u64);
-            }
-            if !app.events.wants(&kind) {
-                continue; // --events without message: read and dropped
-            }
-            metrics::get().events_queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let full = events.len() >= app.max_queue;
-            if full || events.try_send(kind).is_err() {
-                metrics::get().events_queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                log::warn!("[{id}] more than {} events waiting; closing (1013)", app.max_queue);
-                app.hub.apply(Action::Close {
-                    conn: id.clone(),
-                    code: 1013,
-                    reason: "too many events waiting".into(),
-                    cause: CloseCause::QueueFull,
-                });
-            }
-        }
-    };
-
+    let (sink, stream) = ws.split();
+    let writer = write_loop(sink, &app, &conn.id, outgoing, &shared);
+    let reader = read_loop(stream, &app, &conn, &shared, &events, &budget);
     match select(std::pin::pin!(reader), std::pin::pin!(writer)).await {
         Either::Left(_) | Either::Right(_) => {}
     }
     finish(&app, &conn, &shared, &events).await;
 }
 
-fn too_big(app: &App, conn: &ConnInfo) {
-    app.hub.apply(Action::Close {
-        conn: conn.id.clone(),
-        code: 1009,
-        reason: "message too big".into(),
-        cause: CloseCause::TooBig,
-    });
+/// Sends queued messages and pings until the queue ends (the hub asked for
+/// a close: then the close frame goes out) or the connection is aborted.
+async fn write_loop<S>(
+    mut sink: WebSocketSender<S>,
+    app: &App,
+    id: &ConnId,
+    outgoing: async_channel::Receiver<Message>,
+    shared: &ConnShared,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    enum Step {
+        Send(Message),
+        Ended,
+        Tick,
+        Abort,
+    }
+    let mut pinger = Pinger::new(app.ping_interval);
+    // One abort listener for the whole connection, not one per message.
+    let mut aborted = std::pin::pin!(shared.aborted());
+    loop {
+        let step = async { outgoing.recv().await.map_or(Step::Ended, Step::Send) }
+            .or(async {
+                pinger.tick().await;
+                Step::Tick
+            })
+            .or(async {
+                aborted.as_mut().await;
+                Step::Abort
+            })
+            .await;
+        let frame = match step {
+            Step::Send(Message::Text(t)) => WsMessage::Text(t),
+            Step::Send(Message::Binary(b)) => WsMessage::Binary(b),
+            Step::Ended => break,
+            Step::Abort => return,
+            Step::Tick if pinger.unanswered(shared) => return pinger.time_out(id, shared),
+            Step::Tick => {
+                pinger.pinged();
+                WsMessage::Ping(Default::default())
+            }
+        };
+        if !send_one(&mut sink, frame, &mut aborted, &mut pinger, id, shared).await {
+            return;
+        }
+    }
+    // The queue ends when the hub asks for a close (or the connection is
+    // already over): send the close frame, then give the client a moment
+    // to answer it.
+    if let Some(req) = shared.close_request() {
+        if req.cause != CloseCause::Client {
+            let frame = CloseFrame { code: CloseCode::from(req.code), reason: req.reason.clone().into() };
+            let _ = runtime::timeout(CLOSE_GRACE, sink.send(WsMessage::Close(Some(frame)))).await;
+        }
+        runtime::sleep(CLOSE_GRACE).await;
+    } else {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Sends one frame; `false` when the connection must end: the write failed,
+/// the connection was aborted (slow consumer), or the client answered no
+/// ping while the write was blocked (it reads nothing: the ping timeout
+/// holds even then).
+async fn send_one<S, F>(
+    sink: &mut WebSocketSender<S>,
+    frame: WsMessage,
+    aborted: &mut std::pin::Pin<&mut F>,
+    pinger: &mut Pinger,
+    id: &ConnId,
+    shared: &ConnShared,
+) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: std::future::Future<Output = ()>,
+{
+    let mut send = std::pin::pin!(sink.send(frame));
+    let mut stood_in = false;
+    loop {
+        let step = async { Some(send.as_mut().await.is_ok()) }
+            .or(async {
+                aborted.as_mut().await;
+                Some(false)
+            })
+            .or(async {
+                pinger.tick().await;
+                None
+            })
+            .await;
+        match step {
+            Some(sent) => {
+                if stood_in {
+                    // The client got no real ping: the next tick sends one.
+                    pinger.sent_at = None;
+                }
+                return sent;
+            }
+            // No ping can go out behind the blocked write: since the last
+            // tick the client must have sent something or taken some bytes.
+            None if pinger.stalled(shared) => {
+                pinger.time_out(id, shared);
+                return false;
+            }
+            None => {
+                pinger.pinged();
+                stood_in = true;
+            }
+        }
+    }
+}
+
+/// `--ping-interval`: one timer for the whole connection, not one per
+/// message (creating an async-io timer wakes the reactor thread, which cost
+/// every recipient of a fan-out a system call).
+struct Pinger {
+    ticks: Option<runtime::Interval>,
+    every: Duration,
+    /// When the last ping went out (ms on [`hub::clock_ms`]).
+    sent_at: Option<u64>,
+}
+
+impl Pinger {
+    fn new(every: Option<Duration>) -> Self {
+        Pinger { ticks: every.map(runtime::Interval::new), every: every.unwrap_or_default(), sent_at: None }
+    }
+
+    /// The next tick (never, without pings).
+    async fn tick(&mut self) {
+        match &mut self.ticks {
+            Some(t) => t.tick().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn pinged(&mut self) {
+        self.sent_at = Some(hub::clock_ms());
+    }
+
+    /// `true` when a ping went out and the client has sent nothing since.
+    fn unanswered(&self, shared: &ConnShared) -> bool {
+        self.sent_at.is_some_and(|sent| shared.last_seen() < sent)
+    }
+
+    /// Like [`Pinger::unanswered`] while a write is blocked: the client has
+    /// also taken none of the bytes written to it since the last ping.
+    fn stalled(&self, shared: &ConnShared) -> bool {
+        self.unanswered(shared) && self.sent_at.is_some_and(|sent| shared.last_written() < sent)
+    }
+
+    /// Drops the connection (1006, no close frame), with its one log line.
+    fn time_out(&self, id: &ConnId, shared: &ConnShared) {
+        log::warn!("[{id}] no answer to a ping within {:?}; dropping the connection", self.every);
+        shared.request_close(CloseRequest { code: 1006, reason: String::new(), cause: CloseCause::PingTimeout });
+    }
+}
+
+/// Reads frames into events until the stream ends. When the client hits a
+/// limit or breaks the protocol, asks for the close (one log line) and stops
+/// reading: the writer sends the close frame and ends the connection.
+async fn read_loop<S>(
+    mut stream: WebSocketReceiver<S>,
+    app: &App,
+    conn: &ConnInfo,
+    shared: &ConnShared,
+    events: &async_channel::Sender<EventKind>,
+    budget: &ConnBudget,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let id = &conn.id;
+    while let Some(item) = stream.next().await {
+        shared.seen();
+        let kind = match item {
+            Ok(WsMessage::Text(t)) => EventKind::Message { payload: t.into(), binary: false },
+            Ok(WsMessage::Binary(b)) => EventKind::Message { payload: b, binary: true },
+            Ok(WsMessage::Close(frame)) => {
+                shared.request_close(client_close(id, frame));
+                // Keep reading: tungstenite sends the reply, then ends the stream.
+                continue;
+            }
+            Ok(WsMessage::Ping(p) | WsMessage::Pong(p)) => {
+                budget.control_read(p.len()); // answered by tungstenite
+                continue;
+            }
+            Ok(WsMessage::Frame(_)) => continue,
+            Err(e) => match read_error(&e, budget) {
+                Some(limit) => {
+                    log_limit(id, &limit, &e);
+                    close_for(app, id, limit);
+                    // The writer sends the close frame and ends the connection.
+                    return std::future::pending().await;
+                }
+                None => {
+                    log::debug!("[{id}] read error: {e}");
+                    return;
+                }
+            },
+        };
+        if let Err(full) = enqueue(app, events, budget, kind) {
+            log::warn!("[{id}] {full}; closing (1013)");
+            close_for(app, id, Limit::QueueFull);
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// A close frame from the client, as the close event will report it.
+/// tungstenite answers a close code a client may not send (1005, 1006,
+/// 1015, below 1000, ...) with 1002 "Protocol violation" and reports that
+/// instead: a protocol error, not the client's choice.
+fn client_close(id: &ConnId, frame: Option<CloseFrame>) -> CloseRequest {
+    match frame {
+        Some(f) if f.code == CloseCode::Protocol && f.reason.as_str() == "Protocol violation" => {
+            log::warn!("[{id}] the client sent a close code it may not use; closed with 1002");
+            CloseRequest { code: 1002, reason: f.reason.to_string(), cause: CloseCause::ProtocolError }
+        }
+        Some(f) => CloseRequest { code: u16::from(f.code), reason: f.reason.to_string(), cause: CloseCause::Client },
+        None => CloseRequest { code: 1005, reason: String::new(), cause: CloseCause::Client },
+    }
+}
+
+/// A limit (or protocol rule) a client broke; each closes the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Limit {
+    /// A message over `--max-message`: 1009.
+    TooBig,
+    /// Invalid UTF-8 in a text message or close reason: 1007.
+    InvalidUtf8,
+    /// Any other breach of RFC 6455 (bad frame, reserved bits, unmasked, ...): 1002.
+    Protocol,
+    /// `--max-queue`, `--max-queue-bytes` or `--max-queue-bytes-total`: 1013.
+    QueueFull,
+}
+
+impl Limit {
+    fn close(self) -> (u16, &'static str, CloseCause) {
+        match self {
+            Limit::TooBig => (1009, "message too big", CloseCause::TooBig),
+            Limit::InvalidUtf8 => (1007, "invalid UTF-8", CloseCause::ProtocolError),
+            Limit::Protocol => (1002, "protocol error", CloseCause::ProtocolError),
+            Limit::QueueFull => (1013, "too many events waiting", CloseCause::QueueFull),
+        }
+    }
+}
+
+/// Which limit a read error means; `None` when the connection just went
+/// away (reset, end of stream without a close frame: cause `dropped`).
+fn read_error(e: &WsError, budget: &ConnBudget) -> Option<Limit> {
+    match e {
+        WsError::Capacity(_) => Some(Limit::TooBig),
+        WsError::Utf8(_) => Some(Limit::InvalidUtf8),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        WsError::Protocol(_) => Some(Limit::Protocol),
+        WsError::Io(_) if budget.over_total() => Some(Limit::QueueFull),
+        _ => None,
+    }
+}
+
+/// The one log line for a read error that closes the connection.
+fn log_limit(id: &ConnId, limit: &Limit, e: &WsError) {
+    let code = limit.close().0;
+    match (limit, e) {
+        (Limit::TooBig, WsError::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
+            log::warn!("[{id}] message of {size} bytes is over --max-message {max_size}; closing ({code})")
+        }
+        (Limit::QueueFull, _) => log::warn!("[{id}] {e}; closing ({code})"),
+        _ => log::warn!("[{id}] protocol error from the client: {e}; closing ({code})"),
+    }
+}
+
+/// Queues a message event (or drops it when `--events` leaves messages
+/// out); `Err` when the connection's queue is full.
+fn enqueue(
+    app: &App,
+    events: &async_channel::Sender<EventKind>,
+    budget: &ConnBudget,
+    kind: EventKind,
+) -> Result<(), QueueFull> {
+    let EventKind::Message { payload, .. } = &kind else { return Ok(()) };
+    let len = payload.len();
+    metrics::add(&metrics::get().messages_in, 1);
+    metrics::add(&metrics::get().bytes_in, len as u64);
+    if !app.events.wants(&kind) {
+        let _ = budget.message_read(len, false); // --events without message: read and dropped
+        return Ok(());
+    }
+    if events.len() >= app.max_queue {
+        let _ = budget.message_read(len, false);
+        return Err(QueueFull::Events(app.max_queue));
+    }
+    budget.message_read(len, true).map_err(QueueFull::Bytes)?;
+    metrics::get().events_queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if events.try_send(kind).is_err() {
+        metrics::get().events_queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        budget.done(len);
+    }
+    Ok(())
+}
+
+/// Why a message could not be queued.
+#[derive(Debug)]
+enum QueueFull {
+    /// `--max-queue` events already wait.
+    Events(usize),
+    /// Over a byte budget.
+    Bytes(OverBudget),
+}
+
+impl std::fmt::Display for QueueFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueueFull::Events(n) => write!(f, "more than {n} events waiting (--max-queue)"),
+            QueueFull::Bytes(over) => over.fmt(f),
+        }
+    }
+}
+
+/// Asks the hub to close the connection for `limit`.
+fn close_for(app: &App, id: &ConnId, limit: Limit) {
+    let (code, reason, cause) = limit.close();
+    app.hub.apply(Action::Close { conn: id.clone(), code, reason: reason.into(), cause });
 }
 
 /// The connection is over: stop deliveries and queue the close event.
 pub async fn finish(app: &App, conn: &ConnInfo, shared: &ConnShared, events: &async_channel::Sender<EventKind>) {
+    shared.end();
     app.hub.detach(&conn.id);
     // Nobody closed it on purpose: the TCP connection just went away.
     shared.request_close(CloseRequest { code: 1006, reason: String::new(), cause: CloseCause::Dropped });

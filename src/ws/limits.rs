@@ -1,9 +1,26 @@
-//! `--max-connections` and `--max-connections-per-ip`, counted from the
-//! moment a handshake starts (so many concurrent handshakes cannot overshoot)
-//! until the connection's close event has run.
+//! What clients may make the server hold:
+//!
+//! - connections: `--max-connections` and `--max-connections-per-ip`,
+//!   counted from the moment a handshake starts (so many concurrent
+//!   handshakes cannot overshoot) until the connection's close event has run;
+//! - bytes of their messages: `--max-queue-bytes` per connection (messages
+//!   waiting for, or running, their script) and `--max-queue-bytes-total`
+//!   over all connections, which also counts the bytes of messages still
+//!   being read. A count of events alone let 12 clients pin 768 MiB (64
+//!   events of 1 MiB each); and tungstenite's read buffer grows with the
+//!   frame, so a total that ignored partial messages would not bound
+//!   thousands of clients each half-way through a 1 MiB message.
 
 use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use futures_lite::{AsyncRead, AsyncWrite};
+
+use crate::hub::ConnShared;
 
 pub struct ConnLimits {
     max_total: usize,
@@ -57,9 +74,225 @@ impl Drop for Slot {
     }
 }
 
+/// The byte budget for client messages: `--max-queue-bytes` per connection,
+/// `--max-queue-bytes-total` for all of them.
+pub struct QueueBudget {
+    per_conn: usize,
+    total_cap: usize,
+    total: AtomicUsize,
+}
+
+/// Which byte budget a message went over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OverBudget {
+    /// `--max-queue-bytes` (its value) for this connection.
+    Connection(usize),
+    /// `--max-queue-bytes-total` (its value) for all connections.
+    Total(usize),
+}
+
+impl std::fmt::Display for OverBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OverBudget::Connection(cap) => write!(f, "more than {cap} bytes of messages waiting (--max-queue-bytes)"),
+            OverBudget::Total(cap) => {
+                write!(f, "more than {cap} bytes of messages held for all connections (--max-queue-bytes-total)")
+            }
+        }
+    }
+}
+
+impl QueueBudget {
+    pub fn new(per_conn: usize, total_cap: usize) -> Arc<Self> {
+        Arc::new(QueueBudget { per_conn, total_cap, total: AtomicUsize::new(0) })
+    }
+
+    /// The share of one new connection.
+    pub fn conn(self: &Arc<Self>) -> Arc<ConnBudget> {
+        Arc::new(ConnBudget {
+            budget: self.clone(),
+            reading: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            over_total: AtomicBool::new(false),
+        })
+    }
+
+    /// Bytes held now, all connections together (`GET /metrics`).
+    pub fn held(&self) -> usize {
+        self.total.load(SeqCst)
+    }
+
+    fn release(&self, n: usize) {
+        if n > 0 {
+            self.total.fetch_sub(n, SeqCst);
+        }
+    }
+}
+
+/// One connection's bytes: read from the socket since its last complete
+/// message (`reading`), and payloads of its messages queued or running
+/// (`queued`). Whatever is still counted when the last holder lets go is
+/// given back to the total.
+pub struct ConnBudget {
+    budget: Arc<QueueBudget>,
+    reading: AtomicUsize,
+    queued: AtomicUsize,
+    over_total: AtomicBool,
+}
+
+impl ConnBudget {
+    /// `n` bytes came off the socket. `Err` when the total is now over its cap.
+    fn read(&self, n: usize) -> Result<(), OverBudget> {
+        self.reading.fetch_add(n, SeqCst);
+        let total = self.budget.total.fetch_add(n, SeqCst) + n;
+        if total > self.budget.total_cap {
+            // The partial message is abandoned (the connection is closed):
+            // give its bytes back at once, so that others reading while
+            // this one closes are not refused because of it.
+            self.over_total.store(true, SeqCst);
+            self.budget.release(self.reading.swap(0, SeqCst));
+            return Err(OverBudget::Total(self.budget.total_cap));
+        }
+        Ok(())
+    }
+
+    /// `true` once a read went over `--max-queue-bytes-total`: the read
+    /// error the stream reports is this, not a network failure.
+    pub fn over_total(&self) -> bool {
+        self.over_total.load(SeqCst)
+    }
+
+    /// A ping or pong with `payload` bytes was read whole: its frame (6
+    /// bytes of masked header, at most 125 of payload) is no longer held.
+    pub fn control_read(&self, payload: usize) {
+        let frame = payload + 6;
+        let released = self.reading.fetch_update(SeqCst, SeqCst, |r| Some(r.saturating_sub(frame)));
+        let before = released.unwrap_or(0);
+        self.budget.release(before.min(frame));
+    }
+
+    /// A data message of `len` payload bytes was read whole. With `queue`
+    /// it joins this connection's queue (`Err` when that would go over
+    /// `--max-queue-bytes`); otherwise it is dropped. Either way the bytes
+    /// read for it are no longer "being read". (A read may already hold the
+    /// start of the next frame; at most one read buffer goes uncounted.)
+    pub fn message_read(&self, len: usize, queue: bool) -> Result<(), OverBudget> {
+        let read = self.reading.swap(0, SeqCst);
+        let mut result = Ok(());
+        if queue {
+            if self.queued.load(SeqCst) + len > self.budget.per_conn {
+                result = Err(OverBudget::Connection(self.budget.per_conn));
+            } else {
+                self.queued.fetch_add(len, SeqCst);
+                self.budget.total.fetch_add(len, SeqCst);
+            }
+        }
+        self.budget.release(read);
+        result
+    }
+
+    /// A queued message of `len` bytes was handled (or dropped).
+    pub fn done(&self, len: usize) {
+        self.queued.fetch_sub(len, SeqCst);
+        self.budget.release(len);
+    }
+}
+
+impl Drop for ConnBudget {
+    fn drop(&mut self) {
+        let left = *self.reading.get_mut() + *self.queued.get_mut();
+        self.budget.release(left);
+    }
+}
+
+/// The connection's socket, counting every byte read against its budget.
+/// Over `--max-queue-bytes-total` a read fails (with the bytes dropped), so
+/// tungstenite stops and the reader closes the connection with 1013.
+/// Writes that go through are recorded too: the ping timeout tells a client
+/// that reads nothing from one that reads a big message slowly.
+pub struct Metered<S> {
+    inner: S,
+    budget: Arc<ConnBudget>,
+    shared: Arc<ConnShared>,
+}
+
+impl<S> Metered<S> {
+    pub fn new(inner: S, budget: Arc<ConnBudget>, shared: Arc<ConnShared>) -> Self {
+        Metered { inner, budget, shared }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(n)) if n > 0 => match this.budget.read(n) {
+                Ok(()) => Poll::Ready(Ok(n)),
+                Err(over) => Poll::Ready(Err(io::Error::other(over.to_string()))),
+            },
+            other => other,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = result {
+            if n > 0 {
+                this.shared.wrote();
+            }
+        }
+        result
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queue_bytes_per_connection_and_in_total() {
+        let b = QueueBudget::new(100, 250);
+        let (c1, c2) = (b.conn(), b.conn());
+        // Reading counts in the total; a complete message moves to the queue.
+        assert_eq!(c1.read(70), Ok(()));
+        assert_eq!(b.held(), 70);
+        assert_eq!(c1.message_read(64, true), Ok(()));
+        assert_eq!(b.held(), 64);
+        // Over the connection's share: refused, and nothing stays counted for it.
+        assert_eq!(c1.read(50), Ok(()));
+        assert_eq!(c1.message_read(40, true), Err(OverBudget::Connection(100)));
+        assert_eq!(b.held(), 64);
+        // A ping frame is given back once read whole.
+        assert_eq!(c2.read(10), Ok(()));
+        c2.control_read(4);
+        assert_eq!(b.held(), 64);
+        // Over the total while reading.
+        assert_eq!(c2.read(150), Ok(()));
+        assert!(!c2.over_total());
+        assert_eq!(c2.read(50), Err(OverBudget::Total(250)));
+        assert!(c2.over_total());
+        assert_eq!(b.held(), 64, "an abandoned partial message is given back");
+        drop(c2);
+        assert_eq!(b.held(), 64);
+        c1.done(64);
+        assert_eq!(b.held(), 0);
+        // Whatever a connection still holds is released when it goes.
+        assert_eq!(c1.read(30), Ok(()));
+        assert_eq!(c1.message_read(30, true), Ok(()));
+        drop(c1);
+        assert_eq!(b.held(), 0);
+    }
 
     #[test]
     fn total_and_per_ip() {

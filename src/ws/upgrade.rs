@@ -16,6 +16,7 @@ use crate::request::{raw_path_and_query, request_info, text_response as text};
 use crate::runtime;
 use crate::server::App;
 use crate::ws::connection;
+use crate::ws::limits::Metered;
 
 /// `true` when the request asks for a WebSocket upgrade.
 pub fn is_upgrade(req: &Request<App>) -> bool {
@@ -151,7 +152,8 @@ pub async fn handle(req: Request<App>) -> tide::Result {
     // The worker runs in the connection's own task, beside its reader and
     // writer: a message's event, its script's reply and the write to the
     // socket then need no hand-off between tasks (each cost a thread wake).
-    let worker = connection::event_worker(app.clone(), conn.clone(), events_rx, slot);
+    let budget = app.queue_budget.conn();
+    let worker = connection::event_worker(app.clone(), conn.clone(), events_rx, shared.clone(), budget.clone(), slot);
 
     let http_res: &mut tide::http::Response = res.as_mut();
     let upgrade = http_res.recv_upgrade().await;
@@ -168,6 +170,8 @@ pub async fn handle(req: Request<App>) -> tide::Result {
     let io = async move {
         match upgrade.await {
             Some(stream) => {
+                // Every byte read counts against --max-queue-bytes-total.
+                let stream = Metered::new(stream, budget.clone(), shared.clone());
                 let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
                 log::info!(
                     "[{}] {} open from {}:{}",
@@ -177,7 +181,7 @@ pub async fn handle(req: Request<App>) -> tide::Result {
                     conn.request.remote_port
                 );
                 crate::metrics::add(&crate::metrics::get().connections_opened, 1);
-                connection::serve(ws, app, conn, outgoing, shared, events_tx).await;
+                connection::serve(ws, app, conn, outgoing, shared, events_tx, budget).await;
             }
             None => {
                 log::warn!("[{}] the connection went away during the handshake", conn.id);
