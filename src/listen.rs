@@ -103,16 +103,26 @@ pub async fn serve<S: Clone + Send + Sync + 'static>(
     let limits = ConnLimits::new(settings.max_connections, settings.max_per_ip);
     let options = Arc::new(settings.options);
     let log = Arc::new(RefusalLog { last_second: AtomicU64::new(0), unlogged: AtomicU64::new(0) });
+    // Accept failures in a row (out of descriptors): logged once, and once
+    // more when accepting works again.
+    let mut failing = 0u64;
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) if is_transient(&e) => {
-                log::warn!("{}: accept failed ({e}); retrying", settings.name);
+                if failing == 0 {
+                    log::warn!("{}: accept failed ({e}); retrying every 50 ms", settings.name);
+                }
+                failing += 1;
                 runtime::sleep(Duration::from_millis(50)).await;
                 continue;
             }
             Err(e) => return Err(e),
         };
+        if failing > 0 {
+            log::warn!("{}: accepting again after {failing} failed attempt(s)", settings.name);
+            failing = 0;
+        }
         // Small writes (WebSocket frames, short responses) go out at once.
         let _ = stream.set_nodelay(true);
         let ip = peer.ip().to_string();

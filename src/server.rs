@@ -115,7 +115,38 @@ fn local_url(a: SocketAddr) -> String {
     format!("http://{ip}:{}", a.port())
 }
 
+/// Raises the soft limit on open files to the hard one (every connection,
+/// every script's pipes take descriptors; the usual soft limit of 1024 is
+/// far below `--max-connections`), and says so when even that is short.
+fn raise_fd_limit(cfg: &Config) {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit read and write one struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    // A connection takes one descriptor; a running script three more.
+    let needed = cfg.max_connections + 2 * cfg.max_http_connections + 4 * cfg.max_procs + 64;
+    if (lim.rlim_cur as u128) < needed as u128 {
+        log::warn!(
+            "only {} open files allowed (ulimit -n) but --max-connections {} and --max-http-connections {} may \
+             need {needed}: raise the limit (LimitNOFILE= in a systemd unit) or lower --max-connections",
+            lim.rlim_cur,
+            cfg.max_connections,
+            cfg.max_http_connections
+        );
+    }
+}
+
 pub fn run(cfg: Config) -> Result<(), String> {
+    raise_fd_limit(&cfg);
     let (public, public_addr) = bind(&cfg.listen, "--listen")?;
     let (control, control_addr) = bind(&cfg.api_listen, "--api-listen")?;
 

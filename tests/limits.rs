@@ -255,3 +255,26 @@ fn a_second_signal_exits_at_once() {
         assert_eq!(status.code(), Some(130), "{status:?}");
     });
 }
+
+#[test]
+fn the_open_files_limit_is_raised_to_the_hard_limit() {
+    // Started with a soft limit of 512: connections beyond it would make
+    // accept (and every spawn) fail for everyone.
+    let bin = std::env::var("WS2HTTP_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ws2http").to_owned());
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "ulimit -Sn 512 && exec \"$0\" --listen 127.0.0.1:0 --api-listen 127.0.0.1:0 --cgi-bin \"$1\""])
+        .arg(bin)
+        .arg(fixtures())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    read_ports(&mut child);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap().to_owned();
+    let _ = child.kill();
+    let _ = child.wait();
+    let nums: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(nums[0], nums[1], "soft limit not raised to the hard one: {line}");
+    assert_ne!(nums[0], "512", "{line}");
+}
