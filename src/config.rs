@@ -350,72 +350,15 @@ pub fn split_route(s: &str) -> (String, &str) {
 
 impl Cli {
     pub fn into_config(self) -> Result<Config, String> {
-        if self.api_token.as_deref().is_some_and(str::is_empty) {
-            return Err("--api-token is empty; give a secret or leave the flag out".into());
-        }
-        if self.api_token.is_none() && !is_loopback(&self.api_listen)? {
-            return Err(format!(
-                "--api-listen {} is reachable from other machines but no --api-token is set; \
-                 set --api-token (or WS2HTTP_API_TOKEN), or listen on 127.0.0.1",
-                self.api_listen
-            ));
-        }
-        // The endpoint directory must exist unless one script handles everything.
-        let cgi_bin = match self.cgi_bin.canonicalize() {
-            Ok(p) if p.is_dir() => p,
-            Ok(_) => return Err(format!("--cgi-bin {}: not a directory", self.cgi_bin.display())),
-            Err(_) if self.script.is_some() => PathBuf::from("/nonexistent"),
-            Err(e) => {
-                return Err(format!(
-                    "--cgi-bin {}: {e}; create it, pass --cgi-bin DIR, or give a single SCRIPT",
-                    self.cgi_bin.display()
-                ))
-            }
-        };
-        let script = match &self.script {
-            None => None,
-            Some(s) => {
-                let p = s.canonicalize().map_err(|e| format!("script {}: {e}", s.display()))?;
-                if !p.is_file() {
-                    return Err(format!("script {}: not a regular file", s.display()));
-                }
-                Some(p)
-            }
-        };
-        let root = match &self.root {
-            None => None,
-            Some(r) => match r.canonicalize() {
-                Ok(p) if p.is_dir() => Some(p),
-                Ok(_) => return Err(format!("--root {}: not a directory", r.display())),
-                Err(e) => return Err(format!("--root {}: {e}; create it or leave --root out", r.display())),
-            },
-        };
-        if let (Some(root), None) = (&root, &script) {
-            check_root_outside_cgi_bin(root, &cgi_bin)?;
-        }
+        self.check_api()?;
+        self.check_durations()?;
+        let (cgi_bin, script, root) = self.paths()?;
         let handlers = parse_handlers(&self.handlers)?;
         // parse_handlers appends the default ones after those of the flags.
         let default_handlers = handlers.iter().skip(self.handlers.len()).map(|(e, _)| e.clone()).collect();
-        let allow_host = self
-            .allow_host
-            .iter()
-            .map(|h| crate::hosts::HostPattern::parse(h).map_err(|e| format!("--allow-host {h:?}: {e}")))
-            .collect::<Result<_, _>>()?;
-        let api_allow_host = self
-            .api_allow_host
-            .iter()
-            .map(|h| crate::hosts::HostPattern::parse(h).map_err(|e| format!("--api-allow-host {h:?}: {e}")))
-            .collect::<Result<_, _>>()?;
+        let allow_host = host_patterns(&self.allow_host, "--allow-host")?;
+        let api_allow_host = host_patterns(&self.api_allow_host, "--api-allow-host")?;
         let inherited_env = inherited_env(&self.pass_env)?;
-        if !(self.ping_interval >= 0.0 && self.ping_interval.is_finite()) {
-            return Err(format!("--ping-interval {}: must be 0 (off) or a number of seconds", self.ping_interval));
-        }
-        if !(self.http_timeout > 0.0 && self.http_timeout.is_finite()) {
-            return Err(format!("--http-timeout {}: must be a positive number of seconds", self.http_timeout));
-        }
-        if !(self.timeout > 0.0 && self.timeout.is_finite()) {
-            return Err(format!("--timeout {}: must be a positive number of seconds", self.timeout));
-        }
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let (max_queue_bytes, max_queue_bytes_total) =
             queue_bytes(self.max_message.max(1), self.max_queue_bytes, self.max_queue_bytes_total)?;
@@ -469,6 +412,76 @@ impl Cli {
             max_queue_bytes_total,
         })
     }
+
+    /// A token, when given, is not empty; an API reachable from elsewhere has one.
+    fn check_api(&self) -> Result<(), String> {
+        if self.api_token.as_deref().is_some_and(str::is_empty) {
+            return Err("--api-token is empty; give a secret or leave the flag out".into());
+        }
+        if self.api_token.is_none() && !is_loopback(&self.api_listen)? {
+            return Err(format!(
+                "--api-listen {} is reachable from other machines but no --api-token is set; \
+                 set --api-token (or WS2HTTP_API_TOKEN), or listen on 127.0.0.1",
+                self.api_listen
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_durations(&self) -> Result<(), String> {
+        if !(self.ping_interval >= 0.0 && self.ping_interval.is_finite()) {
+            return Err(format!("--ping-interval {}: must be 0 (off) or a number of seconds", self.ping_interval));
+        }
+        for (flag, secs) in [("--http-timeout", self.http_timeout), ("--timeout", self.timeout)] {
+            if !(secs > 0.0 && secs.is_finite()) {
+                return Err(format!("{flag} {secs}: must be a positive number of seconds"));
+            }
+        }
+        Ok(())
+    }
+
+    /// `--cgi-bin`, the single script and `--root`, canonical and checked.
+    fn paths(&self) -> Result<(PathBuf, Option<PathBuf>, Option<PathBuf>), String> {
+        // The endpoint directory must exist unless one script handles everything.
+        let cgi_bin = match self.cgi_bin.canonicalize() {
+            Ok(p) if p.is_dir() => p,
+            Ok(_) => return Err(format!("--cgi-bin {}: not a directory", self.cgi_bin.display())),
+            Err(_) if self.script.is_some() => PathBuf::from("/nonexistent"),
+            Err(e) => {
+                return Err(format!(
+                    "--cgi-bin {}: {e}; create it, pass --cgi-bin DIR, or give a single SCRIPT",
+                    self.cgi_bin.display()
+                ))
+            }
+        };
+        let script = match &self.script {
+            None => None,
+            Some(s) => {
+                let p = s.canonicalize().map_err(|e| format!("script {}: {e}", s.display()))?;
+                if !p.is_file() {
+                    return Err(format!("script {}: not a regular file", s.display()));
+                }
+                Some(p)
+            }
+        };
+        let root = match &self.root {
+            None => None,
+            Some(r) => match r.canonicalize() {
+                Ok(p) if p.is_dir() => Some(p),
+                Ok(_) => return Err(format!("--root {}: not a directory", r.display())),
+                Err(e) => return Err(format!("--root {}: {e}; create it or leave --root out", r.display())),
+            },
+        };
+        if let (Some(root), None) = (&root, &script) {
+            check_root_outside_cgi_bin(root, &cgi_bin)?;
+        }
+        Ok((cgi_bin, script, root))
+    }
+}
+
+/// `--allow-host` / `--api-allow-host` values.
+fn host_patterns(list: &[String], flag: &str) -> Result<Vec<crate::hosts::HostPattern>, String> {
+    list.iter().map(|h| crate::hosts::HostPattern::parse(h).map_err(|e| format!("{flag} {h:?}: {e}"))).collect()
 }
 
 /// A `--root` equal to or inside `--cgi-bin` would serve scripts as files.
