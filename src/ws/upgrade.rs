@@ -9,14 +9,15 @@ use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use async_tungstenite::WebSocketStream;
 use tide::{Request, Response, StatusCode};
 
+use crate::action::Action;
 use crate::backend::{sendable_header_value, Head, Outcome, Output};
 use crate::cgi::resolve::Resolved;
-use crate::event::{ConnInfo, EventKind};
+use crate::event::{ConnInfo, EventKind, Target};
 use crate::request::{raw_path_and_query, request_info, text_response as text};
 use crate::runtime;
 use crate::server::App;
 use crate::ws::connection;
-use crate::ws::limits::Metered;
+use crate::ws::limits::{Metered, Slot};
 
 /// `true` when the request asks for a WebSocket upgrade.
 pub fn is_upgrade(req: &Request<App>) -> bool {
@@ -28,81 +29,148 @@ pub fn is_upgrade(req: &Request<App>) -> bool {
     has_token("Upgrade", "websocket") && has_token("Connection", "upgrade")
 }
 
-/// Handles an upgrade request end to end.
+/// Handles an upgrade request end to end: check the request, reserve a
+/// connection slot, run the open event, and only then answer `101` and
+/// start the connection (or answer the refusal).
 pub async fn handle(req: Request<App>) -> tide::Result {
     let app = req.state().clone();
+    let key = match handshake_key(&req) {
+        Ok(key) => key,
+        Err(refused) => return Ok(*refused),
+    };
+    let path = raw_path_and_query(&req).0;
+    if let Err(refused) = check_origin(&req, &app, &path) {
+        return Ok(*refused);
+    }
+    let slot = match reserve_slot(&req, &app, &path) {
+        Ok(slot) => slot,
+        Err(refused) => return Ok(*refused),
+    };
+    let target = match resolve_target(&app, &path) {
+        Ok(target) => target,
+        Err(refused) => return Ok(*refused),
+    };
+    let offered = offered_subprotocols(&req);
+    let conn = Arc::new(ConnInfo { id: app.new_conn_id(), target, request: request_info(&req, app.port) });
+    log::debug!("[{}] {} handshake from {}", conn.id, conn.target.endpoint(), conn.request.remote_addr);
+
+    let accepted = match run_open(&app, &conn).await {
+        Ok(accepted) => accepted,
+        Err(refused) => return Ok(*refused),
+    };
+    let res = switching_protocols(&key, &accepted.head, &offered, &conn);
+    Ok(start(app, conn, slot, accepted.actions, res).await)
+}
+
+/// A handshake refused: the response that says why (boxed, as a
+/// `Response` is large).
+type Refused = Box<Response>;
+
+/// The method and version checks; the client's `Sec-WebSocket-Key` when
+/// they pass.
+fn handshake_key(req: &Request<App>) -> Result<String, Refused> {
     if req.method() != tide::http::Method::Get {
-        return Ok(text(StatusCode::MethodNotAllowed, "a WebSocket handshake must be a GET request"));
+        return Err(Box::new(text(StatusCode::MethodNotAllowed, "a WebSocket handshake must be a GET request")));
     }
     if req.header("Sec-WebSocket-Version").map(|v| v.last().as_str().trim()) != Some("13") {
         let mut r = text(StatusCode::UpgradeRequired, "unsupported WebSocket version; this server speaks version 13");
         r.insert_header("Sec-WebSocket-Version", "13");
-        return Ok(r);
+        return Err(Box::new(r));
     }
-    let key = match req.header("Sec-WebSocket-Key") {
-        Some(k) => k.last().as_str().trim().to_owned(),
-        None => return Ok(text(StatusCode::BadRequest, "missing Sec-WebSocket-Key header")),
-    };
+    match req.header("Sec-WebSocket-Key") {
+        Some(k) => Ok(k.last().as_str().trim().to_owned()),
+        None => Err(Box::new(text(StatusCode::BadRequest, "missing Sec-WebSocket-Key header"))),
+    }
+}
+
+/// Refuses a cross-origin handshake unless `--allow-origin` allows it
+/// (web pages in the user's browser are untrusted).
+fn check_origin(req: &Request<App>, app: &App, path: &str) -> Result<(), Refused> {
     let header = |name: &str| req.header(name).map(|v| v.last().as_str().to_owned());
-    let path = raw_path_and_query(&req).0;
-    if !super::origin::allowed(header("Origin").as_deref(), header("Host").as_deref(), &app.allow_origin) {
-        log::warn!(
-            "{path}: refused a handshake from origin {:?} (host {:?}); allow it with --allow-origin",
-            header("Origin").unwrap_or_default(),
-            header("Host").unwrap_or_default()
-        );
-        crate::metrics::add(&crate::metrics::get().handshakes_refused, 1);
-        return Ok(text(StatusCode::Forbidden, "cross-origin WebSocket handshakes are not allowed here"));
+    if super::origin::allowed(header("Origin").as_deref(), header("Host").as_deref(), &app.allow_origin) {
+        return Ok(());
     }
+    log::warn!(
+        "{path}: refused a handshake from origin {:?} (host {:?}); allow it with --allow-origin",
+        header("Origin").unwrap_or_default(),
+        header("Host").unwrap_or_default()
+    );
+    crate::metrics::add(&crate::metrics::get().handshakes_refused, 1);
+    Err(Box::new(text(StatusCode::Forbidden, "cross-origin WebSocket handshakes are not allowed here")))
+}
+
+/// Takes one of the connection slots (`--max-connections`, per IP and in
+/// total), or answers 503 when they are all taken.
+fn reserve_slot(req: &Request<App>, app: &App, path: &str) -> Result<Slot, Refused> {
     let ip = req
         .peer_addr()
         .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
-    let slot = match app.conn_limits.reserve(&ip) {
-        Ok(slot) => slot,
-        Err(full) => {
-            log::warn!("{path}: refused a handshake from {ip}: {full:?} connections reached");
-            crate::metrics::add(&crate::metrics::get().handshakes_refused, 1);
-            let mut r = text(StatusCode::ServiceUnavailable, "too many connections; try again later");
-            r.insert_header("Retry-After", "5");
-            return Ok(r);
-        }
-    };
-    let target = match app.resolver.resolve(&path) {
-        Resolved::Found(t) => t,
-        Resolved::NotFound => return Ok(text(StatusCode::NotFound, "no WebSocket endpoint here")),
+    app.conn_limits.reserve(&ip).map_err(|full| {
+        log::warn!("{path}: refused a handshake from {ip}: {full:?} connections reached");
+        crate::metrics::add(&crate::metrics::get().handshakes_refused, 1);
+        let mut r = text(StatusCode::ServiceUnavailable, "too many connections; try again later");
+        r.insert_header("Retry-After", "5");
+        Box::new(r)
+    })
+}
+
+/// The script behind `path`: 404 when there is none, 500 when it cannot
+/// be run.
+fn resolve_target(app: &App, path: &str) -> Result<Target, Refused> {
+    match app.resolver.resolve(path) {
+        Resolved::Found(t) => Ok(t),
+        Resolved::NotFound => Err(Box::new(text(StatusCode::NotFound, "no WebSocket endpoint here"))),
         Resolved::NotRunnable(why) => {
             log::error!("{path}: {why}");
-            return Ok(text(
+            Err(Box::new(text(
                 StatusCode::InternalServerError,
                 "the endpoint's script cannot be run; see the server log",
-            ));
+            )))
         }
-    };
-    let offered: Vec<String> = req
-        .header("Sec-WebSocket-Protocol")
+    }
+}
+
+/// The subprotocols the client offered, in its order.
+fn offered_subprotocols(req: &Request<App>) -> Vec<String> {
+    req.header("Sec-WebSocket-Protocol")
         .map(|v| {
             v.iter().flat_map(|p| p.as_str().split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>()).collect()
         })
-        .unwrap_or_default();
-    let conn = Arc::new(ConnInfo { id: app.new_conn_id(), target, request: request_info(&req, app.port) });
-    log::debug!("[{}] {} handshake from {}", conn.id, conn.target.endpoint(), conn.request.remote_addr);
+        .unwrap_or_default()
+}
 
-    // The open event decides whether the connection opens at all (without
-    // it in --events, every handshake that got this far is accepted).
+/// What an open event that accepted the connection said: the header block
+/// for the `101`, and the actions to apply once the connection is registered.
+struct Accepted {
+    head: Head,
+    actions: Vec<Action>,
+}
+
+/// Runs the open event, which decides whether the connection opens at all
+/// (without it in --events, every handshake that got this far is accepted).
+/// A failed script is a 500, an unavailable backend a 502, a rejection the
+/// script's own response.
+async fn run_open(app: &App, conn: &Arc<ConnInfo>) -> Result<Accepted, Refused> {
     let mut items = Vec::new();
     let outcome = match app.events.wants(&EventKind::Open) {
-        true => connection::dispatch(&app, &conn, EventKind::Open, Some(&mut items)).await,
+        true => connection::dispatch(app, conn, EventKind::Open, Some(&mut items)).await,
         false => Outcome::Success,
     };
     match outcome {
         Outcome::Success => {}
         Outcome::Failed(_) => {
-            return Ok(text(StatusCode::InternalServerError, "the endpoint's open script failed; see the server log"))
+            return Err(Box::new(text(
+                StatusCode::InternalServerError,
+                "the endpoint's open script failed; see the server log",
+            )))
         }
         Outcome::Unavailable(_) => {
-            return Ok(text(StatusCode::BadGateway, "the endpoint's backend is unavailable; see the server log"))
+            return Err(Box::new(text(
+                StatusCode::BadGateway,
+                "the endpoint's backend is unavailable; see the server log",
+            )))
         }
     }
     let mut head = Head::default();
@@ -116,9 +184,14 @@ pub async fn handle(req: Request<App>) -> tide::Result {
         }
     }
     if !head.is_success() {
-        return Ok(rejection(&conn, &head, reject_body.unwrap_or_default()));
+        return Err(Box::new(rejection(conn, &head, reject_body.unwrap_or_default())));
     }
+    Ok(Accepted { head, actions })
+}
 
+/// The `101 Switching Protocols` answer, with the open script's cookies and
+/// chosen subprotocol (header values that cannot be sent are dropped).
+fn switching_protocols(key: &str, head: &Head, offered: &[String], conn: &ConnInfo) -> Response {
     let mut res = Response::new(StatusCode::SwitchingProtocols);
     res.insert_header("Upgrade", "websocket");
     res.insert_header("Connection", "Upgrade");
@@ -139,7 +212,13 @@ pub async fn handle(req: Request<App>) -> tide::Result {
         }
         res.insert_header("Sec-WebSocket-Protocol", proto);
     }
+    res
+}
 
+/// Registers the connection, applies the open script's actions, and spawns
+/// the connection's task (its socket io beside its event worker), which
+/// starts once `res` (the `101`) has been sent.
+async fn start(app: App, conn: Arc<ConnInfo>, slot: Slot, actions: Vec<Action>, mut res: Response) -> Response {
     // Register before answering so the open script's messages are queued
     // ahead of anything else.
     let (outgoing, shared) = app.hub.register(conn.clone());
@@ -157,16 +236,7 @@ pub async fn handle(req: Request<App>) -> tide::Result {
 
     let http_res: &mut tide::http::Response = res.as_mut();
     let upgrade = http_res.recv_upgrade().await;
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(app.max_message))
-        .max_frame_size(Some(app.max_message))
-        // tungstenite fills and reads into its whole read buffer, so its
-        // size is paid by every idle connection: 128 KiB by default; 512
-        // bytes measured 8.6 KB of server RSS per idle connection (4 KiB:
-        // 12.2 KB). Bigger frames grow the buffer as needed.
-        .read_buffer_size(512)
-        // Send each frame at once (no write batching): lowest latency.
-        .write_buffer_size(0);
+    let config = ws_config(app.max_message);
     let io = async move {
         match upgrade.await {
             Some(stream) => {
@@ -193,7 +263,21 @@ pub async fn handle(req: Request<App>) -> tide::Result {
     // `worker` twice (captured, then moved into the zip): +2 KiB per idle
     // connection, measured.
     runtime::spawn(futures_util::FutureExt::map(futures_lite::future::zip(io, worker), |_| ()));
-    Ok(res)
+    res
+}
+
+/// The WebSocket settings of every connection, sized for many idle ones.
+fn ws_config(max_message: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
+        // tungstenite fills and reads into its whole read buffer, so its
+        // size is paid by every idle connection: 128 KiB by default; 512
+        // bytes measured 8.6 KB of server RSS per idle connection (4 KiB:
+        // 12.2 KB). Bigger frames grow the buffer as needed.
+        .read_buffer_size(512)
+        // Send each frame at once (no write batching): lowest latency.
+        .write_buffer_size(0)
 }
 
 /// The open script said no: its status, headers and body are the response.
