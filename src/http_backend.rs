@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 
-use futures_lite::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
+use futures_lite::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
 use tide::http::{Method, Request, Url};
 
 use crate::backend::{Backend, BoxFuture, Outcome, Output};
@@ -136,78 +136,7 @@ impl Backend for HttpBackend {
             let ctx = Context::Script { conn: &conn.id, endpoint: conn.target.endpoint() };
             let mut parser = OutputParser::new(ctx, event.kind == EventKind::Open);
             let _slot = self.pool.slot().await;
-            let work = async {
-                let mut conn = match self.pool.checkout().await {
-                    Ok(c) => c,
-                    Err(e) => return Outcome::Unavailable(format!("cannot connect to {}: {e}", self.authority)),
-                };
-                let sniffer = HeadSniffer::new(conn.stream().clone());
-                let (mut res, sent_type) = match async_h1::connect(sniffer.clone(), self.request(event)).await {
-                    Ok(res) => (res, sniffer.sent_content_type()),
-                    Err(e) => {
-                        return Outcome::Unavailable(format!(
-                            "{} did not answer ({e}); not retried: it may have run",
-                            self.url
-                        ))
-                    }
-                };
-                let status = u16::from(res.status());
-                let keep = res.header("Connection").is_none_or(|v| !v.last().as_str().eq_ignore_ascii_case("close"));
-                // The response as CGI output: a header block, then the body.
-                let mut head = format!("Status: {status}\r\n");
-                // No body, no message: a server's default Content-Type must
-                // not turn "no output" into an empty message.
-                let empty = res.len() == Some(0);
-                // The HTTP library labels a typeless body application/octet-stream;
-                // a server that sent no type gets line mode, like a CGI script.
-                let drop_type = empty || !sent_type;
-                for (name, values) in res.iter() {
-                    if HOP_BY_HOP.contains(&name.as_str()) || (drop_type && name.as_str() == "content-type") {
-                        continue;
-                    }
-                    for v in values.iter() {
-                        head.push_str(&format!("{}: {}\r\n", name.as_str(), v.as_str()));
-                    }
-                }
-                head.push_str("\r\n");
-                if status >= 500 {
-                    // A server error page is not a message for the client.
-                    if keep {
-                        let mut sink = Vec::new();
-                        let _ = futures_lite::io::AsyncReadExt::read_to_end(&mut res.take_body(), &mut sink).await;
-                        conn.checkin();
-                    }
-                    return Outcome::Failed(format!("{} answered {status}", self.url));
-                }
-                for line in head.as_bytes().split_inclusive(|&b| b == b'\n') {
-                    parser.push(line, out);
-                }
-                let mut body = BufReader::new(res.take_body());
-                let mut line = Vec::new();
-                let mut total = 0;
-                loop {
-                    line.clear();
-                    match body.read_until(b'\n', &mut line).await {
-                        Ok(0) => break,
-                        Ok(n) => {
-                            total += n;
-                            if total > self.limits.max_output {
-                                log::warn!(
-                                    "{label}: more than {} bytes of output; the rest is discarded",
-                                    self.limits.max_output
-                                );
-                                return Outcome::Failed("output limit".into());
-                            }
-                            parser.push(&line, out);
-                        }
-                        Err(e) => return Outcome::Unavailable(format!("{} broke off the response: {e}", self.url)),
-                    }
-                }
-                if keep {
-                    conn.checkin();
-                }
-                Outcome::Success
-            };
+            let work = self.exchange(event, &label, &mut parser, out);
             let outcome = match runtime::timeout(self.limits.timeout, work).await {
                 Ok(o) => o,
                 Err(()) => {
@@ -218,6 +147,107 @@ impl Backend for HttpBackend {
             outcome
         })
     }
+}
+
+impl HttpBackend {
+    /// One request on a pooled connection, its response fed to `parser` as
+    /// CGI output; the connection goes back to the pool only after a clean
+    /// exchange the server did not ask to close.
+    async fn exchange(
+        &self,
+        event: &Event,
+        label: &str,
+        parser: &mut OutputParser<'_>,
+        out: &mut (dyn FnMut(Output) + Send),
+    ) -> Outcome {
+        let mut conn = match self.pool.checkout().await {
+            Ok(c) => c,
+            Err(e) => return Outcome::Unavailable(format!("cannot connect to {}: {e}", self.authority)),
+        };
+        let sniffer = HeadSniffer::new(conn.stream().clone());
+        let (mut res, sent_type) = match async_h1::connect(sniffer.clone(), self.request(event)).await {
+            Ok(res) => (res, sniffer.sent_content_type()),
+            Err(e) => {
+                return Outcome::Unavailable(format!("{} did not answer ({e}); not retried: it may have run", self.url))
+            }
+        };
+        let status = u16::from(res.status());
+        let keep = res.header("Connection").is_none_or(|v| !v.last().as_str().eq_ignore_ascii_case("close"));
+        let head = cgi_head(&res, status, sent_type);
+        if status >= 500 {
+            // A server error page is not a message for the client.
+            if keep {
+                let mut sink = Vec::new();
+                let _ = futures_lite::io::AsyncReadExt::read_to_end(&mut res.take_body(), &mut sink).await;
+                conn.checkin();
+            }
+            return Outcome::Failed(format!("{} answered {status}", self.url));
+        }
+        for line in head.as_bytes().split_inclusive(|&b| b == b'\n') {
+            parser.push(line, out);
+        }
+        let mut body = BufReader::new(res.take_body());
+        if let Err(outcome) = self.read_body(&mut body, label, parser, out).await {
+            return outcome;
+        }
+        if keep {
+            conn.checkin();
+        }
+        Outcome::Success
+    }
+
+    /// Feeds the response body to `parser` line by line; fails the event
+    /// when it is longer than the output limit or breaks off.
+    async fn read_body(
+        &self,
+        body: &mut (impl AsyncBufRead + Unpin),
+        label: &str,
+        parser: &mut OutputParser<'_>,
+        out: &mut (dyn FnMut(Output) + Send),
+    ) -> Result<(), Outcome> {
+        let mut line = Vec::new();
+        let mut total = 0;
+        loop {
+            line.clear();
+            match body.read_until(b'\n', &mut line).await {
+                Ok(0) => return Ok(()),
+                Ok(n) => {
+                    total += n;
+                    if total > self.limits.max_output {
+                        log::warn!(
+                            "{label}: more than {} bytes of output; the rest is discarded",
+                            self.limits.max_output
+                        );
+                        return Err(Outcome::Failed("output limit".into()));
+                    }
+                    parser.push(&line, out);
+                }
+                Err(e) => return Err(Outcome::Unavailable(format!("{} broke off the response: {e}", self.url))),
+            }
+        }
+    }
+}
+
+/// The response as CGI output: its status and headers as a header block
+/// (the body follows), without the headers that describe the HTTP exchange.
+fn cgi_head(res: &tide::http::Response, status: u16, sent_type: bool) -> String {
+    let mut head = format!("Status: {status}\r\n");
+    // No body, no message: a server's default Content-Type must
+    // not turn "no output" into an empty message.
+    let empty = res.len() == Some(0);
+    // The HTTP library labels a typeless body application/octet-stream;
+    // a server that sent no type gets line mode, like a CGI script.
+    let drop_type = empty || !sent_type;
+    for (name, values) in res.iter() {
+        if HOP_BY_HOP.contains(&name.as_str()) || (drop_type && name.as_str() == "content-type") {
+            continue;
+        }
+        for v in values.iter() {
+            head.push_str(&format!("{}: {}\r\n", name.as_str(), v.as_str()));
+        }
+    }
+    head.push_str("\r\n");
+    head
 }
 
 /// Passes a connection through while keeping the first bytes the server
