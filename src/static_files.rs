@@ -9,6 +9,7 @@
 //! forgotten run bit) never leaks its source, also when `--cgi-bin` sits
 //! inside `--root` or is reached through a symlink.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -68,91 +69,154 @@ pub async fn serve<S>(root: &Path, scripts: &Resolver, raw_path: &str, req: &Req
         r.insert_header("Allow", "GET, HEAD");
         return r;
     }
-    let Some(rel) = safe_relative_path(raw_path) else { return status(StatusCode::NotFound) };
+    let file = match locate(root, scripts, raw_path, req) {
+        Ok(file) => file,
+        Err(refused) => return *refused,
+    };
+    let header = |name: &str| req.header(name).map(|v| v.last().as_str().to_owned());
+    let v = Validators::of(&file.meta);
+
+    let mut res = Response::new(StatusCode::Ok);
+    res.insert_header("ETag", v.etag.as_str());
+    res.insert_header("Last-Modified", v.last_modified.as_str());
+    res.insert_header("Accept-Ranges", "bytes");
+    let mime = content_type(&file.path);
+
+    if not_modified(header("If-None-Match"), header("If-Modified-Since"), &v.etag, v.modified) {
+        res.set_status(StatusCode::NotModified);
+        return res;
+    }
+    let range = match byte_range(header("Range"), header("If-Range"), &v, &mut res) {
+        Ok(range) => range,
+        Err(refused) => return *refused,
+    };
+    if let Err(refused) = set_body(&mut res, req.method(), &file, range).await {
+        return *refused;
+    }
+    res.insert_header("Content-Type", mime);
+    res
+}
+
+/// A request refused on the way: the response that says why (boxed, as a
+/// `Response` is large).
+type Refused = Box<Response>;
+
+/// The file a request names, found and checked.
+struct Located {
+    /// Under `root` as asked for (its name gives the Content-Type).
+    path: PathBuf,
+    /// The same file, canonical: what is opened.
+    canonical: PathBuf,
+    meta: std::fs::Metadata,
+}
+
+/// Finds the regular file for `raw_path` (a directory's `index.html`): 404
+/// for anything that may not be served, and a redirect for a directory
+/// named without its trailing slash.
+fn locate<S>(root: &Path, scripts: &Resolver, raw_path: &str, req: &Request<S>) -> Result<Located, Refused> {
+    let not_found = || Box::new(status(StatusCode::NotFound));
+    let Some(rel) = safe_relative_path(raw_path) else { return Err(not_found()) };
     let mut path = root.join(rel);
-    let Some(mut canonical) = servable(root, scripts, raw_path, &path) else { return status(StatusCode::NotFound) };
+    let Some(mut canonical) = servable(root, scripts, raw_path, &path) else { return Err(not_found()) };
     if canonical.is_dir() {
         if !raw_path.ends_with('/') {
-            return directory_redirect(raw_path, crate::request::raw_path_and_query(req).1.as_deref());
+            return Err(Box::new(directory_redirect(raw_path, crate::request::raw_path_and_query(req).1.as_deref())));
         }
         path.push("index.html");
         match servable(root, scripts, raw_path, &path) {
             Some(c) => canonical = c,
-            None => return status(StatusCode::NotFound),
+            None => return Err(not_found()),
         }
     }
-    let meta = match std::fs::metadata(&canonical) {
-        Ok(m) if m.is_file() => m,
+    match std::fs::metadata(&canonical) {
+        Ok(meta) if meta.is_file() => Ok(Located { path, canonical, meta }),
         Ok(_) => {
             log::warn!("refused {raw_path:?}: not a regular file");
-            return status(StatusCode::NotFound);
+            Err(not_found())
         }
-        Err(_) => return status(StatusCode::NotFound),
-    };
+        Err(_) => Err(not_found()),
+    }
+}
 
-    let len = meta.len();
-    let modified = meta.modified().unwrap_or(UNIX_EPOCH);
-    let stamp = modified.duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let etag = format!("\"{len:x}-{stamp:x}\"");
-    let last_modified = httpdate::fmt_http_date(modified);
-    let header = |name: &str| req.header(name).map(|v| v.last().as_str().to_owned());
+/// What conditional requests compare against.
+struct Validators {
+    len: u64,
+    modified: SystemTime,
+    etag: String,
+    last_modified: String,
+}
 
-    let mut res = Response::new(StatusCode::Ok);
-    res.insert_header("ETag", etag.as_str());
-    res.insert_header("Last-Modified", last_modified.as_str());
-    res.insert_header("Accept-Ranges", "bytes");
-    let mime = mime_guess::from_path(&path).first_or_octet_stream();
-    let mime = match mime.type_() {
+impl Validators {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        let len = meta.len();
+        let modified = meta.modified().unwrap_or(UNIX_EPOCH);
+        let stamp = modified.duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let etag = format!("\"{len:x}-{stamp:x}\"");
+        let last_modified = httpdate::fmt_http_date(modified);
+        Validators { len, modified, etag, last_modified }
+    }
+}
+
+/// The Content-Type for `path`'s extension; text types get UTF-8.
+fn content_type(path: &Path) -> String {
+    let mime = mime_guess::from_path(path).first_or_octet_stream();
+    match mime.type_() {
         mime_guess::mime::TEXT => format!("{mime}; charset=utf-8"),
         _ if mime.subtype() == "javascript" || mime.subtype() == "json" => format!("{mime}; charset=utf-8"),
         _ => mime.to_string(),
-    };
-
-    if not_modified(header("If-None-Match"), header("If-Modified-Since"), &etag, modified) {
-        res.set_status(StatusCode::NotModified);
-        return res;
     }
+}
 
-    // One byte range, when asked for (and If-Range, if any, still matches).
-    let mut range = 0..len;
-    let if_range_ok = header("If-Range").is_none_or(|v| v == etag || v == last_modified);
-    if let (Some(spec), true) = (header("Range"), if_range_ok) {
-        match http_range_header::parse_range_header(&spec).and_then(|r| r.validate(len)) {
-            Ok(ranges) if ranges.len() == 1 => {
-                let r = &ranges[0];
-                range = *r.start()..*r.end() + 1;
-                res.set_status(StatusCode::PartialContent);
-                res.insert_header("Content-Range", format!("bytes {}-{}/{len}", r.start(), r.end()));
-            }
-            // Several ranges: answer with the whole file, which HTTP allows.
-            Ok(_) => {}
-            Err(_) => {
-                let mut r = status(StatusCode::RequestedRangeNotSatisfiable);
-                r.insert_header("Content-Range", format!("bytes */{len}"));
-                return r;
-            }
+/// The bytes to send: one byte range, when asked for (and If-Range, if any,
+/// still matches), which makes `res` a 206; the whole file otherwise. A
+/// range outside the file is a 416.
+fn byte_range(
+    range: Option<String>,
+    if_range: Option<String>,
+    v: &Validators,
+    res: &mut Response,
+) -> Result<Range<u64>, Refused> {
+    let len = v.len;
+    let if_range_ok = if_range.is_none_or(|r| r == v.etag || r == v.last_modified);
+    let (Some(spec), true) = (range, if_range_ok) else { return Ok(0..len) };
+    match http_range_header::parse_range_header(&spec).and_then(|r| r.validate(len)) {
+        Ok(ranges) if ranges.len() == 1 => {
+            let r = &ranges[0];
+            res.set_status(StatusCode::PartialContent);
+            res.insert_header("Content-Range", format!("bytes {}-{}/{len}", r.start(), r.end()));
+            Ok(*r.start()..*r.end() + 1)
+        }
+        // Several ranges: answer with the whole file, which HTTP allows.
+        Ok(_) => Ok(0..len),
+        Err(_) => {
+            let mut r = status(StatusCode::RequestedRangeNotSatisfiable);
+            r.insert_header("Content-Range", format!("bytes */{len}"));
+            Err(Box::new(r))
         }
     }
+}
 
+/// The body: `range` of the file, read as it is sent; for HEAD, only its
+/// length.
+async fn set_body(res: &mut Response, method: Method, file: &Located, range: Range<u64>) -> Result<(), Refused> {
     let count = range.end - range.start;
-    if req.method() == Method::Head {
+    if method == Method::Head {
         // The HTTP layer sends no body for HEAD but keeps this length.
         res.set_body(Body::from_reader(futures_lite::io::empty(), Some(count as usize)));
-    } else {
-        let mut file = match async_std::fs::File::open(&canonical).await {
-            Ok(f) => f,
-            Err(e) => {
-                log::warn!("{}: {e}", path.display());
-                return status(StatusCode::NotFound);
-            }
-        };
-        if range.start > 0 && file.seek(std::io::SeekFrom::Start(range.start)).await.is_err() {
-            return status(StatusCode::InternalServerError);
-        }
-        res.set_body(Body::from_reader(futures_lite::io::BufReader::new(file.take(count)), Some(count as usize)));
+        return Ok(());
     }
-    res.insert_header("Content-Type", mime);
-    res
+    let mut f = match async_std::fs::File::open(&file.canonical).await {
+        Ok(f) => f,
+        Err(e) => {
+            log::warn!("{}: {e}", file.path.display());
+            return Err(Box::new(status(StatusCode::NotFound)));
+        }
+    };
+    if range.start > 0 && f.seek(std::io::SeekFrom::Start(range.start)).await.is_err() {
+        return Err(Box::new(status(StatusCode::InternalServerError)));
+    }
+    res.set_body(Body::from_reader(futures_lite::io::BufReader::new(f.take(count)), Some(count as usize)));
+    Ok(())
 }
 
 /// RFC 9110 §13.1: If-None-Match wins over If-Modified-Since.
