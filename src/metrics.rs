@@ -59,48 +59,51 @@ impl Metrics {
     /// The Prometheus text exposition; gauges that live elsewhere are passed in.
     pub fn render(&self, connections: usize, rooms: usize) -> String {
         let mut s = String::with_capacity(4096);
-        let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-        };
-        counter(
-            "ws2http_connections_opened_total",
-            "WebSocket connections opened.",
-            self.connections_opened.load(Relaxed),
-        );
-        counter(
-            "ws2http_connections_closed_total",
-            "WebSocket connections whose close event ran.",
-            self.connections_closed.load(Relaxed),
-        );
-        counter(
-            "ws2http_handshakes_refused_total",
-            "Handshakes refused by a limit or the Origin check.",
-            self.handshakes_refused.load(Relaxed),
-        );
-        counter(
-            "ws2http_spawn_failures_total",
-            "Scripts that could not be started.",
-            self.spawn_failures.load(Relaxed),
-        );
-        counter("ws2http_messages_in_total", "Messages received from clients.", self.messages_in.load(Relaxed));
-        counter("ws2http_messages_out_total", "Messages queued to clients.", self.messages_out.load(Relaxed));
-        counter("ws2http_bytes_in_total", "Payload bytes received from clients.", self.bytes_in.load(Relaxed));
-        counter("ws2http_bytes_out_total", "Payload bytes queued to clients.", self.bytes_out.load(Relaxed));
-        counter(
-            "ws2http_http_cgi_requests_total",
-            "Plain HTTP requests run as classic CGI.",
-            self.http_cgi_requests.load(Relaxed),
-        );
-        counter(
-            "ws2http_cluster_lost_total",
-            "Cross-instance actions lost while Redis was unreachable.",
-            self.cluster_lost.load(Relaxed),
-        );
-        counter(
-            "ws2http_events_dropped_total",
-            "Message events still queued when their connection ended, dropped without running.",
-            self.events_dropped.load(Relaxed),
-        );
+        self.render_counters(&mut s);
+        self.render_events(&mut s);
+        self.render_gauges(&mut s, connections, rooms);
+        self.render_durations(&mut s);
+        s
+    }
+
+    /// The plain counters, each with its help text.
+    fn render_counters(&self, s: &mut String) {
+        let counters: [(&str, &str, &AtomicU64); 11] = [
+            ("ws2http_connections_opened_total", "WebSocket connections opened.", &self.connections_opened),
+            (
+                "ws2http_connections_closed_total",
+                "WebSocket connections whose close event ran.",
+                &self.connections_closed,
+            ),
+            (
+                "ws2http_handshakes_refused_total",
+                "Handshakes refused by a limit or the Origin check.",
+                &self.handshakes_refused,
+            ),
+            ("ws2http_spawn_failures_total", "Scripts that could not be started.", &self.spawn_failures),
+            ("ws2http_messages_in_total", "Messages received from clients.", &self.messages_in),
+            ("ws2http_messages_out_total", "Messages queued to clients.", &self.messages_out),
+            ("ws2http_bytes_in_total", "Payload bytes received from clients.", &self.bytes_in),
+            ("ws2http_bytes_out_total", "Payload bytes queued to clients.", &self.bytes_out),
+            ("ws2http_http_cgi_requests_total", "Plain HTTP requests run as classic CGI.", &self.http_cgi_requests),
+            (
+                "ws2http_cluster_lost_total",
+                "Cross-instance actions lost while Redis was unreachable.",
+                &self.cluster_lost,
+            ),
+            (
+                "ws2http_events_dropped_total",
+                "Message events still queued when their connection ended, dropped without running.",
+                &self.events_dropped,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
+        }
+    }
+
+    /// Events run, one series per event type and outcome.
+    fn render_events(&self, s: &mut String) {
         let _ = writeln!(
             s,
             "# HELP ws2http_events_total Events run, by type and outcome.\n# TYPE ws2http_events_total counter"
@@ -114,6 +117,10 @@ impl Metrics {
                 );
             }
         }
+    }
+
+    /// The gauges: open connections and rooms (passed in), queued events.
+    fn render_gauges(&self, s: &mut String, connections: usize, rooms: usize) {
         let _ = writeln!(s, "# HELP ws2http_connections Open WebSocket connections.\n# TYPE ws2http_connections gauge\nws2http_connections {connections}");
         let _ = writeln!(
             s,
@@ -124,6 +131,10 @@ impl Metrics {
             "# HELP ws2http_events_queued Events received and waiting for their script.\n# TYPE ws2http_events_queued gauge\nws2http_events_queued {}",
             self.events_queued.load(Relaxed).max(0)
         );
+    }
+
+    /// The script duration histogram.
+    fn render_durations(&self, s: &mut String) {
         let _ = writeln!(s, "# HELP ws2http_script_duration_seconds How long event scripts ran.\n# TYPE ws2http_script_duration_seconds histogram");
         for (i, b) in BUCKETS.iter().enumerate() {
             let _ = writeln!(
@@ -136,7 +147,6 @@ impl Metrics {
         let _ = writeln!(s, "ws2http_script_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(s, "ws2http_script_duration_seconds_sum {}", self.duration_sum_us.load(Relaxed) as f64 / 1e6);
         let _ = writeln!(s, "ws2http_script_duration_seconds_count {count}");
-        s
     }
 }
 
