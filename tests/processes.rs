@@ -196,3 +196,31 @@ async fn a_second_signal_kills_every_group_at_once() {
     assert_eq!(status.code(), Some(130), "{status:?}");
     assert_nothing_left(&s, false).await;
 }
+
+#[async_std::test]
+async fn try_stops_what_the_script_left_running_before_it_exits() {
+    let dir = scratch();
+    let log = dir.join("events.log");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ws2http"))
+        .args(["try", "--event", "open", "--pass-env", "EVENTS_LOG", "--pass-env", "FLAG_FILE"])
+        .arg(fixtures_dir().join("jobs.sh"))
+        .env("EVENTS_LOG", &log)
+        .env("FLAG_FILE", dir.join("flag"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(std::fs::read_to_string(&log).unwrap_or_default().contains("stubborn "), "the job never started");
+    assert!(stdout.contains("stopped:  1 process group(s) the script left running"), "{stdout}");
+    let marker = format!("EVENTS_LOG={}", log.display());
+    let left = wait_until(Duration::from_secs(10), || {
+        let l = processes_with_env(&marker, 0);
+        if l.is_empty() {
+            Ok(())
+        } else {
+            Err(l)
+        }
+    })
+    .await;
+    assert!(left.is_ok(), "processes left behind by try: {left:?}");
+}
