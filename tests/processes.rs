@@ -224,3 +224,57 @@ async fn try_stops_what_the_script_left_running_before_it_exits() {
     .await;
     assert!(left.is_ok(), "processes left behind by try: {left:?}");
 }
+
+/// The figure in docs/SECURITY.md and RELIABILITY.md: 100 classic CGI
+/// requests and 100 WebSocket events at once, each leaving a child that
+/// ignores SIGTERM, all past `--timeout`. Prints `SUMMARY` (`--nocapture`).
+#[async_std::test]
+async fn a_hundred_timed_out_requests_and_events_leave_nothing() {
+    const N: usize = 100;
+    let s = start(&["--timeout", "1", "--max-procs", "250"]);
+    let port = s.port;
+    let requests: Vec<_> = (0..N)
+        .map(|_| std::thread::spawn(move || raw_http(port, "GET /nohead.sh HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")))
+        .collect();
+    let mut conns = Vec::new();
+    for _ in 0..N {
+        let mut ws = connect(&s.url("/timeout.sh")).await;
+        ws.send(Message::text("go")).await.unwrap();
+        conns.push(ws);
+    }
+    let answers: Vec<String> = requests.into_iter().map(|t| t.join().unwrap()).collect();
+    let gateway_timeouts = answers.iter().filter(|a| a.starts_with("HTTP/1.1 504")).count();
+    assert_eq!(gateway_timeouts, N, "every request answered 504");
+    wait_for("every stubborn child running", || {
+        (s.events().iter().filter(|l| l.starts_with("stubborn ")).count() == 2 * N).then_some(())
+    });
+    s.wait_log("timed out after 1s");
+    let pid = s.child.id();
+    let left = wait_until(Duration::from_secs(30), || {
+        let l = processes_with_env(&marker(&s), pid);
+        if l.is_empty() {
+            Ok(0)
+        } else {
+            Err(l.len())
+        }
+    })
+    .await;
+    let zombies = wait_until(Duration::from_secs(10), || {
+        let z = zombies_of(pid).len();
+        if z == 0 {
+            Ok(0)
+        } else {
+            Err(z)
+        }
+    })
+    .await;
+    println!(
+        "SUMMARY processes: {N} classic CGI requests (504) + {N} WebSocket events timed out, each with a \
+         SIGTERM-ignoring child: children left={} zombies={}",
+        left.unwrap_or_else(|n| n),
+        zombies.unwrap_or_else(|n| n)
+    );
+    assert_eq!(left, Ok(0), "children left behind");
+    assert_eq!(zombies, Ok(0), "zombie children of the server");
+    drop(conns);
+}
