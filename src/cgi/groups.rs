@@ -419,3 +419,52 @@ fn reap_strays() {
         drop(reg);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgi::spawn::{spawn, EnvBlock};
+    use crate::event::Target;
+
+    fn tracked(pgid: i32) -> bool {
+        registry().groups.contains_key(&pgid)
+    }
+
+    /// A script that exits at once, leaving a child that ignores SIGTERM:
+    /// the group outlives the script until its budget ends, then the child
+    /// is killed (SIGKILL after the grace), reaped, and the group forgotten.
+    #[test]
+    fn a_group_outlives_its_script_until_the_budget_then_is_killed_and_reaped() {
+        let target = Target {
+            filename: "/bin/sh".into(),
+            script_name: String::new(),
+            path_info: String::new(),
+            // `sh -c CMD` gets the script path as $0.
+            interpreter: Some(
+                vec!["/bin/sh".to_owned(), "-c".to_owned(), "trap '' TERM; sleep 30 >/dev/null & echo $!".to_owned()]
+                    .into(),
+            ),
+        };
+        let mut env = EnvBlock::default();
+        crate::cgi::env::EnvSink::set(&mut env, "PATH", "/usr/bin:/bin");
+        runtime::block_on(async {
+            use futures_lite::AsyncReadExt;
+            let budget = Budget::from_now(Duration::from_millis(300), Duration::from_millis(200));
+            let mut child = spawn(&target, &env, budget).expect("spawn sh");
+            let pgid = child.id();
+            let mut out = String::new();
+            child.stdout.take().expect("stdout").read_to_string(&mut out).await.expect("read");
+            let job: i32 = out.trim().parse().expect("the job's pid");
+            assert!(child.status("test").await.expect("status").success());
+            assert!(tracked(pgid), "the job keeps the group alive after the script exited");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while tracked(pgid) && Instant::now() < deadline {
+                runtime::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(!tracked(pgid), "the group is over once its budget and grace have passed");
+            // SAFETY: signal 0 only checks whether the pid exists.
+            let gone = unsafe { libc::kill(job, 0) } != 0;
+            assert!(gone, "the job that ignored SIGTERM was killed and reaped");
+        });
+    }
+}
