@@ -257,26 +257,30 @@ fn local_url_display(a: SocketAddr) -> String {
     }
 }
 
-/// Closes every connection with 1001 and waits for the close events to run.
-/// A second signal exits at once.
+/// Closes every connection with 1001 and waits for the close events to run,
+/// then stops every process group a script started that is still alive
+/// (SIGTERM, SIGKILL after the grace period): nothing ws2http started
+/// outlives it. A second signal SIGKILLs every group and exits at once.
 async fn shutdown(app: &App, cfg: &Config, signals: &mut async_signal::Signals) {
-    let n = app.hub.close_all(1001, "server shutdown", CloseCause::Shutdown);
-    log::info!("shutting down: closing {n} connection(s)");
-    let deadline = Instant::now() + cfg.timeout + Duration::from_secs(5);
-    let drained = async {
+    let graceful = async {
+        let n = app.hub.close_all(1001, "server shutdown", CloseCause::Shutdown);
+        log::info!("shutting down: closing {n} connection(s)");
+        let deadline = Instant::now() + cfg.timeout + Duration::from_secs(5);
         while !app.hub.is_empty() && Instant::now() < deadline {
             runtime::sleep(Duration::from_millis(20)).await;
         }
         if !app.hub.is_empty() {
             log::warn!("shutdown: {} close event(s) did not finish in time", app.hub.len());
         }
+        crate::cgi::groups::stop_all(app.cgi.limits.grace).await;
     };
     let again = async {
         signals.next().await;
-        log::warn!("second signal: exiting now");
+        let n = crate::cgi::groups::kill_all();
+        log::warn!("second signal: SIGKILL to {n} process group(s), exiting now");
         std::process::exit(130);
     };
-    drained.race(again).await;
+    graceful.race(again).await;
     if let Some(c) = &app.cluster {
         c.leave().await;
     }

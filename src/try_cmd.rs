@@ -139,6 +139,12 @@ async fn try_once(args: TryArgs) -> Result<ExitCode, String> {
     if count == 0 {
         println!("action:   (none)");
     }
+    // Nothing outlives `try`: what the script left running (a background
+    // job) is stopped now, as a server stops it at its budget's end.
+    let left = crate::cgi::groups::stop_all(backend.limits.grace).await;
+    if left > 0 {
+        println!("stopped:  {left} process group(s) the script left running (SIGTERM, SIGKILL after the grace period)");
+    }
     // The stderr reader drops its handle when the pipe closes.
     let deadline = Instant::now() + Duration::from_secs(2);
     while Arc::strong_count(&stderr) > 2 && Instant::now() < deadline {

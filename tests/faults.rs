@@ -475,6 +475,8 @@ struct Ending {
     outcome: String,
     cut: bool,
     held_open: bool,
+    /// What the script left was stopped at the end of its budget (--timeout).
+    budget_ended: bool,
 }
 
 /// The endings of every `/fault.sh` event, per connection id and event.
@@ -497,6 +499,8 @@ fn endings_by_id(log: &str) -> HashMap<String, BTreeMap<&'static str, Vec<Ending
             p.cut = true;
         } else if what.starts_with("a background process still holds stdout open") {
             p.held_open = true;
+        } else if what.contains("at the end of its budget") {
+            p.budget_ended = true;
         } else if what.starts_with("ok in ") || what.starts_with("script failed after ") {
             let mut e = std::mem::take(p);
             e.outcome = what.split_once(": ").map_or("ok", |(_, why)| why).to_owned();
@@ -547,8 +551,9 @@ fn verify_log(
                 // stopped by --timeout before it printed 1 MiB.
                 BigLines | BigWhole => (e.cut && o == "killed by signal 9") || o == TIMED_OUT,
                 // --timeout 2 is no longer than the 2 s grace for stdout, so
-                // either may end a daemon's event.
-                Daemon => (e.held_open && o == "ok") || o == TIMED_OUT,
+                // the grace, the event's timeout or the end of the budget of
+                // the job's process group (SIGTERM to it) may end the event.
+                Daemon => ((e.held_open || e.budget_ended) && o == "ok") || o == TIMED_OUT,
                 other => unreachable!("{other:?}"),
             };
             if !ok {
@@ -558,6 +563,7 @@ fn verify_log(
                 (BigLines | BigWhole, true, _, _) => "big: cut at --max-output".to_owned(),
                 (BigLines | BigWhole, false, _, _) => "big: timed out first".to_owned(),
                 (Daemon, _, true, _) => "daemon: stdout grace".to_owned(),
+                (Daemon, _, false, "ok") => "daemon: stopped at its budget's end".to_owned(),
                 (Daemon, _, false, _) => "daemon: timed out".to_owned(),
                 (f, ..) => format!("{f:?}: as expected"),
             });

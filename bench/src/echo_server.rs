@@ -31,7 +31,9 @@ async fn spawn_once(program: &std::path::Path, input: &[u8]) -> Vec<u8> {
     };
     let mut path = spawn::EnvBlock::default();
     ws2http::cgi::env::EnvSink::set(&mut path, "PATH", "/usr/bin:/bin");
-    let Ok(mut child) = spawn::spawn(&target, &path) else { return b"spawn failed".to_vec() };
+    let budget =
+        ws2http::cgi::groups::Budget::from_now(std::time::Duration::from_secs(30), std::time::Duration::from_secs(2));
+    let Ok(mut child) = spawn::spawn(&target, &path, budget) else { return b"spawn failed".to_vec() };
     if let Some(stdin) = child.stdin.take() {
         spawn::feed(stdin, bytes::Bytes::copy_from_slice(input));
     }
@@ -40,7 +42,7 @@ async fn spawn_once(program: &std::path::Path, input: &[u8]) -> Vec<u8> {
         let _ = stdout.read_to_end(&mut out).await;
     }
     drop(child.stderr.take());
-    let _ = child.status().await;
+    let _ = child.status("").await;
     out
 }
 

@@ -3,14 +3,16 @@
 //! response. The body is streamed to the client as the script writes it;
 //! only the header block is read up front.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_lite::io::BufReader;
 use tide::{Body, Response, StatusCode};
 
 use super::env::page_env;
+use super::groups::Budget;
 use super::process::{log_stderr, outcome, spawn_error, terminate};
-use super::spawn;
+use super::slots::Slot;
+use super::spawn::{self, Child};
 use super::CgiBackend;
 use crate::backend::{Head, Outcome};
 use crate::event::{RequestInfo, Target};
@@ -48,7 +50,8 @@ pub async fn run(cgi: &CgiBackend, info: &RequestInfo, target: &Target, body: Re
     crate::metrics::add(&crate::metrics::get().http_cgi_requests, 1);
     let permit = cgi.permit().await;
     let started = Instant::now();
-    let mut child = match spawn::spawn(target, &env) {
+    let budget = Budget::starting_at(started, cgi.limits.timeout, cgi.limits.grace);
+    let mut child = match spawn::spawn(target, &env, budget) {
         Ok(c) => c,
         Err(e) => {
             crate::metrics::add(&crate::metrics::get().spawn_failures, 1);
@@ -73,7 +76,7 @@ pub async fn run(cgi: &CgiBackend, info: &RequestInfo, target: &Target, body: Re
         Ok(Ok(head)) => head,
         Ok(Err(why)) => {
             log::error!("{label}: {why}; answering 500 (if it only speaks WebSocket, connect with a WebSocket client)");
-            terminate(&mut child, Duration::from_millis(200)).await;
+            stop_in_background(child, permit, label, cgi.limits.grace);
             return plain(
                 StatusCode::InternalServerError,
                 "the script's output was not a valid CGI response; see the server log",
@@ -81,7 +84,7 @@ pub async fn run(cgi: &CgiBackend, info: &RequestInfo, target: &Target, body: Re
         }
         Err(()) => {
             log::error!("{label}: no response headers within {:?}; answering 504", cgi.limits.timeout);
-            terminate(&mut child, cgi.limits.grace).await;
+            stop_in_background(child, permit, label, cgi.limits.grace);
             return plain(StatusCode::GatewayTimeout, "the script did not answer in time");
         }
     };
@@ -93,19 +96,31 @@ pub async fn run(cgi: &CgiBackend, info: &RequestInfo, target: &Target, body: Re
     let reaper_label = label.clone();
     runtime::spawn(async move {
         let _permit = permit;
-        match runtime::timeout(remaining, child.status()).await {
+        match runtime::timeout(remaining, child.status(&reaper_label)).await {
             Ok(status) => match outcome(status) {
                 Outcome::Success => log::info!("{reaper_label}: ok in {:.1?}", started.elapsed()),
                 Outcome::Failed(why) | Outcome::Unavailable(why) => log::warn!("{reaper_label}: script failed: {why}"),
             },
             Err(()) => {
-                log::warn!("{reaper_label}: still running after the timeout; terminating its process group");
-                terminate(&mut child, grace).await;
+                log::warn!(
+                    "{reaper_label}: still running after the timeout; SIGTERM to its process group, SIGKILL in {grace:?}"
+                );
+                terminate(&mut child, grace, &reaper_label).await;
             }
         }
     });
 
     respond(head, reader)
+}
+
+/// Answers at once while the script's process group is stopped (SIGTERM,
+/// SIGKILL after `grace`) in the background; the script keeps its process
+/// slot until it is reaped.
+fn stop_in_background(mut child: Child, permit: Slot, label: String, grace: std::time::Duration) {
+    runtime::spawn(async move {
+        let _permit = permit;
+        terminate(&mut child, grace, &label).await;
+    });
 }
 
 /// Turns a parsed header block and the rest of the output into the reply

@@ -1,6 +1,7 @@
 //! The CGI backend: one fresh process per event, the way CGI always worked.
 
 pub mod env;
+pub mod groups;
 pub mod http;
 pub mod output;
 pub mod process;

@@ -1,6 +1,8 @@
 //! Runs one script process: clean environment, payload on stdin, stdout read
 //! line by line as it is produced, stderr to the log, and a deadline after
-//! which the script's whole process group is terminated, then killed.
+//! which the script's whole process group is terminated, then killed (see
+//! [`super::groups`]: SIGKILL follows SIGTERM after the grace period on every
+//! path, even when the script itself already exited).
 
 use std::borrow::Cow;
 use std::io::ErrorKind;
@@ -12,6 +14,7 @@ use bytes::Bytes;
 use futures_lite::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 use futures_util::future::{select, Either};
 
+use super::groups::{self, Budget};
 use super::spawn::{self, Child, Pipe};
 use crate::backend::Outcome;
 use crate::event::Target;
@@ -21,9 +24,9 @@ use crate::runtime;
 pub struct Limits {
     /// Longest a script may run.
     pub timeout: Duration,
-    /// How long a script may keep running after SIGTERM before SIGKILL, and
-    /// how long stdout is still read after the script exited (a background
-    /// child may hold it open).
+    /// How long a script's process group may keep running after SIGTERM
+    /// before SIGKILL, and how long stdout is still read after the script
+    /// exited (a background child may hold it open).
     pub grace: Duration,
     /// Most bytes of stdout read per run; the script is killed past it.
     pub max_output: usize,
@@ -183,13 +186,16 @@ pub fn log_stderr(child: &mut Child, prefix: String, dest: &Stderr) {
 }
 
 /// Stops a script that overran its time: SIGTERM to its process group,
-/// SIGKILL after the grace period; returns once it is reaped.
-pub async fn terminate(child: &mut Child, grace: Duration) {
+/// SIGKILL after the grace period (sent by [`groups`] even if the script
+/// exits before, for whatever it left running); returns once the script is
+/// reaped.
+pub async fn terminate(child: &mut Child, grace: Duration, label: &str) {
     let pid = child.id();
-    kill_group(pid, libc::SIGTERM);
-    if runtime::timeout(grace, child.status()).await.is_err() {
-        kill_group(pid, libc::SIGKILL);
-        let _ = child.status().await;
+    groups::terminate(pid);
+    if runtime::timeout(grace, child.status(label)).await.is_err() {
+        // The group watcher sends it too; this one does not depend on it.
+        groups::kill_now(pid);
+        let _ = child.status(label).await;
     }
 }
 
@@ -217,7 +223,8 @@ pub async fn run(
     label: &Label<'_>,
     on_line: &mut (dyn FnMut(&[u8]) + Send),
 ) -> Outcome {
-    let mut child = match spawn::spawn(target, env) {
+    let budget = Budget::from_now(limits.timeout, limits.grace);
+    let mut child = match spawn::spawn(target, env, budget) {
         Ok(c) => c,
         Err(e) => {
             crate::metrics::add(&crate::metrics::get().spawn_failures, 1);
@@ -235,7 +242,7 @@ pub async fn run(
 
     let work = async {
         let reading = std::pin::pin!(read_lines(stdout, limits.max_output, pid, label, on_line));
-        let exited = std::pin::pin!(child.status());
+        let exited = std::pin::pin!(child.status(label.0));
         match select(reading, exited).await {
             Either::Left(((), exited)) => exited.await,
             Either::Right((status, reading)) => {
@@ -244,10 +251,12 @@ pub async fn run(
                 if runtime::timeout(limits.grace, reading).await.is_err() {
                     log::warn!(
                         "{}: a background process still holds stdout open after the script exited; \
-                         terminating its process group (redirect a background job's output, e.g. >/dev/null)",
-                        label.0
+                         SIGTERM to its process group, SIGKILL in {:?} (redirect a background job's output, \
+                         e.g. >/dev/null)",
+                        label.0,
+                        limits.grace
                     );
-                    kill_group(pid, libc::SIGTERM);
+                    groups::terminate(pid);
                 }
                 status
             }
@@ -269,7 +278,7 @@ pub async fn run(
         Ok(status) => status,
         Err(()) => {
             log::warn!("{}: still running after {:?}; terminating its process group", label.0, limits.timeout);
-            terminate(&mut child, limits.grace).await;
+            terminate(&mut child, limits.grace, label.0).await;
             return Outcome::Failed(format!("timed out after {:?}", limits.timeout));
         }
     };
@@ -297,10 +306,11 @@ async fn read_lines(
                 total += n;
                 if total > max_output {
                     log::warn!(
-                        "{}: more than {max_output} bytes of output; the rest is discarded and the script killed",
+                        "{}: more than {max_output} bytes of output; the rest is discarded and the script's \
+                         process group killed",
                         label.0
                     );
-                    kill_group(pid, libc::SIGKILL);
+                    groups::kill_now(pid);
                     return;
                 }
                 on_line(&line);
@@ -310,14 +320,6 @@ async fn read_lines(
                 return;
             }
         }
-    }
-}
-
-pub fn kill_group(pid: i32, sig: i32) {
-    // SAFETY: kill(2) has no memory-safety preconditions; a negative pid
-    // names the process group the script leads.
-    unsafe {
-        libc::kill(-pid, sig);
     }
 }
 

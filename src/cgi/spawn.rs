@@ -14,15 +14,15 @@
 //!
 //! The child gets: stdin/stdout/stderr pipes, exactly the given environment,
 //! the script's directory as its working directory, a process group of its
-//! own (so a timeout can stop its children too), an empty signal mask and
-//! SIGPIPE back at its default (Rust ignores it in the server).
+//! own (so a timeout can stop its children too; [`super::groups`] keeps
+//! account of every group until its last process is gone), an empty signal
+//! mask and SIGPIPE back at its default (Rust ignores it in the server).
 
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, ErrorKind};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::time::Duration;
 
@@ -31,6 +31,7 @@ use bytes::Bytes;
 use futures_lite::AsyncWriteExt;
 
 use super::env::EnvSink;
+use super::groups::{self, Budget};
 use crate::event::Target;
 use crate::runtime;
 
@@ -38,7 +39,9 @@ use crate::runtime;
 pub type Pipe = Async<File>;
 
 /// A started script. Dropping it without waiting leaves a background task
-/// that reaps it when it ends: no zombies.
+/// that reaps it when it ends: no zombies. Reaping goes through
+/// [`groups::reap`], which also decides what becomes of the processes the
+/// script leaves in its group.
 pub struct Child {
     pid: i32,
     /// `None` on kernels without pidfd (before 5.3): waiting polls instead.
@@ -55,29 +58,21 @@ impl Child {
         self.pid
     }
 
-    /// The exit status, if the child has ended (reaps it).
-    pub fn try_status(&mut self) -> io::Result<Option<ExitStatus>> {
+    /// The exit status, if the child has ended (reaps it). `label` names the
+    /// run in the log if processes it started outlive it.
+    pub fn try_status(&mut self, label: &str) -> io::Result<Option<ExitStatus>> {
         if let Some(s) = self.status {
             return Ok(Some(s));
         }
-        let mut raw = 0;
-        // SAFETY: waitpid writes one int through a valid pointer.
-        let r = unsafe { libc::waitpid(self.pid, &mut raw, libc::WNOHANG) };
-        match r {
-            0 => Ok(None),
-            r if r == self.pid => {
-                self.status = Some(ExitStatus::from_raw(raw));
-                Ok(self.status)
-            }
-            _ => Err(io::Error::last_os_error()),
-        }
+        self.status = groups::reap(self.pid, label)?;
+        Ok(self.status)
     }
 
     /// Waits until the child ends. Cancel-safe: may be called again.
-    pub async fn status(&mut self) -> io::Result<ExitStatus> {
+    pub async fn status(&mut self, label: &str) -> io::Result<ExitStatus> {
         let mut nap = Duration::from_millis(1);
         loop {
-            if let Some(s) = self.try_status()? {
+            if let Some(s) = self.try_status(label)? {
                 return Ok(s);
             }
             match &self.pidfd {
@@ -93,11 +88,11 @@ impl Child {
 
 impl Drop for Child {
     fn drop(&mut self) {
-        if let Ok(None) = self.try_status() {
+        if let Ok(None) = self.try_status("") {
             let (pid, pidfd) = (self.pid, self.pidfd.take());
             runtime::spawn(async move {
                 let mut rest = Child { pid, pidfd, status: None, stdin: None, stdout: None, stderr: None };
-                let _ = rest.status().await;
+                let _ = rest.status("").await;
             });
         }
     }
@@ -199,8 +194,9 @@ impl Drop for SpawnSetup {
 }
 
 /// Starts `target` (through its interpreter when it has one) with exactly
-/// `env`, in the script's directory, with piped stdio.
-pub fn spawn(target: &Target, env: &EnvBlock) -> io::Result<Child> {
+/// `env`, in the script's directory, with piped stdio. Its process group
+/// lives within `budget` (see [`groups`]).
+pub fn spawn(target: &Target, env: &EnvBlock, budget: Budget) -> io::Result<Child> {
     let script = c_string(target.filename.as_os_str().as_bytes(), "the script path")?;
     let mut argv_owned = Vec::with_capacity(4);
     if let Some(interp) = &target.interpreter {
@@ -226,6 +222,7 @@ pub fn spawn(target: &Target, env: &EnvBlock) -> io::Result<Child> {
 
     let mut s = SpawnSetup::new()?;
     let mut pid: libc::pid_t = 0;
+    let spawning = groups::spawning();
     // SAFETY: every pointer passed is valid for the duration of the call
     // (argv, envp and the path strings are owned above),
     // and the descriptors stay open until after posix_spawn returns.
@@ -252,7 +249,8 @@ pub fn spawn(target: &Target, env: &EnvBlock) -> io::Result<Child> {
             false => libc::posix_spawn(&mut pid, path, fa, at, argv, envp),
         })?;
     }
-    drop((in_r, out_w, err_w));
+    groups::started(pid, budget);
+    drop((spawning, in_r, out_w, err_w));
 
     // SAFETY: pidfd_open takes a pid and flags; the result is a new fd or -1.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -334,10 +332,11 @@ mod tests {
         block.set("ONLY", "this");
         runtime::block_on(async {
             use futures_lite::AsyncReadExt;
-            let mut child = spawn(&target, &block).expect("spawn /usr/bin/env");
+            let budget = Budget::from_now(Duration::from_secs(30), Duration::from_secs(2));
+            let mut child = spawn(&target, &block, budget).expect("spawn /usr/bin/env");
             let mut out = String::new();
             child.stdout.take().unwrap().read_to_string(&mut out).await.unwrap();
-            assert!(child.status().await.unwrap().success());
+            assert!(child.status("env").await.unwrap().success());
             assert_eq!(out, "ONLY=this\n");
         });
     }
