@@ -2,7 +2,7 @@
 of a request head and then wait, and N that send a whole head except its last
 line. Prints the server's CPU time while they wait and its RSS per connection.
 Usage (from the repository root):
-    python3 bench/scripts/slow_clients.py [-n N] [--secs S] BINARY [EXTRA_FLAGS...]
+    python3 bench/scripts/slow_clients.py [-n N] [--secs S] BINARY [-- EXTRA_FLAGS...]
 Issue 11: the old front end peeked at every half-sent head every 5 ms for 2 s.
 Flags of a newer build (such as --max-http-connections-per-ip) are passed
 after the binary; an older build ignores nothing, so leave them out there."""
