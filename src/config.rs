@@ -432,6 +432,13 @@ impl Cli {
         if !(self.ping_interval >= 0.0 && self.ping_interval.is_finite()) {
             return Err(format!("--ping-interval {}: must be 0 (off) or a number of seconds", self.ping_interval));
         }
+        if self.max_request_head > MAX_REQUEST_HEAD {
+            return Err(format!(
+                "--max-request-head {}: at most {MAX_REQUEST_HEAD} (the head becomes every script's environment, \
+                 which the OS bounds)",
+                self.max_request_head
+            ));
+        }
         for (flag, secs) in [("--http-timeout", self.http_timeout), ("--timeout", self.timeout)] {
             if !(secs > 0.0 && secs.is_finite()) {
                 return Err(format!("{flag} {secs}: must be a positive number of seconds"));
@@ -478,6 +485,11 @@ impl Cli {
         Ok((cgi_bin, script, root))
     }
 }
+
+/// The largest `--max-request-head`: four times it (the worst case of
+/// environment per head byte) must stay far below what Linux allows a
+/// spawn (a quarter of the stack limit, 2 MiB with the usual 8 MiB).
+pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
 
 /// `--allow-host` / `--api-allow-host` values.
 fn host_patterns(list: &[String], flag: &str) -> Result<Vec<crate::hosts::HostPattern>, String> {

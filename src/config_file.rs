@@ -117,6 +117,16 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_in_contrib_parses() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/ws2http.toml");
+        let args = expand(vec!["ws2http".into(), "--config".into(), path.into()]).expect("valid");
+        let cli = <crate::config::Cli as clap::Parser>::try_parse_from(&args).expect("parses");
+        assert_eq!(cli.allow_host, ["chat.example.org"]);
+        assert_eq!(cli.allow_origin, ["https://chat.example.org"]);
+        assert_eq!(cli.listen, "127.0.0.1:8080");
+    }
+
+    #[test]
     fn settings_become_flags_and_flags_win() {
         let out = run(
             "max_procs = 8\nhandler = [\"php=php-cgi\", \"py=python3\"]\ntimeout = 2.5\nlisten = \"127.0.0.1:1\"\n",
