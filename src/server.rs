@@ -149,59 +149,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     raise_fd_limit(&cfg);
     let (public, public_addr) = bind(&cfg.listen, "--listen")?;
     let (control, control_addr) = bind(&cfg.api_listen, "--api-listen")?;
-
-    let env = EnvSettings {
-        api_url: local_url(control_addr),
-        api_token: cfg.api_token.clone().unwrap_or_default(),
-        inherited: cfg.inherited_env.clone(),
-        document_root: cfg.root.clone().unwrap_or_else(|| cfg.cgi_bin.clone()),
-    };
-    let limits = Limits {
-        timeout: cfg.timeout,
-        grace: Duration::from_secs(2),
-        max_output: cfg.max_output,
-        stderr: Default::default(),
-    };
-    let Remote { mut routes, mut fastcgi_pages, http_prefixes } =
-        remote_backends(&cfg, &env, &limits, local_url(control_addr))?;
-    routes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
-    fastcgi_pages.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
-    let cgi = Arc::new(CgiBackend::new(env, limits, cfg.max_procs));
-    let cluster = match &cfg.redis {
-        Some(url) => Some(crate::cluster::Cluster::new(url, crate::cluster::new_instance_id(), cfg.cluster_queue)?),
-        None => None,
-    };
-    let hub = match &cluster {
-        Some(c) => Arc::new(Hub::new(cfg.out_queue).with_presence(c.presence_sender())),
-        None => Arc::new(Hub::new(cfg.out_queue)),
-    };
-    if let Some(c) = &cluster {
-        c.start(hub.clone());
-    }
-    let app = App(Arc::new(AppInner {
-        hub,
-        cluster,
-        backend: cgi.clone(),
-        routes,
-        fastcgi_pages,
-        cgi,
-        root: cfg.root.clone(),
-        resolver: Resolver::new(cfg.cgi_bin.clone(), cfg.script.clone(), cfg.handlers.clone())
-            .with_remote_prefixes(cfg.fastcgi.iter().map(|(p, _)| p.clone()).collect())
-            .with_http_prefixes(http_prefixes),
-        port: public_addr.port(),
-        max_message: cfg.max_message,
-        max_queue: cfg.max_queue,
-        api_token: cfg.api_token.clone(),
-        conn_limits: crate::ws::limits::ConnLimits::new(cfg.max_connections, cfg.max_connections_per_ip),
-        ping_interval: cfg.ping_interval,
-        allow_origin: cfg.allow_origin.clone(),
-        events: cfg.events,
-        api_hosts: crate::hosts::AllowedHosts::new(control_addr, &cfg.api_allow_host),
-        api_max_body: cfg.api_max_body,
-        public_hosts: crate::hosts::PublicHosts::new(public_addr, &cfg.allow_host),
-        queue_budget: crate::ws::limits::QueueBudget::new(cfg.max_queue_bytes, cfg.max_queue_bytes_total),
-    }));
+    let app = build_app(&cfg, public_addr, control_addr)?;
 
     let mut site = tide::with_state(app.clone());
     site.at("/").all(crate::public::handle);
@@ -238,6 +186,63 @@ pub fn run(cfg: Config) -> Result<(), String> {
         shutdown(&app, &cfg, &mut signals).await;
         Ok(())
     })
+}
+
+/// The shared state: backends and their routes, the hub (and the cluster
+/// behind it), and the settings handlers need, all decided here once.
+fn build_app(cfg: &Config, public_addr: SocketAddr, control_addr: SocketAddr) -> Result<App, String> {
+    let env = EnvSettings {
+        api_url: local_url(control_addr),
+        api_token: cfg.api_token.clone().unwrap_or_default(),
+        inherited: cfg.inherited_env.clone(),
+        document_root: cfg.root.clone().unwrap_or_else(|| cfg.cgi_bin.clone()),
+    };
+    let limits = Limits {
+        timeout: cfg.timeout,
+        grace: Duration::from_secs(2),
+        max_output: cfg.max_output,
+        stderr: Default::default(),
+    };
+    let Remote { mut routes, mut fastcgi_pages, http_prefixes } =
+        remote_backends(cfg, &env, &limits, local_url(control_addr))?;
+    routes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+    fastcgi_pages.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+    let cgi = Arc::new(CgiBackend::new(env, limits, cfg.max_procs));
+    let cluster = match &cfg.redis {
+        Some(url) => Some(crate::cluster::Cluster::new(url, crate::cluster::new_instance_id(), cfg.cluster_queue)?),
+        None => None,
+    };
+    let hub = match &cluster {
+        Some(c) => Arc::new(Hub::new(cfg.out_queue).with_presence(c.presence_sender())),
+        None => Arc::new(Hub::new(cfg.out_queue)),
+    };
+    if let Some(c) = &cluster {
+        c.start(hub.clone());
+    }
+    Ok(App(Arc::new(AppInner {
+        hub,
+        cluster,
+        backend: cgi.clone(),
+        routes,
+        fastcgi_pages,
+        cgi,
+        root: cfg.root.clone(),
+        resolver: Resolver::new(cfg.cgi_bin.clone(), cfg.script.clone(), cfg.handlers.clone())
+            .with_remote_prefixes(cfg.fastcgi.iter().map(|(p, _)| p.clone()).collect())
+            .with_http_prefixes(http_prefixes),
+        port: public_addr.port(),
+        max_message: cfg.max_message,
+        max_queue: cfg.max_queue,
+        api_token: cfg.api_token.clone(),
+        conn_limits: crate::ws::limits::ConnLimits::new(cfg.max_connections, cfg.max_connections_per_ip),
+        ping_interval: cfg.ping_interval,
+        allow_origin: cfg.allow_origin.clone(),
+        events: cfg.events,
+        api_hosts: crate::hosts::AllowedHosts::new(control_addr, &cfg.api_allow_host),
+        api_max_body: cfg.api_max_body,
+        public_hosts: crate::hosts::PublicHosts::new(public_addr, &cfg.allow_host),
+        queue_budget: crate::ws::limits::QueueBudget::new(cfg.max_queue_bytes, cfg.max_queue_bytes_total),
+    })))
 }
 
 fn listener(cfg: &Config, name: &'static str, one_request: bool) -> crate::listen::Listener {

@@ -57,7 +57,7 @@ proptest! {
     }
 
     #[test]
-    fn send_and_room_directives_keep_their_text(id in "[a-f0-9]{1,32}", room in "[^\\s]{1,20}", text in "[^\r\n]{0,80}") {
+    fn send_and_room_directives_keep_their_text(id in "[a-f0-9]{1,32}", room in "[^\\s\\x00]{1,20}", text in "[^\r\n]{0,80}") {
         let m = me();
         let ctx = Context::Script { conn: &m, endpoint: "/e" };
         let want = Action::Send { to: ConnId::parse(&id).expect("valid id"), msg: Message::text(text.as_str()) };
