@@ -32,88 +32,10 @@ pub fn run(args: TryArgs) -> Result<(), String> {
 }
 
 async fn try_once(args: TryArgs) -> Result<ExitCode, String> {
-    let filename = args.script.canonicalize().map_err(|e| format!("{}: {e}", args.script.display()))?;
-    if !filename.is_file() {
-        return Err(format!("{}: not a regular file", args.script.display()));
-    }
-    let handlers = parse_handlers(&args.handlers)?;
-    let ext = filename.extension().and_then(|e| e.to_str()).unwrap_or("");
-    let interpreter = handlers.iter().find(|(e, _)| e == ext).map(|(_, c)| c.clone());
-    let name = filename.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let target = Target {
-        filename: filename.clone(),
-        script_name: format!("/{name}"),
-        path_info: args.path_info.clone(),
-        interpreter,
-    };
-
-    let payload = match (&args.data, &args.data_file) {
-        (Some(d), _) => d.clone().into_bytes(),
-        (None, Some(f)) => std::fs::read(f).map_err(|e| format!("--data-file {}: {e}", f.display()))?,
-        (None, None) => Vec::new(),
-    };
-    let kind = match args.event {
-        EventArg::Open => EventKind::Open,
-        EventArg::Message => {
-            if !args.binary && std::str::from_utf8(&payload).is_err() {
-                return Err("the payload is not UTF-8; add --binary to send it as a binary message".into());
-            }
-            EventKind::Message { payload: payload.into(), binary: args.binary }
-        }
-        EventArg::Close => {
-            EventKind::Close { code: args.close_code, reason: args.close_reason.clone(), cause: CloseCause::Client }
-        }
-    };
-    let mut headers = vec![("Host".to_owned(), "localhost:8080".to_owned())];
-    for h in &args.headers {
-        let (n, v) = h.split_once(':').ok_or_else(|| format!("--header {h:?}: expected NAME: VALUE"))?;
-        headers.push((n.trim().to_owned(), v.trim().to_owned()));
-    }
-    let mut meta = Vec::new();
-    for m in &args.meta {
-        let (k, v) = m.split_once('=').ok_or_else(|| format!("--meta {m:?}: expected KEY=VALUE"))?;
-        meta.push((k.to_owned(), v.to_owned()));
-    }
-    meta.sort();
-    let mut rooms = args.rooms.clone();
-    rooms.sort();
-    let uri = format!(
-        "{}{}{}{}",
-        target.script_name,
-        target.path_info,
-        if args.query.is_empty() { "" } else { "?" },
-        args.query
-    );
-    let request = RequestInfo {
-        method: "GET".into(),
-        uri,
-        query: args.query.clone(),
-        headers,
-        remote_addr: "127.0.0.1".into(),
-        remote_port: "50000".into(),
-        server_name: "localhost".into(),
-        server_port: "8080".into(),
-    };
-    let id = ConnId::random();
-    let event = Event { kind, conn: Arc::new(ConnInfo { id: id.clone(), target, request }), rooms, meta };
-
+    let event = build_event(&args)?;
+    let id = event.conn.id.clone();
     let stderr = Arc::new(Mutex::new(Vec::new()));
-    let env = EnvSettings {
-        api_url: args.api_url.clone(),
-        api_token: args.api_token.clone(),
-        inherited: inherited_env(&args.pass_env)?,
-        document_root: filename.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
-    };
-    if !(args.timeout > 0.0 && args.timeout.is_finite()) {
-        return Err("--timeout must be a positive number of seconds".into());
-    }
-    let limits = Limits {
-        timeout: Duration::from_secs_f64(args.timeout),
-        grace: Duration::from_secs(2),
-        max_output: 4 << 20,
-        stderr: Stderr::Collect(stderr.clone()),
-    };
-    let backend = CgiBackend::new(env, limits, 1);
+    let backend = backend(&args, &event.conn.target.filename, stderr.clone())?;
 
     println!("event:    {} for connection {id}", describe_event(&event.kind));
     let started = Instant::now();
@@ -145,15 +67,7 @@ async fn try_once(args: TryArgs) -> Result<ExitCode, String> {
     if left > 0 {
         println!("stopped:  {left} process group(s) the script left running (SIGTERM, SIGKILL after the grace period)");
     }
-    // The stderr reader drops its handle when the pipe closes.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Arc::strong_count(&stderr) > 2 && Instant::now() < deadline {
-        runtime::sleep(Duration::from_millis(2)).await;
-    }
-    let err = String::from_utf8_lossy(&stderr.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
-    for line in err.lines() {
-        println!("stderr:   {line}");
-    }
+    print_stderr(&stderr).await;
     let code = match &outcome {
         Outcome::Success => {
             println!("exit:     ok");
@@ -166,6 +80,98 @@ async fn try_once(args: TryArgs) -> Result<ExitCode, String> {
     };
     println!("duration: {took:.1?}");
     Ok(code)
+}
+
+/// The event the flags describe, for the script they name.
+fn build_event(args: &TryArgs) -> Result<Event, String> {
+    let filename = args.script.canonicalize().map_err(|e| format!("{}: {e}", args.script.display()))?;
+    if !filename.is_file() {
+        return Err(format!("{}: not a regular file", args.script.display()));
+    }
+    let handlers = parse_handlers(&args.handlers)?;
+    let ext = filename.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let interpreter = handlers.iter().find(|(e, _)| e == ext).map(|(_, c)| c.clone());
+    let name = filename.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let target = Target { filename, script_name: format!("/{name}"), path_info: args.path_info.clone(), interpreter };
+    let kind = event_kind(args)?;
+    let mut headers = vec![("Host".to_owned(), "localhost:8080".to_owned())];
+    for h in &args.headers {
+        let (n, v) = h.split_once(':').ok_or_else(|| format!("--header {h:?}: expected NAME: VALUE"))?;
+        headers.push((n.trim().to_owned(), v.trim().to_owned()));
+    }
+    let mut meta = Vec::new();
+    for m in &args.meta {
+        let (k, v) = m.split_once('=').ok_or_else(|| format!("--meta {m:?}: expected KEY=VALUE"))?;
+        meta.push((k.to_owned(), v.to_owned()));
+    }
+    meta.sort();
+    let mut rooms = args.rooms.clone();
+    rooms.sort();
+    let query = if args.query.is_empty() { String::new() } else { format!("?{}", args.query) };
+    let request = RequestInfo {
+        method: "GET".into(),
+        uri: format!("{}{}{query}", target.script_name, target.path_info),
+        query: args.query.clone(),
+        headers,
+        remote_addr: "127.0.0.1".into(),
+        remote_port: "50000".into(),
+        server_name: "localhost".into(),
+        server_port: "8080".into(),
+    };
+    Ok(Event { kind, conn: Arc::new(ConnInfo { id: ConnId::random(), target, request }), rooms, meta })
+}
+
+fn event_kind(args: &TryArgs) -> Result<EventKind, String> {
+    let payload = match (&args.data, &args.data_file) {
+        (Some(d), _) => d.clone().into_bytes(),
+        (None, Some(f)) => std::fs::read(f).map_err(|e| format!("--data-file {}: {e}", f.display()))?,
+        (None, None) => Vec::new(),
+    };
+    Ok(match args.event {
+        EventArg::Open => EventKind::Open,
+        EventArg::Message => {
+            if !args.binary && std::str::from_utf8(&payload).is_err() {
+                return Err("the payload is not UTF-8; add --binary to send it as a binary message".into());
+            }
+            EventKind::Message { payload: payload.into(), binary: args.binary }
+        }
+        EventArg::Close => {
+            EventKind::Close { code: args.close_code, reason: args.close_reason.clone(), cause: CloseCause::Client }
+        }
+    })
+}
+
+/// The CGI backend as the server would run it, with stderr collected.
+fn backend(args: &TryArgs, filename: &std::path::Path, stderr: Arc<Mutex<Vec<u8>>>) -> Result<CgiBackend, String> {
+    let env = EnvSettings {
+        api_url: args.api_url.clone(),
+        api_token: args.api_token.clone(),
+        inherited: inherited_env(&args.pass_env)?,
+        document_root: filename.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
+    };
+    if !(args.timeout > 0.0 && args.timeout.is_finite()) {
+        return Err("--timeout must be a positive number of seconds".into());
+    }
+    let limits = Limits {
+        timeout: Duration::from_secs_f64(args.timeout),
+        grace: Duration::from_secs(2),
+        max_output: 4 << 20,
+        stderr: Stderr::Collect(stderr),
+    };
+    Ok(CgiBackend::new(env, limits, 1))
+}
+
+/// Prints what the script wrote to stderr, once the reader has it all.
+async fn print_stderr(stderr: &Arc<Mutex<Vec<u8>>>) {
+    // The stderr reader drops its handle when the pipe closes.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Arc::strong_count(stderr) > 2 && Instant::now() < deadline {
+        runtime::sleep(Duration::from_millis(2)).await;
+    }
+    let err = String::from_utf8_lossy(&stderr.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+    for line in err.lines() {
+        println!("stderr:   {line}");
+    }
 }
 
 fn describe_event(k: &EventKind) -> String {
