@@ -16,11 +16,20 @@ def run(binary, framing):
                % (port, "Transfer-Encoding: chunked" if framing == "chunked" else "Content-Length: %d" % total)).encode())
     piece = b"x" * (1 << 20)
     t = time.time()
-    for _ in range(total >> 20):
-        s.sendall((b"100000\r\n" + piece + b"\r\n") if framing == "chunked" else piece)
-    if framing == "chunked": s.sendall(b"0\r\n\r\n")
+    sent = 0
+    try:
+        for _ in range(total >> 20):
+            s.sendall((b"100000\r\n" + piece + b"\r\n") if framing == "chunked" else piece)
+            sent += 1
+        if framing == "chunked": s.sendall(b"0\r\n\r\n")
+    except OSError:
+        pass  # the server answered and closed: it stopped reading
     s.settimeout(60)
-    status = s.recv(64).split(b"\r\n")[0].decode()
+    try:
+        status = s.recv(64).split(b"\r\n")[0].decode()
+    except OSError as e:
+        status = "(connection %s)" % e.strerror
+    status += ", %d of %d MiB sent" % (sent, total >> 20)
     s.close()
     print("%-12s %-14s startup %4d MB  peak %4d MB  %s  (%.1fs)" % (binary.split("/")[-1], framing, before, hwm(p.pid), status, time.time() - t))
     p.kill(); p.wait()
