@@ -75,11 +75,7 @@ pub struct AllowedHosts {
 
 impl AllowedHosts {
     pub fn new(bound: SocketAddr, extra: &[HostPattern]) -> AllowedHosts {
-        let ip = match bound {
-            SocketAddr::V4(a) => a.ip().to_string(),
-            SocketAddr::V6(a) => format!("[{}]", a.ip()),
-        };
-        let mut own = vec![ip];
+        let mut own = vec![ip_name(bound.ip())];
         if bound.ip().is_loopback() {
             own.extend(["localhost", "127.0.0.1", "[::1]"].map(str::to_owned));
         }
@@ -97,6 +93,14 @@ impl AllowedHosts {
     /// The URL to give a user who used another one.
     pub fn url(&self) -> String {
         format!("http://{}:{}", self.own[0], self.port)
+    }
+}
+
+/// An address as it stands in a `Host` header: `[…]` around IPv6.
+fn ip_name(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("[{ip}]"),
     }
 }
 
@@ -120,11 +124,8 @@ pub struct PublicHosts {
 
 impl PublicHosts {
     pub fn new(bound: SocketAddr, extra: &[HostPattern]) -> PublicHosts {
-        let bound_name = match bound {
-            SocketAddr::V4(a) => a.ip().to_string(),
-            SocketAddr::V6(a) => format!("[{}]", a.ip()),
-        };
-        PublicHosts { checked: bound.ip().is_loopback() || !extra.is_empty(), bound: bound_name, extra: extra.to_vec() }
+        let checked = bound.ip().is_loopback() || !extra.is_empty();
+        PublicHosts { checked, bound: ip_name(bound.ip()), extra: extra.to_vec() }
     }
 
     /// `true` when a request with this Host header (if any) may be served.

@@ -100,19 +100,14 @@ fn bind(addr: &str, flag: &str) -> Result<(TcpListener, SocketAddr), String> {
 }
 
 /// The address a local script uses to reach a listener bound to `a`.
-fn local_url(a: SocketAddr) -> String {
-    let ip = if a.ip().is_unspecified() {
-        if a.is_ipv4() {
-            "127.0.0.1".to_owned()
-        } else {
-            "[::1]".to_owned()
-        }
-    } else if a.is_ipv6() {
-        format!("[{}]", a.ip())
-    } else {
-        a.ip().to_string()
-    };
-    format!("http://{ip}:{}", a.port())
+fn local_url(mut a: SocketAddr) -> String {
+    if a.ip().is_unspecified() {
+        a.set_ip(match a {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("http://{a}")
 }
 
 /// Raises the soft limit on open files to the hard one (every connection,
@@ -161,8 +156,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
     let mut signals = async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     warn_missing_handlers(&cfg, &app.resolver);
-    println!("ws2http: listening on {}", local_url_display(public_addr));
-    println!("ws2http: control API on {}", local_url_display(control_addr));
+    println!("ws2http: listening on http://{public_addr}");
+    println!("ws2http: control API on http://{control_addr}");
     if let Some(s) = &cfg.script {
         log::info!("single-script mode: every path runs {}", s.display());
     } else {
@@ -251,14 +246,6 @@ fn listener(cfg: &Config, name: &'static str, one_request: bool) -> crate::liste
         options: crate::http1::conn::Options { max_head: cfg.max_request_head, timeout: cfg.http_timeout, one_request },
         max_connections: cfg.max_http_connections,
         max_per_ip: cfg.max_http_connections_per_ip,
-    }
-}
-
-fn local_url_display(a: SocketAddr) -> String {
-    if a.is_ipv6() {
-        format!("http://[{}]:{}", a.ip(), a.port())
-    } else {
-        format!("http://{a}")
     }
 }
 
