@@ -136,18 +136,31 @@ pub async fn serve<S: Clone + Send + Sync + 'static>(
             }
             Err(full) => {
                 log.note(settings.name, &ip, &full);
-                runtime::spawn(refuse_busy(stream, peer, options.timeout));
+                refuse_busy(stream, peer).await;
             }
         }
     }
 }
 
-/// Answers a connection over the limits with 503 and closes it.
-async fn refuse_busy(mut stream: async_std::net::TcpStream, peer: SocketAddr, timeout: Duration) {
+/// Answers a connection over the limits with 503 and closes it at once,
+/// right in the accept loop: the answer fits the socket's send buffer, so
+/// one write that does not wait is enough, and a flood of refused
+/// connections holds no task and no descriptor.
+async fn refuse_busy(mut stream: async_std::net::TcpStream, peer: SocketAddr) {
+    use futures_lite::future::poll_once;
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
     let text = "Service Unavailable: too many connections; try again later";
-    if crate::http1::response::refuse(&mut stream, 503, text, "retry-after: 5\r\n", timeout).await.is_ok() {
-        crate::http1::response::linger_close(&stream).await;
+    let _ = poll_once(stream.write_all(&crate::http1::response::refusal(503, text, "retry-after: 5\r\n"))).await;
+    // What already arrived is read and dropped, so that closing with unread
+    // bytes does not reset the answer away.
+    let mut scratch = [0u8; 4096];
+    for _ in 0..4 {
+        match poll_once(stream.read(&mut scratch)).await {
+            Some(Ok(n)) if n > 0 => continue,
+            _ => break,
+        }
     }
+    let _ = stream.shutdown(std::net::Shutdown::Write);
     log::debug!("{peer}: refused (connection limits)");
 }
 

@@ -101,7 +101,7 @@ pub async fn serve<S: Clone + Send + Sync + 'static>(
 async fn refuse(out: &mut TcpStream, peer: SocketAddr, r: &Refusal, opts: &Options) {
     log::info!("{peer}: refused a request with {}: {}", r.status, r.why);
     let text = format!("{}: {}", response::reason(r.status), r.why);
-    if response::refuse(out, r.status, &text, "", opts.timeout).await.is_ok() {
+    if response::refuse(out, r.status, &text, opts.timeout).await.is_ok() {
         response::linger_close(out).await;
     }
 }

@@ -189,17 +189,22 @@ async fn send(out: &mut TcpStream, bytes: &[u8], stall: Duration) -> io::Result<
     }
 }
 
-/// A plain-text answer that ends the connection (refused requests).
-pub async fn refuse(out: &mut TcpStream, status: u16, text: &str, extra: &str, stall: Duration) -> io::Result<()> {
-    let body = format!("{text}\n");
-    let head = format!(
+/// A plain-text answer that ends the connection, as bytes: `extra` is
+/// more header lines, each ending in CRLF.
+pub fn refusal(status: u16, text: &str, extra: &str) -> Vec<u8> {
+    format!(
         "HTTP/1.1 {status} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n{extra}\
-         date: {}\r\nconnection: close\r\n\r\n",
+         date: {}\r\nconnection: close\r\n\r\n{text}\n",
         reason(status),
-        body.len(),
+        text.len() + 1,
         httpdate::fmt_http_date(SystemTime::now())
-    );
-    send(out, format!("{head}{body}").as_bytes(), stall).await
+    )
+    .into_bytes()
+}
+
+/// Sends a [`refusal`] (refused requests).
+pub async fn refuse(out: &mut TcpStream, status: u16, text: &str, stall: Duration) -> io::Result<()> {
+    send(out, &refusal(status, text, ""), stall).await
 }
 
 /// Closes without losing the answer just written: a client still sending
