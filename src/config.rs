@@ -57,7 +57,7 @@ pub struct Cli {
     /// Pass this variable of the server's environment on to scripts (repeatable)
     #[arg(long = "pass-env", env = "WS2HTTP_PASS_ENV", value_name = "NAME", value_delimiter = ',')]
     pub pass_env: Vec<String>,
-    /// Seconds a script may run before its process group is terminated
+    /// Seconds a script and every process it starts may run (its process group is then terminated)
     #[arg(long, env = "WS2HTTP_TIMEOUT", default_value_t = 30.0, value_name = "SECS")]
     pub timeout: f64,
     /// Scripts running at once across all connections [default: 4 x cores]
