@@ -278,3 +278,18 @@ async fn a_hundred_timed_out_requests_and_events_leave_nothing() {
     assert_eq!(zombies, Ok(0), "zombie children of the server");
     drop(conns);
 }
+
+/// README's "Push from outside" demo: cgi-bin/clock.sh starts a background
+/// job on open that pushes ten ticks through the control API, one a second.
+/// The job lives within its group's budget (30 s by default) and is left alone.
+#[async_std::test]
+async fn the_clock_demo_ticks_ten_times_within_its_budget() {
+    let s = Server::start_in(&Path::new(env!("CARGO_MANIFEST_DIR")).join("cgi-bin"), &[]);
+    let mut ws = connect(&s.url("/clock.sh")).await;
+    assert_eq!(next_text(&mut ws).await, "clock started");
+    for i in 1..=10 {
+        let tick = next_text(&mut ws).await;
+        assert!(tick.starts_with(&format!("tick {i}/10: ")), "{tick}");
+    }
+    assert!(!s.log().contains("end of its budget"), "{}", s.log());
+}
