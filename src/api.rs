@@ -19,7 +19,6 @@
 //! from its Content-Length before reading anything, or as soon as a chunked
 //! body passes the cap.
 
-use futures_lite::AsyncReadExt;
 use percent_encoding::percent_decode_str;
 use serde_json::json;
 use tide::{Next, Request, Response, StatusCode};
@@ -366,19 +365,20 @@ struct BodyCap {
 /// (chunked) is read up to one byte past the cap, then refused. Only what
 /// the cap allows is ever held in memory.
 async fn read_body(req: &mut Request<App>, cap: BodyCap) -> Result<Vec<u8>, tide::Result> {
-    if let Some(declared) = req.len().filter(|&n| n > cap.bytes) {
-        return Err(too_large(req, &format!("Content-Length {declared}"), cap));
+    use crate::http1::body::{read_whole, ReadError};
+    let declared = req.len();
+    let timeout = req.state().http_timeout;
+    let mut body = req.take_body();
+    match read_whole(&mut body, declared, cap.bytes, timeout, |_| true).await {
+        Ok(buf) => Ok(buf),
+        Err(ReadError::TooLarge) => {
+            let what = declared.map_or("chunked body".to_owned(), |n| format!("Content-Length {n}"));
+            Err(too_large(req, &what, cap))
+        }
+        Err(ReadError::TooSlow) => Err(error(StatusCode::RequestTimeout, "the body came too slowly")),
+        Err(ReadError::Broken(e)) => Err(error(StatusCode::BadRequest, format!("cannot read the body: {e}"))),
+        Err(ReadError::Busy) => Err(error(StatusCode::ServiceUnavailable, "busy; try again later")),
     }
-    let mut buf = Vec::with_capacity(req.len().unwrap_or(0).min(cap.bytes));
-    let limit = u64::try_from(cap.bytes).unwrap_or(u64::MAX).saturating_add(1);
-    let read = req.take_body().take(limit).read_to_end(&mut buf).await;
-    if let Err(e) = read {
-        return Err(error(StatusCode::BadRequest, format!("cannot read the body: {e}")));
-    }
-    if buf.len() > cap.bytes {
-        return Err(too_large(req, "chunked body", cap));
-    }
-    Ok(buf)
 }
 
 /// 413 for a body over its cap, with one log line. The connection is closed

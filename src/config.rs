@@ -101,7 +101,7 @@ pub struct Cli {
     )]
     pub events: Vec<EventArg>,
     /// HTTP connections open at once on each listener, WebSocket handshakes included (beyond it: 503)
-    #[arg(long, env = "WS2HTTP_MAX_HTTP_CONNECTIONS", default_value_t = 1024, value_name = "N")]
+    #[arg(long, env = "WS2HTTP_MAX_HTTP_CONNECTIONS", default_value_t = 4096, value_name = "N")]
     pub max_http_connections: usize,
     /// HTTP connections open at once from one IP address, on each listener (beyond it: 503)
     #[arg(long, env = "WS2HTTP_MAX_HTTP_CONNECTIONS_PER_IP", default_value_t = 256, value_name = "N")]
@@ -113,6 +113,13 @@ pub struct Cli {
     /// Largest request head (request line and headers) in bytes (beyond it: 414 or 431)
     #[arg(long, env = "WS2HTTP_MAX_REQUEST_HEAD", default_value_t = 16 * 1024, value_name = "BYTES")]
     pub max_request_head: usize,
+    /// Largest request body a page request may send to a script (read whole before the script
+    /// runs; bigger: 413)
+    #[arg(long, env = "WS2HTTP_MAX_REQUEST_BODY", default_value_t = 8 << 20, value_name = "BYTES")]
+    pub max_request_body: usize,
+    /// Bytes of request bodies held at once for scripts, all requests together (beyond it: 503)
+    #[arg(long, env = "WS2HTTP_MAX_REQUEST_BODY_TOTAL", default_value_t = 64 << 20, value_name = "BYTES")]
+    pub max_request_body_total: usize,
     /// More log output (-v debug, -vv trace); RUST_LOG overrides
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,
@@ -272,6 +279,8 @@ pub struct Config {
     pub max_http_connections_per_ip: usize,
     pub http_timeout: Duration,
     pub max_request_head: usize,
+    pub max_request_body: usize,
+    pub max_request_body_total: usize,
     /// Path prefix → FastCGI server.
     pub fastcgi: Vec<(String, crate::fastcgi::Address)>,
     /// Path prefix → URL of the HTTP backend.
@@ -351,7 +360,7 @@ pub fn split_route(s: &str) -> (String, &str) {
 impl Cli {
     pub fn into_config(self) -> Result<Config, String> {
         self.check_api()?;
-        self.check_durations()?;
+        self.check_numbers()?;
         let (cgi_bin, script, root) = self.paths()?;
         let handlers = parse_handlers(&self.handlers)?;
         // parse_handlers appends the default ones after those of the flags.
@@ -386,6 +395,8 @@ impl Cli {
             max_http_connections_per_ip: self.max_http_connections_per_ip.max(1),
             http_timeout: Duration::from_secs_f64(self.http_timeout),
             max_request_head: self.max_request_head.max(1024),
+            max_request_body: self.max_request_body,
+            max_request_body_total: self.max_request_body_total,
             fastcgi: self
                 .fastcgi
                 .iter()
@@ -428,7 +439,7 @@ impl Cli {
         Ok(())
     }
 
-    fn check_durations(&self) -> Result<(), String> {
+    fn check_numbers(&self) -> Result<(), String> {
         if !(self.ping_interval >= 0.0 && self.ping_interval.is_finite()) {
             return Err(format!("--ping-interval {}: must be 0 (off) or a number of seconds", self.ping_interval));
         }
@@ -437,6 +448,13 @@ impl Cli {
                 "--max-request-head {}: at most {MAX_REQUEST_HEAD} (the head becomes every script's environment, \
                  which the OS bounds)",
                 self.max_request_head
+            ));
+        }
+        if self.max_request_body > self.max_request_body_total {
+            return Err(format!(
+                "--max-request-body {} is larger than --max-request-body-total {}: no such body could be held; \
+                 raise --max-request-body-total or lower --max-request-body",
+                self.max_request_body, self.max_request_body_total
             ));
         }
         for (flag, secs) in [("--http-timeout", self.http_timeout), ("--timeout", self.timeout)] {

@@ -193,11 +193,7 @@ impl FastCgiBackend {
     /// small, and the FastCGI client returns the whole response.
     pub async fn serve_http(&self, info: &RequestInfo, target: &Target, body: RequestBody) -> Reply {
         let label = format!("{} {} {} (fastcgi {})", info.method, target.endpoint(), info.remote_addr, self.address);
-        let mut input = Vec::new();
-        let mut reader = body.body;
-        if let Err(e) = futures_lite::io::AsyncReadExt::read_to_end(&mut reader, &mut input).await {
-            return plain(tide::StatusCode::BadRequest, &format!("cannot read the request body: {e}"));
-        }
+        let input = body.body;
         let mut env = Vec::new();
         page_env(&mut env, &self.env, info, target, Some(input.len() as u64), body.content_type.as_deref());
         let mut params = Params::default();

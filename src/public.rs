@@ -2,7 +2,7 @@
 //! a plain request runs a script as classic CGI (spawned or through
 //! FastCGI), or gets a static file from `--root`, or the start page.
 
-use tide::{Body, Request, Response, StatusCode};
+use tide::{Request, Response, StatusCode};
 
 use crate::cgi::{self, resolve::Resolved};
 use crate::request::text_response as text;
@@ -25,12 +25,9 @@ pub async fn handle(mut req: Request<App>) -> tide::Result {
     let app = req.state().clone();
     let mut info = crate::request::request_info(&req, app.port);
     let (mut path, _) = crate::request::raw_path_and_query(&req);
-    let length = req.len().map(|l| l as u64);
-    let content_type = req.ext::<crate::listen::RawHead>().map_or_else(
-        || req.header("Content-Type").map(|v| v.last().as_str().to_owned()),
-        |raw| raw.content_type.clone(),
-    );
-    let mut body = Some(cgi::http::RequestBody { body: req.take_body(), length, content_type });
+    // Read when a script is about to run (a static file or 404 needs no
+    // body); a local redirect runs its script with an empty one.
+    let mut body = None;
     for _ in 0..=MAX_LOCAL_REDIRECTS {
         // In single-script mode the script speaks WebSocket only.
         let resolved = if app.resolver.is_single() { Resolved::NotFound } else { app.resolver.resolve(&path) };
@@ -45,8 +42,13 @@ pub async fn handle(mut req: Request<App>) -> tide::Result {
             }
             Resolved::NotFound => return Ok(fallback(&app, &path, &req).await),
         };
-        let request_body =
-            body.take().unwrap_or(cgi::http::RequestBody { body: Body::empty(), length: None, content_type: None });
+        let request_body = match body.take() {
+            Some(b) => b,
+            None => match script_body(&mut req, &info).await {
+                Ok(b) => b,
+                Err(refused) => return Ok(refused),
+            },
+        };
         let fastcgi = app.fastcgi_pages.iter().find(|(p, _)| cgi::resolve::has_prefix(&target.script_name, p));
         let reply = match fastcgi {
             Some((_, f)) => f.serve_http(&info, &target, request_body).await,
@@ -55,6 +57,7 @@ pub async fn handle(mut req: Request<App>) -> tide::Result {
         match reply {
             cgi::http::Reply::Response(r) => return Ok(*r),
             cgi::http::Reply::LocalRedirect(location) => {
+                body = Some(Default::default());
                 log::debug!("{path}: local redirect to {location}");
                 let (p, q) = location.split_once('?').unwrap_or((&location, ""));
                 path = p.to_owned();
@@ -81,10 +84,47 @@ fn misdirected(req: &Request<App>) -> Option<Response> {
          rebinding, or a name to allow with --allow-host)",
         req.peer_addr().unwrap_or("?")
     );
-    Some(text(
+    let mut r = text(
         StatusCode::MisdirectedRequest,
         &format!("this server does not answer to {host:?}; start ws2http with --allow-host NAME to serve that name"),
-    ))
+    );
+    r.insert_header("Connection", "close");
+    Some(r)
+}
+
+/// The request body for a script, read whole before the script runs (see
+/// [`crate::http1::body`]); a refusal (413, 503, 400, 408) closes the
+/// connection.
+async fn script_body(
+    req: &mut Request<App>,
+    info: &crate::event::RequestInfo,
+) -> Result<cgi::http::RequestBody, Response> {
+    use crate::http1::body::{read_for_script, ReadError};
+    let app = req.state().clone();
+    let content_type = req.ext::<crate::listen::RawHead>().and_then(|raw| raw.content_type.clone());
+    let declared = req.len();
+    let mut reader = req.take_body();
+    let read = read_for_script(&mut reader, declared, &app.body_budget, app.http_timeout).await;
+    let (status, why) = match read {
+        Ok(body) => return Ok(cgi::http::RequestBody { body, content_type }),
+        Err(ReadError::TooLarge) => (
+            StatusCode::PayloadTooLarge,
+            format!("the body is over {} bytes (--max-request-body)", app.body_budget.per_request),
+        ),
+        Err(ReadError::Busy) => (
+            StatusCode::ServiceUnavailable,
+            "too many request bodies held at once (--max-request-body-total); try again later".to_owned(),
+        ),
+        Err(ReadError::Broken(e)) => (StatusCode::BadRequest, format!("the body is malformed or ended early: {e}")),
+        Err(ReadError::TooSlow) => (StatusCode::RequestTimeout, "the body came too slowly".to_owned()),
+    };
+    log::warn!("{} {} {}: refused with {}: {why}", info.method, info.uri, info.remote_addr, u16::from(status));
+    let mut r = text(status, &why);
+    r.insert_header("Connection", "close");
+    if status == StatusCode::ServiceUnavailable {
+        r.insert_header("Retry-After", "5");
+    }
+    Err(r)
 }
 
 /// No script: a static file, the start page, or 404.

@@ -55,6 +55,10 @@ pub struct AppInner {
     pub api_max_body: usize,
     /// The names the public listener answers to.
     pub public_hosts: crate::hosts::PublicHosts,
+    /// Request bodies for scripts (`--max-request-body`, `--max-request-body-total`).
+    pub body_budget: Arc<crate::http1::body::BodyBudget>,
+    /// `--http-timeout`: how long a client may take to send a body (beyond its bytes).
+    pub http_timeout: Duration,
     /// Bytes of client messages held (`--max-queue-bytes`, `--max-queue-bytes-total`).
     pub queue_budget: Arc<crate::ws::limits::QueueBudget>,
 }
@@ -236,6 +240,8 @@ fn build_app(cfg: &Config, public_addr: SocketAddr, control_addr: SocketAddr) ->
         api_hosts: crate::hosts::AllowedHosts::new(control_addr, &cfg.api_allow_host),
         api_max_body: cfg.api_max_body,
         public_hosts: crate::hosts::PublicHosts::new(public_addr, &cfg.allow_host),
+        body_budget: crate::http1::body::BodyBudget::new(cfg.max_request_body, cfg.max_request_body_total),
+        http_timeout: cfg.http_timeout,
         queue_budget: crate::ws::limits::QueueBudget::new(cfg.max_queue_bytes, cfg.max_queue_bytes_total),
     })))
 }

@@ -391,3 +391,114 @@ fn a_loopback_listener_answers_only_to_its_own_names() {
     c.send(get("/env.sh").replace("127.0.0.1", "other.example.org").as_bytes());
     assert_eq!(c.response().status, 421);
 }
+
+#[test]
+fn a_slow_body_holds_no_script_slot() {
+    // One script at a time: a client trickling its body must not hold it.
+    let s = start(&["--max-procs", "1"]);
+    let mut slow = Conn::open(s.port);
+    slow.send(b"POST /upload.sh HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\nab");
+    for i in 0..3 {
+        let mut c = Conn::open(s.port);
+        c.send(get(&format!("/env.sh?other={i}")).as_bytes());
+        let r = c.response();
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    slow.send(b"cdefghij");
+    let r = slow.response();
+    assert_eq!((r.status, r.body.as_str()), (200, "body=abcdefghij"), "{r:?}");
+}
+
+#[test]
+fn a_broken_or_short_body_never_reaches_the_script() {
+    let s = start(&[]);
+    let cases: [&[u8]; 3] = [
+        b"POST /upload.sh HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\nEVIL!!\r\n0\r\n\r\n",
+        b"POST /upload.sh HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+        b"POST /upload.sh HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\nhello",
+    ];
+    for req in cases {
+        let mut c = Conn::open(s.port);
+        c.send(req);
+        let _ = c.s.shutdown(std::net::Shutdown::Write);
+        let r = c.response();
+        assert_eq!(r.status, 400, "{r:?}");
+        assert!(r.body.contains("ended early") || r.body.contains("malformed"), "{r:?}");
+    }
+    assert!(!s.log().contains("POST /upload.sh 127.0.0.1: ok"), "a script ran:\n{}", s.log());
+    // A chunked body that is fine reaches the script whole, with its length.
+    let mut c = Conn::open(s.port);
+    c.send(b"POST /env.sh HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n");
+    let r = c.response();
+    assert!(r.body.contains("length=5\n") && r.body.ends_with("body=abcde"), "{r:?}");
+}
+
+#[test]
+fn request_bodies_for_scripts_are_bounded_per_request_and_in_all() {
+    let s = start(&["--max-request-body", "1000", "--max-request-body-total", "1500"]);
+    let post = |len: &str| format!("POST /upload.sh HTTP/1.1\r\nHost: 127.0.0.1\r\n{len}\r\n\r\n");
+    let mut c = Conn::open(s.port);
+    c.send(post("Content-Length: 2000").as_bytes());
+    assert_eq!(c.response().status, 413);
+    let mut c = Conn::open(s.port);
+    c.send(post("Transfer-Encoding: chunked").as_bytes());
+    c.send(format!("7d0\r\n{}\r\n0\r\n\r\n", "x".repeat(2000)).as_bytes());
+    assert_eq!(c.response().status, 413);
+    // Two bodies of 1000 bytes at once do not fit 1500.
+    let mut first = Conn::open(s.port);
+    first.send(format!("{}x", post("Content-Length: 1000")).as_bytes());
+    wait_for("the first body to be held", || {
+        let mut c = Conn::open(s.port);
+        c.send(format!("{}{}", post("Content-Length: 1000"), "y".repeat(1000)).as_bytes());
+        let r = c.response();
+        (r.status == 503).then_some(r)
+    });
+    first.send("x".repeat(999).as_bytes());
+    let r = first.response();
+    assert_eq!(r.status, 200, "{r:?}");
+    s.wait_log("--max-request-body-total");
+}
+
+#[test]
+fn a_client_must_keep_sending_its_body_and_reading_its_response() {
+    let s = start(&["--http-timeout", "1"]);
+    // A byte every 0.4 s never stalls for a whole --http-timeout, but falls
+    // far behind the minimum rate: cut off.
+    let mut c = Conn::open(s.port);
+    c.send(b"POST /upload.sh HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n");
+    let mut answered = None;
+    for _ in 0..40 {
+        if c.s.write_all(b"z").is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(400));
+        c.s.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 64];
+        let got = c.s.read(&mut b);
+        c.s.set_nonblocking(false).unwrap();
+        if let Ok(n) = got {
+            answered = Some(String::from_utf8_lossy(&b[..n]).into_owned());
+            break;
+        }
+    }
+    let answered = answered.expect("the server gave up on the slow body");
+    assert!(answered.starts_with("HTTP/1.1 408") || answered.is_empty(), "{answered:?}");
+}
+
+#[test]
+fn methods_are_case_sensitive_and_upgrades_carry_no_body() {
+    let s = start(&[]);
+    let mut c = Conn::open(s.port);
+    c.send(b"get /env.sh HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    assert_eq!(c.response().status, 501);
+    let mut c = Conn::open(s.port);
+    let mut req = upgrade_request("/ws.sh", "Content-Length: 4\r\n").into_bytes();
+    req.extend([0x81, 0x82, 0, 0, 0, 0, b'h', b'i']);
+    c.send(&req);
+    assert_eq!(c.response().status, 400);
+    // A 421 ends the connection: a pipelined request after it is not served.
+    let mut c = Conn::open(s.port);
+    c.send(format!("{}{}", get("/env.sh").replace("127.0.0.1", "evil.example"), get("/env.sh")).as_bytes());
+    assert_eq!(c.response().status, 421);
+    assert!(c.closed() && c.buf.is_empty(), "{:?}", String::from_utf8_lossy(&c.buf));
+}

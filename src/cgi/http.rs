@@ -33,11 +33,10 @@ pub fn plain(status: StatusCode, text: &str) -> Reply {
     Reply::Response(Box::new(crate::request::text_response(status, text)))
 }
 
-/// The request body and what the client said about it.
+/// The request body, read whole ([`crate::http1::body`]), and its type.
+#[derive(Clone, Default)]
 pub struct RequestBody {
-    pub body: Body,
-    /// Content-Length, when the client sent one.
-    pub length: Option<u64>,
+    pub body: bytes::Bytes,
     /// Content-Type, when the client sent one.
     pub content_type: Option<String>,
 }
@@ -46,7 +45,7 @@ pub struct RequestBody {
 pub async fn run(cgi: &CgiBackend, info: &RequestInfo, target: &Target, body: RequestBody) -> Reply {
     let label = format!("{} {} {}", info.method, target.endpoint(), info.remote_addr);
     let mut env = spawn::EnvBlock::with_capacity(4096, 48);
-    page_env(&mut env, &cgi.env, info, target, body.length, body.content_type.as_deref());
+    page_env(&mut env, &cgi.env, info, target, Some(body.body.len() as u64), body.content_type.as_deref());
     crate::metrics::add(&crate::metrics::get().http_cgi_requests, 1);
     let permit = cgi.permit().await;
     let started = Instant::now();
@@ -59,12 +58,9 @@ pub async fn run(cgi: &CgiBackend, info: &RequestInfo, target: &Target, body: Re
             return plain(StatusCode::InternalServerError, "the script could not be started; see the server log");
         }
     };
-    if let Some(mut stdin) = child.stdin.take().and_then(|fd| async_io::Async::new(std::fs::File::from(fd)).ok()) {
-        let mut request_body = body.body;
-        runtime::spawn(async move {
-            // A script that does not read its input is fine.
-            let _ = futures_lite::io::copy(&mut request_body, &mut stdin).await;
-        });
+    if let Some(stdin) = child.stdin.take() {
+        // A script that does not read its input is fine.
+        spawn::feed(stdin, body.body);
     }
     log_stderr(&mut child, label.clone(), &cgi.limits.stderr);
     let Some(stdout) = child.stdout.take() else {

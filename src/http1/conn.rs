@@ -87,7 +87,12 @@ pub async fn serve<S: Clone + Send + Sync + 'static>(
             return;
         }
         match kept {
-            Ok(true) if input::discard_body(&input, DISCARD_LIMIT).await => continue,
+            // What is left of the body, read within --http-timeout in all.
+            Ok(true)
+                if runtime::timeout(opts.timeout, input::discard_body(&input, DISCARD_LIMIT)).await == Ok(true) =>
+            {
+                continue
+            }
             Ok(_) => return response::linger_close(&out).await,
             Err(e) => {
                 log::debug!("{peer}: the response could not be written: {e}");
@@ -113,8 +118,13 @@ fn request(
     peer: SocketAddr,
     local: Option<SocketAddr>,
 ) -> Result<(Request, Version, Method), Refusal> {
-    let method: Method =
-        head.method.parse().map_err(|_| Refusal::new(501, format!("method {} is not supported", head.method)))?;
+    // Methods are case-sensitive (RFC 9110 §9.1): `get` is not `GET`.
+    let method: Method = head
+        .method
+        .parse()
+        .ok()
+        .filter(|m: &Method| m.to_string() == head.method)
+        .ok_or_else(|| Refusal::new(501, format!("method {} is not supported", head.method)))?;
     let url = match head.target.starts_with('/') {
         true => {
             let host = head.host.clone().or_else(|| local.map(|a| a.to_string())).unwrap_or_else(|| "localhost".into());

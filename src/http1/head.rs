@@ -137,6 +137,7 @@ pub fn parse(bytes: &[u8]) -> Result<Head, Refusal> {
     head.framing = framing(&head)?;
     head.keep_alive = keep_alive(&head);
     head.expect_continue = expectation(&head)?;
+    check_upgrade(&head)?;
     Ok(head)
 }
 
@@ -241,6 +242,21 @@ fn keep_alive(head: &Head) -> bool {
     head.version == Version::Http11 && !close
 }
 
+/// An upgrade needs HTTP/1.1 and no body: bytes after its head belong to
+/// the new protocol, and a body there would be read as such (smuggled).
+fn check_upgrade(head: &Head) -> Result<(), Refusal> {
+    if head.header("upgrade").is_none() {
+        return Ok(());
+    }
+    if head.version == Version::Http10 {
+        return Err(Refusal::new(400, "an upgrade needs HTTP/1.1"));
+    }
+    if head.framing != Framing::None {
+        return Err(Refusal::new(400, "an upgrade request cannot carry a body"));
+    }
+    Ok(())
+}
+
 fn expectation(head: &Head) -> Result<bool, Refusal> {
     match head.header("expect") {
         None => Ok(false),
@@ -321,6 +337,11 @@ mod tests {
         assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n"), 400);
         assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n"), 400);
         assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n"), 417);
+        let up = "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
+        assert_eq!(status(&format!("{up}Content-Length: 4\r\n\r\n")), 400);
+        assert_eq!(status(&format!("{up}Transfer-Encoding: chunked\r\n\r\n")), 400);
+        assert_eq!(status(&format!("{}\r\n", up.replace("HTTP/1.1", "HTTP/1.0"))), 400);
+        assert!(head(&format!("{up}\r\n")).is_ok());
         let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
         assert_eq!(status(&format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n")), 431);
     }

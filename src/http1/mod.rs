@@ -1,10 +1,12 @@
 //! HTTP/1.x on the wire, done here rather than by the HTTP library tide
 //! ships with, so that the rules are strict and the costs bounded: see
 //! [`crate::listen`] for why. `head` checks a request head, `input` reads
-//! heads and bodies from the socket, `response` writes answers with the
+//! heads and bodies from the socket, `body` reads a whole body within its
+//! bounds, `response` writes answers with the
 //! framing decided in one place, and `conn` runs a connection's requests
 //! one after another.
 
+pub mod body;
 pub mod conn;
 pub mod head;
 pub mod input;

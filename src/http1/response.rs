@@ -2,8 +2,8 @@
 //! no body (and no length) for 1xx, 204 and 304; a known length as
 //! `Content-Length`; otherwise chunked for HTTP/1.1 and close-delimited for
 //! HTTP/1.0. Handlers (and the scripts behind them) never choose framing
-//! headers. A client that stops reading is cut off after `--http-timeout`
-//! without progress.
+//! headers. A client that reads a response more slowly than `--http-timeout`
+//! plus one second per [`MIN_RATE`](super::body::MIN_RATE) bytes is cut off.
 
 use std::io::{self, ErrorKind, Write as _};
 use std::time::{Duration, SystemTime};
@@ -12,6 +12,7 @@ use async_std::net::TcpStream;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use tide::http::{Method, Response};
 
+use super::body::allowance;
 use super::head::Version;
 use crate::runtime;
 
@@ -86,6 +87,7 @@ pub struct Reply {
 
 /// Writes the response; returns whether the connection may be kept.
 pub async fn write(out: &mut TcpStream, mut reply: Reply, stall: Duration) -> io::Result<bool> {
+    let mut pace = Pace { timeout: stall, waited: Duration::ZERO, sent: 0 };
     let status: u16 = reply.res.status().into();
     let mut body = reply.res.take_body();
     let framing = match (status, body.len()) {
@@ -99,7 +101,7 @@ pub async fn write(out: &mut TcpStream, mut reply: Reply, stall: Duration) -> io
     let keep = reply.keep_alive && !wants_close && framing != Framing::UntilClose && status != 101;
     let mut buf = head(&reply.res, status, framing, keep, reply.method == Method::Head);
     if reply.method == Method::Head || framing == Framing::NoBody {
-        send(out, &buf, stall).await?;
+        send(out, &buf, &mut pace).await?;
         return Ok(keep);
     }
     let mut chunk = vec![0u8; 16 * 1024];
@@ -110,7 +112,7 @@ pub async fn write(out: &mut TcpStream, mut reply: Reply, stall: Duration) -> io
         let n = match futures_lite::future::poll_once(body.read(&mut chunk)).await {
             Some(r) => r?,
             None => {
-                send(out, &buf, stall).await?;
+                send(out, &buf, &mut pace).await?;
                 buf.clear();
                 body.read(&mut chunk).await?
             }
@@ -123,7 +125,7 @@ pub async fn write(out: &mut TcpStream, mut reply: Reply, stall: Duration) -> io
             buf.extend_from_slice(&chunk[..n]);
             sent += n as u64;
             if sent == len {
-                send(out, &buf, stall).await?;
+                send(out, &buf, &mut pace).await?;
                 return Ok(keep);
             }
         } else if framing == Framing::Chunked {
@@ -135,7 +137,7 @@ pub async fn write(out: &mut TcpStream, mut reply: Reply, stall: Duration) -> io
         } else {
             buf.extend_from_slice(&chunk[..n]);
         }
-        send(out, &buf, stall).await?;
+        send(out, &buf, &mut pace).await?;
         buf.clear();
         if n == 0 {
             return Ok(keep);
@@ -179,13 +181,28 @@ fn head(res: &Response, status: u16, framing: Framing, keep: bool, is_head: bool
     h
 }
 
-async fn send(out: &mut TcpStream, bytes: &[u8], stall: Duration) -> io::Result<()> {
+/// How long a client has been making the server wait to write to it: at
+/// most `--http-timeout` plus one second per [`MIN_RATE`](super::body::MIN_RATE) bytes written.
+/// Only time spent waiting on the client counts, not time spent waiting on
+/// a script that streams slowly.
+struct Pace {
+    timeout: Duration,
+    waited: Duration,
+    sent: u64,
+}
+
+async fn send(out: &mut TcpStream, bytes: &[u8], pace: &mut Pace) -> io::Result<()> {
     if bytes.is_empty() {
         return Ok(());
     }
-    match runtime::timeout(stall, out.write_all(bytes)).await {
+    pace.sent += bytes.len() as u64;
+    let left = allowance(pace.timeout, pace.sent).saturating_sub(pace.waited);
+    let started = std::time::Instant::now();
+    let r = runtime::timeout(left, out.write_all(bytes)).await;
+    pace.waited += started.elapsed();
+    match r {
         Ok(r) => r,
-        Err(()) => Err(io::Error::new(ErrorKind::TimedOut, "the client stopped reading")),
+        Err(()) => Err(io::Error::new(ErrorKind::TimedOut, "the client reads too slowly")),
     }
 }
 
@@ -204,7 +221,7 @@ pub fn refusal(status: u16, text: &str, extra: &str) -> Vec<u8> {
 
 /// Sends a [`refusal`] (refused requests).
 pub async fn refuse(out: &mut TcpStream, status: u16, text: &str, stall: Duration) -> io::Result<()> {
-    send(out, &refusal(status, text, ""), stall).await
+    send(out, &refusal(status, text, ""), &mut Pace { timeout: stall, waited: Duration::ZERO, sent: 0 }).await
 }
 
 /// Closes without losing the answer just written: a client still sending
