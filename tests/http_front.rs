@@ -502,3 +502,26 @@ fn methods_are_case_sensitive_and_upgrades_carry_no_body() {
     assert_eq!(c.response().status, 421);
     assert!(c.closed() && c.buf.is_empty(), "{:?}", String::from_utf8_lossy(&c.buf));
 }
+
+#[test]
+fn an_unanswered_expect_closes_the_connection_and_1xx_is_never_final() {
+    let s = start(&[]);
+    // The 100 Continue is not sent (404 needs no body): the body the client
+    // may still send must not be read as the next request.
+    let mut c = Conn::open(s.port);
+    c.send(b"POST /nope HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.status, 404, "{r:?}");
+    assert_eq!(r.header("connection").as_deref(), Some("close"), "{r:?}");
+    assert!(c.closed());
+    // HTTP/1.0 knows no 1xx answers: no 100 Continue for it.
+    let mut c = Conn::open(s.port);
+    c.send(b"POST /upload.sh HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok");
+    let r = c.response();
+    assert_eq!((r.status, r.body.as_str()), (200, "body=ok"), "{r:?}");
+    // A script's 103 is not a final answer: 502, not a response that never ends.
+    let mut c = Conn::open(s.port);
+    c.send(get("/early.sh").as_bytes());
+    assert_eq!(c.response().status, 502);
+    s.wait_log("which is not final; answering 502");
+}

@@ -74,10 +74,19 @@ pub async fn serve<S: Clone + Send + Sync + 'static>(
             }
         };
         let upgrade = (res.status() == 101 && res.has_upgrade()).then(|| res.send_upgrade());
-        let keep_alive = head.keep_alive && !opts.one_request;
-        if std::future::poll_fn(|cx| input::lock(&input).poll_settle_continue(cx)).await.is_err() {
-            return;
+        if upgrade.is_none() && (100..200).contains(&u16::from(res.status())) {
+            log::error!(
+                "{peer}: {} {}: the answer had status {}, which is not final; answering 502",
+                head.method,
+                head.target,
+                res.status()
+            );
+            res = http::Response::new(502);
         }
+        let Ok(dropped_continue) = std::future::poll_fn(|cx| input::lock(&input).poll_settle_continue(cx)).await else {
+            return;
+        };
+        let keep_alive = head.keep_alive && !opts.one_request && !dropped_continue;
         let kept = response::write(&mut out, Reply { res, method, version, keep_alive }, opts.timeout).await;
         if let Some(sender) = upgrade {
             if kept.is_ok() {

@@ -260,7 +260,10 @@ fn check_upgrade(head: &Head) -> Result<(), Refusal> {
 fn expectation(head: &Head) -> Result<bool, Refusal> {
     match head.header("expect") {
         None => Ok(false),
-        Some(e) if e.eq_ignore_ascii_case("100-continue") => Ok(head.framing != Framing::None),
+        // HTTP/1.0 clients know no 1xx answers (RFC 9110 §10.1.1).
+        Some(e) if e.eq_ignore_ascii_case("100-continue") => {
+            Ok(head.framing != Framing::None && head.version == Version::Http11)
+        }
         Some(_) => Err(Refusal::new(417, "the only expectation supported is 100-continue")),
     }
 }

@@ -207,11 +207,23 @@ impl Input {
     /// Before the final response goes out: a `100 Continue` not yet begun
     /// is dropped (it may not follow the final response), one half written
     /// is finished (it may not be cut either).
-    pub fn poll_settle_continue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// `Ok(true)` when a `100 Continue` was dropped while the body is still
+    /// unread: the client may or may not send it now, so the connection
+    /// cannot carry another request.
+    pub fn poll_settle_continue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        let dropped = self.continue_due == CONTINUE.len() && self.body != Body::Done;
         if self.continue_due == CONTINUE.len() {
             self.continue_due = 0;
         }
-        self.poll_continue(cx)
+        ready!(self.poll_continue(cx))?;
+        Poll::Ready(Ok(dropped))
+    }
+
+    /// The handler is done with this request: a body reader it left behind
+    /// (in a task still running) reads nothing more, so it cannot compete
+    /// with [`discard_body`] for the socket, nor read the next request.
+    pub fn retire_readers(&mut self) {
+        self.generation += 1;
     }
 
     fn poll_continue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -343,14 +355,7 @@ impl AsyncRead for BodyReader {
 /// `false` when it could not (too much, broken, or the client went quiet):
 /// the connection must then close.
 pub async fn discard_body(input: &Shared, limit: usize) -> bool {
-    {
-        let input = lock(input);
-        if input.continue_due > 0 && !input.body_done() {
-            // The client waits for `100 Continue` before sending the body it
-            // asked about: closing is cheaper than inviting it.
-            return false;
-        }
-    }
+    lock(input).retire_readers();
     let mut scratch = vec![0u8; 8192];
     let mut total = 0;
     loop {
