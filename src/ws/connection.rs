@@ -174,8 +174,15 @@ async fn write_loop<S>(
             })
             .await;
         let frame = match step {
-            Step::Send(Message::Text(t)) => WsMessage::Text(t),
-            Step::Send(Message::Binary(b)) => WsMessage::Binary(b),
+            Step::Send(msg) => {
+                // Off the queue: no longer counted against --max-outgoing-bytes.
+                // (Its buffer leaves the total once tungstenite has copied it.)
+                shared.taken(msg.len());
+                match msg {
+                    Message::Text(t) => WsMessage::Text(t),
+                    Message::Binary(b) => WsMessage::Binary(b),
+                }
+            }
             Step::Ended => break,
             Step::Abort => return,
             Step::Tick if pinger.unanswered(shared) => return pinger.time_out(id, shared),
