@@ -230,3 +230,54 @@ async fn over_the_total_clients_that_do_not_keep_up_are_closed_and_a_reader_gets
     wait_for("every connection closed", || (metric(&s, "ws2http_connections") == Some(0)).then_some(()));
     wait_for("the outgoing gauge back to 0", || (metric(&s, "ws2http_outgoing_bytes") == Some(0)).then_some(()));
 }
+
+#[test]
+fn a_big_message_goes_out_in_fragments_that_a_client_reassembles() {
+    let s = Server::start(&["--events", "message"]);
+    let mut tcp = rawws::open(s.port, "/mirror.sh");
+    let id = wait_for("the connection", || conn_ids(&s.api("/connections")).pop());
+    let big: String = (0..MIB).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    assert_eq!(post(&s.api(&format!("/send/{id}")), &big).status, 200);
+    let (mut opcodes, mut payload) = (Vec::new(), Vec::new());
+    while payload.len() < MIB {
+        let (opcode, part) = rawws::read_frame(&mut tcp).expect("a frame");
+        assert!(part.len() <= 16 * 1024, "a frame of {} bytes", part.len());
+        opcodes.push(opcode);
+        payload.extend_from_slice(&part);
+    }
+    // A text frame, then continuation frames (RFC 6455 §5.4).
+    assert_eq!(opcodes.len(), 64);
+    assert_eq!(opcodes[0], rawws::TEXT);
+    assert!(opcodes[1..].iter().all(|o| *o == rawws::CONTINUATION), "{opcodes:?}");
+    assert!(payload == big.as_bytes(), "the message is reassembled as it was sent");
+}
+
+/// Readers that each get one big broadcast.
+const READERS: usize = 200;
+
+#[async_std::test]
+async fn connections_keep_no_big_write_buffer_after_a_big_message() {
+    let s = Server::start(&["--events", "message", "--max-connections-per-ip", "1000"]);
+    let pid = s.child.id();
+    let mut readers = Vec::new();
+    for _ in 0..READERS {
+        readers.push(connect(&s.url("/mirror.sh")).await);
+    }
+    wait_for("every connection", || (conn_ids(&s.api("/connections")).len() == READERS).then_some(()));
+    let before = rss_kib(pid);
+    assert_eq!(post(&s.api("/broadcast"), &"w".repeat(MIB)).status, 200);
+    for ws in &mut readers {
+        assert_eq!(next_text(ws).await.len(), MIB);
+    }
+    wait_for("the gauge back to 0", || (metric(&s, "ws2http_outgoing_bytes") == Some(0)).then_some(()));
+    let after = rss_kib(pid);
+    println!(
+        "{READERS} readers got one 1 MiB broadcast: RSS before {:.1} MiB, after {:.1} MiB (+{:.1})",
+        mib(before),
+        mib(after),
+        mib(after.saturating_sub(before))
+    );
+    // Whole 1 MiB frames left 1 MiB in every connection's write buffer for
+    // good: +201 MiB here. Fragments leave at most one fragment each.
+    assert!(after.saturating_sub(before) < 40 * 1024, "memory kept: {:.1} MiB", mib(after.saturating_sub(before)));
+}

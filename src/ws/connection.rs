@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
-use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use async_tungstenite::tungstenite::protocol::frame::Frame;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::Message as WsMessage;
 use async_tungstenite::WebSocketStream;
@@ -176,12 +177,13 @@ async fn write_loop<S>(
         let frame = match step {
             Step::Send(msg) => {
                 // Off the queue: no longer counted against --max-outgoing-bytes.
-                // (Its buffer leaves the total once tungstenite has copied it.)
+                // (Its buffer stays in the total until its last fragment is
+                // handed to tungstenite.)
                 shared.taken(msg.len());
-                match msg {
-                    Message::Text(t) => WsMessage::Text(t),
-                    Message::Binary(b) => WsMessage::Binary(b),
+                if !send_message(&mut sink, msg, &mut aborted, &mut pinger, id, shared).await {
+                    return;
                 }
+                continue;
             }
             Step::Ended => break,
             Step::Abort => return,
@@ -207,6 +209,52 @@ async fn write_loop<S>(
     } else {
         std::future::pending::<()>().await;
     }
+}
+
+/// Largest frame the writer sends: a longer message goes out in fragments
+/// (RFC 6455 §5.4; websocketd's Go library does the same at 4 KiB).
+/// tungstenite copies each frame into its write buffer, which keeps its
+/// size for the life of the connection: whole frames of 1 MiB left 1 MiB
+/// behind in every connection that once got one (200 clients after one
+/// broadcast: +201 MiB for good; with fragments: about 16 KiB each).
+const FRAGMENT: usize = 16 * 1024;
+
+/// Sends one message, in fragments of [`FRAGMENT`] bytes when it is
+/// longer (the fragments share its buffer: no copy); `false` as
+/// [`send_one`].
+async fn send_message<S, F>(
+    sink: &mut WebSocketSender<S>,
+    msg: Message,
+    aborted: &mut std::pin::Pin<&mut F>,
+    pinger: &mut Pinger,
+    id: &ConnId,
+    shared: &ConnShared,
+) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: std::future::Future<Output = ()>,
+{
+    let (bytes, data) = match msg {
+        Message::Text(t) if t.len() <= FRAGMENT => {
+            return send_one(sink, WsMessage::Text(t), aborted, pinger, id, shared).await
+        }
+        Message::Binary(b) if b.len() <= FRAGMENT => {
+            return send_one(sink, WsMessage::Binary(b), aborted, pinger, id, shared).await
+        }
+        Message::Text(t) => (bytes::Bytes::from(t), Data::Text),
+        Message::Binary(b) => (b, Data::Binary),
+    };
+    let mut start = 0;
+    while start < bytes.len() {
+        let end = (start + FRAGMENT).min(bytes.len());
+        let opcode = OpCode::Data(if start == 0 { data } else { Data::Continue });
+        let frame = Frame::message(bytes.slice(start..end), opcode, end == bytes.len());
+        if !send_one(sink, WsMessage::Frame(frame), aborted, pinger, id, shared).await {
+            return false;
+        }
+        start = end;
+    }
+    true
 }
 
 /// Sends one frame; `false` when the connection must end: the write failed,
