@@ -453,9 +453,13 @@ fn deliver(c: &Conn, msg: Message, budget: &OutgoingBudget) -> usize {
     }
     let len = msg.len();
     let queued = &c.shared.out_queued;
-    if let Err(why) = budget.admit(tx.len(), c.max_queued, queued.load(Ordering::Relaxed), len) {
-        slow_consumer(c, tx, why);
-        return 0;
+    let waiting = tx.len();
+    // A client whose queue is empty keeps up: it takes any message.
+    if waiting > 0 {
+        if let Err(why) = budget.admit(waiting, c.max_queued, queued.load(Ordering::Relaxed), len) {
+            slow_consumer(c, tx, why);
+            return 0;
+        }
     }
     // Counted before it is queued: the writer subtracts once it takes it.
     queued.fetch_add(len, Ordering::Relaxed);

@@ -180,10 +180,16 @@ async fn write_loop<S>(
                 // (Its buffer stays in the total until its last fragment is
                 // handed to tungstenite.)
                 shared.taken(msg.len());
-                if !send_message(&mut sink, msg, &mut aborted, &mut pinger, id, shared).await {
-                    return;
+                match msg {
+                    Message::Text(t) if t.len() <= FRAGMENT => WsMessage::Text(t),
+                    Message::Binary(b) if b.len() <= FRAGMENT => WsMessage::Binary(b),
+                    big => {
+                        if !send_fragments(&mut sink, big, &mut aborted, &mut pinger, id, shared).await {
+                            return;
+                        }
+                        continue;
+                    }
                 }
-                continue;
             }
             Step::Ended => break,
             Step::Abort => return,
@@ -219,10 +225,9 @@ async fn write_loop<S>(
 /// broadcast: +201 MiB for good; with fragments: about 16 KiB each).
 const FRAGMENT: usize = 16 * 1024;
 
-/// Sends one message, in fragments of [`FRAGMENT`] bytes when it is
-/// longer (the fragments share its buffer: no copy); `false` as
-/// [`send_one`].
-async fn send_message<S, F>(
+/// Sends a message longer than [`FRAGMENT`] in fragments of that size
+/// (they share its buffer: no copy); `false` as [`send_one`].
+async fn send_fragments<S, F>(
     sink: &mut WebSocketSender<S>,
     msg: Message,
     aborted: &mut std::pin::Pin<&mut F>,
@@ -235,12 +240,6 @@ where
     F: std::future::Future<Output = ()>,
 {
     let (bytes, data) = match msg {
-        Message::Text(t) if t.len() <= FRAGMENT => {
-            return send_one(sink, WsMessage::Text(t), aborted, pinger, id, shared).await
-        }
-        Message::Binary(b) if b.len() <= FRAGMENT => {
-            return send_one(sink, WsMessage::Binary(b), aborted, pinger, id, shared).await
-        }
         Message::Text(t) => (bytes::Bytes::from(t), Data::Text),
         Message::Binary(b) => (b, Data::Binary),
     };
