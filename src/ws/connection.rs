@@ -10,6 +10,10 @@
 //! client sends afterwards costs memory or log lines. Once a connection has
 //! ended, the message events it still had queued are dropped: its client is
 //! gone, and running them only held script slots that live clients wait for.
+//!
+//! The writer sends a message over 16 KiB in fragments: tungstenite's write
+//! buffer never shrinks, so whole frames left every connection holding the
+//! largest message it was ever sent.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
