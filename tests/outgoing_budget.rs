@@ -2,7 +2,9 @@
 //! (`--max-outgoing-bytes`) and for the distinct buffers of all clients
 //! together (`--max-outgoing-bytes-total`). A client that does not keep up
 //! is closed with 1008 `slow-consumer`; one that reads is never punished,
-//! and one message of any size always fits an empty queue.
+//! and one message of any size always fits an empty queue. Messages over
+//! 16 KiB go out in fragments, so no connection keeps a write buffer the
+//! size of the largest message it was sent.
 //!
 //! The red-team test prints its memory figures (`--nocapture`);
 //! docs/SECURITY.md records them.
@@ -280,4 +282,26 @@ async fn connections_keep_no_big_write_buffer_after_a_big_message() {
     // Whole 1 MiB frames left 1 MiB in every connection's write buffer for
     // good: +201 MiB here. Fragments leave at most one fragment each.
     assert!(after.saturating_sub(before) < 40 * 1024, "memory kept: {:.1} MiB", mib(after.saturating_sub(before)));
+}
+
+#[test]
+fn an_outgoing_total_below_the_per_client_budget_is_refused_at_start_up() {
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let out = ws2http()
+            .args(["--cgi-bin"])
+            .arg(fixtures())
+            .args(["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .expect("run");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let want = "--max-outgoing-bytes-total 1000 is smaller than --max-outgoing-bytes 4194304";
+    for (code, err) in
+        [run(&["--max-outgoing-bytes-total", "1000"], &[]), run(&[], &[("WS2HTTP_MAX_OUTGOING_BYTES_TOTAL", "1000")])]
+    {
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains(want) && err.lines().count() == 1, "{err}");
+    }
 }
