@@ -271,7 +271,6 @@ async fn connections_keep_no_big_write_buffer_after_a_big_message() {
     for ws in &mut readers {
         assert_eq!(next_text(ws).await.len(), MIB);
     }
-    wait_for("the gauge back to 0", || (metric(&s, "ws2http_outgoing_bytes") == Some(0)).then_some(()));
     let after = rss_kib(pid);
     println!(
         "{READERS} readers got one 1 MiB broadcast: RSS before {:.1} MiB, after {:.1} MiB (+{:.1})",
@@ -282,19 +281,32 @@ async fn connections_keep_no_big_write_buffer_after_a_big_message() {
     // Whole 1 MiB frames left 1 MiB in every connection's write buffer for
     // good: +201 MiB here. Fragments leave at most one fragment each.
     assert!(after.saturating_sub(before) < 40 * 1024, "memory kept: {:.1} MiB", mib(after.saturating_sub(before)));
+    wait_for("the gauge back to 0", || (metric(&s, "ws2http_outgoing_bytes") == Some(0)).then_some(()));
 }
 
 #[test]
 fn an_outgoing_total_below_the_per_client_budget_is_refused_at_start_up() {
     let run = |args: &[&str], env: &[(&str, &str)]| {
-        let out = ws2http()
+        let mut child = ws2http()
             .args(["--cgi-bin"])
             .arg(fixtures())
             .args(["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
             .args(args)
             .envs(env.iter().copied())
-            .output()
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .expect("run");
+        // A server that accepted the settings would run until killed.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while child.try_wait().expect("try_wait").is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return (None, "the server started with these settings".to_owned());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let out = child.wait_with_output().expect("wait");
         (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
     };
     let want = "--max-outgoing-bytes-total 1000 is smaller than --max-outgoing-bytes 4194304";
