@@ -151,6 +151,15 @@ pub struct Cli {
     /// [default: 67108864, or --max-queue-bytes if larger]
     #[arg(long, env = "WS2HTTP_MAX_QUEUE_BYTES_TOTAL", value_name = "BYTES")]
     pub max_queue_bytes_total: Option<usize>,
+    /// Bytes of messages queued for one client and not yet sent; a message that would go over
+    /// closes it with 1008 (slow consumer), unless its queue is empty (one message always fits)
+    #[arg(long, env = "WS2HTTP_MAX_OUTGOING_BYTES", default_value_t = DEFAULT_MAX_OUTGOING_BYTES, value_name = "BYTES")]
+    pub max_outgoing_bytes: usize,
+    /// Bytes of messages queued for all clients together (a broadcast counts once); beyond it,
+    /// a client whose queue is not empty is closed with 1008 (slow consumer)
+    /// [default: 67108864, or --max-outgoing-bytes if larger]
+    #[arg(long, env = "WS2HTTP_MAX_OUTGOING_BYTES_TOTAL", value_name = "BYTES")]
+    pub max_outgoing_bytes_total: Option<usize>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -300,6 +309,10 @@ pub struct Config {
     pub max_queue_bytes: usize,
     /// `--max-queue-bytes-total`: at least `max_queue_bytes`.
     pub max_queue_bytes_total: usize,
+    /// `--max-outgoing-bytes`: bytes queued for one client.
+    pub max_outgoing_bytes: usize,
+    /// `--max-outgoing-bytes-total`: at least `max_outgoing_bytes`.
+    pub max_outgoing_bytes_total: usize,
 }
 
 fn is_loopback(addr: &str) -> Result<bool, String> {
@@ -371,6 +384,8 @@ impl Cli {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let (max_queue_bytes, max_queue_bytes_total) =
             queue_bytes(self.max_message.max(1), self.max_queue_bytes, self.max_queue_bytes_total)?;
+        let (max_outgoing_bytes, max_outgoing_bytes_total) =
+            outgoing_bytes(self.max_outgoing_bytes, self.max_outgoing_bytes_total)?;
         Ok(Config {
             listen: self.listen,
             api_listen: self.api_listen,
@@ -421,6 +436,8 @@ impl Cli {
             cluster_queue: self.cluster_queue.max(1),
             max_queue_bytes,
             max_queue_bytes_total,
+            max_outgoing_bytes,
+            max_outgoing_bytes_total,
         })
     }
 
@@ -584,9 +601,38 @@ fn queue_bytes(max_message: usize, per_conn: Option<usize>, total: Option<usize>
     Ok((per_conn, total))
 }
 
+/// Default `--max-outgoing-bytes`.
+pub const DEFAULT_MAX_OUTGOING_BYTES: usize = 4 << 20;
+/// Default `--max-outgoing-bytes-total` when `--max-outgoing-bytes` is not larger.
+pub const DEFAULT_MAX_OUTGOING_BYTES_TOTAL: usize = 64 << 20;
+
+/// `--max-outgoing-bytes` and its total, checked against each other.
+/// (No relation to a message size: an empty queue takes any message.)
+fn outgoing_bytes(per_conn: usize, total: Option<usize>) -> Result<(usize, usize), String> {
+    let per_conn = per_conn.max(1);
+    let total = total.unwrap_or(DEFAULT_MAX_OUTGOING_BYTES_TOTAL.max(per_conn));
+    if total < per_conn {
+        return Err(format!(
+            "--max-outgoing-bytes-total {total} is smaller than --max-outgoing-bytes {per_conn} (per client); \
+             raise --max-outgoing-bytes-total or lower --max-outgoing-bytes"
+        ));
+    }
+    Ok((per_conn, total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outgoing_byte_budgets_fit_each_other() {
+        let mib = 1 << 20;
+        assert_eq!(outgoing_bytes(4 * mib, None), Ok((4 * mib, 64 * mib)));
+        assert_eq!(outgoing_bytes(100 * mib, None), Ok((100 * mib, 100 * mib)));
+        assert_eq!(outgoing_bytes(mib, Some(mib)), Ok((mib, mib)));
+        let e = outgoing_bytes(4 * mib, Some(mib)).unwrap_err();
+        assert!(e.contains("--max-outgoing-bytes-total 1048576 is smaller than --max-outgoing-bytes 4194304"), "{e}");
+    }
 
     #[test]
     fn queue_byte_budgets_fit_one_message_and_each_other() {

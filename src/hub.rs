@@ -4,9 +4,14 @@
 //!
 //! State sits behind one short-lived mutex: each operation is a few map
 //! look-ups and non-blocking channel sends, never I/O.
+//!
+//! A client that does not read what it is sent is closed (1008,
+//! `slow-consumer`) rather than held in memory: its queue is bounded in
+//! messages and in bytes, and all queues together in bytes
+//! ([`OutgoingBudget`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Instant, SystemTime};
 
@@ -15,6 +20,7 @@ use serde::Serialize;
 use crate::action::{caps, check_meta, check_room, meta_cost, Action, CloseCause, Message, Refusal};
 use crate::event::ConnInfo;
 use crate::id::ConnId;
+use crate::ws::limits::{OutgoingBudget, SlowConsumer};
 
 /// Why and how the server wants a connection closed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +46,9 @@ pub struct ConnShared {
     /// Set when the connection has ended: its message events still queued
     /// are dropped, only its close event runs.
     ended: AtomicBool,
+    /// Bytes of the messages queued for this client and not yet taken by
+    /// its writer (`--max-outgoing-bytes`).
+    out_queued: AtomicUsize,
 }
 
 /// Milliseconds since the first call, for cheap "last seen" stamps.
@@ -57,6 +66,7 @@ impl Default for ConnShared {
             last_seen: AtomicU64::new(clock_ms()),
             last_written: AtomicU64::new(clock_ms()),
             ended: AtomicBool::new(false),
+            out_queued: AtomicUsize::new(0),
         }
     }
 }
@@ -110,6 +120,11 @@ impl ConnShared {
             }
             listener.await;
         }
+    }
+
+    /// The writer took a message of `len` bytes off the queue.
+    pub fn taken(&self, len: usize) {
+        self.out_queued.fetch_sub(len, Ordering::Relaxed);
     }
 
     pub fn close_request(&self) -> Option<CloseRequest> {
@@ -167,6 +182,8 @@ pub struct Hub {
     presence: Option<async_channel::Sender<PresenceChange>>,
     /// Capacity of each connection's outgoing queue.
     out_queue: usize,
+    /// Bytes of the outgoing queues, per connection and in total.
+    outgoing: OutgoingBudget,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -176,8 +193,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Hub {
-    pub fn new(out_queue: usize) -> Self {
-        Hub { state: Mutex::new(State::default()), presence: None, out_queue: out_queue.max(1) }
+    pub fn new(out_queue: usize, outgoing: OutgoingBudget) -> Self {
+        Hub { state: Mutex::new(State::default()), presence: None, out_queue: out_queue.max(1), outgoing }
     }
 
     /// Reports every presence change to `tx` (cluster mode).
@@ -253,24 +270,33 @@ impl Hub {
     /// Executes one action; returns how many connections it reached (messages
     /// queued, or connections joined, closed, … ).
     pub fn apply(&self, action: Action) -> usize {
+        // Each message buffer is counted once, before the lock, however
+        // many recipients share it.
+        let action = match action {
+            Action::Send { to, msg } => Action::Send { to, msg: self.outgoing.count(msg) },
+            Action::Room { room, msg, except } => Action::Room { room, msg: self.outgoing.count(msg), except },
+            Action::Broadcast { endpoint, msg } => Action::Broadcast { endpoint, msg: self.outgoing.count(msg) },
+            other => other,
+        };
         let mut guard = lock(&self.state);
         let st = &mut *guard;
+        let out = &self.outgoing;
         match action {
-            Action::Send { to, msg } => st.conns.get(&to).map_or(0, |c| deliver(c, msg)),
+            Action::Send { to, msg } => st.conns.get(&to).map_or(0, |c| deliver(c, msg, out)),
             Action::Room { room, msg, except } => {
                 let Some(members) = st.rooms.get(&room) else { return 0 };
                 members
                     .iter()
                     .filter(|id| Some(*id) != except.as_ref())
                     .filter_map(|id| st.conns.get(id))
-                    .map(|c| deliver(c, msg.clone()))
+                    .map(|c| deliver(c, msg.clone(), out))
                     .sum()
             }
             Action::Broadcast { endpoint, msg } => st
                 .conns
                 .values()
                 .filter(|c| endpoint.as_deref().is_none_or(|e| c.info.target.endpoint() == e))
-                .map(|c| deliver(c, msg.clone()))
+                .map(|c| deliver(c, msg.clone(), out))
                 .sum(),
             Action::Join { conn, room } => {
                 let Some(c) = st.conns.get_mut(&conn) else { return 0 };
@@ -414,35 +440,47 @@ fn leave_room(rooms: &mut HashMap<String, HashSet<ConnId>>, room: &str, id: &Con
     }
 }
 
-/// Queues `msg` for `c`; 1 when queued. A client whose queue is full is not
-/// reading: it is closed (1008) rather than slowing everyone else down.
-fn deliver(c: &Conn, msg: Message) -> usize {
+/// Queues `msg` for `c`; 1 when queued. A client whose queue is full (in
+/// messages or bytes, or while all queues together are over their total)
+/// is not reading: it is closed (1008) rather than slowing everyone else
+/// down or holding memory. A client whose queue is empty always gets the
+/// message.
+fn deliver(c: &Conn, msg: Message, budget: &OutgoingBudget) -> usize {
     let Some(tx) = &c.tx else { return 0 };
     if tx.is_closed() {
         // Closing, or already aborted as a slow consumer (logged once then).
         return 0;
     }
-    let len = msg.len() as u64;
-    let result = if tx.len() >= c.max_queued { Err(async_channel::TrySendError::Full(msg)) } else { tx.try_send(msg) };
-    match result {
-        Ok(()) => {
-            let m = crate::metrics::get();
-            crate::metrics::add(&m.messages_out, 1);
-            crate::metrics::add(&m.bytes_out, len);
-            1
+    let len = msg.len();
+    let queued = &c.shared.out_queued;
+    let waiting = tx.len();
+    // A client whose queue is empty keeps up: it takes any message.
+    if waiting > 0 {
+        if let Err(why) = budget.admit(waiting, c.max_queued, queued.load(Ordering::Relaxed), len) {
+            slow_consumer(c, tx, why);
+            return 0;
         }
-        Err(async_channel::TrySendError::Full(_)) => {
-            log::warn!("[{}] does not read its messages ({} queued); closing it (1008)", c.info.id, tx.len());
-            c.shared.abort(CloseRequest {
-                code: 1008,
-                reason: "slow consumer".into(),
-                cause: CloseCause::SlowConsumer,
-            });
-            tx.close();
-            0
-        }
-        Err(async_channel::TrySendError::Closed(_)) => 0,
     }
+    // Counted before it is queued: the writer subtracts once it takes it.
+    queued.fetch_add(len, Ordering::Relaxed);
+    if tx.try_send(msg).is_err() {
+        // Only when closed (the queue is unbounded): the writer is gone.
+        queued.fetch_sub(len, Ordering::Relaxed);
+        return 0;
+    }
+    let m = crate::metrics::get();
+    crate::metrics::add(&m.messages_out, 1);
+    crate::metrics::add(&m.bytes_out, len as u64);
+    1
+}
+
+/// Aborts a client that does not keep up, with the one log line that says
+/// which limit it went over; its queue is closed, so later deliveries to it
+/// return at once.
+fn slow_consumer(c: &Conn, tx: &async_channel::Sender<Message>, why: SlowConsumer) {
+    log::warn!("[{}] does not read its messages: {why}; closing it (1008)", c.info.id);
+    c.shared.abort(CloseRequest { code: 1008, reason: "slow consumer".into(), cause: CloseCause::SlowConsumer });
+    tx.close();
 }
 
 /// Records the close request and ends the outgoing queue: the writer sends

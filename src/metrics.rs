@@ -2,7 +2,7 @@
 //! updated on the hot paths without locks; rendered on demand.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the script duration histogram.
@@ -25,6 +25,9 @@ pub struct Metrics {
     pub cluster_lost: AtomicU64,
     /// Message events dropped because their connection had ended.
     pub events_dropped: AtomicU64,
+    /// Bytes of the distinct message buffers queued to clients (the gauge of
+    /// `--max-outgoing-bytes-total`, kept by the hub's outgoing budget).
+    pub outgoing_bytes: AtomicUsize,
     duration_buckets: [AtomicU64; BUCKETS.len()],
     duration_count: AtomicU64,
     duration_sum_us: AtomicU64,
@@ -119,7 +122,8 @@ impl Metrics {
         }
     }
 
-    /// The gauges: open connections and rooms (passed in), queued events.
+    /// The gauges: open connections and rooms (passed in), queued events,
+    /// bytes queued to clients.
     fn render_gauges(&self, s: &mut String, connections: usize, rooms: usize) {
         let _ = writeln!(s, "# HELP ws2http_connections Open WebSocket connections.\n# TYPE ws2http_connections gauge\nws2http_connections {connections}");
         let _ = writeln!(
@@ -130,6 +134,11 @@ impl Metrics {
             s,
             "# HELP ws2http_events_queued Events received and waiting for their script.\n# TYPE ws2http_events_queued gauge\nws2http_events_queued {}",
             self.events_queued.load(Relaxed).max(0)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP ws2http_outgoing_bytes Bytes of messages queued to clients and not yet sent (a buffer shared by a broadcast counts once).\n# TYPE ws2http_outgoing_bytes gauge\nws2http_outgoing_bytes {}",
+            self.outgoing_bytes.load(Relaxed)
         );
     }
 
@@ -167,5 +176,6 @@ mod tests {
         assert!(text.contains("ws2http_script_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
         assert!(text.contains("ws2http_connections 5\n"));
         assert!(text.contains("ws2http_messages_in_total 2\n"));
+        assert!(text.contains("# TYPE ws2http_outgoing_bytes gauge\nws2http_outgoing_bytes 0\n"));
     }
 }

@@ -211,9 +211,14 @@ fn build_app(cfg: &Config, public_addr: SocketAddr, control_addr: SocketAddr) ->
         Some(url) => Some(crate::cluster::Cluster::new(url, crate::cluster::new_instance_id(), cfg.cluster_queue)?),
         None => None,
     };
+    let outgoing = crate::ws::limits::OutgoingBudget::new(
+        cfg.max_outgoing_bytes,
+        cfg.max_outgoing_bytes_total,
+        &crate::metrics::get().outgoing_bytes,
+    );
     let hub = match &cluster {
-        Some(c) => Arc::new(Hub::new(cfg.out_queue).with_presence(c.presence_sender())),
-        None => Arc::new(Hub::new(cfg.out_queue)),
+        Some(c) => Arc::new(Hub::new(cfg.out_queue, outgoing).with_presence(c.presence_sender())),
+        None => Arc::new(Hub::new(cfg.out_queue, outgoing)),
     };
     if let Some(c) = &cluster {
         c.start(hub.clone());

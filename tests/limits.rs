@@ -78,10 +78,11 @@ fn silent_peers_are_dropped_after_a_ping_interval() {
 
 #[test]
 fn a_peer_that_reads_nothing_is_dropped_even_while_a_write_to_it_is_blocked() {
-    let s = Server::start(&["--ping-interval", "0.3", "--max-output", "67108864"]);
+    let s = Server::start(&["--ping-interval", "0.3", "--max-output", "67108864", "--max-outgoing-bytes", "67108864"]);
     let mut tcp = rawws::open(s.port, "/flood.sh");
     // 200 messages of 256 KiB: more than the socket buffers hold, fewer
-    // than --max-outgoing (so it is not a slow consumer). The writer blocks
+    // than --max-outgoing and --max-outgoing-bytes allow (so it is not a
+    // slow consumer). The writer blocks
     // on a client that neither reads nor sends anything more.
     tcp.write_all(&rawws::frame(rawws::TEXT, b"200 262144")).expect("send");
     let line = s.wait_event("ping-timeout close", |l| l.starts_with("close "));

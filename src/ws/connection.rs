@@ -10,12 +10,17 @@
 //! client sends afterwards costs memory or log lines. Once a connection has
 //! ended, the message events it still had queued are dropped: its client is
 //! gone, and running them only held script slots that live clients wait for.
+//!
+//! The writer sends a message over 16 KiB in fragments: tungstenite's write
+//! buffer never shrinks, so whole frames left every connection holding the
+//! largest message it was ever sent.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
-use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use async_tungstenite::tungstenite::protocol::frame::Frame;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::Message as WsMessage;
 use async_tungstenite::WebSocketStream;
@@ -174,8 +179,22 @@ async fn write_loop<S>(
             })
             .await;
         let frame = match step {
-            Step::Send(Message::Text(t)) => WsMessage::Text(t),
-            Step::Send(Message::Binary(b)) => WsMessage::Binary(b),
+            Step::Send(msg) => {
+                // Off the queue: no longer counted against --max-outgoing-bytes.
+                // (Its buffer stays in the total until its last fragment is
+                // handed to tungstenite.)
+                shared.taken(msg.len());
+                match msg {
+                    Message::Text(t) if t.len() <= FRAGMENT => WsMessage::Text(t),
+                    Message::Binary(b) if b.len() <= FRAGMENT => WsMessage::Binary(b),
+                    big => {
+                        if !send_fragments(&mut sink, big, &mut aborted, &mut pinger, id, shared).await {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
             Step::Ended => break,
             Step::Abort => return,
             Step::Tick if pinger.unanswered(shared) => return pinger.time_out(id, shared),
@@ -200,6 +219,45 @@ async fn write_loop<S>(
     } else {
         std::future::pending::<()>().await;
     }
+}
+
+/// Largest frame the writer sends: a longer message goes out in fragments
+/// (RFC 6455 §5.4; websocketd's Go library does the same at 4 KiB).
+/// tungstenite copies each frame into its write buffer, which keeps its
+/// size for the life of the connection: whole frames of 1 MiB left 1 MiB
+/// behind in every connection that once got one (200 clients after one
+/// broadcast: +201 MiB for good; with fragments: about 16 KiB each).
+const FRAGMENT: usize = 16 * 1024;
+
+/// Sends a message longer than [`FRAGMENT`] in fragments of that size
+/// (they share its buffer: no copy); `false` as [`send_one`].
+async fn send_fragments<S, F>(
+    sink: &mut WebSocketSender<S>,
+    msg: Message,
+    aborted: &mut std::pin::Pin<&mut F>,
+    pinger: &mut Pinger,
+    id: &ConnId,
+    shared: &ConnShared,
+) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: std::future::Future<Output = ()>,
+{
+    let (bytes, data) = match msg {
+        Message::Text(t) => (bytes::Bytes::from(t), Data::Text),
+        Message::Binary(b) => (b, Data::Binary),
+    };
+    let mut start = 0;
+    while start < bytes.len() {
+        let end = (start + FRAGMENT).min(bytes.len());
+        let opcode = OpCode::Data(if start == 0 { data } else { Data::Continue });
+        let frame = Frame::message(bytes.slice(start..end), opcode, end == bytes.len());
+        if !send_one(sink, WsMessage::Frame(frame), aborted, pinger, id, shared).await {
+            return false;
+        }
+        start = end;
+    }
+    true
 }
 
 /// Sends one frame; `false` when the connection must end: the write failed,
