@@ -35,13 +35,14 @@
 //! one `waitid` at the exit; no task and no timer. Everything else is done by
 //! one watcher thread: it sends the SIGKILLs that are due, ends the budget of
 //! groups whose script exited, kills a group whose script still runs a grace
-//! period past its budget when nobody stopped it (a backstop: the event's
-//! task normally does it first), reaps the adopted processes that left their
-//! group, so no zombie accumulates. It is woken only by a deadline earlier
-//! than the one it sleeps until, and looks at the groups whose script exited
-//! at most once per [`POLL`] (each look is a `waitid` that walks all of
-//! ws2http's children: looking at every such group on every exit made its cost
-//! grow with the square of the event rate). Linux only (like pidfd in
+//! period past its budget when nothing stopped it (a backstop: the event's
+//! task normally does it first), and reaps what scripts left, so no zombie
+//! accumulates. Its cost must not grow with the square of the load (with a
+//! `sleep 3 &` per event, it once did: every exit woke it, and every wake-up
+//! tested every group whose script had exited, each test a `waitid` that walks
+//! all of ws2http's children). So it is woken only by a deadline earlier than
+//! the one it sleeps until, and every [`POLL`] it reaps the zombies, testing a
+//! group only when one of its processes died. Linux only (like pidfd in
 //! [`super::spawn`]).
 
 use std::collections::BTreeMap;
@@ -107,8 +108,8 @@ impl Group {
         }
     }
 
-    /// When the watcher must act on this group next (besides its looks at
-    /// groups whose script exited): the SIGKILL after a SIGTERM, the end of
+    /// When the watcher must act on this group next (besides its regular
+    /// looks for zombies and groups that ended): the SIGKILL after a SIGTERM, the end of
     /// the budget of what an exited script left, or, while the script runs,
     /// the backstop a grace period past the budget (by then its task should
     /// have sent SIGTERM at the budget's end and SIGKILL after the grace).
@@ -159,8 +160,8 @@ static WAKE: Condvar = Condvar::new();
 static SPAWNING: AtomicUsize = AtomicUsize::new(0);
 static INIT: Once = Once::new();
 
-/// How often the watcher looks at groups whose leader exited (to reap their
-/// zombies and notice they ended); idle, how often it reaps strays.
+/// How often the watcher reaps zombies (and so notices the groups that
+/// ended) while a script has left processes; idle, how often it reaps strays.
 const POLL: Duration = Duration::from_millis(200);
 const IDLE_POLL: Duration = Duration::from_secs(2);
 
@@ -409,40 +410,33 @@ pub fn kill_all() -> usize {
 
 /// What the watcher does on one wake-up.
 struct Round {
-    /// Groups to look at: a deadline passed, or it is time for a look at
-    /// every group whose script exited.
+    /// Groups whose deadline has passed.
     due: Vec<i32>,
-    /// A look at the groups whose script exited (and at strays) is due.
-    sweep: bool,
+    /// Time to reap zombies: what scripts left, and strays.
+    look: bool,
     /// Else how long to sleep.
     wait: Duration,
 }
 
 impl Round {
-    fn plan(reg: &Registry, now: Instant, last_sweep: Instant) -> Round {
+    fn plan(reg: &Registry, now: Instant, last_look: Instant) -> Round {
         let exited = reg.groups.values().any(|g| !g.leader);
-        let next_sweep = last_sweep + if exited { POLL } else { IDLE_POLL };
-        let sweep = next_sweep <= now;
-        let due = reg
-            .groups
-            .iter()
-            .filter(|(_, g)| (sweep && !g.leader) || g.deadline().is_some_and(|d| d <= now))
-            .map(|(p, _)| *p)
-            .collect();
-        let next = reg.groups.values().filter_map(Group::deadline).fold(next_sweep, Instant::min);
-        Round { due, sweep, wait: next.saturating_duration_since(now) }
+        let next_look = last_look + if exited { POLL } else { IDLE_POLL };
+        let due = reg.groups.iter().filter(|(_, g)| g.deadline().is_some_and(|d| d <= now)).map(|(p, _)| *p).collect();
+        let next = reg.groups.values().filter_map(Group::deadline).fold(next_look, Instant::min);
+        Round { due, look: next_look <= now, wait: next.saturating_duration_since(now) }
     }
 }
 
 /// The watcher: enforces the budget of every group, sends the SIGKILLs that
 /// are due, and reaps what ws2http adopted.
 fn watch() {
-    let mut last_sweep = Instant::now();
+    let mut last_look = Instant::now();
     let mut reg = registry();
     loop {
         let now = Instant::now();
-        let round = Round::plan(&reg, now, last_sweep);
-        if round.due.is_empty() && !round.sweep {
+        let round = Round::plan(&reg, now, last_look);
+        if round.due.is_empty() && !round.look {
             reg.wake_at = Some(now + round.wait);
             reg = WAKE.wait_timeout(reg, round.wait).unwrap_or_else(|e| e.into_inner()).0;
             reg.wake_at = None;
@@ -452,15 +446,88 @@ fn watch() {
         for pgid in round.due {
             step(pgid, now);
         }
-        if round.sweep {
-            last_sweep = now;
-            reap_strays();
+        if round.look {
+            last_look = now;
+            reap_zombies();
+            forget_empty();
         }
         reg = registry();
     }
 }
 
-/// One look at one group: is it over, and is one of its deadlines due?
+/// Forgets the groups whose script exited and that have no process left,
+/// not even a zombie: their processes left the group (`setsid`, `setpgid`)
+/// or died as the children of a process outside it. With the leader reaped,
+/// `kill(-pgid, 0)` tells exactly that, sends nothing, and costs no walk
+/// through ws2http's children.
+fn forget_empty() {
+    let exited: Vec<i32> = registry().groups.iter().filter(|(_, g)| !g.leader).map(|(p, _)| *p).collect();
+    for pgid in exited {
+        let mut reg = registry();
+        let Some(g) = reg.groups.get(&pgid).filter(|g| !g.leader) else { continue };
+        // SAFETY: kill(2) with signal 0 only checks that the group exists.
+        let empty =
+            unsafe { libc::kill(-pgid, 0) } != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if empty {
+            let note = Note::new(log::Level::Debug, || format!("{}: every process ended or left", g.name(pgid)));
+            reg.groups.remove(&pgid);
+            drop(reg);
+            Note::write(note);
+        }
+    }
+}
+
+/// What a group whose deadline passed gets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Due {
+    /// SIGKILL, a grace period after SIGTERM.
+    Kill,
+    /// SIGKILL: the script still runs a grace period past its budget, and
+    /// nothing sent it SIGTERM.
+    Backstop,
+    /// SIGTERM: what the script left still runs at the end of its budget.
+    End,
+}
+
+impl Due {
+    fn of(g: &Group, now: Instant) -> Option<Due> {
+        g.deadline().filter(|&d| d <= now)?;
+        Some(match (g.kill_at, g.leader) {
+            (Some(_), _) => Due::Kill,
+            (None, true) => Due::Backstop,
+            (None, false) => Due::End,
+        })
+    }
+
+    fn note(self, g: &Group, pgid: i32) -> Option<Note> {
+        let (name, grace) = (|| g.name(pgid), g.budget.grace);
+        match self {
+            // The limit that led here already logged its warning.
+            Due::Kill => Note::new(log::Level::Info, || {
+                format!("{}: still running {grace:?} after SIGTERM; SIGKILL to the whole group", name())
+            }),
+            Due::Backstop => Note::new(log::Level::Warn, || {
+                format!(
+                    "{}: the script still runs {grace:?} past the end of its budget (--timeout) and nothing \
+                     stopped it; SIGKILL to the whole group",
+                    name()
+                )
+            }),
+            Due::End => Note::new(log::Level::Warn, || {
+                format!(
+                    "{}: processes left by the script still run at the end of its budget (--timeout); \
+                     SIGTERM to the group, SIGKILL in {grace:?}",
+                    name()
+                )
+            }),
+        }
+    }
+}
+
+/// One look at one group: is it over, and is one of its deadlines due? The
+/// line that says what is done is logged first (outside the lock), then it
+/// is done, if the group is still as it was: the log tells why a script's
+/// output ended before the event's own line does.
 fn step(pgid: i32, now: Instant) {
     let mut reg = registry();
     let Some(g) = reg.groups.get(&pgid) else { return };
@@ -470,52 +537,39 @@ fn step(pgid: i32, now: Instant) {
         drop(reg);
         return Note::write(note);
     }
-    let Some(g) = reg.groups.get_mut(&pgid) else { return };
-    let Some(grace) = g.deadline().filter(|&d| d <= now).map(|_| g.budget.grace) else { return };
-    let note = if g.kill_at.is_some() {
-        kill(pgid, libc::SIGKILL);
-        g.killed = true;
-        // The limit that led here already logged its warning.
-        Note::new(log::Level::Info, || {
-            format!("{}: still running {grace:?} after SIGTERM; SIGKILL to the whole group", g.name(pgid))
-        })
-    } else if g.leader {
-        kill(pgid, libc::SIGKILL);
-        g.killed = true;
-        Note::new(log::Level::Warn, || {
-            format!(
-                "{}: the script still runs {grace:?} past the end of its budget (--timeout) and nothing stopped \
-                 it; SIGKILL to the whole group",
-                g.name(pgid)
-            )
-        })
-    } else {
-        term(pgid);
-        g.kill_at = Some(now + grace);
-        Note::new(log::Level::Warn, || {
-            format!(
-                "{}: processes left by the script still run at the end of its budget (--timeout); \
-                 SIGTERM to the group, SIGKILL in {grace:?}",
-                g.name(pgid)
-            )
-        })
-    };
+    let Some(due) = Due::of(g, now) else { return };
+    let (id, note) = (GroupId { pgid, token: g.token }, due.note(g, pgid));
     drop(reg);
     Note::write(note);
+    let mut reg = registry();
+    if reg.get_mut(id).is_none_or(|g| Due::of(g, now) != Some(due)) {
+        return; // it changed meanwhile: the next round sees it as it is now
+    }
+    let sig = if due == Due::End { libc::SIGTERM } else { libc::SIGKILL };
+    if let Some(g) = signal_locked(&mut reg, pgid, sig) {
+        match due {
+            Due::End => g.kill_at = Some(now + g.budget.grace),
+            Due::Kill | Due::Backstop => g.killed = true,
+        }
+    }
 }
 
-/// Reaps zombie children that no task waits for: processes adopted from
-/// scripts (members of a group whose script exited, or jobs that left their
-/// group with `setsid`/`setpgid`).
+/// Reaps the zombie children that no task waits for: what scripts left
+/// (in their group, or in one of its own after `setsid`/`setpgid`). A zombie
+/// of a group whose script exited is reaped with the rest of its group, and
+/// the group is forgotten if that was its last process; so a group whose
+/// processes die is seen to end here, with one exact test (`waitid(P_PGID)`)
+/// each time one of its processes dies, instead of a test of every group at
+/// every look. ([`forget_empty`] sees the groups that end otherwise.)
 ///
-/// It stops at the first zombie that may be a script (a registered leader, or
-/// any zombie while a spawn is between `posix_spawn` and [`started`]):
-/// `waitid(P_ALL, WNOWAIT)` always shows the first zombie, so there is no
-/// skipping it. That is benign: a script is a zombie only until its task,
-/// woken by its pidfd, reaps it (a moment), and the strays behind it are
-/// reaped on a later look, POLL or IDLE_POLL later. Members of a group are
-/// also reaped by the group's own looks.
-fn reap_strays() {
+/// It stops at a zombie that may be a script (its task reaps it): one that
+/// leads a registered group, or one that leads a group of its own while a
+/// spawn is between `posix_spawn` and [`started`]. `waitid(P_ALL, WNOWAIT)`
+/// always shows the first zombie, so there is no skipping it. That is benign:
+/// a script is a zombie only until its task, woken by its pidfd, reaps it (a
+/// moment), and the zombies behind it are reaped by the next look, POLL
+/// later (or IDLE_POLL when no script left anything).
+fn reap_zombies() {
     loop {
         // SAFETY: waitid fills a siginfo_t we own.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -530,18 +584,22 @@ fn reap_strays() {
             return;
         }
         let mut reg = registry();
-        if reg.groups.get(&pid).is_some_and(|g| g.leader) || SPAWNING.load(Ordering::SeqCst) > 0 {
-            return;
-        }
-        // A member of a group whose script exited is reaped with the rest of
-        // its group, which is forgotten if that was its last process: a
-        // registered group never loses its last process behind our back.
         // SAFETY: getpgid takes a pid; a zombie still has its group.
         let pgid = unsafe { libc::getpgid(pid) };
+        let maybe_script = pgid == pid && SPAWNING.load(Ordering::SeqCst) > 0;
+        if pgid < 0 || maybe_script || reg.groups.get(&pid).is_some_and(|g| g.leader) {
+            return;
+        }
         if reg.groups.get(&pgid).is_some_and(|g| !g.leader) {
-            if !members_alive(pgid) {
-                reg.groups.remove(&pgid);
+            if members_alive(pgid) {
+                continue;
             }
+            let note = reg
+                .groups
+                .remove(&pgid)
+                .and_then(|g| Note::new(log::Level::Debug, || format!("{}: every process ended", g.name(pgid))));
+            drop(reg);
+            Note::write(note);
             continue;
         }
         let mut raw = 0;
@@ -654,6 +712,34 @@ mod tests {
         });
         // The script exited, the budget ended, SIGKILL, every process ended.
         assert!(LOGGED.load(Ordering::SeqCst) - logged >= 4, "the lines were logged");
+    }
+
+    /// A group whose last process leaves it without dying (`setsid`) is
+    /// forgotten within a look, long before its budget ends; the job that
+    /// left is not signalled, and is reaped as a stray once it ends.
+    #[test]
+    fn a_group_whose_processes_left_it_is_forgotten() {
+        let _serial = serial();
+        runtime::block_on(async {
+            use futures_lite::AsyncReadExt;
+            let cmd = "sh -c 'sleep 0.3; exec setsid sleep 30' </dev/null >/dev/null 2>&1 & echo $!";
+            let mut child = sh(cmd, Duration::from_secs(30), Duration::from_secs(2));
+            let pgid = child.id();
+            let mut out = String::new();
+            child.stdout.take().expect("stdout").read_to_string(&mut out).await.expect("read");
+            let job: i32 = out.trim().parse().expect("the job's pid");
+            assert!(child.status("test").await.expect("status").success());
+            until_untracked(pgid).await;
+            assert!(!tracked(pgid), "the empty group is forgotten before its budget ends");
+            assert!(!gone(job), "the job that left the group was not signalled");
+            // SAFETY: our own job, which left the group.
+            unsafe { libc::kill(job, libc::SIGKILL) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !gone(job) && Instant::now() < deadline {
+                runtime::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(gone(job), "the stray was reaped");
+        });
     }
 
     /// A script whose task is gone (a spawn error after the process started,
