@@ -7,9 +7,9 @@
 //! (504) and invalid header block (500), classic CGI streaming past the
 //! timeout, --max-output, a background job holding stdout, the end of the
 //! budget of a script that exited normally, graceful shutdown and a second
-//! signal. After each, no process carrying the server's marker (the unique
-//! EVENTS_LOG every script inherits) may remain, and the server may have no
-//! zombie children.
+//! signal; and many events whose jobs outlive their script at once. After
+//! each, no process carrying the server's marker (the unique EVENTS_LOG every
+//! script inherits) may remain, and the server may have no zombie children.
 
 mod common;
 mod procfs;
@@ -292,4 +292,74 @@ async fn the_clock_demo_ticks_ten_times_within_its_budget() {
         assert!(tick.starts_with(&format!("tick {i}/10: ")), "{tick}");
     }
     assert!(!s.log().contains("end of its budget"), "{}", s.log());
+}
+
+/// CPU seconds (user + system) a thread of `pid` named `name` has used, or
+/// `None` while there is no such thread.
+fn thread_cpu(pid: u32, name: &str) -> Option<f64> {
+    // SAFETY: sysconf has no preconditions.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the server's threads");
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // After "pid (comm) ": state is field 0, utime 11, stime 12.
+        let f: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+        let ticks: u64 = f.get(11..13).map_or(0, |v| v.iter().filter_map(|x| x.parse::<u64>().ok()).sum());
+        return Some(ticks as f64 / tick);
+    }
+    None
+}
+
+/// One client sending to job.sh for `secs`, with `window` messages in flight
+/// (fewer than --max-queue). Returns how many were answered.
+async fn send_jobs(url: String, secs: u64, window: usize) -> usize {
+    let mut ws = connect(&url).await;
+    let end = std::time::Instant::now() + Duration::from_secs(secs);
+    let (mut sent, mut answered) = (0, 0);
+    while sent < window {
+        ws.send(Message::text("go")).await.unwrap();
+        sent += 1;
+    }
+    while answered < sent {
+        assert_eq!(next_text(&mut ws).await, "job started");
+        answered += 1;
+        if std::time::Instant::now() < end {
+            ws.send(Message::text("go")).await.unwrap();
+            sent += 1;
+        }
+    }
+    answered
+}
+
+/// The figure in docs/RELIABILITY.md: for 5 s, 4 clients send as fast as the
+/// server answers to a script that leaves a 3 s job behind (so hundreds of
+/// groups outlive their script at once). Every event is answered, every job
+/// ends and is reaped. Prints `SUMMARY` with the CPU time of the thread that
+/// watches the groups (`--nocapture`).
+#[async_std::test]
+async fn events_leaving_jobs_are_all_answered_and_reaped() {
+    const CLIENTS: usize = 4;
+    let s = start(&["--max-procs", "16"]);
+    let pid = s.child.id();
+    let clients: Vec<_> = (0..CLIENTS).map(|_| async_std::task::spawn(send_jobs(s.url("/job.sh"), 5, 8))).collect();
+    let started = std::time::Instant::now();
+    // The watcher starts with the first script.
+    let watcher_before = thread_cpu(pid, "ws2http-groups").unwrap_or(0.0);
+    let mut events = 0;
+    for c in clients {
+        events += c.await;
+    }
+    let took = started.elapsed().as_secs_f64();
+    assert_nothing_left(&s, true).await;
+    let watcher = thread_cpu(pid, "ws2http-groups").expect("the watcher thread") - watcher_before;
+    println!(
+        "SUMMARY processes: {events} events in {took:.1} s ({:.0}/s), each leaving a 3 s job: watcher thread \
+         CPU {watcher:.2} s until every job was reaped; nothing left, no zombies",
+        events as f64 / took
+    );
+    assert!(!s.log().contains("--max-queue"), "events backed up\n{}", s.log());
 }

@@ -190,11 +190,11 @@ pub fn log_stderr(child: &mut Child, prefix: String, dest: &Stderr) {
 /// exits before, for whatever it left running); returns once the script is
 /// reaped.
 pub async fn terminate(child: &mut Child, grace: Duration, label: &str) {
-    let pid = child.id();
-    groups::terminate(pid);
+    let group = child.group();
+    groups::terminate(group);
     if runtime::timeout(grace, child.status(label)).await.is_err() {
         // The group watcher sends it too; this one does not depend on it.
-        groups::kill_now(pid);
+        groups::kill_now(group);
         let _ = child.status(label).await;
     }
 }
@@ -231,7 +231,7 @@ pub async fn run(
             return Outcome::Failed(spawn_error(target, &e));
         }
     };
-    let pid = child.id();
+    let group = child.group();
     if let Some(input) = child.stdin.take() {
         spawn::feed(input, stdin);
     }
@@ -241,7 +241,7 @@ pub async fn run(
     let mut errors = StderrPump::new(stderr, label.0, &limits.stderr);
 
     let work = async {
-        let reading = std::pin::pin!(read_lines(stdout, limits.max_output, pid, label, on_line));
+        let reading = std::pin::pin!(read_lines(stdout, limits.max_output, group, label, on_line));
         let exited = std::pin::pin!(child.status(label.0));
         match select(reading, exited).await {
             Either::Left(((), exited)) => exited.await,
@@ -256,7 +256,7 @@ pub async fn run(
                         label.0,
                         limits.grace
                     );
-                    groups::terminate(pid);
+                    groups::terminate(group);
                 }
                 status
             }
@@ -288,7 +288,7 @@ pub async fn run(
 async fn read_lines(
     stdout: Pipe,
     max_output: usize,
-    pid: i32,
+    group: groups::GroupId,
     label: &Label<'_>,
     on_line: &mut (dyn FnMut(&[u8]) + Send),
 ) {
@@ -310,7 +310,7 @@ async fn read_lines(
                          process group killed",
                         label.0
                     );
-                    groups::kill_now(pid);
+                    groups::kill_now(group);
                     return;
                 }
                 on_line(&line);

@@ -31,7 +31,7 @@ use bytes::Bytes;
 use futures_lite::AsyncWriteExt;
 
 use super::env::EnvSink;
-use super::groups::{self, Budget};
+use super::groups::{self, Budget, GroupId};
 use crate::event::Target;
 use crate::runtime;
 
@@ -44,6 +44,7 @@ pub type Pipe = Async<File>;
 /// script leaves in its group.
 pub struct Child {
     pid: i32,
+    group: GroupId,
     /// `None` on kernels without pidfd (before 5.3): waiting polls instead.
     pidfd: Option<Async<OwnedFd>>,
     status: Option<ExitStatus>,
@@ -56,6 +57,11 @@ pub struct Child {
 impl Child {
     pub fn id(&self) -> i32 {
         self.pid
+    }
+
+    /// The script's process group, to signal it through [`groups`].
+    pub fn group(&self) -> GroupId {
+        self.group
     }
 
     /// The exit status, if the child has ended (reaps it). `label` names the
@@ -89,9 +95,9 @@ impl Child {
 impl Drop for Child {
     fn drop(&mut self) {
         if let Ok(None) = self.try_status("") {
-            let (pid, pidfd) = (self.pid, self.pidfd.take());
+            let (pid, group, pidfd) = (self.pid, self.group, self.pidfd.take());
             runtime::spawn(async move {
-                let mut rest = Child { pid, pidfd, status: None, stdin: None, stdout: None, stderr: None };
+                let mut rest = Child { pid, group, pidfd, status: None, stdin: None, stdout: None, stderr: None };
                 let _ = rest.status("").await;
             });
         }
@@ -249,21 +255,35 @@ pub fn spawn(target: &Target, env: &EnvBlock, budget: Budget) -> io::Result<Chil
             false => libc::posix_spawn(&mut pid, path, fa, at, argv, envp),
         })?;
     }
-    groups::started(pid, budget);
+    let group = groups::started(pid, budget);
     drop((spawning, in_r, out_w, err_w));
+    let mut child =
+        Child { pid, group, pidfd: pidfd(pid), status: None, stdin: Some(in_w), stdout: None, stderr: None };
+    match (Async::new(File::from(out_r)), Async::new(File::from(err_r))) {
+        (Ok(out), Ok(err)) => {
+            child.stdout = Some(out);
+            child.stderr = Some(err);
+            Ok(child)
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            // The script runs, but nobody can read it (the pipes could not
+            // join the reactor): stop its group now. Dropping `child` reaps it.
+            groups::kill_now(group);
+            Err(e)
+        }
+    }
+}
 
+/// A pidfd for `pid`, to await its exit on the reactor; `None` on kernels
+/// without pidfd (waiting then polls).
+fn pidfd(pid: libc::pid_t) -> Option<Async<OwnedFd>> {
     // SAFETY: pidfd_open takes a pid and flags; the result is a new fd or -1.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    let pidfd = if pidfd >= 0 {
-        // SAFETY: a fresh descriptor that nobody else owns.
-        Async::new(unsafe { OwnedFd::from_raw_fd(pidfd as i32) }).ok()
-    } else {
-        None
-    };
-    let mut child = Child { pid, pidfd, status: None, stdin: Some(in_w), stdout: None, stderr: None };
-    child.stdout = Some(Async::new(File::from(out_r))?);
-    child.stderr = Some(Async::new(File::from(err_r))?);
-    Ok(child)
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a fresh descriptor that nobody else owns.
+    Async::new(unsafe { OwnedFd::from_raw_fd(fd as i32) }).ok()
 }
 
 /// Writes `data` to the child's stdin and closes it. What fits the pipe
