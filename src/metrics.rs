@@ -28,6 +28,8 @@ pub struct Metrics {
     /// Bytes of the distinct message buffers queued to clients (the gauge of
     /// `--max-outgoing-bytes-total`, kept by the hub's outgoing budget).
     pub outgoing_bytes: AtomicUsize,
+    /// Bytes of request bodies held for scripts (`--max-request-body-total`).
+    pub request_body_bytes: AtomicUsize,
     duration_buckets: [AtomicU64; BUCKETS.len()],
     duration_count: AtomicU64,
     duration_sum_us: AtomicU64,
@@ -139,6 +141,11 @@ impl Metrics {
             s,
             "# HELP ws2http_outgoing_bytes Bytes of messages queued to clients and not yet sent (a buffer shared by a broadcast counts once).\n# TYPE ws2http_outgoing_bytes gauge\nws2http_outgoing_bytes {}",
             self.outgoing_bytes.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP ws2http_request_body_bytes Bytes of page request bodies held for their scripts.\n# TYPE ws2http_request_body_bytes gauge\nws2http_request_body_bytes {}",
+            self.request_body_bytes.load(Relaxed)
         );
     }
 

@@ -448,15 +448,18 @@ fn request_bodies_for_scripts_are_bounded_per_request_and_in_all() {
     let mut first = Conn::open(s.port);
     first.send(format!("{}x", post("Content-Length: 1000")).as_bytes());
     wait_for("the first body to be held", || {
-        let mut c = Conn::open(s.port);
-        c.send(format!("{}{}", post("Content-Length: 1000"), "y".repeat(1000)).as_bytes());
-        let r = c.response();
-        (r.status == 503).then_some(r)
+        common::get(&s.api("/metrics")).body.contains("\nws2http_request_body_bytes 1000\n").then_some(())
     });
+    let mut c = Conn::open(s.port);
+    c.send(format!("{}{}", post("Content-Length: 1000"), "y".repeat(1000)).as_bytes());
+    assert_eq!(c.response().status, 503);
     first.send("x".repeat(999).as_bytes());
     let r = first.response();
     assert_eq!(r.status, 200, "{r:?}");
     s.wait_log("--max-request-body-total");
+    wait_for("every body given back", || {
+        common::get(&s.api("/metrics")).body.contains("\nws2http_request_body_bytes 0\n").then_some(())
+    });
 }
 
 #[test]

@@ -113,7 +113,10 @@ impl BodyBudget {
                 return false;
             }
             match self.held.compare_exchange_weak(now, now + n, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => return true,
+                Ok(_) => {
+                    crate::metrics::get().request_body_bytes.fetch_add(n, Ordering::Relaxed);
+                    return true;
+                }
                 Err(actual) => now = actual,
             }
         }
@@ -121,6 +124,7 @@ impl BodyBudget {
 
     fn give_back(&self, n: usize) {
         self.held.fetch_sub(n, Ordering::AcqRel);
+        crate::metrics::get().request_body_bytes.fetch_sub(n, Ordering::Relaxed);
     }
 }
 
