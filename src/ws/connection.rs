@@ -5,11 +5,23 @@
 //! connections run in parallel.
 //!
 //! A client that breaks a limit or the protocol is closed with its own code
-//! (1009 too big, 1013 queue full, 1002/1007 protocol error) and one log
-//! line: the reader asks for the close and stops reading, so nothing the
-//! client sends afterwards costs memory or log lines. Once a connection has
-//! ended, the message events it still had queued are dropped: its client is
-//! gone, and running them only held script slots that live clients wait for.
+//! (1009 too big, 1013 queue full, 1008 a message too slow, 1002/1007
+//! protocol error) and one log line: the reader asks for the close and stops reading, so nothing the
+//! client sends afterwards costs memory or log lines.
+//!
+//! Once a connection has ended, what becomes of the message events it still
+//! had queued depends on how it ended. The client closed it (a close frame:
+//! `ws.send(x); ws.close()` in a browser): they still run, in order, then the
+//! close event; a message event can act for others (`@room`, `@set`), and
+//! the client said all it had to say before saying goodbye. Otherwise (the
+//! TCP connection dropped, a limit, a protocol error, `@close`, the control
+//! API, shutdown) they are dropped with one log line: nobody is there to
+//! have wanted them, and running them only held script slots that live
+//! clients wait for.
+//!
+//! A panic while an event is dispatched (a bug in a backend) is caught: the
+//! event counts as failed and the worker goes on, so the close event still
+//! runs exactly once and the connection leaves the hub.
 //!
 //! The writer sends a message over 16 KiB in fragments: tungstenite's write
 //! buffer never shrinks, so whole frames left every connection holding the
@@ -62,11 +74,7 @@ pub async fn dispatch(app: &App, conn: &Arc<ConnInfo>, kind: EventKind, collect:
         }
     };
     let took = started.elapsed();
-    let kind = match event.kind {
-        EventKind::Open => 0,
-        EventKind::Message { .. } => 1,
-        EventKind::Close { .. } => 2,
-    };
+    let kind = kind_index(&event.kind);
     let result = match outcome {
         Outcome::Success => 0,
         Outcome::Failed(_) => 1,
@@ -85,9 +93,9 @@ pub async fn dispatch(app: &App, conn: &Arc<ConnInfo>, kind: EventKind, collect:
 /// Runs the message and close events of one connection, in order.
 /// Holds the connection's slot (`--max-connections`) until the close event ran.
 ///
-/// Once the connection has ended, the message events still queued are
-/// dropped (their client is gone, and running them would hold script slots
-/// that live clients wait for): only the close event runs, exactly once.
+/// Once the connection has ended, the message events still queued run only
+/// when the client closed it ([`drops_queue`]); the close event runs exactly
+/// once, whatever happens to the events before it.
 pub async fn event_worker(
     app: App,
     conn: Arc<ConnInfo>,
@@ -108,12 +116,12 @@ pub async fn event_worker(
             EventKind::Message { payload, .. } => Some(payload.len()),
             _ => None,
         };
-        if len.is_some() && shared.has_ended() {
+        if len.is_some() && drops_queue(&app, &shared) {
             dropped += 1;
         } else if app.events.wants(&kind) {
             // Messages not in --events never get here (the reader drops
             // them); the close event always does, to end the worker.
-            dispatch(&app, &conn, kind, None).await;
+            dispatch_guarded(&app, &conn, kind).await;
         }
         if let Some(len) = len {
             budget.done(len);
@@ -124,6 +132,45 @@ pub async fn event_worker(
     }
     app.hub.remove(&conn.id);
     metrics::add(&metrics::get().connections_closed, 1);
+}
+
+/// `true` when the message events still queued must be dropped: the
+/// connection has ended, and not by the client's close frame (cause
+/// `client`), or the server is shutting down (it waits only for close
+/// events).
+fn drops_queue(app: &App, shared: &ConnShared) -> bool {
+    shared.has_ended() && (shared.close_cause() != Some(CloseCause::Client) || app.hub.is_shutting_down())
+}
+
+/// [`dispatch`], surviving a panic inside it (a bug in a backend): the
+/// event is logged and counted as failed, and the worker goes on.
+async fn dispatch_guarded(app: &App, conn: &Arc<ConnInfo>, kind: EventKind) {
+    let (name, index) = (kind.name(), kind_index(&kind));
+    let started = Instant::now();
+    let run = std::panic::AssertUnwindSafe(dispatch(app, conn, kind, None));
+    if let Err(panic) = futures_lite::FutureExt::catch_unwind(run).await {
+        let took = started.elapsed();
+        metrics::get().event(index, 1, took);
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        log::error!(
+            "[{}] {} {name}: panicked after {took:.1?} ({why}); counted as failed, the connection goes on",
+            conn.id,
+            conn.target.endpoint()
+        );
+    }
+}
+
+/// The event's index in the `ws2http_events_total` counters.
+fn kind_index(kind: &EventKind) -> usize {
+    match kind {
+        EventKind::Open => 0,
+        EventKind::Message { .. } => 1,
+        EventKind::Close { .. } => 2,
+    }
 }
 
 /// Serves an upgraded connection until it ends, then queues its close event.
@@ -546,4 +593,62 @@ pub async fn finish(app: &App, conn: &ConnInfo, shared: &ConnShared, events: &as
     // `send` waits for room when the queue is full.
     metrics::get().events_queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let _ = events.send(EventKind::Close { code: req.code, reason: req.reason, cause: req.cause }).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::backend::{Backend, BoxFuture};
+
+    /// A backend with a bug: it panics on the message `boom`. Records every
+    /// event it is given.
+    #[derive(Default)]
+    struct Buggy {
+        seen: Mutex<Vec<String>>,
+    }
+
+    impl Backend for Buggy {
+        fn run<'a>(&'a self, event: &'a Event, _: &'a mut (dyn FnMut(Output) + Send)) -> BoxFuture<'a, Outcome> {
+            Box::pin(async move {
+                let what = match &event.kind {
+                    EventKind::Message { payload, .. } => String::from_utf8_lossy(payload).into_owned(),
+                    other => other.name().to_owned(),
+                };
+                self.seen.lock().expect("lock").push(what.clone());
+                assert_ne!(what, "boom", "a bug in a backend");
+                Outcome::Success
+            })
+        }
+    }
+
+    #[test]
+    fn a_panic_in_one_event_fails_that_event_and_the_close_event_still_runs() {
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cgi-bin");
+        let cli = crate::config::Cli::try_parse_from(["ws2http", "--cgi-bin", fixtures]).expect("flags");
+        let buggy = Arc::new(Buggy::default());
+        let app = crate::server::test_app(&cli.into_config().expect("config"), buggy.clone());
+        let crate::cgi::resolve::Resolved::Found(target) = app.resolver.resolve("/mirror.sh") else {
+            panic!("no /mirror.sh")
+        };
+        let conn = Arc::new(ConnInfo { id: ConnId::random(), target, request: Default::default() });
+        let (_outgoing, shared) = app.hub.register(conn.clone());
+        let budget = app.queue_budget.conn();
+        let (tx, rx) = async_channel::unbounded();
+        for m in ["boom", "after"] {
+            budget.message_read(m.len(), true).expect("budget");
+            tx.try_send(EventKind::Message { payload: m.into(), binary: false }).expect("queue");
+        }
+        tx.try_send(EventKind::Close { code: 1000, reason: String::new(), cause: CloseCause::Client }).expect("queue");
+        let slot = app.conn_limits.reserve("127.0.0.1").expect("slot");
+        let failed = metrics::get().events_run(1, 1);
+        runtime::block_on(event_worker(app.clone(), conn.clone(), rx, shared, budget, slot));
+        assert_eq!(*buggy.seen.lock().expect("lock"), ["boom", "after", "close"]);
+        assert!(!app.hub.is_known(&conn.id), "the connection left the hub");
+        assert!(metrics::get().events_run(1, 1) > failed, "the event counted as failed");
+        assert_eq!(app.queue_budget.held(), 0);
+    }
 }
