@@ -1,6 +1,8 @@
 //! What a client's messages may cost before their scripts ran: bytes per
 //! connection and in total (`--max-queue-bytes`, `--max-queue-bytes-total`),
-//! and what becomes of the queue of a client that is gone.
+//! who is closed over the total (the connections holding the most), that
+//! pings cost nothing, that a message must keep arriving, and what becomes
+//! of the queue of a client that is gone.
 //!
 //! The flood test prints its memory figures (`--nocapture`);
 //! docs/RELIABILITY.md records them.
