@@ -217,6 +217,8 @@ impl QueueBudget {
     /// covers the excess. `false` when `me` holds the most itself, or when
     /// the total still does not fit (bytes of victims' queued messages are
     /// given back only once their events are dropped): `me` is closed too.
+    /// Bytes still held by connections already closed for the budget count
+    /// as covering the excess: while they go, nobody else is closed for them.
     fn make_room(&self, me: &ConnBudget) -> bool {
         // Taken out of the lock first: the last handle of a connection that
         // goes meanwhile may be one of these, and its drop takes the lock.
@@ -224,7 +226,8 @@ impl QueueBudget {
             let holders = self.conns.lock().unwrap_or_else(|e| e.into_inner());
             holders.all.iter().filter(|(key, _)| **key != me.key).filter_map(|(_, c)| c.upgrade()).collect()
         };
-        let mut excess = self.held().saturating_sub(self.total_cap);
+        let going: usize = others.iter().filter(|c| c.refused().is_some()).map(|c| c.held()).sum();
+        let mut excess = self.held().saturating_sub(self.total_cap.saturating_add(going));
         let mut victims = Vec::new();
         while excess > 0 {
             let largest =
@@ -798,7 +801,16 @@ mod tests {
         assert_eq!(s.read(20), Err(OverBudget::Total(100)));
         assert_eq!(*q_closed.lock().unwrap(), [OverBudget::HeldMost { held: 90, cap: 100 }]);
         assert_eq!(b.held(), 90);
+        // While those bytes go, another reader over the total closes nobody
+        // else (not a cascade through every connection with a queue).
+        let ((r, r_closed), (t, _)) = (share(&b), share(&b));
+        assert_eq!(r.read(8), Ok(()));
+        assert_eq!(r.message_read(8, true), Ok(()));
+        assert_eq!(t.read(5), Err(OverBudget::Total(100)));
+        assert!(r_closed.lock().unwrap().is_empty());
+        assert_eq!(r.refused(), None);
         q.done(90);
+        r.done(8);
         assert_eq!(b.held(), 0);
     }
 
