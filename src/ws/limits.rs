@@ -721,7 +721,7 @@ mod tests {
     fn share(b: &Arc<QueueBudget>) -> (Arc<ConnBudget>, Arc<Mutex<Vec<OverBudget>>>) {
         let closed = Arc::new(Mutex::new(Vec::new()));
         let log = closed.clone();
-        (b.conn(Box::new(move |why| log.lock().unwrap().push(why))), closed)
+        (b.conn(Box::new(move |why| log.lock().expect("lock").push(why))), closed)
     }
 
     #[test]
@@ -775,7 +775,7 @@ mod tests {
         assert_eq!(small.read(40), Ok(()));
         assert_eq!(b.held(), 690);
         assert_eq!(holders[1].refused(), Some(Refused::HeldMost));
-        assert_eq!(*closed[1].lock().unwrap(), [OverBudget::HeldMost { held: 320, cap: 1000 }]);
+        assert_eq!(*closed[1].lock().expect("lock"), [OverBudget::HeldMost { held: 320, cap: 1000 }]);
         assert_eq!(holders[1].read(5), Err(OverBudget::Closed), "its reads fail from then on");
         assert_eq!(holders[1].message_read(5, true), Err(OverBudget::Closed));
         assert_eq!(b.held(), 690);
@@ -788,9 +788,9 @@ mod tests {
         // Nobody else was closed.
         for (c, log) in [(&holders[0], &closed[0]), (&holders[2], &closed[2]), (&queued, &queued_closed)] {
             assert_eq!(c.refused(), None);
-            assert!(log.lock().unwrap().is_empty());
+            assert!(log.lock().expect("lock").is_empty());
         }
-        assert!(small_closed.lock().unwrap().is_empty());
+        assert!(small_closed.lock().expect("lock").is_empty());
         // Queued bytes are given back only when their event is done: a
         // victim holding them does not make room at once, so the sender is
         // refused too.
@@ -799,7 +799,7 @@ mod tests {
         assert_eq!(q.read(90), Ok(()));
         assert_eq!(q.message_read(90, true), Ok(()));
         assert_eq!(s.read(20), Err(OverBudget::Total(100)));
-        assert_eq!(*q_closed.lock().unwrap(), [OverBudget::HeldMost { held: 90, cap: 100 }]);
+        assert_eq!(*q_closed.lock().expect("lock"), [OverBudget::HeldMost { held: 90, cap: 100 }]);
         assert_eq!(b.held(), 90);
         // While those bytes go, another reader over the total closes nobody
         // else (not a cascade through every connection with a queue).
@@ -807,7 +807,7 @@ mod tests {
         assert_eq!(r.read(8), Ok(()));
         assert_eq!(r.message_read(8, true), Ok(()));
         assert_eq!(t.read(5), Err(OverBudget::Total(100)));
-        assert!(r_closed.lock().unwrap().is_empty());
+        assert!(r_closed.lock().expect("lock").is_empty());
         assert_eq!(r.refused(), None);
         q.done(90);
         r.done(8);
