@@ -64,6 +64,9 @@ pub enum CloseCause {
     /// The client broke the WebSocket protocol (invalid UTF-8, a bad
     /// frame): closed with 1002 or 1007.
     ProtocolError,
+    /// A message from the client arrived too slowly (beyond `--http-timeout`,
+    /// under 1 KiB/s on average): closed with 1008.
+    TooSlow,
 }
 
 impl CloseCause {
@@ -79,6 +82,7 @@ impl CloseCause {
             CloseCause::QueueFull => "queue-full",
             CloseCause::PingTimeout => "ping-timeout",
             CloseCause::ProtocolError => "protocol-error",
+            CloseCause::TooSlow => "too-slow",
         }
     }
 }

@@ -107,7 +107,8 @@ pub struct Cli {
     #[arg(long, env = "WS2HTTP_MAX_HTTP_CONNECTIONS_PER_IP", default_value_t = 256, value_name = "N")]
     pub max_http_connections_per_ip: usize,
     /// Seconds an HTTP client may take to send a request head, or stay silent while it sends a
-    /// body or should read a response (beyond it: 408 or the connection is closed)
+    /// body or should read a response (beyond it: 408 or the connection is closed); beyond it, a
+    /// body must arrive at 1 KiB/s on average (408), and so must a WebSocket message (close 1008)
     #[arg(long, env = "WS2HTTP_HTTP_TIMEOUT", default_value_t = 10.0, value_name = "SECS")]
     pub http_timeout: f64,
     /// Largest request head (request line and headers) in bytes (beyond it: 414 or 431)
@@ -147,7 +148,7 @@ pub struct Cli {
     #[arg(long, env = "WS2HTTP_MAX_QUEUE_BYTES", value_name = "BYTES")]
     pub max_queue_bytes: Option<usize>,
     /// Bytes of client messages held at once, all connections together: waiting for their
-    /// script or still being read (beyond it: the sender is closed with 1013)
+    /// script or still being read (beyond it: the connections holding the most are closed, 1013)
     /// [default: 67108864, or --max-queue-bytes if larger]
     #[arg(long, env = "WS2HTTP_MAX_QUEUE_BYTES_TOTAL", value_name = "BYTES")]
     pub max_queue_bytes_total: Option<usize>,

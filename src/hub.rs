@@ -44,7 +44,7 @@ pub struct ConnShared {
     /// When the socket last took bytes we wrote (ms on [`clock_ms`]).
     last_written: AtomicU64,
     /// Set when the connection has ended: its message events still queued
-    /// are dropped, only its close event runs.
+    /// run only if the client closed it (cause `client`); then its close event.
     ended: AtomicBool,
     /// Bytes of the messages queued for this client and not yet taken by
     /// its writer (`--max-outgoing-bytes`).
@@ -100,11 +100,13 @@ impl ConnShared {
         self.ended.load(Ordering::SeqCst)
     }
 
-    /// Aborts the connection without waiting for queued messages.
-    pub fn abort(&self, req: CloseRequest) {
-        self.request_close(req);
+    /// Aborts the connection without waiting for queued messages; `true`
+    /// if `req` was recorded (no close was requested before).
+    pub fn abort(&self, req: CloseRequest) -> bool {
+        let first = self.request_close(req);
         self.killed.store(true, Ordering::SeqCst);
         self.kill.notify(usize::MAX);
+        first
     }
 
     /// Resolves once the connection has been aborted.
@@ -129,6 +131,11 @@ impl ConnShared {
 
     pub fn close_request(&self) -> Option<CloseRequest> {
         lock(&self.close).clone()
+    }
+
+    /// The cause of the close requested first, if any.
+    pub fn close_cause(&self) -> Option<CloseCause> {
+        lock(&self.close).as_ref().map(|r| r.cause)
     }
 
     /// Records `req` unless a close was already requested; `true` if recorded.
@@ -184,6 +191,9 @@ pub struct Hub {
     out_queue: usize,
     /// Bytes of the outgoing queues, per connection and in total.
     outgoing: OutgoingBudget,
+    /// Set by [`Hub::close_all`] (server shutdown): message events still
+    /// queued are dropped, whatever ended their connection.
+    shutting_down: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -194,7 +204,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Hub {
     pub fn new(out_queue: usize, outgoing: OutgoingBudget) -> Self {
-        Hub { state: Mutex::new(State::default()), presence: None, out_queue: out_queue.max(1), outgoing }
+        Hub {
+            state: Mutex::new(State::default()),
+            presence: None,
+            out_queue: out_queue.max(1),
+            outgoing,
+            shutting_down: AtomicBool::new(false),
+        }
     }
 
     /// Reports every presence change to `tx` (cluster mode).
@@ -343,12 +359,18 @@ impl Hub {
 
     /// Asks every live connection to close (server shutdown).
     pub fn close_all(&self, code: u16, reason: &str, cause: CloseCause) -> usize {
+        self.shutting_down.store(true, Ordering::SeqCst);
         let st = lock(&self.state);
         st.conns
             .values()
             .filter(|c| c.tx.is_some())
             .map(|c| close(c, CloseRequest { code, reason: reason.to_owned(), cause }))
             .count()
+    }
+
+    /// `true` once [`Hub::close_all`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
     }
 
     /// Live (not yet ended) connections.

@@ -359,3 +359,14 @@ fn remote_backends(cfg: &Config, env: &EnvSettings, limits: &Limits, api_url: St
     }
     Ok(Remote { routes, fastcgi_pages, http_prefixes })
 }
+
+/// The state of a server built from `cfg` with `backend` running every
+/// WebSocket event, for unit tests of the connection's parts.
+#[cfg(test)]
+pub(crate) fn test_app(cfg: &Config, backend: Arc<dyn Backend>) -> App {
+    let addr = SocketAddr::from(([127, 0, 0, 1], 9));
+    let app = build_app(cfg, addr, addr).expect("a server's state");
+    let Ok(mut inner) = Arc::try_unwrap(app.0) else { panic!("the state is shared already") };
+    inner.backend = backend;
+    App(Arc::new(inner))
+}

@@ -5,11 +5,23 @@
 //! connections run in parallel.
 //!
 //! A client that breaks a limit or the protocol is closed with its own code
-//! (1009 too big, 1013 queue full, 1002/1007 protocol error) and one log
-//! line: the reader asks for the close and stops reading, so nothing the
-//! client sends afterwards costs memory or log lines. Once a connection has
-//! ended, the message events it still had queued are dropped: its client is
-//! gone, and running them only held script slots that live clients wait for.
+//! (1009 too big, 1013 queue full, 1008 a message too slow, 1002/1007
+//! protocol error) and one log line: the reader asks for the close and stops reading, so nothing the
+//! client sends afterwards costs memory or log lines.
+//!
+//! Once a connection has ended, what becomes of the message events it still
+//! had queued depends on how it ended. The client closed it (a close frame:
+//! `ws.send(x); ws.close()` in a browser): they still run, in order, then the
+//! close event; a message event can act for others (`@room`, `@set`), and
+//! the client said all it had to say before saying goodbye. Otherwise (the
+//! TCP connection dropped, a limit, a protocol error, `@close`, the control
+//! API, shutdown) they are dropped with one log line: nobody is there to
+//! have wanted them, and running them only held script slots that live
+//! clients wait for.
+//!
+//! A panic while an event is dispatched (a bug in a backend) is caught: the
+//! event counts as failed and the worker goes on, so the close event still
+//! runs exactly once and the connection leaves the hub.
 //!
 //! The writer sends a message over 16 KiB in fragments: tungstenite's write
 //! buffer never shrinks, so whole frames left every connection holding the
@@ -34,7 +46,7 @@ use crate::event::{ConnInfo, Event, EventKind};
 use crate::hub::{self, CloseRequest, ConnShared};
 use crate::id::ConnId;
 use crate::server::App;
-use crate::ws::limits::{ConnBudget, OverBudget};
+use crate::ws::limits::{ConnBudget, Evict, OverBudget, Refused};
 use crate::{metrics, runtime};
 
 /// How long the server waits for the client to answer its close frame.
@@ -62,11 +74,7 @@ pub async fn dispatch(app: &App, conn: &Arc<ConnInfo>, kind: EventKind, collect:
         }
     };
     let took = started.elapsed();
-    let kind = match event.kind {
-        EventKind::Open => 0,
-        EventKind::Message { .. } => 1,
-        EventKind::Close { .. } => 2,
-    };
+    let kind = kind_index(&event.kind);
     let result = match outcome {
         Outcome::Success => 0,
         Outcome::Failed(_) => 1,
@@ -85,9 +93,9 @@ pub async fn dispatch(app: &App, conn: &Arc<ConnInfo>, kind: EventKind, collect:
 /// Runs the message and close events of one connection, in order.
 /// Holds the connection's slot (`--max-connections`) until the close event ran.
 ///
-/// Once the connection has ended, the message events still queued are
-/// dropped (their client is gone, and running them would hold script slots
-/// that live clients wait for): only the close event runs, exactly once.
+/// Once the connection has ended, the message events still queued run only
+/// when the client closed it ([`drops_queue`]); the close event runs exactly
+/// once, whatever happens to the events before it.
 pub async fn event_worker(
     app: App,
     conn: Arc<ConnInfo>,
@@ -108,12 +116,12 @@ pub async fn event_worker(
             EventKind::Message { payload, .. } => Some(payload.len()),
             _ => None,
         };
-        if len.is_some() && shared.has_ended() {
+        if len.is_some() && drops_queue(&app, &shared) {
             dropped += 1;
         } else if app.events.wants(&kind) {
             // Messages not in --events never get here (the reader drops
             // them); the close event always does, to end the worker.
-            dispatch(&app, &conn, kind, None).await;
+            dispatch_guarded(&app, &conn, kind).await;
         }
         if let Some(len) = len {
             budget.done(len);
@@ -124,6 +132,45 @@ pub async fn event_worker(
     }
     app.hub.remove(&conn.id);
     metrics::add(&metrics::get().connections_closed, 1);
+}
+
+/// `true` when the message events still queued must be dropped: the
+/// connection has ended, and not by the client's close frame (cause
+/// `client`), or the server is shutting down (it waits only for close
+/// events).
+fn drops_queue(app: &App, shared: &ConnShared) -> bool {
+    shared.has_ended() && (shared.close_cause() != Some(CloseCause::Client) || app.hub.is_shutting_down())
+}
+
+/// [`dispatch`], surviving a panic inside it (a bug in a backend): the
+/// event is logged and counted as failed, and the worker goes on.
+async fn dispatch_guarded(app: &App, conn: &Arc<ConnInfo>, kind: EventKind) {
+    let (name, index) = (kind.name(), kind_index(&kind));
+    let started = Instant::now();
+    let run = std::panic::AssertUnwindSafe(dispatch(app, conn, kind, None));
+    if let Err(panic) = futures_lite::FutureExt::catch_unwind(run).await {
+        let took = started.elapsed();
+        metrics::get().event(index, 1, took);
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        log::error!(
+            "[{}] {} {name}: panicked after {took:.1?} ({why}); counted as failed, the connection goes on",
+            conn.id,
+            conn.target.endpoint()
+        );
+    }
+}
+
+/// The event's index in the `ws2http_events_total` counters.
+fn kind_index(kind: &EventKind) -> usize {
+    match kind {
+        EventKind::Open => 0,
+        EventKind::Message { .. } => 1,
+        EventKind::Close { .. } => 2,
+    }
 }
 
 /// Serves an upgraded connection until it ends, then queues its close event.
@@ -380,14 +427,14 @@ async fn read_loop<S>(
                 // Keep reading: tungstenite sends the reply, then ends the stream.
                 continue;
             }
-            Ok(WsMessage::Ping(p) | WsMessage::Pong(p)) => {
-                budget.control_read(p.len()); // answered by tungstenite
-                continue;
-            }
-            Ok(WsMessage::Frame(_)) => continue,
+            // Pings are answered by tungstenite; control frames cost no budget.
+            Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_)) => continue,
             Err(e) => match read_error(&e, budget) {
                 Some(limit) => {
-                    log_limit(id, &limit, &e);
+                    // Closed for another connection's read: logged then.
+                    if budget.refused() != Some(Refused::HeldMost) {
+                        log_limit(id, &limit, &e);
+                    }
                     close_for(app, id, limit);
                     // The writer sends the close frame and ends the connection.
                     return std::future::pending().await;
@@ -399,7 +446,9 @@ async fn read_loop<S>(
             },
         };
         if let Err(full) = enqueue(app, events, budget, kind) {
-            log::warn!("[{id}] {full}; closing (1013)");
+            if !matches!(full, QueueFull::Bytes(OverBudget::Closed)) {
+                log::warn!("[{id}] {full}; closing (1013)");
+            }
             close_for(app, id, Limit::QueueFull);
             return std::future::pending().await;
         }
@@ -432,6 +481,9 @@ enum Limit {
     Protocol,
     /// `--max-queue`, `--max-queue-bytes` or `--max-queue-bytes-total`: 1013.
     QueueFull,
+    /// A message that arrives too slowly (beyond `--http-timeout`, under
+    /// 1 KiB/s on average): 1008.
+    TooSlow,
 }
 
 impl Limit {
@@ -441,6 +493,7 @@ impl Limit {
             Limit::InvalidUtf8 => (1007, "invalid UTF-8", CloseCause::ProtocolError),
             Limit::Protocol => (1002, "protocol error", CloseCause::ProtocolError),
             Limit::QueueFull => (1013, "too many events waiting", CloseCause::QueueFull),
+            Limit::TooSlow => (1008, "message too slow", CloseCause::TooSlow),
         }
     }
 }
@@ -453,7 +506,10 @@ fn read_error(e: &WsError, budget: &ConnBudget) -> Option<Limit> {
         WsError::Utf8(_) => Some(Limit::InvalidUtf8),
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
         WsError::Protocol(_) => Some(Limit::Protocol),
-        WsError::Io(_) if budget.over_total() => Some(Limit::QueueFull),
+        WsError::Io(_) => match budget.refused()? {
+            Refused::Total | Refused::HeldMost => Some(Limit::QueueFull),
+            Refused::TooSlow => Some(Limit::TooSlow),
+        },
         _ => None,
     }
 }
@@ -465,7 +521,7 @@ fn log_limit(id: &ConnId, limit: &Limit, e: &WsError) {
         (Limit::TooBig, WsError::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
             log::warn!("[{id}] message of {size} bytes is over --max-message {max_size}; closing ({code})")
         }
-        (Limit::QueueFull, _) => log::warn!("[{id}] {e}; closing ({code})"),
+        (Limit::QueueFull | Limit::TooSlow, WsError::Io(e)) => log::warn!("[{id}] {e}; closing ({code})"),
         _ => log::warn!("[{id}] protocol error from the client: {e}; closing ({code})"),
     }
 }
@@ -523,6 +579,24 @@ fn close_for(app: &App, id: &ConnId, limit: Limit) {
     app.hub.apply(Action::Close { conn: id.clone(), code, reason: reason.into(), cause });
 }
 
+/// What drops connection `id` (with its one log line) when it holds the
+/// most bytes while another connection's read goes over
+/// `--max-queue-bytes-total`. At once, without a close frame (its close
+/// event says 1013, `queue-full`): the bytes it held are counted out of
+/// the total at once, so its buffers must go now, not after a close
+/// handshake (a 2 s grace let 600 clients take +313 MiB over a 64 MiB total).
+pub fn evictor(id: &ConnId, shared: &Arc<ConnShared>) -> Evict {
+    let (id, shared) = (id.clone(), shared.clone());
+    Box::new(move |why| {
+        let (code, reason, cause) = Limit::QueueFull.close();
+        // Already closing (for a limit of its own: logged then) or not, its
+        // buffers go now.
+        if shared.abort(CloseRequest { code, reason: reason.into(), cause }) {
+            log::warn!("[{id}] {why}; dropping it (1013)");
+        }
+    })
+}
+
 /// The connection is over: stop deliveries and queue the close event.
 pub async fn finish(app: &App, conn: &ConnInfo, shared: &ConnShared, events: &async_channel::Sender<EventKind>) {
     shared.end();
@@ -546,4 +620,62 @@ pub async fn finish(app: &App, conn: &ConnInfo, shared: &ConnShared, events: &as
     // `send` waits for room when the queue is full.
     metrics::get().events_queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let _ = events.send(EventKind::Close { code: req.code, reason: req.reason, cause: req.cause }).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::backend::{Backend, BoxFuture};
+
+    /// A backend with a bug: it panics on the message `boom`. Records every
+    /// event it is given.
+    #[derive(Default)]
+    struct Buggy {
+        seen: Mutex<Vec<String>>,
+    }
+
+    impl Backend for Buggy {
+        fn run<'a>(&'a self, event: &'a Event, _: &'a mut (dyn FnMut(Output) + Send)) -> BoxFuture<'a, Outcome> {
+            Box::pin(async move {
+                let what = match &event.kind {
+                    EventKind::Message { payload, .. } => String::from_utf8_lossy(payload).into_owned(),
+                    other => other.name().to_owned(),
+                };
+                self.seen.lock().expect("lock").push(what.clone());
+                assert_ne!(what, "boom", "a bug in a backend");
+                Outcome::Success
+            })
+        }
+    }
+
+    #[test]
+    fn a_panic_in_one_event_fails_that_event_and_the_close_event_still_runs() {
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cgi-bin");
+        let cli = crate::config::Cli::try_parse_from(["ws2http", "--cgi-bin", fixtures]).expect("flags");
+        let buggy = Arc::new(Buggy::default());
+        let app = crate::server::test_app(&cli.into_config().expect("config"), buggy.clone());
+        let crate::cgi::resolve::Resolved::Found(target) = app.resolver.resolve("/mirror.sh") else {
+            panic!("no /mirror.sh")
+        };
+        let conn = Arc::new(ConnInfo { id: ConnId::random(), target, request: Default::default() });
+        let (_outgoing, shared) = app.hub.register(conn.clone());
+        let budget = app.queue_budget.conn(Box::new(|_| {}));
+        let (tx, rx) = async_channel::unbounded();
+        for m in ["boom", "after"] {
+            budget.message_read(m.len(), true).expect("budget");
+            tx.try_send(EventKind::Message { payload: m.into(), binary: false }).expect("queue");
+        }
+        tx.try_send(EventKind::Close { code: 1000, reason: String::new(), cause: CloseCause::Client }).expect("queue");
+        let slot = app.conn_limits.reserve("127.0.0.1").expect("slot");
+        let failed = metrics::get().events_run(1, 1);
+        runtime::block_on(event_worker(app.clone(), conn.clone(), rx, shared, budget, slot));
+        assert_eq!(*buggy.seen.lock().expect("lock"), ["boom", "after", "close"]);
+        assert!(!app.hub.is_known(&conn.id), "the connection left the hub");
+        assert!(metrics::get().events_run(1, 1) > failed, "the event counted as failed");
+        assert_eq!(app.queue_budget.held(), 0);
+    }
 }

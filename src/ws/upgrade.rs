@@ -231,7 +231,7 @@ async fn start(app: App, conn: Arc<ConnInfo>, slot: Slot, actions: Vec<Action>, 
     // The worker runs in the connection's own task, beside its reader and
     // writer: a message's event, its script's reply and the write to the
     // socket then need no hand-off between tasks (each cost a thread wake).
-    let budget = app.queue_budget.conn();
+    let budget = app.queue_budget.conn(connection::evictor(&conn.id, &shared));
     let worker = connection::event_worker(app.clone(), conn.clone(), events_rx, shared.clone(), budget.clone(), slot);
 
     let http_res: &mut tide::http::Response = res.as_mut();
@@ -240,8 +240,9 @@ async fn start(app: App, conn: Arc<ConnInfo>, slot: Slot, actions: Vec<Action>, 
     let io = async move {
         match upgrade.await {
             Some(stream) => {
-                // Every byte read counts against --max-queue-bytes-total.
-                let stream = Metered::new(stream, budget.clone(), shared.clone());
+                // Every byte of data frames read counts against
+                // --max-queue-bytes-total; a message must keep arriving.
+                let stream = Metered::new(stream, budget.clone(), shared.clone(), app.http_timeout);
                 let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
                 log::info!(
                     "[{}] {} open from {}:{}",

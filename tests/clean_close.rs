@@ -1,0 +1,100 @@
+//! What becomes of a connection's queued message events when it ends: a
+//! client that closes cleanly (a close frame, as `ws.send(x); ws.close()` in
+//! a browser) still gets them run, in order, then its close event; a
+//! connection that ended otherwise (here: closed through the control API)
+//! has them dropped, with one log line.
+
+mod common;
+mod rawws;
+
+use std::io::Write;
+use std::net::TcpStream;
+
+use common::*;
+
+/// Opens a connection to `path` by hand; returns it with its id (the
+/// fixtures say `id ID` first).
+fn open(s: &Server, path: &str) -> (TcpStream, String) {
+    let mut tcp = rawws::open(s.port, path);
+    let id = rawws::read_text(&mut tcp).strip_prefix("id ").expect("id line").to_owned();
+    (tcp, id)
+}
+
+/// A close frame with code 1000.
+fn close_1000() -> Vec<u8> {
+    rawws::frame(rawws::CLOSE, &1000u16.to_be_bytes())
+}
+
+#[test]
+fn messages_sent_just_before_a_clean_close_still_run_then_the_close_event() {
+    let s = Server::start(&[]);
+    // b listens in room r.
+    let (mut b, _) = open(&s, "/mirror.sh");
+    b.write_all(&rawws::frame(rawws::TEXT, b"@join r\njoined")).expect("send");
+    assert_eq!(rawws::read_text(&mut b), "joined");
+    // a sends ten messages for the room and closes, all in one write.
+    let (mut a, a_id) = open(&s, "/mirror.sh");
+    let mut bytes: Vec<u8> =
+        (0..10).flat_map(|i| rawws::frame(rawws::TEXT, format!("@room r a{i}").as_bytes())).collect();
+    bytes.extend(close_1000());
+    a.write_all(&bytes).expect("send");
+    assert_eq!(rawws::read_close(&mut a).map(|(code, _)| code), Some(1000));
+    for i in 0..10 {
+        assert_eq!(rawws::read_text(&mut b), format!("a{i}"), "what a's message events sent to the room");
+    }
+    let close = s.wait_event("a's close event", |l| l.starts_with(&format!("close {a_id} ")));
+    assert!(close.contains(" 1000 client"), "{close}");
+    // Every message event ran before the close event, none was dropped.
+    let events: Vec<String> = s.events().into_iter().filter(|l| l.contains(&a_id)).collect();
+    let mut want = vec![format!("open {a_id}")];
+    want.extend((0..10).map(|_| format!("message {a_id}")));
+    assert_eq!(events[..11], want[..], "{events:?}");
+    assert!(events[11].starts_with(&format!("close {a_id} 1000 client")), "{events:?}");
+    assert!(!s.log().contains("dropped them"), "{}", s.log());
+}
+
+/// One script slot; `a` sends a message that holds it (hold.sh waits for
+/// the flag file), then five more that wait in its queue. Returns `a`, its
+/// id and the server.
+fn five_queued_behind_a_held_one() -> (Server, TcpStream, String) {
+    let s = Server::start(&["--max-procs", "1"]);
+    let (mut a, a_id) = open(&s, "/hold.sh");
+    a.write_all(&rawws::frame(rawws::TEXT, b"held")).expect("send");
+    s.wait_event("the held message", |l| l.starts_with(&format!("message {a_id}")));
+    for i in 0..5 {
+        a.write_all(&rawws::frame(rawws::TEXT, format!("queued {i}").as_bytes())).expect("send");
+    }
+    wait_for("five queued events", || {
+        get(&s.api("/metrics")).body.contains("\nws2http_events_queued 5\n").then_some(())
+    });
+    (s, a, a_id)
+}
+
+fn message_events(s: &Server, id: &str) -> usize {
+    s.events().iter().filter(|l| l.starts_with(&format!("message {id}"))).count()
+}
+
+#[test]
+fn queued_messages_run_after_a_clean_close_but_not_after_an_api_close() {
+    // The client closes: its five queued messages run, then the close event.
+    let (s, mut a, a_id) = five_queued_behind_a_held_one();
+    a.write_all(&close_1000()).expect("send");
+    assert_eq!(rawws::read_close(&mut a).map(|(code, _)| code), Some(1000));
+    s.wait_log(&format!("[{a_id}] /hold.sh closed: 1000"));
+    std::fs::write(s.dir.join("flag"), "").expect("flag");
+    let close = s.wait_event("a's close event", |l| l.starts_with(&format!("close {a_id} ")));
+    assert_eq!(close, format!("close {a_id} 1000 client"));
+    assert_eq!(message_events(&s, &a_id), 6, "{:?}", s.events());
+    assert!(!s.log().contains("dropped them"), "{}", s.log());
+
+    // Closed through the control API instead: they are dropped.
+    let (s, mut a, a_id) = five_queued_behind_a_held_one();
+    assert_eq!(api("DELETE", &s.api(&format!("/connections/{a_id}")), None, None, b"").status, 200);
+    assert_eq!(rawws::read_close(&mut a).map(|(code, _)| code), Some(1000));
+    a.write_all(&close_1000()).expect("answer the close");
+    std::fs::write(s.dir.join("flag"), "").expect("flag");
+    let close = s.wait_event("a's close event", |l| l.starts_with(&format!("close {a_id} ")));
+    assert_eq!(close, format!("close {a_id} 1000 api"));
+    assert_eq!(message_events(&s, &a_id), 1, "{:?}", s.events());
+    s.wait_log(&format!("[{a_id}] the connection ended with 5 message event(s) still queued; dropped them"));
+}
