@@ -22,6 +22,8 @@ pub fn init(level: &str) {
             writeln!(buf, "[{} {style}{:<5}{style:#} {}] {message}", buf.timestamp(), record.level(), record.target())
         })
         .init();
+    // A panic (a bug) is one escaped log line too, not several raw ones.
+    std::panic::set_hook(Box::new(|info| log::error!("bug: {info}")));
 }
 
 /// `a\nb` → `a\\nb`: C0 and C1 controls, DEL and the Unicode line and
