@@ -468,13 +468,8 @@ impl Cli {
                 self.max_request_head
             ));
         }
-        if self.max_request_body > self.max_request_body_total {
-            return Err(format!(
-                "--max-request-body {} is larger than --max-request-body-total {}: no such body could be held; \
-                 raise --max-request-body-total or lower --max-request-body",
-                self.max_request_body, self.max_request_body_total
-            ));
-        }
+        let (body, total) = (self.max_request_body, Some(self.max_request_body_total));
+        budget_total(body, total, 0, "--max-request-body", "per request")?;
         for (flag, secs) in [("--http-timeout", self.http_timeout), ("--timeout", self.timeout)] {
             if !(secs > 0.0 && secs.is_finite()) {
                 return Err(format!("{flag} {secs}: must be a positive number of seconds"));
@@ -592,14 +587,21 @@ fn queue_bytes(max_message: usize, per_conn: Option<usize>, total: Option<usize>
         }
         Some(n) => n,
     };
-    let total = total.unwrap_or(DEFAULT_MAX_QUEUE_BYTES_TOTAL.max(per_conn));
-    if total < per_conn {
+    let total = budget_total(per_conn, total, DEFAULT_MAX_QUEUE_BYTES_TOTAL, "--max-queue-bytes", "per connection")?;
+    Ok((per_conn, total))
+}
+
+/// The total of a budget with a per-connection (or per-request) share: by
+/// default `default` (or the share, when larger); never smaller than the
+/// share, which could then never be used whole.
+fn budget_total(per: usize, total: Option<usize>, default: usize, flag: &str, what: &str) -> Result<usize, String> {
+    let total = total.unwrap_or(default.max(per));
+    if total < per {
         return Err(format!(
-            "--max-queue-bytes-total {total} is smaller than --max-queue-bytes {per_conn} (per connection); \
-             raise --max-queue-bytes-total or lower --max-queue-bytes"
+            "{flag}-total {total} is smaller than {flag} {per} ({what}); raise {flag}-total or lower {flag}"
         ));
     }
-    Ok((per_conn, total))
+    Ok(total)
 }
 
 /// Default `--max-outgoing-bytes`.
@@ -611,13 +613,7 @@ pub const DEFAULT_MAX_OUTGOING_BYTES_TOTAL: usize = 64 << 20;
 /// (No relation to a message size: an empty queue takes any message.)
 fn outgoing_bytes(per_conn: usize, total: Option<usize>) -> Result<(usize, usize), String> {
     let per_conn = per_conn.max(1);
-    let total = total.unwrap_or(DEFAULT_MAX_OUTGOING_BYTES_TOTAL.max(per_conn));
-    if total < per_conn {
-        return Err(format!(
-            "--max-outgoing-bytes-total {total} is smaller than --max-outgoing-bytes {per_conn} (per client); \
-             raise --max-outgoing-bytes-total or lower --max-outgoing-bytes"
-        ));
-    }
+    let total = budget_total(per_conn, total, DEFAULT_MAX_OUTGOING_BYTES_TOTAL, "--max-outgoing-bytes", "per client")?;
     Ok((per_conn, total))
 }
 
