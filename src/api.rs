@@ -375,9 +375,10 @@ async fn read_body(req: &mut Request<App>, cap: BodyCap) -> Result<Vec<u8>, tide
             let what = declared.map_or("chunked body".to_owned(), |n| format!("Content-Length {n}"));
             Err(too_large(req, &what, cap))
         }
-        Err(ReadError::TooSlow) => Err(error(StatusCode::RequestTimeout, "the body came too slowly")),
-        Err(ReadError::Broken(e)) => Err(error(StatusCode::BadRequest, format!("cannot read the body: {e}"))),
-        Err(ReadError::Busy) => Err(error(StatusCode::ServiceUnavailable, "busy; try again later")),
+        Err(e) => {
+            let (code, why) = e.answer(cap.bytes, cap.flag);
+            Err(error(StatusCode::try_from(code).unwrap_or(StatusCode::BadRequest), why))
+        }
     }
 }
 

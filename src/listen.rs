@@ -36,11 +36,13 @@ pub struct RawHead {
 }
 
 impl RawHead {
-    pub fn from_head(h: &Head) -> Self {
+    /// The head's target and headers, the headers moved out (they were
+    /// copied into the request already).
+    pub fn take_from(h: &mut Head) -> Self {
         RawHead {
             target: h.target.clone(),
             content_type: h.header("content-type").map(str::to_owned),
-            headers: h.headers.clone(),
+            headers: std::mem::take(&mut h.headers),
         }
     }
 

@@ -99,26 +99,18 @@ async fn script_body(
     req: &mut Request<App>,
     info: &crate::event::RequestInfo,
 ) -> Result<cgi::http::RequestBody, Response> {
-    use crate::http1::body::{read_for_script, ReadError};
+    use crate::http1::body::read_for_script;
     let app = req.state().clone();
     let content_type = req.ext::<crate::listen::RawHead>().and_then(|raw| raw.content_type.clone());
     let declared = req.len();
     let mut reader = req.take_body();
     let read = read_for_script(&mut reader, declared, &app.body_budget, app.http_timeout).await;
-    let (status, why) = match read {
+    let (code, why) = match read {
         Ok(body) => return Ok(cgi::http::RequestBody { body, content_type }),
-        Err(ReadError::TooLarge) => (
-            StatusCode::PayloadTooLarge,
-            format!("the body is over {} bytes (--max-request-body)", app.body_budget.per_request),
-        ),
-        Err(ReadError::Busy) => (
-            StatusCode::ServiceUnavailable,
-            "too many request bodies held at once (--max-request-body-total); try again later".to_owned(),
-        ),
-        Err(ReadError::Broken(e)) => (StatusCode::BadRequest, format!("the body is malformed or ended early: {e}")),
-        Err(ReadError::TooSlow) => (StatusCode::RequestTimeout, "the body came too slowly".to_owned()),
+        Err(e) => e.answer(app.body_budget.per_request, "--max-request-body"),
     };
-    log::warn!("{} {} {}: refused with {}: {why}", info.method, info.uri, info.remote_addr, u16::from(status));
+    log::warn!("{} {} {}: refused with {code}: {why}", info.method, info.uri, info.remote_addr);
+    let status = StatusCode::try_from(code).unwrap_or(StatusCode::BadRequest);
     let mut r = text(status, &why);
     r.insert_header("Connection", "close");
     if status == StatusCode::ServiceUnavailable {

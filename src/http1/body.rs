@@ -42,6 +42,21 @@ pub enum ReadError {
     TooSlow,
 }
 
+impl ReadError {
+    /// The status that answers it, and why, for the client and the log
+    /// (`cap_flag` names the per-request cap that applied).
+    pub fn answer(&self, cap: usize, cap_flag: &str) -> (u16, String) {
+        match self {
+            ReadError::TooLarge => (413, format!("the body is over {cap} bytes ({cap_flag})")),
+            ReadError::Busy => {
+                (503, "too many request bodies held at once (--max-request-body-total); try again later".into())
+            }
+            ReadError::Broken(e) => (400, format!("the body is malformed or ended early: {e}")),
+            ReadError::TooSlow => (408, "the body came too slowly".into()),
+        }
+    }
+}
+
 /// How long a client may take to send `received` bytes.
 pub fn allowance(timeout: Duration, received: u64) -> Duration {
     timeout + Duration::from_millis(received.saturating_mul(1000) / MIN_RATE)

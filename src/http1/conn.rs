@@ -49,20 +49,21 @@ pub async fn serve<S: Clone + Send + Sync + 'static>(
     let input: Shared = Arc::new(Mutex::new(Input::new(stream.clone(), opts.max_head, opts.timeout)));
     let mut out = stream;
     loop {
-        let head = match runtime::timeout(opts.timeout, std::future::poll_fn(|cx| input::lock(&input).poll_head(cx)))
-            .await
-        {
-            Ok(Ok(head)) => head,
-            Ok(Err(HeadError::Gone)) => return,
-            Ok(Err(HeadError::Refused(r))) => return refuse(&mut out, peer, &r, &opts).await,
-            Err(()) if input::lock(&input).is_idle() => return,
-            Err(()) => {
-                let r =
-                    Refusal::new(408, format!("no complete request head within {:?} (--http-timeout)", opts.timeout));
-                return refuse(&mut out, peer, &r, &opts).await;
-            }
-        };
-        let (req, version, method) = match request(&head, &input, peer, local) {
+        let mut head =
+            match runtime::timeout(opts.timeout, std::future::poll_fn(|cx| input::lock(&input).poll_head(cx))).await {
+                Ok(Ok(head)) => head,
+                Ok(Err(HeadError::Gone)) => return,
+                Ok(Err(HeadError::Refused(r))) => return refuse(&mut out, peer, &r, &opts).await,
+                Err(()) if input::lock(&input).is_idle() => return,
+                Err(()) => {
+                    let r = Refusal::new(
+                        408,
+                        format!("no complete request head within {:?} (--http-timeout)", opts.timeout),
+                    );
+                    return refuse(&mut out, peer, &r, &opts).await;
+                }
+            };
+        let (req, version, method) = match request(&mut head, &input, peer, local) {
             Ok(r) => r,
             Err(r) => return refuse(&mut out, peer, &r, &opts).await,
         };
@@ -122,7 +123,7 @@ async fn refuse(out: &mut TcpStream, peer: SocketAddr, r: &Refusal, opts: &Optio
 
 /// The tide request for a checked head, with its body reader.
 fn request(
-    head: &Head,
+    head: &mut Head,
     input: &Shared,
     peer: SocketAddr,
     local: Option<SocketAddr>,
@@ -174,7 +175,7 @@ fn request(
     if head.header("content-type").is_none() {
         req.remove_header("Content-Type");
     }
-    req.ext_mut().insert(RawHead::from_head(head));
+    req.ext_mut().insert(RawHead::take_from(head));
     Ok((req, head.version, method))
 }
 
