@@ -37,7 +37,7 @@ impl HostPattern {
 
 /// `Host` header value → (lower-case name, port if given); `None` when it
 /// is not `NAME`, `NAME:PORT`, `[V6]` or `[V6]:PORT`.
-fn split_host(host: &str) -> Option<(String, Option<u16>)> {
+pub(crate) fn split_host(host: &str) -> Option<(String, Option<u16>)> {
     let host = host.trim();
     let (name, port) = match host.strip_prefix('[') {
         Some(rest) => {

@@ -3,6 +3,13 @@
 //! so a handshake from a page of another origin is refused (403) unless the
 //! origin is allowed with `--allow-origin`. Clients that send no Origin
 //! header (not browsers) are not affected.
+//!
+//! One exception to the exact comparison: on this listener's own port,
+//! `localhost`, `127.0.0.1` and `[::1]` are one site ([`loopback_alias`]).
+//! A console loaded from `http://localhost:8080` that opens
+//! `ws://127.0.0.1:8080/...` (the URL ws2http prints) is the same page of the
+//! same server to the user, but two origins to the browser; refusing it was
+//! the most common "it does not connect" of a first try.
 
 /// `scheme://host[:port]` → (`host[:port]` without a default port), lowercased.
 fn authority_of_origin(origin: &str) -> Option<String> {
@@ -27,39 +34,95 @@ fn strip_default_port(authority: &str, scheme: &str) -> String {
 }
 
 /// `true` when a handshake with this Origin header (if any) and Host header
-/// may proceed.
-pub fn allowed(origin: Option<&str>, host: Option<&str>, allow: &[String]) -> bool {
+/// may proceed on the public listener bound to `port`.
+pub fn allowed(origin: Option<&str>, host: Option<&str>, allow: &[String], port: u16) -> bool {
     let Some(origin) = origin.map(str::trim) else { return true };
     if allow.iter().any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin)) {
         return true;
     }
     let (Some(o), Some(h)) = (authority_of_origin(origin), host) else { return false };
     let scheme = origin.split_once("://").map_or("", |(s, _)| s).to_ascii_lowercase();
-    o == strip_default_port(&h.trim().to_ascii_lowercase(), &scheme)
+    o == strip_default_port(&h.trim().to_ascii_lowercase(), &scheme) || loopback_alias(origin, h, port)
+}
+
+/// The names a browser on this machine uses for it, interchangeably.
+const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
+
+/// `true` when both the page (`origin`) and the WebSocket URL (`host`) name
+/// this listener through a loopback name: an `http` origin whose host is
+/// `localhost`, `127.0.0.1` or `[::1]` and whose port (80 when absent) is
+/// `port`, with a Host of one of those names on that same port.
+///
+/// Neither side can be set by another site: a page cannot choose its own
+/// Origin, and a Host that is a loopback name cannot come from DNS
+/// rebinding (the browser sends the name of the URL, the attacker's own).
+/// Another port (`localhost:3000`, a dev server), another name
+/// (`app.localhost`, `127.0.0.2`), `https` (this listener speaks plain
+/// HTTP) and anything that is not exactly `scheme://host[:port]` stay
+/// foreign.
+fn loopback_alias(origin: &str, host: &str, port: u16) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else { return false };
+    let on_this_port = |authority: &str| {
+        crate::hosts::split_host(authority)
+            .is_some_and(|(name, p)| LOOPBACK_NAMES.contains(&name.as_str()) && p.unwrap_or(80) == port)
+    };
+    scheme.eq_ignore_ascii_case("http")
+        && !authority.contains(['/', '@'])
+        && on_this_port(authority)
+        && on_this_port(host)
 }
 
 #[cfg(test)]
 mod tests {
     use super::allowed;
 
+    const P: u16 = 8080;
+
     #[test]
     fn same_origin_allowed_by_default() {
-        assert!(allowed(None, Some("x:1"), &[]));
-        assert!(allowed(Some("http://127.0.0.1:8080"), Some("127.0.0.1:8080"), &[]));
-        assert!(allowed(Some("http://Example.org"), Some("example.org:80"), &[]));
-        assert!(allowed(Some("https://example.org"), Some("example.org"), &[]));
-        assert!(!allowed(Some("http://evil.example"), Some("127.0.0.1:8080"), &[]));
-        assert!(!allowed(Some("http://127.0.0.1:9999"), Some("127.0.0.1:8080"), &[]));
-        assert!(!allowed(Some("null"), Some("127.0.0.1:8080"), &[]));
-        assert!(!allowed(Some("http://127.0.0.1:8080"), None, &[]));
+        assert!(allowed(None, Some("x:1"), &[], P));
+        assert!(allowed(Some("http://127.0.0.1:8080"), Some("127.0.0.1:8080"), &[], P));
+        assert!(allowed(Some("http://Example.org"), Some("example.org:80"), &[], P));
+        assert!(allowed(Some("https://example.org"), Some("example.org"), &[], P));
+        assert!(!allowed(Some("http://evil.example"), Some("127.0.0.1:8080"), &[], P));
+        assert!(!allowed(Some("http://127.0.0.1:9999"), Some("127.0.0.1:8080"), &[], P));
+        assert!(!allowed(Some("null"), Some("127.0.0.1:8080"), &[], P));
+        assert!(!allowed(Some("http://127.0.0.1:8080"), None, &[], P));
     }
 
     #[test]
     fn allow_list() {
         let allow = vec!["https://app.example.org".to_owned()];
-        assert!(allowed(Some("https://app.example.org"), Some("ws.example.org"), &allow));
-        assert!(!allowed(Some("https://other.example.org"), Some("ws.example.org"), &allow));
-        assert!(allowed(Some("http://anything"), Some("h"), &["*".to_owned()]));
-        assert!(allowed(Some("null"), Some("h"), &["null".to_owned()]));
+        assert!(allowed(Some("https://app.example.org"), Some("ws.example.org"), &allow, P));
+        assert!(!allowed(Some("https://other.example.org"), Some("ws.example.org"), &allow, P));
+        assert!(allowed(Some("http://anything"), Some("h"), &["*".to_owned()], P));
+        assert!(allowed(Some("null"), Some("h"), &["null".to_owned()], P));
+    }
+
+    #[test]
+    fn loopback_names_are_one_site_on_the_listeners_port() {
+        for origin in ["http://localhost:8080", "http://127.0.0.1:8080", "http://[::1]:8080", "http://LocalHost:8080"] {
+            for host in ["localhost:8080", "127.0.0.1:8080", "[::1]:8080"] {
+                assert!(allowed(Some(origin), Some(host), &[], P), "{origin} {host}");
+            }
+        }
+        assert!(allowed(Some("http://localhost"), Some("127.0.0.1"), &[], 80));
+        for (origin, host) in [
+            ("http://localhost:3000", "127.0.0.1:8080"),
+            ("http://localhost:8080", "127.0.0.1:3000"),
+            ("http://localhost", "127.0.0.1:8080"),
+            ("https://localhost:8080", "127.0.0.1:8080"),
+            ("http://app.localhost:8080", "127.0.0.1:8080"),
+            ("http://127.0.0.2:8080", "127.0.0.1:8080"),
+            ("http://localhost.:8080", "127.0.0.1:8080"),
+            ("http://evil.localhost.example:8080", "127.0.0.1:8080"),
+            ("http://localhost:8080@evil.example", "127.0.0.1:8080"),
+            ("http://localhost:8080/x", "127.0.0.1:8080"),
+            ("http://localhost:8080", "evil.example:8080"),
+            ("http://evil.example:8080", "localhost:8080"),
+            ("http://localhost:08080x", "127.0.0.1:8080"),
+        ] {
+            assert!(!allowed(Some(origin), Some(host), &[], P), "{origin} {host}");
+        }
     }
 }

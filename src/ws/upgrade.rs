@@ -87,7 +87,7 @@ fn handshake_key(req: &Request<App>) -> Result<String, Refused> {
 /// (web pages in the user's browser are untrusted).
 fn check_origin(req: &Request<App>, app: &App, path: &str) -> Result<(), Refused> {
     let header = |name: &str| req.header(name).map(|v| v.last().as_str().to_owned());
-    if super::origin::allowed(header("Origin").as_deref(), header("Host").as_deref(), &app.allow_origin) {
+    if super::origin::allowed(header("Origin").as_deref(), header("Host").as_deref(), &app.allow_origin, app.port) {
         return Ok(());
     }
     log::warn!(
