@@ -161,6 +161,14 @@ pub struct Cli {
     /// [default: 67108864, or --max-outgoing-bytes if larger]
     #[arg(long, env = "WS2HTTP_MAX_OUTGOING_BYTES_TOTAL", value_name = "BYTES")]
     pub max_outgoing_bytes_total: Option<usize>,
+    /// Do not serve the console page at / (without --root it is served, by default only when
+    /// --listen is a loopback address); GET / then answers 404
+    #[arg(long, env = "WS2HTTP_NO_CONSOLE", overrides_with = "console", value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_console: bool,
+    /// Serve the console page at / also when --listen is not a loopback address (it lists the
+    /// endpoints to everyone who reaches the listener)
+    #[arg(long, env = "WS2HTTP_CONSOLE", overrides_with = "no_console", value_parser = clap::builder::FalseyValueParser::new())]
+    pub console: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -314,6 +322,9 @@ pub struct Config {
     pub max_outgoing_bytes: usize,
     /// `--max-outgoing-bytes-total`: at least `max_outgoing_bytes`.
     pub max_outgoing_bytes_total: usize,
+    /// `--console` (`Some(true)`), `--no-console` (`Some(false)`), or neither:
+    /// on only when the public listener is on a loopback address.
+    pub console: Option<bool>,
 }
 
 fn is_loopback(addr: &str) -> Result<bool, String> {
@@ -439,6 +450,11 @@ impl Cli {
             max_queue_bytes_total,
             max_outgoing_bytes,
             max_outgoing_bytes_total,
+            console: match (self.console, self.no_console) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
         })
     }
 

@@ -82,6 +82,13 @@ pub fn expand(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
             inserted.extend(std::iter::repeat_n(OsString::from("--verbose"), n));
             continue;
         }
+        if !arg.get_action().takes_values() {
+            // A switch (`no-console = true`): present or not.
+            if values.iter().any(|v| v != "false") {
+                inserted.push(format!("--{flag}").into());
+            }
+            continue;
+        }
         for v in values {
             inserted.push(format!("--{flag}={v}").into());
         }

@@ -26,6 +26,7 @@ pub mod logging;
 pub mod metrics;
 pub mod pool;
 pub mod public;
+pub mod refusals;
 pub mod request;
 pub mod runtime;
 pub mod server;

@@ -20,7 +20,12 @@ pub async fn handle(mut req: Request<App>) -> tide::Result {
         return Ok(refused);
     }
     if ws::upgrade::is_upgrade(&req) {
-        return ws::upgrade::handle(req).await;
+        let (app, attempt) = (req.state().clone(), crate::refusals::Attempt::of(&req));
+        let res = ws::upgrade::handle(req).await?;
+        return Ok(crate::refusals::Refusals::note(&app, attempt, res).await);
+    }
+    if let Some(answer) = crate::refusals::Refusals::answer(&req) {
+        return Ok(answer);
     }
     let app = req.state().clone();
     let mut info = crate::request::request_info(&req, app.port);
@@ -121,6 +126,9 @@ async fn script_body(
 
 /// No script: a static file, the start page, or 404.
 async fn fallback(app: &App, path: &str, req: &Request<App>) -> Response {
+    if app.root.is_none() && !app.console && path == "/" {
+        return text(StatusCode::NotFound, "not found");
+    }
     if let Some(root) = &app.root {
         return crate::static_files::serve(root, &app.resolver, path, req).await;
     }

@@ -61,6 +61,10 @@ pub struct AppInner {
     pub http_timeout: Duration,
     /// Bytes of client messages held (`--max-queue-bytes`, `--max-queue-bytes-total`).
     pub queue_budget: Arc<crate::ws::limits::QueueBudget>,
+    /// The console page is served at `/` (no `--root`; `--console`/`--no-console`).
+    pub console: bool,
+    /// Recent refused handshakes, for the console to explain.
+    pub refusals: crate::refusals::Refusals,
 }
 
 impl AppInner {
@@ -162,6 +166,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     warn_missing_handlers(&cfg, &app.resolver);
     println!("ws2http: listening on http://{public_addr}");
     println!("ws2http: control API on http://{control_addr}");
+    crate::console::announce(&cfg, public_addr, app.console);
     if let Some(s) = &cfg.script {
         log::info!("single-script mode: every path runs {}", s.display());
     } else {
@@ -248,6 +253,8 @@ fn build_app(cfg: &Config, public_addr: SocketAddr, control_addr: SocketAddr) ->
         body_budget: crate::http1::body::BodyBudget::new(cfg.max_request_body, cfg.max_request_body_total),
         http_timeout: cfg.http_timeout,
         queue_budget: crate::ws::limits::QueueBudget::new(cfg.max_queue_bytes, cfg.max_queue_bytes_total),
+        console: crate::console::enabled(cfg, public_addr),
+        refusals: Default::default(),
     })))
 }
 

@@ -2,7 +2,10 @@
 through chromedriver with the W3C WebDriver protocol (webdriver.py).
 
 - the dev console at GET / (no --root): pick /echo.sh, connect, send, see the
-  echo in the log, disconnect;
+  echo in the log, disconnect; from http://localhost:PORT and
+  http://127.0.0.1:PORT, open /chat.sh/ROOM?nick=x through the path field,
+  chat, clear the log; a refused handshake (404, the open script's 403) shows
+  its status, reason and the server log line to look for;
 - examples/php-chat: two browsers join one room through the room picker, chat
   both ways (markup stays text), and one leaves.
 
@@ -18,7 +21,7 @@ import tempfile
 import unittest
 
 import webdriver
-from harness import REPO_ROOT, Server, have_php_cgi, require_tool
+from harness import CGI_BIN_REL, REPO_ROOT, Server, have_php_cgi, require_tool
 
 WAIT = 10.0
 browser_tool = require_tool(webdriver.available(), "chromium and chromedriver")
@@ -104,6 +107,111 @@ class ConsoleTest(BrowserTestCase):
                   "closed 1000 in #log")
         self.wait(b, lambda: b.text("#state") == "not connected", "state not connected")
         self.assertEqual(b.text("#go"), "Connect")
+
+
+class ConsolePathTest(BrowserTestCase):
+    """The console's path field, clear-log button and failure report, from
+    both loopback names a user types (http://localhost:PORT and
+    http://127.0.0.1:PORT)."""
+
+    @browser_tool
+    def setUp(self):
+        self.start_server("cgi-bin")
+
+    def log_texts(self, b):
+        return b.execute("""return [...document.querySelectorAll('#log > div')].map(
+            d => d.textContent.slice(d.querySelector('time').textContent.length))""")
+
+    def wait_log_line(self, b, text):
+        self.wait(b, lambda: text in self.log_texts(b), "%r in #log" % text)
+
+    def set_path(self, b, path):
+        field = b.find("#path")
+        field.clear()
+        field.send_keys(path)
+
+    def test_chat_room_through_the_path_field_from_both_names(self):
+        b = self.browser()
+        for host in ("localhost", "127.0.0.1"):
+            with self.subTest(host=host):
+                origin = "%s:%d" % (host, self.server.port)
+                b.get("http://%s/" % origin)
+                b.find("#endpoint option[value='/chat.sh']").click()
+                self.assertEqual(b.execute("return document.getElementById('path').value"), "/chat.sh")
+                self.set_path(b, "/chat.sh/room42?nick=x")
+                url = "ws://%s/chat.sh/room42?nick=x" % origin
+                self.assertEqual(b.text("#url"), url)   # shown before connecting
+                b.find("#go").click()
+                self.wait(b, lambda: b.text("#state") == "connected to " + url, "connected from " + host)
+                self.wait_log_line(b, "← * welcome to room42, x: type a line to talk to everyone in the room")
+                b.find("#msg").send_keys("hello room")
+                b.find("#sendbtn").click()
+                self.wait_log_line(b, "← x: hello room")
+
+                b.find("#clear").click()
+                self.assertEqual(self.log_texts(b), [])
+                b.find("#msg").send_keys("after clearing")
+                b.find("#sendbtn").click()
+                self.wait_log_line(b, "← x: after clearing")
+                self.assertEqual(self.log_texts(b), ["→ after clearing", "← x: after clearing"])
+                b.find("#go").click()
+                self.wait(b, lambda: b.text("#state") == "not connected", "disconnected")
+                self.assertFalse(b.find("#failure").text)   # a normal close is no failure
+
+    def test_a_page_on_one_loopback_name_may_open_the_other(self):
+        """The origin rule: a page from http://localhost:PORT opens
+        ws://127.0.0.1:PORT (the URL ws2http prints) and the other way round."""
+        b = self.browser()
+        port = self.server.port
+        for page, socket in (("localhost", "127.0.0.1"), ("127.0.0.1", "localhost")):
+            b.get("http://%s:%d/" % (page, port))
+            b.execute("""window.probe = "pending";
+                const w = new WebSocket(arguments[0]);
+                w.onopen = () => { window.probe = "open"; w.close(); };
+                w.onclose = c => { if (window.probe !== "open") window.probe = "closed " + c.code; };""",
+                      "ws://%s:%d/echo.sh" % (socket, port))
+            self.wait(b, lambda: b.execute("return window.probe") != "pending", "probe from " + page)
+            self.assertEqual(b.execute("return window.probe"), "open", "page %s, socket %s" % (page, socket))
+
+    def failure_lines(self, b):
+        self.wait(b, lambda: b.find("#failure").text, "#failure shown")
+        return b.execute("return [...document.querySelectorAll('#failure > div')].map(d => d.textContent)")
+
+    def test_a_missing_endpoint_shows_404_and_why_there_is_no_log_line(self):
+        b = self.browser()
+        b.get("http://localhost:%d/" % self.server.port)
+        self.set_path(b, "/nope.sh/x?nick=y")
+        b.find("#go").click()
+        lines = self.failure_lines(b)
+        self.assertEqual(lines[0], "Refused: HTTP 404 no WebSocket endpoint here")
+        self.assertIn("no script in --cgi-bin answers /nope.sh/x", lines[1])
+        self.assertTrue(any(t.startswith("closed 1006") for t in self.log_texts(b)), self.log_texts(b))
+        self.assertEqual(b.text("#state"), "not connected")
+        b.find("#clear").click()
+        self.assertEqual((self.log_texts(b), b.find("#failure").text), ([], ""))
+
+
+class ConsoleRefusalTest(BrowserTestCase):
+    """A handshake the open script refuses (tests/python/cgi-bin/auth.sh
+    without its cookie): the console shows the status, the script's body and
+    the server's log line, and that line is in the server log."""
+
+    @browser_tool
+    def setUp(self):
+        self.start_server(CGI_BIN_REL)   # the test scripts
+
+    def test_script_refusal_names_status_body_and_log_line(self):
+        b = self.browser()
+        b.get("http://127.0.0.1:%d/" % self.server.port)
+        field = b.find("#path")
+        field.clear()
+        field.send_keys("/auth.sh?who=me")
+        b.find("#go").click()
+        self.wait(b, lambda: b.find("#failure").text, "#failure shown")
+        lines = b.execute("return [...document.querySelectorAll('#failure > div')].map(d => d.textContent)")
+        self.assertRegex(lines[0], r"^Refused: HTTP 403 \S")
+        self.assertEqual(lines[1], "Server log: /auth.sh open rejected by the script with 403")
+        self.assertIn("/auth.sh open rejected by the script with 403", self.server.log_text())
 
 
 class PhpChatTest(BrowserTestCase):
