@@ -58,10 +58,14 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    pub fn of(req: &Request<App>) -> Attempt {
+    /// `None` when the console is not served (nothing is kept then).
+    pub fn of(req: &Request<App>) -> Option<Attempt> {
+        if !req.state().console {
+            return None;
+        }
         let header = |name: &str| req.header(name).map(|v| v.last().as_str().to_owned()).unwrap_or_default();
         let (path, query) = crate::request::raw_path_and_query(req);
-        Attempt { ip: peer_ip(req), path, query, origin: header("Origin"), host: header("Host") }
+        Some(Attempt { ip: peer_ip(req), path, query, origin: header("Origin"), host: header("Host") })
     }
 
     fn target(&self) -> String {
@@ -80,11 +84,9 @@ fn peer_ip(req: &Request<App>) -> String {
 impl Refusals {
     /// Passes a handshake's answer on, noting it first when it is a
     /// refusal and the console is served.
-    pub async fn note(app: &App, attempt: Attempt, mut res: Response) -> Response {
+    pub async fn note(app: &App, attempt: Option<Attempt>, mut res: Response) -> Response {
         let status = u16::from(res.status());
-        if status == 101 || !app.console {
-            return res;
-        }
+        let Some(attempt) = attempt.filter(|_| status != 101) else { return res };
         // The body is already in memory (a short text, or the open script's
         // rejection, bounded by --max-output): read it and put it back.
         let had_type = res.header("Content-Type").is_some();
