@@ -87,7 +87,11 @@ fn run_file(ctx: &run::Ctx, blocks: Vec<Block>) -> Vec<Outcome> {
             Ok(Kind::Commands(steps)) => run::run_block(ctx, &mut sc, &b, steps).map(|earlier| {
                 // A server starting ends the scenario before it.
                 for e in earlier {
-                    out.push(Outcome { name: format!("{name} (scenario before)"), result: Err(e), ignored: None });
+                    out.push(Outcome {
+                        name: format!("{name} (ending the scenario before it)"),
+                        result: Err(e),
+                        ignored: None,
+                    });
                 }
                 String::new()
             }),

@@ -76,14 +76,18 @@ fn digits(s: &[char]) -> usize {
     s.iter().take_while(|c| c.is_ascii_digit()).count()
 }
 
-/// `2026-11-24T11:00:00Z`, with optional fraction and a `Z` or `+HH:MM` zone.
+/// `2026-11-24T11:00:00Z`, with optional fraction and a `Z` or `+HH:MM`
+/// zone; or a time of day, `11:00:00`.
 fn time_len(s: &[char]) -> Option<usize> {
-    let shape = "dddd-dd-ddTdd:dd:dd";
-    if s.len() < shape.len() {
-        return None;
+    let clock = "dd:dd:dd";
+    let fits = |shape: &str| {
+        s.len() >= shape.len() && shape.chars().zip(s).all(|(p, c)| if p == 'd' { c.is_ascii_digit() } else { p == *c })
+    };
+    if fits(clock) && s.get(clock.len()).is_none_or(|c| !c.is_ascii_digit()) {
+        return Some(clock.len());
     }
-    let fits = shape.chars().zip(s).all(|(p, c)| if p == 'd' { c.is_ascii_digit() } else { p == *c });
-    if !fits {
+    let shape = "dddd-dd-ddTdd:dd:dd";
+    if !fits(shape) {
         return None;
     }
     let mut n = shape.len();
@@ -130,5 +134,6 @@ pub mod self_test {
         assert!(line_matches("hello  ", "hello"));
         assert!(loosely_matches("[{\"a\":1,\n  \"b\":2}]", "[{\"a\":1,\"b\":2}]"));
         assert!(line_matches("ws2http 0.1.0", "ws2http 0.1.0"));
+        assert!(line_matches("tick 1/10: 11:00:01 UTC", "tick 1/10: 04:31:59 UTC"));
     }
 }

@@ -207,13 +207,18 @@ fn startup_port(lines: &Receiver<Out>, prefix: &str) -> Result<u16, String> {
     }
 }
 
-/// `cargo run --release -- ARGS` (and without `--release`) → `ws2http ARGS`.
+/// `cargo run --release -- ARGS` (and without `--release`) → `ws2http ARGS`;
+/// `cargo run --release` alone → `ws2http` (not `cargo run -p other`).
 fn cargo_to_binary(text: &str) -> String {
     let mut t = text.to_owned();
-    for form in ["cargo run --release --", "cargo run --", "cargo run --release", "cargo run"] {
+    for (form, alone) in
+        [("cargo run --release --", false), ("cargo run --", false), ("cargo run --release", true), ("cargo run", true)]
+    {
         if let Some(i) = t.find(form) {
             let end = i + form.len();
-            if t[end..].chars().next().is_none_or(char::is_whitespace) {
+            let rest = &t[end..];
+            let fits = if alone { rest.trim().is_empty() } else { rest.chars().next().is_none_or(char::is_whitespace) };
+            if fits {
                 t.replace_range(i..end, "ws2http");
             }
         }
