@@ -379,12 +379,23 @@ fn run_console(
         let (started_tx, started) = channel();
         let driver = std::thread::spawn(move || {
             let mut stdin = stdin;
-            let r = drive(&mut stdin, &rx, &script, BACKGROUND_WAIT, Some(started_tx)).map(|_| ());
+            let r = drive(&mut stdin, &rx, &script, BACKGROUND_WAIT, Some(started_tx.clone())).map(|_| ());
+            if let Err(e) = &r {
+                let _ = started_tx.send(Err(e.clone()));
+            }
             (stdin, r)
         });
         sc.background.push(Background { name, child, driver });
         // Its first line shown, the docs go on (a client has connected).
-        return started.recv_timeout(LINE_WAIT).map_err(|_| "its first line never came".into());
+        let first = started.recv_timeout(LINE_WAIT).map_err(|_| "its first line never came".to_owned());
+        if first.as_ref().is_ok_and(Result::is_ok) {
+            return Ok(());
+        }
+        if let Some(mut bg) = sc.background.pop() {
+            let _ = bg.child.kill();
+            let _ = bg.child.wait();
+        }
+        return first?;
     }
     let mut stdin = stdin;
     let rest = drive(&mut stdin, &rx, &script, LINE_WAIT, None);
@@ -422,7 +433,7 @@ fn drive(
     rx: &Receiver<Out>,
     script: &[Shown],
     wait: Duration,
-    mut started: Option<std::sync::mpsc::Sender<()>>,
+    mut started: Option<std::sync::mpsc::Sender<Result<(), String>>>,
 ) -> Result<(Vec<String>, usize), String> {
     let mut stderr = Vec::new();
     let mut ends = 0;
@@ -461,11 +472,11 @@ fn drive(
         }
         skipping = false;
         if let Some(tx) = started.take() {
-            let _ = tx.send(());
+            let _ = tx.send(Ok(()));
         }
     }
     if let Some(tx) = started.take() {
-        let _ = tx.send(());
+        let _ = tx.send(Ok(()));
     }
     Ok((stderr, ends))
 }
