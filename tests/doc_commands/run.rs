@@ -122,6 +122,24 @@ impl Scenario {
         Ok(errors)
     }
 
+    /// What a console block shows a server print as it starts: each line is
+    /// one of its start-up lines (ports as started) or a line of its log.
+    fn check_start_output(&self, shown: &[String]) -> Result<(), String> {
+        let Some(s) = &self.server else { return Ok(()) };
+        let started = [
+            format!("ws2http: listening on http://127.0.0.1:{}", s.port),
+            format!("ws2http: control API on http://127.0.0.1:{}", s.api_port),
+        ];
+        let log = std::fs::read_to_string(&s.stderr).unwrap_or_default();
+        for want in shown.iter().filter(|l| !l.trim().is_empty()) {
+            let want = self.rewrite(want, "start-up output")?;
+            if !started.iter().map(String::as_str).chain(log.lines()).any(|l| line_matches(&want, l)) {
+                return Err(format!("the server did not print {want:?} as it started; its log:\n{log}"));
+            }
+        }
+        Ok(())
+    }
+
     /// A WebSocket client on `path`, kept open (and read) until the
     /// scenario ends; returns its connection id.
     fn connect(&mut self, path: &str) -> Result<String, String> {
@@ -169,6 +187,7 @@ pub fn run_block(ctx: &Ctx, sc: &mut Scenario, b: &Block, steps: Vec<Step>) -> R
                 cmd.text = cargo_to_binary(&cmd.text);
                 if starts_server(&cmd.text) {
                     notes_of_earlier.extend(sc.start_server(ctx, &cmd.text, &env)?);
+                    sc.check_start_output(&cmd.expect).map_err(|e| format!("{what}: {e}"))?;
                     continue;
                 }
                 for (doc_id, id) in ids.iter().filter(|(d, _)| d != "-") {
