@@ -117,6 +117,10 @@ fn self_test() -> Outcome {
 }
 
 fn main() {
+    if std::env::var_os(run::NESTED).is_some() {
+        eprintln!("doc_commands: a documented command ran the tests again; give its block a skip note");
+        std::process::exit(1);
+    }
     let mut outcomes = vec![self_test()];
     let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

@@ -111,13 +111,14 @@ pub fn blocks(file: &str, text: &str) -> Result<Vec<Block>, String> {
                 return Err(format!("{file}:{}: two doc-test notes before one block", start + 1));
             }
             pending = Some((start + 1, parse_notes(&body).map_err(|e| format!("{file}:{}: {e}", start + 1))?));
-        } else if let Some(rest) = t.strip_prefix("```") {
+        } else if let Some((ticks, rest)) = fence(t) {
             let indent = lines[i].len() - lines[i].trim_start().len();
             let lang = rest.split_whitespace().next().unwrap_or("").to_owned();
             let open = i;
             let mut body = Vec::new();
             i += 1;
-            while i < lines.len() && lines[i].trim() != "```" {
+            let closes = |l: &str| fence(l.trim()).is_some_and(|(n, r)| n >= ticks && r.trim().is_empty());
+            while i < lines.len() && !closes(lines[i]) {
                 let l = lines[i];
                 let strip = (l.len() - l.trim_start().len()).min(indent);
                 body.push(l[strip..].to_owned());
@@ -139,6 +140,14 @@ pub fn blocks(file: &str, text: &str) -> Result<Vec<Block>, String> {
         Some((at, _)) => Err(format!("{file}:{at}: a doc-test note at the end of the file, before no block")),
         None => Ok(out),
     }
+}
+
+/// A fence line (CommonMark): 3 or more backticks, then an info string
+/// without backticks; (backtick count, info string).
+fn fence(t: &str) -> Option<(usize, &str)> {
+    let ticks = t.chars().take_while(|&c| c == '`').count();
+    let rest = &t[ticks..];
+    (ticks >= 3 && !rest.contains('`')).then_some((ticks, rest))
 }
 
 /// `<!-- doc-test: KEYWORD ARGS -->`, or one `KEYWORD ARGS` per line.
@@ -319,6 +328,7 @@ pub mod self_test {
         assert!(blocks("T.md", "<!-- doc-test: frobnicate -->\n```sh\nls\n```\n").unwrap_err().contains("unknown"));
         assert!(blocks("T.md", "<!-- doc-test: background -->\ntext\n```sh\nls\n```\n").is_err());
         assert!(blocks("T.md", "```sh\nls\n").is_err());
+        assert!(blocks("T.md", "```` ```sh ```` is inline code\n").unwrap().is_empty());
     }
 
     pub fn commands_and_their_output_are_read() {

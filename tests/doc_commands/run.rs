@@ -23,6 +23,10 @@ const BACKGROUND_WAIT: Duration = Duration::from_secs(120);
 /// `ws2http` subcommands and flags that do not start a server.
 const NOT_SERVER: &[&str] = &["try", "connect", "completions", "man", "help", "--help", "-h", "--version", "-V"];
 
+/// Set for every command run: a doc command that runs the tests again (the
+/// harness included) is refused instead of recursing.
+pub const NESTED: &str = "WS2HTTP_DOC_COMMAND";
+
 pub struct Ctx {
     pub root: PathBuf,
     /// A directory holding `ws2http` (the binary under test), first on PATH.
@@ -69,13 +73,16 @@ impl Scenario {
                 errors.push(format!("{} (background): {e}", bg.name));
             }
             if wait_exit(&mut bg.child, LINE_WAIT).is_none() {
-                let _ = bg.child.kill();
-                let _ = bg.child.wait();
+                kill_group(&mut bg.child);
             }
         }
         if let Some(mut s) = self.server.take() {
-            let _ = s.child.kill();
-            let _ = s.child.wait();
+            // SIGTERM: it closes its connections and stops its scripts' jobs.
+            // SAFETY: kill(2) on our own child process.
+            unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
+            if wait_exit(&mut s.child, LINE_WAIT).is_none() {
+                kill_group(&mut s.child);
+            }
         }
         // The server is gone, so every client's connection has ended.
         self.clients.drain(..).for_each(|c| drop(c.join()));
@@ -114,7 +121,7 @@ impl Scenario {
         let ports = startup_port(&lines, "ws2http: listening on http://127.0.0.1:")
             .and_then(|p| Ok((p, startup_port(&lines, "ws2http: control API on http://127.0.0.1:")?)));
         let (port, api_port) = ports.map_err(|e| {
-            let _ = child.kill();
+            kill_group(&mut child);
             let log = std::fs::read_to_string(&stderr).unwrap_or_default();
             format!("the server `{text}` did not start: {e}; its stderr:\n{log}")
         })?;
@@ -279,6 +286,9 @@ fn shell(ctx: &Ctx, text: &str, env: &[(String, String)]) -> Command {
     let mut dirs = vec![ctx.bin_dir.clone()];
     dirs.extend(std::env::split_paths(&path));
     let mut c = Command::new("sh");
+    // Its own process group: a command that overruns is stopped with all it started.
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+    c.env(NESTED, "1");
     c.arg("-c").arg(text).current_dir(&ctx.root).env("PATH", std::env::join_paths(dirs).expect("PATH"));
     c.envs(env.iter().map(|(k, v)| (k, v)));
     c
@@ -313,7 +323,10 @@ fn run_plain(ctx: &Ctx, cmd: &Cmd, env: &[(String, String)]) -> Result<(), Strin
         .spawn()
         .map_err(|e| e.to_string())?;
     let (out, err) = (read_all(child.stdout.take()), read_all(child.stderr.take()));
-    let status = wait_exit(&mut child, LINE_WAIT * 3).ok_or("did not finish within 60 s")?;
+    let Some(status) = wait_exit(&mut child, LINE_WAIT * 3) else {
+        kill_group(&mut child);
+        return Err("did not finish within 60 s (stopped)".into());
+    };
     let (out, err) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
     if !status.success() {
         return Err(format!("failed ({status}); stdout:\n{out}\nstderr:\n{err}"));
@@ -333,6 +346,13 @@ fn read_all(r: Option<impl Read + Send + 'static>) -> JoinHandle<String> {
         }
         s
     })
+}
+
+/// Stops a command and everything it started (its process group).
+fn kill_group(child: &mut Child) {
+    // SAFETY: kill(2) on the process group of our own child.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    let _ = child.wait();
 }
 
 fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
@@ -411,8 +431,7 @@ fn run_console(
             return Ok(());
         }
         if let Some(mut bg) = sc.background.pop() {
-            let _ = bg.child.kill();
-            let _ = bg.child.wait();
+            kill_group(&mut bg.child);
         }
         return first?;
     }
@@ -432,7 +451,7 @@ fn run_console(
     }
     let status = wait_exit(&mut child, LINE_WAIT);
     if status.is_none() {
-        let _ = child.kill();
+        kill_group(&mut child);
     }
     let (stderr, _) = rest?;
     if !extra.is_empty() {
