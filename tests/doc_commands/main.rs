@@ -19,8 +19,11 @@
 //!   duration (`3.1ms`) matches any other of its kind.
 //! - What the harness cannot infer goes in a note right before the block,
 //!   `<!-- doc-test: KEYWORD ARGS -->`, or one `KEYWORD ARGS` per line:
-//!   - `skip REASON`: never run here (`sudo`, a benchmark); shown as ignored
-//!     with the reason;
+//!   - `skip REASON`: never run here (a benchmark, an install); shown as
+//!     ignored with the reason. Required for a command that changes the
+//!     machine (`sudo`, `install`, `systemctl`, `dpkg`, `cargo install`, a
+//!     redirect to a file outside /tmp) or runs the tests (`cargo test`):
+//!     the harness refuses to run those;
 //!   - `input LINE` (repeatable): a line the reader types; in a console
 //!     transcript it is typed when reached, and output lines are awaited;
 //!     stdin then ends (Ctrl-D) and the command must exit 0;
@@ -111,6 +114,7 @@ fn self_test() -> Outcome {
         parse::self_test::a_block_the_harness_cannot_place_is_an_error();
         parse::self_test::commands_and_their_output_are_read();
         matching::self_test::placeholders_match_values_of_their_kind_only();
+        run::self_test::commands_that_change_the_machine_are_refused();
     });
     let result = result.map(|_| String::new()).map_err(|_| "see the panic above".to_owned());
     Outcome { name: "the harness itself".into(), result, ignored: None }

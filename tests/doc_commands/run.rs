@@ -197,6 +197,9 @@ pub fn run_block(ctx: &Ctx, sc: &mut Scenario, b: &Block, steps: Vec<Step>) -> R
                     sc.check_start_output(&cmd.expect).map_err(|e| format!("{what}: {e}"))?;
                     continue;
                 }
+                if let Some(why) = must_not_run(&cmd.text) {
+                    return Err(format!("{what}: {why}: give its block <!-- doc-test: skip REASON -->"));
+                }
                 for (doc_id, id) in ids.iter().filter(|(d, _)| d != "-") {
                     cmd.text = cmd.text.replace(doc_id, id);
                     cmd.expect.iter_mut().for_each(|l| *l = l.replace(doc_id, id));
@@ -250,6 +253,29 @@ fn cargo_to_binary(text: &str) -> String {
         }
     }
     t
+}
+
+/// Programs that change the machine (or run the tests again): never run
+/// without a note saying why they cannot run here.
+const SYSTEM: &[&str] =
+    &["sudo", "su", "systemctl", "dpkg", "apt-get", "apt", "useradd", "install", "runuser", "chown"];
+
+/// Why a command must not run here, if it must not.
+fn must_not_run(text: &str) -> Option<String> {
+    let segments = text.split(['\n', ';', '|', '&']).map(str::trim);
+    for seg in segments {
+        let mut words = seg.split_whitespace().skip_while(|w| w.contains('=') && !w.starts_with('-'));
+        let (first, second) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        if SYSTEM.contains(&first) || (first == "cargo" && second == "install") {
+            return Some(format!("`{first}` changes the machine"));
+        }
+        if (first == "cargo" && second == "test") || first == "./test" || first == ".ci/run" {
+            return Some("it runs the test suite itself".into());
+        }
+    }
+    let mut redirect = text.split(['>']).skip(1).map(|r| r.split_whitespace().next().unwrap_or(""));
+    let outside = redirect.find(|p| p.starts_with('/') && *p != "/dev/null" && !p.starts_with("/tmp/"));
+    outside.map(|p| format!("it writes {p}"))
 }
 
 fn starts_server(text: &str) -> bool {
@@ -522,4 +548,32 @@ fn drive(
 /// The server log of the current scenario (for error messages).
 pub fn server_log(sc: &Scenario) -> String {
     sc.server.as_ref().map(|s| std::fs::read_to_string(&s.stderr).unwrap_or_default()).unwrap_or_default()
+}
+
+/// The harness's own checks (a `harness = false` test runs no #[test]).
+pub mod self_test {
+    use super::*;
+
+    pub fn commands_that_change_the_machine_are_refused() {
+        for cmd in [
+            "sudo systemctl restart ws2http",
+            "contrib/build-deb && dpkg -i target/debian/ws2http_*.deb",
+            "cargo install --path . --locked",
+            "ws2http completions bash > /etc/bash_completion.d/ws2http",
+            "install -m 755 target/release/ws2http /usr/bin/ws2http",
+            "RUST_LOG=debug cargo test",
+            "./test",
+        ] {
+            assert!(must_not_run(cmd).is_some(), "{cmd} would run");
+        }
+        for cmd in ["ws2http try cgi-bin/echo.sh 2>&1", "curl -s http://127.0.0.1:8081/rooms > /dev/null", "ws2http"] {
+            assert!(must_not_run(cmd).is_none(), "{cmd} refused");
+        }
+        assert_eq!(cargo_to_binary("cargo run --release -- connect ws://x"), "ws2http connect ws://x");
+        assert_eq!(cargo_to_binary("cargo run --release"), "ws2http");
+        assert_eq!(cargo_to_binary("cargo run --release -p ws2http-bench"), "cargo run --release -p ws2http-bench");
+        assert!(starts_server("ws2http --cgi-bin x") && starts_server("RUST_LOG=debug ws2http"));
+        assert!(!starts_server("ws2http connect ws://x") && !starts_server("ws2http --help"));
+        assert_eq!(replace_port("a:8080/b :80801 :8081", "8080", "1"), "a:1/b :80801 :8081");
+    }
 }
