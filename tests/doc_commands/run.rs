@@ -173,6 +173,17 @@ impl Scenario {
 
 /// Runs one block's steps in `sc`. Errors name the command.
 pub fn run_block(ctx: &Ctx, sc: &mut Scenario, b: &Block, steps: Vec<Step>) -> Result<Vec<String>, String> {
+    // Nothing of a block runs when one of its commands must not.
+    for step in &steps {
+        if let Step::Run(cmd) = step {
+            if let Some(why) = must_not_run(&cmd.text) {
+                return Err(format!(
+                    "{}:{} `{}`: {why}: give its block <!-- doc-test: skip REASON -->",
+                    b.file, cmd.line, cmd.text
+                ));
+            }
+        }
+    }
     let mut notes_of_earlier = Vec::new();
     if let Some(args) = &b.notes.server {
         notes_of_earlier.extend(sc.start_server(ctx, &format!("ws2http {args}"), &[])?);
@@ -196,9 +207,6 @@ pub fn run_block(ctx: &Ctx, sc: &mut Scenario, b: &Block, steps: Vec<Step>) -> R
                     notes_of_earlier.extend(sc.start_server(ctx, &cmd.text, &env)?);
                     sc.check_start_output(&cmd.expect).map_err(|e| format!("{what}: {e}"))?;
                     continue;
-                }
-                if let Some(why) = must_not_run(&cmd.text) {
-                    return Err(format!("{what}: {why}: give its block <!-- doc-test: skip REASON -->"));
                 }
                 for (doc_id, id) in ids.iter().filter(|(d, _)| d != "-") {
                     cmd.text = cmd.text.replace(doc_id, id);
