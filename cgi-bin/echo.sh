@@ -9,7 +9,7 @@
 # so multi-line text, payloads that start with "@", and all 256 byte values
 # come back exactly as they were sent. open and close events print nothing.
 #
-# Try it:  websocat ws://127.0.0.1:8080/echo.sh
+# Try it:  ws2http connect ws://127.0.0.1:8080/echo.sh
 
 case "${WS_EVENT:-}" in
 message)

@@ -354,7 +354,7 @@ class StartCommandTest(unittest.TestCase):
 
     def test_readmes_show_the_tested_commands(self):
         for app in (PHP_DIR, PY_DIR):
-            command = "cargo run --release -- --cgi-bin %s --root %s" % (
+            command = "ws2http --cgi-bin %s --root %s" % (
                 "/".join([app.replace(os.sep, "/"), SCRIPTS]), "/".join([app.replace(os.sep, "/"), PUBLIC]))
             for readme in (os.path.join(REPO_ROOT, "README.md"), os.path.join(REPO_ROOT, app, "README.md")):
                 with self.subTest(app=app, readme=readme):
