@@ -168,6 +168,9 @@ pub enum Command {
     /// Run a script once for one event, exactly as the server would, and show
     /// the actions it produced, its exit status, stderr and duration
     Try(TryArgs),
+    /// An interactive WebSocket client: each line of stdin is sent as a text
+    /// message, each message received is printed on its own line
+    Connect(ConnectArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -257,6 +260,26 @@ pub struct TryArgs {
     /// WS_API_TOKEN given to the script
     #[arg(long, default_value = "", value_name = "TOKEN")]
     pub api_token: String,
+}
+
+/// `ws2http connect URL`.
+#[derive(Args, Debug)]
+pub struct ConnectArgs {
+    /// ws://HOST[:PORT]/PATH (wss:// is not supported yet)
+    pub url: String,
+    /// Send this Origin header, as a browser on that page would
+    #[arg(long, value_name = "ORIGIN")]
+    pub origin: Option<String>,
+    /// An extra request header (repeatable), e.g. -H 'Cookie: sid=1'
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// Once stdin ends, wait until nothing has arrived for this long before closing
+    /// (replies to the last lines still come in)
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    pub linger: f64,
+    /// After our close, how long to wait for the server's close
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    pub close_timeout: f64,
 }
 
 /// Validated settings.
@@ -372,7 +395,9 @@ pub fn split_route(s: &str) -> (String, &str) {
 }
 
 impl Cli {
-    pub fn into_config(self) -> Result<Config, String> {
+    pub fn into_config(mut self) -> Result<Config, String> {
+        self.listen = crate::cli_checks::listen_addr(&self.listen, "--listen")?;
+        self.api_listen = crate::cli_checks::listen_addr(&self.api_listen, "--api-listen")?;
         self.check_api()?;
         self.check_numbers()?;
         let (cgi_bin, script, root) = self.paths()?;
@@ -483,7 +508,7 @@ impl Cli {
         // The endpoint directory must exist unless one script handles everything.
         let cgi_bin = match self.cgi_bin.canonicalize() {
             Ok(p) if p.is_dir() => p,
-            Ok(_) => return Err(format!("--cgi-bin {}: not a directory", self.cgi_bin.display())),
+            Ok(_) => return Err(crate::cli_checks::cgi_bin_is_a_file(&self.cgi_bin)),
             Err(_) if self.script.is_some() => PathBuf::from("/nonexistent"),
             Err(e) => {
                 return Err(format!(
@@ -496,6 +521,9 @@ impl Cli {
             None => None,
             Some(s) => {
                 let p = s.canonicalize().map_err(|e| format!("script {}: {e}", s.display()))?;
+                if p.is_dir() {
+                    return Err(crate::cli_checks::script_is_a_directory(s));
+                }
                 if !p.is_file() {
                     return Err(format!("script {}: not a regular file", s.display()));
                 }
