@@ -16,7 +16,7 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
     about = "WebSockets for CGI scripts: every WebSocket event runs a script from cgi-bin/",
     args_conflicts_with_subcommands = true,
     args_override_self = true,
-    after_help = "Settings can also come from --config FILE.toml (keys are the long flags) and WS2HTTP_<FLAG> variables; flags win."
+    after_help = AFTER_HELP
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -162,6 +162,19 @@ pub struct Cli {
     #[arg(long, env = "WS2HTTP_MAX_OUTGOING_BYTES_TOTAL", value_name = "BYTES")]
     pub max_outgoing_bytes_total: Option<usize>,
 }
+
+/// The end of `--help`: where settings come from, and commands to copy.
+const AFTER_HELP: &str = "\
+Settings can also come from --config FILE.toml (keys are the long flags) and WS2HTTP_<FLAG> variables; \
+flags win over both, variables over the file.
+
+EXAMPLES:
+  ws2http                                      the demo: serve ./cgi-bin, console on http://127.0.0.1:8080
+  ws2http cgi-bin/echo.sh                      one script handles every WebSocket path
+  ws2http --cgi-bin app/cgi-bin --root app/public    a PHP app (php-cgi) with its static files
+  ws2http --config /etc/ws2http/ws2http.toml   settings from a file
+  ws2http try cgi-bin/echo.sh --data hi        run a script once, as an event would
+  ws2http connect ws://127.0.0.1:8080/echo.sh  talk to an endpoint: type lines, Ctrl-D to close";
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
