@@ -38,7 +38,7 @@ impl Expanded {
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
             .find_map(|w| w.strip_prefix("--").filter(|f| !f.is_empty()));
         let setting = match first_flag {
-            Some(flag) => file.settings.iter().find(|s| s.flag == flag && self.from_file(flag)),
+            Some(flag) => file.settings.iter().find(|s| s.flag == flag && self.came_from_file(flag)),
             None if err.starts_with("script ") => file.settings.iter().find(|s| s.flag == "script"),
             None => None,
         };
@@ -49,7 +49,7 @@ impl Expanded {
     }
 
     /// `true` when the value clap saw for `flag` is the config file's.
-    fn from_file(&self, flag: &str) -> bool {
+    fn came_from_file(&self, flag: &str) -> bool {
         let prefix = format!("--{flag}=");
         let n = self.file.as_ref().map_or(0, |f| f.settings.iter().filter(|s| s.flag == flag).count());
         n > 0 && self.args.iter().any(|a| a.to_string_lossy().starts_with(&prefix))

@@ -176,6 +176,8 @@ EXAMPLES:
   ws2http try cgi-bin/echo.sh --data hi        run a script once, as an event would
   ws2http connect ws://127.0.0.1:8080/echo.sh  talk to an endpoint: type lines, Ctrl-D to close";
 
+// Parsed once at start-up: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a script once for one event, exactly as the server would, and show
