@@ -148,7 +148,8 @@ fn scan(cmd: &clap::Command, args: &[OsString], text: &[String]) -> Result<Scann
     Ok(out)
 }
 
-/// A flag that takes one value, repeated on the command line: the last wins.
+/// A flag the command line gives while its variable is set too: the command
+/// line wins; a flag that takes one value, repeated: the last wins.
 fn note_repeats(cmd: &clap::Command, given: &[Given], notes: &mut Vec<(log::Level, String)>) {
     let mut seen: Vec<&str> = Vec::new();
     for g in given {
@@ -157,6 +158,20 @@ fn note_repeats(cmd: &clap::Command, given: &[Given], notes: &mut Vec<(log::Leve
         }
         seen.push(&g.flag);
         let Some(arg) = cmd.get_arguments().find(|x| x.get_long() == Some(g.flag.as_str())) else { continue };
+        if let Some(env) = arg.get_env().filter(|e| std::env::var_os(e).is_some()) {
+            let last = given.iter().rev().find(|x| x.flag == g.flag).and_then(|x| x.value.as_deref());
+            let env_value = std::env::var_os(env).unwrap_or_default();
+            notes.push((
+                log::Level::Info,
+                format!(
+                    "--{}: the command line's {} wins over {}={}",
+                    g.flag,
+                    last.map_or_else(|| "value".to_owned(), |v| shown(arg, v)),
+                    env.to_string_lossy(),
+                    shown(arg, &env_value.to_string_lossy())
+                ),
+            ));
+        }
         if !matches!(arg.get_action(), clap::ArgAction::Set) {
             continue;
         }

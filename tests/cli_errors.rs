@@ -143,6 +143,15 @@ fn a_setting_given_twice_says_which_won() {
     s.wait_log(&format!("--listen: the command line's \"127.0.0.1:0\" wins over {file} line 1, key listen"));
     s.wait_log(&format!("--timeout: the command line's \"9\" wins over {file} line 2, key timeout"));
     s.wait_log("--timeout given 2 times on the command line: the last one, \"9\", wins");
+    drop(s);
+    let s = Server::start_env(
+        &fixtures(),
+        &["--timeout", "5", "--api-token", "from-flag"],
+        &[("WS2HTTP_TIMEOUT", "3".as_ref()), ("WS2HTTP_API_TOKEN", "secret".as_ref())],
+    );
+    s.wait_log("--timeout: the command line's \"5\" wins over WS2HTTP_TIMEOUT=\"3\"");
+    s.wait_log("--api-token: the command line's (hidden) wins over WS2HTTP_API_TOKEN=(hidden)");
+    assert!(!s.log().contains("secret") && !s.log().contains("from-flag"), "{}", s.log());
     // Repeatable flags add up, without a note (Server::start gives --pass-env twice).
     assert!(!s.log().contains("--pass-env given"), "{}", s.log());
 }
