@@ -16,7 +16,7 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
     about = "WebSockets for CGI scripts: every WebSocket event runs a script from cgi-bin/",
     args_conflicts_with_subcommands = true,
     args_override_self = true,
-    after_help = "Settings can also come from --config FILE.toml (keys are the long flags) and WS2HTTP_<FLAG> variables; flags win."
+    after_help = AFTER_HELP
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -171,11 +171,29 @@ pub struct Cli {
     pub console: bool,
 }
 
+/// The end of `--help`: where settings come from, and commands to copy.
+const AFTER_HELP: &str = "\
+Settings can also come from --config FILE.toml (keys are the long flags) and WS2HTTP_<FLAG> variables; \
+flags win over both, variables over the file.
+
+EXAMPLES:
+  ws2http                                      the demo: serve ./cgi-bin, console on http://127.0.0.1:8080
+  ws2http cgi-bin/echo.sh                      one script handles every WebSocket path
+  ws2http --cgi-bin app/cgi-bin --root app/public    a PHP app (php-cgi) with its static files
+  ws2http --config /etc/ws2http/ws2http.toml   settings from a file
+  ws2http try cgi-bin/echo.sh --data hi        run a script once, as an event would
+  ws2http connect ws://127.0.0.1:8080/echo.sh  talk to an endpoint: type lines, Ctrl-D to close";
+
+// Parsed once at start-up: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a script once for one event, exactly as the server would, and show
     /// the actions it produced, its exit status, stderr and duration
     Try(TryArgs),
+    /// An interactive WebSocket client: each line of stdin is sent as a text
+    /// message, each message received is printed on its own line
+    Connect(ConnectArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -265,6 +283,26 @@ pub struct TryArgs {
     /// WS_API_TOKEN given to the script
     #[arg(long, default_value = "", value_name = "TOKEN")]
     pub api_token: String,
+}
+
+/// `ws2http connect URL`.
+#[derive(Args, Debug)]
+pub struct ConnectArgs {
+    /// ws://HOST[:PORT]/PATH (wss:// is not supported yet)
+    pub url: String,
+    /// Send this Origin header, as a browser on that page would
+    #[arg(long, value_name = "ORIGIN")]
+    pub origin: Option<String>,
+    /// An extra request header (repeatable), e.g. -H 'Cookie: sid=1'
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// Once stdin ends, wait until nothing has arrived for this long before closing
+    /// (replies to the last lines still come in)
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    pub linger: f64,
+    /// After our close, how long to wait for the server's close
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    pub close_timeout: f64,
 }
 
 /// Validated settings.
@@ -383,7 +421,9 @@ pub fn split_route(s: &str) -> (String, &str) {
 }
 
 impl Cli {
-    pub fn into_config(self) -> Result<Config, String> {
+    pub fn into_config(mut self) -> Result<Config, String> {
+        self.listen = crate::cli_checks::listen_addr(&self.listen, "--listen")?;
+        self.api_listen = crate::cli_checks::listen_addr(&self.api_listen, "--api-listen")?;
         self.check_api()?;
         self.check_numbers()?;
         let (cgi_bin, script, root) = self.paths()?;
@@ -499,7 +539,7 @@ impl Cli {
         // The endpoint directory must exist unless one script handles everything.
         let cgi_bin = match self.cgi_bin.canonicalize() {
             Ok(p) if p.is_dir() => p,
-            Ok(_) => return Err(format!("--cgi-bin {}: not a directory", self.cgi_bin.display())),
+            Ok(_) => return Err(crate::cli_checks::cgi_bin_is_a_file(&self.cgi_bin)),
             Err(_) if self.script.is_some() => PathBuf::from("/nonexistent"),
             Err(e) => {
                 return Err(format!(
@@ -512,6 +552,9 @@ impl Cli {
             None => None,
             Some(s) => {
                 let p = s.canonicalize().map_err(|e| format!("script {}: {e}", s.display()))?;
+                if p.is_dir() {
+                    return Err(crate::cli_checks::script_is_a_directory(s));
+                }
                 if !p.is_file() {
                     return Err(format!("script {}: not a regular file", s.display()));
                 }

@@ -2,101 +2,134 @@
 //! `handler = ["php=php-cgi"]`, `max-procs = 8`; `_` and `-` both work).
 //! Precedence: defaults < config file < `WS2HTTP_*` variables < flags.
 //!
-//! The file is turned into flag arguments placed before the command line,
-//! so clap validates every value exactly as if it had been typed.
+//! The file is turned into flag arguments placed before the command line
+//! (see [`crate::cli_sources`]), so clap checks every value exactly as if it
+//! had been typed. Each value is also checked here first, by the flag's own
+//! parser, so that a bad one is reported with the file, the line and the
+//! key the user wrote rather than the flag it became.
 
 use std::ffi::OsString;
 
 use clap::CommandFactory;
-use toml::Value;
+use toml::{Spanned, Value};
 
 use crate::config::Cli;
+
+/// One key of the file.
+#[derive(Debug, Clone)]
+pub struct Setting {
+    /// As written in the file (`max_procs`).
+    pub key: String,
+    /// The long flag it stands for, without dashes (`max-procs`); `script`
+    /// for the positional SCRIPT.
+    pub flag: String,
+    pub values: Vec<String>,
+    /// 1-based line of the value.
+    pub line: usize,
+}
+
+/// A parsed config file.
+#[derive(Debug, Clone)]
+pub struct ConfigFile {
+    pub path: String,
+    pub settings: Vec<Setting>,
+}
+
+impl ConfigFile {
+    /// "FILE line N, key KEY" for messages.
+    pub fn place(&self, s: &Setting) -> String {
+        format!("{} line {}, key {}", self.path, s.line, s.key)
+    }
+}
 
 /// The command line with the config file's settings inserted, or an error
 /// for the user. Without `--config` (or `WS2HTTP_CONFIG`) it is unchanged.
 pub fn expand(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
-    let text: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
-    if text.get(1).is_some_and(|a| a == "try") {
-        return Ok(args);
-    }
-    let mut path = std::env::var("WS2HTTP_CONFIG").ok();
-    let mut rest: Vec<OsString> = Vec::with_capacity(args.len());
-    let mut i = 0;
-    while i < args.len() {
-        let a = &text[i];
-        if a == "--config" {
-            path = Some(text.get(i + 1).cloned().ok_or("--config needs a file name")?);
-            i += 2;
-            continue;
-        }
-        if let Some(p) = a.strip_prefix("--config=") {
-            path = Some(p.to_owned());
-            i += 1;
-            continue;
-        }
-        rest.push(args[i].clone());
-        i += 1;
-    }
-    let Some(path) = path else { return Ok(rest) };
-    let body = std::fs::read_to_string(&path).map_err(|e| format!("--config {path}: {e}"))?;
-    let table: toml::Table = body.parse().map_err(|e| format!("--config {path}: {e}"))?;
-    let on_command_line: Vec<String> = text
-        .iter()
-        .filter_map(|a| a.strip_prefix("--").map(|f| f.split('=').next().unwrap_or("").to_owned()))
-        .collect();
+    crate::cli_sources::expand(args).map(|e| e.args)
+}
+
+/// Reads and checks the file: known keys, values each flag accepts.
+pub fn read(path: &str) -> Result<ConfigFile, String> {
+    let body = std::fs::read_to_string(path).map_err(|e| format!("--config {path}: {e}"))?;
+    let table: std::collections::BTreeMap<String, Spanned<Value>> =
+        toml::from_str(&body).map_err(|e| format!("--config {path}: {}", one_line(&e.to_string())))?;
     let cmd = Cli::command();
-    let mut inserted: Vec<OsString> = Vec::new();
+    let mut file = ConfigFile { path: path.to_owned(), settings: Vec::new() };
     for (key, value) in table {
-        let flag = key.replace('_', "-");
-        let known = cmd.get_arguments().find(|a| a.get_long() == Some(flag.as_str()));
-        let Some(arg) = known else {
-            if flag == "script" {
-                // The positional SCRIPT.
-                if let Value::String(s) = &value {
-                    if !text.iter().skip(1).any(|a| !a.starts_with('-')) {
-                        rest.push(s.into());
-                    }
-                    continue;
-                }
-            }
-            return Err(format!(
-                "--config {path}: unknown setting {key:?} (settings are the long flags, e.g. max-procs)"
-            ));
-        };
-        // Flags win, then environment variables.
-        if on_command_line.contains(&flag) {
-            continue;
-        }
-        if let Some(env) = arg.get_env() {
-            if std::env::var_os(env).is_some() {
-                continue;
-            }
-        }
-        let values: Vec<String> = match value {
+        let line = body[..value.span().start.min(body.len())].matches('\n').count() + 1;
+        let setting = Setting { key: key.clone(), flag: key.replace('_', "-"), values: Vec::new(), line };
+        let values = match value.into_inner() {
             Value::Array(items) => items.iter().map(scalar).collect::<Result<_, _>>(),
             v => scalar(&v).map(|s| vec![s]),
         }
-        .map_err(|e| format!("--config {path}: {key}: {e}"))?;
-        if flag == "verbose" {
-            let n: usize = values.first().and_then(|v| v.parse().ok()).unwrap_or(0);
-            inserted.extend(std::iter::repeat_n(OsString::from("--verbose"), n));
-            continue;
-        }
-        if !arg.get_action().takes_values() {
-            // A switch (`no-console = true`): present or not.
-            if values.iter().any(|v| v != "false") {
-                inserted.push(format!("--{flag}").into());
-            }
-            continue;
-        }
-        for v in values {
-            inserted.push(format!("--{flag}={v}").into());
+        .map_err(|e| format!("{}: {e}", file.place(&setting)))?;
+        let setting = Setting { values, ..setting };
+        check(&cmd, &setting).map_err(|e| format!("{}: {e}", file.place(&setting)))?;
+        file.settings.push(setting);
+    }
+    Ok(file)
+}
+
+/// A key names a flag (or `script`) and each value is one the flag accepts.
+fn check(cmd: &clap::Command, s: &Setting) -> Result<(), String> {
+    if s.flag == "script" {
+        return match s.values.as_slice() {
+            [_] => Ok(()),
+            _ => Err("expected one path, e.g. script = \"cgi-bin/echo.sh\"".into()),
+        };
+    }
+    let Some(arg) = cmd.get_arguments().find(|a| a.get_long() == Some(s.flag.as_str()) && s.flag != "config") else {
+        return Err("unknown setting (settings are the long flags without --, e.g. max-procs = 8)".into());
+    };
+    if s.flag == "verbose" {
+        return match s.values.as_slice() {
+            [n] if n.parse::<u8>().is_ok() => Ok(()),
+            _ => Err("expected a number, e.g. verbose = 1 (-v) or 2 (-vv)".into()),
+        };
+    }
+    if !arg.get_action().takes_values() {
+        // A switch (`no-console = true`): present or not.
+        return match s.values.as_slice() {
+            [v] if v == "true" || v == "false" => Ok(()),
+            _ => Err(format!("expected true or false, e.g. {} = true", s.key)),
+        };
+    }
+    let repeatable = matches!(arg.get_action(), clap::ArgAction::Append);
+    if s.values.len() > 1 && !repeatable {
+        return Err(format!("takes one value, not a list, e.g. {} = {:?}", s.key, s.values[0]));
+    }
+    // The flag alone (no variable behind it), parsed as clap would.
+    let one = clap::Command::new("ws2http").arg(arg.clone().env(None::<&'static str>));
+    for v in &s.values {
+        let parts: Vec<&str> = match arg.get_value_delimiter() {
+            Some(d) => v.split(d).collect(),
+            None => vec![v.as_str()],
+        };
+        for part in parts {
+            let flag = OsString::from(format!("--{}={part}", s.flag));
+            one.clone()
+                .try_get_matches_from([OsString::from("ws2http"), flag])
+                .map_err(|e| format!("invalid value {part:?}: {}", reason(&e)))?;
         }
     }
-    let mut out = vec![rest.first().cloned().unwrap_or_else(|| "ws2http".into())];
-    out.extend(inserted);
-    out.extend(rest.into_iter().skip(1));
-    Ok(out)
+    Ok(())
+}
+
+/// Why clap refused a value, without its `error:` framing and usage.
+fn reason(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    if let Some(ContextValue::Strings(valid)) = e.get(ContextKind::ValidValue) {
+        return format!("expected one of {}", valid.join(", "));
+    }
+    if let Some(src) = std::error::Error::source(e) {
+        return src.to_string();
+    }
+    one_line(e.to_string().trim_start_matches("error: "))
+}
+
+/// The first line of a multi-line message.
+fn one_line(s: &str) -> String {
+    s.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("").to_owned()
 }
 
 fn scalar(v: &Value) -> Result<String, String> {
@@ -152,8 +185,20 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_files_are_clear_errors() {
-        assert!(run("max_prcs = 8\n", &[]).unwrap_err().contains("unknown setting \"max_prcs\""));
+        let e = run("\nmax_prcs = 8\n", &[]).unwrap_err();
+        assert!(
+            e.ends_with(
+                "line 2, key max_prcs: unknown setting (settings are the long flags without --, e.g. max-procs = 8)"
+            ),
+            "{e}"
+        );
         assert!(run("listen = \n", &[]).is_err());
         assert!(run("verbose = 2\n", &[]).expect("valid").iter().filter(|a| *a == "--verbose").count() == 2);
+        let e = run("timeout = 1\nmax-procs = \"many\"\n", &[]).unwrap_err();
+        assert!(e.ends_with("line 2, key max-procs: invalid value \"many\": invalid digit found in string"), "{e}");
+        let e = run("events = \"open,talk\"\n", &[]).unwrap_err();
+        assert!(e.ends_with("line 1, key events: invalid value \"talk\": expected one of open, message, close"), "{e}");
+        let e = run("listen = [\"a:1\", \"b:2\"]\n", &[]).unwrap_err();
+        assert!(e.contains("key listen: takes one value, not a list"), "{e}");
     }
 }

@@ -4,14 +4,14 @@
 use clap::Parser;
 
 fn main() {
-    let args = match ws2http::config_file::expand(std::env::args_os().collect()) {
+    let expanded = match ws2http::cli_sources::expand(std::env::args_os().collect()) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("ws2http: error: {e}");
             std::process::exit(2);
         }
     };
-    let cli = ws2http::config::Cli::parse_from(args);
+    let cli = ws2http::config::Cli::parse_from(&expanded.args);
     let level = match cli.verbose {
         0 => "info",
         1 => "debug",
@@ -21,7 +21,19 @@ fn main() {
     ws2http::logging::init(level);
     let result = match cli.command {
         Some(ws2http::config::Command::Try(args)) => ws2http::try_cmd::run(args),
-        None => cli.into_config().and_then(ws2http::server::run),
+        Some(ws2http::config::Command::Connect(args)) => match ws2http::connect::run(args) {
+            Ok(()) => Ok(()),
+            Err(f) => {
+                eprintln!("ws2http connect: {}", f.message);
+                std::process::exit(f.status);
+            }
+        },
+        None => {
+            for (level, note) in &expanded.notes {
+                log::log!(*level, "{note}");
+            }
+            cli.into_config().and_then(ws2http::server::run).map_err(|e| expanded.explain(e))
+        }
     };
     if let Err(e) = result {
         eprintln!("ws2http: error: {e}");

@@ -164,6 +164,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     let mut signals = async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     warn_missing_handlers(&cfg, &app.resolver);
+    crate::startup_warnings::warn(&cfg, &app.resolver);
     println!("ws2http: listening on http://{public_addr}");
     println!("ws2http: control API on http://{control_addr}");
     crate::console::announce(&cfg, public_addr, app.console);

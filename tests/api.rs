@@ -228,5 +228,5 @@ fn settings_from_a_config_file_with_flags_winning() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ws2http")).arg("--config").arg(&file).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown setting \"max_prcs\"") && err.lines().count() == 1, "{err}");
+    assert!(err.contains("line 1, key max_prcs: unknown setting") && err.lines().count() == 1, "{err}");
 }

@@ -1,0 +1,68 @@
+//! Values on the command line that are almost right: instead of the OS's
+//! "invalid socket address" or "not a regular file", say what was meant.
+//!
+//! A bare port (`--listen 8080`) is taken as `127.0.0.1:8080`: loopback is
+//! the safe reading. `:8080` is refused: some tools read it as "every
+//! interface", and exposing a server is not something to guess.
+
+use std::net::ToSocketAddrs;
+use std::path::Path;
+
+/// A listener address (`--listen`, `--api-listen`) as ws2http binds it.
+pub fn listen_addr(value: &str, flag: &str) -> Result<String, String> {
+    let example = if flag == "--api-listen" { "8081" } else { "8080" };
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return match value.parse::<u16>() {
+            Ok(port) => Ok(format!("127.0.0.1:{port}")),
+            Err(_) => Err(format!("{flag} {value}: a port is a number from 0 to 65535")),
+        };
+    }
+    if let Some(port) = value.strip_prefix(':') {
+        if port.parse::<u16>().is_ok() {
+            return Err(format!(
+                "{flag} {value}: which interface? write 127.0.0.1:{port} (this machine only) \
+                 or 0.0.0.0:{port} (every interface)"
+            ));
+        }
+    }
+    match value.to_socket_addrs() {
+        Ok(addrs) if !addrs.as_slice().is_empty() => Ok(value.to_owned()),
+        _ => Err(format!(
+            "{flag} {value}: expected HOST:PORT, e.g. 127.0.0.1:{example} (this machine only) \
+             or 0.0.0.0:{example} (every interface)"
+        )),
+    }
+}
+
+/// `--cgi-bin` names a file: it was meant as the single SCRIPT.
+pub fn cgi_bin_is_a_file(dir: &Path) -> String {
+    format!(
+        "--cgi-bin {0} is a file, not a directory: to run this one script for every path, \
+         give it as SCRIPT: ws2http {0}",
+        dir.display()
+    )
+}
+
+/// SCRIPT names a directory: it was meant as `--cgi-bin`.
+pub fn script_is_a_directory(script: &Path) -> String {
+    format!(
+        "script {0} is a directory: to serve the scripts in it, use --cgi-bin {0} (without SCRIPT)",
+        script.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(listen_addr("8080", "--listen").as_deref(), Ok("127.0.0.1:8080"));
+        assert_eq!(listen_addr("0", "--listen").as_deref(), Ok("127.0.0.1:0"));
+        assert_eq!(listen_addr("0.0.0.0:80", "--listen").as_deref(), Ok("0.0.0.0:80"));
+        assert_eq!(listen_addr("[::1]:80", "--listen").as_deref(), Ok("[::1]:80"));
+        assert!(listen_addr(":8081", "--api-listen").unwrap_err().contains("127.0.0.1:8081 (this machine only)"));
+        assert!(listen_addr("99999", "--listen").unwrap_err().contains("0 to 65535"));
+        assert!(listen_addr("localhost", "--listen").unwrap_err().contains("expected HOST:PORT"));
+    }
+}

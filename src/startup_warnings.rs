@@ -1,0 +1,65 @@
+//! Warnings logged once at start-up, before the "listening" lines, for a
+//! setup that will fail on the first connection: a single SCRIPT that cannot
+//! run, or a `--cgi-bin` with no endpoint at all. Each is one line that says
+//! how to fix it. (A handler program missing from PATH is reported by
+//! `server::warn_missing_handlers`.)
+
+use std::path::Path;
+
+use crate::cgi::resolve::{Resolved, Resolver};
+use crate::config::Config;
+
+/// Logs every warning that applies to `cfg`.
+pub fn warn(cfg: &Config, resolver: &Resolver) {
+    for line in warnings(cfg, resolver) {
+        log::warn!("{line}");
+    }
+}
+
+/// The warning lines for `cfg` (for tests, and for [`warn`]).
+pub fn warnings(cfg: &Config, resolver: &Resolver) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(script) = &cfg.script {
+        if let Resolved::NotRunnable(_) = resolver.resolve("/") {
+            out.push(script_not_runnable(script));
+        }
+        return out;
+    }
+    if !cfg.fastcgi.is_empty() || !cfg.backend_url.is_empty() || !resolver.endpoints().is_empty() {
+        return out;
+    }
+    let idle = not_executable(&cfg.cgi_bin);
+    let why = match idle.len() {
+        0 => "it has no scripts".to_owned(),
+        n => format!("{n} file(s) in it are not executable: {}", idle[..n.min(5)].join(" ")),
+    };
+    out.push(format!(
+        "no WebSocket endpoints: --cgi-bin {} has no runnable script ({why}); add a script and `chmod +x` it \
+         (with a #! line), or pass --handler EXT=PROGRAM, or give a single SCRIPT",
+        cfg.cgi_bin.display()
+    ));
+    out
+}
+
+fn script_not_runnable(script: &Path) -> String {
+    let ext = script.extension().and_then(|e| e.to_str()).filter(|e| !e.is_empty()).unwrap_or("EXT");
+    format!(
+        "SCRIPT {0} is not executable: every connection will be refused (500) until you run `chmod +x {0}` \
+         (with a #! line) or pass --handler {ext}=PROGRAM",
+        script.display()
+    )
+}
+
+/// Names of the files directly in `dir` that are not executable.
+fn not_executable(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 == 0))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    names
+}
