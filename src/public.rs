@@ -124,7 +124,8 @@ async fn fallback(app: &App, path: &str, req: &Request<App>) -> Response {
     if let Some(root) = &app.root {
         return crate::static_files::serve(root, &app.resolver, path, req).await;
     }
-    if path == "/" && req.method() == tide::http::Method::Get {
+    // HEAD answers like GET (the writer drops the body, keeps its length).
+    if path == "/" && matches!(req.method(), tide::http::Method::Get | tide::http::Method::Head) {
         let mut r = Response::new(StatusCode::Ok);
         r.set_content_type("text/html; charset=utf-8");
         r.set_body(crate::console::page(&app.resolver.endpoints()));
