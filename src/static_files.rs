@@ -56,8 +56,10 @@ fn directory_redirect(raw_path: &str, query: Option<&str>) -> Response {
         location.push('?');
         location.push_str(q);
     }
-    let mut r = Response::new(StatusCode::MovedPermanently);
-    r.insert_header("Location", utf8_percent_encode(&location, LOCATION).to_string());
+    let location = utf8_percent_encode(&location, LOCATION).to_string();
+    // A short body, as nginx sends, rather than an empty octet-stream.
+    let mut r = crate::request::text_response(StatusCode::MovedPermanently, &format!("Moved Permanently: {location}"));
+    r.insert_header("Location", location);
     r
 }
 
