@@ -89,7 +89,13 @@ pub struct Reply {
 pub async fn write(out: &mut TcpStream, mut reply: Reply, stall: Duration) -> io::Result<bool> {
     let mut pace = Pace { timeout: stall, waited: Duration::ZERO, sent: 0 };
     let status: u16 = reply.res.status().into();
+    // Taking the body labels a response without a type octet-stream
+    // (http-types); what had no type (a 304, a script's 204) keeps none.
+    let typed = reply.res.header("Content-Type").is_some();
     let mut body = reply.res.take_body();
+    if !typed {
+        reply.res.remove_header("Content-Type");
+    }
     let framing = match (status, body.len()) {
         (100..=199 | 204 | 304, _) => Framing::NoBody,
         (_, Some(n)) => Framing::Length(n as u64),
