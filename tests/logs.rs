@@ -7,7 +7,7 @@ mod common;
 use std::path::PathBuf;
 
 use async_tungstenite::tungstenite::Message;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 
 use common::*;
 
