@@ -105,6 +105,24 @@ impl ConnShared {
         self.ended.load(Ordering::SeqCst)
     }
 
+    /// [`ConnShared::abort`], with why (for the log) when this close is
+    /// the first: noted before the abort wakes anyone, so the reason the
+    /// connection's own reader would note on waking does not replace it.
+    pub fn abort_noting(&self, req: CloseRequest, why: impl FnOnce() -> String) -> bool {
+        let first = {
+            let mut slot = lock(&self.close);
+            let first = slot.is_none();
+            if first {
+                *slot = Some(req);
+                *lock(&self.close_note) = Some(why());
+            }
+            first
+        };
+        self.killed.store(true, Ordering::SeqCst);
+        self.kill.notify(usize::MAX);
+        first
+    }
+
     /// Aborts the connection without waiting for queued messages; `true`
     /// if `req` was recorded (no close was requested before).
     pub fn abort(&self, req: CloseRequest) -> bool {

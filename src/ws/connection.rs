@@ -620,9 +620,8 @@ pub fn evictor(shared: &Arc<ConnShared>) -> Evict {
         let (code, reason, cause) = Limit::QueueFull.close();
         // Already closing (for a limit of its own: logged then) or not, its
         // buffers go now.
-        if shared.abort(CloseRequest { code, reason: reason.into(), cause }) {
-            shared.note_close(format!("{why}; dropping it (1013)"));
-        }
+        shared
+            .abort_noting(CloseRequest { code, reason: reason.into(), cause }, || format!("{why}; dropping it (1013)"));
     })
 }
 
