@@ -33,16 +33,19 @@ use crate::server::App;
 
 pub fn routes(app: App) -> tide::Server<App> {
     let mut api = tide::with_state(app);
+    api.with(log_request);
     api.with(auth);
+    // HEAD answers like GET (the HTTP layer sends no body); tide would
+    // route it to the catch-all below before trying the GET route.
     api.at("/send/:id").post(send);
-    api.at("/rooms").get(rooms);
+    api.at("/rooms").get(rooms).head(rooms);
     api.at("/rooms/:room").post(room);
     api.at("/broadcast").post(broadcast);
     api.at("/actions").post(actions);
-    api.at("/connections").get(connections);
-    api.at("/connections/:id").get(connection).delete(close);
-    api.at("/healthz").get(healthz);
-    api.at("/metrics").get(metrics);
+    api.at("/connections").get(connections).head(connections);
+    api.at("/connections/:id").get(connection).head(connection).delete(close);
+    api.at("/healthz").get(healthz).head(healthz);
+    api.at("/metrics").get(metrics).head(metrics);
     api.at("/").all(not_found);
     api.at("/*").all(not_found);
     api
@@ -69,6 +72,21 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         diff |= usize::from(x ^ y);
     }
     diff == 0
+}
+
+/// One debug line per request, with its status: the API is called for
+/// every push a backend makes, so at the default level it says nothing
+/// (its refusals are warnings of their own).
+fn log_request<'a>(
+    req: Request<App>,
+    next: Next<'a, App>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = tide::Result> + Send + 'a>> {
+    Box::pin(async move {
+        let line = format!("api: {} {} {}", req.method(), req.url().path(), req.peer_addr().unwrap_or("?"));
+        let res = next.run(req).await;
+        log::debug!("{line}: {}", u16::from(res.status()));
+        Ok(res)
+    })
 }
 
 /// Without a token: refuses requests made by a browser (see the module
@@ -198,7 +216,7 @@ async fn push(mut req: Request<App>, what: String, make: impl FnOnce(Message) ->
     let probe = action.clone();
     let local = app.apply(action);
     let n = reach(&app, &probe, local).await;
-    log::info!("api: {what}: delivered to {n}");
+    log::debug!("api: {what}: delivered to {n}");
     delivered(n)
 }
 
@@ -262,7 +280,7 @@ async fn actions(mut req: Request<App>) -> tide::Result {
             reached += reach(&app, &probe, n).await;
         }
     }
-    log::info!("api: {applied} action(s), {reached} message(s) delivered");
+    log::debug!("api: {applied} action(s), {reached} message(s) delivered");
     json_response(StatusCode::Ok, json!({ "applied": applied, "delivered": reached }))
 }
 
@@ -318,7 +336,7 @@ async fn close(req: Request<App>) -> tide::Result {
     if n == 0 {
         return error(StatusCode::NotFound, format!("no open connection with id {id:?}"));
     }
-    log::info!("api: close {id} with {code}");
+    log::debug!("api: close {id} with {code}");
     json_response(StatusCode::Ok, json!({ "closed": n }))
 }
 
@@ -350,7 +368,9 @@ async fn metrics(req: Request<App>) -> tide::Result {
 }
 
 async fn not_found(req: Request<App>) -> tide::Result {
-    error(StatusCode::NotFound, format!("no such API route: {} {}", req.method(), req.url().path()))
+    // HEAD gets GET's headers, Content-Length included.
+    let method = if req.method() == tide::http::Method::Head { tide::http::Method::Get } else { req.method() };
+    error(StatusCode::NotFound, format!("no such API route: {method} {}", req.url().path()))
 }
 
 /// The most a route reads of a request body, and the flag that sets it.

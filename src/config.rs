@@ -55,7 +55,8 @@ pub struct Cli {
     #[arg(long, env = "WS2HTTP_REDIS", value_name = "URL")]
     pub redis: Option<String>,
     /// Pass this variable of the server's environment on to scripts (repeatable)
-    #[arg(long = "pass-env", env = "WS2HTTP_PASS_ENV", value_name = "NAME", value_delimiter = ',')]
+    // Lists (A,B) are split by pass_env_names, the same for `try`.
+    #[arg(long = "pass-env", env = "WS2HTTP_PASS_ENV", value_name = "NAME")]
     pub pass_env: Vec<String>,
     /// Seconds a script and every process it starts may run (its process group is then terminated)
     #[arg(long, env = "WS2HTTP_TIMEOUT", default_value_t = 30.0, value_name = "SECS")]
@@ -400,13 +401,10 @@ pub fn parse_handlers(flags: &[String]) -> Result<Handlers, String> {
 pub fn inherited_env(pass_env: &[String]) -> Result<Vec<(String, String)>, String> {
     let mut env =
         vec![("PATH".to_owned(), std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()))];
-    for name in pass_env {
-        if name.is_empty() || name.contains('=') {
-            return Err(format!("--pass-env {name:?}: expected a variable name"));
-        }
-        if let Ok(v) = std::env::var(name) {
-            env.retain(|(n, _)| n != name);
-            env.push((name.clone(), v));
+    for name in pass_env_names(pass_env)? {
+        if let Ok(v) = std::env::var(&name) {
+            env.retain(|(n, _)| *n != name);
+            env.push((name, v));
         }
     }
     Ok(env)
@@ -674,6 +672,30 @@ fn outgoing_bytes(per_conn: usize, total: Option<usize>) -> Result<(usize, usize
     let per_conn = per_conn.max(1);
     let total = budget_total(per_conn, total, DEFAULT_MAX_OUTGOING_BYTES_TOTAL, "--max-outgoing-bytes", "per client")?;
     Ok((per_conn, total))
+}
+
+/// The variable names `--pass-env` values give, for the server and for
+/// `ws2http try` alike: each value is a comma-separated list (`A,B`, also
+/// from `WS2HTTP_PASS_ENV`), spaces around a name are dropped, and an
+/// empty item or a name that is not `[A-Za-z_][A-Za-z0-9_]*` is an error
+/// (a typo would otherwise pass nothing, silently).
+pub fn pass_env_names(values: &[String]) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    for value in values {
+        for item in value.split(',') {
+            let name = item.trim();
+            let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(format!(
+                    "--pass-env {value:?}: {item:?} is not a variable name; expected NAME[,NAME...] \
+                     (letters, digits and _)"
+                ));
+            }
+            names.push(name.to_owned());
+        }
+    }
+    Ok(names)
 }
 
 #[cfg(test)]

@@ -49,6 +49,10 @@ pub struct ConnShared {
     /// Bytes of the messages queued for this client and not yet taken by
     /// its writer (`--max-outgoing-bytes`).
     out_queued: AtomicUsize,
+    /// Why the connection is being closed, in words, when a limit or the
+    /// protocol closed it: logged by its event worker just before its
+    /// `closed:` line, so a connection's lines come out in event order.
+    close_note: Mutex<Option<String>>,
 }
 
 /// Milliseconds since the first call, for cheap "last seen" stamps.
@@ -67,6 +71,7 @@ impl Default for ConnShared {
             last_written: AtomicU64::new(clock_ms()),
             ended: AtomicBool::new(false),
             out_queued: AtomicUsize::new(0),
+            close_note: Mutex::new(None),
         }
     }
 }
@@ -100,6 +105,24 @@ impl ConnShared {
         self.ended.load(Ordering::SeqCst)
     }
 
+    /// [`ConnShared::abort`], with why (for the log) when this close is
+    /// the first: noted before the abort wakes anyone, so the reason the
+    /// connection's own reader would note on waking does not replace it.
+    pub fn abort_noting(&self, req: CloseRequest, why: impl FnOnce() -> String) -> bool {
+        let first = {
+            let mut slot = lock(&self.close);
+            let first = slot.is_none();
+            if first {
+                *slot = Some(req);
+                *lock(&self.close_note) = Some(why());
+            }
+            first
+        };
+        self.killed.store(true, Ordering::SeqCst);
+        self.kill.notify(usize::MAX);
+        first
+    }
+
     /// Aborts the connection without waiting for queued messages; `true`
     /// if `req` was recorded (no close was requested before).
     pub fn abort(&self, req: CloseRequest) -> bool {
@@ -127,6 +150,17 @@ impl ConnShared {
     /// The writer took a message of `len` bytes off the queue.
     pub fn taken(&self, len: usize) {
         self.out_queued.fetch_sub(len, Ordering::Relaxed);
+    }
+
+    /// Records why the connection is being closed (the first reason wins),
+    /// for [`ConnShared::take_close_note`].
+    pub fn note_close(&self, why: String) {
+        lock(&self.close_note).get_or_insert(why);
+    }
+
+    /// The reason noted for the close, once.
+    pub fn take_close_note(&self) -> Option<String> {
+        lock(&self.close_note).take()
     }
 
     pub fn close_request(&self) -> Option<CloseRequest> {

@@ -124,15 +124,25 @@ async fn script_body(
     Err(r)
 }
 
-/// No script: a static file, the start page, or 404.
+/// No script: a static file, the start page, or 404; logged at debug
+/// (a page's many files would drown the events at the default level).
 async fn fallback(app: &App, path: &str, req: &Request<App>) -> Response {
+    let res = page(app, path, req).await;
+    let peer = req.peer_addr().unwrap_or("?");
+    log::debug!("{} {path} {peer}: {}", req.method(), u16::from(res.status()));
+    res
+}
+
+/// [`fallback`]'s answer.
+async fn page(app: &App, path: &str, req: &Request<App>) -> Response {
     if app.root.is_none() && !app.console && path == "/" {
         return text(StatusCode::NotFound, "not found");
     }
     if let Some(root) = &app.root {
         return crate::static_files::serve(root, &app.resolver, path, req).await;
     }
-    if path == "/" && req.method() == tide::http::Method::Get {
+    // HEAD answers like GET (the writer drops the body, keeps its length).
+    if path == "/" && matches!(req.method(), tide::http::Method::Get | tide::http::Method::Head) {
         let mut r = Response::new(StatusCode::Ok);
         r.set_content_type("text/html; charset=utf-8");
         r.set_body(crate::console::page(&app.resolver.endpoints()));

@@ -56,8 +56,10 @@ fn directory_redirect(raw_path: &str, query: Option<&str>) -> Response {
         location.push('?');
         location.push_str(q);
     }
-    let mut r = Response::new(StatusCode::MovedPermanently);
-    r.insert_header("Location", utf8_percent_encode(&location, LOCATION).to_string());
+    let location = utf8_percent_encode(&location, LOCATION).to_string();
+    // A short body, as nginx sends, rather than an empty octet-stream.
+    let mut r = crate::request::text_response(StatusCode::MovedPermanently, &format!("Moved Permanently: {location}"));
+    r.insert_header("Location", location);
     r
 }
 
@@ -169,7 +171,8 @@ fn content_type(path: &Path) -> String {
 
 /// The bytes to send: one byte range, when asked for (and If-Range, if any,
 /// still matches), which makes `res` a 206; the whole file otherwise. A
-/// range outside the file is a 416.
+/// range outside the file is a 416. A range in another unit than `bytes`
+/// (`lines=1-2`) is ignored, as RFC 9110 §14.2 asks and nginx does.
 fn byte_range(
     range: Option<String>,
     if_range: Option<String>,
@@ -179,6 +182,7 @@ fn byte_range(
     let len = v.len;
     let if_range_ok = if_range.is_none_or(|r| r == v.etag || r == v.last_modified);
     let (Some(spec), true) = (range, if_range_ok) else { return Ok(0..len) };
+    let Some(spec) = byte_ranges(&spec) else { return Ok(0..len) };
     match http_range_header::parse_range_header(&spec).and_then(|r| r.validate(len)) {
         Ok(ranges) if ranges.len() == 1 => {
             let r = &ranges[0];
@@ -194,6 +198,13 @@ fn byte_range(
             Err(Box::new(r))
         }
     }
+}
+
+/// A Range in the `bytes` unit, spelled `bytes=` for the parser (unit
+/// names are case-insensitive); `None` for any other unit.
+fn byte_ranges(spec: &str) -> Option<String> {
+    let (unit, ranges) = spec.split_once('=')?;
+    unit.eq_ignore_ascii_case("bytes").then(|| format!("bytes={ranges}"))
 }
 
 /// The body: `range` of the file, read as it is sent; for HEAD, only its

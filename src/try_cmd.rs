@@ -16,15 +16,24 @@ use crate::event::{ConnInfo, Event, EventKind, RequestInfo, Target};
 use crate::id::ConnId;
 use crate::runtime;
 
+/// `println!` that ends the command quietly (status 141, as SIGPIPE would)
+/// when stdout is gone (`ws2http try ... | head -1`), instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(141);
+        }
+    }};
+}
+
 /// Runs the script; `Err` is a usage problem. The process exits 1 when the
 /// script failed.
 pub fn run(args: TryArgs) -> Result<(), String> {
-    // Output piped into `head` should end quietly, like any Unix tool.
-    // SAFETY: restoring the default disposition of SIGPIPE before any thread
-    // writes; the server (not this command) keeps ignoring it.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    // SIGPIPE stays ignored, as in the server: a script that exits without
+    // reading its input must not kill `try` when its stdin is written (the
+    // default disposition did, now and then). Output piped into `head`
+    // still ends quietly: see [`say!`].
     match runtime::block_on(try_once(args))? {
         ExitCode::SUCCESS => Ok(()),
         _ => std::process::exit(1),
@@ -37,7 +46,7 @@ async fn try_once(args: TryArgs) -> Result<ExitCode, String> {
     let stderr = Arc::new(Mutex::new(Vec::new()));
     let backend = backend(&args, &event.conn.target.filename, stderr.clone())?;
 
-    println!("event:    {} for connection {id}", describe_event(&event.kind));
+    say!("event:    {} for connection {id}", describe_event(&event.kind));
     let started = Instant::now();
     let mut count = 0;
     let mut print = |o: Output| {
@@ -48,37 +57,37 @@ async fn try_once(args: TryArgs) -> Result<ExitCode, String> {
                 if let Some(s) = h.status {
                     parts.insert(0, format!("Status: {s}"));
                 }
-                println!("headers:  {}", parts.join(" | "));
+                say!("headers:  {}", parts.join(" | "));
             }
-            Output::Action(a) => println!("action:   {}", describe(&a, &id)),
+            Output::Action(a) => say!("action:   {}", describe(&a, &id)),
             Output::RejectBody(b) => {
-                println!("reject:   the open is refused; response body {:?}", String::from_utf8_lossy(&b))
+                say!("reject:   the open is refused; response body {:?}", String::from_utf8_lossy(&b))
             }
         }
     };
     let outcome = backend.run(&event, &mut print).await;
     let took = started.elapsed();
     if count == 0 {
-        println!("action:   (none)");
+        say!("action:   (none)");
     }
     // Nothing outlives `try`: what the script left running (a background
     // job) is stopped now, as a server stops it at its budget's end.
     let left = crate::cgi::groups::stop_all(backend.limits.grace).await;
     if left > 0 {
-        println!("stopped:  {left} process group(s) the script left running (SIGTERM, SIGKILL after the grace period)");
+        say!("stopped:  {left} process group(s) the script left running (SIGTERM, SIGKILL after the grace period)");
     }
     print_stderr(&stderr).await;
     let code = match &outcome {
         Outcome::Success => {
-            println!("exit:     ok");
+            say!("exit:     ok");
             ExitCode::SUCCESS
         }
         Outcome::Failed(why) | Outcome::Unavailable(why) => {
-            println!("exit:     failed: {why}");
+            say!("exit:     failed: {why}");
             ExitCode::FAILURE
         }
     };
-    println!("duration: {took:.1?}");
+    say!("duration: {took:.1?}");
     Ok(code)
 }
 
@@ -170,7 +179,7 @@ async fn print_stderr(stderr: &Arc<Mutex<Vec<u8>>>) {
     }
     let err = String::from_utf8_lossy(&stderr.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
     for line in err.lines() {
-        println!("stderr:   {line}");
+        say!("stderr:   {line}");
     }
 }
 

@@ -585,7 +585,7 @@ fn verify_log(
         };
         let got = by_id.get(id).and_then(|e| e.get("open")).map(Vec::as_slice);
         let ok = match (kind, got) {
-            ("garbage", _) => log.contains(&format!("[{id}] /fault.sh open rejected by the script with 500")),
+            ("garbage", _) => log.contains(&format!("[{id}] /fault.sh open: rejected 500 in ")),
             (_, Some([o])) => o.outcome == want,
             _ => false,
         };

@@ -89,13 +89,21 @@ pub async fn run(cgi: &CgiBackend, info: &RequestInfo, target: &Target, body: Re
     // wait for the script (it keeps its process slot), stop it at the deadline.
     let remaining = cgi.limits.timeout.saturating_sub(started.elapsed());
     let grace = cgi.limits.grace;
+    let reply = respond(head, reader);
+    // The status the client got, on the line that says how the script ended.
+    let answered = match &reply {
+        Reply::Response(r) => u16::from(r.status()).to_string(),
+        Reply::LocalRedirect(to) => format!("local redirect to {to}"),
+    };
     let reaper_label = label.clone();
     runtime::spawn(async move {
         let _permit = permit;
         match runtime::timeout(remaining, child.status(&reaper_label)).await {
             Ok(status) => match outcome(status) {
-                Outcome::Success => log::info!("{reaper_label}: ok in {:.1?}", started.elapsed()),
-                Outcome::Failed(why) | Outcome::Unavailable(why) => log::warn!("{reaper_label}: script failed: {why}"),
+                Outcome::Success => log::info!("{reaper_label}: {answered}, ok in {:.1?}", started.elapsed()),
+                Outcome::Failed(why) | Outcome::Unavailable(why) => {
+                    log::warn!("{reaper_label}: {answered}, script failed: {why}")
+                }
             },
             Err(()) => {
                 log::warn!(
@@ -105,8 +113,7 @@ pub async fn run(cgi: &CgiBackend, info: &RequestInfo, target: &Target, body: Re
             }
         }
     });
-
-    respond(head, reader)
+    reply
 }
 
 /// Answers at once while the script's process group is stopped (SIGTERM,

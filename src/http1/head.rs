@@ -236,10 +236,15 @@ fn framing(head: &Head) -> Result<Framing, Refusal> {
     }
 }
 
-/// HTTP/1.1 keeps the connection unless told `close`; HTTP/1.0 closes.
+/// HTTP/1.1 keeps the connection unless told `close`; HTTP/1.0 closes
+/// unless told `keep-alive` (ApacheBench `-k`, old proxies), as nginx does.
 fn keep_alive(head: &Head) -> bool {
-    let close = head.all("connection").flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case("close"));
-    head.version == Version::Http11 && !close
+    let has =
+        |token: &str| head.all("connection").flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case(token));
+    match head.version {
+        Version::Http11 => !has("close"),
+        Version::Http10 => has("keep-alive") && !has("close"),
+    }
 }
 
 /// An upgrade needs HTTP/1.1 and no body: bytes after its head belong to
@@ -307,6 +312,8 @@ mod tests {
         let h = head("PUT /u HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\nContent-Length: 9\r\n\r\n").expect("valid");
         assert!(h.expect_continue);
         assert!(!head("GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, close\r\n\r\n").expect("valid").keep_alive);
+        assert!(head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").expect("valid").keep_alive);
+        assert!(!head("GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n").expect("valid").keep_alive);
     }
 
     #[test]

@@ -89,7 +89,13 @@ pub struct Reply {
 pub async fn write(out: &mut TcpStream, mut reply: Reply, stall: Duration) -> io::Result<bool> {
     let mut pace = Pace { timeout: stall, waited: Duration::ZERO, sent: 0 };
     let status: u16 = reply.res.status().into();
+    // Taking the body labels a response without a type octet-stream
+    // (http-types); what had no type (a 304, a script's 204) keeps none.
+    let typed = reply.res.header("Content-Type").is_some();
     let mut body = reply.res.take_body();
+    if !typed {
+        reply.res.remove_header("Content-Type");
+    }
     let framing = match (status, body.len()) {
         (100..=199 | 204 | 304, _) => Framing::NoBody,
         (_, Some(n)) => Framing::Length(n as u64),
@@ -99,7 +105,8 @@ pub async fn write(out: &mut TcpStream, mut reply: Reply, stall: Duration) -> io
     let wants_close =
         reply.res.header("Connection").is_some_and(|v| v.iter().any(|v| v.as_str().eq_ignore_ascii_case("close")));
     let keep = reply.keep_alive && !wants_close && framing != Framing::UntilClose && status != 101;
-    let mut buf = head(&reply.res, status, framing, keep, reply.method == Method::Head);
+    let mut buf =
+        head(&reply.res, status, framing, Persist { keep, version: reply.version }, reply.method == Method::Head);
     if reply.method == Method::Head || framing == Framing::NoBody {
         send(out, &buf, &mut pace).await?;
         return Ok(keep);
@@ -145,8 +152,16 @@ pub async fn write(out: &mut TcpStream, mut reply: Reply, stall: Duration) -> io
     }
 }
 
+/// Whether the connection stays open after a response, and the request's
+/// version: HTTP/1.0 keeps it only when told so (`connection: keep-alive`).
+#[derive(Clone, Copy)]
+struct Persist {
+    keep: bool,
+    version: Version,
+}
+
 /// Status line and headers.
-fn head(res: &Response, status: u16, framing: Framing, keep: bool, is_head: bool) -> Vec<u8> {
+fn head(res: &Response, status: u16, framing: Framing, persist: Persist, is_head: bool) -> Vec<u8> {
     let mut h = Vec::with_capacity(256);
     let _ = write!(h, "HTTP/1.1 {status} {}\r\n", reason(status));
     let mut names: Vec<_> = res.iter().collect();
@@ -174,8 +189,10 @@ fn head(res: &Response, status: u16, framing: Framing, keep: bool, is_head: bool
         Framing::Chunked if !is_head => h.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         _ => {}
     }
-    if !keep && status != 101 {
+    if !persist.keep && status != 101 {
         h.extend_from_slice(b"connection: close\r\n");
+    } else if persist.keep && persist.version == Version::Http10 {
+        h.extend_from_slice(b"connection: keep-alive\r\n");
     }
     h.extend_from_slice(b"\r\n");
     h
@@ -247,23 +264,29 @@ pub async fn linger_close(out: &TcpStream) {
 mod tests {
     use super::*;
 
+    const KEEP: Persist = Persist { keep: true, version: Version::Http11 };
+    const CLOSE: Persist = Persist { keep: false, version: Version::Http11 };
+
     #[test]
     fn heads_carry_only_our_framing() {
         let mut res = Response::new(200);
         res.insert_header("Content-Length", "99");
         res.insert_header("X-A", "1");
-        let h = String::from_utf8(head(&res, 200, Framing::Length(3), true, false)).expect("valid");
+        let h = String::from_utf8(head(&res, 200, Framing::Length(3), KEEP, false)).expect("valid");
         assert!(h.starts_with("HTTP/1.1 200 OK\r\n"), "{h}");
         assert!(h.contains("content-length: 3\r\n") && !h.contains("99") && h.contains("x-a: 1\r\n"), "{h}");
         assert!(!h.contains("connection"), "{h}");
-        let h = String::from_utf8(head(&Response::new(304), 304, Framing::NoBody, false, false)).expect("valid");
+        let h = String::from_utf8(head(&Response::new(304), 304, Framing::NoBody, CLOSE, false)).expect("valid");
         assert!(h.starts_with("HTTP/1.1 304 Not Modified\r\n") && !h.contains("content-length"), "{h}");
         assert!(h.contains("connection: close\r\n"), "{h}");
         let mut up = Response::new(101);
         up.insert_header("Connection", "Upgrade");
         up.insert_header("Upgrade", "websocket");
-        let h = String::from_utf8(head(&up, 101, Framing::NoBody, false, false)).expect("valid");
+        let h = String::from_utf8(head(&up, 101, Framing::NoBody, CLOSE, false)).expect("valid");
         assert!(h.contains("connection: Upgrade\r\n") && h.contains("upgrade: websocket\r\n"), "{h}");
         assert!(!h.contains("close"), "{h}");
+        let old = Persist { keep: true, version: Version::Http10 };
+        let h = String::from_utf8(head(&Response::new(200), 200, Framing::Length(0), old, false)).expect("valid");
+        assert!(h.contains("connection: keep-alive\r\n") && h.contains("content-length: 0\r\n"), "{h}");
     }
 }

@@ -59,10 +59,13 @@ pub async fn dispatch(app: &App, conn: &Arc<ConnInfo>, kind: EventKind, collect:
     let (rooms, meta) = app.hub.snapshot(&conn.id);
     let event = Event { kind, conn: conn.clone(), rooms, meta };
     let started = Instant::now();
+    let mut rejected = None;
     let outcome = match collect {
         Some(items) => {
             let mut out = |o: Output| items.push(o);
-            app.backend_for(&conn.target).run(&event, &mut out).await
+            let outcome = app.backend_for(&conn.target).run(&event, &mut out).await;
+            rejected = rejection_status(items);
+            outcome
         }
         None => {
             let mut out = |o: Output| {
@@ -83,11 +86,24 @@ pub async fn dispatch(app: &App, conn: &Arc<ConnInfo>, kind: EventKind, collect:
     metrics::get().event(kind, result, took);
     let (id, ep, name) = (&conn.id, conn.target.endpoint(), event.kind.name());
     match &outcome {
-        Outcome::Success => log::info!("[{id}] {ep} {name}: ok in {took:.1?}"),
+        Outcome::Success => match rejected {
+            Some(status) => log::info!("[{id}] {ep} {name}: rejected {status} in {took:.1?}"),
+            None => log::info!("[{id}] {ep} {name}: ok in {took:.1?}"),
+        },
         Outcome::Failed(why) => log::warn!("[{id}] {ep} {name}: script failed after {took:.1?}: {why}"),
         Outcome::Unavailable(why) => log::warn!("[{id}] {ep} {name}: backend unavailable after {took:.1?}: {why}"),
     }
     outcome
+}
+
+/// The status an open script refused the connection with, if it did.
+fn rejection_status(items: &[Output]) -> Option<u16> {
+    // The last header block counts, as for the handshake's answer.
+    let head = items.iter().rev().find_map(|o| match o {
+        Output::Head(h) => Some(h),
+        _ => None,
+    })?;
+    (!head.is_success()).then(|| head.status.unwrap_or(500))
 }
 
 /// Runs the message and close events of one connection, in order.
@@ -108,6 +124,9 @@ pub async fn event_worker(
     while let Ok(kind) = events.recv().await {
         metrics::get().events_queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let last = matches!(kind, EventKind::Close { .. });
+        if let EventKind::Close { code, reason, cause } = &kind {
+            log_closed(&conn, &shared, *code, reason, *cause);
+        }
         if last && dropped > 0 {
             metrics::add(&metrics::get().events_dropped, dropped as u64);
             log::info!("[{}] the connection ended with {dropped} message event(s) still queued; dropped them", conn.id);
@@ -132,6 +151,18 @@ pub async fn event_worker(
     }
     app.hub.remove(&conn.id);
     metrics::add(&metrics::get().connections_closed, 1);
+}
+
+/// Why and how the connection closed: logged by its worker once the events
+/// before the close have run, so that a connection's lines come out in the
+/// order things happened to it (the reader, the writer and other
+/// connections only note why, in [`ConnShared::note_close`]).
+fn log_closed(conn: &ConnInfo, shared: &ConnShared, code: u16, reason: &str, cause: CloseCause) {
+    let (id, ep) = (&conn.id, conn.target.endpoint());
+    if let Some(why) = shared.take_close_note() {
+        log::warn!("[{id}] {ep} {why}");
+    }
+    log::info!("[{id}] {ep} closed: {code} {reason:?} ({})", cause.as_str());
 }
 
 /// `true` when the message events still queued must be dropped: the
@@ -186,7 +217,7 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (sink, stream) = ws.split();
-    let writer = write_loop(sink, &app, &conn.id, outgoing, &shared);
+    let writer = write_loop(sink, &app, outgoing, &shared);
     let reader = read_loop(stream, &app, &conn, &shared, &events, &budget);
     match select(std::pin::pin!(reader), std::pin::pin!(writer)).await {
         Either::Left(_) | Either::Right(_) => {}
@@ -199,7 +230,6 @@ pub async fn serve<S>(
 async fn write_loop<S>(
     mut sink: WebSocketSender<S>,
     app: &App,
-    id: &ConnId,
     outgoing: async_channel::Receiver<Message>,
     shared: &ConnShared,
 ) where
@@ -235,7 +265,7 @@ async fn write_loop<S>(
                     Message::Text(t) if t.len() <= FRAGMENT => WsMessage::Text(t),
                     Message::Binary(b) if b.len() <= FRAGMENT => WsMessage::Binary(b),
                     big => {
-                        if !send_fragments(&mut sink, big, &mut aborted, &mut pinger, id, shared).await {
+                        if !send_fragments(&mut sink, big, &mut aborted, &mut pinger, shared).await {
                             return;
                         }
                         continue;
@@ -244,13 +274,13 @@ async fn write_loop<S>(
             }
             Step::Ended => break,
             Step::Abort => return,
-            Step::Tick if pinger.unanswered(shared) => return pinger.time_out(id, shared),
+            Step::Tick if pinger.unanswered(shared) => return pinger.time_out(shared),
             Step::Tick => {
                 pinger.pinged();
                 WsMessage::Ping(Default::default())
             }
         };
-        if !send_one(&mut sink, frame, &mut aborted, &mut pinger, id, shared).await {
+        if !send_one(&mut sink, frame, &mut aborted, &mut pinger, shared).await {
             return;
         }
     }
@@ -283,7 +313,6 @@ async fn send_fragments<S, F>(
     msg: Message,
     aborted: &mut std::pin::Pin<&mut F>,
     pinger: &mut Pinger,
-    id: &ConnId,
     shared: &ConnShared,
 ) -> bool
 where
@@ -299,7 +328,7 @@ where
         let end = (start + FRAGMENT).min(bytes.len());
         let opcode = OpCode::Data(if start == 0 { data } else { Data::Continue });
         let frame = Frame::message(bytes.slice(start..end), opcode, end == bytes.len());
-        if !send_one(sink, WsMessage::Frame(frame), aborted, pinger, id, shared).await {
+        if !send_one(sink, WsMessage::Frame(frame), aborted, pinger, shared).await {
             return false;
         }
         start = end;
@@ -316,7 +345,6 @@ async fn send_one<S, F>(
     frame: WsMessage,
     aborted: &mut std::pin::Pin<&mut F>,
     pinger: &mut Pinger,
-    id: &ConnId,
     shared: &ConnShared,
 ) -> bool
 where
@@ -347,7 +375,7 @@ where
             // No ping can go out behind the blocked write: since the last
             // tick the client must have sent something or taken some bytes.
             None if pinger.stalled(shared) => {
-                pinger.time_out(id, shared);
+                pinger.time_out(shared);
                 return false;
             }
             None => {
@@ -397,8 +425,8 @@ impl Pinger {
     }
 
     /// Drops the connection (1006, no close frame), with its one log line.
-    fn time_out(&self, id: &ConnId, shared: &ConnShared) {
-        log::warn!("[{id}] no answer to a ping within {:?}; dropping the connection", self.every);
+    fn time_out(&self, shared: &ConnShared) {
+        shared.note_close(format!("no answer to a ping within {:?}; dropping the connection", self.every));
         shared.request_close(CloseRequest { code: 1006, reason: String::new(), cause: CloseCause::PingTimeout });
     }
 }
@@ -423,7 +451,7 @@ async fn read_loop<S>(
             Ok(WsMessage::Text(t)) => EventKind::Message { payload: t.into(), binary: false },
             Ok(WsMessage::Binary(b)) => EventKind::Message { payload: b, binary: true },
             Ok(WsMessage::Close(frame)) => {
-                shared.request_close(client_close(id, frame));
+                shared.request_close(client_close(shared, frame));
                 // Keep reading: tungstenite sends the reply, then ends the stream.
                 continue;
             }
@@ -433,7 +461,7 @@ async fn read_loop<S>(
                 Some(limit) => {
                     // Closed for another connection's read: logged then.
                     if budget.refused() != Some(Refused::HeldMost) {
-                        log_limit(id, &limit, &e);
+                        shared.note_close(limit_note(&limit, &e));
                     }
                     close_for(app, id, limit);
                     // The writer sends the close frame and ends the connection.
@@ -447,7 +475,7 @@ async fn read_loop<S>(
         };
         if let Err(full) = enqueue(app, events, budget, kind) {
             if !matches!(full, QueueFull::Bytes(OverBudget::Closed)) {
-                log::warn!("[{id}] {full}; closing (1013)");
+                shared.note_close(format!("{full}; closing (1013)"));
             }
             close_for(app, id, Limit::QueueFull);
             return std::future::pending().await;
@@ -459,10 +487,10 @@ async fn read_loop<S>(
 /// tungstenite answers a close code a client may not send (1005, 1006,
 /// 1015, below 1000, ...) with 1002 "Protocol violation" and reports that
 /// instead: a protocol error, not the client's choice.
-fn client_close(id: &ConnId, frame: Option<CloseFrame>) -> CloseRequest {
+fn client_close(shared: &ConnShared, frame: Option<CloseFrame>) -> CloseRequest {
     match frame {
         Some(f) if f.code == CloseCode::Protocol && f.reason.as_str() == "Protocol violation" => {
-            log::warn!("[{id}] the client sent a close code it may not use; closed with 1002");
+            shared.note_close("the client sent a close code it may not use; closed with 1002".into());
             CloseRequest { code: 1002, reason: f.reason.to_string(), cause: CloseCause::ProtocolError }
         }
         Some(f) => CloseRequest { code: u16::from(f.code), reason: f.reason.to_string(), cause: CloseCause::Client },
@@ -514,15 +542,16 @@ fn read_error(e: &WsError, budget: &ConnBudget) -> Option<Limit> {
     }
 }
 
-/// The one log line for a read error that closes the connection.
-fn log_limit(id: &ConnId, limit: &Limit, e: &WsError) {
+/// The one log line (without the connection) for a read error that
+/// closes the connection.
+fn limit_note(limit: &Limit, e: &WsError) -> String {
     let code = limit.close().0;
     match (limit, e) {
         (Limit::TooBig, WsError::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
-            log::warn!("[{id}] message of {size} bytes is over --max-message {max_size}; closing ({code})")
+            format!("message of {size} bytes is over --max-message {max_size}; closing ({code})")
         }
-        (Limit::QueueFull | Limit::TooSlow, WsError::Io(e)) => log::warn!("[{id}] {e}; closing ({code})"),
-        _ => log::warn!("[{id}] protocol error from the client: {e}; closing ({code})"),
+        (Limit::QueueFull | Limit::TooSlow, WsError::Io(e)) => format!("{e}; closing ({code})"),
+        _ => format!("protocol error from the client: {e}; closing ({code})"),
     }
 }
 
@@ -585,15 +614,14 @@ fn close_for(app: &App, id: &ConnId, limit: Limit) {
 /// event says 1013, `queue-full`): the bytes it held are counted out of
 /// the total at once, so its buffers must go now, not after a close
 /// handshake (a 2 s grace let 600 clients take +313 MiB over a 64 MiB total).
-pub fn evictor(id: &ConnId, shared: &Arc<ConnShared>) -> Evict {
-    let (id, shared) = (id.clone(), shared.clone());
+pub fn evictor(shared: &Arc<ConnShared>) -> Evict {
+    let shared = shared.clone();
     Box::new(move |why| {
         let (code, reason, cause) = Limit::QueueFull.close();
         // Already closing (for a limit of its own: logged then) or not, its
         // buffers go now.
-        if shared.abort(CloseRequest { code, reason: reason.into(), cause }) {
-            log::warn!("[{id}] {why}; dropping it (1013)");
-        }
+        shared
+            .abort_noting(CloseRequest { code, reason: reason.into(), cause }, || format!("{why}; dropping it (1013)"));
     })
 }
 
@@ -608,14 +636,7 @@ pub async fn finish(app: &App, conn: &ConnInfo, shared: &ConnShared, events: &as
         reason: String::new(),
         cause: CloseCause::Dropped,
     });
-    log::info!(
-        "[{}] {} closed: {} {:?} ({})",
-        conn.id,
-        conn.target.endpoint(),
-        req.code,
-        req.reason,
-        req.cause.as_str()
-    );
+    // The `closed:` line is the worker's (see [`log_closed`]).
     // The worker is alive until it has run this event, so this cannot fail;
     // `send` waits for room when the queue is full.
     metrics::get().events_queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -231,7 +231,7 @@ async fn start(app: App, conn: Arc<ConnInfo>, slot: Slot, actions: Vec<Action>, 
     // The worker runs in the connection's own task, beside its reader and
     // writer: a message's event, its script's reply and the write to the
     // socket then need no hand-off between tasks (each cost a thread wake).
-    let budget = app.queue_budget.conn(connection::evictor(&conn.id, &shared));
+    let budget = app.queue_budget.conn(connection::evictor(&shared));
     let worker = connection::event_worker(app.clone(), conn.clone(), events_rx, shared.clone(), budget.clone(), slot);
 
     let http_res: &mut tide::http::Response = res.as_mut();
@@ -284,7 +284,6 @@ fn ws_config(max_message: usize) -> WebSocketConfig {
 /// The open script said no: its status, headers and body are the response.
 fn rejection(conn: &ConnInfo, head: &Head, body: Vec<u8>) -> Response {
     let status = head.status.unwrap_or(500);
-    log::info!("[{}] {} open rejected by the script with {status}", conn.id, conn.target.endpoint());
     let mut res = Response::new(StatusCode::try_from(status).unwrap_or(StatusCode::InternalServerError));
     for (name, value) in &head.headers {
         let lower = name.to_ascii_lowercase();
