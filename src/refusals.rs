@@ -153,6 +153,6 @@ fn log_line(app: &App, a: &Attempt, status: u16, reason: &str) -> Option<String>
         500 if reason.starts_with("the endpoint's open script failed") => format!("{} open: script failed", endpoint()),
         502 => format!("{} open: backend unavailable", endpoint()),
         400 | 405 | 426 => return None,
-        _ => format!("{} open rejected by the script with {status}", endpoint()),
+        _ => format!("{} open: rejected {status}", endpoint()),
     })
 }

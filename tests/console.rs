@@ -193,7 +193,7 @@ fn a_refused_handshake_is_explained_with_the_log_line_the_server_wrote() {
     assert_eq!(refused(s.port, "/not-executable.sh", same), 500);
     assert_eq!(refused(s.port, "/nope.sh", same), 404);
     for (target, status, reason, line) in [
-        ("/gate.sh?key=no", 403, "no key, no entry", "/gate.sh open rejected by the script with 403"),
+        ("/gate.sh?key=no", 403, "no key, no entry", "/gate.sh open: rejected 403"),
         (
             "/mirror.sh/x?y=1",
             403,

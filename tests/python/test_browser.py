@@ -210,8 +210,8 @@ class ConsoleRefusalTest(BrowserTestCase):
         self.wait(b, lambda: b.find("#failure").text, "#failure shown")
         lines = b.execute("return [...document.querySelectorAll('#failure > div')].map(d => d.textContent)")
         self.assertRegex(lines[0], r"^Refused: HTTP 403 \S")
-        self.assertEqual(lines[1], "Server log: /auth.sh open rejected by the script with 403")
-        self.assertIn("/auth.sh open rejected by the script with 403", self.server.log_text())
+        self.assertEqual(lines[1], "Server log: /auth.sh open: rejected 403")
+        self.assertIn("/auth.sh open: rejected 403", self.server.log_text())
 
 
 class PhpChatTest(BrowserTestCase):
