@@ -334,4 +334,5 @@ impl Server {
 // cargo packages that provide them): ./test then installs it, and
 // WS2HTTP_TEST_SKIP accepts its name.
 mod suites;
+#[allow(unused_imports)]
 pub use suites::*;

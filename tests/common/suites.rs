@@ -52,16 +52,21 @@ pub fn suite_names() -> Vec<&'static str> {
     names
 }
 
-/// The suites `WS2HTTP_TEST_SKIP` names. An unknown name panics: a typo
-/// must not leave the reader believing a suite was skipped on purpose.
-pub fn skipped_suites() -> Vec<String> {
+/// The suites `WS2HTTP_TEST_SKIP` names, or one line naming an unknown
+/// one: a typo must not leave the reader believing a suite was skipped.
+pub fn parse_skip() -> Result<Vec<String>, String> {
     let value = std::env::var(SKIP_VAR).unwrap_or_default();
     let names: Vec<String> = value.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
     let known = suite_names();
-    if let Some(bad) = names.iter().find(|n| !known.contains(&n.as_str())) {
-        panic!("{SKIP_VAR}={value}: unknown suite {bad:?}; the suites are {}", known.join(","));
+    match names.iter().find(|n| !known.contains(&n.as_str())) {
+        Some(bad) => Err(format!("{SKIP_VAR}={value}: unknown suite {bad:?}; the suites are {}", known.join(","))),
+        None => Ok(names),
     }
-    names
+}
+
+/// The suites `WS2HTTP_TEST_SKIP` names; an unknown name panics.
+pub fn skipped_suites() -> Vec<String> {
+    parse_skip().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `Some(reason)` when `suite` is skipped on purpose; the reason is what
