@@ -131,3 +131,46 @@ fn with_everything_installed_it_runs_cargo_test_only() {
     assert!(out.status.success(), "{stderr}");
     assert_eq!(calls(&log), "cargo test --no-run\n");
 }
+
+/// `cargo test` in a scratch crate with one `#[suite("redis")]` test.
+fn scratch_crate_test(skip: Option<&str>, dir: &Path) -> String {
+    let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+    cmd.args(["test", "--offline", "--", "--test-threads", "1"])
+        .current_dir(dir)
+        .env("CARGO_TARGET_DIR", dir.join("target"))
+        .env_remove(SKIP_VAR);
+    if let Some(s) = skip {
+        cmd.env(SKIP_VAR, s);
+    }
+    let out = cmd.output().expect("run cargo");
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// `#[suite]` compiles a test as ignored, with the reason, when
+/// WS2HTTP_TEST_SKIP names its suite, and cargo rebuilds the test when the
+/// variable changes; an unknown suite is a compile error.
+#[test]
+fn the_suite_attribute_ignores_a_skipped_suite() {
+    let dir = scratch().join("crate");
+    std::fs::create_dir_all(dir.join("tests")).unwrap();
+    let attr = root().join("tests/suite-attr");
+    let manifest = format!(
+        "[package]\nname = \"suite-check\"\nversion = \"0.0.0\"\nedition = \"2021\"\n[lib]\npath = \"lib.rs\"\n\
+         [workspace]\n[dev-dependencies]\nws2http-test-suite = {{ path = {:?} }}\n",
+        attr.display().to_string()
+    );
+    std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
+    std::fs::write(dir.join("lib.rs"), "").unwrap();
+    let test = "use ws2http_test_suite::suite;\n#[suite(\"redis\")]\n#[test]\nfn needs_redis() {}\n";
+    std::fs::write(dir.join("tests/t.rs"), test).unwrap();
+
+    let out = scratch_crate_test(Some("php,redis"), &dir);
+    assert!(out.contains("test needs_redis ... ignored, WS2HTTP_TEST_SKIP=redis"), "{out}");
+    let out = scratch_crate_test(Some("php"), &dir);
+    assert!(out.contains("test needs_redis ... ok"), "not rebuilt when the variable changed?\n{out}");
+    let out = scratch_crate_test(Some("nope"), &dir);
+    assert!(out.contains("unknown test suite \"nope\""), "{out}");
+    std::fs::write(dir.join("tests/t.rs"), test.replace("(\"redis\")", "(\"redis-typo\")")).unwrap();
+    let out = scratch_crate_test(None, &dir);
+    assert!(out.contains("unknown test suite \"redis-typo\""), "{out}");
+}
