@@ -222,12 +222,15 @@ fn python_skip_fails() -> Result<(), Failed> {
     Ok(())
 }
 
+/// One of the harness's own checks.
+type Check = fn() -> Result<(), Failed>;
+
 /// The harness's own checks, run as a subprocess of this binary.
 fn harness_checks() -> Vec<Trial> {
     if std::env::var_os(CHILD_VAR).is_some() {
         return Vec::new();
     }
-    let checks: [(&str, fn() -> Result<(), Failed>); 3] = [
+    let checks: [(&str, Check); 3] = [
         ("harness::skipped_suite_is_ignored", skipped_suite_is_ignored),
         ("harness::missing_program_fails_with_its_fix", missing_program_fails_with_its_fix),
         ("harness::python_skip_fails", python_skip_fails),
