@@ -12,7 +12,7 @@ started by the tests checks the exact request headers, response parsing,
 status handling, a backend going away and coming back, and keep-alive.
 
 php-fpm, nginx and fcgiwrap are looked up in PATH and the sbin directories;
-a test that needs a missing one fails, saying that .ci/run installs them. Every wait is bounded.
+a test that needs a missing one fails, saying how to install them (./test does). Every wait is bounded.
 """
 
 import asyncio

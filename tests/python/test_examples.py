@@ -8,7 +8,7 @@ WebSocket: two clients join a room, see each other in the member lists,
 exchange messages both ways (JSON, never read as directives), and one leaves.
 Plain HTTP: the PHP pages with their cookie session, the Python room list.
 
-The PHP tests fail on a machine without php-cgi (.ci/run installs it).
+The PHP tests fail on a machine without php-cgi (./test installs it).
 """
 
 import asyncio
