@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use async_tungstenite::tungstenite::Message;
 use common::*;
 use serde_json::json;
+use ws2http_test_suite::suite;
 
 struct Redis {
     child: Child,
@@ -47,9 +48,8 @@ fn free_port() -> u16 {
 /// A test that cannot run fails: without redis-server these tests would
 /// prove nothing.
 fn have_redis() -> bool {
-    let ok = Command::new("redis-server").arg("--version").output().is_ok_and(|o| o.status.success());
-    assert!(ok, "redis-server is required (apt-get install redis-server; .ci/run installs it)");
-    ok
+    require_suite("redis");
+    true
 }
 
 /// One Redis command over RESP, its raw reply.
@@ -90,6 +90,7 @@ fn ids(s: &Server) -> Vec<String> {
     conn_ids(&s.api("/connections"))
 }
 
+#[suite("redis")]
 #[async_std::test]
 async fn three_instances_share_rooms_sends_and_presence() {
     if !have_redis() {
@@ -147,6 +148,7 @@ async fn three_instances_share_rooms_sends_and_presence() {
     assert_eq!(next_text(&mut clients[2].0).await, format!("left {id1}"));
 }
 
+#[suite("redis")]
 #[async_std::test]
 async fn a_killed_instance_leaves_presence_and_redis_restarts_are_survived() {
     if !have_redis() {
@@ -204,6 +206,7 @@ async fn a_killed_instance_leaves_presence_and_redis_restarts_are_survived() {
 /// Regression: the heartbeat fired only after 2 s without any other Redis
 /// write, so steady traffic suppressed it and after 6 s the other instances
 /// dropped every connection of the busy one (404 on POST /send/{id}).
+#[suite("redis")]
 #[async_std::test]
 async fn a_busy_instance_keeps_its_idle_connections_in_presence() {
     have_redis();
@@ -234,6 +237,7 @@ async fn a_busy_instance_keeps_its_idle_connections_in_presence() {
 /// An instance whose presence another one removed (it found the heartbeat
 /// key gone: the instance was stalled, or Redis lost its data) writes its
 /// whole presence again, idle connections included.
+#[suite("redis")]
 #[async_std::test]
 async fn a_removed_presence_is_written_again() {
     have_redis();
@@ -257,6 +261,7 @@ async fn a_removed_presence_is_written_again() {
 
 /// Regression: the action whose publish failed was dropped without being
 /// counted (n - 1 counted for n lost actions).
+#[suite("redis")]
 #[async_std::test]
 async fn every_action_lost_in_a_redis_outage_is_counted_and_logged() {
     have_redis();
@@ -307,6 +312,7 @@ async fn every_action_lost_in_a_redis_outage_is_counted_and_logged() {
 /// The queue of actions waiting for Redis is bounded in bytes
 /// (`--cluster-queue`): what does not fit is lost, counted and logged, and
 /// local delivery goes on.
+#[suite("redis")]
 #[async_std::test]
 async fn a_full_publish_queue_loses_actions_counted_and_logged() {
     have_redis();

@@ -6,6 +6,7 @@ use std::io::Read;
 use std::path::Path;
 
 use common::*;
+use ws2http_test_suite::suite;
 
 fn http_cgi() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/http-cgi")
@@ -112,11 +113,11 @@ fn large_responses_stream() {
     assert_eq!(first.len() + rest.len(), 5 << 20);
 }
 
+#[suite("php")]
 #[test]
 fn php_sessions_and_the_same_url_for_websocket() {
-    let php = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("php-cgi").is_file()));
     // A test that cannot run fails; it never passes unseen.
-    assert!(php, "php-cgi is not installed: run .ci/run, or apt-get install php-cgi");
+    require_suite("php");
     let s = Server::start_in(&http_cgi(), &[]);
     let r =
         request("POST", &http(&s, "/session.php"), &[("Content-Type", "application/x-www-form-urlencoded")], b"x=42");

@@ -1,11 +1,19 @@
 //! CI smoke run of the benchmark harness: `ws2http-bench --smoke` must run
-//! every workload to the end and print every table (a workload whose tool
-//! is missing may say it skipped, except under `CI=true`, where the bench
-//! fails). Speed is never checked:
-//! the point is that the harness does not rot.
+//! every workload to the end and print every table. The programs it
+//! compares against are the suites "bench", "backends", "php" and "redis"
+//! of tests/suites.txt: a missing one fails with the command that installs
+//! it (the bench runs with `CI=true`, so it never prints a skipped table
+//! while this test passes), and `WS2HTTP_TEST_SKIP` naming one of them
+//! shows this test as ignored. Speed is never checked: the point is that
+//! the harness does not rot.
+
+#[path = "../../tests/common/suites.rs"]
+mod suites;
 
 use std::path::PathBuf;
 use std::process::Command;
+
+use ws2http_test_suite::suite;
 
 /// The ws2http binary to drive: target/release/ws2http if it was built,
 /// else the one built next to this test's own binary (target/debug).
@@ -22,11 +30,17 @@ fn ws2http() -> PathBuf {
     })
 }
 
+#[suite("bench", "backends", "php", "redis")]
 #[test]
 fn smoke_run_prints_every_table() {
+    for suite in ["bench", "backends", "php", "redis"] {
+        suites::require_suite(suite);
+    }
     let out = Command::new(env!("CARGO_BIN_EXE_ws2http-bench"))
         .args(["--smoke", "--no-build", "--ws2http"])
         .arg(ws2http())
+        // A missing tool fails the bench rather than printing "skipped".
+        .env("CI", "true")
         .output()
         .expect("ws2http-bench runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -38,14 +52,12 @@ fn smoke_run_prints_every_table() {
         "## Workload 3: fan-out",
         "## Workload 4: connection churn",
         "## Workload 5: versus Pushpin",
-        // Outside CI these two print "skipped: not installed: ..." when
-        // php-fpm/php-cgi or redis-server is missing; under CI=true the
-        // bench fails instead (and so does this test, on the exit status).
         "## Workload 6: PHP through FastCGI (php-fpm) vs php-cgi",
         "## Workload 7: cluster (two instances + Redis) vs one instance",
     ] {
         assert!(stdout.contains(header), "missing {header:?} in:\n{stdout}\nstderr:\n{stderr}");
     }
-    // Each workload printed a table (or said why it skipped one).
+    // Each workload printed a table, none skipped.
+    assert!(!stdout.contains("skipped"), "a workload was skipped:\n{stdout}");
     assert!(stdout.matches("| --- |").count() >= 4, "tables missing in:\n{stdout}");
 }

@@ -317,3 +317,22 @@ impl Server {
         Server { child, port, api_port, dir, stderr_log }
     }
 }
+
+// Suites of tests that need programs from outside Rust (tests/suites.txt).
+// A test that needs, say, redis-server:
+//
+//     use ws2http_test_suite::suite;
+//
+//     #[suite("redis")] // above #[test]: `ignored` when WS2HTTP_TEST_SKIP names it
+//     #[test]
+//     fn cluster_works() {
+//         require_suite("redis"); // a missing program fails with the command that installs it
+//         ...
+//     }
+//
+// A new suite is one line in tests/suites.txt (its programs and the apt or
+// cargo packages that provide them): ./test then installs it, and
+// WS2HTTP_TEST_SKIP accepts its name.
+mod suites;
+#[allow(unused_imports)]
+pub use suites::*;

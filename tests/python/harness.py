@@ -8,6 +8,8 @@ fixed time: every wait polls a condition with a deadline.
 """
 
 import asyncio
+import functools
+import glob
 import http.client
 import json
 import os
@@ -419,18 +421,81 @@ class ServerTestCase(unittest.IsolatedAsyncioTestCase):
                          % (path, status, self.server.log_text()[-3000:]))
 
 
+SUITES_FILE = os.path.join(REPO_ROOT, "tests", "suites.txt")
+SKIP_VAR = "WS2HTTP_TEST_SKIP"
+
+
+def suite_requirements():
+    """tests/suites.txt: (suite, installer, packages, programs) per line."""
+    rows = []
+    with open(SUITES_FILE) as f:
+        for line in f:
+            cols = line.split()
+            if cols and not cols[0].startswith("#"):
+                suite, installer, packages, programs = cols
+                rows.append((suite, installer, packages.split(","), programs.split(",")))
+    return rows
+
+
+def find_program(name):
+    """An executable `name` (a trailing * matches any suffix) in PATH or
+    the sbin directories, as tests/common/suites.rs looks for it."""
+    dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d]
+    dirs += ["/usr/local/sbin", "/usr/sbin", "/sbin"]
+    for d in dirs:
+        for path in sorted(glob.glob(os.path.join(d, name))):
+            if os.path.isfile(path) and os.access(path, os.X_OK):
+                return path
+    return None
+
+
+def missing_message(suite):
+    """None when every program of `suite` is there, else one line naming
+    what is missing and the command that installs it."""
+    rows = [r for r in suite_requirements() if r[0] == suite]
+    if not rows:
+        raise ValueError("no suite %r in tests/suites.txt" % suite)
+    for _, installer, packages, programs in rows:
+        missing = [p for p in programs if find_program(p) is None]
+        if missing:
+            if installer == "apt":
+                cmd = ("" if os.geteuid() == 0 else "sudo ") + "apt-get install -y --no-install-recommends "
+            else:
+                cmd = "cargo install --locked "
+            return ("%s not installed (suite %s): run `%s%s` (or ./test, which installs what every suite "
+                    "needs; %s=%s skips these tests on purpose)"
+                    % (", ".join(missing), suite, cmd, " ".join(packages), SKIP_VAR, suite))
+    return None
+
+
 def have_php_cgi():
-    return shutil.which("php-cgi") is not None
+    return find_program("php-cgi") is not None
 
 
-def require_tool(available, what):
-    """Decorator: a test that needs a missing `what` fails, saying how to
-    install it; it is never skipped unseen (.ci/run installs everything)."""
-    if available:
-        return lambda f: f
-    def fail(f):
-        def wrapper(*a, **k):
-            raise AssertionError(f"{what} is not installed: run .ci/run to install what the tests need")
-        wrapper.__name__ = f.__name__
-        return wrapper
-    return fail
+def needs(*suites):
+    """Decorator (test method, setUpClass's function, or class): the test
+    needs the programs of these suites (tests/suites.txt). The Rust harness
+    (tests/python_clients.rs) reads the mark to run such tests as their own
+    unit, ignored when WS2HTTP_TEST_SKIP names the suite. A missing program
+    fails the test with the command that installs it: never skipped unseen."""
+    problems = [m for m in map(missing_message, suites) if m]
+
+    def mark(obj):
+        obj.ws2http_suites = tuple(sorted(set(getattr(obj, "ws2http_suites", ())) | set(suites)))
+        return obj
+
+    def decorate(obj):
+        if not problems:
+            return mark(obj)
+        if isinstance(obj, type):
+            def setUpClass(cls):
+                raise AssertionError(problems[0])
+            obj.setUpClass = classmethod(setUpClass)
+            return mark(obj)
+
+        @functools.wraps(obj)
+        def fail(*a, **k):
+            raise AssertionError(problems[0])
+        return mark(fail)
+    return decorate
+

@@ -2,10 +2,9 @@
 
 import datetime
 import re
-import shutil
 import unittest
 
-from harness import ServerTestCase, require_tool, unique
+from harness import ServerTestCase, needs, unique
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 CONNECTION_KEYS = {"id", "endpoint", "remote_addr", "connected_at", "rooms", "metadata"}
@@ -231,7 +230,7 @@ class ApiTest(ServerTestCase):
     async def test_delete_unknown_is_404(self):
         await self.assert_error("DELETE", "/connections/" + "0" * 32, 404)
 
-    @require_tool(shutil.which("curl"), "curl")
+    @needs("curl")
     async def test_script_pushes_later_through_api(self):
         ws = await self.connect("/push.sh")
         await ws.send("later \u00e9")
@@ -302,7 +301,7 @@ class ApiAuthTest(ServerTestCase):
                          {"delivered": 1})
         await self.assert_next(ws, mark)
 
-    @require_tool(shutil.which("curl"), "curl")
+    @needs("curl")
     async def test_script_pushes_later_through_api(self):
         ws = await self.connect("/push.sh")
         await ws.send("hello")

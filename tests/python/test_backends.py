@@ -12,7 +12,7 @@ started by the tests checks the exact request headers, response parsing,
 status handling, a backend going away and coming back, and keep-alive.
 
 php-fpm, nginx and fcgiwrap are looked up in PATH and the sbin directories;
-a test that needs a missing one fails, saying that .ci/run installs them. Every wait is bounded.
+a test that needs a missing one fails, saying how to install them (./test does). Every wait is bounded.
 """
 
 import asyncio
@@ -34,7 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import test_examples
 from harness import (HEX32, REPO_ROOT, TIMEOUT, ServerTestCase, complete_lines,
-                     data_path, raw_upgrade, read_file, require_tool, unique, wait_for)
+                     data_path, needs, raw_upgrade, read_file, unique, wait_for)
 from test_examples import PHP_DIR, TOKEN, ChatFlow, http_call
 
 NGINX_DIR = os.path.join(REPO_ROOT, "tests", "python", "nginx")
@@ -62,9 +62,9 @@ NGINX = find_program("nginx")
 FCGIWRAP = find_program("fcgiwrap")
 IS_ROOT = os.geteuid() == 0
 
-needs_fpm = require_tool(PHP_FPM is not None, "php-fpm")
-needs_nginx = require_tool(NGINX is not None and FCGIWRAP is not None and PHP_FPM is not None,
-                           "nginx, fcgiwrap and php-fpm")
+# php-fpm, nginx and fcgiwrap: the "backends" suite of tests/suites.txt.
+needs_fpm = needs("backends")
+needs_nginx = needs("backends")
 
 
 def free_port():

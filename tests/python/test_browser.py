@@ -10,8 +10,9 @@ through chromedriver with the W3C WebDriver protocol (webdriver.py).
   both ways (markup stays text), and one leaves.
 
 A screenshot of the chat goes to docs/chat-screenshot.png with
-WS2HTTP_SCREENSHOT=1, else to a temporary directory. Skips without
-chromium/chromedriver or php-cgi on a developer machine; fails in CI (CI=true).
+WS2HTTP_SCREENSHOT=1, else to a temporary directory. Without chromium,
+chromedriver or php-cgi a test fails with the command that installs them
+(WS2HTTP_TEST_SKIP=browser skips them on purpose, see tests/suites.txt).
 """
 
 import os
@@ -21,11 +22,11 @@ import tempfile
 import unittest
 
 import webdriver
-from harness import CGI_BIN_REL, REPO_ROOT, Server, have_php_cgi, require_tool
+from harness import CGI_BIN_REL, REPO_ROOT, Server, needs
 
 WAIT = 10.0
-browser_tool = require_tool(webdriver.available(), "chromium and chromedriver")
-php_cgi = require_tool(have_php_cgi(), "php-cgi")
+browser_tool = needs("browser")
+php_cgi = needs("php")
 
 MEMBERS_JS = "return [...document.querySelectorAll('#members li')].map(li => li.textContent)"
 MESSAGES_JS = """return [...document.querySelectorAll('#messages .msg')].map(

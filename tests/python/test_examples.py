@@ -8,7 +8,7 @@ WebSocket: two clients join a room, see each other in the member lists,
 exchange messages both ways (JSON, never read as directives), and one leaves.
 Plain HTTP: the PHP pages with their cookie session, the Python room list.
 
-The PHP tests fail on a machine without php-cgi (.ci/run installs it).
+The PHP tests fail on a machine without php-cgi (./test installs it).
 """
 
 import asyncio
@@ -23,7 +23,7 @@ import urllib.parse
 
 from websockets.exceptions import InvalidStatus
 
-from harness import REPO_ROOT, ServerTestCase, have_php_cgi, require_tool, unique
+from harness import REPO_ROOT, ServerTestCase, needs, unique
 
 PHP_DIR = os.path.join("examples", "php-chat")
 PY_DIR = os.path.join("examples", "python-chat")
@@ -32,7 +32,7 @@ SCRIPTS, PUBLIC = "cgi-bin", "public"
 TOKEN = "example-token-" + unique("")
 ROOM_PREFIX = "chat:"
 ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
-php_cgi = require_tool(have_php_cgi(), "php-cgi")
+php_cgi = needs("php")
 
 
 def http_call(port, method, path, body=None, headers=None):

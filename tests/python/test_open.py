@@ -5,8 +5,7 @@ import unittest
 
 from websockets.exceptions import InvalidStatus
 
-from harness import (ServerTestCase, data_path, have_php_cgi, read_file, require_tool,
-                     unique, wait_for)
+from harness import ServerTestCase, data_path, needs, read_file, unique, wait_for
 
 
 class OpenTest(ServerTestCase):
@@ -126,7 +125,7 @@ class HandlerTest(ServerTestCase):
         await self.assert_next(ws, "handled message")
 
 
-@require_tool(have_php_cgi(), "php-cgi")
+@needs("php")
 class PhpTest(ServerTestCase):
 
     async def test_php_cgi_default_handler(self):
