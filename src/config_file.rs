@@ -16,7 +16,8 @@ use crate::config::Cli;
 /// for the user. Without `--config` (or `WS2HTTP_CONFIG`) it is unchanged.
 pub fn expand(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
     let text: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
-    if text.get(1).is_some_and(|a| a == "try") {
+    // Subcommands take no server settings: a config file must not leak into them.
+    if text.get(1).is_some_and(|a| ["try", "completions", "man"].contains(&a.as_str())) {
         return Ok(args);
     }
     let mut path = std::env::var("WS2HTTP_CONFIG").ok();

@@ -21,6 +21,8 @@ fn main() {
     ws2http::logging::init(level);
     let result = match cli.command {
         Some(ws2http::config::Command::Try(args)) => ws2http::try_cmd::run(args),
+        Some(ws2http::config::Command::Completions(args)) => ws2http::manual::completions(args),
+        Some(ws2http::config::Command::Man(args)) => ws2http::manual::man(args),
         None => cli.into_config().and_then(ws2http::server::run),
     };
     if let Err(e) = result {
