@@ -163,6 +163,8 @@ pub struct Cli {
     pub max_outgoing_bytes_total: Option<usize>,
 }
 
+// Parsed once at start-up: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a script once for one event, exactly as the server would, and show

@@ -130,7 +130,6 @@ fn serve_demo_with_installed_binary() {
     assert!(page.starts_with("HTTP/1.1 200"), "console page: {page}");
     assert!(page.contains("echo.sh") && page.contains("chat.sh"), "the console lists the demo scripts: {page}");
     async_std::task::block_on(async {
-        use futures_util::SinkExt;
         let mut ws = connect(&format!("ws://127.0.0.1:{port}/echo.sh")).await;
         ws.send(async_tungstenite::tungstenite::Message::text("from the package")).await.expect("send");
         assert_eq!(next_text(&mut ws).await, "from the package");
