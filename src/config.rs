@@ -195,6 +195,30 @@ pub enum Command {
     /// An interactive WebSocket client: each line of stdin is sent as a text
     /// message, each message received is printed on its own line
     Connect(ConnectArgs),
+    /// Print a shell completion script to stdout, e.g.
+    /// `ws2http completions bash > /etc/bash_completion.d/ws2http`
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff) to stdout, e.g. `ws2http man | man -l -`
+    ///
+    /// With `--out-dir DIR`, write every page (ws2http.1, ws2http-try.1, ...) into DIR instead.
+    Man(ManArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// The page of this subcommand (ws2http-COMMAND(1)) rather than ws2http(1)
+    #[arg(value_name = "COMMAND", conflicts_with = "out_dir")]
+    pub command: Option<String>,
+    /// Write every page into DIR as NAME.1 instead of printing one
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -26,6 +26,7 @@ pub mod hub;
 pub mod id;
 pub mod listen;
 pub mod logging;
+pub mod manual;
 pub mod metrics;
 pub mod pool;
 pub mod public;

@@ -28,6 +28,8 @@ fn main() {
                 std::process::exit(f.status);
             }
         },
+        Some(ws2http::config::Command::Completions(args)) => ws2http::manual::completions(args),
+        Some(ws2http::config::Command::Man(args)) => ws2http::manual::man(args),
         None => {
             for (level, note) in &expanded.notes {
                 log::log!(*level, "{note}");

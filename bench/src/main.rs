@@ -9,6 +9,7 @@
 //! cargo run --release -p ws2http-bench -- --smoke      # seconds; CI
 //! cargo run --release -p ws2http-bench -- throughput   # one workload
 //! cargo run --release -p ws2http-bench -- profile      # perf + callgrind hot spots
+//!                                                      # (of target/profiling/ws2http)
 //! ```
 
 mod broadcast;
@@ -73,10 +74,11 @@ struct Cli {
     /// Runs per figure (K); overrides the mode's default.
     #[arg(long)]
     runs: Option<usize>,
-    /// The ws2http binary; default: build and use target/release/ws2http.
+    /// The ws2http binary; default: build and use target/release/ws2http
+    /// (target/profiling/ws2http for `profile`: it needs symbols).
     #[arg(long, env = "WS2HTTP_BIN")]
     ws2http: Option<PathBuf>,
-    /// Do not run `cargo build --release --bin ws2http` first.
+    /// Do not run `cargo build --profile release|profiling --bin ws2http` first.
     #[arg(long)]
     no_build: bool,
     /// Idle connections for workload 2 (ws2http).
@@ -101,30 +103,43 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("bench/ lives in the workspace").to_path_buf()
 }
 
-/// The ws2http binary: given, or target/release/ws2http (built first).
+/// The Cargo profile of the measured binary: `release` (what users run),
+/// or `profiling` for the `profile` workload (release with symbols and line
+/// tables, so perf and callgrind can name functions).
+fn build_profile(workload: Workload) -> &'static str {
+    if workload == Workload::Profile {
+        "profiling"
+    } else {
+        "release"
+    }
+}
+
+/// The ws2http binary: given, or target/PROFILE/ws2http (built first).
 fn locate_ws2http(cli: &Cli) -> Result<PathBuf, String> {
     if let Some(p) = &cli.ws2http {
         return p.canonicalize().map_err(|e| format!("--ws2http {}: {e}", p.display()));
     }
+    let profile = build_profile(cli.workload);
     let root = workspace_root();
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    let bin = target.join("release").join("ws2http");
+    let bin = target.join(profile).join("ws2http");
+    let build = format!("cargo build --profile {profile} --bin ws2http");
     if !cli.no_build {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        eprintln!("building ws2http: cargo build --release --bin ws2http");
+        eprintln!("building ws2http: {build}");
         let st = Command::new(cargo)
-            .args(["build", "--release", "--bin", "ws2http"])
+            .args(["build", "--profile", profile, "--bin", "ws2http"])
             .current_dir(&root)
             .status()
             .map_err(|e| format!("cannot run cargo: {e}"))?;
         if !st.success() {
-            return Err(format!("cargo build --release --bin ws2http failed: {st}"));
+            return Err(format!("{build} failed: {st}"));
         }
     }
     if bin.is_file() {
         Ok(bin)
     } else {
-        Err(format!("{} not found: run `cargo build --release` or pass --ws2http PATH", bin.display()))
+        Err(format!("{} not found: run `{build}` or pass --ws2http PATH", bin.display()))
     }
 }
 
