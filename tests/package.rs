@@ -20,7 +20,8 @@ use std::process::{Command, Stdio};
 /// Fails with the install commands of every missing tool, and with the
 /// command to run as root when not root.
 fn check_prerequisites() {
-    require_suite("deb"); // tests/suites.txt: cargo-deb, dpkg, man, systemd-analyze
+    // tests/suites.txt: cargo-deb, dpkg, man, systemd-analyze.
+    require_suite("deb");
     // SAFETY: geteuid(2) has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     assert!(root, "the package test installs into / with dpkg: run it as root (sudo -E cargo test --test package), or skip it with WS2HTTP_TEST_SKIP=deb");
