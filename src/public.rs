@@ -136,7 +136,7 @@ async fn fallback(app: &App, path: &str, req: &Request<App>) -> Response {
 /// [`fallback`]'s answer.
 async fn page(app: &App, path: &str, req: &Request<App>) -> Response {
     if app.root.is_none() && !app.console && path == "/" {
-        return text(StatusCode::NotFound, "not found");
+        return text(StatusCode::NotFound, crate::console::OFF_BODY);
     }
     if let Some(root) = &app.root {
         return crate::static_files::serve(root, &app.resolver, path, req).await;

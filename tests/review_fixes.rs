@@ -1,0 +1,60 @@
+//! Fixes from the review of issue 12: the console behind a proxy, the
+//! console-off 404, garbage on the HTTP port, one log escape style, prompt
+//! 1009 closes, control frames under a small --max-message, and a future
+//! `If-Modified-Since`. Each test runs the real binary.
+mod common;
+use common::*;
+
+fn status_of(resp: &str) -> u16 {
+    resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+fn body_of(resp: &str) -> String {
+    resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()
+}
+
+const CONSOLE_TITLE: &str = "<title>ws2http console</title>";
+
+/// docs/DEPLOYMENT.md's deployment: nginx forwards the world to a loopback
+/// listener under `--allow-host chat.example.org`. The console (and its
+/// refusal lookup, keyed by an IP every proxied client shares) must not be
+/// served there unless asked for.
+#[test]
+fn the_console_is_off_behind_a_proxy_named_by_allow_host() {
+    let s = Server::start(&["--allow-host", "chat.example.org"]);
+    let public = "GET / HTTP/1.1\r\nHost: chat.example.org\r\nConnection: close\r\n\r\n";
+    let resp = raw_http(s.port, public);
+    assert_eq!(status_of(&resp), 404, "{resp}");
+    assert!(!resp.contains(CONSOLE_TITLE));
+    // Not from a loopback name either: the listener is one and the same.
+    let resp = raw_http(s.port, &format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n", s.port));
+    assert_eq!(status_of(&resp), 404, "{resp}");
+    // Nor the refusal lookup.
+    let q = "GET /?ws2http-refusal=%2Fnope HTTP/1.1\r\nHost: chat.example.org\r\nConnection: close\r\n\r\n";
+    assert!(!raw_http(s.port, q).contains("\"status\""));
+    s.wait_log("console: off because --allow-host chat.example.org names a public host");
+    s.wait_log("turn it on with --console");
+
+    let s = Server::start(&["--allow-host", "chat.example.org", "--console"]);
+    let resp = raw_http(s.port, public);
+    assert_eq!((status_of(&resp), resp.contains(CONSOLE_TITLE)), (200, true), "{resp}");
+    s.wait_log("console: served at http://127.0.0.1:");
+    s.wait_log("--allow-host chat.example.org names a public host");
+}
+
+/// With the console off, `GET /` says so and names the flag; a `--root`
+/// without an index keeps a plain 404.
+#[test]
+fn the_console_off_404_says_how_to_turn_it_on() {
+    let s = Server::start(&["--no-console"]);
+    let resp = raw_http(s.port, &format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n", s.port));
+    assert_eq!(status_of(&resp), 404, "{resp}");
+    let body = body_of(&resp);
+    assert!(body.contains("console is off") && body.contains("--console"), "{body}");
+
+    let root = scratch();
+    let s = Server::start(&["--root", root.to_str().expect("utf-8 path")]);
+    let resp = raw_http(s.port, &format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n", s.port));
+    assert_eq!(status_of(&resp), 404, "{resp}");
+    assert!(!body_of(&resp).contains("console"), "{resp}");
+}
