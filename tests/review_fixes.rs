@@ -58,3 +58,25 @@ fn the_console_off_404_says_how_to_turn_it_on() {
     assert_eq!(status_of(&resp), 404, "{resp}");
     assert!(!body_of(&resp).contains("console"), "{resp}");
 }
+
+/// `curl -k https://127.0.0.1:PORT/` on the plain-HTTP port: nginx answers
+/// 400 at once; waiting for a line end that never comes (then 408) is not
+/// an answer. With a long --http-timeout a wait would outlast the client.
+#[test]
+fn a_tls_client_hello_gets_400_at_once() {
+    let s = Server::start(&["--http-timeout", "60"]);
+    // The start of a ClientHello: handshake record, TLS 1.0, a length.
+    let resp = raw_http(s.port, "\u{16}\u{3}\u{1}\u{2}\u{0}\u{1}\u{0}\u{1}\u{fc}\u{3}\u{3}");
+    assert_eq!(status_of(&resp), 400, "{resp:?}");
+    assert!(resp.contains("TLS"), "{resp}");
+}
+
+/// A raw space in the target makes four parts: malformed (400), not a
+/// version question (505).
+#[test]
+fn a_request_line_of_four_parts_is_400() {
+    let s = Server::start(&[]);
+    let resp = raw_http(s.port, "GET /x fake HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(status_of(&resp), 400, "{resp}");
+    assert!(resp.contains("%20"), "{resp}");
+}
