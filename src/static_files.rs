@@ -30,12 +30,13 @@ fn status(code: StatusCode) -> Response {
 fn servable(root: &Path, scripts: &Resolver, raw_path: &str, path: &Path) -> Option<PathBuf> {
     let canonical = path.canonicalize().ok()?;
     if !canonical.starts_with(root) {
-        log::warn!("refused {raw_path:?}: not inside --root");
+        log::warn!("refused {}: not inside --root", crate::logging::quoted(raw_path));
         return None;
     }
     if scripts.is_script(&canonical) {
         log::warn!(
-            "refused {raw_path:?}: {} is a script (under --cgi-bin, or a handler's extension), never a static file",
+            "refused {}: {} is a script (under --cgi-bin, or a handler's extension), never a static file",
+            crate::logging::quoted(raw_path),
             canonical.display()
         );
         return None;
@@ -133,7 +134,7 @@ fn locate<S>(root: &Path, scripts: &Resolver, raw_path: &str, req: &Request<S>) 
     match std::fs::metadata(&canonical) {
         Ok(meta) if meta.is_file() => Ok(Located { path, canonical, meta }),
         Ok(_) => {
-            log::warn!("refused {raw_path:?}: not a regular file");
+            log::warn!("refused {}: not a regular file", crate::logging::quoted(raw_path));
             Err(not_found())
         }
         Err(_) => Err(not_found()),

@@ -80,3 +80,18 @@ fn a_request_line_of_four_parts_is_400() {
     assert_eq!(status_of(&resp), 400, "{resp}");
     assert!(resp.contains("%20"), "{resp}");
 }
+
+/// A client's close reason reaches the log escaped as every other
+/// line is (`\n`, `\x1b`, docs/OPERATIONS.md), not as Rust's `{:?}` writes
+/// them (`\u{1b}`).
+#[async_std::test]
+async fn client_strings_are_logged_with_the_one_escape_style() {
+    use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use async_tungstenite::tungstenite::protocol::CloseFrame;
+    let s = Server::start(&[]);
+    let (mut ws, id) = mirror(&s, "/mirror.sh").await;
+    let reason = "bye\n\u{1b}[31mred \"q\"";
+    ws.close(Some(CloseFrame { code: CloseCode::from(4001), reason: reason.into() })).await.expect("close");
+    s.wait_log(&format!(r#"[{id}] /mirror.sh closed: 4001 "bye\n\x1b[31mred \"q\"" (client)"#));
+    assert!(!s.log().contains(r"\u{1b}"), "{}", s.log());
+}

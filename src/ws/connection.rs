@@ -162,7 +162,7 @@ fn log_closed(conn: &ConnInfo, shared: &ConnShared, code: u16, reason: &str, cau
     if let Some(why) = shared.take_close_note() {
         log::warn!("[{id}] {ep} {why}");
     }
-    log::info!("[{id}] {ep} closed: {code} {reason:?} ({})", cause.as_str());
+    log::info!("[{id}] {ep} closed: {code} {} ({})", crate::logging::quoted(reason), cause.as_str());
 }
 
 /// `true` when the message events still queued must be dropped: the

@@ -91,9 +91,9 @@ fn check_origin(req: &Request<App>, app: &App, path: &str) -> Result<(), Refused
         return Ok(());
     }
     log::warn!(
-        "{path}: refused a handshake from origin {:?} (host {:?}); allow it with --allow-origin",
-        header("Origin").unwrap_or_default(),
-        header("Host").unwrap_or_default()
+        "{path}: refused a handshake from origin {} (host {}); allow it with --allow-origin",
+        crate::logging::quoted(&header("Origin").unwrap_or_default()),
+        crate::logging::quoted(&header("Host").unwrap_or_default())
     );
     crate::metrics::add(&crate::metrics::get().handshakes_refused, 1);
     Err(Box::new(text(StatusCode::Forbidden, "cross-origin WebSocket handshakes are not allowed here")))
@@ -206,8 +206,10 @@ fn switching_protocols(key: &str, head: &Head, offered: &[String], conn: &ConnIn
     if let Some(proto) = head.get("Sec-WebSocket-Protocol").filter(|p| sendable_header_value(p)) {
         if !offered.iter().any(|o| o == proto) {
             log::warn!(
-                "[{}] open script chose subprotocol {proto:?} which the client did not offer ({offered:?})",
-                conn.id
+                "[{}] open script chose subprotocol {} which the client did not offer ({})",
+                conn.id,
+                crate::logging::quoted(proto),
+                offered.iter().map(|o| crate::logging::quoted(o)).collect::<Vec<_>>().join(", ")
             );
         }
         res.insert_header("Sec-WebSocket-Protocol", proto);
