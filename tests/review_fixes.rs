@@ -95,3 +95,90 @@ async fn client_strings_are_logged_with_the_one_escape_style() {
     s.wait_log(&format!(r#"[{id}] /mirror.sh closed: 4001 "bye\n\x1b[31mred \"q\"" (client)"#));
     assert!(!s.log().contains(r"\u{1b}"), "{}", s.log());
 }
+
+/// A raw WebSocket connection to `path` (the 101 and anything after it read).
+fn raw_ws(port: u16, path: &str) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.write_all(upgrade_request(path, "").as_bytes()).expect("handshake");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("101 response");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    s
+}
+
+/// A masked client frame header (all-zero mask, so the payload goes as is).
+fn frame_header(opcode: u8, len: usize) -> Vec<u8> {
+    let mut h = vec![0x80 | opcode];
+    match len {
+        0..=125 => h.push(0x80 | len as u8),
+        126..=65535 => {
+            h.push(0x80 | 126);
+            h.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            h.push(0x80 | 127);
+            h.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    h.extend_from_slice(&[0; 4]);
+    h
+}
+
+/// A 2 MB message on the default server (--max-message 1 MiB): the 1009
+/// close frame comes at once, and so does the end of the connection: the
+/// reader stopped at the refused frame, so waiting the 2 s close grace for
+/// an answer nobody reads only kept a sending client blocked (its send
+/// ended 2.0 s later, the log lines too). The bound is just under that
+/// grace: the old code cannot meet it whatever the machine's load.
+#[test]
+fn a_too_big_message_ends_the_connection_without_the_close_grace() {
+    use std::io::{Read, Write};
+    let s = Server::start(&[]);
+    let mut ws = raw_ws(s.port, "/mirror.sh");
+    let mut sender = ws.try_clone().expect("clone");
+    let big = 2_000_000;
+    let send = std::thread::spawn(move || {
+        let _ = sender.write_all(&frame_header(0x2, big));
+        let _ = sender.write_all(&vec![b'x'; big]); // fails once the server is gone
+    });
+    // mirror.sh says its id first; then the close frame.
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let close = [0x88, 17, 0x03, 0xf1];
+    let at = loop {
+        let n = ws.read(&mut chunk).expect("read until the close frame");
+        assert!(n > 0, "the connection ended without a close frame: {got:?}");
+        got.extend_from_slice(&chunk[..n]);
+        if let Some(i) = got.windows(4).position(|w| w == close) {
+            assert_eq!(&got[i + 4..i + 4 + 15], b"message too big");
+            break std::time::Instant::now();
+        }
+    };
+    ws.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
+    while matches!(ws.read(&mut chunk), Ok(n) if n > 0) {}
+    let waited = at.elapsed();
+    assert!(waited < std::time::Duration::from_millis(1900), "the connection stayed open {waited:?} after the 1009");
+    send.join().expect("sender");
+    s.wait_log("/mirror.sh closed: 1009 \"message too big\" (too-big)");
+}
+
+/// A control frame is at most 125 bytes whatever --max-message says: a
+/// close reason of 56 bytes is the client's close, not a 1009.
+#[test]
+fn a_close_reason_longer_than_max_message_is_the_clients_close() {
+    use std::io::Write;
+    let s = Server::start(&["--max-message", "10"]);
+    let mut ws = raw_ws(s.port, "/mirror.sh");
+    let reason = "x".repeat(56);
+    let mut frame = frame_header(0x8, 2 + reason.len());
+    frame.extend_from_slice(&4001u16.to_be_bytes());
+    frame.extend_from_slice(reason.as_bytes());
+    ws.write_all(&frame).expect("send close");
+    s.wait_log(&format!("/mirror.sh closed: 4001 \"{reason}\" (client)"));
+    assert!(!s.log().contains("1009"), "{}", s.log());
+}

@@ -269,11 +269,16 @@ async fn start(app: App, conn: Arc<ConnInfo>, slot: Slot, actions: Vec<Action>, 
     res
 }
 
+/// The largest control frame payload (RFC 6455 §5.5).
+const MAX_CONTROL_PAYLOAD: usize = 125;
+
 /// The WebSocket settings of every connection, sized for many idle ones.
 fn ws_config(max_message: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(max_message))
-        .max_frame_size(Some(max_message))
+        // A control frame (a close reason: up to 125 bytes) is never
+        // "too big", whatever --max-message says.
+        .max_frame_size(Some(max_message.max(MAX_CONTROL_PAYLOAD)))
         // tungstenite fills and reads into its whole read buffer, so its
         // size is paid by every idle connection: 128 KiB by default; 512
         // bytes measured 8.6 KB of server RSS per idle connection (4 KiB:
