@@ -182,3 +182,31 @@ fn a_close_reason_longer_than_max_message_is_the_clients_close() {
     s.wait_log(&format!("/mirror.sh closed: 4001 \"{reason}\" (client)"));
     assert!(!s.log().contains("1009"), "{}", s.log());
 }
+
+/// `If-Modified-Since` later than now is not a valid date (RFC 9110
+/// §13.1.3): the whole file (200), as nginx answers; a past date after the
+/// file's time still gets 304.
+#[test]
+fn an_if_modified_since_in_the_future_is_ignored() {
+    let root = scratch();
+    std::fs::write(root.join("a.txt"), "hello\n").expect("write a file");
+    let s = Server::start(&["--root", root.to_str().expect("utf-8 path")]);
+    let ask = |date: &str| {
+        raw_http(
+            s.port,
+            &format!(
+                "GET /a.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nIf-Modified-Since: {date}\r\nConnection: close\r\n\r\n"
+            ),
+        )
+    };
+    let resp = ask("Fri, 01 Jan 2100 00:00:00 GMT");
+    assert_eq!(status_of(&resp), 200, "{resp}");
+    assert!(resp.ends_with("hello\n"), "{resp}");
+    let now = raw_http(s.port, "GET /a.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let last_modified = now
+        .lines()
+        .find_map(|l| l.strip_prefix("last-modified: ").or_else(|| l.strip_prefix("Last-Modified: ")))
+        .expect("a Last-Modified header")
+        .to_owned();
+    assert_eq!(status_of(&ask(&last_modified)), 304);
+}
