@@ -461,7 +461,7 @@ impl BrowserContext {
                 format!("refused: this request was made by a web page (Sec-Fetch-Site header); {from_page}"),
             ),
             BrowserContext::Host(h) => {
-                let host = h.as_deref().map_or("(missing or repeated)".to_owned(), |h| crate::logging::quoted(h));
+                let host = h.as_deref().map_or("(missing or repeated)".to_owned(), crate::logging::quoted);
                 let msg = format!(
                     "refused: Host {host} is not this API's address; use {} (as WS_API_URL does), \
                      or start ws2http with --api-allow-host NAME to accept another name",
