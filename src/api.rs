@@ -452,16 +452,16 @@ impl BrowserContext {
         let (status, why, msg) = match self {
             BrowserContext::Origin(o) => (
                 StatusCode::Forbidden,
-                format!("sent by a web page (Origin {o:?})"),
+                format!("sent by a web page (Origin {})", crate::logging::quoted(o)),
                 format!("refused: this request was made by a web page (Origin header); {from_page}"),
             ),
             BrowserContext::FetchSite(s) => (
                 StatusCode::Forbidden,
-                format!("sent by a web page (Sec-Fetch-Site {s:?})"),
+                format!("sent by a web page (Sec-Fetch-Site {})", crate::logging::quoted(s)),
                 format!("refused: this request was made by a web page (Sec-Fetch-Site header); {from_page}"),
             ),
             BrowserContext::Host(h) => {
-                let host = h.as_deref().map_or("(missing or repeated)".to_owned(), |h| format!("{h:?}"));
+                let host = h.as_deref().map_or("(missing or repeated)".to_owned(), crate::logging::quoted);
                 let msg = format!(
                     "refused: Host {host} is not this API's address; use {} (as WS_API_URL does), \
                      or start ws2http with --api-allow-host NAME to accept another name",

@@ -163,11 +163,11 @@ pub struct Cli {
     #[arg(long, env = "WS2HTTP_MAX_OUTGOING_BYTES_TOTAL", value_name = "BYTES")]
     pub max_outgoing_bytes_total: Option<usize>,
     /// Do not serve the console page at / (without --root it is served, by default only when
-    /// --listen is a loopback address); GET / then answers 404
+    /// --listen is a loopback address and no --allow-host is given); GET / then answers 404
     #[arg(long, env = "WS2HTTP_NO_CONSOLE", overrides_with = "console", value_parser = clap::builder::FalseyValueParser::new())]
     pub no_console: bool,
-    /// Serve the console page at / also when --listen is not a loopback address (it lists the
-    /// endpoints to everyone who reaches the listener)
+    /// Serve the console page at / also when --listen is not a loopback address or --allow-host
+    /// names a public host (it lists the endpoints to everyone who reaches the listener)
     #[arg(long, env = "WS2HTTP_CONSOLE", overrides_with = "no_console", value_parser = clap::builder::FalseyValueParser::new())]
     pub console: bool,
 }

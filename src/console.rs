@@ -11,26 +11,43 @@ pub fn page(endpoints: &[String]) -> String {
 }
 
 /// Whether `/` serves the console: never with `--root` (its index is the
-/// site), else as `--console`/`--no-console` say, and without either only on
-/// a loopback listener. Elsewhere the page would show every endpoint to
-/// anyone who reaches the listener, so it waits to be asked for.
+/// site), else as `--console`/`--no-console` say, and without either only
+/// where no one but this machine reaches it: a loopback listener that
+/// answers to no `--allow-host` name. Elsewhere the page would show every
+/// endpoint (and the refusal lookup, keyed by client IP, which behind a
+/// proxy is one IP for everyone) to anyone, so it waits to be asked for.
 pub fn enabled(cfg: &crate::config::Config, public: std::net::SocketAddr) -> bool {
-    cfg.root.is_none() && cfg.console.unwrap_or_else(|| public.ip().is_loopback())
+    cfg.root.is_none() && cfg.console.unwrap_or_else(|| exposure(cfg, public).is_none())
+}
+
+/// Why other machines reach the listener, when they do: a non-loopback
+/// `--listen`, or an `--allow-host` name (a proxy forwards the world to a
+/// loopback listener under that name).
+fn exposure(cfg: &crate::config::Config, public: std::net::SocketAddr) -> Option<String> {
+    if !public.ip().is_loopback() {
+        return Some(format!("--listen {public} is not a loopback address"));
+    }
+    let names: Vec<String> = cfg.allow_host.iter().map(ToString::to_string).collect();
+    (!names.is_empty()).then(|| format!("--allow-host {} names a public host", names.join(",")))
 }
 
 /// The start-up line that says where the console went when it is not served.
 pub fn announce(cfg: &crate::config::Config, public: std::net::SocketAddr, on: bool) {
-    match (cfg.root.is_some(), on, cfg.console) {
+    match (cfg.root.is_some(), on, cfg.console, exposure(cfg, public)) {
         (true, ..) => {}
-        (false, true, _) if !public.ip().is_loopback() => log::warn!(
-            "console: served at http://{public}/ to every client that reaches it (it lists the endpoints); \
-             --no-console turns it off"
+        (false, true, _, Some(why)) => log::warn!(
+            "console: served at http://{public}/ to every client that reaches it ({why}; the page lists the \
+             endpoints); --no-console turns it off"
         ),
-        (false, true, _) => {}
-        (false, false, Some(false)) => log::info!("console: off (--no-console); GET / answers 404"),
-        (false, false, _) => log::info!(
-            "console: off because --listen {public} is not a loopback address (the page lists the endpoints to \
-             anyone); turn it on with --console"
+        (false, true, _, None) => {}
+        (false, false, Some(false), _) => log::info!("console: off (--no-console); GET / answers 404"),
+        (false, false, _, why) => log::info!(
+            "console: off because {} (the page lists the endpoints to anyone); turn it on with --console",
+            why.unwrap_or_default()
         ),
     }
 }
+
+/// The body of `GET /` when the console is off: what happened and the flag.
+pub const OFF_BODY: &str =
+    "not found: the console is off on this server; start ws2http with --console to serve it at /";

@@ -76,8 +76,8 @@ fn room(s: &str) -> Result<String, String> {
 /// The start of a long argument, for an error message that stays short.
 fn preview(s: &str) -> String {
     match s.char_indices().nth(32) {
-        Some((i, _)) => format!("{:?}…", &s[..i]),
-        None => format!("{s:?}"),
+        Some((i, _)) => format!("{}…", crate::logging::quoted(&s[..i])),
+        None => crate::logging::quoted(s),
     }
 }
 

@@ -140,6 +140,16 @@ impl PublicHosts {
     }
 }
 
+/// As given (lower case): `chat.example.org`, `name:8443`, for start-up lines.
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.port {
+            Some(port) => write!(f, "{}:{port}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,9 +51,25 @@ pub fn escape_controls(s: &str) -> String {
     out
 }
 
+/// A string a client or script chose, for a log line or an error message:
+/// in double quotes, `"` and `\` escaped so the quotes stay unambiguous,
+/// controls as [`escape_controls`] writes them (`\n`, `\x1b`). Not Rust's
+/// `{:?}`, whose `\u{1b}` differs from every other line of the log.
+pub fn quoted(s: &str) -> String {
+    let inner = s.replace('\\', "\\\\").replace('"', "\\\"");
+    format!("\"{}\"", escape_controls(&inner))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::escape_controls;
+    use super::{escape_controls, quoted};
+
+    #[test]
+    fn quoted_strings_escape_like_the_rest_of_the_log() {
+        assert_eq!(quoted("bye\n\u{1b}[31mred"), "\"bye\\n\\x1b[31mred\"");
+        assert_eq!(quoted(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(quoted(""), "\"\"");
+    }
 
     #[test]
     fn controls_are_escaped() {

@@ -85,13 +85,17 @@ fn misdirected(req: &Request<App>) -> Option<Response> {
     }
     let host = host.unwrap_or_default();
     log::warn!(
-        "{}: refused a request for Host {host:?} with 421: not a name of this server (a web page using DNS \
+        "{}: refused a request for Host {} with 421: not a name of this server (a web page using DNS \
          rebinding, or a name to allow with --allow-host)",
-        req.peer_addr().unwrap_or("?")
+        req.peer_addr().unwrap_or("?"),
+        crate::logging::quoted(host)
     );
     let mut r = text(
         StatusCode::MisdirectedRequest,
-        &format!("this server does not answer to {host:?}; start ws2http with --allow-host NAME to serve that name"),
+        &format!(
+            "this server does not answer to {}; start ws2http with --allow-host NAME to serve that name",
+            crate::logging::quoted(host)
+        ),
     );
     r.insert_header("Connection", "close");
     Some(r)
@@ -136,7 +140,7 @@ async fn fallback(app: &App, path: &str, req: &Request<App>) -> Response {
 /// [`fallback`]'s answer.
 async fn page(app: &App, path: &str, req: &Request<App>) -> Response {
     if app.root.is_none() && !app.console && path == "/" {
-        return text(StatusCode::NotFound, "not found");
+        return text(StatusCode::NotFound, crate::console::OFF_BODY);
     }
     if let Some(root) = &app.root {
         return crate::static_files::serve(root, &app.resolver, path, req).await;

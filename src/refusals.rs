@@ -146,7 +146,11 @@ fn log_line(app: &App, a: &Attempt, status: u16, reason: &str) -> Option<String>
     Some(match status {
         404 if reason.starts_with("no WebSocket endpoint") => return None,
         403 if reason.starts_with("cross-origin WebSocket handshakes") => {
-            format!("{path}: refused a handshake from origin {:?} (host {:?})", a.origin, a.host)
+            format!(
+                "{path}: refused a handshake from origin {} (host {})",
+                crate::logging::quoted(&a.origin),
+                crate::logging::quoted(&a.host)
+            )
         }
         503 if reason.starts_with("too many connections") => format!("{path}: refused a handshake from {}:", a.ip),
         500 if reason.starts_with("the endpoint's script cannot be run") => format!("{path}: "),

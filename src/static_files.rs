@@ -30,12 +30,13 @@ fn status(code: StatusCode) -> Response {
 fn servable(root: &Path, scripts: &Resolver, raw_path: &str, path: &Path) -> Option<PathBuf> {
     let canonical = path.canonicalize().ok()?;
     if !canonical.starts_with(root) {
-        log::warn!("refused {raw_path:?}: not inside --root");
+        log::warn!("refused {}: not inside --root", crate::logging::quoted(raw_path));
         return None;
     }
     if scripts.is_script(&canonical) {
         log::warn!(
-            "refused {raw_path:?}: {} is a script (under --cgi-bin, or a handler's extension), never a static file",
+            "refused {}: {} is a script (under --cgi-bin, or a handler's extension), never a static file",
+            crate::logging::quoted(raw_path),
             canonical.display()
         );
         return None;
@@ -133,7 +134,7 @@ fn locate<S>(root: &Path, scripts: &Resolver, raw_path: &str, req: &Request<S>) 
     match std::fs::metadata(&canonical) {
         Ok(meta) if meta.is_file() => Ok(Located { path, canonical, meta }),
         Ok(_) => {
-            log::warn!("refused {raw_path:?}: not a regular file");
+            log::warn!("refused {}: not a regular file", crate::logging::quoted(raw_path));
             Err(not_found())
         }
         Err(_) => Err(not_found()),
@@ -230,7 +231,8 @@ async fn set_body(res: &mut Response, method: Method, file: &Located, range: Ran
     Ok(())
 }
 
-/// RFC 9110 §13.1: If-None-Match wins over If-Modified-Since.
+/// RFC 9110 §13.1: If-None-Match wins over If-Modified-Since; a date
+/// later than now is invalid and ignored (§13.1.3), as nginx does.
 fn not_modified(
     if_none_match: Option<String>,
     if_modified_since: Option<String>,
@@ -240,7 +242,8 @@ fn not_modified(
     if let Some(inm) = if_none_match {
         return inm.split(',').map(|t| t.trim().trim_start_matches("W/")).any(|t| t == "*" || t == etag);
     }
-    match if_modified_since.and_then(|d| httpdate::parse_http_date(&d).ok()) {
+    let valid = |since: &SystemTime| *since <= SystemTime::now();
+    match if_modified_since.and_then(|d| httpdate::parse_http_date(&d).ok()).filter(valid) {
         // HTTP dates have whole seconds.
         Some(since) => modified.duration_since(since).map_or(true, |d| d.as_secs() == 0),
         None => false,
@@ -262,5 +265,7 @@ mod tests {
         assert!(not_modified(None, Some(date), "\"a\"", t + Duration::from_millis(300)));
         assert!(!not_modified(None, Some(httpdate::fmt_http_date(t - Duration::from_secs(5))), "\"a\"", t));
         assert!(!not_modified(None, None, "\"a\"", t));
+        let future = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(86_400));
+        assert!(!not_modified(None, Some(future), "\"a\"", t));
     }
 }

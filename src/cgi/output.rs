@@ -122,7 +122,10 @@ impl<'a> OutputParser<'a> {
                 head.status = match code {
                     Some(c) if (100..=599).contains(&c) => Some(c),
                     _ => {
-                        self.warn(&format!("invalid Status header {value:?}; treating it as 500"));
+                        self.warn(&format!(
+                            "invalid Status header {}; treating it as 500",
+                            crate::logging::quoted(value)
+                        ));
                         Some(500)
                     }
                 };
@@ -164,7 +167,7 @@ impl<'a> OutputParser<'a> {
                     out(Output::Action(Action::Send { to, msg: Message::text(text) }));
                 }
             }
-            Err(e) => self.warn(&format!("skipped {:?}: {e}", quote_start(line))),
+            Err(e) => self.warn(&format!("skipped {}: {e}", crate::logging::quoted(&quote_start(line)))),
         }
     }
 

@@ -110,7 +110,11 @@ impl Resolver {
                 Ok(m) if m.is_file() => {
                     let Ok(canon) = cur.canonicalize() else { return Resolved::NotFound };
                     if !canon.starts_with(&self.root) {
-                        log::warn!("refused {raw_path:?}: {} points outside --cgi-bin", cur.display());
+                        log::warn!(
+                            "refused {}: {} points outside --cgi-bin",
+                            crate::logging::quoted(raw_path),
+                            cur.display()
+                        );
                         return Resolved::NotFound;
                     }
                     let script_name: String = segments[..=i].iter().map(|s| format!("/{}", s.decoded)).collect();

@@ -141,11 +141,17 @@ pub fn parse(bytes: &[u8]) -> Result<Head, Refusal> {
     Ok(head)
 }
 
-/// `HTTP/2.0` and friends get 505; anything else that is not a version, 400.
+/// `HTTP/2.0` and friends get 505; anything else that is not a version, 400
+/// (also a line of more than three parts: `GET /a b HTTP/1.1` has a raw
+/// space in its target, which is malformed, not a version question).
 fn version_refusal(bytes: &[u8]) -> Refusal {
     let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let parts = line.split(|&b| b == b' ').count();
     let proto = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
-    if proto.starts_with(b"HTTP/") {
+    if parts > 3 {
+        Refusal::new(400, "malformed request line: more than three parts (send a space in the target as %20)")
+    } else if proto.starts_with(b"HTTP/") {
         Refusal::new(505, "only HTTP/1.0 and HTTP/1.1 are served here")
     } else {
         Refusal::new(400, "malformed request line")
@@ -273,6 +279,32 @@ fn expectation(head: &Head) -> Result<bool, Refusal> {
     }
 }
 
+/// A refusal for bytes that cannot begin a request line, known before its
+/// end arrives: the method is a token (RFC 9110 §5.6.2), so a first byte
+/// like `0x16` (a TLS ClientHello sent to the plain-HTTP port) gets 400 at
+/// once rather than a wait for a line end that never comes and a 408.
+pub fn not_a_request_line(pending: &[u8]) -> Option<Refusal> {
+    let method = pending.split(|&b| b == b' ').next().unwrap_or_default();
+    let bad = method.iter().find(|&&b| !is_tchar(b))?;
+    // Leading blank lines were skipped already; a line end right after the
+    // method is left to the full parse (it says what is wrong).
+    if matches!(bad, b'\r' | b'\n') {
+        return None;
+    }
+    Some(match pending.first() {
+        Some(0x16) => Refusal::new(
+            400,
+            "this looks like TLS: the port speaks plain HTTP (use http://, or TLS in a proxy in front)",
+        ),
+        _ => Refusal::new(400, "malformed request line: it must start with a method (GET, POST, ...)"),
+    })
+}
+
+/// A token character (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,6 +370,8 @@ mod tests {
         assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
         assert_eq!(status("GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), 400);
         assert_eq!(status("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), 505);
+        assert_eq!(status("GET /x fake HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status("GET /x fake HTTP/2.0\r\nHost: a\r\n\r\n"), 400);
         assert_eq!(status("GET / FOO/1.1\r\nHost: a\r\n\r\n"), 400);
         assert_eq!(status("GET a HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
         assert_eq!(status("GET /#x HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
@@ -354,5 +388,14 @@ mod tests {
         assert!(head(&format!("{up}\r\n")).is_ok());
         let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
         assert_eq!(status(&format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n")), 431);
+    }
+
+    #[test]
+    fn bytes_that_cannot_start_a_request_line_are_refused_early() {
+        assert_eq!(not_a_request_line(b"\x16\x03\x01\x00\xa5").map(|r| r.status), Some(400));
+        assert_eq!(not_a_request_line(b"GE{T / HT").map(|r| r.status), Some(400));
+        for partial in [&b""[..], b"G", b"GET", b"GET / HTTP/1.1\r\nHost", b"M-SEARCH *", b"GET\r\n"] {
+            assert_eq!(not_a_request_line(partial), None, "{partial:?}");
+        }
     }
 }

@@ -150,6 +150,9 @@ impl Input {
                 self.scanned = 0;
                 return Poll::Ready(parsed.map_err(HeadError::Refused));
             }
+            if let Some(refusal) = head::not_a_request_line(pending) {
+                return Poll::Ready(Err(HeadError::Refused(refusal)));
+            }
             self.scanned = pending.len();
             match ready!(self.poll_fill(cx, false)) {
                 Ok(0) => return Poll::Ready(Err(HeadError::Gone)),

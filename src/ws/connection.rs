@@ -27,6 +27,7 @@
 //! buffer never shrinks, so whole frames left every connection holding the
 //! largest message it was ever sent.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -162,7 +163,7 @@ fn log_closed(conn: &ConnInfo, shared: &ConnShared, code: u16, reason: &str, cau
     if let Some(why) = shared.take_close_note() {
         log::warn!("[{id}] {ep} {why}");
     }
-    log::info!("[{id}] {ep} closed: {code} {reason:?} ({})", cause.as_str());
+    log::info!("[{id}] {ep} closed: {code} {} ({})", crate::logging::quoted(reason), cause.as_str());
 }
 
 /// `true` when the message events still queued must be dropped: the
@@ -217,8 +218,9 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (sink, stream) = ws.split();
-    let writer = write_loop(sink, &app, outgoing, &shared);
-    let reader = read_loop(stream, &app, &conn, &shared, &events, &budget);
+    let parked = AtomicBool::new(false);
+    let writer = write_loop(sink, &app, outgoing, &shared, &parked);
+    let reader = read_loop(stream, &app, &conn, &shared, &events, &budget, &parked);
     match select(std::pin::pin!(reader), std::pin::pin!(writer)).await {
         Either::Left(_) | Either::Right(_) => {}
     }
@@ -232,6 +234,7 @@ async fn write_loop<S>(
     app: &App,
     outgoing: async_channel::Receiver<Message>,
     shared: &ConnShared,
+    reader_parked: &AtomicBool,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -286,13 +289,18 @@ async fn write_loop<S>(
     }
     // The queue ends when the hub asks for a close (or the connection is
     // already over): send the close frame, then give the client a moment
-    // to answer it.
+    // to answer it. Not when the reader stopped at a limit (1009 and the
+    // like): nothing reads the answer then (tungstenite cannot resume in
+    // the middle of a refused frame), and a client still sending the
+    // refused message would learn of the close only when the grace ended.
     if let Some(req) = shared.close_request() {
         if req.cause != CloseCause::Client {
             let frame = CloseFrame { code: CloseCode::from(req.code), reason: req.reason.clone().into() };
             let _ = runtime::timeout(CLOSE_GRACE, sink.send(WsMessage::Close(Some(frame)))).await;
         }
-        runtime::sleep(CLOSE_GRACE).await;
+        if !reader_parked.load(Ordering::SeqCst) {
+            runtime::sleep(CLOSE_GRACE).await;
+        }
     } else {
         std::future::pending::<()>().await;
     }
@@ -441,6 +449,7 @@ async fn read_loop<S>(
     shared: &ConnShared,
     events: &async_channel::Sender<EventKind>,
     budget: &ConnBudget,
+    parked: &AtomicBool,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -463,8 +472,9 @@ async fn read_loop<S>(
                     if budget.refused() != Some(Refused::HeldMost) {
                         shared.note_close(limit_note(&limit, &e));
                     }
-                    close_for(app, id, limit);
                     // The writer sends the close frame and ends the connection.
+                    parked.store(true, Ordering::SeqCst);
+                    close_for(app, id, limit);
                     return std::future::pending().await;
                 }
                 None => {
@@ -477,6 +487,7 @@ async fn read_loop<S>(
             if !matches!(full, QueueFull::Bytes(OverBudget::Closed)) {
                 shared.note_close(format!("{full}; closing (1013)"));
             }
+            parked.store(true, Ordering::SeqCst);
             close_for(app, id, Limit::QueueFull);
             return std::future::pending().await;
         }

@@ -91,9 +91,9 @@ fn check_origin(req: &Request<App>, app: &App, path: &str) -> Result<(), Refused
         return Ok(());
     }
     log::warn!(
-        "{path}: refused a handshake from origin {:?} (host {:?}); allow it with --allow-origin",
-        header("Origin").unwrap_or_default(),
-        header("Host").unwrap_or_default()
+        "{path}: refused a handshake from origin {} (host {}); allow it with --allow-origin",
+        crate::logging::quoted(&header("Origin").unwrap_or_default()),
+        crate::logging::quoted(&header("Host").unwrap_or_default())
     );
     crate::metrics::add(&crate::metrics::get().handshakes_refused, 1);
     Err(Box::new(text(StatusCode::Forbidden, "cross-origin WebSocket handshakes are not allowed here")))
@@ -206,8 +206,10 @@ fn switching_protocols(key: &str, head: &Head, offered: &[String], conn: &ConnIn
     if let Some(proto) = head.get("Sec-WebSocket-Protocol").filter(|p| sendable_header_value(p)) {
         if !offered.iter().any(|o| o == proto) {
             log::warn!(
-                "[{}] open script chose subprotocol {proto:?} which the client did not offer ({offered:?})",
-                conn.id
+                "[{}] open script chose subprotocol {} which the client did not offer ({})",
+                conn.id,
+                crate::logging::quoted(proto),
+                offered.iter().map(|o| crate::logging::quoted(o)).collect::<Vec<_>>().join(", ")
             );
         }
         res.insert_header("Sec-WebSocket-Protocol", proto);
@@ -267,11 +269,16 @@ async fn start(app: App, conn: Arc<ConnInfo>, slot: Slot, actions: Vec<Action>, 
     res
 }
 
+/// The largest control frame payload (RFC 6455 §5.5).
+const MAX_CONTROL_PAYLOAD: usize = 125;
+
 /// The WebSocket settings of every connection, sized for many idle ones.
 fn ws_config(max_message: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(max_message))
-        .max_frame_size(Some(max_message))
+        // A control frame (a close reason: up to 125 bytes) is never
+        // "too big", whatever --max-message says.
+        .max_frame_size(Some(max_message.max(MAX_CONTROL_PAYLOAD)))
         // tungstenite fills and reads into its whole read buffer, so its
         // size is paid by every idle connection: 128 KiB by default; 512
         // bytes measured 8.6 KB of server RSS per idle connection (4 KiB:
