@@ -323,7 +323,7 @@ pub struct ConnectArgs {
     pub headers: Vec<String>,
     /// Once stdin ends, wait until nothing has arrived for this long before closing
     /// (replies to the last lines still come in)
-    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
     pub linger: f64,
     /// After our close, how long to wait for the server's close
     #[arg(long, default_value_t = 5.0, value_name = "SECS")]

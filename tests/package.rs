@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 /// command to run as root when not root.
 fn check_prerequisites() {
     require_suite("deb"); // tests/suites.txt: cargo-deb, dpkg, man, systemd-analyze
-    // SAFETY: geteuid(2) has no preconditions.
+                          // SAFETY: geteuid(2) has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     assert!(root, "the package test installs into / with dpkg: run it as root (sudo -E cargo test --test package), or skip it with WS2HTTP_TEST_SKIP=deb");
 }
