@@ -197,6 +197,16 @@ fn help_ends_with_examples_that_run() {
     ] {
         assert!(examples.contains(&format!("  {command} ")), "{command} missing from:\n{examples}");
     }
+    // Every description starts in the same column.
+    let aligned: Vec<usize> = examples
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let after_cmd = 2 + l[2..].find("  ").unwrap_or(l.len() - 2);
+            after_cmd + l[after_cmd..].len() - l[after_cmd..].trim_start().len()
+        })
+        .collect();
+    assert!(aligned.windows(2).all(|w| w[0] == w[1]), "descriptions not aligned ({aligned:?}):\n{examples}");
     // The `try` example works as printed, from the repository.
     let out = ws2http()
         .current_dir(env!("CARGO_MANIFEST_DIR"))
