@@ -164,11 +164,11 @@ pub struct Cli {
     pub max_outgoing_bytes_total: Option<usize>,
     /// Do not serve the console page at / (without --root it is served, by default only when
     /// --listen is a loopback address); GET / then answers 404
-    #[arg(long, env = "WS2HTTP_NO_CONSOLE", overrides_with = "console", value_parser = clap::builder::FalseyValueParser::new())]
+    #[arg(long, env = "WS2HTTP_NO_CONSOLE", overrides_with = "console", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_console: bool,
     /// Serve the console page at / also when --listen is not a loopback address (it lists the
     /// endpoints to everyone who reaches the listener)
-    #[arg(long, env = "WS2HTTP_CONSOLE", overrides_with = "no_console", value_parser = clap::builder::FalseyValueParser::new())]
+    #[arg(long, env = "WS2HTTP_CONSOLE", overrides_with = "no_console", value_parser = clap::builder::BoolishValueParser::new())]
     pub console: bool,
 }
 
