@@ -243,13 +243,25 @@ fn a_toml_syntax_error_says_what_is_wrong_and_where() {
 
 #[test]
 fn a_console_variable_must_be_a_boolean() {
-    let out = ws2http()
+    let mut child = ws2http()
         .args(FREE)
         .env_remove("WS2HTTP_CONFIG")
         .env("WS2HTTP_NO_CONSOLE", "garbage")
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run ws2http");
+    // It must refuse at once; a server that starts would run forever.
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("try_wait").is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("ws2http started with WS2HTTP_NO_CONSOLE=garbage");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("invalid value 'garbage'") && err.contains("--no-console"), "{err}");
