@@ -19,18 +19,23 @@ pub fn listen_addr(value: &str, flag: &str) -> Result<String, String> {
     }
     if let Some(port) = value.strip_prefix(':') {
         if port.parse::<u16>().is_ok() {
-            return Err(format!(
-                "{flag} {value}: which interface? write 127.0.0.1:{port} (this machine only) \
-                 or 0.0.0.0:{port} (every interface)"
-            ));
+            return Err(format!("{flag} {value}: which interface? write {}", choices(flag, port)));
         }
     }
     match value.to_socket_addrs() {
         Ok(addrs) if !addrs.as_slice().is_empty() => Ok(value.to_owned()),
-        _ => Err(format!(
-            "{flag} {value}: expected HOST:PORT, e.g. 127.0.0.1:{example} (this machine only) \
-             or 0.0.0.0:{example} (every interface)"
-        )),
+        _ => Err(format!("{flag} {value}: expected HOST:PORT, e.g. {}", choices(flag, example))),
+    }
+}
+
+/// The addresses to suggest for `flag`: the control API is loopback unless
+/// it has a token (start-up refuses it otherwise), so suggesting every
+/// interface there would only lead to the next error.
+fn choices(flag: &str, port: &str) -> String {
+    if flag == "--api-listen" {
+        format!("127.0.0.1:{port} (this machine only; a non-loopback control API also needs --api-token)")
+    } else {
+        format!("127.0.0.1:{port} (this machine only) or 0.0.0.0:{port} (every interface)")
     }
 }
 
@@ -61,7 +66,8 @@ mod tests {
         assert_eq!(listen_addr("0", "--listen").as_deref(), Ok("127.0.0.1:0"));
         assert_eq!(listen_addr("0.0.0.0:80", "--listen").as_deref(), Ok("0.0.0.0:80"));
         assert_eq!(listen_addr("[::1]:80", "--listen").as_deref(), Ok("[::1]:80"));
-        assert!(listen_addr(":8081", "--api-listen").unwrap_err().contains("127.0.0.1:8081 (this machine only)"));
+        assert!(listen_addr(":8081", "--api-listen").unwrap_err().contains("127.0.0.1:8081 (this machine only"));
+        assert!(!listen_addr(":8081", "--api-listen").unwrap_err().contains("0.0.0.0"));
         assert!(listen_addr("99999", "--listen").unwrap_err().contains("0 to 65535"));
         assert!(listen_addr("localhost", "--listen").unwrap_err().contains("expected HOST:PORT"));
     }

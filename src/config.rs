@@ -16,7 +16,7 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
     about = "WebSockets for CGI scripts: every WebSocket event runs a script from cgi-bin/",
     args_conflicts_with_subcommands = true,
     args_override_self = true,
-    after_help = AFTER_HELP
+    after_help = after_help()
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -164,26 +164,42 @@ pub struct Cli {
     pub max_outgoing_bytes_total: Option<usize>,
     /// Do not serve the console page at / (without --root it is served, by default only when
     /// --listen is a loopback address and no --allow-host is given); GET / then answers 404
-    #[arg(long, env = "WS2HTTP_NO_CONSOLE", overrides_with = "console", value_parser = clap::builder::FalseyValueParser::new())]
+    #[arg(long, env = "WS2HTTP_NO_CONSOLE", overrides_with = "console", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_console: bool,
     /// Serve the console page at / also when --listen is not a loopback address or --allow-host
     /// names a public host (it lists the endpoints to everyone who reaches the listener)
-    #[arg(long, env = "WS2HTTP_CONSOLE", overrides_with = "no_console", value_parser = clap::builder::FalseyValueParser::new())]
+    #[arg(long, env = "WS2HTTP_CONSOLE", overrides_with = "no_console", value_parser = clap::builder::BoolishValueParser::new())]
     pub console: bool,
 }
 
-/// The end of `--help`: where settings come from, and commands to copy.
-const AFTER_HELP: &str = "\
-Settings can also come from --config FILE.toml (keys are the long flags) and WS2HTTP_<FLAG> variables; \
-flags win over both, variables over the file.
+/// Where settings come from: the first paragraph after `--help`'s options,
+/// and the ENVIRONMENT section of ws2http(1).
+pub const SETTINGS_NOTE: &str = "Settings can also come from --config FILE.toml (keys are the long flags) and \
+WS2HTTP_<FLAG> variables; flags win over both, variables over the file.";
 
-EXAMPLES:
-  ws2http                                      the demo: serve ./cgi-bin, console on http://127.0.0.1:8080
-  ws2http cgi-bin/echo.sh                      one script handles every WebSocket path
-  ws2http --cgi-bin app/cgi-bin --root app/public    a PHP app (php-cgi) with its static files
-  ws2http --config /etc/ws2http/ws2http.toml   settings from a file
-  ws2http try cgi-bin/echo.sh --data hi        run a script once, as an event would
-  ws2http connect ws://127.0.0.1:8080/echo.sh  talk to an endpoint: type lines, Ctrl-D to close";
+/// Commands to copy, with what each does: `--help`'s EXAMPLES and
+/// ws2http(1)'s are both made from this one list, so they cannot drift.
+pub const EXAMPLES: &[(&str, &str)] = &[
+    ("ws2http", "the demo (./cgi-bin) on http://127.0.0.1:8080"),
+    ("ws2http cgi-bin/echo.sh", "one script handles every WebSocket path"),
+    ("ws2http --cgi-bin app/cgi-bin --root app/public", "scripts and the static files of an app"),
+    ("ws2http --config /etc/ws2http/ws2http.toml", "settings from a file"),
+    ("ws2http try cgi-bin/echo.sh --data hi", "run a script once, as an event would"),
+    ("ws2http connect ws://127.0.0.1:8080/echo.sh", "talk to an endpoint (Ctrl-D closes)"),
+];
+
+/// [`EXAMPLES`] as aligned lines: the command, then its description in one
+/// column for all.
+pub fn example_lines() -> Vec<String> {
+    let width = EXAMPLES.iter().map(|(cmd, _)| cmd.len()).max().unwrap_or(0);
+    EXAMPLES.iter().map(|(cmd, what)| format!("{cmd:<width$}  {what}")).collect()
+}
+
+/// The end of `--help`: where settings come from, and commands to copy.
+fn after_help() -> String {
+    let examples: Vec<String> = example_lines().iter().map(|l| format!("  {l}")).collect();
+    format!("{SETTINGS_NOTE}\n\nEXAMPLES:\n{}", examples.join("\n"))
+}
 
 // Parsed once at start-up: the size of a variant does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -323,7 +339,7 @@ pub struct ConnectArgs {
     pub headers: Vec<String>,
     /// Once stdin ends, wait until nothing has arrived for this long before closing
     /// (replies to the last lines still come in)
-    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
     pub linger: f64,
     /// After our close, how long to wait for the server's close
     #[arg(long, default_value_t = 5.0, value_name = "SECS")]

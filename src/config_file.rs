@@ -52,7 +52,7 @@ pub fn expand(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
 pub fn read(path: &str) -> Result<ConfigFile, String> {
     let body = std::fs::read_to_string(path).map_err(|e| format!("--config {path}: {e}"))?;
     let table: std::collections::BTreeMap<String, Spanned<Value>> =
-        toml::from_str(&body).map_err(|e| format!("--config {path}: {}", one_line(&e.to_string())))?;
+        toml::from_str(&body).map_err(|e| format!("--config {path}: {}", syntax_error(&body, &e)))?;
     let cmd = Cli::command();
     let mut file = ConfigFile { path: path.to_owned(), settings: Vec::new() };
     for (key, value) in table {
@@ -125,6 +125,19 @@ fn reason(e: &clap::Error) -> String {
         return src.to_string();
     }
     one_line(e.to_string().trim_start_matches("error: "))
+}
+
+/// A TOML syntax error in one line: where it is and what is wrong there
+/// (toml's own text spreads them over several lines, the cause last).
+fn syntax_error(body: &str, e: &toml::de::Error) -> String {
+    let what = one_line(e.message());
+    let Some(at) = e.span().map(|s| s.start.min(body.len())) else {
+        return format!("TOML syntax error: {what}");
+    };
+    let before = &body[..at];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    format!("TOML syntax error at line {line}, column {column}: {what}")
 }
 
 /// The first line of a multi-line message.

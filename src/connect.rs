@@ -9,8 +9,11 @@
 //! of a connection in order but cannot send anything once the client's
 //! close frame has arrived (the WebSocket library answers it at once). So
 //! on end of input the client lingers until the connection has been quiet
-//! for `--linger` seconds, then sends its close (1000) and prints what
-//! still arrives until the server's close, for at most `--close-timeout`.
+//! for `--linger` seconds, says so on stderr (what a slower script sends
+//! later is lost, and must not be lost silently), then sends its close
+//! (1000) and prints what still arrives until the server's close, for at
+//! most `--close-timeout`. A stdin line that cannot be read as text ends the
+//! run with status 1, never as a normal end of input.
 //!
 //! Exit status: 0 when the server closed with 1000 or 1001 (or answered our
 //! close), 1 for any other close code, a refused handshake or a lost
@@ -32,7 +35,8 @@ use crate::runtime;
 
 type Ws = async_tungstenite::WebSocketStream<async_std::net::TcpStream>;
 
-/// Why `connect` ended unsuccessfully: the line to print and the exit status.
+/// Why `connect` ended unsuccessfully: the line to print (none when it was
+/// already printed, e.g. the server's close) and the exit status.
 #[derive(Debug)]
 pub struct Failure {
     pub message: String,
@@ -45,6 +49,10 @@ impl Failure {
     }
     fn failed(message: String) -> Self {
         Failure { message, status: 1 }
+    }
+    /// Exit status 1, the reason already on stderr.
+    fn reported() -> Self {
+        Failure { message: String::new(), status: 1 }
     }
 }
 
@@ -59,13 +67,20 @@ pub fn run(args: ConnectArgs) -> Result<(), Failure> {
             eprintln!("connected to {}: type a line and press Enter to send it; Ctrl-D closes, Ctrl-C quits", args.url);
         }
         let lines = stdin_lines();
-        if let Some(end) = converse(&mut ws, &lines).await {
-            return end;
+        match converse(&mut ws, &lines).await {
+            Conversation::Over(end) => end,
+            Conversation::InputFailed(why) => {
+                eprintln!("ws2http connect: {why}");
+                close(&mut ws, close_timeout).await.and(Err(Failure::reported()))
+            }
+            Conversation::InputEnded => {
+                if let Some(end) = quiet_for(&mut ws, linger).await {
+                    return end;
+                }
+                eprintln!("stdin ended; closing after {} s without a message (--linger)", args.linger);
+                close(&mut ws, close_timeout).await
+            }
         }
-        if let Some(end) = quiet_for(&mut ws, linger).await {
-            return end;
-        }
-        close(&mut ws, close_timeout).await
     })
 }
 
@@ -128,14 +143,27 @@ async fn open(req: Request, url: &str) -> Result<Ws, Failure> {
     }
 }
 
+/// A line of stdin, or why it could not be read (its text says which line).
+type Input = Result<String, String>;
+
 /// Lines of stdin, read by a plain thread (reading a terminal blocks); the
-/// channel closes at end of input.
-fn stdin_lines() -> async_channel::Receiver<String> {
+/// channel closes at end of input. A line that is not UTF-8, or a read
+/// error, is sent as an `Err` and ends the input: it must never look like
+/// end of input, which would close the connection as if all went well.
+fn stdin_lines() -> async_channel::Receiver<Input> {
     let (tx, rx) = async_channel::bounded(16);
     std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if tx.send_blocking(line).is_err() {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = Vec::new();
+        for number in 1.. {
+            buf.clear();
+            let input = match stdin.read_until(b'\n', &mut buf) {
+                Ok(0) => break,
+                Ok(_) => line_text(&buf, number),
+                Err(e) => Err(format!("cannot read stdin after line {}: {e}", number - 1)),
+            };
+            let failed = input.is_err();
+            if tx.send_blocking(input).is_err() || failed {
                 break;
             }
         }
@@ -143,27 +171,48 @@ fn stdin_lines() -> async_channel::Receiver<String> {
     rx
 }
 
+/// One line without its `\n` (or `\r\n`), as text.
+fn line_text(buf: &[u8], number: u64) -> Input {
+    let line = buf.strip_suffix(b"\n").map_or(buf, |l| l.strip_suffix(b"\r").unwrap_or(l));
+    String::from_utf8(line.to_vec()).map_err(|_| {
+        format!(
+            "stdin line {number} is not UTF-8 text; closing without sending it or anything after it \
+             (each line is sent as a text message)"
+        )
+    })
+}
+
+/// How the conversation part of a connection ended.
+enum Conversation {
+    /// The connection ended (the server closed it, or it was lost).
+    Over(Result<(), Failure>),
+    /// Stdin ended normally.
+    InputEnded,
+    /// A stdin line could not be read: why.
+    InputFailed(String),
+}
+
 enum Step {
-    Line(Option<String>),
+    Line(Option<Input>),
     Received(Option<Result<Message, WsError>>),
     Quiet,
 }
 
-/// Sends lines and prints messages until stdin ends (`None`) or the
-/// connection does (`Some(how it ended)`).
-async fn converse(ws: &mut Ws, lines: &async_channel::Receiver<String>) -> Option<Result<(), Failure>> {
+/// Sends lines and prints messages until stdin or the connection ends.
+async fn converse(ws: &mut Ws, lines: &async_channel::Receiver<Input>) -> Conversation {
     loop {
         let step = async { Step::Line(lines.recv().await.ok()) }.or(async { Step::Received(ws.next().await) }).await;
         match step {
-            Step::Line(Some(line)) => {
+            Step::Line(Some(Ok(line))) => {
                 if let Err(e) = ws.send(Message::text(line)).await {
-                    return Some(Err(lost(e)));
+                    return Conversation::Over(Err(lost(e)));
                 }
             }
-            Step::Line(None) => return None,
+            Step::Line(Some(Err(why))) => return Conversation::InputFailed(why),
+            Step::Line(None) => return Conversation::InputEnded,
             Step::Received(m) => {
                 if let Some(end) = received(m) {
-                    return Some(end);
+                    return Conversation::Over(end);
                 }
             }
             Step::Quiet => {}
@@ -230,16 +279,18 @@ fn received(m: Option<Result<Message, WsError>>) -> Option<Result<(), Failure>> 
     }
 }
 
-/// The server's close frame: printed on stderr, and the exit status.
+/// The server's close frame: printed on stderr in one form for every code
+/// (`closed: CODE REASON`), and the exit status.
 fn closed(frame: Option<CloseFrame>) -> Result<(), Failure> {
     let (code, reason) = frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
-    let text = if reason.is_empty() { format!("closed: {code}") } else { format!("closed: {code} {reason}") };
+    if reason.is_empty() {
+        eprintln!("closed: {code}");
+    } else {
+        eprintln!("closed: {code} {reason}");
+    }
     match code {
-        1000 | 1001 => {
-            eprintln!("{text}");
-            Ok(())
-        }
-        _ => Err(Failure::failed(text)),
+        1000 | 1001 => Ok(()),
+        _ => Err(Failure::reported()),
     }
 }
 

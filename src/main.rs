@@ -24,7 +24,9 @@ fn main() {
         Some(ws2http::config::Command::Connect(args)) => match ws2http::connect::run(args) {
             Ok(()) => Ok(()),
             Err(f) => {
-                eprintln!("ws2http connect: {}", f.message);
+                if !f.message.is_empty() {
+                    eprintln!("ws2http connect: {}", f.message);
+                }
                 std::process::exit(f.status);
             }
         },

@@ -9,11 +9,11 @@ use std::path::Path;
 
 use clap::CommandFactory;
 
-use crate::config::{Cli, CompletionsArgs, ManArgs};
+use crate::config::{example_lines, Cli, CompletionsArgs, ManArgs, SETTINGS_NOTE};
 
 /// Extra sections of ws2http(1): where the packaged files live and which
 /// documents say more than the flag list can.
-const MAIN_PAGE_EXTRA: &str = r#".SH FILES
+const MAIN_PAGE_FILES: &str = r#".SH FILES
 .TP
 \fI/etc/ws2http/ws2http.toml\fR
 Settings read with \fB\-\-config\fR (the systemd unit passes it); every key is a long flag.
@@ -24,17 +24,13 @@ Secrets for the systemd unit, e.g. WS2HTTP_API_TOKEN=...; mode 600.
 \fI/usr/share/doc/ws2http/\fR
 README.md, PROTOCOL.md (the contract for scripts), OPERATIONS.md (limits, security),
 DEPLOYMENT.md (nginx, Redis, systemd), BACKENDS.md; demo scripts in examples/cgi-bin.
-.SH EXAMPLES
-.nf
-ws2http                                   # ./cgi-bin on 127.0.0.1:8080, console at /
-ws2http \-\-cgi\-bin /usr/share/doc/ws2http/examples/cgi-bin
-ws2http try cgi\-bin/echo.sh \-\-event message \-\-data hi
-.fi
 "#;
 
 /// The clap command with the display names the pages use (`ws2http-try`).
+/// Without `--help`'s after_help: clap_mangen would put it in a section
+/// "EXTRA", reflowed; [`main_page`] renders the same text itself.
 fn command() -> clap::Command {
-    let mut cmd = Cli::command().disable_help_subcommand(true);
+    let mut cmd = Cli::command().disable_help_subcommand(true).after_help(None::<&str>);
     cmd.build();
     cmd
 }
@@ -67,10 +63,14 @@ pub fn man(args: ManArgs) -> Result<(), String> {
     write_stdout(&page)
 }
 
-/// ws2http(1): clap's sections, then [`MAIN_PAGE_EXTRA`].
+/// ws2http(1): clap's sections, ENVIRONMENT, [`MAIN_PAGE_FILES`], then
+/// EXAMPLES as preformatted lines from the list `--help` uses.
 fn main_page(cmd: &clap::Command) -> std::io::Result<Vec<u8>> {
     let mut page = render(cmd.clone())?;
-    page.extend_from_slice(MAIN_PAGE_EXTRA.as_bytes());
+    page.extend_from_slice(format!(".SH ENVIRONMENT\n{}\n", roff(SETTINGS_NOTE)).as_bytes());
+    page.extend_from_slice(MAIN_PAGE_FILES.as_bytes());
+    let examples: Vec<String> = example_lines().iter().map(|l| roff(l)).collect();
+    page.extend_from_slice(format!(".SH EXAMPLES\n.nf\n{}\n.fi\n", examples.join("\n")).as_bytes());
     let mut see_also: Vec<String> = cmd
         .get_subcommands()
         .filter(|s| !s.is_hide_set())
@@ -79,6 +79,12 @@ fn main_page(cmd: &clap::Command) -> std::io::Result<Vec<u8>> {
     see_also.extend(["\\fBsystemd.service\\fR(5)".to_owned(), "\\fBnginx\\fR(8)".to_owned()]);
     page.extend_from_slice(format!(".SH SEE ALSO\n{}\n", see_also.join(", ")).as_bytes());
     Ok(page)
+}
+
+/// Text escaped for roff: backslashes and hyphens (a plain `-` may print
+/// as a hyphen that cannot be copied into a shell).
+fn roff(text: &str) -> String {
+    text.replace('\\', "\\e").replace('-', "\\-")
 }
 
 fn render(cmd: clap::Command) -> std::io::Result<Vec<u8>> {

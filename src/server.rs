@@ -171,7 +171,10 @@ pub fn run(cfg: Config) -> Result<(), String> {
     if let Some(s) = &cfg.script {
         log::info!("single-script mode: every path runs {}", s.display());
     } else {
-        log::info!("endpoints in {}: {}", cfg.cgi_bin.display(), app.resolver.endpoints().join(" "));
+        match app.resolver.endpoints() {
+            e if e.is_empty() => log::info!("no endpoints in {}", cfg.cgi_bin.display()),
+            e => log::info!("endpoints in {}: {}", cfg.cgi_bin.display(), e.join(" ")),
+        }
     }
 
     runtime::block_on(async move {

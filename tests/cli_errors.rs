@@ -38,8 +38,9 @@ fn listen_values_point_the_way() {
         ),
         (
             ["--api-listen", ":8081"],
-            "ws2http: error: --api-listen :8081: which interface? write 127.0.0.1:8081 (this machine only) \
-             or 0.0.0.0:8081 (every interface)\n",
+            // Not 0.0.0.0: start-up refuses a non-loopback API without a token.
+            "ws2http: error: --api-listen :8081: which interface? write 127.0.0.1:8081 (this machine only; \
+             a non-loopback control API also needs --api-token)\n",
         ),
         (
             ["--listen", "localhost"],
@@ -177,6 +178,8 @@ fn an_empty_endpoint_list_is_reported_at_start_up() {
          `chmod +x` it (with a #! line), or pass --handler EXT=PROGRAM, or give a single SCRIPT",
         dir.canonicalize().expect("canonical").display()
     ));
+    // The info line says so too, rather than `endpoints in DIR: ` and nothing.
+    s.wait_log(&format!("no endpoints in {}", dir.canonicalize().expect("canonical").display()));
     drop(s);
     std::fs::write(dir.join("chat.sh"), "#!/bin/sh\n").expect("write");
     let s = Server::start_in(&dir, &[]);
@@ -197,6 +200,16 @@ fn help_ends_with_examples_that_run() {
     ] {
         assert!(examples.contains(&format!("  {command} ")), "{command} missing from:\n{examples}");
     }
+    // Every description starts in the same column.
+    let aligned: Vec<usize> = examples
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let after_cmd = 2 + l[2..].find("  ").unwrap_or(l.len() - 2);
+            after_cmd + l[after_cmd..].len() - l[after_cmd..].trim_start().len()
+        })
+        .collect();
+    assert!(aligned.windows(2).all(|w| w[0] == w[1]), "descriptions not aligned ({aligned:?}):\n{examples}");
     // The `try` example works as printed, from the repository.
     let out = ws2http()
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -212,4 +225,49 @@ fn free_ports_are_still_accepted() {
     // The long-standing form keeps working alongside the new ones.
     let s = Server::start(&FREE);
     assert!(s.port > 0);
+}
+
+#[test]
+fn a_toml_syntax_error_says_what_is_wrong_and_where() {
+    let file = config("# settings\nlisten = \"127.0.0.1:0\n");
+    let (code, err) = refuse(&["--config", &file]);
+    assert_eq!(code, Some(2));
+    assert_eq!(
+        err,
+        format!(
+            "ws2http: error: --config {file}: TOML syntax error at line 2, column 22: invalid basic string, \
+             expected `\"`\n"
+        )
+    );
+}
+
+#[test]
+fn a_console_variable_must_be_a_boolean() {
+    let mut child = ws2http()
+        .args(FREE)
+        .env_remove("WS2HTTP_CONFIG")
+        .env("WS2HTTP_NO_CONSOLE", "garbage")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ws2http");
+    // It must refuse at once; a server that starts would run forever.
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("try_wait").is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("ws2http started with WS2HTTP_NO_CONSOLE=garbage");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("invalid value 'garbage'") && err.contains("--no-console"), "{err}");
+    // The usual spellings still work (ws2http -V exits at once).
+    for yes in ["true", "1", "yes", "on", "false", "0", "no", "off"] {
+        let out = ws2http().arg("-V").env("WS2HTTP_NO_CONSOLE", yes).output().expect("run ws2http");
+        assert!(out.status.success(), "{yes}: {}", String::from_utf8_lossy(&out.stderr));
+    }
 }

@@ -49,6 +49,9 @@ fn wait_output(mut child: Child) -> std::process::Output {
     child.wait_with_output().expect("output")
 }
 
+/// What a piped run prints when it closes after the default --linger.
+const LINGERED: &str = "stdin ended; closing after 2 s without a message (--linger)\n";
+
 fn demo() -> Server {
     Server::start_in(&Path::new(env!("CARGO_MANIFEST_DIR")).join("cgi-bin"), &[])
 }
@@ -58,7 +61,7 @@ fn piped_lines_come_back_from_echo() {
     let s = demo();
     let r = run(&s.url("/echo.sh"), &[], "hello\nsecond line\n");
     assert_eq!(r.stdout, "hello\nsecond line\n", "{}", r.stderr);
-    assert_eq!(r.stderr, "closed: 1000\n");
+    assert_eq!(r.stderr, format!("{LINGERED}closed: 1000\n"));
     assert_eq!(r.code, Some(0));
     s.wait_log("/echo.sh closed: 1000 \"\" (client)");
 }
@@ -78,7 +81,8 @@ fn a_close_code_from_the_script_is_shown_and_fails() {
     let s = Server::start(&[]);
     // mirror.sh prints its message: the directive closes the connection.
     let r = run(&s.url("/mirror.sh"), &["--linger", "30"], "@close 4001 go away\n");
-    assert_eq!(r.stderr, "ws2http connect: closed: 4001 go away\n");
+    // One form for every close code; only the exit status differs.
+    assert_eq!(r.stderr, "closed: 4001 go away\n");
     assert_eq!(r.code, Some(1));
     let r = run(&s.url("/mirror.sh"), &["--linger", "30"], "@close 1000 done\n");
     assert_eq!(r.stderr, "closed: 1000 done\n");
@@ -182,8 +186,45 @@ fn two_clients_chat() {
     bob.expect("bob: hi alice");
     alice.say("hi bob");
     bob.expect("alice: hi bob");
-    assert_eq!(bob.finish(), (Some(0), "closed: 1000\n".to_owned()));
+    assert_eq!(bob.finish(), (Some(0), format!("{LINGERED}closed: 1000\n")));
     alice.expect("alice: hi bob");
     alice.expect("* bob left");
-    assert_eq!(alice.finish(), (Some(0), "closed: 1000\n".to_owned()));
+    assert_eq!(alice.finish(), (Some(0), format!("{LINGERED}closed: 1000\n")));
+}
+
+/// Runs `connect` with raw bytes on stdin.
+fn run_bytes(url: &str, extra: &[&str], input: &[u8]) -> Ran {
+    let mut child = connect_cmd(url, extra).spawn().expect("start connect");
+    child.stdin.take().expect("stdin").write_all(input).expect("write stdin");
+    let out = wait_output(child);
+    Ran {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn a_line_that_is_not_utf8_fails_clearly_instead_of_ending_quietly() {
+    let s = demo();
+    let r = run_bytes(&s.url("/echo.sh"), &["--linger", "30"], b"ok1\n\xff\xfe\nok2\n");
+    assert_eq!(r.stdout, "ok1\n", "{}", r.stderr);
+    assert_eq!(
+        r.stderr,
+        "ws2http connect: stdin line 2 is not UTF-8 text; closing without sending it or anything after it \
+         (each line is sent as a text message)\nclosed: 1000\n"
+    );
+    assert_eq!(r.code, Some(1));
+    s.wait_log("/echo.sh closed: 1000 \"\" (client)");
+}
+
+#[test]
+fn closing_after_the_linger_says_so() {
+    // count.sh prints one number a second: a linger shorter than that closes
+    // before the rest arrive, and the client must say why it stopped.
+    let s = demo();
+    let r = run(&s.url("/count.sh"), &["--linger", "0.2"], "go\n");
+    assert!(r.stdout.starts_with("send any message and I will count to 10\n"), "{}", r.stdout);
+    assert_eq!(r.stderr, "stdin ended; closing after 0.2 s without a message (--linger)\nclosed: 1000\n");
+    assert_eq!(r.code, Some(0));
 }

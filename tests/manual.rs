@@ -159,3 +159,18 @@ fn a_config_file_does_not_leak_into_man_or_completions() {
         assert!(!out.stdout.is_empty());
     }
 }
+
+#[test]
+fn man_page_has_one_preformatted_examples_section_matching_help() {
+    let page = run(&["man"]);
+    assert!(!page.contains(".SH EXTRA"), "--help's after_help leaked into a section EXTRA");
+    assert_eq!(page.matches(".SH EXAMPLES").count(), 1, "{page}");
+    let section = page.split(".SH EXAMPLES\n").nth(1).expect("an EXAMPLES section");
+    let body = section.strip_prefix(".nf\n").expect("EXAMPLES preformatted (.nf)");
+    let body = plain(body.split("\n.fi\n").next().expect("a .fi after the examples"));
+    // The same lines as --help's EXAMPLES, without their indent.
+    let help = run(&["--help"]);
+    let examples = help.split("EXAMPLES:\n").nth(1).expect("EXAMPLES in --help");
+    let from_help: Vec<&str> = examples.lines().map(|l| l.strip_prefix("  ").unwrap_or(l)).collect();
+    assert_eq!(body.lines().collect::<Vec<_>>(), from_help);
+}
