@@ -94,11 +94,22 @@ fn the_total_budget_closes_every_flooding_client() {
     let conns: Vec<TcpStream> = (0..4).map(|_| rawws::open(s.port, "/hold.sh")).collect();
     wait_for("every open event", || (s.events().len() >= 4).then_some(()));
     let frame = std::sync::Arc::new(rawws::frame(rawws::BINARY, &vec![b'y'; 256 * 1024]));
+    // First three messages each (768 KiB: under a connection's own budget;
+    // 3 MiB together: over the total), so the total trips whatever the
+    // order the server reads them in and however fast closed ones free theirs.
+    for mut tcp in conns.iter() {
+        tcp.set_write_timeout(Some(Duration::from_secs(60))).expect("write timeout");
+        for _ in 0..3 {
+            if tcp.write_all(&frame).is_err() {
+                break; // already closed for the total
+            }
+        }
+    }
     let writers: Vec<_> = conns
         .into_iter()
         .map(|tcp| {
             let frame = frame.clone();
-            std::thread::spawn(move || flood(tcp, &frame, 12))
+            std::thread::spawn(move || flood(tcp, &frame, 9))
         })
         .collect();
     // Each is closed with 1013 (over its own budget, or over the total
