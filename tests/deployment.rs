@@ -30,9 +30,7 @@ fn replace_once(text: &str, from: &str, to: &str) -> String {
 }
 
 fn find_tool(name: &str, install: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let dirs = std::env::split_paths(&path).chain(["/usr/sbin".into(), "/sbin".into()]);
-    dirs.map(|d| d.join(name)).find(|p| p.is_file()).unwrap_or_else(|| panic!("{name} is not installed: {install}"))
+    find_program(name).unwrap_or_else(|| panic!("{name} is not installed: {install}"))
 }
 
 fn free_port() -> u16 {
