@@ -5,7 +5,6 @@
 
 mod common;
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -35,52 +34,10 @@ impl Resp {
     }
 }
 
-/// A raw HTTP/1.x client connection that reads one framed response at a time.
-struct Conn {
-    s: TcpStream,
-    buf: Vec<u8>,
-}
+type Conn = HttpConn;
 
-impl Conn {
-    fn open(port: u16) -> Conn {
-        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-        Conn { s, buf: Vec::new() }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.s.write_all(bytes).unwrap();
-    }
-
-    /// Reads more; false at the end of the stream (or a reset).
-    fn fill(&mut self) -> bool {
-        let mut chunk = [0u8; 8192];
-        match self.s.read(&mut chunk) {
-            Ok(0) | Err(_) => false,
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                true
-            }
-        }
-    }
-
-    fn take(&mut self, n: usize) -> Vec<u8> {
-        while self.buf.len() < n {
-            assert!(self.fill(), "the connection ended inside a response");
-        }
-        self.buf.drain(..n).collect()
-    }
-
-    fn line(&mut self) -> String {
-        loop {
-            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                let l = self.take(i + 2);
-                return String::from_utf8_lossy(&l[..i]).into_owned();
-            }
-            assert!(self.fill(), "the connection ended inside a line");
-        }
-    }
-
+/// One framed response at a time.
+impl HttpConn {
     /// One response (Content-Length, chunked, or until the connection closes).
     fn response(&mut self) -> Resp {
         let mut head = self.line();
@@ -110,8 +67,7 @@ impl Conn {
         } else if status == 304 || status == 204 || status / 100 == 1 {
             Vec::new()
         } else {
-            while self.fill() {}
-            std::mem::take(&mut self.buf)
+            self.rest()
         };
         r.body = String::from_utf8_lossy(&body).into_owned();
         r

@@ -7,10 +7,7 @@
 //! (every refusal status with a body; HTTP/1.0 to a script).
 
 mod common;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use common::*;
 
@@ -39,33 +36,10 @@ struct Resp {
     body: Vec<u8>,
 }
 
-struct Conn {
-    s: TcpStream,
-    buf: Vec<u8>,
-}
+type Conn = HttpConn;
 
-impl Conn {
-    fn open(port: u16) -> Conn {
-        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-        Conn { s, buf: Vec::new() }
-    }
-
-    fn send(&mut self, req: &str) {
-        self.s.write_all(req.as_bytes()).unwrap();
-    }
-
-    fn fill(&mut self) -> bool {
-        let mut chunk = [0u8; 8192];
-        match self.s.read(&mut chunk) {
-            Ok(0) | Err(_) => false,
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                true
-            }
-        }
-    }
-
+/// Responses with their exact heads (see [`normalize`]).
+impl HttpConn {
     /// The next response head, and a body of `body_len` bytes (`None`:
     /// read until the server closes).
     fn response(&mut self, body_len: impl Fn(&str) -> Option<usize>) -> Resp {
@@ -75,19 +49,10 @@ impl Conn {
             }
             assert!(self.fill(), "the connection ended inside a head: {:?}", String::from_utf8_lossy(&self.buf));
         };
-        let raw: Vec<u8> = self.buf.drain(..end).collect();
-        let head = normalize(&String::from_utf8(raw).unwrap());
+        let head = normalize(&String::from_utf8(self.take(end)).unwrap());
         let body = match body_len(&head) {
-            Some(n) => {
-                while self.buf.len() < n {
-                    assert!(self.fill(), "the connection ended inside a body");
-                }
-                self.buf.drain(..n).collect()
-            }
-            None => {
-                while self.fill() {}
-                std::mem::take(&mut self.buf)
-            }
+            Some(n) => self.take(n),
+            None => self.rest(),
         };
         Resp { head, body }
     }
@@ -97,11 +62,6 @@ impl Conn {
         self.response(|h| Some(header(h, "content-length").map_or(0, |n| n.parse().unwrap())))
     }
 
-    /// `true` when the server has closed and sent nothing more.
-    fn closed_clean(&mut self) -> bool {
-        while self.fill() {}
-        self.buf.is_empty()
-    }
 }
 
 fn normalize(head: &str) -> String {

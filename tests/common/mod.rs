@@ -334,5 +334,8 @@ impl Server {
 // cargo packages that provide them): ./test then installs it, and
 // WS2HTTP_TEST_SKIP accepts its name.
 mod suites;
+mod http_conn;
+#[allow(unused_imports)]
+pub use http_conn::HttpConn;
 #[allow(unused_imports)]
 pub use suites::*;
