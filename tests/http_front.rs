@@ -283,7 +283,7 @@ fn pipelined_requests_and_early_websocket_frames_are_not_lost() {
     bytes.extend([0x81, 0x80 | payload.len() as u8]);
     bytes.extend(mask);
     bytes.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    c.send(&bytes);
+    c.send(bytes);
     let r = c.response();
     assert_eq!(r.status, 101, "{r:?}");
     assert!(r.header("content-length").is_none() && r.header("transfer-encoding").is_none(), "{r:?}");
@@ -453,7 +453,7 @@ fn methods_are_case_sensitive_and_upgrades_carry_no_body() {
     let mut c = Conn::open(s.port);
     let mut req = upgrade_request("/ws.sh", "Content-Length: 4\r\n").into_bytes();
     req.extend([0x81, 0x82, 0, 0, 0, 0, b'h', b'i']);
-    c.send(&req);
+    c.send(req);
     assert_eq!(c.response().status, 400);
     // A 421 ends the connection: a pipelined request after it is not served.
     let mut c = Conn::open(s.port);

@@ -61,7 +61,6 @@ impl HttpConn {
     fn framed(&mut self) -> Resp {
         self.response(|h| Some(header(h, "content-length").map_or(0, |n| n.parse().unwrap())))
     }
-
 }
 
 fn normalize(head: &str) -> String {
@@ -136,11 +135,11 @@ fn connection_close_is_honoured_and_keep_alive_is_the_http_1_1_default() {
     let root = site();
     let s = with_root(&root);
     let mut c = Conn::open(s.port);
-    c.send(&get("/f.txt", ""));
+    c.send(get("/f.txt", ""));
     assert_eq!(c.framed().head, format!("{FILE_HEAD}\r\n"), "kept: no connection header");
     // `Connection: close` (any case, in a list): answered with
     // `connection: close`, and a request pipelined after it is not read.
-    c.send(&format!("{}{}", get("/f.txt", "Connection: TE, Close\r\n"), get("/f.txt", "")));
+    c.send(format!("{}{}", get("/f.txt", "Connection: TE, Close\r\n"), get("/f.txt", "")));
     let r = c.framed();
     assert_eq!(r.head, format!("{FILE_HEAD}connection: close\r\n\r\n"));
     assert_eq!(r.body, b"line1\nline2\nline3\n");
@@ -171,7 +170,7 @@ fn malformed_requests_get_400_or_431_with_a_body_then_the_close() {
     ];
     for (req, status, text) in cases {
         let mut c = Conn::open(s.port);
-        c.send(&req);
+        c.send(req);
         let r = c.framed();
         let body = String::from_utf8(r.body).unwrap();
         assert!(body.starts_with(text) && body.ends_with('\n'), "{status}: {body:?}");
@@ -191,21 +190,21 @@ fn not_modified_has_no_length_and_its_own_reason() {
     let root = site();
     let s = with_root(&root);
     let mut c = Conn::open(s.port);
-    c.send(&get("/f.txt", ""));
+    c.send(get("/f.txt", ""));
     let mut raw = Conn::open(s.port);
-    raw.send(&get("/f.txt", "Connection: close\r\n"));
+    raw.send(get("/f.txt", "Connection: close\r\n"));
     raw.fill();
     let text = String::from_utf8_lossy(&raw.buf).into_owned();
     let etag = text.lines().find_map(|l| l.strip_prefix("etag: ")).unwrap().to_owned();
     c.framed();
-    c.send(&get("/f.txt", &format!("If-None-Match: {etag}\r\n")));
+    c.send(get("/f.txt", &format!("If-None-Match: {etag}\r\n")));
     let r = c.framed();
     assert_eq!(
         r.head,
         "HTTP/1.1 304 Not Modified\r\naccept-ranges: bytes\r\netag: *\r\nlast-modified: *\r\ndate: *\r\n\r\n"
     );
     // No body bytes either: the next answer follows at once.
-    c.send(&head_req("/f.txt"));
+    c.send(head_req("/f.txt"));
     assert_eq!(c.framed_head_only(), format!("{FILE_HEAD}\r\n"));
 }
 
@@ -215,18 +214,18 @@ fn a_range_in_another_unit_is_ignored() {
     let s = with_root(&root);
     let mut c = Conn::open(s.port);
     for unit in ["lines=1-2", "items=0-0", "none"] {
-        c.send(&get("/f.txt", &format!("Range: {unit}\r\n")));
+        c.send(get("/f.txt", &format!("Range: {unit}\r\n")));
         let r = c.framed();
         assert_eq!(r.head, format!("{FILE_HEAD}\r\n"), "{unit}");
         assert_eq!(r.body, b"line1\nline2\nline3\n", "{unit}");
     }
     // Bytes still work, the unit in any case.
-    c.send(&get("/f.txt", "Range: Bytes=0-4\r\n"));
+    c.send(get("/f.txt", "Range: Bytes=0-4\r\n"));
     let r = c.framed();
     assert!(r.head.starts_with("HTTP/1.1 206 Partial Content\r\n"), "{r:?}");
     assert_eq!(header(&r.head, "content-range"), Some("bytes 0-4/18"));
     assert_eq!(r.body, b"line1");
-    c.send(&get("/f.txt", "Range: bytes=100-200\r\n"));
+    c.send(get("/f.txt", "Range: bytes=100-200\r\n"));
     assert!(c.framed().head.starts_with("HTTP/1.1 416 Range Not Satisfiable\r\n"));
 }
 
@@ -234,14 +233,14 @@ fn a_range_in_another_unit_is_ignored() {
 fn head_on_the_console_answers_like_get() {
     let s = Server::start_in(&front(), &[]);
     let mut c = Conn::open(s.port);
-    c.send(&get("/", ""));
+    c.send(get("/", ""));
     let g = c.framed();
     assert!(g.head.starts_with("HTTP/1.1 200 OK\r\ncontent-type: text/html;charset=utf-8\r\n"), "{g:?}");
     assert!(String::from_utf8_lossy(&g.body).contains("ws2http console"));
-    c.send(&head_req("/"));
+    c.send(head_req("/"));
     let h = c.framed_head_only();
     assert_eq!(h, g.head);
-    c.send(&get("/", ""));
+    c.send(get("/", ""));
     assert_eq!(c.framed().head, g.head, "HEAD sent no body: the next answer is next");
 }
 
@@ -257,7 +256,7 @@ fn the_directory_redirect_keeps_the_query() {
     let root = site();
     let s = with_root(&root);
     let mut c = Conn::open(s.port);
-    c.send(&get("/d?x=1&y=%20", ""));
+    c.send(get("/d?x=1&y=%20", ""));
     let r = c.framed();
     let body = "Moved Permanently: /d/?x=1&y=%20\n";
     assert_eq!(
@@ -276,17 +275,17 @@ fn the_directory_redirect_keeps_the_query() {
 fn head_matches_get(port: u16, path: &str, kept: bool) {
     let api = |req: String| if kept { req } else { to_api(req, port) };
     let mut c = Conn::open(port);
-    c.send(&api(get(path, "")));
+    c.send(api(get(path, "")));
     let g = c.framed();
     assert!(!g.head.contains(" 421 "), "{g:?}");
     if !kept {
         c = Conn::open(port);
     }
-    c.send(&api(head_req(path)));
+    c.send(api(head_req(path)));
     let h = c.framed_head_only();
     assert_eq!(h, g.head, "{path}");
     if kept {
-        c.send(&get(path, ""));
+        c.send(get(path, ""));
         assert_eq!(c.framed().head, g.head, "{path}: HEAD sent a body");
     } else {
         assert!(c.closed_clean(), "{path}: HEAD sent a body");
@@ -302,16 +301,16 @@ fn head_is_get_without_the_body_everywhere() {
     }
     // A script: it runs with REQUEST_METHOD=HEAD; no body, no framing.
     let mut c = Conn::open(s.port);
-    c.send(&head_req("/env.sh"));
+    c.send(head_req("/env.sh"));
     assert_eq!(c.framed_head_only(), "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ndate: *\r\n\r\n");
-    c.send(&head_req("/f.txt"));
+    c.send(head_req("/f.txt"));
     assert_eq!(c.framed_head_only(), format!("{FILE_HEAD}\r\n"));
     // The control API closes after every answer.
     for path in ["/healthz", "/connections", "/rooms", "/nope"] {
         head_matches_get(s.api_port, path, false);
     }
     let mut c = Conn::open(s.api_port);
-    c.send(&to_api(head_req("/healthz"), s.api_port));
+    c.send(to_api(head_req("/healthz"), s.api_port));
     assert_eq!(
         c.framed_head_only(),
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ndate: *\r\ncontent-length: 31\r\nconnection: close\r\n\r\n"

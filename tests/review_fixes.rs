@@ -3,6 +3,7 @@
 //! 1009 closes, control frames under a small --max-message, and a future
 //! `If-Modified-Since`. Each test runs the real binary.
 mod common;
+mod rawws;
 use common::*;
 
 fn status_of(resp: &str) -> u16 {
@@ -96,39 +97,6 @@ async fn client_strings_are_logged_with_the_one_escape_style() {
     assert!(!s.log().contains(r"\u{1b}"), "{}", s.log());
 }
 
-/// A raw WebSocket connection to `path` (the 101 and anything after it read).
-fn raw_ws(port: u16, path: &str) -> std::net::TcpStream {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.write_all(upgrade_request(path, "").as_bytes()).expect("handshake");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).expect("101 response");
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
-    s
-}
-
-/// A masked client frame header (all-zero mask, so the payload goes as is).
-fn frame_header(opcode: u8, len: usize) -> Vec<u8> {
-    let mut h = vec![0x80 | opcode];
-    match len {
-        0..=125 => h.push(0x80 | len as u8),
-        126..=65535 => {
-            h.push(0x80 | 126);
-            h.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            h.push(0x80 | 127);
-            h.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-    }
-    h.extend_from_slice(&[0; 4]);
-    h
-}
-
 /// A 2 MB message on the default server (--max-message 1 MiB): the 1009
 /// close frame, then the end of the connection and the log line. (The
 /// server no longer waits its 2 s close grace for an answer nobody reads:
@@ -137,12 +105,12 @@ fn frame_header(opcode: u8, len: usize) -> Vec<u8> {
 fn a_too_big_message_gets_1009_then_the_connection_ends() {
     use std::io::{Read, Write};
     let s = Server::start(&[]);
-    let mut ws = raw_ws(s.port, "/mirror.sh");
+    let mut ws = rawws::open(s.port, "/mirror.sh");
     let mut sender = ws.try_clone().expect("clone");
     let big = 2_000_000;
     let send = std::thread::spawn(move || {
-        let _ = sender.write_all(&frame_header(0x2, big));
-        let _ = sender.write_all(&vec![b'x'; big]); // fails once the server is gone
+        let _ = sender.write_all(&rawws::frame(rawws::BINARY, &vec![b'x'; big]));
+        // fails once the server is gone
     });
     // mirror.sh says its id first; then the close frame.
     let mut got = Vec::new();
@@ -171,12 +139,10 @@ fn a_too_big_message_gets_1009_then_the_connection_ends() {
 fn a_close_reason_longer_than_max_message_is_the_clients_close() {
     use std::io::Write;
     let s = Server::start(&["--max-message", "10"]);
-    let mut ws = raw_ws(s.port, "/mirror.sh");
+    let mut ws = rawws::open(s.port, "/mirror.sh");
     let reason = "x".repeat(56);
-    let mut frame = frame_header(0x8, 2 + reason.len());
-    frame.extend_from_slice(&4001u16.to_be_bytes());
-    frame.extend_from_slice(reason.as_bytes());
-    ws.write_all(&frame).expect("send close");
+    let payload = [&4001u16.to_be_bytes()[..], reason.as_bytes()].concat();
+    ws.write_all(&rawws::frame(rawws::CLOSE, &payload)).expect("send close");
     s.wait_log(&format!("/mirror.sh closed: 4001 \"{reason}\" (client)"));
     assert!(!s.log().contains("1009"), "{}", s.log());
 }

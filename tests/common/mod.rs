@@ -333,8 +333,8 @@ impl Server {
 // A new suite is one line in tests/suites.txt (its programs and the apt or
 // cargo packages that provide them): ./test then installs it, and
 // WS2HTTP_TEST_SKIP accepts its name.
-mod suites;
 mod http_conn;
+mod suites;
 #[allow(unused_imports)]
 pub use http_conn::HttpConn;
 #[allow(unused_imports)]
