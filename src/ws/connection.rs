@@ -244,10 +244,11 @@ async fn write_loop<S>(
         Tick,
         Abort,
     }
-    let mut pinger = Pinger::new(app.ping_interval);
     // One abort listener for the whole connection, not one per message.
     let mut aborted = std::pin::pin!(shared.aborted());
+    let mut watch = Watch { aborted: aborted.as_mut(), pinger: Pinger::new(app.ping_interval), shared };
     loop {
+        let Watch { aborted, pinger, .. } = &mut watch;
         let step = async { outgoing.recv().await.map_or(Step::Ended, Step::Send) }
             .or(async {
                 pinger.tick().await;
@@ -268,7 +269,7 @@ async fn write_loop<S>(
                     Message::Text(t) if t.len() <= FRAGMENT => WsMessage::Text(t),
                     Message::Binary(b) if b.len() <= FRAGMENT => WsMessage::Binary(b),
                     big => {
-                        if !send_fragments(&mut sink, big, &mut aborted, &mut pinger, shared).await {
+                        if !send_fragments(&mut sink, big, &mut watch).await {
                             return;
                         }
                         continue;
@@ -277,13 +278,13 @@ async fn write_loop<S>(
             }
             Step::Ended => break,
             Step::Abort => return,
-            Step::Tick if pinger.unanswered(shared) => return pinger.time_out(shared),
+            Step::Tick if watch.pinger.unanswered(shared) => return watch.pinger.time_out(shared),
             Step::Tick => {
-                pinger.pinged();
+                watch.pinger.pinged();
                 WsMessage::Ping(Default::default())
             }
         };
-        if !send_one(&mut sink, frame, &mut aborted, &mut pinger, shared).await {
+        if !send_one(&mut sink, frame, &mut watch).await {
             return;
         }
     }
@@ -316,13 +317,7 @@ const FRAGMENT: usize = 16 * 1024;
 
 /// Sends a message longer than [`FRAGMENT`] in fragments of that size
 /// (they share its buffer: no copy); `false` as [`send_one`].
-async fn send_fragments<S, F>(
-    sink: &mut WebSocketSender<S>,
-    msg: Message,
-    aborted: &mut std::pin::Pin<&mut F>,
-    pinger: &mut Pinger,
-    shared: &ConnShared,
-) -> bool
+async fn send_fragments<S, F>(sink: &mut WebSocketSender<S>, msg: Message, watch: &mut Watch<'_, F>) -> bool
 where
     S: AsyncRead + AsyncWrite + Unpin,
     F: std::future::Future<Output = ()>,
@@ -336,7 +331,7 @@ where
         let end = (start + FRAGMENT).min(bytes.len());
         let opcode = OpCode::Data(if start == 0 { data } else { Data::Continue });
         let frame = Frame::message(bytes.slice(start..end), opcode, end == bytes.len());
-        if !send_one(sink, WsMessage::Frame(frame), aborted, pinger, shared).await {
+        if !send_one(sink, WsMessage::Frame(frame), watch).await {
             return false;
         }
         start = end;
@@ -348,17 +343,12 @@ where
 /// the connection was aborted (slow consumer), or the client answered no
 /// ping while the write was blocked (it reads nothing: the ping timeout
 /// holds even then).
-async fn send_one<S, F>(
-    sink: &mut WebSocketSender<S>,
-    frame: WsMessage,
-    aborted: &mut std::pin::Pin<&mut F>,
-    pinger: &mut Pinger,
-    shared: &ConnShared,
-) -> bool
+async fn send_one<S, F>(sink: &mut WebSocketSender<S>, frame: WsMessage, watch: &mut Watch<'_, F>) -> bool
 where
     S: AsyncRead + AsyncWrite + Unpin,
     F: std::future::Future<Output = ()>,
 {
+    let Watch { aborted, pinger, shared } = watch;
     let mut send = std::pin::pin!(sink.send(frame));
     let mut stood_in = false;
     loop {
@@ -392,6 +382,14 @@ where
             }
         }
     }
+}
+
+/// What the writer watches besides its queue, also while a write is
+/// blocked: the connection's abort signal and its ping timer.
+struct Watch<'a, F> {
+    aborted: std::pin::Pin<&'a mut F>,
+    pinger: Pinger,
+    shared: &'a ConnShared,
 }
 
 /// `--ping-interval`: one timer for the whole connection, not one per
