@@ -33,7 +33,7 @@ use futures_util::StreamExt as _;
 use crate::config::ConnectArgs;
 use crate::runtime;
 
-type Ws = async_tungstenite::WebSocketStream<async_std::net::TcpStream>;
+type Ws = async_tungstenite::WebSocketStream<crate::runtime::TcpStream>;
 
 /// Why `connect` ended unsuccessfully: the line to print (none when it was
 /// already printed, e.g. the server's close) and the exit status.
@@ -126,7 +126,7 @@ fn request(args: &ConnectArgs) -> Result<Request, Failure> {
 async fn open(req: Request, url: &str) -> Result<Ws, Failure> {
     let host = req.uri().host().unwrap_or("127.0.0.1").trim_matches(|c| c == '[' || c == ']').to_owned();
     let port = req.uri().port_u16().unwrap_or(80);
-    let tcp = async_std::net::TcpStream::connect((host.as_str(), port))
+    let tcp = crate::runtime::TcpStream::connect((host.as_str(), port))
         .await
         .map_err(|e| Failure::failed(format!("cannot connect to {host}:{port}: {e}; is ws2http running there?")))?;
     match async_tungstenite::client_async(req, tcp).await {

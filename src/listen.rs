@@ -101,7 +101,7 @@ pub async fn serve<S: Clone + Send + Sync + 'static>(
     settings: Listener,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
-    let listener = async_std::net::TcpListener::from(listener);
+    let listener = crate::runtime::TcpListener::from(listener);
     let limits = ConnLimits::new(settings.max_connections, settings.max_per_ip);
     let options = Arc::new(settings.options);
     let log = Arc::new(RefusalLog { last_second: AtomicU64::new(0), unlogged: AtomicU64::new(0) });
@@ -148,7 +148,7 @@ pub async fn serve<S: Clone + Send + Sync + 'static>(
 /// right in the accept loop: the answer fits the socket's send buffer, so
 /// one write that does not wait is enough, and a flood of refused
 /// connections holds no task and no descriptor.
-async fn refuse_busy(mut stream: async_std::net::TcpStream, peer: SocketAddr) {
+async fn refuse_busy(mut stream: crate::runtime::TcpStream, peer: SocketAddr) {
     use futures_lite::future::poll_once;
     use futures_lite::{AsyncReadExt, AsyncWriteExt};
     let text = "Service Unavailable: too many connections; try again later";

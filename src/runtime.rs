@@ -1,10 +1,18 @@
-//! The few places that name the async runtime. async-std is deprecated in
-//! favour of smol; everything else in the crate goes through these helpers or
-//! through runtime-neutral crates (async-io, async-channel, futures-lite),
-//! so a future swap touches this file and the listener code only.
+//! The one place that names the async runtime. async-std is deprecated in
+//! favour of smol; everything else in the crate goes through these helpers
+//! and types or through runtime-neutral crates (async-io, async-channel,
+//! futures-lite), so a future swap touches this file only (and the
+//! `async-std-runtime` feature of async-tungstenite in Cargo.toml).
+//! tests/architecture.rs checks that no other file names `async_std`.
 
 use std::future::Future;
 use std::time::Duration;
+
+/// The runtime's sockets and files (async-std's, today). They implement the
+/// runtime-neutral `futures` I/O traits, which is all the rest relies on.
+pub use async_std::fs::File;
+pub use async_std::net::{TcpListener, TcpStream};
+pub use async_std::os::unix::net::UnixStream;
 
 /// Runs `fut` in the background.
 pub fn spawn<F>(fut: F)

@@ -13,7 +13,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use async_std::io::{ReadExt, SeekExt};
+use futures_lite::io::{AsyncReadExt, AsyncSeekExt};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use tide::http::Method;
 use tide::{Body, Request, Response, StatusCode};
@@ -217,7 +217,7 @@ async fn set_body(res: &mut Response, method: Method, file: &Located, range: Ran
         res.set_body(Body::from_reader(futures_lite::io::empty(), Some(count as usize)));
         return Ok(());
     }
-    let mut f = match async_std::fs::File::open(&file.canonical).await {
+    let mut f = match crate::runtime::File::open(&file.canonical).await {
         Ok(f) => f,
         Err(e) => {
             log::warn!("{}: {e}", file.path.display());

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use async_std::net::TcpStream;
+use crate::runtime::TcpStream;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use tide::http::{self, Body, Method, Request, Url};
 

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use async_std::net::TcpStream;
+use crate::runtime::TcpStream;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 
 use super::head::{self, Framing, Head, Refusal};

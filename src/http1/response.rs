@@ -8,7 +8,7 @@
 use std::io::{self, ErrorKind, Write as _};
 use std::time::{Duration, SystemTime};
 
-use async_std::net::TcpStream;
+use crate::runtime::TcpStream;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use tide::http::{Method, Response};
 
