@@ -253,3 +253,69 @@ fn script_note(scanned: &Scanned, from_file: Option<(String, String)>, out: &mut
 fn is_switch(cmd: &clap::Command, flag: &str) -> bool {
     cmd.get_arguments().any(|a| a.get_long() == Some(flag) && !a.get_action().takes_values())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The command line with the file's settings inserted.
+    fn expand(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
+        super::expand(args).map(|e| e.args)
+    }
+
+    fn run(file: &str, cli: &[&str]) -> Result<Vec<String>, String> {
+        let path = std::env::temp_dir().join(format!("ws2http-config-{}.toml", crate::id::ConnId::random()));
+        std::fs::write(&path, file).expect("write config");
+        let mut args: Vec<OsString> = vec!["ws2http".into(), "--config".into(), path.clone().into()];
+        args.extend(cli.iter().map(OsString::from));
+        let out = expand(args).map(|v| v.into_iter().map(|a| a.to_string_lossy().into_owned()).collect());
+        let _ = std::fs::remove_file(path);
+        out
+    }
+
+    #[test]
+    fn the_example_config_in_contrib_parses() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/ws2http.toml");
+        let args = expand(vec!["ws2http".into(), "--config".into(), path.into()]).expect("valid");
+        let cli = <crate::config::Cli as clap::Parser>::try_parse_from(&args).expect("parses");
+        assert_eq!(cli.allow_host, ["chat.example.org"]);
+        assert_eq!(cli.allow_origin, ["https://chat.example.org"]);
+        assert_eq!(cli.listen, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn settings_become_flags_and_flags_win() {
+        let out = run(
+            "max_procs = 8\nhandler = [\"php=php-cgi\", \"py=python3\"]\ntimeout = 2.5\nlisten = \"127.0.0.1:1\"\n",
+            &["--listen", "127.0.0.1:2"],
+        )
+        .expect("valid");
+        assert!(out.contains(&"--max-procs=8".to_owned()), "{out:?}");
+        assert!(out.contains(&"--handler=php=php-cgi".to_owned()) && out.contains(&"--handler=py=python3".to_owned()));
+        assert!(out.contains(&"--timeout=2.5".to_owned()));
+        let events = run("events = [\"open\", \"message\"]\n", &[]).expect("valid");
+        let cli = <crate::config::Cli as clap::Parser>::try_parse_from(&events).expect("parses");
+        assert_eq!(cli.events, [crate::config::EventArg::Open, crate::config::EventArg::Message]);
+        assert!(!out.iter().any(|a| a == "--listen=127.0.0.1:1"), "the flag overrides the file: {out:?}");
+        assert_eq!(&out[out.len() - 2..], ["--listen", "127.0.0.1:2"]);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_files_are_clear_errors() {
+        let e = run("\nmax_prcs = 8\n", &[]).unwrap_err();
+        assert!(
+            e.ends_with(
+                "line 2, key max_prcs: unknown setting (settings are the long flags without --, e.g. max-procs = 8)"
+            ),
+            "{e}"
+        );
+        assert!(run("listen = \n", &[]).is_err());
+        assert!(run("verbose = 2\n", &[]).expect("valid").iter().filter(|a| *a == "--verbose").count() == 2);
+        let e = run("timeout = 1\nmax-procs = \"many\"\n", &[]).unwrap_err();
+        assert!(e.ends_with("line 2, key max-procs: invalid value \"many\": invalid digit found in string"), "{e}");
+        let e = run("events = \"open,talk\"\n", &[]).unwrap_err();
+        assert!(e.ends_with("line 1, key events: invalid value \"talk\": expected one of open, message, close"), "{e}");
+        let e = run("listen = [\"a:1\", \"b:2\"]\n", &[]).unwrap_err();
+        assert!(e.contains("key listen: takes one value, not a list"), "{e}");
+    }
+}

@@ -12,15 +12,17 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Instant, SystemTime};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
 use serde::Serialize;
 
 use crate::action::{caps, check_meta, check_room, meta_cost, Action, CloseCause, Message, Refusal};
 use crate::event::ConnInfo;
 use crate::id::ConnId;
-use crate::ws::limits::{OutgoingBudget, SlowConsumer};
+pub mod outgoing;
+
+use outgoing::{OutgoingBudget, SlowConsumer};
 
 /// Why and how the server wants a connection closed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,11 +57,7 @@ pub struct ConnShared {
     close_note: Mutex<Option<String>>,
 }
 
-/// Milliseconds since the first call, for cheap "last seen" stamps.
-pub fn clock_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
+pub use crate::runtime::clock_ms;
 
 impl Default for ConnShared {
     fn default() -> Self {

@@ -19,48 +19,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::conn_limits::{ConnLimits, Full};
 use crate::http1::conn::{self, Options};
-use crate::http1::head::Head;
+pub use crate::http1::head::RawHead;
 use crate::runtime;
-use crate::ws::limits::{ConnLimits, Full};
-
-/// A request's head as the client sent it.
-#[derive(Clone, Debug)]
-pub struct RawHead {
-    /// The request target (`/p?q` or `http://host/p?q`).
-    pub target: String,
-    /// The Content-Type header, if the client sent one.
-    pub content_type: Option<String>,
-    /// Every header line in order, names as sent.
-    pub headers: Vec<(String, String)>,
-}
-
-impl RawHead {
-    /// The head's target and headers, the headers moved out (they were
-    /// copied into the request already).
-    pub fn take_from(h: &mut Head) -> Self {
-        RawHead {
-            target: h.target.clone(),
-            content_type: h.header("content-type").map(str::to_owned),
-            headers: std::mem::take(&mut h.headers),
-        }
-    }
-
-    /// Path and query of an origin-form (`/p?q`) or absolute-form
-    /// (`http://host/p?q`) target.
-    pub fn path_and_query(&self) -> (&str, Option<&str>) {
-        let t = self.target.as_str();
-        let t = match t.split_once("://") {
-            Some((scheme, rest)) if !scheme.contains('/') => rest.find(['/', '?']).map_or("/", |i| &rest[i..]),
-            _ => t,
-        };
-        let (p, q) = match t.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (t, None),
-        };
-        (if p.is_empty() { "/" } else { p }, q)
-    }
-}
 
 /// One listener's settings.
 pub struct Listener {
@@ -79,7 +41,7 @@ struct RefusalLog {
 
 impl RefusalLog {
     fn note(&self, name: &str, ip: &str, full: &Full) {
-        let now = crate::hub::clock_ms() / 1000 + 1;
+        let now = crate::runtime::clock_ms() / 1000 + 1;
         if self.last_second.swap(now, Ordering::Relaxed) == now {
             self.unlogged.fetch_add(1, Ordering::Relaxed);
             return;

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use tide::{Request, Response, StatusCode};
 
 use crate::event::RequestInfo;
-use crate::listen::RawHead;
+use crate::http1::head::RawHead;
 
 /// Path and query as the client sent them (see [`crate::listen`]); falls
 /// back to the parsed URL when the raw request line was not captured.

@@ -21,7 +21,7 @@ use tide::http::{self, Body, Method, Request, Url};
 use super::head::{Head, Refusal, Version};
 use super::input::{self, BodyReader, HeadError, Input, Shared};
 use super::response::{self, Reply};
-use crate::listen::RawHead;
+use crate::http1::head::RawHead;
 use crate::runtime;
 
 /// How a listener serves its connections.

@@ -305,6 +305,44 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+/// A request's head as the client sent it.
+#[derive(Clone, Debug)]
+pub struct RawHead {
+    /// The request target (`/p?q` or `http://host/p?q`).
+    pub target: String,
+    /// The Content-Type header, if the client sent one.
+    pub content_type: Option<String>,
+    /// Every header line in order, names as sent.
+    pub headers: Vec<(String, String)>,
+}
+
+impl RawHead {
+    /// The head's target and headers, the headers moved out (they were
+    /// copied into the request already).
+    pub fn take_from(h: &mut Head) -> Self {
+        RawHead {
+            target: h.target.clone(),
+            content_type: h.header("content-type").map(str::to_owned),
+            headers: std::mem::take(&mut h.headers),
+        }
+    }
+
+    /// Path and query of an origin-form (`/p?q`) or absolute-form
+    /// (`http://host/p?q`) target.
+    pub fn path_and_query(&self) -> (&str, Option<&str>) {
+        let t = self.target.as_str();
+        let t = match t.split_once("://") {
+            Some((scheme, rest)) if !scheme.contains('/') => rest.find(['/', '?']).map_or("/", |i| &rest[i..]),
+            _ => t,
+        };
+        let (p, q) = match t.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (t, None),
+        };
+        (if p.is_empty() { "/" } else { p }, q)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,8 @@
 //! `async-std-runtime` feature of async-tungstenite in Cargo.toml).
 //! tests/architecture.rs checks that no other file names `async_std`.
 
+pub mod deadline;
+
 use std::future::Future;
 use std::time::Duration;
 
@@ -27,9 +29,9 @@ pub async fn sleep(d: Duration) {
 }
 
 /// `Err(())` when `fut` did not finish within `d`.
-/// Costs no system call (see `deadline`).
+/// Costs no system call (see [`deadline`]).
 pub async fn timeout<F: Future>(d: Duration, fut: F) -> Result<F::Output, ()> {
-    crate::deadline::timeout(d, fut).await
+    deadline::timeout(d, fut).await
 }
 
 pub fn block_on<F: Future>(fut: F) -> F::Output {
@@ -49,4 +51,10 @@ impl Interval {
     pub async fn tick(&mut self) {
         futures_lite::StreamExt::next(&mut self.0).await;
     }
+}
+
+/// Milliseconds since the first call, for cheap "last seen" stamps.
+pub fn clock_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64
 }
