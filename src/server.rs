@@ -27,7 +27,7 @@ pub struct App(Arc<AppInner>);
 pub struct AppInner {
     pub hub: Arc<Hub>,
     /// Cluster mode (`--redis`).
-    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    pub cluster: Option<Arc<crate::hub::cluster::Cluster>>,
     /// Runs WebSocket events not routed elsewhere (the CGI backend).
     pub backend: Arc<dyn Backend>,
     /// Path prefix → backend (FastCGI, HTTP), longest prefix first.
@@ -217,7 +217,7 @@ fn build_app(cfg: &Config, public_addr: SocketAddr, control_addr: SocketAddr) ->
     fastcgi_pages.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
     let cgi = Arc::new(CgiBackend::new(env, limits, cfg.max_procs));
     let cluster = match &cfg.redis {
-        Some(url) => Some(crate::cluster::Cluster::new(url, crate::cluster::new_instance_id(), cfg.cluster_queue)?),
+        Some(url) => Some(crate::hub::cluster::Cluster::new(url, crate::hub::cluster::new_instance_id(), cfg.cluster_queue)?),
         None => None,
     };
     let outgoing = crate::ws::limits::OutgoingBudget::new(

@@ -34,7 +34,7 @@ use redis::AsyncCommands;
 use serde_json::{json, Value};
 
 use crate::action::{Action, CloseCause, Message};
-use crate::hub::{ConnView, Hub, PresenceChange};
+use super::local::{ConnView, Hub, PresenceChange};
 use crate::id::ConnId;
 use crate::{metrics, runtime};
 
