@@ -28,12 +28,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use futures_lite::{FutureExt, StreamExt};
 use redis::AsyncCommands;
-use serde_json::{json, Value};
 
-use crate::action::{Action, CloseCause, Message};
+use crate::action::Action;
 use super::local::{ConnView, Hub, PresenceChange};
 use crate::id::ConnId;
 use crate::{metrics, runtime};
@@ -167,7 +165,7 @@ impl Cluster {
     /// `--cluster-queue` bytes: then it is lost (counted and logged with the
     /// next heartbeat, or when the outage ends the session).
     fn publish(&self, channel: String, action: &Action) {
-        let payload = json!({ "o": self.instance, "a": encode(action) }).to_string();
+        let payload = super::wire::encode(&self.instance, action);
         let len = payload.len();
         let queued = self.queued_bytes.fetch_add(len, Ordering::SeqCst);
         if queued.saturating_add(len) > self.max_queued_bytes {
@@ -426,15 +424,12 @@ impl Cluster {
                 let mut messages = sub.into_on_message();
                 while let Some(msg) = messages.next().await {
                     let Ok(payload) = msg.get_payload::<String>() else { continue };
-                    match serde_json::from_str::<Value>(&payload).ok().and_then(|v| {
-                        let origin = v.get("o")?.as_str()?.to_owned();
-                        Some((origin, decode(v.get("a")?)?))
-                    }) {
-                        Some((origin, _)) if origin == self.instance => {}
-                        Some((_, action)) => {
-                            hub.apply(action);
+                    match super::wire::decode(&payload) {
+                        Ok(e) if e.origin == self.instance => {}
+                        Ok(e) => {
+                            hub.apply(e.action);
                         }
-                        None => log::warn!("cluster: ignored a malformed message on {}", msg.get_channel_name()),
+                        Err(_) => log::warn!("cluster: ignored a malformed message on {}", msg.get_channel_name()),
                     }
                 }
                 Ok(())
@@ -451,96 +446,9 @@ impl Cluster {
     }
 }
 
-fn msg_json(m: &Message) -> Value {
-    match m {
-        Message::Text(t) => json!({ "t": t.as_str() }),
-        Message::Binary(b) => json!({ "b": base64::engine::general_purpose::STANDARD.encode(b) }),
-    }
-}
-
-fn msg_from(v: &Value) -> Option<Message> {
-    if let Some(t) = v.get("t").and_then(Value::as_str) {
-        return Some(Message::text(t));
-    }
-    let b = base64::engine::general_purpose::STANDARD.decode(v.get("b")?.as_str()?).ok()?;
-    Some(Message::Binary(b.into()))
-}
-
-fn cause_from(s: &str) -> CloseCause {
-    match s {
-        "script" => CloseCause::Script,
-        "shutdown" => CloseCause::Shutdown,
-        _ => CloseCause::Api,
-    }
-}
-
-/// An action as JSON for the wire.
-pub fn encode(a: &Action) -> Value {
-    match a {
-        Action::Send { to, msg } => json!({ "k": "send", "to": to.as_str(), "m": msg_json(msg) }),
-        Action::Room { room, msg, except } => {
-            json!({ "k": "room", "room": room, "m": msg_json(msg), "except": except.as_ref().map(|e| e.as_str()) })
-        }
-        Action::Broadcast { endpoint, msg } => json!({ "k": "broadcast", "endpoint": endpoint, "m": msg_json(msg) }),
-        Action::Join { conn, room } => json!({ "k": "join", "conn": conn.as_str(), "room": room }),
-        Action::Leave { conn, room } => json!({ "k": "leave", "conn": conn.as_str(), "room": room }),
-        Action::SetMeta { conn, key, value } => {
-            json!({ "k": "set", "conn": conn.as_str(), "key": key, "value": value })
-        }
-        Action::Close { conn, code, reason, cause } => {
-            json!({ "k": "close", "conn": conn.as_str(), "code": code, "reason": reason, "cause": cause.as_str() })
-        }
-    }
-}
-
-/// The action a wire message describes, if it is well formed.
-pub fn decode(v: &Value) -> Option<Action> {
-    let s = |k: &str| v.get(k).and_then(Value::as_str);
-    let id = |k: &str| s(k).and_then(ConnId::parse);
-    Some(match s("k")? {
-        "send" => Action::Send { to: id("to")?, msg: msg_from(v.get("m")?)? },
-        "room" => Action::Room { room: s("room")?.to_owned(), msg: msg_from(v.get("m")?)?, except: id("except") },
-        "broadcast" => Action::Broadcast { endpoint: s("endpoint").map(str::to_owned), msg: msg_from(v.get("m")?)? },
-        "join" => Action::Join { conn: id("conn")?, room: s("room")?.to_owned() },
-        "leave" => Action::Leave { conn: id("conn")?, room: s("room")?.to_owned() },
-        "set" => Action::SetMeta { conn: id("conn")?, key: s("key")?.to_owned(), value: s("value").map(str::to_owned) },
-        "close" => Action::Close {
-            conn: id("conn")?,
-            code: u16::try_from(v.get("code")?.as_u64()?).ok()?,
-            reason: s("reason")?.to_owned(),
-            cause: cause_from(s("cause")?),
-        },
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn actions_round_trip_on_the_wire() {
-        let id = |s: &str| ConnId::parse(s).expect("valid id");
-        let all = [
-            Action::Send { to: id("a1"), msg: Message::text("hi") },
-            Action::Send { to: id("a1"), msg: Message::Binary(vec![0, 255, 10].into()) },
-            Action::Room { room: "r".into(), msg: Message::text("x"), except: Some(id("b")) },
-            Action::Room { room: "r".into(), msg: Message::text("x"), except: None },
-            Action::Broadcast { endpoint: Some("/chat.sh".into()), msg: Message::text("y") },
-            Action::Broadcast { endpoint: None, msg: Message::text("y") },
-            Action::Join { conn: id("c"), room: "r".into() },
-            Action::Leave { conn: id("c"), room: "r".into() },
-            Action::SetMeta { conn: id("c"), key: "k".into(), value: Some("v".into()) },
-            Action::SetMeta { conn: id("c"), key: "k".into(), value: None },
-            Action::Close { conn: id("c"), code: 4000, reason: "bye".into(), cause: CloseCause::Api },
-        ];
-        for a in all {
-            let wire = encode(&a).to_string();
-            let back = decode(&serde_json::from_str(&wire).expect("json")).expect("decodes");
-            assert_eq!(back, a, "{wire}");
-        }
-        assert!(decode(&json!({"k": "nope"})).is_none());
-    }
 
     #[test]
     fn ids_carry_their_instance() {

@@ -4,5 +4,6 @@
 
 pub mod cluster;
 pub mod local;
+pub mod wire;
 
 pub use local::*;
