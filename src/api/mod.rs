@@ -82,3 +82,6 @@ fn param(req: &Request<App>, name: &str) -> String {
 fn query(req: &Request<App>, key: &str) -> Option<String> {
     req.url().query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
 }
+
+#[cfg(test)]
+mod tests;
