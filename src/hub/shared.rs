@@ -33,8 +33,12 @@ pub enum Ending {
     /// queue is closed (when this close is the first).
     Drain,
     /// At once, even while the writer is blocked on a client that reads
-    /// nothing: the abort signal fires and the outgoing queue closes,
-    /// whether or not this close is the first (its buffers must go now).
+    /// nothing, whether or not this close is the first (its buffers must go
+    /// now): the abort signal fires and the writer stops without a close
+    /// frame (a connection dropped for `--max-queue-bytes-total`).
+    Drop,
+    /// As [`Ending::Drop`], and the outgoing queue closes too, so later
+    /// deliveries to it return at once (a slow consumer).
     Abort,
 }
 
@@ -121,10 +125,12 @@ impl ConnShared {
                 self.outgoing.close();
             }
             Ending::Drain => {}
-            Ending::Abort => {
+            Ending::Drop | Ending::Abort => {
                 self.killed.store(true, Ordering::SeqCst);
                 self.kill.notify(usize::MAX);
-                self.outgoing.close();
+                if ending == Ending::Abort {
+                    self.outgoing.close();
+                }
             }
         }
         first

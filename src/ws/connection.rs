@@ -632,7 +632,7 @@ pub fn evictor(shared: &Arc<ConnShared>) -> Evict {
         // Already closing (for a limit of its own: logged then) or not, its
         // buffers go now.
         let req = CloseRequest { code, reason: reason.into(), cause };
-        shared.request_close(req, Ending::Abort, Some(format!("{why}; dropping it (1013)")));
+        shared.request_close(req, Ending::Drop, Some(format!("{why}; dropping it (1013)")));
     })
 }
 

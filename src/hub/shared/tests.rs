@@ -77,6 +77,17 @@ fn abort_fires_even_when_another_close_came_first() {
 }
 
 #[test]
+fn a_drop_fires_the_abort_signal_and_leaves_the_queue_alone() {
+    let (s, rx) = conn();
+    assert!(s.request_close(req(1013, CloseCause::QueueFull), Ending::Drop, Some("evicted".into())));
+    // The writer stops on the signal, without a close frame: an ended
+    // queue would have it send one.
+    assert!(aborted(&s) && !rx.is_closed());
+    assert!(!s.request_close(req(1013, CloseCause::QueueFull), Ending::Drop, None));
+    assert!(aborted(&s));
+}
+
+#[test]
 fn an_abort_wakes_a_waiting_writer() {
     let (s, _rx) = conn();
     let s = std::sync::Arc::new(s);
