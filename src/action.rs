@@ -6,15 +6,51 @@
 
 use async_tungstenite::tungstenite::Utf8Bytes;
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 
 use crate::id::ConnId;
 
 /// One outgoing WebSocket message. Cheap to clone: fan-out to a room shares
 /// the same buffer between all recipients.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// On the cluster's wire (see `hub::wire`): `{"t": "text"}` or
+/// `{"b": "base64"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
+    #[serde(rename = "t", with = "text_serde")]
     Text(Utf8Bytes),
+    #[serde(rename = "b", with = "base64_serde")]
     Binary(Bytes),
+}
+
+/// A text message as a JSON string.
+mod text_serde {
+    use super::Utf8Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Utf8Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(t.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Utf8Bytes, D::Error> {
+        String::deserialize(d).map(Utf8Bytes::from)
+    }
+}
+
+/// A binary message as a standard base64 string (JSON has no bytes).
+mod base64_serde {
+    use super::Bytes;
+    use base64::Engine;
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD.decode(text).map(Bytes::from).map_err(D::Error::custom)
+    }
 }
 
 impl Message {
@@ -40,8 +76,10 @@ impl Message {
 }
 
 /// Why a connection is being closed by the server (reported to the close
-/// event as `WS_CLOSE_CAUSE`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// event as `WS_CLOSE_CAUSE`). On the cluster's wire it is the same name
+/// as [`CloseCause::as_str`] (a test checks they agree).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum CloseCause {
     /// The client sent a close frame.
     Client,
@@ -89,22 +127,29 @@ impl CloseCause {
 
 /// One thing to do. Targets are always explicit: the parser resolves "this
 /// connection" to its id before the hub sees the action.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Serialized, it is the cluster's wire format (see `hub::wire`): an object
+/// whose `k` names the variant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "k", rename_all = "snake_case")]
 pub enum Action {
     /// A message to one connection (`@send`, or a plain output line).
     Send {
         to: ConnId,
+        #[serde(rename = "m")]
         msg: Message,
     },
     /// A message to every member of a room, optionally except one (`@others`).
     Room {
         room: String,
+        #[serde(rename = "m")]
         msg: Message,
         except: Option<ConnId>,
     },
     /// A message to every connection, or every connection of one endpoint.
     Broadcast {
         endpoint: Option<String>,
+        #[serde(rename = "m")]
         msg: Message,
     },
     Join {
@@ -116,6 +161,7 @@ pub enum Action {
         room: String,
     },
     /// Set (`Some`) or remove (`None`) one metadata entry.
+    #[serde(rename = "set")]
     SetMeta {
         conn: ConnId,
         key: String,

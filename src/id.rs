@@ -45,6 +45,20 @@ impl ConnId {
     }
 }
 
+/// On the cluster's wire: the id as a string, parsed like any other.
+impl serde::Serialize for ConnId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ConnId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ConnId::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("not a connection id: {s:?}")))
+    }
+}
+
 impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

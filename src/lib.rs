@@ -10,7 +10,6 @@ pub mod backend;
 pub mod cgi;
 pub mod cli_checks;
 pub mod cli_sources;
-pub mod cluster;
 pub mod config;
 pub mod config_file;
 pub mod conn_limits;

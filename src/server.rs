@@ -25,9 +25,11 @@ use crate::{api, runtime};
 pub struct App(Arc<AppInner>);
 
 pub struct AppInner {
+    /// This instance's connections (their life: register, detach, remove).
     pub hub: Arc<Hub>,
-    /// Cluster mode (`--redis`).
-    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Where actions are applied and connections found: the hub, or the
+    /// cluster in front of it (`--redis`).
+    pub delivery: Arc<dyn crate::hub::Delivery>,
     /// Runs WebSocket events not routed elsewhere (the CGI backend).
     pub backend: Arc<dyn Backend>,
     /// Path prefix → backend (FastCGI, HTTP), longest prefix first.
@@ -68,20 +70,14 @@ pub struct AppInner {
 }
 
 impl AppInner {
-    /// Executes an action: on this instance, or across the cluster.
-    pub fn apply(&self, action: crate::action::Action) -> usize {
-        match &self.cluster {
-            Some(c) => c.apply(&self.hub, action),
-            None => self.hub.apply(action),
-        }
+    /// Executes an action wherever its target lives.
+    pub fn apply(&self, action: crate::action::Action) -> crate::hub::Applied {
+        self.delivery.apply(action)
     }
 
-    /// A new connection id (routable to this instance in cluster mode).
+    /// A new connection id (routable to this instance).
     pub fn new_conn_id(&self) -> crate::id::ConnId {
-        match &self.cluster {
-            Some(c) => crate::id::ConnId::random_in(&c.instance),
-            None => crate::id::ConnId::random(),
-        }
+        self.delivery.new_conn_id()
     }
 
     /// The backend that runs events of `target`'s endpoint.
@@ -216,25 +212,15 @@ fn build_app(cfg: &Config, public_addr: SocketAddr, control_addr: SocketAddr) ->
     routes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
     fastcgi_pages.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
     let cgi = Arc::new(CgiBackend::new(env, limits, cfg.max_procs));
-    let cluster = match &cfg.redis {
-        Some(url) => Some(crate::cluster::Cluster::new(url, crate::cluster::new_instance_id(), cfg.cluster_queue)?),
-        None => None,
-    };
     let outgoing = crate::ws::limits::OutgoingBudget::new(
         cfg.max_outgoing_bytes,
         cfg.max_outgoing_bytes_total,
         &crate::metrics::get().outgoing_bytes,
     );
-    let hub = match &cluster {
-        Some(c) => Arc::new(Hub::new(cfg.out_queue, outgoing).with_presence(c.presence_sender())),
-        None => Arc::new(Hub::new(cfg.out_queue, outgoing)),
-    };
-    if let Some(c) = &cluster {
-        c.start(hub.clone());
-    }
+    let (hub, delivery) = crate::hub::start(cfg.redis.as_deref(), cfg.cluster_queue, cfg.out_queue, outgoing)?;
     Ok(App(Arc::new(AppInner {
         hub,
-        cluster,
+        delivery,
         backend: cgi.clone(),
         routes,
         fastcgi_pages,
@@ -295,9 +281,7 @@ async fn shutdown(app: &App, cfg: &Config, signals: &mut async_signal::Signals) 
         std::process::exit(130);
     };
     graceful.race(again).await;
-    if let Some(c) = &app.cluster {
-        c.leave().await;
-    }
+    app.delivery.leave().await;
     log::info!("shutdown complete");
 }
 

@@ -41,11 +41,10 @@ use async_tungstenite::{WebSocketReceiver, WebSocketSender};
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt, StreamExt};
 use futures_util::future::{select, Either};
 
-use crate::action::{Action, CloseCause, Message};
+use crate::action::{CloseCause, Message};
 use crate::backend::{Outcome, Output};
 use crate::event::{ConnInfo, Event, EventKind};
-use crate::hub::{self, CloseRequest, ConnShared};
-use crate::id::ConnId;
+use crate::hub::{CloseRequest, ConnShared, Ending};
 use crate::server::App;
 use crate::ws::limits::{ConnBudget, Evict, OverBudget, Refused};
 use crate::{metrics, runtime};
@@ -398,7 +397,7 @@ struct Watch<'a, F> {
 struct Pinger {
     ticks: Option<runtime::Interval>,
     every: Duration,
-    /// When the last ping went out (ms on [`hub::clock_ms`]).
+    /// When the last ping went out (ms on [`runtime::clock_ms`]).
     sent_at: Option<u64>,
 }
 
@@ -416,7 +415,7 @@ impl Pinger {
     }
 
     fn pinged(&mut self) {
-        self.sent_at = Some(hub::clock_ms());
+        self.sent_at = Some(runtime::clock_ms());
     }
 
     /// `true` when a ping went out and the client has sent nothing since.
@@ -432,8 +431,9 @@ impl Pinger {
 
     /// Drops the connection (1006, no close frame), with its one log line.
     fn time_out(&self, shared: &ConnShared) {
-        shared.note_close(format!("no answer to a ping within {:?}; dropping the connection", self.every));
-        shared.request_close(CloseRequest { code: 1006, reason: String::new(), cause: CloseCause::PingTimeout });
+        let why = format!("no answer to a ping within {:?}; dropping the connection", self.every);
+        let req = CloseRequest { code: 1006, reason: String::new(), cause: CloseCause::PingTimeout };
+        shared.request_close(req, Ending::Record, Some(why));
     }
 }
 
@@ -458,7 +458,8 @@ async fn read_loop<S>(
             Ok(WsMessage::Text(t)) => EventKind::Message { payload: t.into(), binary: false },
             Ok(WsMessage::Binary(b)) => EventKind::Message { payload: b, binary: true },
             Ok(WsMessage::Close(frame)) => {
-                shared.request_close(client_close(shared, frame));
+                let (req, note) = client_close(frame);
+                shared.request_close(req, Ending::Record, note);
                 // Keep reading: tungstenite sends the reply, then ends the stream.
                 continue;
             }
@@ -467,12 +468,10 @@ async fn read_loop<S>(
             Err(e) => match read_error(&e, budget) {
                 Some(limit) => {
                     // Closed for another connection's read: logged then.
-                    if budget.refused() != Some(Refused::HeldMost) {
-                        shared.note_close(limit_note(&limit, &e));
-                    }
+                    let note = (budget.refused() != Some(Refused::HeldMost)).then(|| limit_note(&limit, &e));
                     // The writer sends the close frame and ends the connection.
                     parked.store(true, Ordering::SeqCst);
-                    close_for(app, id, limit);
+                    close_for(shared, limit, note);
                     return std::future::pending().await;
                 }
                 None => {
@@ -482,28 +481,30 @@ async fn read_loop<S>(
             },
         };
         if let Err(full) = enqueue(app, events, budget, kind) {
-            if !matches!(full, QueueFull::Bytes(OverBudget::Closed)) {
-                shared.note_close(format!("{full}; closing (1013)"));
-            }
+            let note =
+                (!matches!(full, QueueFull::Bytes(OverBudget::Closed))).then(|| format!("{full}; closing (1013)"));
             parked.store(true, Ordering::SeqCst);
-            close_for(app, id, Limit::QueueFull);
+            close_for(shared, Limit::QueueFull, note);
             return std::future::pending().await;
         }
     }
 }
 
-/// A close frame from the client, as the close event will report it.
-/// tungstenite answers a close code a client may not send (1005, 1006,
-/// 1015, below 1000, ...) with 1002 "Protocol violation" and reports that
-/// instead: a protocol error, not the client's choice.
-fn client_close(shared: &ConnShared, frame: Option<CloseFrame>) -> CloseRequest {
+/// A close frame from the client, as the close event will report it, and
+/// why in words when that is not the client's choice. tungstenite answers a
+/// close code a client may not send (1005, 1006, 1015, below 1000, ...)
+/// with 1002 "Protocol violation" and reports that instead: a protocol
+/// error.
+fn client_close(frame: Option<CloseFrame>) -> (CloseRequest, Option<String>) {
     match frame {
-        Some(f) if f.code == CloseCode::Protocol && f.reason.as_str() == "Protocol violation" => {
-            shared.note_close("the client sent a close code it may not use; closed with 1002".into());
-            CloseRequest { code: 1002, reason: f.reason.to_string(), cause: CloseCause::ProtocolError }
+        Some(f) if f.code == CloseCode::Protocol && f.reason.as_str() == "Protocol violation" => (
+            CloseRequest { code: 1002, reason: f.reason.to_string(), cause: CloseCause::ProtocolError },
+            Some("the client sent a close code it may not use; closed with 1002".into()),
+        ),
+        Some(f) => {
+            (CloseRequest { code: u16::from(f.code), reason: f.reason.to_string(), cause: CloseCause::Client }, None)
         }
-        Some(f) => CloseRequest { code: u16::from(f.code), reason: f.reason.to_string(), cause: CloseCause::Client },
-        None => CloseRequest { code: 1005, reason: String::new(), cause: CloseCause::Client },
+        None => (CloseRequest { code: 1005, reason: String::new(), cause: CloseCause::Client }, None),
     }
 }
 
@@ -611,10 +612,11 @@ impl std::fmt::Display for QueueFull {
     }
 }
 
-/// Asks the hub to close the connection for `limit`.
-fn close_for(app: &App, id: &ConnId, limit: Limit) {
+/// Closes the connection for `limit` (`note`: why, for the log): the
+/// writer sends what is queued, then the close frame.
+fn close_for(shared: &ConnShared, limit: Limit, note: Option<String>) {
     let (code, reason, cause) = limit.close();
-    app.hub.apply(Action::Close { conn: id.clone(), code, reason: reason.into(), cause });
+    shared.request_close(CloseRequest { code, reason: reason.into(), cause }, Ending::Drain, note);
 }
 
 /// What drops connection `id` (with its one log line) when it holds the
@@ -629,8 +631,8 @@ pub fn evictor(shared: &Arc<ConnShared>) -> Evict {
         let (code, reason, cause) = Limit::QueueFull.close();
         // Already closing (for a limit of its own: logged then) or not, its
         // buffers go now.
-        shared
-            .abort_noting(CloseRequest { code, reason: reason.into(), cause }, || format!("{why}; dropping it (1013)"));
+        let req = CloseRequest { code, reason: reason.into(), cause };
+        shared.request_close(req, Ending::Drop, Some(format!("{why}; dropping it (1013)")));
     })
 }
 
@@ -639,7 +641,11 @@ pub async fn finish(app: &App, conn: &ConnInfo, shared: &ConnShared, events: &as
     shared.end();
     app.hub.detach(&conn.id);
     // Nobody closed it on purpose: the TCP connection just went away.
-    shared.request_close(CloseRequest { code: 1006, reason: String::new(), cause: CloseCause::Dropped });
+    shared.request_close(
+        CloseRequest { code: 1006, reason: String::new(), cause: CloseCause::Dropped },
+        Ending::Record,
+        None,
+    );
     let req = shared.close_request().unwrap_or(CloseRequest {
         code: 1006,
         reason: String::new(),
@@ -660,6 +666,7 @@ mod tests {
 
     use super::*;
     use crate::backend::{Backend, BoxFuture};
+    use crate::id::ConnId;
 
     /// A backend with a bug: it panics on the message `boom`. Records every
     /// event it is given.

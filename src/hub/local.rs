@@ -11,175 +11,19 @@
 //! ([`OutgoingBudget`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use futures_util::future::BoxFuture;
 use serde::Serialize;
 
+use super::outgoing::{OutgoingBudget, SlowConsumer};
+use super::shared::{lock, CloseRequest, ConnShared, Ending};
+use super::{Applied, Delivery};
 use crate::action::{caps, check_meta, check_room, meta_cost, Action, CloseCause, Message, Refusal};
 use crate::event::ConnInfo;
 use crate::id::ConnId;
-pub mod outgoing;
-
-use outgoing::{OutgoingBudget, SlowConsumer};
-
-/// Why and how the server wants a connection closed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CloseRequest {
-    pub code: u16,
-    pub reason: String,
-    pub cause: CloseCause,
-}
-
-/// Shared between the hub and one connection's reader and writer.
-pub struct ConnShared {
-    /// Set once, by the first party that closes the connection.
-    close: Mutex<Option<CloseRequest>>,
-    /// Set to abort the connection at once, even while its writer is blocked
-    /// on a client that does not read; `kill` wakes whoever waits for it.
-    /// (An event, not a channel: it allocates nothing until someone listens.)
-    killed: AtomicBool,
-    kill: event_listener::Event,
-    /// When the client last sent anything (ms on [`clock_ms`]).
-    last_seen: AtomicU64,
-    /// When the socket last took bytes we wrote (ms on [`clock_ms`]).
-    last_written: AtomicU64,
-    /// Set when the connection has ended: its message events still queued
-    /// run only if the client closed it (cause `client`); then its close event.
-    ended: AtomicBool,
-    /// Bytes of the messages queued for this client and not yet taken by
-    /// its writer (`--max-outgoing-bytes`).
-    out_queued: AtomicUsize,
-    /// Why the connection is being closed, in words, when a limit or the
-    /// protocol closed it: logged by its event worker just before its
-    /// `closed:` line, so a connection's lines come out in event order.
-    close_note: Mutex<Option<String>>,
-}
-
-pub use crate::runtime::clock_ms;
-
-impl Default for ConnShared {
-    fn default() -> Self {
-        ConnShared {
-            close: Mutex::new(None),
-            killed: AtomicBool::new(false),
-            kill: event_listener::Event::new(),
-            last_seen: AtomicU64::new(clock_ms()),
-            last_written: AtomicU64::new(clock_ms()),
-            ended: AtomicBool::new(false),
-            out_queued: AtomicUsize::new(0),
-            close_note: Mutex::new(None),
-        }
-    }
-}
-
-impl ConnShared {
-    /// Records that the client sent something.
-    pub fn seen(&self) {
-        self.last_seen.store(clock_ms(), Ordering::Relaxed);
-    }
-
-    pub fn last_seen(&self) -> u64 {
-        self.last_seen.load(Ordering::Relaxed)
-    }
-
-    /// Records that the socket took some of what we wrote.
-    pub fn wrote(&self) {
-        self.last_written.store(clock_ms(), Ordering::Relaxed);
-    }
-
-    pub fn last_written(&self) -> u64 {
-        self.last_written.load(Ordering::Relaxed)
-    }
-
-    /// The connection is over (nothing more is read from or written to it).
-    pub fn end(&self) {
-        self.ended.store(true, Ordering::SeqCst);
-    }
-
-    /// `true` once [`ConnShared::end`] was called.
-    pub fn has_ended(&self) -> bool {
-        self.ended.load(Ordering::SeqCst)
-    }
-
-    /// [`ConnShared::abort`], with why (for the log) when this close is
-    /// the first: noted before the abort wakes anyone, so the reason the
-    /// connection's own reader would note on waking does not replace it.
-    pub fn abort_noting(&self, req: CloseRequest, why: impl FnOnce() -> String) -> bool {
-        let first = {
-            let mut slot = lock(&self.close);
-            let first = slot.is_none();
-            if first {
-                *slot = Some(req);
-                *lock(&self.close_note) = Some(why());
-            }
-            first
-        };
-        self.killed.store(true, Ordering::SeqCst);
-        self.kill.notify(usize::MAX);
-        first
-    }
-
-    /// Aborts the connection without waiting for queued messages; `true`
-    /// if `req` was recorded (no close was requested before).
-    pub fn abort(&self, req: CloseRequest) -> bool {
-        let first = self.request_close(req);
-        self.killed.store(true, Ordering::SeqCst);
-        self.kill.notify(usize::MAX);
-        first
-    }
-
-    /// Resolves once the connection has been aborted.
-    pub async fn aborted(&self) {
-        loop {
-            if self.killed.load(Ordering::SeqCst) {
-                return;
-            }
-            let listener = self.kill.listen();
-            // Checked again after listening: an abort in between is not missed.
-            if self.killed.load(Ordering::SeqCst) {
-                return;
-            }
-            listener.await;
-        }
-    }
-
-    /// The writer took a message of `len` bytes off the queue.
-    pub fn taken(&self, len: usize) {
-        self.out_queued.fetch_sub(len, Ordering::Relaxed);
-    }
-
-    /// Records why the connection is being closed (the first reason wins),
-    /// for [`ConnShared::take_close_note`].
-    pub fn note_close(&self, why: String) {
-        lock(&self.close_note).get_or_insert(why);
-    }
-
-    /// The reason noted for the close, once.
-    pub fn take_close_note(&self) -> Option<String> {
-        lock(&self.close_note).take()
-    }
-
-    pub fn close_request(&self) -> Option<CloseRequest> {
-        lock(&self.close).clone()
-    }
-
-    /// The cause of the close requested first, if any.
-    pub fn close_cause(&self) -> Option<CloseCause> {
-        lock(&self.close).as_ref().map(|r| r.cause)
-    }
-
-    /// Records `req` unless a close was already requested; `true` if recorded.
-    pub fn request_close(&self, req: CloseRequest) -> bool {
-        let mut slot = lock(&self.close);
-        if slot.is_some() {
-            return false;
-        }
-        *slot = Some(req);
-        true
-    }
-}
 
 struct Conn {
     info: Arc<ConnInfo>,
@@ -188,8 +32,9 @@ struct Conn {
     meta: BTreeMap<String, String>,
     /// What `meta` counts against [`caps::META_TOTAL`].
     meta_bytes: usize,
-    /// `None` once the connection has ended (its close event may still run).
-    tx: Option<async_channel::Sender<Message>>,
+    /// `false` once the connection has ended (its close event may still
+    /// run): nothing more is delivered to it.
+    live: bool,
     shared: Arc<ConnShared>,
     /// Most messages queued for this client (`--max-outgoing`).
     max_queued: usize,
@@ -212,6 +57,9 @@ pub struct ConnView {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// A cap refused an action (logged where it was refused).
+struct Refused;
+
 /// A change of a connection's presence: its new view, or `None` when it ended.
 pub type PresenceChange = (ConnId, Option<ConnView>);
 
@@ -226,12 +74,6 @@ pub struct Hub {
     /// Set by [`Hub::close_all`] (server shutdown): message events still
     /// queued are dropped, whatever ended their connection.
     shutting_down: AtomicBool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock cannot leave the maps half-updated in a
-    // way that matters more than stopping every connection; keep serving.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Hub {
@@ -253,7 +95,7 @@ impl Hub {
 
     fn changed(&self, c: &Conn) {
         if let Some(tx) = &self.presence {
-            let _ = tx.try_send((c.info.id.clone(), c.tx.as_ref().map(|_| view(c))));
+            let _ = tx.try_send((c.info.id.clone(), c.live.then(|| view(c))));
         }
     }
 
@@ -268,14 +110,14 @@ impl Hub {
         // Unbounded, so an idle connection holds no pre-allocated slots; the
         // limit is enforced in `deliver` instead.
         let (tx, rx) = async_channel::unbounded();
-        let shared = Arc::new(ConnShared::default());
+        let shared = Arc::new(ConnShared::new(tx));
         let conn = Conn {
             info: info.clone(),
             connected_at: SystemTime::now(),
             rooms: BTreeSet::new(),
             meta: BTreeMap::new(),
             meta_bytes: 0,
-            tx: Some(tx),
+            live: true,
             shared: shared.clone(),
             max_queued: self.out_queue,
         };
@@ -289,7 +131,7 @@ impl Hub {
     /// sees them.
     pub fn detach(&self, id: &ConnId) {
         if let Some(c) = lock(&self.state).conns.get_mut(id) {
-            c.tx = None;
+            c.live = false;
             self.changed(c);
         }
     }
@@ -315,9 +157,17 @@ impl Hub {
         }
     }
 
-    /// Executes one action; returns how many connections it reached (messages
-    /// queued, or connections joined, closed, … ).
-    pub fn apply(&self, action: Action) -> usize {
+    /// Executes one action: how many connections it reached (messages
+    /// queued, or connections joined, closed, … ), or that a cap refused it.
+    pub fn apply(&self, action: Action) -> Applied {
+        Applied::Reached(match self.execute(action) {
+            Ok(n) => n,
+            Err(Refused) => return Applied::Refused,
+        })
+    }
+
+    /// [`Hub::apply`], with a refusal as `Err`.
+    fn execute(&self, action: Action) -> Result<usize, Refused> {
         // Each message buffer is counted once, before the lock, however
         // many recipients share it.
         let action = match action {
@@ -329,10 +179,10 @@ impl Hub {
         let mut guard = lock(&self.state);
         let st = &mut *guard;
         let out = &self.outgoing;
-        match action {
+        Ok(match action {
             Action::Send { to, msg } => st.conns.get(&to).map_or(0, |c| deliver(c, msg, out)),
             Action::Room { room, msg, except } => {
-                let Some(members) = st.rooms.get(&room) else { return 0 };
+                let Some(members) = st.rooms.get(&room) else { return Ok(0) };
                 members
                     .iter()
                     .filter(|id| Some(*id) != except.as_ref())
@@ -347,10 +197,10 @@ impl Hub {
                 .map(|c| deliver(c, msg.clone(), out))
                 .sum(),
             Action::Join { conn, room } => {
-                let Some(c) = st.conns.get_mut(&conn) else { return 0 };
+                let Some(c) = st.conns.get_mut(&conn) else { return Ok(0) };
                 if let Err(why) = can_join(c, &room) {
                     log::warn!("[{conn}] @join {} refused: {why}", short(&room, caps::ROOM_NAME));
-                    return 0;
+                    return Err(Refused);
                 }
                 c.rooms.insert(room.clone());
                 self.changed(c);
@@ -358,35 +208,35 @@ impl Hub {
                 1
             }
             Action::Leave { conn, room } => {
-                let Some(c) = st.conns.get_mut(&conn) else { return 0 };
+                let Some(c) = st.conns.get_mut(&conn) else { return Ok(0) };
                 c.rooms.remove(&room);
                 self.changed(c);
                 leave_room(&mut st.rooms, &room, &conn);
                 1
             }
             Action::SetMeta { conn, key, value } => {
-                let Some(c) = st.conns.get_mut(&conn) else { return 0 };
+                let Some(c) = st.conns.get_mut(&conn) else { return Ok(0) };
                 let label = short(&key, caps::KEY);
                 if let Err(why) = set_meta(c, key, value) {
                     log::warn!("[{conn}] @set {label} refused: {why}");
-                    return 0;
+                    return Err(Refused);
                 }
                 self.changed(c);
                 1
             }
             Action::Close { conn, code, reason, cause } => match st.conns.get(&conn) {
-                Some(c) if c.tx.is_some() => {
+                Some(c) if c.live => {
                     close(c, CloseRequest { code, reason, cause });
                     1
                 }
                 _ => 0,
             },
-        }
+        })
     }
 
     /// `true` when `id` is a live (not yet ended) connection.
     pub fn is_live(&self, id: &ConnId) -> bool {
-        lock(&self.state).conns.get(id).is_some_and(|c| c.tx.is_some())
+        lock(&self.state).conns.get(id).is_some_and(|c| c.live)
     }
 
     /// Asks every live connection to close (server shutdown).
@@ -395,7 +245,7 @@ impl Hub {
         let st = lock(&self.state);
         st.conns
             .values()
-            .filter(|c| c.tx.is_some())
+            .filter(|c| c.live)
             .map(|c| close(c, CloseRequest { code, reason: reason.to_owned(), cause }))
             .count()
     }
@@ -407,7 +257,7 @@ impl Hub {
 
     /// Live (not yet ended) connections.
     pub fn live_count(&self) -> usize {
-        lock(&self.state).conns.values().filter(|c| c.tx.is_some()).count()
+        lock(&self.state).conns.values().filter(|c| c.live).count()
     }
 
     /// Connections still known (live, or with a close event pending).
@@ -426,7 +276,7 @@ impl Hub {
         let mut v: Vec<(SystemTime, ConnView)> = st
             .conns
             .values()
-            .filter(|c| c.tx.is_some())
+            .filter(|c| c.live)
             .filter(|c| room.is_none_or(|r| c.rooms.contains(r)))
             .filter(|c| endpoint.is_none_or(|e| c.info.target.endpoint() == e))
             .map(|c| (c.connected_at, view(c)))
@@ -436,7 +286,7 @@ impl Hub {
     }
 
     pub fn get(&self, id: &ConnId) -> Option<ConnView> {
-        lock(&self.state).conns.get(id).filter(|c| c.tx.is_some()).map(view)
+        lock(&self.state).conns.get(id).filter(|c| c.live).map(view)
     }
 
     /// Room → number of live members.
@@ -444,7 +294,7 @@ impl Hub {
         let st = lock(&self.state);
         st.rooms
             .iter()
-            .map(|(r, m)| (r.clone(), m.iter().filter(|id| st.conns.get(*id).is_some_and(|c| c.tx.is_some())).count()))
+            .map(|(r, m)| (r.clone(), m.iter().filter(|id| st.conns.get(*id).is_some_and(|c| c.live)).count()))
             .filter(|(_, n)| *n > 0)
             .collect()
     }
@@ -500,8 +350,8 @@ fn leave_room(rooms: &mut HashMap<String, HashSet<ConnId>>, room: &str, id: &Con
 /// down or holding memory. A client whose queue is empty always gets the
 /// message.
 fn deliver(c: &Conn, msg: Message, budget: &OutgoingBudget) -> usize {
-    let Some(tx) = &c.tx else { return 0 };
-    if tx.is_closed() {
+    let tx = &c.shared.outgoing;
+    if !c.live || tx.is_closed() {
         // Closing, or already aborted as a slow consumer (logged once then).
         return 0;
     }
@@ -511,7 +361,7 @@ fn deliver(c: &Conn, msg: Message, budget: &OutgoingBudget) -> usize {
     // A client whose queue is empty keeps up: it takes any message.
     if waiting > 0 {
         if let Err(why) = budget.admit(waiting, c.max_queued, queued.load(Ordering::Relaxed), len) {
-            slow_consumer(c, tx, why);
+            slow_consumer(c, why);
             return 0;
         }
     }
@@ -531,20 +381,15 @@ fn deliver(c: &Conn, msg: Message, budget: &OutgoingBudget) -> usize {
 /// Aborts a client that does not keep up, with the one log line that says
 /// which limit it went over; its queue is closed, so later deliveries to it
 /// return at once.
-fn slow_consumer(c: &Conn, tx: &async_channel::Sender<Message>, why: SlowConsumer) {
+fn slow_consumer(c: &Conn, why: SlowConsumer) {
     log::warn!("[{}] does not read its messages: {why}; closing it (1008)", c.info.id);
-    c.shared.abort(CloseRequest { code: 1008, reason: "slow consumer".into(), cause: CloseCause::SlowConsumer });
-    tx.close();
+    let req = CloseRequest { code: 1008, reason: "slow consumer".into(), cause: CloseCause::SlowConsumer };
+    c.shared.request_close(req, Ending::Abort, None);
 }
 
-/// Records the close request and ends the outgoing queue: the writer sends
-/// what is queued, then the close frame.
+/// Asks for a close: the writer sends what is queued, then the close frame.
 fn close(c: &Conn, req: CloseRequest) {
-    if c.shared.request_close(req) {
-        if let Some(tx) = &c.tx {
-            tx.close();
-        }
-    }
+    c.shared.request_close(req, Ending::Drain, None);
 }
 
 fn view(c: &Conn) -> ConnView {
@@ -562,3 +407,38 @@ fn view(c: &Conn) -> ConnView {
         metadata: c.meta.clone(),
     }
 }
+
+/// A server without `--redis`: every connection is here.
+impl Delivery for Hub {
+    fn apply(&self, action: Action) -> Applied {
+        Hub::apply(self, action)
+    }
+
+    fn apply_counted(&self, actions: Vec<Action>) -> BoxFuture<'_, Vec<Applied>> {
+        let done = actions.into_iter().map(|a| Hub::apply(self, a)).collect();
+        Box::pin(std::future::ready(done))
+    }
+
+    fn find<'a>(&'a self, id: &'a ConnId) -> BoxFuture<'a, Option<ConnView>> {
+        Box::pin(std::future::ready(self.get(id)))
+    }
+
+    fn list(&self) -> BoxFuture<'_, Vec<ConnView>> {
+        Box::pin(std::future::ready(Hub::list(self, None, None)))
+    }
+
+    fn new_conn_id(&self) -> ConnId {
+        ConnId::random()
+    }
+
+    fn leave(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
+    fn rooms(&self) -> BoxFuture<'_, BTreeMap<String, usize>> {
+        Box::pin(std::future::ready(Hub::rooms(self)))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -28,21 +28,25 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use futures_lite::{FutureExt, StreamExt};
 use redis::AsyncCommands;
-use serde_json::{json, Value};
 
-use crate::action::{Action, CloseCause, Message};
-use crate::hub::{ConnView, Hub, PresenceChange};
+use crate::action::Action;
+use futures_util::future::BoxFuture;
+
+use super::local::{ConnView, Hub, PresenceChange};
+use super::{Applied, Delivery};
 use crate::id::ConnId;
 use crate::{metrics, runtime};
+use route::{reached, route, Audience, Route};
 
 /// How often an instance says it is alive.
 const HEARTBEAT: Duration = Duration::from_secs(2);
 /// Presence of an instance that stopped saying so expires after this.
 pub const DEAD_AFTER: Duration = Duration::from_secs(6);
 const ALL: &str = "ws2http:all";
+
+mod route;
 const INSTANCES: &str = "ws2http:instances";
 
 fn to_channel(instance: &str) -> String {
@@ -78,6 +82,8 @@ enum Out {
 pub struct Cluster {
     /// 8 hex characters; the first 8 of every local connection id.
     pub instance: String,
+    /// This instance's connections.
+    hub: Arc<Hub>,
     client: redis::Client,
     queue: async_channel::Sender<Out>,
     queue_rx: async_channel::Receiver<Out>,
@@ -89,19 +95,34 @@ pub struct Cluster {
     overflow: AtomicU64,
 }
 
+/// The channel a hub reports presence changes to: they join the queue
+/// for Redis.
+fn presence_sender(queue: async_channel::Sender<Out>) -> async_channel::Sender<PresenceChange> {
+    let (tx, rx) = async_channel::unbounded::<PresenceChange>();
+    runtime::spawn(async move {
+        while let Ok(change) = rx.recv().await {
+            let _ = queue.send(Out::Presence(change)).await;
+        }
+    });
+    tx
+}
+
 /// A fresh instance id.
 pub fn new_instance_id() -> String {
     ConnId::random().as_str()[..8].to_owned()
 }
 
 impl Cluster {
-    /// Checks the URL; nothing connects until [`Cluster::start`].
+    /// Checks the URL and has `hub` report its presence changes here;
+    /// nothing connects until [`Cluster::start`].
     /// `max_queued_bytes`: `--cluster-queue`.
-    pub fn new(url: &str, instance: String, max_queued_bytes: usize) -> Result<Arc<Cluster>, String> {
+    pub fn new(url: &str, instance: String, max_queued_bytes: usize, hub: Hub) -> Result<Arc<Cluster>, String> {
         let client = redis::Client::open(url).map_err(|e| format!("--redis {url}: {e}"))?;
         let (queue, queue_rx) = async_channel::unbounded();
+        let hub = Arc::new(hub.with_presence(presence_sender(queue.clone())));
         Ok(Arc::new(Cluster {
             instance,
+            hub,
             client,
             queue,
             queue_rx,
@@ -112,62 +133,53 @@ impl Cluster {
         }))
     }
 
-    /// The channel the hub reports presence changes to.
-    pub fn presence_sender(&self) -> async_channel::Sender<PresenceChange> {
-        let (tx, rx) = async_channel::unbounded::<PresenceChange>();
-        let queue = self.queue.clone();
-        runtime::spawn(async move {
-            while let Ok(change) = rx.recv().await {
-                let _ = queue.send(Out::Presence(change)).await;
-            }
-        });
-        tx
+    /// This instance's hub.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
     }
 
     /// Starts the publisher, the subscriber and the heartbeat.
-    pub fn start(self: &Arc<Self>, hub: Arc<Hub>) {
+    pub fn start(self: &Arc<Self>) {
         let me = self.clone();
-        let h = hub.clone();
+        let h = self.hub.clone();
         runtime::spawn(async move { me.publisher(h).await });
         let me = self.clone();
-        runtime::spawn(async move { me.subscriber(hub).await });
+        let h = self.hub.clone();
+        runtime::spawn(async move { me.subscriber(h).await });
         log::info!("cluster mode: instance {}", self.instance);
     }
 
-    /// Executes `action` in the cluster: locally what is local, through
-    /// Redis what is elsewhere. Returns local deliveries (plus one for an
-    /// action routed to another instance).
-    pub fn apply(&self, hub: &Hub, action: Action) -> usize {
-        let owner = |id: &ConnId| -> Option<String> {
-            if hub.is_known(id) {
-                None
-            } else {
-                id.instance().filter(|i| *i != self.instance).map(str::to_owned)
+    /// Executes `action` in the cluster: here what is here, through Redis
+    /// what is elsewhere (room messages and broadcasts: both). What it did
+    /// here; an action for another instance counts 1 once queued for Redis,
+    /// 0 when the queue was full (it is lost).
+    fn execute(&self, action: Action) -> (Applied, Option<Audience>) {
+        match route(&action, &self.instance, |id| self.hub.is_known(id)) {
+            Route::Here => (self.hub.apply(action), None),
+            Route::To(instance) => (Applied::Reached(self.publish(to_channel(&instance), &action).into()), None),
+            Route::Everywhere => {
+                let published = self.publish(ALL.to_owned(), &action);
+                let audience = published.then(|| Audience::of(&action)).flatten();
+                (self.hub.apply(action), audience)
             }
-        };
-        let remote = match &action {
-            Action::Send { to, .. } => owner(to),
-            Action::Join { conn, .. } | Action::Leave { conn, .. } => owner(conn),
-            Action::SetMeta { conn, .. } | Action::Close { conn, .. } => owner(conn),
-            Action::Room { .. } | Action::Broadcast { .. } => {
-                self.publish(ALL.to_owned(), &action);
-                return hub.apply(action);
-            }
-        };
-        match remote {
-            Some(instance) => {
-                self.publish(to_channel(&instance), &action);
-                1
-            }
-            None => hub.apply(action),
         }
+    }
+
+    /// The other instances' live connections; none, with a log line, when
+    /// Redis cannot be reached.
+    async fn others_or_none(&self) -> Vec<ConnView> {
+        self.others().await.unwrap_or_else(|e| {
+            log::warn!("cluster: {e}; showing this instance only");
+            Vec::new()
+        })
     }
 
     /// Queues `action` for Redis, unless the queue already holds
     /// `--cluster-queue` bytes: then it is lost (counted and logged with the
     /// next heartbeat, or when the outage ends the session).
-    fn publish(&self, channel: String, action: &Action) {
-        let payload = json!({ "o": self.instance, "a": encode(action) }).to_string();
+    /// `true` when queued.
+    fn publish(&self, channel: String, action: &Action) -> bool {
+        let payload = super::wire::encode(&self.instance, action);
         let len = payload.len();
         let queued = self.queued_bytes.fetch_add(len, Ordering::SeqCst);
         if queued.saturating_add(len) > self.max_queued_bytes {
@@ -178,9 +190,10 @@ impl Cluster {
                     self.max_queued_bytes
                 );
             }
-            return;
+            return false;
         }
-        let _ = self.queue.try_send(Out::Publish { channel, payload });
+        // Unbounded and never closed (this holds the receiver too).
+        self.queue.try_send(Out::Publish { channel, payload }).is_ok()
     }
 
     /// Takes the next queued item, releasing its bytes.
@@ -209,11 +222,10 @@ impl Cluster {
         *self.reader.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
-    /// Every live connection in the cluster: this instance's from the hub,
-    /// the others' from Redis (instances without a heartbeat are skipped and
-    /// their presence removed).
-    pub async fn list(&self, hub: &Hub) -> Result<Vec<ConnView>, String> {
-        let mut all = hub.list(None, None);
+    /// The other instances' live connections, from Redis (instances
+    /// without a heartbeat are skipped and their presence removed).
+    async fn others(&self) -> Result<Vec<ConnView>, String> {
+        let mut all = Vec::new();
         let result: redis::RedisResult<()> = async {
             let mut con = self.connection().await?;
             let instances: Vec<String> = con.smembers(INSTANCES).await?;
@@ -242,16 +254,15 @@ impl Cluster {
         .await;
         if let Err(e) = result {
             self.forget_connection();
-            return Err(format!("Redis is unreachable ({e}); showing this instance only"));
+            return Err(format!("Redis is unreachable ({e})"));
         }
-        all.sort_by(|a, b| a.connected_at.cmp(&b.connected_at).then_with(|| a.id.cmp(&b.id)));
         Ok(all)
     }
 
     /// One connection anywhere in the cluster: its id names the instance
     /// that holds it, so this is one look-up, not a listing.
-    pub async fn find(&self, hub: &Hub, id: &ConnId) -> Result<Option<ConnView>, String> {
-        if let Some(v) = hub.get(id) {
+    async fn find_anywhere(&self, id: &ConnId) -> Result<Option<ConnView>, String> {
+        if let Some(v) = self.hub.get(id) {
             return Ok(Some(v));
         }
         let Some(inst) = id.instance().filter(|i| *i != self.instance) else { return Ok(None) };
@@ -274,7 +285,7 @@ impl Cluster {
     }
 
     /// Removes this instance's presence (graceful shutdown).
-    pub async fn leave(&self) {
+    async fn withdraw(&self) {
         let result: redis::RedisResult<()> = async {
             let mut con = self.connection().await?;
             let _: () = con.del(&[alive_key(&self.instance), conns_key(&self.instance)]).await?;
@@ -426,15 +437,12 @@ impl Cluster {
                 let mut messages = sub.into_on_message();
                 while let Some(msg) = messages.next().await {
                     let Ok(payload) = msg.get_payload::<String>() else { continue };
-                    match serde_json::from_str::<Value>(&payload).ok().and_then(|v| {
-                        let origin = v.get("o")?.as_str()?.to_owned();
-                        Some((origin, decode(v.get("a")?)?))
-                    }) {
-                        Some((origin, _)) if origin == self.instance => {}
-                        Some((_, action)) => {
-                            hub.apply(action);
+                    match super::wire::decode(&payload) {
+                        Ok(e) if e.origin == self.instance => {}
+                        Ok(e) => {
+                            hub.apply(e.action);
                         }
-                        None => log::warn!("cluster: ignored a malformed message on {}", msg.get_channel_name()),
+                        Err(_) => log::warn!("cluster: ignored a malformed message on {}", msg.get_channel_name()),
                     }
                 }
                 Ok(())
@@ -451,101 +459,64 @@ impl Cluster {
     }
 }
 
-fn msg_json(m: &Message) -> Value {
-    match m {
-        Message::Text(t) => json!({ "t": t.as_str() }),
-        Message::Binary(b) => json!({ "b": base64::engine::general_purpose::STANDARD.encode(b) }),
-    }
-}
-
-fn msg_from(v: &Value) -> Option<Message> {
-    if let Some(t) = v.get("t").and_then(Value::as_str) {
-        return Some(Message::text(t));
-    }
-    let b = base64::engine::general_purpose::STANDARD.decode(v.get("b")?.as_str()?).ok()?;
-    Some(Message::Binary(b.into()))
-}
-
-fn cause_from(s: &str) -> CloseCause {
-    match s {
-        "script" => CloseCause::Script,
-        "shutdown" => CloseCause::Shutdown,
-        _ => CloseCause::Api,
-    }
-}
-
-/// An action as JSON for the wire.
-pub fn encode(a: &Action) -> Value {
-    match a {
-        Action::Send { to, msg } => json!({ "k": "send", "to": to.as_str(), "m": msg_json(msg) }),
-        Action::Room { room, msg, except } => {
-            json!({ "k": "room", "room": room, "m": msg_json(msg), "except": except.as_ref().map(|e| e.as_str()) })
-        }
-        Action::Broadcast { endpoint, msg } => json!({ "k": "broadcast", "endpoint": endpoint, "m": msg_json(msg) }),
-        Action::Join { conn, room } => json!({ "k": "join", "conn": conn.as_str(), "room": room }),
-        Action::Leave { conn, room } => json!({ "k": "leave", "conn": conn.as_str(), "room": room }),
-        Action::SetMeta { conn, key, value } => {
-            json!({ "k": "set", "conn": conn.as_str(), "key": key, "value": value })
-        }
-        Action::Close { conn, code, reason, cause } => {
-            json!({ "k": "close", "conn": conn.as_str(), "code": code, "reason": reason, "cause": cause.as_str() })
-        }
-    }
-}
-
-/// The action a wire message describes, if it is well formed.
-pub fn decode(v: &Value) -> Option<Action> {
-    let s = |k: &str| v.get(k).and_then(Value::as_str);
-    let id = |k: &str| s(k).and_then(ConnId::parse);
-    Some(match s("k")? {
-        "send" => Action::Send { to: id("to")?, msg: msg_from(v.get("m")?)? },
-        "room" => Action::Room { room: s("room")?.to_owned(), msg: msg_from(v.get("m")?)?, except: id("except") },
-        "broadcast" => Action::Broadcast { endpoint: s("endpoint").map(str::to_owned), msg: msg_from(v.get("m")?)? },
-        "join" => Action::Join { conn: id("conn")?, room: s("room")?.to_owned() },
-        "leave" => Action::Leave { conn: id("conn")?, room: s("room")?.to_owned() },
-        "set" => Action::SetMeta { conn: id("conn")?, key: s("key")?.to_owned(), value: s("value").map(str::to_owned) },
-        "close" => Action::Close {
-            conn: id("conn")?,
-            code: u16::try_from(v.get("code")?.as_u64()?).ok()?,
-            reason: s("reason")?.to_owned(),
-            cause: cause_from(s("cause")?),
-        },
-        _ => return None,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn actions_round_trip_on_the_wire() {
-        let id = |s: &str| ConnId::parse(s).expect("valid id");
-        let all = [
-            Action::Send { to: id("a1"), msg: Message::text("hi") },
-            Action::Send { to: id("a1"), msg: Message::Binary(vec![0, 255, 10].into()) },
-            Action::Room { room: "r".into(), msg: Message::text("x"), except: Some(id("b")) },
-            Action::Room { room: "r".into(), msg: Message::text("x"), except: None },
-            Action::Broadcast { endpoint: Some("/chat.sh".into()), msg: Message::text("y") },
-            Action::Broadcast { endpoint: None, msg: Message::text("y") },
-            Action::Join { conn: id("c"), room: "r".into() },
-            Action::Leave { conn: id("c"), room: "r".into() },
-            Action::SetMeta { conn: id("c"), key: "k".into(), value: Some("v".into()) },
-            Action::SetMeta { conn: id("c"), key: "k".into(), value: None },
-            Action::Close { conn: id("c"), code: 4000, reason: "bye".into(), cause: CloseCause::Api },
-        ];
-        for a in all {
-            let wire = encode(&a).to_string();
-            let back = decode(&serde_json::from_str(&wire).expect("json")).expect("decodes");
-            assert_eq!(back, a, "{wire}");
-        }
-        assert!(decode(&json!({"k": "nope"})).is_none());
+impl Delivery for Cluster {
+    fn apply(&self, action: Action) -> Applied {
+        self.execute(action).0
     }
 
-    #[test]
-    fn ids_carry_their_instance() {
-        let id = ConnId::random_in("abcd1234");
-        assert_eq!(id.as_str().len(), 32);
-        assert_eq!(id.instance(), Some("abcd1234"));
+    /// A room message or broadcast reaches the members here (counted by
+    /// the hub) and, once published, the other instances' members (counted
+    /// from their presence, listed once for the whole batch).
+    fn apply_counted(&self, actions: Vec<Action>) -> BoxFuture<'_, Vec<Applied>> {
+        Box::pin(async move {
+            let mut others: Option<Vec<ConnView>> = None;
+            let mut done = Vec::with_capacity(actions.len());
+            for action in actions {
+                let (here, audience) = self.execute(action);
+                let Some(audience) = audience else {
+                    done.push(here);
+                    continue;
+                };
+                if others.is_none() {
+                    others = Some(self.others_or_none().await);
+                }
+                done.push(reached(here, &audience, others.as_deref().unwrap_or_default()));
+            }
+            done
+        })
+    }
+
+    /// If Redis cannot be reached, only this instance's, with a log line.
+    fn find<'a>(&'a self, id: &'a ConnId) -> BoxFuture<'a, Option<ConnView>> {
+        Box::pin(async move {
+            self.find_anywhere(id).await.unwrap_or_else(|e| {
+                log::warn!("cluster: {e}");
+                self.hub.get(id)
+            })
+        })
+    }
+
+    /// If Redis cannot be reached, this instance's, with a log line.
+    fn list(&self) -> BoxFuture<'_, Vec<ConnView>> {
+        Box::pin(async move {
+            let mut all = self.hub.list(None, None);
+            match self.others().await {
+                Ok(others) => all.extend(others),
+                Err(e) => {
+                    log::warn!("cluster: {e}; showing this instance only");
+                    return all;
+                }
+            }
+            all.sort_by(|a, b| a.connected_at.cmp(&b.connected_at).then_with(|| a.id.cmp(&b.id)));
+            all
+        })
+    }
+
+    fn new_conn_id(&self) -> ConnId {
+        ConnId::random_in(&self.instance)
+    }
+
+    fn leave(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.withdraw())
     }
 }

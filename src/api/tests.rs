@@ -1,0 +1,81 @@
+//! The control API in-process: requests straight into the routes, a hub
+//! with real connections behind them (no sockets, no scripts).
+
+use std::sync::Arc;
+
+use clap::Parser;
+use tide::http::{Method, Request, Response, Url};
+
+use crate::action::{caps, Action};
+use crate::backend::{Backend, BoxFuture, Outcome, Output};
+use crate::event::{ConnInfo, Event, RequestInfo, Target};
+use crate::hub::{Applied, ConnShared};
+use crate::id::ConnId;
+use crate::server::App;
+
+/// Runs no event: the API never does.
+struct NoScripts;
+
+impl Backend for NoScripts {
+    fn run<'a>(&'a self, _: &'a Event, _: &'a mut (dyn FnMut(Output) + Send)) -> BoxFuture<'a, Outcome> {
+        Box::pin(async { Outcome::Success })
+    }
+}
+
+fn app() -> App {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cgi-bin");
+    let cli = crate::config::Cli::try_parse_from(["ws2http", "--cgi-bin", fixtures]).expect("flags");
+    crate::server::test_app(&cli.into_config().expect("config"), Arc::new(NoScripts))
+}
+
+fn connect(app: &App, id: &str) -> (async_channel::Receiver<crate::action::Message>, Arc<ConnShared>) {
+    let target =
+        Target { filename: "/c.sh".into(), script_name: "/c.sh".into(), path_info: String::new(), interpreter: None };
+    let info = ConnInfo { id: ConnId::parse(id).expect("id"), target, request: RequestInfo::default() };
+    app.hub.register(Arc::new(info))
+}
+
+/// `method path` with `body`, as a program on loopback sends it.
+fn call(app: &App, method: Method, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let mut req = Request::new(method, Url::parse(&format!("http://127.0.0.1:9{path}")).expect("url"));
+    req.insert_header("Host", "127.0.0.1:9");
+    req.set_body(body);
+    let routes = super::routes(app.clone());
+    crate::runtime::block_on(async move {
+        let mut res: Response = routes.respond(req).await.expect("a response");
+        let text = res.body_string().await.expect("a body");
+        (u16::from(res.status()), serde_json::from_str(&text).expect("JSON"))
+    })
+}
+
+#[test]
+fn actions_refused_by_a_cap_are_not_counted_as_applied() {
+    let app = app();
+    let (rx, _shared) = connect(&app, "full");
+    for i in 0..caps::ROOMS {
+        let join = Action::Join { conn: ConnId::parse("full").expect("id"), room: format!("r{i}") };
+        assert_eq!(app.apply(join), Applied::Reached(1));
+    }
+    let body = "@join full one-too-many\n@send full hi\n@room r0 all\n";
+    assert_eq!(call(&app, Method::Post, "/actions", body), (200, serde_json::json!({"applied": 2, "delivered": 2})));
+    assert_eq!(rx.len(), 2);
+    let (status, rooms) = call(&app, Method::Get, "/rooms", "");
+    assert_eq!((status, rooms.get("one-too-many")), (200, None));
+}
+
+#[test]
+fn pushes_and_presence_go_through_the_delivery() {
+    let app = app();
+    let (rx_a, _a) = connect(&app, "a");
+    let (_rx_b, _b) = connect(&app, "b");
+    let body = "@join a lobby\n@join b lobby\n@set a nick al\n";
+    assert_eq!(call(&app, Method::Post, "/actions", body), (200, serde_json::json!({"applied": 3, "delivered": 0})));
+    assert_eq!(call(&app, Method::Post, "/rooms/lobby", "hi"), (200, serde_json::json!({"delivered": 2})));
+    assert_eq!(call(&app, Method::Post, "/send/a", "you"), (200, serde_json::json!({"delivered": 1})));
+    assert_eq!(call(&app, Method::Post, "/send/nobody", "x").0, 404);
+    assert_eq!(rx_a.len(), 2);
+    assert_eq!(call(&app, Method::Get, "/rooms", ""), (200, serde_json::json!({"lobby": 2})));
+    let (status, a) = call(&app, Method::Get, "/connections/a", "");
+    assert_eq!((status, &a["metadata"]), (200, &serde_json::json!({"nick": "al"})));
+    assert_eq!(call(&app, Method::Delete, "/connections/a?code=4000", ""), (200, serde_json::json!({"closed": 1})));
+}

@@ -1,0 +1,203 @@
+//! What one connection shares between the hub, its reader, its writer and
+//! its event worker, and the one way to close it: [`ConnShared::request_close`].
+//!
+//! Many parties may want a connection closed (the client's close frame, a
+//! limit, a ping timeout, a script's `@close`, the API, a slow consumer, a
+//! full byte budget, shutdown, the TCP connection going away); whichever
+//! asks first decides the code, reason and cause its close event reports,
+//! and the reason noted for the log. Everybody goes through
+//! [`ConnShared::request_close`], which applies that rule and starts the
+//! close the way the caller needs ([`Ending`]).
+
+use crate::runtime::clock_ms;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::action::{CloseCause, Message};
+
+/// Why and how the server wants a connection closed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloseRequest {
+    pub code: u16,
+    pub reason: String,
+    pub cause: CloseCause,
+}
+
+/// How a close proceeds once requested.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// Only recorded: the connection is ending by itself already (the
+    /// client's close frame, a ping timeout, the TCP connection gone).
+    Record,
+    /// The writer sends what is queued, then the close frame: the outgoing
+    /// queue is closed (when this close is the first).
+    Drain,
+    /// At once, even while the writer is blocked on a client that reads
+    /// nothing, whether or not this close is the first (its buffers must go
+    /// now): the abort signal fires and the writer stops without a close
+    /// frame (a connection dropped for `--max-queue-bytes-total`).
+    Drop,
+    /// As [`Ending::Drop`], and the outgoing queue closes too, so later
+    /// deliveries to it return at once (a slow consumer).
+    Abort,
+}
+
+/// The first close requested, and why in words (for the log).
+#[derive(Default)]
+struct Closing {
+    request: Option<CloseRequest>,
+    note: Option<String>,
+}
+
+/// Shared between the hub and one connection's reader, writer and worker.
+pub struct ConnShared {
+    /// Set once, by the first party that closes the connection.
+    close: Mutex<Closing>,
+    /// Set to abort the connection at once, even while its writer is blocked
+    /// on a client that does not read; `kill` wakes whoever waits for it.
+    /// (An event, not a channel: it allocates nothing until someone listens.)
+    killed: AtomicBool,
+    kill: event_listener::Event,
+    /// The connection's outgoing queue (the hub queues, the writer takes);
+    /// closed to end the writer.
+    pub(super) outgoing: async_channel::Sender<Message>,
+    /// When the client last sent anything (ms on [`clock_ms`]).
+    last_seen: AtomicU64,
+    /// When the socket last took bytes we wrote (ms on [`clock_ms`]).
+    last_written: AtomicU64,
+    /// Set when the connection has ended: its message events still queued
+    /// run only if the client closed it (cause `client`); then its close event.
+    ended: AtomicBool,
+    /// Bytes of the messages queued for this client and not yet taken by
+    /// its writer (`--max-outgoing-bytes`).
+    pub(super) out_queued: AtomicUsize,
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave the maps half-updated in a
+    // way that matters more than stopping every connection; keep serving.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ConnShared {
+    /// The state of a new connection whose messages go to `outgoing`.
+    pub fn new(outgoing: async_channel::Sender<Message>) -> Self {
+        ConnShared {
+            close: Mutex::new(Closing::default()),
+            killed: AtomicBool::new(false),
+            kill: event_listener::Event::new(),
+            outgoing,
+            last_seen: AtomicU64::new(clock_ms()),
+            last_written: AtomicU64::new(clock_ms()),
+            ended: AtomicBool::new(false),
+            out_queued: AtomicUsize::new(0),
+        }
+    }
+
+    /// Asks for the connection to close: the one way to close it.
+    ///
+    /// The first request wins: its code, reason and cause are what the
+    /// close frame and the close event report, and its `note` (why, in
+    /// words) is what the event worker logs before its `closed:` line;
+    /// later requests change neither. `ending` says what happens now (see
+    /// [`Ending`]). Returns `true` if this request was the first.
+    pub fn request_close(&self, req: CloseRequest, ending: Ending, note: Option<String>) -> bool {
+        let first = {
+            let mut closing = lock(&self.close);
+            let first = closing.request.is_none();
+            if first {
+                closing.request = Some(req);
+                // Noted before an abort wakes anyone: the reason the
+                // connection's own reader would note on waking comes second.
+                closing.note = note;
+            }
+            first
+        };
+        match ending {
+            Ending::Record => {}
+            Ending::Drain if first => {
+                self.outgoing.close();
+            }
+            Ending::Drain => {}
+            Ending::Drop | Ending::Abort => {
+                self.killed.store(true, Ordering::SeqCst);
+                self.kill.notify(usize::MAX);
+                if ending == Ending::Abort {
+                    self.outgoing.close();
+                }
+            }
+        }
+        first
+    }
+
+    /// Records that the client sent something.
+    pub fn seen(&self) {
+        self.last_seen.store(clock_ms(), Ordering::Relaxed);
+    }
+
+    pub fn last_seen(&self) -> u64 {
+        self.last_seen.load(Ordering::Relaxed)
+    }
+
+    /// Records that the socket took some of what we wrote.
+    pub fn wrote(&self) {
+        self.last_written.store(clock_ms(), Ordering::Relaxed);
+    }
+
+    pub fn last_written(&self) -> u64 {
+        self.last_written.load(Ordering::Relaxed)
+    }
+
+    /// The connection is over (nothing more is read from or written to it).
+    pub fn end(&self) {
+        self.ended.store(true, Ordering::SeqCst);
+    }
+
+    /// `true` once [`ConnShared::end`] was called.
+    pub fn has_ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once the connection has been aborted.
+    pub async fn aborted(&self) {
+        loop {
+            if self.killed.load(Ordering::SeqCst) {
+                return;
+            }
+            let listener = self.kill.listen();
+            // Checked again after listening: an abort in between is not missed.
+            if self.killed.load(Ordering::SeqCst) {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// `true` once the connection was aborted ([`Ending::Abort`]).
+    pub fn is_aborted(&self) -> bool {
+        self.killed.load(Ordering::SeqCst)
+    }
+
+    /// The writer took a message of `len` bytes off the queue.
+    pub fn taken(&self, len: usize) {
+        self.out_queued.fetch_sub(len, Ordering::Relaxed);
+    }
+
+    /// The reason noted with the first close, once.
+    pub fn take_close_note(&self) -> Option<String> {
+        lock(&self.close).note.take()
+    }
+
+    /// The first close requested, if any.
+    pub fn close_request(&self) -> Option<CloseRequest> {
+        lock(&self.close).request.clone()
+    }
+
+    /// The cause of the close requested first, if any.
+    pub fn close_cause(&self) -> Option<CloseCause> {
+        lock(&self.close).request.as_ref().map(|r| r.cause)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,98 @@
+//! The one close path: first request wins, with its note; each ending does
+//! what it says.
+
+use futures_lite::future::{block_on, poll_once};
+
+use super::*;
+
+fn conn() -> (ConnShared, async_channel::Receiver<Message>) {
+    let (tx, rx) = async_channel::unbounded();
+    (ConnShared::new(tx), rx)
+}
+
+fn req(code: u16, cause: CloseCause) -> CloseRequest {
+    CloseRequest { code, reason: format!("r{code}"), cause }
+}
+
+fn aborted(s: &ConnShared) -> bool {
+    block_on(poll_once(std::pin::pin!(s.aborted()))).is_some()
+}
+
+#[test]
+fn the_first_request_wins_with_its_note() {
+    let (s, _rx) = conn();
+    assert_eq!(s.close_request(), None);
+    assert!(s.request_close(req(1009, CloseCause::TooBig), Ending::Record, Some("too big".into())));
+    assert!(!s.request_close(req(4000, CloseCause::Script), Ending::Record, Some("later".into())));
+    assert!(!s.request_close(req(1006, CloseCause::Dropped), Ending::Record, None));
+    assert_eq!(s.close_request(), Some(req(1009, CloseCause::TooBig)));
+    assert_eq!(s.close_cause(), Some(CloseCause::TooBig));
+    assert_eq!(s.take_close_note().as_deref(), Some("too big"));
+    assert_eq!(s.take_close_note(), None, "the note is logged once");
+}
+
+#[test]
+fn a_later_note_never_replaces_the_first_close() {
+    let (s, _rx) = conn();
+    s.request_close(req(4000, CloseCause::Script), Ending::Drain, None);
+    s.request_close(req(1009, CloseCause::TooBig), Ending::Drain, Some("message too big".into()));
+    assert_eq!(s.close_cause(), Some(CloseCause::Script));
+    assert_eq!(s.take_close_note(), None, "the note belongs to the close that lost");
+}
+
+#[test]
+fn record_only_records() {
+    let (s, rx) = conn();
+    s.request_close(req(1000, CloseCause::Client), Ending::Record, None);
+    assert!(!rx.is_closed() && !aborted(&s) && !s.is_aborted());
+}
+
+#[test]
+fn drain_closes_the_queue_after_what_is_queued() {
+    let (s, rx) = conn();
+    s.outgoing.try_send(Message::text("queued")).expect("open");
+    assert!(s.request_close(req(4001, CloseCause::Api), Ending::Drain, None));
+    assert!(rx.is_closed() && !aborted(&s));
+    assert_eq!(rx.try_recv().ok(), Some(Message::text("queued")), "the writer still sends it");
+    assert!(rx.try_recv().is_err());
+}
+
+#[test]
+fn a_drain_that_is_not_first_leaves_the_queue_open() {
+    let (s, rx) = conn();
+    s.request_close(req(1000, CloseCause::Client), Ending::Record, None);
+    assert!(!s.request_close(req(4001, CloseCause::Api), Ending::Drain, None));
+    assert!(!rx.is_closed());
+}
+
+#[test]
+fn abort_fires_even_when_another_close_came_first() {
+    let (s, rx) = conn();
+    s.request_close(req(1009, CloseCause::TooBig), Ending::Drain, Some("mine".into()));
+    assert!(!aborted(&s));
+    assert!(!s.request_close(req(1013, CloseCause::QueueFull), Ending::Abort, Some("evicted".into())));
+    assert!(aborted(&s) && s.is_aborted() && rx.is_closed());
+    assert_eq!(s.close_cause(), Some(CloseCause::TooBig));
+    assert_eq!(s.take_close_note().as_deref(), Some("mine"));
+}
+
+#[test]
+fn a_drop_fires_the_abort_signal_and_leaves_the_queue_alone() {
+    let (s, rx) = conn();
+    assert!(s.request_close(req(1013, CloseCause::QueueFull), Ending::Drop, Some("evicted".into())));
+    // The writer stops on the signal, without a close frame: an ended
+    // queue would have it send one.
+    assert!(aborted(&s) && !rx.is_closed());
+    assert!(!s.request_close(req(1013, CloseCause::QueueFull), Ending::Drop, None));
+    assert!(aborted(&s));
+}
+
+#[test]
+fn an_abort_wakes_a_waiting_writer() {
+    let (s, _rx) = conn();
+    let s = std::sync::Arc::new(s);
+    let mut waiting = Box::pin(s.aborted());
+    assert!(block_on(poll_once(waiting.as_mut())).is_none());
+    s.request_close(req(1008, CloseCause::SlowConsumer), Ending::Abort, None);
+    assert!(block_on(poll_once(waiting.as_mut())).is_some());
+}
