@@ -1,12 +1,14 @@
-//! The HTTP backend: each event is an HTTP POST to a URL (any web server:
+//! The HTTP transport: each event is an HTTP POST to a URL (any web server:
 //! nginx + fcgiwrap, php-fpm behind nginx, an app server), with the event as
 //! the body and the connection's data as `WS-*` headers. The response is read
-//! exactly like CGI output: its status and headers form the header block,
-//! its body is line mode or one message by Content-Type.
+//! like CGI output: its status and headers are the header block (handed to
+//! the gateway parsed), its body is line mode or one message by Content-Type.
+//! It serves no pages: a plain request under its prefix gets a static file
+//! or 404.
 //!
 //! Connections are kept alive and reused through one [`Pool`] per
 //! `host:port`, shared by every route to it (the same pool as the FastCGI
-//! backend's: src/pool.rs). A request is written at most once: an idle
+//! transport's: `super::pool`). A request is written at most once: an idle
 //! connection the server closed is replaced before anything is written; a
 //! failure after that fails the event and is not retried. An unreachable
 //! server is `Outcome::Unavailable` (502 for an open).
@@ -15,33 +17,28 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 
-use futures_lite::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
+use futures_lite::io::{AsyncRead, AsyncWrite, BufReader};
 use tide::http::{Method, Request, Url};
 
-use crate::backend::{Backend, BoxFuture, Outcome, Output};
-use crate::cgi::output::OutputParser;
-use crate::cgi::process::Limits;
-use crate::directive::Context;
+use super::pool::{Address, Pool, Pools, Stream};
 use crate::event::{Event, EventKind};
-use crate::pool::{Address, Pool, Pools, Stream};
+use crate::gateway::response::is_hop_by_hop;
+use crate::gateway::slots::Slots;
+use crate::gateway::{BoxFuture, Call, Cut, Head, Limits, Outcome, Transport};
 use crate::runtime;
 
-pub struct HttpBackend {
+pub struct Http {
     url: Url,
-    /// `host:port` to connect to.
-    authority: String,
     api_url: String,
     api_token: String,
     limits: Limits,
-    /// Connections to `authority`, and the bound on requests in flight.
+    /// Connections to the URL's `host:port`, and the bound on requests in flight.
     pool: Arc<Pool>,
+    /// ` (http URL)`, for the log.
+    via: String,
 }
 
-/// Response headers that describe the HTTP exchange, not the script's answer.
-const HOP_BY_HOP: [&str; 7] =
-    ["connection", "keep-alive", "transfer-encoding", "content-length", "date", "server", "upgrade"];
-
-impl HttpBackend {
+impl Http {
     /// A backend for `url`; its connections come from the pool of its
     /// `host:port` in `pools`.
     pub fn new(url: &str, api_url: String, api_token: String, limits: Limits, pools: &Pools) -> Result<Self, String> {
@@ -51,8 +48,9 @@ impl HttpBackend {
         }
         let host = url.host_str().ok_or_else(|| format!("{url}: no host"))?;
         let authority = format!("{host}:{}", url.port_or_known_default().unwrap_or(80));
-        let pool = pools.get(&Address::Tcp(authority.clone()));
-        Ok(HttpBackend { url, authority, api_url, api_token, limits, pool })
+        let pool = pools.get(&Address::Tcp(authority));
+        let via = format!(" (http {url})");
+        Ok(Http { url, api_url, api_token, limits, pool, via })
     }
 
     /// The request for one event (documented in docs/BACKENDS.md).
@@ -128,41 +126,38 @@ impl HttpBackend {
     }
 }
 
-impl Backend for HttpBackend {
-    fn run<'a>(&'a self, event: &'a Event, out: &'a mut (dyn FnMut(Output) + Send)) -> BoxFuture<'a, Outcome> {
+impl Transport for Http {
+    fn via(&self) -> &str {
+        &self.via
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn slots(&self) -> &Arc<Slots> {
+        self.pool.slots()
+    }
+
+    fn exchange<'a>(&'a self, event: &'a Event, call: &'a mut Call<'_>) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
-            let conn = &event.conn;
-            let label = format!("[{}] {} {} (http {})", conn.id, conn.target.endpoint(), event.kind.name(), self.url);
-            let ctx = Context::Script { conn: &conn.id, endpoint: conn.target.endpoint() };
-            let mut parser = OutputParser::new(ctx, event.kind == EventKind::Open);
-            let _slot = self.pool.slot().await;
-            let work = self.exchange(event, &label, &mut parser, out);
-            let outcome = match runtime::timeout(self.limits.timeout, work).await {
-                Ok(o) => o,
-                Err(()) => {
-                    Outcome::Failed(format!("no complete answer from {} within {:?}", self.url, self.limits.timeout))
-                }
-            };
-            parser.finish(out);
-            outcome
+            let timeout = call.timeout();
+            match runtime::timeout(timeout, self.post(event, call)).await {
+                Ok(outcome) => outcome,
+                Err(()) => Outcome::Failed(format!("no complete answer from {} within {timeout:?}", self.url)),
+            }
         })
     }
 }
 
-impl HttpBackend {
-    /// One request on a pooled connection, its response fed to `parser` as
-    /// CGI output; the connection goes back to the pool only after a clean
-    /// exchange the server did not ask to close.
-    async fn exchange(
-        &self,
-        event: &Event,
-        label: &str,
-        parser: &mut OutputParser<'_>,
-        out: &mut (dyn FnMut(Output) + Send),
-    ) -> Outcome {
-        let mut conn = match self.pool.checkout().await {
+impl Http {
+    /// One request on a pooled connection, its response fed to `call`; the
+    /// connection goes back to the pool only after a clean exchange the
+    /// server did not ask to close.
+    async fn post(&self, event: &Event, call: &mut Call<'_>) -> Outcome {
+        let mut conn = match self.pool.connect().await {
             Ok(c) => c,
-            Err(e) => return Outcome::Unavailable(format!("cannot connect to {}: {e}", self.authority)),
+            Err(e) => return Outcome::Unavailable(e),
         };
         let sniffer = HeadSniffer::new(conn.stream().clone());
         let (mut res, sent_type) = match async_h1::connect(sniffer.clone(), self.request(event)).await {
@@ -173,7 +168,6 @@ impl HttpBackend {
         };
         let status = u16::from(res.status());
         let keep = res.header("Connection").is_none_or(|v| !v.last().as_str().eq_ignore_ascii_case("close"));
-        let head = cgi_head(&res, status, sent_type);
         if status >= 500 {
             // A server error page is not a message for the client.
             if keep {
@@ -183,70 +177,40 @@ impl HttpBackend {
             }
             return Outcome::Failed(format!("{} answered {status}", self.url));
         }
-        for line in head.as_bytes().split_inclusive(|&b| b == b'\n') {
-            parser.push(line, out);
-        }
-        let mut body = BufReader::new(res.take_body());
-        if let Err(outcome) = self.read_body(&mut body, label, parser, out).await {
-            return outcome;
+        call.head(head_of(&res, status, sent_type));
+        match call.pump(&mut BufReader::new(res.take_body())).await {
+            Ok(()) => {}
+            Err(Cut::TooMuch) => return Outcome::Failed("output limit".into()),
+            Err(Cut::Io(e)) => return Outcome::Unavailable(format!("{} broke off the response: {e}", self.url)),
         }
         if keep {
             conn.checkin();
         }
         Outcome::Success
     }
-
-    /// Feeds the response body to `parser` line by line; fails the event
-    /// when it is longer than the output limit or breaks off.
-    async fn read_body(
-        &self,
-        body: &mut (impl AsyncBufRead + Unpin),
-        label: &str,
-        parser: &mut OutputParser<'_>,
-        out: &mut (dyn FnMut(Output) + Send),
-    ) -> Result<(), Outcome> {
-        let mut line = Vec::new();
-        let mut total = 0;
-        loop {
-            line.clear();
-            match body.read_until(b'\n', &mut line).await {
-                Ok(0) => return Ok(()),
-                Ok(n) => {
-                    total += n;
-                    if total > self.limits.max_output {
-                        log::warn!(
-                            "{label}: more than {} bytes of output; the rest is discarded",
-                            self.limits.max_output
-                        );
-                        return Err(Outcome::Failed("output limit".into()));
-                    }
-                    parser.push(&line, out);
-                }
-                Err(e) => return Err(Outcome::Unavailable(format!("{} broke off the response: {e}", self.url))),
-            }
-        }
-    }
 }
 
-/// The response as CGI output: its status and headers as a header block
-/// (the body follows), without the headers that describe the HTTP exchange.
-fn cgi_head(res: &tide::http::Response, status: u16, sent_type: bool) -> String {
-    let mut head = format!("Status: {status}\r\n");
+/// The response's status and headers as the event's header block, without
+/// the headers that describe the HTTP exchange rather than the script's
+/// answer: the hop-by-hop ones (one list, [`is_hop_by_hop`]) and the
+/// server's `Date` and `Server`.
+fn head_of(res: &tide::http::Response, status: u16, sent_type: bool) -> Head {
     // No body, no message: a server's default Content-Type must
     // not turn "no output" into an empty message.
     let empty = res.len() == Some(0);
     // The HTTP library labels a typeless body application/octet-stream;
     // a server that sent no type gets line mode, like a CGI script.
     let drop_type = empty || !sent_type;
+    let mut head = Head { status: Some(status), headers: Vec::new() };
     for (name, values) in res.iter() {
-        if HOP_BY_HOP.contains(&name.as_str()) || (drop_type && name.as_str() == "content-type") {
+        let name = name.as_str();
+        if is_hop_by_hop(name) || name == "date" || name == "server" || (drop_type && name == "content-type") {
             continue;
         }
         for v in values.iter() {
-            head.push_str(&format!("{}: {}\r\n", name.as_str(), v.as_str()));
+            head.headers.push((name.to_owned(), v.as_str().trim().to_owned()));
         }
     }
-    head.push_str("\r\n");
     head
 }
 

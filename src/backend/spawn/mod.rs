@@ -1,63 +1,67 @@
-//! The CGI backend: one fresh process per event, the way CGI always worked.
+//! The spawn transport: one fresh process per event, the way CGI always
+//! worked. The script's lifecycle (start, stdin, stdout and stderr, the
+//! deadline, stopping its process group) is in [`process`], shared with
+//! classic CGI pages ([`crate::http::cgi`]).
 
-pub mod env;
+pub mod child;
 pub mod groups;
-pub mod http;
-pub mod output;
 pub mod process;
-pub mod resolve;
-pub mod slots;
-pub mod spawn;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::backend::{Backend, BoxFuture, Outcome, Output};
-use crate::directive::Context;
+use crate::backend::env::{self, EnvSettings};
 use crate::event::{Event, EventKind};
-use env::EnvSettings;
-use output::OutputParser;
-use process::{Label, Limits};
+use crate::gateway::slots::Slots;
+use crate::gateway::{BoxFuture, Call, Limits, Outcome, Transport};
+pub use process::Stderr;
 
-pub struct CgiBackend {
+/// How long a script's process group may keep running after SIGTERM
+/// before SIGKILL, and how long stdout is still read after the script
+/// exited (a background child may hold it open).
+pub const GRACE: Duration = Duration::from_secs(2);
+
+pub struct Spawn {
     pub env: EnvSettings,
     pub limits: Limits,
-    /// Bounds the number of scripts running at once (`--max-procs`).
-    procs: Arc<slots::Slots>,
+    /// See [`GRACE`].
+    pub grace: Duration,
+    pub stderr: Stderr,
+    /// Bounds the number of scripts running at once (`--max-procs`), events
+    /// and pages together.
+    procs: Arc<Slots>,
 }
 
-impl CgiBackend {
-    pub fn new(env: EnvSettings, limits: Limits, max_procs: usize) -> Self {
-        CgiBackend { env, limits, procs: slots::Slots::new(max_procs) }
-    }
-
-    /// A slot among the `--max-procs` scripts allowed to run at once.
-    pub async fn permit(&self) -> slots::Slot {
-        self.procs.acquire().await
+impl Spawn {
+    pub fn new(env: EnvSettings, limits: Limits, stderr: Stderr, max_procs: usize) -> Self {
+        Spawn { env, limits, grace: GRACE, stderr, procs: Slots::new(max_procs) }
     }
 }
 
-impl Backend for CgiBackend {
-    fn run<'a>(&'a self, event: &'a Event, out: &'a mut (dyn FnMut(Output) + Send)) -> BoxFuture<'a, Outcome> {
+impl Transport for Spawn {
+    fn via(&self) -> &str {
+        ""
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn slots(&self) -> &Arc<Slots> {
+        &self.procs
+    }
+
+    fn exchange<'a>(&'a self, event: &'a Event, call: &'a mut Call<'_>) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
-            let conn = &event.conn;
-            let label = format!("[{}] {} {}", conn.id, conn.target.endpoint(), event.kind.name());
             // Straight into the spawn's environment block: one buffer, not a
             // String per variable.
-            let mut env = spawn::EnvBlock::with_capacity(4096, 48);
-            env::event_vars(&mut env, &self.env, event);
+            let mut vars = child::EnvBlock::with_capacity(4096, 48);
+            env::event_vars(&mut vars, &self.env, event);
             let stdin = match &event.kind {
                 EventKind::Message { payload, .. } => payload.clone(),
                 _ => bytes::Bytes::new(),
             };
-            let ctx = Context::Script { conn: &conn.id, endpoint: conn.target.endpoint() };
-            let mut parser = OutputParser::new(ctx, event.kind == EventKind::Open);
-            let _permit = self.permit().await;
-            let outcome = {
-                let mut on_line = |line: &[u8]| parser.push(line, out);
-                process::run(&conn.target, &env, stdin, &self.limits, &Label(&label), &mut on_line).await
-            };
-            parser.finish(out);
-            outcome
+            process::run(self, &event.conn.target, &vars, stdin, call).await
         })
     }
 }
