@@ -263,3 +263,144 @@ impl AsyncWrite for HeadSniffer {
         Pin::new(&mut self.get_mut().stream).poll_close(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader as StdBufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::action::{Action, Message};
+    use crate::backend::pool::PoolLimits;
+    use crate::event::{ConnInfo, Target};
+    use crate::gateway::Output;
+    use crate::id::ConnId;
+
+    /// A one-request HTTP server answering `response`; returns its URL.
+    /// The request it got (head and body) comes back through the handle.
+    fn server(response: &'static str) -> (String, std::thread::JoinHandle<String>) {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/ws", l.local_addr().expect("addr"));
+        let handle = std::thread::spawn(move || {
+            let (s, _) = l.accept().expect("accept");
+            let mut r = StdBufReader::new(s.try_clone().expect("clone"));
+            let mut head = String::new();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                r.read_line(&mut line).expect("read");
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().expect("length");
+                }
+                head.push_str(&line);
+                if line == "\r\n" || line.is_empty() {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            r.read_exact(&mut body).expect("body");
+            (&s).write_all(response.as_bytes()).expect("write");
+            head + &String::from_utf8_lossy(&body)
+        });
+        (url, handle)
+    }
+
+    fn event(kind: EventKind) -> Event {
+        let target =
+            Target { filename: "".into(), script_name: "/ws".into(), path_info: "/x".into(), interpreter: None };
+        let conn = Arc::new(ConnInfo { id: ConnId::parse("me").expect("id"), target, request: Default::default() });
+        Event { kind, conn, rooms: vec!["a".into(), "b".into()], meta: vec![] }
+    }
+
+    fn run(response: &'static str, kind: EventKind, max_output: usize) -> (Outcome, Vec<Output>, String) {
+        let (url, request) = server(response);
+        let limits = Limits { timeout: Duration::from_secs(30), max_output };
+        let pools = Pools::new(PoolLimits::http(4));
+        let http = Http::new(&url, "http://api".into(), String::new(), limits, &pools).expect("a URL");
+        let mut items = Vec::new();
+        let outcome = runtime::block_on(crate::gateway::run(&http, &event(kind), &mut |o| items.push(o)));
+        (outcome, items, request.join().expect("server"))
+    }
+
+    fn message() -> EventKind {
+        EventKind::Message { payload: "hi".into(), binary: false }
+    }
+
+    fn texts(items: &[Output]) -> Vec<String> {
+        let text = |o: &Output| match o {
+            Output::Action(Action::Send { msg: Message::Text(t), .. }) => Some(t.to_string()),
+            _ => None,
+        };
+        items.iter().filter_map(text).collect()
+    }
+
+    #[test]
+    fn status_and_headers_become_the_head_without_the_exchange_headers() {
+        let (outcome, items, request) = run(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-A: 1\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\n\
+             Server: test\r\nKeep-Alive: timeout=5\r\nContent-Length: 10\r\n\r\nhello\nbye\n",
+            message(),
+            1000,
+        );
+        assert_eq!(outcome, Outcome::Success);
+        let Output::Head(head) = &items[0] else { panic!("{items:?}") };
+        assert_eq!(head.status, Some(200));
+        let names: Vec<&str> = head.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert_eq!((head.get("x-a"), head.get("content-type")), (Some("1"), Some("text/plain")));
+        assert_eq!(texts(&items), ["hello", "bye"]);
+        assert!(request.starts_with("POST /ws HTTP/1.1\r\n"), "{request}");
+        assert!(request.contains("ws-event: message") || request.contains("WS-Event: message"), "{request}");
+        assert!(request.to_ascii_lowercase().contains("ws-rooms: a b"), "{request}");
+        assert!(request.ends_with("\r\n\r\nhi"), "{request}");
+    }
+
+    #[test]
+    fn the_body_is_line_mode_or_one_message_by_content_type() {
+        let json = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n{\"a\":\n1}\n";
+        assert_eq!(texts(&run(json, message(), 1000).1), ["{\"a\":\n1}\n"]);
+        // No Content-Type (the HTTP library would say octet-stream): lines.
+        let untyped = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\na\nb\n";
+        assert_eq!(texts(&run(untyped, message(), 1000).1), ["a", "b"]);
+        // No body: no message, whatever its type.
+        let empty = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 0\r\n\r\n";
+        let (_, items, _) = run(empty, message(), 1000);
+        assert_eq!(items.len(), 1, "only the head: {items:?}");
+    }
+
+    #[test]
+    fn server_errors_fail_the_event_and_rejections_keep_their_body() {
+        let error = "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\noops";
+        let (outcome, items, _) = run(error, message(), 1000);
+        assert!(matches!(&outcome, Outcome::Failed(w) if w.ends_with("answered 502")), "{outcome:?}");
+        assert!(items.is_empty(), "an error page is not a message: {items:?}");
+        let reject = "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\r\nno entry\n";
+        let (outcome, items, _) = run(reject, EventKind::Open, 1000);
+        assert_eq!(outcome, Outcome::Success);
+        assert!(matches!(&items[0], Output::Head(h) if h.status == Some(403)));
+        assert!(matches!(&items[1], Output::RejectBody(b) if b == b"no entry\n"));
+    }
+
+    #[test]
+    fn a_body_over_the_output_limit_fails_the_event() {
+        let big = "HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n0123456789\n0123456789\n01234567\n";
+        let (outcome, items, _) = run(big, message(), 25);
+        assert_eq!(outcome, Outcome::Failed("output limit".into()));
+        assert_eq!(texts(&items), ["0123456789", "0123456789"]);
+    }
+
+    #[test]
+    fn an_unreachable_server_is_unavailable() {
+        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let limits = Limits { timeout: Duration::from_secs(30), max_output: 100 };
+        let pools = Pools::new(PoolLimits::http(4));
+        let url = format!("http://127.0.0.1:{port}/");
+        let http = Http::new(&url, String::new(), String::new(), limits, &pools).expect("a URL");
+        let outcome = runtime::block_on(crate::gateway::run(&http, &event(message()), &mut |_| {}));
+        assert!(
+            matches!(&outcome, Outcome::Unavailable(w) if w.starts_with("cannot connect to 127.0.0.1:")),
+            "{outcome:?}"
+        );
+    }
+}
