@@ -137,3 +137,85 @@ fn remote_target(prefix: &str, raw_path: &str) -> Target {
     let path_info = percent_decode_str(rest).decode_utf8_lossy().into_owned();
     Target { filename: PathBuf::new(), script_name, path_info, interpreter: None }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::event::Event;
+    use crate::gateway::slots::Slots;
+    use crate::gateway::{Call, Limits, Outcome};
+
+    /// A transport known by its name only.
+    struct Named(&'static str, Limits, Arc<Slots>);
+
+    impl Transport for Named {
+        fn via(&self) -> &str {
+            self.0
+        }
+        fn limits(&self) -> &Limits {
+            &self.1
+        }
+        fn slots(&self) -> &Arc<Slots> {
+            &self.2
+        }
+        fn exchange<'a>(&'a self, _: &'a Event, _: &'a mut Call<'_>) -> BoxFuture<'a, Outcome> {
+            Box::pin(async { Outcome::Success })
+        }
+    }
+
+    fn route(prefix: &str, name: &'static str, files: Files) -> Route {
+        let limits = Limits { timeout: Duration::from_secs(1), max_output: 1 };
+        Route { prefix: prefix.into(), transport: Arc::new(Named(name, limits, Slots::new(1))), pages: None, files }
+    }
+
+    fn table() -> Routes {
+        let root = std::env::temp_dir().join(format!("ws2http-routes-{}", crate::id::ConnId::random()));
+        std::fs::create_dir_all(root.join("php/api")).expect("fixture");
+        for (p, mode) in [("php/page.php", 0o644), ("php/api/x.php", 0o644), ("run.sh", 0o755), ("page.php", 0o644)] {
+            std::fs::write(root.join(p), "x").expect("fixture");
+            std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(mode)).expect("fixture");
+        }
+        let root = root.canonicalize().expect("fixture");
+        let prefixed = vec![
+            route("/php/api", "http", Files::None),
+            route("/php", "fastcgi", Files::RunByServer),
+            route("/remote", "http2", Files::None),
+        ];
+        Routes::new(Resolver::new(root, None, vec![]), prefixed, route("/", "spawn", Files::Spawned))
+    }
+
+    fn via(routes: &Routes, path: &str) -> Option<(String, String, &'static str)> {
+        match routes.resolve(path) {
+            Resolved::Found(r) => {
+                let name = match r.route.transport.via() {
+                    "http" => "http",
+                    "http2" => "http2",
+                    "fastcgi" => "fastcgi",
+                    _ => "spawn",
+                };
+                assert_eq!(routes.transport(&r.target).via(), r.route.transport.via(), "{path}");
+                Some((r.target.script_name, r.target.path_info, name))
+            }
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_longest_prefix_decides_and_only_local_routes_need_files() {
+        let r = table();
+        let found = |s: &str, i: &str, n: &'static str| Some((s.to_owned(), i.to_owned(), n));
+        assert_eq!(via(&r, "/run.sh/x"), found("/run.sh", "/x", "spawn"));
+        // A FastCGI server runs .php without an exec bit; spawned scripts need one.
+        assert_eq!(via(&r, "/php/page.php"), found("/php/page.php", "", "fastcgi"));
+        assert!(matches!(r.resolve("/page.php"), Resolved::NotRunnable(_)));
+        // An HTTP route needs no file: its prefix is SCRIPT_NAME.
+        assert_eq!(via(&r, "/php/api/x.php"), found("/php/api", "/x.php", "http"));
+        assert_eq!(via(&r, "/remote/a%20b"), found("/remote", "/a b", "http2"));
+        assert_eq!(via(&r, "/remote/%2e%2e/x"), None, "the path rules hold on every route");
+        assert_eq!(via(&r, "/php/missing.php"), None);
+        assert_eq!(r.endpoints(), ["/php/api/x.php", "/php/page.php", "/run.sh"]);
+    }
+}
