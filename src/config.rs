@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cgi::resolve::Handlers;
+use crate::gateway::resolve::Handlers;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
@@ -379,7 +379,7 @@ pub struct Config {
     pub max_request_body: usize,
     pub max_request_body_total: usize,
     /// Path prefix → FastCGI server.
-    pub fastcgi: Vec<(String, crate::fastcgi::Address)>,
+    pub fastcgi: Vec<(String, crate::backend::fastcgi::Address)>,
     /// Path prefix → URL of the HTTP backend.
     pub backend_url: Vec<(String, String)>,
     pub redis: Option<String>,
@@ -507,7 +507,9 @@ impl Cli {
                 .iter()
                 .map(|f| {
                     let (prefix, addr) = split_route(f);
-                    crate::fastcgi::Address::parse(addr).map(|a| (prefix, a)).map_err(|e| format!("--fastcgi {e}"))
+                    crate::backend::fastcgi::Address::parse(addr)
+                        .map(|a| (prefix, a))
+                        .map_err(|e| format!("--fastcgi {e}"))
                 })
                 .collect::<Result<_, _>>()?,
             redis: self.redis,

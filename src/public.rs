@@ -4,7 +4,8 @@
 
 use tide::{Request, Response, StatusCode};
 
-use crate::cgi::{self, resolve::Resolved};
+use crate::gateway::resolve::Resolved;
+use crate::gateway::response::{Reply, RequestBody};
 use crate::request::text_response as text;
 use crate::server::App;
 use crate::ws;
@@ -35,11 +36,13 @@ pub async fn handle(mut req: Request<App>) -> tide::Result {
     let mut body = None;
     for _ in 0..=MAX_LOCAL_REDIRECTS {
         // In single-script mode the script speaks WebSocket only.
-        let resolved = if app.resolver.is_single() { Resolved::NotFound } else { app.resolver.resolve(&path) };
-        let target = match resolved {
-            // An HTTP-backend endpoint has no local script to run for a page.
-            Resolved::Found(t) if t.filename.as_os_str().is_empty() => return Ok(fallback(&app, &path, &req).await),
-            Resolved::Found(t) => t,
+        let resolved = if app.routes.is_single() { Resolved::NotFound } else { app.routes.resolve(&path) };
+        let (target, pages) = match resolved {
+            Resolved::Found(routed) => match &routed.route.pages {
+                Some(pages) => (routed.target, pages.clone()),
+                // A route that serves no pages (an HTTP backend).
+                None => return Ok(fallback(&app, &path, &req).await),
+            },
             // Never a static file instead: its source could leak.
             Resolved::NotRunnable(why) => {
                 log::error!("{path}: {why}");
@@ -54,14 +57,9 @@ pub async fn handle(mut req: Request<App>) -> tide::Result {
                 Err(refused) => return Ok(refused),
             },
         };
-        let fastcgi = app.fastcgi_pages.iter().find(|(p, _)| cgi::resolve::has_prefix(&target.script_name, p));
-        let reply = match fastcgi {
-            Some((_, f)) => f.serve_http(&info, &target, request_body).await,
-            None => cgi::http::run(&app.cgi, &info, &target, request_body).await,
-        };
-        match reply {
-            cgi::http::Reply::Response(r) => return Ok(*r),
-            cgi::http::Reply::LocalRedirect(location) => {
+        match pages.serve(&info, &target, request_body).await {
+            Reply::Response(r) => return Ok(*r),
+            Reply::LocalRedirect(location) => {
                 body = Some(Default::default());
                 log::debug!("{path}: local redirect to {location}");
                 let (p, q) = location.split_once('?').unwrap_or((&location, ""));
@@ -104,10 +102,7 @@ fn misdirected(req: &Request<App>) -> Option<Response> {
 /// The request body for a script, read whole before the script runs (see
 /// [`crate::http1::body`]); a refusal (413, 503, 400, 408) closes the
 /// connection.
-async fn script_body(
-    req: &mut Request<App>,
-    info: &crate::event::RequestInfo,
-) -> Result<cgi::http::RequestBody, Response> {
+async fn script_body(req: &mut Request<App>, info: &crate::event::RequestInfo) -> Result<RequestBody, Response> {
     use crate::http1::body::read_for_script;
     let app = req.state().clone();
     let content_type = req.ext::<crate::listen::RawHead>().and_then(|raw| raw.content_type.clone());
@@ -115,7 +110,7 @@ async fn script_body(
     let mut reader = req.take_body();
     let read = read_for_script(&mut reader, declared, &app.body_budget, app.http_timeout).await;
     let (code, why) = match read {
-        Ok(body) => return Ok(cgi::http::RequestBody { body, content_type }),
+        Ok(body) => return Ok(RequestBody { body, content_type }),
         Err(e) => e.answer(app.body_budget.per_request, "--max-request-body"),
     };
     log::warn!("{} {} {}: refused with {code}: {why}", info.method, info.uri, info.remote_addr);
@@ -143,13 +138,13 @@ async fn page(app: &App, path: &str, req: &Request<App>) -> Response {
         return text(StatusCode::NotFound, crate::console::OFF_BODY);
     }
     if let Some(root) = &app.root {
-        return crate::static_files::serve(root, &app.resolver, path, req).await;
+        return crate::static_files::serve(root, app.routes.resolver(), path, req).await;
     }
     // HEAD answers like GET (the writer drops the body, keeps its length).
     if path == "/" && matches!(req.method(), tide::http::Method::Get | tide::http::Method::Head) {
         let mut r = Response::new(StatusCode::Ok);
         r.set_content_type("text/html; charset=utf-8");
-        r.set_body(crate::console::page(&app.resolver.endpoints()));
+        r.set_body(crate::console::page(&app.routes.endpoints()));
         return r;
     }
     text(StatusCode::NotFound, "not found")

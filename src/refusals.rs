@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use tide::{Request, Response, StatusCode};
 
-use crate::cgi::resolve::Resolved;
+use crate::gateway::resolve::Resolved;
 use crate::server::App;
 
 const KEEP: usize = 32;
@@ -138,7 +138,7 @@ impl Refusals {
 /// The text of the log line the server wrote for this refusal (see
 /// `ws::upgrade` and `ws::connection`), or `None` when it writes none.
 fn log_line(app: &App, a: &Attempt, status: u16, reason: &str) -> Option<String> {
-    let endpoint = || match app.resolver.resolve(&a.path) {
+    let endpoint = || match app.routes.target(&a.path) {
         Resolved::Found(t) => t.endpoint().to_owned(),
         _ => a.path.clone(),
     };

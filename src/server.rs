@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use futures_lite::{FutureExt, StreamExt};
 
 use crate::action::CloseCause;
-use crate::backend::Backend;
-use crate::cgi::env::EnvSettings;
-use crate::cgi::process::Limits;
-use crate::cgi::resolve::Resolver;
-use crate::cgi::CgiBackend;
+use crate::backend::env::EnvSettings;
+use crate::backend::fastcgi::FastCgi;
+use crate::backend::spawn::{self, Spawn};
 use crate::config::Config;
+use crate::gateway::resolve::{has_prefix, Resolver};
+use crate::gateway::routes::{Files, Route, Routes};
+use crate::gateway::{Limits, Transport};
 use crate::hub::Hub;
 use crate::{api, runtime};
 
@@ -30,17 +31,10 @@ pub struct AppInner {
     /// Where actions are applied and connections found: the hub, or the
     /// cluster in front of it (`--redis`).
     pub delivery: Arc<dyn crate::hub::Delivery>,
-    /// Runs WebSocket events not routed elsewhere (the CGI backend).
-    pub backend: Arc<dyn Backend>,
-    /// Path prefix → backend (FastCGI, HTTP), longest prefix first.
-    pub routes: Vec<(String, Arc<dyn Backend>)>,
-    /// Path prefix → FastCGI server, for plain HTTP requests (pages).
-    pub fastcgi_pages: Vec<(String, Arc<crate::fastcgi::FastCgiBackend>)>,
-    /// Runs classic CGI requests (and, today, also serves as `backend`).
-    pub cgi: Arc<CgiBackend>,
+    /// Which transport serves which path (events and pages), decided once.
+    pub routes: Routes,
     /// `--root`, canonical.
     pub root: Option<PathBuf>,
-    pub resolver: Resolver,
     /// Port of the public listener (SERVER_PORT).
     pub port: u16,
     pub max_message: usize,
@@ -78,14 +72,6 @@ impl AppInner {
     /// A new connection id (routable to this instance).
     pub fn new_conn_id(&self) -> crate::id::ConnId {
         self.delivery.new_conn_id()
-    }
-
-    /// The backend that runs events of `target`'s endpoint.
-    pub fn backend_for(&self, target: &crate::event::Target) -> &Arc<dyn Backend> {
-        self.routes
-            .iter()
-            .find(|(p, _)| crate::cgi::resolve::has_prefix(&target.script_name, p))
-            .map_or(&self.backend, |(_, b)| b)
     }
 }
 
@@ -159,15 +145,15 @@ pub fn run(cfg: Config) -> Result<(), String> {
     // signals right after reading them gets a graceful shutdown.
     let mut signals = async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    warn_missing_handlers(&cfg, &app.resolver);
-    crate::startup_warnings::warn(&cfg, &app.resolver);
+    warn_missing_handlers(&cfg, &app.routes);
+    crate::startup_warnings::warn(&cfg, &app.routes);
     println!("ws2http: listening on http://{public_addr}");
     println!("ws2http: control API on http://{control_addr}");
     crate::console::announce(&cfg, public_addr, app.console);
     if let Some(s) = &cfg.script {
         log::info!("single-script mode: every path runs {}", s.display());
     } else {
-        match app.resolver.endpoints() {
+        match app.routes.endpoints() {
             e if e.is_empty() => log::info!("no endpoints in {}", cfg.cgi_bin.display()),
             e => log::info!("endpoints in {}: {}", cfg.cgi_bin.display(), e.join(" ")),
         }
@@ -201,17 +187,11 @@ fn build_app(cfg: &Config, public_addr: SocketAddr, control_addr: SocketAddr) ->
         inherited: cfg.inherited_env.clone(),
         document_root: cfg.root.clone().unwrap_or_else(|| cfg.cgi_bin.clone()),
     };
-    let limits = Limits {
-        timeout: cfg.timeout,
-        grace: Duration::from_secs(2),
-        max_output: cfg.max_output,
-        stderr: Default::default(),
-    };
-    let Remote { mut routes, mut fastcgi_pages, http_prefixes } =
-        remote_backends(cfg, &env, &limits, local_url(control_addr))?;
-    routes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
-    fastcgi_pages.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
-    let cgi = Arc::new(CgiBackend::new(env, limits, cfg.max_procs));
+    let limits = Limits { timeout: cfg.timeout, max_output: cfg.max_output };
+    let prefixed = remote_backends(cfg, &env, &limits, local_url(control_addr))?;
+    let scripts = Arc::new(Spawn::new(env, limits, Default::default(), cfg.max_procs));
+    let scripts = Route { prefix: "/".into(), transport: scripts.clone(), pages: Some(scripts), files: Files::Spawned };
+    let resolver = Resolver::new(cfg.cgi_bin.clone(), cfg.script.clone(), cfg.handlers.clone());
     let outgoing = crate::ws::limits::OutgoingBudget::new(
         cfg.max_outgoing_bytes,
         cfg.max_outgoing_bytes_total,
@@ -221,14 +201,8 @@ fn build_app(cfg: &Config, public_addr: SocketAddr, control_addr: SocketAddr) ->
     Ok(App(Arc::new(AppInner {
         hub,
         delivery,
-        backend: cgi.clone(),
-        routes,
-        fastcgi_pages,
-        cgi,
+        routes: Routes::new(resolver, prefixed, scripts),
         root: cfg.root.clone(),
-        resolver: Resolver::new(cfg.cgi_bin.clone(), cfg.script.clone(), cfg.handlers.clone())
-            .with_remote_prefixes(cfg.fastcgi.iter().map(|(p, _)| p.clone()).collect())
-            .with_http_prefixes(http_prefixes),
         port: public_addr.port(),
         max_message: cfg.max_message,
         max_queue: cfg.max_queue,
@@ -272,11 +246,11 @@ async fn shutdown(app: &App, cfg: &Config, signals: &mut async_signal::Signals) 
         if !app.hub.is_empty() {
             log::warn!("shutdown: {} close event(s) did not finish in time", app.hub.len());
         }
-        crate::cgi::groups::stop_all(app.cgi.limits.grace).await;
+        spawn::groups::stop_all(spawn::GRACE).await;
     };
     let again = async {
         signals.next().await;
-        let n = crate::cgi::groups::kill_all();
+        let n = spawn::groups::kill_all();
         log::warn!("second signal: SIGKILL to {n} process group(s), exiting now");
         std::process::exit(130);
     };
@@ -289,18 +263,18 @@ async fn shutdown(app: &App, cfg: &Config, signals: &mut async_signal::Signals) 
 /// "listening" lines: for every `--handler` given, and for the default
 /// `php=php-cgi` when a `.php` script would need it (one in `--cgi-bin`, or
 /// the single script, not routed to a FastCGI or HTTP backend).
-fn warn_missing_handlers(cfg: &Config, resolver: &Resolver) {
+fn warn_missing_handlers(cfg: &Config, routes: &Routes) {
     let missing = crate::config::missing_handler_programs(&cfg.handlers);
     if missing.is_empty() {
         return;
     }
     let routed = |e: &str| {
         let mut prefixes = cfg.fastcgi.iter().map(|(p, _)| p).chain(cfg.backend_url.iter().map(|(p, _)| p));
-        prefixes.any(|p| crate::cgi::resolve::has_prefix(e, p))
+        prefixes.any(|p| has_prefix(e, p))
     };
     let scripts: Vec<String> = match &cfg.script {
         Some(s) => vec![s.display().to_string()],
-        None => resolver.endpoints().into_iter().filter(|e| !routed(e)).collect(),
+        None => routes.endpoints().into_iter().filter(|e| !routed(e)).collect(),
     };
     for (ext, program, fix) in missing {
         let suffix = format!(".{ext}");
@@ -315,53 +289,44 @@ fn warn_missing_handlers(cfg: &Config, resolver: &Resolver) {
     }
 }
 
-/// The FastCGI and HTTP backends and the routes to them.
-struct Remote {
-    routes: Vec<(String, Arc<dyn Backend>)>,
-    fastcgi_pages: Vec<(String, Arc<crate::fastcgi::FastCgiBackend>)>,
-    http_prefixes: Vec<String>,
-}
-
-/// Builds one FastCGI backend (one connection pool) per server address,
-/// shared by every route to it: idle connections pin php-fpm workers, and
-/// `--max-procs` bounds the requests in flight to that server. HTTP backends
-/// share one pool per `host:port` the same way.
-fn remote_backends(cfg: &Config, env: &EnvSettings, limits: &Limits, api_url: String) -> Result<Remote, String> {
-    let mut routes: Vec<(String, Arc<dyn Backend>)> = Vec::new();
-    let mut fastcgi_pages = Vec::new();
-    let fastcgi_pools = crate::pool::Pools::new(crate::pool::PoolLimits::fastcgi(cfg.max_procs));
-    let mut fastcgi_backends: Vec<Arc<crate::fastcgi::FastCgiBackend>> = Vec::new();
+/// Builds the routes to FastCGI and HTTP servers: one FastCGI transport (one
+/// connection pool) per server address, shared by every route to it, as idle
+/// connections pin php-fpm workers and `--max-procs` bounds the requests in
+/// flight to that server. HTTP transports share one pool per `host:port` the
+/// same way. FastCGI routes serve pages too; HTTP routes need no local file.
+fn remote_backends(cfg: &Config, env: &EnvSettings, limits: &Limits, api_url: String) -> Result<Vec<Route>, String> {
+    let mut routes = Vec::new();
+    let fastcgi_pools = crate::backend::pool::Pools::new(crate::backend::pool::PoolLimits::fastcgi(cfg.max_procs));
+    let mut fastcgi: Vec<Arc<FastCgi>> = Vec::new();
     for (prefix, addr) in &cfg.fastcgi {
         log::info!("requests and events under {prefix} go to FastCGI server {addr}");
         let pool = fastcgi_pools.get(addr);
-        let fcgi = match fastcgi_backends.iter().find(|b| Arc::ptr_eq(b.pool(), &pool)) {
+        let fcgi = match fastcgi.iter().find(|b| Arc::ptr_eq(b.pool(), &pool)) {
             Some(b) => b.clone(),
-            None => Arc::new(crate::fastcgi::FastCgiBackend::new(pool, env.clone(), limits.clone())),
+            None => Arc::new(FastCgi::new(pool, env.clone(), *limits)),
         };
-        fastcgi_backends.push(fcgi.clone());
-        routes.push((prefix.clone(), fcgi.clone()));
-        fastcgi_pages.push((prefix.clone(), fcgi));
+        fastcgi.push(fcgi.clone());
+        let transport: Arc<dyn Transport> = fcgi.clone();
+        routes.push(Route { prefix: prefix.clone(), transport, pages: Some(fcgi), files: Files::RunByServer });
     }
-    let http_pools = crate::pool::Pools::new(crate::pool::PoolLimits::http(cfg.max_procs));
-    let mut http_prefixes = Vec::new();
+    let http_pools = crate::backend::pool::Pools::new(crate::backend::pool::PoolLimits::http(cfg.max_procs));
     for (prefix, url) in &cfg.backend_url {
         log::info!("events under {prefix} go to {url}");
         let api_token = cfg.api_token.clone().unwrap_or_default();
-        let http = crate::http_backend::HttpBackend::new(url, api_url.clone(), api_token, limits.clone(), &http_pools)
+        let http = crate::backend::http::Http::new(url, api_url.clone(), api_token, *limits, &http_pools)
             .map_err(|e| format!("--backend-url {e}"))?;
-        routes.push((prefix.clone(), Arc::new(http)));
-        http_prefixes.push(prefix.clone());
+        routes.push(Route { prefix: prefix.clone(), transport: Arc::new(http), pages: None, files: Files::None });
     }
-    Ok(Remote { routes, fastcgi_pages, http_prefixes })
+    Ok(routes)
 }
 
-/// The state of a server built from `cfg` with `backend` running every
-/// WebSocket event, for unit tests of the connection's parts.
+/// The state of a server built from `cfg` with `transport` running the
+/// events of the local scripts, for unit tests of the connection's parts.
 #[cfg(test)]
-pub(crate) fn test_app(cfg: &Config, backend: Arc<dyn Backend>) -> App {
+pub(crate) fn test_app(cfg: &Config, transport: Arc<dyn Transport>) -> App {
     let addr = SocketAddr::from(([127, 0, 0, 1], 9));
     let app = build_app(cfg, addr, addr).expect("a server's state");
     let Ok(mut inner) = Arc::try_unwrap(app.0) else { panic!("the state is shared already") };
-    inner.backend = backend;
+    inner.routes.scripts_mut().transport = transport;
     App(Arc::new(inner))
 }

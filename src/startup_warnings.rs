@@ -6,26 +6,27 @@
 
 use std::path::Path;
 
-use crate::cgi::resolve::{Resolved, Resolver};
 use crate::config::Config;
+use crate::gateway::resolve::Resolved;
+use crate::gateway::routes::Routes;
 
 /// Logs every warning that applies to `cfg`.
-pub fn warn(cfg: &Config, resolver: &Resolver) {
-    for line in warnings(cfg, resolver) {
+pub fn warn(cfg: &Config, routes: &Routes) {
+    for line in warnings(cfg, routes) {
         log::warn!("{line}");
     }
 }
 
 /// The warning lines for `cfg` (for tests, and for [`warn`]).
-pub fn warnings(cfg: &Config, resolver: &Resolver) -> Vec<String> {
+pub fn warnings(cfg: &Config, routes: &Routes) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(script) = &cfg.script {
-        if let Resolved::NotRunnable(_) = resolver.resolve("/") {
+        if let Resolved::NotRunnable(_) = routes.target("/") {
             out.push(script_not_runnable(script));
         }
         return out;
     }
-    if !cfg.fastcgi.is_empty() || !cfg.backend_url.is_empty() || !resolver.endpoints().is_empty() {
+    if !cfg.fastcgi.is_empty() || !cfg.backend_url.is_empty() || !routes.endpoints().is_empty() {
         return out;
     }
     let idle = not_executable(&cfg.cgi_bin);

@@ -18,7 +18,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use tide::http::Method;
 use tide::{Body, Request, Response, StatusCode};
 
-use crate::cgi::resolve::{safe_relative_path, Resolver};
+use crate::gateway::resolve::{safe_relative_path, Resolver};
 
 fn status(code: StatusCode) -> Response {
     crate::request::text_response(code, code.canonical_reason())

@@ -7,12 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::action::{Action, CloseCause, Message};
-use crate::backend::{Backend, Outcome, Output};
-use crate::cgi::env::EnvSettings;
-use crate::cgi::process::{Limits, Stderr};
-use crate::cgi::CgiBackend;
+use crate::backend::env::EnvSettings;
+use crate::backend::spawn::{self, Spawn, Stderr};
 use crate::config::{inherited_env, parse_handlers, EventArg, TryArgs};
 use crate::event::{ConnInfo, Event, EventKind, RequestInfo, Target};
+use crate::gateway::{Limits, Outcome, Output};
 use crate::id::ConnId;
 use crate::runtime;
 
@@ -65,14 +64,14 @@ async fn try_once(args: TryArgs) -> Result<ExitCode, String> {
             }
         }
     };
-    let outcome = backend.run(&event, &mut print).await;
+    let outcome = crate::gateway::run(&backend, &event, &mut print).await;
     let took = started.elapsed();
     if count == 0 {
         say!("action:   (none)");
     }
     // Nothing outlives `try`: what the script left running (a background
     // job) is stopped now, as a server stops it at its budget's end.
-    let left = crate::cgi::groups::stop_all(backend.limits.grace).await;
+    let left = spawn::groups::stop_all(backend.grace).await;
     if left > 0 {
         say!("stopped:  {left} process group(s) the script left running (SIGTERM, SIGKILL after the grace period)");
     }
@@ -151,7 +150,7 @@ fn event_kind(args: &TryArgs) -> Result<EventKind, String> {
 }
 
 /// The CGI backend as the server would run it, with stderr collected.
-fn backend(args: &TryArgs, filename: &std::path::Path, stderr: Arc<Mutex<Vec<u8>>>) -> Result<CgiBackend, String> {
+fn backend(args: &TryArgs, filename: &std::path::Path, stderr: Arc<Mutex<Vec<u8>>>) -> Result<Spawn, String> {
     let env = EnvSettings {
         api_url: args.api_url.clone(),
         api_token: args.api_token.clone(),
@@ -161,13 +160,8 @@ fn backend(args: &TryArgs, filename: &std::path::Path, stderr: Arc<Mutex<Vec<u8>
     if !(args.timeout > 0.0 && args.timeout.is_finite()) {
         return Err("--timeout must be a positive number of seconds".into());
     }
-    let limits = Limits {
-        timeout: Duration::from_secs_f64(args.timeout),
-        grace: Duration::from_secs(2),
-        max_output: 4 << 20,
-        stderr: Stderr::Collect(stderr),
-    };
-    Ok(CgiBackend::new(env, limits, 1))
+    let limits = Limits { timeout: Duration::from_secs_f64(args.timeout), max_output: 4 << 20 };
+    Ok(Spawn::new(env, limits, Stderr::Collect(stderr), 1))
 }
 
 /// Prints what the script wrote to stderr, once the reader has it all.

@@ -22,7 +22,7 @@ use futures_util::StreamExt;
 /// Runs `program` once with `input` on stdin; its stdout.
 async fn spawn_once(program: &std::path::Path, input: &[u8]) -> Vec<u8> {
     use futures_lite::AsyncReadExt;
-    use ws2http::cgi::spawn;
+    use ws2http::backend::spawn::child as spawn;
     let target = ws2http::event::Target {
         filename: program.to_owned(),
         script_name: String::new(),
@@ -30,9 +30,11 @@ async fn spawn_once(program: &std::path::Path, input: &[u8]) -> Vec<u8> {
         interpreter: None,
     };
     let mut path = spawn::EnvBlock::default();
-    ws2http::cgi::env::EnvSink::set(&mut path, "PATH", "/usr/bin:/bin");
-    let budget =
-        ws2http::cgi::groups::Budget::from_now(std::time::Duration::from_secs(30), std::time::Duration::from_secs(2));
+    ws2http::backend::env::EnvSink::set(&mut path, "PATH", "/usr/bin:/bin");
+    let budget = ws2http::backend::spawn::groups::Budget::from_now(
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_secs(2),
+    );
     let Ok(mut child) = spawn::spawn(&target, &path, budget) else { return b"spawn failed".to_vec() };
     if let Some(stdin) = child.stdin.take() {
         spawn::feed(stdin, bytes::Bytes::copy_from_slice(input));

@@ -7,17 +7,30 @@ use clap::Parser;
 use tide::http::{Method, Request, Response, Url};
 
 use crate::action::{caps, Action};
-use crate::backend::{Backend, BoxFuture, Outcome, Output};
 use crate::event::{ConnInfo, Event, RequestInfo, Target};
+use crate::gateway::slots::Slots;
+use crate::gateway::{BoxFuture, Call, Limits, Outcome, Transport};
 use crate::hub::{Applied, ConnShared};
 use crate::id::ConnId;
 use crate::server::App;
 
 /// Runs no event: the API never does.
-struct NoScripts;
+struct NoScripts {
+    limits: Limits,
+    slots: Arc<Slots>,
+}
 
-impl Backend for NoScripts {
-    fn run<'a>(&'a self, _: &'a Event, _: &'a mut (dyn FnMut(Output) + Send)) -> BoxFuture<'a, Outcome> {
+impl Transport for NoScripts {
+    fn via(&self) -> &str {
+        "nothing"
+    }
+    fn limits(&self) -> &Limits {
+        &self.limits
+    }
+    fn slots(&self) -> &Arc<Slots> {
+        &self.slots
+    }
+    fn exchange<'a>(&'a self, _: &'a Event, _: &'a mut Call<'_>) -> BoxFuture<'a, Outcome> {
         Box::pin(async { Outcome::Success })
     }
 }
@@ -25,7 +38,13 @@ impl Backend for NoScripts {
 fn app() -> App {
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cgi-bin");
     let cli = crate::config::Cli::try_parse_from(["ws2http", "--cgi-bin", fixtures]).expect("flags");
-    crate::server::test_app(&cli.into_config().expect("config"), Arc::new(NoScripts))
+    crate::server::test_app(
+        &cli.into_config().expect("config"),
+        Arc::new(NoScripts {
+            limits: Limits { timeout: std::time::Duration::from_secs(1), max_output: 1 },
+            slots: Slots::new(1),
+        }),
+    )
 }
 
 fn connect(app: &App, id: &str) -> (async_channel::Receiver<crate::action::Message>, Arc<ConnShared>) {

@@ -11,6 +11,8 @@
 
 use std::fmt;
 
+use crate::gateway::head::is_tchar;
+
 /// Most header lines in one request (more → 431).
 pub const MAX_HEADERS: usize = 100;
 
@@ -298,11 +300,6 @@ pub fn not_a_request_line(pending: &[u8]) -> Option<Refusal> {
         ),
         _ => Refusal::new(400, "malformed request line: it must start with a method (GET, POST, ...)"),
     })
-}
-
-/// A token character (RFC 9110 §5.6.2).
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// A request's head as the client sent it.

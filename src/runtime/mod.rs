@@ -34,6 +34,13 @@ pub async fn timeout<F: Future>(d: Duration, fut: F) -> Result<F::Output, ()> {
     deadline::timeout(d, fut).await
 }
 
+/// The socket addresses of `host:port` (a name is looked up off the
+/// reactor, as the lookup blocks).
+pub async fn resolve(host_port: &str) -> std::io::Result<Vec<std::net::SocketAddr>> {
+    use async_std::net::ToSocketAddrs;
+    Ok(host_port.to_socket_addrs().await?.collect())
+}
+
 pub fn block_on<F: Future>(fut: F) -> F::Output {
     async_std::task::block_on(fut)
 }

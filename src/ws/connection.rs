@@ -42,8 +42,8 @@ use futures_lite::{AsyncRead, AsyncWrite, FutureExt, StreamExt};
 use futures_util::future::{select, Either};
 
 use crate::action::{CloseCause, Message};
-use crate::backend::{Outcome, Output};
 use crate::event::{ConnInfo, Event, EventKind};
+use crate::gateway::{self, Outcome, Output, Sink};
 use crate::hub::{CloseRequest, ConnShared, Ending};
 use crate::server::App;
 use crate::ws::limits::{ConnBudget, Evict, OverBudget, Refused};
@@ -52,30 +52,25 @@ use crate::{metrics, runtime};
 /// How long the server waits for the client to answer its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// Runs one event through the backend and applies its actions as they come.
-/// Returns the collected output instead for open events (`collect`), whose
-/// actions must wait until the handshake is answered.
-pub async fn dispatch(app: &App, conn: &Arc<ConnInfo>, kind: EventKind, collect: Option<&mut Vec<Output>>) -> Outcome {
+/// Runs one event through the gateway, sending its output to `out` as it
+/// comes: the hub's apply for message and close events, a buffer for the
+/// open event (its actions wait until the handshake is answered). Logs one
+/// line and counts the event.
+pub async fn dispatch(app: &App, conn: &Arc<ConnInfo>, kind: EventKind, out: &mut Sink<'_>) -> Outcome {
     let (rooms, meta) = app.hub.snapshot(&conn.id);
     let event = Event { kind, conn: conn.clone(), rooms, meta };
     let started = Instant::now();
+    // The status an open script refused the connection with, if it did
+    // (the last header block counts, as for the handshake's answer).
     let mut rejected = None;
-    let outcome = match collect {
-        Some(items) => {
-            let mut out = |o: Output| items.push(o);
-            let outcome = app.backend_for(&conn.target).run(&event, &mut out).await;
-            rejected = rejection_status(items);
-            outcome
+    let is_open = event.kind == EventKind::Open;
+    let mut watch = |o: Output| {
+        if let (Output::Head(h), true) = (&o, is_open) {
+            rejected = (!h.is_success()).then(|| h.status.unwrap_or(500));
         }
-        None => {
-            let mut out = |o: Output| {
-                if let Output::Action(a) = o {
-                    app.apply(a);
-                }
-            };
-            app.backend_for(&conn.target).run(&event, &mut out).await
-        }
+        out(o)
     };
+    let outcome = gateway::run(&**app.routes.transport(&conn.target), &event, &mut watch).await;
     let took = started.elapsed();
     let kind = kind_index(&event.kind);
     let result = match outcome {
@@ -94,16 +89,6 @@ pub async fn dispatch(app: &App, conn: &Arc<ConnInfo>, kind: EventKind, collect:
         Outcome::Unavailable(why) => log::warn!("[{id}] {ep} {name}: backend unavailable after {took:.1?}: {why}"),
     }
     outcome
-}
-
-/// The status an open script refused the connection with, if it did.
-fn rejection_status(items: &[Output]) -> Option<u16> {
-    // The last header block counts, as for the handshake's answer.
-    let head = items.iter().rev().find_map(|o| match o {
-        Output::Head(h) => Some(h),
-        _ => None,
-    })?;
-    (!head.is_success()).then(|| head.status.unwrap_or(500))
 }
 
 /// Runs the message and close events of one connection, in order.
@@ -178,7 +163,12 @@ fn drops_queue(app: &App, shared: &ConnShared) -> bool {
 async fn dispatch_guarded(app: &App, conn: &Arc<ConnInfo>, kind: EventKind) {
     let (name, index) = (kind.name(), kind_index(&kind));
     let started = Instant::now();
-    let run = std::panic::AssertUnwindSafe(dispatch(app, conn, kind, None));
+    let mut apply = |o: Output| {
+        if let Output::Action(a) = o {
+            app.apply(a);
+        }
+    };
+    let run = std::panic::AssertUnwindSafe(dispatch(app, conn, kind, &mut apply));
     if let Err(panic) = futures_lite::FutureExt::catch_unwind(run).await {
         let took = started.elapsed();
         metrics::get().event(index, 1, took);
@@ -665,18 +655,35 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::backend::{Backend, BoxFuture};
+    use crate::gateway::{BoxFuture, Call, Limits, Transport};
     use crate::id::ConnId;
 
     /// A backend with a bug: it panics on the message `boom`. Records every
     /// event it is given.
-    #[derive(Default)]
     struct Buggy {
         seen: Mutex<Vec<String>>,
+        limits: Limits,
+        slots: Arc<crate::gateway::slots::Slots>,
     }
 
-    impl Backend for Buggy {
-        fn run<'a>(&'a self, event: &'a Event, _: &'a mut (dyn FnMut(Output) + Send)) -> BoxFuture<'a, Outcome> {
+    impl Default for Buggy {
+        fn default() -> Self {
+            let limits = Limits { timeout: Duration::from_secs(30), max_output: 1024 };
+            Buggy { seen: Mutex::default(), limits, slots: crate::gateway::slots::Slots::new(1) }
+        }
+    }
+
+    impl Transport for Buggy {
+        fn via(&self) -> &str {
+            ""
+        }
+        fn limits(&self) -> &Limits {
+            &self.limits
+        }
+        fn slots(&self) -> &Arc<crate::gateway::slots::Slots> {
+            &self.slots
+        }
+        fn exchange<'a>(&'a self, event: &'a Event, _: &'a mut Call<'_>) -> BoxFuture<'a, Outcome> {
             Box::pin(async move {
                 let what = match &event.kind {
                     EventKind::Message { payload, .. } => String::from_utf8_lossy(payload).into_owned(),
@@ -695,7 +702,7 @@ mod tests {
         let cli = crate::config::Cli::try_parse_from(["ws2http", "--cgi-bin", fixtures]).expect("flags");
         let buggy = Arc::new(Buggy::default());
         let app = crate::server::test_app(&cli.into_config().expect("config"), buggy.clone());
-        let crate::cgi::resolve::Resolved::Found(target) = app.resolver.resolve("/mirror.sh") else {
+        let crate::gateway::resolve::Resolved::Found(target) = app.routes.target("/mirror.sh") else {
             panic!("no /mirror.sh")
         };
         let conn = Arc::new(ConnInfo { id: ConnId::random(), target, request: Default::default() });

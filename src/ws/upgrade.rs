@@ -10,9 +10,9 @@ use async_tungstenite::WebSocketStream;
 use tide::{Request, Response, StatusCode};
 
 use crate::action::Action;
-use crate::backend::{sendable_header_value, Head, Outcome, Output};
-use crate::cgi::resolve::Resolved;
 use crate::event::{ConnInfo, EventKind, Target};
+use crate::gateway::resolve::Resolved;
+use crate::gateway::{sendable_header_value, Head, Outcome, Output};
 use crate::request::{raw_path_and_query, request_info, text_response as text};
 use crate::runtime;
 use crate::server::App;
@@ -119,7 +119,7 @@ fn reserve_slot(req: &Request<App>, app: &App, path: &str) -> Result<Slot, Refus
 /// The script behind `path`: 404 when there is none, 500 when it cannot
 /// be run.
 fn resolve_target(app: &App, path: &str) -> Result<Target, Refused> {
-    match app.resolver.resolve(path) {
+    match app.routes.target(path) {
         Resolved::Found(t) => Ok(t),
         Resolved::NotFound => Err(Box::new(text(StatusCode::NotFound, "no WebSocket endpoint here"))),
         Resolved::NotRunnable(why) => {
@@ -153,9 +153,10 @@ struct Accepted {
 /// A failed script is a 500, an unavailable backend a 502, a rejection the
 /// script's own response.
 async fn run_open(app: &App, conn: &Arc<ConnInfo>) -> Result<Accepted, Refused> {
+    // Buffered: nothing is applied before the handshake is answered.
     let mut items = Vec::new();
     let outcome = match app.events.wants(&EventKind::Open) {
-        true => connection::dispatch(app, conn, EventKind::Open, Some(&mut items)).await,
+        true => connection::dispatch(app, conn, EventKind::Open, &mut |o| items.push(o)).await,
         false => Outcome::Success,
     };
     match outcome {
@@ -290,23 +291,6 @@ fn ws_config(max_message: usize) -> WebSocketConfig {
 
 /// The open script said no: its status, headers and body are the response.
 fn rejection(conn: &ConnInfo, head: &Head, body: Vec<u8>) -> Response {
-    let status = head.status.unwrap_or(500);
-    let mut res = Response::new(StatusCode::try_from(status).unwrap_or(StatusCode::InternalServerError));
-    for (name, value) in &head.headers {
-        let lower = name.to_ascii_lowercase();
-        if matches!(lower.as_str(), "content-length" | "transfer-encoding" | "connection" | "upgrade") {
-            continue;
-        }
-        if !sendable_header_value(value) {
-            log::warn!("[{}] dropped the response header {name}: its value is not printable ASCII", conn.id);
-            continue;
-        }
-        res.append_header(name.as_str(), value.as_str());
-    }
-    let has_type = head.get("Content-Type").is_some();
-    res.set_body(body);
-    if !has_type {
-        res.remove_header("Content-Type");
-    }
-    res
+    let who = format!("[{}] ", conn.id);
+    crate::gateway::response::to_response(head, head.status.unwrap_or(500), &who, |_| body.into())
 }

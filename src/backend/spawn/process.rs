@@ -11,82 +11,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_lite::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
+use futures_lite::io::BufReader;
 use futures_util::future::{select, Either};
 
+use super::child::{self, Child, EnvBlock, Pipe};
 use super::groups::{self, Budget};
-use super::spawn::{self, Child, Pipe};
-use crate::backend::Outcome;
+use super::Spawn;
 use crate::event::Target;
+use crate::gateway::lines::{read_line_capped, skip_line};
+use crate::gateway::{Call, Cut, Outcome};
 use crate::runtime;
-
-#[derive(Clone, Debug)]
-pub struct Limits {
-    /// Longest a script may run.
-    pub timeout: Duration,
-    /// How long a script's process group may keep running after SIGTERM
-    /// before SIGKILL, and how long stdout is still read after the script
-    /// exited (a background child may hold it open).
-    pub grace: Duration,
-    /// Most bytes of stdout read per run; the script is killed past it.
-    pub max_output: usize,
-    pub stderr: Stderr,
-}
-
-/// What the log should call this run: `[id] /chat.sh message`.
-pub struct Label<'a>(pub &'a str);
-
-/// Reads one line (through `\n`) into `buf`, but never more than `cap`
-/// bytes: a script that prints gigabytes without a newline costs no memory.
-/// Returns the bytes read (0 at the end of the stream) and `true` when it
-/// stopped at `cap` before the end of the line (the rest is still unread).
-pub async fn read_line_capped<R: AsyncBufRead + Unpin>(
-    r: &mut R,
-    buf: &mut Vec<u8>,
-    cap: usize,
-) -> std::io::Result<(usize, bool)> {
-    let mut consumed = 0;
-    loop {
-        let room = cap.saturating_sub(buf.len());
-        if room == 0 {
-            return Ok((consumed, true));
-        }
-        let available = r.fill_buf().await?;
-        if available.is_empty() {
-            return Ok((consumed, false));
-        }
-        let (take, done) = match available.iter().position(|&b| b == b'\n') {
-            Some(i) if i < room => (i + 1, true),
-            _ => (available.len().min(room), false),
-        };
-        buf.extend_from_slice(&available[..take]);
-        r.consume(take);
-        consumed += take;
-        if done {
-            return Ok((consumed, false));
-        }
-    }
-}
-
-/// Reads and drops the rest of a line (through `\n`, or to the end).
-async fn skip_line<R: AsyncBufRead + Unpin>(r: &mut R) -> std::io::Result<()> {
-    loop {
-        let available = r.fill_buf().await?;
-        if available.is_empty() {
-            return Ok(());
-        }
-        match available.iter().position(|&b| b == b'\n') {
-            Some(i) => {
-                r.consume(i + 1);
-                return Ok(());
-            }
-            None => {
-                let n = available.len();
-                r.consume(n);
-            }
-        }
-    }
-}
 
 /// The longest stderr line logged (the rest of it is dropped).
 const MAX_STDERR_LINE: usize = 4096;
@@ -178,10 +112,33 @@ impl<'a> StderrPump<'a> {
 
 /// Sends what the script writes to stderr to the log (or the collector), in
 /// the background.
-pub fn log_stderr(child: &mut Child, prefix: String, dest: &Stderr) {
-    if let Some(err) = child.stderr.take() {
-        let mut pump = StderrPump::new(err, prefix, dest).into_owned();
-        runtime::spawn(async move { pump.run().await });
+pub fn log_stderr(stderr: Pipe, prefix: String, dest: &Stderr) {
+    let mut pump = StderrPump::new(stderr, prefix, dest).into_owned();
+    runtime::spawn(async move { pump.run().await });
+}
+
+/// A script that started, its pipes taken.
+pub struct Started {
+    pub child: Child,
+    pub stdout: Pipe,
+    pub stderr: Pipe,
+}
+
+/// Starts `target` with `env` (its process group within `budget`) and
+/// writes `stdin` to it: the one way a script starts, for events and pages.
+/// `Err` says why it could not start, for the log.
+pub fn start(target: &Target, env: &EnvBlock, stdin: Bytes, budget: Budget) -> Result<Started, String> {
+    let mut child = child::spawn(target, env, budget).map_err(|e| {
+        crate::metrics::add(&crate::metrics::get().spawn_failures, 1);
+        spawn_error(target, &e)
+    })?;
+    if let Some(input) = child.stdin.take() {
+        // A script that does not read its input is fine.
+        child::feed(input, stdin);
+    }
+    match (child.stdout.take(), child.stderr.take()) {
+        (Some(stdout), Some(stderr)) => Ok(Started { child, stdout, stderr }),
+        _ => Err("stdout was not captured".into()),
     }
 }
 
@@ -212,49 +169,31 @@ pub fn outcome(status: std::io::Result<std::process::ExitStatus>) -> Outcome {
     }
 }
 
-/// Spawns `target` and feeds each stdout line to `on_line` as it arrives.
-/// Everything happens in the calling task: the payload is written as the
-/// script starts, stdout, stderr and the exit are awaited together.
-pub async fn run(
-    target: &Target,
-    env: &spawn::EnvBlock,
-    stdin: Bytes,
-    limits: &Limits,
-    label: &Label<'_>,
-    on_line: &mut (dyn FnMut(&[u8]) + Send),
-) -> Outcome {
-    let budget = Budget::from_now(limits.timeout, limits.grace);
-    let mut child = match spawn::spawn(target, env, budget) {
-        Ok(c) => c,
-        Err(e) => {
-            crate::metrics::add(&crate::metrics::get().spawn_failures, 1);
-            return Outcome::Failed(spawn_error(target, &e));
-        }
+/// Runs one event's script: stdout into `call` as it arrives, stderr to
+/// the log, the exit awaited alongside, all in the calling task. At the
+/// deadline the process group is stopped and the script reaped before the
+/// event fails.
+pub async fn run(spawn: &Spawn, target: &Target, env: &EnvBlock, stdin: Bytes, call: &mut Call<'_>) -> Outcome {
+    let (timeout, grace, label) = (call.timeout(), spawn.grace, call.label());
+    let Started { mut child, stdout, stderr } = match start(target, env, stdin, Budget::from_now(timeout, grace)) {
+        Ok(s) => s,
+        Err(why) => return Outcome::Failed(why),
     };
     let group = child.group();
-    if let Some(input) = child.stdin.take() {
-        spawn::feed(input, stdin);
-    }
-    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        return Outcome::Failed("stdout was not captured".into());
-    };
-    let mut errors = StderrPump::new(stderr, label.0, &limits.stderr);
-
+    let mut errors = StderrPump::new(stderr, label, &spawn.stderr);
     let work = async {
-        let reading = std::pin::pin!(read_lines(stdout, limits.max_output, group, label, on_line));
-        let exited = std::pin::pin!(child.status(label.0));
+        let reading = std::pin::pin!(read_stdout(stdout, group, call));
+        let exited = std::pin::pin!(child.status(label));
         match select(reading, exited).await {
             Either::Left(((), exited)) => exited.await,
             Either::Right((status, reading)) => {
                 // Exited: take what is left in the pipe, but do not wait on
                 // a background child that keeps it open.
-                if runtime::timeout(limits.grace, reading).await.is_err() {
+                if runtime::timeout(grace, reading).await.is_err() {
                     log::warn!(
-                        "{}: a background process still holds stdout open after the script exited; \
-                         SIGTERM to its process group, SIGKILL in {:?} (redirect a background job's output, \
-                         e.g. >/dev/null)",
-                        label.0,
-                        limits.grace
+                        "{label}: a background process still holds stdout open after the script exited; \
+                         SIGTERM to its process group, SIGKILL in {grace:?} (redirect a background job's output, \
+                         e.g. >/dev/null)"
                     );
                     groups::terminate(group);
                 }
@@ -272,54 +211,28 @@ pub async fn run(
             Either::Right(((), work)) => work.await,
         }
     };
-    let status = runtime::timeout(limits.timeout, work).await;
+    let status = runtime::timeout(timeout, work).await;
     errors.finish();
-    let status = match status {
-        Ok(status) => status,
+    match status {
+        Ok(status) => outcome(status),
         Err(()) => {
-            log::warn!("{}: still running after {:?}; terminating its process group", label.0, limits.timeout);
-            terminate(&mut child, limits.grace, label.0).await;
-            return Outcome::Failed(format!("timed out after {:?}", limits.timeout));
+            log::warn!("{label}: still running after {timeout:?}; terminating its process group");
+            terminate(&mut child, grace, label).await;
+            Outcome::Failed(format!("timed out after {timeout:?}"))
         }
-    };
-    outcome(status)
+    }
 }
 
-async fn read_lines(
-    stdout: Pipe,
-    max_output: usize,
-    group: groups::GroupId,
-    label: &Label<'_>,
-    on_line: &mut (dyn FnMut(&[u8]) + Send),
-) {
+/// Feeds the script's stdout to the gateway; past `--max-output` the
+/// script's process group is killed at once.
+async fn read_stdout(stdout: Pipe, group: groups::GroupId, call: &mut Call<'_>) {
     // futures-lite zero-fills its buffer: 4 KiB per event fits the usual
     // output in one read without paying for a big buffer every time.
     let mut r = BufReader::with_capacity(4096, stdout);
-    let mut line = Vec::new();
-    let mut total = 0usize;
-    loop {
-        line.clear();
-        // Never hold more than the output budget, even for one endless line.
-        match read_line_capped(&mut r, &mut line, max_output.saturating_sub(total) + 1).await {
-            Ok((0, _)) => return,
-            Ok((n, _)) => {
-                total += n;
-                if total > max_output {
-                    log::warn!(
-                        "{}: more than {max_output} bytes of output; the rest is discarded and the script's \
-                         process group killed",
-                        label.0
-                    );
-                    groups::kill_now(group);
-                    return;
-                }
-                on_line(&line);
-            }
-            Err(e) => {
-                log::warn!("{}: reading stdout failed: {e}", label.0);
-                return;
-            }
-        }
+    match call.pump(&mut r).await {
+        Ok(()) => {}
+        Err(Cut::TooMuch) => groups::kill_now(group),
+        Err(Cut::Io(e)) => log::warn!("{}: reading stdout failed: {e}", call.label()),
     }
 }
 
@@ -342,36 +255,5 @@ pub fn spawn_error(target: &Target, e: &std::io::Error) -> String {
             format!("cannot start {script}: its #! interpreter was not found")
         }
         _ => format!("cannot start {script}: {e}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn read(input: &[u8], cap: usize) -> Vec<(Vec<u8>, bool)> {
-        futures_lite::future::block_on(async {
-            let mut r = BufReader::with_capacity(4, input);
-            let mut out = Vec::new();
-            loop {
-                let mut line = Vec::new();
-                let (n, cut) = read_line_capped(&mut r, &mut line, cap).await.expect("read");
-                if n == 0 {
-                    return out;
-                }
-                out.push((line, cut));
-            }
-        })
-    }
-
-    #[test]
-    fn lines_are_capped_without_reading_past_the_cap() {
-        assert_eq!(read(b"ab\ncd", 10), [(b"ab\n".to_vec(), false), (b"cd".to_vec(), false)]);
-        // A long line comes in cap-sized pieces: the caller can stop at the first.
-        assert_eq!(
-            read(b"abcdefg\nh", 3),
-            [(b"abc".to_vec(), true), (b"def".to_vec(), true), (b"g\n".to_vec(), false), (b"h".to_vec(), false)]
-        );
-        assert_eq!(read(b"abc\n", 3), [(b"abc".to_vec(), true), (b"\n".to_vec(), false)]);
     }
 }

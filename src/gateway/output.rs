@@ -5,9 +5,10 @@
 //! The parser is fed raw lines (each with its `\n`, the last one maybe
 //! without), so it works on a pipe, a FastCGI stream or an HTTP body alike.
 
+use super::directive::{parse_line, Context, Line};
+use super::head::{header_line, trim_eol, HeadParser, Mode};
+use super::{Head, Output};
 use crate::action::{Action, Message};
-use crate::backend::{Head, Output};
-use crate::directive::{parse_line, Context, Line};
 
 /// How the body after the header block is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,19 +35,6 @@ pub struct OutputParser<'a> {
     is_open: bool,
     phase: Phase,
     whole: Vec<u8>,
-}
-
-/// `Name: value` where Name is an HTTP token.
-fn header_line(line: &[u8]) -> Option<(&str, &str)> {
-    let line = std::str::from_utf8(trim_eol(line)).ok()?;
-    let (name, value) = line.split_once(':')?;
-    let is_tchar = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
-    (!name.is_empty() && name.bytes().all(is_tchar)).then(|| (name, value.trim()))
-}
-
-fn trim_eol(line: &[u8]) -> &[u8] {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    line.strip_suffix(b"\r").unwrap_or(line)
 }
 
 impl<'a> OutputParser<'a> {
@@ -114,25 +102,26 @@ impl<'a> OutputParser<'a> {
     }
 
     fn end_head(&mut self, lines: &[Vec<u8>], out: &mut dyn FnMut(Output)) {
-        let mut head = Head::default();
+        let mut parser = HeadParser::new(Mode::Lenient);
         for l in lines {
-            let Some((name, value)) = header_line(l) else { continue };
-            if name.eq_ignore_ascii_case("status") {
-                let code = value.split_whitespace().next().and_then(|c| c.parse::<u16>().ok());
-                head.status = match code {
-                    Some(c) if (100..=599).contains(&c) => Some(c),
-                    _ => {
-                        self.warn(&format!(
-                            "invalid Status header {}; treating it as 500",
-                            crate::logging::quoted(value)
-                        ));
-                        Some(500)
-                    }
-                };
-            } else {
-                head.headers.push((name.to_owned(), value.to_owned()));
-            }
+            // Every line passed `header_line`: only an invalid Status is
+            // reported, and it becomes 500.
+            let _ = parser.line(l, &mut |what| self.warn(what));
         }
+        self.start_body(parser.finish(), out);
+    }
+
+    /// A header block parsed elsewhere (an HTTP response's status and
+    /// headers): the body's lines follow. Only before any output.
+    pub fn head(&mut self, head: Head, out: &mut dyn FnMut(Output)) {
+        if matches!(self.phase, Phase::Start) {
+            self.start_body(head, out);
+        }
+    }
+
+    /// Emits the head and picks how the body is read: a rejected open keeps
+    /// it raw; otherwise by Content-Type, line mode for text or none.
+    fn start_body(&mut self, head: Head, out: &mut dyn FnMut(Output)) {
         let content_type =
             head.get("content-type").map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
         let mode = if self.is_open && !head.is_success() {

@@ -43,7 +43,7 @@
 //! all of ws2http's children). So it is woken only by a deadline earlier than
 //! the one it sleeps until, and every [`POLL`] it reaps the zombies, testing a
 //! group only when one of its processes died. Linux only (like pidfd in
-//! [`super::spawn`]).
+//! [`super::child`]).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -613,7 +613,7 @@ fn reap_zombies() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cgi::spawn::{spawn, Child, EnvBlock};
+    use crate::backend::spawn::child::{spawn, Child, EnvBlock};
     use crate::event::Target;
 
     /// How many times the watcher was woken before its time.
@@ -639,7 +639,7 @@ mod tests {
             interpreter: Some(vec!["/bin/sh".to_owned(), "-c".to_owned(), cmd.to_owned()].into()),
         };
         let mut env = EnvBlock::default();
-        crate::cgi::env::EnvSink::set(&mut env, "PATH", "/usr/bin:/bin");
+        crate::backend::env::EnvSink::set(&mut env, "PATH", "/usr/bin:/bin");
         spawn(&target, &env, Budget::from_now(timeout, grace)).expect("spawn sh")
     }
 

@@ -31,10 +31,11 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
+use async_io::Async;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use futures_lite::FutureExt;
 
-use crate::cgi::slots::{Slot, Slots};
+use crate::gateway::slots::Slots;
 use crate::runtime;
 
 /// Idle connections kept per HTTP backend address.
@@ -75,19 +76,27 @@ impl std::fmt::Display for Address {
 /// A TCP or Unix socket, as one stream type. Clones share the socket.
 #[derive(Clone)]
 pub enum Stream {
-    Tcp(async_std::net::TcpStream),
-    Unix(async_std::os::unix::net::UnixStream),
+    Tcp(Arc<Async<std::net::TcpStream>>),
+    Unix(Arc<Async<std::os::unix::net::UnixStream>>),
 }
 
 impl Stream {
     async fn connect(address: &Address) -> std::io::Result<Stream> {
         Ok(match address {
             Address::Tcp(a) => {
-                let s = async_std::net::TcpStream::connect(a.as_str()).await?;
-                s.set_nodelay(true)?;
-                Stream::Tcp(s)
+                let mut last = None;
+                for addr in runtime::resolve(a).await? {
+                    match Async::<std::net::TcpStream>::connect(addr).await {
+                        Ok(s) => {
+                            s.get_ref().set_nodelay(true)?;
+                            return Ok(Stream::Tcp(Arc::new(s)));
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                return Err(last.unwrap_or_else(|| std::io::Error::other(format!("{a}: no address"))));
             }
-            Address::Unix(p) => Stream::Unix(async_std::os::unix::net::UnixStream::connect(p).await?),
+            Address::Unix(p) => Stream::Unix(Arc::new(Async::<std::os::unix::net::UnixStream>::connect(p).await?)),
         })
     }
 
@@ -113,8 +122,8 @@ impl Stream {
 impl AsyncRead for Stream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tcp(s) => Pin::new(&mut &**s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(&mut &**s).poll_read(cx, buf),
         }
     }
 }
@@ -122,20 +131,20 @@ impl AsyncRead for Stream {
 impl AsyncWrite for Stream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tcp(s) => Pin::new(&mut &**s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(&mut &**s).poll_write(cx, buf),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tcp(s) => Pin::new(&mut &**s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(&mut &**s).poll_flush(cx),
         }
     }
     fn poll_close(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_close(cx),
-            Stream::Unix(s) => Pin::new(s).poll_close(cx),
+            Stream::Tcp(s) => Pin::new(&mut &**s).poll_close(cx),
+            Stream::Unix(s) => Pin::new(&mut &**s).poll_close(cx),
         }
     }
 }
@@ -235,9 +244,16 @@ impl Pool {
         &self.address
     }
 
-    /// Waits for a request slot (arrival order); hold it for the request.
-    pub async fn slot(&self) -> Slot {
-        self.slots.acquire().await
+    /// The request slots of this address (arrival order; the gateway holds
+    /// one per request).
+    pub fn slots(&self) -> &Arc<Slots> {
+        &self.slots
+    }
+
+    /// [`Pool::checkout`] for a backend: an unreachable server is
+    /// [`Outcome::Unavailable`](crate::gateway::Outcome), with one message.
+    pub async fn connect(&self) -> Result<Checkout<'_>, String> {
+        self.checkout().await.map_err(|e| format!("cannot connect to {}: {e}", self.address))
     }
 
     /// A connection for one request: the most recently used idle one that

@@ -17,9 +17,11 @@ use crate::event::Target;
 /// Extension (without dot) → interpreter command and its arguments.
 pub type Handlers = Vec<(String, Arc<[String]>)>;
 
+/// What a path resolves to: a [`Target`] here, a routed target in
+/// [`super::routes::Routes::resolve`].
 #[derive(Debug, PartialEq, Eq)]
-pub enum Resolved {
-    Found(Target),
+pub enum Resolved<T = Target> {
+    Found(T),
     NotFound,
     /// A script exists but cannot be run; the text tells the user how to fix it.
     NotRunnable(String),
@@ -32,32 +34,17 @@ pub struct Resolver {
     /// Canonical single script, in single-script mode.
     single: Option<PathBuf>,
     handlers: Handlers,
-    /// Path prefixes served by a FastCGI server: `.php` files there are
-    /// scripts, executable or not, since the server runs them (php-fpm runs
-    /// only .php by default: `security.limit_extensions`). Other files stay
-    /// static files.
-    remote_prefixes: Vec<String>,
-    /// Path prefixes served by an HTTP backend: no local file needed; the
-    /// prefix is SCRIPT_NAME and the rest PATH_INFO.
-    http_prefixes: Vec<String>,
 }
+
+/// Whether a script found under this SCRIPT_NAME is run by a backend
+/// server (FastCGI) rather than spawned: a `.php` file there is a script,
+/// executable or not, since the server runs it (php-fpm runs only .php by
+/// default: `security.limit_extensions`). The routing table answers it.
+pub type RunByServer<'a> = &'a dyn Fn(&str) -> bool;
 
 impl Resolver {
     pub fn new(root: PathBuf, single: Option<PathBuf>, handlers: Handlers) -> Self {
-        Resolver { root, single, handlers, remote_prefixes: Vec::new(), http_prefixes: Vec::new() }
-    }
-
-    /// Marks path prefixes handled by an HTTP backend (longest first).
-    pub fn with_http_prefixes(mut self, mut prefixes: Vec<String>) -> Self {
-        prefixes.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        self.http_prefixes = prefixes;
-        self
-    }
-
-    /// Marks path prefixes whose scripts a remote backend runs.
-    pub fn with_remote_prefixes(mut self, prefixes: Vec<String>) -> Self {
-        self.remote_prefixes = prefixes;
-        self
+        Resolver { root, single, handlers }
     }
 
     pub fn root(&self) -> &Path {
@@ -81,26 +68,20 @@ impl Resolver {
         self.single.is_some()
     }
 
-    /// Resolves a raw (still percent-encoded) URL path.
+    /// Resolves a raw (still percent-encoded) URL path to a local script
+    /// that is spawned.
     pub fn resolve(&self, raw_path: &str) -> Resolved {
+        self.resolve_file(raw_path, &|_| false)
+    }
+
+    /// Resolves a raw (still percent-encoded) URL path to a local script;
+    /// `by_server` says which ones a backend server runs.
+    pub fn resolve_file(&self, raw_path: &str, by_server: RunByServer<'_>) -> Resolved {
         let Some(segments) = safe_segments(raw_path) else { return Resolved::NotFound };
-        // The longest prefix wins between HTTP and FastCGI routes.
-        let fastcgi_len = self.remote_prefixes.iter().filter(|p| has_prefix(raw_path, p)).map(|p| p.len()).max();
-        let http =
-            self.http_prefixes.iter().find(|p| has_prefix(raw_path, p) && fastcgi_len.is_none_or(|f| p.len() > f));
-        if let Some(prefix) = http {
-            let script_name = if prefix == "/" { String::new() } else { prefix.clone() };
-            let rest = &raw_path[script_name.len()..];
-            let path_info = percent_decode_str(rest).decode_utf8_lossy().into_owned();
-            return Resolved::Found(Target { filename: PathBuf::new(), script_name, path_info, interpreter: None });
-        }
         if let Some(single) = &self.single {
             let path_info = decoded_rest(raw_path, &segments, 0);
-            return self.runnable(
-                single.clone(),
-                String::new(),
-                if path_info.is_empty() { "/".into() } else { path_info },
-            );
+            let path_info = if path_info.is_empty() { "/".into() } else { path_info };
+            return self.runnable(single.clone(), String::new(), path_info, by_server);
         }
         let mut cur = self.root.clone();
         for (i, seg) in segments.iter().enumerate() {
@@ -118,7 +99,7 @@ impl Resolver {
                         return Resolved::NotFound;
                     }
                     let script_name: String = segments[..=i].iter().map(|s| format!("/{}", s.decoded)).collect();
-                    return self.runnable(canon, script_name, decoded_rest(raw_path, &segments, i + 1));
+                    return self.runnable(canon, script_name, decoded_rest(raw_path, &segments, i + 1), by_server);
                 }
                 _ => return Resolved::NotFound,
             }
@@ -128,23 +109,35 @@ impl Resolver {
 
     /// Every endpoint under the root (for listings), as URL paths, sorted.
     pub fn endpoints(&self) -> Vec<String> {
+        self.endpoints_where(&|url| matches!(self.resolve(url), Resolved::Found(_)))
+    }
+
+    /// Every file under the root that `found` accepts as an endpoint, as
+    /// URL paths, sorted (`/` in single-script mode).
+    pub fn endpoints_where(&self, found: &dyn Fn(&str) -> bool) -> Vec<String> {
         if self.single.is_some() {
             return vec!["/".into()];
         }
-        let mut found = Vec::new();
+        let mut list = Vec::new();
         walk(&self.root, "", 0, &mut |url| {
-            if matches!(self.resolve(&url), Resolved::Found(_)) {
-                found.push(url);
+            if found(&url) {
+                list.push(url);
             }
         });
-        found.sort();
-        found
+        list.sort();
+        list
     }
 
-    fn runnable(&self, filename: PathBuf, script_name: String, path_info: String) -> Resolved {
+    fn runnable(
+        &self,
+        filename: PathBuf,
+        script_name: String,
+        path_info: String,
+        by_server: RunByServer<'_>,
+    ) -> Resolved {
         let ext = filename.extension().and_then(|e| e.to_str()).unwrap_or("");
         let interpreter = self.handlers.iter().find(|(e, _)| e == ext).map(|(_, cmd)| cmd.clone());
-        let remote = ext == "php" && self.remote_prefixes.iter().any(|p| has_prefix(&script_name, p));
+        let remote = ext == "php" && by_server(&script_name);
         if interpreter.is_none() && !remote {
             let mode = std::fs::metadata(&filename).map(|m| m.permissions().mode()).unwrap_or(0);
             if mode & 0o111 == 0 {
@@ -182,6 +175,11 @@ fn walk(dir: &Path, url: &str, depth: usize, f: &mut dyn FnMut(String)) {
             _ => {}
         }
     }
+}
+
+/// `true` when a raw URL path may name anything at all (see [`safe_segments`]).
+pub fn is_safe(raw_path: &str) -> bool {
+    safe_segments(raw_path).is_some()
 }
 
 /// The decoded path below a root for a raw URL path, or `None` when the

@@ -24,7 +24,7 @@ pub type Env = Vec<(String, String)>;
 
 /// Where variables go: a list of pairs (FastCGI parameters, HTTP headers,
 /// tests) or, for a spawned script, straight into its `envp` block
-/// ([`super::spawn::EnvBlock`]) without a `String` per variable.
+/// ([`super::spawn::child::EnvBlock`]) without a `String` per variable.
 pub trait EnvSink {
     fn set(&mut self, key: &str, value: &str);
 }
@@ -35,15 +35,10 @@ impl EnvSink for Env {
     }
 }
 
-/// `true` when `name` is an HTTP token (RFC 9110 §5.6.2).
-fn is_token(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
-}
-
 /// `true` for a header name that becomes an `HTTP_*` variable: a token
 /// without `_`.
 fn usable(name: &str) -> bool {
-    is_token(name) && !name.contains('_')
+    crate::gateway::head::is_token(name.as_bytes()) && !name.contains('_')
 }
 
 /// `true` when two header names become the same `HTTP_*` variable (case

@@ -30,8 +30,8 @@ use async_io::Async;
 use bytes::Bytes;
 use futures_lite::AsyncWriteExt;
 
-use super::env::EnvSink;
 use super::groups::{self, Budget, GroupId};
+use crate::backend::env::EnvSink;
 use crate::event::Target;
 use crate::runtime;
 

@@ -1,0 +1,368 @@
+//! The FastCGI transport: each event becomes one FastCGI request (the
+//! responder role) to a server such as php-fpm, with the same parameters a
+//! CGI script gets as its environment and the payload as FCGI_STDIN. The
+//! FCGI_STDOUT stream is read like a script's stdout ([`Answer`] turns the
+//! records back into a byte stream), so a script works unchanged whichever
+//! way it is reached. It serves pages too ([`Pages`]).
+//!
+//! Connections come from one [`Pool`] per server address, shared by every
+//! route to it, and are not kept between requests: a kept-alive idle
+//! connection pins a php-fpm worker, and nothing tells ws2http how many the
+//! server can spare (`super::pool`; docs/BACKENDS.md has the measurement). A
+//! request is written at most once: a failure after that fails the event
+//! (the server may have run it) and is not retried.
+//!
+//! The answer is read here rather than by the client library, whose reader
+//! ends a response cut by EOF as if it were complete.
+
+use std::io::{Error, ErrorKind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context as TaskContext, Poll};
+
+use fastcgi_client::conn::KeepAlive;
+use fastcgi_client::{Client, Params, Request};
+use futures_lite::io::{AsyncRead, BufReader};
+
+use super::env::{event_env, page_env, EnvSettings};
+use super::pool::{Pool, Stream};
+use crate::event::{Event, EventKind, RequestInfo, Target};
+use crate::gateway::head::read_head;
+use crate::gateway::response::{page_reply, plain, Reply, RequestBody};
+use crate::gateway::routes::Pages;
+use crate::gateway::slots::Slots;
+use crate::gateway::{BoxFuture, Call, Cut, Limits, Outcome, Transport};
+use crate::runtime;
+
+pub use super::pool::Address;
+
+pub struct FastCgi {
+    env: EnvSettings,
+    limits: Limits,
+    /// Connections to the server, and the bound on requests in flight.
+    pool: Arc<Pool>,
+    /// ` (fastcgi ADDRESS)`, for the log.
+    via: String,
+}
+
+impl FastCgi {
+    /// A transport to the pool's server; every route to the same address
+    /// shares one (one pool).
+    pub fn new(pool: Arc<Pool>, env: EnvSettings, limits: Limits) -> Self {
+        let via = format!(" (fastcgi {})", pool.address());
+        FastCgi { env, limits, pool, via }
+    }
+
+    /// The pool this transport's requests go through.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// One request on a new (or idle pooled) connection; its FCGI_STDOUT
+    /// goes to `into`. Sent at most once (see the module docs).
+    async fn request(&self, params: &Params<'_>, stdin: &[u8], label: &str, into: Into<'_, '_>) -> Outcome {
+        let mut conn = match self.pool.connect().await {
+            Ok(c) => c,
+            Err(e) => return Outcome::Unavailable(e),
+        };
+        let broke = |e: &dyn std::fmt::Display| {
+            let address = self.pool.address();
+            Outcome::Unavailable(format!("{address} broke off the request ({e}); not retried: it may have run"))
+        };
+        if let Err(e) = self.send(conn.stream(), params, stdin).await {
+            return broke(&e);
+        }
+        let mut answer = BufReader::new(Answer::new(conn.stream(), label));
+        let read = match into {
+            Into::Event(call) => call.pump(&mut answer).await,
+            Into::Page(buf) => read_capped(&mut answer, buf, self.limits.max_output, label).await,
+        };
+        match read {
+            Ok(()) => {}
+            Err(Cut::TooMuch) => return Outcome::Failed("more output than --max-output".into()),
+            Err(Cut::Io(e)) => return broke(&e),
+        }
+        drop(answer);
+        conn.checkin();
+        Outcome::Success
+    }
+
+    /// Writes the request. FCGI_KEEP_CONN only when the pool keeps
+    /// connections: otherwise the server closes it and its worker goes
+    /// straight back to accept().
+    async fn send(&self, stream: &mut Stream, params: &Params<'_>, stdin: &[u8]) -> Result<(), String> {
+        let request = Request::new(params.clone(), stdin);
+        let sent = if self.pool.keeps_idle() {
+            let mut client: Client<&mut Stream, KeepAlive> = Client::new_keep_alive(&mut *stream);
+            client.execute_stream(request).await.map(drop)
+        } else {
+            Client::new(&mut *stream).execute_once_stream(request).await.map(drop)
+        };
+        sent.map_err(|e| e.to_string())
+    }
+}
+
+/// Where an answer goes.
+enum Into<'c, 'a> {
+    /// An event's output, through the gateway.
+    Event(&'c mut Call<'a>),
+    /// A page's raw output, read whole.
+    Page(&'c mut Vec<u8>),
+}
+
+/// Reads all of `r` into `buf`, but not more than `max` bytes.
+async fn read_capped(
+    r: &mut (impl futures_lite::io::AsyncBufRead + Unpin),
+    buf: &mut Vec<u8>,
+    max: usize,
+    label: &str,
+) -> Result<(), Cut> {
+    use futures_lite::io::AsyncReadExt;
+    r.take(max as u64 + 1).read_to_end(buf).await.map_err(Cut::Io)?;
+    if buf.len() > max {
+        log::warn!("{label}: more than {max} bytes of output; the rest is discarded");
+        return Err(Cut::TooMuch);
+    }
+    Ok(())
+}
+
+fn params(env: Vec<(String, String)>) -> Params<'static> {
+    let mut params = Params::default();
+    for (k, v) in env {
+        params.insert(k.into(), v.into());
+    }
+    params
+}
+
+impl Transport for FastCgi {
+    fn via(&self) -> &str {
+        &self.via
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn slots(&self) -> &Arc<Slots> {
+        self.pool.slots()
+    }
+
+    fn exchange<'a>(&'a self, event: &'a Event, call: &'a mut Call<'_>) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            let params = params(event_env(&self.env, event));
+            let stdin: &[u8] = match &event.kind {
+                EventKind::Message { payload, .. } => payload,
+                _ => &[],
+            };
+            let (timeout, label) = (call.timeout(), call.label());
+            match runtime::timeout(timeout, self.request(&params, stdin, label, Into::Event(call))).await {
+                Ok(outcome) => outcome,
+                Err(()) => {
+                    Outcome::Failed(format!("no complete answer from {} within {timeout:?}", self.pool.address()))
+                }
+            }
+        })
+    }
+}
+
+impl Pages for FastCgi {
+    /// A plain HTTP request (a page) through the FastCGI server. Unlike
+    /// spawned CGI, the response is buffered (within `--max-output`): pages
+    /// are small, and the connection goes back at once.
+    fn serve<'a>(&'a self, info: &'a RequestInfo, target: &'a Target, body: RequestBody) -> BoxFuture<'a, Reply> {
+        Box::pin(async move {
+            let address = self.pool.address();
+            let label = format!("{} {} {} (fastcgi {address})", info.method, target.endpoint(), info.remote_addr);
+            let mut env = Vec::new();
+            page_env(&mut env, &self.env, info, target, Some(body.body.len() as u64), body.content_type.as_deref());
+            let params = params(env);
+            let _slot = self.pool.slots().acquire().await;
+            let mut stdout = Vec::new();
+            let work = self.request(&params, &body.body, &label, Into::Page(&mut stdout));
+            let outcome = runtime::timeout(self.limits.timeout, work).await;
+            match outcome {
+                Ok(Outcome::Success) => {}
+                Ok(Outcome::Failed(_)) => {
+                    log::error!("{label}: more output than --max-output; answering 500");
+                    return plain(tide::StatusCode::InternalServerError, "the script's output was too large");
+                }
+                Ok(Outcome::Unavailable(e)) => {
+                    log::error!("{label}: {e}; answering 502");
+                    return plain(
+                        tide::StatusCode::BadGateway,
+                        "the FastCGI server is unavailable; see the server log",
+                    );
+                }
+                Err(()) => {
+                    log::error!("{label}: no answer within {:?}; answering 504", self.limits.timeout);
+                    return plain(tide::StatusCode::GatewayTimeout, "the FastCGI server did not answer in time");
+                }
+            }
+            let mut rest = BufReader::new(futures_lite::io::Cursor::new(stdout));
+            match read_head(&mut rest).await {
+                Ok(head) => {
+                    log::info!("{label}: ok");
+                    page_reply(head, rest)
+                }
+                Err(why) => {
+                    log::error!("{label}: {why}; answering 500");
+                    plain(
+                        tide::StatusCode::InternalServerError,
+                        "the script's output was not a valid CGI response; see the server log",
+                    )
+                }
+            }
+        })
+    }
+}
+
+/// A FastCGI answer as the byte stream of its FCGI_STDOUT records: stderr
+/// records go to the log, FCGI_END_REQUEST ends the stream. A connection
+/// closed before it, a rejected request or a record that has no place in an
+/// answer is an error (not an early end: that would pass a cut answer off
+/// as complete).
+pub struct Answer<'a, R> {
+    inner: R,
+    label: &'a str,
+    part: Part,
+    /// The record header, or a whole non-stdout record body, being read.
+    block: Vec<u8>,
+    filled: usize,
+}
+
+#[derive(Clone, Copy)]
+enum Part {
+    Header,
+    /// Stdout content not yet read, and the padding after it.
+    Stdout {
+        left: usize,
+        padding: usize,
+    },
+    /// A record body (stderr, end) of `len` bytes, then `padding`.
+    Body {
+        kind: u8,
+        len: usize,
+        padding: usize,
+    },
+    Done,
+}
+
+impl<'a, R: AsyncRead + Unpin> Answer<'a, R> {
+    pub fn new(inner: R, label: &'a str) -> Self {
+        Answer { inner, label, part: Part::Header, block: Vec::new(), filled: 0 }
+    }
+
+    /// Reads exactly `want` bytes into `block`, across polls.
+    fn poll_block(&mut self, cx: &mut TaskContext<'_>, want: usize) -> Poll<std::io::Result<()>> {
+        self.block.resize(want, 0);
+        while self.filled < want {
+            let n = ready!(Pin::new(&mut self.inner).poll_read(cx, &mut self.block[self.filled..want]))?;
+            if n == 0 {
+                return Poll::Ready(Err(Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "connection closed before the end of the answer",
+                )));
+            }
+            self.filled += n;
+        }
+        self.filled = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    /// What a complete non-stdout record means.
+    fn record(&mut self, kind: u8, len: usize) -> std::io::Result<Part> {
+        let body = &self.block[..len];
+        match kind {
+            7 => {
+                for line in String::from_utf8_lossy(body).lines() {
+                    log::warn!("{}: stderr: {line}", self.label);
+                }
+                Ok(Part::Header)
+            }
+            3 if body.get(4) == Some(&0) => Ok(Part::Done),
+            3 => Err(Error::other(format!("request rejected (protocol status {:?})", body.get(4)))),
+            t => Err(Error::new(ErrorKind::InvalidData, format!("unexpected record type {t} in an answer"))),
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Answer<'_, R> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        loop {
+            match this.part {
+                Part::Done => return Poll::Ready(Ok(0)),
+                Part::Stdout { left: 0, padding } => this.part = Part::Body { kind: 0, len: 0, padding },
+                Part::Stdout { left, padding } => {
+                    let max = left.min(buf.len());
+                    let n = ready!(Pin::new(&mut this.inner).poll_read(cx, &mut buf[..max]))?;
+                    if n == 0 {
+                        let eof =
+                            Error::new(ErrorKind::UnexpectedEof, "connection closed before the end of the answer");
+                        return Poll::Ready(Err(eof));
+                    }
+                    this.part = Part::Stdout { left: left - n, padding };
+                    return Poll::Ready(Ok(n));
+                }
+                Part::Header => {
+                    ready!(this.poll_block(cx, 8))?;
+                    let h = &this.block;
+                    let (kind, len, padding) = (h[1], usize::from(u16::from_be_bytes([h[4], h[5]])), usize::from(h[6]));
+                    this.part = match kind {
+                        6 => Part::Stdout { left: len, padding },
+                        _ => Part::Body { kind, len, padding },
+                    };
+                }
+                Part::Body { kind, len, padding } => {
+                    ready!(this.poll_block(cx, len + padding))?;
+                    // kind 0: the padding after stdout content.
+                    this.part = if kind == 0 { Part::Header } else { this.record(kind, len)? };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(kind: u8, body: &[u8], padding: u8) -> Vec<u8> {
+        let len = (body.len() as u16).to_be_bytes();
+        let mut r = vec![1, kind, 0, 1, len[0], len[1], padding, 0];
+        r.extend_from_slice(body);
+        r.extend(std::iter::repeat_n(0, usize::from(padding)));
+        r
+    }
+
+    fn read(wire: &[u8]) -> std::io::Result<Vec<u8>> {
+        futures_lite::future::block_on(async {
+            // One byte at a time: every record boundary falls mid-read.
+            let slow = BufReader::with_capacity(1, wire);
+            let mut out = Vec::new();
+            futures_lite::io::AsyncReadExt::read_to_end(&mut Answer::new(slow, "t"), &mut out).await?;
+            Ok(out)
+        })
+    }
+
+    #[test]
+    fn stdout_records_become_one_stream() {
+        let mut wire = record(6, b"Content-Type: text/plain\r\n\r\nhel", 5);
+        wire.extend(record(7, b"a warning\n", 0));
+        wire.extend(record(6, b"lo\n", 0));
+        wire.extend(record(6, b"", 0));
+        wire.extend(record(3, &[0, 0, 0, 0, 0, 0, 0, 0], 0));
+        wire.extend(b"trailing bytes are never read");
+        assert_eq!(read(&wire).expect("a complete answer"), b"Content-Type: text/plain\r\n\r\nhello\n");
+    }
+
+    #[test]
+    fn a_cut_or_rejected_answer_is_an_error() {
+        let cut = record(6, b"hello\n", 0);
+        assert_eq!(read(&cut).expect_err("no end record").kind(), ErrorKind::UnexpectedEof);
+        let mut rejected = record(6, b"x", 0);
+        rejected.extend(record(3, &[0, 0, 0, 0, 1, 0, 0, 0], 0));
+        assert!(read(&rejected).expect_err("rejected").to_string().contains("protocol status"));
+        assert!(read(&record(9, b"", 0)).is_err(), "not an answer record");
+    }
+}

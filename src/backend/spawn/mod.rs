@@ -1,0 +1,67 @@
+//! The spawn transport: one fresh process per event, the way CGI always
+//! worked. The script's lifecycle (start, stdin, stdout and stderr, the
+//! deadline, stopping its process group) is in [`process`], shared with
+//! classic CGI pages ([`crate::http::cgi`]).
+
+pub mod child;
+pub mod groups;
+pub mod process;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::env::{self, EnvSettings};
+use crate::event::{Event, EventKind};
+use crate::gateway::slots::Slots;
+use crate::gateway::{BoxFuture, Call, Limits, Outcome, Transport};
+pub use process::Stderr;
+
+/// How long a script's process group may keep running after SIGTERM
+/// before SIGKILL, and how long stdout is still read after the script
+/// exited (a background child may hold it open).
+pub const GRACE: Duration = Duration::from_secs(2);
+
+pub struct Spawn {
+    pub env: EnvSettings,
+    pub limits: Limits,
+    /// See [`GRACE`].
+    pub grace: Duration,
+    pub stderr: Stderr,
+    /// Bounds the number of scripts running at once (`--max-procs`), events
+    /// and pages together.
+    procs: Arc<Slots>,
+}
+
+impl Spawn {
+    pub fn new(env: EnvSettings, limits: Limits, stderr: Stderr, max_procs: usize) -> Self {
+        Spawn { env, limits, grace: GRACE, stderr, procs: Slots::new(max_procs) }
+    }
+}
+
+impl Transport for Spawn {
+    fn via(&self) -> &str {
+        ""
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn slots(&self) -> &Arc<Slots> {
+        &self.procs
+    }
+
+    fn exchange<'a>(&'a self, event: &'a Event, call: &'a mut Call<'_>) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            // Straight into the spawn's environment block: one buffer, not a
+            // String per variable.
+            let mut vars = child::EnvBlock::with_capacity(4096, 48);
+            env::event_vars(&mut vars, &self.env, event);
+            let stdin = match &event.kind {
+                EventKind::Message { payload, .. } => payload.clone(),
+                _ => bytes::Bytes::new(),
+            };
+            process::run(self, &event.conn.target, &vars, stdin, call).await
+        })
+    }
+}

@@ -1,0 +1,226 @@
+//! The CGI header block (RFC 3875 §6.3), parsed one way with two modes.
+//!
+//! - [`Mode::Lenient`]: a WebSocket script's output. Headers are optional,
+//!   so the output parser ([`super::output`]) only calls it once it saw
+//!   header-like lines ended by a blank line; an invalid `Status` is logged
+//!   and becomes 500 (the event goes on).
+//! - [`Mode::Strict`]: a classic CGI response ([`read_head`]). Headers are
+//!   required; anything that is not `Name: value` (a token name, RFC 9110
+//!   §5.6.2), an invalid `Status`, or a block over 64 KiB is refused, and
+//!   the client gets a 500 rather than a guess.
+//!
+//! The one HTTP token check of the crate ([`is_token`]) lives here too.
+
+use futures_lite::io::AsyncBufRead;
+
+/// The CGI header block of a response (RFC 3875 §6.3).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Head {
+    /// From `Status:`; `None` when the script gave none.
+    pub status: Option<u16>,
+    /// Every header except `Status`, in order, names as written.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Head {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// A status outside 200..=299 rejects an open event.
+    pub fn is_success(&self) -> bool {
+        self.status.is_none_or(|s| (200..300).contains(&s))
+    }
+}
+
+/// A token character (RFC 9110 §5.6.2).
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// `true` when `s` is an HTTP token (RFC 9110 §5.6.2): header names,
+/// methods.
+pub fn is_token(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&b| is_tchar(b))
+}
+
+/// `true` when a header value from a script may go into an HTTP response:
+/// printable ASCII and tabs only. Control characters would corrupt the
+/// response, and the HTTP library accepts nothing but ASCII.
+pub fn sendable_header_value(v: &str) -> bool {
+    v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+}
+
+/// A line without its `\n` or `\r\n`.
+pub fn trim_eol(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// `Name: value` where Name is a token: the name and the trimmed value.
+/// The output parser uses it to tell a header block from body lines.
+pub fn header_line(line: &[u8]) -> Option<(&str, &str)> {
+    let line = std::str::from_utf8(trim_eol(line)).ok()?;
+    let (name, value) = line.split_once(':')?;
+    is_token(name.as_bytes()).then(|| (name, value.trim()))
+}
+
+/// How a header block is read (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Strict,
+    Lenient,
+}
+
+/// What one line did to the block.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// A header; more may follow.
+    More,
+    /// The blank line: the block is complete.
+    Done,
+}
+
+/// Builds a [`Head`] line by line.
+#[derive(Debug)]
+pub struct HeadParser {
+    mode: Mode,
+    head: Head,
+}
+
+impl HeadParser {
+    pub fn new(mode: Mode) -> Self {
+        HeadParser { mode, head: Head::default() }
+    }
+
+    /// Takes one line (with or without its line end). `Err` says why the
+    /// block is invalid, in words for the log; in lenient mode only a line
+    /// that is not a header at all is an error (the caller never sends one),
+    /// and an invalid `Status` is logged through `warn` and becomes 500.
+    pub fn line(&mut self, raw: &[u8], warn: &mut dyn FnMut(&str)) -> Result<Step, String> {
+        let text = String::from_utf8_lossy(trim_eol(raw));
+        if text.is_empty() {
+            if self.mode == Mode::Strict && self.head.headers.is_empty() && self.head.status.is_none() {
+                return Err("the output starts with a blank line, so it has no headers".into());
+            }
+            return Ok(Step::Done);
+        }
+        let Some((name, value)) = text.split_once(':') else {
+            return Err(format!(
+                "{text:?} is not a header line (Name: value); print headers, a blank line, then the body"
+            ));
+        };
+        if !is_token(name.as_bytes()) {
+            return Err(format!("{name:?} is not a valid header name"));
+        }
+        let value = value.trim();
+        if !name.eq_ignore_ascii_case("status") {
+            self.head.headers.push((name.to_owned(), value.to_owned()));
+            return Ok(Step::More);
+        }
+        let code = value.split_whitespace().next().and_then(|c| c.parse::<u16>().ok());
+        self.head.status = match code {
+            Some(c) if (100..=599).contains(&c) => Some(c),
+            _ if self.mode == Mode::Strict => return Err(format!("invalid Status header {value:?}")),
+            _ => {
+                warn(&format!("invalid Status header {}; treating it as 500", crate::logging::quoted(value)));
+                Some(500)
+            }
+        };
+        Ok(Step::More)
+    }
+
+    pub fn finish(self) -> Head {
+        self.head
+    }
+}
+
+/// Largest header block a classic CGI script may print.
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// Reads a classic CGI response's header block up to its blank line,
+/// strictly; the body is left in `r`.
+pub async fn read_head<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<Head, String> {
+    let mut parser = HeadParser::new(Mode::Strict);
+    let mut line = Vec::new();
+    let mut total = 0;
+    loop {
+        line.clear();
+        let (n, _) = super::lines::read_line_capped(r, &mut line, MAX_HEAD + 1)
+            .await
+            .map_err(|e| format!("reading its output failed: {e}"))?;
+        if n == 0 {
+            return Err(if total == 0 {
+                "the script printed nothing (a CGI script must print headers, a blank line, then the body)".into()
+            } else {
+                "the script's output ended before the blank line that ends the headers".into()
+            });
+        }
+        total += n;
+        if total > MAX_HEAD {
+            return Err(format!("the header block is over {MAX_HEAD} bytes"));
+        }
+        if parser.line(&line, &mut |_| {})? == Step::Done {
+            return Ok(parser.finish());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strict(s: &str) -> Result<Head, String> {
+        let mut r = futures_lite::io::BufReader::new(s.as_bytes());
+        futures_lite::future::block_on(read_head(&mut r))
+    }
+
+    fn lenient(lines: &[&str]) -> (Head, Vec<String>) {
+        let mut p = HeadParser::new(Mode::Lenient);
+        let mut warnings = Vec::new();
+        for l in lines {
+            p.line(l.as_bytes(), &mut |w| warnings.push(w.to_owned())).expect("a header line");
+        }
+        (p.finish(), warnings)
+    }
+
+    #[test]
+    fn strict_header_blocks() {
+        let h = strict("Status: 404 Not Found\r\nContent-Type: text/plain\r\nX-A:  1 \r\n\r\nbody").expect("valid");
+        assert_eq!(h.status, Some(404));
+        assert_eq!(h.get("x-a"), Some("1"));
+        assert_eq!(h.headers.len(), 2, "Status is not a header");
+        for bad in ["", "hello world\n\n", "Content-Type: text/plain\n", "\nbody", "Status: abc\n\n", "Status: 99\n\n"]
+        {
+            assert!(strict(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(strict("Bad Name: x\n\n"), Err("\"Bad Name\" is not a valid header name".into()));
+        assert!(strict(&format!("X: {}\n\n", "a".repeat(MAX_HEAD))).expect_err("too big").contains("over"));
+    }
+
+    #[test]
+    fn lenient_blocks_turn_a_bad_status_into_500_with_a_warning() {
+        let (h, warnings) = lenient(&["Status: abc\n", "X-A: 1\n"]);
+        assert_eq!(h.status, Some(500));
+        assert_eq!(warnings, ["invalid Status header \"abc\"; treating it as 500"]);
+        let (h, warnings) = lenient(&["Status: 302 Found\r\n", "\r\n"]);
+        assert_eq!((h.status, warnings.len()), (Some(302), 0));
+    }
+
+    #[test]
+    fn header_lines_and_tokens() {
+        assert_eq!(header_line(b"Content-Type: text/plain\r\n"), Some(("Content-Type", "text/plain")));
+        assert_eq!(header_line(b"X-Empty:\n"), Some(("X-Empty", "")));
+        for not in [&b"no colon\n"[..], b"Bad Name: x\n", b": x\n", b"caf\xc3\xa9: x\n", b"\xff: x\n"] {
+            assert_eq!(header_line(not), None, "{not:?}");
+        }
+        assert!(is_token(b"!#$%&'*+-.^_`|~09azAZ"));
+        for not in [&b""[..], b"a b", b"a:b", b"a(b)", b"a\"b", b"a,b", b"a/b", b"\xc3\xa9"] {
+            assert!(!is_token(not), "{not:?}");
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The gateway: everything between an event and the program that answers it.
+//!
+//! A backend ([`crate::backend`]) is only a *transport*: it carries one
+//! [`Event`] to a script or a server and hands back what came out, as raw
+//! CGI-style lines (a spawned script, a FastCGI server) or as an already
+//! parsed header block plus body lines (an HTTP server). Everything else is
+//! done here, once, whatever the transport: the log label, the `--max-procs`
+//! slot, the deadline, the output limit ([`lines`]), the header parser
+//! ([`head`]), the line protocol ([`output`], [`directive`]), and the end of
+//! the output. [`run`] is that one path; [`routes`] decides, once at
+//! start-up, which transport serves which path.
+//!
+//! Adding a backend is one file implementing [`Transport`] (and, when it
+//! serves pages too, [`routes::Pages`]) plus its line in the routing table.
+
+pub mod directive;
+pub mod head;
+pub mod lines;
+pub mod output;
+pub mod resolve;
+pub mod response;
+pub mod routes;
+pub mod slots;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::io::AsyncBufRead;
+
+use crate::action::Action;
+use crate::event::{Event, EventKind};
+pub use head::{sendable_header_value, Head};
+use output::OutputParser;
+
+/// One piece of backend output, in the order it was produced.
+#[derive(Debug)]
+pub enum Output {
+    /// The header block; comes first, at most once.
+    Head(Head),
+    /// Something to do.
+    Action(Action),
+    /// The raw body, only for an open event whose head rejects it (non-2xx):
+    /// it becomes the HTTP response body.
+    RejectBody(Vec<u8>),
+}
+
+/// Where output goes as it is produced: the hub for message and close
+/// events (applied at once, so a long script can stream progress), a buffer
+/// for the open event (applied once the handshake is answered).
+pub type Sink<'a> = dyn FnMut(Output) + Send + 'a;
+
+/// How the work for one event ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// The script failed (non-zero exit, killed by a signal, timed out, could
+    /// not start); the text says how, for the log.
+    Failed(String),
+    /// The backend server could not be reached or broke off (FastCGI, HTTP):
+    /// like a crash, but a failed open answers 502 instead of 500.
+    Unavailable(String),
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The bounds of one event's run, the same for every transport.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Longest an event may take (`--timeout`).
+    pub timeout: Duration,
+    /// Most bytes of output read per event (`--max-output`).
+    pub max_output: usize,
+}
+
+/// Carries events to whatever runs the application.
+///
+/// A transport writes the event out (environment, parameters, a request)
+/// and feeds the answer to the [`Call`]: raw lines ([`Call::pump`],
+/// [`Call::line`]) or a parsed head ([`Call::head`]) then body lines. It
+/// applies the deadline ([`Call::timeout`]) itself, at the point where it
+/// can still clean up: a spawned script must be stopped and reaped, a
+/// network request is simply dropped.
+pub trait Transport: Send + Sync + 'static {
+    /// What the event's log label adds after `[id] /endpoint kind`:
+    /// `" (fastcgi 127.0.0.1:9000)"`, or `""` for a spawned script.
+    fn via(&self) -> &str;
+    /// The event's limits.
+    fn limits(&self) -> &Limits;
+    /// Bounds the events in flight through this transport (`--max-procs`,
+    /// for all scripts, or per backend server).
+    fn slots(&self) -> &Arc<slots::Slots>;
+    /// Runs one event.
+    fn exchange<'a>(&'a self, event: &'a Event, call: &'a mut Call<'_>) -> BoxFuture<'a, Outcome>;
+}
+
+/// One event in flight: what a transport feeds its answer to.
+pub struct Call<'a> {
+    label: &'a str,
+    limits: Limits,
+    parser: OutputParser<'a>,
+    out: &'a mut Sink<'a>,
+    /// Output bytes read so far (against `--max-output`).
+    read: usize,
+}
+
+/// Why [`Call::pump`] stopped before the end of the output.
+#[derive(Debug)]
+pub enum Cut {
+    /// More than `--max-output`: the script's fault (logged here).
+    TooMuch,
+    /// The stream failed.
+    Io(std::io::Error),
+}
+
+impl<'a> Call<'a> {
+    /// `[id] /chat.sh message`: how the log names this run.
+    pub fn label(&self) -> &'a str {
+        self.label
+    }
+
+    /// How long the event may take; the transport stops it then.
+    pub fn timeout(&self) -> Duration {
+        self.limits.timeout
+    }
+
+    /// One raw line of CGI output (ending in `\n` unless it is the last).
+    pub fn line(&mut self, raw: &[u8]) {
+        self.parser.push(raw, self.out);
+    }
+
+    /// A header block the transport parsed itself (an HTTP response); the
+    /// body's lines follow.
+    pub fn head(&mut self, head: Head) {
+        self.parser.head(head, self.out);
+    }
+
+    /// Reads `body` line by line into the parser until its end, within
+    /// `--max-output` (counted over the whole call): a script that prints
+    /// gigabytes, with or without newlines, costs no memory.
+    pub async fn pump(&mut self, body: &mut (impl AsyncBufRead + Unpin)) -> Result<(), Cut> {
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let room = self.limits.max_output.saturating_sub(self.read) + 1;
+            let (n, _) = lines::read_line_capped(body, &mut line, room).await.map_err(Cut::Io)?;
+            if n == 0 {
+                return Ok(());
+            }
+            self.read += n;
+            if self.read > self.limits.max_output {
+                log::warn!(
+                    "{}: more than {} bytes of output; the rest is discarded",
+                    self.label,
+                    self.limits.max_output
+                );
+                return Err(Cut::TooMuch);
+            }
+            self.line(&line);
+        }
+    }
+}
+
+/// Runs one event through `transport`, sending its output to `out` as it
+/// comes: the label, the output parser, a slot among those allowed to run at
+/// once, the exchange, and the end of the output (a whole-body message is
+/// sent only then).
+pub async fn run(transport: &dyn Transport, event: &Event, out: &mut Sink<'_>) -> Outcome {
+    let conn = &event.conn;
+    let endpoint = conn.target.endpoint();
+    let label = format!("[{}] {endpoint} {}{}", conn.id, event.kind.name(), transport.via());
+    let ctx = directive::Context::Script { conn: &conn.id, endpoint };
+    let parser = OutputParser::new(ctx, event.kind == EventKind::Open);
+    let mut call = Call { label: &label, limits: *transport.limits(), parser, out, read: 0 };
+    let outcome = {
+        let _slot = transport.slots().acquire().await;
+        transport.exchange(event, &mut call).await
+    };
+    let Call { parser, out, .. } = call;
+    parser.finish(out);
+    outcome
+}

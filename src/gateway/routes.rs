@@ -1,0 +1,221 @@
+//! The routing table, built once at start-up: which transport runs the
+//! events of a path, whether it serves pages (plain HTTP requests), and
+//! whether it needs a local file. Every decision about a path is made here;
+//! file lookups follow the [`Resolver`]'s rules.
+//!
+//! Routes are path prefixes (`--fastcgi PREFIX=…`, `--backend-url
+//! PREFIX=…`), longest first; a path under none of them goes to the local
+//! scripts (spawned).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use percent_encoding::percent_decode_str;
+
+use super::resolve::{has_prefix, is_safe, Resolved, Resolver};
+use super::response::{Reply, RequestBody};
+use super::{BoxFuture, Transport};
+use crate::event::{RequestInfo, Target};
+
+/// Serves a plain HTTP request to a script (classic CGI).
+pub trait Pages: Send + Sync {
+    fn serve<'a>(&'a self, info: &'a RequestInfo, target: &'a Target, body: RequestBody) -> BoxFuture<'a, Reply>;
+}
+
+/// What a route needs on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Files {
+    /// A local script that is spawned: executable, or run by a `--handler`.
+    Spawned,
+    /// A local script a backend server runs (FastCGI): a `.php` file needs
+    /// no exec bit.
+    RunByServer,
+    /// Nothing local (an HTTP backend): the prefix is SCRIPT_NAME, the rest
+    /// of the path PATH_INFO.
+    None,
+}
+
+/// One line of the table.
+pub struct Route {
+    /// `/` covers every path.
+    pub prefix: String,
+    pub transport: Arc<dyn Transport>,
+    /// `None`: plain requests get a static file or 404 instead.
+    pub pages: Option<Arc<dyn Pages>>,
+    pub files: Files,
+}
+
+/// A path's target and the route that serves it.
+pub struct Routed<'r> {
+    pub target: Target,
+    pub route: &'r Route,
+}
+
+pub struct Routes {
+    resolver: Resolver,
+    /// Prefix routes, longest prefix first (equal prefixes: first given).
+    prefixed: Vec<Route>,
+    /// Everything else: the local scripts.
+    scripts: Route,
+}
+
+impl Routes {
+    /// The table: `prefixed` in any order, `scripts` for the rest.
+    pub fn new(resolver: Resolver, mut prefixed: Vec<Route>, scripts: Route) -> Self {
+        prefixed.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        Routes { resolver, prefixed, scripts }
+    }
+
+    /// The file rules (static files ask it what is a script).
+    pub fn resolver(&self) -> &Resolver {
+        &self.resolver
+    }
+
+    /// `true` in single-script mode (every path is the one script; no pages).
+    pub fn is_single(&self) -> bool {
+        self.resolver.is_single()
+    }
+
+    /// The route for the default scripts (for tests that swap its transport).
+    #[cfg(test)]
+    pub(crate) fn scripts_mut(&mut self) -> &mut Route {
+        &mut self.scripts
+    }
+
+    /// Resolves a raw (still percent-encoded) URL path: the longest prefix
+    /// route that needs no file takes it as is; otherwise the local script
+    /// it names, served by the longest route above that script.
+    pub fn resolve(&self, raw_path: &str) -> Resolved<Routed<'_>> {
+        let longest = self.prefixed.iter().find(|r| has_prefix(raw_path, &r.prefix));
+        if let Some(route) = longest.filter(|r| r.files == Files::None) {
+            if !is_safe(raw_path) {
+                return Resolved::NotFound;
+            }
+            return Resolved::Found(Routed { target: remote_target(&route.prefix, raw_path), route });
+        }
+        let by_server = |script_name: &str| self.route_of(script_name).files == Files::RunByServer;
+        match self.resolver.resolve_file(raw_path, &by_server) {
+            Resolved::Found(target) => {
+                let route = self.route_of(&target.script_name);
+                Resolved::Found(Routed { target, route })
+            }
+            Resolved::NotFound => Resolved::NotFound,
+            Resolved::NotRunnable(why) => Resolved::NotRunnable(why),
+        }
+    }
+
+    /// Resolves a path to its target only.
+    pub fn target(&self, raw_path: &str) -> Resolved {
+        match self.resolve(raw_path) {
+            Resolved::Found(r) => Resolved::Found(r.target),
+            Resolved::NotFound => Resolved::NotFound,
+            Resolved::NotRunnable(why) => Resolved::NotRunnable(why),
+        }
+    }
+
+    /// The transport that runs the events of a target [`Routes::resolve`]
+    /// found: the route it was resolved to, by the same rule.
+    pub fn transport(&self, target: &Target) -> &Arc<dyn Transport> {
+        &self.route_of(&target.script_name).transport
+    }
+
+    /// Every endpoint under `--cgi-bin` (for listings), as URL paths, sorted.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.resolver.endpoints_where(&|url| matches!(self.resolve(url), Resolved::Found(_)))
+    }
+
+    /// The route of a script's SCRIPT_NAME.
+    fn route_of(&self, script_name: &str) -> &Route {
+        self.prefixed.iter().find(|r| has_prefix(script_name, &r.prefix)).unwrap_or(&self.scripts)
+    }
+}
+
+/// The target of a path under `prefix` on a route with no local file.
+fn remote_target(prefix: &str, raw_path: &str) -> Target {
+    let script_name = if prefix == "/" { String::new() } else { prefix.to_owned() };
+    let rest = &raw_path[script_name.len()..];
+    let path_info = percent_decode_str(rest).decode_utf8_lossy().into_owned();
+    Target { filename: PathBuf::new(), script_name, path_info, interpreter: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::event::Event;
+    use crate::gateway::slots::Slots;
+    use crate::gateway::{Call, Limits, Outcome};
+
+    /// A transport known by its name only.
+    struct Named(&'static str, Limits, Arc<Slots>);
+
+    impl Transport for Named {
+        fn via(&self) -> &str {
+            self.0
+        }
+        fn limits(&self) -> &Limits {
+            &self.1
+        }
+        fn slots(&self) -> &Arc<Slots> {
+            &self.2
+        }
+        fn exchange<'a>(&'a self, _: &'a Event, _: &'a mut Call<'_>) -> BoxFuture<'a, Outcome> {
+            Box::pin(async { Outcome::Success })
+        }
+    }
+
+    fn route(prefix: &str, name: &'static str, files: Files) -> Route {
+        let limits = Limits { timeout: Duration::from_secs(1), max_output: 1 };
+        Route { prefix: prefix.into(), transport: Arc::new(Named(name, limits, Slots::new(1))), pages: None, files }
+    }
+
+    fn table() -> Routes {
+        let root = std::env::temp_dir().join(format!("ws2http-routes-{}", crate::id::ConnId::random()));
+        std::fs::create_dir_all(root.join("php/api")).expect("fixture");
+        for (p, mode) in [("php/page.php", 0o644), ("php/api/x.php", 0o644), ("run.sh", 0o755), ("page.php", 0o644)] {
+            std::fs::write(root.join(p), "x").expect("fixture");
+            std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(mode)).expect("fixture");
+        }
+        let root = root.canonicalize().expect("fixture");
+        let prefixed = vec![
+            route("/php/api", "http", Files::None),
+            route("/php", "fastcgi", Files::RunByServer),
+            route("/remote", "http2", Files::None),
+        ];
+        Routes::new(Resolver::new(root, None, vec![]), prefixed, route("/", "spawn", Files::Spawned))
+    }
+
+    fn via(routes: &Routes, path: &str) -> Option<(String, String, &'static str)> {
+        match routes.resolve(path) {
+            Resolved::Found(r) => {
+                let name = match r.route.transport.via() {
+                    "http" => "http",
+                    "http2" => "http2",
+                    "fastcgi" => "fastcgi",
+                    _ => "spawn",
+                };
+                assert_eq!(routes.transport(&r.target).via(), r.route.transport.via(), "{path}");
+                Some((r.target.script_name, r.target.path_info, name))
+            }
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_longest_prefix_decides_and_only_local_routes_need_files() {
+        let r = table();
+        let found = |s: &str, i: &str, n: &'static str| Some((s.to_owned(), i.to_owned(), n));
+        assert_eq!(via(&r, "/run.sh/x"), found("/run.sh", "/x", "spawn"));
+        // A FastCGI server runs .php without an exec bit; spawned scripts need one.
+        assert_eq!(via(&r, "/php/page.php"), found("/php/page.php", "", "fastcgi"));
+        assert!(matches!(r.resolve("/page.php"), Resolved::NotRunnable(_)));
+        // An HTTP route needs no file: its prefix is SCRIPT_NAME.
+        assert_eq!(via(&r, "/php/api/x.php"), found("/php/api", "/x.php", "http"));
+        assert_eq!(via(&r, "/remote/a%20b"), found("/remote", "/a b", "http2"));
+        assert_eq!(via(&r, "/remote/%2e%2e/x"), None, "the path rules hold on every route");
+        assert_eq!(via(&r, "/php/missing.php"), None);
+        assert_eq!(r.endpoints(), ["/php/api/x.php", "/php/page.php", "/run.sh"]);
+    }
+}

@@ -1,0 +1,3 @@
+//! Plain HTTP requests on the public listener.
+
+pub mod cgi;
