@@ -93,7 +93,7 @@ esac"#;
     // No message reached the watcher, it is still open, alone in the room.
     sentinel(&s.api(&format!("/send/{id}")), &mut w).await;
     assert_eq!(get(&s.api("/rooms")).body, r#"{"lobby":1}"#);
-    assert_eq!(conn_ids(&s.api("/connections")), [id.clone()]);
+    assert_eq!(conn_ids(&s.api("/connections")), vec![id.clone()]);
     assert_eq!(get(&s.api(&format!("/connections/{id}"))).json()["metadata"], serde_json::json!({}));
 }
 
