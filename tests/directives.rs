@@ -27,7 +27,7 @@ async fn plain_lines_escapes_and_streaming_order() {
 #[async_std::test]
 async fn send_room_others_broadcast_join_leave() {
     let s = Server::start(&[]);
-    let (mut a, _) = mirror(&s, "/mirror.sh").await;
+    let (mut a, ida) = mirror(&s, "/mirror.sh").await;
     let (mut b, idb) = mirror(&s, "/mirror.sh").await;
     let (mut c, _) = mirror(&s, "/mirror.sh/other-path").await;
     let mut other_ep = connect(&s.url("/order.sh")).await;
@@ -47,11 +47,11 @@ async fn send_room_others_broadcast_join_leave() {
 
     say(&mut a, "@others lobby not to a").await;
     assert_eq!(next_text(&mut b).await, "not to a");
-    assert!(silent(&mut a, 300).await, "@others must skip the sender");
+    sentinel(&s.api(&format!("/send/{ida}")), &mut a).await; // @others skips the sender
 
     say(&mut a, "@leave lobby\n@room lobby only b").await;
     assert_eq!(next_text(&mut b).await, "only b");
-    assert!(silent(&mut a, 300).await, "a left the room");
+    sentinel(&s.api(&format!("/send/{ida}")), &mut a).await; // a left the room
 
     // @broadcast reaches every connection of this endpoint (path info does
     // not matter), not other endpoints.
@@ -59,7 +59,8 @@ async fn send_room_others_broadcast_join_leave() {
     assert_eq!(next_text(&mut a).await, "everyone");
     assert_eq!(next_text(&mut b).await, "everyone");
     assert_eq!(next_text(&mut c).await, "everyone");
-    assert!(silent(&mut other_ep, 300).await, "other endpoints do not get @broadcast");
+    // Other endpoints do not get @broadcast.
+    sentinel(&s.api(&format!("/send/{}", only_id(&s, "/order.sh"))), &mut other_ep).await;
 }
 
 #[async_std::test]

@@ -3,6 +3,13 @@
 //! parser and the environment builder. Runs a bounded number of cases
 //! (PROPTEST_CASES, default 1000 per property) so CI stays quick; set it
 //! higher for a longer local run.
+//!
+//! Expected results are stated independently of the implementation: line
+//! mode against a small reference model written from docs/PROTOCOL.md
+//! ("Script output", line mode), and the HTTP token characters spelled out
+//! from RFC 9110. Library paths used: `ws2http::cgi::output::parse_all`,
+//! `ws2http::directive::parse_line`, `ws2http::cgi::http::read_head`,
+//! `ws2http::cgi::env::event_env` (plus the types they take and return).
 
 use std::sync::Arc;
 
@@ -10,7 +17,7 @@ use proptest::prelude::*;
 use ws2http::action::{Action, Message};
 use ws2http::backend::Output;
 use ws2http::cgi::env::{event_env, EnvSettings};
-use ws2http::cgi::output::{parse_all, OutputParser};
+use ws2http::cgi::output::parse_all;
 use ws2http::directive::{parse_line, Context, Line};
 use ws2http::event::{ConnInfo, Event, EventKind, RequestInfo, Target};
 use ws2http::id::ConnId;
@@ -27,6 +34,78 @@ fn texts(items: &[Output]) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+/// The `tchar` of RFC 9110 §5.6.2, written out: the characters an HTTP
+/// field name (a token) may contain.
+const TCHAR: &str = "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// One line of script output in line mode, as docs/PROTOCOL.md lists them.
+#[derive(Debug, Clone)]
+enum Out {
+    /// Anything else: a text message to this connection.
+    Plain(String),
+    /// `@@rest`: the text `@rest`.
+    Escaped(String),
+    /// An empty line: ignored.
+    Empty,
+    /// `@join ROOM`, `@leave ROOM`.
+    Join(String),
+    Leave(String),
+    /// `@set KEY VALUE`: an empty VALUE removes the key.
+    Set(String, String),
+    /// `@room ROOM TEXT`.
+    Room(String, String),
+    /// An unknown directive: logged and skipped, never sent.
+    Unknown(String),
+}
+
+fn out_line() -> impl Strategy<Value = Out> {
+    let text = "[^\r\n]{0,30}";
+    let room = "[A-Za-z0-9_.#-]{1,20}";
+    prop_oneof![
+        // No `:`, so that no line can start a header block.
+        "[^@\r\n:][^\r\n:]{0,30}".prop_map(Out::Plain),
+        text.prop_map(Out::Escaped),
+        Just(Out::Empty),
+        room.prop_map(Out::Join),
+        room.prop_map(Out::Leave),
+        ("[A-Za-z0-9_]{1,10}", "[^\r\n\x00]{0,20}").prop_map(|(k, v)| Out::Set(k, v)),
+        (room, text).prop_map(|(r, t)| Out::Room(r, t)),
+        "[a-z]{1,8}".prop_map(|w| Out::Unknown(format!("zz{w}"))),
+    ]
+}
+
+/// The line as a script prints it.
+fn render(l: &Out) -> String {
+    match l {
+        Out::Plain(t) => t.clone(),
+        Out::Escaped(t) => format!("@@{t}"),
+        Out::Empty => String::new(),
+        Out::Join(r) => format!("@join {r}"),
+        Out::Leave(r) => format!("@leave {r}"),
+        Out::Set(k, v) => format!("@set {k} {v}"),
+        Out::Room(r, t) => format!("@room {r} {t}"),
+        Out::Unknown(w) => format!("@{w} x"),
+    }
+}
+
+/// What the line does, per docs/PROTOCOL.md, for connection `me`.
+fn model(l: &Out, me: &ConnId) -> Option<Action> {
+    let send = |t: String| Action::Send { to: me.clone(), msg: Message::text(t.as_str()) };
+    match l {
+        // A plain line whose text is empty is an empty line: ignored.
+        Out::Plain(t) if t.is_empty() => None,
+        Out::Plain(t) => Some(send(t.clone())),
+        Out::Escaped(t) => Some(send(format!("@{t}"))),
+        Out::Empty | Out::Unknown(_) => None,
+        Out::Join(r) => Some(Action::Join { conn: me.clone(), room: r.clone() }),
+        Out::Leave(r) => Some(Action::Leave { conn: me.clone(), room: r.clone() }),
+        Out::Set(k, v) => {
+            Some(Action::SetMeta { conn: me.clone(), key: k.clone(), value: (!v.is_empty()).then(|| v.clone()) })
+        }
+        Out::Room(r, t) => Some(Action::Room { room: r.clone(), msg: Message::text(t.as_str()), except: None }),
+    }
 }
 
 /// Lines that are plain text: not empty, not starting with `@`, no line breaks,
@@ -95,18 +174,29 @@ proptest! {
     }
 
     #[test]
-    fn feeding_lines_one_by_one_equals_parsing_at_once(bytes in proptest::collection::vec(any::<u8>(), 0..1500)) {
+    fn line_mode_follows_the_reference_model(
+        lines in proptest::collection::vec(out_line(), 0..25),
+        eols in proptest::collection::vec(any::<bool>(), 25),
+        final_newline in any::<bool>(),
+    ) {
         let m = me();
-        let ctx = Context::Script { conn: &m, endpoint: "/e" };
-        let all = format!("{:?}", parse_all(ctx, true, &bytes));
-        let mut items = Vec::new();
-        let mut p = OutputParser::new(ctx, true);
-        let mut push = |o| items.push(o);
-        for line in bytes.split_inclusive(|&b| b == b'\n') {
-            p.push(line, &mut push);
+        // LF or CRLF per line; the last line may lack its newline.
+        let mut out = String::new();
+        for (i, l) in lines.iter().enumerate() {
+            out.push_str(&render(l));
+            if i + 1 < lines.len() || final_newline {
+                out.push_str(if eols[i] { "\r\n" } else { "\n" });
+            }
         }
-        p.finish(&mut push);
-        prop_assert_eq!(format!("{items:?}"), all);
+        let got: Vec<Action> = parse_all(Context::Script { conn: &m, endpoint: "/e" }, false, out.as_bytes())
+            .into_iter()
+            .map(|o| match o {
+                Output::Action(a) => a,
+                other => panic!("line mode yields actions only, got {other:?} from {out:?}"),
+            })
+            .collect();
+        let want: Vec<Action> = lines.iter().filter_map(|l| model(l, &m)).collect();
+        prop_assert_eq!(got, want, "output {:?}", out);
     }
 
     #[test]
@@ -130,6 +220,34 @@ proptest! {
     }
 
     #[test]
+    fn header_variables_follow_the_documented_rule(
+        raw in proptest::collection::vec(proptest::collection::vec(proptest::sample::select(TCHAR.chars().collect::<Vec<_>>()), 1..16), 1..12)
+    ) {
+        // docs/PROTOCOL.md, Environment: HTTP_ + the name uppercased with
+        // `-` as `_`; a name containing `_` is left out; no HTTP_PROXY.
+        let mut names: Vec<String> = Vec::new();
+        for n in raw.into_iter().map(|c| c.into_iter().collect::<String>()) {
+            if !names.iter().any(|m| m.eq_ignore_ascii_case(&n)) {
+                names.push(n);
+            }
+        }
+        let request = RequestInfo {
+            headers: names.iter().map(|n| (n.clone(), "v".to_owned())).collect(),
+            ..Default::default()
+        };
+        let target = Target { filename: "/s".into(), script_name: "/s".into(), path_info: String::new(), interpreter: None };
+        let conn = Arc::new(ConnInfo { id: me(), target, request });
+        let env = event_env(&EnvSettings::default(), &Event { kind: EventKind::Open, conn, rooms: vec![], meta: vec![] });
+        let got: Vec<String> = env.iter().map(|(k, _)| k.clone()).filter(|k| k.starts_with("HTTP_")).collect();
+        for n in &names {
+            let var = format!("HTTP_{}", n.to_ascii_uppercase().replace('-', "_"));
+            let kept = !n.contains('_') && var != "HTTP_PROXY";
+            prop_assert_eq!(got.contains(&var), kept, "header {:?} -> {:?} in {:?}", n, var, got);
+        }
+        prop_assert_eq!(got.len(), names.iter().filter(|n| !n.contains('_') && !n.eq_ignore_ascii_case("proxy")).count());
+    }
+
+    #[test]
     fn environment_has_only_safe_header_variables(names in proptest::collection::vec("\\PC{1,20}", 0..20)) {
         let request = RequestInfo {
             headers: names.iter().map(|n| (n.clone(), "v".to_owned())).chain([("Proxy".to_owned(), "x".to_owned())]).collect(),
@@ -140,7 +258,8 @@ proptest! {
         let env = event_env(&EnvSettings::default(), &Event { kind: EventKind::Open, conn, rooms: vec![], meta: vec![] });
         for (k, _) in &env {
             prop_assert!(k != "HTTP_PROXY");
-            prop_assert!(k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b"!#$%&'*+.^`|~".contains(&b)), "{}", k);
+            // A token, except that `-` became `_`.
+            prop_assert!(k.chars().all(|c| c != '-' && TCHAR.contains(c)), "{}", k);
             prop_assert!(!k.contains('='));
         }
     }

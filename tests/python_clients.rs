@@ -206,17 +206,24 @@ fn missing_program_fails_with_its_fix() -> Result<(), Failed> {
 fn python_skip_fails() -> Result<(), Failed> {
     let dir = std::env::temp_dir().join(format!("ws2http-harness-skip-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let module = "import unittest\nclass T(unittest.TestCase):\n    def test_a(self):\n        self.skipTest('no')\n";
+    // A skip in the test, and one in setUpClass (whose tests never start,
+    // so no count of tests "run" sees them).
+    let module = "import unittest\nclass T(unittest.TestCase):\n    def test_a(self):\n        self.skipTest('no')\n\
+                  class C(unittest.TestCase):\n    @classmethod\n    def setUpClass(cls):\n        \
+                  raise unittest.SkipTest('cls')\n    def test_b(self):\n        pass\n";
     std::fs::write(dir.join("skipping_for_harness.py"), module).map_err(|e| e.to_string())?;
     let out = Command::new(python())
-        .args(["cargo_harness.py", "run", "skipping_for_harness.T.test_a"])
+        .args(["cargo_harness.py", "run", "skipping_for_harness.T.test_a", "skipping_for_harness.C.test_b"])
         .env("PYTHONPATH", &dir)
         .current_dir(python_dir())
         .output()
         .map_err(|e| e.to_string())?;
     let _ = std::fs::remove_dir_all(&dir);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    if out.status.success() || !stderr.contains("skipping_for_harness.T.test_a was skipped (no)") {
+    if out.status.success()
+        || !stderr.contains("skipping_for_harness.T.test_a was skipped (no)")
+        || !stderr.contains("skipping_for_harness.C.test_b did not run and pass")
+    {
         return Err(format!("expected a Python-level skip to fail:\n{stderr}").into());
     }
     Ok(())

@@ -209,15 +209,25 @@ pub async fn mirror(s: &Server, path: &str) -> (Ws, String) {
     (ws, id)
 }
 
-/// `true` when nothing but control frames arrives within `ms`.
-pub async fn silent(ws: &mut Ws, ms: u64) -> bool {
-    loop {
-        match async_std::future::timeout(Duration::from_millis(ms), ws.next()).await {
-            Err(_) => return true,
-            Ok(Some(Ok(m))) if m.is_ping() || m.is_pong() => continue,
-            Ok(_) => return false,
-        }
-    }
+/// Proves that nothing reached `ws` before this call: pushes a unique
+/// sentinel message through `send_url` (a control API `/send/{id}` URL of
+/// the connection) and expects it as the very next message. The hub queues
+/// a connection's messages in order, so anything applied earlier (a room
+/// message, a broadcast, a reply) would come first. Unlike waiting a while
+/// and seeing nothing, this cannot pass just because the machine was slow.
+pub async fn sentinel(send_url: &str, ws: &mut Ws) {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let text = format!("sentinel {}", N.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+    let r = post(send_url, &text);
+    assert_eq!(r.status, 200, "POST {send_url}: {}", r.body);
+    assert_eq!(next_text(ws).await, text, "something reached the connection before the sentinel");
+}
+
+/// The id of the one live connection of `endpoint`.
+pub fn only_id(s: &Server, endpoint: &str) -> String {
+    let ids = conn_ids(&s.api(&format!("/connections?endpoint={endpoint}")));
+    assert_eq!(ids.len(), 1, "one connection of {endpoint} expected: {ids:?}");
+    ids[0].clone()
 }
 
 /// A raw HTTP exchange: sends `request`, returns the whole response head

@@ -8,14 +8,17 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// A `kB` field of /proc/PID/status (`VmRSS`, `VmHWM`, ...), in KiB.
+/// A `kB` field of /proc/PID/status (`VmRSS`, `VmHWM`, ...), in KiB. An
+/// unreadable file or a missing field panics: a reading of 0 would make
+/// every "memory stays below" check pass without measuring anything.
 pub fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
     status
         .lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+        .unwrap_or_else(|| panic!("{path} has no {field} field in kB"))
 }
 
 /// Resident memory now, in KiB.
@@ -28,9 +31,23 @@ pub fn hwm_kib(pid: u32) -> u64 {
     status_kib(pid, "VmHWM")
 }
 
-/// Open file descriptors.
+/// Open file descriptors (panics when /proc/PID/fd cannot be listed,
+/// rather than reporting 0 open descriptors).
 pub fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+    let path = format!("/proc/{pid}/fd");
+    std::fs::read_dir(&path).unwrap_or_else(|e| panic!("cannot list {path}: {e}")).count()
+}
+
+/// The process table, or a panic: an unreadable /proc would otherwise look
+/// like a machine with no zombies and no leftover processes.
+/// Our own entries must be readable too (a `hidepid` mount or a ptrace
+/// policy hides other processes' `stat` and `environ` from us), since the
+/// loops below skip an entry they cannot read.
+fn proc_dir() -> std::fs::ReadDir {
+    for own in ["/proc/self/stat", "/proc/self/environ"] {
+        std::fs::read(own).unwrap_or_else(|e| panic!("cannot read {own}: {e}"));
+    }
+    std::fs::read_dir("/proc").unwrap_or_else(|e| panic!("cannot list /proc: {e}"))
 }
 
 pub fn mib(kib: u64) -> f64 {
@@ -40,9 +57,9 @@ pub fn mib(kib: u64) -> f64 {
 /// `(pid, state, ppid)` of every process we can see.
 fn all_stats() -> Vec<(u32, char, u32)> {
     let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
-    for e in dir.flatten() {
+    for e in proc_dir().flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        // A process may exit between the listing and this read.
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
         // "pid (comm) S ppid ...": comm may hold spaces and parentheses.
         let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
@@ -70,12 +87,12 @@ pub fn children_of(parent: u32) -> Vec<u32> {
 /// included), so this finds whatever a server's scripts left behind.
 pub fn processes_with_env(var: &str, except: u32) -> Vec<(u32, String)> {
     let mut found = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return found };
-    for e in dir.flatten() {
+    for e in proc_dir().flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
         if pid == except {
             continue;
         }
+        // Gone since the listing, or another user's (scripts run as us).
         let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
         if !env.split(|&b| b == 0).any(|kv| kv == var.as_bytes()) {
             continue;

@@ -530,12 +530,10 @@ class FpmFixtureTest(DaemonsMixin, ServerTestCase):
 
     async def test_many_events_hold_no_worker_between_them(self):
         ws = await self.connect("/fpm/echo.php")
-        started = time.monotonic()
+        # (How fast is the benchmark's business: bench workload 6, FastCGI.)
         for i in range(200):
             await ws.send("m%d" % i)
             self.assertEqual(await self.recv_text(ws), "m%d" % i)
-        took = time.monotonic() - started
-        self.assertLess(took, 20, "200 events through one php-fpm worker took %.1fs" % took)
         # No connection is kept between requests (each would pin the only
         # worker, docs/BACKENDS.md): nothing stays established to php-fpm.
         if not os.path.exists("/proc/net/tcp"):
@@ -600,11 +598,10 @@ class FpmFailureTest(DaemonsMixin, ServerTestCase):
         cid = await self.connection_id()
 
         await asyncio.to_thread(self.fpm.kill)   # master and workers: SIGKILL
-        started = time.monotonic()
         await ws.send("while down")
+        # Refused connections, not a timeout: the log names the cause (below).
         await wait_for(lambda: "backend unavailable" in self.server.log_text(), TIMEOUT,
                        "the failed message event in the log")
-        self.assertLess(time.monotonic() - started, 3)
         # the connection stays open: the next thing it gets is this push
         await self.sentinel(ws, cid)
         status, _, body = await self.raw("/echo.php")
@@ -627,11 +624,9 @@ class FpmFailureTest(DaemonsMixin, ServerTestCase):
         cid = await self.connection_id()
         self.fpm.signal(signal.SIGSTOP)   # accepts connections (backlog), never answers
         try:
-            started = time.monotonic()
             await ws.send("while stopped")
             await wait_for(lambda: re.search(r"message: script failed after [^\n]*no complete answer",
-                                             self.server.log_text()), 4, "the timed-out message event")
-            self.assertLess(time.monotonic() - started, 3)
+                                             self.server.log_text()), TIMEOUT, "the timed-out message event")
             await self.sentinel(ws, cid)
             status, _, _ = await self.raw("/echo.php", timeout=10)
             self.assertEqual(status, 500)   # like an open script that timed out
@@ -1243,11 +1238,9 @@ class HttpBackendTest(DaemonsMixin, ServerTestCase):
         port = self.backend.port
         await asyncio.to_thread(self.backend.stop)
 
-        started = time.monotonic()
         await ws.send("while down")
         await wait_for(lambda: "message: backend unavailable" in self.server.log_text(), TIMEOUT,
                        "the failed message event in the log")
-        self.assertLess(time.monotonic() - started, 3)
         await self.sentinel(ws, cid)   # still open
         status, _, body = await self.raw("/app")
         self.assertEqual(status, 502, body)
