@@ -58,6 +58,18 @@ impl Message {
         Message::Text(s.into())
     }
 
+    /// The message in words: text as a JSON string, binary as its length
+    /// and first 16 bytes in hex.
+    pub fn describe(&self) -> String {
+        match self {
+            Message::Text(t) => format!("text {}", serde_json::to_string(t.as_str()).unwrap_or_default()),
+            Message::Binary(b) => {
+                let hex: Vec<String> = b.iter().take(16).map(|x| format!("{x:02x}")).collect();
+                format!("binary {} bytes [{}{}]", b.len(), hex.join(" "), if b.len() > 16 { " …" } else { "" })
+            }
+        }
+    }
+
     /// A text message from raw bytes; `None` when they are not UTF-8.
     pub fn text_from_bytes(b: Vec<u8>) -> Option<Self> {
         Utf8Bytes::try_from(b).ok().map(Message::Text)
@@ -108,6 +120,21 @@ pub enum CloseCause {
 }
 
 impl CloseCause {
+    /// Every cause, in the order of the docs (tests cover each one).
+    pub const ALL: [CloseCause; 11] = [
+        CloseCause::Client,
+        CloseCause::Dropped,
+        CloseCause::Script,
+        CloseCause::Api,
+        CloseCause::Shutdown,
+        CloseCause::TooBig,
+        CloseCause::SlowConsumer,
+        CloseCause::QueueFull,
+        CloseCause::PingTimeout,
+        CloseCause::ProtocolError,
+        CloseCause::TooSlow,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             CloseCause::Client => "client",
@@ -173,6 +200,88 @@ pub enum Action {
         reason: String,
         cause: CloseCause,
     },
+}
+
+/// Whom an action concerns: what the cluster routes by and the control API
+/// counts. Each variant says it here, so a new directive is a change in
+/// this file, its parser (`gateway::directive`) and its execution
+/// (`hub::local`), nowhere else.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Addressee<'a> {
+    /// One connection (a message to it, or a change of its state).
+    Conn(&'a ConnId),
+    /// Every member of a room, maybe except one.
+    Room { room: &'a str, except: Option<&'a ConnId> },
+    /// Every connection, or those of one endpoint.
+    Endpoint(Option<&'a str>),
+}
+
+impl Action {
+    pub fn addressee(&self) -> Addressee<'_> {
+        match self {
+            Action::Send { to, .. } => Addressee::Conn(to),
+            Action::Join { conn, .. } | Action::Leave { conn, .. } => Addressee::Conn(conn),
+            Action::SetMeta { conn, .. } | Action::Close { conn, .. } => Addressee::Conn(conn),
+            Action::Room { room, except, .. } => Addressee::Room { room, except: except.as_ref() },
+            Action::Broadcast { endpoint, .. } => Addressee::Endpoint(endpoint.as_deref()),
+        }
+    }
+
+    /// The message it delivers, for those that deliver one.
+    pub fn message(&self) -> Option<&Message> {
+        match self {
+            Action::Send { msg, .. } | Action::Room { msg, .. } | Action::Broadcast { msg, .. } => Some(msg),
+            Action::Join { .. } | Action::Leave { .. } | Action::SetMeta { .. } | Action::Close { .. } => None,
+        }
+    }
+
+    /// The action in words (`ws2http try`); "this connection" for `me`.
+    pub fn describe(&self, me: &ConnId) -> String {
+        let who = |id: &ConnId| if id == me { "this connection".to_owned() } else { format!("connection {id}") };
+        match self {
+            Action::Send { to, msg } => format!("send to {}: {}", who(to), msg.describe()),
+            Action::Room { room, msg, except: None } => format!("to room {room}: {}", msg.describe()),
+            Action::Room { room, msg, except: Some(_) } => {
+                format!("to room {room} except this connection: {}", msg.describe())
+            }
+            Action::Broadcast { endpoint, msg } => format!(
+                "broadcast to every connection of {}: {}",
+                endpoint.as_deref().unwrap_or("every endpoint"),
+                msg.describe()
+            ),
+            Action::Join { conn, room } => format!("{} joins room {room}", who(conn)),
+            Action::Leave { conn, room } => format!("{} leaves room {room}", who(conn)),
+            Action::SetMeta { conn, key, value: Some(v) } => format!("{}: set {key} = {v:?}", who(conn)),
+            Action::SetMeta { conn, key, value: None } => format!("{}: remove {key}", who(conn)),
+            Action::Close { conn, code, reason, .. } => format!("close {} with {code} {reason:?}", who(conn)),
+        }
+    }
+
+    /// One or more examples of every variant (and a close for every cause),
+    /// for the tests that must cover them all (the cluster's wire format).
+    #[cfg(test)]
+    pub(crate) fn examples() -> Vec<Action> {
+        let id = |s: &str| ConnId::parse(s).expect("valid id");
+        let mut all = vec![
+            Action::Send { to: id("abcd1234ff"), msg: Message::text("hi") },
+            Action::Send { to: id("a1"), msg: Message::Binary(vec![0, 255, 10, 13].into()) },
+            Action::Send { to: id("a1"), msg: Message::text("") },
+            Action::Send { to: id("a1"), msg: Message::text("line\nbreak \"quoted\" é ☃ \u{0}") },
+            Action::Room { room: "r".into(), msg: Message::text("x"), except: Some(id("b")) },
+            Action::Room { room: "r".into(), msg: Message::Binary(Vec::new().into()), except: None },
+            Action::Broadcast { endpoint: Some("/chat.sh".into()), msg: Message::text("y") },
+            Action::Broadcast { endpoint: None, msg: Message::text("y") },
+            Action::Join { conn: id("c"), room: "r".into() },
+            Action::Leave { conn: id("c"), room: "r".into() },
+            Action::SetMeta { conn: id("c"), key: "k".into(), value: Some("v".into()) },
+            Action::SetMeta { conn: id("c"), key: "k".into(), value: Some(String::new()) },
+            Action::SetMeta { conn: id("c"), key: "k".into(), value: None },
+        ];
+        for cause in CloseCause::ALL {
+            all.push(Action::Close { conn: id("c"), code: 4000, reason: format!("bye {}", cause.as_str()), cause });
+        }
+        all
+    }
 }
 
 /// Close codes a server may put in a close frame (RFC 6455 §7.4).

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::action::{Action, CloseCause, Message};
+use crate::action::CloseCause;
 use crate::backend::env::EnvSettings;
 use crate::backend::spawn::{self, Spawn, Stderr};
 use crate::config::{inherited_env, parse_handlers, EventArg, TryArgs};
@@ -58,7 +58,7 @@ async fn try_once(args: TryArgs) -> Result<ExitCode, String> {
                 }
                 say!("headers:  {}", parts.join(" | "));
             }
-            Output::Action(a) => say!("action:   {}", describe(&a, &id)),
+            Output::Action(a) => say!("action:   {}", a.describe(&id)),
             Output::RejectBody(b) => {
                 say!("reject:   the open is refused; response body {:?}", String::from_utf8_lossy(&b))
             }
@@ -184,37 +184,5 @@ fn describe_event(k: &EventKind) -> String {
             format!("message ({}, {} bytes)", if *binary { "binary" } else { "text" }, payload.len())
         }
         EventKind::Close { code, reason, .. } => format!("close ({code} {reason:?})"),
-    }
-}
-
-fn show(m: &Message) -> String {
-    match m {
-        Message::Text(t) => format!("text {}", serde_json::to_string(t.as_str()).unwrap_or_default()),
-        Message::Binary(b) => {
-            let hex: Vec<String> = b.iter().take(16).map(|x| format!("{x:02x}")).collect();
-            format!("binary {} bytes [{}{}]", b.len(), hex.join(" "), if b.len() > 16 { " …" } else { "" })
-        }
-    }
-}
-
-/// One action in words; "this connection" for the script's own id.
-fn describe(a: &Action, me: &ConnId) -> String {
-    let who = |id: &ConnId| if id == me { "this connection".to_owned() } else { format!("connection {id}") };
-    match a {
-        Action::Send { to, msg } => format!("send to {}: {}", who(to), show(msg)),
-        Action::Room { room, msg, except: None } => format!("to room {room}: {}", show(msg)),
-        Action::Room { room, msg, except: Some(_) } => format!("to room {room} except this connection: {}", show(msg)),
-        Action::Broadcast { endpoint, msg } => {
-            format!(
-                "broadcast to every connection of {}: {}",
-                endpoint.as_deref().unwrap_or("every endpoint"),
-                show(msg)
-            )
-        }
-        Action::Join { conn, room } => format!("{} joins room {room}", who(conn)),
-        Action::Leave { conn, room } => format!("{} leaves room {room}", who(conn)),
-        Action::SetMeta { conn, key, value: Some(v) } => format!("{}: set {key} = {v:?}", who(conn)),
-        Action::SetMeta { conn, key, value: None } => format!("{}: remove {key}", who(conn)),
-        Action::Close { conn, code, reason, .. } => format!("close {} with {code} {reason:?}", who(conn)),
     }
 }

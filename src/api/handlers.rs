@@ -99,7 +99,7 @@ pub(super) async fn actions(mut req: Request<App>) -> tide::Result {
 }
 
 fn is_message(a: &Action) -> bool {
-    matches!(a, Action::Send { .. } | Action::Room { .. } | Action::Broadcast { .. })
+    a.message().is_some()
 }
 
 pub(super) async fn connections(req: Request<App>) -> tide::Result {

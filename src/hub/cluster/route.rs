@@ -7,7 +7,7 @@
 //! broadcast goes to every instance, each delivering to its own members.
 
 use super::super::{Applied, ConnView};
-use crate::action::Action;
+use crate::action::{Action, Addressee};
 use crate::id::ConnId;
 
 /// Where an action is executed.
@@ -24,11 +24,9 @@ pub enum Route {
 /// Where `action` goes from instance `me`; `is_here` says whether this
 /// instance holds a connection (live, or with its close event pending).
 pub fn route(action: &Action, me: &str, is_here: impl Fn(&ConnId) -> bool) -> Route {
-    let target = match action {
-        Action::Send { to, .. } => to,
-        Action::Join { conn, .. } | Action::Leave { conn, .. } => conn,
-        Action::SetMeta { conn, .. } | Action::Close { conn, .. } => conn,
-        Action::Room { .. } | Action::Broadcast { .. } => return Route::Everywhere,
+    let target = match action.addressee() {
+        Addressee::Conn(conn) => conn,
+        Addressee::Room { .. } | Addressee::Endpoint(_) => return Route::Everywhere,
     };
     if is_here(target) {
         return Route::Here;
@@ -49,10 +47,10 @@ pub enum Audience {
 impl Audience {
     /// `None` for an action that is not a room message or broadcast.
     pub fn of(action: &Action) -> Option<Audience> {
-        match action {
-            Action::Room { room, except, .. } => Some(Audience::Room { room: room.clone(), except: except.clone() }),
-            Action::Broadcast { endpoint, .. } => Some(Audience::Endpoint(endpoint.clone())),
-            _ => None,
+        match action.addressee() {
+            Addressee::Room { room, except } => Some(Audience::Room { room: room.into(), except: except.cloned() }),
+            Addressee::Endpoint(endpoint) => Some(Audience::Endpoint(endpoint.map(str::to_owned))),
+            Addressee::Conn(_) => None,
         }
     }
 
