@@ -11,7 +11,6 @@
 
 use std::fmt;
 
-use crate::gateway::head::is_tchar;
 
 /// Most header lines in one request (more → 431).
 pub const MAX_HEADERS: usize = 100;
@@ -281,6 +280,19 @@ fn expectation(head: &Head) -> Result<bool, Refusal> {
     }
 }
 
+/// A token character (RFC 9110 §5.6.2): the one token grammar of the
+/// crate, here in the lowest HTTP layer so every layer above shares it.
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// `true` when `s` is an HTTP token (RFC 9110 §5.6.2): header names,
+/// methods, a script's header names (the gateway's head parser)
+/// and CGI variable names.
+pub fn is_token(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&b| is_tchar(b))
+}
+
 /// A refusal for bytes that cannot begin a request line, known before its
 /// end arrives: the method is a token (RFC 9110 §5.6.2), so a first byte
 /// like `0x16` (a TLS ClientHello sent to the plain-HTTP port) gets 400 at
@@ -350,6 +362,14 @@ mod tests {
 
     fn status(s: &str) -> u16 {
         head(s).err().map_or(0, |r| r.status)
+    }
+
+    #[test]
+    fn tokens_are_the_rfc_9110_characters() {
+        assert!(is_token(b"!#$%&'*+-.^_`|~09azAZ"));
+        for not in [&b""[..], b"a b", b"a:b", b"a(b)", b"a\"b", b"a,b", b"a/b", b"\xc3\xa9"] {
+            assert!(!is_token(not), "{not:?}");
+        }
     }
 
     #[test]
