@@ -60,7 +60,7 @@ pub struct AppInner {
     /// The console page is served at `/` (no `--root`; `--console`/`--no-console`).
     pub console: bool,
     /// Recent refused handshakes, for the console to explain.
-    pub refusals: crate::refusals::Refusals,
+    pub refusals: crate::http::refusals::Refusals,
 }
 
 impl AppInner {
@@ -137,8 +137,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
     let app = build_app(&cfg, public_addr, control_addr)?;
 
     let mut site = tide::with_state(app.clone());
-    site.at("/").all(crate::public::handle);
-    site.at("/*path").all(crate::public::handle);
+    site.at("/").all(crate::http::public::handle);
+    site.at("/*path").all(crate::http::public::handle);
     let control_app = api::routes(app.clone());
 
     // Installed before the "listening" lines, so a supervisor (or a test) that
@@ -149,7 +149,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     crate::startup_warnings::warn(&cfg, &app.routes);
     println!("ws2http: listening on http://{public_addr}");
     println!("ws2http: control API on http://{control_addr}");
-    crate::console::announce(&cfg, public_addr, app.console);
+    crate::http::console::announce(&cfg, public_addr, app.console);
     if let Some(s) = &cfg.script {
         log::info!("single-script mode: every path runs {}", s.display());
     } else {
@@ -217,7 +217,7 @@ fn build_app(cfg: &Config, public_addr: SocketAddr, control_addr: SocketAddr) ->
         body_budget: crate::http1::body::BodyBudget::new(cfg.max_request_body, cfg.max_request_body_total),
         http_timeout: cfg.http_timeout,
         queue_budget: crate::ws::limits::QueueBudget::new(cfg.max_queue_bytes, cfg.max_queue_bytes_total),
-        console: crate::console::enabled(cfg, public_addr),
+        console: crate::http::console::enabled(cfg, public_addr),
         refusals: Default::default(),
     })))
 }

@@ -64,7 +64,7 @@ impl Attempt {
             return None;
         }
         let header = |name: &str| req.header(name).map(|v| v.last().as_str().to_owned()).unwrap_or_default();
-        let (path, query) = crate::request::raw_path_and_query(req);
+        let (path, query) = crate::http1::request::raw_path_and_query(req);
         Some(Attempt { ip: peer_ip(req), path, query, origin: header("Origin"), host: header("Host") })
     }
 

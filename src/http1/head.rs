@@ -11,7 +11,6 @@
 
 use std::fmt;
 
-
 /// Most header lines in one request (more → 431).
 pub const MAX_HEADERS: usize = 100;
 

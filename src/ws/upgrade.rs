@@ -13,7 +13,7 @@ use crate::action::Action;
 use crate::event::{ConnInfo, EventKind, Target};
 use crate::gateway::resolve::Resolved;
 use crate::gateway::{sendable_header_value, Head, Outcome, Output};
-use crate::request::{raw_path_and_query, request_info, text_response as text};
+use crate::http1::request::{raw_path_and_query, request_info, text_response as text};
 use crate::runtime;
 use crate::server::App;
 use crate::ws::connection;
