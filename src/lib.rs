@@ -29,18 +29,3 @@ pub mod server;
 pub mod startup_warnings;
 pub mod try_cmd;
 pub mod ws;
-
-/// The line protocol's old path (tests/fuzz_parsers.rs names it).
-#[doc(hidden)]
-pub use gateway::directive;
-
-/// The old paths of the CGI pieces, for tests/fuzz_parsers.rs until it
-/// names their new homes ([`gateway`], [`backend`]); nothing in `src` uses them.
-#[doc(hidden)]
-pub mod cgi {
-    pub use crate::backend::env;
-    pub use crate::gateway::output;
-    pub mod http {
-        pub use crate::gateway::head::read_head;
-    }
-}

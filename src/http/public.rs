@@ -2,13 +2,16 @@
 //! a plain request runs a script as classic CGI (spawned or through
 //! FastCGI), or gets a static file from `--root`, or the start page.
 
+use std::sync::Arc;
+
 use tide::{Request, Response, StatusCode};
 
 use crate::gateway::resolve::Resolved;
 use crate::gateway::response::{Reply, RequestBody};
 use crate::http1::request::text_response as text;
-use crate::server::App;
 use crate::ws;
+
+use super::state::SiteState;
 
 /// The log target of this module's lines: its path before it moved into
 /// `http/`, which operators' `RUST_LOG` filters (and tests/logs.rs) name.
@@ -20,13 +23,13 @@ const MAX_LOCAL_REDIRECTS: usize = 5;
 /// Every request on the public listener: WebSocket upgrades go to the
 /// endpoint's script; plain requests run a script as classic CGI, or get a
 /// static file (`--root`), or the start page.
-pub async fn handle(mut req: Request<App>) -> tide::Result {
+pub async fn handle(mut req: Request<Arc<SiteState>>) -> tide::Result {
     if let Some(refused) = misdirected(&req) {
         return Ok(refused);
     }
     if ws::upgrade::is_upgrade(&req) {
         let (app, attempt) = (req.state().clone(), crate::http::refusals::Attempt::of(&req));
-        let res = ws::upgrade::handle(req).await?;
+        let res = ws::upgrade::handle(req, &app.ws).await?;
         return Ok(crate::http::refusals::Refusals::note(&app, attempt, res).await);
     }
     if let Some(answer) = crate::http::refusals::Refusals::answer(&req) {
@@ -80,7 +83,7 @@ pub async fn handle(mut req: Request<App>) -> tide::Result {
 
 /// A request for a name this listener does not answer to (DNS rebinding
 /// on loopback, see [`crate::hosts`]): 421 and one log line.
-fn misdirected(req: &Request<App>) -> Option<Response> {
+fn misdirected(req: &Request<Arc<SiteState>>) -> Option<Response> {
     let host = req.header("Host").map(|h| h.last().as_str());
     if req.state().public_hosts.allows(host) {
         return None;
@@ -106,10 +109,13 @@ fn misdirected(req: &Request<App>) -> Option<Response> {
 /// The request body for a script, read whole before the script runs (see
 /// [`crate::http1::body`]); a refusal (413, 503, 400, 408) closes the
 /// connection.
-async fn script_body(req: &mut Request<App>, info: &crate::event::RequestInfo) -> Result<RequestBody, Response> {
+async fn script_body(
+    req: &mut Request<Arc<SiteState>>,
+    info: &crate::event::RequestInfo,
+) -> Result<RequestBody, Response> {
     use crate::http1::body::read_for_script;
     let app = req.state().clone();
-    let content_type = req.ext::<crate::listen::RawHead>().and_then(|raw| raw.content_type.clone());
+    let content_type = req.ext::<crate::http1::head::RawHead>().and_then(|raw| raw.content_type.clone());
     let declared = req.len();
     let mut reader = req.take_body();
     let read = read_for_script(&mut reader, declared, &app.body_budget, app.http_timeout).await;
@@ -129,7 +135,7 @@ async fn script_body(req: &mut Request<App>, info: &crate::event::RequestInfo) -
 
 /// No script: a static file, the start page, or 404; logged at debug
 /// (a page's many files would drown the events at the default level).
-async fn fallback(app: &App, path: &str, req: &Request<App>) -> Response {
+async fn fallback(app: &SiteState, path: &str, req: &Request<Arc<SiteState>>) -> Response {
     let res = page(app, path, req).await;
     let peer = req.peer_addr().unwrap_or("?");
     log::debug!(target: LOG, "{} {path} {peer}: {}", req.method(), u16::from(res.status()));
@@ -137,7 +143,7 @@ async fn fallback(app: &App, path: &str, req: &Request<App>) -> Response {
 }
 
 /// [`fallback`]'s answer.
-async fn page(app: &App, path: &str, req: &Request<App>) -> Response {
+async fn page(app: &SiteState, path: &str, req: &Request<Arc<SiteState>>) -> Response {
     if app.root.is_none() && !app.console && path == "/" {
         return text(StatusCode::NotFound, crate::http::console::OFF_BODY);
     }

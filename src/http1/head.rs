@@ -364,6 +364,16 @@ mod tests {
     }
 
     #[test]
+    fn path_and_query_of_targets() {
+        let t = |s: &str| RawHead { target: s.into(), content_type: None, headers: Vec::new() };
+        assert_eq!(t("/a/../b?x=1").path_and_query(), ("/a/../b", Some("x=1")));
+        assert_eq!(t("/a").path_and_query(), ("/a", None));
+        assert_eq!(t("http://h:1/p/q?z").path_and_query(), ("/p/q", Some("z")));
+        assert_eq!(t("http://h").path_and_query(), ("/", None));
+        assert_eq!(t("http://h?q").path_and_query(), ("/", Some("q")));
+    }
+
+    #[test]
     fn tokens_are_the_rfc_9110_characters() {
         assert!(is_token(b"!#$%&'*+-.^_`|~09azAZ"));
         for not in [&b""[..], b"a b", b"a:b", b"a(b)", b"a\"b", b"a,b", b"a/b", b"\xc3\xa9"] {

@@ -45,8 +45,8 @@ use crate::action::{CloseCause, Message};
 use crate::event::{ConnInfo, Event, EventKind};
 use crate::gateway::{self, Outcome, Output, Sink};
 use crate::hub::{CloseRequest, ConnShared, Ending};
-use crate::server::App;
 use crate::ws::limits::{ConnBudget, Evict, OverBudget, Refused};
+use crate::ws::state::WsState;
 use crate::{metrics, runtime};
 
 /// How long the server waits for the client to answer its close frame.
@@ -56,7 +56,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// comes: the hub's apply for message and close events, a buffer for the
 /// open event (its actions wait until the handshake is answered). Logs one
 /// line and counts the event.
-pub async fn dispatch(app: &App, conn: &Arc<ConnInfo>, kind: EventKind, out: &mut Sink<'_>) -> Outcome {
+pub async fn dispatch(app: &WsState, conn: &Arc<ConnInfo>, kind: EventKind, out: &mut Sink<'_>) -> Outcome {
     let (rooms, meta) = app.hub.snapshot(&conn.id);
     let event = Event { kind, conn: conn.clone(), rooms, meta };
     let started = Instant::now();
@@ -98,12 +98,12 @@ pub async fn dispatch(app: &App, conn: &Arc<ConnInfo>, kind: EventKind, out: &mu
 /// when the client closed it ([`drops_queue`]); the close event runs exactly
 /// once, whatever happens to the events before it.
 pub async fn event_worker(
-    app: App,
+    app: Arc<WsState>,
     conn: Arc<ConnInfo>,
     events: async_channel::Receiver<EventKind>,
     shared: Arc<ConnShared>,
     budget: Arc<ConnBudget>,
-    _slot: crate::ws::limits::Slot,
+    _slot: crate::conn_limits::Slot,
 ) {
     let mut dropped = 0usize;
     while let Ok(kind) = events.recv().await {
@@ -154,18 +154,18 @@ fn log_closed(conn: &ConnInfo, shared: &ConnShared, code: u16, reason: &str, cau
 /// connection has ended, and not by the client's close frame (cause
 /// `client`), or the server is shutting down (it waits only for close
 /// events).
-fn drops_queue(app: &App, shared: &ConnShared) -> bool {
+fn drops_queue(app: &WsState, shared: &ConnShared) -> bool {
     shared.has_ended() && (shared.close_cause() != Some(CloseCause::Client) || app.hub.is_shutting_down())
 }
 
 /// [`dispatch`], surviving a panic inside it (a bug in a backend): the
 /// event is logged and counted as failed, and the worker goes on.
-async fn dispatch_guarded(app: &App, conn: &Arc<ConnInfo>, kind: EventKind) {
+async fn dispatch_guarded(app: &WsState, conn: &Arc<ConnInfo>, kind: EventKind) {
     let (name, index) = (kind.name(), kind_index(&kind));
     let started = Instant::now();
     let mut apply = |o: Output| {
         if let Output::Action(a) = o {
-            app.apply(a);
+            app.delivery.apply(a);
         }
     };
     let run = std::panic::AssertUnwindSafe(dispatch(app, conn, kind, &mut apply));
@@ -197,7 +197,7 @@ fn kind_index(kind: &EventKind) -> usize {
 /// Serves an upgraded connection until it ends, then queues its close event.
 pub async fn serve<S>(
     ws: WebSocketStream<S>,
-    app: App,
+    app: Arc<WsState>,
     conn: Arc<ConnInfo>,
     outgoing: async_channel::Receiver<Message>,
     shared: Arc<ConnShared>,
@@ -220,7 +220,7 @@ pub async fn serve<S>(
 /// a close: then the close frame goes out) or the connection is aborted.
 async fn write_loop<S>(
     mut sink: WebSocketSender<S>,
-    app: &App,
+    app: &WsState,
     outgoing: async_channel::Receiver<Message>,
     shared: &ConnShared,
     reader_parked: &AtomicBool,
@@ -432,7 +432,7 @@ impl Pinger {
 /// reading: the writer sends the close frame and ends the connection.
 async fn read_loop<S>(
     mut stream: WebSocketReceiver<S>,
-    app: &App,
+    app: &WsState,
     conn: &ConnInfo,
     shared: &ConnShared,
     events: &async_channel::Sender<EventKind>,
@@ -558,7 +558,7 @@ fn limit_note(limit: &Limit, e: &WsError) -> String {
 /// Queues a message event (or drops it when `--events` leaves messages
 /// out); `Err` when the connection's queue is full.
 fn enqueue(
-    app: &App,
+    app: &WsState,
     events: &async_channel::Sender<EventKind>,
     budget: &ConnBudget,
     kind: EventKind,
@@ -627,7 +627,7 @@ pub fn evictor(shared: &Arc<ConnShared>) -> Evict {
 }
 
 /// The connection is over: stop deliveries and queue the close event.
-pub async fn finish(app: &App, conn: &ConnInfo, shared: &ConnShared, events: &async_channel::Sender<EventKind>) {
+pub async fn finish(app: &WsState, conn: &ConnInfo, shared: &ConnShared, events: &async_channel::Sender<EventKind>) {
     shared.end();
     app.hub.detach(&conn.id);
     // Nobody closed it on purpose: the TCP connection just went away.
@@ -651,8 +651,6 @@ pub async fn finish(app: &App, conn: &ConnInfo, shared: &ConnShared, events: &as
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
-
-    use clap::Parser;
 
     use super::*;
     use crate::gateway::{BoxFuture, Call, Limits, Transport};
@@ -698,10 +696,8 @@ mod tests {
 
     #[test]
     fn a_panic_in_one_event_fails_that_event_and_the_close_event_still_runs() {
-        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cgi-bin");
-        let cli = crate::config::Cli::try_parse_from(["ws2http", "--cgi-bin", fixtures]).expect("flags");
         let buggy = Arc::new(Buggy::default());
-        let app = crate::server::test_app(&cli.into_config().expect("config"), buggy.clone());
+        let app = crate::ws::state::for_tests(&[], buggy.clone());
         let crate::gateway::resolve::Resolved::Found(target) = app.routes.target("/mirror.sh") else {
             panic!("no /mirror.sh")
         };
