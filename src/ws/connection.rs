@@ -650,72 +650,135 @@ pub async fn finish(app: &WsState, conn: &ConnInfo, shared: &ConnShared, events:
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use super::*;
-    use crate::gateway::{BoxFuture, Call, Limits, Transport};
+    use crate::gateway::resolve::Resolved;
     use crate::id::ConnId;
+    use crate::ws::fake::Scripted;
 
-    /// A backend with a bug: it panics on the message `boom`. Records every
-    /// event it is given.
-    struct Buggy {
-        seen: Mutex<Vec<String>>,
-        limits: Limits,
-        slots: Arc<crate::gateway::slots::Slots>,
+    /// A registered connection of `/mirror.sh` with its event queue, as
+    /// the handshake leaves it (the worker not started yet).
+    struct Open {
+        conn: Arc<ConnInfo>,
+        outgoing: async_channel::Receiver<Message>,
+        shared: Arc<ConnShared>,
+        budget: Arc<ConnBudget>,
+        tx: async_channel::Sender<EventKind>,
+        rx: async_channel::Receiver<EventKind>,
     }
 
-    impl Default for Buggy {
-        fn default() -> Self {
-            let limits = Limits { timeout: Duration::from_secs(30), max_output: 1024 };
-            Buggy { seen: Mutex::default(), limits, slots: crate::gateway::slots::Slots::new(1) }
+    fn open(app: &WsState) -> Open {
+        let Resolved::Found(target) = app.routes.target("/mirror.sh") else { panic!("no /mirror.sh") };
+        let conn = Arc::new(ConnInfo { id: ConnId::random(), target, request: Default::default() });
+        let (outgoing, shared) = app.hub.register(conn.clone());
+        let budget = app.queue_budget.conn(Box::new(|_| {}));
+        let (tx, rx) = async_channel::unbounded();
+        Open { conn, outgoing, shared, budget, tx, rx }
+    }
+
+    impl Open {
+        /// Queues a message event the way the reader does.
+        fn message(&self, text: &str) {
+            self.budget.message_read(text.len(), true).expect("budget");
+            self.tx.try_send(EventKind::Message { payload: text.to_owned().into(), binary: false }).expect("queue");
+        }
+
+        /// Runs the event worker until the close event.
+        fn run_worker(&self, app: &Arc<WsState>) {
+            let slot = app.conn_limits.reserve("127.0.0.1").expect("slot");
+            let (conn, rx, shared, budget) =
+                (self.conn.clone(), self.rx.clone(), self.shared.clone(), self.budget.clone());
+            runtime::block_on(event_worker(app.clone(), conn, rx, shared, budget, slot));
         }
     }
 
-    impl Transport for Buggy {
-        fn via(&self) -> &str {
-            ""
-        }
-        fn limits(&self) -> &Limits {
-            &self.limits
-        }
-        fn slots(&self) -> &Arc<crate::gateway::slots::Slots> {
-            &self.slots
-        }
-        fn exchange<'a>(&'a self, event: &'a Event, _: &'a mut Call<'_>) -> BoxFuture<'a, Outcome> {
-            Box::pin(async move {
-                let what = match &event.kind {
-                    EventKind::Message { payload, .. } => String::from_utf8_lossy(payload).into_owned(),
-                    other => other.name().to_owned(),
-                };
-                self.seen.lock().expect("lock").push(what.clone());
-                assert_ne!(what, "boom", "a bug in a backend");
-                Outcome::Success
+    fn texts(rx: &async_channel::Receiver<Message>) -> Vec<String> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|m| match m {
+                Message::Text(t) => t.to_string(),
+                Message::Binary(b) => format!("{b:?}"),
             })
-        }
+            .collect()
     }
 
     #[test]
     fn a_panic_in_one_event_fails_that_event_and_the_close_event_still_runs() {
-        let buggy = Arc::new(Buggy::default());
+        let buggy = Scripted::new(|e| match e.kind.name() == "message" && *crate::ws::fake::name(&e.kind) == *"boom" {
+            true => panic!("a bug in a backend"),
+            false => Ok(String::new()),
+        });
         let app = crate::ws::state::for_tests(&[], buggy.clone());
-        let crate::gateway::resolve::Resolved::Found(target) = app.routes.target("/mirror.sh") else {
-            panic!("no /mirror.sh")
-        };
-        let conn = Arc::new(ConnInfo { id: ConnId::random(), target, request: Default::default() });
-        let (_outgoing, shared) = app.hub.register(conn.clone());
-        let budget = app.queue_budget.conn(Box::new(|_| {}));
-        let (tx, rx) = async_channel::unbounded();
+        let c = open(&app);
         for m in ["boom", "after"] {
-            budget.message_read(m.len(), true).expect("budget");
-            tx.try_send(EventKind::Message { payload: m.into(), binary: false }).expect("queue");
+            c.message(m);
         }
-        tx.try_send(EventKind::Close { code: 1000, reason: String::new(), cause: CloseCause::Client }).expect("queue");
-        let slot = app.conn_limits.reserve("127.0.0.1").expect("slot");
+        c.tx.try_send(EventKind::Close { code: 1000, reason: String::new(), cause: CloseCause::Client })
+            .expect("queue");
         let failed = metrics::get().events_run(1, 1);
-        runtime::block_on(event_worker(app.clone(), conn.clone(), rx, shared, budget, slot));
-        assert_eq!(*buggy.seen.lock().expect("lock"), ["boom", "after", "close"]);
-        assert!(!app.hub.is_known(&conn.id), "the connection left the hub");
+        c.run_worker(&app);
+        assert_eq!(buggy.seen(), ["boom", "after", "close 1000 client"]);
+        assert!(!app.hub.is_known(&c.conn.id), "the connection left the hub");
         assert!(metrics::get().events_run(1, 1) > failed, "the event counted as failed");
         assert_eq!(app.queue_budget.held(), 0);
+    }
+
+    #[test]
+    fn events_run_in_order_a_failure_stops_nothing_and_actions_reach_other_connections() {
+        let other = Arc::new(std::sync::OnceLock::<ConnId>::new());
+        let script = {
+            let other = other.clone();
+            Scripted::new(move |e| {
+                let text = crate::ws::fake::name(&e.kind);
+                let to = other.get().expect("the other connection");
+                match (e.kind.name(), text.as_str()) {
+                    ("message", "fail") => Err(String::new()),
+                    ("message", _) => Ok(format!("@send {to} got {text}\necho {text}\n")),
+                    _ => Ok(String::new()),
+                }
+            })
+        };
+        let app = crate::ws::state::for_tests(&[], script.clone());
+        let (c, b) = (open(&app), open(&app));
+        other.set(b.conn.id.clone()).expect("set once");
+        for m in ["one", "fail", "two", "three"] {
+            c.message(m);
+        }
+        c.tx.try_send(EventKind::Close { code: 1000, reason: "bye".into(), cause: CloseCause::Client }).expect("queue");
+        c.run_worker(&app);
+        assert_eq!(script.seen(), ["one", "fail", "two", "three", "close 1000 client"]);
+        assert_eq!(texts(&b.outgoing), ["got one", "got two", "got three"]);
+        assert_eq!(texts(&c.outgoing), ["echo one", "echo two", "echo three"]);
+        assert!(app.hub.is_known(&b.conn.id) && !app.hub.is_known(&c.conn.id));
+        assert_eq!(app.queue_budget.held(), 0, "every message's bytes given back");
+    }
+
+    #[test]
+    fn a_dropped_connection_drops_its_queued_messages_and_closes_once_as_dropped() {
+        let script = Scripted::new(|_| Ok(String::new()));
+        let app = crate::ws::state::for_tests(&[], script.clone());
+        let c = open(&app);
+        c.message("one");
+        c.message("two");
+        // The TCP connection went away; a second end (say, reader and writer
+        // both noticing) must not run a second close event.
+        runtime::block_on(finish(&app, &c.conn, &c.shared, &c.tx));
+        runtime::block_on(finish(&app, &c.conn, &c.shared, &c.tx));
+        c.run_worker(&app);
+        assert_eq!(script.seen(), ["close 1006 dropped"]);
+        assert!(!app.hub.is_known(&c.conn.id));
+        assert_eq!(app.queue_budget.held(), 0, "the dropped messages' bytes given back");
+    }
+
+    #[test]
+    fn after_a_close_frame_the_queued_messages_still_run_then_the_close_with_its_cause() {
+        let script = Scripted::new(|_| Ok(String::new()));
+        let app = crate::ws::state::for_tests(&[], script.clone());
+        let c = open(&app);
+        c.message("last words");
+        let (req, note) = client_close(Some(CloseFrame { code: CloseCode::Away, reason: "gone".into() }));
+        c.shared.request_close(req, Ending::Record, note);
+        // The TCP connection then ends: the client's close stays the cause.
+        runtime::block_on(finish(&app, &c.conn, &c.shared, &c.tx));
+        c.run_worker(&app);
+        assert_eq!(script.seen(), ["last words", "close 1001 client"]);
     }
 }

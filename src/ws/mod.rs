@@ -6,3 +6,6 @@ pub mod limits;
 pub mod origin;
 pub mod state;
 pub mod upgrade;
+
+#[cfg(test)]
+mod fake;

@@ -319,3 +319,6 @@ fn rejection(conn: &ConnInfo, head: &Head, body: Vec<u8>) -> Response {
     let who = format!("[{}] ", conn.id);
     crate::gateway::response::to_response(head, head.status.unwrap_or(500), &who, |_| body.into())
 }
+
+#[cfg(test)]
+mod tests;
