@@ -1,7 +1,7 @@
 //! ws2http: every WebSocket event (open, message, close) runs a CGI script.
 //!
 //! One event flows one way: connection → [`event::Event`] → [`gateway`]
-//! → a [`backend`] transport → [`action::Action`]s → [`hub::Hub`]. See docs/PROTOCOL.md for the contract
+//! → a [`backend`] transport → [`action::Action`]s → [`hub::local::Hub`]. See docs/PROTOCOL.md for the contract
 //! scripts rely on.
 
 pub mod action;

@@ -144,7 +144,7 @@ fn build_states(cfg: &Config, public_addr: SocketAddr, control_addr: SocketAddr)
     let scripts = Route { prefix: "/".into(), transport: scripts.clone(), pages: Some(scripts), files: Files::Spawned };
     let resolver = Resolver::new(cfg.cgi_bin.clone(), cfg.script.clone(), cfg.handlers.clone());
     let routes = Arc::new(Routes::new(resolver, prefixed, scripts));
-    let outgoing = crate::hub::OutgoingBudget::new(
+    let outgoing = crate::hub::outgoing::OutgoingBudget::new(
         cfg.max_outgoing_bytes,
         cfg.max_outgoing_bytes_total,
         &crate::metrics::get().outgoing_bytes,

@@ -11,7 +11,8 @@ use super::State;
 use super::{error, json_response, param, query};
 use crate::action::{Action, CloseCause, Message};
 use crate::gateway::directive::{parse_line, Context, Line};
-use crate::hub::{Applied, ConnView};
+use crate::hub::local::ConnView;
+use crate::hub::Applied;
 use crate::id::ConnId;
 
 fn delivered(n: usize) -> tide::Result {

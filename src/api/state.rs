@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::hosts::AllowedHosts;
-use crate::hub::{Delivery, Hub};
+use crate::hub::local::Hub;
+use crate::hub::Delivery;
 
 /// The control API's state, shared by every request.
 pub struct ApiState {

@@ -10,7 +10,10 @@ use tide::http::{Method, Request, Response, Url};
 use super::state::ApiState;
 use crate::action::{caps, Action};
 use crate::event::{ConnInfo, RequestInfo, Target};
-use crate::hub::{Applied, ConnShared, Hub, OutgoingBudget};
+use crate::hub::local::Hub;
+use crate::hub::outgoing::OutgoingBudget;
+use crate::hub::shared::ConnShared;
+use crate::hub::Applied;
 use crate::id::ConnId;
 use crate::metrics;
 

@@ -44,7 +44,7 @@ use futures_util::future::{select, Either};
 use crate::action::{CloseCause, Message};
 use crate::event::{ConnInfo, Event, EventKind};
 use crate::gateway::{self, Outcome, Output, Sink};
-use crate::hub::{CloseRequest, ConnShared, Ending};
+use crate::hub::shared::{CloseRequest, ConnShared, Ending};
 use crate::ws::limits::{ConnBudget, Evict, OverBudget, Refused};
 use crate::ws::state::WsState;
 use crate::{metrics, runtime};

@@ -12,7 +12,8 @@ use std::time::Duration;
 use crate::config::{Config, Events};
 use crate::conn_limits::ConnLimits;
 use crate::gateway::routes::Routes;
-use crate::hub::{Delivery, Hub};
+use crate::hub::local::Hub;
+use crate::hub::Delivery;
 
 use super::limits::QueueBudget;
 
@@ -79,7 +80,7 @@ pub(crate) fn for_tests(args: &[&str], transport: Arc<dyn crate::gateway::Transp
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cgi-bin");
     let flags = ["ws2http", "--cgi-bin", fixtures].into_iter().chain(args.iter().copied());
     let cfg = crate::config::Cli::try_parse_from(flags).expect("flags").into_config().expect("config");
-    let outgoing = crate::hub::OutgoingBudget::new(
+    let outgoing = crate::hub::outgoing::OutgoingBudget::new(
         cfg.max_outgoing_bytes,
         cfg.max_outgoing_bytes_total,
         &crate::metrics::get().outgoing_bytes,
