@@ -379,7 +379,7 @@ pub struct Config {
     pub max_request_body: usize,
     pub max_request_body_total: usize,
     /// Path prefix → FastCGI server.
-    pub fastcgi: Vec<(String, crate::backend::fastcgi::Address)>,
+    pub fastcgi: Vec<(String, crate::backend::pool::Address)>,
     /// Path prefix → URL of the HTTP backend.
     pub backend_url: Vec<(String, String)>,
     pub redis: Option<String>,
@@ -507,7 +507,7 @@ impl Cli {
                 .iter()
                 .map(|f| {
                     let (prefix, addr) = split_route(f);
-                    crate::backend::fastcgi::Address::parse(addr)
+                    crate::backend::pool::Address::parse(addr)
                         .map(|a| (prefix, a))
                         .map_err(|e| format!("--fastcgi {e}"))
                 })

@@ -8,7 +8,7 @@
 //! nothing to HTTP/1.0 or to a malformed head, and gives a slow client a
 //! minute. The contract refuses dot segments and hands scripts the request
 //! target exactly as sent, so every request carries its head as the client
-//! sent it: a [`RawHead`]. This is also the one place that accepts sockets,
+//! sent it: a [`RawHead`](crate::http1::head::RawHead). This is also the one place that accepts sockets,
 //! so the connection limits live here: `--max-http-connections` in all and
 //! `--max-http-connections-per-ip`, counted per listener for as long as a
 //! connection speaks HTTP (a WebSocket connection then counts against
@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use crate::conn_limits::{ConnLimits, Full};
 use crate::http1::conn::{self, Options};
-pub use crate::http1::head::RawHead;
 use crate::runtime;
 
 /// One listener's settings.
@@ -134,19 +133,4 @@ fn is_transient(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
     matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted | WouldBlock)
         || matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn path_and_query_of_targets() {
-        let t = |s: &str| RawHead { target: s.into(), content_type: None, headers: Vec::new() };
-        assert_eq!(t("/a/../b?x=1").path_and_query(), ("/a/../b", Some("x=1")));
-        assert_eq!(t("/a").path_and_query(), ("/a", None));
-        assert_eq!(t("http://h:1/p/q?z").path_and_query(), ("/p/q", Some("z")));
-        assert_eq!(t("http://h").path_and_query(), ("/", None));
-        assert_eq!(t("http://h?q").path_and_query(), ("/", Some("q")));
-    }
 }

@@ -1,16 +1,17 @@
 //! Wires everything together: binds the public and control API listeners,
-//! builds the shared [`App`] state, serves until a signal, then shuts down
+//! builds each part's state from the configuration ([`WsState`],
+//! [`ApiState`], [`SiteState`]), serves until a signal, then shuts down
 //! gracefully (every connection closed with 1001 and its close event run).
+//! Nothing depends on this module.
 
 use std::net::{SocketAddr, TcpListener};
-use std::ops::Deref;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{FutureExt, StreamExt};
 
 use crate::action::CloseCause;
+use crate::api::state::ApiState;
 use crate::backend::env::EnvSettings;
 use crate::backend::fastcgi::FastCgi;
 use crate::backend::spawn::{self, Spawn};
@@ -18,68 +19,17 @@ use crate::config::Config;
 use crate::gateway::resolve::{has_prefix, Resolver};
 use crate::gateway::routes::{Files, Route, Routes};
 use crate::gateway::{Limits, Transport};
-use crate::hub::Hub;
+use crate::http::state::SiteState;
+use crate::ws::state::WsState;
 use crate::{api, runtime};
 
-/// State shared by every request handler and connection.
-#[derive(Clone)]
-pub struct App(Arc<AppInner>);
-
-pub struct AppInner {
-    /// This instance's connections (their life: register, detach, remove).
-    pub hub: Arc<Hub>,
-    /// Where actions are applied and connections found: the hub, or the
-    /// cluster in front of it (`--redis`).
-    pub delivery: Arc<dyn crate::hub::Delivery>,
-    /// Which transport serves which path (events and pages), decided once.
-    pub routes: Routes,
-    /// `--root`, canonical.
-    pub root: Option<PathBuf>,
-    /// Port of the public listener (SERVER_PORT).
-    pub port: u16,
-    pub max_message: usize,
-    pub max_queue: usize,
-    pub api_token: Option<String>,
-    pub conn_limits: Arc<crate::ws::limits::ConnLimits>,
-    pub ping_interval: Option<Duration>,
-    pub allow_origin: Vec<String>,
-    /// Which events run the script (`--events`).
-    pub events: crate::config::Events,
-    /// The `Host` values the control API accepts without a token.
-    pub api_hosts: crate::hosts::AllowedHosts,
-    /// Largest control API request body (`--api-max-body`).
-    pub api_max_body: usize,
-    /// The names the public listener answers to.
-    pub public_hosts: crate::hosts::PublicHosts,
-    /// Request bodies for scripts (`--max-request-body`, `--max-request-body-total`).
-    pub body_budget: Arc<crate::http1::body::BodyBudget>,
-    /// `--http-timeout`: how long a client may take to send a body (beyond its bytes).
-    pub http_timeout: Duration,
-    /// Bytes of client messages held (`--max-queue-bytes`, `--max-queue-bytes-total`).
-    pub queue_budget: Arc<crate::ws::limits::QueueBudget>,
-    /// The console page is served at `/` (no `--root`; `--console`/`--no-console`).
-    pub console: bool,
-    /// Recent refused handshakes, for the console to explain.
-    pub refusals: crate::refusals::Refusals,
-}
-
-impl AppInner {
-    /// Executes an action wherever its target lives.
-    pub fn apply(&self, action: crate::action::Action) -> crate::hub::Applied {
-        self.delivery.apply(action)
-    }
-
-    /// A new connection id (routable to this instance).
-    pub fn new_conn_id(&self) -> crate::id::ConnId {
-        self.delivery.new_conn_id()
-    }
-}
-
-impl Deref for App {
-    type Target = AppInner;
-    fn deref(&self) -> &AppInner {
-        &self.0
-    }
+/// The parts' states, each built once here from the configuration: the
+/// WebSocket side's, the control API's and the public site's (which holds
+/// the WebSocket side's, for upgrades).
+struct States {
+    ws: Arc<WsState>,
+    api: Arc<ApiState>,
+    site: Arc<SiteState>,
 }
 
 fn bind(addr: &str, flag: &str) -> Result<(TcpListener, SocketAddr), String> {
@@ -134,26 +84,27 @@ pub fn run(cfg: Config) -> Result<(), String> {
     raise_fd_limit(&cfg);
     let (public, public_addr) = bind(&cfg.listen, "--listen")?;
     let (control, control_addr) = bind(&cfg.api_listen, "--api-listen")?;
-    let app = build_app(&cfg, public_addr, control_addr)?;
+    let states = build_states(&cfg, public_addr, control_addr)?;
 
-    let mut site = tide::with_state(app.clone());
-    site.at("/").all(crate::public::handle);
-    site.at("/*path").all(crate::public::handle);
-    let control_app = api::routes(app.clone());
+    let mut site = tide::with_state(states.site.clone());
+    site.at("/").all(crate::http::public::handle);
+    site.at("/*path").all(crate::http::public::handle);
+    let control_app = api::routes(states.api.clone());
 
     // Installed before the "listening" lines, so a supervisor (or a test) that
     // signals right after reading them gets a graceful shutdown.
     let mut signals = async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    warn_missing_handlers(&cfg, &app.routes);
-    crate::startup_warnings::warn(&cfg, &app.routes);
+    let routes = &states.ws.routes;
+    warn_missing_handlers(&cfg, routes);
+    crate::startup_warnings::warn(&cfg, routes);
     println!("ws2http: listening on http://{public_addr}");
     println!("ws2http: control API on http://{control_addr}");
-    crate::console::announce(&cfg, public_addr, app.console);
+    crate::http::console::announce(&cfg, public_addr, states.site.console);
     if let Some(s) = &cfg.script {
         log::info!("single-script mode: every path runs {}", s.display());
     } else {
-        match app.routes.endpoints() {
+        match routes.endpoints() {
             e if e.is_empty() => log::info!("no endpoints in {}", cfg.cgi_bin.display()),
             e => log::info!("endpoints in {}: {}", cfg.cgi_bin.display(), e.join(" ")),
         }
@@ -173,14 +124,14 @@ pub fn run(cfg: Config) -> Result<(), String> {
             Ok(())
         };
         serve.race(signalled).await?;
-        shutdown(&app, &cfg, &mut signals).await;
+        shutdown(&states.ws, &cfg, &mut signals).await;
         Ok(())
     })
 }
 
-/// The shared state: backends and their routes, the hub (and the cluster
+/// Each part's state: backends and their routes, the hub (and the cluster
 /// behind it), and the settings handlers need, all decided here once.
-fn build_app(cfg: &Config, public_addr: SocketAddr, control_addr: SocketAddr) -> Result<App, String> {
+fn build_states(cfg: &Config, public_addr: SocketAddr, control_addr: SocketAddr) -> Result<States, String> {
     let env = EnvSettings {
         api_url: local_url(control_addr),
         api_token: cfg.api_token.clone().unwrap_or_default(),
@@ -192,34 +143,17 @@ fn build_app(cfg: &Config, public_addr: SocketAddr, control_addr: SocketAddr) ->
     let scripts = Arc::new(Spawn::new(env, limits, Default::default(), cfg.max_procs));
     let scripts = Route { prefix: "/".into(), transport: scripts.clone(), pages: Some(scripts), files: Files::Spawned };
     let resolver = Resolver::new(cfg.cgi_bin.clone(), cfg.script.clone(), cfg.handlers.clone());
-    let outgoing = crate::ws::limits::OutgoingBudget::new(
+    let routes = Arc::new(Routes::new(resolver, prefixed, scripts));
+    let outgoing = crate::hub::outgoing::OutgoingBudget::new(
         cfg.max_outgoing_bytes,
         cfg.max_outgoing_bytes_total,
         &crate::metrics::get().outgoing_bytes,
     );
     let (hub, delivery) = crate::hub::start(cfg.redis.as_deref(), cfg.cluster_queue, cfg.out_queue, outgoing)?;
-    Ok(App(Arc::new(AppInner {
-        hub,
-        delivery,
-        routes: Routes::new(resolver, prefixed, scripts),
-        root: cfg.root.clone(),
-        port: public_addr.port(),
-        max_message: cfg.max_message,
-        max_queue: cfg.max_queue,
-        api_token: cfg.api_token.clone(),
-        conn_limits: crate::ws::limits::ConnLimits::new(cfg.max_connections, cfg.max_connections_per_ip),
-        ping_interval: cfg.ping_interval,
-        allow_origin: cfg.allow_origin.clone(),
-        events: cfg.events,
-        api_hosts: crate::hosts::AllowedHosts::new(control_addr, &cfg.api_allow_host),
-        api_max_body: cfg.api_max_body,
-        public_hosts: crate::hosts::PublicHosts::new(public_addr, &cfg.allow_host),
-        body_budget: crate::http1::body::BodyBudget::new(cfg.max_request_body, cfg.max_request_body_total),
-        http_timeout: cfg.http_timeout,
-        queue_budget: crate::ws::limits::QueueBudget::new(cfg.max_queue_bytes, cfg.max_queue_bytes_total),
-        console: crate::console::enabled(cfg, public_addr),
-        refusals: Default::default(),
-    })))
+    let ws = Arc::new(WsState::new(cfg, hub.clone(), delivery.clone(), routes, public_addr.port()));
+    let api = Arc::new(ApiState::new(cfg, hub, delivery, control_addr));
+    let site = Arc::new(SiteState::new(cfg, ws.clone(), public_addr));
+    Ok(States { ws, api, site })
 }
 
 fn listener(cfg: &Config, name: &'static str, one_request: bool) -> crate::listen::Listener {
@@ -235,7 +169,7 @@ fn listener(cfg: &Config, name: &'static str, one_request: bool) -> crate::liste
 /// then stops every process group a script started that is still alive
 /// (SIGTERM, SIGKILL after the grace period): nothing ws2http started
 /// outlives it. A second signal SIGKILLs every group and exits at once.
-async fn shutdown(app: &App, cfg: &Config, signals: &mut async_signal::Signals) {
+async fn shutdown(app: &WsState, cfg: &Config, signals: &mut async_signal::Signals) {
     let graceful = async {
         let n = app.hub.close_all(1001, "server shutdown", CloseCause::Shutdown);
         log::info!("shutting down: closing {n} connection(s)");
@@ -318,15 +252,4 @@ fn remote_backends(cfg: &Config, env: &EnvSettings, limits: &Limits, api_url: St
         routes.push(Route { prefix: prefix.clone(), transport: Arc::new(http), pages: None, files: Files::None });
     }
     Ok(routes)
-}
-
-/// The state of a server built from `cfg` with `transport` running the
-/// events of the local scripts, for unit tests of the connection's parts.
-#[cfg(test)]
-pub(crate) fn test_app(cfg: &Config, transport: Arc<dyn Transport>) -> App {
-    let addr = SocketAddr::from(([127, 0, 0, 1], 9));
-    let app = build_app(cfg, addr, addr).expect("a server's state");
-    let Ok(mut inner) = Arc::try_unwrap(app.0) else { panic!("the state is shared already") };
-    inner.routes.scripts_mut().transport = transport;
-    App(Arc::new(inner))
 }

@@ -7,19 +7,19 @@
 //! Expected results are stated independently of the implementation: line
 //! mode against a small reference model written from docs/PROTOCOL.md
 //! ("Script output", line mode), and the HTTP token characters spelled out
-//! from RFC 9110. Library paths used: `ws2http::cgi::output::parse_all`,
-//! `ws2http::directive::parse_line`, `ws2http::cgi::http::read_head`,
-//! `ws2http::cgi::env::event_env` (plus the types they take and return).
+//! from RFC 9110. Library paths used: `ws2http::gateway::output::parse_all`,
+//! `ws2http::gateway::directive::parse_line`, `ws2http::gateway::head::read_head`,
+//! `ws2http::backend::env::event_env` (plus the types they take and return).
 
 use std::sync::Arc;
 
 use proptest::prelude::*;
 use ws2http::action::{Action, Message};
-use ws2http::backend::Output;
-use ws2http::cgi::env::{event_env, EnvSettings};
-use ws2http::cgi::output::parse_all;
-use ws2http::directive::{parse_line, Context, Line};
+use ws2http::backend::env::{event_env, EnvSettings};
 use ws2http::event::{ConnInfo, Event, EventKind, RequestInfo, Target};
+use ws2http::gateway::directive::{parse_line, Context, Line};
+use ws2http::gateway::output::parse_all;
+use ws2http::gateway::Output;
 use ws2http::id::ConnId;
 
 fn me() -> ConnId {
@@ -202,7 +202,7 @@ proptest! {
     #[test]
     fn cgi_header_parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..3000)) {
         let mut r = futures_lite::io::BufReader::new(&bytes[..]);
-        let _ = futures_lite::future::block_on(ws2http::cgi::http::read_head(&mut r));
+        let _ = futures_lite::future::block_on(ws2http::gateway::head::read_head(&mut r));
     }
 
     #[test]
@@ -215,7 +215,7 @@ proptest! {
         prop_assume!(!headers.is_empty());
         let text: String = headers.iter().map(|(n, v)| format!("{n}: {v}\r\n")).collect::<String>() + "\r\nbody";
         let mut r = futures_lite::io::BufReader::new(text.as_bytes());
-        let head = futures_lite::future::block_on(ws2http::cgi::http::read_head(&mut r)).expect("a valid head");
+        let head = futures_lite::future::block_on(ws2http::gateway::head::read_head(&mut r)).expect("a valid head");
         prop_assert_eq!(head.headers, headers);
     }
 

@@ -6,14 +6,14 @@
 use tide::{Request, StatusCode};
 
 use super::error;
+use super::State;
 use crate::action::Message;
-use crate::listen::RawHead;
-use crate::server::App;
+use crate::http1::head::RawHead;
 
 /// The request body as a message: binary for application/octet-stream,
 /// otherwise text (which must be UTF-8). At most `--max-message` bytes (and
 /// `--api-max-body`).
-pub(super) async fn body_message(req: &mut Request<App>) -> Result<Message, tide::Result> {
+pub(super) async fn body_message(req: &mut Request<State>) -> Result<Message, tide::Result> {
     // The HTTP layer labels a body without Content-Type as octet-stream;
     // here no type means text, so look at what the client really sent.
     let sent = match req.ext::<RawHead>() {
@@ -23,9 +23,9 @@ pub(super) async fn body_message(req: &mut Request<App>) -> Result<Message, tide
     let binary =
         sent.is_some_and(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/octet-stream"));
     let app = req.state().clone();
-    let cap = match app.max_message < app.api_max_body {
+    let cap = match app.max_message < app.max_body {
         true => BodyCap { bytes: app.max_message, flag: "--max-message" },
-        false => BodyCap { bytes: app.api_max_body, flag: "--api-max-body" },
+        false => BodyCap { bytes: app.max_body, flag: "--api-max-body" },
     };
     let body = read_body(req, cap).await?;
     if binary {
@@ -50,7 +50,7 @@ pub(super) struct BodyCap {
 /// over the cap is refused before anything is read; a body without one
 /// (chunked) is read up to one byte past the cap, then refused. Only what
 /// the cap allows is ever held in memory.
-pub(super) async fn read_body(req: &mut Request<App>, cap: BodyCap) -> Result<Vec<u8>, tide::Result> {
+pub(super) async fn read_body(req: &mut Request<State>, cap: BodyCap) -> Result<Vec<u8>, tide::Result> {
     use crate::http1::body::{read_whole, ReadError};
     let declared = req.len();
     let timeout = req.state().http_timeout;
@@ -71,7 +71,7 @@ pub(super) async fn read_body(req: &mut Request<App>, cap: BodyCap) -> Result<Ve
 /// 413 for a body over its cap, with one log line. The connection is closed
 /// (every API response says `Connection: close`); what the client still sends
 /// is not kept.
-fn too_large(req: &Request<App>, what: &str, cap: BodyCap) -> tide::Result {
+fn too_large(req: &Request<State>, what: &str, cap: BodyCap) -> tide::Result {
     let (bytes, flag) = (cap.bytes, cap.flag);
     log::warn!("api: {} {} refused (413): {what} over the {bytes}-byte cap ({flag})", req.method(), req.url().path());
     let mut r = error(

@@ -5,8 +5,8 @@
 use tide::{Next, Request, StatusCode};
 
 use super::error;
+use super::State;
 use crate::hosts::AllowedHosts;
-use crate::server::App;
 
 /// Compares without stopping at the first difference, so response timing
 /// does not reveal how much of a guessed token was right.
@@ -22,17 +22,17 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Without a token: refuses requests made by a browser (see the module
 /// docs), on every route. With one: every route but /healthz needs it.
 pub(super) fn auth<'a>(
-    req: Request<App>,
-    next: Next<'a, App>,
+    req: Request<State>,
+    next: Next<'a, State>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = tide::Result> + Send + 'a>> {
     Box::pin(async move {
         let open_route = req.url().path() == "/healthz";
-        if req.state().api_token.is_none() {
-            if let Some(refusal) = browser_context(&req, &req.state().api_hosts) {
-                return refusal.respond(&req, &req.state().api_hosts);
+        if req.state().token.is_none() {
+            if let Some(refusal) = browser_context(&req, &req.state().hosts) {
+                return refusal.respond(&req, &req.state().hosts);
             }
         }
-        if let (Some(token), false) = (req.state().api_token.as_deref(), open_route) {
+        if let (Some(token), false) = (req.state().token.as_deref(), open_route) {
             let given = req
                 .header("Authorization")
                 .and_then(|v| v.last().as_str().strip_prefix("Bearer ").map(str::trim).map(str::to_owned));
@@ -59,7 +59,7 @@ enum BrowserContext {
     Host(Option<String>),
 }
 
-fn browser_context(req: &Request<App>, hosts: &AllowedHosts) -> Option<BrowserContext> {
+fn browser_context(req: &Request<State>, hosts: &AllowedHosts) -> Option<BrowserContext> {
     let one = |name: &str| req.header(name).map(|v| v.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(", "));
     if let Some(origin) = one("Origin") {
         return Some(BrowserContext::Origin(origin));
@@ -76,7 +76,7 @@ fn browser_context(req: &Request<App>, hosts: &AllowedHosts) -> Option<BrowserCo
 
 impl BrowserContext {
     /// 403 or 421 with a JSON error saying what to do, and one log line.
-    fn respond(&self, req: &Request<App>, hosts: &AllowedHosts) -> tide::Result {
+    fn respond(&self, req: &Request<State>, hosts: &AllowedHosts) -> tide::Result {
         let (method, path) = (req.method(), req.url().path());
         let from_page = "without --api-token the control API serves programs (curl, cron jobs, scripts), \
                          not web pages: call it from server-side code, or start ws2http with --api-token \

@@ -6,29 +6,31 @@ use serde_json::json;
 use tide::{Request, Response, StatusCode};
 
 use super::body::{body_message, read_body, BodyCap};
+use super::state::ApiState;
+use super::State;
 use super::{error, json_response, param, query};
 use crate::action::{Action, CloseCause, Message};
-use crate::directive::{parse_line, Context, Line};
-use crate::hub::{Applied, ConnView};
+use crate::gateway::directive::{parse_line, Context, Line};
+use crate::hub::local::ConnView;
+use crate::hub::Applied;
 use crate::id::ConnId;
-use crate::server::App;
 
 fn delivered(n: usize) -> tide::Result {
     json_response(StatusCode::Ok, json!({ "delivered": n }))
 }
 /// A live connection, wherever it is.
-async fn exists(app: &App, id: &ConnId) -> bool {
+async fn exists(app: &ApiState, id: &ConnId) -> bool {
     app.delivery.find(id).await.is_some()
 }
 
 /// Applies one action; how many connections it reached anywhere.
-async fn apply_counted(app: &App, action: Action) -> Applied {
+async fn apply_counted(app: &ApiState, action: Action) -> Applied {
     app.delivery.apply_counted(vec![action]).await.pop().unwrap_or(Applied::Reached(0))
 }
 
 /// Reads the body as a message, applies the action built from it, answers
 /// `{"delivered": N}`.
-async fn push(mut req: Request<App>, what: String, make: impl FnOnce(Message) -> Action) -> tide::Result {
+async fn push(mut req: Request<State>, what: String, make: impl FnOnce(Message) -> Action) -> tide::Result {
     let msg = match body_message(&mut req).await {
         Ok(m) => m,
         Err(r) => return r,
@@ -39,7 +41,7 @@ async fn push(mut req: Request<App>, what: String, make: impl FnOnce(Message) ->
     delivered(n)
 }
 
-pub(super) async fn send(req: Request<App>) -> tide::Result {
+pub(super) async fn send(req: Request<State>) -> tide::Result {
     let id = param(&req, "id");
     let app = req.state().clone();
     let to = match ConnId::parse(&id) {
@@ -49,20 +51,20 @@ pub(super) async fn send(req: Request<App>) -> tide::Result {
     push(req, format!("send to {id}"), |msg| Action::Send { to, msg }).await
 }
 
-pub(super) async fn room(req: Request<App>) -> tide::Result {
+pub(super) async fn room(req: Request<State>) -> tide::Result {
     let room = param(&req, "room");
     push(req, format!("room {room}"), |msg| Action::Room { room, msg, except: None }).await
 }
 
-pub(super) async fn broadcast(req: Request<App>) -> tide::Result {
+pub(super) async fn broadcast(req: Request<State>) -> tide::Result {
     let endpoint = query(&req, "endpoint");
     push(req, "broadcast".into(), |msg| Action::Broadcast { endpoint, msg }).await
 }
 
 /// Directive lines, all parsed before any is applied: one bad line → 400
 /// and nothing happens.
-pub(super) async fn actions(mut req: Request<App>) -> tide::Result {
-    let cap = BodyCap { bytes: req.state().api_max_body, flag: "--api-max-body" };
+pub(super) async fn actions(mut req: Request<State>) -> tide::Result {
+    let cap = BodyCap { bytes: req.state().max_body, flag: "--api-max-body" };
     let body = match read_body(&mut req, cap).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -102,7 +104,7 @@ fn is_message(a: &Action) -> bool {
     a.message().is_some()
 }
 
-pub(super) async fn connections(req: Request<App>) -> tide::Result {
+pub(super) async fn connections(req: Request<State>) -> tide::Result {
     let (room, endpoint) = (query(&req, "room"), query(&req, "endpoint"));
     let list: Vec<ConnView> = req
         .state()
@@ -116,7 +118,7 @@ pub(super) async fn connections(req: Request<App>) -> tide::Result {
     json_response(StatusCode::Ok, serde_json::to_value(list)?)
 }
 
-pub(super) async fn connection(req: Request<App>) -> tide::Result {
+pub(super) async fn connection(req: Request<State>) -> tide::Result {
     let id = param(&req, "id");
     let found = match ConnId::parse(&id) {
         Some(i) => req.state().delivery.find(&i).await,
@@ -128,7 +130,7 @@ pub(super) async fn connection(req: Request<App>) -> tide::Result {
     }
 }
 
-pub(super) async fn close(req: Request<App>) -> tide::Result {
+pub(super) async fn close(req: Request<State>) -> tide::Result {
     let id = param(&req, "id");
     let code = match query(&req, "code") {
         None => 1000,
@@ -146,7 +148,7 @@ pub(super) async fn close(req: Request<App>) -> tide::Result {
     };
     let app = req.state().clone();
     let n = if exists(&app, &conn).await {
-        app.apply(Action::Close { conn, code, reason, cause: CloseCause::Api }).reached()
+        app.delivery.apply(Action::Close { conn, code, reason, cause: CloseCause::Api }).reached()
     } else {
         0
     };
@@ -157,20 +159,20 @@ pub(super) async fn close(req: Request<App>) -> tide::Result {
     json_response(StatusCode::Ok, json!({ "closed": n }))
 }
 
-pub(super) async fn rooms(req: Request<App>) -> tide::Result {
+pub(super) async fn rooms(req: Request<State>) -> tide::Result {
     let rooms = req.state().delivery.rooms().await;
     json_response(StatusCode::Ok, serde_json::to_value(rooms)?)
 }
 
 /// Liveness for load balancers and supervisors: no token needed, reveals
 /// nothing but that the server answers.
-pub(super) async fn healthz(req: Request<App>) -> tide::Result {
+pub(super) async fn healthz(req: Request<State>) -> tide::Result {
     let live = req.state().hub.live_count();
     json_response(StatusCode::Ok, json!({ "status": "ok", "connections": live }))
 }
 
 /// Prometheus text format.
-pub(super) async fn metrics(req: Request<App>) -> tide::Result {
+pub(super) async fn metrics(req: Request<State>) -> tide::Result {
     let hub = &req.state().hub;
     let text = crate::metrics::get().render(hub.live_count(), hub.rooms().len());
     let mut r = Response::new(StatusCode::Ok);
@@ -179,7 +181,7 @@ pub(super) async fn metrics(req: Request<App>) -> tide::Result {
     Ok(r)
 }
 
-pub(super) async fn not_found(req: Request<App>) -> tide::Result {
+pub(super) async fn not_found(req: Request<State>) -> tide::Result {
     // HEAD gets GET's headers, Content-Length included.
     let method = if req.method() == tide::http::Method::Head { tide::http::Method::Get } else { req.method() };
     error(StatusCode::NotFound, format!("no such API route: {method} {}", req.url().path()))

@@ -21,16 +21,21 @@
 mod body;
 mod guard;
 mod handlers;
+pub mod state;
 
 use percent_encoding::percent_decode_str;
 use serde_json::json;
 use tide::{Next, Request, Response, StatusCode};
 
-use crate::server::App;
 use handlers::*;
+use state::ApiState;
 
-pub fn routes(app: App) -> tide::Server<App> {
-    let mut api = tide::with_state(app);
+/// The state every request of the API sees.
+type State = std::sync::Arc<ApiState>;
+
+/// The API's routes, around `state`.
+pub fn routes(state: State) -> tide::Server<State> {
+    let mut api = tide::with_state(state);
     api.with(log_request);
     api.with(guard::auth);
     // HEAD answers like GET (the HTTP layer sends no body); tide would
@@ -64,8 +69,8 @@ fn error(status: StatusCode, msg: impl Into<String>) -> tide::Result {
 /// every push a backend makes, so at the default level it says nothing
 /// (its refusals are warnings of their own).
 fn log_request<'a>(
-    req: Request<App>,
-    next: Next<'a, App>,
+    req: Request<State>,
+    next: Next<'a, State>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = tide::Result> + Send + 'a>> {
     Box::pin(async move {
         let line = format!("api: {} {} {}", req.method(), req.url().path(), req.peer_addr().unwrap_or("?"));
@@ -75,11 +80,11 @@ fn log_request<'a>(
     })
 }
 
-fn param(req: &Request<App>, name: &str) -> String {
+fn param(req: &Request<State>, name: &str) -> String {
     let raw = req.param(name).unwrap_or("");
     percent_decode_str(raw).decode_utf8_lossy().into_owned()
 }
-fn query(req: &Request<App>, key: &str) -> Option<String> {
+fn query(req: &Request<State>, key: &str) -> Option<String> {
     req.url().query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
 }
 

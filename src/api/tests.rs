@@ -1,53 +1,34 @@
 //! The control API in-process: requests straight into the routes, a hub
 //! with real connections behind them (no sockets, no scripts).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use clap::Parser;
 use tide::http::{Method, Request, Response, Url};
 
+use super::state::ApiState;
 use crate::action::{caps, Action};
-use crate::event::{ConnInfo, Event, RequestInfo, Target};
-use crate::gateway::slots::Slots;
-use crate::gateway::{BoxFuture, Call, Limits, Outcome, Transport};
-use crate::hub::{Applied, ConnShared};
+use crate::event::{ConnInfo, RequestInfo, Target};
+use crate::hub::local::Hub;
+use crate::hub::outgoing::OutgoingBudget;
+use crate::hub::shared::ConnShared;
+use crate::hub::Applied;
 use crate::id::ConnId;
-use crate::server::App;
+use crate::metrics;
 
-/// Runs no event: the API never does.
-struct NoScripts {
-    limits: Limits,
-    slots: Arc<Slots>,
-}
-
-impl Transport for NoScripts {
-    fn via(&self) -> &str {
-        "nothing"
-    }
-    fn limits(&self) -> &Limits {
-        &self.limits
-    }
-    fn slots(&self) -> &Arc<Slots> {
-        &self.slots
-    }
-    fn exchange<'a>(&'a self, _: &'a Event, _: &'a mut Call<'_>) -> BoxFuture<'a, Outcome> {
-        Box::pin(async { Outcome::Success })
-    }
-}
-
-fn app() -> App {
+/// The API's state as the default flags make it, around a local hub.
+fn app() -> Arc<ApiState> {
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cgi-bin");
     let cli = crate::config::Cli::try_parse_from(["ws2http", "--cgi-bin", fixtures]).expect("flags");
-    crate::server::test_app(
-        &cli.into_config().expect("config"),
-        Arc::new(NoScripts {
-            limits: Limits { timeout: std::time::Duration::from_secs(1), max_output: 1 },
-            slots: Slots::new(1),
-        }),
-    )
+    let cfg = cli.into_config().expect("config");
+    let outgoing =
+        OutgoingBudget::new(cfg.max_outgoing_bytes, cfg.max_outgoing_bytes_total, &metrics::get().outgoing_bytes);
+    let hub = Arc::new(Hub::new(cfg.out_queue, outgoing));
+    Arc::new(ApiState::new(&cfg, hub.clone(), hub, SocketAddr::from(([127, 0, 0, 1], 9))))
 }
 
-fn connect(app: &App, id: &str) -> (async_channel::Receiver<crate::action::Message>, Arc<ConnShared>) {
+fn connect(app: &ApiState, id: &str) -> (async_channel::Receiver<crate::action::Message>, Arc<ConnShared>) {
     let target =
         Target { filename: "/c.sh".into(), script_name: "/c.sh".into(), path_info: String::new(), interpreter: None };
     let info = ConnInfo { id: ConnId::parse(id).expect("id"), target, request: RequestInfo::default() };
@@ -55,7 +36,7 @@ fn connect(app: &App, id: &str) -> (async_channel::Receiver<crate::action::Messa
 }
 
 /// `method path` with `body`, as a program on loopback sends it.
-fn call(app: &App, method: Method, path: &str, body: &str) -> (u16, serde_json::Value) {
+fn call(app: &Arc<ApiState>, method: Method, path: &str, body: &str) -> (u16, serde_json::Value) {
     let mut req = Request::new(method, Url::parse(&format!("http://127.0.0.1:9{path}")).expect("url"));
     req.insert_header("Host", "127.0.0.1:9");
     req.set_body(body);
@@ -73,7 +54,7 @@ fn actions_refused_by_a_cap_are_not_counted_as_applied() {
     let (rx, _shared) = connect(&app, "full");
     for i in 0..caps::ROOMS {
         let join = Action::Join { conn: ConnId::parse("full").expect("id"), room: format!("r{i}") };
-        assert_eq!(app.apply(join), Applied::Reached(1));
+        assert_eq!(app.delivery.apply(join), Applied::Reached(1));
     }
     let body = "@join full one-too-many\n@send full hi\n@room r0 all\n";
     assert_eq!(call(&app, Method::Post, "/actions", body), (200, serde_json::json!({"applied": 2, "delivered": 2})));

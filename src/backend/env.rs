@@ -38,7 +38,7 @@ impl EnvSink for Env {
 /// `true` for a header name that becomes an `HTTP_*` variable: a token
 /// without `_`.
 fn usable(name: &str) -> bool {
-    crate::gateway::head::is_token(name.as_bytes()) && !name.contains('_')
+    crate::http1::head::is_token(name.as_bytes()) && !name.contains('_')
 }
 
 /// `true` when two header names become the same `HTTP_*` variable (case

@@ -34,8 +34,6 @@ use crate::gateway::slots::Slots;
 use crate::gateway::{BoxFuture, Call, Cut, Limits, Outcome, Transport};
 use crate::runtime;
 
-pub use super::pool::Address;
-
 pub struct FastCgi {
     env: EnvSettings,
     limits: Limits,

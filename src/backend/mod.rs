@@ -14,8 +14,3 @@ pub mod fastcgi;
 pub mod http;
 pub mod pool;
 pub mod spawn;
-
-/// The old home of [`Output`](crate::gateway::Output), for the fuzz tests
-/// (tests/fuzz_parsers.rs) until they name the gateway.
-#[doc(hidden)]
-pub use crate::gateway::Output;

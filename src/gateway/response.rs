@@ -68,7 +68,7 @@ pub struct RequestBody {
 
 /// A plain-text reply.
 pub fn plain(status: StatusCode, text: &str) -> Reply {
-    Reply::Response(Box::new(crate::request::text_response(status, text)))
+    Reply::Response(Box::new(crate::http1::request::text_response(status, text)))
 }
 
 /// The reply for a classic CGI response (RFC 3875 §6): a local redirect,

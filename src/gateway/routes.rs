@@ -76,12 +76,6 @@ impl Routes {
         self.resolver.is_single()
     }
 
-    /// The route for the default scripts (for tests that swap its transport).
-    #[cfg(test)]
-    pub(crate) fn scripts_mut(&mut self) -> &mut Route {
-        &mut self.scripts
-    }
-
     /// Resolves a raw (still percent-encoded) URL path: the longest prefix
     /// route that needs no file takes it as is; otherwise the local script
     /// it names, served by the longest route above that script.

@@ -1,3 +1,12 @@
-//! Plain HTTP requests on the public listener.
+//! The public site: plain HTTP requests on the public listener. [`public`]
+//! routes every request (a WebSocket upgrade to [`crate::ws`], a script as
+//! classic CGI through [`cgi`] or FastCGI, a file from `--root` through
+//! [`static_files`], or the [`console`]); [`refusals`] keeps the refused
+//! handshakes the console explains; [`state`] is what they share.
 
 pub mod cgi;
+pub mod console;
+pub mod public;
+pub mod refusals;
+pub mod state;
+pub mod static_files;

@@ -11,8 +11,6 @@
 
 use std::fmt;
 
-use crate::gateway::head::is_tchar;
-
 /// Most header lines in one request (more → 431).
 pub const MAX_HEADERS: usize = 100;
 
@@ -281,6 +279,19 @@ fn expectation(head: &Head) -> Result<bool, Refusal> {
     }
 }
 
+/// A token character (RFC 9110 §5.6.2): the one token grammar of the
+/// crate, here in the lowest HTTP layer so every layer above shares it.
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// `true` when `s` is an HTTP token (RFC 9110 §5.6.2): header names,
+/// methods, a script's header names (the gateway's head parser)
+/// and CGI variable names.
+pub fn is_token(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&b| is_tchar(b))
+}
+
 /// A refusal for bytes that cannot begin a request line, known before its
 /// end arrives: the method is a token (RFC 9110 §5.6.2), so a first byte
 /// like `0x16` (a TLS ClientHello sent to the plain-HTTP port) gets 400 at
@@ -350,6 +361,24 @@ mod tests {
 
     fn status(s: &str) -> u16 {
         head(s).err().map_or(0, |r| r.status)
+    }
+
+    #[test]
+    fn path_and_query_of_targets() {
+        let t = |s: &str| RawHead { target: s.into(), content_type: None, headers: Vec::new() };
+        assert_eq!(t("/a/../b?x=1").path_and_query(), ("/a/../b", Some("x=1")));
+        assert_eq!(t("/a").path_and_query(), ("/a", None));
+        assert_eq!(t("http://h:1/p/q?z").path_and_query(), ("/p/q", Some("z")));
+        assert_eq!(t("http://h").path_and_query(), ("/", None));
+        assert_eq!(t("http://h?q").path_and_query(), ("/", Some("q")));
+    }
+
+    #[test]
+    fn tokens_are_the_rfc_9110_characters() {
+        assert!(is_token(b"!#$%&'*+-.^_`|~09azAZ"));
+        for not in [&b""[..], b"a b", b"a:b", b"a(b)", b"a\"b", b"a,b", b"a/b", b"\xc3\xa9"] {
+            assert!(!is_token(not), "{not:?}");
+        }
     }
 
     #[test]

@@ -3,11 +3,13 @@
 //! [`crate::listen`] for why. `head` checks a request head, `input` reads
 //! heads and bodies from the socket, `body` reads a whole body within its
 //! bounds, `response` writes answers with the
-//! framing decided in one place, and `conn` runs a connection's requests
-//! one after another.
+//! framing decided in one place, `conn` runs a connection's requests
+//! one after another, and `request` describes a request in the terms the CGI
+//! environment uses (for the WebSocket handshake and the public site alike).
 
 pub mod body;
 pub mod conn;
 pub mod head;
 pub mod input;
+pub mod request;
 pub mod response;

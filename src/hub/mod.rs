@@ -10,7 +10,8 @@
 //!   reached through Redis, in the [`wire`] format.
 //!
 //! The connection's own life (register, detach, remove, the close it asks
-//! for) always talks to the local [`Hub`]: a connection lives on one
+//! for) always talks to the local [`Hub`] ([`local`]; its per-connection state is
+//! [`shared`]): a connection lives on one
 //! instance. Which implementation runs is decided once, in [`start`]; the
 //! API and `ws/` never ask whether this is a cluster.
 
@@ -28,9 +29,8 @@ pub mod outgoing;
 pub mod shared;
 pub mod wire;
 
-pub use local::{ConnView, Hub, PresenceChange};
-pub use outgoing::OutgoingBudget;
-pub use shared::{CloseRequest, ConnShared, Ending};
+use local::{ConnView, Hub};
+use outgoing::OutgoingBudget;
 
 /// What applying one action did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -44,9 +44,9 @@ use futures_util::future::{select, Either};
 use crate::action::{CloseCause, Message};
 use crate::event::{ConnInfo, Event, EventKind};
 use crate::gateway::{self, Outcome, Output, Sink};
-use crate::hub::{CloseRequest, ConnShared, Ending};
-use crate::server::App;
+use crate::hub::shared::{CloseRequest, ConnShared, Ending};
 use crate::ws::limits::{ConnBudget, Evict, OverBudget, Refused};
+use crate::ws::state::WsState;
 use crate::{metrics, runtime};
 
 /// How long the server waits for the client to answer its close frame.
@@ -56,7 +56,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// comes: the hub's apply for message and close events, a buffer for the
 /// open event (its actions wait until the handshake is answered). Logs one
 /// line and counts the event.
-pub async fn dispatch(app: &App, conn: &Arc<ConnInfo>, kind: EventKind, out: &mut Sink<'_>) -> Outcome {
+pub async fn dispatch(app: &WsState, conn: &Arc<ConnInfo>, kind: EventKind, out: &mut Sink<'_>) -> Outcome {
     let (rooms, meta) = app.hub.snapshot(&conn.id);
     let event = Event { kind, conn: conn.clone(), rooms, meta };
     let started = Instant::now();
@@ -98,12 +98,12 @@ pub async fn dispatch(app: &App, conn: &Arc<ConnInfo>, kind: EventKind, out: &mu
 /// when the client closed it ([`drops_queue`]); the close event runs exactly
 /// once, whatever happens to the events before it.
 pub async fn event_worker(
-    app: App,
+    app: Arc<WsState>,
     conn: Arc<ConnInfo>,
     events: async_channel::Receiver<EventKind>,
     shared: Arc<ConnShared>,
     budget: Arc<ConnBudget>,
-    _slot: crate::ws::limits::Slot,
+    _slot: crate::conn_limits::Slot,
 ) {
     let mut dropped = 0usize;
     while let Ok(kind) = events.recv().await {
@@ -154,18 +154,18 @@ fn log_closed(conn: &ConnInfo, shared: &ConnShared, code: u16, reason: &str, cau
 /// connection has ended, and not by the client's close frame (cause
 /// `client`), or the server is shutting down (it waits only for close
 /// events).
-fn drops_queue(app: &App, shared: &ConnShared) -> bool {
+fn drops_queue(app: &WsState, shared: &ConnShared) -> bool {
     shared.has_ended() && (shared.close_cause() != Some(CloseCause::Client) || app.hub.is_shutting_down())
 }
 
 /// [`dispatch`], surviving a panic inside it (a bug in a backend): the
 /// event is logged and counted as failed, and the worker goes on.
-async fn dispatch_guarded(app: &App, conn: &Arc<ConnInfo>, kind: EventKind) {
+async fn dispatch_guarded(app: &WsState, conn: &Arc<ConnInfo>, kind: EventKind) {
     let (name, index) = (kind.name(), kind_index(&kind));
     let started = Instant::now();
     let mut apply = |o: Output| {
         if let Output::Action(a) = o {
-            app.apply(a);
+            app.delivery.apply(a);
         }
     };
     let run = std::panic::AssertUnwindSafe(dispatch(app, conn, kind, &mut apply));
@@ -197,7 +197,7 @@ fn kind_index(kind: &EventKind) -> usize {
 /// Serves an upgraded connection until it ends, then queues its close event.
 pub async fn serve<S>(
     ws: WebSocketStream<S>,
-    app: App,
+    app: Arc<WsState>,
     conn: Arc<ConnInfo>,
     outgoing: async_channel::Receiver<Message>,
     shared: Arc<ConnShared>,
@@ -220,7 +220,7 @@ pub async fn serve<S>(
 /// a close: then the close frame goes out) or the connection is aborted.
 async fn write_loop<S>(
     mut sink: WebSocketSender<S>,
-    app: &App,
+    app: &WsState,
     outgoing: async_channel::Receiver<Message>,
     shared: &ConnShared,
     reader_parked: &AtomicBool,
@@ -432,7 +432,7 @@ impl Pinger {
 /// reading: the writer sends the close frame and ends the connection.
 async fn read_loop<S>(
     mut stream: WebSocketReceiver<S>,
-    app: &App,
+    app: &WsState,
     conn: &ConnInfo,
     shared: &ConnShared,
     events: &async_channel::Sender<EventKind>,
@@ -558,7 +558,7 @@ fn limit_note(limit: &Limit, e: &WsError) -> String {
 /// Queues a message event (or drops it when `--events` leaves messages
 /// out); `Err` when the connection's queue is full.
 fn enqueue(
-    app: &App,
+    app: &WsState,
     events: &async_channel::Sender<EventKind>,
     budget: &ConnBudget,
     kind: EventKind,
@@ -627,7 +627,7 @@ pub fn evictor(shared: &Arc<ConnShared>) -> Evict {
 }
 
 /// The connection is over: stop deliveries and queue the close event.
-pub async fn finish(app: &App, conn: &ConnInfo, shared: &ConnShared, events: &async_channel::Sender<EventKind>) {
+pub async fn finish(app: &WsState, conn: &ConnInfo, shared: &ConnShared, events: &async_channel::Sender<EventKind>) {
     shared.end();
     app.hub.detach(&conn.id);
     // Nobody closed it on purpose: the TCP connection just went away.
@@ -650,76 +650,135 @@ pub async fn finish(app: &App, conn: &ConnInfo, shared: &ConnShared, events: &as
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
-    use clap::Parser;
-
     use super::*;
-    use crate::gateway::{BoxFuture, Call, Limits, Transport};
+    use crate::gateway::resolve::Resolved;
     use crate::id::ConnId;
+    use crate::ws::fake::Scripted;
 
-    /// A backend with a bug: it panics on the message `boom`. Records every
-    /// event it is given.
-    struct Buggy {
-        seen: Mutex<Vec<String>>,
-        limits: Limits,
-        slots: Arc<crate::gateway::slots::Slots>,
+    /// A registered connection of `/mirror.sh` with its event queue, as
+    /// the handshake leaves it (the worker not started yet).
+    struct Open {
+        conn: Arc<ConnInfo>,
+        outgoing: async_channel::Receiver<Message>,
+        shared: Arc<ConnShared>,
+        budget: Arc<ConnBudget>,
+        tx: async_channel::Sender<EventKind>,
+        rx: async_channel::Receiver<EventKind>,
     }
 
-    impl Default for Buggy {
-        fn default() -> Self {
-            let limits = Limits { timeout: Duration::from_secs(30), max_output: 1024 };
-            Buggy { seen: Mutex::default(), limits, slots: crate::gateway::slots::Slots::new(1) }
+    fn open(app: &WsState) -> Open {
+        let Resolved::Found(target) = app.routes.target("/mirror.sh") else { panic!("no /mirror.sh") };
+        let conn = Arc::new(ConnInfo { id: ConnId::random(), target, request: Default::default() });
+        let (outgoing, shared) = app.hub.register(conn.clone());
+        let budget = app.queue_budget.conn(Box::new(|_| {}));
+        let (tx, rx) = async_channel::unbounded();
+        Open { conn, outgoing, shared, budget, tx, rx }
+    }
+
+    impl Open {
+        /// Queues a message event the way the reader does.
+        fn message(&self, text: &str) {
+            self.budget.message_read(text.len(), true).expect("budget");
+            self.tx.try_send(EventKind::Message { payload: text.to_owned().into(), binary: false }).expect("queue");
+        }
+
+        /// Runs the event worker until the close event.
+        fn run_worker(&self, app: &Arc<WsState>) {
+            let slot = app.conn_limits.reserve("127.0.0.1").expect("slot");
+            let (conn, rx, shared, budget) =
+                (self.conn.clone(), self.rx.clone(), self.shared.clone(), self.budget.clone());
+            runtime::block_on(event_worker(app.clone(), conn, rx, shared, budget, slot));
         }
     }
 
-    impl Transport for Buggy {
-        fn via(&self) -> &str {
-            ""
-        }
-        fn limits(&self) -> &Limits {
-            &self.limits
-        }
-        fn slots(&self) -> &Arc<crate::gateway::slots::Slots> {
-            &self.slots
-        }
-        fn exchange<'a>(&'a self, event: &'a Event, _: &'a mut Call<'_>) -> BoxFuture<'a, Outcome> {
-            Box::pin(async move {
-                let what = match &event.kind {
-                    EventKind::Message { payload, .. } => String::from_utf8_lossy(payload).into_owned(),
-                    other => other.name().to_owned(),
-                };
-                self.seen.lock().expect("lock").push(what.clone());
-                assert_ne!(what, "boom", "a bug in a backend");
-                Outcome::Success
+    fn texts(rx: &async_channel::Receiver<Message>) -> Vec<String> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|m| match m {
+                Message::Text(t) => t.to_string(),
+                Message::Binary(b) => format!("{b:?}"),
             })
-        }
+            .collect()
     }
 
     #[test]
     fn a_panic_in_one_event_fails_that_event_and_the_close_event_still_runs() {
-        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cgi-bin");
-        let cli = crate::config::Cli::try_parse_from(["ws2http", "--cgi-bin", fixtures]).expect("flags");
-        let buggy = Arc::new(Buggy::default());
-        let app = crate::server::test_app(&cli.into_config().expect("config"), buggy.clone());
-        let crate::gateway::resolve::Resolved::Found(target) = app.routes.target("/mirror.sh") else {
-            panic!("no /mirror.sh")
-        };
-        let conn = Arc::new(ConnInfo { id: ConnId::random(), target, request: Default::default() });
-        let (_outgoing, shared) = app.hub.register(conn.clone());
-        let budget = app.queue_budget.conn(Box::new(|_| {}));
-        let (tx, rx) = async_channel::unbounded();
+        let buggy = Scripted::new(|e| match e.kind.name() == "message" && *crate::ws::fake::name(&e.kind) == *"boom" {
+            true => panic!("a bug in a backend"),
+            false => Ok(String::new()),
+        });
+        let app = crate::ws::state::for_tests(&[], buggy.clone());
+        let c = open(&app);
         for m in ["boom", "after"] {
-            budget.message_read(m.len(), true).expect("budget");
-            tx.try_send(EventKind::Message { payload: m.into(), binary: false }).expect("queue");
+            c.message(m);
         }
-        tx.try_send(EventKind::Close { code: 1000, reason: String::new(), cause: CloseCause::Client }).expect("queue");
-        let slot = app.conn_limits.reserve("127.0.0.1").expect("slot");
+        c.tx.try_send(EventKind::Close { code: 1000, reason: String::new(), cause: CloseCause::Client })
+            .expect("queue");
         let failed = metrics::get().events_run(1, 1);
-        runtime::block_on(event_worker(app.clone(), conn.clone(), rx, shared, budget, slot));
-        assert_eq!(*buggy.seen.lock().expect("lock"), ["boom", "after", "close"]);
-        assert!(!app.hub.is_known(&conn.id), "the connection left the hub");
+        c.run_worker(&app);
+        assert_eq!(buggy.seen(), ["boom", "after", "close 1000 client"]);
+        assert!(!app.hub.is_known(&c.conn.id), "the connection left the hub");
         assert!(metrics::get().events_run(1, 1) > failed, "the event counted as failed");
         assert_eq!(app.queue_budget.held(), 0);
+    }
+
+    #[test]
+    fn events_run_in_order_a_failure_stops_nothing_and_actions_reach_other_connections() {
+        let other = Arc::new(std::sync::OnceLock::<ConnId>::new());
+        let script = {
+            let other = other.clone();
+            Scripted::new(move |e| {
+                let text = crate::ws::fake::name(&e.kind);
+                let to = other.get().expect("the other connection");
+                match (e.kind.name(), text.as_str()) {
+                    ("message", "fail") => Err(String::new()),
+                    ("message", _) => Ok(format!("@send {to} got {text}\necho {text}\n")),
+                    _ => Ok(String::new()),
+                }
+            })
+        };
+        let app = crate::ws::state::for_tests(&[], script.clone());
+        let (c, b) = (open(&app), open(&app));
+        other.set(b.conn.id.clone()).expect("set once");
+        for m in ["one", "fail", "two", "three"] {
+            c.message(m);
+        }
+        c.tx.try_send(EventKind::Close { code: 1000, reason: "bye".into(), cause: CloseCause::Client }).expect("queue");
+        c.run_worker(&app);
+        assert_eq!(script.seen(), ["one", "fail", "two", "three", "close 1000 client"]);
+        assert_eq!(texts(&b.outgoing), ["got one", "got two", "got three"]);
+        assert_eq!(texts(&c.outgoing), ["echo one", "echo two", "echo three"]);
+        assert!(app.hub.is_known(&b.conn.id) && !app.hub.is_known(&c.conn.id));
+        assert_eq!(app.queue_budget.held(), 0, "every message's bytes given back");
+    }
+
+    #[test]
+    fn a_dropped_connection_drops_its_queued_messages_and_closes_once_as_dropped() {
+        let script = Scripted::new(|_| Ok(String::new()));
+        let app = crate::ws::state::for_tests(&[], script.clone());
+        let c = open(&app);
+        c.message("one");
+        c.message("two");
+        // The TCP connection went away; a second end (say, reader and writer
+        // both noticing) must not run a second close event.
+        runtime::block_on(finish(&app, &c.conn, &c.shared, &c.tx));
+        runtime::block_on(finish(&app, &c.conn, &c.shared, &c.tx));
+        c.run_worker(&app);
+        assert_eq!(script.seen(), ["close 1006 dropped"]);
+        assert!(!app.hub.is_known(&c.conn.id));
+        assert_eq!(app.queue_budget.held(), 0, "the dropped messages' bytes given back");
+    }
+
+    #[test]
+    fn after_a_close_frame_the_queued_messages_still_run_then_the_close_with_its_cause() {
+        let script = Scripted::new(|_| Ok(String::new()));
+        let app = crate::ws::state::for_tests(&[], script.clone());
+        let c = open(&app);
+        c.message("last words");
+        let (req, note) = client_close(Some(CloseFrame { code: CloseCode::Away, reason: "gone".into() }));
+        c.shared.request_close(req, Ending::Record, note);
+        // The TCP connection then ends: the client's close stays the cause.
+        runtime::block_on(finish(&app, &c.conn, &c.shared, &c.tx));
+        c.run_worker(&app);
+        assert_eq!(script.seen(), ["last words", "close 1001 client"]);
     }
 }

@@ -14,7 +14,7 @@
 //!   read crossed it (a few holders must not get everyone else refused),
 //!   and a message being read must keep arriving (`--http-timeout`, then
 //!   1 KiB/s on average), so bytes are not held by a message never finished;
-//! - bytes of messages queued *to* them ([`OutgoingBudget`]):
+//! - bytes of messages queued *to* them ([`crate::hub::outgoing::OutgoingBudget`]):
 //!   `--max-outgoing-bytes` per connection and `--max-outgoing-bytes-total`
 //!   for the distinct buffers of all of them. A count alone let one client
 //!   that never reads make the server hold 1,024 messages of up to 4 MiB.
@@ -30,9 +30,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncWrite};
 
-pub use crate::conn_limits::{ConnLimits, Full, Slot};
-pub use crate::hub::outgoing::{OutgoingBudget, SlowConsumer};
-use crate::hub::ConnShared;
+use crate::hub::shared::ConnShared;
 
 /// The byte budget for client messages: `--max-queue-bytes` per connection,
 /// `--max-queue-bytes-total` for all of them.

@@ -1,7 +1,11 @@
 //! The WebSocket side: the handshake (run inside tide) and the life of one
-//! connection after it.
+//! connection after it, with the state they share ([`state::WsState`]).
 
 pub mod connection;
 pub mod limits;
 pub mod origin;
+pub mod state;
 pub mod upgrade;
+
+#[cfg(test)]
+mod fake;

@@ -10,17 +10,18 @@ use async_tungstenite::WebSocketStream;
 use tide::{Request, Response, StatusCode};
 
 use crate::action::Action;
+use crate::conn_limits::Slot;
 use crate::event::{ConnInfo, EventKind, Target};
 use crate::gateway::resolve::Resolved;
 use crate::gateway::{sendable_header_value, Head, Outcome, Output};
-use crate::request::{raw_path_and_query, request_info, text_response as text};
+use crate::http1::request::{raw_path_and_query, request_info, text_response as text};
 use crate::runtime;
-use crate::server::App;
 use crate::ws::connection;
-use crate::ws::limits::{Metered, Slot};
+use crate::ws::limits::Metered;
+use crate::ws::state::WsState;
 
 /// `true` when the request asks for a WebSocket upgrade.
-pub fn is_upgrade(req: &Request<App>) -> bool {
+pub fn is_upgrade<S>(req: &Request<S>) -> bool {
     let has_token = |name: &str, token: &str| {
         req.header(name).is_some_and(|vals| {
             vals.iter().any(|v| v.as_str().split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
@@ -31,35 +32,58 @@ pub fn is_upgrade(req: &Request<App>) -> bool {
 
 /// Handles an upgrade request end to end: check the request, reserve a
 /// connection slot, run the open event, and only then answer `101` and
-/// start the connection (or answer the refusal).
-pub async fn handle(req: Request<App>) -> tide::Result {
-    let app = req.state().clone();
-    let key = match handshake_key(&req) {
-        Ok(key) => key,
-        Err(refused) => return Ok(*refused),
+/// start the connection (or answer the refusal). Generic over the
+/// listener's state: the WebSocket side's own is `ws`.
+pub async fn handle<S>(req: Request<S>, ws: &Arc<WsState>) -> tide::Result {
+    let opening = match check(&req, ws) {
+        Ok(checked) => open(ws, checked).await,
+        Err(refused) => Err(refused),
     };
-    let path = raw_path_and_query(&req).0;
-    if let Err(refused) = check_origin(&req, &app, &path) {
-        return Ok(*refused);
+    match opening {
+        Ok(opening) => Ok(start(ws.clone(), opening).await),
+        Err(refused) => Ok(*refused),
     }
-    let slot = match reserve_slot(&req, &app, &path) {
-        Ok(slot) => slot,
-        Err(refused) => return Ok(*refused),
-    };
-    let target = match resolve_target(&app, &path) {
-        Ok(target) => target,
-        Err(refused) => return Ok(*refused),
-    };
-    let offered = offered_subprotocols(&req);
-    let conn = Arc::new(ConnInfo { id: app.new_conn_id(), target, request: request_info(&req, app.port) });
-    log::debug!("[{}] {} handshake from {}", conn.id, conn.target.endpoint(), conn.request.remote_addr);
+}
 
-    let accepted = match run_open(&app, &conn).await {
-        Ok(accepted) => accepted,
-        Err(refused) => return Ok(*refused),
-    };
+/// A handshake that passed the checks: its key, a connection slot, the
+/// connection it would be, and the subprotocols the client offered.
+struct Checked {
+    key: String,
+    slot: Slot,
+    conn: Arc<ConnInfo>,
+    offered: Vec<String>,
+}
+
+/// The checks before any script runs, in order: method, version and key,
+/// origin, a connection slot, the endpoint.
+fn check<S>(req: &Request<S>, app: &WsState) -> Result<Checked, Refused> {
+    let key = handshake_key(req)?;
+    let path = raw_path_and_query(req).0;
+    check_origin(req, app, &path)?;
+    let slot = reserve_slot(req, app, &path)?;
+    let target = resolve_target(app, &path)?;
+    let offered = offered_subprotocols(req);
+    let conn = Arc::new(ConnInfo { id: app.delivery.new_conn_id(), target, request: request_info(req, app.port) });
+    log::debug!("[{}] {} handshake from {}", conn.id, conn.target.endpoint(), conn.request.remote_addr);
+    Ok(Checked { key, slot, conn, offered })
+}
+
+/// A connection the open event accepted, not started yet: `res` is its
+/// `101`, `actions` what the open script printed.
+struct Opening {
+    conn: Arc<ConnInfo>,
+    slot: Slot,
+    actions: Vec<Action>,
+    res: Response,
+}
+
+/// Runs the open event of a checked handshake: the `101` it earned, or the
+/// refusal.
+async fn open(app: &WsState, checked: Checked) -> Result<Opening, Refused> {
+    let Checked { key, slot, conn, offered } = checked;
+    let accepted = run_open(app, &conn).await?;
     let res = switching_protocols(&key, &accepted.head, &offered, &conn);
-    Ok(start(app, conn, slot, accepted.actions, res).await)
+    Ok(Opening { conn, slot, actions: accepted.actions, res })
 }
 
 /// A handshake refused: the response that says why (boxed, as a
@@ -68,7 +92,7 @@ type Refused = Box<Response>;
 
 /// The method and version checks; the client's `Sec-WebSocket-Key` when
 /// they pass.
-fn handshake_key(req: &Request<App>) -> Result<String, Refused> {
+fn handshake_key<S>(req: &Request<S>) -> Result<String, Refused> {
     if req.method() != tide::http::Method::Get {
         return Err(Box::new(text(StatusCode::MethodNotAllowed, "a WebSocket handshake must be a GET request")));
     }
@@ -85,7 +109,7 @@ fn handshake_key(req: &Request<App>) -> Result<String, Refused> {
 
 /// Refuses a cross-origin handshake unless `--allow-origin` allows it
 /// (web pages in the user's browser are untrusted).
-fn check_origin(req: &Request<App>, app: &App, path: &str) -> Result<(), Refused> {
+fn check_origin<S>(req: &Request<S>, app: &WsState, path: &str) -> Result<(), Refused> {
     let header = |name: &str| req.header(name).map(|v| v.last().as_str().to_owned());
     if super::origin::allowed(header("Origin").as_deref(), header("Host").as_deref(), &app.allow_origin, app.port) {
         return Ok(());
@@ -101,7 +125,7 @@ fn check_origin(req: &Request<App>, app: &App, path: &str) -> Result<(), Refused
 
 /// Takes one of the connection slots (`--max-connections`, per IP and in
 /// total), or answers 503 when they are all taken.
-fn reserve_slot(req: &Request<App>, app: &App, path: &str) -> Result<Slot, Refused> {
+fn reserve_slot<S>(req: &Request<S>, app: &WsState, path: &str) -> Result<Slot, Refused> {
     let ip = req
         .peer_addr()
         .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
@@ -118,7 +142,7 @@ fn reserve_slot(req: &Request<App>, app: &App, path: &str) -> Result<Slot, Refus
 
 /// The script behind `path`: 404 when there is none, 500 when it cannot
 /// be run.
-fn resolve_target(app: &App, path: &str) -> Result<Target, Refused> {
+fn resolve_target(app: &WsState, path: &str) -> Result<Target, Refused> {
     match app.routes.target(path) {
         Resolved::Found(t) => Ok(t),
         Resolved::NotFound => Err(Box::new(text(StatusCode::NotFound, "no WebSocket endpoint here"))),
@@ -133,7 +157,7 @@ fn resolve_target(app: &App, path: &str) -> Result<Target, Refused> {
 }
 
 /// The subprotocols the client offered, in its order.
-fn offered_subprotocols(req: &Request<App>) -> Vec<String> {
+fn offered_subprotocols<S>(req: &Request<S>) -> Vec<String> {
     req.header("Sec-WebSocket-Protocol")
         .map(|v| {
             v.iter().flat_map(|p| p.as_str().split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>()).collect()
@@ -152,7 +176,7 @@ struct Accepted {
 /// (without it in --events, every handshake that got this far is accepted).
 /// A failed script is a 500, an unavailable backend a 502, a rejection the
 /// script's own response.
-async fn run_open(app: &App, conn: &Arc<ConnInfo>) -> Result<Accepted, Refused> {
+async fn run_open(app: &WsState, conn: &Arc<ConnInfo>) -> Result<Accepted, Refused> {
     // Buffered: nothing is applied before the handshake is answered.
     let mut items = Vec::new();
     let outcome = match app.events.wants(&EventKind::Open) {
@@ -221,12 +245,13 @@ fn switching_protocols(key: &str, head: &Head, offered: &[String], conn: &ConnIn
 /// Registers the connection, applies the open script's actions, and spawns
 /// the connection's task (its socket io beside its event worker), which
 /// starts once `res` (the `101`) has been sent.
-async fn start(app: App, conn: Arc<ConnInfo>, slot: Slot, actions: Vec<Action>, mut res: Response) -> Response {
+async fn start(app: Arc<WsState>, opening: Opening) -> Response {
+    let Opening { conn, slot, actions, mut res } = opening;
     // Register before answering so the open script's messages are queued
     // ahead of anything else.
     let (outgoing, shared) = app.hub.register(conn.clone());
     for a in actions {
-        app.apply(a);
+        app.delivery.apply(a);
     }
     // Unbounded (no pre-allocated slots per idle connection); the reader
     // enforces --max-queue.
@@ -294,3 +319,6 @@ fn rejection(conn: &ConnInfo, head: &Head, body: Vec<u8>) -> Response {
     let who = format!("[{}] ", conn.id);
     crate::gateway::response::to_response(head, head.status.unwrap_or(500), &who, |_| body.into())
 }
+
+#[cfg(test)]
+mod tests;

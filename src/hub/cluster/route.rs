@@ -6,7 +6,8 @@
 //! action on one connection goes to that instance only; a room message or
 //! broadcast goes to every instance, each delivering to its own members.
 
-use super::super::{Applied, ConnView};
+use super::super::local::ConnView;
+use super::super::Applied;
 use crate::action::{Action, Addressee};
 use crate::id::ConnId;
 

@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicUsize;
 
 use super::*;
 use crate::event::{RequestInfo, Target};
-use crate::hub::Ending;
+use crate::hub::shared::Ending;
 
 /// A hub with `--max-outgoing out_queue` and `--max-outgoing-bytes per_conn`.
 fn hub_with(out_queue: usize, per_conn: usize) -> Hub {

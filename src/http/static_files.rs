@@ -20,8 +20,12 @@ use tide::{Body, Request, Response, StatusCode};
 
 use crate::gateway::resolve::{safe_relative_path, Resolver};
 
+/// The log target of this module's lines: its path before it moved into
+/// `http/`, which operators' `RUST_LOG` filters name.
+const LOG: &str = "ws2http::static_files";
+
 fn status(code: StatusCode) -> Response {
-    crate::request::text_response(code, code.canonical_reason())
+    crate::http1::request::text_response(code, code.canonical_reason())
 }
 
 /// The canonical path of `path` when it may be served: inside `root` and
@@ -30,12 +34,12 @@ fn status(code: StatusCode) -> Response {
 fn servable(root: &Path, scripts: &Resolver, raw_path: &str, path: &Path) -> Option<PathBuf> {
     let canonical = path.canonicalize().ok()?;
     if !canonical.starts_with(root) {
-        log::warn!("refused {}: not inside --root", crate::logging::quoted(raw_path));
+        log::warn!(target: LOG, "refused {}: not inside --root", crate::logging::quoted(raw_path));
         return None;
     }
     if scripts.is_script(&canonical) {
         log::warn!(
-            "refused {}: {} is a script (under --cgi-bin, or a handler's extension), never a static file",
+            target: LOG, "refused {}: {} is a script (under --cgi-bin, or a handler's extension), never a static file",
             crate::logging::quoted(raw_path),
             canonical.display()
         );
@@ -59,7 +63,8 @@ fn directory_redirect(raw_path: &str, query: Option<&str>) -> Response {
     }
     let location = utf8_percent_encode(&location, LOCATION).to_string();
     // A short body, as nginx sends, rather than an empty octet-stream.
-    let mut r = crate::request::text_response(StatusCode::MovedPermanently, &format!("Moved Permanently: {location}"));
+    let mut r =
+        crate::http1::request::text_response(StatusCode::MovedPermanently, &format!("Moved Permanently: {location}"));
     r.insert_header("Location", location);
     r
 }
@@ -123,7 +128,10 @@ fn locate<S>(root: &Path, scripts: &Resolver, raw_path: &str, req: &Request<S>) 
     let Some(mut canonical) = servable(root, scripts, raw_path, &path) else { return Err(not_found()) };
     if canonical.is_dir() {
         if !raw_path.ends_with('/') {
-            return Err(Box::new(directory_redirect(raw_path, crate::request::raw_path_and_query(req).1.as_deref())));
+            return Err(Box::new(directory_redirect(
+                raw_path,
+                crate::http1::request::raw_path_and_query(req).1.as_deref(),
+            )));
         }
         path.push("index.html");
         match servable(root, scripts, raw_path, &path) {
@@ -134,7 +142,7 @@ fn locate<S>(root: &Path, scripts: &Resolver, raw_path: &str, req: &Request<S>) 
     match std::fs::metadata(&canonical) {
         Ok(meta) if meta.is_file() => Ok(Located { path, canonical, meta }),
         Ok(_) => {
-            log::warn!("refused {}: not a regular file", crate::logging::quoted(raw_path));
+            log::warn!(target: LOG, "refused {}: not a regular file", crate::logging::quoted(raw_path));
             Err(not_found())
         }
         Err(_) => Err(not_found()),
@@ -220,7 +228,7 @@ async fn set_body(res: &mut Response, method: Method, file: &Located, range: Ran
     let mut f = match crate::runtime::File::open(&file.canonical).await {
         Ok(f) => f,
         Err(e) => {
-            log::warn!("{}: {e}", file.path.display());
+            log::warn!(target: LOG, "{}: {e}", file.path.display());
             return Err(Box::new(status(StatusCode::NotFound)));
         }
     };

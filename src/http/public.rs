@@ -2,13 +2,20 @@
 //! a plain request runs a script as classic CGI (spawned or through
 //! FastCGI), or gets a static file from `--root`, or the start page.
 
+use std::sync::Arc;
+
 use tide::{Request, Response, StatusCode};
 
 use crate::gateway::resolve::Resolved;
 use crate::gateway::response::{Reply, RequestBody};
-use crate::request::text_response as text;
-use crate::server::App;
+use crate::http1::request::text_response as text;
 use crate::ws;
+
+use super::state::SiteState;
+
+/// The log target of this module's lines: its path before it moved into
+/// `http/`, which operators' `RUST_LOG` filters (and tests/logs.rs) name.
+const LOG: &str = "ws2http::public";
 
 /// Internal redirects (`Location: /path` from a script) followed per request.
 const MAX_LOCAL_REDIRECTS: usize = 5;
@@ -16,21 +23,21 @@ const MAX_LOCAL_REDIRECTS: usize = 5;
 /// Every request on the public listener: WebSocket upgrades go to the
 /// endpoint's script; plain requests run a script as classic CGI, or get a
 /// static file (`--root`), or the start page.
-pub async fn handle(mut req: Request<App>) -> tide::Result {
+pub async fn handle(mut req: Request<Arc<SiteState>>) -> tide::Result {
     if let Some(refused) = misdirected(&req) {
         return Ok(refused);
     }
     if ws::upgrade::is_upgrade(&req) {
-        let (app, attempt) = (req.state().clone(), crate::refusals::Attempt::of(&req));
-        let res = ws::upgrade::handle(req).await?;
-        return Ok(crate::refusals::Refusals::note(&app, attempt, res).await);
+        let (app, attempt) = (req.state().clone(), crate::http::refusals::Attempt::of(&req));
+        let res = ws::upgrade::handle(req, &app.ws).await?;
+        return Ok(crate::http::refusals::Refusals::note(&app, attempt, res).await);
     }
-    if let Some(answer) = crate::refusals::Refusals::answer(&req) {
+    if let Some(answer) = crate::http::refusals::Refusals::answer(&req) {
         return Ok(answer);
     }
     let app = req.state().clone();
-    let mut info = crate::request::request_info(&req, app.port);
-    let (mut path, _) = crate::request::raw_path_and_query(&req);
+    let mut info = crate::http1::request::request_info(&req, app.port);
+    let (mut path, _) = crate::http1::request::raw_path_and_query(&req);
     // Read when a script is about to run (a static file or 404 needs no
     // body); a local redirect runs its script with an empty one.
     let mut body = None;
@@ -45,7 +52,7 @@ pub async fn handle(mut req: Request<App>) -> tide::Result {
             },
             // Never a static file instead: its source could leak.
             Resolved::NotRunnable(why) => {
-                log::error!("{path}: {why}");
+                log::error!(target: LOG, "{path}: {why}");
                 return Ok(text(StatusCode::InternalServerError, "the script cannot be run; see the server log"));
             }
             Resolved::NotFound => return Ok(fallback(&app, &path, &req).await),
@@ -61,7 +68,7 @@ pub async fn handle(mut req: Request<App>) -> tide::Result {
             Reply::Response(r) => return Ok(*r),
             Reply::LocalRedirect(location) => {
                 body = Some(Default::default());
-                log::debug!("{path}: local redirect to {location}");
+                log::debug!(target: LOG, "{path}: local redirect to {location}");
                 let (p, q) = location.split_once('?').unwrap_or((&location, ""));
                 path = p.to_owned();
                 info.method = "GET".into();
@@ -70,20 +77,20 @@ pub async fn handle(mut req: Request<App>) -> tide::Result {
             }
         }
     }
-    log::error!("{path}: more than {MAX_LOCAL_REDIRECTS} local redirects");
+    log::error!(target: LOG, "{path}: more than {MAX_LOCAL_REDIRECTS} local redirects");
     Ok(text(StatusCode::InternalServerError, "too many local redirects"))
 }
 
 /// A request for a name this listener does not answer to (DNS rebinding
 /// on loopback, see [`crate::hosts`]): 421 and one log line.
-fn misdirected(req: &Request<App>) -> Option<Response> {
+fn misdirected(req: &Request<Arc<SiteState>>) -> Option<Response> {
     let host = req.header("Host").map(|h| h.last().as_str());
     if req.state().public_hosts.allows(host) {
         return None;
     }
     let host = host.unwrap_or_default();
     log::warn!(
-        "{}: refused a request for Host {} with 421: not a name of this server (a web page using DNS \
+        target: LOG, "{}: refused a request for Host {} with 421: not a name of this server (a web page using DNS \
          rebinding, or a name to allow with --allow-host)",
         req.peer_addr().unwrap_or("?"),
         crate::logging::quoted(host)
@@ -102,10 +109,13 @@ fn misdirected(req: &Request<App>) -> Option<Response> {
 /// The request body for a script, read whole before the script runs (see
 /// [`crate::http1::body`]); a refusal (413, 503, 400, 408) closes the
 /// connection.
-async fn script_body(req: &mut Request<App>, info: &crate::event::RequestInfo) -> Result<RequestBody, Response> {
+async fn script_body(
+    req: &mut Request<Arc<SiteState>>,
+    info: &crate::event::RequestInfo,
+) -> Result<RequestBody, Response> {
     use crate::http1::body::read_for_script;
     let app = req.state().clone();
-    let content_type = req.ext::<crate::listen::RawHead>().and_then(|raw| raw.content_type.clone());
+    let content_type = req.ext::<crate::http1::head::RawHead>().and_then(|raw| raw.content_type.clone());
     let declared = req.len();
     let mut reader = req.take_body();
     let read = read_for_script(&mut reader, declared, &app.body_budget, app.http_timeout).await;
@@ -113,7 +123,7 @@ async fn script_body(req: &mut Request<App>, info: &crate::event::RequestInfo) -
         Ok(body) => return Ok(RequestBody { body, content_type }),
         Err(e) => e.answer(app.body_budget.per_request, "--max-request-body"),
     };
-    log::warn!("{} {} {}: refused with {code}: {why}", info.method, info.uri, info.remote_addr);
+    log::warn!(target: LOG, "{} {} {}: refused with {code}: {why}", info.method, info.uri, info.remote_addr);
     let status = StatusCode::try_from(code).unwrap_or(StatusCode::BadRequest);
     let mut r = text(status, &why);
     r.insert_header("Connection", "close");
@@ -125,26 +135,26 @@ async fn script_body(req: &mut Request<App>, info: &crate::event::RequestInfo) -
 
 /// No script: a static file, the start page, or 404; logged at debug
 /// (a page's many files would drown the events at the default level).
-async fn fallback(app: &App, path: &str, req: &Request<App>) -> Response {
+async fn fallback(app: &SiteState, path: &str, req: &Request<Arc<SiteState>>) -> Response {
     let res = page(app, path, req).await;
     let peer = req.peer_addr().unwrap_or("?");
-    log::debug!("{} {path} {peer}: {}", req.method(), u16::from(res.status()));
+    log::debug!(target: LOG, "{} {path} {peer}: {}", req.method(), u16::from(res.status()));
     res
 }
 
 /// [`fallback`]'s answer.
-async fn page(app: &App, path: &str, req: &Request<App>) -> Response {
+async fn page(app: &SiteState, path: &str, req: &Request<Arc<SiteState>>) -> Response {
     if app.root.is_none() && !app.console && path == "/" {
-        return text(StatusCode::NotFound, crate::console::OFF_BODY);
+        return text(StatusCode::NotFound, crate::http::console::OFF_BODY);
     }
     if let Some(root) = &app.root {
-        return crate::static_files::serve(root, app.routes.resolver(), path, req).await;
+        return crate::http::static_files::serve(root, app.routes.resolver(), path, req).await;
     }
     // HEAD answers like GET (the writer drops the body, keeps its length).
     if path == "/" && matches!(req.method(), tide::http::Method::Get | tide::http::Method::Head) {
         let mut r = Response::new(StatusCode::Ok);
         r.set_content_type("text/html; charset=utf-8");
-        r.set_body(crate::console::page(&app.routes.endpoints()));
+        r.set_body(crate::http::console::page(&app.routes.endpoints()));
         return r;
     }
     text(StatusCode::NotFound, "not found")

@@ -16,13 +16,14 @@
 //! the answer at all: no CORS).
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tide::{Request, Response, StatusCode};
 
 use crate::gateway::resolve::Resolved;
-use crate::server::App;
+
+use super::state::SiteState;
 
 const KEEP: usize = 32;
 const FOR: Duration = Duration::from_secs(120);
@@ -59,12 +60,12 @@ pub struct Attempt {
 
 impl Attempt {
     /// `None` when the console is not served (nothing is kept then).
-    pub fn of(req: &Request<App>) -> Option<Attempt> {
+    pub fn of(req: &Request<Arc<SiteState>>) -> Option<Attempt> {
         if !req.state().console {
             return None;
         }
         let header = |name: &str| req.header(name).map(|v| v.last().as_str().to_owned()).unwrap_or_default();
-        let (path, query) = crate::request::raw_path_and_query(req);
+        let (path, query) = crate::http1::request::raw_path_and_query(req);
         Some(Attempt { ip: peer_ip(req), path, query, origin: header("Origin"), host: header("Host") })
     }
 
@@ -76,7 +77,7 @@ impl Attempt {
     }
 }
 
-fn peer_ip(req: &Request<App>) -> String {
+fn peer_ip<S>(req: &Request<S>) -> String {
     let peer = req.peer_addr().unwrap_or_default();
     peer.parse::<std::net::SocketAddr>().map_or_else(|_| peer.to_owned(), |a| a.ip().to_string())
 }
@@ -84,7 +85,7 @@ fn peer_ip(req: &Request<App>) -> String {
 impl Refusals {
     /// Passes a handshake's answer on, noting it first when it is a
     /// refusal and the console is served.
-    pub async fn note(app: &App, attempt: Option<Attempt>, mut res: Response) -> Response {
+    pub async fn note(app: &SiteState, attempt: Option<Attempt>, mut res: Response) -> Response {
         let status = u16::from(res.status());
         let Some(attempt) = attempt.filter(|_| status != 101) else { return res };
         // The body is already in memory (a short text, or the open script's
@@ -109,7 +110,7 @@ impl Refusals {
 
     /// The answer to the console's question (`GET /?ws2http-refusal=…`),
     /// or `None` for any other request.
-    pub fn answer(req: &Request<App>) -> Option<Response> {
+    pub fn answer(req: &Request<Arc<SiteState>>) -> Option<Response> {
         let app = req.state();
         if !app.console || req.url().path() != "/" || req.method() != tide::http::Method::Get {
             return None;
@@ -137,7 +138,7 @@ impl Refusals {
 
 /// The text of the log line the server wrote for this refusal (see
 /// `ws::upgrade` and `ws::connection`), or `None` when it writes none.
-fn log_line(app: &App, a: &Attempt, status: u16, reason: &str) -> Option<String> {
+fn log_line(app: &SiteState, a: &Attempt, status: u16, reason: &str) -> Option<String> {
     let endpoint = || match app.routes.target(&a.path) {
         Resolved::Found(t) => t.endpoint().to_owned(),
         _ => a.path.clone(),

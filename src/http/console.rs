@@ -3,6 +3,10 @@
 
 const PAGE: &str = include_str!("console.html");
 
+/// The log target of this module's lines: its path before it moved into
+/// `http/`, which operators' `RUST_LOG` filters name.
+const LOG: &str = "ws2http::console";
+
 /// The page with the endpoint list filled in.
 pub fn page(endpoints: &[String]) -> String {
     let list = serde_json::to_string(endpoints).unwrap_or_else(|_| "[]".into());
@@ -36,12 +40,14 @@ pub fn announce(cfg: &crate::config::Config, public: std::net::SocketAddr, on: b
     match (cfg.root.is_some(), on, cfg.console, exposure(cfg, public)) {
         (true, ..) => {}
         (false, true, _, Some(why)) => log::warn!(
+            target: LOG,
             "console: served at http://{public}/ to every client that reaches it ({why}; the page lists the \
              endpoints); --no-console turns it off"
         ),
         (false, true, _, None) => {}
-        (false, false, Some(false), _) => log::info!("console: off (--no-console); GET / answers 404"),
+        (false, false, Some(false), _) => log::info!(target: LOG, "console: off (--no-console); GET / answers 404"),
         (false, false, _, why) => log::info!(
+            target: LOG,
             "console: off because {} (the page lists the endpoints to anyone); turn it on with --console",
             why.unwrap_or_default()
         ),
