@@ -21,8 +21,6 @@ use std::time::{Duration, Instant};
 
 use tide::{Request, Response, StatusCode};
 
-use crate::gateway::resolve::Resolved;
-
 use super::state::SiteState;
 
 const KEEP: usize = 32;
@@ -54,8 +52,6 @@ pub struct Attempt {
     ip: String,
     path: String,
     query: Option<String>,
-    origin: String,
-    host: String,
 }
 
 impl Attempt {
@@ -64,9 +60,8 @@ impl Attempt {
         if !req.state().console {
             return None;
         }
-        let header = |name: &str| req.header(name).map(|v| v.last().as_str().to_owned()).unwrap_or_default();
         let (path, query) = crate::http1::request::raw_path_and_query(req);
-        Some(Attempt { ip: peer_ip(req), path, query, origin: header("Origin"), host: header("Host") })
+        Some(Attempt { ip: peer_ip(req), path, query })
     }
 
     fn target(&self) -> String {
@@ -88,6 +83,7 @@ impl Refusals {
     pub async fn note(app: &SiteState, attempt: Option<Attempt>, mut res: Response) -> Response {
         let status = u16::from(res.status());
         let Some(attempt) = attempt.filter(|_| status != 101) else { return res };
+        let log = res.ext::<crate::ws::upgrade::LogHint>().map(|h| h.0.clone());
         // The body is already in memory (a short text, or the open script's
         // rejection, bounded by --max-output): read it and put it back.
         let had_type = res.header("Content-Type").is_some();
@@ -97,7 +93,6 @@ impl Refusals {
         if !had_type {
             res.remove_header("Content-Type");
         }
-        let log = log_line(app, &attempt, status, &reason);
         let refusal =
             Refusal { at: Instant::now(), ip: attempt.ip.clone(), target: attempt.target(), status, reason, log };
         let mut recent = app.refusals.recent.lock().unwrap_or_else(|e| e.into_inner());
@@ -134,30 +129,4 @@ impl Refusals {
         res.set_body(body.to_string());
         Some(res)
     }
-}
-
-/// The text of the log line the server wrote for this refusal (see
-/// `ws::upgrade` and `ws::connection`), or `None` when it writes none.
-fn log_line(app: &SiteState, a: &Attempt, status: u16, reason: &str) -> Option<String> {
-    let endpoint = || match app.routes.target(&a.path) {
-        Resolved::Found(t) => t.endpoint().to_owned(),
-        _ => a.path.clone(),
-    };
-    let path = &a.path;
-    Some(match status {
-        404 if reason.starts_with("no WebSocket endpoint") => return None,
-        403 if reason.starts_with("cross-origin WebSocket handshakes") => {
-            format!(
-                "{path}: refused a handshake from origin {} (host {})",
-                crate::logging::quoted(&a.origin),
-                crate::logging::quoted(&a.host)
-            )
-        }
-        503 if reason.starts_with("too many connections") => format!("{path}: refused a handshake from {}:", a.ip),
-        500 if reason.starts_with("the endpoint's script cannot be run") => format!("{path}: "),
-        500 if reason.starts_with("the endpoint's open script failed") => format!("{} open: script failed", endpoint()),
-        502 => format!("{} open: backend unavailable", endpoint()),
-        400 | 405 | 426 => return None,
-        _ => format!("{} open: rejected {status}", endpoint()),
-    })
 }

@@ -90,6 +90,19 @@ async fn open(app: &WsState, checked: Checked) -> Result<Opening, Refused> {
 /// `Response` is large).
 type Refused = Box<Response>;
 
+/// The start of the log line the server wrote about a refused handshake,
+/// attached to the refusal (a response extension) so the console can tell
+/// the user exactly what to look for; none when nothing is logged (a
+/// malformed request, an unknown path).
+#[derive(Clone, Debug)]
+pub struct LogHint(pub String);
+
+/// A refusal, with the start of the log line written about it.
+fn refused(mut res: Response, hint: String) -> Refused {
+    res.insert_ext(LogHint(hint));
+    Box::new(res)
+}
+
 /// The method and version checks; the client's `Sec-WebSocket-Key` when
 /// they pass.
 fn handshake_key<S>(req: &Request<S>) -> Result<String, Refused> {
@@ -114,13 +127,14 @@ fn check_origin<S>(req: &Request<S>, app: &WsState, path: &str) -> Result<(), Re
     if super::origin::allowed(header("Origin").as_deref(), header("Host").as_deref(), &app.allow_origin, app.port) {
         return Ok(());
     }
-    log::warn!(
-        "{path}: refused a handshake from origin {} (host {}); allow it with --allow-origin",
+    let hint = format!(
+        "{path}: refused a handshake from origin {} (host {})",
         crate::logging::quoted(&header("Origin").unwrap_or_default()),
         crate::logging::quoted(&header("Host").unwrap_or_default())
     );
+    log::warn!("{hint}; allow it with --allow-origin");
     crate::metrics::add(&crate::metrics::get().handshakes_refused, 1);
-    Err(Box::new(text(StatusCode::Forbidden, "cross-origin WebSocket handshakes are not allowed here")))
+    Err(refused(text(StatusCode::Forbidden, "cross-origin WebSocket handshakes are not allowed here"), hint))
 }
 
 /// Takes one of the connection slots (`--max-connections`, per IP and in
@@ -132,11 +146,12 @@ fn reserve_slot<S>(req: &Request<S>, app: &WsState, path: &str) -> Result<Slot, 
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
     app.conn_limits.reserve(&ip).map_err(|full| {
-        log::warn!("{path}: refused a handshake from {ip}: {full:?} connections reached");
+        let hint = format!("{path}: refused a handshake from {ip}:");
+        log::warn!("{hint} {full:?} connections reached");
         crate::metrics::add(&crate::metrics::get().handshakes_refused, 1);
         let mut r = text(StatusCode::ServiceUnavailable, "too many connections; try again later");
         r.insert_header("Retry-After", "5");
-        Box::new(r)
+        refused(r, hint)
     })
 }
 
@@ -148,10 +163,10 @@ fn resolve_target(app: &WsState, path: &str) -> Result<Target, Refused> {
         Resolved::NotFound => Err(Box::new(text(StatusCode::NotFound, "no WebSocket endpoint here"))),
         Resolved::NotRunnable(why) => {
             log::error!("{path}: {why}");
-            Err(Box::new(text(
-                StatusCode::InternalServerError,
-                "the endpoint's script cannot be run; see the server log",
-            )))
+            Err(refused(
+                text(StatusCode::InternalServerError, "the endpoint's script cannot be run; see the server log"),
+                format!("{path}: "),
+            ))
         }
     }
 }
@@ -183,19 +198,17 @@ async fn run_open(app: &WsState, conn: &Arc<ConnInfo>) -> Result<Accepted, Refus
         true => connection::dispatch(app, conn, EventKind::Open, &mut |o| items.push(o)).await,
         false => Outcome::Success,
     };
+    // `dispatch` logged the outcome as "[id] /endpoint open: …".
+    let hint = |what: &str| format!("{} open: {what}", conn.target.endpoint());
     match outcome {
         Outcome::Success => {}
         Outcome::Failed(_) => {
-            return Err(Box::new(text(
-                StatusCode::InternalServerError,
-                "the endpoint's open script failed; see the server log",
-            )))
+            let res = text(StatusCode::InternalServerError, "the endpoint's open script failed; see the server log");
+            return Err(refused(res, hint("script failed")));
         }
         Outcome::Unavailable(_) => {
-            return Err(Box::new(text(
-                StatusCode::BadGateway,
-                "the endpoint's backend is unavailable; see the server log",
-            )))
+            let res = text(StatusCode::BadGateway, "the endpoint's backend is unavailable; see the server log");
+            return Err(refused(res, hint("backend unavailable")));
         }
     }
     let mut head = Head::default();
@@ -209,7 +222,9 @@ async fn run_open(app: &WsState, conn: &Arc<ConnInfo>) -> Result<Accepted, Refus
         }
     }
     if !head.is_success() {
-        return Err(Box::new(rejection(conn, &head, reject_body.unwrap_or_default())));
+        let res = rejection(conn, &head, reject_body.unwrap_or_default());
+        let status = u16::from(res.status());
+        return Err(refused(res, hint(&format!("rejected {status}"))));
     }
     Ok(Accepted { head, actions })
 }
