@@ -17,6 +17,7 @@ pub mod directive;
 pub mod head;
 pub mod lines;
 pub mod output;
+pub mod page;
 pub mod resolve;
 pub mod response;
 pub mod routes;
