@@ -153,3 +153,105 @@ fn refuse(label: &str, why: &str, status: StatusCode, text: &str) -> Reply {
     log::error!(target: LOG, "{label}: {why}; answering {}", u16::from(status));
     plain(status, &format!("{text}; see the server log"))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use futures_lite::io::{AsyncReadExt, BufReader, Cursor};
+
+    use super::*;
+    use crate::gateway::slots::Slots;
+    use crate::gateway::{Call, Limits};
+
+    /// A transport that answers `output` and records what the gateway did.
+    struct Fake {
+        output: &'static [u8],
+        limits: Limits,
+        slots: Arc<Slots>,
+        /// "label", then "finish" or "stop".
+        seen: Arc<Mutex<Vec<String>>>,
+    }
+
+    struct End(Arc<Mutex<Vec<String>>>);
+
+    impl PageEnd for End {
+        fn finish(self: Box<Self>, _: Instant) -> BoxFuture<'static, Outcome> {
+            self.0.lock().expect("lock").push("finish".into());
+            Box::pin(async { Outcome::Success })
+        }
+        fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
+            self.0.lock().expect("lock").push("stop".into());
+            Box::pin(async {})
+        }
+    }
+
+    impl Transport for Fake {
+        fn via(&self) -> &str {
+            " (fake)"
+        }
+        fn limits(&self) -> &Limits {
+            &self.limits
+        }
+        fn slots(&self) -> &Arc<Slots> {
+            &self.slots
+        }
+        fn exchange<'a>(&'a self, _: &'a crate::event::Event, _: &'a mut Call<'_>) -> BoxFuture<'a, Outcome> {
+            Box::pin(async { Outcome::Success })
+        }
+    }
+
+    impl PageTransport for Fake {
+        fn start_page<'a>(&'a self, page: Page<'a>) -> BoxFuture<'a, Result<PageRun, StartError>> {
+            self.seen.lock().expect("lock").push(page.label.to_owned());
+            let stdout = Box::new(BufReader::with_capacity(7, Cursor::new(self.output)));
+            Box::pin(async move { Ok(PageRun { stdout, end: Box::new(End(self.seen.clone())) }) })
+        }
+    }
+
+    /// The status, the body and what the gateway did to the run.
+    fn serve_fake(output: &'static [u8]) -> (u16, Vec<u8>, Vec<String>) {
+        let limits = Limits { timeout: Duration::from_secs(30), max_output: 10 };
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let t = Fake { output, limits, slots: Slots::new(1), seen: seen.clone() };
+        let info = RequestInfo { method: "GET".into(), remote_addr: "1.2.3.4".into(), ..Default::default() };
+        let target =
+            Target { filename: "/p.sh".into(), script_name: "/p.sh".into(), path_info: "".into(), interpreter: None };
+        runtime::block_on(async {
+            let Reply::Response(mut res) = serve(&t, &info, &target, RequestBody::default()).await else {
+                panic!("a local redirect")
+            };
+            let mut body = Vec::new();
+            res.take_body().read_to_end(&mut body).await.expect("body");
+            // The run ends in the background, with the slot.
+            let _slot = t.slots.acquire().await;
+            let seen = seen.lock().expect("lock").clone();
+            (u16::from(res.status()), body, seen)
+        })
+    }
+
+    #[test]
+    fn a_page_streams_past_max_output_and_its_run_ends_in_the_background() {
+        let (status, body, seen) = serve_fake(b"Status: 201\r\nContent-Type: text/plain\r\n\r\n0123456789abcdefghij");
+        assert_eq!((status, &body[..]), (201, &b"0123456789abcdefghij"[..]), "20 bytes with --max-output 10");
+        assert_eq!(seen, ["GET /p.sh 1.2.3.4 (fake)", "finish"], "labelled with via");
+    }
+
+    #[test]
+    fn refused_heads_answer_at_once_and_stop_the_run() {
+        for (output, status) in [
+            (&b"Status: 100\n\nbody"[..], 502),
+            (b"Status: 199\n\n", 502),
+            (b"not a header\n\n", 500),
+            (b"Content-Length: 3\nContent-Length: 5\n\nabcde", 500),
+            (b"Content-Length: abc\n\nabc", 500),
+            (b"Status: 200\nStatus: 404\n\n", 500),
+            (b"Content-Type: a/b\nContent-Type: c/d\n\n", 500),
+        ] {
+            let (got, body, seen) = serve_fake(output);
+            assert_eq!(got, status, "{output:?}: {}", String::from_utf8_lossy(&body));
+            assert_eq!(seen.last().map(String::as_str), Some("stop"), "{output:?}");
+        }
+    }
+}
