@@ -176,3 +176,30 @@ fn static_files() {
     // Scripts still win over static files.
     assert_eq!(request("GET", &http(&s, "/info.sh"), &[], b"").status, 201);
 }
+
+#[test]
+fn ambiguous_header_blocks_are_refused_and_every_page_has_a_line_with_its_status() {
+    let s = Server::start_in(&http_cgi(), &[]);
+    // Before: sent with the last length, chunked, both types, the last status.
+    for (query, logged) in [
+        ("length", "two Content-Length headers"),
+        ("notnumber", "Content-Length \"abc\" is not a decimal number"),
+        ("type", "two Content-Type headers"),
+        ("status", "two Status headers"),
+    ] {
+        let r = request("GET", &http(&s, &format!("/ambiguous.sh?{query}")), &[], b"");
+        assert_eq!(r.status, 500, "{query}: {}", r.text());
+        s.wait_log(logged);
+        let log = s.log();
+        let line = log.lines().find(|l| l.contains(logged)).unwrap();
+        assert!(line.contains("GET /ambiguous.sh 127.0.0.1: ") && line.contains("; answering 500"), "{line}");
+    }
+    assert_eq!(request("GET", &http(&s, "/ambiguous.sh"), &[], b"").text(), "fine");
+    // Before: the line said "100, ok", and a second one said 502.
+    assert_eq!(request("GET", &http(&s, "/ambiguous.sh?continue"), &[], b"").status, 502);
+    s.wait_log("GET /ambiguous.sh 127.0.0.1: the script's status 100, which is not final; answering 502");
+    assert!(!s.log().contains("100, ok"), "{}", s.log());
+    // Before: the last line of a redirect loop did not say 500.
+    assert_eq!(request("GET", &http(&s, "/redirect.sh?loop"), &[], b"").status, 500);
+    s.wait_log("more than 5 local redirects; answering 500");
+}

@@ -19,19 +19,18 @@ use std::io::{Error, ErrorKind};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context as TaskContext, Poll};
+use std::time::Instant;
 
 use fastcgi_client::conn::KeepAlive;
 use fastcgi_client::{Client, Params, Request};
 use futures_lite::io::{AsyncRead, BufReader};
 
 use super::env::{event_env, page_env, EnvSettings};
-use super::pool::{Pool, Stream};
-use crate::event::{Event, EventKind, RequestInfo, Target};
-use crate::gateway::head::read_head;
-use crate::gateway::response::{page_reply, plain, Reply, RequestBody};
-use crate::gateway::routes::Pages;
+use super::pool::{Checkout, Pool, Stream};
+use crate::event::{Event, EventKind};
+use crate::gateway::page::{Page, PageEnd, PageRun, PageTransport, StartError};
 use crate::gateway::slots::Slots;
-use crate::gateway::{BoxFuture, Call, Cut, Limits, Outcome, Transport};
+use crate::gateway::{BoxFuture, Call, Cut, Limits, Outcome, Transport, OUTPUT_LIMIT};
 use crate::runtime;
 
 pub struct FastCgi {
@@ -56,29 +55,33 @@ impl FastCgi {
         &self.pool
     }
 
-    /// One request on a new (or idle pooled) connection; its FCGI_STDOUT
-    /// goes to `into`. Sent at most once (see the module docs).
-    async fn request(&self, params: &Params<'_>, stdin: &[u8], label: &str, into: Into<'_, '_>) -> Outcome {
-        let mut conn = match self.pool.connect().await {
+    /// Connects (a new or idle pooled connection) and writes one request;
+    /// the answer is read from the connection returned. Sent at most once
+    /// (see the module docs). `Err` says why the server is unavailable.
+    async fn open(&self, params: &Params<'_>, stdin: &[u8]) -> Result<Checkout<'_>, String> {
+        let mut conn = self.pool.connect().await?;
+        match self.send(conn.stream(), params, stdin).await {
+            Ok(()) => Ok(conn),
+            Err(e) => Err(self.broke(&e)),
+        }
+    }
+
+    /// The log's words for a request that broke off after it was written.
+    fn broke(&self, e: &dyn std::fmt::Display) -> String {
+        format!("{} broke off the request ({e}); not retried: it may have run", self.pool.address())
+    }
+
+    /// One event's request: its FCGI_STDOUT goes to the gateway's `call`.
+    async fn request(&self, params: &Params<'_>, stdin: &[u8], call: &mut Call<'_>) -> Outcome {
+        let mut conn = match self.open(params, stdin).await {
             Ok(c) => c,
             Err(e) => return Outcome::Unavailable(e),
         };
-        let broke = |e: &dyn std::fmt::Display| {
-            let address = self.pool.address();
-            Outcome::Unavailable(format!("{address} broke off the request ({e}); not retried: it may have run"))
-        };
-        if let Err(e) = self.send(conn.stream(), params, stdin).await {
-            return broke(&e);
-        }
-        let mut answer = BufReader::new(Answer::new(conn.stream(), label));
-        let read = match into {
-            Into::Event(call) => call.pump(&mut answer).await,
-            Into::Page(buf) => read_capped(&mut answer, buf, self.limits.max_output, label).await,
-        };
-        match read {
+        let mut answer = BufReader::new(Answer::new(conn.stream(), call.label()));
+        match call.pump(&mut answer).await {
             Ok(()) => {}
-            Err(Cut::TooMuch) => return Outcome::Failed("more output than --max-output".into()),
-            Err(Cut::Io(e)) => return broke(&e),
+            Err(Cut::TooMuch) => return Outcome::Failed(OUTPUT_LIMIT.into()),
+            Err(Cut::Io(e)) => return Outcome::Unavailable(self.broke(&e)),
         }
         drop(answer);
         conn.checkin();
@@ -98,30 +101,6 @@ impl FastCgi {
         };
         sent.map_err(|e| e.to_string())
     }
-}
-
-/// Where an answer goes.
-enum Into<'c, 'a> {
-    /// An event's output, through the gateway.
-    Event(&'c mut Call<'a>),
-    /// A page's raw output, read whole.
-    Page(&'c mut Vec<u8>),
-}
-
-/// Reads all of `r` into `buf`, but not more than `max` bytes.
-async fn read_capped(
-    r: &mut (impl futures_lite::io::AsyncBufRead + Unpin),
-    buf: &mut Vec<u8>,
-    max: usize,
-    label: &str,
-) -> Result<(), Cut> {
-    use futures_lite::io::AsyncReadExt;
-    r.take(max as u64 + 1).read_to_end(buf).await.map_err(Cut::Io)?;
-    if buf.len() > max {
-        log::warn!("{label}: more than {max} bytes of output; the rest is discarded");
-        return Err(Cut::TooMuch);
-    }
-    Ok(())
 }
 
 fn params(env: Vec<(String, String)>) -> Params<'static> {
@@ -152,8 +131,8 @@ impl Transport for FastCgi {
                 EventKind::Message { payload, .. } => payload,
                 _ => &[],
             };
-            let (timeout, label) = (call.timeout(), call.label());
-            match runtime::timeout(timeout, self.request(&params, stdin, label, Into::Event(call))).await {
+            let timeout = call.timeout();
+            match runtime::timeout(timeout, self.request(&params, stdin, call)).await {
                 Ok(outcome) => outcome,
                 Err(()) => {
                     Outcome::Failed(format!("no complete answer from {} within {timeout:?}", self.pool.address()))
@@ -163,54 +142,80 @@ impl Transport for FastCgi {
     }
 }
 
-impl Pages for FastCgi {
-    /// A plain HTTP request (a page) through the FastCGI server. Unlike
-    /// spawned CGI, the response is buffered (within `--max-output`): pages
-    /// are small, and the connection goes back at once.
-    fn serve<'a>(&'a self, info: &'a RequestInfo, target: &'a Target, body: RequestBody) -> BoxFuture<'a, Reply> {
+impl PageTransport for FastCgi {
+    /// A plain HTTP request (a page) through the FastCGI server: the request
+    /// is written, and FCGI_STDOUT streams back to the gateway like a
+    /// spawned script's stdout.
+    fn start_page<'a>(&'a self, page: Page<'a>) -> BoxFuture<'a, Result<PageRun, StartError>> {
         Box::pin(async move {
-            let address = self.pool.address();
-            let label = format!("{} {} {} (fastcgi {address})", info.method, target.endpoint(), info.remote_addr);
+            let Page { info, target, body, label, .. } = page;
             let mut env = Vec::new();
             page_env(&mut env, &self.env, info, target, Some(body.body.len() as u64), body.content_type.as_deref());
-            let params = params(env);
-            let _slot = self.pool.slots().acquire().await;
-            let mut stdout = Vec::new();
-            let work = self.request(&params, &body.body, &label, Into::Page(&mut stdout));
-            let outcome = runtime::timeout(self.limits.timeout, work).await;
-            match outcome {
-                Ok(Outcome::Success) => {}
-                Ok(Outcome::Failed(_)) => {
-                    log::error!("{label}: more output than --max-output; answering 500");
-                    return plain(tide::StatusCode::InternalServerError, "the script's output was too large");
-                }
-                Ok(Outcome::Unavailable(e)) => {
-                    log::error!("{label}: {e}; answering 502");
-                    return plain(
-                        tide::StatusCode::BadGateway,
-                        "the FastCGI server is unavailable; see the server log",
-                    );
-                }
+            let mut conn = self.open(&params(env), &body.body).await.map_err(StartError::Unavailable)?;
+            // The answer is read by the response body, after this returns;
+            // the socket stays open through this clone (the pool keeps no
+            // FastCGI connection, so it is not checked in).
+            let stream = conn.stream().clone();
+            drop(conn);
+            let (done, ended) = async_channel::bounded(1);
+            let answer = Answer::new(stream.clone(), label.to_owned());
+            let body = PageBody { answer, done: Some(done), address: self.pool.address().to_string() };
+            let stdout = Box::new(BufReader::new(body));
+            Ok(PageRun { stdout, end: Box::new(PageEnding { ended, stream }) })
+        })
+    }
+}
+
+/// A page's FCGI_STDOUT as the response body reads it; says how the answer
+/// ended when it does.
+struct PageBody {
+    answer: Answer<'static, Stream>,
+    done: Option<async_channel::Sender<Outcome>>,
+    address: String,
+}
+
+impl AsyncRead for PageBody {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let read = ready!(Pin::new(&mut this.answer).poll_read(cx, buf));
+        let ended = match &read {
+            Ok(0) => Some(Outcome::Success),
+            Ok(_) => None,
+            Err(e) => Some(Outcome::Unavailable(format!("{} broke off the answer ({e})", this.address))),
+        };
+        if let (Some(outcome), Some(done)) = (ended, this.done.take()) {
+            let _ = done.try_send(outcome);
+        }
+        Poll::Ready(read)
+    }
+}
+
+/// How a page through FastCGI ends: when its answer does.
+struct PageEnding {
+    ended: async_channel::Receiver<Outcome>,
+    stream: Stream,
+}
+
+impl PageEnd for PageEnding {
+    fn finish(self: Box<Self>, deadline: Instant) -> BoxFuture<'static, Outcome> {
+        Box::pin(async move {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match runtime::timeout(remaining, self.ended.recv()).await {
+                Ok(Ok(outcome)) => outcome,
+                // The response body was dropped before the end (a HEAD
+                // request, a client that went away): the server was fine.
+                Ok(Err(_)) => Outcome::Success,
                 Err(()) => {
-                    log::error!("{label}: no answer within {:?}; answering 504", self.limits.timeout);
-                    return plain(tide::StatusCode::GatewayTimeout, "the FastCGI server did not answer in time");
-                }
-            }
-            let mut rest = BufReader::new(futures_lite::io::Cursor::new(stdout));
-            match read_head(&mut rest).await {
-                Ok(head) => {
-                    log::info!("{label}: ok");
-                    page_reply(head, rest)
-                }
-                Err(why) => {
-                    log::error!("{label}: {why}; answering 500");
-                    plain(
-                        tide::StatusCode::InternalServerError,
-                        "the script's output was not a valid CGI response; see the server log",
-                    )
+                    self.stream.shutdown();
+                    Outcome::Failed("no complete answer within --timeout; the response ends here".into())
                 }
             }
         })
+    }
+
+    fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
+        self.stream.shutdown();
+        Box::pin(async {})
     }
 }
 
@@ -221,7 +226,7 @@ impl Pages for FastCgi {
 /// as complete).
 pub struct Answer<'a, R> {
     inner: R,
-    label: &'a str,
+    label: std::borrow::Cow<'a, str>,
     part: Part,
     /// The record header, or a whole non-stdout record body, being read.
     block: Vec<u8>,
@@ -246,8 +251,8 @@ enum Part {
 }
 
 impl<'a, R: AsyncRead + Unpin> Answer<'a, R> {
-    pub fn new(inner: R, label: &'a str) -> Self {
-        Answer { inner, label, part: Part::Header, block: Vec::new(), filled: 0 }
+    pub fn new(inner: R, label: impl Into<std::borrow::Cow<'a, str>>) -> Self {
+        Answer { inner, label: label.into(), part: Part::Header, block: Vec::new(), filled: 0 }
     }
 
     /// Reads exactly `want` bytes into `block`, across polls.

@@ -100,6 +100,15 @@ impl Stream {
         })
     }
 
+    /// Shuts the socket down both ways: a read blocked on it (in any clone)
+    /// ends at once.
+    pub fn shutdown(&self) {
+        let _ = match self {
+            Stream::Tcp(s) => s.get_ref().shutdown(std::net::Shutdown::Both),
+            Stream::Unix(s) => s.get_ref().shutdown(std::net::Shutdown::Both),
+        };
+    }
+
     fn fd(&self) -> RawFd {
         match self {
             Stream::Tcp(s) => s.as_raw_fd(),

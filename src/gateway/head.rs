@@ -9,6 +9,12 @@
 //!   §5.6.2), an invalid `Status`, or a block over 64 KiB is refused, and
 //!   the client gets a 500 rather than a guess.
 //!
+//! In both modes a block that could be read two ways is refused: two
+//! `Status`, two `Content-Type` or two `Content-Length` headers, or a
+//! `Content-Length` that is not a decimal number. Which one would the
+//! script mean? Strict parsing never guesses (GUIDE: "when a request is
+//! ambiguous, refuse it").
+//!
 //! Header names are HTTP tokens, checked by the one token check of the crate
 //! ([`crate::http1::head::is_token`]).
 
@@ -110,6 +116,7 @@ impl HeadParser {
             return Err(format!("{name:?} is not a valid header name"));
         }
         let value = value.trim();
+        self.unambiguous(name, value)?;
         if !name.eq_ignore_ascii_case("status") {
             self.head.headers.push((name.to_owned(), value.to_owned()));
             return Ok(Step::More);
@@ -129,6 +136,54 @@ impl HeadParser {
     pub fn finish(self) -> Head {
         self.head
     }
+
+    /// Refuses a header that makes the block mean two things (module docs).
+    fn unambiguous(&self, name: &str, value: &str) -> Result<(), String> {
+        let twice = if name.eq_ignore_ascii_case("status") {
+            self.head.status.is_some()
+        } else {
+            ["content-type", "content-length"].iter().any(|h| name.eq_ignore_ascii_case(h))
+                && self.head.get(name).is_some()
+        };
+        if twice {
+            return Err(format!("the header block has two {name} headers; refused rather than guessing which one"));
+        }
+        if name.eq_ignore_ascii_case("content-length")
+            && (value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(format!("Content-Length {} is not a decimal number", crate::logging::quoted(value)));
+        }
+        Ok(())
+    }
+}
+
+/// Why [`read_head`] found no valid header block.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HeadError {
+    pub kind: HeadErrorKind,
+    /// In words, for the log.
+    pub why: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadErrorKind {
+    /// The script's output is not a valid (or not an unambiguous) header
+    /// block: its fault, `500`.
+    Invalid,
+    /// The stream broke off (a FastCGI server went away): `502`.
+    Read,
+}
+
+impl HeadError {
+    fn invalid(why: impl Into<String>) -> Self {
+        HeadError { kind: HeadErrorKind::Invalid, why: why.into() }
+    }
+}
+
+impl std::fmt::Display for HeadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
 }
 
 /// Largest header block a classic CGI script may print.
@@ -136,7 +191,7 @@ pub const MAX_HEAD: usize = 64 * 1024;
 
 /// Reads a classic CGI response's header block up to its blank line,
 /// strictly; the body is left in `r`.
-pub async fn read_head<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<Head, String> {
+pub async fn read_head<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<Head, HeadError> {
     let mut parser = HeadParser::new(Mode::Strict);
     let mut line = Vec::new();
     let mut total = 0;
@@ -144,19 +199,19 @@ pub async fn read_head<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<Head, Strin
         line.clear();
         let (n, _) = super::lines::read_line_capped(r, &mut line, MAX_HEAD + 1)
             .await
-            .map_err(|e| format!("reading its output failed: {e}"))?;
+            .map_err(|e| HeadError { kind: HeadErrorKind::Read, why: format!("reading its output failed: {e}") })?;
         if n == 0 {
-            return Err(if total == 0 {
-                "the script printed nothing (a CGI script must print headers, a blank line, then the body)".into()
+            return Err(HeadError::invalid(if total == 0 {
+                "the script printed nothing (a CGI script must print headers, a blank line, then the body)"
             } else {
-                "the script's output ended before the blank line that ends the headers".into()
-            });
+                "the script's output ended before the blank line that ends the headers"
+            }));
         }
         total += n;
         if total > MAX_HEAD {
-            return Err(format!("the header block is over {MAX_HEAD} bytes"));
+            return Err(HeadError::invalid(format!("the header block is over {MAX_HEAD} bytes")));
         }
-        if parser.line(&line, &mut |_| {})? == Step::Done {
+        if parser.line(&line, &mut |_| {}).map_err(HeadError::invalid)? == Step::Done {
             return Ok(parser.finish());
         }
     }
@@ -168,7 +223,10 @@ mod tests {
 
     fn strict(s: &str) -> Result<Head, String> {
         let mut r = futures_lite::io::BufReader::new(s.as_bytes());
-        futures_lite::future::block_on(read_head(&mut r))
+        futures_lite::future::block_on(read_head(&mut r)).map_err(|e| {
+            assert_eq!(e.kind, HeadErrorKind::Invalid);
+            e.why
+        })
     }
 
     fn lenient(lines: &[&str]) -> (Head, Vec<String>) {
@@ -192,6 +250,51 @@ mod tests {
         }
         assert_eq!(strict("Bad Name: x\n\n"), Err("\"Bad Name\" is not a valid header name".into()));
         assert!(strict(&format!("X: {}\n\n", "a".repeat(MAX_HEAD))).expect_err("too big").contains("over"));
+    }
+
+    #[test]
+    fn ambiguous_blocks_are_refused_in_both_modes() {
+        let refused = [
+            ("Status: 200\nStatus: 404\n\n", "two Status headers"),
+            ("Content-Type: text/plain\ncontent-type: text/html\n\n", "two content-type headers"),
+            ("Content-Length: 3\nContent-Length: 5\n\nabc", "two Content-Length headers"),
+            ("Content-Length: 3\nContent-Length: 3\n\nabc", "two Content-Length headers"),
+            ("Content-Length: abc\n\n", "Content-Length \"abc\" is not a decimal number"),
+            ("Content-Length: -1\n\n", "not a decimal number"),
+            ("Content-Length: 1 2\n\n", "not a decimal number"),
+            ("Content-Length:\n\n", "not a decimal number"),
+        ];
+        for (block, why) in refused {
+            let got = strict(block).expect_err(block);
+            assert!(got.contains(why), "{block:?}: {got}");
+            let mut p = HeadParser::new(Mode::Lenient);
+            let lenient = block
+                .lines()
+                .take_while(|l| !l.is_empty())
+                .try_for_each(|l| p.line(l.as_bytes(), &mut |_| {}).map(drop));
+            assert!(lenient.expect_err(block).contains(why), "{block:?}");
+        }
+        // One of each, and repeatable headers, are fine.
+        let h = strict("Status: 201\nContent-Type: a/b\nContent-Length: 007\nSet-Cookie: a\nSet-Cookie: b\n\n")
+            .expect("valid");
+        assert_eq!((h.status, h.get("content-length"), h.get_all("set-cookie").count()), (Some(201), Some("007"), 2));
+    }
+
+    #[test]
+    fn a_broken_stream_is_a_read_error_not_an_invalid_block() {
+        struct Broken;
+        impl futures_lite::io::AsyncRead for Broken {
+            fn poll_read(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+                _: &mut [u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                std::task::Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()))
+            }
+        }
+        let mut r = futures_lite::io::BufReader::new(Broken);
+        let e = futures_lite::future::block_on(read_head(&mut r)).expect_err("broken");
+        assert_eq!(e.kind, HeadErrorKind::Read);
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod directive;
 pub mod head;
 pub mod lines;
 pub mod output;
+pub mod page;
 pub mod resolve;
 pub mod response;
 pub mod routes;
@@ -105,6 +106,8 @@ pub struct Call<'a> {
     out: &'a mut Sink<'a>,
     /// Output bytes read so far (against `--max-output`).
     read: usize,
+    /// The output was cut at `--max-output` (see [`run`]).
+    cut: bool,
 }
 
 /// Why [`Call::pump`] stopped before the end of the output.
@@ -157,6 +160,7 @@ impl<'a> Call<'a> {
                     self.label,
                     self.limits.max_output
                 );
+                self.cut = true;
                 return Err(Cut::TooMuch);
             }
             self.line(&line);
@@ -164,22 +168,47 @@ impl<'a> Call<'a> {
     }
 }
 
+/// The verdict on an event whose output was cut at `--max-output`, the same
+/// whatever the transport and whether the script had exited already.
+pub const OUTPUT_LIMIT: &str = "output limit";
+
 /// Runs one event through `transport`, sending its output to `out` as it
 /// comes: the label, the output parser, a slot among those allowed to run at
 /// once, the exchange, and the end of the output (a whole-body message is
-/// sent only then).
+/// sent only then, and only when it is whole).
+///
+/// Output cut at `--max-output` fails the event ([`OUTPUT_LIMIT`]) whatever
+/// the transport reported, and a whole-body message it cut is not sent: what
+/// was applied before the cut stays applied, a message that never ended was
+/// never applied. A header block too ambiguous to act on (see
+/// [`head::HeadParser`]) fails the event too.
 pub async fn run(transport: &dyn Transport, event: &Event, out: &mut Sink<'_>) -> Outcome {
     let conn = &event.conn;
     let endpoint = conn.target.endpoint();
     let label = format!("[{}] {endpoint} {}{}", conn.id, event.kind.name(), transport.via());
     let ctx = directive::Context::Script { conn: &conn.id, endpoint };
     let parser = OutputParser::new(ctx, event.kind == EventKind::Open);
-    let mut call = Call { label: &label, limits: *transport.limits(), parser, out, read: 0 };
+    let mut call = Call { label: &label, limits: *transport.limits(), parser, out, read: 0, cut: false };
     let outcome = {
         let _slot = transport.slots().acquire().await;
         transport.exchange(event, &mut call).await
     };
-    let Call { parser, out, .. } = call;
+    let Call { mut parser, out, cut, .. } = call;
+    if cut {
+        parser.cut();
+    }
+    let refused = parser.refused().map(str::to_owned);
     parser.finish(out);
-    outcome
+    match (cut, refused) {
+        // How the transport ended the cut run, as a detail (a script killed
+        // for it: "killed by signal 9"); the verdict is the limit.
+        (true, _) => Outcome::Failed(match outcome {
+            Outcome::Failed(why) | Outcome::Unavailable(why) if why != OUTPUT_LIMIT => {
+                format!("{OUTPUT_LIMIT} ({why})")
+            }
+            _ => OUTPUT_LIMIT.into(),
+        }),
+        (false, Some(why)) => Outcome::Failed(why),
+        (false, None) => outcome,
+    }
 }

@@ -27,6 +27,9 @@ enum Phase {
     /// The first lines look like headers; waiting for the blank line.
     MaybeHead(Vec<Vec<u8>>),
     Body(BodyMode),
+    /// The header block was ambiguous: nothing of this output is acted on;
+    /// the event fails with the reason.
+    Refused(String),
 }
 
 pub struct OutputParser<'a> {
@@ -66,6 +69,24 @@ impl<'a> OutputParser<'a> {
                 }
             }
             Phase::Body(_) => self.body_line(line, out),
+            Phase::Refused(_) => {}
+        }
+    }
+
+    /// The output was cut at `--max-output`: a whole-body message it was
+    /// collecting never ended, so it is dropped, not sent short.
+    pub fn cut(&mut self) {
+        if let Phase::Body(BodyMode::Whole { .. }) = self.phase {
+            self.whole = Vec::new();
+            self.phase = Phase::Body(BodyMode::Lines);
+        }
+    }
+
+    /// Why the output was refused (an ambiguous header block), if it was.
+    pub fn refused(&self) -> Option<&str> {
+        match &self.phase {
+            Phase::Refused(why) => Some(why),
+            _ => None,
         }
     }
 
@@ -88,7 +109,7 @@ impl<'a> OutputParser<'a> {
                 }
             }
             Phase::Body(BodyMode::Reject) => out(Output::RejectBody(std::mem::take(&mut self.whole))),
-            Phase::Body(BodyMode::Lines) | Phase::Start => {}
+            Phase::Body(BodyMode::Lines) | Phase::Start | Phase::Refused(_) => {}
         }
     }
 
@@ -104,9 +125,14 @@ impl<'a> OutputParser<'a> {
     fn end_head(&mut self, lines: &[Vec<u8>], out: &mut dyn FnMut(Output)) {
         let mut parser = HeadParser::new(Mode::Lenient);
         for l in lines {
-            // Every line passed `header_line`: only an invalid Status is
-            // reported, and it becomes 500.
-            let _ = parser.line(l, &mut |what| self.warn(what));
+            // Every line passed `header_line`: an invalid Status is only
+            // warned about (it becomes 500); an ambiguous block refuses the
+            // whole output.
+            if let Err(why) = parser.line(l, &mut |what| self.warn(what)) {
+                self.warn(&format!("{why}; nothing of this output is used"));
+                self.phase = Phase::Refused(why);
+                return;
+            }
         }
         self.start_body(parser.finish(), out);
     }
@@ -268,6 +294,21 @@ mod tests {
         assert!(matches!(&items[1], Output::RejectBody(b) if b == b"no entry\n@join x\n"));
         // The same output for a message event is just line mode.
         assert_eq!(texts(&run(b"Status: 403\n\nhi\n", false)), ["hi"]);
+    }
+
+    #[test]
+    fn an_ambiguous_head_refuses_the_whole_output() {
+        let me = ConnId::parse("me").expect("valid id");
+        for open in [true, false] {
+            let mut p = OutputParser::new(Context::Script { conn: &me, endpoint: "/e" }, open);
+            let mut items = Vec::new();
+            for l in ["Content-Type: text/plain\n", "Content-Type: application/json\n", "\n", "@join r\n", "hi\n"] {
+                p.push(l.as_bytes(), &mut |o| items.push(o));
+            }
+            assert!(p.refused().is_some_and(|w| w.contains("two Content-Type")), "{:?}", p.refused());
+            p.finish(&mut |o| items.push(o));
+            assert!(items.is_empty(), "nothing applied: {items:?}");
+        }
     }
 
     #[test]

@@ -77,7 +77,13 @@ pub async fn handle(mut req: Request<Arc<SiteState>>) -> tide::Result {
             }
         }
     }
-    log::error!(target: LOG, "{path}: more than {MAX_LOCAL_REDIRECTS} local redirects");
+    // The request's last line says what the client got, like every page's.
+    log::error!(
+        target: LOG,
+        "{} {path} {}: more than {MAX_LOCAL_REDIRECTS} local redirects; answering 500",
+        info.method,
+        info.remote_addr
+    );
     Ok(text(StatusCode::InternalServerError, "too many local redirects"))
 }
 

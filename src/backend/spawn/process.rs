@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::io::ErrorKind;
 use std::os::unix::process::ExitStatusExt;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_lite::io::BufReader;
@@ -117,17 +117,40 @@ pub fn log_stderr(stderr: Pipe, prefix: String, dest: &Stderr) {
     runtime::spawn(async move { pump.run().await });
 }
 
-/// A script that started, its pipes taken.
-pub struct Started {
+/// One running script, from its start to its reaping: the one lifecycle of
+/// a spawned script, for events ([`run`]) and classic CGI pages
+/// ([`crate::http::cgi`]). Its deadline is measured from one point, the
+/// `started` it was given (when its slot was taken), and is the same for
+/// the script's process group ([`groups`]) and for the wait here.
+pub struct Script {
     pub child: Child,
+    deadline: Instant,
+    timeout: Duration,
+    grace: Duration,
+    /// A page's body is streaming when it overruns; an event just fails.
+    page: bool,
+}
+
+/// A script that started: the script and its output pipes.
+pub struct Started {
+    pub script: Script,
     pub stdout: Pipe,
     pub stderr: Pipe,
 }
 
-/// Starts `target` with `env` (its process group within `budget`) and
-/// writes `stdin` to it: the one way a script starts, for events and pages.
-/// `Err` says why it could not start, for the log.
-pub fn start(target: &Target, env: &EnvBlock, stdin: Bytes, budget: Budget) -> Result<Started, String> {
+/// How long a script may run, and from when.
+#[derive(Clone, Copy, Debug)]
+pub struct Time {
+    pub started: Instant,
+    pub timeout: Duration,
+    pub grace: Duration,
+}
+
+/// Starts `target` with `env` and writes `stdin` to it: the one way a
+/// script starts, for events and pages. `Err` says why it could not start,
+/// for the log.
+pub fn start(target: &Target, env: &EnvBlock, stdin: Bytes, time: Time, page: bool) -> Result<Started, String> {
+    let budget = Budget::starting_at(time.started, time.timeout, time.grace);
     let mut child = child::spawn(target, env, budget).map_err(|e| {
         crate::metrics::add(&crate::metrics::get().spawn_failures, 1);
         spawn_error(target, &e)
@@ -136,28 +159,63 @@ pub fn start(target: &Target, env: &EnvBlock, stdin: Bytes, budget: Budget) -> R
         // A script that does not read its input is fine.
         child::feed(input, stdin);
     }
-    match (child.stdout.take(), child.stderr.take()) {
-        (Some(stdout), Some(stderr)) => Ok(Started { child, stdout, stderr }),
-        _ => Err("stdout was not captured".into()),
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err("stdout was not captured".into());
+    };
+    let far = time.started + Duration::from_secs(86_400 * 365);
+    let deadline = time.started.checked_add(time.timeout).unwrap_or(far);
+    let script = Script { child, deadline, timeout: time.timeout, grace: time.grace, page };
+    Ok(Started { script, stdout, stderr })
+}
+
+impl Script {
+    /// Time left before the deadline.
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// How the run ended: `status` came within the deadline, or (`Err`) the
+    /// deadline passed, and then the process group is stopped and the
+    /// script reaped before the run fails.
+    pub async fn ended(&mut self, status: Result<ExitResult, ()>, label: &str) -> Outcome {
+        let Err(()) = status else {
+            return status.map_or(Outcome::Success, outcome);
+        };
+        let (timeout, grace) = (self.timeout, self.grace);
+        if self.page {
+            log::warn!("{label}: still running after the timeout ({timeout:?}); the response ends here; SIGTERM to its process group, SIGKILL in {grace:?}");
+        } else {
+            log::warn!("{label}: still running after {timeout:?}; terminating its process group");
+        }
+        self.stop(label).await;
+        Outcome::Failed(format!("timed out after {timeout:?}"))
+    }
+
+    /// Waits for the script to exit, until the deadline (see [`Self::ended`]).
+    pub async fn wait(&mut self, label: &str) -> Outcome {
+        let status = runtime::timeout(self.remaining(), self.child.status(label)).await;
+        self.ended(status, label).await
+    }
+
+    /// Stops the script now: SIGTERM to its process group, SIGKILL after the
+    /// grace period (sent by [`groups`] even if the script exits before, for
+    /// whatever it left running); returns once the script is reaped.
+    pub async fn stop(&mut self, label: &str) {
+        let group = self.child.group();
+        groups::terminate(group);
+        if runtime::timeout(self.grace, self.child.status(label)).await.is_err() {
+            // The group watcher sends it too; this one does not depend on it.
+            groups::kill_now(group);
+            let _ = self.child.status(label).await;
+        }
     }
 }
 
-/// Stops a script that overran its time: SIGTERM to its process group,
-/// SIGKILL after the grace period (sent by [`groups`] even if the script
-/// exits before, for whatever it left running); returns once the script is
-/// reaped.
-pub async fn terminate(child: &mut Child, grace: Duration, label: &str) {
-    let group = child.group();
-    groups::terminate(group);
-    if runtime::timeout(grace, child.status(label)).await.is_err() {
-        // The group watcher sends it too; this one does not depend on it.
-        groups::kill_now(group);
-        let _ = child.status(label).await;
-    }
-}
+/// What waiting for a script gives.
+pub type ExitResult = std::io::Result<std::process::ExitStatus>;
 
 /// How a finished script ended, for the log.
-pub fn outcome(status: std::io::Result<std::process::ExitStatus>) -> Outcome {
+pub fn outcome(status: ExitResult) -> Outcome {
     match status {
         Ok(s) if s.success() => Outcome::Success,
         Ok(s) => match (s.code(), s.signal()) {
@@ -170,20 +228,21 @@ pub fn outcome(status: std::io::Result<std::process::ExitStatus>) -> Outcome {
 }
 
 /// Runs one event's script: stdout into `call` as it arrives, stderr to
-/// the log, the exit awaited alongside, all in the calling task. At the
-/// deadline the process group is stopped and the script reaped before the
-/// event fails.
+/// the log, the exit awaited alongside, all in the calling task; the
+/// deadline and the reaping are [`Script`]'s.
 pub async fn run(spawn: &Spawn, target: &Target, env: &EnvBlock, stdin: Bytes, call: &mut Call<'_>) -> Outcome {
-    let (timeout, grace, label) = (call.timeout(), spawn.grace, call.label());
-    let Started { mut child, stdout, stderr } = match start(target, env, stdin, Budget::from_now(timeout, grace)) {
+    let (grace, label) = (spawn.grace, call.label());
+    let time = Time { started: Instant::now(), timeout: call.timeout(), grace };
+    let Started { mut script, stdout, stderr } = match start(target, env, stdin, time, false) {
         Ok(s) => s,
         Err(why) => return Outcome::Failed(why),
     };
-    let group = child.group();
+    let group = script.child.group();
     let mut errors = StderrPump::new(stderr, label, &spawn.stderr);
+    let remaining = script.remaining();
     let work = async {
         let reading = std::pin::pin!(read_stdout(stdout, group, call));
-        let exited = std::pin::pin!(child.status(label));
+        let exited = std::pin::pin!(script.child.status(label));
         match select(reading, exited).await {
             Either::Left(((), exited)) => exited.await,
             Either::Right((status, reading)) => {
@@ -211,16 +270,9 @@ pub async fn run(spawn: &Spawn, target: &Target, env: &EnvBlock, stdin: Bytes, c
             Either::Right(((), work)) => work.await,
         }
     };
-    let status = runtime::timeout(timeout, work).await;
+    let status = runtime::timeout(remaining, work).await;
     errors.finish();
-    match status {
-        Ok(status) => outcome(status),
-        Err(()) => {
-            log::warn!("{label}: still running after {timeout:?}; terminating its process group");
-            terminate(&mut child, grace, label).await;
-            Outcome::Failed(format!("timed out after {timeout:?}"))
-        }
-    }
+    script.ended(status, label).await
 }
 
 /// Feeds the script's stdout to the gateway; past `--max-output` the

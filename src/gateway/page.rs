@@ -1,0 +1,257 @@
+//! Classic CGI pages (a plain HTTP request runs a script, RFC 3875), the
+//! same way for every transport that serves them: [`serve`] owns the log
+//! label (with [`Transport::via`]), the `--max-procs` slot, the deadline
+//! (`--timeout`, from one starting point: when the slot is taken), the
+//! strict header block ([`read_head`], at most [`super::head::MAX_HEAD`]),
+//! the reply and the one log line per request. A transport only starts the
+//! run and hands back its raw output as a byte stream ([`PageTransport`]).
+//!
+//! The body is streamed to the client as the script writes it, whatever the
+//! transport, and is not counted against `--max-output`: that limit bounds
+//! what ws2http holds for an event (a whole-body message is held until it
+//! ends), while a streamed body holds one buffer. A page body is bounded by
+//! `--timeout` instead: at the deadline the run is stopped and the response
+//! ends there, cut (docs/PROTOCOL.md, "Classic CGI").
+
+use std::time::Instant;
+
+use futures_lite::io::AsyncBufRead;
+use tide::StatusCode;
+
+use super::head::{read_head, HeadErrorKind};
+use super::response::{page_reply, plain, Reply, RequestBody};
+use super::routes::Pages;
+use super::{BoxFuture, Outcome, Transport};
+use crate::event::{RequestInfo, Target};
+use crate::runtime;
+
+/// The log target of page lines: the module's old path, which operators'
+/// `RUST_LOG` filters (and tests/logs.rs) name.
+pub const LOG: &str = "ws2http::cgi::http";
+
+/// One page request, as a transport gets it.
+pub struct Page<'a> {
+    pub info: &'a RequestInfo,
+    pub target: &'a Target,
+    pub body: RequestBody,
+    /// How the log names this request.
+    pub label: &'a str,
+    /// When the deadline started (the slot was taken).
+    pub started: Instant,
+}
+
+/// A page run that started: its raw output, and how it ends.
+pub struct PageRun {
+    /// The CGI output: header block, blank line, body.
+    pub stdout: Box<dyn AsyncBufRead + Send + Sync + Unpin>,
+    pub end: Box<dyn PageEnd>,
+}
+
+/// How a running page ends; the gateway calls one of the two, once.
+pub trait PageEnd: Send {
+    /// Waits until the run ends by itself, at most until `deadline`, when it
+    /// stops it; says how it ended, for the log.
+    fn finish(self: Box<Self>, deadline: Instant) -> BoxFuture<'static, Outcome>;
+    /// Stops the run at once (no valid header block, or none in time).
+    fn stop(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
+
+/// Why a page run could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The script could not be started: `500`.
+    Failed(String),
+    /// The backend server could not be reached: `502`.
+    Unavailable(String),
+}
+
+/// A transport that serves pages: it starts a run and moves bytes.
+pub trait PageTransport: Transport {
+    fn start_page<'a>(&'a self, page: Page<'a>) -> BoxFuture<'a, Result<PageRun, StartError>>;
+}
+
+impl<T: PageTransport> Pages for T {
+    fn serve<'a>(&'a self, info: &'a RequestInfo, target: &'a Target, body: RequestBody) -> BoxFuture<'a, Reply> {
+        Box::pin(serve(self, info, target, body))
+    }
+}
+
+/// Runs one page request through `transport` (see the module docs).
+pub async fn serve(transport: &dyn PageTransport, info: &RequestInfo, target: &Target, body: RequestBody) -> Reply {
+    let label = format!("{} {} {}{}", info.method, target.endpoint(), info.remote_addr, transport.via());
+    crate::metrics::add(&crate::metrics::get().http_cgi_requests, 1);
+    let slot = transport.slots().acquire().await;
+    let started = Instant::now();
+    let timeout = transport.limits().timeout;
+    let deadline = started + timeout;
+    let page = Page { info, target, body, label: &label, started };
+    let PageRun { mut stdout, end } = match runtime::timeout(timeout, transport.start_page(page)).await {
+        Ok(Ok(run)) => run,
+        Ok(Err(StartError::Failed(why))) => {
+            return refuse(&label, &why, StatusCode::InternalServerError, "the script could not be started")
+        }
+        Ok(Err(StartError::Unavailable(why))) => {
+            return refuse(&label, &why, StatusCode::BadGateway, "the backend server is unavailable")
+        }
+        Err(()) => {
+            return refuse(&label, "not started", StatusCode::GatewayTimeout, "the script did not answer in time")
+        }
+    };
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let refused = match runtime::timeout(remaining, read_head(&mut stdout)).await {
+        Ok(Ok(head)) if head.status.is_some_and(|s| s < 200) => {
+            let why = format!("the script's status {}, which is not final; answering 502", head.status.unwrap_or(0));
+            Err((why, StatusCode::BadGateway, "the script's answer was not final"))
+        }
+        Ok(Ok(head)) => Ok(head),
+        Ok(Err(e)) if e.kind == HeadErrorKind::Read => {
+            Err((format!("{e}; answering 502"), StatusCode::BadGateway, "the script's output broke off"))
+        }
+        Ok(Err(e)) => Err((
+            format!("{e}; answering 500 (if it only speaks WebSocket, connect with a WebSocket client)"),
+            StatusCode::InternalServerError,
+            "the script's output was not a valid CGI response",
+        )),
+        Err(()) => Err((
+            format!("no response headers within {timeout:?}; answering 504"),
+            StatusCode::GatewayTimeout,
+            "the script did not answer in time",
+        )),
+    };
+    let head = match refused {
+        Ok(head) => head,
+        Err((why, status, text)) => {
+            log::error!(target: LOG, "{label}: {why}");
+            runtime::spawn(async move {
+                let _slot = slot;
+                end.stop().await;
+            });
+            return plain(status, &format!("{text}; see the server log"));
+        }
+    };
+    let reply = page_reply(head, stdout);
+    let answered = match &reply {
+        Reply::Response(r) => u16::from(r.status()).to_string(),
+        Reply::LocalRedirect(to) => format!("local redirect to {to}"),
+    };
+    // The rest of the run happens while the body streams: the run keeps its
+    // slot until it ends, and is stopped at the deadline.
+    runtime::spawn(async move {
+        let _slot = slot;
+        match end.finish(deadline).await {
+            Outcome::Success => log::info!(target: LOG, "{label}: {answered}, ok in {:.1?}", started.elapsed()),
+            Outcome::Failed(why) | Outcome::Unavailable(why) => {
+                log::warn!(target: LOG, "{label}: {answered}, script failed: {why}")
+            }
+        }
+    });
+    reply
+}
+
+/// The one log line and the answer of a page that could not run.
+fn refuse(label: &str, why: &str, status: StatusCode, text: &str) -> Reply {
+    log::error!(target: LOG, "{label}: {why}; answering {}", u16::from(status));
+    plain(status, &format!("{text}; see the server log"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use futures_lite::io::{AsyncReadExt, BufReader, Cursor};
+
+    use super::*;
+    use crate::gateway::slots::Slots;
+    use crate::gateway::{Call, Limits};
+
+    /// A transport that answers `output` and records what the gateway did.
+    struct Fake {
+        output: &'static [u8],
+        limits: Limits,
+        slots: Arc<Slots>,
+        /// "label", then "finish" or "stop".
+        seen: Arc<Mutex<Vec<String>>>,
+    }
+
+    struct End(Arc<Mutex<Vec<String>>>);
+
+    impl PageEnd for End {
+        fn finish(self: Box<Self>, _: Instant) -> BoxFuture<'static, Outcome> {
+            self.0.lock().expect("lock").push("finish".into());
+            Box::pin(async { Outcome::Success })
+        }
+        fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
+            self.0.lock().expect("lock").push("stop".into());
+            Box::pin(async {})
+        }
+    }
+
+    impl Transport for Fake {
+        fn via(&self) -> &str {
+            " (fake)"
+        }
+        fn limits(&self) -> &Limits {
+            &self.limits
+        }
+        fn slots(&self) -> &Arc<Slots> {
+            &self.slots
+        }
+        fn exchange<'a>(&'a self, _: &'a crate::event::Event, _: &'a mut Call<'_>) -> BoxFuture<'a, Outcome> {
+            Box::pin(async { Outcome::Success })
+        }
+    }
+
+    impl PageTransport for Fake {
+        fn start_page<'a>(&'a self, page: Page<'a>) -> BoxFuture<'a, Result<PageRun, StartError>> {
+            self.seen.lock().expect("lock").push(page.label.to_owned());
+            let stdout = Box::new(BufReader::with_capacity(7, Cursor::new(self.output)));
+            Box::pin(async move { Ok(PageRun { stdout, end: Box::new(End(self.seen.clone())) }) })
+        }
+    }
+
+    /// The status, the body and what the gateway did to the run.
+    fn serve_fake(output: &'static [u8]) -> (u16, Vec<u8>, Vec<String>) {
+        let limits = Limits { timeout: Duration::from_secs(30), max_output: 10 };
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let t = Fake { output, limits, slots: Slots::new(1), seen: seen.clone() };
+        let info = RequestInfo { method: "GET".into(), remote_addr: "1.2.3.4".into(), ..Default::default() };
+        let target =
+            Target { filename: "/p.sh".into(), script_name: "/p.sh".into(), path_info: "".into(), interpreter: None };
+        runtime::block_on(async {
+            let Reply::Response(mut res) = serve(&t, &info, &target, RequestBody::default()).await else {
+                panic!("a local redirect")
+            };
+            let mut body = Vec::new();
+            res.take_body().read_to_end(&mut body).await.expect("body");
+            // The run ends in the background, with the slot.
+            let _slot = t.slots.acquire().await;
+            let seen = seen.lock().expect("lock").clone();
+            (u16::from(res.status()), body, seen)
+        })
+    }
+
+    #[test]
+    fn a_page_streams_past_max_output_and_its_run_ends_in_the_background() {
+        let (status, body, seen) = serve_fake(b"Status: 201\r\nContent-Type: text/plain\r\n\r\n0123456789abcdefghij");
+        assert_eq!((status, &body[..]), (201, &b"0123456789abcdefghij"[..]), "20 bytes with --max-output 10");
+        assert_eq!(seen, ["GET /p.sh 1.2.3.4 (fake)", "finish"], "labelled with via");
+    }
+
+    #[test]
+    fn refused_heads_answer_at_once_and_stop_the_run() {
+        for (output, status) in [
+            (&b"Status: 100\n\nbody"[..], 502),
+            (b"Status: 199\n\n", 502),
+            (b"not a header\n\n", 500),
+            (b"Content-Length: 3\nContent-Length: 5\n\nabcde", 500),
+            (b"Content-Length: abc\n\nabc", 500),
+            (b"Status: 200\nStatus: 404\n\n", 500),
+            (b"Content-Type: a/b\nContent-Type: c/d\n\n", 500),
+        ] {
+            let (got, body, seen) = serve_fake(output);
+            assert_eq!(got, status, "{output:?}: {}", String::from_utf8_lossy(&body));
+            assert_eq!(seen.last().map(String::as_str), Some("stop"), "{output:?}");
+        }
+    }
+}
