@@ -141,7 +141,9 @@ fn build_states(cfg: &Config, public_addr: SocketAddr, control_addr: SocketAddr)
     let limits = Limits { timeout: cfg.timeout, max_output: cfg.max_output };
     let prefixed = remote_backends(cfg, &env, &limits, local_url(control_addr))?;
     let scripts = Arc::new(Spawn::new(env, limits, Default::default(), cfg.max_procs));
-    let scripts = Route { prefix: "/".into(), transport: scripts.clone(), pages: Some(scripts), files: Files::Spawned };
+    // The single script speaks WebSocket only: it serves no pages.
+    let pages: Option<Arc<dyn crate::gateway::routes::Pages>> = cfg.script.is_none().then_some(scripts.clone() as _);
+    let scripts = Route { prefix: "/".into(), transport: scripts, pages, files: Files::Spawned };
     let resolver = Resolver::new(cfg.cgi_bin.clone(), cfg.script.clone(), cfg.handlers.clone());
     let routes = Arc::new(Routes::new(resolver, prefixed, scripts));
     let outgoing = crate::hub::outgoing::OutgoingBudget::new(
