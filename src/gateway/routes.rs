@@ -142,12 +142,6 @@ impl Routes {
         }
     }
 
-    /// The transport that runs the events of a target [`Routes::resolve`]
-    /// found: the route it was resolved to, by the same rule.
-    pub fn transport(&self, target: &Target) -> &Arc<dyn Transport> {
-        &self.route_of(&target.script_name).transport
-    }
-
     /// Every endpoint under `--cgi-bin` (for listings), as URL paths, sorted.
     pub fn endpoints(&self) -> Vec<String> {
         self.resolver.endpoints_where(&|url| matches!(self.resolve(url), Resolved::Found(_)))
@@ -269,7 +263,6 @@ mod tests {
                     "fastcgi" => "fastcgi",
                     _ => "spawn",
                 };
-                assert_eq!(routes.transport(&r.target).via(), r.route.transport.via(), "{path}");
                 Some((r.target.script_name, r.target.path_info, name))
             }
             _ => None,
