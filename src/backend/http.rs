@@ -20,9 +20,11 @@ use std::task::{Context as TaskContext, Poll};
 use futures_lite::io::{AsyncRead, AsyncWrite, BufReader};
 use tide::http::{Method, Request, Url};
 
-use super::pool::{Address, Pool, Pools, Stream};
+use super::pool::{Pool, Pools, Stream};
+use crate::config::Address;
 use crate::event::{Event, EventKind};
 use crate::gateway::response::is_hop_by_hop;
+use crate::gateway::routes::{Files, Route};
 use crate::gateway::slots::Slots;
 use crate::gateway::{BoxFuture, Call, Cut, Head, Limits, Outcome, Transport};
 use crate::runtime;
@@ -188,6 +190,22 @@ impl Http {
         }
         Outcome::Success
     }
+}
+
+/// The routes of `--backend-url`: one transport per route, their
+/// connections pooled per `host:port`. They need no local file and serve no
+/// pages.
+pub fn routes(setup: &super::Setup<'_>) -> Result<Vec<Route>, String> {
+    let pools = Pools::new(super::pool::PoolLimits::http(setup.cfg.max_procs));
+    let mut routes = Vec::new();
+    for (prefix, url) in &setup.cfg.backend_url {
+        log::info!("events under {prefix} go to {url}");
+        let (api_url, api_token) = (setup.env.api_url.clone(), setup.env.api_token.clone());
+        let http =
+            Http::new(url, api_url, api_token, setup.limits, &pools).map_err(|e| format!("--backend-url {e}"))?;
+        routes.push(Route { prefix: prefix.clone(), transport: Arc::new(http), pages: None, files: Files::None });
+    }
+    Ok(routes)
 }
 
 /// The response's status and headers as the event's header block, without
