@@ -234,7 +234,8 @@ async fn run_open(app: &WsState, conn: &Arc<ConnInfo>, transport: &dyn Transport
 }
 
 /// The `101 Switching Protocols` answer, with the open script's cookies and
-/// chosen subprotocol (header values that cannot be sent are dropped).
+/// chosen subprotocol (header values that cannot be sent are dropped, and
+/// so is a subprotocol the client did not offer).
 fn switching_protocols(key: &str, head: &Head, offered: &[String], conn: &ConnInfo) -> Response {
     let mut res = Response::new(StatusCode::SwitchingProtocols);
     res.insert_header("Upgrade", "websocket");
@@ -248,15 +249,18 @@ fn switching_protocols(key: &str, head: &Head, offered: &[String], conn: &ConnIn
         }
     }
     if let Some(proto) = head.get("Sec-WebSocket-Protocol").filter(|p| sendable_header_value(p)) {
+        // RFC 6455 §4.1: a client fails a connection whose 101 names a
+        // subprotocol it did not offer, so such a choice is not sent.
         if !offered.iter().any(|o| o == proto) {
             log::warn!(
-                "[{}] open script chose subprotocol {} which the client did not offer ({})",
+                "[{}] open script chose subprotocol {} which the client did not offer ({}); dropped it from the 101",
                 conn.id,
                 crate::logging::quoted(proto),
                 offered.iter().map(|o| crate::logging::quoted(o)).collect::<Vec<_>>().join(", ")
             );
+        } else {
+            res.insert_header("Sec-WebSocket-Protocol", proto);
         }
-        res.insert_header("Sec-WebSocket-Protocol", proto);
     }
     res
 }
