@@ -379,7 +379,7 @@ pub struct Config {
     pub max_request_body: usize,
     pub max_request_body_total: usize,
     /// Path prefix → FastCGI server.
-    pub fastcgi: Vec<(String, crate::backend::pool::Address)>,
+    pub fastcgi: Vec<(String, Address)>,
     /// Path prefix → URL of the HTTP backend.
     pub backend_url: Vec<(String, String)>,
     pub redis: Option<String>,
@@ -507,9 +507,7 @@ impl Cli {
                 .iter()
                 .map(|f| {
                     let (prefix, addr) = split_route(f);
-                    crate::backend::pool::Address::parse(addr)
-                        .map(|a| (prefix, a))
-                        .map_err(|e| format!("--fastcgi {e}"))
+                    Address::parse(addr).map(|a| (prefix, a)).map_err(|e| format!("--fastcgi {e}"))
                 })
                 .collect::<Result<_, _>>()?,
             redis: self.redis,
@@ -738,6 +736,34 @@ pub fn pass_env_names(values: &[String]) -> Result<Vec<String>, String> {
         }
     }
     Ok(names)
+}
+
+/// Where a backend server listens.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Address {
+    Tcp(String),
+    Unix(std::path::PathBuf),
+}
+
+impl Address {
+    /// `host:port` or `unix:/path`.
+    pub fn parse(s: &str) -> Result<Address, String> {
+        match s.strip_prefix("unix:") {
+            Some(p) if !p.is_empty() => Ok(Address::Unix(p.into())),
+            Some(_) => Err(format!("{s:?}: expected unix:/path/to/socket")),
+            None if s.contains(':') => Ok(Address::Tcp(s.to_owned())),
+            None => Err(format!("{s:?}: expected HOST:PORT or unix:/path")),
+        }
+    }
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Address::Tcp(a) => write!(f, "{a}"),
+            Address::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -13,12 +13,11 @@ use futures_lite::{FutureExt, StreamExt};
 use crate::action::CloseCause;
 use crate::api::state::ApiState;
 use crate::backend::env::EnvSettings;
-use crate::backend::fastcgi::FastCgi;
-use crate::backend::spawn::{self, Spawn};
+use crate::backend::spawn;
 use crate::config::Config;
-use crate::gateway::resolve::{has_prefix, Resolver};
-use crate::gateway::routes::{Files, Route, Routes};
-use crate::gateway::{Limits, Transport};
+use crate::gateway::resolve::Resolved;
+use crate::gateway::routes::{Files, Routes};
+use crate::gateway::Limits;
 use crate::http::state::SiteState;
 use crate::ws::state::WsState;
 use crate::{api, runtime};
@@ -139,11 +138,7 @@ fn build_states(cfg: &Config, public_addr: SocketAddr, control_addr: SocketAddr)
         document_root: cfg.root.clone().unwrap_or_else(|| cfg.cgi_bin.clone()),
     };
     let limits = Limits { timeout: cfg.timeout, max_output: cfg.max_output };
-    let prefixed = remote_backends(cfg, &env, &limits, local_url(control_addr))?;
-    let scripts = Arc::new(Spawn::new(env, limits, Default::default(), cfg.max_procs));
-    let scripts = Route { prefix: "/".into(), transport: scripts.clone(), pages: Some(scripts), files: Files::Spawned };
-    let resolver = Resolver::new(cfg.cgi_bin.clone(), cfg.script.clone(), cfg.handlers.clone());
-    let routes = Arc::new(Routes::new(resolver, prefixed, scripts));
+    let routes = Arc::new(crate::backend::routes(&crate::backend::Setup { cfg, env: &env, limits })?);
     let outgoing = crate::hub::outgoing::OutgoingBudget::new(
         cfg.max_outgoing_bytes,
         cfg.max_outgoing_bytes_total,
@@ -202,14 +197,13 @@ fn warn_missing_handlers(cfg: &Config, routes: &Routes) {
     if missing.is_empty() {
         return;
     }
-    let routed = |e: &str| {
-        let mut prefixes = cfg.fastcgi.iter().map(|(p, _)| p).chain(cfg.backend_url.iter().map(|(p, _)| p));
-        prefixes.any(|p| has_prefix(e, p))
+    // The scripts a handler runs: the spawned ones (a backend server runs
+    // its own).
+    let spawned = |e: String| match routes.resolve(&e) {
+        Resolved::Found(r) if r.route.files == Files::Spawned => Some(r.target.filename.display().to_string()),
+        _ => None,
     };
-    let scripts: Vec<String> = match &cfg.script {
-        Some(s) => vec![s.display().to_string()],
-        None => routes.endpoints().into_iter().filter(|e| !routed(e)).collect(),
-    };
+    let scripts: Vec<String> = routes.endpoints().into_iter().filter_map(spawned).collect();
     for (ext, program, fix) in missing {
         let suffix = format!(".{ext}");
         let used = scripts.iter().filter(|s| s.ends_with(&suffix)).count();
@@ -221,35 +215,4 @@ fn warn_missing_handlers(cfg: &Config, routes: &Routes) {
              {used} .{ext} script(s) will fail with 500 until it is: {fix}"
         );
     }
-}
-
-/// Builds the routes to FastCGI and HTTP servers: one FastCGI transport (one
-/// connection pool) per server address, shared by every route to it, as idle
-/// connections pin php-fpm workers and `--max-procs` bounds the requests in
-/// flight to that server. HTTP transports share one pool per `host:port` the
-/// same way. FastCGI routes serve pages too; HTTP routes need no local file.
-fn remote_backends(cfg: &Config, env: &EnvSettings, limits: &Limits, api_url: String) -> Result<Vec<Route>, String> {
-    let mut routes = Vec::new();
-    let fastcgi_pools = crate::backend::pool::Pools::new(crate::backend::pool::PoolLimits::fastcgi(cfg.max_procs));
-    let mut fastcgi: Vec<Arc<FastCgi>> = Vec::new();
-    for (prefix, addr) in &cfg.fastcgi {
-        log::info!("requests and events under {prefix} go to FastCGI server {addr}");
-        let pool = fastcgi_pools.get(addr);
-        let fcgi = match fastcgi.iter().find(|b| Arc::ptr_eq(b.pool(), &pool)) {
-            Some(b) => b.clone(),
-            None => Arc::new(FastCgi::new(pool, env.clone(), *limits)),
-        };
-        fastcgi.push(fcgi.clone());
-        let transport: Arc<dyn Transport> = fcgi.clone();
-        routes.push(Route { prefix: prefix.clone(), transport, pages: Some(fcgi), files: Files::RunByServer });
-    }
-    let http_pools = crate::backend::pool::Pools::new(crate::backend::pool::PoolLimits::http(cfg.max_procs));
-    for (prefix, url) in &cfg.backend_url {
-        log::info!("events under {prefix} go to {url}");
-        let api_token = cfg.api_token.clone().unwrap_or_default();
-        let http = crate::backend::http::Http::new(url, api_url.clone(), api_token, *limits, &http_pools)
-            .map_err(|e| format!("--backend-url {e}"))?;
-        routes.push(Route { prefix: prefix.clone(), transport: Arc::new(http), pages: None, files: Files::None });
-    }
-    Ok(routes)
 }

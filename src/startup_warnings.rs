@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::config::Config;
 use crate::gateway::resolve::Resolved;
-use crate::gateway::routes::Routes;
+use crate::gateway::routes::{Files, Routes};
 
 /// Logs every warning that applies to `cfg`.
 pub fn warn(cfg: &Config, routes: &Routes) {
@@ -26,7 +26,9 @@ pub fn warnings(cfg: &Config, routes: &Routes) -> Vec<String> {
         }
         return out;
     }
-    if !cfg.fastcgi.is_empty() || !cfg.backend_url.is_empty() || !routes.endpoints().is_empty() {
+    // A backend server's routes are endpoints the local scripts cannot see.
+    let served_elsewhere = routes.all().any(|r| r.files != Files::Spawned);
+    if served_elsewhere || !routes.endpoints().is_empty() {
         return out;
     }
     let idle = not_executable(&cfg.cgi_bin);

@@ -7,6 +7,8 @@
 //! - The WebSocket side and the control API know nothing of cluster mode:
 //!   they talk to the hub's delivery interface.
 //! - No function is longer than 80 lines.
+//! - A backend is named only in `src/backend/` (its file, its line in
+//!   `BACKENDS`) and `config.rs` (its flag).
 //!
 //! These read the source text, not the compiled crate: a `use crate::x` or a
 //! `crate::x::…` path anywhere in a module is an edge, doc comments and
@@ -266,6 +268,37 @@ fn the_websocket_side_and_the_api_know_nothing_of_cluster_mode() {
         }
     }
     assert!(found.is_empty(), "cluster mode named in ws/ or api/:\n{}", found.join("\n"));
+}
+
+/// The backends registered in `BACKENDS` (src/backend/mod.rs): `fastcgi` for `fastcgi::routes`.
+fn registered_backends() -> Vec<String> {
+    let text = std::fs::read_to_string(src().join("backend/mod.rs")).expect("src/backend/mod.rs");
+    let list = text.split("const BACKENDS").nth(1).expect("a BACKENDS list").split(';').next().unwrap_or("");
+    list.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+        .filter_map(|item| item.strip_suffix("::routes"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_backend_is_named_only_in_its_file_its_list_and_its_flag() {
+    let names = registered_backends();
+    assert!(names.len() >= 2, "BACKENDS read as {names:?}");
+    let mut found = Vec::new();
+    for f in rust_files(&src()) {
+        if module_of(&f) == "backend" || f.ends_with("config.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).expect("a source file");
+        for (n, line) in code_lines(&text).iter().enumerate() {
+            for name in &names {
+                if line.contains(&format!("backend::{name}")) {
+                    found.push(format!("{}:{}: {}", f.display(), n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "a backend named outside src/backend/ and config.rs:\n{}", found.join("\n"));
 }
 
 /// Lengths of `fn` items, from the line of `fn` to its closing brace at the

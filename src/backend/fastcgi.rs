@@ -29,6 +29,7 @@ use super::env::{event_env, page_env, EnvSettings};
 use super::pool::{Checkout, Pool, Stream};
 use crate::event::{Event, EventKind};
 use crate::gateway::page::{Page, PageEnd, PageRun, PageTransport, StartError};
+use crate::gateway::routes::{Files, Route};
 use crate::gateway::slots::Slots;
 use crate::gateway::{BoxFuture, Call, Cut, Limits, Outcome, Transport, OUTPUT_LIMIT};
 use crate::runtime;
@@ -324,6 +325,33 @@ impl<R: AsyncRead + Unpin> AsyncRead for Answer<'_, R> {
             }
         }
     }
+}
+
+/// The routes of `--fastcgi`: one transport (one connection pool) per
+/// server address, shared by every route to it, as idle connections pin
+/// php-fpm workers and `--max-procs` bounds the requests in flight to that
+/// server. They serve pages too, and run local `.php` files without an
+/// exec bit.
+pub fn routes(setup: &super::Setup<'_>) -> Result<Vec<Route>, String> {
+    let pools = super::pool::Pools::new(super::pool::PoolLimits::fastcgi(setup.cfg.max_procs));
+    let mut backends: Vec<Arc<FastCgi>> = Vec::new();
+    let mut routes = Vec::new();
+    for (prefix, addr) in &setup.cfg.fastcgi {
+        log::info!("requests and events under {prefix} go to FastCGI server {addr}");
+        let pool = pools.get(addr);
+        let fcgi = match backends.iter().find(|b| Arc::ptr_eq(b.pool(), &pool)) {
+            Some(b) => b.clone(),
+            None => Arc::new(FastCgi::new(pool, setup.env.clone(), setup.limits)),
+        };
+        backends.push(fcgi.clone());
+        routes.push(Route {
+            prefix: prefix.clone(),
+            transport: fcgi.clone(),
+            pages: Some(fcgi),
+            files: Files::RunByServer,
+        });
+    }
+    Ok(routes)
 }
 
 #[cfg(test)]

@@ -6,6 +6,16 @@
 //! It serves no pages: a plain request under its prefix gets a static file
 //! or 404.
 //!
+//! Two rules are this transport's own, as they concern HTTP, not CGI: a
+//! `5xx` answer is the server saying the application failed (a crashed
+//! script behind nginx, a proxy's 502), the HTTP form of a script's
+//! non-zero exit, so it fails the event, and since that failure is known
+//! before any of the body is read, nothing of the body is applied (what a
+//! failed script printed *before* failing stays applied, docs/PROTOCOL.md);
+//! and `Date` and `Server` are left out of the header block, as they are the
+//! web server's own headers on every answer, not the application's (a CGI
+//! script never prints them; the gateway passes on what a script prints).
+//!
 //! Connections are kept alive and reused through one [`Pool`] per
 //! `host:port`, shared by every route to it (the same pool as the FastCGI
 //! transport's: `super::pool`). A request is written at most once: an idle
@@ -20,9 +30,11 @@ use std::task::{Context as TaskContext, Poll};
 use futures_lite::io::{AsyncRead, AsyncWrite, BufReader};
 use tide::http::{Method, Request, Url};
 
-use super::pool::{Address, Pool, Pools, Stream};
+use super::pool::{Pool, Pools, Stream};
+use crate::config::Address;
 use crate::event::{Event, EventKind};
 use crate::gateway::response::is_hop_by_hop;
+use crate::gateway::routes::{Files, Route};
 use crate::gateway::slots::Slots;
 use crate::gateway::{BoxFuture, Call, Cut, Head, Limits, Outcome, Transport};
 use crate::runtime;
@@ -161,18 +173,17 @@ impl Http {
         };
         let sniffer = HeadSniffer::new(conn.stream().clone());
         let (mut res, sent_type) = match async_h1::connect(sniffer.clone(), self.request(event)).await {
-            Ok(res) => (res, sniffer.sent_content_type()),
+            Ok(res) => (res, sniffer.sent("content-type")),
             Err(e) => {
                 return Outcome::Unavailable(format!("{} did not answer ({e}); not retried: it may have run", self.url))
             }
         };
         let status = u16::from(res.status());
-        let keep = res.header("Connection").is_none_or(|v| !v.last().as_str().eq_ignore_ascii_case("close"));
+        let keep = keeps_alive(&res);
         if status >= 500 {
-            // A server error page is not a message for the client.
-            if keep {
-                let mut sink = Vec::new();
-                let _ = futures_lite::io::AsyncReadExt::read_to_end(&mut res.take_body(), &mut sink).await;
+            // A server error page is not a message for the client: it is
+            // read (within --max-output) only to reuse the connection.
+            if keep && drained(&mut res, self.limits.max_output).await {
                 conn.checkin();
             }
             return Outcome::Failed(format!("{} answered {status}", self.url));
@@ -187,6 +198,42 @@ impl Http {
             conn.checkin();
         }
         Outcome::Success
+    }
+}
+
+/// The routes of `--backend-url`: one transport per route, their
+/// connections pooled per `host:port`. They need no local file and serve no
+/// pages.
+pub fn routes(setup: &super::Setup<'_>) -> Result<Vec<Route>, String> {
+    let pools = Pools::new(super::pool::PoolLimits::http(setup.cfg.max_procs));
+    let mut routes = Vec::new();
+    for (prefix, url) in &setup.cfg.backend_url {
+        log::info!("events under {prefix} go to {url}");
+        let (api_url, api_token) = (setup.env.api_url.clone(), setup.env.api_token.clone());
+        let http =
+            Http::new(url, api_url, api_token, setup.limits, &pools).map_err(|e| format!("--backend-url {e}"))?;
+        routes.push(Route { prefix: prefix.clone(), transport: Arc::new(http), pages: None, files: Files::None });
+    }
+    Ok(routes)
+}
+
+/// `true` unless the server asked to close the connection: `close` among
+/// the tokens of any `Connection` header (a comma list, RFC 9110 §7.6.1).
+fn keeps_alive(res: &tide::http::Response) -> bool {
+    let tokens = res.header("Connection").into_iter().flat_map(|v| v.iter()).flat_map(|v| v.as_str().split(','));
+    !tokens.map(str::trim).any(|t| t.eq_ignore_ascii_case("close"))
+}
+
+/// Reads and drops the body to its end, at most `max` bytes: `true` when
+/// it ended within them (the connection can be reused), `false` when it is
+/// longer or broke off (the connection is dropped instead).
+async fn drained(res: &mut tide::http::Response, max: usize) -> bool {
+    use futures_lite::io::AsyncReadExt;
+    let mut sink = Vec::new();
+    let body = res.take_body();
+    match body.take(max as u64 + 1).read_to_end(&mut sink).await {
+        Ok(n) => n <= max,
+        Err(_) => false,
     }
 }
 
@@ -227,14 +274,16 @@ impl HeadSniffer {
         HeadSniffer { stream, head: Arc::new(Mutex::new(Vec::new())) }
     }
 
-    /// `true` when the response head had a Content-Type header.
-    fn sent_content_type(&self) -> bool {
+    /// `true` when the response head had a header `name`, as the HTTP
+    /// library's parser (`httparse`, which `async_h1` uses) reads the head.
+    fn sent(&self, name: &str) -> bool {
         let head = self.head.lock().unwrap_or_else(|e| e.into_inner());
-        String::from_utf8_lossy(&head)
-            .split("\r\n")
-            .skip(1)
-            .take_while(|l| !l.is_empty())
-            .any(|l| l.split(':').next().is_some_and(|n| n.trim().eq_ignore_ascii_case("content-type")))
+        let mut headers = [httparse::EMPTY_HEADER; 128];
+        let mut res = httparse::Response::new(&mut headers);
+        match res.parse(&head) {
+            Ok(_) => res.headers.iter().any(|h| h.name.eq_ignore_ascii_case(name)),
+            Err(_) => false,
+        }
     }
 }
 
@@ -314,13 +363,43 @@ mod tests {
     }
 
     fn run(response: &'static str, kind: EventKind, max_output: usize) -> (Outcome, Vec<Output>, String) {
+        let (outcome, items, request, _) = run_pooled(response, kind, max_output);
+        (outcome, items, request)
+    }
+
+    /// [`run`], and how many connections the pool kept for reuse after it.
+    fn run_pooled(response: &'static str, kind: EventKind, max_output: usize) -> (Outcome, Vec<Output>, String, usize) {
         let (url, request) = server(response);
         let limits = Limits { timeout: Duration::from_secs(30), max_output };
         let pools = Pools::new(PoolLimits::http(4));
         let http = Http::new(&url, "http://api".into(), String::new(), limits, &pools).expect("a URL");
         let mut items = Vec::new();
         let outcome = runtime::block_on(crate::gateway::run(&http, &event(kind), &mut |o| items.push(o)));
-        (outcome, items, request.join().expect("server"))
+        (outcome, items, request.join().expect("server"), http.pool.idle())
+    }
+
+    #[test]
+    fn a_connection_is_reused_only_when_no_connection_token_is_close() {
+        let ok = |connection: &str| -> &'static str {
+            let r = format!("HTTP/1.1 200 OK\r\nConnection: {connection}\r\nContent-Length: 3\r\n\r\nhi\n");
+            Box::leak(r.into_boxed_str())
+        };
+        assert_eq!(run_pooled(ok("keep-alive"), message(), 100).3, 1);
+        assert_eq!(run_pooled(ok("keep-alive, close"), message(), 100).3, 0, "a list with close");
+        assert_eq!(run_pooled(ok("Close"), message(), 100).3, 0);
+    }
+
+    #[test]
+    fn a_server_error_page_is_read_within_the_output_limit_or_the_connection_dropped() {
+        let small = "HTTP/1.1 500 Oops\r\nContent-Length: 4\r\n\r\noops";
+        let (outcome, items, _, idle) = run_pooled(small, message(), 10);
+        assert!(matches!(&outcome, Outcome::Failed(w) if w.ends_with("answered 500")), "{outcome:?}");
+        assert!(items.is_empty(), "{items:?}");
+        assert_eq!(idle, 1, "read to its end: the connection is reused");
+        let big = "HTTP/1.1 500 Oops\r\nContent-Length: 40\r\n\r\n0123456789012345678901234567890123456789";
+        let (outcome, _, _, idle) = run_pooled(big, message(), 10);
+        assert!(matches!(&outcome, Outcome::Failed(w) if w.ends_with("answered 500")), "{outcome:?}");
+        assert_eq!(idle, 0, "longer than --max-output: dropped, not drained");
     }
 
     fn message() -> EventKind {

@@ -35,6 +35,7 @@ use async_io::Async;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use futures_lite::FutureExt;
 
+use crate::config::Address;
 use crate::gateway::slots::Slots;
 use crate::runtime;
 
@@ -44,34 +45,6 @@ pub const HTTP_MAX_IDLE: usize = 1;
 pub const FASTCGI_MAX_IDLE: usize = 0;
 /// An idle connection is closed after this long.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Where a backend server listens.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Address {
-    Tcp(String),
-    Unix(std::path::PathBuf),
-}
-
-impl Address {
-    /// `host:port` or `unix:/path`.
-    pub fn parse(s: &str) -> Result<Address, String> {
-        match s.strip_prefix("unix:") {
-            Some(p) if !p.is_empty() => Ok(Address::Unix(p.into())),
-            Some(_) => Err(format!("{s:?}: expected unix:/path/to/socket")),
-            None if s.contains(':') => Ok(Address::Tcp(s.to_owned())),
-            None => Err(format!("{s:?}: expected HOST:PORT or unix:/path")),
-        }
-    }
-}
-
-impl std::fmt::Display for Address {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Address::Tcp(a) => write!(f, "{a}"),
-            Address::Unix(p) => write!(f, "unix:{}", p.display()),
-        }
-    }
-}
 
 /// A TCP or Unix socket, as one stream type. Clones share the socket.
 #[derive(Clone)]

@@ -10,8 +10,11 @@
 //! the output. [`run`] is that one path; [`routes`] decides, once at
 //! start-up, which transport serves which path.
 //!
-//! Adding a backend is one file implementing [`Transport`] (and, when it
-//! serves pages too, [`routes::Pages`]) plus its line in the routing table.
+//! Adding a backend is a change in three files: `src/backend/NAME.rs` (a
+//! [`Transport`], [`routes::Pages`] if it serves pages too, and `routes`,
+//! which builds its routes from the configuration), its `pub mod` and its
+//! line in `BACKENDS` in `src/backend/mod.rs`, and its flag in
+//! `src/config.rs`.
 
 pub mod directive;
 pub mod head;

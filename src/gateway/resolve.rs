@@ -36,11 +36,17 @@ pub struct Resolver {
     handlers: Handlers,
 }
 
-/// Whether a script found under this SCRIPT_NAME is run by a backend
-/// server (FastCGI) rather than spawned: a `.php` file there is a script,
-/// executable or not, since the server runs it (php-fpm runs only .php by
-/// default: `security.limit_extensions`). The routing table answers it.
-pub type RunByServer<'a> = &'a dyn Fn(&str) -> bool;
+/// A local file a URL path names, before the check that it can be run
+/// (which depends on the route that serves it).
+#[derive(Debug)]
+pub struct Located {
+    /// Canonical path of the file.
+    pub filename: PathBuf,
+    /// The URL path of the file (empty for the single script).
+    pub script_name: String,
+    /// The decoded rest of the URL path.
+    pub path_info: String,
+}
 
 impl Resolver {
     pub fn new(root: PathBuf, single: Option<PathBuf>, handlers: Handlers) -> Self {
@@ -63,25 +69,23 @@ impl Resolver {
             || (!ext.is_empty() && self.handlers.iter().any(|(e, _)| e == ext))
     }
 
-    /// `true` in single-script mode.
-    pub fn is_single(&self) -> bool {
-        self.single.is_some()
-    }
-
     /// Resolves a raw (still percent-encoded) URL path to a local script
     /// that is spawned.
     pub fn resolve(&self, raw_path: &str) -> Resolved {
-        self.resolve_file(raw_path, &|_| false)
+        match self.locate(raw_path) {
+            Some(found) => self.runnable(found, false),
+            None => Resolved::NotFound,
+        }
     }
 
-    /// Resolves a raw (still percent-encoded) URL path to a local script;
-    /// `by_server` says which ones a backend server runs.
-    pub fn resolve_file(&self, raw_path: &str, by_server: RunByServer<'_>) -> Resolved {
-        let Some(segments) = safe_segments(raw_path) else { return Resolved::NotFound };
+    /// The local file a raw (still percent-encoded) URL path names, runnable
+    /// or not: `None` when there is none, or the path could step outside.
+    pub fn locate(&self, raw_path: &str) -> Option<Located> {
+        let segments = safe_segments(raw_path)?;
         if let Some(single) = &self.single {
             let path_info = decoded_rest(raw_path, &segments, 0);
             let path_info = if path_info.is_empty() { "/".into() } else { path_info };
-            return self.runnable(single.clone(), String::new(), path_info, by_server);
+            return Some(Located { filename: single.clone(), script_name: String::new(), path_info });
         }
         let mut cur = self.root.clone();
         for (i, seg) in segments.iter().enumerate() {
@@ -89,22 +93,23 @@ impl Resolver {
             match std::fs::metadata(&cur) {
                 Ok(m) if m.is_dir() => continue,
                 Ok(m) if m.is_file() => {
-                    let Ok(canon) = cur.canonicalize() else { return Resolved::NotFound };
+                    let canon = cur.canonicalize().ok()?;
                     if !canon.starts_with(&self.root) {
                         log::warn!(
                             "refused {}: {} points outside --cgi-bin",
                             crate::logging::quoted(raw_path),
                             cur.display()
                         );
-                        return Resolved::NotFound;
+                        return None;
                     }
                     let script_name: String = segments[..=i].iter().map(|s| format!("/{}", s.decoded)).collect();
-                    return self.runnable(canon, script_name, decoded_rest(raw_path, &segments, i + 1), by_server);
+                    let path_info = decoded_rest(raw_path, &segments, i + 1);
+                    return Some(Located { filename: canon, script_name, path_info });
                 }
-                _ => return Resolved::NotFound,
+                _ => return None,
             }
         }
-        Resolved::NotFound
+        None
     }
 
     /// Every endpoint under the root (for listings), as URL paths, sorted.
@@ -128,16 +133,15 @@ impl Resolver {
         list
     }
 
-    fn runnable(
-        &self,
-        filename: PathBuf,
-        script_name: String,
-        path_info: String,
-        by_server: RunByServer<'_>,
-    ) -> Resolved {
+    /// The target of a located file, or why it cannot be run. `by_server`:
+    /// the route that serves it runs it in a backend server (FastCGI), so a
+    /// `.php` file there is a script, executable or not (php-fpm runs only
+    /// .php by default: `security.limit_extensions`).
+    pub fn runnable(&self, found: Located, by_server: bool) -> Resolved {
+        let Located { filename, script_name, path_info } = found;
         let ext = filename.extension().and_then(|e| e.to_str()).unwrap_or("");
         let interpreter = self.handlers.iter().find(|(e, _)| e == ext).map(|(_, cmd)| cmd.clone());
-        let remote = ext == "php" && by_server(&script_name);
+        let remote = ext == "php" && by_server;
         if interpreter.is_none() && !remote {
             let mode = std::fs::metadata(&filename).map(|m| m.permissions().mode()).unwrap_or(0);
             if mode & 0o111 == 0 {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use percent_encoding::percent_decode_str;
 
-use super::resolve::{has_prefix, is_safe, Resolved, Resolver};
+use super::resolve::{has_prefix, is_safe, Located, Resolved, Resolver};
 use super::response::{Reply, RequestBody};
 use super::{BoxFuture, Transport};
 use crate::event::{RequestInfo, Target};
@@ -45,6 +45,13 @@ pub struct Route {
     pub files: Files,
 }
 
+/// Where a path leads: a route with no local file, or a local file and
+/// the route above it.
+enum Place<'r> {
+    Remote(Routed<'r>),
+    Local(Located, &'r Route),
+}
+
 /// A path's target and the route that serves it.
 pub struct Routed<'r> {
     pub target: Target,
@@ -71,28 +78,56 @@ impl Routes {
         &self.resolver
     }
 
-    /// `true` in single-script mode (every path is the one script; no pages).
-    pub fn is_single(&self) -> bool {
-        self.resolver.is_single()
-    }
-
     /// Resolves a raw (still percent-encoded) URL path: the longest prefix
     /// route that needs no file takes it as is; otherwise the local script
     /// it names, served by the longest route above that script.
     pub fn resolve(&self, raw_path: &str) -> Resolved<Routed<'_>> {
+        match self.locate(raw_path) {
+            Some(Place::Remote(routed)) => Resolved::Found(routed),
+            Some(Place::Local(found, route)) => self.runnable(found, route),
+            None => Resolved::NotFound,
+        }
+    }
+
+    /// What serves a plain HTTP request for a raw URL path: the script and
+    /// the route's [`Pages`]. A path whose route serves no pages (an HTTP
+    /// backend, the single script, which speaks WebSocket only) is
+    /// `NotFound`, runnable or not: the caller serves a static file or 404.
+    pub fn page(&self, raw_path: &str) -> Resolved<(Target, Arc<dyn Pages>)> {
+        let (found, route) = match self.locate(raw_path) {
+            Some(Place::Local(found, route)) if route.pages.is_some() => (found, route),
+            _ => return Resolved::NotFound,
+        };
+        match (self.runnable(found, route), &route.pages) {
+            (Resolved::Found(r), Some(pages)) => Resolved::Found((r.target, pages.clone())),
+            (Resolved::NotRunnable(why), _) => Resolved::NotRunnable(why),
+            _ => Resolved::NotFound,
+        }
+    }
+
+    /// Every route, the local scripts' last.
+    pub fn all(&self) -> impl Iterator<Item = &Route> {
+        self.prefixed.iter().chain(std::iter::once(&self.scripts))
+    }
+
+    /// Where a path leads, before any check that a local file can be run.
+    fn locate(&self, raw_path: &str) -> Option<Place<'_>> {
         let longest = self.prefixed.iter().find(|r| has_prefix(raw_path, &r.prefix));
         if let Some(route) = longest.filter(|r| r.files == Files::None) {
             if !is_safe(raw_path) {
-                return Resolved::NotFound;
+                return None;
             }
-            return Resolved::Found(Routed { target: remote_target(&route.prefix, raw_path), route });
+            return Some(Place::Remote(Routed { target: remote_target(&route.prefix, raw_path), route }));
         }
-        let by_server = |script_name: &str| self.route_of(script_name).files == Files::RunByServer;
-        match self.resolver.resolve_file(raw_path, &by_server) {
-            Resolved::Found(target) => {
-                let route = self.route_of(&target.script_name);
-                Resolved::Found(Routed { target, route })
-            }
+        let found = self.resolver.locate(raw_path)?;
+        let route = self.route_of(&found.script_name);
+        Some(Place::Local(found, route))
+    }
+
+    /// A located local file's target on `route`, if it can be run there.
+    fn runnable<'r>(&self, found: Located, route: &'r Route) -> Resolved<Routed<'r>> {
+        match self.resolver.runnable(found, route.files == Files::RunByServer) {
+            Resolved::Found(target) => Resolved::Found(Routed { target, route }),
             Resolved::NotFound => Resolved::NotFound,
             Resolved::NotRunnable(why) => Resolved::NotRunnable(why),
         }
@@ -105,12 +140,6 @@ impl Routes {
             Resolved::NotFound => Resolved::NotFound,
             Resolved::NotRunnable(why) => Resolved::NotRunnable(why),
         }
-    }
-
-    /// The transport that runs the events of a target [`Routes::resolve`]
-    /// found: the route it was resolved to, by the same rule.
-    pub fn transport(&self, target: &Target) -> &Arc<dyn Transport> {
-        &self.route_of(&target.script_name).transport
     }
 
     /// Every endpoint under `--cgi-bin` (for listings), as URL paths, sorted.
@@ -181,6 +210,50 @@ mod tests {
         Routes::new(Resolver::new(root, None, vec![]), prefixed, route("/", "spawn", Files::Spawned))
     }
 
+    /// Serves no page; only its presence on a route is checked.
+    struct NoPages;
+
+    impl Pages for NoPages {
+        fn serve<'a>(&'a self, _: &'a RequestInfo, _: &'a Target, _: RequestBody) -> BoxFuture<'a, Reply> {
+            Box::pin(async { Reply::LocalRedirect("/".into()) })
+        }
+    }
+
+    #[test]
+    fn plain_requests_get_pages_only_from_routes_that_serve_them() {
+        let mut r = table();
+        r.scripts.pages = Some(Arc::new(NoPages));
+        r.prefixed.iter_mut().filter(|p| p.prefix == "/php").for_each(|p| p.pages = Some(Arc::new(NoPages)));
+        let page = |r: &Routes, p: &str| match r.page(p) {
+            Resolved::Found((t, _)) => Some(t.script_name),
+            _ => None,
+        };
+        assert_eq!(page(&r, "/run.sh/x").as_deref(), Some("/run.sh"));
+        assert_eq!(page(&r, "/php/page.php").as_deref(), Some("/php/page.php"));
+        assert!(matches!(r.page("/page.php"), Resolved::NotRunnable(_)), "a script is never a static file");
+        assert_eq!(page(&r, "/php/api/x.php"), None, "an HTTP backend serves no pages");
+        assert!(matches!(r.resolve("/php/api/x.php"), Resolved::Found(_)), "but runs events");
+    }
+
+    #[test]
+    fn the_single_script_is_a_route_that_serves_no_pages() {
+        let dir = std::env::temp_dir().join(format!("ws2http-single-{}", crate::id::ConnId::random()));
+        std::fs::create_dir_all(&dir).expect("fixture");
+        let (run, idle) = (dir.join("chat.sh"), dir.join("idle.sh"));
+        for (p, mode) in [(&run, 0o755), (&idle, 0o644)] {
+            std::fs::write(p, "x").expect("fixture");
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("fixture");
+        }
+        for (script, runnable) in [(run, true), (idle, false)] {
+            let resolver = Resolver::new(dir.clone(), Some(script.canonicalize().expect("fixture")), vec![]);
+            let r = Routes::new(resolver, vec![], route("/", "spawn", Files::Spawned));
+            assert_eq!(matches!(r.resolve("/any/path"), Resolved::Found(_)), runnable);
+            // Plain requests never reach it, runnable or not (a static file or 404).
+            assert!(matches!(r.page("/any/path"), Resolved::NotFound));
+            assert!(matches!(r.page("/"), Resolved::NotFound));
+        }
+    }
+
     fn via(routes: &Routes, path: &str) -> Option<(String, String, &'static str)> {
         match routes.resolve(path) {
             Resolved::Found(r) => {
@@ -190,7 +263,6 @@ mod tests {
                     "fastcgi" => "fastcgi",
                     _ => "spawn",
                 };
-                assert_eq!(routes.transport(&r.target).via(), r.route.transport.via(), "{path}");
                 Some((r.target.script_name, r.target.path_info, name))
             }
             _ => None,

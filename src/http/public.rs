@@ -42,19 +42,15 @@ pub async fn handle(mut req: Request<Arc<SiteState>>) -> tide::Result {
     // body); a local redirect runs its script with an empty one.
     let mut body = None;
     for _ in 0..=MAX_LOCAL_REDIRECTS {
-        // In single-script mode the script speaks WebSocket only.
-        let resolved = if app.routes.is_single() { Resolved::NotFound } else { app.routes.resolve(&path) };
-        let (target, pages) = match resolved {
-            Resolved::Found(routed) => match &routed.route.pages {
-                Some(pages) => (routed.target, pages.clone()),
-                // A route that serves no pages (an HTTP backend).
-                None => return Ok(fallback(&app, &path, &req).await),
-            },
+        let (target, pages) = match app.routes.page(&path) {
+            Resolved::Found(page) => page,
             // Never a static file instead: its source could leak.
             Resolved::NotRunnable(why) => {
                 log::error!(target: LOG, "{path}: {why}");
                 return Ok(text(StatusCode::InternalServerError, "the script cannot be run; see the server log"));
             }
+            // No script, or its route serves no pages (an HTTP backend,
+            // the single script).
             Resolved::NotFound => return Ok(fallback(&app, &path, &req).await),
         };
         let request_body = match body.take() {

@@ -43,7 +43,7 @@ use futures_util::future::{select, Either};
 
 use crate::action::{CloseCause, Message};
 use crate::event::{ConnInfo, Event, EventKind};
-use crate::gateway::{self, Outcome, Output, Sink};
+use crate::gateway::{self, Outcome, Output, Sink, Transport};
 use crate::hub::shared::{CloseRequest, ConnShared, Ending};
 use crate::ws::limits::{ConnBudget, Evict, OverBudget, Refused};
 use crate::ws::state::WsState;
@@ -52,11 +52,18 @@ use crate::{metrics, runtime};
 /// How long the server waits for the client to answer its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// Runs one event through the gateway, sending its output to `out` as it
-/// comes: the hub's apply for message and close events, a buffer for the
-/// open event (its actions wait until the handshake is answered). Logs one
-/// line and counts the event.
-pub async fn dispatch(app: &WsState, conn: &Arc<ConnInfo>, kind: EventKind, out: &mut Sink<'_>) -> Outcome {
+/// Runs one event through the gateway and `transport` (the one the
+/// handshake's route chose for the connection), sending its output to
+/// `out` as it comes: the hub's apply for message and close events, a
+/// buffer for the open event (its actions wait until the handshake is
+/// answered). Logs one line and counts the event.
+pub async fn dispatch(
+    app: &WsState,
+    conn: &Arc<ConnInfo>,
+    transport: &dyn Transport,
+    kind: EventKind,
+    out: &mut Sink<'_>,
+) -> Outcome {
     let (rooms, meta) = app.hub.snapshot(&conn.id);
     let event = Event { kind, conn: conn.clone(), rooms, meta };
     let started = Instant::now();
@@ -70,7 +77,7 @@ pub async fn dispatch(app: &WsState, conn: &Arc<ConnInfo>, kind: EventKind, out:
         }
         out(o)
     };
-    let outcome = gateway::run(&**app.routes.transport(&conn.target), &event, &mut watch).await;
+    let outcome = gateway::run(transport, &event, &mut watch).await;
     let took = started.elapsed();
     let kind = kind_index(&event.kind);
     let result = match outcome {
@@ -100,6 +107,7 @@ pub async fn dispatch(app: &WsState, conn: &Arc<ConnInfo>, kind: EventKind, out:
 pub async fn event_worker(
     app: Arc<WsState>,
     conn: Arc<ConnInfo>,
+    transport: Arc<dyn Transport>,
     events: async_channel::Receiver<EventKind>,
     shared: Arc<ConnShared>,
     budget: Arc<ConnBudget>,
@@ -125,7 +133,7 @@ pub async fn event_worker(
         } else if app.events.wants(&kind) {
             // Messages not in --events never get here (the reader drops
             // them); the close event always does, to end the worker.
-            dispatch_guarded(&app, &conn, kind).await;
+            dispatch_guarded(&app, &conn, &*transport, kind).await;
         }
         if let Some(len) = len {
             budget.done(len);
@@ -160,7 +168,7 @@ fn drops_queue(app: &WsState, shared: &ConnShared) -> bool {
 
 /// [`dispatch`], surviving a panic inside it (a bug in a backend): the
 /// event is logged and counted as failed, and the worker goes on.
-async fn dispatch_guarded(app: &WsState, conn: &Arc<ConnInfo>, kind: EventKind) {
+async fn dispatch_guarded(app: &WsState, conn: &Arc<ConnInfo>, transport: &dyn Transport, kind: EventKind) {
     let (name, index) = (kind.name(), kind_index(&kind));
     let started = Instant::now();
     let mut apply = |o: Output| {
@@ -168,7 +176,7 @@ async fn dispatch_guarded(app: &WsState, conn: &Arc<ConnInfo>, kind: EventKind) 
             app.delivery.apply(a);
         }
     };
-    let run = std::panic::AssertUnwindSafe(dispatch(app, conn, kind, &mut apply));
+    let run = std::panic::AssertUnwindSafe(dispatch(app, conn, transport, kind, &mut apply));
     if let Err(panic) = futures_lite::FutureExt::catch_unwind(run).await {
         let took = started.elapsed();
         metrics::get().event(index, 1, took);
@@ -659,6 +667,8 @@ mod tests {
     /// the handshake leaves it (the worker not started yet).
     struct Open {
         conn: Arc<ConnInfo>,
+        /// The transport its route chose at the handshake.
+        transport: Arc<dyn Transport>,
         outgoing: async_channel::Receiver<Message>,
         shared: Arc<ConnShared>,
         budget: Arc<ConnBudget>,
@@ -667,12 +677,13 @@ mod tests {
     }
 
     fn open(app: &WsState) -> Open {
-        let Resolved::Found(target) = app.routes.target("/mirror.sh") else { panic!("no /mirror.sh") };
+        let Resolved::Found(routed) = app.routes.resolve("/mirror.sh") else { panic!("no /mirror.sh") };
+        let (target, transport) = (routed.target, routed.route.transport.clone());
         let conn = Arc::new(ConnInfo { id: ConnId::random(), target, request: Default::default() });
         let (outgoing, shared) = app.hub.register(conn.clone());
         let budget = app.queue_budget.conn(Box::new(|_| {}));
         let (tx, rx) = async_channel::unbounded();
-        Open { conn, outgoing, shared, budget, tx, rx }
+        Open { conn, transport, outgoing, shared, budget, tx, rx }
     }
 
     impl Open {
@@ -687,7 +698,7 @@ mod tests {
             let slot = app.conn_limits.reserve("127.0.0.1").expect("slot");
             let (conn, rx, shared, budget) =
                 (self.conn.clone(), self.rx.clone(), self.shared.clone(), self.budget.clone());
-            runtime::block_on(event_worker(app.clone(), conn, rx, shared, budget, slot));
+            runtime::block_on(event_worker(app.clone(), conn, self.transport.clone(), rx, shared, budget, slot));
         }
     }
 
@@ -749,6 +760,23 @@ mod tests {
         assert_eq!(texts(&c.outgoing), ["echo one", "echo two", "echo three"]);
         assert!(app.hub.is_known(&b.conn.id) && !app.hub.is_known(&c.conn.id));
         assert_eq!(app.queue_budget.held(), 0, "every message's bytes given back");
+    }
+
+    #[test]
+    fn every_event_runs_through_the_transport_the_handshake_chose() {
+        let table = Scripted::new(|_| Ok("from the table\n".into()));
+        let chosen = Scripted::new(|e| Ok(format!("{} from the handshake\n", crate::ws::fake::name(&e.kind))));
+        let app = crate::ws::state::for_tests(&[], table.clone());
+        let mut c = open(&app);
+        // The connection keeps its route's transport; the table is not asked again.
+        c.transport = chosen.clone();
+        c.message("hi");
+        c.tx.try_send(EventKind::Close { code: 1000, reason: String::new(), cause: CloseCause::Client })
+            .expect("queue");
+        c.run_worker(&app);
+        assert_eq!(chosen.seen(), ["hi", "close 1000 client"]);
+        assert!(table.seen().is_empty(), "{:?}", table.seen());
+        assert_eq!(texts(&c.outgoing)[0], "hi from the handshake");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::action::Action;
 use crate::conn_limits::Slot;
 use crate::event::{ConnInfo, EventKind, Target};
 use crate::gateway::resolve::Resolved;
-use crate::gateway::{sendable_header_value, Head, Outcome, Output};
+use crate::gateway::{sendable_header_value, Head, Outcome, Output, Transport};
 use crate::http1::request::{raw_path_and_query, request_info, text_response as text};
 use crate::runtime;
 use crate::ws::connection;
@@ -46,11 +46,14 @@ pub async fn handle<S>(req: Request<S>, ws: &Arc<WsState>) -> tide::Result {
 }
 
 /// A handshake that passed the checks: its key, a connection slot, the
-/// connection it would be, and the subprotocols the client offered.
+/// connection it would be, the transport of its route (chosen here once,
+/// for every event of the connection), and the subprotocols the client
+/// offered.
 struct Checked {
     key: String,
     slot: Slot,
     conn: Arc<ConnInfo>,
+    transport: Arc<dyn Transport>,
     offered: Vec<String>,
 }
 
@@ -61,17 +64,18 @@ fn check<S>(req: &Request<S>, app: &WsState) -> Result<Checked, Refused> {
     let path = raw_path_and_query(req).0;
     check_origin(req, app, &path)?;
     let slot = reserve_slot(req, app, &path)?;
-    let target = resolve_target(app, &path)?;
+    let (target, transport) = resolve_target(app, &path)?;
     let offered = offered_subprotocols(req);
     let conn = Arc::new(ConnInfo { id: app.delivery.new_conn_id(), target, request: request_info(req, app.port) });
     log::debug!("[{}] {} handshake from {}", conn.id, conn.target.endpoint(), conn.request.remote_addr);
-    Ok(Checked { key, slot, conn, offered })
+    Ok(Checked { key, slot, conn, transport, offered })
 }
 
 /// A connection the open event accepted, not started yet: `res` is its
 /// `101`, `actions` what the open script printed.
 struct Opening {
     conn: Arc<ConnInfo>,
+    transport: Arc<dyn Transport>,
     slot: Slot,
     actions: Vec<Action>,
     res: Response,
@@ -80,10 +84,10 @@ struct Opening {
 /// Runs the open event of a checked handshake: the `101` it earned, or the
 /// refusal.
 async fn open(app: &WsState, checked: Checked) -> Result<Opening, Refused> {
-    let Checked { key, slot, conn, offered } = checked;
-    let accepted = run_open(app, &conn).await?;
+    let Checked { key, slot, conn, transport, offered } = checked;
+    let accepted = run_open(app, &conn, &*transport).await?;
     let res = switching_protocols(&key, &accepted.head, &offered, &conn);
-    Ok(Opening { conn, slot, actions: accepted.actions, res })
+    Ok(Opening { conn, transport, slot, actions: accepted.actions, res })
 }
 
 /// A handshake refused: the response that says why (boxed, as a
@@ -155,11 +159,11 @@ fn reserve_slot<S>(req: &Request<S>, app: &WsState, path: &str) -> Result<Slot, 
     })
 }
 
-/// The script behind `path`: 404 when there is none, 500 when it cannot
-/// be run.
-fn resolve_target(app: &WsState, path: &str) -> Result<Target, Refused> {
-    match app.routes.target(path) {
-        Resolved::Found(t) => Ok(t),
+/// The script behind `path` and the transport of its route: 404 when
+/// there is none, 500 when it cannot be run.
+fn resolve_target(app: &WsState, path: &str) -> Result<(Target, Arc<dyn Transport>), Refused> {
+    match app.routes.resolve(path) {
+        Resolved::Found(r) => Ok((r.target, r.route.transport.clone())),
         Resolved::NotFound => Err(Box::new(text(StatusCode::NotFound, "no WebSocket endpoint here"))),
         Resolved::NotRunnable(why) => {
             log::error!("{path}: {why}");
@@ -191,11 +195,11 @@ struct Accepted {
 /// (without it in --events, every handshake that got this far is accepted).
 /// A failed script is a 500, an unavailable backend a 502, a rejection the
 /// script's own response.
-async fn run_open(app: &WsState, conn: &Arc<ConnInfo>) -> Result<Accepted, Refused> {
+async fn run_open(app: &WsState, conn: &Arc<ConnInfo>, transport: &dyn Transport) -> Result<Accepted, Refused> {
     // Buffered: nothing is applied before the handshake is answered.
     let mut items = Vec::new();
     let outcome = match app.events.wants(&EventKind::Open) {
-        true => connection::dispatch(app, conn, EventKind::Open, &mut |o| items.push(o)).await,
+        true => connection::dispatch(app, conn, transport, EventKind::Open, &mut |o| items.push(o)).await,
         false => Outcome::Success,
     };
     // `dispatch` logged the outcome as "[id] /endpoint open: …".
@@ -230,7 +234,8 @@ async fn run_open(app: &WsState, conn: &Arc<ConnInfo>) -> Result<Accepted, Refus
 }
 
 /// The `101 Switching Protocols` answer, with the open script's cookies and
-/// chosen subprotocol (header values that cannot be sent are dropped).
+/// chosen subprotocol (header values that cannot be sent are dropped, and
+/// so is a subprotocol the client did not offer).
 fn switching_protocols(key: &str, head: &Head, offered: &[String], conn: &ConnInfo) -> Response {
     let mut res = Response::new(StatusCode::SwitchingProtocols);
     res.insert_header("Upgrade", "websocket");
@@ -244,15 +249,18 @@ fn switching_protocols(key: &str, head: &Head, offered: &[String], conn: &ConnIn
         }
     }
     if let Some(proto) = head.get("Sec-WebSocket-Protocol").filter(|p| sendable_header_value(p)) {
+        // RFC 6455 §4.1: a client fails a connection whose 101 names a
+        // subprotocol it did not offer, so such a choice is not sent.
         if !offered.iter().any(|o| o == proto) {
             log::warn!(
-                "[{}] open script chose subprotocol {} which the client did not offer ({})",
+                "[{}] open script chose subprotocol {} which the client did not offer ({}); dropped it from the 101",
                 conn.id,
                 crate::logging::quoted(proto),
                 offered.iter().map(|o| crate::logging::quoted(o)).collect::<Vec<_>>().join(", ")
             );
+        } else {
+            res.insert_header("Sec-WebSocket-Protocol", proto);
         }
-        res.insert_header("Sec-WebSocket-Protocol", proto);
     }
     res
 }
@@ -261,7 +269,7 @@ fn switching_protocols(key: &str, head: &Head, offered: &[String], conn: &ConnIn
 /// the connection's task (its socket io beside its event worker), which
 /// starts once `res` (the `101`) has been sent.
 async fn start(app: Arc<WsState>, opening: Opening) -> Response {
-    let Opening { conn, slot, actions, mut res } = opening;
+    let Opening { conn, transport, slot, actions, mut res } = opening;
     // Register before answering so the open script's messages are queued
     // ahead of anything else.
     let (outgoing, shared) = app.hub.register(conn.clone());
@@ -275,7 +283,8 @@ async fn start(app: Arc<WsState>, opening: Opening) -> Response {
     // writer: a message's event, its script's reply and the write to the
     // socket then need no hand-off between tasks (each cost a thread wake).
     let budget = app.queue_budget.conn(connection::evictor(&shared));
-    let worker = connection::event_worker(app.clone(), conn.clone(), events_rx, shared.clone(), budget.clone(), slot);
+    let worker =
+        connection::event_worker(app.clone(), conn.clone(), transport, events_rx, shared.clone(), budget.clone(), slot);
 
     let http_res: &mut tide::http::Response = res.as_mut();
     let upgrade = http_res.recv_upgrade().await;

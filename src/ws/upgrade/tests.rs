@@ -157,3 +157,19 @@ fn an_accepted_open_is_a_101_with_the_accept_key_and_the_scripts_actions() {
     assert_eq!(script.seen(), ["open"]);
     assert!(!ws.hub.is_known(id), "the connection is registered only once the 101 goes out");
 }
+
+#[test]
+fn a_subprotocol_the_client_did_not_offer_is_not_sent() {
+    let script = Scripted::new(|_| Ok("Sec-WebSocket-Protocol: chat\n\nwelcome\n".into()));
+    let ws = crate::ws::state::for_tests(&[], script.clone());
+    for offer in [None, Some("x, y"), Some("chatty")] {
+        let req = request(Method::Get, "/mirror.sh", &[("Sec-WebSocket-Protocol", offer)]);
+        let opening = decide(&ws, &req).expect("accepted");
+        assert_eq!(u16::from(opening.res.status()), 101, "offer {offer:?}");
+        assert!(opening.res.header("Sec-WebSocket-Protocol").is_none(), "offer {offer:?}");
+    }
+    let req = request(Method::Get, "/mirror.sh", &[("Sec-WebSocket-Protocol", Some("x, chat"))]);
+    let opening = decide(&ws, &req).expect("accepted");
+    let chosen = opening.res.header("Sec-WebSocket-Protocol").map(|v| v.last().as_str().to_owned());
+    assert_eq!(chosen.as_deref(), Some("chat"));
+}
