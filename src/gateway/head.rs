@@ -40,13 +40,6 @@ impl Head {
     }
 }
 
-/// `true` when a header value from a script may go into an HTTP response:
-/// printable ASCII and tabs only. Control characters would corrupt the
-/// response, and the HTTP library accepts nothing but ASCII.
-pub fn sendable_header_value(v: &str) -> bool {
-    v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
-}
-
 /// A line without its `\n` or `\r\n`.
 pub fn trim_eol(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);

@@ -33,7 +33,7 @@ use futures_lite::io::AsyncBufRead;
 
 use crate::action::Action;
 use crate::event::{Event, EventKind};
-pub use head::{sendable_header_value, Head};
+pub use head::Head;
 use output::OutputParser;
 
 /// One piece of backend output, in the order it was produced.

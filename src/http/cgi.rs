@@ -78,7 +78,7 @@ pub async fn run(spawn: &Spawn, info: &RequestInfo, target: &Target, body: Reque
     let reply = page_reply(head, reader);
     // The status the client got, on the line that says how the script ended.
     let answered = match &reply {
-        Reply::Response(r) => u16::from(r.status()).to_string(),
+        Reply::Response(r) => crate::http1::response::status_of(r.as_ref().as_ref()).to_string(),
         Reply::LocalRedirect(to) => format!("local redirect to {to}"),
     };
     reap_in_background(child, permit, label, answered, started, timeout, grace);
