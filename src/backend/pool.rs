@@ -279,6 +279,7 @@ impl Pool {
     }
 
     /// Idle connections right now.
+    #[cfg(test)]
     pub fn idle(&self) -> usize {
         self.lock().len()
     }

@@ -128,7 +128,7 @@ impl<'a> Call<'a> {
     }
 
     /// One raw line of CGI output (ending in `\n` unless it is the last).
-    pub fn line(&mut self, raw: &[u8]) {
+    fn line(&mut self, raw: &[u8]) {
         self.parser.push(raw, self.out);
     }
 

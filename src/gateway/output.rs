@@ -189,7 +189,8 @@ fn quote_start(line: &str) -> std::borrow::Cow<'_, str> {
     format!("{}… ({} bytes)", &line[..end], line.len()).into()
 }
 
-/// Parses a complete output at once (tests, `POST` bodies).
+/// Parses a complete output at once (tests; `POST /actions` reads its body
+/// line by line with [`super::directive::parse_line`] instead).
 pub fn parse_all(ctx: Context<'_>, is_open: bool, output: &[u8]) -> Vec<Output> {
     let mut items = Vec::new();
     let mut p = OutputParser::new(ctx, is_open);

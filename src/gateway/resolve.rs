@@ -47,10 +47,6 @@ impl Resolver {
         Resolver { root, single, handlers }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// `true` when `canonical` (a canonical path) is a script: it lies under
     /// `--cgi-bin`, is the single script, or has a handler's extension
     /// (`.php`, any `--handler EXT`) wherever it is. Such a file is never
@@ -69,7 +65,8 @@ impl Resolver {
     }
 
     /// Resolves a raw (still percent-encoded) URL path to a local script
-    /// that is spawned.
+    /// that is spawned (the routing table passes its own `by_server`).
+    #[cfg(test)]
     pub fn resolve(&self, raw_path: &str) -> Resolved {
         self.resolve_file(raw_path, &|_| false)
     }
@@ -107,7 +104,8 @@ impl Resolver {
         Resolved::NotFound
     }
 
-    /// Every endpoint under the root (for listings), as URL paths, sorted.
+    /// Every endpoint under the root, as URL paths, sorted.
+    #[cfg(test)]
     pub fn endpoints(&self) -> Vec<String> {
         self.endpoints_where(&|url| matches!(self.resolve(url), Resolved::Found(_)))
     }

@@ -191,11 +191,6 @@ impl Input {
         self.generation
     }
 
-    /// `true` once the current request's body has been read to its end.
-    pub fn body_done(&self) -> bool {
-        self.body == Body::Done
-    }
-
     /// Reads body bytes into `out`; `Ok(0)` at the end of the body.
     fn poll_body(&mut self, cx: &mut Context<'_>, out: &mut [u8]) -> Poll<io::Result<usize>> {
         if self.body != Body::Done && self.continue_due > 0 {

@@ -193,6 +193,7 @@ impl ConnShared {
     }
 
     /// `true` once the connection was aborted ([`Ending::Abort`]).
+    #[cfg(test)]
     pub fn is_aborted(&self) -> bool {
         self.killed.load(Ordering::SeqCst)
     }
