@@ -69,16 +69,8 @@ fn word<'a>(s: &'a str, what: &str) -> Result<&'a str, String> {
 /// anything is applied.
 fn room(s: &str) -> Result<String, String> {
     let r = word(s, "a room name")?;
-    check_room(r).map_err(|e| format!("room {}: {e}", preview(r)))?;
+    check_room(r).map_err(|e| format!("room {}: {e}", crate::logging::quoted_short(r, 32)))?;
     Ok(r.to_owned())
-}
-
-/// The start of a long argument, for an error message that stays short.
-fn preview(s: &str) -> String {
-    match s.char_indices().nth(32) {
-        Some((i, _)) => format!("{}…", crate::logging::quoted(&s[..i])),
-        None => crate::logging::quoted(s),
-    }
 }
 
 fn conn_arg(s: &str) -> Result<ConnId, String> {
@@ -136,7 +128,8 @@ fn parse_directive(name: &str, args: &str, ctx: Context<'_>) -> Result<Action, S
                 return Err("@set KEY VALUE: KEY must be letters, digits and _".into());
             }
             let value = (!value.is_empty()).then(|| value.to_owned());
-            check_meta(key, value.as_deref()).map_err(|e| format!("@set {}: {e}", preview(key)))?;
+            check_meta(key, value.as_deref())
+                .map_err(|e| format!("@set {}: {e}", crate::logging::quoted_short(key, 32)))?;
             Ok(Action::SetMeta { conn, key: key.to_owned(), value })
         }
         "close" => {

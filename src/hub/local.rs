@@ -205,7 +205,10 @@ impl Hub {
             Action::Join { conn, room } => {
                 let Some(c) = st.conns.get_mut(&conn) else { return Ok(0) };
                 if let Err(why) = can_join(c, &room) {
-                    log::warn!("[{conn}] @join {} refused: {why}", short(&room, caps::ROOM_NAME));
+                    log::warn!(
+                        "[{conn}] @join {} refused: {why}",
+                        crate::logging::quoted_short(&room, caps::ROOM_NAME)
+                    );
                     return Err(Refused);
                 }
                 c.rooms.insert(room.clone());
@@ -222,7 +225,7 @@ impl Hub {
             }
             Action::SetMeta { conn, key, value } => {
                 let Some(c) = st.conns.get_mut(&conn) else { return Ok(0) };
-                let label = short(&key, caps::KEY);
+                let label = crate::logging::quoted_short(&key, caps::KEY);
                 if let Err(why) = set_meta(c, key, value) {
                     log::warn!("[{conn}] @set {label} refused: {why}");
                     return Err(Refused);
@@ -304,14 +307,6 @@ impl Hub {
             .map(|(r, m)| (r.clone(), m.iter().filter(|id| st.conns.get(*id).is_some_and(Conn::live)).count()))
             .filter(|(_, n)| *n > 0)
             .collect()
-    }
-}
-
-/// At most `max` characters of `s`, for a log line.
-fn short(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
     }
 }
 
