@@ -1,8 +1,9 @@
 //! What a script (or the control API) asks the server to do.
 //!
-//! Every producer of work — the CGI stdout parser, the control API, later the
-//! FastCGI and HTTP backends — turns its input into [`Action`]s. Only the hub
-//! executes them, so the rules for delivery live in one place.
+//! Every producer of work — the output parser every backend shares (spawned
+//! scripts, FastCGI, HTTP), the control API, other instances in a cluster —
+//! turns its input into [`Action`]s. Only the hub executes them, so the
+//! rules for delivery live in one place.
 
 use async_tungstenite::tungstenite::Utf8Bytes;
 use bytes::Bytes;

@@ -1,6 +1,7 @@
 //! The hub owns every live connection, the rooms and the metadata, and is the
-//! only thing that executes [`Action`]s. Scripts, the control API and (later)
-//! other instances all go through [`Hub::apply`], so delivery rules live here.
+//! only thing that executes [`Action`]s. Scripts, the control API and other
+//! instances (through `hub::cluster`) all go through [`Hub::apply`], so
+//! delivery rules live here.
 //!
 //! State sits behind one short-lived mutex: each operation is a few map
 //! look-ups and non-blocking channel sends, never I/O.
