@@ -1,8 +1,9 @@
 //! What a script (or the control API) asks the server to do.
 //!
-//! Every producer of work — the CGI stdout parser, the control API, later the
-//! FastCGI and HTTP backends — turns its input into [`Action`]s. Only the hub
-//! executes them, so the rules for delivery live in one place.
+//! Every producer of work — the output parser every backend shares (spawned
+//! scripts, FastCGI, HTTP), the control API, other instances in a cluster —
+//! turns its input into [`Action`]s. Only the hub executes them, so the
+//! rules for delivery live in one place.
 
 use async_tungstenite::tungstenite::Utf8Bytes;
 use bytes::Bytes;
@@ -285,8 +286,35 @@ impl Action {
 }
 
 /// Close codes a server may put in a close frame (RFC 6455 §7.4).
-pub fn is_sendable_close_code(code: u16) -> bool {
+fn is_sendable_close_code(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// Longest close reason: a close frame's payload is at most 125 bytes, two
+/// of them the code (RFC 6455 §5.5).
+pub const MAX_CLOSE_REASON: usize = 123;
+
+/// What is wrong with a close a script (`@close`) or the control API
+/// (`DELETE /connections/ID`) asked for; each words it for its own user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadClose {
+    /// Not a number, or not a code a server may send (1000-1003, 1007-1014, 3000-4999).
+    Code,
+    /// Over [`MAX_CLOSE_REASON`] bytes.
+    Reason,
+}
+
+/// The one check of a requested close: its code as written (`None`: not
+/// given, 1000) and its reason. Returns the code.
+pub fn check_close(code: Option<&str>, reason: &str) -> Result<u16, BadClose> {
+    let code = match code {
+        None => 1000,
+        Some(c) => c.parse::<u16>().ok().filter(|&c| is_sendable_close_code(c)).ok_or(BadClose::Code)?,
+    };
+    if reason.len() > MAX_CLOSE_REASON {
+        return Err(BadClose::Reason);
+    }
+    Ok(code)
 }
 
 /// Caps on what a connection carries into the environment of every later
@@ -386,5 +414,23 @@ pub fn check_room(room: &str) -> Result<(), Refusal> {
         Err(Refusal::Nul)
     } else {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod close_tests {
+    use super::*;
+
+    #[test]
+    fn one_check_for_a_requested_close() {
+        assert_eq!(check_close(None, ""), Ok(1000));
+        for ok in ["1000", "1003", "1007", "1014", "3000", "4999"] {
+            assert_eq!(check_close(Some(ok), "bye").map(|c| c.to_string()), Ok(ok.to_owned()));
+        }
+        for bad in ["999", "1004", "1005", "1006", "1015", "2999", "5000", "x", "", "-1"] {
+            assert_eq!(check_close(Some(bad), ""), Err(BadClose::Code), "{bad}");
+        }
+        assert_eq!(check_close(None, &"r".repeat(MAX_CLOSE_REASON)), Ok(1000));
+        assert_eq!(check_close(None, &"r".repeat(MAX_CLOSE_REASON + 1)), Err(BadClose::Reason));
     }
 }

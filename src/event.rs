@@ -9,10 +9,12 @@ use bytes::Bytes;
 use crate::action::CloseCause;
 use crate::id::ConnId;
 
-/// The script that serves a URL, as found by the resolver.
+/// What serves a URL (a script, or an endpoint of a backend server), as
+/// the routing table found it (`gateway::routes`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
-    /// Absolute path of the script file (SCRIPT_FILENAME).
+    /// Absolute path of the script file (SCRIPT_FILENAME); empty for an
+    /// HTTP backend's route, which has no local file.
     pub filename: PathBuf,
     /// URL path of the script (SCRIPT_NAME); empty in single-script mode.
     pub script_name: String,

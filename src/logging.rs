@@ -60,9 +60,29 @@ pub fn quoted(s: &str) -> String {
     format!("\"{}\"", escape_controls(&inner))
 }
 
+/// [`quoted`], cut to its first `max` characters for the log (a script that
+/// prints a 200 KB directive must not write a 200 KB log line): the cut
+/// string ends in `…` inside the quotes, its whole length follows.
+pub fn quoted_short(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((end, _)) => format!("{} ({} bytes)", quoted(&format!("{}…", &s[..end])), s.len()),
+        None => quoted(s),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{escape_controls, quoted};
+    use super::{escape_controls, quoted, quoted_short};
+
+    #[test]
+    fn long_strings_are_cut_for_the_log_with_their_length() {
+        assert_eq!(quoted_short("@sned x", 200), "\"@sned x\"");
+        assert_eq!(quoted_short("abcdef", 3), "\"abc…\" (6 bytes)");
+        let long = format!("@set k {}", "é".repeat(300));
+        let q = quoted_short(&long, 200);
+        assert!(q.starts_with("\"@set k éé") && q.ends_with("é…\" (607 bytes)"), "{q}");
+        assert_eq!(q.chars().filter(|&c| c == 'é').count(), 193);
+    }
 
     #[test]
     fn quoted_strings_escape_like_the_rest_of_the_log() {

@@ -61,11 +61,6 @@ impl Metrics {
         self.duration_sum_us.fetch_add(took.as_micros() as u64, Relaxed);
     }
 
-    /// Events run so far of kind 0/1/2 with outcome 0/1/2 (as [`Metrics::event`]).
-    pub fn events_run(&self, kind: usize, outcome: usize) -> u64 {
-        self.events[kind.min(2)][outcome.min(2)].load(Relaxed)
-    }
-
     /// The Prometheus text exposition; gauges that live elsewhere are passed in.
     pub fn render(&self, connections: usize, rooms: usize) -> String {
         let mut s = String::with_capacity(4096);

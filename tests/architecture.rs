@@ -242,12 +242,12 @@ fn only_the_runtime_module_names_the_runtime() {
         }
         let text = std::fs::read_to_string(&f).expect("a source file");
         for (n, line) in code_lines(&text).iter().enumerate() {
-            if line.contains("async_std") {
+            if line.contains("async_std") || line.contains("async_io") {
                 named.push(format!("{}:{}", f.display(), n + 1));
             }
         }
     }
-    assert!(named.is_empty(), "async_std named outside src/runtime/: {named:?}");
+    assert!(named.is_empty(), "async_std or async_io named outside src/runtime/: {named:?}");
 }
 
 #[test]

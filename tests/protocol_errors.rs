@@ -82,3 +82,14 @@ fn a_well_formed_close_is_still_the_clients() {
     assert_eq!(code, Some(4000));
     assert!(line.contains(" 4000 client bye"), "{line}");
 }
+
+/// The cause comes from the code on the wire, not from tungstenite's words:
+/// a client that closes with 1002 "Protocol violation" itself closed it.
+#[test]
+fn a_client_closing_with_1002_and_the_libraries_words_is_still_the_clients() {
+    let s = Server::start(&[]);
+    let (code, line) = break_it(&s, &frame(CLOSE, &[&[0x03, 0xea][..], b"Protocol violation"].concat()));
+    assert_eq!(code, Some(1002));
+    assert!(line.contains(" 1002 client Protocol violation"), "{line}");
+    assert!(!s.log().contains("close code it may not use"), "{}", s.log());
+}

@@ -64,7 +64,9 @@ fn browser_context(req: &Request<State>, hosts: &AllowedHosts) -> Option<Browser
     if let Some(origin) = one("Origin") {
         return Some(BrowserContext::Origin(origin));
     }
-    if let Some(site) = one("Sec-Fetch-Site").filter(|s| !s.trim().eq_ignore_ascii_case("none")) {
+    // Browsers send exactly `none` for a request the user made (the
+    // address bar); anything else, `None` included, is not that.
+    if let Some(site) = one("Sec-Fetch-Site").filter(|s| s != "none") {
         return Some(BrowserContext::FetchSite(site));
     }
     let host = req.header("Host").filter(|v| v.iter().count() == 1).map(|v| v.last().as_str().to_owned());

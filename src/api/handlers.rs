@@ -9,7 +9,7 @@ use super::body::{body_message, read_body, BodyCap};
 use super::state::ApiState;
 use super::State;
 use super::{error, json_response, param, query};
-use crate::action::{Action, CloseCause, Message};
+use crate::action::{check_close, Action, BadClose, CloseCause, Message, MAX_CLOSE_REASON};
 use crate::gateway::directive::{parse_line, Context, Line};
 use crate::hub::local::ConnView;
 use crate::hub::Applied;
@@ -132,17 +132,18 @@ pub(super) async fn connection(req: Request<State>) -> tide::Result {
 
 pub(super) async fn close(req: Request<State>) -> tide::Result {
     let id = param(&req, "id");
-    let code = match query(&req, "code") {
-        None => 1000,
-        Some(c) => match c.parse::<u16>() {
-            Ok(c) if crate::action::is_sendable_close_code(c) => c,
-            _ => return error(StatusCode::BadRequest, format!("code {c:?}: use 1000-1003, 1007-1014 or 3000-4999")),
-        },
-    };
+    let asked = query(&req, "code");
     let reason = query(&req, "reason").unwrap_or_default();
-    if reason.len() > 123 {
-        return error(StatusCode::BadRequest, "reason: at most 123 bytes");
-    }
+    let code = match check_close(asked.as_deref(), &reason) {
+        Ok(code) => code,
+        Err(BadClose::Code) => {
+            let c = asked.unwrap_or_default();
+            return error(StatusCode::BadRequest, format!("code {c:?}: use 1000-1003, 1007-1014 or 3000-4999"));
+        }
+        Err(BadClose::Reason) => {
+            return error(StatusCode::BadRequest, format!("reason: at most {MAX_CLOSE_REASON} bytes"));
+        }
+    };
     let Some(conn) = ConnId::parse(&id) else {
         return error(StatusCode::NotFound, format!("no open connection with id {id:?}"));
     };

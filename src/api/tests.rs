@@ -37,8 +37,22 @@ fn connect(app: &ApiState, id: &str) -> (async_channel::Receiver<crate::action::
 
 /// `method path` with `body`, as a program on loopback sends it.
 fn call(app: &Arc<ApiState>, method: Method, path: &str, body: &str) -> (u16, serde_json::Value) {
+    call_with(app, method, path, &[], body)
+}
+
+/// [`call`] with more headers.
+fn call_with(
+    app: &Arc<ApiState>,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, serde_json::Value) {
     let mut req = Request::new(method, Url::parse(&format!("http://127.0.0.1:9{path}")).expect("url"));
     req.insert_header("Host", "127.0.0.1:9");
+    for (name, value) in headers {
+        req.insert_header(*name, *value);
+    }
     req.set_body(body);
     let routes = super::routes(app.clone());
     crate::runtime::block_on(async move {
@@ -78,4 +92,26 @@ fn pushes_and_presence_go_through_the_delivery() {
     let (status, a) = call(&app, Method::Get, "/connections/a", "");
     assert_eq!((status, &a["metadata"]), (200, &serde_json::json!({"nick": "al"})));
     assert_eq!(call(&app, Method::Delete, "/connections/a?code=4000", ""), (200, serde_json::json!({"closed": 1})));
+}
+
+#[test]
+fn only_sec_fetch_site_none_exactly_passes_for_a_page() {
+    let app = app();
+    for site in ["None", "NONE", " none-ish", "cross-site"] {
+        let (status, _) = call_with(&app, Method::Get, "/rooms", &[("Sec-Fetch-Site", site)], "");
+        assert_eq!(status, 403, "Sec-Fetch-Site: {site}");
+    }
+    assert_eq!(call_with(&app, Method::Get, "/rooms", &[("Sec-Fetch-Site", "none")], "").0, 200);
+}
+
+#[test]
+fn closing_through_the_api_takes_the_codes_and_reasons_at_close_does() {
+    let app = app();
+    let (_rx, _shared) = connect(&app, "a");
+    for bad in ["code=1005", "code=999", "code=x", &format!("code=4000&reason={}", "r".repeat(124))] {
+        let (status, body) = call(&app, Method::Delete, &format!("/connections/a?{bad}"), "");
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let ok = format!("/connections/a?code=4000&reason={}", "r".repeat(123));
+    assert_eq!(call(&app, Method::Delete, &ok, ""), (200, serde_json::json!({"closed": 1})));
 }

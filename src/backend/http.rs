@@ -33,10 +33,10 @@ use tide::http::{Method, Request, Url};
 use super::pool::{Pool, Pools, Stream};
 use crate::config::Address;
 use crate::event::{Event, EventKind};
-use crate::gateway::response::is_hop_by_hop;
 use crate::gateway::routes::{Files, Route};
 use crate::gateway::slots::Slots;
 use crate::gateway::{BoxFuture, Call, Cut, Head, Limits, Outcome, Transport};
+use crate::http1::fields::{is_field_value, lists_token, HopByHop};
 use crate::runtime;
 
 pub struct Http {
@@ -69,12 +69,13 @@ impl Http {
     fn request(&self, event: &Event) -> Request {
         let conn = &event.conn;
         let mut req = Request::new(Method::Post, self.url.clone());
-        // Header values must be printable ASCII. Anything else (UTF-8 text,
+        // Header values must be field values (visible ASCII, spaces, tabs:
+        // the one rule, `is_field_value`). Anything else (UTF-8 text, other
         // control characters) is percent-encoded, and the header's name is
         // listed in WS-Percent-Encoded so the backend can decode exactly those.
         let mut encoded: Vec<String> = Vec::new();
         let mut h = |req: &mut Request, name: &str, value: &str| {
-            if value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            if is_field_value(value.as_bytes()) {
                 req.append_header(name, value);
             } else {
                 const SET: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
@@ -172,13 +173,12 @@ impl Http {
             Err(e) => return Outcome::Unavailable(e),
         };
         let sniffer = HeadSniffer::new(conn.stream().clone());
-        let (mut res, sent_type) = match async_h1::connect(sniffer.clone(), self.request(event)).await {
-            Ok(res) => (res, sniffer.sent("content-type")),
+        let (mut res, status, sent_type) = match round_trip(sniffer.clone(), self.request(event)).await {
+            Ok((res, status)) => (res, status, sniffer.sent("content-type")),
             Err(e) => {
                 return Outcome::Unavailable(format!("{} did not answer ({e}); not retried: it may have run", self.url))
             }
         };
-        let status = u16::from(res.status());
         let keep = keeps_alive(&res);
         if status >= 500 {
             // A server error page is not a message for the client: it is
@@ -220,8 +220,7 @@ pub fn routes(setup: &super::Setup<'_>) -> Result<Vec<Route>, String> {
 /// `true` unless the server asked to close the connection: `close` among
 /// the tokens of any `Connection` header (a comma list, RFC 9110 §7.6.1).
 fn keeps_alive(res: &tide::http::Response) -> bool {
-    let tokens = res.header("Connection").into_iter().flat_map(|v| v.iter()).flat_map(|v| v.as_str().split(','));
-    !tokens.map(str::trim).any(|t| t.eq_ignore_ascii_case("close"))
+    !res.header("Connection").is_some_and(|v| lists_token(v.iter().map(|v| v.as_str()), "close"))
 }
 
 /// Reads and drops the body to its end, at most `max` bytes: `true` when
@@ -237,9 +236,45 @@ async fn drained(res: &mut tide::http::Response, max: usize) -> bool {
     }
 }
 
+/// Longest status line read from a backend (async-h1 caps the whole head at 8 KiB).
+const MAX_STATUS_LINE: usize = 8 * 1024;
+
+/// Sends `req` on `stream` and reads the answer's head; returns it with
+/// its real status. async-h1 knows only the statuses the HTTP library's
+/// enum names, so the status line is read here first: a valid code it does
+/// not know (299, 499 …) reaches it as its class's first code
+/// ([`known_status_line`]) and the real one is returned beside it.
+async fn round_trip(mut stream: HeadSniffer, req: Request) -> tide::http::Result<(tide::http::Response, u16)> {
+    futures_lite::io::copy(&mut async_h1::client::Encoder::new(req), &mut stream).await?;
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    crate::gateway::lines::read_line_capped(&mut reader, &mut line, MAX_STATUS_LINE).await?;
+    let raw = known_status_line(&mut line);
+    let head = futures_lite::io::AsyncReadExt::chain(futures_lite::io::Cursor::new(line), reader);
+    let res = async_h1::client::decode(head).await?;
+    let status = raw.unwrap_or_else(|| res.status().into());
+    Ok((res, status))
+}
+
+/// For `HTTP/1.x NNN …` with a code in 100..=599 the HTTP library has no
+/// name for, puts its class's first code (`299` → `200`) in the line and
+/// returns the real one; leaves any other line alone.
+fn known_status_line(line: &mut [u8]) -> Option<u16> {
+    if !line.starts_with(b"HTTP/1.") || line.get(8) != Some(&b' ') {
+        return None;
+    }
+    let digits = line.get(9..12).filter(|d| d.iter().all(u8::is_ascii_digit))?;
+    let code = digits.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+    if !(100..=599).contains(&code) || tide::http::StatusCode::try_from(code).is_ok() {
+        return None;
+    }
+    line[10..12].copy_from_slice(b"00");
+    Some(code)
+}
+
 /// The response's status and headers as the event's header block, without
 /// the headers that describe the HTTP exchange rather than the script's
-/// answer: the hop-by-hop ones (one list, [`is_hop_by_hop`]) and the
+/// answer: the hop-by-hop ones (one rule, [`HopByHop`]) and the
 /// server's `Date` and `Server`.
 fn head_of(res: &tide::http::Response, status: u16, sent_type: bool) -> Head {
     // No body, no message: a server's default Content-Type must
@@ -249,9 +284,10 @@ fn head_of(res: &tide::http::Response, status: u16, sent_type: bool) -> Head {
     // a server that sent no type gets line mode, like a CGI script.
     let drop_type = empty || !sent_type;
     let mut head = Head { status: Some(status), headers: Vec::new() };
+    let hop_by_hop = HopByHop::new(res.header("Connection").into_iter().flat_map(|v| v.iter().map(|v| v.as_str())));
     for (name, values) in res.iter() {
         let name = name.as_str();
-        if is_hop_by_hop(name) || name == "date" || name == "server" || (drop_type && name == "content-type") {
+        if hop_by_hop.contains(name) || name == "date" || name == "server" || (drop_type && name == "content-type") {
             continue;
         }
         for v in values.iter() {
@@ -459,6 +495,32 @@ mod tests {
         assert_eq!(outcome, Outcome::Success);
         assert!(matches!(&items[0], Output::Head(h) if h.status == Some(403)));
         assert!(matches!(&items[1], Output::RejectBody(b) if b == b"no entry\n"));
+    }
+
+    #[test]
+    fn statuses_the_library_does_not_name_reach_the_head() {
+        let answer = "HTTP/1.1 499 Client Closed\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nno\n";
+        let (outcome, items, _) = run(answer, EventKind::Open, 1000);
+        assert_eq!(outcome, Outcome::Success);
+        assert!(matches!(&items[0], Output::Head(h) if h.status == Some(499)), "{items:?}");
+        let answer = "HTTP/1.1 299 Fine\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nContent-Length: 3\r\n\r\nok\n";
+        let (outcome, items, _) = run(answer, message(), 1000);
+        assert_eq!(outcome, Outcome::Success);
+        assert!(matches!(&items[0], Output::Head(h) if h.status == Some(299) && h.headers.is_empty()), "{items:?}");
+        assert_eq!(texts(&items), ["ok"]);
+    }
+
+    #[test]
+    fn status_lines_with_unnamed_codes_are_made_readable() {
+        let mut line = b"HTTP/1.1 499 Client Closed\r\n".to_vec();
+        assert_eq!(known_status_line(&mut line), Some(499));
+        assert_eq!(line, b"HTTP/1.1 400 Client Closed\r\n");
+        for same in [&b"HTTP/1.1 404 Not Found\r\n"[..], b"HTTP/1.1 600 x\r\n", b"HTTP/1.1 4x9\r\n", b"SIP/2.0 499\r\n"]
+        {
+            let mut line = same.to_vec();
+            assert_eq!(known_status_line(&mut line), None);
+            assert_eq!(line, same);
+        }
     }
 
     #[test]

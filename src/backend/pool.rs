@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
-use async_io::Async;
+use crate::runtime::Async;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use futures_lite::FutureExt;
 
@@ -261,6 +261,7 @@ impl Pool {
     }
 
     /// Idle connections right now.
+    #[cfg(test)]
     pub fn idle(&self) -> usize {
         self.lock().len()
     }

@@ -7,7 +7,7 @@
 
 use base64::Engine;
 
-use crate::action::{check_meta, check_room, is_sendable_close_code, Action, CloseCause, Message};
+use crate::action::{check_close, check_meta, check_room, Action, BadClose, CloseCause, Message, MAX_CLOSE_REASON};
 use crate::id::ConnId;
 
 /// Who is speaking.
@@ -69,16 +69,8 @@ fn word<'a>(s: &'a str, what: &str) -> Result<&'a str, String> {
 /// anything is applied.
 fn room(s: &str) -> Result<String, String> {
     let r = word(s, "a room name")?;
-    check_room(r).map_err(|e| format!("room {}: {e}", preview(r)))?;
+    check_room(r).map_err(|e| format!("room {}: {e}", crate::logging::quoted_short(r, 32)))?;
     Ok(r.to_owned())
-}
-
-/// The start of a long argument, for an error message that stays short.
-fn preview(s: &str) -> String {
-    match s.char_indices().nth(32) {
-        Some((i, _)) => format!("{}…", crate::logging::quoted(&s[..i])),
-        None => crate::logging::quoted(s),
-    }
 }
 
 fn conn_arg(s: &str) -> Result<ConnId, String> {
@@ -136,7 +128,8 @@ fn parse_directive(name: &str, args: &str, ctx: Context<'_>) -> Result<Action, S
                 return Err("@set KEY VALUE: KEY must be letters, digits and _".into());
             }
             let value = (!value.is_empty()).then(|| value.to_owned());
-            check_meta(key, value.as_deref()).map_err(|e| format!("@set {}: {e}", preview(key)))?;
+            check_meta(key, value.as_deref())
+                .map_err(|e| format!("@set {}: {e}", crate::logging::quoted_short(key, 32)))?;
             Ok(Action::SetMeta { conn, key: key.to_owned(), value })
         }
         "close" => {
@@ -163,22 +156,13 @@ fn parse_directive(name: &str, args: &str, ctx: Context<'_>) -> Result<Action, S
 /// `@close [CODE [REASON]]` once its connection is known.
 fn parse_close(conn: ConnId, rest: &str, cause: CloseCause) -> Result<Action, String> {
     let (code, reason) = split1(rest);
-    let code = if code.is_empty() {
-        1000
-    } else {
-        match code.parse::<u16>() {
-            Ok(c) if is_sendable_close_code(c) => c,
-            _ => {
-                return Err(format!(
-                    "@close: {code} is not a close code a server may send (1000-1003, 1007-1014, 3000-4999)"
-                ))
-            }
+    match check_close((!code.is_empty()).then_some(code), reason) {
+        Ok(code) => Ok(Action::Close { conn, code, reason: reason.to_owned(), cause }),
+        Err(BadClose::Code) => {
+            Err(format!("@close: {code} is not a close code a server may send (1000-1003, 1007-1014, 3000-4999)"))
         }
-    };
-    if reason.len() > 123 {
-        return Err("@close: the reason is longer than 123 bytes".into());
+        Err(BadClose::Reason) => Err(format!("@close: the reason is longer than {MAX_CLOSE_REASON} bytes")),
     }
-    Ok(Action::Close { conn, code, reason: reason.to_owned(), cause })
 }
 
 #[cfg(test)]

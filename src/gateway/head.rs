@@ -46,13 +46,6 @@ impl Head {
     }
 }
 
-/// `true` when a header value from a script may go into an HTTP response:
-/// printable ASCII and tabs only. Control characters would corrupt the
-/// response, and the HTTP library accepts nothing but ASCII.
-pub fn sendable_header_value(v: &str) -> bool {
-    v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
-}
-
 /// A line without its `\n` or `\r\n`.
 pub fn trim_eol(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
@@ -62,9 +55,24 @@ pub fn trim_eol(line: &[u8]) -> &[u8] {
 /// `Name: value` where Name is a token: the name and the trimmed value.
 /// The output parser uses it to tell a header block from body lines.
 pub fn header_line(line: &[u8]) -> Option<(&str, &str)> {
-    let line = std::str::from_utf8(trim_eol(line)).ok()?;
-    let (name, value) = line.split_once(':')?;
-    is_token(name.as_bytes()).then(|| (name, value.trim()))
+    split_header(std::str::from_utf8(trim_eol(line)).ok()?).ok()
+}
+
+/// Why a line is not a header.
+enum NotHeader<'a> {
+    NoColon,
+    /// The part before the colon is not a token.
+    BadName(&'a str),
+}
+
+/// A line (without its line end) split into its token name and trimmed
+/// value: the one place a header line is split and checked.
+fn split_header(line: &str) -> Result<(&str, &str), NotHeader<'_>> {
+    let (name, value) = line.split_once(':').ok_or(NotHeader::NoColon)?;
+    match is_token(name.as_bytes()) {
+        true => Ok((name, value.trim())),
+        false => Err(NotHeader::BadName(name)),
+    }
 }
 
 /// How a header block is read (see the module docs).
@@ -107,15 +115,15 @@ impl HeadParser {
             }
             return Ok(Step::Done);
         }
-        let Some((name, value)) = text.split_once(':') else {
-            return Err(format!(
-                "{text:?} is not a header line (Name: value); print headers, a blank line, then the body"
-            ));
+        let (name, value) = match split_header(&text) {
+            Ok(split) => split,
+            Err(NotHeader::NoColon) => {
+                return Err(format!(
+                    "{text:?} is not a header line (Name: value); print headers, a blank line, then the body"
+                ))
+            }
+            Err(NotHeader::BadName(name)) => return Err(format!("{name:?} is not a valid header name")),
         };
-        if !is_token(name.as_bytes()) {
-            return Err(format!("{name:?} is not a valid header name"));
-        }
-        let value = value.trim();
         self.unambiguous(name, value)?;
         if !name.eq_ignore_ascii_case("status") {
             self.head.headers.push((name.to_owned(), value.to_owned()));

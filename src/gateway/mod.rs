@@ -37,7 +37,7 @@ use futures_lite::io::AsyncBufRead;
 
 use crate::action::Action;
 use crate::event::{Event, EventKind};
-pub use head::{sendable_header_value, Head};
+pub use head::Head;
 use output::OutputParser;
 
 /// One piece of backend output, in the order it was produced.
@@ -134,7 +134,7 @@ impl<'a> Call<'a> {
     }
 
     /// One raw line of CGI output (ending in `\n` unless it is the last).
-    pub fn line(&mut self, raw: &[u8]) {
+    fn line(&mut self, raw: &[u8]) {
         self.parser.push(raw, self.out);
     }
 

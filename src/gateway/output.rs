@@ -182,7 +182,7 @@ impl<'a> OutputParser<'a> {
                     out(Output::Action(Action::Send { to, msg: Message::text(text) }));
                 }
             }
-            Err(e) => self.warn(&format!("skipped {}: {e}", crate::logging::quoted(&quote_start(line)))),
+            Err(e) => self.warn(&format!("skipped {}: {e}", crate::logging::quoted_short(line, 200))),
         }
     }
 
@@ -201,21 +201,8 @@ impl<'a> OutputParser<'a> {
     }
 }
 
-/// The start of a skipped line for the log: a script that prints a
-/// 200 KB directive must not write a 200 KB log line.
-fn quote_start(line: &str) -> std::borrow::Cow<'_, str> {
-    const MAX: usize = 200;
-    if line.len() <= MAX {
-        return line.into();
-    }
-    let mut end = MAX;
-    while !line.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… ({} bytes)", &line[..end], line.len()).into()
-}
-
-/// Parses a complete output at once (tests, `POST` bodies).
+/// Parses a complete output at once (tests; `POST /actions` reads its body
+/// line by line with [`super::directive::parse_line`] instead).
 pub fn parse_all(ctx: Context<'_>, is_open: bool, output: &[u8]) -> Vec<Output> {
     let mut items = Vec::new();
     let mut p = OutputParser::new(ctx, is_open);
@@ -245,14 +232,6 @@ mod tests {
                 _ => None,
             })
             .collect()
-    }
-
-    #[test]
-    fn skipped_lines_are_quoted_short() {
-        assert_eq!(quote_start("@sned x"), "@sned x");
-        let long = format!("@set k {}", "é".repeat(300));
-        let q = quote_start(&long);
-        assert!(q.len() < 260 && q.ends_with("(607 bytes)"), "{q}");
     }
 
     #[test]

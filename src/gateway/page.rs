@@ -131,7 +131,7 @@ pub async fn serve(transport: &dyn PageTransport, info: &RequestInfo, target: &T
     };
     let reply = page_reply(head, stdout);
     let answered = match &reply {
-        Reply::Response(r) => u16::from(r.status()).to_string(),
+        Reply::Response(r) => crate::http1::response::status_of(r.as_ref().as_ref()).to_string(),
         Reply::LocalRedirect(to) => format!("local redirect to {to}"),
     };
     // The rest of the run happens while the body streams: the run keeps its

@@ -53,10 +53,6 @@ impl Resolver {
         Resolver { root, single, handlers }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// `true` when `canonical` (a canonical path) is a script: it lies under
     /// `--cgi-bin`, is the single script, or has a handler's extension
     /// (`.php`, any `--handler EXT`) wherever it is. Such a file is never
@@ -70,7 +66,8 @@ impl Resolver {
     }
 
     /// Resolves a raw (still percent-encoded) URL path to a local script
-    /// that is spawned.
+    /// that is spawned (the routing table passes its own `by_server`).
+    #[cfg(test)]
     pub fn resolve(&self, raw_path: &str) -> Resolved {
         match self.locate(raw_path) {
             Some(found) => self.runnable(found, false),
@@ -112,7 +109,8 @@ impl Resolver {
         None
     }
 
-    /// Every endpoint under the root (for listings), as URL paths, sorted.
+    /// Every endpoint under the root, as URL paths, sorted.
+    #[cfg(test)]
     pub fn endpoints(&self) -> Vec<String> {
         self.endpoints_where(&|url| matches!(self.resolve(url), Resolved::Found(_)))
     }

@@ -1,43 +1,34 @@
 //! A header block as an HTTP response: the one conversion used by classic
 //! CGI pages (spawned or FastCGI) and by an open script's rejection, with
-//! the one list of headers a script may not set.
+//! the one rule for headers a script may not set
+//! ([`crate::http1::fields::HopByHop`]).
 
 use tide::{Body, Response, StatusCode};
 
-use super::head::{sendable_header_value, Head};
-
-/// Headers that describe one connection, not the answer (RFC 9110 §7.6.1:
-/// `Connection` and what it names — `Keep-Alive`, `Proxy-Connection`, `TE`,
-/// `Transfer-Encoding`, `Upgrade` — and `Trailer` from RFC 7230 §4.4):
-/// framing is the server's to decide, and a script's `Upgrade` must never
-/// turn a page into a protocol switch. `Content-Length` is not forwarded
-/// either: it only sizes the body (see [`to_response`]).
-pub const HOP_BY_HOP: [&str; 8] =
-    ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "content-length"];
-
-/// `true` for a header [`HOP_BY_HOP`] names (any case).
-pub fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-}
+use super::head::Head;
+use crate::http1::fields::{is_field_value, HopByHop};
+use crate::http1::response::with_status;
 
 /// The response for `head` with `status` (the caller decides what a head
-/// without `Status` means), its
-/// headers except the hop-by-hop ones and those whose value cannot be sent
+/// without `Status` means; a code the HTTP library does not know is kept,
+/// [`with_status`]), its headers except the hop-by-hop ones (listed or
+/// nominated by `Connection`) and those whose value cannot be sent
 /// (logged with `who`), and the body `body` makes from the script's
 /// `Content-Length`, if it gave a valid one. A head without Content-Type
 /// gets none (tide would label the body application/octet-stream).
 pub fn to_response(head: &Head, status: u16, who: &str, body: impl FnOnce(Option<u64>) -> Body) -> Response {
-    let mut res = Response::new(StatusCode::try_from(status).unwrap_or(StatusCode::InternalServerError));
+    let mut res: Response = with_status(status).into();
     let mut length = None;
+    let hop_by_hop = HopByHop::of_pairs(&head.headers);
     for (name, value) in &head.headers {
         if name.eq_ignore_ascii_case("content-length") {
             length = value.trim().parse::<u64>().ok();
             continue;
         }
-        if is_hop_by_hop(name) {
+        if hop_by_hop.contains(name) {
             continue;
         }
-        if !sendable_header_value(value) {
+        if !is_field_value(value.as_bytes()) {
             log::warn!("{who}dropped the response header {name}: its value is not printable ASCII");
             continue;
         }
@@ -123,6 +114,14 @@ mod tests {
         assert_eq!(res.header("X-Ok").map(|v| v.as_str().to_owned()), Some("1".to_owned()));
         assert_eq!(res.header("Set-Cookie").map(|v| v.iter().count()), Some(2));
         assert!(res.header("Content-Type").is_none(), "no type given, none invented");
+    }
+
+    #[test]
+    fn unnamed_statuses_and_nominated_headers() {
+        let h = head(Some(420), &[("Connection", "keep-alive, X-Hop"), ("X-Hop", "1"), ("X-Ok", "1")]);
+        let res = to_response(&h, 420, "", |_| Body::from("calm"));
+        assert_eq!(crate::http1::response::status_of(res.as_ref()), 420);
+        assert!(res.header("X-Hop").is_none() && res.header("X-Ok").is_some());
     }
 
     #[test]

@@ -81,7 +81,7 @@ impl Refusals {
     /// Passes a handshake's answer on, noting it first when it is a
     /// refusal and the console is served.
     pub async fn note(app: &SiteState, attempt: Option<Attempt>, mut res: Response) -> Response {
-        let status = u16::from(res.status());
+        let status = crate::http1::response::status_of(res.as_ref());
         let Some(attempt) = attempt.filter(|_| status != 101) else { return res };
         let log = res.ext::<crate::ws::upgrade::LogHint>().map(|h| h.0.clone());
         // The body is already in memory (a short text, or the open script's

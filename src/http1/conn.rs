@@ -75,12 +75,12 @@ pub async fn serve<S: Clone + Send + Sync + 'static>(
             }
         };
         let upgrade = (res.status() == 101 && res.has_upgrade()).then(|| res.send_upgrade());
-        if upgrade.is_none() && (100..200).contains(&u16::from(res.status())) {
+        if upgrade.is_none() && (100..200).contains(&response::status_of(&res)) {
             log::error!(
                 "{peer}: {} {}: the answer had status {}, which is not final; answering 502",
                 head.method,
                 head.target,
-                res.status()
+                response::status_of(&res)
             );
             res = http::Response::new(502);
         }

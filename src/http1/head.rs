@@ -11,6 +11,8 @@
 
 use std::fmt;
 
+use super::fields::{is_field_value, lists_token};
+
 /// Most header lines in one request (more → 431).
 pub const MAX_HEADERS: usize = 100;
 
@@ -115,7 +117,7 @@ pub fn parse(bytes: &[u8]) -> Result<Head, Refusal> {
     let version = if req.version == Some(0) { Version::Http10 } else { Version::Http11 };
     let mut headers = Vec::with_capacity(req.headers.len());
     for h in req.headers.iter() {
-        if !h.value.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+        if !is_field_value(h.value) {
             return Err(Refusal::new(400, format!("header {} has bytes that are not visible ASCII", h.name)));
         }
         // Checked just above: ASCII only.
@@ -245,8 +247,7 @@ fn framing(head: &Head) -> Result<Framing, Refusal> {
 /// HTTP/1.1 keeps the connection unless told `close`; HTTP/1.0 closes
 /// unless told `keep-alive` (ApacheBench `-k`, old proxies), as nginx does.
 fn keep_alive(head: &Head) -> bool {
-    let has =
-        |token: &str| head.all("connection").flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case(token));
+    let has = |token: &str| lists_token(head.all("connection"), token);
     match head.version {
         Version::Http11 => !has("close"),
         Version::Http10 => has("keep-alive") && !has("close"),

@@ -19,9 +19,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use crate::runtime::TcpStream;
+use crate::runtime::{self, TcpStream};
 use futures_lite::io::{AsyncRead, AsyncWrite};
 
+use super::fields::is_field_value;
 use super::head::{self, Framing, Head, Refusal};
 
 /// Longest chunk-size line (RFC 9112 §7.1) or trailer line.
@@ -70,7 +71,7 @@ pub struct Input {
     /// `100 Continue` bytes still to send before the body is read.
     continue_due: usize,
     stall_limit: Duration,
-    stall: Option<async_io::Timer>,
+    stall: Option<runtime::Timer>,
     /// The body's framing was broken: the connection cannot carry another request.
     pub broken: bool,
 }
@@ -128,7 +129,7 @@ impl Input {
             }
             Poll::Pending if stalls => {
                 let limit = self.stall_limit;
-                let timer = self.stall.get_or_insert_with(|| async_io::Timer::after(limit));
+                let timer = self.stall.get_or_insert_with(|| runtime::Timer::after(limit));
                 ready!(Pin::new(timer).poll(cx));
                 Poll::Ready(Err(io::Error::new(ErrorKind::TimedOut, "the client stopped sending")))
             }
@@ -188,11 +189,6 @@ impl Input {
         };
         self.continue_due = if head.expect_continue { CONTINUE.len() } else { 0 };
         self.generation
-    }
-
-    /// `true` once the current request's body has been read to its end.
-    pub fn body_done(&self) -> bool {
-        self.body == Body::Done
     }
 
     /// Reads body bytes into `out`; `Ok(0)` at the end of the body.
@@ -317,13 +313,14 @@ impl Input {
     }
 }
 
-/// `1f;ext=x` → 31. Hex digits only, at most 16, then optional extensions.
+/// `1f;ext=x` → 31. Hex digits only, at most 16, then optional extensions
+/// (ignored, but held to the field-value characters, so none can end the line early).
 fn chunk_size(line: &[u8]) -> io::Result<u64> {
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     let rest = &line[digits..];
     let ext_ok = rest.is_empty() || {
         let ws = rest.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
-        rest.get(ws) == Some(&b';') && rest.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+        rest.get(ws) == Some(&b';') && is_field_value(rest)
     };
     if digits == 0 || digits > 16 || !ext_ok {
         return Err(invalid("malformed chunk size"));

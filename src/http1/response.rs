@@ -10,9 +10,10 @@ use std::time::{Duration, SystemTime};
 
 use crate::runtime::TcpStream;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
-use tide::http::{Method, Response};
+use tide::http::{Method, Response, StatusCode};
 
 use super::body::allowance;
+use super::fields::{is_field_value, lists_token, HopByHop};
 use super::head::Version;
 use crate::runtime;
 
@@ -50,8 +51,35 @@ pub fn reason(code: u16) -> &'static str {
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
-        _ => tide::http::StatusCode::try_from(code).map_or("", |s| s.canonical_reason()),
+        _ => StatusCode::try_from(code).map_or("", |s| s.canonical_reason()),
     }
+}
+
+/// The status a response really has when the HTTP library's `StatusCode`
+/// enum has no name for it (420, 499, 522, 599, 299 …: any code a script or
+/// a backend may answer, RFC 9110 §15). Carried as a response extension
+/// beside the enum's nearest code (the class's first, see [`with_status`]),
+/// so the status line ([`write`]) and the log lines say the real code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawStatus(pub u16);
+
+/// A response with status `code` (100..=599), whether or not the HTTP
+/// library knows it: an unknown code is stored as [`RawStatus`], the enum
+/// holding its class's first code (420 → 400), so code that looks only at
+/// the class still judges it right.
+pub fn with_status(code: u16) -> Response {
+    if let Ok(known) = StatusCode::try_from(code) {
+        return Response::new(known);
+    }
+    let class = StatusCode::try_from(code / 100 * 100).unwrap_or(StatusCode::InternalServerError);
+    let mut res = Response::new(class);
+    res.ext_mut().insert(RawStatus(code));
+    res
+}
+
+/// The status `res` goes out with: its [`RawStatus`], else its status.
+pub fn status_of(res: &Response) -> u16 {
+    res.ext().get::<RawStatus>().map_or_else(|| res.status().into(), |s| s.0)
 }
 
 /// How the body is delimited on the wire.
@@ -62,18 +90,6 @@ enum Framing {
     Chunked,
     /// HTTP/1.0 with an unknown length: the end of the connection ends it.
     UntilClose,
-}
-
-/// Headers only the connection may set.
-fn is_framing_header(name: &str) -> bool {
-    ["content-length", "transfer-encoding", "connection", "keep-alive", "trailer", "upgrade"]
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h))
-}
-
-/// A header value that cannot break the head: no CR, LF or other controls.
-fn safe_value(v: &str) -> bool {
-    v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
 
 /// What to write for one request.
@@ -88,7 +104,7 @@ pub struct Reply {
 /// Writes the response; returns whether the connection may be kept.
 pub async fn write(out: &mut TcpStream, mut reply: Reply, stall: Duration) -> io::Result<bool> {
     let mut pace = Pace { timeout: stall, waited: Duration::ZERO, sent: 0 };
-    let status: u16 = reply.res.status().into();
+    let status = status_of(&reply.res);
     // Taking the body labels a response without a type octet-stream
     // (http-types); what had no type (a 304, a script's 204) keeps none.
     let typed = reply.res.header("Content-Type").is_some();
@@ -103,7 +119,7 @@ pub async fn write(out: &mut TcpStream, mut reply: Reply, stall: Duration) -> io
         (_, None) => Framing::UntilClose,
     };
     let wants_close =
-        reply.res.header("Connection").is_some_and(|v| v.iter().any(|v| v.as_str().eq_ignore_ascii_case("close")));
+        reply.res.header("Connection").is_some_and(|v| lists_token(v.iter().map(|v| v.as_str()), "close"));
     let keep = reply.keep_alive && !wants_close && framing != Framing::UntilClose && status != 101;
     let mut buf =
         head(&reply.res, status, framing, Persist { keep, version: reply.version }, reply.method == Method::Head);
@@ -164,15 +180,16 @@ struct Persist {
 fn head(res: &Response, status: u16, framing: Framing, persist: Persist, is_head: bool) -> Vec<u8> {
     let mut h = Vec::with_capacity(256);
     let _ = write!(h, "HTTP/1.1 {status} {}\r\n", reason(status));
+    let hop_by_hop = HopByHop::new(res.header("Connection").into_iter().flat_map(|v| v.iter().map(|v| v.as_str())));
     let mut names: Vec<_> = res.iter().collect();
     names.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
     for (name, values) in names {
         let upgrade_header = status == 101 && ["connection", "upgrade"].contains(&name.as_str());
-        if is_framing_header(name.as_str()) && !upgrade_header {
+        if hop_by_hop.contains(name.as_str()) && !upgrade_header {
             continue;
         }
         for v in values.iter() {
-            if safe_value(v.as_str()) {
+            if is_field_value(v.as_str().as_bytes()) {
                 let _ = write!(h, "{name}: {v}\r\n");
             } else {
                 log::warn!("dropped the response header {name}: its value has control characters");
@@ -266,6 +283,30 @@ mod tests {
 
     const KEEP: Persist = Persist { keep: true, version: Version::Http11 };
     const CLOSE: Persist = Persist { keep: false, version: Version::Http11 };
+
+    #[test]
+    fn statuses_the_library_does_not_name_are_kept() {
+        for code in [420, 499, 522, 599, 306, 299, 199] {
+            let res = with_status(code);
+            assert_eq!(status_of(&res), code);
+            assert_eq!(u16::from(res.status()), code / 100 * 100, "the class is kept for code that reads the enum");
+            let h = String::from_utf8(head(&res, code, Framing::Length(0), KEEP, false)).expect("valid");
+            assert!(h.starts_with(&format!("HTTP/1.1 {code} \r\n")), "{h}");
+        }
+        let res = with_status(404);
+        assert_eq!((status_of(&res), res.ext().get::<RawStatus>()), (404, None));
+    }
+
+    #[test]
+    fn nominated_headers_are_not_written() {
+        let mut res = Response::new(200);
+        res.insert_header("Connection", "keep-alive, X-Hop");
+        res.insert_header("X-Hop", "1");
+        res.insert_header("TE", "trailers");
+        res.insert_header("X-Kept", "1");
+        let h = String::from_utf8(head(&res, 200, Framing::Length(0), KEEP, false)).expect("valid");
+        assert!(h.contains("x-kept: 1\r\n") && !h.contains("x-hop") && !h.contains("\r\nte:"), "{h}");
+    }
 
     #[test]
     fn heads_carry_only_our_framing() {

@@ -1,6 +1,7 @@
 //! The hub owns every live connection, the rooms and the metadata, and is the
-//! only thing that executes [`Action`]s. Scripts, the control API and (later)
-//! other instances all go through [`Hub::apply`], so delivery rules live here.
+//! only thing that executes [`Action`]s. Scripts, the control API and other
+//! instances (through `hub::cluster`) all go through [`Hub::apply`], so
+//! delivery rules live here.
 //!
 //! State sits behind one short-lived mutex: each operation is a few map
 //! look-ups and non-blocking channel sends, never I/O.
@@ -32,12 +33,19 @@ struct Conn {
     meta: BTreeMap<String, String>,
     /// What `meta` counts against [`caps::META_TOTAL`].
     meta_bytes: usize,
-    /// `false` once the connection has ended (its close event may still
-    /// run): nothing more is delivered to it.
-    live: bool,
+    /// Its shared state; once it has ended ([`ConnShared::end`]) the
+    /// connection is no longer live (its close event may still run):
+    /// nothing more is delivered to it.
     shared: Arc<ConnShared>,
     /// Most messages queued for this client (`--max-outgoing`).
     max_queued: usize,
+}
+
+impl Conn {
+    /// Not ended yet ([`ConnShared::has_ended`]).
+    fn live(&self) -> bool {
+        !self.shared.has_ended()
+    }
 }
 
 #[derive(Default)]
@@ -95,7 +103,7 @@ impl Hub {
 
     fn changed(&self, c: &Conn) {
         if let Some(tx) = &self.presence {
-            let _ = tx.try_send((c.info.id.clone(), c.live.then(|| view(c))));
+            let _ = tx.try_send((c.info.id.clone(), c.live().then(|| view(c))));
         }
     }
 
@@ -117,7 +125,6 @@ impl Hub {
             rooms: BTreeSet::new(),
             meta: BTreeMap::new(),
             meta_bytes: 0,
-            live: true,
             shared: shared.clone(),
             max_queued: self.out_queue,
         };
@@ -126,12 +133,12 @@ impl Hub {
         (rx, shared)
     }
 
-    /// The connection has ended: nothing more is delivered to it, but its
-    /// rooms and metadata stay until [`Hub::remove`] so that its close event
-    /// sees them.
+    /// The connection has ended ([`ConnShared::end`] was called): its
+    /// presence goes (cluster mode). Nothing more is delivered to it, but
+    /// its rooms and metadata stay until [`Hub::remove`] so that its close
+    /// event sees them.
     pub fn detach(&self, id: &ConnId) {
-        if let Some(c) = lock(&self.state).conns.get_mut(id) {
-            c.live = false;
+        if let Some(c) = lock(&self.state).conns.get(id) {
             self.changed(c);
         }
     }
@@ -199,7 +206,10 @@ impl Hub {
             Action::Join { conn, room } => {
                 let Some(c) = st.conns.get_mut(&conn) else { return Ok(0) };
                 if let Err(why) = can_join(c, &room) {
-                    log::warn!("[{conn}] @join {} refused: {why}", short(&room, caps::ROOM_NAME));
+                    log::warn!(
+                        "[{conn}] @join {} refused: {why}",
+                        crate::logging::quoted_short(&room, caps::ROOM_NAME)
+                    );
                     return Err(Refused);
                 }
                 c.rooms.insert(room.clone());
@@ -216,7 +226,7 @@ impl Hub {
             }
             Action::SetMeta { conn, key, value } => {
                 let Some(c) = st.conns.get_mut(&conn) else { return Ok(0) };
-                let label = short(&key, caps::KEY);
+                let label = crate::logging::quoted_short(&key, caps::KEY);
                 if let Err(why) = set_meta(c, key, value) {
                     log::warn!("[{conn}] @set {label} refused: {why}");
                     return Err(Refused);
@@ -225,7 +235,7 @@ impl Hub {
                 1
             }
             Action::Close { conn, code, reason, cause } => match st.conns.get(&conn) {
-                Some(c) if c.live => {
+                Some(c) if c.live() => {
                     close(c, CloseRequest { code, reason, cause });
                     1
                 }
@@ -235,8 +245,9 @@ impl Hub {
     }
 
     /// `true` when `id` is a live (not yet ended) connection.
+    #[cfg(test)]
     pub fn is_live(&self, id: &ConnId) -> bool {
-        lock(&self.state).conns.get(id).is_some_and(|c| c.live)
+        lock(&self.state).conns.get(id).is_some_and(Conn::live)
     }
 
     /// Asks every live connection to close (server shutdown).
@@ -245,7 +256,7 @@ impl Hub {
         let st = lock(&self.state);
         st.conns
             .values()
-            .filter(|c| c.live)
+            .filter(|c| c.live())
             .map(|c| close(c, CloseRequest { code, reason: reason.to_owned(), cause }))
             .count()
     }
@@ -257,7 +268,7 @@ impl Hub {
 
     /// Live (not yet ended) connections.
     pub fn live_count(&self) -> usize {
-        lock(&self.state).conns.values().filter(|c| c.live).count()
+        lock(&self.state).conns.values().filter(|c| c.live()).count()
     }
 
     /// Connections still known (live, or with a close event pending).
@@ -276,7 +287,7 @@ impl Hub {
         let mut v: Vec<(SystemTime, ConnView)> = st
             .conns
             .values()
-            .filter(|c| c.live)
+            .filter(|c| c.live())
             .filter(|c| room.is_none_or(|r| c.rooms.contains(r)))
             .filter(|c| endpoint.is_none_or(|e| c.info.target.endpoint() == e))
             .map(|c| (c.connected_at, view(c)))
@@ -286,7 +297,7 @@ impl Hub {
     }
 
     pub fn get(&self, id: &ConnId) -> Option<ConnView> {
-        lock(&self.state).conns.get(id).filter(|c| c.live).map(view)
+        lock(&self.state).conns.get(id).filter(|c| c.live()).map(view)
     }
 
     /// Room → number of live members.
@@ -294,17 +305,9 @@ impl Hub {
         let st = lock(&self.state);
         st.rooms
             .iter()
-            .map(|(r, m)| (r.clone(), m.iter().filter(|id| st.conns.get(*id).is_some_and(|c| c.live)).count()))
+            .map(|(r, m)| (r.clone(), m.iter().filter(|id| st.conns.get(*id).is_some_and(Conn::live)).count()))
             .filter(|(_, n)| *n > 0)
             .collect()
-    }
-}
-
-/// At most `max` characters of `s`, for a log line.
-fn short(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
     }
 }
 
@@ -351,7 +354,7 @@ fn leave_room(rooms: &mut HashMap<String, HashSet<ConnId>>, room: &str, id: &Con
 /// message.
 fn deliver(c: &Conn, msg: Message, budget: &OutgoingBudget) -> usize {
     let tx = &c.shared.outgoing;
-    if !c.live || tx.is_closed() {
+    if !c.live() || tx.is_closed() {
         // Closing, or already aborted as a slow consumer (logged once then).
         return 0;
     }

@@ -10,7 +10,7 @@
 //! close the way the caller needs ([`Ending`]).
 
 use crate::runtime::clock_ms;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::action::{CloseCause, Message};
@@ -65,13 +65,21 @@ pub struct ConnShared {
     last_seen: AtomicU64,
     /// When the socket last took bytes we wrote (ms on [`clock_ms`]).
     last_written: AtomicU64,
-    /// Set when the connection has ended: its message events still queued
-    /// run only if the client closed it (cause `client`); then its close event.
+    /// Set when the connection has ended ([`ConnShared::end`], the one
+    /// record of it: the hub reads it too): nothing more is delivered to
+    /// it; its message events still queued run only if the client closed it
+    /// (cause `client`); then its close event.
     ended: AtomicBool,
     /// Bytes of the messages queued for this client and not yet taken by
     /// its writer (`--max-outgoing-bytes`).
     pub(super) out_queued: AtomicUsize,
+    /// The code of the client's close frame as it was on the wire, with
+    /// [`SENT`] set; 0 before one arrived.
+    client_code: AtomicU32,
 }
+
+/// The flag in `client_code` that says a code was recorded.
+const SENT: u32 = 1 << 16;
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave the maps half-updated in a
@@ -91,6 +99,7 @@ impl ConnShared {
             last_written: AtomicU64::new(clock_ms()),
             ended: AtomicBool::new(false),
             out_queued: AtomicUsize::new(0),
+            client_code: AtomicU32::new(0),
         }
     }
 
@@ -148,9 +157,19 @@ impl ConnShared {
         self.last_written.load(Ordering::Relaxed)
     }
 
-    /// The connection is over (nothing more is read from or written to it).
-    pub fn end(&self) {
+    /// The connection is over: nothing more is read from or written to it,
+    /// nor delivered to it. Nobody asked to close it first means the TCP
+    /// connection just went away: that is recorded as the close (1006,
+    /// cause `dropped`). Returns the close that won, which its close event
+    /// reports.
+    pub fn end(&self) -> CloseRequest {
+        let req = {
+            let mut closing = lock(&self.close);
+            let dropped = || CloseRequest { code: 1006, reason: String::new(), cause: CloseCause::Dropped };
+            closing.request.get_or_insert_with(dropped).clone()
+        };
         self.ended.store(true, Ordering::SeqCst);
+        req
     }
 
     /// `true` once [`ConnShared::end`] was called.
@@ -174,6 +193,7 @@ impl ConnShared {
     }
 
     /// `true` once the connection was aborted ([`Ending::Abort`]).
+    #[cfg(test)]
     pub fn is_aborted(&self) -> bool {
         self.killed.load(Ordering::SeqCst)
     }
@@ -181,6 +201,19 @@ impl ConnShared {
     /// The writer took a message of `len` bytes off the queue.
     pub fn taken(&self, len: usize) {
         self.out_queued.fetch_sub(len, Ordering::Relaxed);
+    }
+
+    /// Records the close code the client's close frame carried on the wire
+    /// (the reader's frame scanner sees it before tungstenite, which reports
+    /// a code a client may not send as 1002). The first one counts.
+    pub fn client_sent_close(&self, code: u16) {
+        let _ = self.client_code.compare_exchange(0, SENT | u32::from(code), Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// The code [`ConnShared::client_sent_close`] recorded, if any.
+    pub fn client_close_code(&self) -> Option<u16> {
+        let v = self.client_code.load(Ordering::SeqCst);
+        (v & SENT != 0).then_some(v as u16)
     }
 
     /// The reason noted with the first close, once.

@@ -3,13 +3,17 @@
 //! and types or through runtime-neutral crates (async-io, async-channel,
 //! futures-lite), so a future swap touches this file only (and the
 //! `async-std-runtime` feature of async-tungstenite in Cargo.toml).
-//! tests/architecture.rs checks that no other file names `async_std`.
+//! tests/architecture.rs checks that no other file names `async_std` or
+//! `async_io`.
 
 pub mod deadline;
 
 use std::future::Future;
 use std::time::Duration;
 
+/// A file descriptor made async (pipes, sockets opened elsewhere) and a
+/// one-shot timer, from the reactor the runtime runs on.
+pub use async_io::{Async, Timer};
 /// The runtime's sockets and files (async-std's, today). They implement the
 /// runtime-neutral `futures` I/O traits, which is all the rest relies on.
 pub use async_std::fs::File;

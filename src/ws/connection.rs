@@ -168,7 +168,7 @@ fn drops_queue(app: &WsState, shared: &ConnShared) -> bool {
 
 /// [`dispatch`], surviving a panic inside it (a bug in a backend): the
 /// event is logged and counted as failed, and the worker goes on.
-async fn dispatch_guarded(app: &WsState, conn: &Arc<ConnInfo>, transport: &dyn Transport, kind: EventKind) {
+async fn dispatch_guarded(app: &WsState, conn: &Arc<ConnInfo>, transport: &dyn Transport, kind: EventKind) -> Outcome {
     let (name, index) = (kind.name(), kind_index(&kind));
     let started = Instant::now();
     let mut apply = |o: Output| {
@@ -177,19 +177,23 @@ async fn dispatch_guarded(app: &WsState, conn: &Arc<ConnInfo>, transport: &dyn T
         }
     };
     let run = std::panic::AssertUnwindSafe(dispatch(app, conn, transport, kind, &mut apply));
-    if let Err(panic) = futures_lite::FutureExt::catch_unwind(run).await {
-        let took = started.elapsed();
-        metrics::get().event(index, 1, took);
-        let why = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "no message".into());
-        log::error!(
-            "[{}] {} {name}: panicked after {took:.1?} ({why}); counted as failed, the connection goes on",
-            conn.id,
-            conn.target.endpoint()
-        );
+    match futures_lite::FutureExt::catch_unwind(run).await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let took = started.elapsed();
+            metrics::get().event(index, 1, took);
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            log::error!(
+                "[{}] {} {name}: panicked after {took:.1?} ({why}); counted as failed, the connection goes on",
+                conn.id,
+                conn.target.endpoint()
+            );
+            Outcome::Failed(format!("panicked: {why}"))
+        }
     }
 }
 
@@ -456,7 +460,7 @@ async fn read_loop<S>(
             Ok(WsMessage::Text(t)) => EventKind::Message { payload: t.into(), binary: false },
             Ok(WsMessage::Binary(b)) => EventKind::Message { payload: b, binary: true },
             Ok(WsMessage::Close(frame)) => {
-                let (req, note) = client_close(frame);
+                let (req, note) = client_close(frame, shared.client_close_code());
                 shared.request_close(req, Ending::Record, note);
                 // Keep reading: tungstenite sends the reply, then ends the stream.
                 continue;
@@ -491,11 +495,12 @@ async fn read_loop<S>(
 /// A close frame from the client, as the close event will report it, and
 /// why in words when that is not the client's choice. tungstenite answers a
 /// close code a client may not send (1005, 1006, 1015, below 1000, ...)
-/// with 1002 "Protocol violation" and reports that instead: a protocol
-/// error.
-fn client_close(frame: Option<CloseFrame>) -> (CloseRequest, Option<String>) {
+/// with 1002 and reports that instead; `sent` is the code as it was on the
+/// wire ([`ConnShared::client_close_code`]), which tells that protocol error
+/// from a client that closed with 1002 itself.
+fn client_close(frame: Option<CloseFrame>, sent: Option<u16>) -> (CloseRequest, Option<String>) {
     match frame {
-        Some(f) if f.code == CloseCode::Protocol && f.reason.as_str() == "Protocol violation" => (
+        Some(f) if sent.is_some_and(|c| !CloseCode::from(c).is_allowed()) => (
             CloseRequest { code: 1002, reason: f.reason.to_string(), cause: CloseCause::ProtocolError },
             Some("the client sent a close code it may not use; closed with 1002".into()),
         ),
@@ -636,19 +641,8 @@ pub fn evictor(shared: &Arc<ConnShared>) -> Evict {
 
 /// The connection is over: stop deliveries and queue the close event.
 pub async fn finish(app: &WsState, conn: &ConnInfo, shared: &ConnShared, events: &async_channel::Sender<EventKind>) {
-    shared.end();
+    let req = shared.end();
     app.hub.detach(&conn.id);
-    // Nobody closed it on purpose: the TCP connection just went away.
-    shared.request_close(
-        CloseRequest { code: 1006, reason: String::new(), cause: CloseCause::Dropped },
-        Ending::Record,
-        None,
-    );
-    let req = shared.close_request().unwrap_or(CloseRequest {
-        code: 1006,
-        reason: String::new(),
-        cause: CloseCause::Dropped,
-    });
     // The `closed:` line is the worker's (see [`log_closed`]).
     // The worker is alive until it has run this event, so this cannot fail;
     // `send` waits for room when the queue is full.
@@ -724,12 +718,14 @@ mod tests {
         }
         c.tx.try_send(EventKind::Close { code: 1000, reason: String::new(), cause: CloseCause::Client })
             .expect("queue");
-        let failed = metrics::get().events_run(1, 1);
         c.run_worker(&app);
         assert_eq!(buggy.seen(), ["boom", "after", "close 1000 client"]);
         assert!(!app.hub.is_known(&c.conn.id), "the connection left the hub");
-        assert!(metrics::get().events_run(1, 1) > failed, "the event counted as failed");
         assert_eq!(app.queue_budget.held(), 0);
+        // The outcome the worker counts (metrics are global: other tests bump them too).
+        let boom = EventKind::Message { payload: "boom".to_owned().into(), binary: false };
+        let outcome = runtime::block_on(dispatch_guarded(&app, &c.conn, &*buggy, boom));
+        assert_eq!(outcome, Outcome::Failed("panicked: a bug in a backend".into()));
     }
 
     #[test]
@@ -797,12 +793,27 @@ mod tests {
     }
 
     #[test]
+    fn a_close_code_the_client_may_not_send_is_told_by_the_code_on_the_wire() {
+        // What tungstenite reports for both: 1002 "Protocol violation".
+        let reported = || Some(CloseFrame { code: CloseCode::Protocol, reason: "Protocol violation".into() });
+        let (req, note) = client_close(reported(), Some(1005));
+        assert_eq!((req.code, req.cause, note.is_some()), (1002, CloseCause::ProtocolError, true));
+        let (req, note) = client_close(reported(), Some(1002));
+        assert_eq!(
+            (req.code, req.cause, req.reason.as_str(), note),
+            (1002, CloseCause::Client, "Protocol violation", None)
+        );
+        let (req, _) = client_close(None, None);
+        assert_eq!((req.code, req.cause), (1005, CloseCause::Client));
+    }
+
+    #[test]
     fn after_a_close_frame_the_queued_messages_still_run_then_the_close_with_its_cause() {
         let script = Scripted::new(|_| Ok(String::new()));
         let app = crate::ws::state::for_tests(&[], script.clone());
         let c = open(&app);
         c.message("last words");
-        let (req, note) = client_close(Some(CloseFrame { code: CloseCode::Away, reason: "gone".into() }));
+        let (req, note) = client_close(Some(CloseFrame { code: CloseCode::Away, reason: "gone".into() }), Some(1001));
         c.shared.request_close(req, Ending::Record, note);
         // The TCP connection then ends: the client's close stays the cause.
         runtime::block_on(finish(&app, &c.conn, &c.shared, &c.tx));

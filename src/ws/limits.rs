@@ -307,6 +307,16 @@ struct Frames {
     message: u64,
     /// Data messages whose last byte was read.
     finished: u64,
+    /// The current frame is a close frame; its payload's first two bytes
+    /// (the code the client sent, unmasked) as far as they arrived.
+    close: bool,
+    /// The current frame's masking key (zeros when unmasked).
+    mask: [u8; 4],
+    code: [u8; 2],
+    code_have: usize,
+    /// The close code of the client's close frame, as it was on the wire
+    /// (tungstenite reports a code a client may not send as 1002).
+    close_code: Option<u16>,
 }
 
 impl Frames {
@@ -319,6 +329,9 @@ impl Frames {
                     return data;
                 }
                 let n = self.left.min(bytes.len() as u64) as usize;
+                if self.close {
+                    self.take_code(&bytes[..n]);
+                }
                 bytes = &bytes[n..];
                 self.left -= n as u64;
                 if self.data {
@@ -368,6 +381,12 @@ impl Frames {
             n => n as u64,
         };
         self.data = self.head[0] & 0x08 == 0;
+        self.close = self.head[0] & 0x0f == 0x8;
+        self.code_have = 0;
+        self.mask = [0; 4];
+        if self.head[1] & 0x80 != 0 {
+            self.mask.copy_from_slice(&self.head[header - 4..header]);
+        }
         self.have = 0;
         self.in_payload = true;
         if self.data {
@@ -383,8 +402,19 @@ impl Frames {
         }
     }
 
+    /// Keeps a close frame's code bytes from `payload` (its next bytes), unmasked.
+    fn take_code(&mut self, payload: &[u8]) {
+        for &b in payload.iter().take(2 - self.code_have.min(2)) {
+            self.code[self.code_have] = b ^ self.mask[self.code_have];
+            self.code_have += 1;
+        }
+    }
+
     fn end_frame(&mut self) {
         self.in_payload = false;
+        if self.close && self.code_have == 2 && self.close_code.is_none() {
+            self.close_code = Some(u16::from_be_bytes(self.code));
+        }
         // The final frame of a data message: the message is complete.
         if self.data && self.head[0] & 0x80 != 0 {
             self.message = 0;
@@ -492,6 +522,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
             Poll::Ready(Ok(n)) if n > 0 => {
                 let finished = this.frames.finished;
                 let data = this.frames.scan(&buf[..n]);
+                if let Some(code) = this.frames.close_code.take() {
+                    this.shared.client_sent_close(code);
+                }
                 if data > 0 {
                     if let Err(over) = this.budget.read(data) {
                         return Poll::Ready(Err(io::Error::other(over.to_string())));
@@ -662,6 +695,25 @@ mod tests {
         });
         assert_eq!(refused.load(SeqCst), 0, "a reader was refused while the total was not exceeded");
         assert_eq!(b.held(), 0);
+    }
+
+    #[test]
+    fn the_close_code_is_read_off_the_wire_unmasked() {
+        // Masked (as a client sends it), arriving a byte at a time.
+        let mut f = Frames::default();
+        let mut bytes = vec![0x88, 0x82, 0x11, 0x22, 0x33, 0x44];
+        bytes.extend_from_slice(&[0x03 ^ 0x11, 0xed ^ 0x22]);
+        for byte in &bytes {
+            f.scan(std::slice::from_ref(byte));
+        }
+        assert_eq!(f.close_code, Some(1005));
+        // Unmasked, after a data frame; an empty close frame has no code.
+        let mut f = Frames::default();
+        f.scan(&[0x81, 0x01, b'x', 0x88, 0x02, 0x03, 0xe8]);
+        assert_eq!(f.close_code, Some(1000));
+        let mut f = Frames::default();
+        f.scan(&[0x88, 0x00]);
+        assert_eq!(f.close_code, None);
     }
 
     #[test]

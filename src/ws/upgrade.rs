@@ -13,7 +13,8 @@ use crate::action::Action;
 use crate::conn_limits::Slot;
 use crate::event::{ConnInfo, EventKind, Target};
 use crate::gateway::resolve::Resolved;
-use crate::gateway::{sendable_header_value, Head, Outcome, Output, Transport};
+use crate::gateway::{Head, Outcome, Output, Transport};
+use crate::http1::fields::{is_field_value, lists_token};
 use crate::http1::request::{raw_path_and_query, request_info, text_response as text};
 use crate::runtime;
 use crate::ws::connection;
@@ -23,9 +24,7 @@ use crate::ws::state::WsState;
 /// `true` when the request asks for a WebSocket upgrade.
 pub fn is_upgrade<S>(req: &Request<S>) -> bool {
     let has_token = |name: &str, token: &str| {
-        req.header(name).is_some_and(|vals| {
-            vals.iter().any(|v| v.as_str().split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-        })
+        req.header(name).is_some_and(|vals| lists_token(vals.iter().map(|v| v.as_str()), token))
     };
     has_token("Upgrade", "websocket") && has_token("Connection", "upgrade")
 }
@@ -227,7 +226,7 @@ async fn run_open(app: &WsState, conn: &Arc<ConnInfo>, transport: &dyn Transport
     }
     if !head.is_success() {
         let res = rejection(conn, &head, reject_body.unwrap_or_default());
-        let status = u16::from(res.status());
+        let status = crate::http1::response::status_of(res.as_ref());
         return Err(refused(res, hint(&format!("rejected {status}"))));
     }
     Ok(Accepted { head, actions })
@@ -242,13 +241,13 @@ fn switching_protocols(key: &str, head: &Head, offered: &[String], conn: &ConnIn
     res.insert_header("Connection", "Upgrade");
     res.insert_header("Sec-WebSocket-Accept", derive_accept_key(key.as_bytes()));
     for cookie in head.get_all("Set-Cookie") {
-        if sendable_header_value(cookie) {
+        if is_field_value(cookie.as_bytes()) {
             res.append_header("Set-Cookie", cookie);
         } else {
             log::warn!("[{}] dropped a Set-Cookie header that is not printable ASCII", conn.id);
         }
     }
-    if let Some(proto) = head.get("Sec-WebSocket-Protocol").filter(|p| sendable_header_value(p)) {
+    if let Some(proto) = head.get("Sec-WebSocket-Protocol").filter(|p| is_field_value(p.as_bytes())) {
         // RFC 6455 §4.1: a client fails a connection whose 101 names a
         // subprotocol it did not offer, so such a choice is not sent.
         if !offered.iter().any(|o| o == proto) {

@@ -26,7 +26,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use async_io::Async;
+use crate::runtime::Async;
 use bytes::Bytes;
 use futures_lite::AsyncWriteExt;
 

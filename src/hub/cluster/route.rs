@@ -16,7 +16,7 @@ use crate::id::ConnId;
 pub enum Route {
     /// Its connection is here (or its id names no other instance).
     Here,
-    /// Its connection is on this instance (by its id's first 8 characters).
+    /// Its connection is on that instance (named by its id's first 8 characters).
     To(String),
     /// Room messages and broadcasts: here and on every other instance.
     Everywhere,

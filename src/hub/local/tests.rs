@@ -196,6 +196,7 @@ fn a_detached_connection_gets_nothing_but_keeps_its_state_until_removed() {
     hub.apply(join(&a, "r"));
     hub.apply(join(&b, "r"));
     hub.apply(set(&a, "k", Some("v")));
+    a.shared.end();
     hub.detach(&a.id);
     assert!(hub.is_known(&a.id) && !hub.is_live(&a.id));
     assert_eq!((hub.live_count(), hub.len()), (1, 2));
@@ -239,6 +240,7 @@ fn close_all_closes_every_live_connection() {
         Ending::Record,
         None,
     );
+    gone.shared.end();
     hub.detach(&gone.id);
     assert!(!hub.is_shutting_down());
     assert_eq!(hub.close_all(1001, "server shutdown", CloseCause::Shutdown), 2);
@@ -247,7 +249,9 @@ fn close_all_closes_every_live_connection() {
     let r = b.shared.close_request().expect("closed");
     assert_eq!((r.code, r.reason.as_str(), r.cause), (1001, "server shutdown", CloseCause::Shutdown));
     assert!(b.rx.is_closed());
-    assert_eq!(gone.shared.close_request(), None);
+    // Ended already (as dropped): not asked again, its queue left alone.
+    assert_eq!(gone.shared.close_cause(), Some(CloseCause::Dropped));
+    assert!(!gone.rx.is_closed());
 }
 
 #[test]
@@ -283,6 +287,7 @@ fn presence_changes_are_reported() {
     hub.apply(join(&a, "r"));
     hub.apply(set(&a, "k", Some("v")));
     hub.apply(join(&a, &"r".repeat(caps::ROOM_NAME + 1)));
+    a.shared.end();
     hub.detach(&a.id);
     let seen: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
     let rooms: Vec<_> = seen.iter().map(|(id, v)| (id.as_str(), v.as_ref().map(|v| v.rooms.len()))).collect();

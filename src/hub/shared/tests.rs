@@ -96,3 +96,25 @@ fn an_abort_wakes_a_waiting_writer() {
     s.request_close(req(1008, CloseCause::SlowConsumer), Ending::Abort, None);
     assert!(block_on(poll_once(waiting.as_mut())).is_some());
 }
+
+#[test]
+fn ending_records_a_dropped_close_unless_one_was_asked_and_returns_the_winner() {
+    let (s, _rx) = conn();
+    assert!(!s.has_ended());
+    let dropped = CloseRequest { code: 1006, reason: String::new(), cause: CloseCause::Dropped };
+    assert_eq!(s.end(), dropped);
+    assert!(s.has_ended());
+    assert_eq!(s.end(), dropped, "a second end changes nothing");
+    let (s, _rx) = conn();
+    s.request_close(req(1000, CloseCause::Client), Ending::Record, None);
+    assert_eq!(s.end(), req(1000, CloseCause::Client));
+}
+
+#[test]
+fn the_clients_close_code_is_kept_as_it_was_on_the_wire() {
+    let (s, _rx) = conn();
+    assert_eq!(s.client_close_code(), None);
+    s.client_sent_close(0);
+    s.client_sent_close(1000);
+    assert_eq!(s.client_close_code(), Some(0), "the first one counts, code 0 included");
+}
