@@ -73,6 +73,17 @@ def free_port():
         return s.getsockname()[1]
 
 
+def refusing_port(test):
+    """A port where nothing listens for as long as `test` runs: bound and
+    never listening, so a connect is refused at once. (A port that is only
+    free when picked may be taken meanwhile by another test's server, which
+    then answers instead.)"""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    test.addCleanup(s.close)
+    return s.getsockname()[1]
+
+
 def tcp_ready(port):
     def check():
         try:
@@ -1264,7 +1275,7 @@ class HttpBackendTest(DaemonsMixin, ServerTestCase):
         other = RecordingBackend().start()
         self.addCleanup(other.stop)
         srv = await self.other_server([
-            "--fastcgi", "/fpm=127.0.0.1:%d" % free_port(),
+            "--fastcgi", "/fpm=127.0.0.1:%d" % refusing_port(self),
             "--backend-url", "/api=http://127.0.0.1:%d/a" % self.backend.port,
             "--backend-url", "/api/admin=http://127.0.0.1:%d/b" % other.port])
         for path, status in (("/fpm/env.php", 502), ("/api/x/y", 101), ("/api/admin/z", 101),
@@ -1282,13 +1293,13 @@ class HttpBackendTest(DaemonsMixin, ServerTestCase):
         # lookup, so a catch-all --backend-url takes /fpm/... although the
         # longer --fastcgi /fpm prefix should win.
         srv = await self.other_server([
-            "--fastcgi", "/fpm=127.0.0.1:%d" % free_port(),
+            "--fastcgi", "/fpm=127.0.0.1:%d" % refusing_port(self),
             "--backend-url", "http://127.0.0.1:%d/all" % self.backend.port])
         status, _, _ = await asyncio.to_thread(raw_upgrade, srv.port, "/fpm/env.php")
         self.assertEqual(status, 502)   # the FastCGI route, where nothing listens
 
     async def test_no_backend_at_all(self):
-        srv = self.make_server(args=["--backend-url", "http://127.0.0.1:%d/x" % free_port()]).start()
+        srv = self.make_server(args=["--backend-url", "http://127.0.0.1:%d/x" % refusing_port(self)]).start()
         try:
             status, _, body = await asyncio.to_thread(raw_upgrade, srv.port, "/anything")
             self.assertEqual(status, 502, body)
