@@ -133,7 +133,11 @@ pub async fn event_worker(
         } else if app.events.wants(&kind) {
             // Messages not in --events never get here (the reader drops
             // them); the close event always does, to end the worker.
-            dispatch_guarded(&app, &conn, &*transport, kind).await;
+            // Boxed: the event's state lives on the heap while it runs, not
+            // in every idle connection's task (the worker future is sized
+            // for its largest await point: +1.2 KiB per idle connection
+            // inline, measured with the bench's idle workload).
+            Box::pin(dispatch_guarded(&app, &conn, &*transport, kind)).await;
         }
         if let Some(len) = len {
             budget.done(len);
@@ -819,5 +823,37 @@ mod tests {
         runtime::block_on(finish(&app, &c.conn, &c.shared, &c.tx));
         c.run_worker(&app);
         assert_eq!(script.seen(), ["last words", "close 1001 client"]);
+    }
+}
+
+/// An idle connection's memory is mostly its task: the worker future is as
+/// large as its largest await point, so an event's state must not be inline
+/// in it (+1.2 KiB per idle connection, measured with the bench's idle
+/// workload, until the event was boxed).
+#[cfg(test)]
+mod idle_size {
+    use super::*;
+
+    #[test]
+    fn the_event_worker_future_holds_no_event_inline() {
+        let t = crate::ws::fake::Scripted::new(|_| Ok(String::new()));
+        let app = crate::ws::state::for_tests(&[], t.clone());
+        let target = crate::event::Target {
+            filename: "/x".into(),
+            script_name: "/x".into(),
+            path_info: String::new(),
+            interpreter: None,
+        };
+        let conn = Arc::new(ConnInfo { id: crate::id::ConnId::random(), target, request: Default::default() });
+        let (_outgoing, shared) = app.hub.register(conn.clone());
+        let budget = app.queue_budget.conn(Box::new(|_| {}));
+        let (_tx, rx) = async_channel::unbounded();
+        let slot = app.conn_limits.reserve("192.0.2.1").expect("slot");
+        let worker = event_worker(app.clone(), conn.clone(), t.clone(), rx, shared, budget, slot);
+        let mut sink = |_: Output| {};
+        let one_event = dispatch(&app, &conn, &*t, EventKind::Open, &mut sink);
+        let (worker, event) = (std::mem::size_of_val(&worker), std::mem::size_of_val(&one_event));
+        assert!(worker < event, "the worker ({worker} bytes) holds an event ({event} bytes) inline");
+        assert!(worker <= 512, "the worker future grew to {worker} bytes");
     }
 }
