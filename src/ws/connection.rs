@@ -73,7 +73,8 @@ pub async fn dispatch(
     let is_open = event.kind == EventKind::Open;
     let mut watch = |o: Output| {
         if let (Output::Head(h), true) = (&o, is_open) {
-            rejected = (!h.is_success()).then(|| h.status.unwrap_or(500));
+            // A 1xx is not an answer: the handshake gets 502 (`upgrade::rejection`).
+            rejected = (!h.is_success()).then(|| h.status.map_or(500, |s| if s < 200 { 502 } else { s }));
         }
         out(o)
     };

@@ -339,6 +339,15 @@ fn ws_config(max_message: usize) -> WebSocketConfig {
 
 /// The open script said no: its status, headers and body are the response.
 fn rejection(conn: &ConnInfo, head: &Head, body: Vec<u8>) -> Response {
+    if let Some(status @ 100..=199) = head.status {
+        // Not a final answer, as for pages: 502, and the log says why.
+        log::error!(
+            "[{}] {} open: Status {status} is an interim status, not an answer; answering 502",
+            conn.id,
+            conn.target.endpoint()
+        );
+        return text(StatusCode::BadGateway, "the endpoint's open script answered with an interim (1xx) status");
+    }
     let who = format!("[{}] ", conn.id);
     crate::gateway::response::to_response(head, head.status.unwrap_or(500), &who, |_| body.into())
 }

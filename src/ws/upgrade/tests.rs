@@ -127,6 +127,21 @@ fn an_open_script_that_answers_401_is_the_answer() {
 }
 
 #[test]
+fn an_open_script_with_an_interim_status_is_502_not_that_status() {
+    for interim in ["100 Continue", "101 Switching Protocols", "199"] {
+        let answer = format!("Status: {interim}\nContent-Type: text/plain\n\nbody\n");
+        let ws = crate::ws::state::for_tests(&[], Scripted::new(move |_| Ok(answer.clone())));
+        let res = decide(&ws, &request(Method::Get, "/mirror.sh", &[])).err().expect("a refusal");
+        let (status, _, body) = refusal(res, "");
+        assert_eq!(
+            (status, body.as_str()),
+            (502, "the endpoint's open script answered with an interim (1xx) status\n"),
+            "{interim}"
+        );
+    }
+}
+
+#[test]
 fn an_open_script_that_fails_is_500() {
     let ws = crate::ws::state::for_tests(&[], Scripted::new(|_| Err("@join self lobby\n".into())));
     let res = decide(&ws, &request(Method::Get, "/mirror.sh", &[])).err().expect("a refusal");
