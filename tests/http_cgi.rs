@@ -203,3 +203,140 @@ fn ambiguous_header_blocks_are_refused_and_every_page_has_a_line_with_its_status
     assert_eq!(request("GET", &http(&s, "/redirect.sh?loop"), &[], b"").status, 500);
     s.wait_log("more than 5 local redirects; answering 500");
 }
+
+/// Sends `GET path` on a new connection, and returns it once the status
+/// line has arrived.
+fn get_page(port: u16, path: &str) -> HttpConn {
+    let mut c = HttpConn::open(port);
+    c.send(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
+    while !c.buf.windows(2).any(|w| w == b"\r\n") {
+        assert!(c.fill(), "no answer to GET {path}");
+    }
+    c
+}
+
+/// Reads until the server closes the connection, or until a chunked body's
+/// terminating `0\r\n\r\n` (the response then claimed to be complete:
+/// returned at once, the connection may be kept). Panics when more than
+/// `max_lines` body lines arrive (the page was not bounded) or the server
+/// keeps the connection open without a word.
+fn read_until_close(mut c: HttpConn, max_lines: usize) -> String {
+    loop {
+        let text = String::from_utf8_lossy(&c.buf).into_owned();
+        assert!(text.matches('\n').count() < max_lines + 20, "not bounded by --timeout: {text}");
+        if text.ends_with("\r\n0\r\n\r\n") {
+            return text;
+        }
+        let mut chunk = [0u8; 8192];
+        match c.s.read(&mut chunk) {
+            Ok(0) => return text,
+            Ok(n) => c.buf.extend_from_slice(&chunk[..n]),
+            Err(e) => panic!("the server neither ended the response nor closed ({e}): {text}"),
+        }
+    }
+}
+
+/// The body of a chunked response cut at --timeout: the chunks, without
+/// the terminating chunk (RFC 9112 §7.1: a client must see it is incomplete).
+fn assert_cut(response: &str, first_line: &str) {
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(response.contains("transfer-encoding: chunked\r\n"), "{response}");
+    assert!(response.contains(first_line), "the output before the deadline streams: {response}");
+    assert!(!response.ends_with("\r\n0\r\n\r\n"), "a cut body ended as if complete: {response}");
+    assert!(response.ends_with("\r\n"), "ends after a whole chunk: {response}");
+}
+
+#[test]
+fn a_page_stopped_at_the_timeout_ends_cut_and_closes_the_connection() {
+    let s = Server::start_in(&http_cgi(), &["--timeout", "2"]);
+    // Before: the body ended with 0\r\n\r\n and the connection stayed open.
+    let response = read_until_close(get_page(s.port, "/endless.sh"), 40);
+    assert_cut(&response, "line1\n");
+    s.wait_log("GET /endless.sh 127.0.0.1: 200, script failed: timed out after 2s");
+    // The server is still fine.
+    assert_eq!(request("GET", &http(&s, "/info.sh"), &[], b"").status, 201);
+}
+
+/// php-fpm on a loopback port, stopped (with its workers) on drop.
+struct PhpFpm {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl PhpFpm {
+    fn start(dir: &Path) -> PhpFpm {
+        let program = find_program("php-fpm*").expect("php-fpm (suite backends)");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let conf = dir.join("php-fpm.conf");
+        let d = dir.display();
+        std::fs::write(
+            &conf,
+            format!(
+                "[global]\npid = {d}/php-fpm.pid\nerror_log = {d}/php-fpm.log\ndaemonize = no\n\
+                 [www]\nlisten = 127.0.0.1:{port}\npm = static\npm.max_children = 4\n"
+            ),
+        )
+        .unwrap();
+        let mut cmd = std::process::Command::new(program);
+        cmd.arg("-F").arg("-y").arg(&conf);
+        if std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0) {
+            cmd.arg("-R");
+        }
+        let child = cmd.stderr(std::fs::File::create(dir.join("php-fpm.out")).unwrap()).spawn().expect("php-fpm");
+        wait_for("php-fpm to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
+        PhpFpm { child, port }
+    }
+}
+
+impl Drop for PhpFpm {
+    fn drop(&mut self) {
+        // SIGTERM: the master stops its workers.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+#[suite("backends")]
+#[test]
+fn a_php_fpm_page_is_bounded_by_the_timeout_and_holds_its_slot_until_it_ends() {
+    require_suite("backends");
+    let dir = scratch();
+    let app = dir.join("app");
+    std::fs::create_dir(&app).unwrap();
+    // Each line says when PHP wrote it; so does the other page.
+    std::fs::write(
+        app.join("endless.php"),
+        "<?php header('Content-Type: text/plain');\nwhile (ob_get_level()) ob_end_flush();\n\
+         for ($i = 1; ; $i++) { echo \"line$i \", microtime(true), \"\\n\"; flush(); usleep(500000); }\n",
+    )
+    .unwrap();
+    std::fs::write(app.join("now.php"), "<?php echo 'now ', microtime(true), \"\\n\";\n").unwrap();
+    let fpm = PhpFpm::start(&dir);
+    let fastcgi = format!("127.0.0.1:{}", fpm.port);
+    let s = Server::start_in(&app, &["--fastcgi", &fastcgi, "--timeout", "2", "--max-procs", "1"]);
+    // The first page holds the one slot; the second is asked for once the
+    // first has answered, and must wait for the first's end.
+    let first = get_page(s.port, "/endless.php");
+    let first = std::thread::spawn(move || read_until_close(first, 40));
+    let second = std::thread::spawn({
+        let port = s.port;
+        move || raw_http(port, "GET /now.php HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    });
+    // Before: the page streamed until the client gave up, and its line was
+    // written at once ("200, ok in 2ms").
+    let response = first.join().unwrap();
+    assert_cut(&response, "line1 ");
+    s.wait_log("GET /endless.php 127.0.0.1 (fastcgi");
+    let log = s.log();
+    let line = log.lines().find(|l| l.contains("GET /endless.php")).unwrap();
+    assert!(line.contains("200, script failed: no complete answer within --timeout"), "{line}");
+    // The second page ran after the first's last line: it waited for the slot.
+    let second = second.join().unwrap();
+    let time = |text: &str, word: &str| -> f64 {
+        let at = text.rfind(word).unwrap_or_else(|| panic!("no {word:?} in {text}")) + word.len();
+        let rest = &text[at..];
+        rest[rest.find(' ').unwrap() + 1..].split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let (last, now) = (time(&response, "line"), time(&second, "now"));
+    assert!(now > last, "the second page ran at {now} while the first still streamed ({last}): {second}");
+}

@@ -28,7 +28,7 @@ use futures_lite::io::{AsyncRead, BufReader};
 use super::env::{event_env, page_env, EnvSettings};
 use super::pool::{Checkout, Pool, Stream};
 use crate::event::{Event, EventKind};
-use crate::gateway::page::{Page, PageEnd, PageRun, PageTransport, StartError};
+use crate::gateway::page::{Finished, Page, PageEnd, PageRun, PageTransport, StartError};
 use crate::gateway::routes::{Files, Route};
 use crate::gateway::slots::Slots;
 use crate::gateway::{BoxFuture, Call, Cut, Limits, Outcome, Transport, OUTPUT_LIMIT};
@@ -184,8 +184,12 @@ impl AsyncRead for PageBody {
             Ok(_) => None,
             Err(e) => Some(Outcome::Unavailable(format!("{} broke off the answer ({e})", this.address))),
         };
-        if let (Some(outcome), Some(done)) = (ended, this.done.take()) {
-            let _ = done.try_send(outcome);
+        // Only at the end: dropping the sender before would end the run at
+        // once (no --timeout, no --max-procs slot while the body streams).
+        if let Some(outcome) = ended {
+            if let Some(done) = this.done.take() {
+                let _ = done.try_send(outcome);
+            }
         }
         Poll::Ready(read)
     }
@@ -198,19 +202,22 @@ struct PageEnding {
 }
 
 impl PageEnd for PageEnding {
-    fn finish(self: Box<Self>, deadline: Instant) -> BoxFuture<'static, Outcome> {
+    fn finish(self: Box<Self>, deadline: Instant) -> BoxFuture<'static, Finished> {
         Box::pin(async move {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            match runtime::timeout(remaining, self.ended.recv()).await {
+            let outcome = match runtime::timeout(remaining, self.ended.recv()).await {
                 Ok(Ok(outcome)) => outcome,
                 // The response body was dropped before the end (a HEAD
                 // request, a client that went away): the server was fine.
                 Ok(Err(_)) => Outcome::Success,
                 Err(()) => {
+                    // The body's next read fails: the response ends cut.
                     self.stream.shutdown();
                     Outcome::Failed("no complete answer within --timeout; the response ends here".into())
                 }
-            }
+            };
+            let cut = !matches!(outcome, Outcome::Success);
+            Finished { outcome, cut }
         })
     }
 

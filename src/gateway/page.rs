@@ -13,9 +13,13 @@
 //! `--timeout` instead: at the deadline the run is stopped and the response
 //! ends there, cut (docs/PROTOCOL.md, "Classic CGI").
 
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
-use futures_lite::io::AsyncBufRead;
+use futures_lite::io::{AsyncBufRead, AsyncRead};
+use futures_lite::Stream;
 use tide::StatusCode;
 
 use super::head::{read_head, HeadErrorKind};
@@ -47,11 +51,20 @@ pub struct PageRun {
     pub end: Box<dyn PageEnd>,
 }
 
+/// How a page run ended.
+pub struct Finished {
+    /// For the log.
+    pub outcome: Outcome,
+    /// The run was stopped before its output ended (the deadline) or broke
+    /// off: the body must end with an error, not as if it were complete.
+    pub cut: bool,
+}
+
 /// How a running page ends; the gateway calls one of the two, once.
 pub trait PageEnd: Send {
     /// Waits until the run ends by itself, at most until `deadline`, when it
-    /// stops it; says how it ended, for the log.
-    fn finish(self: Box<Self>, deadline: Instant) -> BoxFuture<'static, Outcome>;
+    /// stops it; says how it ended.
+    fn finish(self: Box<Self>, deadline: Instant) -> BoxFuture<'static, Finished>;
     /// Stops the run at once (no valid header block, or none in time).
     fn stop(self: Box<Self>) -> BoxFuture<'static, ()>;
 }
@@ -129,16 +142,20 @@ pub async fn serve(transport: &dyn PageTransport, info: &RequestInfo, target: &T
             return plain(status, &format!("{text}; see the server log"));
         }
     };
-    let reply = page_reply(head, stdout);
+    let (ended, end_seen) = async_channel::bounded(1);
+    let reply = page_reply(head, RunBody { inner: stdout, end: Box::pin(end_seen), cut: None });
     let answered = match &reply {
         Reply::Response(r) => crate::http1::response::status_of(r.as_ref().as_ref()).to_string(),
         Reply::LocalRedirect(to) => format!("local redirect to {to}"),
     };
     // The rest of the run happens while the body streams: the run keeps its
-    // slot until it ends, and is stopped at the deadline.
+    // slot until it ends, and is stopped at the deadline. The body's end
+    // waits for the run's: a run stopped or broken off ends it with an error.
     runtime::spawn(async move {
         let _slot = slot;
-        match end.finish(deadline).await {
+        let Finished { outcome, cut } = end.finish(deadline).await;
+        let _ = ended.try_send(cut);
+        match outcome {
             Outcome::Success => log::info!(target: LOG, "{label}: {answered}, ok in {:.1?}", started.elapsed()),
             Outcome::Failed(why) | Outcome::Unavailable(why) => {
                 log::warn!(target: LOG, "{label}: {answered}, script failed: {why}")
@@ -146,6 +163,45 @@ pub async fn serve(transport: &dyn PageTransport, info: &RequestInfo, target: &T
         }
     });
     reply
+}
+
+/// A page's body: the run's output, whose end is the run's end. At the end
+/// of the output it waits for the run to end, and ends with an error when
+/// the run was cut (the HTTP writer then ends the response without its last
+/// chunk and closes the connection, RFC 9112 §7.1).
+struct RunBody {
+    inner: Box<dyn AsyncBufRead + Send + Sync + Unpin>,
+    /// Whether the run was cut, once it ended.
+    end: Pin<Box<async_channel::Receiver<bool>>>,
+    cut: Option<bool>,
+}
+
+impl AsyncBufRead for RunBody {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        let this = self.get_mut();
+        if this.cut.is_none() && ready!(Pin::new(&mut this.inner).poll_fill_buf(cx))?.is_empty() {
+            // `None`: the run's end was dropped (the server shuts down).
+            this.cut = Some(ready!(this.end.as_mut().poll_next(cx)).unwrap_or(true));
+        }
+        if this.cut == Some(true) {
+            return Poll::Ready(Err(io::Error::other("the script's run was cut (--timeout or a failure)")));
+        }
+        Pin::new(&mut this.inner).poll_fill_buf(cx)
+    }
+
+    fn consume(mut self: Pin<&mut Self>, amt: usize) {
+        Pin::new(&mut self.inner).consume(amt)
+    }
+}
+
+impl AsyncRead for RunBody {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let available = ready!(self.as_mut().poll_fill_buf(cx))?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Poll::Ready(Ok(n))
+    }
 }
 
 /// The one log line and the answer of a page that could not run.
@@ -172,14 +228,19 @@ mod tests {
         slots: Arc<Slots>,
         /// "label", then "finish" or "stop".
         seen: Arc<Mutex<Vec<String>>>,
+        /// The run ends cut (stopped at the deadline).
+        cut: bool,
     }
 
-    struct End(Arc<Mutex<Vec<String>>>);
+    /// What the gateway did, and whether the run ends cut.
+    struct End(Arc<Mutex<Vec<String>>>, bool);
 
     impl PageEnd for End {
-        fn finish(self: Box<Self>, _: Instant) -> BoxFuture<'static, Outcome> {
+        fn finish(self: Box<Self>, _: Instant) -> BoxFuture<'static, Finished> {
             self.0.lock().expect("lock").push("finish".into());
-            Box::pin(async { Outcome::Success })
+            let cut = self.1;
+            let outcome = if cut { Outcome::Failed("timed out".into()) } else { Outcome::Success };
+            Box::pin(async move { Finished { outcome, cut } })
         }
         fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
             self.0.lock().expect("lock").push("stop".into());
@@ -206,15 +267,25 @@ mod tests {
         fn start_page<'a>(&'a self, page: Page<'a>) -> BoxFuture<'a, Result<PageRun, StartError>> {
             self.seen.lock().expect("lock").push(page.label.to_owned());
             let stdout = Box::new(BufReader::with_capacity(7, Cursor::new(self.output)));
-            Box::pin(async move { Ok(PageRun { stdout, end: Box::new(End(self.seen.clone())) }) })
+            Box::pin(async move { Ok(PageRun { stdout, end: Box::new(End(self.seen.clone(), self.cut)) }) })
         }
     }
 
     /// The status, the body and what the gateway did to the run.
     fn serve_fake(output: &'static [u8]) -> (u16, Vec<u8>, Vec<String>) {
+        let (status, body, seen) = serve_fake_run(output, false);
+        (status, body.map_err(|e| e.0).expect("a complete body"), seen)
+    }
+
+    /// How a body ended with an error, and what came before.
+    type CutBody = (io::Error, Vec<u8>);
+
+    /// [`serve_fake`] with a run that ends `cut` or not; `Err` is how the
+    /// body ended when it ended with an error, and what came before.
+    fn serve_fake_run(output: &'static [u8], cut: bool) -> (u16, Result<Vec<u8>, CutBody>, Vec<String>) {
         let limits = Limits { timeout: Duration::from_secs(30), max_output: 10 };
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let t = Fake { output, limits, slots: Slots::new(1), seen: seen.clone() };
+        let t = Fake { output, limits, slots: Slots::new(1), seen: seen.clone(), cut };
         let info = RequestInfo { method: "GET".into(), remote_addr: "1.2.3.4".into(), ..Default::default() };
         let target =
             Target { filename: "/p.sh".into(), script_name: "/p.sh".into(), path_info: "".into(), interpreter: None };
@@ -223,7 +294,10 @@ mod tests {
                 panic!("a local redirect")
             };
             let mut body = Vec::new();
-            res.take_body().read_to_end(&mut body).await.expect("body");
+            let body = match res.take_body().read_to_end(&mut body).await {
+                Ok(_) => Ok(body),
+                Err(e) => Err((e, body)),
+            };
             // The run ends in the background, with the slot.
             let _slot = t.slots.acquire().await;
             let seen = seen.lock().expect("lock").clone();
@@ -236,6 +310,17 @@ mod tests {
         let (status, body, seen) = serve_fake(b"Status: 201\r\nContent-Type: text/plain\r\n\r\n0123456789abcdefghij");
         assert_eq!((status, &body[..]), (201, &b"0123456789abcdefghij"[..]), "20 bytes with --max-output 10");
         assert_eq!(seen, ["GET /p.sh 1.2.3.4 (fake)", "finish"], "labelled with via");
+    }
+
+    #[test]
+    fn a_cut_run_ends_its_body_with_an_error_after_all_its_output() {
+        let output = b"Content-Type: text/plain\r\n\r\nline 1\nline 2\n";
+        let (status, body, seen) = serve_fake_run(output, true);
+        assert_eq!(status, 200);
+        let e = body.expect_err("a cut body must not end as if complete (the writer would send the last chunk)");
+        assert!(e.0.to_string().contains("cut"), "{}", e.0);
+        assert_eq!(seen.last().map(String::as_str), Some("finish"));
+        assert_eq!(e.1, b"line 1\nline 2\n", "all the run's output comes before the error");
     }
 
     #[test]

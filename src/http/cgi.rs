@@ -7,6 +7,7 @@
 //! differs from an event is that the script keeps running in the background
 //! while its body streams.
 
+use std::os::unix::process::ExitStatusExt;
 use std::time::Instant;
 
 use futures_lite::io::BufReader;
@@ -15,8 +16,9 @@ use crate::backend::env::page_env;
 use crate::backend::spawn::child::EnvBlock;
 use crate::backend::spawn::process::{log_stderr, start, Script, Started, Time};
 use crate::backend::spawn::Spawn;
-use crate::gateway::page::{Page, PageEnd, PageRun, PageTransport, StartError};
-use crate::gateway::{BoxFuture, Outcome};
+use crate::gateway::page::{Finished, Page, PageEnd, PageRun, PageTransport, StartError};
+use crate::gateway::BoxFuture;
+use crate::runtime;
 
 impl PageTransport for Spawn {
     fn start_page<'a>(&'a self, page: Page<'a>) -> BoxFuture<'a, Result<PageRun, StartError>> {
@@ -41,9 +43,19 @@ struct Running {
 }
 
 impl PageEnd for Running {
-    fn finish(mut self: Box<Self>, _deadline: Instant) -> BoxFuture<'static, Outcome> {
+    fn finish(mut self: Box<Self>, _deadline: Instant) -> BoxFuture<'static, Finished> {
         // The script's own deadline is the page's: both start at `started`.
-        Box::pin(async move { self.script.wait(&self.label).await })
+        // Stopped at the deadline or killed by a signal, its output is cut;
+        // an exit status, even a failing one, ends a complete output.
+        Box::pin(async move {
+            let Running { script, label } = &mut *self;
+            let status = runtime::timeout(script.remaining(), script.child.status(label)).await;
+            let cut = match &status {
+                Ok(Ok(s)) => s.signal().is_some(),
+                Ok(Err(_)) | Err(()) => true,
+            };
+            Finished { outcome: script.ended(status, label).await, cut }
+        })
     }
 
     fn stop(mut self: Box<Self>) -> BoxFuture<'static, ()> {
