@@ -6,10 +6,6 @@
 mod common;
 use common::*;
 
-fn status_of(resp: &str) -> u16 {
-    resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
-}
-
 /// An upgrade request with this Host and Origin, as a browser sends it.
 fn handshake(port: u16, host: &str, origin: &str) -> u16 {
     let req = format!(

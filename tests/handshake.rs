@@ -5,10 +5,6 @@ mod common;
 use async_tungstenite::tungstenite::Message;
 use common::*;
 
-fn status_of(resp: &str) -> u16 {
-    resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
-}
-
 #[async_std::test]
 async fn mapping_and_path_info() {
     let s = Server::start(&[]);

@@ -10,10 +10,6 @@ use async_tungstenite::tungstenite::Message;
 use common::*;
 use futures_util::StreamExt;
 
-fn status_of(resp: &str) -> u16 {
-    resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
-}
-
 fn pid_alive(pid: i32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")

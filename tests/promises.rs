@@ -8,24 +8,9 @@ mod rawws;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-use std::time::Duration;
 
 use async_tungstenite::tungstenite::Message;
 use common::*;
-
-/// A scratch `--cgi-bin` holding `scripts` (name, shell body after `#!/bin/sh`).
-fn cgi_bin(scripts: &[(&str, &str)]) -> PathBuf {
-    let dir = scratch().join("cgi-bin");
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, body) in scripts {
-        let path = dir.join(name);
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    dir
-}
 
 /// Echoes each message; says nothing on open and close.
 const ECHO: &str = r#"[ "$WS_EVENT" = message ] && cat; exit 0"#;
@@ -34,35 +19,6 @@ const ECHO: &str = r#"[ "$WS_EVENT" = message ] && cat; exit 0"#;
 const VAR: &str = r#"[ "$WS_EVENT" = message ] || exit 0
 name=$(cat)
 printf '%s=%s\n' "$name" "$(printenv "$name")""#;
-
-fn status_of(resp: &str) -> u16 {
-    resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
-}
-
-/// A raw handshake with the request head lines given (Host included);
-/// returns the stream after a `101`.
-fn open_raw(port: u16, path: &str, head_lines: &[&str]) -> TcpStream {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    let mut req = format!(
-        "GET {path} HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-    );
-    for l in head_lines {
-        req.push_str(l);
-        req.push_str("\r\n");
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).expect("read the handshake response");
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
-    s
-}
 
 /// Sends `text` as one message on a raw connection and returns the reply.
 fn ask(s: &mut TcpStream, text: &str) -> String {
@@ -131,8 +87,11 @@ async fn logs_never_carry_cookies_headers_tokens_or_payloads() {
         // ws2http's own most verbose level (what -vv gives).
         &[("RUST_LOG", "ws2http=trace".as_ref())],
     );
-    let mut ws =
-        open_raw(s.port, "/echo.sh", &["Host: 127.0.0.1", "Cookie: sid=cookie-secret-1", "X-Note: header-secret-2"]);
+    let mut ws = rawws::open_with(
+        s.port,
+        "/echo.sh",
+        &["Host: 127.0.0.1", "Cookie: sid=cookie-secret-1", "X-Note: header-secret-2"],
+    );
     assert_eq!(ask(&mut ws, "payload-secret-3"), "payload-secret-3");
     ws.write_all(&rawws::frame(rawws::BINARY, b"binary-secret-4")).unwrap();
     assert_eq!(rawws::read_frame(&mut ws).map(|f| f.1), Some(b"binary-secret-4".to_vec()));
@@ -253,8 +212,11 @@ async fn close_directive_codes_and_reason_length() {
 #[test]
 fn repeated_cookie_headers_are_joined_with_semicolons() {
     let s = Server::start_in(&cgi_bin(&[("var.sh", VAR)]), &[]);
-    let mut ws =
-        open_raw(s.port, "/var.sh", &["Host: 127.0.0.1", "Cookie: a=1", "X-Multi: x", "Cookie: b=2", "X-Multi: y"]);
+    let mut ws = rawws::open_with(
+        s.port,
+        "/var.sh",
+        &["Host: 127.0.0.1", "Cookie: a=1", "X-Multi: x", "Cookie: b=2", "X-Multi: y"],
+    );
     assert_eq!(ask(&mut ws, "HTTP_COOKIE"), "HTTP_COOKIE=a=1; b=2");
     assert_eq!(ask(&mut ws, "HTTP_X_MULTI"), "HTTP_X_MULTI=x, y");
 }
@@ -271,7 +233,7 @@ fn server_name_comes_from_the_host_header() {
         ("app.example".to_owned(), "app.example"),
         ("app.example:8443".to_owned(), "app.example"),
     ] {
-        let mut ws = open_raw(s.port, "/var.sh", &[&format!("Host: {host}")]);
+        let mut ws = rawws::open_with(s.port, "/var.sh", &[&format!("Host: {host}")]);
         assert_eq!(ask(&mut ws, "SERVER_NAME"), format!("SERVER_NAME={name}"), "Host: {host}");
     }
     let resp =
@@ -296,7 +258,7 @@ fn repeatable_flags_take_comma_lists_from_their_variables() {
             ("THIRD_ONE", "3".as_ref()),
         ],
     );
-    let mut ws = open_raw(s.port, "/var.sh", &["Host: 127.0.0.1"]);
+    let mut ws = rawws::open_with(s.port, "/var.sh", &["Host: 127.0.0.1"]);
     assert_eq!(ask(&mut ws, "FIRST_ONE"), "FIRST_ONE=1");
     assert_eq!(ask(&mut ws, "SECOND_ONE"), "SECOND_ONE=2");
     assert_eq!(ask(&mut ws, "THIRD_ONE"), "THIRD_ONE=");

@@ -6,10 +6,6 @@ mod common;
 mod rawws;
 use common::*;
 
-fn status_of(resp: &str) -> u16 {
-    resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
-}
-
 fn body_of(resp: &str) -> String {
     resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()
 }

@@ -6,22 +6,8 @@
 mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 
 use common::*;
-
-/// A scratch `--cgi-bin` holding `scripts` (name, shell body after `#!/bin/sh`).
-fn cgi_bin(scripts: &[(&str, &str)]) -> PathBuf {
-    let dir = scratch().join("cgi-bin");
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, body) in scripts {
-        let path = dir.join(name);
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    dir
-}
 
 fn status_line(resp: &str) -> &str {
     resp.split("\r\n").next().unwrap_or_default()

@@ -349,3 +349,22 @@ mod suites;
 pub use http_conn::HttpConn;
 #[allow(unused_imports)]
 pub use suites::*;
+
+/// The status code of a raw HTTP response (`HTTP/1.1 403 …` → 403; 0 when
+/// there is none).
+pub fn status_of(resp: &str) -> u16 {
+    resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// A scratch `--cgi-bin` holding `scripts` (name, shell body after `#!/bin/sh`).
+pub fn cgi_bin(scripts: &[(&str, &str)]) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch().join("cgi-bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, body) in scripts {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    dir
+}

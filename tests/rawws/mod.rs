@@ -17,12 +17,22 @@ pub const CONTINUATION: u8 = 0x0;
 /// Connects and completes the handshake for `path`; the response head has
 /// been read (and must be a `101`), nothing after it.
 pub fn open(port: u16, path: &str) -> TcpStream {
+    open_with(port, path, &["Host: 127.0.0.1"])
+}
+
+/// [`open`] with the request's other head lines given (`Host` included).
+pub fn open_with(port: u16, path: &str, head_lines: &[&str]) -> TcpStream {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(15))).expect("read timeout");
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
     );
+    for l in head_lines {
+        req.push_str(l);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
     s.write_all(req.as_bytes()).expect("send handshake");
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
