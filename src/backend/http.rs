@@ -356,7 +356,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::action::{Action, Message};
     use crate::backend::pool::PoolLimits;
     use crate::event::{ConnInfo, Target};
     use crate::gateway::Output;
@@ -442,13 +441,7 @@ mod tests {
         EventKind::Message { payload: "hi".into(), binary: false }
     }
 
-    fn texts(items: &[Output]) -> Vec<String> {
-        let text = |o: &Output| match o {
-            Output::Action(Action::Send { msg: Message::Text(t), .. }) => Some(t.to_string()),
-            _ => None,
-        };
-        items.iter().filter_map(text).collect()
-    }
+    use crate::gateway::sent_texts as texts;
 
     #[test]
     fn status_and_headers_become_the_head_without_the_exchange_headers() {

@@ -57,6 +57,17 @@ pub enum Output {
 /// for the open event (applied once the handshake is answered).
 pub type Sink<'a> = dyn FnMut(Output) + Send + 'a;
 
+/// The texts of the messages sent in `items`, in order (for tests that
+/// check what an output became).
+#[cfg(test)]
+pub(crate) fn sent_texts(items: &[Output]) -> Vec<String> {
+    let text = |o: &Output| match o {
+        Output::Action(Action::Send { msg: crate::action::Message::Text(t), .. }) => Some(t.to_string()),
+        _ => None,
+    };
+    items.iter().filter_map(text).collect()
+}
+
 /// How the work for one event ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {

@@ -224,15 +224,7 @@ mod tests {
         parse_all(Context::Script { conn: &me, endpoint: "/e" }, open, out)
     }
 
-    fn texts(items: &[Output]) -> Vec<String> {
-        items
-            .iter()
-            .filter_map(|o| match o {
-                Output::Action(Action::Send { msg: Message::Text(t), .. }) => Some(t.to_string()),
-                _ => None,
-            })
-            .collect()
-    }
+    use crate::gateway::sent_texts as texts;
 
     #[test]
     fn plain_lines_crlf_and_last_line_without_newline() {

@@ -82,15 +82,7 @@ fn run_fake(t: &Fake, kind: EventKind) -> (Outcome, Vec<Output>) {
     (outcome, items)
 }
 
-fn texts(items: &[Output]) -> Vec<String> {
-    items
-        .iter()
-        .filter_map(|o| match o {
-            Output::Action(Action::Send { msg: Message::Text(t), .. }) => Some(t.to_string()),
-            _ => None,
-        })
-        .collect()
-}
+use super::sent_texts as texts;
 
 #[test]
 fn a_header_block_then_lines_each_applied_as_it_comes() {
