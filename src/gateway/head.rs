@@ -44,6 +44,12 @@ impl Head {
     pub fn is_success(&self) -> bool {
         self.status.is_none_or(|s| (200..300).contains(&s))
     }
+
+    /// A 1xx status: an interim one, not an answer, so a page or a
+    /// handshake gets 502 instead.
+    pub fn is_interim(&self) -> bool {
+        self.status.is_some_and(|s| s < 200)
+    }
 }
 
 /// A line without its `\n` or `\r\n`.

@@ -112,7 +112,7 @@ pub async fn serve(transport: &dyn PageTransport, info: &RequestInfo, target: &T
     };
     let remaining = deadline.saturating_duration_since(Instant::now());
     let refused = match runtime::timeout(remaining, read_head(&mut stdout)).await {
-        Ok(Ok(head)) if head.status.is_some_and(|s| s < 200) => {
+        Ok(Ok(head)) if head.is_interim() => {
             let why = format!("the script's status {}, which is not final; answering 502", head.status.unwrap_or(0));
             Err((why, StatusCode::BadGateway, "the script's answer was not final"))
         }

@@ -74,7 +74,7 @@ pub async fn dispatch(
     let mut watch = |o: Output| {
         if let (Output::Head(h), true) = (&o, is_open) {
             // A 1xx is not an answer: the handshake gets 502 (`upgrade::rejection`).
-            rejected = (!h.is_success()).then(|| h.status.map_or(500, |s| if s < 200 { 502 } else { s }));
+            rejected = (!h.is_success()).then(|| if h.is_interim() { 502 } else { h.status.unwrap_or(500) });
         }
         out(o)
     };

@@ -339,7 +339,7 @@ fn ws_config(max_message: usize) -> WebSocketConfig {
 
 /// The open script said no: its status, headers and body are the response.
 fn rejection(conn: &ConnInfo, head: &Head, body: Vec<u8>) -> Response {
-    if let Some(status @ 100..=199) = head.status {
+    if let (true, Some(status)) = (head.is_interim(), head.status) {
         // Not a final answer, as for pages: 502, and the log says why.
         log::error!(
             "[{}] {} open: Status {status} is an interim status, not an answer; answering 502",
