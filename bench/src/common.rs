@@ -125,6 +125,8 @@ pub struct Ctx {
     pub mode: Mode,
     pub sizes: Sizes,
     pub ws2http_bin: PathBuf,
+    /// Workload 1's tokio floor (bench/floors/), when workload 1 runs.
+    pub tokio_floor: Option<PathBuf>,
     pub fx: Fixtures,
     /// Temporary directory: fixtures, configs, server logs.
     pub dir: PathBuf,

@@ -27,6 +27,7 @@ mod pushpin;
 mod servers;
 mod stats;
 mod sys;
+mod threads_server;
 mod throughput;
 
 use std::path::{Path, PathBuf};
@@ -78,7 +79,8 @@ struct Cli {
     /// (target/profiling/ws2http for `profile`: it needs symbols).
     #[arg(long, env = "WS2HTTP_BIN")]
     ws2http: Option<PathBuf>,
-    /// Do not run `cargo build --profile release|profiling --bin ws2http` first.
+    /// Do not build first: neither `cargo build --profile release|profiling
+    /// --bin ws2http` nor workload 1's tokio floor (bench/floors/).
     #[arg(long)]
     no_build: bool,
     /// Idle connections for workload 2 (ws2http).
@@ -143,6 +145,36 @@ fn locate_ws2http(cli: &Cli) -> Result<PathBuf, String> {
     }
 }
 
+/// Workload 1's tokio floor, bench/floors/: a workspace of its own, so that
+/// tokio's runtime never reaches the product's build (its Cargo.toml says
+/// why). Built first unless `--no-build`.
+fn locate_tokio_floor(cli: &Cli) -> Result<PathBuf, String> {
+    let root = workspace_root();
+    let manifest = root.join("bench").join("floors").join("Cargo.toml");
+    // Where cargo puts it: CARGO_TARGET_DIR, else the floors' own target/.
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("bench/floors/target"));
+    let bin = target.join("release").join(throughput::TOKIO_FLOOR_BIN);
+    if !cli.no_build {
+        eprintln!("building the tokio floor: {}", throughput::TOKIO_FLOOR_BUILD);
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let st = Command::new(cargo)
+            .args(["build", "--release", "--locked", "--manifest-path"])
+            .arg(&manifest)
+            .current_dir(&root)
+            .status()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !st.success() {
+            return Err(format!("{} failed: {st}", throughput::TOKIO_FLOOR_BUILD));
+        }
+    }
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!("workload 1's tokio floor {} is not built: run `{}`", bin.display(), throughput::TOKIO_FLOOR_BUILD))
+    }
+}
+
 /// Which ws2http is measured: path, build time, and the git commit of the
 /// workspace (with `-dirty` when src/ has uncommitted changes).
 fn describe(bin: &Path) -> String {
@@ -176,6 +208,7 @@ fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("__broadcast-server") => return broadcast::run(),
         Some("__echo-server") => return echo_server::run(),
+        Some("__threads-server") => return threads_server::run(),
         _ => {}
     }
     let cli = Cli::parse();
@@ -230,6 +263,13 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // Only workload 1 runs the tokio floor: built and located only for it.
+    let tokio_floor = matches!(cli.workload, Workload::All | Workload::Throughput).then(|| {
+        locate_tokio_floor(&cli).unwrap_or_else(|e| {
+            eprintln!("ws2http-bench: {e}");
+            std::process::exit(2)
+        })
+    });
     let dir = std::env::temp_dir().join(format!("ws2http-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     if let Err(e) = std::fs::create_dir_all(&dir) {
@@ -260,6 +300,7 @@ fn main() {
         mode,
         sizes,
         ws2http_bin: pinned,
+        tokio_floor,
         fx,
         dir: dir.clone(),
         started: Instant::now(),

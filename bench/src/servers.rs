@@ -338,9 +338,23 @@ pub struct Broadcaster {
 /// words of its start-up line.
 fn start_self(mode: &str, args: &[&OsStr], what: &str, log_dir: &Path) -> Result<(Proc, Vec<String>), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(exe);
     let log = format!("{}{}", mode.trim_start_matches('_'), if args.is_empty() { "" } else { "-spawn" });
-    cmd.arg(mode).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log_file(log_dir, &log));
+    let mut all = vec![OsStr::new(mode)];
+    all.extend_from_slice(args);
+    start_baseline(&exe, &all, what, &log, log_dir)
+}
+
+/// Starts baseline server `exe ARGS` (logging to LOG.log); returns it and
+/// the words of its start-up line.
+fn start_baseline(
+    exe: &Path,
+    args: &[&OsStr],
+    what: &str,
+    log: &str,
+    log_dir: &Path,
+) -> Result<(Proc, Vec<String>), String> {
+    let mut cmd = Command::new(exe);
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log_file(log_dir, log));
     let mut proc = Proc::spawn(what, &mut cmd, libc::SIGKILL, Duration::from_millis(100))?;
     let out = proc.child.stdout.take().ok_or("no stdout")?;
     let mut line = String::new();
@@ -362,7 +376,9 @@ impl Broadcaster {
     }
 }
 
-/// Workload 1's transport floor: this same binary in `__echo-server` mode.
+/// Workload 1's bare servers: the transport floor and the stack floor (this
+/// same binary in `__echo-server` mode), the threads floor
+/// (`__threads-server`) and the tokio floor (bench/floors/).
 pub struct EchoServer {
     /// Held so that dropping the struct stops it.
     #[allow(dead_code)]
@@ -380,6 +396,20 @@ impl EchoServer {
             None => Vec::new(),
         };
         let (proc, words) = start_self("__echo-server", &args, what, log_dir)?;
+        Ok(EchoServer { addr: addr_at(&words, 1, what)?, proc })
+    }
+
+    /// The threads floor: this binary's `__threads-server PROGRAM`.
+    pub fn threads(log_dir: &Path, program: &Path) -> Result<EchoServer, String> {
+        let what = "threads floor";
+        let (proc, words) = start_self("__threads-server", &[program.as_os_str()], what, log_dir)?;
+        Ok(EchoServer { addr: addr_at(&words, 1, what)?, proc })
+    }
+
+    /// The tokio floor: `ws2http-floor-tokio PROGRAM` (bench/floors/).
+    pub fn tokio(bin: &Path, log_dir: &Path, program: &Path) -> Result<EchoServer, String> {
+        let what = "tokio floor";
+        let (proc, words) = start_baseline(bin, &[program.as_os_str()], what, "floor-tokio", log_dir)?;
         Ok(EchoServer { addr: addr_at(&words, 1, what)?, proc })
     }
 }

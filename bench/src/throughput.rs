@@ -3,6 +3,16 @@
 //! Baseline, the spawn limit: N threads that each spawn the same program M
 //! times with the same plumbing (stdin, stdout and stderr piped; payload
 //! written, stdout read to EOF, the exit status waited for).
+//!
+//! Next to it, in the same run, with the same client, N, M and program, and
+//! taking turns with ws2http and the limit: minimal WebSocket servers that
+//! each spawn the program per message, so that every figure is stated
+//! against the best minimal server on any stack, not only against our own
+//! (issue 14). The *threads floor* (blocking tungstenite + std::process, a
+//! thread per connection, `threads_server.rs`), the *tokio floor* (tokio +
+//! tokio-tungstenite + tokio::process, bench/floors/), the *stack floor*
+//! (async-std + ws2http's spawn primitive, `echo_server.rs`), and the bare
+//! WebSocket round trip with no spawn at all.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -13,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use crate::client::{self, Ws};
 use crate::common::{settle, Ctx};
-use crate::servers::EchoServer;
-use crate::stats::{self, Lat, Spread, Table};
+use crate::servers::{EchoServer, Ws2http};
+use crate::stats::{self, verdict, Lat, Spread, Table};
 
 /// One measured run.
 #[derive(Clone, Debug)]
@@ -37,8 +47,14 @@ fn payload(conn: usize, i: usize) -> String {
     format!("bench message {conn} {i}")
 }
 
-/// Spawns `prog` once the way ws2http does (minus everything ws2http adds).
-fn spawn_once(prog: &Path, path_env: &str, input: &[u8]) -> Result<(), String> {
+/// The tokio floor's binary, built by `TOKIO_FLOOR_BUILD` (from the
+/// workspace root) into bench/floors/target/release/ (or CARGO_TARGET_DIR).
+pub const TOKIO_FLOOR_BIN: &str = "ws2http-floor-tokio";
+pub const TOKIO_FLOOR_BUILD: &str = "cargo build --release --locked --manifest-path bench/floors/Cargo.toml";
+
+/// Spawns `prog` once the way ws2http does (minus everything ws2http adds);
+/// its stdout. The spawn limit and the threads floor both spawn with it.
+pub fn spawn_once(prog: &Path, path_env: &str, input: &[u8]) -> Result<Vec<u8>, String> {
     let mut child = Command::new(prog)
         .env_clear()
         .env("PATH", path_env)
@@ -59,7 +75,7 @@ fn spawn_once(prog: &Path, path_env: &str, input: &[u8]) -> Result<(), String> {
     if !st.success() || out.is_empty() {
         return Err(format!("{} failed: {st}, output {:?}", prog.display(), String::from_utf8_lossy(&out)));
     }
-    Ok(())
+    Ok(out)
 }
 
 /// The spawn limit with `conns` parallel loops of `msgs` spawns each.
@@ -73,7 +89,7 @@ pub fn spawn_limit(prog: &Path, conns: usize, msgs: usize) -> Result<Run, String
                 s.spawn(move || -> Result<Vec<Duration>, String> {
                     let mut r = Ok(());
                     for i in 0..WARMUP {
-                        r = r.and_then(|_| spawn_once(prog, path_env, payload(c, i).as_bytes()));
+                        r = r.and_then(|_| spawn_once(prog, path_env, payload(c, i).as_bytes()).map(drop));
                     }
                     barrier.wait();
                     r?;
@@ -148,30 +164,6 @@ pub async fn ws_run(addr: SocketAddr, path: &str, conns: usize, msgs: usize) -> 
     Ok(Run { events: all.len(), wall, lat: Lat::of(&all) })
 }
 
-/// ws2http's and the baseline's runs of one configuration (and, in
-/// workload 1, the transport floor's: a bare echo server).
-pub struct Pair {
-    pub ws: Vec<Run>,
-    pub base: Vec<Run>,
-    pub transport: Vec<Run>,
-    /// A bare server on the same stack spawning the program per message.
-    pub floor: Vec<Run>,
-}
-
-impl Pair {
-    pub fn ratio(&self) -> Spread {
-        Spread::of(&self.ws.iter().zip(&self.base).map(|(w, b)| w.rate() / b.rate()).collect::<Vec<_>>())
-    }
-    pub fn added_p50(&self) -> Spread {
-        Spread::of(&self.ws.iter().zip(&self.base).map(|(w, b)| w.lat.p50 - b.lat.p50).collect::<Vec<_>>())
-    }
-    /// Added p50 minus the WebSocket round trip itself, per run.
-    pub fn own_p50(&self) -> Spread {
-        let own = self.ws.iter().zip(&self.base).zip(&self.transport);
-        Spread::of(&own.map(|((w, b), t)| w.lat.p50 - b.lat.p50 - t.lat.p50).collect::<Vec<_>>())
-    }
-}
-
 pub fn rates(r: &[Run]) -> Spread {
     Spread::of(&r.iter().map(Run::rate).collect::<Vec<_>>())
 }
@@ -184,74 +176,235 @@ pub fn p99s(r: &[Run]) -> Spread {
     Spread::of(&r.iter().map(|r| r.lat.p99).collect::<Vec<_>>())
 }
 
+/// What workload 1 measures, once each per run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Ws2http,
+    /// The spawn limit (no server).
+    Limit,
+    Threads,
+    Tokio,
+    /// The bare WebSocket round trip (no spawn).
+    Echo,
+    /// The stack floor: async-std + ws2http's spawn primitive.
+    Stack,
+}
+
+impl Side {
+    const ALL: [Side; 6] = [Side::Ws2http, Side::Limit, Side::Threads, Side::Tokio, Side::Echo, Side::Stack];
+
+    /// Run `k`'s order: each run starts one further along, so drift hits
+    /// every side alike and each takes every place in turn.
+    fn order(k: usize) -> [Side; 6] {
+        let mut o = Side::ALL;
+        o.rotate_left(k % Side::ALL.len());
+        o
+    }
+}
+
+/// The servers of one script.
+struct Servers<'a> {
+    ws2http: &'a Ws2http,
+    /// ws2http's URL path of the script.
+    path: &'a str,
+    program: &'a Path,
+    echo: &'a EchoServer,
+    stack: EchoServer,
+    threads: EchoServer,
+    tokio: EchoServer,
+}
+
+impl Servers<'_> {
+    fn measure(&self, side: Side, conns: usize, msgs: usize) -> Result<Run, String> {
+        let ws = |addr, path| async_std::task::block_on(ws_run(addr, path, conns, msgs));
+        match side {
+            Side::Ws2http => ws(self.ws2http.addr, self.path),
+            Side::Limit => spawn_limit(self.program, conns, msgs),
+            Side::Threads => ws(self.threads.addr, "/"),
+            Side::Tokio => ws(self.tokio.addr, "/"),
+            Side::Echo => ws(self.echo.addr, "/"),
+            Side::Stack => ws(self.stack.addr, "/"),
+        }
+    }
+
+    /// Waits for the children `side` may still be reaping, then a pause.
+    fn settle_after(&self, side: Side) {
+        let server = match side {
+            Side::Ws2http => Some(self.ws2http.proc.pid()),
+            Side::Limit => None,
+            Side::Threads => Some(self.threads.proc.pid()),
+            Side::Tokio => Some(self.tokio.proc.pid()),
+            Side::Echo => Some(self.echo.proc.pid()),
+            Side::Stack => Some(self.stack.proc.pid()),
+        };
+        match server {
+            Some(pid) => settle(pid),
+            None => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Every side's runs of one row (script × connections); run k of each side
+/// was measured in the same round, so ratios are taken per run.
+#[derive(Default)]
+pub struct Row {
+    pub ws: Vec<Run>,
+    pub limit: Vec<Run>,
+    pub threads: Vec<Run>,
+    pub tokio: Vec<Run>,
+    /// The bare WebSocket round trip.
+    pub echo: Vec<Run>,
+    pub stack: Vec<Run>,
+}
+
+/// `f(a[k], b[k])` for every run k, as a spread.
+fn per_run(a: &[Run], b: &[Run], f: impl Fn(&Run, &Run) -> f64) -> Spread {
+    Spread::of(&a.iter().zip(b).map(|(x, y)| f(x, y)).collect::<Vec<_>>())
+}
+
+impl Row {
+    fn runs(&mut self, side: Side) -> &mut Vec<Run> {
+        match side {
+            Side::Ws2http => &mut self.ws,
+            Side::Limit => &mut self.limit,
+            Side::Threads => &mut self.threads,
+            Side::Tokio => &mut self.tokio,
+            Side::Echo => &mut self.echo,
+            Side::Stack => &mut self.stack,
+        }
+    }
+    /// ws2http's events/s ÷ `other`'s.
+    pub fn ratio(&self, other: &[Run]) -> Spread {
+        per_run(&self.ws, other, |w, o| w.rate() / o.rate())
+    }
+    /// `server`'s p50 − the spawn limit's p50: what the server adds.
+    pub fn added_p50(&self, server: &[Run]) -> Spread {
+        per_run(server, &self.limit, |s, l| s.lat.p50 - l.lat.p50)
+    }
+    /// ws2http's added p50 minus the WebSocket round trip itself, per run.
+    pub fn own_p50(&self) -> Spread {
+        let own = self.ws.iter().zip(&self.limit).zip(&self.echo);
+        Spread::of(&own.map(|((w, b), t)| w.lat.p50 - b.lat.p50 - t.lat.p50).collect::<Vec<_>>())
+    }
+    /// ws2http's added p50 − the threads floor's (= ws2http p50 − threads p50).
+    fn over_threads_p50(&self) -> Spread {
+        per_run(&self.ws, &self.threads, |w, t| w.lat.p50 - t.lat.p50)
+    }
+}
+
+/// `+12 µs` / `-3 µs`.
+fn signed(s: f64) -> String {
+    if s >= 0.0 {
+        format!("+{}", stats::dur(s))
+    } else {
+        stats::dur(s)
+    }
+}
+
+/// Issue 14's goal for a row, and the verdict: at one connection, added
+/// p50 ≤ the threads floor's + 30 µs; at many, ≥ 0.95 × the threads floor's
+/// events/s and ≥ 0.90 × the limit's.
+fn judge(row: &Row, conns: usize) -> (String, String) {
+    if conns == 1 {
+        let over = row.over_threads_p50();
+        let goal = "added p50 ≤ threads floor's + 30 µs";
+        return (goal.into(), format!("{} ({} over)", verdict(over.median <= 30e-6), signed(over.median)));
+    }
+    let goal = "≥ 0.95 × threads floor and ≥ 0.90 × limit (events/s)";
+    let misses: Vec<&str> =
+        [(row.ratio(&row.threads).median >= 0.95, "threads floor"), (row.ratio(&row.limit).median >= 0.90, "limit")]
+            .into_iter()
+            .filter_map(|(pass, what)| (!pass).then_some(what))
+            .collect();
+    let result = if misses.is_empty() { "PASS".to_owned() } else { format!("MISS ({})", misses.join(", ")) };
+    (goal.into(), result)
+}
+
+const COLUMNS: [&str; 21] = [
+    "script",
+    "conns",
+    "ws2http events/s",
+    "spawn limit events/s",
+    "threads floor events/s",
+    "tokio floor events/s",
+    "ws2http ÷ limit",
+    "ws2http ÷ threads floor",
+    "ws2http ÷ tokio floor",
+    "ws2http p50 / p99",
+    "spawn p50 / p99",
+    "threads floor p50",
+    "tokio floor p50",
+    "added p50",
+    "threads floor added p50",
+    "tokio floor added p50",
+    "of which WebSocket round trip (bare echo server p50)",
+    "ws2http's own p50",
+    "stack floor p50 (bare server spawning per message)",
+    "goal",
+    "result",
+];
+
+fn table_row(name: &str, conns: usize, row: &Row) -> Vec<String> {
+    let dur = |s: Spread| s.fmt(stats::dur);
+    let lat = |r: &[Run]| format!("{} / {}", dur(p50s(r)), dur(p99s(r)));
+    let (goal, result) = judge(row, conns);
+    vec![
+        name.to_string(),
+        conns.to_string(),
+        rates(&row.ws).fmt(stats::rate),
+        rates(&row.limit).fmt(stats::rate),
+        rates(&row.threads).fmt(stats::rate),
+        rates(&row.tokio).fmt(stats::rate),
+        row.ratio(&row.limit).fmt(stats::ratio),
+        row.ratio(&row.threads).fmt(stats::ratio),
+        row.ratio(&row.tokio).fmt(stats::ratio),
+        lat(&row.ws),
+        lat(&row.limit),
+        dur(p50s(&row.threads)),
+        dur(p50s(&row.tokio)),
+        dur(row.added_p50(&row.ws)),
+        dur(row.added_p50(&row.threads)),
+        dur(row.added_p50(&row.tokio)),
+        dur(p50s(&row.echo)),
+        dur(row.own_p50()),
+        dur(p50s(&row.stack)),
+        goal,
+        result,
+    ]
+}
+
 pub fn run(ctx: &Ctx) -> Result<String, String> {
     let z = &ctx.sizes;
     let many = z.tp_many_conns;
+    let tokio_bin = ctx.tokio_floor.as_deref().ok_or("the tokio floor was not located (a bug of the bench)")?;
     // The same parallelism on both sides: ws2http may run as many scripts at
     // once as there are connections, like the baseline's threads.
     let server = ctx.ws2http("throughput", 1000, Some(many))?;
-    let pid = server.proc.pid();
     let echo = EchoServer::start(&ctx.dir, None)?;
     let scripts = [("C echo", "/echo", ctx.fx.echo_c()), ("sh echo.sh", "/echo.sh", ctx.fx.echo_sh())];
     let configs = [(1, z.tp_one_msgs), (many, z.tp_many_msgs)];
-    let mut table = Table::new(&[
-        "script",
-        "conns",
-        "ws2http events/s",
-        "spawn limit events/s",
-        "ws2http ÷ limit",
-        "ws2http p50 / p99",
-        "spawn p50 / p99",
-        "added p50",
-        "of which WebSocket round trip (bare echo server p50)",
-        "ws2http's own p50",
-        "stack floor p50 (bare server spawning per message)",
-        "goal",
-        "result",
-    ]);
+    let mut table = Table::new(&COLUMNS);
     for (name, path, prog) in &scripts {
-        let floor = EchoServer::start(&ctx.dir, Some(prog))?;
+        let servers = Servers {
+            ws2http: &server,
+            path,
+            program: prog,
+            echo: &echo,
+            stack: EchoServer::start(&ctx.dir, Some(prog))?,
+            threads: EchoServer::threads(&ctx.dir, prog)?,
+            tokio: EchoServer::tokio(tokio_bin, &ctx.dir, prog)?,
+        };
         for &(conns, msgs) in &configs {
-            let mut pair = Pair { ws: Vec::new(), base: Vec::new(), transport: Vec::new(), floor: Vec::new() };
+            let mut row = Row::default();
             for k in 0..z.runs {
                 ctx.note(format!("throughput: {name}, {conns} conn(s) x {msgs} msgs, run {}/{}", k + 1, z.runs));
-                // Alternate which side goes first, so drift hits both alike.
-                let order = if k % 2 == 0 { [false, true] } else { [true, false] };
-                for ws_side in order {
-                    settle(pid);
-                    if ws_side {
-                        pair.ws.push(async_std::task::block_on(ws_run(server.addr, path, conns, msgs))?);
-                    } else {
-                        pair.base.push(spawn_limit(prog, conns, msgs)?);
-                    }
+                for side in Side::order(k) {
+                    let r = servers.measure(side, conns, msgs).map_err(|e| format!("{side:?}: {e}"))?;
+                    row.runs(side).push(r);
+                    servers.settle_after(side);
                 }
-                pair.transport.push(async_std::task::block_on(ws_run(echo.addr, "/", conns, msgs))?);
-                pair.floor.push(async_std::task::block_on(ws_run(floor.addr, "/", conns, msgs))?);
             }
-            let (ratio, added) = (pair.ratio(), pair.added_p50());
-            let pass_rate = ratio.median >= 0.9;
-            let pass_lat = added.median < 100e-6;
-            let result = match (pass_rate, pass_lat) {
-                (true, true) => "PASS".to_owned(),
-                (false, true) => "MISS (rate)".into(),
-                (true, false) => "MISS (latency)".into(),
-                (false, false) => "MISS (rate, latency)".into(),
-            };
-            table.row(vec![
-                name.to_string(),
-                conns.to_string(),
-                rates(&pair.ws).fmt(stats::rate),
-                rates(&pair.base).fmt(stats::rate),
-                ratio.fmt(stats::ratio),
-                format!("{} / {}", p50s(&pair.ws).fmt(stats::dur), p99s(&pair.ws).fmt(stats::dur)),
-                format!("{} / {}", p50s(&pair.base).fmt(stats::dur), p99s(&pair.base).fmt(stats::dur)),
-                added.fmt(stats::dur),
-                p50s(&pair.transport).fmt(stats::dur),
-                pair.own_p50().fmt(stats::dur),
-                p50s(&pair.floor).fmt(stats::dur),
-                "≥ 0.90 × limit, added p50 < 100 µs".into(),
-                result,
-            ]);
+            table.row(table_row(name, conns, &row));
         }
     }
     Ok(format!(
@@ -259,12 +412,17 @@ pub fn run(ctx: &Ctx) -> Result<String, String> {
          Each connection sends one message, waits for the echo, sends the next. \
          Spawn limit: {many} (or 1) threads spawning the same program with the same pipes. \
          ws2http runs with --max-procs {many}. Latency is the client's round trip \
-         (ws2http) or spawn-to-exit (limit); added p50 = ws2http p50 − spawn p50, of which the \
-         WebSocket round trip is what a bare echo server on the same stack takes (same client, \
-         same connections, no script); ws2http's own p50 = added − that. The verdict is on the \
-         whole added p50. The stack floor is a bare server on the same stack that spawns the \
-         program per message with ws2http's spawn primitive and nothing else (no environment, \
-         hub, parsing, logging or limits).\n\n{}",
+         (servers) or spawn-to-exit (limit); added p50 = server p50 − spawn p50, of which the \
+         WebSocket round trip is what a bare echo server on ws2http's stack takes (same client, \
+         same connections, no script); ws2http's own p50 = added − that. \
+         The floors are minimal servers that spawn the program per message (same client, \
+         connections and messages, taking turns with ws2http and the limit in every run): \
+         the threads floor (blocking tungstenite + std::process, a thread per connection, \
+         the limit's spawn code), the tokio floor (tokio + tokio-tungstenite + tokio::process, \
+         multi-thread runtime) and the stack floor (async-std + async-tungstenite + ws2http's \
+         spawn primitive). Goals (issue 14): at {many} connections ws2http ≥ 0.95 × the threads \
+         floor and ≥ 0.90 × the limit in events/s; at 1 connection ws2http's added p50 ≤ the \
+         threads floor's + 30 µs (\"over\" = ws2http p50 − threads floor p50, per run).\n\n{}",
         table.render()
     ))
 }
