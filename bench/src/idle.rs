@@ -156,8 +156,8 @@ pub fn run(ctx: &Ctx) -> Result<String, String> {
             spread(&ws, |s| s.rss_after).fmt(stats::bytes)
         ),
         "1".into(),
-        "≤ 8 KiB per connection".into(),
-        verdict(ws_rss.median <= 8.0 * 1024.0).into(),
+        "≤ 4 KiB per connection (at 10,000)".into(),
+        verdict(ws_rss.median <= 4.0 * 1024.0).into(),
     ]);
     let mut notes = format!(
         "ws2http peak RSS (VmHWM) {}; connections opened at {} conn/s (each runs the open event).\n",

@@ -171,7 +171,12 @@ fn locate_tokio_floor(cli: &Cli) -> Result<PathBuf, String> {
     if bin.is_file() {
         Ok(bin)
     } else {
-        Err(format!("workload 1's tokio floor {} is not built: run `{}`", bin.display(), throughput::TOKIO_FLOOR_BUILD))
+        Err(format!(
+            "workload 1's tokio floor {} is not built: run `{}` in {}",
+            bin.display(),
+            throughput::TOKIO_FLOOR_BUILD,
+            root.display()
+        ))
     }
 }
 

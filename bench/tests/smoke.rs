@@ -6,11 +6,16 @@
 //! while this test passes), and `WS2HTTP_TEST_SKIP` naming one of them
 //! shows this test as ignored. Speed is never checked: the point is that
 //! the harness does not rot.
+//!
+//! Workload 1's tokio floor is a crate of its own (bench/floors/, outside
+//! the workspace so tokio's runtime never reaches the product's build):
+//! this test builds it first with the command the bench names, and fails if
+//! that fails, rather than running without it.
 
 #[path = "../../tests/common/suites.rs"]
 mod suites;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ws2http_test_suite::suite;
@@ -30,12 +35,27 @@ fn ws2http() -> PathBuf {
     })
 }
 
+/// Builds bench/floors/ (the tokio floor) where the bench looks for it,
+/// with the command its `--no-build` error names.
+fn build_tokio_floor() {
+    let cmd = "cargo build --release --locked --manifest-path bench/floors/Cargo.toml";
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let st = Command::new(cargo)
+        .args(["build", "--release", "--locked", "--manifest-path", "bench/floors/Cargo.toml"])
+        .current_dir(root)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run `{cmd}`: {e}"));
+    assert!(st.success(), "`{cmd}` (workload 1's tokio floor) failed: {st}");
+}
+
 #[suite("bench", "backends", "php", "redis")]
 #[test]
 fn smoke_run_prints_every_table() {
     for suite in ["bench", "backends", "php", "redis"] {
         suites::require_suite(suite);
     }
+    build_tokio_floor();
     let out = Command::new(env!("CARGO_BIN_EXE_ws2http-bench"))
         .args(["--smoke", "--no-build", "--ws2http"])
         .arg(ws2http())
@@ -56,6 +76,11 @@ fn smoke_run_prints_every_table() {
         "## Workload 7: cluster (two instances + Redis) vs one instance",
     ] {
         assert!(stdout.contains(header), "missing {header:?} in:\n{stdout}\nstderr:\n{stderr}");
+    }
+    // Workload 1 measured both floors next to ws2http.
+    for column in ["threads floor events/s", "tokio floor events/s", "ws2http ÷ threads floor", "ws2http ÷ tokio floor"]
+    {
+        assert!(stdout.contains(column), "workload 1 has no column {column:?}:\n{stdout}");
     }
     // Each workload printed a table, none skipped.
     assert!(!stdout.contains("skipped"), "a workload was skipped:\n{stdout}");
