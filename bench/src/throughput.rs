@@ -426,3 +426,42 @@ pub fn run(ctx: &Ctx) -> Result<String, String> {
         table.render()
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(rate: f64, p50_us: f64) -> Run {
+        let lat = Lat { p50: p50_us * 1e-6, p99: 2.0 * p50_us * 1e-6 };
+        Run { events: rate as usize, wall: Duration::from_secs(1), lat }
+    }
+
+    #[test]
+    fn every_side_runs_once_per_run_and_takes_every_place() {
+        for k in 0..Side::ALL.len() {
+            let o = Side::order(k);
+            assert!(Side::ALL.iter().all(|s| o.contains(s)), "run {k}: {o:?}");
+        }
+        let firsts: Vec<Side> = (0..Side::ALL.len()).map(|k| Side::order(k)[0]).collect();
+        assert_eq!(firsts, Side::ALL);
+    }
+
+    #[test]
+    fn goals_are_issue_14s() {
+        let row = |ws: Run, limit: Run, threads: Run| Row {
+            ws: vec![ws],
+            limit: vec![limit],
+            threads: vec![threads],
+            ..Row::default()
+        };
+        // Many connections: 0.95 × threads and 0.9 × limit, both needed.
+        assert_eq!(judge(&row(run(950.0, 1.0), run(1000.0, 1.0), run(1000.0, 1.0)), 16).1, "PASS");
+        assert_eq!(judge(&row(run(940.0, 1.0), run(1000.0, 1.0), run(900.0, 1.0)), 16).1, "PASS");
+        assert_eq!(judge(&row(run(900.0, 1.0), run(1000.0, 1.0), run(1000.0, 1.0)), 16).1, "MISS (threads floor)");
+        assert_eq!(judge(&row(run(890.0, 1.0), run(1000.0, 1.0), run(800.0, 1.0)), 16).1, "MISS (limit)");
+        // One connection: ws2http p50 − threads floor p50 ≤ 30 µs.
+        assert_eq!(judge(&row(run(1.0, 530.0), run(1.0, 400.0), run(1.0, 500.0)), 1).1, "PASS (+30 µs over)");
+        assert_eq!(judge(&row(run(1.0, 531.0), run(1.0, 400.0), run(1.0, 500.0)), 1).1, "MISS (+31 µs over)");
+        assert_eq!(judge(&row(run(1.0, 480.0), run(1.0, 400.0), run(1.0, 500.0)), 1).1, "PASS (-20 µs over)");
+    }
+}
