@@ -265,6 +265,8 @@ async fn write_loop<S>(
                 Step::Abort
             })
             .await;
+        // A message from the queue: the hub's direct writes wait until it is sent.
+        let queued = matches!(step, Step::Send(_));
         let frame = match step {
             Step::Send(msg) => {
                 // Off the queue: no longer counted against --max-outgoing-bytes.
@@ -278,6 +280,7 @@ async fn write_loop<S>(
                         if !send_fragments(&mut sink, big, &mut watch).await {
                             return;
                         }
+                        shared.wire.sent();
                         continue;
                     }
                 }
@@ -292,6 +295,9 @@ async fn write_loop<S>(
         };
         if !send_one(&mut sink, frame, &mut watch).await {
             return;
+        }
+        if queued {
+            shared.wire.sent();
         }
     }
     // The queue ends when the hub asks for a close (or the connection is
