@@ -210,32 +210,9 @@ impl Hub {
         };
         // Encoded once, whatever the number of recipients.
         let frame = action.message().and_then(encode).map(|f| self.outgoing.count_frame(f));
-        let action = match action {
-            Action::Room { room, msg, except } => {
-                let _order = lock(&self.order);
-                let to: Vec<Recipient> = {
-                    let st = lock(&self.state);
-                    let Some(members) = st.rooms.get(&room) else { return Ok(0) };
-                    members
-                        .iter()
-                        .filter(|id| Some(*id) != except.as_ref())
-                        .filter_map(|id| st.conns.get(id))
-                        .map(Conn::recipient)
-                        .collect()
-                };
-                return Ok(deliver_all(&to, &msg, frame.as_ref(), &self.outgoing));
-            }
-            Action::Broadcast { endpoint, msg } => {
-                let _order = lock(&self.order);
-                let to: Vec<Recipient> = lock(&self.state)
-                    .conns
-                    .values()
-                    .filter(|c| endpoint.as_deref().is_none_or(|e| c.info.target.endpoint() == e))
-                    .map(Conn::recipient)
-                    .collect();
-                return Ok(deliver_all(&to, &msg, frame.as_ref(), &self.outgoing));
-            }
-            other => other,
+        let action = match self.fan_out(action, frame.as_ref()) {
+            Ok(reached) => return Ok(reached),
+            Err(other) => other,
         };
         let mut guard = lock(&self.state);
         let st = &mut *guard;
@@ -285,6 +262,38 @@ impl Hub {
                 _ => 0,
             },
         })
+    }
+
+    /// A room message or a broadcast (`Err` gives any other action back):
+    /// delivered outside the state lock, in the order of the `order` lock.
+    fn fan_out(&self, action: Action, frame: Option<&Bytes>) -> Result<usize, Action> {
+        match action {
+            Action::Room { room, msg, except } => {
+                let _order = lock(&self.order);
+                let to: Vec<Recipient> = {
+                    let st = lock(&self.state);
+                    let Some(members) = st.rooms.get(&room) else { return Ok(0) };
+                    members
+                        .iter()
+                        .filter(|id| Some(*id) != except.as_ref())
+                        .filter_map(|id| st.conns.get(id))
+                        .map(Conn::recipient)
+                        .collect()
+                };
+                Ok(deliver_all(&to, &msg, frame, &self.outgoing))
+            }
+            Action::Broadcast { endpoint, msg } => {
+                let _order = lock(&self.order);
+                let to: Vec<Recipient> = lock(&self.state)
+                    .conns
+                    .values()
+                    .filter(|c| endpoint.as_deref().is_none_or(|e| c.info.target.endpoint() == e))
+                    .map(Conn::recipient)
+                    .collect();
+                Ok(deliver_all(&to, &msg, frame, &self.outgoing))
+            }
+            other => Err(other),
+        }
     }
 
     /// `true` when `id` is a live (not yet ended) connection.

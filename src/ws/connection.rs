@@ -233,6 +233,14 @@ pub async fn serve<S>(
     finish(&app, &conn, &shared, &events).await;
 }
 
+/// What the writer does next.
+enum Step {
+    Send(Message),
+    Ended,
+    Tick,
+    Abort,
+}
+
 /// Sends queued messages and pings until the queue ends (the hub asked for
 /// a close: then the close frame goes out) or the connection is aborted.
 async fn write_loop<S>(
@@ -244,12 +252,6 @@ async fn write_loop<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    enum Step {
-        Send(Message),
-        Ended,
-        Tick,
-        Abort,
-    }
     // One abort listener for the whole connection, not one per message.
     let mut aborted = std::pin::pin!(shared.aborted());
     let mut watch = Watch { aborted: aborted.as_mut(), pinger: Pinger::new(app.ping_interval), shared };
