@@ -68,3 +68,38 @@ esac"#,
     // Nothing else was sent: the next message is a sentinel.
     sentinel(&s.api(&format!("/send/{id}")), &mut ws).await;
 }
+
+#[async_std::test]
+async fn messages_queued_behind_a_full_socket_go_out_before_later_ones() {
+    let bin = cgi_bin(&[("quiet.sh", r#"[ "$WS_EVENT" = open ] && echo "@join q"; exit 0"#)]);
+    let flags = ["--max-outgoing", "100000", "--max-outgoing-bytes", "100000000", "--api-max-body", "10000000"];
+    let s = Server::start_in(&bin, &flags);
+    let mut ws = connect(&s.url("/quiet.sh")).await;
+    wait_for("a member", || (get(&s.api("/rooms")).json() == serde_json::json!({"q": 1})).then_some(()));
+    // The client reads nothing while 6 MB of room messages go out: its
+    // socket fills up, and the rest waits in the writer's queue.
+    const QUEUED: usize = 600;
+    let body: String = (0..QUEUED).map(|k| format!("@room q {k} {}\n", "x".repeat(10_000))).collect();
+    let r = post(&s.api("/actions"), &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    // More room messages while the client drains them: each must wait for
+    // the queue, not slip into the socket between two queued ones.
+    let url = s.api("/rooms/q");
+    let poster = std::thread::spawn(move || {
+        for k in QUEUED..QUEUED + 300 {
+            assert_eq!(post(&url, &k.to_string()).status, 200);
+        }
+    });
+    let mut got = Vec::new();
+    while got.len() < QUEUED + 300 {
+        let text = next_text(&mut ws).await;
+        got.push(text.split(' ').next().and_then(|k| k.parse::<usize>().ok()).expect("a number first"));
+    }
+    poster.join().expect("poster");
+    assert!(got.iter().copied().eq(0..QUEUED + 300), "out of order: {:?}", first_disorder(&got));
+}
+
+/// Where the numbers first go backwards.
+fn first_disorder(got: &[usize]) -> Option<(usize, usize)> {
+    got.windows(2).find(|w| w[1] != w[0] + 1).map(|w| (w[0], w[1]))
+}
