@@ -63,10 +63,14 @@ pub async fn serve<S: Clone + Send + Sync + 'static>(
                     return refuse(&mut out, peer, &r, &opts).await;
                 }
             };
-        let (req, version, method) = match request(&mut head, &input, peer, local) {
+        let upgrade_asked = head.header("upgrade").is_some();
+        let (mut req, version, method) = match request(&mut head, &input, peer, local) {
             Ok(r) => r,
             Err(r) => return refuse(&mut out, peer, &r, &opts).await,
         };
+        if upgrade_asked {
+            req.ext_mut().insert(UpgradeSocket(out.clone()));
+        }
         let mut res: http::Response = match app.respond(req).await {
             Ok(r) => r,
             Err(e) => {
@@ -178,6 +182,12 @@ fn request(
     req.ext_mut().insert(RawHead::take_from(head));
     Ok((req, head.version, method))
 }
+
+/// The socket of a request that asks for an upgrade (in its extensions):
+/// a WebSocket connection lets the hub write to it directly
+/// (`hub::socket`), once the `101` is out.
+#[derive(Clone)]
+pub struct UpgradeSocket(pub TcpStream);
 
 /// An upgraded connection: the bytes that came with the handshake, then the socket.
 struct Upgraded {

@@ -6,6 +6,12 @@
 //! State sits behind one short-lived mutex: each operation is a few map
 //! look-ups and non-blocking channel sends, never I/O.
 //!
+//! A message to many (a room, a broadcast) is encoded into its frame once
+//! and written by the delivering threads straight into each member's socket
+//! when its writer has nothing queued ([`super::socket`]); a large room is
+//! split across threads, outside the state lock, in the order of a second
+//! lock that keeps every member seeing such messages in the same order.
+//!
 //! A client that does not read what it is sent is closed (1008,
 //! `slow-consumer`) rather than held in memory: its queue is bounded in
 //! messages and in bytes, and all queues together in bytes
@@ -19,8 +25,11 @@ use std::time::SystemTime;
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 
+use bytes::Bytes;
+
 use super::outgoing::{OutgoingBudget, SlowConsumer};
 use super::shared::{lock, CloseRequest, ConnShared, Ending};
+use super::socket::{encode, Direct};
 use super::{Applied, Delivery};
 use crate::action::{caps, check_meta, check_room, meta_cost, Action, CloseCause, Message, Refusal};
 use crate::event::ConnInfo;
@@ -46,6 +55,18 @@ impl Conn {
     fn live(&self) -> bool {
         !self.shared.has_ended()
     }
+
+    fn recipient(&self) -> Recipient {
+        Recipient { shared: self.shared.clone(), info: self.info.clone(), max_queued: self.max_queued }
+    }
+}
+
+/// What delivery needs of a connection, taken out of the state so that a
+/// large room is delivered outside its lock.
+struct Recipient {
+    shared: Arc<ConnShared>,
+    info: Arc<ConnInfo>,
+    max_queued: usize,
 }
 
 #[derive(Default)]
@@ -73,6 +94,9 @@ pub type PresenceChange = (ConnId, Option<ConnView>);
 
 pub struct Hub {
     state: Mutex<State>,
+    /// Held while a room message or a broadcast is delivered (outside the
+    /// state lock): two of them reach every member in the same order.
+    order: Mutex<()>,
     /// Cluster mode: where presence changes go (published to Redis).
     presence: Option<async_channel::Sender<PresenceChange>>,
     /// Capacity of each connection's outgoing queue.
@@ -88,6 +112,7 @@ impl Hub {
     pub fn new(out_queue: usize, outgoing: OutgoingBudget) -> Self {
         Hub {
             state: Mutex::new(State::default()),
+            order: Mutex::new(()),
             presence: None,
             out_queue: out_queue.max(1),
             outgoing,
@@ -183,26 +208,21 @@ impl Hub {
             Action::Broadcast { endpoint, msg } => Action::Broadcast { endpoint, msg: self.outgoing.count(msg) },
             other => other,
         };
+        // Encoded once, whatever the number of recipients.
+        let frame = action.message().and_then(encode).map(|f| self.outgoing.count_frame(f));
+        let action = match self.fan_out(action, frame.as_ref()) {
+            Ok(reached) => return Ok(reached),
+            Err(other) => other,
+        };
         let mut guard = lock(&self.state);
         let st = &mut *guard;
         let out = &self.outgoing;
         Ok(match action {
-            Action::Send { to, msg } => st.conns.get(&to).map_or(0, |c| deliver(c, msg, out)),
-            Action::Room { room, msg, except } => {
-                let Some(members) = st.rooms.get(&room) else { return Ok(0) };
-                members
-                    .iter()
-                    .filter(|id| Some(*id) != except.as_ref())
-                    .filter_map(|id| st.conns.get(id))
-                    .map(|c| deliver(c, msg.clone(), out))
-                    .sum()
+            Action::Send { to, msg } => {
+                st.conns.get(&to).map_or(0, |c| deliver(&c.recipient(), msg, frame.as_ref(), out))
             }
-            Action::Broadcast { endpoint, msg } => st
-                .conns
-                .values()
-                .filter(|c| endpoint.as_deref().is_none_or(|e| c.info.target.endpoint() == e))
-                .map(|c| deliver(c, msg.clone(), out))
-                .sum(),
+            // Delivered above, outside the state lock.
+            Action::Room { .. } | Action::Broadcast { .. } => 0,
             Action::Join { conn, room } => {
                 let Some(c) = st.conns.get_mut(&conn) else { return Ok(0) };
                 if let Err(why) = can_join(c, &room) {
@@ -242,6 +262,38 @@ impl Hub {
                 _ => 0,
             },
         })
+    }
+
+    /// A room message or a broadcast (`Err` gives any other action back):
+    /// delivered outside the state lock, in the order of the `order` lock.
+    fn fan_out(&self, action: Action, frame: Option<&Bytes>) -> Result<usize, Action> {
+        match action {
+            Action::Room { room, msg, except } => {
+                let _order = lock(&self.order);
+                let to: Vec<Recipient> = {
+                    let st = lock(&self.state);
+                    let Some(members) = st.rooms.get(&room) else { return Ok(0) };
+                    members
+                        .iter()
+                        .filter(|id| Some(*id) != except.as_ref())
+                        .filter_map(|id| st.conns.get(id))
+                        .map(Conn::recipient)
+                        .collect()
+                };
+                Ok(deliver_all(&to, &msg, frame, &self.outgoing))
+            }
+            Action::Broadcast { endpoint, msg } => {
+                let _order = lock(&self.order);
+                let to: Vec<Recipient> = lock(&self.state)
+                    .conns
+                    .values()
+                    .filter(|c| endpoint.as_deref().is_none_or(|e| c.info.target.endpoint() == e))
+                    .map(Conn::recipient)
+                    .collect();
+                Ok(deliver_all(&to, &msg, frame, &self.outgoing))
+            }
+            other => Err(other),
+        }
     }
 
     /// `true` when `id` is a live (not yet ended) connection.
@@ -347,18 +399,60 @@ fn leave_room(rooms: &mut HashMap<String, HashSet<ConnId>>, room: &str, id: &Con
     }
 }
 
-/// Queues `msg` for `c`; 1 when queued. A client whose queue is full (in
-/// messages or bytes, or while all queues together are over their total)
-/// is not reading: it is closed (1008) rather than slowing everyone else
-/// down or holding memory. A client whose queue is empty always gets the
-/// message.
-fn deliver(c: &Conn, msg: Message, budget: &OutgoingBudget) -> usize {
+/// Fewest recipients per thread: below that, one thread delivers them all
+/// (starting a thread costs about as much as a hundred writes).
+const MIN_PER_THREAD: usize = 128;
+
+/// Delivers `msg` to every one of `to`, split across as many threads as
+/// there are cores (the calling one included); how many it reached.
+fn deliver_all(to: &[Recipient], msg: &Message, frame: Option<&Bytes>, out: &OutgoingBudget) -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = cores.min(to.len() / MIN_PER_THREAD).max(1);
+    let part = |rs: &[Recipient]| rs.iter().map(|r| deliver(r, msg.clone(), frame, out)).sum::<usize>();
+    if threads == 1 {
+        return part(to);
+    }
+    let part = &part;
+    std::thread::scope(|s| {
+        let mut parts = to.chunks(to.len().div_ceil(threads));
+        let mine = parts.next().unwrap_or_default();
+        let helpers: Vec<_> = parts
+            .map(|rs| (rs, std::thread::Builder::new().name("ws2http-fanout".into()).spawn_scoped(s, move || part(rs))))
+            .collect();
+        let mut n = part(mine);
+        for (rs, helper) in helpers {
+            // A thread that could not start: its part is delivered here.
+            n += match helper {
+                Ok(h) => h.join().unwrap_or(0),
+                Err(_) => part(rs),
+            };
+        }
+        n
+    })
+}
+
+/// Sends `msg` to `c`; 1 when sent or queued. Straight into its socket
+/// when nothing is queued for it and `frame` (its encoding) is given
+/// ([`super::socket::Wire::write`]); otherwise into its queue. A client
+/// whose queue is full (in messages or bytes, or while all queues together
+/// are over their total) is not reading: it is closed (1008) rather than
+/// slowing everyone else down or holding memory. A client whose queue is
+/// empty always gets the message.
+fn deliver(c: &Recipient, msg: Message, frame: Option<&Bytes>, budget: &OutgoingBudget) -> usize {
     let tx = &c.shared.outgoing;
-    if !c.live() || tx.is_closed() {
+    if c.shared.has_ended() || tx.is_closed() {
         // Closing, or already aborted as a slow consumer (logged once then).
         return 0;
     }
     let len = msg.len();
+    let m = crate::metrics::get();
+    if frame.is_some_and(|f| c.shared.wire.write(f) == Direct::Sent) {
+        c.shared.wrote();
+        crate::metrics::add(&m.messages_out, 1);
+        crate::metrics::add(&m.bytes_out, len as u64);
+        return 1;
+    }
     let queued = &c.shared.out_queued;
     let waiting = tx.len();
     // A client whose queue is empty keeps up: it takes any message.
@@ -370,12 +464,13 @@ fn deliver(c: &Conn, msg: Message, budget: &OutgoingBudget) -> usize {
     }
     // Counted before it is queued: the writer subtracts once it takes it.
     queued.fetch_add(len, Ordering::Relaxed);
+    c.shared.wire.queued();
     if tx.try_send(msg).is_err() {
         // Only when closed (the queue is unbounded): the writer is gone.
         queued.fetch_sub(len, Ordering::Relaxed);
+        c.shared.wire.unqueued();
         return 0;
     }
-    let m = crate::metrics::get();
     crate::metrics::add(&m.messages_out, 1);
     crate::metrics::add(&m.bytes_out, len as u64);
     1
@@ -384,7 +479,7 @@ fn deliver(c: &Conn, msg: Message, budget: &OutgoingBudget) -> usize {
 /// Aborts a client that does not keep up, with the one log line that says
 /// which limit it went over; its queue is closed, so later deliveries to it
 /// return at once.
-fn slow_consumer(c: &Conn, why: SlowConsumer) {
+fn slow_consumer(c: &Recipient, why: SlowConsumer) {
     log::warn!("[{}] does not read its messages: {why}; closing it (1008)", c.info.id);
     let req = CloseRequest { code: 1008, reason: "slow consumer".into(), cause: CloseCause::SlowConsumer };
     c.shared.request_close(req, Ending::Abort, None);

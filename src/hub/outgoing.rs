@@ -91,6 +91,12 @@ impl OutgoingBudget {
         }
     }
 
+    /// A message's encoded frame ([`super::socket::encode`]), counted in
+    /// the total like the message itself until its last clone is dropped.
+    pub fn count_frame(&self, frame: Bytes) -> Bytes {
+        self.wrap(frame)
+    }
+
     fn wrap(&self, bytes: Bytes) -> Bytes {
         self.held.fetch_add(bytes.len(), Relaxed);
         Bytes::from_owner(Counted { bytes, held: self.held })

@@ -76,6 +76,8 @@ pub struct ConnShared {
     /// The code of the client's close frame as it was on the wire, with
     /// [`SENT`] set; 0 before one arrived.
     client_code: AtomicU32,
+    /// The socket, for the hub's direct writes ([`super::socket`]).
+    pub wire: super::socket::Wire,
 }
 
 /// The flag in `client_code` that says a code was recorded.
@@ -100,6 +102,7 @@ impl ConnShared {
             ended: AtomicBool::new(false),
             out_queued: AtomicUsize::new(0),
             client_code: AtomicU32::new(0),
+            wire: Default::default(),
         }
     }
 
@@ -169,6 +172,7 @@ impl ConnShared {
             closing.request.get_or_insert_with(dropped).clone()
         };
         self.ended.store(true, Ordering::SeqCst);
+        self.wire.detach();
         req
     }
 

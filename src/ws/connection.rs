@@ -233,6 +233,14 @@ pub async fn serve<S>(
     finish(&app, &conn, &shared, &events).await;
 }
 
+/// What the writer does next.
+enum Step {
+    Send(Message),
+    Ended,
+    Tick,
+    Abort,
+}
+
 /// Sends queued messages and pings until the queue ends (the hub asked for
 /// a close: then the close frame goes out) or the connection is aborted.
 async fn write_loop<S>(
@@ -244,12 +252,6 @@ async fn write_loop<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    enum Step {
-        Send(Message),
-        Ended,
-        Tick,
-        Abort,
-    }
     // One abort listener for the whole connection, not one per message.
     let mut aborted = std::pin::pin!(shared.aborted());
     let mut watch = Watch { aborted: aborted.as_mut(), pinger: Pinger::new(app.ping_interval), shared };
@@ -265,6 +267,8 @@ async fn write_loop<S>(
                 Step::Abort
             })
             .await;
+        // A message from the queue: the hub's direct writes wait until it is sent.
+        let queued = matches!(step, Step::Send(_));
         let frame = match step {
             Step::Send(msg) => {
                 // Off the queue: no longer counted against --max-outgoing-bytes.
@@ -278,6 +282,7 @@ async fn write_loop<S>(
                         if !send_fragments(&mut sink, big, &mut watch).await {
                             return;
                         }
+                        shared.wire.sent();
                         continue;
                     }
                 }
@@ -292,6 +297,9 @@ async fn write_loop<S>(
         };
         if !send_one(&mut sink, frame, &mut watch).await {
             return;
+        }
+        if queued {
+            shared.wire.sent();
         }
     }
     // The queue ends when the hub asks for a close (or the connection is

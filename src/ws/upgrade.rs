@@ -39,7 +39,11 @@ pub async fn handle<S>(req: Request<S>, ws: &Arc<WsState>) -> tide::Result {
         Err(refused) => Err(refused),
     };
     match opening {
-        Ok(opening) => Ok(start(ws.clone(), opening).await),
+        Ok(opening) => {
+            // The socket itself, for the hub's direct writes (our HTTP/1 server puts it there).
+            let socket = req.ext::<crate::http1::conn::UpgradeSocket>().map(|s| s.0.clone());
+            Ok(start(ws.clone(), opening, socket).await)
+        }
         Err(refused) => Ok(*refused),
     }
 }
@@ -267,7 +271,7 @@ fn switching_protocols(key: &str, head: &Head, offered: &[String], conn: &ConnIn
 /// Registers the connection, applies the open script's actions, and spawns
 /// the connection's task (its socket io beside its event worker), which
 /// starts once `res` (the `101`) has been sent.
-async fn start(app: Arc<WsState>, opening: Opening) -> Response {
+async fn start(app: Arc<WsState>, opening: Opening, socket: Option<crate::runtime::TcpStream>) -> Response {
     let Opening { conn, transport, slot, actions, mut res } = opening;
     // Register before answering so the open script's messages are queued
     // ahead of anything else.
@@ -294,6 +298,11 @@ async fn start(app: Arc<WsState>, opening: Opening) -> Response {
                 // Every byte of data frames read counts against
                 // --max-queue-bytes-total; a message must keep arriving.
                 let stream = Metered::new(stream, budget.clone(), shared.clone(), app.http_timeout);
+                // The hub may write whole messages between tungstenite's (hub::socket).
+                let stream = crate::hub::socket::Gated::new(stream, shared.clone());
+                if let Some(socket) = socket {
+                    shared.wire.attach(socket);
+                }
                 let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
                 log::info!(
                     "[{}] {} open from {}:{}",

@@ -1,0 +1,301 @@
+//! The direct path of delivery: the hub writes a message's pre-encoded
+//! frame straight into the client's socket, from the thread that delivers
+//! it, when the connection's writer has nothing queued or in flight.
+//!
+//! Why: delivering to a room of 10,000 through the writer tasks cost every
+//! member a channel push, a task wake-up, a poll of the whole connection
+//! task (whose reader then tried a `recvfrom` that found nothing),
+//! tungstenite's encoding and copy of the same payload, and the `sendto`.
+//! Only the `sendto` is needed: a frame encoded once per message and one
+//! non-blocking send per member, split across threads by the hub.
+//!
+//! The rules that keep it invisible to the client:
+//!
+//! - **Order**: the hub counts the messages it queued for the writer
+//!   ([`Wire::queued`]) until the writer has sent them ([`Wire::sent`]); the
+//!   direct path only runs while that count is 0, so it never overtakes a
+//!   queued message.
+//! - **Frames whole, messages whole**: tungstenite's bytes pass through
+//!   [`Gated`], which follows the frames they carry ([`OutScan`]). A direct
+//!   write happens only between two messages (not inside a frame, nor
+//!   between the fragments of one message), never after a close frame, and
+//!   under the same lock as tungstenite's writes, so bytes never interleave.
+//! - **Partial writes**: a socket that takes only part of a frame keeps the
+//!   rest in [`Wire`]; it goes out before any other byte (every read and
+//!   write through [`Gated`] sends it first), and the connection's task is
+//!   woken to send it.
+//! - **Budget**: a direct write needs nothing queued, so a client that
+//!   keeps up gets it, as an empty queue always takes a message
+//!   ([`super::outgoing::OutgoingBudget`]); a socket that takes nothing
+//!   sends the message down the queue, where the budget applies as before.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_lite::{AsyncRead, AsyncWrite};
+use futures_util::task::AtomicWaker;
+
+use super::shared::{lock, ConnShared};
+use crate::action::Message;
+
+/// Largest message sent by the direct path (the writer's fragment size: a
+/// longer message goes through the queue, in fragments).
+pub const DIRECT_MAX: usize = 16 * 1024;
+
+/// The socket as the hub may write to it, and what it must know to do so.
+#[derive(Default)]
+pub struct Wire {
+    state: Mutex<WireState>,
+    /// Messages queued for the writer and not yet sent by it.
+    pending: AtomicUsize,
+    /// The connection's task, woken to send [`WireState::rest`].
+    task: AtomicWaker,
+}
+
+#[derive(Default)]
+struct WireState {
+    /// The socket, from the upgrade until the connection ends (a clone:
+    /// its descriptor cannot be reused while it is held).
+    socket: Option<crate::runtime::TcpStream>,
+    /// The frames tungstenite has written so far.
+    scan: OutScan,
+    /// The unsent end of a frame the direct path wrote in part.
+    rest: Option<Bytes>,
+}
+
+/// What a direct write did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Direct {
+    /// The whole frame is on its way (or the rest of it will be sent first).
+    Sent,
+    /// Not now (something queued, inside a message, no socket, the socket
+    /// full): queue the message instead.
+    Queue,
+}
+
+impl Wire {
+    /// The connection is upgraded: the hub may write to `socket`.
+    pub fn attach(&self, socket: crate::runtime::TcpStream) {
+        lock(&self.state).socket = Some(socket);
+    }
+
+    /// The connection ended: the socket is no longer the hub's to write to.
+    pub fn detach(&self) {
+        lock(&self.state).socket = None;
+    }
+
+    /// A message goes to the writer's queue (the direct path waits for it).
+    pub fn queued(&self) {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A queued message was not queued after all.
+    pub fn unqueued(&self) {
+        self.pending.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// The writer has sent a message it took from the queue.
+    pub fn sent(&self) {
+        self.pending.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Writes `frame` (one whole message, encoded by [`encode`]) to the
+    /// socket if nothing is queued and tungstenite is between messages.
+    pub fn write(&self, frame: &Bytes) -> Direct {
+        if self.pending.load(Ordering::SeqCst) != 0 {
+            return Direct::Queue;
+        }
+        let mut st = lock(&self.state);
+        // Checked again under the lock that the writer's bytes also take.
+        if self.pending.load(Ordering::SeqCst) != 0 || st.rest.is_some() || !st.scan.between_messages() {
+            return Direct::Queue;
+        }
+        let Some(socket) = &st.socket else { return Direct::Queue };
+        match send_now(socket, frame) {
+            Ok(n) if n == frame.len() => Direct::Sent,
+            Ok(0) | Err(_) => Direct::Queue,
+            Ok(n) => {
+                st.rest = Some(frame.slice(n..));
+                drop(st);
+                self.task.wake();
+                Direct::Sent
+            }
+        }
+    }
+}
+
+/// One non-blocking `send` (the socket is non-blocking already; `MSG_NOSIGNAL`:
+/// a closed peer is an error, not a signal).
+fn send_now(socket: &crate::runtime::TcpStream, frame: &[u8]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    // SAFETY: `socket` is open while we hold it; the pointer and length
+    // describe `frame`, which outlives the call.
+    let n = unsafe { libc::send(socket.as_raw_fd(), frame.as_ptr().cast(), frame.len(), flags) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// The unmasked (server) frame of `msg`, header and payload in one buffer;
+/// `None` over [`DIRECT_MAX`] (such a message is sent in fragments).
+pub fn encode(msg: &Message) -> Option<Bytes> {
+    let (opcode, payload): (u8, &[u8]) = match msg {
+        Message::Text(t) => (0x81, t.as_bytes()),
+        Message::Binary(b) => (0x82, b),
+    };
+    let n = payload.len();
+    if n > DIRECT_MAX {
+        return None;
+    }
+    let mut f = Vec::with_capacity(n + 4);
+    f.push(opcode);
+    if n < 126 {
+        f.push(n as u8);
+    } else {
+        f.push(126);
+        f.extend_from_slice(&(n as u16).to_be_bytes());
+    }
+    f.extend_from_slice(payload);
+    Some(Bytes::from(f))
+}
+
+/// Follows the frames in the bytes written to a client: where the current
+/// one ends, whether a message is open (a data frame without FIN went
+/// out), whether a close frame went out.
+#[derive(Default)]
+struct OutScan {
+    /// Payload bytes of the current frame still to come.
+    left: u64,
+    /// Header bytes of the next frame gathered so far.
+    head: [u8; 14],
+    got: u8,
+    /// Inside a fragmented message.
+    open: bool,
+    /// A close frame went out: no data may follow.
+    closed: bool,
+}
+
+impl OutScan {
+    fn between_messages(&self) -> bool {
+        self.left == 0 && self.got == 0 && !self.open && !self.closed
+    }
+
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.left > 0 {
+                let n = self.left.min(bytes.len() as u64);
+                self.left -= n;
+                bytes = &bytes[n as usize..];
+                continue;
+            }
+            self.head[self.got as usize] = bytes[0];
+            self.got += 1;
+            bytes = &bytes[1..];
+            self.header_done();
+        }
+    }
+
+    /// Parses the gathered header once it is complete.
+    fn header_done(&mut self) {
+        let h = &self.head[..self.got as usize];
+        if h.len() < 2 {
+            return;
+        }
+        let masked = h[1] & 0x80 != 0;
+        let (len_bytes, len7) = match h[1] & 0x7f {
+            126 => (2, None),
+            127 => (8, None),
+            n => (0, Some(u64::from(n))),
+        };
+        if h.len() < 2 + len_bytes + if masked { 4 } else { 0 } {
+            return;
+        }
+        let len = len7.unwrap_or_else(|| h[2..2 + len_bytes].iter().fold(0u64, |a, b| (a << 8) | u64::from(*b)));
+        let (fin, opcode) = (h[0] & 0x80 != 0, h[0] & 0x0f);
+        match opcode {
+            0..=2 => self.open = !fin,
+            8 => self.closed = true,
+            _ => {}
+        }
+        self.left = len;
+        self.got = 0;
+    }
+}
+
+/// The connection's stream as tungstenite sees it: its writes are followed
+/// ([`OutScan`]) under the [`Wire`] lock, and the rest of a partial direct
+/// write goes out before anything else.
+pub struct Gated<S> {
+    inner: S,
+    shared: Arc<ConnShared>,
+}
+
+impl<S> Gated<S> {
+    pub fn new(inner: S, shared: Arc<ConnShared>) -> Self {
+        Gated { inner, shared }
+    }
+}
+
+/// Sends the rest of a partial direct write through `inner`, if any:
+/// `Ready` once none is left.
+fn poll_rest<S: AsyncWrite + Unpin>(inner: &mut S, cx: &mut Context<'_>, st: &mut WireState) -> Poll<io::Result<()>> {
+    while let Some(rest) = &mut st.rest {
+        match std::task::ready!(Pin::new(&mut *inner).poll_write(cx, rest)) {
+            Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Ok(n) if n == rest.len() => st.rest = None,
+            Ok(n) => *rest = rest.slice(n..),
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    }
+    Poll::Ready(Ok(()))
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Gated<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let Gated { inner, shared } = &mut *self;
+        shared.wire.task.register(cx.waker());
+        {
+            let mut st = lock(&shared.wire.state);
+            if st.rest.is_some() {
+                // An error shows again on the next write; a full socket
+                // wakes this task when it has room.
+                let _ = poll_rest(inner, cx, &mut st);
+            }
+        }
+        Pin::new(inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Gated<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let Gated { inner, shared } = &mut *self;
+        let mut st = lock(&shared.wire.state);
+        std::task::ready!(poll_rest(inner, cx, &mut st))?;
+        let r = Pin::new(inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            st.scan.feed(&buf[..n]);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Gated { inner, shared } = &mut *self;
+        std::task::ready!(poll_rest(inner, cx, &mut lock(&shared.wire.state)))?;
+        Pin::new(inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Gated { inner, shared } = &mut *self;
+        std::task::ready!(poll_rest(inner, cx, &mut lock(&shared.wire.state)))?;
+        Pin::new(inner).poll_close(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests;

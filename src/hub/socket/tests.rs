@@ -1,0 +1,141 @@
+//! The frame scanner and the rules of the direct path, on a real socket pair.
+
+use std::io::Read;
+
+use super::*;
+
+fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![if fin { 0x80 } else { 0 } | opcode];
+    match payload.len() {
+        n if n < 126 => f.push(n as u8),
+        n if n <= 0xffff => {
+            f.push(126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(payload);
+    f
+}
+
+#[test]
+fn the_scanner_knows_where_messages_end_whatever_the_write_boundaries() {
+    let mut bytes = frame(true, 1, b"hello");
+    bytes.extend(frame(false, 2, &[7; 300])); // first fragment
+    bytes.extend(frame(true, 9, b"")); // a ping between fragments
+    bytes.extend(frame(true, 0, &[8; 70_000])); // last fragment, 64-bit length
+                                                // Where a message is complete: after the text frame and after the last fragment.
+    let ends = [7, bytes.len()];
+    for step in [1, 2, 3, 5, 13, 4096] {
+        let mut scan = OutScan::default();
+        let mut at = 0;
+        let mut seen = Vec::new();
+        while at < bytes.len() {
+            let n = step.min(bytes.len() - at);
+            // Byte by byte where a message could end, so the check sees each boundary.
+            for b in &bytes[at..at + n] {
+                scan.feed(std::slice::from_ref(b));
+                at += 1;
+                if scan.between_messages() {
+                    seen.push(at);
+                }
+            }
+        }
+        assert_eq!(seen, ends, "step {step}");
+    }
+    let mut scan = OutScan::default();
+    scan.feed(&frame(true, 8, &[3, 232]));
+    assert!(!scan.between_messages(), "nothing may follow a close frame");
+}
+
+#[test]
+fn encode_makes_the_frames_tungstenite_would() {
+    for n in [0, 1, 125, 126, 65_535.min(DIRECT_MAX), DIRECT_MAX] {
+        let text = "x".repeat(n);
+        assert_eq!(encode(&Message::text(text.clone())).expect("fits")[..], frame(true, 1, text.as_bytes())[..]);
+        let bin = Bytes::from(vec![5u8; n]);
+        assert_eq!(encode(&Message::Binary(bin.clone())).expect("fits")[..], frame(true, 2, &bin)[..]);
+    }
+    assert!(encode(&Message::text("y".repeat(DIRECT_MAX + 1))).is_none(), "sent in fragments instead");
+}
+
+/// A connected pair: the server's end as the hub holds it, the client's.
+fn pair() -> (crate::runtime::TcpStream, std::net::TcpStream) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let client = std::net::TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+    let (server, _) = l.accept().expect("accept");
+    server.set_nonblocking(true).expect("nonblocking");
+    (crate::runtime::TcpStream::from(server), client)
+}
+
+fn read_exactly(c: &mut std::net::TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    c.read_exact(&mut buf).expect("read");
+    buf
+}
+
+#[test]
+fn a_direct_write_waits_for_queued_messages_and_for_the_end_of_a_message() {
+    let (server, mut client) = pair();
+    let wire = Wire::default();
+    let f = encode(&Message::text("hi")).expect("small");
+    assert_eq!(wire.write(&f), Direct::Queue, "no socket before the upgrade");
+    wire.attach(server);
+    assert_eq!(wire.write(&f), Direct::Sent);
+    assert_eq!(read_exactly(&mut client, f.len()), f[..]);
+    // Something queued for the writer goes first.
+    wire.queued();
+    assert_eq!(wire.write(&f), Direct::Queue);
+    wire.sent();
+    // Half a frame from tungstenite, then the first fragment of a message:
+    // no direct write until the message is over.
+    let text = frame(true, 1, b"abcdef");
+    lock(&wire.state).scan.feed(&text[..3]);
+    assert_eq!(wire.write(&f), Direct::Queue);
+    lock(&wire.state).scan.feed(&text[3..]);
+    lock(&wire.state).scan.feed(&frame(false, 1, b"part"));
+    assert_eq!(wire.write(&f), Direct::Queue);
+    lock(&wire.state).scan.feed(&frame(true, 0, b"end"));
+    assert_eq!(wire.write(&f), Direct::Sent);
+    // After a close frame, nothing; after the connection ended, nothing.
+    lock(&wire.state).scan.feed(&frame(true, 8, &[3, 232]));
+    assert_eq!(wire.write(&f), Direct::Queue);
+    lock(&wire.state).scan = OutScan::default();
+    wire.detach();
+    assert_eq!(wire.write(&f), Direct::Queue);
+}
+
+#[test]
+fn the_rest_of_a_partial_write_goes_out_before_the_writers_next_bytes() {
+    let (server, mut client) = pair();
+    let shared = Arc::new(ConnShared::new(async_channel::unbounded().0));
+    shared.wire.attach(server.clone());
+    // Fill the socket until a frame goes out only in part.
+    let big = encode(&Message::Binary(Bytes::from(vec![1u8; DIRECT_MAX]))).expect("fits");
+    let mut written = Vec::new();
+    while lock(&shared.wire.state).rest.is_none() && shared.wire.write(&big) == Direct::Sent {
+        written.push(big.clone());
+    }
+    assert!(lock(&shared.wire.state).rest.is_some(), "the socket filled up in the middle of a frame");
+    assert_eq!(shared.wire.write(&big), Direct::Queue, "nothing else while a rest waits");
+    // The writer's next frame (tungstenite writing through Gated) follows the rest.
+    let mut gated = Gated::new(server, shared.clone());
+    let after = frame(true, 1, b"after");
+    let reader = std::thread::spawn(move || {
+        let total: usize = written.iter().map(|f| f.len()).sum::<usize>() + after.len();
+        let got = read_exactly(&mut client, total);
+        let mut expect: Vec<u8> = written.concat();
+        expect.extend_from_slice(&after);
+        assert!(got == expect, "the bytes on the wire are the frames in order");
+    });
+    crate::runtime::block_on(async {
+        use futures_lite::AsyncWriteExt;
+        gated.write_all(&frame(true, 1, b"after")).await.expect("write");
+        gated.flush().await.expect("flush");
+    });
+    reader.join().expect("reader");
+    assert!(lock(&shared.wire.state).scan.between_messages());
+}
