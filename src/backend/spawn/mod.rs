@@ -5,7 +5,9 @@
 
 pub mod child;
 pub mod groups;
+pub mod pool;
 pub mod process;
+pub mod worker;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,11 +32,15 @@ pub struct Spawn {
     /// Bounds the number of scripts running at once (`--max-procs`), events
     /// and pages together.
     procs: Arc<Slots>,
+    /// The threads that run events' scripts ([`worker`]), as many as
+    /// `--max-procs` at most.
+    workers: pool::Pool<worker::Job>,
 }
 
 impl Spawn {
     pub fn new(env: EnvSettings, limits: Limits, stderr: Stderr, max_procs: usize) -> Self {
-        Spawn { env, limits, grace: GRACE, stderr, procs: Slots::new(max_procs) }
+        let workers = pool::Pool::new(max_procs, "ws2http-spawn", worker::run);
+        Spawn { env, limits, grace: GRACE, stderr, procs: Slots::new(max_procs), workers }
     }
 }
 
@@ -61,7 +67,7 @@ impl Transport for Spawn {
                 EventKind::Message { payload, .. } => payload.clone(),
                 _ => bytes::Bytes::new(),
             };
-            process::run(self, &event.conn.target, &vars, stdin, call).await
+            process::run(self, &event.conn, vars, stdin, call).await
         })
     }
 }
