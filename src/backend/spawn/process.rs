@@ -283,15 +283,15 @@ pub async fn run(spawn: &Spawn, conn: &Arc<ConnInfo>, env: EnvBlock, stdin: Byte
     }
     while let Ok(answer) = answers.recv().await {
         match answer {
-            Back::Chunk(group, bytes) => {
+            Back::Output { group, bytes, end } => {
                 if !call.is_cut() && call.feed(&bytes).is_err() {
                     groups::kill_now(group);
                 }
+                if end {
+                    call.end();
+                }
             }
-            Back::Done(outcome) => {
-                call.end();
-                return outcome;
-            }
+            Back::Done(outcome) => return outcome,
         }
     }
     Outcome::Failed("the worker thread running the script ended without an answer".into())

@@ -12,7 +12,7 @@
 //! cannot deadlock with a script that writes a lot before it reads, and the
 //! poll's timeout is the deadline: no timer on the reactor). The async side
 //! ([`super::process::run`]) hands one [`Job`] over and gets back one
-//! [`Back::Chunk`] per read of stdout, which it feeds to the gateway's one
+//! [`Back::Output`] per read of stdout that holds a line, which it feeds to the gateway's one
 //! output pipeline ([`crate::gateway::Call::feed`]: line splitting, limits
 //! and directives stay there), then [`Back::Done`].
 //!
@@ -59,14 +59,19 @@ pub struct Job {
 /// What a worker hands back.
 #[derive(Debug)]
 pub enum Back {
-    /// Bytes of stdout, as read, and the group to kill if they are too many.
-    Chunk(GroupId, Vec<u8>),
+    /// Bytes of stdout, and the group to kill if they are too many; `end`:
+    /// stdout is over (a last line without a newline is whole).
+    Output { group: GroupId, bytes: Vec<u8>, end: bool },
     /// The run is over: how it ended.
     Done(Outcome),
 }
 
-/// The most stdout read (and handed back) at once.
+/// The most stdout read at once.
 const CHUNK: usize = 16 * 1024;
+/// How long the end of stdout waits for the script's exit, so that the two
+/// travel back together (one wake-up of the event's task, not two); a script
+/// that closes stdout and runs on has its output ended after this.
+const TAIL_WAIT: Duration = Duration::from_millis(1);
 /// A payload this small is written at once, even to a blocking pipe: a fresh
 /// pipe always has room for one page (even at the per-user pipe limit).
 const SMALL: usize = 4096;
@@ -140,9 +145,14 @@ struct Run<'a> {
     /// The payload's descriptor and how much of it is written.
     stdin: Option<(OwnedFd, usize)>,
     stdout: Option<OwnedFd>,
+    /// Stdout read but not handed back yet: bytes after the last newline
+    /// read cannot change anything before more come or stdout ends.
+    pending: Vec<u8>,
+    /// When stdout ended, until its end is handed back.
+    eof_at: Option<Instant>,
     stderr: Option<OwnedFd>,
     errors: StderrLines<'a>,
-    /// Stdout bytes handed back.
+    /// Stdout bytes read.
     sent: usize,
     deadline: Instant,
 }
@@ -162,8 +172,9 @@ impl<'a> Run<'a> {
         let errors = StderrLines::new(job.label.as_str(), &job.stderr);
         let stdin = (!job.stdin.is_empty()).then_some((s.stdin, 0));
         let deadline = job.time.deadline();
+        let (stdout, stderr) = (Some(s.stdout), Some(s.stderr));
         let mut run =
-            Run { job, proc, stdin, stdout: Some(s.stdout), stderr: Some(s.stderr), errors, sent: 0, deadline };
+            Run { job, proc, stdin, stdout, pending: Vec::new(), eof_at: None, stderr, errors, sent: 0, deadline };
         run.start_feeding();
         run
     }
@@ -207,6 +218,9 @@ impl<'a> Run<'a> {
     /// Runs the script to its end and says how it ended.
     fn finish(mut self) -> Outcome {
         let status = self.exchange();
+        if status.is_ok() && self.eof_at.is_some() {
+            self.hand_back(true);
+        }
         self.finish_stderr();
         self.stdin = None;
         match status {
@@ -226,7 +240,9 @@ impl<'a> Run<'a> {
             let now = Instant::now();
             // After the exit, stdout is read for a grace period at most.
             let grace_end = exited.as_ref().map(|(_, at)| *at + self.job.time.grace);
-            let until = grace_end.map_or(self.deadline, |g| g.min(self.deadline));
+            let mut until = grace_end.map_or(self.deadline, |g| g.min(self.deadline));
+            let tail_end = self.eof_at.map(|at| at + TAIL_WAIT);
+            until = tail_end.map_or(until, |t| t.min(until));
             let mut wait = until.saturating_duration_since(now);
             if exited.is_none() && self.proc.pidfd.is_none() {
                 wait = wait.min(nap);
@@ -234,12 +250,16 @@ impl<'a> Run<'a> {
             }
             let (mut fds, slots) = self.poll_set(exited.is_none());
             let n = poll(&mut fds[..], Some(wait));
-            if n == 0 && Instant::now() >= self.deadline {
+            let now = Instant::now();
+            if n == 0 && now >= self.deadline {
                 return Err(());
             }
-            if n == 0 && grace_end.is_some_and(|g| Instant::now() >= g) {
+            if n == 0 && grace_end.is_some_and(|g| now >= g) {
                 self.background_holds_stdout();
                 continue;
+            }
+            if tail_end.is_some_and(|t| now >= t) {
+                self.hand_back(true);
             }
             let ready = |i: usize| i != usize::MAX && fds[i].revents != 0;
             if ready(slots.stdin) {
@@ -285,11 +305,13 @@ impl<'a> Run<'a> {
         (fds, slots)
     }
 
-    /// One read of stdout, handed back as one chunk.
+    /// One read of stdout. What it read is handed back at once when it holds
+    /// a newline (a line to apply now) or passes `--max-output` (the gateway
+    /// cuts there, and nothing more is read); other bytes wait for more.
     fn read_stdout(&mut self) {
         let Some(fd) = &self.stdout else { return };
         let mut buf = std::mem::MaybeUninit::<[u8; CHUNK]>::uninit();
-        // Never more than one byte past the limit: the gateway cuts there.
+        // Never more than one byte past the limit.
         let want = CHUNK.min(self.job.max_output.saturating_add(1) - self.sent);
         // SAFETY: reads into a buffer we own, at most its length.
         let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), want) };
@@ -303,19 +325,34 @@ impl<'a> Run<'a> {
         }
         if n == 0 {
             self.stdout = None;
+            self.eof_at = Some(Instant::now());
             return;
         }
         self.sent += n as usize;
         // SAFETY: `read` initialised the first `n` bytes.
         let read = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n as usize) };
-        let chunk = Back::Chunk(self.proc.group, read.to_vec());
-        if self.job.back.send_blocking(chunk).is_err() {
+        self.pending.extend_from_slice(read);
+        let over = self.sent > self.job.max_output;
+        if over || read.contains(&b'\n') {
+            self.hand_back(false);
+        }
+        if over {
+            self.stdout = None;
+        }
+    }
+
+    /// Hands the pending stdout back (and its end).
+    fn hand_back(&mut self, end: bool) {
+        let bytes = std::mem::take(&mut self.pending);
+        if end {
+            self.eof_at = None;
+        }
+        if self.job.back.send_blocking(Back::Output { group: self.proc.group, bytes, end }).is_err() {
             // Nobody reads the output any more: close the pipes, as
             // dropping the event's future did.
             self.stdout = None;
             self.stderr = None;
-        } else if self.sent > self.job.max_output {
-            self.stdout = None;
+            self.eof_at = None;
         }
     }
 
@@ -416,5 +453,148 @@ impl Time {
     pub fn deadline(&self) -> Instant {
         let far = self.started + Duration::from_secs(86_400 * 365);
         self.started.checked_add(self.timeout).unwrap_or(far)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::super::Spawn;
+    use super::*;
+    use crate::backend::env::EnvSettings;
+    use crate::event::{Event, EventKind, Target};
+    use crate::gateway::{self, sent_texts, Limits, Output};
+    use crate::id::ConnId;
+
+    /// A spawn transport running `sh -c CMD` for every event.
+    fn spawn(limits: Limits, stderr: Stderr) -> Spawn {
+        let env = EnvSettings { inherited: vec![("PATH".into(), "/usr/bin:/bin".into())], ..EnvSettings::default() };
+        let mut s = Spawn::new(env, limits, stderr, 2);
+        s.grace = Duration::from_millis(200);
+        s
+    }
+
+    fn limits() -> Limits {
+        Limits { timeout: Duration::from_secs(30), max_output: 1 << 20 }
+    }
+
+    fn event(cmd: &str, payload: Bytes) -> Event {
+        let interpreter = Some(vec!["/bin/sh".to_owned(), "-c".to_owned(), cmd.to_owned()].into());
+        let target = Target { filename: "/bin/sh".into(), script_name: "/t".into(), path_info: "".into(), interpreter };
+        event_for(target, payload)
+    }
+
+    fn event_for(target: Target, payload: Bytes) -> Event {
+        let conn = Arc::new(ConnInfo { id: ConnId::parse("w").expect("id"), target, request: Default::default() });
+        Event { kind: EventKind::Message { payload, binary: false }, conn, rooms: vec![], meta: vec![] }
+    }
+
+    /// Runs one event of `cmd`; its outcome and what it sent, in order;
+    /// `seen` is called with each text as it comes.
+    fn run_event(t: &Spawn, cmd: &str, payload: Bytes, seen: &mut (dyn FnMut(&str) + Send)) -> (Outcome, Vec<String>) {
+        let mut items = Vec::new();
+        let mut sink = |o: Output| {
+            if let Some(text) = sent_texts(std::slice::from_ref(&o)).first() {
+                seen(text);
+            }
+            items.push(o);
+        };
+        let outcome = crate::runtime::block_on(gateway::run(t, &event(cmd, payload), &mut sink));
+        (outcome, sent_texts(&items))
+    }
+
+    fn gone(pid: i32) -> bool {
+        // SAFETY: signal 0 only checks whether the pid exists.
+        unsafe { libc::kill(pid, 0) != 0 }
+    }
+
+    /// The first line reaches the gateway while the script still runs: the
+    /// script prints the second only once the first was applied.
+    #[test]
+    fn output_is_streamed_in_order_while_the_script_runs() {
+        let t = spawn(limits(), Stderr::Log);
+        let flag = std::env::temp_dir().join(format!("ws2http-worker-{}", std::process::id()));
+        let _ = std::fs::remove_file(&flag);
+        let cmd = format!("echo one; while [ ! -e {0} ]; do sleep 0.01; done; echo two; printf three", flag.display());
+        let (outcome, texts) = run_event(&t, &cmd, Bytes::new(), &mut |text| {
+            if text == "one" {
+                std::fs::write(&flag, b"").expect("flag");
+            }
+        });
+        let _ = std::fs::remove_file(&flag);
+        assert_eq!(outcome, Outcome::Success);
+        assert_eq!(texts, ["one", "two", "three"]);
+    }
+
+    /// 1 MiB in, 200 KB out before the script reads a byte: no deadlock.
+    #[test]
+    fn a_big_payload_and_a_big_output_do_not_deadlock() {
+        let t = spawn(limits(), Stderr::Log);
+        let payload = Bytes::from(vec![b'a'; 1 << 20]);
+        let cmd = "i=0; while [ $i -lt 20000 ]; do echo line$i; i=$((i+1)); done; wc -c";
+        let (outcome, texts) = run_event(&t, cmd, payload, &mut |_| {});
+        assert_eq!(outcome, Outcome::Success);
+        assert_eq!(texts.len(), 20_001);
+        assert_eq!(texts[19_999], "line19999");
+        assert_eq!(texts[20_000].trim(), "1048576", "the script read the whole payload");
+    }
+
+    /// Past --max-output the group is killed at once, even a script that
+    /// ignores SIGTERM; what came before the cut was applied.
+    #[test]
+    fn max_output_kills_the_group_at_once() {
+        let t = spawn(Limits { timeout: Duration::from_secs(30), max_output: 1000 }, Stderr::Log);
+        let cmd = "trap '' TERM; echo $$; while :; do echo xxxxxxxxxxxxxxxxxxxxxxxxx; done";
+        let (outcome, texts) = run_event(&t, cmd, Bytes::new(), &mut |_| {});
+        assert_eq!(outcome, Outcome::Failed(format!("{} (killed by signal 9)", gateway::OUTPUT_LIMIT)));
+        assert!(texts.len() > 10 && texts.len() < 40, "{} lines", texts.len());
+        assert!(gone(texts[0].parse().expect("the script's pid")), "the script was reaped");
+    }
+
+    /// At the deadline a script that ignores SIGTERM gets SIGKILL after the
+    /// grace, and is reaped; the lines before the deadline were applied.
+    #[test]
+    fn the_deadline_kills_a_script_that_ignores_sigterm() {
+        let t = spawn(Limits { timeout: Duration::from_millis(300), max_output: 1 << 20 }, Stderr::Log);
+        let cmd = "trap '' TERM; echo $$; while :; do sleep 0.05; done";
+        let (outcome, texts) = run_event(&t, cmd, Bytes::new(), &mut |_| {});
+        assert_eq!(outcome, Outcome::Failed("timed out after 300ms".into()));
+        assert!(gone(texts[0].parse().expect("the script's pid")), "the script was killed and reaped");
+    }
+
+    /// Stderr becomes lines (collected here; logged by the server), a long
+    /// one cut, and the exit status is the outcome.
+    #[test]
+    fn stderr_lines_are_logged_and_the_status_reported() {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let t = spawn(limits(), Stderr::Collect(buf.clone()));
+        let cmd = "echo err1 >&2; printf '%5000s\\n' x >&2; printf tail >&2; echo out; exit 3";
+        let (outcome, texts) = run_event(&t, cmd, Bytes::new(), &mut |_| {});
+        assert_eq!(outcome, Outcome::Failed("exited with status 3".into()));
+        assert_eq!(texts, ["out"]);
+        let got = buf.lock().expect("lock").clone();
+        let mut want = b"err1\n".to_vec();
+        want.extend_from_slice(&[b' '; 4096]);
+        want.extend_from_slice(b"tail");
+        assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&want));
+    }
+
+    /// A script that cannot start fails the event with the usual text.
+    #[test]
+    fn a_missing_script_fails_with_the_usual_text() {
+        let t = spawn(limits(), Stderr::Log);
+        let target = Target {
+            filename: "/nonexistent/x.sh".into(),
+            script_name: "/x.sh".into(),
+            path_info: "".into(),
+            interpreter: None,
+        };
+        let ev = event_for(target, Bytes::new());
+        let outcome = crate::runtime::block_on(gateway::run(&t, &ev, &mut |_| {}));
+        assert_eq!(
+            outcome,
+            Outcome::Failed("cannot start /nonexistent/x.sh: the script file is gone (deleted or renamed)".into())
+        );
     }
 }
