@@ -150,6 +150,10 @@ struct Run<'a> {
     pending: Vec<u8>,
     /// When stdout ended, until its end is handed back.
     eof_at: Option<Instant>,
+    /// Stdout past `--max-output`: no longer read, but open until the
+    /// script is reaped, so that the script dies of the gateway's SIGKILL,
+    /// not of a SIGPIPE that would race it.
+    held: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
     errors: StderrLines<'a>,
     /// Stdout bytes read.
@@ -173,8 +177,19 @@ impl<'a> Run<'a> {
         let stdin = (!job.stdin.is_empty()).then_some((s.stdin, 0));
         let deadline = job.time.deadline();
         let (stdout, stderr) = (Some(s.stdout), Some(s.stderr));
-        let mut run =
-            Run { job, proc, stdin, stdout, pending: Vec::new(), eof_at: None, stderr, errors, sent: 0, deadline };
+        let mut run = Run {
+            job,
+            proc,
+            stdin,
+            stdout,
+            pending: Vec::new(),
+            eof_at: None,
+            held: None,
+            stderr,
+            errors,
+            sent: 0,
+            deadline,
+        };
         run.start_feeding();
         run
     }
@@ -337,7 +352,7 @@ impl<'a> Run<'a> {
             self.hand_back(false);
         }
         if over {
-            self.stdout = None;
+            self.held = self.stdout.take();
         }
     }
 
