@@ -8,9 +8,10 @@
 //! more tasks (stdin writer, stderr reader). Here a child is started with
 //! `posix_spawn` (glibc: `clone(CLONE_VM|CLONE_VFORK)` + `exec`, the same
 //! path std takes) from an environment block built in one buffer, and waited
-//! for through a pidfd on the task's own reactor: no helper thread, no
-//! SIGCHLD handler. A payload that fits the pipe is written at once, without
-//! a task.
+//! for through a pidfd: in a worker's blocking `ppoll` for events
+//! ([`spawn_fds`], [`super::worker`]), on the reactor for pages ([`spawn`]).
+//! No reaper thread, no SIGCHLD handler. A payload that fits the pipe is
+//! written at once.
 //!
 //! The child gets: stdin/stdout/stderr pipes, exactly the given environment,
 //! the script's directory as its working directory, a process group of its

@@ -1,7 +1,19 @@
 //! The spawn transport: one fresh process per event, the way CGI always
-//! worked. The script's lifecycle (start, stdin, stdout and stderr, the
-//! deadline, stopping its process group) is in [`process`], shared with
-//! classic CGI pages ([`crate::http::cgi`]).
+//! worked.
+//!
+//! An event's script runs on a worker thread, with blocking I/O
+//! ([`worker`], on the bounded, lazily created [`pool`], at most
+//! `--max-procs` threads and none while idle): spawning a process is
+//! CPU-bound kernel work, and driving its three pipes and its exit through
+//! the async reactor cost ~45 more system calls per event than one blocking
+//! `ppoll` (epoll registration and re-arming, reactor and executor wake-ups;
+//! docs/bench-notes/workers.md). The event's task hands the job over once and
+//! feeds the stdout chunks it gets back to the gateway. Classic CGI pages
+//! ([`crate::http::cgi`]) stay on the reactor ([`process::Script`]): a page's
+//! body streams to an HTTP client at the client's pace, for as long as the
+//! script writes, which a bounded pool of threads should not wait on.
+//! Both share the start ([`child`]), the process groups ([`groups`]), the
+//! stderr rules ([`process::StderrLines`]) and the outcome texts.
 
 pub mod child;
 pub mod groups;

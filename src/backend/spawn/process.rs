@@ -1,8 +1,13 @@
 //! Runs one script process: clean environment, payload on stdin, stdout read
-//! line by line as it is produced, stderr to the log, and a deadline after
-//! which the script's whole process group is terminated, then killed (see
+//! as it is produced, stderr to the log, and a deadline after which the
+//! script's whole process group is terminated, then killed (see
 //! [`super::groups`]: SIGKILL follows SIGTERM after the grace period on every
 //! path, even when the script itself already exited).
+//!
+//! An event's side of it ([`run`]) hands the script to a worker thread
+//! ([`super::worker`]) and feeds what comes back to the gateway; a page's
+//! ([`start`], [`Script`]) runs on the reactor. The rules shared by both
+//! (stderr lines, outcome texts, spawn errors) are here.
 
 use std::borrow::Cow;
 use std::io::ErrorKind;
@@ -148,16 +153,14 @@ pub fn log_stderr_rest(stderr: Pipe, lines: StderrLines<'static>) {
     runtime::spawn(async move { pump.run().await });
 }
 
-/// One running script, from its start to its reaping: the one lifecycle of
-/// a spawned script, for events ([`run`]) and classic CGI pages
-/// ([`crate::http::cgi`]). Its deadline is measured from one point, the
+/// One running script on the reactor, from its start to its reaping: a
+/// classic CGI page's ([`crate::http::cgi`]; an event's runs on a worker,
+/// [`super::worker`], by the same rules). Its deadline is measured from one point, the
 /// `started` it was given (when its slot was taken), and is the same for
 /// the script's process group ([`groups`]) and for the wait here.
 pub struct Script {
     pub child: Child,
-    deadline: Instant,
-    timeout: Duration,
-    grace: Duration,
+    time: Time,
     /// A page's body is streaming when it overruns; an event just fails.
     page: bool,
 }
@@ -177,12 +180,33 @@ pub struct Time {
     pub grace: Duration,
 }
 
-/// Starts `target` with `env` and writes `stdin` to it: the one way a
-/// script starts, for events and pages. `Err` says why it could not start,
-/// for the log.
+impl Time {
+    /// The group's budget: `timeout` from `started`, then the grace.
+    pub fn budget(&self) -> Budget {
+        Budget::starting_at(self.started, self.timeout, self.grace)
+    }
+
+    /// When the run must be over.
+    pub fn deadline(&self) -> Instant {
+        let far = self.started + Duration::from_secs(86_400 * 365);
+        self.started.checked_add(self.timeout).unwrap_or(far)
+    }
+}
+
+/// The line logged when a script is still running at its deadline.
+pub fn log_overrun(label: &str, time: &Time, page: bool) {
+    let (timeout, grace) = (time.timeout, time.grace);
+    if page {
+        log::warn!("{label}: still running after the timeout ({timeout:?}); the response ends here; SIGTERM to its process group, SIGKILL in {grace:?}");
+    } else {
+        log::warn!("{label}: still running after {timeout:?}; terminating its process group");
+    }
+}
+
+/// Starts `target` with `env` on the reactor and writes `stdin` to it.
+/// `Err` says why it could not start, for the log.
 pub fn start(target: &Target, env: &EnvBlock, stdin: Bytes, time: Time, page: bool) -> Result<Started, String> {
-    let budget = Budget::starting_at(time.started, time.timeout, time.grace);
-    let mut child = child::spawn(target, env, budget).map_err(|e| spawn_failed(target, &e))?;
+    let mut child = child::spawn(target, env, time.budget()).map_err(|e| spawn_failed(target, &e))?;
     if let Some(input) = child.stdin.take() {
         // A script that does not read its input is fine.
         child::feed(input, stdin);
@@ -190,16 +214,14 @@ pub fn start(target: &Target, env: &EnvBlock, stdin: Bytes, time: Time, page: bo
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err("stdout was not captured".into());
     };
-    let far = time.started + Duration::from_secs(86_400 * 365);
-    let deadline = time.started.checked_add(time.timeout).unwrap_or(far);
-    let script = Script { child, deadline, timeout: time.timeout, grace: time.grace, page };
+    let script = Script { child, time, page };
     Ok(Started { script, stdout, stderr })
 }
 
 impl Script {
     /// Time left before the deadline.
     pub fn remaining(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
+        self.time.deadline().saturating_duration_since(Instant::now())
     }
 
     /// How the run ended: `status` came within the deadline, or (`Err`) the
@@ -209,20 +231,9 @@ impl Script {
         let Err(()) = status else {
             return status.map_or(Outcome::Success, outcome);
         };
-        let (timeout, grace) = (self.timeout, self.grace);
-        if self.page {
-            log::warn!("{label}: still running after the timeout ({timeout:?}); the response ends here; SIGTERM to its process group, SIGKILL in {grace:?}");
-        } else {
-            log::warn!("{label}: still running after {timeout:?}; terminating its process group");
-        }
+        log_overrun(label, &self.time, self.page);
         self.stop(label).await;
-        Outcome::Failed(format!("timed out after {timeout:?}"))
-    }
-
-    /// Waits for the script to exit, until the deadline (see [`Self::ended`]).
-    pub async fn wait(&mut self, label: &str) -> Outcome {
-        let status = runtime::timeout(self.remaining(), self.child.status(label)).await;
-        self.ended(status, label).await
+        Outcome::Failed(format!("timed out after {:?}", self.time.timeout))
     }
 
     /// Stops the script now: SIGTERM to its process group, SIGKILL after the
@@ -231,7 +242,7 @@ impl Script {
     pub async fn stop(&mut self, label: &str) {
         let group = self.child.group();
         groups::terminate(group);
-        if runtime::timeout(self.grace, self.child.status(label)).await.is_err() {
+        if runtime::timeout(self.time.grace, self.child.status(label)).await.is_err() {
             // The group watcher sends it too; this one does not depend on it.
             groups::kill_now(group);
             let _ = self.child.status(label).await;
