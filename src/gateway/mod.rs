@@ -122,6 +122,8 @@ pub struct Call<'a> {
     read: usize,
     /// The output was cut at `--max-output` (see [`run`]).
     cut: bool,
+    /// The start of a line whose end has not come yet ([`Call::feed`]).
+    partial: Vec<u8>,
 }
 
 /// Why [`Call::pump`] stopped before the end of the output.
@@ -155,19 +157,38 @@ impl<'a> Call<'a> {
         self.parser.head(head, self.out);
     }
 
-    /// Reads `body` line by line into the parser until its end, within
-    /// `--max-output` (counted over the whole call): a script that prints
-    /// gigabytes, with or without newlines, costs no memory.
+    /// Reads `body` into the parser until its end, within `--max-output`
+    /// (see [`Self::feed`]).
     pub async fn pump(&mut self, body: &mut (impl AsyncBufRead + Unpin)) -> Result<(), Cut> {
-        let mut line = Vec::new();
+        use futures_lite::io::AsyncBufReadExt;
         loop {
-            line.clear();
-            let room = self.limits.max_output.saturating_sub(self.read) + 1;
-            let (n, _) = lines::read_line_capped(body, &mut line, room).await.map_err(Cut::Io)?;
-            if n == 0 {
+            let chunk = body.fill_buf().await.map_err(Cut::Io)?;
+            if chunk.is_empty() {
+                self.end();
                 return Ok(());
             }
-            self.read += n;
+            let n = chunk.len();
+            let fed = self.feed(chunk);
+            body.consume(n);
+            fed?;
+        }
+    }
+
+    /// One chunk of raw output, as it was read: split into lines here (a
+    /// line may span chunks), each line applied as soon as it is whole,
+    /// within `--max-output` (counted over the whole call): a script that
+    /// prints gigabytes, with or without newlines, costs no memory. The
+    /// one line splitter of every transport: [`Self::pump`] for a stream,
+    /// the spawn transport's workers for chunks they read from a pipe.
+    /// After `Err`, the rest of the output is to be discarded.
+    pub fn feed(&mut self, mut chunk: &[u8]) -> Result<(), Cut> {
+        while !chunk.is_empty() {
+            let (piece, whole) = match chunk.iter().position(|&b| b == b'\n') {
+                Some(i) => (&chunk[..=i], true),
+                None => (chunk, false),
+            };
+            chunk = &chunk[piece.len()..];
+            self.read += piece.len();
             if self.read > self.limits.max_output {
                 log::warn!(
                     "{}: more than {} bytes of output; the rest is discarded",
@@ -175,10 +196,35 @@ impl<'a> Call<'a> {
                     self.limits.max_output
                 );
                 self.cut = true;
+                self.partial = Vec::new();
                 return Err(Cut::TooMuch);
             }
+            match (whole, self.partial.is_empty()) {
+                (true, true) => self.line(piece),
+                (false, _) => self.partial.extend_from_slice(piece),
+                (true, false) => {
+                    let mut line = std::mem::take(&mut self.partial);
+                    line.extend_from_slice(piece);
+                    self.line(&line);
+                    line.clear();
+                    self.partial = line;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The end of the output: a last line without a newline is applied.
+    pub fn end(&mut self) {
+        if !self.partial.is_empty() && !self.cut {
+            let line = std::mem::take(&mut self.partial);
             self.line(&line);
         }
+    }
+
+    /// The output was cut at `--max-output`.
+    pub fn is_cut(&self) -> bool {
+        self.cut
     }
 }
 
@@ -202,7 +248,8 @@ pub async fn run(transport: &dyn Transport, event: &Event, out: &mut Sink<'_>) -
     let label = format!("[{}] {endpoint} {}{}", conn.id, event.kind.name(), transport.via());
     let ctx = directive::Context::Script { conn: &conn.id, endpoint };
     let parser = OutputParser::new(ctx, event.kind == EventKind::Open);
-    let mut call = Call { label: &label, limits: *transport.limits(), parser, out, read: 0, cut: false };
+    let mut call =
+        Call { label: &label, limits: *transport.limits(), parser, out, read: 0, cut: false, partial: Vec::new() };
     let outcome = {
         let _slot = transport.slots().acquire().await;
         transport.exchange(event, &mut call).await

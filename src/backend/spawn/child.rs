@@ -8,9 +8,10 @@
 //! more tasks (stdin writer, stderr reader). Here a child is started with
 //! `posix_spawn` (glibc: `clone(CLONE_VM|CLONE_VFORK)` + `exec`, the same
 //! path std takes) from an environment block built in one buffer, and waited
-//! for through a pidfd on the task's own reactor: no helper thread, no
-//! SIGCHLD handler. A payload that fits the pipe is written at once, without
-//! a task.
+//! for through a pidfd: in a worker's blocking `ppoll` for events
+//! ([`spawn_fds`], [`super::worker`]), on the reactor for pages ([`spawn`]).
+//! No reaper thread, no SIGCHLD handler. A payload that fits the pipe is
+//! written at once.
 //!
 //! The child gets: stdin/stdout/stderr pipes, exactly the given environment,
 //! the script's directory as its working directory, a process group of its
@@ -199,10 +200,41 @@ impl Drop for SpawnSetup {
     }
 }
 
+/// A process just started, with the parent's ends of its pipes (blocking,
+/// close-on-exec), not yet tied to a reactor: the worker threads read them
+/// with blocking calls ([`super::worker`]), [`spawn`] makes them async.
+pub struct Spawned {
+    pub pid: i32,
+    pub group: GroupId,
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
 /// Starts `target` (through its interpreter when it has one) with exactly
-/// `env`, in the script's directory, with piped stdio. Its process group
-/// lives within `budget` (see [`groups`]).
+/// `env`, in the script's directory, with piped stdio, for the reactor.
+/// Its process group lives within `budget` (see [`groups`]).
 pub fn spawn(target: &Target, env: &EnvBlock, budget: Budget) -> io::Result<Child> {
+    let Spawned { pid, group, stdin, stdout, stderr } = spawn_fds(target, env, budget)?;
+    let pidfd = pidfd_open(pid).and_then(|fd| Async::new(fd).ok());
+    let mut child = Child { pid, group, pidfd, status: None, stdin: Some(stdin), stdout: None, stderr: None };
+    match (Async::new(File::from(stdout)), Async::new(File::from(stderr))) {
+        (Ok(out), Ok(err)) => {
+            child.stdout = Some(out);
+            child.stderr = Some(err);
+            Ok(child)
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            // The script runs, but nobody can read it (the pipes could not
+            // join the reactor): stop its group now. Dropping `child` reaps it.
+            groups::kill_now(group);
+            Err(e)
+        }
+    }
+}
+
+/// Starts `target` as [`spawn`] does; the pipes stay plain descriptors.
+pub fn spawn_fds(target: &Target, env: &EnvBlock, budget: Budget) -> io::Result<Spawned> {
     let script = c_string(target.filename.as_os_str().as_bytes(), "the script path")?;
     let mut argv_owned = Vec::with_capacity(4);
     if let Some(interp) = &target.interpreter {
@@ -257,33 +289,19 @@ pub fn spawn(target: &Target, env: &EnvBlock, budget: Budget) -> io::Result<Chil
     }
     let group = groups::started(pid, budget);
     drop((spawning, in_r, out_w, err_w));
-    let mut child =
-        Child { pid, group, pidfd: pidfd(pid), status: None, stdin: Some(in_w), stdout: None, stderr: None };
-    match (Async::new(File::from(out_r)), Async::new(File::from(err_r))) {
-        (Ok(out), Ok(err)) => {
-            child.stdout = Some(out);
-            child.stderr = Some(err);
-            Ok(child)
-        }
-        (Err(e), _) | (_, Err(e)) => {
-            // The script runs, but nobody can read it (the pipes could not
-            // join the reactor): stop its group now. Dropping `child` reaps it.
-            groups::kill_now(group);
-            Err(e)
-        }
-    }
+    Ok(Spawned { pid, group, stdin: in_w, stdout: out_r, stderr: err_r })
 }
 
-/// A pidfd for `pid`, to await its exit on the reactor; `None` on kernels
-/// without pidfd (waiting then polls).
-fn pidfd(pid: libc::pid_t) -> Option<Async<OwnedFd>> {
+/// A pidfd for `pid`, to wait for its exit with `poll` or on the reactor;
+/// `None` on kernels without pidfd (waiting then polls).
+pub fn pidfd_open(pid: libc::pid_t) -> Option<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags; the result is a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
         return None;
     }
     // SAFETY: a fresh descriptor that nobody else owns.
-    Async::new(unsafe { OwnedFd::from_raw_fd(fd as i32) }).ok()
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Writes `data` to the child's stdin and closes it. What fits the pipe

@@ -1,11 +1,25 @@
 //! The spawn transport: one fresh process per event, the way CGI always
-//! worked. The script's lifecycle (start, stdin, stdout and stderr, the
-//! deadline, stopping its process group) is in [`process`], shared with
-//! classic CGI pages ([`crate::http::cgi`]).
+//! worked.
+//!
+//! An event's script runs on a worker thread, with blocking I/O
+//! ([`worker`], on the bounded, lazily created [`pool`], at most
+//! `--max-procs` threads and none while idle): spawning a process is
+//! CPU-bound kernel work, and driving its three pipes and its exit through
+//! the async reactor cost ~45 more system calls per event than one blocking
+//! `ppoll` (epoll registration and re-arming, reactor and executor wake-ups;
+//! docs/bench-notes/workers.md). The event's task hands the job over once and
+//! feeds the stdout chunks it gets back to the gateway. Classic CGI pages
+//! ([`crate::http::cgi`]) stay on the reactor ([`process::Script`]): a page's
+//! body streams to an HTTP client at the client's pace, for as long as the
+//! script writes, which a bounded pool of threads should not wait on.
+//! Both share the start ([`child`]), the process groups ([`groups`]), the
+//! stderr rules ([`process::StderrLines`]) and the outcome texts.
 
 pub mod child;
 pub mod groups;
+pub mod pool;
 pub mod process;
+pub mod worker;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,11 +44,15 @@ pub struct Spawn {
     /// Bounds the number of scripts running at once (`--max-procs`), events
     /// and pages together.
     procs: Arc<Slots>,
+    /// The threads that run events' scripts ([`worker`]), as many as
+    /// `--max-procs` at most.
+    workers: pool::Pool<worker::Job>,
 }
 
 impl Spawn {
     pub fn new(env: EnvSettings, limits: Limits, stderr: Stderr, max_procs: usize) -> Self {
-        Spawn { env, limits, grace: GRACE, stderr, procs: Slots::new(max_procs) }
+        let workers = pool::Pool::new(max_procs, "ws2http-spawn", worker::run);
+        Spawn { env, limits, grace: GRACE, stderr, procs: Slots::new(max_procs), workers }
     }
 }
 
@@ -61,7 +79,7 @@ impl Transport for Spawn {
                 EventKind::Message { payload, .. } => payload.clone(),
                 _ => bytes::Bytes::new(),
             };
-            process::run(self, &event.conn.target, &vars, stdin, call).await
+            process::run(self, &event.conn, vars, stdin, call).await
         })
     }
 }

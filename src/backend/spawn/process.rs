@@ -1,8 +1,13 @@
 //! Runs one script process: clean environment, payload on stdin, stdout read
-//! line by line as it is produced, stderr to the log, and a deadline after
-//! which the script's whole process group is terminated, then killed (see
+//! as it is produced, stderr to the log, and a deadline after which the
+//! script's whole process group is terminated, then killed (see
 //! [`super::groups`]: SIGKILL follows SIGTERM after the grace period on every
 //! path, even when the script itself already exited).
+//!
+//! An event's side of it ([`run`]) hands the script to a worker thread
+//! ([`super::worker`]) and feeds what comes back to the gateway; a page's
+//! ([`start`], [`Script`]) runs on the reactor. The rules shared by both
+//! (stderr lines, outcome texts, spawn errors) are here.
 
 use std::borrow::Cow;
 use std::io::ErrorKind;
@@ -12,14 +17,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_lite::io::BufReader;
-use futures_util::future::{select, Either};
 
 use super::child::{self, Child, EnvBlock, Pipe};
 use super::groups::{self, Budget};
+use super::worker::{Back, Job};
 use super::Spawn;
-use crate::event::Target;
-use crate::gateway::lines::{read_line_capped, skip_line};
-use crate::gateway::{Call, Cut, Outcome};
+use crate::event::{ConnInfo, Target};
+use crate::gateway::{Call, Outcome};
 use crate::runtime;
 
 /// The longest stderr line logged (the rest of it is dropped).
@@ -35,52 +39,68 @@ pub enum Stderr {
     Collect(Arc<Mutex<Vec<u8>>>),
 }
 
-/// Reads a script's stderr line by line into the log (or the collector).
-/// Its state lives here, not in the future that reads: the reading can be
-/// interrupted and resumed (or handed to a task) without losing a byte.
-/// The prefix and destination are borrowed while the event runs, and owned
-/// only if a background task has to finish the reading.
-pub struct StderrPump<'a> {
-    reader: BufReader<Pipe>,
+/// Turns the bytes a script writes to stderr into log lines (or collects
+/// them): one log line per line, an over-long line logged only up to
+/// [`MAX_STDERR_LINE`] with ` [line cut]` (the rest of it is dropped, but
+/// still read: the script must not block on a full pipe). The one rule,
+/// for the workers' blocking reads and the async [`StderrPump`].
+pub struct StderrLines<'a> {
     line: Vec<u8>,
+    /// Dropping the rest of a line that was cut.
+    skipping: bool,
     prefix: Cow<'a, str>,
     dest: Cow<'a, Stderr>,
 }
 
-impl<'a> StderrPump<'a> {
-    pub fn new(pipe: Pipe, prefix: impl Into<Cow<'a, str>>, dest: &'a Stderr) -> Self {
-        // Small: futures-lite zero-fills its buffer, per event (stderr is rare).
-        let reader = BufReader::with_capacity(1024, pipe);
-        StderrPump { reader, line: Vec::new(), prefix: prefix.into(), dest: Cow::Borrowed(dest) }
+impl<'a> StderrLines<'a> {
+    pub fn new(prefix: impl Into<Cow<'a, str>>, dest: &'a Stderr) -> Self {
+        StderrLines { line: Vec::new(), skipping: false, prefix: prefix.into(), dest: Cow::Borrowed(dest) }
     }
 
-    fn into_owned(self) -> StderrPump<'static> {
-        StderrPump {
-            reader: self.reader,
+    pub fn into_owned(self) -> StderrLines<'static> {
+        StderrLines {
             line: self.line,
+            skipping: self.skipping,
             prefix: Cow::Owned(self.prefix.into_owned()),
             dest: Cow::Owned(self.dest.into_owned()),
         }
     }
 
-    /// Reads until the end of stderr (every writer closed it).
-    pub async fn run(&mut self) {
-        while let Ok((n, cut)) = read_line_capped(&mut self.reader, &mut self.line, MAX_STDERR_LINE).await {
-            if n == 0 && !cut {
-                if !self.line.is_empty() {
+    /// Some bytes of stderr, as they were read.
+    pub fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let newline = data.iter().position(|&b| b == b'\n');
+            if self.skipping {
+                let Some(i) = newline else { return };
+                self.skipping = false;
+                data = &data[i + 1..];
+                continue;
+            }
+            let room = MAX_STDERR_LINE - self.line.len();
+            match newline {
+                Some(i) if i < room => {
+                    self.line.extend_from_slice(&data[..=i]);
+                    data = &data[i + 1..];
                     self.emit(false);
                 }
-                break;
+                _ if data.len() >= room => {
+                    self.line.extend_from_slice(&data[..room]);
+                    data = &data[room..];
+                    self.emit(true);
+                    self.skipping = true;
+                }
+                _ => {
+                    self.line.extend_from_slice(data);
+                    return;
+                }
             }
-            if !cut && self.line.last() != Some(&b'\n') {
-                continue; // the end of the stream is next
-            }
-            // Keep draining an over-long line (the script must not block on
-            // a full pipe), but log only its start.
-            if cut && skip_line(&mut self.reader).await.is_err() {
-                break;
-            }
-            self.emit(cut);
+        }
+    }
+
+    /// The end of stderr: a last line without a newline is logged too.
+    pub fn end(&mut self) {
+        if !self.line.is_empty() {
+            self.emit(false);
         }
     }
 
@@ -94,39 +114,53 @@ impl<'a> StderrPump<'a> {
         }
         self.line.clear();
     }
+}
 
-    /// Finishes reading: at once when the script's stderr is already at its
-    /// end (the usual case once it exited), else in a background task (a
-    /// background child of the script may still hold it open).
-    pub fn finish(mut self) {
-        let done = {
-            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            std::future::Future::poll(std::pin::pin!(self.run()), &mut cx).is_ready()
-        };
-        if !done {
-            let mut rest = self.into_owned();
-            runtime::spawn(async move { rest.run().await });
+/// Reads a script's stderr into [`StderrLines`], from the reactor (classic
+/// CGI pages, and what an event's background job still writes after the
+/// event ended).
+pub struct StderrPump {
+    reader: BufReader<Pipe>,
+    lines: StderrLines<'static>,
+}
+
+impl StderrPump {
+    /// Reads until the end of stderr (every writer closed it).
+    pub async fn run(&mut self) {
+        use futures_lite::io::AsyncBufReadExt;
+        while let Ok(data) = self.reader.fill_buf().await {
+            if data.is_empty() {
+                break;
+            }
+            let n = data.len();
+            self.lines.feed(data);
+            self.reader.consume(n);
         }
+        self.lines.end();
     }
 }
 
 /// Sends what the script writes to stderr to the log (or the collector), in
 /// the background.
 pub fn log_stderr(stderr: Pipe, prefix: String, dest: &Stderr) {
-    let mut pump = StderrPump::new(stderr, prefix, dest).into_owned();
+    log_stderr_rest(stderr, StderrLines::new(prefix, dest).into_owned());
+}
+
+/// Goes on reading stderr into `lines` in the background.
+pub fn log_stderr_rest(stderr: Pipe, lines: StderrLines<'static>) {
+    // Small: futures-lite zero-fills its buffer (stderr is rare).
+    let mut pump = StderrPump { reader: BufReader::with_capacity(1024, stderr), lines };
     runtime::spawn(async move { pump.run().await });
 }
 
-/// One running script, from its start to its reaping: the one lifecycle of
-/// a spawned script, for events ([`run`]) and classic CGI pages
-/// ([`crate::http::cgi`]). Its deadline is measured from one point, the
+/// One running script on the reactor, from its start to its reaping: a
+/// classic CGI page's ([`crate::http::cgi`]; an event's runs on a worker,
+/// [`super::worker`], by the same rules). Its deadline is measured from one point, the
 /// `started` it was given (when its slot was taken), and is the same for
 /// the script's process group ([`groups`]) and for the wait here.
 pub struct Script {
     pub child: Child,
-    deadline: Instant,
-    timeout: Duration,
-    grace: Duration,
+    time: Time,
     /// A page's body is streaming when it overruns; an event just fails.
     page: bool,
 }
@@ -146,15 +180,33 @@ pub struct Time {
     pub grace: Duration,
 }
 
-/// Starts `target` with `env` and writes `stdin` to it: the one way a
-/// script starts, for events and pages. `Err` says why it could not start,
-/// for the log.
+impl Time {
+    /// The group's budget: `timeout` from `started`, then the grace.
+    pub fn budget(&self) -> Budget {
+        Budget::starting_at(self.started, self.timeout, self.grace)
+    }
+
+    /// When the run must be over.
+    pub fn deadline(&self) -> Instant {
+        let far = self.started + Duration::from_secs(86_400 * 365);
+        self.started.checked_add(self.timeout).unwrap_or(far)
+    }
+}
+
+/// The line logged when a script is still running at its deadline.
+pub fn log_overrun(label: &str, time: &Time, page: bool) {
+    let (timeout, grace) = (time.timeout, time.grace);
+    if page {
+        log::warn!("{label}: still running after the timeout ({timeout:?}); the response ends here; SIGTERM to its process group, SIGKILL in {grace:?}");
+    } else {
+        log::warn!("{label}: still running after {timeout:?}; terminating its process group");
+    }
+}
+
+/// Starts `target` with `env` on the reactor and writes `stdin` to it.
+/// `Err` says why it could not start, for the log.
 pub fn start(target: &Target, env: &EnvBlock, stdin: Bytes, time: Time, page: bool) -> Result<Started, String> {
-    let budget = Budget::starting_at(time.started, time.timeout, time.grace);
-    let mut child = child::spawn(target, env, budget).map_err(|e| {
-        crate::metrics::add(&crate::metrics::get().spawn_failures, 1);
-        spawn_error(target, &e)
-    })?;
+    let mut child = child::spawn(target, env, time.budget()).map_err(|e| spawn_failed(target, &e))?;
     if let Some(input) = child.stdin.take() {
         // A script that does not read its input is fine.
         child::feed(input, stdin);
@@ -162,16 +214,14 @@ pub fn start(target: &Target, env: &EnvBlock, stdin: Bytes, time: Time, page: bo
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err("stdout was not captured".into());
     };
-    let far = time.started + Duration::from_secs(86_400 * 365);
-    let deadline = time.started.checked_add(time.timeout).unwrap_or(far);
-    let script = Script { child, deadline, timeout: time.timeout, grace: time.grace, page };
+    let script = Script { child, time, page };
     Ok(Started { script, stdout, stderr })
 }
 
 impl Script {
     /// Time left before the deadline.
     pub fn remaining(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
+        self.time.deadline().saturating_duration_since(Instant::now())
     }
 
     /// How the run ended: `status` came within the deadline, or (`Err`) the
@@ -181,20 +231,9 @@ impl Script {
         let Err(()) = status else {
             return status.map_or(Outcome::Success, outcome);
         };
-        let (timeout, grace) = (self.timeout, self.grace);
-        if self.page {
-            log::warn!("{label}: still running after the timeout ({timeout:?}); the response ends here; SIGTERM to its process group, SIGKILL in {grace:?}");
-        } else {
-            log::warn!("{label}: still running after {timeout:?}; terminating its process group");
-        }
+        log_overrun(label, &self.time, self.page);
         self.stop(label).await;
-        Outcome::Failed(format!("timed out after {timeout:?}"))
-    }
-
-    /// Waits for the script to exit, until the deadline (see [`Self::ended`]).
-    pub async fn wait(&mut self, label: &str) -> Outcome {
-        let status = runtime::timeout(self.remaining(), self.child.status(label)).await;
-        self.ended(status, label).await
+        Outcome::Failed(format!("timed out after {:?}", self.time.timeout))
     }
 
     /// Stops the script now: SIGTERM to its process group, SIGKILL after the
@@ -203,7 +242,7 @@ impl Script {
     pub async fn stop(&mut self, label: &str) {
         let group = self.child.group();
         groups::terminate(group);
-        if runtime::timeout(self.grace, self.child.status(label)).await.is_err() {
+        if runtime::timeout(self.time.grace, self.child.status(label)).await.is_err() {
             // The group watcher sends it too; this one does not depend on it.
             groups::kill_now(group);
             let _ = self.child.status(label).await;
@@ -227,65 +266,52 @@ pub fn outcome(status: ExitResult) -> Outcome {
     }
 }
 
-/// Runs one event's script: stdout into `call` as it arrives, stderr to
-/// the log, the exit awaited alongside, all in the calling task; the
-/// deadline and the reaping are [`Script`]'s.
-pub async fn run(spawn: &Spawn, target: &Target, env: &EnvBlock, stdin: Bytes, call: &mut Call<'_>) -> Outcome {
-    let (grace, label) = (spawn.grace, call.label());
-    let time = Time { started: Instant::now(), timeout: call.timeout(), grace };
-    let Started { mut script, stdout, stderr } = match start(target, env, stdin, time, false) {
-        Ok(s) => s,
-        Err(why) => return Outcome::Failed(why),
+/// How many stdout chunks a worker may hand back before the event's task
+/// took them: a bound on the bytes in flight, not a pause in practice (the
+/// task applies each chunk as it comes).
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// Runs one event's script on a worker thread ([`super::worker`]): one job
+/// handed over, then its stdout, chunk by chunk, into `call` (the gateway's
+/// line splitter, limits and parser) as the script produces it. Past
+/// `--max-output` the script's group is killed at once; the deadline, the
+/// reaping and stderr are the worker's.
+pub async fn run(spawn: &Spawn, conn: &Arc<ConnInfo>, env: EnvBlock, stdin: Bytes, call: &mut Call<'_>) -> Outcome {
+    let time = Time { started: Instant::now(), timeout: call.timeout(), grace: spawn.grace };
+    let (back, answers) = async_channel::bounded(CHUNKS_IN_FLIGHT);
+    let job = Job {
+        conn: conn.clone(),
+        env,
+        stdin,
+        time,
+        max_output: spawn.limits.max_output,
+        label: call.label().to_owned(),
+        stderr: spawn.stderr.clone(),
+        back,
     };
-    let group = script.child.group();
-    let mut errors = StderrPump::new(stderr, label, &spawn.stderr);
-    let remaining = script.remaining();
-    let work = async {
-        let reading = std::pin::pin!(read_stdout(stdout, group, call));
-        let exited = std::pin::pin!(script.child.status(label));
-        match select(reading, exited).await {
-            Either::Left(((), exited)) => exited.await,
-            Either::Right((status, reading)) => {
-                // Exited: take what is left in the pipe, but do not wait on
-                // a background child that keeps it open.
-                if runtime::timeout(grace, reading).await.is_err() {
-                    log::warn!(
-                        "{label}: a background process still holds stdout open after the script exited; \
-                         SIGTERM to its process group, SIGKILL in {grace:?} (redirect a background job's output, \
-                         e.g. >/dev/null)"
-                    );
-                    groups::terminate(group);
+    if let Err((_, e)) = spawn.workers.submit(job) {
+        return Outcome::Failed(format!("cannot start a worker thread for the script: {e}"));
+    }
+    while let Ok(answer) = answers.recv().await {
+        match answer {
+            Back::Output { group, bytes, end } => {
+                if !call.is_cut() && call.feed(&bytes).is_err() {
+                    groups::kill_now(group);
                 }
-                status
+                if end {
+                    call.end();
+                }
             }
+            Back::Done(outcome) => return outcome,
         }
-    };
-    // stderr is read alongside, in this task; whatever is left when the
-    // script is done is finished by `errors.finish()`.
-    let work = async {
-        let work = std::pin::pin!(work);
-        let pump = std::pin::pin!(errors.run());
-        match select(work, pump).await {
-            Either::Left((status, _)) => status,
-            Either::Right(((), work)) => work.await,
-        }
-    };
-    let status = runtime::timeout(remaining, work).await;
-    errors.finish();
-    script.ended(status, label).await
+    }
+    Outcome::Failed("the worker thread running the script ended without an answer".into())
 }
 
-/// Feeds the script's stdout to the gateway; past `--max-output` the
-/// script's process group is killed at once.
-async fn read_stdout(stdout: Pipe, group: groups::GroupId, call: &mut Call<'_>) {
-    // futures-lite zero-fills its buffer: 4 KiB per event fits the usual
-    // output in one read without paying for a big buffer every time.
-    let mut r = BufReader::with_capacity(4096, stdout);
-    match call.pump(&mut r).await {
-        Ok(()) => {}
-        Err(Cut::TooMuch) => groups::kill_now(group),
-        Err(Cut::Io(e)) => log::warn!("{}: reading stdout failed: {e}", call.label()),
-    }
+/// Counts a script that could not start, and says why, for the log.
+pub fn spawn_failed(target: &Target, e: &std::io::Error) -> String {
+    crate::metrics::add(&crate::metrics::get().spawn_failures, 1);
+    spawn_error(target, e)
 }
 
 pub fn spawn_error(target: &Target, e: &std::io::Error) -> String {

@@ -1,0 +1,606 @@
+//! The child side of an event, run with blocking I/O on a worker thread
+//! ([`super::pool`]), off the async reactor.
+//!
+//! Why: a spawned script's pipes and exit, driven through the reactor, cost
+//! about 100 system calls per event (epoll registration and re-arming of
+//! three pipes and a pidfd, reactor and executor wake-ups), and at 16
+//! connections the machine is CPU-bound on exactly that: blocking-thread
+//! servers ran the same program 10-20 % faster (issue 14). Here one worker
+//! does everything with plain blocking calls: `posix_spawn`, the payload
+//! written, stdout and stderr read, the exit awaited, all in one `ppoll`
+//! over stdin, stdout, stderr and a pidfd (so a payload bigger than the pipe
+//! cannot deadlock with a script that writes a lot before it reads, and the
+//! poll's timeout is the deadline: no timer on the reactor). The async side
+//! ([`super::process::run`]) hands one [`Job`] over and gets back one
+//! [`Back::Output`] per read of stdout that holds a line, which it feeds to the gateway's one
+//! output pipeline ([`crate::gateway::Call::feed`]: line splitting, limits
+//! and directives stay there), then [`Back::Done`].
+//!
+//! The rules are the async path's, unchanged: at the deadline SIGTERM to the
+//! script's process group and SIGKILL after the grace ([`super::groups`]);
+//! past `--max-output` the gateway cuts and the async side kills the group
+//! at once (the worker stops reading after `--max-output` + 1 bytes, so
+//! the bytes in flight stay bounded); a background job holding stdout
+//! after the script exited gets the grace period, then SIGTERM; stderr
+//! becomes log lines ([`StderrLines`]). If the async side goes away (its
+//! event future dropped: shutdown), the next chunk finds the channel closed:
+//! the worker closes the pipes, as dropping the future did before, and
+//! waits for the exit within the budget as usual.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::child::{self, EnvBlock, Spawned};
+use super::groups::{self, GroupId};
+use super::process::{log_overrun, log_stderr_rest, outcome, spawn_failed, ExitResult, Stderr, StderrLines, Time};
+use crate::event::ConnInfo;
+use crate::gateway::Outcome;
+use crate::runtime::Async;
+
+/// One event's script, as handed to a worker.
+pub struct Job {
+    /// Whose target runs (an `Arc`: no copy of the paths).
+    pub conn: Arc<ConnInfo>,
+    pub env: EnvBlock,
+    pub stdin: Bytes,
+    pub time: Time,
+    /// `--max-output`: the worker reads at most one byte more.
+    pub max_output: usize,
+    /// The event's label, for the log.
+    pub label: String,
+    pub stderr: Stderr,
+    pub back: async_channel::Sender<Back>,
+}
+
+/// What a worker hands back.
+#[derive(Debug)]
+pub enum Back {
+    /// Bytes of stdout, and the group to kill if they are too many; `end`:
+    /// stdout is over (a last line without a newline is whole).
+    Output { group: GroupId, bytes: Vec<u8>, end: bool },
+    /// The run is over: how it ended.
+    Done(Outcome),
+}
+
+/// The most stdout read at once.
+const CHUNK: usize = 16 * 1024;
+/// How long the end of stdout waits for the script's exit, so that the two
+/// travel back together (one wake-up of the event's task, not two); a script
+/// that closes stdout and runs on has its output ended after this.
+const TAIL_WAIT: Duration = Duration::from_millis(1);
+/// A payload this small is written at once, even to a blocking pipe: a fresh
+/// pipe always has room for one page (even at the per-user pipe limit).
+const SMALL: usize = 4096;
+
+/// Runs one job to its end (the pool's job function).
+pub fn run(job: Job) {
+    let outcome = match child::spawn_fds(&job.conn.target, &job.env, job.time.budget()) {
+        Ok(spawned) => Run::new(&job, spawned).finish(),
+        Err(e) => Outcome::Failed(spawn_failed(&job.conn.target, &e)),
+    };
+    let _ = job.back.send_blocking(Back::Done(outcome));
+}
+
+/// The script, reaped on every path (see [`groups::reap`]).
+struct Proc {
+    pid: i32,
+    group: GroupId,
+    /// `None` on kernels without pidfd: waiting then polls.
+    pidfd: Option<OwnedFd>,
+    status: Option<std::process::ExitStatus>,
+}
+
+impl Proc {
+    fn try_status(&mut self, label: &str) -> io::Result<Option<std::process::ExitStatus>> {
+        if self.status.is_none() {
+            self.status = groups::reap(self.pid, label)?;
+        }
+        Ok(self.status)
+    }
+
+    /// Waits for the exit until `until` (`None`: for as long as it takes).
+    fn wait_until(&mut self, until: Option<Instant>, label: &str) -> Option<ExitResult> {
+        let mut nap = Duration::from_millis(1);
+        loop {
+            match self.try_status(label) {
+                Ok(Some(s)) => return Some(Ok(s)),
+                Ok(None) => {}
+                Err(e) => return Some(Err(e)),
+            }
+            let left = until.map(|u| u.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return None;
+            }
+            match &self.pidfd {
+                Some(fd) => {
+                    let mut fds = [pollfd(fd.as_raw_fd(), libc::POLLIN)];
+                    poll(&mut fds, left);
+                }
+                None => {
+                    std::thread::sleep(left.map_or(nap, |l| l.min(nap)));
+                    nap = (nap * 2).min(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // Only on an unexpected path (a panic): its group's budget ends it.
+        if self.status.is_none() {
+            let _ = self.wait_until(None, "");
+        }
+    }
+}
+
+/// One event's script while it runs.
+struct Run<'a> {
+    job: &'a Job,
+    proc: Proc,
+    /// The payload's descriptor and how much of it is written.
+    stdin: Option<(OwnedFd, usize)>,
+    stdout: Option<OwnedFd>,
+    /// Stdout read but not handed back yet: bytes after the last newline
+    /// read cannot change anything before more come or stdout ends.
+    pending: Vec<u8>,
+    /// When stdout ended, until its end is handed back.
+    eof_at: Option<Instant>,
+    /// Stdout past `--max-output`: no longer read, but open until the
+    /// script is reaped, so that the script dies of the gateway's SIGKILL,
+    /// not of a SIGPIPE that would race it.
+    held: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+    errors: StderrLines<'a>,
+    /// Stdout bytes read.
+    sent: usize,
+    deadline: Instant,
+}
+
+/// Where a `ppoll` set has each descriptor (`usize::MAX`: not polled).
+struct Slots {
+    stdin: usize,
+    stdout: usize,
+    stderr: usize,
+    exit: usize,
+}
+
+impl<'a> Run<'a> {
+    fn new(job: &'a Job, s: Spawned) -> Self {
+        let pidfd = child::pidfd_open(s.pid);
+        let proc = Proc { pid: s.pid, group: s.group, pidfd, status: None };
+        let errors = StderrLines::new(job.label.as_str(), &job.stderr);
+        let stdin = (!job.stdin.is_empty()).then_some((s.stdin, 0));
+        let deadline = job.time.deadline();
+        let (stdout, stderr) = (Some(s.stdout), Some(s.stderr));
+        let mut run = Run {
+            job,
+            proc,
+            stdin,
+            stdout,
+            pending: Vec::new(),
+            eof_at: None,
+            held: None,
+            stderr,
+            errors,
+            sent: 0,
+            deadline,
+        };
+        run.start_feeding();
+        run
+    }
+
+    /// Writes a small payload at once and closes stdin; a bigger one is
+    /// written as the pipe takes it, from the poll loop.
+    fn start_feeding(&mut self) {
+        let Some((fd, _)) = &self.stdin else { return };
+        let data = &self.job.stdin;
+        if data.len() <= SMALL {
+            // SAFETY: a write from a buffer we own to a descriptor we own.
+            let _ = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
+            self.stdin = None;
+            return;
+        }
+        // SAFETY: fcntl on a descriptor we own (our end of the pipe only).
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+        self.feed_more();
+    }
+
+    /// Writes what the pipe takes now; closes stdin when all is written or
+    /// the script will not read it.
+    fn feed_more(&mut self) {
+        let Some((fd, written)) = &mut self.stdin else { return };
+        let data = &self.job.stdin;
+        while *written < data.len() {
+            let rest = &data[*written..];
+            // SAFETY: a write from a buffer we own to a descriptor we own.
+            let n = unsafe { libc::write(fd.as_raw_fd(), rest.as_ptr().cast(), rest.len()) };
+            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock {
+                return;
+            }
+            if n <= 0 {
+                break; // EPIPE: a script that does not read its input is fine
+            }
+            *written += n as usize;
+        }
+        self.stdin = None;
+    }
+
+    /// Runs the script to its end and says how it ended.
+    fn finish(mut self) -> Outcome {
+        let status = self.exchange();
+        if status.is_ok() && self.eof_at.is_some() {
+            self.hand_back(true);
+        }
+        self.finish_stderr();
+        self.stdin = None;
+        match status {
+            Ok(status) => outcome(status),
+            Err(()) => self.timed_out(),
+        }
+    }
+
+    /// Output and exit, until both are over or the deadline passes (`Err`).
+    fn exchange(&mut self) -> Result<ExitResult, ()> {
+        let mut exited: Option<(ExitResult, Instant)> = None;
+        let mut nap = Duration::from_millis(1);
+        loop {
+            if let (None, Some((status, _))) = (&self.stdout, &exited) {
+                return Ok(clone_status(status));
+            }
+            let now = Instant::now();
+            // After the exit, stdout is read for a grace period at most.
+            let grace_end = exited.as_ref().map(|(_, at)| *at + self.job.time.grace);
+            let mut until = grace_end.map_or(self.deadline, |g| g.min(self.deadline));
+            let tail_end = self.eof_at.map(|at| at + TAIL_WAIT);
+            until = tail_end.map_or(until, |t| t.min(until));
+            let mut wait = until.saturating_duration_since(now);
+            if exited.is_none() && self.proc.pidfd.is_none() {
+                wait = wait.min(nap);
+                nap = (nap * 2).min(Duration::from_millis(50));
+            }
+            let (mut fds, slots) = self.poll_set(exited.is_none());
+            let n = poll(&mut fds[..], Some(wait));
+            let now = Instant::now();
+            if n == 0 && now >= self.deadline {
+                return Err(());
+            }
+            if n == 0 && grace_end.is_some_and(|g| now >= g) {
+                self.background_holds_stdout();
+                continue;
+            }
+            if tail_end.is_some_and(|t| now >= t) {
+                self.hand_back(true);
+            }
+            let ready = |i: usize| i != usize::MAX && fds[i].revents != 0;
+            if ready(slots.stdin) {
+                self.feed_more();
+            }
+            if ready(slots.stdout) {
+                self.read_stdout();
+            }
+            if ready(slots.stderr) {
+                self.read_stderr();
+            }
+            if exited.is_none() && (ready(slots.exit) || self.proc.pidfd.is_none()) {
+                match self.proc.try_status(&self.job.label) {
+                    Ok(Some(s)) => exited = Some((Ok(s), Instant::now())),
+                    Ok(None) => {}
+                    Err(e) => exited = Some((Err(e), Instant::now())),
+                }
+            }
+        }
+    }
+
+    fn poll_set(&self, running: bool) -> ([libc::pollfd; 4], Slots) {
+        let mut fds = [pollfd(-1, 0); 4];
+        let mut slots = Slots { stdin: usize::MAX, stdout: usize::MAX, stderr: usize::MAX, exit: usize::MAX };
+        let mut n = 0;
+        let mut add = |fd: RawFd, events: i16, slot: &mut usize| {
+            fds[n] = pollfd(fd, events);
+            *slot = n;
+            n += 1;
+        };
+        if let Some((fd, _)) = &self.stdin {
+            add(fd.as_raw_fd(), libc::POLLOUT, &mut slots.stdin);
+        }
+        if let Some(fd) = &self.stdout {
+            add(fd.as_raw_fd(), libc::POLLIN, &mut slots.stdout);
+        }
+        if let Some(fd) = &self.stderr {
+            add(fd.as_raw_fd(), libc::POLLIN, &mut slots.stderr);
+        }
+        if let (true, Some(fd)) = (running, &self.proc.pidfd) {
+            add(fd.as_raw_fd(), libc::POLLIN, &mut slots.exit);
+        }
+        (fds, slots)
+    }
+
+    /// One read of stdout. What it read is handed back at once when it holds
+    /// a newline (a line to apply now) or passes `--max-output` (the gateway
+    /// cuts there, and nothing more is read); other bytes wait for more.
+    fn read_stdout(&mut self) {
+        let Some(fd) = &self.stdout else { return };
+        let mut buf = std::mem::MaybeUninit::<[u8; CHUNK]>::uninit();
+        // Never more than one byte past the limit.
+        let want = CHUNK.min(self.job.max_output.saturating_add(1) - self.sent);
+        // SAFETY: reads into a buffer we own, at most its length.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), want) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                log::warn!("{}: reading stdout failed: {e}", self.job.label);
+                self.stdout = None;
+            }
+            return;
+        }
+        if n == 0 {
+            self.stdout = None;
+            self.eof_at = Some(Instant::now());
+            return;
+        }
+        self.sent += n as usize;
+        // SAFETY: `read` initialised the first `n` bytes.
+        let read = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n as usize) };
+        self.pending.extend_from_slice(read);
+        let over = self.sent > self.job.max_output;
+        if over || read.contains(&b'\n') {
+            self.hand_back(false);
+        }
+        if over {
+            self.held = self.stdout.take();
+        }
+    }
+
+    /// Hands the pending stdout back (and its end).
+    fn hand_back(&mut self, end: bool) {
+        let bytes = std::mem::take(&mut self.pending);
+        if end {
+            self.eof_at = None;
+        }
+        if self.job.back.send_blocking(Back::Output { group: self.proc.group, bytes, end }).is_err() {
+            // Nobody reads the output any more: close the pipes, as
+            // dropping the event's future did.
+            self.stdout = None;
+            self.stderr = None;
+            self.eof_at = None;
+        }
+    }
+
+    /// One read of stderr into the log.
+    fn read_stderr(&mut self) {
+        let Some(fd) = &self.stderr else { return };
+        // Not zeroed: 4 KiB of memset per event was 4 % of the server's
+        // instructions (callgrind), for a pipe that is nearly always empty.
+        let mut buf = std::mem::MaybeUninit::<[u8; 4096]>::uninit();
+        // SAFETY: reads into a buffer we own, at most its length.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), 4096) };
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            return;
+        }
+        if n <= 0 {
+            self.errors.end();
+            self.stderr = None;
+            return;
+        }
+        // SAFETY: `read` initialised the first `n` bytes.
+        let read = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n as usize) };
+        self.errors.feed(read);
+    }
+
+    /// What is already in stderr is logged now; if a background job still
+    /// holds it open, the rest is read on the reactor.
+    fn finish_stderr(&mut self) {
+        while let Some(fd) = &self.stderr {
+            let mut fds = [pollfd(fd.as_raw_fd(), libc::POLLIN)];
+            if poll(&mut fds, Some(Duration::ZERO)) == 0 {
+                break;
+            }
+            self.read_stderr();
+        }
+        let Some(fd) = self.stderr.take() else { return };
+        let lines = std::mem::replace(&mut self.errors, StderrLines::new("", &self.job.stderr)).into_owned();
+        if let Ok(pipe) = Async::new(std::fs::File::from(fd)) {
+            log_stderr_rest(pipe, lines);
+        }
+    }
+
+    /// The script exited, but stdout is still open a grace period later.
+    fn background_holds_stdout(&mut self) {
+        let (label, grace) = (&self.job.label, self.job.time.grace);
+        log::warn!(
+            "{label}: a background process still holds stdout open after the script exited; \
+             SIGTERM to its process group, SIGKILL in {grace:?} (redirect a background job's output, \
+             e.g. >/dev/null)"
+        );
+        groups::terminate(self.proc.group);
+        self.stdout = None;
+    }
+
+    /// The deadline passed: the group gets SIGTERM, SIGKILL after the grace
+    /// (see [`super::process::Script::stop`]), and the script is reaped.
+    fn timed_out(&mut self) -> Outcome {
+        let (label, timeout, grace) = (&self.job.label, self.job.time.timeout, self.job.time.grace);
+        log_overrun(label, &self.job.time, false);
+        self.stdout = None;
+        groups::terminate(self.proc.group);
+        if self.proc.wait_until(Some(Instant::now() + grace), label).is_none() {
+            // The group watcher sends it too; this one does not depend on it.
+            groups::kill_now(self.proc.group);
+            let _ = self.proc.wait_until(None, label);
+        }
+        Outcome::Failed(format!("timed out after {timeout:?}"))
+    }
+}
+
+fn clone_status(status: &ExitResult) -> ExitResult {
+    match status {
+        Ok(s) => Ok(*s),
+        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+    }
+}
+
+fn pollfd(fd: RawFd, events: i16) -> libc::pollfd {
+    libc::pollfd { fd, events, revents: 0 }
+}
+
+/// `ppoll` over `fds` for `wait` at most (`None`: no limit); how many are
+/// ready (0 on timeout or interruption).
+fn poll(fds: &mut [libc::pollfd], wait: Option<Duration>) -> usize {
+    let ts = wait.map(|w| libc::timespec {
+        tv_sec: w.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: w.subsec_nanos() as libc::c_long,
+    });
+    let used = fds.iter().take_while(|f| f.fd >= 0).count();
+    let tp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `fds[..used]` and `ts` are valid for the call; no signal mask.
+    let n = unsafe { libc::ppoll(fds.as_mut_ptr(), used as libc::nfds_t, tp, std::ptr::null()) };
+    n.max(0) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::super::Spawn;
+    use super::*;
+    use crate::backend::env::EnvSettings;
+    use crate::event::{Event, EventKind, Target};
+    use crate::gateway::{self, sent_texts, Limits, Output};
+    use crate::id::ConnId;
+
+    /// A spawn transport running `sh -c CMD` for every event.
+    fn spawn(limits: Limits, stderr: Stderr) -> Spawn {
+        let env = EnvSettings { inherited: vec![("PATH".into(), "/usr/bin:/bin".into())], ..EnvSettings::default() };
+        let mut s = Spawn::new(env, limits, stderr, 2);
+        s.grace = Duration::from_millis(200);
+        s
+    }
+
+    fn limits() -> Limits {
+        Limits { timeout: Duration::from_secs(30), max_output: 1 << 20 }
+    }
+
+    fn event(cmd: &str, payload: Bytes) -> Event {
+        let interpreter = Some(vec!["/bin/sh".to_owned(), "-c".to_owned(), cmd.to_owned()].into());
+        let target = Target { filename: "/bin/sh".into(), script_name: "/t".into(), path_info: "".into(), interpreter };
+        event_for(target, payload)
+    }
+
+    fn event_for(target: Target, payload: Bytes) -> Event {
+        let conn = Arc::new(ConnInfo { id: ConnId::parse("w").expect("id"), target, request: Default::default() });
+        Event { kind: EventKind::Message { payload, binary: false }, conn, rooms: vec![], meta: vec![] }
+    }
+
+    /// Runs one event of `cmd`; its outcome and what it sent, in order;
+    /// `seen` is called with each text as it comes.
+    fn run_event(t: &Spawn, cmd: &str, payload: Bytes, seen: &mut (dyn FnMut(&str) + Send)) -> (Outcome, Vec<String>) {
+        let mut items = Vec::new();
+        let mut sink = |o: Output| {
+            if let Some(text) = sent_texts(std::slice::from_ref(&o)).first() {
+                seen(text);
+            }
+            items.push(o);
+        };
+        let outcome = crate::runtime::block_on(gateway::run(t, &event(cmd, payload), &mut sink));
+        (outcome, sent_texts(&items))
+    }
+
+    fn gone(pid: i32) -> bool {
+        // SAFETY: signal 0 only checks whether the pid exists.
+        unsafe { libc::kill(pid, 0) != 0 }
+    }
+
+    /// The first line reaches the gateway while the script still runs: the
+    /// script prints the second only once the first was applied.
+    #[test]
+    fn output_is_streamed_in_order_while_the_script_runs() {
+        let t = spawn(limits(), Stderr::Log);
+        let flag = std::env::temp_dir().join(format!("ws2http-worker-{}", std::process::id()));
+        let _ = std::fs::remove_file(&flag);
+        let cmd = format!("echo one; while [ ! -e {0} ]; do sleep 0.01; done; echo two; printf three", flag.display());
+        let (outcome, texts) = run_event(&t, &cmd, Bytes::new(), &mut |text| {
+            if text == "one" {
+                std::fs::write(&flag, b"").expect("flag");
+            }
+        });
+        let _ = std::fs::remove_file(&flag);
+        assert_eq!(outcome, Outcome::Success);
+        assert_eq!(texts, ["one", "two", "three"]);
+    }
+
+    /// 1 MiB in, 200 KB out before the script reads a byte: no deadlock.
+    #[test]
+    fn a_big_payload_and_a_big_output_do_not_deadlock() {
+        let t = spawn(limits(), Stderr::Log);
+        let payload = Bytes::from(vec![b'a'; 1 << 20]);
+        let cmd = "i=0; while [ $i -lt 20000 ]; do echo line$i; i=$((i+1)); done; wc -c";
+        let (outcome, texts) = run_event(&t, cmd, payload, &mut |_| {});
+        assert_eq!(outcome, Outcome::Success);
+        assert_eq!(texts.len(), 20_001);
+        assert_eq!(texts[19_999], "line19999");
+        assert_eq!(texts[20_000].trim(), "1048576", "the script read the whole payload");
+    }
+
+    /// Past --max-output the group is killed at once, even a script that
+    /// ignores SIGTERM; what came before the cut was applied.
+    #[test]
+    fn max_output_kills_the_group_at_once() {
+        let t = spawn(Limits { timeout: Duration::from_secs(30), max_output: 1000 }, Stderr::Log);
+        let cmd = "trap '' TERM; echo $$; while :; do echo xxxxxxxxxxxxxxxxxxxxxxxxx; done";
+        let (outcome, texts) = run_event(&t, cmd, Bytes::new(), &mut |_| {});
+        assert_eq!(outcome, Outcome::Failed(format!("{} (killed by signal 9)", gateway::OUTPUT_LIMIT)));
+        assert!(texts.len() > 10 && texts.len() < 40, "{} lines", texts.len());
+        assert!(gone(texts[0].parse().expect("the script's pid")), "the script was reaped");
+    }
+
+    /// At the deadline a script that ignores SIGTERM gets SIGKILL after the
+    /// grace, and is reaped; the lines before the deadline were applied.
+    #[test]
+    fn the_deadline_kills_a_script_that_ignores_sigterm() {
+        let t = spawn(Limits { timeout: Duration::from_millis(300), max_output: 1 << 20 }, Stderr::Log);
+        let cmd = "trap '' TERM; echo $$; while :; do sleep 0.05; done";
+        let (outcome, texts) = run_event(&t, cmd, Bytes::new(), &mut |_| {});
+        assert_eq!(outcome, Outcome::Failed("timed out after 300ms".into()));
+        assert!(gone(texts[0].parse().expect("the script's pid")), "the script was killed and reaped");
+    }
+
+    /// Stderr becomes lines (collected here; logged by the server), a long
+    /// one cut, and the exit status is the outcome.
+    #[test]
+    fn stderr_lines_are_logged_and_the_status_reported() {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let t = spawn(limits(), Stderr::Collect(buf.clone()));
+        let cmd = "echo err1 >&2; printf '%5000s\\n' x >&2; printf tail >&2; echo out; exit 3";
+        let (outcome, texts) = run_event(&t, cmd, Bytes::new(), &mut |_| {});
+        assert_eq!(outcome, Outcome::Failed("exited with status 3".into()));
+        assert_eq!(texts, ["out"]);
+        let got = buf.lock().expect("lock").clone();
+        let mut want = b"err1\n".to_vec();
+        want.extend_from_slice(&[b' '; 4096]);
+        want.extend_from_slice(b"tail");
+        assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&want));
+    }
+
+    /// A script that cannot start fails the event with the usual text.
+    #[test]
+    fn a_missing_script_fails_with_the_usual_text() {
+        let t = spawn(limits(), Stderr::Log);
+        let target = Target {
+            filename: "/nonexistent/x.sh".into(),
+            script_name: "/x.sh".into(),
+            path_info: "".into(),
+            interpreter: None,
+        };
+        let ev = event_for(target, Bytes::new());
+        let outcome = crate::runtime::block_on(gateway::run(&t, &ev, &mut |_| {}));
+        assert_eq!(
+            outcome,
+            Outcome::Failed("cannot start /nonexistent/x.sh: the script file is gone (deleted or renamed)".into())
+        );
+    }
+}
