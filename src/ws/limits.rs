@@ -140,6 +140,7 @@ impl QueueBudget {
             reading: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
             refused: AtomicU8::new(0),
+            waiting: AtomicUsize::new(0),
             evict,
         });
         holders.all.insert(key, Arc::downgrade(&conn));
@@ -204,6 +205,8 @@ pub struct ConnBudget {
     queued: AtomicUsize,
     /// 0, or why reads fail ([`Refused`]).
     refused: AtomicU8,
+    /// Message events queued and not yet taken by the worker (`--max-queue`).
+    waiting: AtomicUsize,
     evict: Evict,
 }
 
@@ -269,6 +272,21 @@ impl ConnBudget {
         self.queued.fetch_add(len, SeqCst);
         self.budget.total.fetch_add(len, SeqCst);
         Ok(())
+    }
+
+    /// Message events queued and not yet taken by the worker.
+    pub fn events_waiting(&self) -> usize {
+        self.waiting.load(SeqCst)
+    }
+
+    /// A message event joined the connection's queue.
+    pub fn event_queued(&self) {
+        self.waiting.fetch_add(1, SeqCst);
+    }
+
+    /// The worker took a message event off the queue (or it never got there).
+    pub fn event_taken(&self) {
+        self.waiting.fetch_sub(1, SeqCst);
     }
 
     /// A queued message of `len` bytes was handled (or dropped).
