@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncRead, AsyncWrite};
 
 use crate::hub::shared::ConnShared;
+use crate::ws::read_ahead::ReadAhead;
 
 /// The byte budget for client messages: `--max-queue-bytes` per connection,
 /// `--max-queue-bytes-total` for all of them.
@@ -508,7 +509,8 @@ impl Pace {
 /// Writes that go through are recorded too: the ping timeout tells a client
 /// that reads nothing from one that reads a big message slowly.
 pub struct Metered<S> {
-    inner: S,
+    /// The socket, read ahead in large chunks under tungstenite's small reads.
+    inner: ReadAhead<S>,
     budget: Arc<ConnBudget>,
     shared: Arc<ConnShared>,
     frames: Frames,
@@ -518,7 +520,13 @@ pub struct Metered<S> {
 impl<S> Metered<S> {
     /// `timeout`: `--http-timeout`, what a message gets beyond its bytes.
     pub fn new(inner: S, budget: Arc<ConnBudget>, shared: Arc<ConnShared>, timeout: Duration) -> Self {
-        Metered { inner, budget, shared, frames: Frames::default(), pace: Pace { timeout, since: None, timer: None } }
+        Metered {
+            inner: ReadAhead::new(inner),
+            budget,
+            shared,
+            frames: Frames::default(),
+            pace: Pace { timeout, since: None, timer: None },
+        }
     }
 
     /// The read error for a message that arrives too slowly.

@@ -343,6 +343,9 @@ fn connection_task(
     futures_util::FutureExt::map(futures_lite::future::zip(io, worker), |_| ())
 }
 
+/// tungstenite's read buffer: what every connection holds for reading.
+const READ_BUFFER: usize = 128;
+
 /// The largest control frame payload (RFC 6455 §5.5).
 const MAX_CONTROL_PAYLOAD: usize = 125;
 
@@ -353,11 +356,13 @@ fn ws_config(max_message: usize) -> WebSocketConfig {
         // A control frame (a close reason: up to 125 bytes) is never
         // "too big", whatever --max-message says.
         .max_frame_size(Some(max_message.max(MAX_CONTROL_PAYLOAD)))
-        // tungstenite fills and reads into its whole read buffer, so its
-        // size is paid by every idle connection: 128 KiB by default; 512
-        // bytes measured 8.6 KB of server RSS per idle connection (4 KiB:
-        // 12.2 KB). Bigger frames grow the buffer as needed.
-        .read_buffer_size(512)
+        // tungstenite allocates its read buffer up front and reads at most
+        // its size per read, so its size is paid by every idle connection:
+        // 128 KiB by default (4 KiB measured 12.2 KB of server RSS per idle
+        // connection, 512 bytes 8.6 KB). Small, as the socket under it is
+        // read ahead in large chunks only while bytes come (`read_ahead`).
+        // Bigger frames grow the buffer as needed.
+        .read_buffer_size(READ_BUFFER)
         // Send each frame at once (no write batching): lowest latency.
         .write_buffer_size(0)
 }
