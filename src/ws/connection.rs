@@ -38,6 +38,7 @@ use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::Message as WsMessage;
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::{WebSocketReceiver, WebSocketSender};
+use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt, StreamExt};
 use futures_util::future::{select, Either};
 
@@ -48,6 +49,20 @@ use crate::hub::shared::{CloseRequest, ConnShared, Ending};
 use crate::ws::limits::{ConnBudget, Evict, OverBudget, Refused};
 use crate::ws::state::WsState;
 use crate::{metrics, runtime};
+
+/// A connection's event queue: the reader (and [`finish`]) queue, the
+/// worker takes, all in the connection's one task. futures-channel's
+/// unbounded queue: ~150 bytes per connection and nothing allocated while it
+/// is empty and waited on (async-channel's took 768 bytes, cache-padded,
+/// plus a listener allocation while the worker waited). `--max-queue` is
+/// counted in the connection's [`ConnBudget`].
+pub type EventTx = UnboundedSender<EventKind>;
+pub type EventRx = UnboundedReceiver<EventKind>;
+
+/// A new, empty event queue.
+pub fn event_queue() -> (EventTx, EventRx) {
+    futures_channel::mpsc::unbounded()
+}
 
 /// How long the server waits for the client to answer its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -109,14 +124,17 @@ pub async fn event_worker(
     app: Arc<WsState>,
     conn: Arc<ConnInfo>,
     transport: Arc<dyn Transport>,
-    events: async_channel::Receiver<EventKind>,
+    mut events: EventRx,
     shared: Arc<ConnShared>,
     budget: Arc<ConnBudget>,
     _slot: crate::conn_limits::Slot,
 ) {
     let mut dropped = 0usize;
-    while let Ok(kind) = events.recv().await {
+    while let Some(kind) = events.next().await {
         metrics::get().events_queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if matches!(kind, EventKind::Message { .. }) {
+            budget.event_taken();
+        }
         let last = matches!(kind, EventKind::Close { .. });
         if let EventKind::Close { code, reason, cause } = &kind {
             log_closed(&conn, &shared, *code, reason, *cause);
@@ -212,18 +230,36 @@ fn kind_index(kind: &EventKind) -> usize {
 }
 
 /// Serves an upgraded connection until it ends, then queues its close event.
-pub async fn serve<S>(
+///
+/// Split here, outside the future: an `async fn` keeps its arguments for its
+/// whole life, and the stream (432 bytes) would stay in every idle
+/// connection's task after the split moved it out.
+pub fn serve<S>(
     ws: WebSocketStream<S>,
     app: Arc<WsState>,
     conn: Arc<ConnInfo>,
     outgoing: async_channel::Receiver<Message>,
     shared: Arc<ConnShared>,
-    events: async_channel::Sender<EventKind>,
+    events: EventTx,
+    budget: Arc<ConnBudget>,
+) -> impl std::future::Future<Output = ()> + Send
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    serve_split(ws.split(), app, conn, outgoing, shared, events, budget)
+}
+
+async fn serve_split<S>(
+    (sink, stream): (WebSocketSender<S>, WebSocketReceiver<S>),
+    app: Arc<WsState>,
+    conn: Arc<ConnInfo>,
+    outgoing: async_channel::Receiver<Message>,
+    shared: Arc<ConnShared>,
+    events: EventTx,
     budget: Arc<ConnBudget>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (sink, stream) = ws.split();
     let parked = AtomicBool::new(false);
     let writer = write_loop(sink, &app, outgoing, &shared, &parked);
     let reader = read_loop(stream, &app, &conn, &shared, &events, &budget, &parked);
@@ -279,7 +315,7 @@ async fn write_loop<S>(
                     Message::Text(t) if t.len() <= FRAGMENT => WsMessage::Text(t),
                     Message::Binary(b) if b.len() <= FRAGMENT => WsMessage::Binary(b),
                     big => {
-                        if !send_fragments(&mut sink, big, &mut watch).await {
+                        if !Box::pin(send_fragments(&mut sink, big, &mut watch)).await {
                             return;
                         }
                         shared.wire.sent();
@@ -295,7 +331,9 @@ async fn write_loop<S>(
                 WsMessage::Ping(Default::default())
             }
         };
-        if !send_one(&mut sink, frame, &mut watch).await {
+        // Boxed, as every state but the wait for the next step: the task
+        // of every idle connection is as large as its largest await point.
+        if !Box::pin(send_one(&mut sink, frame, &mut watch)).await {
             return;
         }
         if queued {
@@ -308,6 +346,16 @@ async fn write_loop<S>(
     // like): nothing reads the answer then (tungstenite cannot resume in
     // the middle of a refused frame), and a client still sending the
     // refused message would learn of the close only when the grace ended.
+    Box::pin(close_handshake(sink, shared, reader_parked)).await
+}
+
+/// Sends the close frame the hub asked for (unless the client's close is
+/// being answered), then waits for the client's answer while the reader
+/// still reads; pending for good when no close was asked for.
+async fn close_handshake<S>(mut sink: WebSocketSender<S>, shared: &ConnShared, reader_parked: &AtomicBool)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     if let Some(req) = shared.close_request() {
         if req.cause != CloseCause::Client {
             let frame = CloseFrame { code: CloseCode::from(req.code), reason: req.reason.clone().into() };
@@ -460,7 +508,7 @@ async fn read_loop<S>(
     app: &WsState,
     conn: &ConnInfo,
     shared: &ConnShared,
-    events: &async_channel::Sender<EventKind>,
+    events: &EventTx,
     budget: &ConnBudget,
     parked: &AtomicBool,
 ) where
@@ -583,12 +631,7 @@ fn limit_note(limit: &Limit, e: &WsError) -> String {
 
 /// Queues a message event (or drops it when `--events` leaves messages
 /// out); `Err` when the connection's queue is full.
-fn enqueue(
-    app: &WsState,
-    events: &async_channel::Sender<EventKind>,
-    budget: &ConnBudget,
-    kind: EventKind,
-) -> Result<(), QueueFull> {
+fn enqueue(app: &WsState, events: &EventTx, budget: &ConnBudget, kind: EventKind) -> Result<(), QueueFull> {
     let EventKind::Message { payload, .. } = &kind else { return Ok(()) };
     let len = payload.len();
     metrics::add(&metrics::get().messages_in, 1);
@@ -597,14 +640,16 @@ fn enqueue(
         let _ = budget.message_read(len, false); // --events without message: read and dropped
         return Ok(());
     }
-    if events.len() >= app.max_queue {
+    if budget.events_waiting() >= app.max_queue {
         let _ = budget.message_read(len, false);
         return Err(QueueFull::Events(app.max_queue));
     }
     budget.message_read(len, true).map_err(QueueFull::Bytes)?;
     metrics::get().events_queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if events.try_send(kind).is_err() {
+    budget.event_queued();
+    if events.unbounded_send(kind).is_err() {
         metrics::get().events_queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        budget.event_taken();
         budget.done(len);
     }
     Ok(())
@@ -653,14 +698,14 @@ pub fn evictor(shared: &Arc<ConnShared>) -> Evict {
 }
 
 /// The connection is over: stop deliveries and queue the close event.
-pub async fn finish(app: &WsState, conn: &ConnInfo, shared: &ConnShared, events: &async_channel::Sender<EventKind>) {
+pub async fn finish(app: &WsState, conn: &ConnInfo, shared: &ConnShared, events: &EventTx) {
     let req = shared.end();
     app.hub.detach(&conn.id);
     // The `closed:` line is the worker's (see [`log_closed`]).
-    // The worker is alive until it has run this event, so this cannot fail;
-    // `send` waits for room when the queue is full.
+    // The worker is alive until it has run this event, so this cannot fail
+    // (the queue is unbounded: --max-queue is the reader's).
     metrics::get().events_queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let _ = events.send(EventKind::Close { code: req.code, reason: req.reason, cause: req.cause }).await;
+    let _ = events.unbounded_send(EventKind::Close { code: req.code, reason: req.reason, cause: req.cause });
 }
 
 #[cfg(test)]
@@ -679,8 +724,8 @@ mod tests {
         outgoing: async_channel::Receiver<Message>,
         shared: Arc<ConnShared>,
         budget: Arc<ConnBudget>,
-        tx: async_channel::Sender<EventKind>,
-        rx: async_channel::Receiver<EventKind>,
+        tx: EventTx,
+        rx: Option<EventRx>,
     }
 
     fn open(app: &WsState) -> Open {
@@ -689,22 +734,25 @@ mod tests {
         let conn = Arc::new(ConnInfo { id: ConnId::random(), target, request: Default::default() });
         let (outgoing, shared) = app.hub.register(conn.clone());
         let budget = app.queue_budget.conn(Box::new(|_| {}));
-        let (tx, rx) = async_channel::unbounded();
-        Open { conn, transport, outgoing, shared, budget, tx, rx }
+        let (tx, rx) = event_queue();
+        Open { conn, transport, outgoing, shared, budget, tx, rx: Some(rx) }
     }
 
     impl Open {
         /// Queues a message event the way the reader does.
         fn message(&self, text: &str) {
             self.budget.message_read(text.len(), true).expect("budget");
-            self.tx.try_send(EventKind::Message { payload: text.to_owned().into(), binary: false }).expect("queue");
+            self.budget.event_queued();
+            self.tx
+                .unbounded_send(EventKind::Message { payload: text.to_owned().into(), binary: false })
+                .expect("queue");
         }
 
         /// Runs the event worker until the close event.
-        fn run_worker(&self, app: &Arc<WsState>) {
+        fn run_worker(&mut self, app: &Arc<WsState>) {
             let slot = app.conn_limits.reserve("127.0.0.1").expect("slot");
-            let (conn, rx, shared, budget) =
-                (self.conn.clone(), self.rx.clone(), self.shared.clone(), self.budget.clone());
+            let rx = self.rx.take().expect("one worker");
+            let (conn, shared, budget) = (self.conn.clone(), self.shared.clone(), self.budget.clone());
             runtime::block_on(event_worker(app.clone(), conn, self.transport.clone(), rx, shared, budget, slot));
         }
     }
@@ -725,11 +773,11 @@ mod tests {
             false => Ok(String::new()),
         });
         let app = crate::ws::state::for_tests(&[], buggy.clone());
-        let c = open(&app);
+        let mut c = open(&app);
         for m in ["boom", "after"] {
             c.message(m);
         }
-        c.tx.try_send(EventKind::Close { code: 1000, reason: String::new(), cause: CloseCause::Client })
+        c.tx.unbounded_send(EventKind::Close { code: 1000, reason: String::new(), cause: CloseCause::Client })
             .expect("queue");
         c.run_worker(&app);
         assert_eq!(buggy.seen(), ["boom", "after", "close 1000 client"]);
@@ -757,12 +805,13 @@ mod tests {
             })
         };
         let app = crate::ws::state::for_tests(&[], script.clone());
-        let (c, b) = (open(&app), open(&app));
+        let (mut c, b) = (open(&app), open(&app));
         other.set(b.conn.id.clone()).expect("set once");
         for m in ["one", "fail", "two", "three"] {
             c.message(m);
         }
-        c.tx.try_send(EventKind::Close { code: 1000, reason: "bye".into(), cause: CloseCause::Client }).expect("queue");
+        c.tx.unbounded_send(EventKind::Close { code: 1000, reason: "bye".into(), cause: CloseCause::Client })
+            .expect("queue");
         c.run_worker(&app);
         assert_eq!(script.seen(), ["one", "fail", "two", "three", "close 1000 client"]);
         assert_eq!(texts(&b.outgoing), ["got one", "got two", "got three"]);
@@ -780,7 +829,7 @@ mod tests {
         // The connection keeps its route's transport; the table is not asked again.
         c.transport = chosen.clone();
         c.message("hi");
-        c.tx.try_send(EventKind::Close { code: 1000, reason: String::new(), cause: CloseCause::Client })
+        c.tx.unbounded_send(EventKind::Close { code: 1000, reason: String::new(), cause: CloseCause::Client })
             .expect("queue");
         c.run_worker(&app);
         assert_eq!(chosen.seen(), ["hi", "close 1000 client"]);
@@ -792,7 +841,7 @@ mod tests {
     fn a_dropped_connection_drops_its_queued_messages_and_closes_once_as_dropped() {
         let script = Scripted::new(|_| Ok(String::new()));
         let app = crate::ws::state::for_tests(&[], script.clone());
-        let c = open(&app);
+        let mut c = open(&app);
         c.message("one");
         c.message("two");
         // The TCP connection went away; a second end (say, reader and writer
@@ -824,7 +873,7 @@ mod tests {
     fn after_a_close_frame_the_queued_messages_still_run_then_the_close_with_its_cause() {
         let script = Scripted::new(|_| Ok(String::new()));
         let app = crate::ws::state::for_tests(&[], script.clone());
-        let c = open(&app);
+        let mut c = open(&app);
         c.message("last words");
         let (req, note) = client_close(Some(CloseFrame { code: CloseCode::Away, reason: "gone".into() }), Some(1001));
         c.shared.request_close(req, Ending::Record, note);
@@ -856,7 +905,7 @@ mod idle_size {
         let conn = Arc::new(ConnInfo { id: crate::id::ConnId::random(), target, request: Default::default() });
         let (_outgoing, shared) = app.hub.register(conn.clone());
         let budget = app.queue_budget.conn(Box::new(|_| {}));
-        let (_tx, rx) = async_channel::unbounded();
+        let (_tx, rx) = event_queue();
         let slot = app.conn_limits.reserve("192.0.2.1").expect("slot");
         let worker = event_worker(app.clone(), conn.clone(), t.clone(), rx, shared, budget, slot);
         let mut sink = |_: Output| {};

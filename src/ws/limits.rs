@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncRead, AsyncWrite};
 
 use crate::hub::shared::ConnShared;
+use crate::ws::read_ahead::ReadAhead;
 
 /// The byte budget for client messages: `--max-queue-bytes` per connection,
 /// `--max-queue-bytes-total` for all of them.
@@ -140,6 +141,7 @@ impl QueueBudget {
             reading: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
             refused: AtomicU8::new(0),
+            waiting: AtomicUsize::new(0),
             evict,
         });
         holders.all.insert(key, Arc::downgrade(&conn));
@@ -204,6 +206,8 @@ pub struct ConnBudget {
     queued: AtomicUsize,
     /// 0, or why reads fail ([`Refused`]).
     refused: AtomicU8,
+    /// Message events queued and not yet taken by the worker (`--max-queue`).
+    waiting: AtomicUsize,
     evict: Evict,
 }
 
@@ -269,6 +273,21 @@ impl ConnBudget {
         self.queued.fetch_add(len, SeqCst);
         self.budget.total.fetch_add(len, SeqCst);
         Ok(())
+    }
+
+    /// Message events queued and not yet taken by the worker.
+    pub fn events_waiting(&self) -> usize {
+        self.waiting.load(SeqCst)
+    }
+
+    /// A message event joined the connection's queue.
+    pub fn event_queued(&self) {
+        self.waiting.fetch_add(1, SeqCst);
+    }
+
+    /// The worker took a message event off the queue (or it never got there).
+    pub fn event_taken(&self) {
+        self.waiting.fetch_sub(1, SeqCst);
     }
 
     /// A queued message of `len` bytes was handled (or dropped).
@@ -490,7 +509,8 @@ impl Pace {
 /// Writes that go through are recorded too: the ping timeout tells a client
 /// that reads nothing from one that reads a big message slowly.
 pub struct Metered<S> {
-    inner: S,
+    /// The socket, read ahead in large chunks under tungstenite's small reads.
+    inner: ReadAhead<S>,
     budget: Arc<ConnBudget>,
     shared: Arc<ConnShared>,
     frames: Frames,
@@ -500,7 +520,13 @@ pub struct Metered<S> {
 impl<S> Metered<S> {
     /// `timeout`: `--http-timeout`, what a message gets beyond its bytes.
     pub fn new(inner: S, budget: Arc<ConnBudget>, shared: Arc<ConnShared>, timeout: Duration) -> Self {
-        Metered { inner, budget, shared, frames: Frames::default(), pace: Pace { timeout, since: None, timer: None } }
+        Metered {
+            inner: ReadAhead::new(inner),
+            budget,
+            shared,
+            frames: Frames::default(),
+            pace: Pace { timeout, since: None, timer: None },
+        }
     }
 
     /// The read error for a message that arrives too slowly.

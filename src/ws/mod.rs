@@ -4,6 +4,7 @@
 pub mod connection;
 pub mod limits;
 pub mod origin;
+pub mod read_ahead;
 pub mod state;
 pub mod upgrade;
 

@@ -281,7 +281,7 @@ async fn start(app: Arc<WsState>, opening: Opening, socket: Option<crate::runtim
     }
     // Unbounded (no pre-allocated slots per idle connection); the reader
     // enforces --max-queue.
-    let (events_tx, events_rx) = async_channel::unbounded();
+    let (events_tx, events_rx) = connection::event_queue();
     // The worker runs in the connection's own task, beside its reader and
     // writer: a message's event, its script's reply and the write to the
     // socket then need no hand-off between tasks (each cost a thread wake).
@@ -291,10 +291,36 @@ async fn start(app: Arc<WsState>, opening: Opening, socket: Option<crate::runtim
 
     let http_res: &mut tide::http::Response = res.as_mut();
     let upgrade = http_res.recv_upgrade().await;
-    let config = ws_config(app.max_message);
+    let live = Live { app, conn, outgoing, shared, events_tx, budget };
+    runtime::spawn(connection_task(live, upgrade, worker));
+    res
+}
+
+/// What a registered connection's task serves it with.
+struct Live {
+    app: Arc<WsState>,
+    conn: Arc<ConnInfo>,
+    outgoing: async_channel::Receiver<crate::action::Message>,
+    shared: Arc<crate::hub::shared::ConnShared>,
+    events_tx: connection::EventTx,
+    budget: Arc<crate::ws::limits::ConnBudget>,
+}
+
+/// The connection's one task: its socket io (once the `101` went out) beside
+/// its event worker. Its size is what every idle connection pays for it
+/// (`idle_size` in the tests).
+fn connection_task(
+    live: Live,
+    upgrade: tide::http::upgrade::Receiver,
+    worker: impl std::future::Future<Output = ()> + Send,
+) -> impl std::future::Future<Output = ()> + Send {
+    let Live { app, conn, outgoing, shared, events_tx, budget } = live;
     let io = async move {
         match upgrade.await {
             Some(stream) => {
+                // Made here, not captured: what an `async` block captures
+                // stays in it for the connection's life.
+                let config = ws_config(app.max_message);
                 // Every byte of data frames read counts against
                 // --max-queue-bytes-total; a message must keep arriving.
                 let stream = Metered::new(stream, budget.clone(), shared.clone(), app.http_timeout);
@@ -320,12 +346,14 @@ async fn start(app: Arc<WsState>, opening: Opening, socket: Option<crate::runtim
             }
         }
     };
-    // Spawned as is: an `async` block around it would store `io` and
+    // Returned as is: an `async` block around it would store `io` and
     // `worker` twice (captured, then moved into the zip): +2 KiB per idle
     // connection, measured.
-    runtime::spawn(futures_util::FutureExt::map(futures_lite::future::zip(io, worker), |_| ()));
-    res
+    futures_util::FutureExt::map(futures_lite::future::zip(io, worker), |_| ())
 }
+
+/// tungstenite's read buffer: what every connection holds for reading.
+const READ_BUFFER: usize = 128;
 
 /// The largest control frame payload (RFC 6455 §5.5).
 const MAX_CONTROL_PAYLOAD: usize = 125;
@@ -337,11 +365,13 @@ fn ws_config(max_message: usize) -> WebSocketConfig {
         // A control frame (a close reason: up to 125 bytes) is never
         // "too big", whatever --max-message says.
         .max_frame_size(Some(max_message.max(MAX_CONTROL_PAYLOAD)))
-        // tungstenite fills and reads into its whole read buffer, so its
-        // size is paid by every idle connection: 128 KiB by default; 512
-        // bytes measured 8.6 KB of server RSS per idle connection (4 KiB:
-        // 12.2 KB). Bigger frames grow the buffer as needed.
-        .read_buffer_size(512)
+        // tungstenite allocates its read buffer up front and reads at most
+        // its size per read, so its size is paid by every idle connection:
+        // 128 KiB by default (4 KiB measured 12.2 KB of server RSS per idle
+        // connection, 512 bytes 8.6 KB). Small, as the socket under it is
+        // read ahead in large chunks only while bytes come (`read_ahead`).
+        // Bigger frames grow the buffer as needed.
+        .read_buffer_size(READ_BUFFER)
         // Send each frame at once (no write batching): lowest latency.
         .write_buffer_size(0)
 }

@@ -188,3 +188,43 @@ fn a_subprotocol_the_client_did_not_offer_is_not_sent() {
     let chosen = opening.res.header("Sec-WebSocket-Protocol").map(|v| v.last().as_str().to_owned());
     assert_eq!(chosen.as_deref(), Some("chat"));
 }
+
+/// An idle connection's memory is mostly its one task, which is as large as
+/// its largest await point: the stream it split, a frame being sent, the
+/// close handshake or an event must not sit inline in it (2,232 bytes
+/// before they were moved out or boxed; the bench's idle workload measures
+/// the whole connection).
+#[test]
+fn the_connection_task_is_sized_for_an_idle_connection() {
+    use crate::ws::limits::Metered;
+    let app = crate::ws::state::for_tests(&[], accepting());
+    let Ok(Opening { conn, transport, slot, .. }) = decide(&app, &request(Method::Get, "/mirror.sh", &[])) else {
+        panic!("refused")
+    };
+    let (outgoing, shared) = app.hub.register(conn.clone());
+    let (events_tx, events_rx) = connection::event_queue();
+    let budget = app.queue_budget.conn(Box::new(|_| {}));
+    let (a, _b) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+    let socket = tide::http::upgrade::Connection::new(runtime::UnixStream::from(a));
+    let metered = Metered::new(socket, budget.clone(), shared.clone(), std::time::Duration::from_secs(1));
+    let ws = runtime::block_on(WebSocketStream::from_raw_socket(metered, Role::Server, None));
+    let ws_size = std::mem::size_of_val(&ws);
+    let serve = connection::serve(
+        ws,
+        app.clone(),
+        conn.clone(),
+        outgoing.clone(),
+        shared.clone(),
+        events_tx.clone(),
+        budget.clone(),
+    );
+    let serve_size = std::mem::size_of_val(&serve);
+    drop(serve);
+    assert!(serve_size < 2 * ws_size, "serve ({serve_size} bytes) keeps the stream ({ws_size} bytes) it split");
+    let worker =
+        connection::event_worker(app.clone(), conn.clone(), transport, events_rx, shared.clone(), budget.clone(), slot);
+    let upgrade = runtime::block_on(tide::http::Response::new(101).recv_upgrade());
+    let task = connection_task(Live { app, conn, outgoing, shared, events_tx, budget }, upgrade, worker);
+    let size = std::mem::size_of_val(&task);
+    assert!(size <= 1280, "the connection task grew to {size} bytes");
+}
