@@ -291,7 +291,7 @@ async fn start(app: Arc<WsState>, opening: Opening, socket: Option<crate::runtim
 
     let http_res: &mut tide::http::Response = res.as_mut();
     let upgrade = http_res.recv_upgrade().await;
-    let live = Live { app, conn, outgoing, shared, events_tx, budget };
+    let live = Live { app, conn, outgoing, shared, events_tx, budget, socket };
     runtime::spawn(connection_task(live, upgrade, worker));
     res
 }
@@ -304,6 +304,8 @@ struct Live {
     shared: Arc<crate::hub::shared::ConnShared>,
     events_tx: connection::EventTx,
     budget: Arc<crate::ws::limits::ConnBudget>,
+    /// For the hub's direct writes, attached once the `101` is out.
+    socket: Option<crate::runtime::TcpStream>,
 }
 
 /// The connection's one task: its socket io (once the `101` went out) beside
@@ -314,7 +316,7 @@ fn connection_task(
     upgrade: tide::http::upgrade::Receiver,
     worker: impl std::future::Future<Output = ()> + Send,
 ) -> impl std::future::Future<Output = ()> + Send {
-    let Live { app, conn, outgoing, shared, events_tx, budget } = live;
+    let Live { app, conn, outgoing, shared, events_tx, budget, socket } = live;
     let io = async move {
         match upgrade.await {
             Some(stream) => {

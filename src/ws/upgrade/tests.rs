@@ -224,7 +224,7 @@ fn the_connection_task_is_sized_for_an_idle_connection() {
     let worker =
         connection::event_worker(app.clone(), conn.clone(), transport, events_rx, shared.clone(), budget.clone(), slot);
     let upgrade = runtime::block_on(tide::http::Response::new(101).recv_upgrade());
-    let task = connection_task(Live { app, conn, outgoing, shared, events_tx, budget }, upgrade, worker);
+    let task = connection_task(Live { app, conn, outgoing, shared, events_tx, budget, socket: None }, upgrade, worker);
     let size = std::mem::size_of_val(&task);
     assert!(size <= 1280, "the connection task grew to {size} bytes");
 }
