@@ -165,7 +165,11 @@ pub fn run(ctx: &Ctx) -> Result<String, String> {
         spread(&ws, |s| s.open_rate).fmt(stats::rate)
     );
     if wsd.is_empty() {
-        table.row(vec!["websocketd".into(), "skipped: websocketd is not installed".into()]);
+        let why = match wsd_ok {
+            true => "skipped: --idle-websocketd 0",
+            false => "skipped: websocketd is not installed",
+        };
+        table.row(vec!["websocketd".into(), why.into()]);
     } else {
         let per_rss = spread(&wsd, |s| s.rss_per_conn);
         let per_pss = spread(&wsd, |s| s.pss_per_conn);
