@@ -264,12 +264,14 @@ impl<'a> Run<'a> {
                 nap = (nap * 2).min(Duration::from_millis(50));
             }
             let (mut fds, slots) = self.poll_set(exited.is_none());
-            let n = poll(&mut fds[..], Some(wait));
+            poll(&mut fds[..], Some(wait));
+            // Checked on every pass, not only when nothing was ready: a
+            // script flooding stderr keeps the poll busy forever.
             let now = Instant::now();
-            if n == 0 && now >= self.deadline {
+            if now >= self.deadline {
                 return Err(());
             }
-            if n == 0 && grace_end.is_some_and(|g| now >= g) {
+            if grace_end.is_some_and(|g| now >= g) {
                 self.background_holds_stdout();
                 continue;
             }
@@ -334,7 +336,9 @@ impl<'a> Run<'a> {
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {
                 log::warn!("{}: reading stdout failed: {e}", self.job.label);
+                // The end of the output: what came before goes back.
                 self.stdout = None;
+                self.eof_at = Some(Instant::now());
             }
             return;
         }
@@ -567,6 +571,29 @@ mod tests {
         let (outcome, texts) = run_event(&t, cmd, Bytes::new(), &mut |_| {});
         assert_eq!(outcome, Outcome::Failed("timed out after 300ms".into()));
         assert!(gone(texts[0].parse().expect("the script's pid")), "the script was killed and reaped");
+    }
+
+    /// The deadline holds while stderr never stops being ready (the worker
+    /// checks it on every pass of its poll, not only when nothing was ready).
+    #[test]
+    fn the_deadline_holds_while_stderr_floods() {
+        let t = spawn(Limits { timeout: Duration::from_millis(300), max_output: 1 << 20 }, Stderr::Log);
+        let cmd = "trap '' TERM; echo $$; exec cat /dev/zero >&2";
+        let (outcome, texts) = run_event(&t, cmd, Bytes::new(), &mut |_| {});
+        assert_eq!(outcome, Outcome::Failed("timed out after 300ms".into()));
+        assert!(gone(texts[0].parse().expect("the script's pid")), "the script was killed and reaped");
+    }
+
+    /// A background job that keeps stdout open and floods stderr after the
+    /// script exited is cut at the grace, not at the end of the budget.
+    #[test]
+    fn a_background_job_flooding_stderr_is_cut_at_the_grace() {
+        let t = spawn(Limits { timeout: Duration::from_secs(30), max_output: 1 << 20 }, Stderr::Log);
+        let started = Instant::now();
+        let cmd = "echo done; cat /dev/zero >&2 & exit 0";
+        let (outcome, texts) = run_event(&t, cmd, Bytes::new(), &mut |_| {});
+        assert_eq!((outcome, texts), (Outcome::Success, vec!["done".to_owned()]));
+        assert!(started.elapsed() < Duration::from_secs(20), "ended at the grace, not at the 30 s budget");
     }
 
     /// Stderr becomes lines (collected here; logged by the server), a long
