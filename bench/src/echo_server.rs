@@ -7,10 +7,14 @@
 //!
 //! With `spawn PROGRAM` it is the *stack floor* instead: each message runs
 //! PROGRAM once with the payload on stdin and answers with its stdout, using
-//! ws2http's own spawn primitive (posix_spawn, pidfd on the reactor) and
-//! nothing else: no environment, no hub, no parsing, no logging, no limits.
-//! It is the least a server on this stack can do per event, so ws2http's
-//! distance to it is what its own features cost.
+//! ws2http's own spawn primitive: the spawn transport's worker pool
+//! (`ws2http::backend::spawn::{pool, worker}`: one job handed to a blocking
+//! worker thread, which spawns, writes the payload, reads stdout and waits for
+//! the exit without the reactor, and hands the output back through a
+//! channel) and nothing else: no environment beyond PATH, no hub, no
+//! directive parsing, no event log line. It is the least a server on this
+//! stack and this spawn path can do per event, so ws2http's distance to it
+//! is what its own features cost.
 //!
 //! Prints `ws ADDR`.
 
@@ -18,39 +22,64 @@ use async_std::net::TcpListener;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::Message;
 use futures_util::StreamExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use ws2http::backend::spawn::child::EnvBlock;
+use ws2http::backend::spawn::pool::Pool;
+use ws2http::backend::spawn::process::{Stderr, Time};
+use ws2http::backend::spawn::worker::{self, Back, Job};
+use ws2http::event::{ConnInfo, Target};
+use ws2http::id::ConnId;
 
-/// Runs `program` once with `input` on stdin; its stdout.
-async fn spawn_once(program: &std::path::Path, input: &[u8]) -> Vec<u8> {
-    use futures_lite::AsyncReadExt;
-    use ws2http::backend::spawn::child as spawn;
-    let target = ws2http::event::Target {
+/// The worker pool, as the spawn transport sizes it (`--max-procs`): one
+/// thread per connection at most, here 64.
+static WORKERS: std::sync::LazyLock<Pool<Job>> = std::sync::LazyLock::new(|| Pool::new(64, "floor-spawn", worker::run));
+
+/// What every job runs: `program`, as a connection's target.
+fn conn_of(program: &std::path::Path) -> Arc<ConnInfo> {
+    let target = Target {
         filename: program.to_owned(),
         script_name: String::new(),
         path_info: String::new(),
         interpreter: None,
     };
-    let mut path = spawn::EnvBlock::default();
-    ws2http::backend::env::EnvSink::set(&mut path, "PATH", "/usr/bin:/bin");
-    let budget = ws2http::backend::spawn::groups::Budget::from_now(
-        std::time::Duration::from_secs(30),
-        std::time::Duration::from_secs(2),
-    );
-    let Ok(mut child) = spawn::spawn(&target, &path, budget) else { return b"spawn failed".to_vec() };
-    if let Some(stdin) = child.stdin.take() {
-        spawn::feed(stdin, bytes::Bytes::copy_from_slice(input));
+    let id = ConnId::parse("stackfloor").unwrap_or_else(ConnId::random);
+    Arc::new(ConnInfo { id, target, request: Default::default() })
+}
+
+/// Runs the connection's program once with `input` on stdin, on a worker
+/// thread; its stdout.
+async fn spawn_once(conn: &Arc<ConnInfo>, input: &[u8]) -> Vec<u8> {
+    let mut env = EnvBlock::with_capacity(64, 1);
+    ws2http::backend::env::EnvSink::set(&mut env, "PATH", "/usr/bin:/bin");
+    let time = Time { started: Instant::now(), timeout: Duration::from_secs(30), grace: Duration::from_secs(2) };
+    let (back, answers) = async_channel::bounded(4);
+    let job = Job {
+        conn: conn.clone(),
+        env,
+        stdin: bytes::Bytes::copy_from_slice(input),
+        time,
+        max_output: 1 << 20,
+        label: String::new(),
+        stderr: Stderr::Log,
+        back,
+    };
+    if WORKERS.submit(job).is_err() {
+        return b"spawn failed".to_vec();
     }
     let mut out = Vec::new();
-    if let Some(mut stdout) = child.stdout.take() {
-        let _ = stdout.read_to_end(&mut out).await;
+    while let Ok(answer) = answers.recv().await {
+        match answer {
+            Back::Output { bytes, .. } => out.extend_from_slice(&bytes),
+            Back::Done(_) => break,
+        }
     }
-    drop(child.stderr.take());
-    let _ = child.status("").await;
     out
 }
 
 pub fn run() {
     let program = match (std::env::args().nth(2).as_deref(), std::env::args().nth(3)) {
-        (Some("spawn"), Some(p)) => Some(std::path::PathBuf::from(p)),
+        (Some("spawn"), Some(p)) => Some(conn_of(std::path::Path::new(&p))),
         _ => None,
     };
     async_std::task::block_on(async {

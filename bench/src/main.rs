@@ -17,6 +17,7 @@ mod churn;
 mod client;
 mod cluster;
 mod common;
+mod cpu_probe;
 mod echo_server;
 mod fanout;
 mod fastcgi;
@@ -214,6 +215,7 @@ fn main() {
         Some("__broadcast-server") => return broadcast::run(),
         Some("__echo-server") => return echo_server::run(),
         Some("__threads-server") => return threads_server::run(),
+        Some("__cpu-probe") => return cpu_probe::run(),
         _ => {}
     }
     let cli = Cli::parse();

@@ -135,7 +135,8 @@ impl EnvBlock {
 
 impl EnvSink for EnvBlock {
     fn set(&mut self, key: &str, value: &str) {
-        if key.contains(['\0', '=']) || value.contains('\0') {
+        // Bytes, not `contains([..])` over chars: this runs ~30 times per event.
+        if key.bytes().any(|b| b == 0 || b == b'=') || value.contains('\0') {
             return;
         }
         self.starts.push(self.buf.len());
