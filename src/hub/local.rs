@@ -28,7 +28,7 @@ use serde::Serialize;
 use bytes::Bytes;
 
 use super::outgoing::{OutgoingBudget, SlowConsumer};
-use super::shared::{lock, CloseRequest, ConnShared, Ending};
+use super::shared::{lock, CloseRequest, ConnShared, Ending, Outgoing};
 use super::socket::{encode, Direct};
 use super::{Applied, Delivery};
 use crate::action::{caps, check_meta, check_room, meta_cost, Action, CloseCause, Message, Refusal};
@@ -139,11 +139,10 @@ impl Hub {
 
     /// Adds a connection (before its open event's actions are applied).
     /// Returns the receiving end of its outgoing queue.
-    pub fn register(&self, info: Arc<ConnInfo>) -> (async_channel::Receiver<Message>, Arc<ConnShared>) {
-        // Unbounded, so an idle connection holds no pre-allocated slots; the
-        // limit is enforced in `deliver` instead.
-        let (tx, rx) = async_channel::unbounded();
-        let shared = Arc::new(ConnShared::new(tx));
+    pub fn register(&self, info: Arc<ConnInfo>) -> (Outgoing, Arc<ConnShared>) {
+        // The queue holds no slots while empty; its limits are enforced in
+        // `deliver`.
+        let (shared, rx) = ConnShared::new();
         let conn = Conn {
             info: info.clone(),
             connected_at: SystemTime::now(),
@@ -465,8 +464,8 @@ fn deliver(c: &Recipient, msg: Message, frame: Option<&Bytes>, budget: &Outgoing
     // Counted before it is queued: the writer subtracts once it takes it.
     queued.fetch_add(len, Ordering::Relaxed);
     c.shared.wire.queued();
-    if tx.try_send(msg).is_err() {
-        // Only when closed (the queue is unbounded): the writer is gone.
+    if tx.push(msg).is_err() {
+        // Closed: the connection is closing, or its writer is gone.
         queued.fetch_sub(len, Ordering::Relaxed);
         c.shared.wire.unqueued();
         return 0;

@@ -19,7 +19,7 @@ fn hub() -> Hub {
 
 struct Client {
     id: ConnId,
-    rx: async_channel::Receiver<Message>,
+    rx: Outgoing,
     shared: Arc<ConnShared>,
 }
 
