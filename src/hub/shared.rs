@@ -53,8 +53,9 @@ struct Closing {
 
 /// Shared between the hub and one connection's reader, writer and worker.
 pub struct ConnShared {
-    /// Set once, by the first party that closes the connection.
-    close: Mutex<Closing>,
+    /// Set once, by the first party that closes the connection (boxed:
+    /// 8 bytes instead of 56 in every connection that is not closing).
+    close: Mutex<Option<Box<Closing>>>,
     /// Set to abort the connection at once, even while its writer is blocked
     /// on a client that does not read; the writer, the only one that waits
     /// for it, is woken through its queue's waker (nothing allocated).
@@ -94,7 +95,7 @@ impl ConnShared {
     /// The state of a new connection, and the writer's end of its queue.
     pub fn new() -> (Arc<Self>, Outgoing) {
         let shared = Arc::new(ConnShared {
-            close: Mutex::new(Closing::default()),
+            close: Mutex::new(None),
             killed: AtomicBool::new(false),
             outgoing: OutQueue::default(),
             last_seen: AtomicU64::new(clock_ms()),
@@ -117,6 +118,7 @@ impl ConnShared {
     pub fn request_close(&self, req: CloseRequest, ending: Ending, note: Option<String>) -> bool {
         let first = {
             let mut closing = lock(&self.close);
+            let closing = closing.get_or_insert_with(Box::default);
             let first = closing.request.is_none();
             if first {
                 closing.request = Some(req);
@@ -169,6 +171,7 @@ impl ConnShared {
     pub fn end(&self) -> CloseRequest {
         let req = {
             let mut closing = lock(&self.close);
+            let closing = closing.get_or_insert_with(Box::default);
             let dropped = || CloseRequest { code: 1006, reason: String::new(), cause: CloseCause::Dropped };
             closing.request.get_or_insert_with(dropped).clone()
         };
@@ -225,17 +228,17 @@ impl ConnShared {
 
     /// The reason noted with the first close, once.
     pub fn take_close_note(&self) -> Option<String> {
-        lock(&self.close).note.take()
+        lock(&self.close).as_mut().and_then(|c| c.note.take())
     }
 
     /// The first close requested, if any.
     pub fn close_request(&self) -> Option<CloseRequest> {
-        lock(&self.close).request.clone()
+        lock(&self.close).as_ref().and_then(|c| c.request.clone())
     }
 
     /// The cause of the close requested first, if any.
     pub fn close_cause(&self) -> Option<CloseCause> {
-        lock(&self.close).request.as_ref().map(|r| r.cause)
+        lock(&self.close).as_ref().and_then(|c| c.request.as_ref()).map(|r| r.cause)
     }
 }
 
