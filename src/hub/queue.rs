@@ -16,6 +16,7 @@
 //! signal, which the same writer waits for).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -30,15 +31,12 @@ const KEEP: usize = 4;
 /// The queue and the waker of the task that takes from it.
 #[derive(Default)]
 pub struct OutQueue {
-    state: Mutex<Queued>,
+    msgs: Mutex<VecDeque<Message>>,
+    /// Closed: nothing more is pushed; what is queued is still taken. Set
+    /// under the lock (a push checks it there); read without it by
+    /// [`OutQueue::is_closed`], which every delivery asks first.
+    closed: AtomicBool,
     writer: AtomicWaker,
-}
-
-#[derive(Default)]
-struct Queued {
-    msgs: VecDeque<Message>,
-    /// Closed: nothing more is pushed; what is queued is still taken.
-    closed: bool,
 }
 
 /// Why [`OutQueue::try_take`] gave nothing.
@@ -51,19 +49,19 @@ pub enum Empty {
 }
 
 impl OutQueue {
-    fn lock(&self) -> MutexGuard<'_, Queued> {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Message>> {
         // Pushes and takes leave the deque consistent at every step.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.msgs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Queues `msg` for the writer; gives it back if the queue is closed.
     pub fn push(&self, msg: Message) -> Result<(), Message> {
         {
             let mut q = self.lock();
-            if q.closed {
+            if self.closed.load(Ordering::SeqCst) {
                 return Err(msg);
             }
-            q.msgs.push_back(msg);
+            q.push_back(msg);
         }
         self.writer.wake();
         Ok(())
@@ -71,7 +69,7 @@ impl OutQueue {
 
     /// Messages queued now.
     pub fn len(&self) -> usize {
-        self.lock().msgs.len()
+        self.lock().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -84,28 +82,28 @@ impl OutQueue {
     pub fn close(&self, drop_queued: bool) {
         let dropped = {
             let mut q = self.lock();
-            q.closed = true;
-            drop_queued.then(|| std::mem::take(&mut q.msgs))
+            self.closed.store(true, Ordering::SeqCst);
+            drop_queued.then(|| std::mem::take(&mut *q))
         };
         drop(dropped);
         self.writer.wake();
     }
 
     pub fn is_closed(&self) -> bool {
-        self.lock().closed
+        self.closed.load(Ordering::SeqCst)
     }
 
     /// The oldest message queued, or why there is none.
     pub fn try_take(&self) -> Result<Message, Empty> {
         let mut q = self.lock();
-        match q.msgs.pop_front() {
+        match q.pop_front() {
             Some(m) => {
-                if q.msgs.is_empty() && q.msgs.capacity() > KEEP {
-                    q.msgs = VecDeque::new();
+                if q.is_empty() && q.capacity() > KEEP {
+                    *q = VecDeque::new();
                 }
                 Ok(m)
             }
-            None if q.closed => Err(Empty::Closed),
+            None if self.closed.load(Ordering::SeqCst) => Err(Empty::Closed),
             None => Err(Empty::Now),
         }
     }
@@ -190,8 +188,8 @@ mod tests {
         for i in 0..100 {
             q.push(text(&i.to_string())).expect("open");
         }
-        assert!(q.lock().msgs.capacity() >= 100);
+        assert!(q.lock().capacity() >= 100);
         while q.try_take().is_ok() {}
-        assert_eq!(q.lock().msgs.capacity(), 0, "an idle connection holds no slots");
+        assert_eq!(q.lock().capacity(), 0, "an idle connection holds no slots");
     }
 }
