@@ -28,7 +28,7 @@ fn app() -> Arc<ApiState> {
     Arc::new(ApiState::new(&cfg, hub.clone(), hub, SocketAddr::from(([127, 0, 0, 1], 9))))
 }
 
-fn connect(app: &ApiState, id: &str) -> (async_channel::Receiver<crate::action::Message>, Arc<ConnShared>) {
+fn connect(app: &ApiState, id: &str) -> (crate::hub::shared::Outgoing, Arc<ConnShared>) {
     let target =
         Target { filename: "/c.sh".into(), script_name: "/c.sh".into(), path_info: String::new(), interpreter: None };
     let info = ConnInfo { id: ConnId::parse(id).expect("id"), target, request: RequestInfo::default() };

@@ -28,27 +28,38 @@ use serde::Serialize;
 use bytes::Bytes;
 
 use super::outgoing::{OutgoingBudget, SlowConsumer};
-use super::shared::{lock, CloseRequest, ConnShared, Ending};
+use super::shared::{lock, CloseRequest, ConnShared, Ending, Outgoing};
 use super::socket::{encode, Direct};
 use super::{Applied, Delivery};
 use crate::action::{caps, check_meta, check_room, meta_cost, Action, CloseCause, Message, Refusal};
 use crate::event::ConnInfo;
 use crate::id::ConnId;
 
+/// A connection in the hub's map: kept small, as every idle connection has
+/// one (its rooms and metadata are allocated on its first join or `@set`,
+/// and freed when it has none again).
 struct Conn {
     info: Arc<ConnInfo>,
     connected_at: SystemTime,
-    rooms: BTreeSet<String>,
-    meta: BTreeMap<String, String>,
-    /// What `meta` counts against [`caps::META_TOTAL`].
-    meta_bytes: usize,
     /// Its shared state; once it has ended ([`ConnShared::end`]) the
     /// connection is no longer live (its close event may still run):
     /// nothing more is delivered to it.
     shared: Arc<ConnShared>,
-    /// Most messages queued for this client (`--max-outgoing`).
-    max_queued: usize,
+    /// `None` while it has no room and no metadata.
+    joined: Option<Box<Joined>>,
 }
+
+/// A connection's rooms and metadata.
+#[derive(Default)]
+struct Joined {
+    rooms: BTreeSet<String>,
+    meta: BTreeMap<String, String>,
+    /// What `meta` counts against [`caps::META_TOTAL`].
+    meta_bytes: usize,
+}
+
+/// What a connection without rooms or metadata reads.
+static NOTHING: Joined = Joined { rooms: BTreeSet::new(), meta: BTreeMap::new(), meta_bytes: 0 };
 
 impl Conn {
     /// Not ended yet ([`ConnShared::has_ended`]).
@@ -56,8 +67,25 @@ impl Conn {
         !self.shared.has_ended()
     }
 
-    fn recipient(&self) -> Recipient {
-        Recipient { shared: self.shared.clone(), info: self.info.clone(), max_queued: self.max_queued }
+    /// `max_queued`: `--max-outgoing`.
+    fn recipient(&self, max_queued: usize) -> Recipient {
+        Recipient { shared: self.shared.clone(), info: self.info.clone(), max_queued }
+    }
+
+    fn joined(&self) -> &Joined {
+        self.joined.as_deref().unwrap_or(&NOTHING)
+    }
+
+    /// Its rooms and metadata, to change (allocated on first use).
+    fn joined_mut(&mut self) -> &mut Joined {
+        self.joined.get_or_insert_with(Box::default)
+    }
+
+    /// Frees the rooms and metadata once there are none.
+    fn tidy(&mut self) {
+        if self.joined.as_ref().is_some_and(|j| j.rooms.is_empty() && j.meta.is_empty()) {
+            self.joined = None;
+        }
     }
 }
 
@@ -139,20 +167,11 @@ impl Hub {
 
     /// Adds a connection (before its open event's actions are applied).
     /// Returns the receiving end of its outgoing queue.
-    pub fn register(&self, info: Arc<ConnInfo>) -> (async_channel::Receiver<Message>, Arc<ConnShared>) {
-        // Unbounded, so an idle connection holds no pre-allocated slots; the
-        // limit is enforced in `deliver` instead.
-        let (tx, rx) = async_channel::unbounded();
-        let shared = Arc::new(ConnShared::new(tx));
-        let conn = Conn {
-            info: info.clone(),
-            connected_at: SystemTime::now(),
-            rooms: BTreeSet::new(),
-            meta: BTreeMap::new(),
-            meta_bytes: 0,
-            shared: shared.clone(),
-            max_queued: self.out_queue,
-        };
+    pub fn register(&self, info: Arc<ConnInfo>) -> (Outgoing, Arc<ConnShared>) {
+        // The queue holds no slots while empty; its limits are enforced in
+        // `deliver`.
+        let (shared, rx) = ConnShared::new();
+        let conn = Conn { info: info.clone(), connected_at: SystemTime::now(), shared: shared.clone(), joined: None };
         self.changed(&conn);
         lock(&self.state).conns.insert(info.id.clone(), conn);
         (rx, shared)
@@ -172,7 +191,7 @@ impl Hub {
     pub fn remove(&self, id: &ConnId) {
         let mut st = lock(&self.state);
         if let Some(c) = st.conns.remove(id) {
-            for room in &c.rooms {
+            for room in &c.joined().rooms {
                 leave_room(&mut st.rooms, room, id);
             }
         }
@@ -183,7 +202,8 @@ impl Hub {
         let st = lock(&self.state);
         match st.conns.get(id) {
             Some(c) => {
-                (c.rooms.iter().cloned().collect(), c.meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                let j = c.joined();
+                (j.rooms.iter().cloned().collect(), j.meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             }
             None => (Vec::new(), Vec::new()),
         }
@@ -219,7 +239,7 @@ impl Hub {
         let out = &self.outgoing;
         Ok(match action {
             Action::Send { to, msg } => {
-                st.conns.get(&to).map_or(0, |c| deliver(&c.recipient(), msg, frame.as_ref(), out))
+                st.conns.get(&to).map_or(0, |c| deliver(&c.recipient(self.out_queue), msg, frame.as_ref(), out))
             }
             // Delivered above, outside the state lock.
             Action::Room { .. } | Action::Broadcast { .. } => 0,
@@ -232,14 +252,17 @@ impl Hub {
                     );
                     return Err(Refused);
                 }
-                c.rooms.insert(room.clone());
+                c.joined_mut().rooms.insert(room.clone());
                 self.changed(c);
                 st.rooms.entry(room).or_default().insert(conn);
                 1
             }
             Action::Leave { conn, room } => {
                 let Some(c) = st.conns.get_mut(&conn) else { return Ok(0) };
-                c.rooms.remove(&room);
+                if let Some(j) = &mut c.joined {
+                    j.rooms.remove(&room);
+                }
+                c.tidy();
                 self.changed(c);
                 leave_room(&mut st.rooms, &room, &conn);
                 1
@@ -277,7 +300,7 @@ impl Hub {
                         .iter()
                         .filter(|id| Some(*id) != except.as_ref())
                         .filter_map(|id| st.conns.get(id))
-                        .map(Conn::recipient)
+                        .map(|c| c.recipient(self.out_queue))
                         .collect()
                 };
                 Ok(deliver_all(&to, &msg, frame, &self.outgoing))
@@ -288,7 +311,7 @@ impl Hub {
                     .conns
                     .values()
                     .filter(|c| endpoint.as_deref().is_none_or(|e| c.info.target.endpoint() == e))
-                    .map(Conn::recipient)
+                    .map(|c| c.recipient(self.out_queue))
                     .collect();
                 Ok(deliver_all(&to, &msg, frame, &self.outgoing))
             }
@@ -340,7 +363,7 @@ impl Hub {
             .conns
             .values()
             .filter(|c| c.live())
-            .filter(|c| room.is_none_or(|r| c.rooms.contains(r)))
+            .filter(|c| room.is_none_or(|r| c.joined().rooms.contains(r)))
             .filter(|c| endpoint.is_none_or(|e| c.info.target.endpoint() == e))
             .map(|c| (c.connected_at, view(c)))
             .collect();
@@ -367,7 +390,8 @@ impl Hub {
 /// already; actions from other instances are checked again here).
 fn can_join(c: &Conn, room: &str) -> Result<(), Refusal> {
     check_room(room)?;
-    if c.rooms.len() >= caps::ROOMS && !c.rooms.contains(room) {
+    let rooms = &c.joined().rooms;
+    if rooms.len() >= caps::ROOMS && !rooms.contains(room) {
         return Err(Refusal::TooManyRooms);
     }
     Ok(())
@@ -376,17 +400,27 @@ fn can_join(c: &Conn, room: &str) -> Result<(), Refusal> {
 /// Sets (or removes) one metadata entry within the metadata caps.
 fn set_meta(c: &mut Conn, key: String, value: Option<String>) -> Result<(), Refusal> {
     check_meta(&key, value.as_deref())?;
-    let old = c.meta.get(&key).map_or(0, |v| meta_cost(&key, v));
+    let j = c.joined();
+    let old = j.meta.get(&key).map_or(0, |v| meta_cost(&key, v));
     let new = value.as_deref().map_or(0, |v| meta_cost(&key, v));
-    let total = c.meta_bytes - old + new;
+    let total = j.meta_bytes - old + new;
     if total > caps::META_TOTAL {
         return Err(Refusal::MetadataFull(total));
     }
-    c.meta_bytes = total;
     match value {
-        Some(v) => c.meta.insert(key, v),
-        None => c.meta.remove(&key),
-    };
+        Some(v) => {
+            let j = c.joined_mut();
+            j.meta_bytes = total;
+            j.meta.insert(key, v);
+        }
+        None => {
+            if let Some(j) = &mut c.joined {
+                j.meta_bytes = total;
+                j.meta.remove(&key);
+            }
+            c.tidy();
+        }
+    }
     Ok(())
 }
 
@@ -465,8 +499,8 @@ fn deliver(c: &Recipient, msg: Message, frame: Option<&Bytes>, budget: &Outgoing
     // Counted before it is queued: the writer subtracts once it takes it.
     queued.fetch_add(len, Ordering::Relaxed);
     c.shared.wire.queued();
-    if tx.try_send(msg).is_err() {
-        // Only when closed (the queue is unbounded): the writer is gone.
+    if tx.push(msg).is_err() {
+        // Closed: the connection is closing, or its writer is gone.
         queued.fetch_sub(len, Ordering::Relaxed);
         c.shared.wire.unqueued();
         return 0;
@@ -501,8 +535,8 @@ fn view(c: &Conn) -> ConnView {
             (false, true) => format!("[{}]:{}", r.remote_addr, r.remote_port),
         },
         connected_at: humantime::format_rfc3339_seconds(c.connected_at).to_string(),
-        rooms: c.rooms.iter().cloned().collect(),
-        metadata: c.meta.clone(),
+        rooms: c.joined().rooms.iter().cloned().collect(),
+        metadata: c.joined().meta.clone(),
     }
 }
 

@@ -26,6 +26,7 @@ use crate::id::ConnId;
 pub mod cluster;
 pub mod local;
 pub mod outgoing;
+pub mod queue;
 pub mod shared;
 pub mod socket;
 pub mod wire;

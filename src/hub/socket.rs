@@ -63,8 +63,9 @@ struct WireState {
     socket: Option<crate::runtime::TcpStream>,
     /// The frames tungstenite has written so far.
     scan: OutScan,
-    /// The unsent end of a frame the direct path wrote in part.
-    rest: Option<Bytes>,
+    /// The unsent end of a frame the direct path wrote in part (boxed: rare,
+    /// and 8 bytes instead of 32 in every connection).
+    rest: Option<Box<Bytes>>,
 }
 
 /// What a direct write did.
@@ -119,7 +120,7 @@ impl Wire {
             Ok(n) if n == frame.len() => Direct::Sent,
             Ok(0) | Err(_) => Direct::Queue,
             Ok(n) => {
-                st.rest = Some(frame.slice(n..));
+                st.rest = Some(Box::new(frame.slice(n..)));
                 drop(st);
                 self.task.wake();
                 Direct::Sent
@@ -249,7 +250,7 @@ fn poll_rest<S: AsyncWrite + Unpin>(inner: &mut S, cx: &mut Context<'_>, st: &mu
         match std::task::ready!(Pin::new(&mut *inner).poll_write(cx, rest)) {
             Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
             Ok(n) if n == rest.len() => st.rest = None,
-            Ok(n) => *rest = rest.slice(n..),
+            Ok(n) => **rest = rest.slice(n..),
             Err(e) => return Poll::Ready(Err(e)),
         }
     }

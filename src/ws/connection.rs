@@ -45,7 +45,7 @@ use futures_util::future::{select, Either};
 use crate::action::{CloseCause, Message};
 use crate::event::{ConnInfo, Event, EventKind};
 use crate::gateway::{self, Outcome, Output, Sink, Transport};
-use crate::hub::shared::{CloseRequest, ConnShared, Ending};
+use crate::hub::shared::{CloseRequest, ConnShared, Ending, Outgoing};
 use crate::ws::limits::{ConnBudget, Evict, OverBudget, Refused};
 use crate::ws::state::WsState;
 use crate::{metrics, runtime};
@@ -238,7 +238,7 @@ pub fn serve<S>(
     ws: WebSocketStream<S>,
     app: Arc<WsState>,
     conn: Arc<ConnInfo>,
-    outgoing: async_channel::Receiver<Message>,
+    outgoing: Outgoing,
     shared: Arc<ConnShared>,
     events: EventTx,
     budget: Arc<ConnBudget>,
@@ -253,7 +253,7 @@ async fn serve_split<S>(
     (sink, stream): (WebSocketSender<S>, WebSocketReceiver<S>),
     app: Arc<WsState>,
     conn: Arc<ConnInfo>,
-    outgoing: async_channel::Receiver<Message>,
+    outgoing: Outgoing,
     shared: Arc<ConnShared>,
     events: EventTx,
     budget: Arc<ConnBudget>,
@@ -282,13 +282,13 @@ enum Step {
 async fn write_loop<S>(
     mut sink: WebSocketSender<S>,
     app: &WsState,
-    outgoing: async_channel::Receiver<Message>,
+    outgoing: Outgoing,
     shared: &ConnShared,
     reader_parked: &AtomicBool,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    // One abort listener for the whole connection, not one per message.
+    // One abort signal for the whole connection, not one per message.
     let mut aborted = std::pin::pin!(shared.aborted());
     let mut watch = Watch { aborted: aborted.as_mut(), pinger: Pinger::new(app.ping_interval), shared };
     loop {
@@ -721,7 +721,7 @@ mod tests {
         conn: Arc<ConnInfo>,
         /// The transport its route chose at the handshake.
         transport: Arc<dyn Transport>,
-        outgoing: async_channel::Receiver<Message>,
+        outgoing: Outgoing,
         shared: Arc<ConnShared>,
         budget: Arc<ConnBudget>,
         tx: EventTx,
@@ -757,7 +757,7 @@ mod tests {
         }
     }
 
-    fn texts(rx: &async_channel::Receiver<Message>) -> Vec<String> {
+    fn texts(rx: &Outgoing) -> Vec<String> {
         std::iter::from_fn(|| rx.try_recv().ok())
             .map(|m| match m {
                 Message::Text(t) => t.to_string(),

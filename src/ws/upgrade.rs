@@ -300,7 +300,7 @@ async fn start(app: Arc<WsState>, opening: Opening, socket: Option<crate::runtim
 struct Live {
     app: Arc<WsState>,
     conn: Arc<ConnInfo>,
-    outgoing: async_channel::Receiver<crate::action::Message>,
+    outgoing: crate::hub::shared::Outgoing,
     shared: Arc<crate::hub::shared::ConnShared>,
     events_tx: connection::EventTx,
     budget: Arc<crate::ws::limits::ConnBudget>,

@@ -19,7 +19,7 @@ fn hub() -> Hub {
 
 struct Client {
     id: ConnId,
-    rx: async_channel::Receiver<Message>,
+    rx: Outgoing,
     shared: Arc<ConnShared>,
 }
 
@@ -310,4 +310,29 @@ fn the_local_delivery_counts_each_action() {
     assert_eq!(futures_lite::future::block_on(delivery.find(&a.id)).map(|v| v.id), Some("a".into()));
     assert_eq!(futures_lite::future::block_on(delivery.rooms()).get("r"), Some(&1));
     assert_eq!(delivery.new_conn_id().as_str().len(), 32);
+}
+
+/// Every idle connection holds a map entry and its shared state: rooms,
+/// metadata, a close and the rest of a partial write are allocated only
+/// when they exist (was 96 and 280 bytes; the bench's idle workload measures
+/// the whole connection).
+#[test]
+fn an_idle_connections_hub_state_stays_small() {
+    let conn = std::mem::size_of::<Conn>();
+    let shared = std::mem::size_of::<ConnShared>();
+    assert!(conn <= 40, "the hub's entry grew to {conn} bytes");
+    assert!(shared <= 208, "ConnShared grew to {shared} bytes");
+    // Rooms and metadata come and go with the first join / the last leave.
+    let hub = hub();
+    let a = connect(&hub, "a", "/c.sh");
+    let boxed = |hub: &Hub| lock(&hub.state).conns.get(&a.id).is_some_and(|c| c.joined.is_some());
+    assert!(!boxed(&hub));
+    hub.apply(join(&a, "r"));
+    hub.apply(set(&a, "k", Some("v")));
+    assert!(boxed(&hub));
+    hub.apply(Action::Leave { conn: a.id.clone(), room: "r".into() });
+    assert!(boxed(&hub), "the metadata is still there");
+    hub.apply(set(&a, "k", None));
+    assert!(!boxed(&hub), "freed with the last of them");
+    assert_eq!(hub.snapshot(&a.id), (vec![], vec![]));
 }

@@ -5,9 +5,8 @@ use futures_lite::future::{block_on, poll_once};
 
 use super::*;
 
-fn conn() -> (ConnShared, async_channel::Receiver<Message>) {
-    let (tx, rx) = async_channel::unbounded();
-    (ConnShared::new(tx), rx)
+fn conn() -> (std::sync::Arc<ConnShared>, Outgoing) {
+    ConnShared::new()
 }
 
 fn req(code: u16, cause: CloseCause) -> CloseRequest {
@@ -50,7 +49,7 @@ fn record_only_records() {
 #[test]
 fn drain_closes_the_queue_after_what_is_queued() {
     let (s, rx) = conn();
-    s.outgoing.try_send(Message::text("queued")).expect("open");
+    s.outgoing.push(Message::text("queued")).expect("open");
     assert!(s.request_close(req(4001, CloseCause::Api), Ending::Drain, None));
     assert!(rx.is_closed() && !aborted(&s));
     assert_eq!(rx.try_recv().ok(), Some(Message::text("queued")), "the writer still sends it");
@@ -90,7 +89,6 @@ fn a_drop_fires_the_abort_signal_and_leaves_the_queue_alone() {
 #[test]
 fn an_abort_wakes_a_waiting_writer() {
     let (s, _rx) = conn();
-    let s = std::sync::Arc::new(s);
     let mut waiting = Box::pin(s.aborted());
     assert!(block_on(poll_once(waiting.as_mut())).is_none());
     s.request_close(req(1008, CloseCause::SlowConsumer), Ending::Abort, None);

@@ -111,7 +111,7 @@ fn a_direct_write_waits_for_queued_messages_and_for_the_end_of_a_message() {
 #[test]
 fn the_rest_of_a_partial_write_goes_out_before_the_writers_next_bytes() {
     let (server, mut client) = pair();
-    let shared = Arc::new(ConnShared::new(async_channel::unbounded().0));
+    let (shared, _rx) = ConnShared::new();
     shared.wire.attach(server.clone());
     // Fill the socket until a frame goes out only in part.
     let big = encode(&Message::Binary(Bytes::from(vec![1u8; DIRECT_MAX]))).expect("fits");

@@ -209,11 +209,12 @@ fn the_connection_task_is_sized_for_an_idle_connection() {
     let metered = Metered::new(socket, budget.clone(), shared.clone(), std::time::Duration::from_secs(1));
     let ws = runtime::block_on(WebSocketStream::from_raw_socket(metered, Role::Server, None));
     let ws_size = std::mem::size_of_val(&ws);
+    let (_other, other_outgoing) = crate::hub::shared::ConnShared::new();
     let serve = connection::serve(
         ws,
         app.clone(),
         conn.clone(),
-        outgoing.clone(),
+        other_outgoing,
         shared.clone(),
         events_tx.clone(),
         budget.clone(),
