@@ -101,3 +101,29 @@ fn queued_messages_run_after_a_clean_close_but_not_after_an_api_close() {
     assert_eq!(message_events(&s, &a_id), 1, "{:?}", s.events());
     s.wait_log(&format!("[{a_id}] the connection ended with 5 message event(s) still queued; dropped them"));
 }
+
+/// A message that was taken from the queue but still waits for a
+/// `--max-procs` slot is dropped too when its connection ends meanwhile
+/// (it ran once the slot came free, after its client was gone).
+#[test]
+fn a_message_waiting_for_a_slot_is_dropped_when_its_connection_ends() {
+    let s = Server::start(&["--max-procs", "1"]);
+    let (mut a, a_id) = open(&s, "/hold.sh");
+    let (mut b, b_id) = open(&s, "/hold.sh");
+    a.write_all(&rawws::frame(rawws::TEXT, b"held")).expect("send");
+    s.wait_event("the held message", |l| l.starts_with(&format!("message {a_id}")));
+    b.write_all(&rawws::frame(rawws::TEXT, b"waiting")).expect("send");
+    // b's message left its queue: it waits for a's slot.
+    wait_for("b's message waiting for the slot", || {
+        let m = get(&s.api("/metrics")).body;
+        (m.contains("\nws2http_messages_in_total 2\n") && m.contains("\nws2http_events_queued 0\n")).then_some(())
+    });
+    assert_eq!(api("DELETE", &s.api(&format!("/connections/{b_id}")), None, None, b"").status, 200);
+    assert_eq!(rawws::read_close(&mut b).map(|(code, _)| code), Some(1000));
+    b.write_all(&close_1000()).expect("answer the close");
+    std::fs::write(s.dir.join("flag"), "").expect("flag");
+    let close = s.wait_event("b's close event", |l| l.starts_with(&format!("close {b_id} ")));
+    assert_eq!(close, format!("close {b_id} 1000 api"));
+    assert_eq!(message_events(&s, &b_id), 0, "{:?}", s.events());
+    s.wait_log(&format!("[{b_id}] the connection ended with 1 message event(s) still queued; dropped them"));
+}

@@ -1,5 +1,5 @@
 //! `ws2http-bench __cpu-probe PID ADDR PATH CONNS MSGS`: the server's CPU per
-//! event (docs/bench-notes/cpu.md). Opens CONNS WebSocket connections to
+//! event (docs/BENCHMARKS.md, "Issue 14"). Opens CONNS WebSocket connections to
 //! `ws://ADDR{PATH}` and warms them up, then reads the server process PID's
 //! CPU time (user and system, `/proc/PID/stat`, all its threads, children
 //! excluded) and context switches (`/proc/PID/task/*/status`), sends MSGS

@@ -243,6 +243,14 @@ pub const OUTPUT_LIMIT: &str = "output limit";
 /// never applied. A header block too ambiguous to act on (see
 /// [`head::HeadParser`]) fails the event too.
 pub async fn run(transport: &dyn Transport, event: &Event, out: &mut Sink<'_>) -> Outcome {
+    let slot = transport.slots().acquire().await;
+    run_in_slot(transport, event, out, slot).await
+}
+
+/// [`run`], with the `--max-procs` slot already taken (from
+/// `transport.slots()`): a caller that waited for it can still decide not
+/// to run the event (a message of a connection that ended meanwhile).
+pub async fn run_in_slot(transport: &dyn Transport, event: &Event, out: &mut Sink<'_>, slot: slots::Slot) -> Outcome {
     let conn = &event.conn;
     let endpoint = conn.target.endpoint();
     let label = format!("[{}] {endpoint} {}{}", conn.id, event.kind.name(), transport.via());
@@ -251,7 +259,7 @@ pub async fn run(transport: &dyn Transport, event: &Event, out: &mut Sink<'_>) -
     let mut call =
         Call { label: &label, limits: *transport.limits(), parser, out, read: 0, cut: false, partial: Vec::new() };
     let outcome = {
-        let _slot = transport.slots().acquire().await;
+        let _slot = slot;
         transport.exchange(event, &mut call).await
     };
     let Call { mut parser, out, cut, .. } = call;

@@ -239,7 +239,11 @@ impl Hub {
         let out = &self.outgoing;
         Ok(match action {
             Action::Send { to, msg } => {
-                st.conns.get(&to).map_or(0, |c| deliver(&c.recipient(self.out_queue), msg, frame.as_ref(), out))
+                // The recipient is taken under the lock, the delivery (a
+                // socket write on the direct path) made after it.
+                let Some(r) = st.conns.get(&to).map(|c| c.recipient(self.out_queue)) else { return Ok(0) };
+                drop(guard);
+                deliver(&r, msg, frame.as_ref(), out)
             }
             // Delivered above, outside the state lock.
             Action::Room { .. } | Action::Broadcast { .. } => 0,
@@ -458,7 +462,10 @@ fn deliver_all(to: &[Recipient], msg: &Message, frame: Option<&Bytes>, out: &Out
         for (rs, helper) in helpers {
             // A thread that could not start: its part is delivered here.
             n += match helper {
-                Ok(h) => h.join().unwrap_or(0),
+                Ok(h) => h.join().unwrap_or_else(|_| {
+                    log::error!("a fan-out thread panicked; {} recipient(s) may have missed a message", rs.len());
+                    0
+                }),
                 Err(_) => part(rs),
             };
         }

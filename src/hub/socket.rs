@@ -31,7 +31,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -54,6 +54,10 @@ pub struct Wire {
     pending: AtomicUsize,
     /// The connection's task, woken to send [`WireState::rest`].
     task: AtomicWaker,
+    /// Set (under the lock) with [`WireState::rest`], cleared by a read
+    /// that finds none: reads look at it before taking the lock (a large
+    /// message is read 128 bytes at a time, each read used to lock).
+    maybe_rest: AtomicBool,
 }
 
 #[derive(Default)]
@@ -121,6 +125,7 @@ impl Wire {
             Ok(0) | Err(_) => Direct::Queue,
             Ok(n) => {
                 st.rest = Some(Box::new(frame.slice(n..)));
+                self.maybe_rest.store(true, Ordering::SeqCst);
                 drop(st);
                 self.task.wake();
                 Direct::Sent
@@ -261,12 +266,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Gated<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let Gated { inner, shared } = &mut *self;
         shared.wire.task.register(cx.waker());
-        {
+        if shared.wire.maybe_rest.load(Ordering::SeqCst) {
             let mut st = lock(&shared.wire.state);
             if st.rest.is_some() {
                 // An error shows again on the next write; a full socket
                 // wakes this task when it has room.
                 let _ = poll_rest(inner, cx, &mut st);
+            }
+            if st.rest.is_none() {
+                shared.wire.maybe_rest.store(false, Ordering::SeqCst);
             }
         }
         Pin::new(inner).poll_read(cx, buf)

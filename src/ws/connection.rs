@@ -44,6 +44,7 @@ use futures_util::future::{select, Either};
 
 use crate::action::{CloseCause, Message};
 use crate::event::{ConnInfo, Event, EventKind};
+use crate::gateway::slots::Slot;
 use crate::gateway::{self, Outcome, Output, Sink, Transport};
 use crate::hub::shared::{CloseRequest, ConnShared, Ending, Outgoing};
 use crate::ws::limits::{ConnBudget, Evict, OverBudget, Refused};
@@ -78,6 +79,7 @@ pub async fn dispatch(
     transport: &dyn Transport,
     kind: EventKind,
     out: &mut Sink<'_>,
+    slot: Option<Slot>,
 ) -> Outcome {
     let (rooms, meta) = app.hub.snapshot(&conn.id);
     let event = Event { kind, conn: conn.clone(), rooms, meta };
@@ -93,7 +95,10 @@ pub async fn dispatch(
         }
         out(o)
     };
-    let outcome = gateway::run(transport, &event, &mut watch).await;
+    let outcome = match slot {
+        Some(slot) => gateway::run_in_slot(transport, &event, &mut watch, slot).await,
+        None => gateway::run(transport, &event, &mut watch).await,
+    };
     let took = started.elapsed();
     let kind = kind_index(&event.kind);
     let result = match outcome {
@@ -147,6 +152,14 @@ pub async fn event_worker(
             EventKind::Message { payload, .. } => Some(payload.len()),
             _ => None,
         };
+        // A message waits for its --max-procs slot here, and runs only if
+        // its connection is still wanted once it has one: one that waited
+        // while the client went away (or the server began to shut down) is
+        // dropped like the queued ones (docs/PROTOCOL.md).
+        let slot = match len.is_some() && !drops_queue(&app, &shared) && app.events.wants(&kind) {
+            true => Some(Box::pin(transport.slots().acquire()).await),
+            false => None,
+        };
         if len.is_some() && drops_queue(&app, &shared) {
             dropped += 1;
         } else if app.events.wants(&kind) {
@@ -156,7 +169,7 @@ pub async fn event_worker(
             // in every idle connection's task (the worker future is sized
             // for its largest await point: +1.2 KiB per idle connection
             // inline, measured with the bench's idle workload).
-            Box::pin(dispatch_guarded(&app, &conn, &*transport, kind)).await;
+            Box::pin(dispatch_guarded(&app, &conn, &*transport, kind, slot)).await;
         }
         if let Some(len) = len {
             budget.done(len);
@@ -191,7 +204,13 @@ fn drops_queue(app: &WsState, shared: &ConnShared) -> bool {
 
 /// [`dispatch`], surviving a panic inside it (a bug in a backend): the
 /// event is logged and counted as failed, and the worker goes on.
-async fn dispatch_guarded(app: &WsState, conn: &Arc<ConnInfo>, transport: &dyn Transport, kind: EventKind) -> Outcome {
+async fn dispatch_guarded(
+    app: &WsState,
+    conn: &Arc<ConnInfo>,
+    transport: &dyn Transport,
+    kind: EventKind,
+    slot: Option<Slot>,
+) -> Outcome {
     let (name, index) = (kind.name(), kind_index(&kind));
     let started = Instant::now();
     let mut apply = |o: Output| {
@@ -199,7 +218,7 @@ async fn dispatch_guarded(app: &WsState, conn: &Arc<ConnInfo>, transport: &dyn T
             app.delivery.apply(a);
         }
     };
-    let run = std::panic::AssertUnwindSafe(dispatch(app, conn, transport, kind, &mut apply));
+    let run = std::panic::AssertUnwindSafe(dispatch(app, conn, transport, kind, &mut apply, slot));
     match futures_lite::FutureExt::catch_unwind(run).await {
         Ok(outcome) => outcome,
         Err(panic) => {
@@ -785,7 +804,7 @@ mod tests {
         assert_eq!(app.queue_budget.held(), 0);
         // The outcome the worker counts (metrics are global: other tests bump them too).
         let boom = EventKind::Message { payload: "boom".to_owned().into(), binary: false };
-        let outcome = runtime::block_on(dispatch_guarded(&app, &c.conn, &*buggy, boom));
+        let outcome = runtime::block_on(dispatch_guarded(&app, &c.conn, &*buggy, boom, None));
         assert_eq!(outcome, Outcome::Failed("panicked: a bug in a backend".into()));
     }
 
@@ -909,7 +928,7 @@ mod idle_size {
         let slot = app.conn_limits.reserve("192.0.2.1").expect("slot");
         let worker = event_worker(app.clone(), conn.clone(), t.clone(), rx, shared, budget, slot);
         let mut sink = |_: Output| {};
-        let one_event = dispatch(&app, &conn, &*t, EventKind::Open, &mut sink);
+        let one_event = dispatch(&app, &conn, &*t, EventKind::Open, &mut sink, None);
         let (worker, event) = (std::mem::size_of_val(&worker), std::mem::size_of_val(&one_event));
         assert!(worker < event, "the worker ({worker} bytes) holds an event ({event} bytes) inline");
         assert!(worker <= 512, "the worker future grew to {worker} bytes");

@@ -202,7 +202,7 @@ async fn run_open(app: &WsState, conn: &Arc<ConnInfo>, transport: &dyn Transport
     // Buffered: nothing is applied before the handshake is answered.
     let mut items = Vec::new();
     let outcome = match app.events.wants(&EventKind::Open) {
-        true => connection::dispatch(app, conn, transport, EventKind::Open, &mut |o| items.push(o)).await,
+        true => connection::dispatch(app, conn, transport, EventKind::Open, &mut |o| items.push(o), None).await,
         false => Outcome::Success,
     };
     // `dispatch` logged the outcome as "[id] /endpoint open: …".
