@@ -147,13 +147,14 @@ async fn slow_consumers_are_closed_without_delaying_others() {
 
 #[test]
 fn a_slow_consumer_is_logged_once() {
-    let s = Server::start(&["--max-outgoing", "8"]);
-    let mut tcp = rawws::open(s.port, "/mirror.sh");
-    let id = rawws::read_text(&mut tcp).strip_prefix("id ").expect("id line").to_owned();
-    // mirror.sh prints 2000 lines: 2000 messages back to this connection in
-    // one burst, far more than --max-outgoing lets wait.
-    tcp.write_all(&rawws::frame(rawws::TEXT, "x\n".repeat(2000).as_bytes())).expect("send");
-    let line = s.wait_event("slow consumer close", |l| l.starts_with(&format!("close {id} ")));
+    let s = Server::start(&["--max-outgoing", "8", "--max-output", "67108864"]);
+    let mut tcp = rawws::open(s.port, "/flood.sh");
+    // flood.sh answers with 60 messages of 256 KiB (15 MiB) to this client,
+    // which never reads: more than the kernel's socket buffers take (small
+    // messages go straight into them while nothing is queued), then far
+    // more than --max-outgoing lets wait.
+    tcp.write_all(&rawws::frame(rawws::TEXT, b"60 262144")).expect("send");
+    let line = s.wait_event("slow consumer close", |l| l.starts_with("close ") && l.contains("slow-consumer"));
     assert!(line.contains(" 1008 slow-consumer"), "{line}");
     let log = s.log();
     assert_eq!(log.matches("does not read its messages").count(), 1, "{log}");
