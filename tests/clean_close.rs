@@ -127,3 +127,36 @@ fn a_message_waiting_for_a_slot_is_dropped_when_its_connection_ends() {
     assert_eq!(message_events(&s, &b_id), 0, "{:?}", s.events());
     s.wait_log(&format!("[{b_id}] the connection ended with 1 message event(s) still queued; dropped them"));
 }
+
+/// At shutdown, a message waiting for a `--max-procs` slot is dropped too:
+/// it used to run once the slot came free, and the waiting messages of a
+/// busy server ate the time shutdown gives close events.
+#[test]
+fn at_shutdown_a_message_waiting_for_a_slot_is_dropped_and_every_close_event_runs() {
+    let mut s = Server::start(&["--max-procs", "1"]);
+    let (mut a, a_id) = open(&s, "/hold.sh");
+    let (mut b, b_id) = open(&s, "/hold.sh");
+    a.write_all(&rawws::frame(rawws::TEXT, b"held")).expect("send");
+    s.wait_event("the held message", |l| l.starts_with(&format!("message {a_id}")));
+    b.write_all(&rawws::frame(rawws::TEXT, b"waiting")).expect("send");
+    wait_for("b's message waiting for the slot", || {
+        let m = get(&s.api("/metrics")).body;
+        (m.contains("\nws2http_messages_in_total 2\n") && m.contains("\nws2http_events_queued 0\n")).then_some(())
+    });
+    // The held message ends once shutdown began (the flag is written by a
+    // thread while terminate() waits for the exit).
+    let flag = s.dir.join("flag");
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        std::fs::write(flag, "").expect("flag");
+    });
+    assert!(s.terminate().success());
+    release.join().expect("flag writer");
+    for (tcp, who) in [(&mut a, "a"), (&mut b, "b")] {
+        assert_eq!(rawws::read_close(tcp).map(|(code, _)| code), Some(1001), "{who}");
+    }
+    let events = s.events();
+    assert!(events.contains(&format!("close {a_id} 1001 shutdown")), "{events:?}");
+    assert!(events.contains(&format!("close {b_id} 1001 shutdown")), "{events:?}");
+    assert_eq!(message_events(&s, &b_id), 0, "{events:?}");
+}

@@ -194,12 +194,12 @@ fn log_closed(conn: &ConnInfo, shared: &ConnShared, code: u16, reason: &str, cau
     log::info!("[{id}] {ep} closed: {code} {} ({})", crate::logging::quoted(reason), cause.as_str());
 }
 
-/// `true` when the message events still queued must be dropped: the
-/// connection has ended, and not by the client's close frame (cause
-/// `client`), or the server is shutting down (it waits only for close
-/// events).
+/// `true` when the message events still waiting must be dropped: the server
+/// is shutting down (it waits only for close events, whether or not the
+/// client answered the close yet), or the connection has ended, and not by
+/// the client's close frame (cause `client`).
 fn drops_queue(app: &WsState, shared: &ConnShared) -> bool {
-    shared.has_ended() && (shared.close_cause() != Some(CloseCause::Client) || app.hub.is_shutting_down())
+    app.hub.is_shutting_down() || (shared.has_ended() && shared.close_cause() != Some(CloseCause::Client))
 }
 
 /// [`dispatch`], surviving a panic inside it (a bug in a backend): the
