@@ -102,22 +102,29 @@ fn queued_messages_run_after_a_clean_close_but_not_after_an_api_close() {
     s.wait_log(&format!("[{a_id}] the connection ended with 5 message event(s) still queued; dropped them"));
 }
 
-/// A message that was taken from the queue but still waits for a
-/// `--max-procs` slot is dropped too when its connection ends meanwhile
-/// (it ran once the slot came free, after its client was gone).
-#[test]
-fn a_message_waiting_for_a_slot_is_dropped_when_its_connection_ends() {
+/// One script slot: `a` sends a message that holds it, then `b` sends one
+/// that leaves its queue and waits for the slot. Returns the server, `a`
+/// and `b` with their ids.
+fn b_waiting_for_as_slot() -> (Server, (TcpStream, String), (TcpStream, String)) {
     let s = Server::start(&["--max-procs", "1"]);
     let (mut a, a_id) = open(&s, "/hold.sh");
     let (mut b, b_id) = open(&s, "/hold.sh");
     a.write_all(&rawws::frame(rawws::TEXT, b"held")).expect("send");
     s.wait_event("the held message", |l| l.starts_with(&format!("message {a_id}")));
     b.write_all(&rawws::frame(rawws::TEXT, b"waiting")).expect("send");
-    // b's message left its queue: it waits for a's slot.
     wait_for("b's message waiting for the slot", || {
         let m = get(&s.api("/metrics")).body;
         (m.contains("\nws2http_messages_in_total 2\n") && m.contains("\nws2http_events_queued 0\n")).then_some(())
     });
+    (s, (a, a_id), (b, b_id))
+}
+
+/// A message that was taken from the queue but still waits for a
+/// `--max-procs` slot is dropped too when its connection ends meanwhile
+/// (it ran once the slot came free, after its client was gone).
+#[test]
+fn a_message_waiting_for_a_slot_is_dropped_when_its_connection_ends() {
+    let (s, _a, (mut b, b_id)) = b_waiting_for_as_slot();
     assert_eq!(api("DELETE", &s.api(&format!("/connections/{b_id}")), None, None, b"").status, 200);
     assert_eq!(rawws::read_close(&mut b).map(|(code, _)| code), Some(1000));
     b.write_all(&close_1000()).expect("answer the close");
@@ -128,26 +135,20 @@ fn a_message_waiting_for_a_slot_is_dropped_when_its_connection_ends() {
     s.wait_log(&format!("[{b_id}] the connection ended with 1 message event(s) still queued; dropped them"));
 }
 
-/// At shutdown, a message waiting for a `--max-procs` slot is dropped too:
-/// it used to run once the slot came free, and the waiting messages of a
-/// busy server ate the time shutdown gives close events.
+/// At shutdown, a message waiting for a `--max-procs` slot is dropped too,
+/// also for a client that has not answered the server's close yet: it used
+/// to run once the slot came free, and the waiting messages of a busy server
+/// ate the time shutdown gives close events.
 #[test]
 fn at_shutdown_a_message_waiting_for_a_slot_is_dropped_and_every_close_event_runs() {
-    let mut s = Server::start(&["--max-procs", "1"]);
-    let (mut a, a_id) = open(&s, "/hold.sh");
-    let (mut b, b_id) = open(&s, "/hold.sh");
-    a.write_all(&rawws::frame(rawws::TEXT, b"held")).expect("send");
-    s.wait_event("the held message", |l| l.starts_with(&format!("message {a_id}")));
-    b.write_all(&rawws::frame(rawws::TEXT, b"waiting")).expect("send");
-    wait_for("b's message waiting for the slot", || {
-        let m = get(&s.api("/metrics")).body;
-        (m.contains("\nws2http_messages_in_total 2\n") && m.contains("\nws2http_events_queued 0\n")).then_some(())
-    });
-    // The held message ends once shutdown began (the flag is written by a
-    // thread while terminate() waits for the exit).
-    let flag = s.dir.join("flag");
+    let (mut s, (mut a, a_id), (mut b, b_id)) = b_waiting_for_as_slot();
+    // The held message ends once shutdown has begun (a thread writes the
+    // flag when the log says so, while terminate() waits for the exit).
+    let (log, flag) = (s.stderr_log.clone(), s.dir.join("flag"));
     let release = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        wait_for("shutdown begins", || {
+            std::fs::read_to_string(&log).unwrap_or_default().contains("shutting down").then_some(())
+        });
         std::fs::write(flag, "").expect("flag");
     });
     assert!(s.terminate().success());

@@ -25,7 +25,7 @@ pub struct Server {
     pub port: u16,
     pub api_port: u16,
     pub dir: PathBuf,
-    stderr_log: PathBuf,
+    pub stderr_log: PathBuf,
 }
 
 /// A scratch directory unique to one test.
