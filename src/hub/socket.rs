@@ -35,6 +35,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use async_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+use async_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncWrite};
 use futures_util::task::AtomicWaker;
@@ -151,22 +153,17 @@ fn send_now(socket: &crate::runtime::TcpStream, frame: &[u8]) -> io::Result<usiz
 /// The unmasked (server) frame of `msg`, header and payload in one buffer;
 /// `None` over [`DIRECT_MAX`] (such a message is sent in fragments).
 pub fn encode(msg: &Message) -> Option<Bytes> {
-    let (opcode, payload): (u8, &[u8]) = match msg {
-        Message::Text(t) => (0x81, t.as_bytes()),
-        Message::Binary(b) => (0x82, b),
+    let (data, payload): (Data, &[u8]) = match msg {
+        Message::Text(t) => (Data::Text, t.as_bytes()),
+        Message::Binary(b) => (Data::Binary, b),
     };
-    let n = payload.len();
-    if n > DIRECT_MAX {
+    if payload.len() > DIRECT_MAX {
         return None;
     }
-    let mut f = Vec::with_capacity(n + 4);
-    f.push(opcode);
-    if n < 126 {
-        f.push(n as u8);
-    } else {
-        f.push(126);
-        f.extend_from_slice(&(n as u16).to_be_bytes());
-    }
+    let header = FrameHeader { opcode: OpCode::Data(data), ..FrameHeader::default() };
+    let mut f = Vec::with_capacity(payload.len() + 4);
+    // Writing into a Vec cannot fail.
+    header.format(payload.len() as u64, &mut f).ok()?;
     f.extend_from_slice(payload);
     Some(Bytes::from(f))
 }
@@ -207,27 +204,23 @@ impl OutScan {
         }
     }
 
-    /// Parses the gathered header once it is complete.
+    /// Parses the gathered header once it is complete (tungstenite's own
+    /// header parser: the bytes are tungstenite's).
     fn header_done(&mut self) {
-        let h = &self.head[..self.got as usize];
-        if h.len() < 2 {
-            return;
-        }
-        let masked = h[1] & 0x80 != 0;
-        let (len_bytes, len7) = match h[1] & 0x7f {
-            126 => (2, None),
-            127 => (8, None),
-            n => (0, Some(u64::from(n))),
+        let mut cursor = std::io::Cursor::new(&self.head[..self.got as usize]);
+        let (header, len) = match FrameHeader::parse(&mut cursor) {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) => return,
+            // Not a frame tungstenite would write: no direct write ever again.
+            Err(_) => {
+                (self.closed, self.got) = (true, 0);
+                return;
+            }
         };
-        if h.len() < 2 + len_bytes + if masked { 4 } else { 0 } {
-            return;
-        }
-        let len = len7.unwrap_or_else(|| h[2..2 + len_bytes].iter().fold(0u64, |a, b| (a << 8) | u64::from(*b)));
-        let (fin, opcode) = (h[0] & 0x80 != 0, h[0] & 0x0f);
-        match opcode {
-            0..=2 => self.open = !fin,
-            8 => self.closed = true,
-            _ => {}
+        match header.opcode {
+            OpCode::Data(_) => self.open = !header.is_final,
+            OpCode::Control(Control::Close) => self.closed = true,
+            OpCode::Control(_) => {}
         }
         self.left = len;
         self.got = 0;

@@ -4,20 +4,12 @@ use std::io::Read;
 
 use super::*;
 
+/// A frame as tungstenite formats it (unmasked: the server's).
 fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![if fin { 0x80 } else { 0 } | opcode];
-    match payload.len() {
-        n if n < 126 => f.push(n as u8),
-        n if n <= 0xffff => {
-            f.push(126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(payload);
+    use async_tungstenite::tungstenite::protocol::frame::{coding::OpCode, Frame, FrameHeader};
+    let header = FrameHeader { is_final: fin, opcode: OpCode::from(opcode), ..FrameHeader::default() };
+    let mut f = Vec::new();
+    Frame::from_payload(header, payload.to_vec().into()).format(&mut f).expect("into a Vec");
     f
 }
 
