@@ -559,6 +559,7 @@ impl Cli {
         let allow_host = host_patterns(&self.allow_host, "--allow-host")?;
         let api_allow_host = host_patterns(&self.api_allow_host, "--api-allow-host")?;
         let inherited_env = inherited_env(&self.pass_env)?;
+        let per_connection = self.per_connection_settings()?;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let (max_queue_bytes, max_queue_bytes_total) =
             queue_bytes(self.max_message.max(1), self.max_queue_bytes, self.max_queue_bytes_total)?;
@@ -616,19 +617,24 @@ impl Cli {
             max_queue_bytes_total,
             max_outgoing_bytes,
             max_outgoing_bytes_total,
-            per_connection: PerConnection {
-                patterns: per_connection_patterns(&self.per_connection)?,
-                directives: self.per_connection_directives,
-                binary: self.per_connection_binary,
-                close_grace: Duration::from_secs_f64(self.close_grace),
-                max_procs: self.max_connection_procs.max(1),
-            },
+            per_connection,
             script_args: Vec::new(),
             console: match (self.console, self.no_console) {
                 (true, _) => Some(true),
                 (_, true) => Some(false),
                 _ => None,
             },
+        })
+    }
+
+    /// `--per-connection` and the flags around it.
+    fn per_connection_settings(&self) -> Result<PerConnection, String> {
+        Ok(PerConnection {
+            patterns: per_connection_patterns(&self.per_connection)?,
+            directives: self.per_connection_directives,
+            binary: self.per_connection_binary,
+            close_grace: Duration::from_secs_f64(self.close_grace),
+            max_procs: self.max_connection_procs.max(1),
         })
     }
 

@@ -227,7 +227,7 @@ pub async fn run(
         let step = life.next(&mut *child, &mut events).await;
         life.take(step, &*child);
         steps = steps.wrapping_add(1);
-        if steps % 32 == 0 {
+        if steps.is_multiple_of(32) {
             // A process printing without pause keeps stdout always ready:
             // let the thread's other tasks run.
             future::yield_now().await;
