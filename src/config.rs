@@ -162,6 +162,26 @@ pub struct Cli {
     /// [default: 67108864, or --max-outgoing-bytes if larger]
     #[arg(long, env = "WS2HTTP_MAX_OUTGOING_BYTES_TOTAL", value_name = "BYTES")]
     pub max_outgoing_bytes_total: Option<usize>,
+    /// Paths whose endpoint runs ONE process per connection instead of one per event (a glob on
+    /// the URL path, repeatable or comma-separated: /count.sh, /live/*, * for every endpoint):
+    /// each message a line on its stdin, each line it prints a message, its exit closes (1000)
+    #[arg(long = "per-connection", env = "WS2HTTP_PER_CONNECTION", value_name = "PATTERN", value_delimiter = ',')]
+    pub per_connection: Vec<String>,
+    /// In a per-connection process, stdout lines starting with @ are directives (@send, @join,
+    /// @broadcast, @set, @close ...); without it every line is a message, verbatim
+    #[arg(long, env = "WS2HTTP_PER_CONNECTION_DIRECTIVES", value_parser = clap::builder::BoolishValueParser::new())]
+    pub per_connection_directives: bool,
+    /// Per-connection processes speak binary: stdout bytes go out as binary messages as they
+    /// come (no lines), messages are written to stdin as they are (no newline added)
+    #[arg(long, env = "WS2HTTP_PER_CONNECTION_BINARY", value_parser = clap::builder::BoolishValueParser::new())]
+    pub per_connection_binary: bool,
+    /// Seconds between the steps that end a per-connection process once its client is gone:
+    /// stdin closed, then SIGINT, SIGTERM and SIGKILL to its process group, one grace apart
+    #[arg(long, env = "WS2HTTP_CLOSE_GRACE", default_value_t = 0.25, value_name = "SECS")]
+    pub close_grace: f64,
+    /// Per-connection processes alive at once; a handshake beyond it is refused with 429
+    #[arg(long, env = "WS2HTTP_MAX_CONNECTION_PROCS", default_value_t = 128, value_name = "N")]
+    pub max_connection_procs: usize,
     /// Do not serve the console page at / (without --root it is served, by default only when
     /// --listen is a loopback address and no --allow-host is given); GET / then answers 404
     #[arg(long, env = "WS2HTTP_NO_CONSOLE", overrides_with = "console", value_parser = clap::builder::BoolishValueParser::new())]
@@ -401,9 +421,77 @@ pub struct Config {
     pub max_outgoing_bytes: usize,
     /// `--max-outgoing-bytes-total`: at least `max_outgoing_bytes`.
     pub max_outgoing_bytes_total: usize,
+    /// `--per-connection` and its settings.
+    pub per_connection: PerConnection,
+    /// Arguments after the single script, passed to every process it runs.
+    pub script_args: Vec<String>,
     /// `--console` (`Some(true)`), `--no-console` (`Some(false)`), or neither:
     /// on only when the public listener is on a loopback address.
     pub console: Option<bool>,
+}
+
+/// The process-per-connection lifetime (`--per-connection` and the flags
+/// around it; docs/PROTOCOL.md, "One process per connection").
+#[derive(Clone, Debug, Default)]
+pub struct PerConnection {
+    /// Globs on the URL path (`*` any run of characters, `/` included).
+    pub patterns: Vec<String>,
+    /// `--per-connection-directives`.
+    pub directives: bool,
+    /// `--per-connection-binary`.
+    pub binary: bool,
+    /// `--close-grace`.
+    pub close_grace: Duration,
+    /// `--max-connection-procs`.
+    pub max_procs: usize,
+}
+
+impl PerConnection {
+    /// `true` when `path` (a URL path, or an endpoint) is one of the patterns'.
+    pub fn matches(&self, path: &str) -> bool {
+        self.patterns.iter().any(|p| glob(p.as_bytes(), path.as_bytes()))
+    }
+}
+
+/// `*` matches any run of bytes, `?` one byte, everything else itself.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t, mut star) = (0, 0, None);
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    p = sp + 1;
+                    t = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// `--per-connection` patterns: each a URL path glob (`/x`, `/live/*`) or `*`.
+fn per_connection_patterns(given: &[String]) -> Result<Vec<String>, String> {
+    given
+        .iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.starts_with('/') || p.starts_with('*') {
+            true => Ok(p.to_owned()),
+            false => {
+                Err(format!("--per-connection {p}: a URL path pattern starts with / (e.g. /count.sh, /live/*) or is *"))
+            }
+        })
+        .collect()
 }
 
 fn is_loopback(addr: &str) -> Result<bool, String> {
@@ -471,6 +559,7 @@ impl Cli {
         let allow_host = host_patterns(&self.allow_host, "--allow-host")?;
         let api_allow_host = host_patterns(&self.api_allow_host, "--api-allow-host")?;
         let inherited_env = inherited_env(&self.pass_env)?;
+        let per_connection = self.per_connection_settings()?;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let (max_queue_bytes, max_queue_bytes_total) =
             queue_bytes(self.max_message.max(1), self.max_queue_bytes, self.max_queue_bytes_total)?;
@@ -528,11 +617,24 @@ impl Cli {
             max_queue_bytes_total,
             max_outgoing_bytes,
             max_outgoing_bytes_total,
+            per_connection,
+            script_args: Vec::new(),
             console: match (self.console, self.no_console) {
                 (true, _) => Some(true),
                 (_, true) => Some(false),
                 _ => None,
             },
+        })
+    }
+
+    /// `--per-connection` and the flags around it.
+    fn per_connection_settings(&self) -> Result<PerConnection, String> {
+        Ok(PerConnection {
+            patterns: per_connection_patterns(&self.per_connection)?,
+            directives: self.per_connection_directives,
+            binary: self.per_connection_binary,
+            close_grace: Duration::from_secs_f64(self.close_grace),
+            max_procs: self.max_connection_procs.max(1),
         })
     }
 
@@ -564,6 +666,9 @@ impl Cli {
         }
         let (body, total) = (self.max_request_body, Some(self.max_request_body_total));
         budget_total(body, total, 0, "--max-request-body", "per request")?;
+        if !(self.close_grace >= 0.0 && self.close_grace <= 60.0) {
+            return Err(format!("--close-grace {}: must be a number of seconds from 0 to 60", self.close_grace));
+        }
         for (flag, secs) in [("--http-timeout", self.http_timeout), ("--timeout", self.timeout)] {
             if !(secs > 0.0 && secs.is_finite()) {
                 return Err(format!("{flag} {secs}: must be a positive number of seconds"));

@@ -30,6 +30,10 @@ pub struct Metrics {
     pub outgoing_bytes: AtomicUsize,
     /// Bytes of request bodies held for scripts (`--max-request-body-total`).
     pub request_body_bytes: AtomicUsize,
+    /// Per-connection processes started, alive, and sent SIGKILL.
+    pub procs_started: AtomicU64,
+    pub procs_running: AtomicI64,
+    pub procs_killed: AtomicU64,
     duration_buckets: [AtomicU64; BUCKETS.len()],
     duration_count: AtomicU64,
     duration_sum_us: AtomicU64,
@@ -73,7 +77,7 @@ impl Metrics {
 
     /// The plain counters, each with its help text.
     fn render_counters(&self, s: &mut String) {
-        let counters: [(&str, &str, &AtomicU64); 11] = [
+        let counters: [(&str, &str, &AtomicU64); 13] = [
             ("ws2http_connections_opened_total", "WebSocket connections opened.", &self.connections_opened),
             (
                 "ws2http_connections_closed_total",
@@ -95,6 +99,16 @@ impl Metrics {
                 "ws2http_cluster_lost_total",
                 "Cross-instance actions lost while Redis was unreachable.",
                 &self.cluster_lost,
+            ),
+            (
+                "ws2http_connection_procs_started_total",
+                "Per-connection processes started (--per-connection).",
+                &self.procs_started,
+            ),
+            (
+                "ws2http_connection_procs_killed_total",
+                "Per-connection processes sent SIGKILL after their connection ended.",
+                &self.procs_killed,
             ),
             (
                 "ws2http_events_dropped_total",
@@ -146,6 +160,11 @@ impl Metrics {
             s,
             "# HELP ws2http_request_body_bytes Bytes of page request bodies held for their scripts.\n# TYPE ws2http_request_body_bytes gauge\nws2http_request_body_bytes {}",
             self.request_body_bytes.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP ws2http_connection_procs Per-connection processes alive (--per-connection).\n# TYPE ws2http_connection_procs gauge\nws2http_connection_procs {}",
+            self.procs_running.load(Relaxed).max(0)
         );
     }
 

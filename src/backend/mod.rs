@@ -62,7 +62,9 @@ pub fn routes(setup: &Setup<'_>) -> Result<Routes, String> {
 /// The local scripts' route: spawned, one process per event. The single
 /// script speaks WebSocket only: it serves no pages.
 fn scripts(setup: &Setup<'_>) -> Route {
-    let spawn = Arc::new(spawn::Spawn::new(setup.env.clone(), setup.limits, Default::default(), setup.cfg.max_procs));
+    let mut spawn = spawn::Spawn::new(setup.env.clone(), setup.limits, Default::default(), setup.cfg.max_procs);
+    spawn.args = setup.cfg.script_args.clone();
+    let spawn = Arc::new(spawn);
     let pages: Option<Arc<dyn Pages>> = match setup.cfg.script {
         Some(_) => None,
         None => Some(spawn.clone()),

@@ -21,6 +21,7 @@ pub mod head;
 pub mod lines;
 pub mod output;
 pub mod page;
+pub mod resident;
 pub mod resolve;
 pub mod response;
 pub mod routes;
@@ -110,6 +111,11 @@ pub trait Transport: Send + Sync + 'static {
     fn slots(&self) -> &Arc<slots::Slots>;
     /// Runs one event.
     fn exchange<'a>(&'a self, event: &'a Event, call: &'a mut Call<'_>) -> BoxFuture<'a, Outcome>;
+    /// Starts one process per connection (`--per-connection`), if this
+    /// transport can: only local scripts can.
+    fn starter(&self) -> Option<&dyn resident::Starter> {
+        None
+    }
 }
 
 /// One event in flight: what a transport feeds its answer to.

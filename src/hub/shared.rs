@@ -180,6 +180,12 @@ impl ConnShared {
         req
     }
 
+    /// Bytes of the messages queued for this client and not yet taken by
+    /// its writer (what `--max-outgoing-bytes` bounds).
+    pub fn queued_bytes(&self) -> usize {
+        self.out_queued.load(Ordering::Relaxed)
+    }
+
     /// `true` once [`ConnShared::end`] was called.
     pub fn has_ended(&self) -> bool {
         self.ended.load(Ordering::SeqCst)

@@ -186,7 +186,7 @@ pub async fn event_worker(
 /// before the close have run, so that a connection's lines come out in the
 /// order things happened to it (the reader, the writer and other
 /// connections only note why, in [`ConnShared::note_close`]).
-fn log_closed(conn: &ConnInfo, shared: &ConnShared, code: u16, reason: &str, cause: CloseCause) {
+pub(crate) fn log_closed(conn: &ConnInfo, shared: &ConnShared, code: u16, reason: &str, cause: CloseCause) {
     let (id, ep) = (&conn.id, conn.target.endpoint());
     if let Some(why) = shared.take_close_note() {
         log::warn!("[{id}] {ep} {why}");
@@ -198,7 +198,7 @@ fn log_closed(conn: &ConnInfo, shared: &ConnShared, code: u16, reason: &str, cau
 /// is shutting down (it waits only for close events, whether or not the
 /// client answered the close yet), or the connection has ended, and not by
 /// the client's close frame (cause `client`).
-fn drops_queue(app: &WsState, shared: &ConnShared) -> bool {
+pub(crate) fn drops_queue(app: &WsState, shared: &ConnShared) -> bool {
     app.hub.is_shutting_down() || (shared.has_ended() && shared.close_cause() != Some(CloseCause::Client))
 }
 

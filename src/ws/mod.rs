@@ -5,6 +5,7 @@ pub mod connection;
 pub mod limits;
 pub mod origin;
 pub mod read_ahead;
+pub mod resident;
 pub mod state;
 pub mod upgrade;
 

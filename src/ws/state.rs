@@ -44,6 +44,8 @@ pub struct WsState {
     pub http_timeout: Duration,
     /// Bytes of client messages held (`--max-queue-bytes`, `--max-queue-bytes-total`).
     pub queue_budget: Arc<QueueBudget>,
+    /// `--per-connection`: which endpoints run one process per connection.
+    pub residents: Arc<super::resident::Residents>,
 }
 
 impl WsState {
@@ -63,6 +65,7 @@ impl WsState {
             events: cfg.events,
             http_timeout: cfg.http_timeout,
             queue_budget: QueueBudget::new(cfg.max_queue_bytes, cfg.max_queue_bytes_total),
+            residents: super::resident::Residents::new(cfg),
         }
     }
 }

@@ -17,9 +17,10 @@ use crate::gateway::{Head, Outcome, Output, Transport};
 use crate::http1::fields::{is_field_value, lists_token};
 use crate::http1::request::{raw_path_and_query, request_info, text_response as text};
 use crate::runtime;
-use crate::ws::connection;
 use crate::ws::limits::Metered;
 use crate::ws::state::WsState;
+use crate::ws::{connection, resident};
+use futures_util::future::Either;
 
 /// `true` when the request asks for a WebSocket upgrade.
 pub fn is_upgrade<S>(req: &Request<S>) -> bool {
@@ -58,6 +59,8 @@ struct Checked {
     conn: Arc<ConnInfo>,
     transport: Arc<dyn Transport>,
     offered: Vec<String>,
+    /// `--per-connection` selects the endpoint: one process, no events.
+    resident: bool,
 }
 
 /// The checks before any script runs, in order: method, version and key,
@@ -69,9 +72,10 @@ fn check<S>(req: &Request<S>, app: &WsState) -> Result<Checked, Refused> {
     let slot = reserve_slot(req, app, &path)?;
     let (target, transport) = resolve_target(app, &path)?;
     let offered = offered_subprotocols(req);
+    let resident = app.residents.selects(&path, target.endpoint(), &*transport);
     let conn = Arc::new(ConnInfo { id: app.delivery.new_conn_id(), target, request: request_info(req, app.port) });
     log::debug!("[{}] {} handshake from {}", conn.id, conn.target.endpoint(), conn.request.remote_addr);
-    Ok(Checked { key, slot, conn, transport, offered })
+    Ok(Checked { key, slot, conn, transport, offered, resident })
 }
 
 /// A connection the open event accepted, not started yet: `res` is its
@@ -82,15 +86,42 @@ struct Opening {
     slot: Slot,
     actions: Vec<Action>,
     res: Response,
+    /// The connection's process, when it runs one (`--per-connection`).
+    session: Option<resident::Session>,
 }
 
 /// Runs the open event of a checked handshake: the `101` it earned, or the
 /// refusal.
 async fn open(app: &WsState, checked: Checked) -> Result<Opening, Refused> {
-    let Checked { key, slot, conn, transport, offered } = checked;
+    let Checked { key, slot, conn, transport, offered, resident } = checked;
+    if resident {
+        let session = start_process(app, &conn, &*transport)?;
+        let res = switching_protocols(&key, &Head::default(), &offered, &conn);
+        return Ok(Opening { conn, transport, slot, actions: Vec::new(), res, session: Some(session) });
+    }
     let accepted = run_open(app, &conn, &*transport).await?;
     let res = switching_protocols(&key, &accepted.head, &offered, &conn);
-    Ok(Opening { conn, transport, slot, actions: accepted.actions, res })
+    Ok(Opening { conn, transport, slot, actions: accepted.actions, res, session: None })
+}
+
+/// Starts the process of a per-connection endpoint instead of its open
+/// event: 429 when `--max-connection-procs` are running, 500 when it cannot
+/// start (`resident::start` logged why).
+fn start_process(app: &WsState, conn: &Arc<ConnInfo>, transport: &dyn Transport) -> Result<resident::Session, Refused> {
+    let hint = format!("[{}] {}: refused a handshake", conn.id, conn.target.endpoint());
+    let refusal = match resident::start(app, conn, transport) {
+        Ok(session) => return Ok(session),
+        Err(resident::NotStarted::Full(_)) => {
+            let mut r = text(StatusCode::TooManyRequests, "too many per-connection processes; try again later");
+            r.insert_header("Retry-After", "5");
+            r
+        }
+        Err(resident::NotStarted::Failed) => {
+            text(StatusCode::InternalServerError, "the endpoint's process could not be started; see the server log")
+        }
+    };
+    crate::metrics::add(&crate::metrics::get().handshakes_refused, 1);
+    Err(refused(refusal, hint))
 }
 
 /// A handshake refused: the response that says why (boxed, as a
@@ -272,7 +303,7 @@ fn switching_protocols(key: &str, head: &Head, offered: &[String], conn: &ConnIn
 /// the connection's task (its socket io beside its event worker), which
 /// starts once `res` (the `101`) has been sent.
 async fn start(app: Arc<WsState>, opening: Opening, socket: Option<crate::runtime::TcpStream>) -> Response {
-    let Opening { conn, transport, slot, actions, mut res } = opening;
+    let Opening { conn, transport, slot, actions, mut res, session } = opening;
     // Register before answering so the open script's messages are queued
     // ahead of anything else.
     let (outgoing, shared) = app.hub.register(conn.clone());
@@ -286,8 +317,12 @@ async fn start(app: Arc<WsState>, opening: Opening, socket: Option<crate::runtim
     // writer: a message's event, its script's reply and the write to the
     // socket then need no hand-off between tasks (each cost a thread wake).
     let budget = app.queue_budget.conn(connection::evictor(&shared));
-    let worker =
-        connection::event_worker(app.clone(), conn.clone(), transport, events_rx, shared.clone(), budget.clone(), slot);
+    let (c, s, b) = (conn.clone(), shared.clone(), budget.clone());
+    let worker = match session {
+        None => Either::Left(connection::event_worker(app.clone(), c, transport, events_rx, s, b, slot)),
+        // Boxed: event connections do not pay for its size.
+        Some(session) => Either::Right(Box::pin(resident::run(app.clone(), c, session, events_rx, s, b, slot))),
+    };
 
     let http_res: &mut tide::http::Response = res.as_mut();
     let upgrade = http_res.recv_upgrade().await;

@@ -216,7 +216,12 @@ pub struct Spawned {
 /// `env`, in the script's directory, with piped stdio, for the reactor.
 /// Its process group lives within `budget` (see [`groups`]).
 pub fn spawn(target: &Target, env: &EnvBlock, budget: Budget) -> io::Result<Child> {
-    let Spawned { pid, group, stdin, stdout, stderr } = spawn_fds(target, env, budget)?;
+    spawn_with_args(target, &[], env, budget)
+}
+
+/// [`spawn`], with `args` after the script on its command line.
+pub fn spawn_with_args(target: &Target, args: &[String], env: &EnvBlock, budget: Budget) -> io::Result<Child> {
+    let Spawned { pid, group, stdin, stdout, stderr } = spawn_argv(target, args, env, budget)?;
     let pidfd = pidfd_open(pid).and_then(|fd| Async::new(fd).ok());
     let mut child = Child { pid, group, pidfd, status: None, stdin: Some(stdin), stdout: None, stderr: None };
     match (Async::new(File::from(stdout)), Async::new(File::from(stderr))) {
@@ -236,14 +241,22 @@ pub fn spawn(target: &Target, env: &EnvBlock, budget: Budget) -> io::Result<Chil
 
 /// Starts `target` as [`spawn`] does; the pipes stay plain descriptors.
 pub fn spawn_fds(target: &Target, env: &EnvBlock, budget: Budget) -> io::Result<Spawned> {
+    spawn_argv(target, &[], env, budget)
+}
+
+/// [`spawn_fds`], with `args` after the script on its command line.
+fn spawn_argv(target: &Target, args: &[String], env: &EnvBlock, budget: Budget) -> io::Result<Spawned> {
     let script = c_string(target.filename.as_os_str().as_bytes(), "the script path")?;
-    let mut argv_owned = Vec::with_capacity(4);
+    let mut argv_owned = Vec::with_capacity(4 + args.len());
     if let Some(interp) = &target.interpreter {
         for a in interp.iter() {
             argv_owned.push(c_string(a.as_bytes(), "the handler command")?);
         }
     }
     argv_owned.push(script);
+    for a in args {
+        argv_owned.push(c_string(a.as_bytes(), "a script argument")?);
+    }
     let mut argv: Vec<*mut libc::c_char> = argv_owned.iter().map(|a| a.as_ptr().cast_mut()).collect();
     argv.push(std::ptr::null_mut());
     let program = &argv_owned[0];

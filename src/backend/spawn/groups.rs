@@ -340,6 +340,16 @@ pub fn kill_now(id: GroupId) {
     }
 }
 
+/// SIGINT to the group now, if it is still running (the first step that
+/// ends a per-connection process; nothing is scheduled).
+pub fn interrupt(id: GroupId) {
+    let mut reg = registry();
+    if reg.get_mut(id).is_none_or(|g| g.killed) {
+        return;
+    }
+    signal_locked(&mut reg, id.pgid, libc::SIGINT);
+}
+
 /// SIGTERM to the group now, SIGKILL after its grace period (the watcher
 /// sends it, whether or not the script has exited by then). Nothing if the
 /// group is over, or already stopping.

@@ -19,6 +19,7 @@ pub mod child;
 pub mod groups;
 pub mod pool;
 pub mod process;
+pub mod resident;
 pub mod worker;
 
 use std::sync::Arc;
@@ -47,12 +48,15 @@ pub struct Spawn {
     /// The threads that run events' scripts ([`worker`]), as many as
     /// `--max-procs` at most.
     workers: pool::Pool<worker::Job>,
+    /// Arguments after the script on a per-connection process's command
+    /// line (the single script's `COMMAND ARGS...`).
+    pub args: Vec<String>,
 }
 
 impl Spawn {
     pub fn new(env: EnvSettings, limits: Limits, stderr: Stderr, max_procs: usize) -> Self {
         let workers = pool::Pool::new(max_procs, "ws2http-spawn", worker::run);
-        Spawn { env, limits, grace: GRACE, stderr, procs: Slots::new(max_procs), workers }
+        Spawn { env, limits, grace: GRACE, stderr, procs: Slots::new(max_procs), workers, args: Vec::new() }
     }
 }
 
@@ -67,6 +71,10 @@ impl Transport for Spawn {
 
     fn slots(&self) -> &Arc<Slots> {
         &self.procs
+    }
+
+    fn starter(&self) -> Option<&dyn crate::gateway::resident::Starter> {
+        Some(self)
     }
 
     fn exchange<'a>(&'a self, event: &'a Event, call: &'a mut Call<'_>) -> BoxFuture<'a, Outcome> {

@@ -1,0 +1,83 @@
+//! The spawn transport's side of one process per connection
+//! (`--per-connection`): starts the endpoint's script once, when the
+//! handshake is accepted, with the environment of an open event, and hands
+//! its stdin and stdout to the connection as async pipes (`ws::resident`
+//! drives them on the reactor: no thread per connection). Its stderr goes
+//! to the log, one line per line, as for event scripts.
+//!
+//! The process group's budget is the connection's life, not `--timeout`:
+//! the connection ends it ([`Child::end_group`], after the close
+//! escalation), and a shutdown stops it with every other group
+//! ([`groups::stop_all`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::child::{self, EnvBlock};
+use super::groups::{self, Budget};
+use super::process::{log_stderr, outcome, spawn_failed};
+use super::Spawn;
+use crate::backend::env;
+use crate::event::{ConnInfo, Event, EventKind};
+use crate::gateway::resident::{self as gw, Process, Signal, Starter};
+use crate::gateway::{BoxFuture, Outcome};
+
+/// Longer than any connection: the group ends with its connection.
+const FOREVER: Duration = Duration::from_secs(86_400 * 365 * 100);
+
+impl Starter for Spawn {
+    fn start(&self, conn: &Arc<ConnInfo>, grace: Duration) -> Result<Process, String> {
+        let mut vars = EnvBlock::with_capacity(4096, 48);
+        let event = Event { kind: EventKind::Open, conn: conn.clone(), rooms: Vec::new(), meta: Vec::new() };
+        env::event_vars(&mut vars, &self.env, &event);
+        let target = &conn.target;
+        let budget = Budget::from_now(FOREVER, grace);
+        let mut child =
+            child::spawn_with_args(target, &self.args, &vars, budget).map_err(|e| spawn_failed(target, &e))?;
+        let label = format!("[{}] {} process", conn.id, target.endpoint());
+        let pipes = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+        let (Some(stdin), Some(stdout), Some(stderr)) = pipes else {
+            groups::kill_now(child.group());
+            return Err("the process's pipes were not captured".into());
+        };
+        let stdin = match crate::runtime::Async::new(std::fs::File::from(stdin)) {
+            Ok(p) => p,
+            Err(e) => {
+                groups::kill_now(child.group());
+                return Err(format!("cannot watch the process's stdin: {e}"));
+            }
+        };
+        log_stderr(stderr, label.clone(), &self.stderr);
+        Ok(Process { stdin, stdout, child: Box::new(Resident { child, label }) })
+    }
+}
+
+/// A per-connection process: the child and its log label.
+struct Resident {
+    child: child::Child,
+    label: String,
+}
+
+impl gw::Child for Resident {
+    fn signal(&self, sig: Signal) {
+        let group = self.child.group();
+        match sig {
+            Signal::Int => groups::interrupt(group),
+            Signal::Term => groups::terminate(group),
+            Signal::Kill => groups::kill_now(group),
+        }
+    }
+
+    fn wait(&mut self) -> BoxFuture<'_, String> {
+        Box::pin(async move {
+            match outcome(self.child.status(&self.label).await) {
+                Outcome::Success => "exited with status 0".into(),
+                Outcome::Failed(why) | Outcome::Unavailable(why) => why,
+            }
+        })
+    }
+
+    fn end_group(&self) {
+        groups::terminate(self.child.group());
+    }
+}

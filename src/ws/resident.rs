@@ -1,0 +1,567 @@
+//! One process per connection (`--per-connection`; docs/PROTOCOL.md, "One
+//! process per connection"): the websocketd lifetime, for any endpoint that
+//! a pattern selects.
+//!
+//! The process starts when the handshake is accepted ([`start`]: a process
+//! that cannot start refuses the handshake, 500; `--max-connection-procs`
+//! reached, 429). Then one future, in the connection's own task beside its
+//! reader and writer ([`run`]), drives everything on the reactor with
+//! non-blocking pipes, no thread and no task of its own:
+//! - the connection's message events (queued by the reader under the usual
+//!   `--max-queue` budgets) are written to the process's stdin, one at a
+//!   time, each followed by a newline (binary mode: raw). A write that makes
+//!   no progress for `--timeout` closes the connection (1011): a process that
+//!   stops reading its stdin costs the queue's budget, never more;
+//! - what the process prints is read as it comes: each line a message at
+//!   once (or a directive, with `--per-connection-directives`); a line over
+//!   `--max-message` is dropped with one log line; while more than
+//!   `--max-outgoing-bytes` / 2 wait for the client, stdout is not read, so a
+//!   fast printer waits for a slow reader instead of being cut off;
+//! - the process's exit (stdout ended and the process reaped) closes the
+//!   connection with 1000, after its last line (with or without a newline);
+//! - the connection's end (its close event) closes stdin, then sends SIGINT,
+//!   SIGTERM and SIGKILL to the process group, one `--close-grace` apart,
+//!   until the process is reaped; then the group's leftovers are stopped.
+//!
+//! The connection leaves the hub once, after its close event and the reap,
+//! whatever ended it, as for event scripts.
+
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_lite::future::{self, FutureExt};
+use futures_lite::StreamExt;
+
+use crate::action::{Action, CloseCause, Message};
+use crate::config::{Config, PerConnection};
+use crate::event::{ConnInfo, EventKind};
+use crate::gateway::directive::{parse_line, Context, Line};
+use crate::gateway::resident::{Child, Pipe, Process, Signal};
+use crate::gateway::Transport;
+use crate::hub::shared::{CloseRequest, ConnShared, Ending};
+use crate::metrics;
+use crate::runtime;
+use crate::ws::connection::{self, EventRx};
+use crate::ws::limits::ConnBudget;
+use crate::ws::state::WsState;
+
+/// The per-connection settings and the count of processes alive.
+pub struct Residents {
+    settings: PerConnection,
+    /// `--timeout`: how long one write to stdin may make no progress.
+    write_timeout: Duration,
+    /// Stdout is not read while more than this waits for the client.
+    pause_above: usize,
+    /// `--max-message`: the longest line sent.
+    max_line: usize,
+    running: AtomicUsize,
+}
+
+impl Residents {
+    pub fn new(cfg: &Config) -> Arc<Self> {
+        Arc::new(Residents {
+            settings: cfg.per_connection.clone(),
+            write_timeout: cfg.timeout,
+            pause_above: (cfg.max_outgoing_bytes / 2).max(1),
+            max_line: cfg.max_message,
+            running: AtomicUsize::new(0),
+        })
+    }
+
+    /// `true` when a handshake for `path` (the URL path) of `endpoint`
+    /// runs one process per connection: a pattern matches either, and the
+    /// route's transport can start one (local scripts only).
+    pub fn selects(&self, path: &str, endpoint: &str, transport: &dyn Transport) -> bool {
+        let matched = self.settings.matches(path) || self.settings.matches(endpoint);
+        matched && transport.starter().is_some()
+    }
+
+    /// Per-connection processes alive now.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// Takes one of `--max-connection-procs`.
+    fn reserve(self: &Arc<Self>) -> Option<Running> {
+        let max = self.settings.max_procs;
+        let taken = self.running.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1));
+        taken.ok().map(|_| {
+            metrics::get().procs_running.fetch_add(1, Ordering::Relaxed);
+            Running(self.clone())
+        })
+    }
+}
+
+/// One of `--max-connection-procs`, given back when the process is reaped.
+pub struct Running(Arc<Residents>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+        metrics::get().procs_running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A started process and its place among `--max-connection-procs`.
+pub struct Session {
+    process: Process,
+    running: Running,
+}
+
+/// Why a per-connection process did not start (logged already).
+#[derive(Debug)]
+pub enum NotStarted {
+    /// `--max-connection-procs` processes are alive.
+    Full(usize),
+    /// The process could not be started.
+    Failed,
+}
+
+/// Starts the process of a connection whose handshake is accepted.
+pub fn start(app: &WsState, conn: &Arc<ConnInfo>, transport: &dyn Transport) -> Result<Session, NotStarted> {
+    let res = &app.residents;
+    let (id, ep) = (&conn.id, conn.target.endpoint());
+    let Some(running) = res.reserve() else {
+        let max = res.settings.max_procs;
+        log::warn!("[{id}] {ep}: refused a handshake: {max} per-connection processes running (--max-connection-procs)");
+        return Err(NotStarted::Full(max));
+    };
+    let Some(starter) = transport.starter() else { return Err(NotStarted::Failed) };
+    match starter.start(conn, res.settings.close_grace) {
+        Ok(process) => {
+            metrics::add(&metrics::get().procs_started, 1);
+            log::debug!("[{id}] {ep} process started");
+            Ok(Session { process, running })
+        }
+        Err(why) => {
+            log::error!("[{id}] {ep}: refused a handshake: the per-connection process did not start: {why}");
+            Err(NotStarted::Failed)
+        }
+    }
+}
+
+/// The signals that end a process whose connection is gone, in order.
+const ESCALATION: [(Signal, &str); 3] = [(Signal::Int, "SIGINT"), (Signal::Term, "SIGTERM"), (Signal::Kill, "SIGKILL")];
+
+/// What happened next to a connection's process.
+enum Step {
+    /// Stdout gave bytes (handled already), or ended (`true`).
+    Read(bool),
+    Exited(String),
+    /// The next event from the connection's queue (`None`: never, the
+    /// queue lives as long as this future).
+    Event(Option<EventKind>),
+    /// Some of the pending message went into stdin.
+    Wrote(std::io::Result<usize>),
+    /// The pending message made no progress for `--timeout`.
+    Stalled,
+    /// Time for the next signal of the escalation.
+    Signal,
+}
+
+/// The message being written to stdin.
+struct Pending {
+    buf: Vec<u8>,
+    off: usize,
+    /// Its payload's length, given back to the budget once written.
+    len: usize,
+    /// When the last byte of it went in (or it was taken).
+    progress: Instant,
+}
+
+/// The state of one connection's process.
+struct Life<'a> {
+    app: &'a WsState,
+    conn: &'a ConnInfo,
+    shared: &'a ConnShared,
+    budget: &'a ConnBudget,
+    stdin: Option<Pipe>,
+    pending: Option<Pending>,
+    out: Stdout<'a>,
+    exited: bool,
+    running: Option<Running>,
+    /// The close event was taken: the connection is over.
+    closed: bool,
+    /// The close 1000 for the process's exit was asked for.
+    exit_closed: bool,
+    /// The next signal (index into [`ESCALATION`]) and when.
+    escalation: Option<(usize, Instant)>,
+    /// Message events dropped (the process gone, stdin not read, the connection ended).
+    dropped: usize,
+}
+
+/// Runs a connection's process for the connection's whole life (see the
+/// module docs); holds the connection's slot (`--max-connections`) until
+/// the process is reaped and the close event was taken.
+pub async fn run(
+    app: Arc<WsState>,
+    conn: Arc<ConnInfo>,
+    session: Session,
+    mut events: EventRx,
+    shared: Arc<ConnShared>,
+    budget: Arc<ConnBudget>,
+    _slot: crate::conn_limits::Slot,
+) {
+    let Session { process: Process { stdin, stdout, mut child }, running } = session;
+    let out = Stdout::new(&app, &conn, stdout, &shared);
+    let mut life = Life {
+        app: &app,
+        conn: &conn,
+        shared: &shared,
+        budget: &budget,
+        stdin: Some(stdin),
+        pending: None,
+        out,
+        exited: false,
+        running: Some(running),
+        closed: false,
+        exit_closed: false,
+        escalation: None,
+        dropped: 0,
+    };
+    let mut steps = 0u32;
+    while !life.is_over() {
+        let step = life.next(&mut *child, &mut events).await;
+        life.take(step, &*child);
+        steps = steps.wrapping_add(1);
+        if steps.is_multiple_of(32) {
+            // A process printing without pause keeps stdout always ready:
+            // let the thread's other tasks run.
+            future::yield_now().await;
+        }
+    }
+    child.end_group();
+    drop(life);
+    app.hub.remove(&conn.id);
+    metrics::add(&metrics::get().connections_closed, 1);
+}
+
+impl Life<'_> {
+    /// Over once the close event was taken and the process reaped, its
+    /// stdout ended (or its group was sent SIGKILL: an escaped process may
+    /// hold stdout forever).
+    fn is_over(&self) -> bool {
+        let killed = self.escalation.is_some_and(|(i, _)| i >= ESCALATION.len());
+        self.closed && self.exited && (self.out.ended || killed)
+    }
+
+    /// Waits for whatever happens first (in random order: a process that
+    /// prints without pause must not starve its stdin).
+    async fn next(&mut self, child: &mut dyn Child, events: &mut EventRx) -> Step {
+        let Life { out, stdin, pending, exited, escalation, app, closed, .. } = self;
+        let read = async {
+            match out.ended {
+                true => future::pending().await,
+                false => Step::Read(out.read().await),
+            }
+        };
+        let exit = async {
+            match *exited {
+                true => future::pending().await,
+                false => Step::Exited(child.wait().await),
+            }
+        };
+        let input = async {
+            match *closed {
+                true => future::pending().await,
+                false => feed(stdin.as_ref(), pending, events, app.residents.write_timeout).await,
+            }
+        };
+        let signal = async {
+            match *escalation {
+                Some((i, at)) if i < ESCALATION.len() => {
+                    runtime::sleep(at.saturating_duration_since(Instant::now())).await;
+                    Step::Signal
+                }
+                _ => future::pending().await,
+            }
+        };
+        read.race(exit.race(input.race(signal))).await
+    }
+
+    /// Acts on what happened.
+    fn take(&mut self, step: Step, child: &dyn Child) {
+        match step {
+            Step::Read(ended) => self.out.ended = ended,
+            Step::Exited(how) => {
+                self.exited = true;
+                self.running = None;
+                let (id, ep) = (&self.conn.id, self.conn.target.endpoint());
+                log::info!("[{id}] {ep} process {how}");
+            }
+            Step::Event(Some(kind)) => self.event(kind),
+            Step::Event(None) => self.closed = true,
+            Step::Wrote(r) => self.wrote(r),
+            Step::Stalled => self.stalled(),
+            Step::Signal => self.signal(child),
+        }
+        if self.exited && self.out.ended && !self.exit_closed {
+            // The process is done: its last line was sent, now the close.
+            self.exit_closed = true;
+            let req = CloseRequest { code: 1000, reason: String::new(), cause: CloseCause::Script };
+            self.shared.request_close(req, Ending::Drain, None);
+        }
+    }
+
+    /// A message to write, or the close event.
+    fn event(&mut self, kind: EventKind) {
+        metrics::get().events_queued.fetch_sub(1, Ordering::Relaxed);
+        match kind {
+            EventKind::Message { payload, .. } => {
+                self.budget.event_taken();
+                let gone = self.stdin.is_none() || self.exited || connection::drops_queue(self.app, self.shared);
+                if gone {
+                    self.dropped += 1;
+                    self.budget.done(payload.len());
+                    return;
+                }
+                let binary = self.app.residents.settings.binary;
+                let mut buf = Vec::with_capacity(payload.len() + 1);
+                buf.extend_from_slice(&payload);
+                if !binary {
+                    buf.push(b'\n');
+                }
+                self.pending = Some(Pending { buf, off: 0, len: payload.len(), progress: Instant::now() });
+            }
+            EventKind::Close { code, reason, cause } => {
+                connection::log_closed(self.conn, self.shared, code, &reason, cause);
+                if self.dropped > 0 {
+                    metrics::add(&metrics::get().events_dropped, self.dropped as u64);
+                    log::info!(
+                        "[{}] {} process: {} message(s) not written to its stdin (the process or the connection had ended)",
+                        self.conn.id,
+                        self.conn.target.endpoint(),
+                        self.dropped
+                    );
+                }
+                self.closed = true;
+                // Stdin closed: a `while read` loop ends by itself.
+                self.stdin = None;
+                let grace = self.app.residents.settings.close_grace;
+                if !self.exited || !self.out.ended {
+                    self.escalation = Some((0, Instant::now() + grace));
+                }
+            }
+            EventKind::Open => {}
+        }
+    }
+
+    fn wrote(&mut self, r: std::io::Result<usize>) {
+        let Some(p) = &mut self.pending else { return };
+        match r {
+            Ok(n) => {
+                p.off += n;
+                p.progress = Instant::now();
+                if p.off >= p.buf.len() {
+                    self.budget.done(p.len);
+                    self.pending = None;
+                }
+            }
+            Err(e) => {
+                // EPIPE: the process closed its stdin or exited; what
+                // follows is dropped.
+                log::debug!("[{}] {} process: stdin: {e}", self.conn.id, self.conn.target.endpoint());
+                self.budget.done(p.len);
+                self.pending = None;
+                self.dropped += 1;
+                self.stdin = None;
+            }
+        }
+    }
+
+    /// The process has not read its stdin for `--timeout`: the connection
+    /// closes (1011), its stdin too.
+    fn stalled(&mut self) {
+        let Some(p) = self.pending.take() else { return };
+        self.budget.done(p.len);
+        self.dropped += 1;
+        self.stdin = None;
+        let timeout = self.app.residents.write_timeout;
+        let note = format!("process: has not read its stdin for {timeout:?} (--timeout); closing (1011)");
+        let req = CloseRequest {
+            code: 1011,
+            reason: "the process does not read its input".into(),
+            cause: CloseCause::Script,
+        };
+        self.shared.request_close(req, Ending::Drain, Some(note));
+    }
+
+    /// The next step of the escalation.
+    fn signal(&mut self, child: &dyn Child) {
+        let Some((i, _)) = self.escalation else { return };
+        let (sig, name) = ESCALATION[i];
+        log::info!(
+            "[{}] {} process: still running after its connection ended; {name}",
+            self.conn.id,
+            self.conn.target.endpoint()
+        );
+        child.signal(sig);
+        if sig == Signal::Kill {
+            metrics::add(&metrics::get().procs_killed, 1);
+        }
+        self.escalation = Some((i + 1, Instant::now() + self.app.residents.settings.close_grace));
+    }
+}
+
+/// Writes the pending message to stdin, or takes the next event.
+async fn feed(stdin: Option<&Pipe>, pending: &mut Option<Pending>, events: &mut EventRx, timeout: Duration) -> Step {
+    match (stdin, pending.as_ref()) {
+        (Some(pipe), Some(p)) => {
+            let write = async {
+                let rest = &p.buf[p.off..];
+                Step::Wrote(pipe.write_with(|mut f: &std::fs::File| f.write(rest)).await)
+            };
+            let stall = async {
+                runtime::sleep((p.progress + timeout).saturating_duration_since(Instant::now())).await;
+                Step::Stalled
+            };
+            write.or(stall).await
+        }
+        _ => Step::Event(events.next().await),
+    }
+}
+
+/// A process's stdout: read as it comes, sent line by line (or chunk by
+/// chunk in binary mode) to the connection, or through the line protocol.
+struct Stdout<'a> {
+    app: &'a WsState,
+    conn: &'a ConnInfo,
+    shared: &'a ConnShared,
+    pipe: Pipe,
+    /// The start of a line whose end has not come yet (at most `--max-message`).
+    partial: Vec<u8>,
+    /// Dropping the rest of a line over `--max-message`.
+    skipping: bool,
+    ended: bool,
+}
+
+/// Most bytes read from stdout at once (on the stack, never kept).
+const CHUNK: usize = 16 * 1024;
+
+impl<'a> Stdout<'a> {
+    fn new(app: &'a WsState, conn: &'a ConnInfo, pipe: Pipe, shared: &'a ConnShared) -> Self {
+        Stdout { app, conn, shared, pipe, partial: Vec::new(), skipping: false, ended: false }
+    }
+
+    /// Reads what stdout has and sends it; `true` at its end. Cancel-safe:
+    /// nothing is awaited once bytes are read.
+    async fn read(&mut self) -> bool {
+        // The client's pace: wait while its queue is over half its budget.
+        while self.shared.queued_bytes() > self.app.residents.pause_above && !self.shared.has_ended() {
+            runtime::sleep(Duration::from_millis(2)).await;
+        }
+        loop {
+            if self.pipe.readable().await.is_err() {
+                self.end();
+                return true;
+            }
+            let mut buf = [0u8; CHUNK];
+            let mut file: &std::fs::File = self.pipe.get_ref();
+            match file.read(&mut buf) {
+                Ok(0) => {
+                    self.end();
+                    return true;
+                }
+                Ok(n) => {
+                    self.chunk(&buf[..n]);
+                    return false;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.end();
+                    return true;
+                }
+            }
+        }
+    }
+
+    fn chunk(&mut self, mut data: &[u8]) {
+        let max = self.app.residents.max_line;
+        if self.app.residents.settings.binary {
+            for piece in data.chunks(max) {
+                self.send(Message::Binary(Bytes::copy_from_slice(piece)));
+            }
+            return;
+        }
+        while !data.is_empty() {
+            let newline = data.iter().position(|&b| b == b'\n');
+            let piece = &data[..newline.map_or(data.len(), |i| i)];
+            data = &data[newline.map_or(data.len(), |i| i + 1)..];
+            if !self.skipping && self.partial.len() + piece.len() > max {
+                log::warn!(
+                    "[{}] {} process: a line over --max-message ({max} bytes); dropped",
+                    self.conn.id,
+                    self.conn.target.endpoint()
+                );
+                self.partial = Vec::new();
+                self.skipping = true;
+            }
+            match (self.skipping, newline.is_some()) {
+                (true, true) => self.skipping = false,
+                (true, false) => {}
+                (false, true) if self.partial.is_empty() => self.line(piece),
+                (false, true) => {
+                    let mut line = std::mem::take(&mut self.partial);
+                    line.extend_from_slice(piece);
+                    self.line(&line);
+                }
+                (false, false) => self.partial.extend_from_slice(piece),
+            }
+        }
+    }
+
+    /// The end of stdout: a last line without a newline is sent too.
+    fn end(&mut self) {
+        if !self.partial.is_empty() && !self.skipping {
+            let line = std::mem::take(&mut self.partial);
+            self.line(&line);
+        }
+    }
+
+    /// One line, without its `\n` (and a `\r` before it).
+    fn line(&mut self, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let text = String::from_utf8_lossy(line);
+        if !self.app.residents.settings.directives {
+            return self.send(Message::text(text.into_owned()));
+        }
+        let (id, endpoint) = (&self.conn.id, self.conn.target.endpoint());
+        match parse_line(&text, Context::Script { conn: id, endpoint }) {
+            Ok(Line::Empty) => {}
+            Ok(Line::Text(t)) => self.send(Message::text(t)),
+            Ok(Line::Action(a)) => {
+                self.app.delivery.apply(a);
+            }
+            Err(why) => log::warn!("[{id}] {endpoint} process: {why}"),
+        }
+    }
+
+    fn send(&self, msg: Message) {
+        self.app.delivery.apply(Action::Send { to: self.conn.id.clone(), msg });
+    }
+}
+
+/// The selection rules and the line splitter, without a process.
+#[cfg(test)]
+mod tests {
+    use crate::config::PerConnection;
+
+    #[test]
+    fn patterns_match_paths_and_endpoints_as_globs() {
+        let p = |pats: &[&str]| PerConnection {
+            patterns: pats.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        assert!(p(&["*"]).matches("/any/thing"));
+        assert!(p(&["/live/*"]).matches("/live/a/b"));
+        assert!(!p(&["/live/*"]).matches("/lives"));
+        assert!(p(&["/count.sh"]).matches("/count.sh"));
+        assert!(!p(&["/count.sh"]).matches("/count.sh/x"));
+        assert!(p(&["/a?c", "/x"]).matches("/abc"));
+        assert!(!p(&[]).matches("/x"));
+    }
+}

@@ -1,0 +1,286 @@
+//! One process per connection (`--per-connection`, docs/PROTOCOL.md "One
+//! process per connection"): real sh and Python scripts in the websocketd
+//! style, real WebSocket clients. Ordering is proved by making the script
+//! wait for the client (an ack on its stdin) before it prints the next
+//! line, never by timings.
+
+mod common;
+mod procfs;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::Message;
+use common::*;
+use futures_util::StreamExt;
+use ws2http_test_suite::suite;
+
+/// Writes a Python script into `dir`.
+fn python_script(dir: &Path, name: &str, body: &str) {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/usr/bin/env python3\nimport os, sys\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The close frame the server sends next (messages before it are returned too).
+async fn close_code(ws: &mut Ws) -> (Vec<String>, Option<u16>) {
+    let mut texts = Vec::new();
+    loop {
+        match next(ws).await {
+            Message::Text(t) => texts.push(t.to_string()),
+            Message::Close(frame) => return (texts, frame.map(|f| u16::from(f.code))),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// The value of a metric in the control API's /metrics.
+fn metric(s: &Server, name: &str) -> u64 {
+    let body = get(&s.api("/metrics")).body;
+    let line = body.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name} in {body}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+const COUNTER: &str = r#"for i in 1 2 3; do echo "$i"; read ack || exit 1; done
+printf 'last words'"#;
+
+#[async_std::test]
+async fn an_sh_counter_streams_line_by_line_and_its_exit_closes_with_1000() {
+    let dir = cgi_bin(&[("count.sh", COUNTER)]);
+    let s = Server::start_in(&dir, &["--per-connection", "/count.sh"]);
+    let mut ws = connect(&s.url("/count.sh")).await;
+    // Each line arrives while the script waits for our ack: it was sent as
+    // it was printed, not when the script ended.
+    for i in ["1", "2", "3"] {
+        assert_eq!(next_text(&mut ws).await, i);
+        ws.send(Message::text("ack")).await.unwrap();
+    }
+    let (rest, code) = close_code(&mut ws).await;
+    assert_eq!(rest, ["last words"], "the last line, without a newline, comes before the close");
+    assert_eq!(code, Some(1000));
+    s.wait_log("closed: 1000");
+    assert_eq!(metric(&s, "ws2http_connection_procs"), 0);
+    assert!(metric(&s, "ws2http_connection_procs_started_total") >= 1);
+}
+
+#[suite("python")]
+#[async_std::test]
+async fn a_python_counter_and_greeter_stream_as_they_print() {
+    require_suite("python");
+    let dir = cgi_bin(&[]);
+    python_script(
+        &dir,
+        "count.py",
+        "for i in range(3):\n    print(i, flush=True)\n    sys.stdin.readline()\nsys.stdout.write('end')",
+    );
+    python_script(&dir, "greet.py", "for line in sys.stdin:\n    print('Hello, ' + line.strip() + '!', flush=True)");
+    let s = Server::start_in(&dir, &["--per-connection", "*.py"]);
+    let mut ws = connect(&s.url("/count.py")).await;
+    for i in ["0", "1", "2"] {
+        assert_eq!(next_text(&mut ws).await, i);
+        ws.send(Message::text("ack")).await.unwrap();
+    }
+    assert_eq!(close_code(&mut ws).await, (vec!["end".to_owned()], Some(1000)));
+
+    let mut ws = connect(&s.url("/greet.py")).await;
+    for name in ["ann", "bob"] {
+        ws.send(Message::text(name)).await.unwrap();
+        assert_eq!(next_text(&mut ws).await, format!("Hello, {name}!"));
+    }
+}
+
+#[async_std::test]
+async fn a_while_read_greeter_and_a_background_writer_share_the_connection() {
+    let greeter = r#"echo "hi $WS_CONNECTION_ID"; while read name; do echo "Hello, $name!"; done"#;
+    let writer = r#"(while :; do echo tick; sleep 0.05; done) &
+while read line; do echo "got $line"; done"#;
+    let dir = cgi_bin(&[("greet.sh", greeter), ("writer.sh", writer)]);
+    let s = Server::start_in(&dir, &["--per-connection", "/greet.sh,/writer.sh"]);
+    let mut ws = connect(&s.url("/greet.sh")).await;
+    let id = only_id(&s, "/greet.sh");
+    assert_eq!(next_text(&mut ws).await, format!("hi {id}"));
+    ws.send(Message::text("world")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "Hello, world!");
+    ws.close(None).await.unwrap();
+    wait_for("the greeter gone", || (metric(&s, "ws2http_connection_procs") == 0).then_some(()));
+
+    let mut ws = connect(&s.url("/writer.sh")).await;
+    assert_eq!(next_text(&mut ws).await, "tick");
+    ws.send(Message::text("x")).await.unwrap();
+    // Ticks keep coming while the foreground loop answers.
+    loop {
+        match next_text(&mut ws).await.as_str() {
+            "tick" => continue,
+            other => break assert_eq!(other, "got x"),
+        }
+    }
+    ws.close(None).await.unwrap();
+    // The background loop goes with its group: no process left.
+    wait_for("the writer's group gone", || (metric(&s, "ws2http_connection_procs") == 0).then_some(()));
+    let marker = format!("EVENTS_LOG={}", s.dir.join("events.log").display());
+    wait_for("no process of the writer left", || {
+        procfs::processes_with_env(&marker, s.child.id()).is_empty().then_some(())
+    });
+}
+
+#[async_std::test]
+async fn the_process_gets_the_cgi_and_ws_variables() {
+    let dir = cgi_bin(&[("env.sh", "env")]);
+    let s = Server::start_in(&dir, &["--per-connection", "/env.sh", "--api-token", "sekret"]);
+    let mut ws = connect(&s.url("/env.sh/extra?q=1")).await;
+    let (lines, code) = close_code(&mut ws).await;
+    assert_eq!(code, Some(1000));
+    let has = |l: &str| lines.iter().any(|x| x == l);
+    assert!(lines.iter().any(|l| l.starts_with("WS_CONNECTION_ID=") && l.len() > 20), "{lines:?}");
+    assert!(has(&format!("WS_API_URL=http://127.0.0.1:{}", s.api_port)), "{lines:?}");
+    assert!(has("WS_API_TOKEN=sekret"), "{lines:?}");
+    assert!(has("SCRIPT_NAME=/env.sh") && has("PATH_INFO=/extra") && has("QUERY_STRING=q=1"), "{lines:?}");
+    assert!(has("GATEWAY_INTERFACE=CGI/1.1") && has("WS_EVENT=open"), "{lines:?}");
+}
+
+/// The script records, in order: stdin's end, then each signal it traps.
+const TRAPPER: &str = r#"trap 'echo INT >> "$EVENTS_LOG"' INT
+trap 'echo TERM >> "$EVENTS_LOG"' TERM
+echo ready
+while read line; do :; done
+echo eof >> "$EVENTS_LOG"
+while :; do sleep 1 & wait; done"#;
+
+#[async_std::test]
+async fn a_disconnect_closes_stdin_then_sends_sigint_sigterm_sigkill_in_order() {
+    let dir = cgi_bin(&[("trap.sh", TRAPPER)]);
+    let s = Server::start_in(&dir, &["--per-connection", "/trap.sh", "--close-grace", "0.2"]);
+    let killed = metric(&s, "ws2http_connection_procs_killed_total");
+    let mut ws = connect(&s.url("/trap.sh")).await;
+    assert_eq!(next_text(&mut ws).await, "ready");
+    ws.close(None).await.unwrap();
+    s.wait_log("process killed by signal 9");
+    assert_eq!(s.events(), ["eof", "INT", "TERM"]);
+    assert_eq!(metric(&s, "ws2http_connection_procs_killed_total"), killed + 1);
+    assert_eq!(metric(&s, "ws2http_connection_procs"), 0);
+}
+
+#[async_std::test]
+async fn a_process_that_ends_on_stdin_eof_gets_no_signal() {
+    let dir = cgi_bin(&[("cat.sh", "cat")]);
+    let s = Server::start_in(&dir, &["--per-connection", "/cat.sh"]);
+    let mut ws = connect(&s.url("/cat.sh")).await;
+    ws.send(Message::text("one")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "one");
+    ws.close(None).await.unwrap();
+    s.wait_log("process exited with status 0");
+    assert!(!s.log().contains("SIGINT"), "{}", s.log());
+}
+
+#[async_std::test]
+async fn max_connection_procs_refuses_with_429_and_frees_the_slot_on_exit() {
+    let dir = cgi_bin(&[("cat.sh", "cat")]);
+    let s = Server::start_in(&dir, &["--per-connection", "/cat.sh", "--max-connection-procs", "1"]);
+    let mut first = connect(&s.url("/cat.sh")).await;
+    let refused = raw_http(s.port, &upgrade_request("/cat.sh", ""));
+    assert_eq!(status_of(&refused), 429, "{refused}");
+    s.wait_log("--max-connection-procs");
+    first.close(None).await.unwrap();
+    wait_for("the slot back", || (metric(&s, "ws2http_connection_procs") == 0).then_some(()));
+    let mut again = connect(&s.url("/cat.sh")).await;
+    again.send(Message::text("ok")).await.unwrap();
+    assert_eq!(next_text(&mut again).await, "ok");
+}
+
+#[async_std::test]
+async fn a_process_that_cannot_start_refuses_the_handshake_with_500() {
+    let dir = cgi_bin(&[]);
+    std::fs::write(dir.join("noshebang.sh"), "echo hi\n").unwrap();
+    std::fs::set_permissions(dir.join("noshebang.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let s = Server::start_in(&dir, &["--per-connection", "*"]);
+    let refused = raw_http(s.port, &upgrade_request("/noshebang.sh", ""));
+    assert_eq!(status_of(&refused), 500, "{refused}");
+    s.wait_log("the per-connection process did not start");
+}
+
+const SPEAKER: &str = r#"echo "@join lobby"
+echo "@@escaped"
+echo "@send $WS_CONNECTION_ID direct"
+echo plain
+while read l; do echo "re $l"; done"#;
+
+#[async_std::test]
+async fn directives_are_read_only_behind_the_switch() {
+    let dir = cgi_bin(&[("speak.sh", SPEAKER)]);
+    let s = Server::start_in(&dir, &["--per-connection", "/speak.sh"]);
+    let mut ws = connect(&s.url("/speak.sh")).await;
+    let id = only_id(&s, "/speak.sh");
+    for line in ["@join lobby", "@@escaped", &format!("@send {id} direct"), "plain"] {
+        assert_eq!(next_text(&mut ws).await, line, "verbatim without --per-connection-directives");
+    }
+    drop(ws);
+    drop(s);
+
+    let s = Server::start_in(&dir, &["--per-connection", "/speak.sh", "--per-connection-directives"]);
+    let mut ws = connect(&s.url("/speak.sh")).await;
+    for line in ["@escaped", "direct", "plain"] {
+        assert_eq!(next_text(&mut ws).await, line);
+    }
+    // It joined the room: a room message reaches it.
+    let r = post(&s.api("/rooms/lobby"), "to the room");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(next_text(&mut ws).await, "to the room");
+}
+
+#[async_std::test]
+async fn the_control_api_pushes_to_a_per_connection_client() {
+    let dir = cgi_bin(&[("cat.sh", "cat")]);
+    let s = Server::start_in(&dir, &["--per-connection", "/cat.sh"]);
+    let mut ws = connect(&s.url("/cat.sh")).await;
+    let id = only_id(&s, "/cat.sh");
+    let r = post(&s.api(&format!("/send/{id}")), "pushed");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(next_text(&mut ws).await, "pushed");
+    ws.send(Message::text("echoed")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "echoed");
+}
+
+#[async_std::test]
+async fn binary_mode_passes_bytes_both_ways_without_newlines() {
+    let dir = cgi_bin(&[("cat.sh", "cat")]);
+    let s = Server::start_in(&dir, &["--per-connection", "/cat.sh", "--per-connection-binary"]);
+    let mut ws = connect(&s.url("/cat.sh")).await;
+    let bytes = vec![0u8, 1, 2, 255, b'\n', 7];
+    ws.send(Message::binary(bytes.clone())).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < bytes.len() {
+        match next(&mut ws).await {
+            Message::Binary(b) => got.extend_from_slice(&b),
+            other => panic!("expected binary, got {other:?}"),
+        }
+    }
+    assert_eq!(got, bytes, "no newline added, none split on");
+}
+
+#[async_std::test]
+async fn endpoints_not_selected_keep_one_process_per_event() {
+    let dir =
+        cgi_bin(&[("cat.sh", "cat"), ("event.sh", r#"if [ "$WS_EVENT" = message ]; then echo "event $(cat)"; fi"#)]);
+    let s = Server::start_in(&dir, &["--per-connection", "/cat.sh"]);
+    let mut ws = connect(&s.url("/event.sh")).await;
+    ws.send(Message::text("a")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "event a");
+    assert_eq!(metric(&s, "ws2http_connection_procs_started_total"), 0);
+}
+
+#[async_std::test]
+async fn shutdown_ends_every_per_connection_process() {
+    let dir = cgi_bin(&[("trap.sh", TRAPPER)]);
+    let mut s = Server::start_in(&dir, &["--per-connection", "/trap.sh", "--close-grace", "0.1"]);
+    let mut ws = connect(&s.url("/trap.sh")).await;
+    assert_eq!(next_text(&mut ws).await, "ready");
+    let status = s.terminate();
+    assert!(status.success(), "{status:?}\n{}", s.log());
+    let marker = format!("EVENTS_LOG={}", s.dir.join("events.log").display());
+    assert!(procfs::processes_with_env(&marker, s.child.id()).is_empty(), "a process outlived the server");
+    // The client saw the server's close, 1001.
+    let (_, code) = close_code(&mut ws).await;
+    assert_eq!(code, Some(u16::from(CloseCode::Away)));
+    let _ = ws.next().await;
+}
