@@ -104,6 +104,7 @@ pub fn start_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Pair {
 pub fn scripts(files: &[(&str, &str)]) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let dir = scratch().join("scripts");
+    std::fs::create_dir_all(&dir).expect("scripts dir");
     for (name, body) in files {
         let path = dir.join(name);
         std::fs::create_dir_all(path.parent().expect("parent")).expect("dirs");
