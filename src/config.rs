@@ -543,6 +543,17 @@ pub fn inherited_env(pass_env: &[String]) -> Result<Vec<(String, String)>, Strin
     Ok(env)
 }
 
+/// `--fastcgi [PREFIX=]ADDR` values.
+fn fastcgi_routes(flags: &[String]) -> Result<Vec<(String, Address)>, String> {
+    flags
+        .iter()
+        .map(|f| {
+            let (prefix, addr) = split_route(f);
+            Address::parse(addr).map(|a| (prefix, a)).map_err(|e| format!("--fastcgi {e}"))
+        })
+        .collect()
+}
+
 /// `[/PREFIX=]TARGET` → (`/PREFIX` or `/`, `TARGET`).
 pub fn split_route(s: &str) -> (String, &str) {
     match s.split_once('=') {
@@ -595,14 +606,7 @@ impl Cli {
             max_request_head: self.max_request_head.max(1024),
             max_request_body: self.max_request_body,
             max_request_body_total: self.max_request_body_total,
-            fastcgi: self
-                .fastcgi
-                .iter()
-                .map(|f| {
-                    let (prefix, addr) = split_route(f);
-                    Address::parse(addr).map(|a| (prefix, a)).map_err(|e| format!("--fastcgi {e}"))
-                })
-                .collect::<Result<_, _>>()?,
+            fastcgi: fastcgi_routes(&self.fastcgi)?,
             redis: self.redis,
             backend_url: self
                 .backend_url
