@@ -194,6 +194,13 @@ fn origin_and_sameorigin_refuse_the_same_pages() {
     let pair = start(&dir, &["--dir=.", "--sameorigin"]);
     assert_eq!(origin_statuses(&pair, same), [101, 101]);
     assert_eq!(origin_statuses(&pair, Some("http://evil.example")), [403, 403]);
+    // websocketd's bug: the refusal's body is two bodies in one.
+    let bodies = pair.both().map(|side| {
+        let refused = exchange(side.port, &upgrade("/env.sh", "Origin: http://evil.example\r\n")).0;
+        String::from_utf8_lossy(&refused.body).into_owned()
+    });
+    assert_eq!(bodies[0], "Forbidden\n500 Internal Error\n");
+    assert!(!bodies[1].contains("500") && bodies[1].lines().count() == 1, "{:?}", bodies[1]);
     assert_eq!(origin_statuses(&pair, Some("http://127.0.0.1:1")), [403, 403], "another port");
     // Documented difference: a client sending no Origin is not a browser;
     // websocketd takes it for the origin `file:` and refuses it.

@@ -52,7 +52,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
         Ok(Plan::Serve { cfg, level, notes, equivalent }) => {
             crate::logging::init(level);
-            log::debug!("as ws2http: {} (plus websocketd's environment and options)", equivalent.join(" "));
+            log::debug!("as ws2http: {} (plus websocketd's CGI environment and options)", equivalent.join(" "));
             for note in notes {
                 log::warn!("{note}");
             }

@@ -63,7 +63,7 @@ pub fn plan(a: &WsdArgs) -> Result<Plan, String> {
         );
     }
     let command = command(a)?;
-    let equivalent = ws2http_args(a, command.as_deref())?;
+    let mut equivalent = ws2http_args(a, command.as_deref())?;
     let mut cfg = parse_ws2http(&equivalent)?;
     if a.dir.is_none() && command.is_none() {
         // No WebSocket endpoint at all (only --staticdir / --cgidir), as in
@@ -87,6 +87,14 @@ pub fn plan(a: &WsdArgs) -> Result<Plan, String> {
         hosts: list.split(',').map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()).collect(),
         same_origin: a.sameorigin == Some(true),
     });
+    // The lifetime flags, shown to the user (parsed by the resident branch's Cli).
+    let pc = &cfg.per_connection;
+    equivalent.extend(["--per-connection".into(), "'*'".into(), "--close-grace".into()]);
+    equivalent.push(format!("{}", pc.close_grace.as_secs_f64()));
+    equivalent.extend(["--max-connection-procs".into(), pc.max_procs.to_string()]);
+    if pc.binary {
+        equivalent.push("--per-connection-binary".into());
+    }
     Ok(Plan::Serve { cfg: Box::new(cfg), level, notes, equivalent })
 }
 
@@ -320,6 +328,8 @@ mod tests {
         assert_eq!(cfg.origin_hosts, None);
         assert_eq!(level, "info");
         assert_eq!(&eq[..5], ["ws2http", "--listen", "0.0.0.0:8080", "--api-listen", "127.0.0.1:0"]);
+        let shown = eq.join(" ");
+        assert!(shown.ends_with("--per-connection '*' --close-grace 0.1 --max-connection-procs 10000"), "{shown}");
     }
 
     #[test]
