@@ -136,6 +136,13 @@ fn staticdir_serves_the_same_files() {
     let [real, ours] = messages(&pair, "/any/path", "END").map(|m| env_of(&m));
     assert_eq!((real["PATH_INFO"].as_str(), real["SCRIPT_NAME"].as_str()), ("/any/path", "/"));
     assert_eq!((ours["PATH_INFO"].as_str(), ours["SCRIPT_NAME"].as_str()), ("/any/path", "/"));
+    // Documented difference: the tutorial's `--staticdir=. ./count.sh`
+    // makes websocketd serve the script's source; ws2http never serves a
+    // script as a file.
+    let pair = start(&dir, &["--staticdir=.", "./env.sh"]);
+    let [real, ours] = pair.both().map(|s| exchange(s.port, &get_request("/env.sh")).0);
+    assert_eq!((real.status, String::from_utf8_lossy(&real.body).contains("env | sort")), (200, true));
+    assert_eq!(ours.status, 404);
 }
 
 #[suite("bench")]
