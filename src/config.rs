@@ -428,6 +428,99 @@ pub struct Config {
     /// `--console` (`Some(true)`), `--no-console` (`Some(false)`), or neither:
     /// on only when the public listener is on a loopback address.
     pub console: Option<bool>,
+    /// Arguments after the single SCRIPT (websocketd's `COMMAND ARGS...`),
+    /// given to every process the script runs as.
+    pub script_args: Vec<String>,
+    /// Which CGI environment scripts get: ws2http's, or websocketd 0.4.1's.
+    pub cgi_flavour: CgiFlavour,
+    /// The process-per-connection lifetime (issue 15 §1; its runtime is the
+    /// "resident" branch's, this branch only fills the settings).
+    pub per_connection: PerConnection,
+    /// websocketd's `--header`, `--header-ws`, `--header-http`.
+    pub response_headers: ResponseHeaders,
+    /// Where plain HTTP requests find classic CGI scripts.
+    pub page_scripts: PageScripts,
+    /// websocketd's `--origin` list, checked instead of `--allow-origin` when set.
+    pub origin_hosts: Option<OriginHosts>,
+}
+
+/// websocketd's `--origin host[:port],...` (and `--sameorigin` with it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OriginHosts {
+    /// `host` (any port), `host:port`, `scheme://host[:port]`, or `*` (any origin).
+    pub hosts: Vec<String>,
+    /// `--sameorigin` too: the Origin must also name the Host.
+    pub same_origin: bool,
+}
+
+/// The CGI environment a script gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CgiFlavour {
+    /// RFC 3875 as ws2http sets it (docs/PROTOCOL.md).
+    #[default]
+    Ws2http,
+    /// websocketd 0.4.1's names and values (`GATEWAY_INTERFACE=websocketd-CGI/0.1`,
+    /// `UNIQUE_ID`, `REMOTE_HOST`, ...), with its documented bugs fixed
+    /// (docs/notes15/websocketd.md).
+    Websocketd,
+}
+
+/// `--per-connection` and its companions (names agreed in DESIGN15.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PerConnection {
+    /// URL path globs whose endpoint runs one process per connection.
+    pub patterns: Vec<String>,
+    /// `--per-connection-directives`: `@` lines are directives.
+    pub directives: bool,
+    /// `--per-connection-binary`: bytes as binary messages, no line splitting.
+    pub binary: bool,
+    /// `--close-grace`: delay before each of SIGINT, SIGTERM, SIGKILL.
+    pub close_grace: Duration,
+    /// `--max-connection-procs`: processes alive at once (beyond it: 429).
+    pub max_procs: usize,
+}
+
+impl Default for PerConnection {
+    fn default() -> Self {
+        PerConnection {
+            patterns: Vec::new(),
+            directives: false,
+            binary: false,
+            close_grace: Duration::from_millis(100),
+            max_procs: 128,
+        }
+    }
+}
+
+/// Extra headers on public responses (websocketd's `--header*` flags), in
+/// the order given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResponseHeaders {
+    /// Every response.
+    pub all: Vec<(String, String)>,
+    /// Successful upgrades (`101`) only.
+    pub ws: Vec<(String, String)>,
+    /// Every response but a successful upgrade.
+    pub http: Vec<(String, String)>,
+}
+
+impl ResponseHeaders {
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty() && self.ws.is_empty() && self.http.is_empty()
+    }
+}
+
+/// Where a plain HTTP request finds a script to run as classic CGI.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PageScripts {
+    /// ws2http: the endpoint scripts of `--cgi-bin` serve pages too.
+    #[default]
+    CgiBin,
+    /// websocketd `--cgidir`: only the files of this directory (canonical),
+    /// never the WebSocket scripts.
+    Dir(PathBuf),
+    /// websocketd without `--cgidir`: no script runs for a plain request.
+    Off,
 }
 
 /// The process-per-connection lifetime (`--per-connection` and the flags
@@ -538,6 +631,17 @@ pub fn inherited_env(pass_env: &[String]) -> Result<Vec<(String, String)>, Strin
     Ok(env)
 }
 
+/// `--fastcgi [PREFIX=]ADDR` values.
+fn fastcgi_routes(flags: &[String]) -> Result<Vec<(String, Address)>, String> {
+    flags
+        .iter()
+        .map(|f| {
+            let (prefix, addr) = split_route(f);
+            Address::parse(addr).map(|a| (prefix, a)).map_err(|e| format!("--fastcgi {e}"))
+        })
+        .collect()
+}
+
 /// `[/PREFIX=]TARGET` → (`/PREFIX` or `/`, `TARGET`).
 pub fn split_route(s: &str) -> (String, &str) {
     match s.split_once('=') {
@@ -591,14 +695,7 @@ impl Cli {
             max_request_head: self.max_request_head.max(1024),
             max_request_body: self.max_request_body,
             max_request_body_total: self.max_request_body_total,
-            fastcgi: self
-                .fastcgi
-                .iter()
-                .map(|f| {
-                    let (prefix, addr) = split_route(f);
-                    Address::parse(addr).map(|a| (prefix, a)).map_err(|e| format!("--fastcgi {e}"))
-                })
-                .collect::<Result<_, _>>()?,
+            fastcgi: fastcgi_routes(&self.fastcgi)?,
             redis: self.redis,
             backend_url: self
                 .backend_url
@@ -624,6 +721,12 @@ impl Cli {
                 (_, true) => Some(false),
                 _ => None,
             },
+            script_args: Vec::new(),
+            cgi_flavour: CgiFlavour::Ws2http,
+            per_connection: PerConnection::default(),
+            response_headers: ResponseHeaders::default(),
+            page_scripts: PageScripts::CgiBin,
+            origin_hosts: None,
         })
     }
 

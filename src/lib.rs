@@ -28,4 +28,5 @@ pub mod runtime;
 pub mod server;
 pub mod startup_warnings;
 pub mod try_cmd;
+pub mod websocketd;
 pub mod ws;

@@ -4,6 +4,11 @@
 use clap::Parser;
 
 fn main() {
+    let mut args = std::env::args_os();
+    // Installed as `websocketd`: websocketd's command line (src/websocketd/).
+    if ws2http::websocketd::invoked_as_websocketd(args.next().as_ref()) {
+        std::process::exit(ws2http::websocketd::main(args.collect()));
+    }
     let expanded = match ws2http::cli_sources::expand(std::env::args_os().collect()) {
         Ok(a) => a,
         Err(e) => {
@@ -11,7 +16,20 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let cli = ws2http::config::Cli::parse_from(&expanded.args);
+    let cli = match ws2http::config::Cli::try_parse_from(&expanded.args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // A websocketd flag: say what ws2http has instead.
+            let text: Vec<String> = expanded.args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+            match ws2http::websocketd::hint::for_args(&text) {
+                Some(hint) if e.kind() == clap::error::ErrorKind::UnknownArgument => {
+                    eprintln!("ws2http: error: {hint}");
+                    std::process::exit(2);
+                }
+                _ => e.exit(),
+            }
+        }
+    };
     let level = match cli.verbose {
         0 => "info",
         1 => "debug",

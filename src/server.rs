@@ -88,6 +88,9 @@ pub fn run(cfg: Config) -> Result<(), String> {
     let mut site = tide::with_state(states.site.clone());
     site.at("/").all(crate::http::public::handle);
     site.at("/*path").all(crate::http::public::handle);
+    if !cfg.response_headers.is_empty() {
+        site.with(crate::http::extra_headers::ExtraHeaders(cfg.response_headers.clone()));
+    }
     let control_app = api::routes(states.api.clone());
 
     // Installed before the "listening" lines, so a supervisor (or a test) that
@@ -136,9 +139,12 @@ fn build_states(cfg: &Config, public_addr: SocketAddr, control_addr: SocketAddr)
         api_token: cfg.api_token.clone().unwrap_or_default(),
         inherited: cfg.inherited_env.clone(),
         document_root: cfg.root.clone().unwrap_or_else(|| cfg.cgi_bin.clone()),
+        flavour: cfg.cgi_flavour,
     };
     let limits = Limits { timeout: cfg.timeout, max_output: cfg.max_output };
-    let routes = Arc::new(crate::backend::routes(&crate::backend::Setup { cfg, env: &env, limits })?);
+    let setup = crate::backend::Setup { cfg, env: &env, limits };
+    let routes = Arc::new(crate::backend::routes(&setup)?);
+    let page_routes = crate::backend::page_routes(&setup, &routes)?;
     let outgoing = crate::hub::outgoing::OutgoingBudget::new(
         cfg.max_outgoing_bytes,
         cfg.max_outgoing_bytes_total,
@@ -147,7 +153,9 @@ fn build_states(cfg: &Config, public_addr: SocketAddr, control_addr: SocketAddr)
     let (hub, delivery) = crate::hub::start(cfg.redis.as_deref(), cfg.cluster_queue, cfg.out_queue, outgoing)?;
     let ws = Arc::new(WsState::new(cfg, hub.clone(), delivery.clone(), routes, public_addr.port()));
     let api = Arc::new(ApiState::new(cfg, hub, delivery, control_addr));
-    let site = Arc::new(SiteState::new(cfg, ws.clone(), public_addr));
+    let mut site = SiteState::new(cfg, ws.clone(), public_addr);
+    site.page_routes = page_routes;
+    let site = Arc::new(site);
     Ok(States { ws, api, site })
 }
 

@@ -156,6 +156,7 @@ fn backend(args: &TryArgs, filename: &std::path::Path, stderr: Arc<Mutex<Vec<u8>
         api_token: args.api_token.clone(),
         inherited: inherited_env(&args.pass_env)?,
         document_root: filename.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
+        ..EnvSettings::default()
     };
     if !(args.timeout > 0.0 && args.timeout.is_finite()) {
         return Err("--timeout must be a positive number of seconds".into());

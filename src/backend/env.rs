@@ -3,6 +3,10 @@
 //!
 //! Nothing from the server's own environment leaks in except PATH and the
 //! names the operator passed with `--pass-env`.
+//!
+//! Started as `websocketd`, a WebSocket process gets websocketd 0.4.1's
+//! environment instead ([`websocketd_vars`]), so its scripts read the
+//! names and values they always did.
 
 use std::path::PathBuf;
 
@@ -18,6 +22,8 @@ pub struct EnvSettings {
     pub inherited: Vec<(String, String)>,
     /// Directory PATH_INFO is translated against (PATH_TRANSLATED).
     pub document_root: PathBuf,
+    /// ws2http's variables, or websocketd's.
+    pub flavour: crate::config::CgiFlavour,
 }
 
 pub type Env = Vec<(String, String)>;
@@ -161,6 +167,9 @@ pub fn event_env(s: &EnvSettings, ev: &Event) -> Env {
 
 /// The whole environment for one WebSocket event, into any sink.
 pub fn event_vars(env: &mut impl EnvSink, s: &EnvSettings, ev: &Event) {
+    if s.flavour == crate::config::CgiFlavour::Websocketd {
+        return websocketd_vars(env, s, &ev.conn.request, &ev.conn.target, ev.conn.id.as_str());
+    }
     let method = if ev.kind == EventKind::Open { "GET" } else { "POST" };
     request_env(env, s, &ev.conn.request, &ev.conn.target, method);
     env.set("WS_EVENT", ev.kind.name());
@@ -189,6 +198,52 @@ pub fn event_vars(env: &mut impl EnvSink, s: &EnvSettings, ev: &Event) {
         key.push_str(k);
         env.set(&key, v);
     }
+    env.set("WS_API_URL", &s.api_url);
+    env.set("WS_API_TOKEN", &s.api_token);
+}
+
+/// websocketd 0.4.1's environment for a connection's process: its names
+/// and values (`GATEWAY_INTERFACE=websocketd-CGI/0.1`, `UNIQUE_ID`,
+/// `REMOTE_HOST`, the empty AUTH_TYPE/CONTENT_*/REMOTE_IDENT/REMOTE_USER it
+/// sets so nothing leaks from the parent, `SCRIPT_NAME=/` and the whole
+/// path in PATH_INFO for a COMMAND), only the `--passenv` variables of
+/// ours, and the control API (`WS_CONNECTION_ID`, `WS_API_URL`,
+/// `WS_API_TOKEN`, names websocketd scripts never used). Fixed, as
+/// docs/notes15/websocketd.md says: `HTTP_HOST` is set (websocketd drops
+/// the Host header), `PATH_TRANSLATED` is PATH_INFO translated against the
+/// script directory (websocketd gives the URL path), and the header
+/// variables follow ws2http's rules (no `HTTP_PROXY`: httpoxy).
+pub fn websocketd_vars(env: &mut impl EnvSink, s: &EnvSettings, req: &RequestInfo, target: &Target, id: &str) {
+    env.set("SERVER_SOFTWARE", concat!("ws2http/", env!("CARGO_PKG_VERSION"), " (websocketd 0.4.1 compatible)"));
+    for (k, v) in &s.inherited {
+        env.set(k, v);
+    }
+    env.set("REMOTE_ADDR", &req.remote_addr);
+    env.set("REMOTE_HOST", &req.remote_addr);
+    env.set("SERVER_NAME", &req.server_name);
+    env.set("SERVER_PORT", &req.server_port);
+    env.set("SERVER_PROTOCOL", "HTTP/1.1");
+    env.set("GATEWAY_INTERFACE", "websocketd-CGI/0.1");
+    env.set("REQUEST_METHOD", "GET");
+    // A COMMAND handles every path: websocketd's SCRIPT_NAME is `/` then.
+    let single = target.script_name.is_empty();
+    env.set("SCRIPT_NAME", if single { "/" } else { &target.script_name });
+    let path_info = if single && target.path_info.is_empty() { "/" } else { &target.path_info };
+    env.set("PATH_INFO", path_info);
+    let translated = match path_info {
+        "" => String::new(),
+        p => s.document_root.join(p.trim_start_matches('/')).to_string_lossy().into_owned(),
+    };
+    env.set("PATH_TRANSLATED", &translated);
+    env.set("QUERY_STRING", &req.query);
+    for empty in ["AUTH_TYPE", "CONTENT_LENGTH", "CONTENT_TYPE", "REMOTE_IDENT", "REMOTE_USER"] {
+        env.set(empty, "");
+    }
+    env.set("UNIQUE_ID", id);
+    env.set("REMOTE_PORT", &req.remote_port);
+    env.set("REQUEST_URI", &req.uri);
+    header_vars(env, &req.headers);
+    env.set("WS_CONNECTION_ID", id);
     env.set("WS_API_URL", &s.api_url);
     env.set("WS_API_TOKEN", &s.api_token);
 }
@@ -273,6 +328,44 @@ mod tests {
         let mut env = Env::new();
         page_env(&mut env, &s, &req, &ev.conn.target, Some(0), None);
         assert_eq!((get(&env, "CONTENT_LENGTH"), get(&env, "CONTENT_TYPE")), (None, None));
+    }
+
+    #[test]
+    fn websocketd_flavour_has_its_names_and_values_with_its_bugs_fixed() {
+        let s = EnvSettings {
+            api_url: "http://127.0.0.1:1".into(),
+            document_root: "/srv/cgi".into(),
+            inherited: vec![("PATH".into(), "/bin".into())],
+            flavour: crate::config::CgiFlavour::Websocketd,
+            ..Default::default()
+        };
+        let env = event_env(&s, &event(EventKind::Open));
+        for (k, v) in [
+            ("GATEWAY_INTERFACE", "websocketd-CGI/0.1"),
+            ("SCRIPT_NAME", "/chat.sh"),
+            ("PATH_INFO", "/lobby"),
+            ("PATH_TRANSLATED", "/srv/cgi/lobby"),
+            ("HTTP_HOST", "example.org:8080"),
+            ("REMOTE_HOST", "127.0.0.1"),
+            ("UNIQUE_ID", "abc"),
+            ("WS_CONNECTION_ID", "abc"),
+            ("AUTH_TYPE", ""),
+            ("REQUEST_METHOD", "GET"),
+            ("PATH", "/bin"),
+        ] {
+            assert_eq!(get(&env, k), Some(v), "{k}");
+        }
+        for absent in ["HTTP_PROXY", "WS_EVENT", "SCRIPT_FILENAME", "REDIRECT_STATUS"] {
+            assert_eq!(get(&env, absent), None, "{absent}");
+        }
+        // A COMMAND: SCRIPT_NAME `/`, the whole path in PATH_INFO.
+        let ev = event(EventKind::Open);
+        let mut target = ev.conn.target.clone();
+        target.script_name = String::new();
+        target.path_info = String::new();
+        let mut env = Env::new();
+        websocketd_vars(&mut env, &s, &ev.conn.request, &target, "abc");
+        assert_eq!((get(&env, "SCRIPT_NAME"), get(&env, "PATH_INFO")), (Some("/"), Some("/")));
     }
 
     #[test]

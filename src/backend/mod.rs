@@ -59,6 +59,21 @@ pub fn routes(setup: &Setup<'_>) -> Result<Routes, String> {
     Ok(Routes::new(resolver, prefixed, scripts(setup)))
 }
 
+/// The table plain HTTP requests use: the same as the events' (ws2http:
+/// `--cgi-bin` scripts serve pages too), one of websocketd's `--cgidir`
+/// alone (its WebSocket scripts never run for a plain request), or none.
+pub fn page_routes(setup: &Setup<'_>, all: &Arc<Routes>) -> Result<Option<Arc<Routes>>, String> {
+    let dir = match &setup.cfg.page_scripts {
+        crate::config::PageScripts::CgiBin => return Ok(Some(all.clone())),
+        crate::config::PageScripts::Off => return Ok(None),
+        crate::config::PageScripts::Dir(dir) => dir,
+    };
+    let mut cfg = setup.cfg.clone();
+    (cfg.cgi_bin, cfg.script, cfg.page_scripts) = (dir.clone(), None, crate::config::PageScripts::CgiBin);
+    let env = EnvSettings { document_root: dir.clone(), ..setup.env.clone() };
+    Ok(Some(Arc::new(routes(&Setup { cfg: &cfg, env: &env, limits: setup.limits })?)))
+}
+
 /// The local scripts' route: spawned, one process per event. The single
 /// script speaks WebSocket only: it serves no pages.
 fn scripts(setup: &Setup<'_>) -> Route {
@@ -86,6 +101,7 @@ mod tests {
             api_token: String::new(),
             inherited: vec![],
             document_root: cfg.cgi_bin.clone(),
+            ..EnvSettings::default()
         };
         let limits = Limits { timeout: std::time::Duration::from_secs(1), max_output: 1 };
         let routes = routes(&Setup { cfg: &cfg, env: &env, limits }).expect("routes");

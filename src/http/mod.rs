@@ -6,6 +6,7 @@
 
 pub mod cgi;
 pub mod console;
+pub mod extra_headers;
 pub mod public;
 pub mod refusals;
 pub mod state;

@@ -42,7 +42,8 @@ pub async fn handle(mut req: Request<Arc<SiteState>>) -> tide::Result {
     // body); a local redirect runs its script with an empty one.
     let mut body = None;
     for _ in 0..=MAX_LOCAL_REDIRECTS {
-        let (target, pages) = match app.routes.page(&path) {
+        let page = app.page_routes.as_ref().map_or(Resolved::NotFound, |r| r.page(&path));
+        let (target, pages) = match page {
             Resolved::Found(page) => page,
             // Never a static file instead: its source could leak.
             Resolved::NotRunnable(why) => {

@@ -21,8 +21,11 @@ use super::refusals::Refusals;
 pub struct SiteState {
     /// The WebSocket side, for upgrades.
     pub ws: Arc<WsState>,
-    /// Which transport serves which path's pages (the one table events use too).
+    /// The routing table events use (static files ask it what is a script).
     pub routes: Arc<Routes>,
+    /// Which script serves a plain request: `routes` itself, websocketd's
+    /// `--cgidir` table, or `None` (no CGI: websocketd without `--cgidir`).
+    pub page_routes: Option<Arc<Routes>>,
     /// `--root`, canonical.
     pub root: Option<PathBuf>,
     /// Port of the public listener (SERVER_PORT).
@@ -45,6 +48,7 @@ impl SiteState {
     pub fn new(cfg: &Config, ws: Arc<WsState>, public: SocketAddr) -> Self {
         SiteState {
             routes: ws.routes.clone(),
+            page_routes: Some(ws.routes.clone()),
             ws,
             root: cfg.root.clone(),
             port: public.port(),

@@ -45,6 +45,49 @@ pub fn allowed(origin: Option<&str>, host: Option<&str>, allow: &[String], port:
     o == strip_default_port(&h.trim().to_ascii_lowercase(), &scheme) || loopback_alias(origin, h, port)
 }
 
+/// websocketd's `--origin host[:port],...` (started as `websocketd`): the
+/// Origin's host must be listed, with any port when the entry names none,
+/// and the same scheme when the entry names one (`https://host`); ports
+/// absent from an Origin are the scheme's default (80, 443); `*` allows any
+/// origin (ws2http's addition: websocketd's default without the flag). With
+/// `--sameorigin` the Origin must also name the Host ([`allowed`]'s rule).
+/// As everywhere in ws2http, a client that sends no Origin is not a
+/// browser and passes (websocketd refuses it once a list is given).
+pub fn listed(origin: Option<&str>, host: Option<&str>, list: &crate::config::OriginHosts, port: u16) -> bool {
+    let Some(origin) = origin.map(str::trim) else { return true };
+    if list.same_origin && !allowed(Some(origin), host, &[], port) {
+        return false;
+    }
+    if list.hosts.iter().any(|h| h == "*") {
+        return true;
+    }
+    let Some((scheme, authority)) = origin.split_once("://") else { return false };
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = if scheme == "https" || scheme == "wss" { "443" } else { "80" };
+    let (o_host, o_port) = split_port(authority.trim_end_matches('/'), default_port);
+    list.hosts.iter().any(|entry| {
+        let entry = match entry.split_once("://") {
+            Some((s, rest)) if s.eq_ignore_ascii_case(&scheme) => rest,
+            Some(_) => return false,
+            None => entry.as_str(),
+        };
+        let (e_host, e_port) = split_port(entry.trim_end_matches('/'), "");
+        e_host.eq_ignore_ascii_case(o_host) && (e_port.is_empty() || e_port == o_port)
+    })
+}
+
+/// `host[:port]` (`[v6]:port` too) → (host, port or `default`).
+fn split_port<'a>(authority: &'a str, default: &'a str) -> (&'a str, &'a str) {
+    match authority.rsplit_once(':') {
+        Some((h, p))
+            if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && (h.ends_with(']') || !h.contains(':')) =>
+        {
+            (h, p)
+        }
+        _ => (authority, default),
+    }
+}
+
 /// The names a browser on this machine uses for it, interchangeably.
 const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
 
@@ -124,5 +167,33 @@ mod tests {
         ] {
             assert!(!allowed(Some(origin), Some(host), &[], P), "{origin} {host}");
         }
+    }
+}
+
+#[cfg(test)]
+mod websocketd_tests {
+    use super::listed;
+    use crate::config::OriginHosts;
+
+    fn list(hosts: &[&str], same_origin: bool) -> OriginHosts {
+        OriginHosts { hosts: hosts.iter().map(|h| h.to_string()).collect(), same_origin }
+    }
+
+    #[test]
+    fn websocketd_origin_lists() {
+        let l = list(&["a.example", "b.example:8080", "https://c.example"], false);
+        let ok = |o: &str| listed(Some(o), Some("srv:1"), &l, 1);
+        assert!(ok("http://a.example") && ok("https://a.example:9999"), "no port: any port");
+        assert!(ok("http://b.example:8080") && !ok("http://b.example") && !ok("http://b.example:8081"));
+        assert!(ok("https://c.example") && !ok("http://c.example"), "a scheme must match");
+        assert!(!ok("http://evil.example") && !ok("null") && !ok("http://a.example.evil"));
+        assert!(listed(None, Some("srv:1"), &l, 1), "no Origin: not a browser");
+        assert!(listed(Some("http://anything"), None, &list(&["*"], false), 1));
+        let both = list(&["srv"], true);
+        assert!(listed(Some("http://srv:1"), Some("srv:1"), &both, 1));
+        assert!(!listed(Some("http://srv:2"), Some("srv:1"), &both, 1), "--sameorigin: the Host's port too");
+        assert!(!listed(Some("http://srv:1"), Some("other:1"), &both, 1));
+        let v6 = list(&["[::1]:8080"], false);
+        assert!(listed(Some("http://[::1]:8080"), None, &v6, 1) && !listed(Some("http://[::1]:80"), None, &v6, 1));
     }
 }

@@ -38,6 +38,8 @@ pub struct WsState {
     pub ping_interval: Option<Duration>,
     /// `--allow-origin`.
     pub allow_origin: Vec<String>,
+    /// websocketd's `--origin` list, checked instead when set.
+    pub origin_hosts: Option<crate::config::OriginHosts>,
     /// Which events run the script (`--events`).
     pub events: Events,
     /// `--http-timeout`: how long a message may take to arrive (beyond its bytes).
@@ -62,6 +64,7 @@ impl WsState {
             conn_limits: ConnLimits::new(cfg.max_connections, cfg.max_connections_per_ip),
             ping_interval: cfg.ping_interval,
             allow_origin: cfg.allow_origin.clone(),
+            origin_hosts: cfg.origin_hosts.clone(),
             events: cfg.events,
             http_timeout: cfg.http_timeout,
             queue_budget: QueueBudget::new(cfg.max_queue_bytes, cfg.max_queue_bytes_total),

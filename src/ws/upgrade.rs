@@ -162,7 +162,12 @@ fn handshake_key<S>(req: &Request<S>) -> Result<String, Refused> {
 /// (web pages in the user's browser are untrusted).
 fn check_origin<S>(req: &Request<S>, app: &WsState, path: &str) -> Result<(), Refused> {
     let header = |name: &str| req.header(name).map(|v| v.last().as_str().to_owned());
-    if super::origin::allowed(header("Origin").as_deref(), header("Host").as_deref(), &app.allow_origin, app.port) {
+    let (origin, host) = (header("Origin"), header("Host"));
+    let allowed = match &app.origin_hosts {
+        Some(list) => super::origin::listed(origin.as_deref(), host.as_deref(), list, app.port),
+        None => super::origin::allowed(origin.as_deref(), host.as_deref(), &app.allow_origin, app.port),
+    };
+    if allowed {
         return Ok(());
     }
     let hint = format!(
