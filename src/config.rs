@@ -425,17 +425,14 @@ pub struct Config {
     pub per_connection: PerConnection,
     /// Arguments after the single script, passed to every process it runs.
     pub script_args: Vec<String>,
+    /// The single script's argv[0] as typed (websocketd's COMMAND), when
+    /// it differs from its canonical path.
+    pub script_argv0: Option<String>,
     /// `--console` (`Some(true)`), `--no-console` (`Some(false)`), or neither:
     /// on only when the public listener is on a loopback address.
     pub console: Option<bool>,
-    /// Arguments after the single SCRIPT (websocketd's `COMMAND ARGS...`),
-    /// given to every process the script runs as.
-    pub script_args: Vec<String>,
     /// Which CGI environment scripts get: ws2http's, or websocketd 0.4.1's.
     pub cgi_flavour: CgiFlavour,
-    /// The process-per-connection lifetime (issue 15 §1; its runtime is the
-    /// "resident" branch's, this branch only fills the settings).
-    pub per_connection: PerConnection,
     /// websocketd's `--header`, `--header-ws`, `--header-http`.
     pub response_headers: ResponseHeaders,
     /// Where plain HTTP requests find classic CGI scripts.
@@ -463,33 +460,6 @@ pub enum CgiFlavour {
     /// `UNIQUE_ID`, `REMOTE_HOST`, ...), with its documented bugs fixed
     /// (docs/notes15/websocketd.md).
     Websocketd,
-}
-
-/// `--per-connection` and its companions (names agreed in DESIGN15.md).
-#[derive(Debug, Clone, PartialEq)]
-pub struct PerConnection {
-    /// URL path globs whose endpoint runs one process per connection.
-    pub patterns: Vec<String>,
-    /// `--per-connection-directives`: `@` lines are directives.
-    pub directives: bool,
-    /// `--per-connection-binary`: bytes as binary messages, no line splitting.
-    pub binary: bool,
-    /// `--close-grace`: delay before each of SIGINT, SIGTERM, SIGKILL.
-    pub close_grace: Duration,
-    /// `--max-connection-procs`: processes alive at once (beyond it: 429).
-    pub max_procs: usize,
-}
-
-impl Default for PerConnection {
-    fn default() -> Self {
-        PerConnection {
-            patterns: Vec::new(),
-            directives: false,
-            binary: false,
-            close_grace: Duration::from_millis(100),
-            max_procs: 128,
-        }
-    }
 }
 
 /// Extra headers on public responses (websocketd's `--header*` flags), in
@@ -525,7 +495,7 @@ pub enum PageScripts {
 
 /// The process-per-connection lifetime (`--per-connection` and the flags
 /// around it; docs/PROTOCOL.md, "One process per connection").
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct PerConnection {
     /// Globs on the URL path (`*` any run of characters, `/` included).
     pub patterns: Vec<String>,
@@ -716,14 +686,13 @@ impl Cli {
             max_outgoing_bytes_total,
             per_connection,
             script_args: Vec::new(),
+            script_argv0: None,
             console: match (self.console, self.no_console) {
                 (true, _) => Some(true),
                 (_, true) => Some(false),
                 _ => None,
             },
-            script_args: Vec::new(),
             cgi_flavour: CgiFlavour::Ws2http,
-            per_connection: PerConnection::default(),
             response_headers: ResponseHeaders::default(),
             page_scripts: PageScripts::CgiBin,
             origin_hosts: None,

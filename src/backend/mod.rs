@@ -78,7 +78,12 @@ pub fn page_routes(setup: &Setup<'_>, all: &Arc<Routes>) -> Result<Option<Arc<Ro
 /// script speaks WebSocket only: it serves no pages.
 fn scripts(setup: &Setup<'_>) -> Route {
     let mut spawn = spawn::Spawn::new(setup.env.clone(), setup.limits, Default::default(), setup.cfg.max_procs);
-    spawn.args = setup.cfg.script_args.clone();
+    let websocketd = setup.cfg.cgi_flavour == crate::config::CgiFlavour::Websocketd;
+    spawn.launch = spawn::Launch {
+        args: setup.cfg.script_args.clone(),
+        argv0: setup.cfg.script_argv0.clone(),
+        keep_cwd: websocketd,
+    };
     let spawn = Arc::new(spawn);
     let pages: Option<Arc<dyn Pages>> = match setup.cfg.script {
         Some(_) => None,

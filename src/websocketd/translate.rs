@@ -71,6 +71,7 @@ pub fn plan(a: &WsdArgs) -> Result<Plan, String> {
         cfg.cgi_bin = PathBuf::from("/nonexistent");
     }
     cfg.script_args = a.command.iter().skip(1).cloned().collect();
+    cfg.script_argv0 = a.command.first().cloned();
     cfg.cgi_flavour = CgiFlavour::Websocketd;
     cfg.inherited_env = passenv(a.passenv.as_deref().unwrap_or(DEFAULT_PASSENV));
     cfg.per_connection = per_connection(a, cfg.max_connections);

@@ -216,12 +216,30 @@ pub struct Spawned {
 /// `env`, in the script's directory, with piped stdio, for the reactor.
 /// Its process group lives within `budget` (see [`groups`]).
 pub fn spawn(target: &Target, env: &EnvBlock, budget: Budget) -> io::Result<Child> {
-    spawn_with_args(target, &[], env, budget)
+    spawn_with_args(target, &Launch::PLAIN, env, budget)
+}
+
+/// How a script is started beyond its path: the arguments after it (the
+/// single script's `COMMAND ARGS...`), and under websocketd's command line
+/// its argv[0] as typed (`sh`, not `/usr/bin/dash`: multi-call programs
+/// choose by it) and the server's working directory (websocketd's, so
+/// `websocketd python3 ./chat.py` finds `./chat.py`) instead of the
+/// script's.
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    pub args: Vec<String>,
+    pub argv0: Option<String>,
+    pub keep_cwd: bool,
+}
+
+impl Launch {
+    /// The script alone, in its own directory.
+    pub const PLAIN: Launch = Launch { args: Vec::new(), argv0: None, keep_cwd: false };
 }
 
 /// [`spawn`], with `args` after the script on its command line.
-pub fn spawn_with_args(target: &Target, args: &[String], env: &EnvBlock, budget: Budget) -> io::Result<Child> {
-    let Spawned { pid, group, stdin, stdout, stderr } = spawn_argv(target, args, env, budget)?;
+pub fn spawn_with_args(target: &Target, launch: &Launch, env: &EnvBlock, budget: Budget) -> io::Result<Child> {
+    let Spawned { pid, group, stdin, stdout, stderr } = spawn_argv(target, launch, env, budget)?;
     let pidfd = pidfd_open(pid).and_then(|fd| Async::new(fd).ok());
     let mut child = Child { pid, group, pidfd, status: None, stdin: Some(stdin), stdout: None, stderr: None };
     match (Async::new(File::from(stdout)), Async::new(File::from(stderr))) {
@@ -241,28 +259,32 @@ pub fn spawn_with_args(target: &Target, args: &[String], env: &EnvBlock, budget:
 
 /// Starts `target` as [`spawn`] does; the pipes stay plain descriptors.
 pub fn spawn_fds(target: &Target, env: &EnvBlock, budget: Budget) -> io::Result<Spawned> {
-    spawn_argv(target, &[], env, budget)
+    spawn_argv(target, &Launch::PLAIN, env, budget)
 }
 
-/// [`spawn_fds`], with `args` after the script on its command line.
-fn spawn_argv(target: &Target, args: &[String], env: &EnvBlock, budget: Budget) -> io::Result<Spawned> {
+/// [`spawn_fds`], started as `launch` says.
+fn spawn_argv(target: &Target, launch: &Launch, env: &EnvBlock, budget: Budget) -> io::Result<Spawned> {
     let script = c_string(target.filename.as_os_str().as_bytes(), "the script path")?;
-    let mut argv_owned = Vec::with_capacity(4 + args.len());
+    let mut argv_owned = Vec::with_capacity(4 + launch.args.len());
     if let Some(interp) = &target.interpreter {
         for a in interp.iter() {
             argv_owned.push(c_string(a.as_bytes(), "the handler command")?);
         }
     }
-    argv_owned.push(script);
-    for a in args {
+    argv_owned.push(script.clone());
+    for a in &launch.args {
         argv_owned.push(c_string(a.as_bytes(), "a script argument")?);
+    }
+    // The program run is argv_owned[0]'s; only its name as shown changes.
+    let program = argv_owned[0].clone();
+    if let (None, Some(name)) = (&target.interpreter, &launch.argv0) {
+        argv_owned[0] = c_string(name.as_bytes(), "the command name")?;
     }
     let mut argv: Vec<*mut libc::c_char> = argv_owned.iter().map(|a| a.as_ptr().cast_mut()).collect();
     argv.push(std::ptr::null_mut());
-    let program = &argv_owned[0];
     // A bare handler name ("php-cgi") is looked up in PATH, like a shell would.
     let search = target.interpreter.is_some() && !program.as_bytes().contains(&b'/');
-    let dir = match target.filename.parent().filter(|d| !d.as_os_str().is_empty()) {
+    let dir = match target.filename.parent().filter(|d| !d.as_os_str().is_empty() && !launch.keep_cwd) {
         Some(d) => Some(c_string(d.as_os_str().as_bytes(), "the script directory")?),
         None => None,
     };

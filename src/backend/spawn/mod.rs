@@ -29,6 +29,7 @@ use crate::backend::env::{self, EnvSettings};
 use crate::event::{Event, EventKind};
 use crate::gateway::slots::Slots;
 use crate::gateway::{BoxFuture, Call, Limits, Outcome, Transport};
+pub use child::Launch;
 pub use process::Stderr;
 
 /// How long a script's process group may keep running after SIGTERM
@@ -48,15 +49,15 @@ pub struct Spawn {
     /// The threads that run events' scripts ([`worker`]), as many as
     /// `--max-procs` at most.
     workers: pool::Pool<worker::Job>,
-    /// Arguments after the script on a per-connection process's command
-    /// line (the single script's `COMMAND ARGS...`).
-    pub args: Vec<String>,
+    /// How a per-connection process is started (the single script's
+    /// `COMMAND ARGS...`, websocketd's working directory).
+    pub launch: child::Launch,
 }
 
 impl Spawn {
     pub fn new(env: EnvSettings, limits: Limits, stderr: Stderr, max_procs: usize) -> Self {
         let workers = pool::Pool::new(max_procs, "ws2http-spawn", worker::run);
-        Spawn { env, limits, grace: GRACE, stderr, procs: Slots::new(max_procs), workers, args: Vec::new() }
+        Spawn { env, limits, grace: GRACE, stderr, procs: Slots::new(max_procs), workers, launch: child::Launch::PLAIN }
     }
 }
 

@@ -33,7 +33,7 @@ impl Starter for Spawn {
         let target = &conn.target;
         let budget = Budget::from_now(FOREVER, grace);
         let mut child =
-            child::spawn_with_args(target, &self.args, &vars, budget).map_err(|e| spawn_failed(target, &e))?;
+            child::spawn_with_args(target, &self.launch, &vars, budget).map_err(|e| spawn_failed(target, &e))?;
         let label = format!("[{}] {} process", conn.id, target.endpoint());
         let pipes = (child.stdin.take(), child.stdout.take(), child.stderr.take());
         let (Some(stdin), Some(stdout), Some(stderr)) = pipes else {
