@@ -458,7 +458,7 @@ pub enum CgiFlavour {
     Ws2http,
     /// websocketd 0.4.1's names and values (`GATEWAY_INTERFACE=websocketd-CGI/0.1`,
     /// `UNIQUE_ID`, `REMOTE_HOST`, ...), with its documented bugs fixed
-    /// (docs/notes15/websocketd.md).
+    /// (README.md "Coming from websocketd").
     Websocketd,
 }
 

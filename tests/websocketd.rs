@@ -1,7 +1,7 @@
 //! ws2http started as `websocketd` against the real websocketd 0.4.1
 //! (Debian package), both started with the same arguments in the same
 //! test: a client asks both the same question and must observe the same
-//! answer, except for the differences docs/notes15/websocketd.md documents
+//! answer, except for the differences README.md "Coming from websocketd" documents
 //! (each asserted here as a difference, so neither side can drift).
 //!
 //! These cases do not depend on how long a process lives; the lifetime
@@ -281,4 +281,43 @@ fn refusals_and_unsupported_flags_are_one_line() {
     assert_eq!(out.status.code(), Some(2));
     assert!(err.starts_with("ws2http: error: --port is a websocketd flag; in ws2http: --listen"), "{err}");
     assert!(err.contains("`websocketd`") && err.lines().count() == 1, "{err}");
+}
+
+/// README's "Coming from websocketd" commands, run as printed (the port
+/// aside) by both servers, with the files they name.
+#[suite("bench")]
+#[test]
+fn the_readme_commands_run_the_same_on_both() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");
+    let block = readme
+        .split("<!-- tests/websocketd.rs runs every `websocketd` line of this block")
+        .nth(1)
+        .and_then(|rest| rest.split("```text\n").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README block of websocketd commands");
+    let lines: Vec<&str> = block.lines().filter(|l| l.starts_with("websocketd ")).collect();
+    assert_eq!(lines.len(), 3, "{block}");
+    let dir = scripts(&[("count.sh", "for i in 1 2 3; do echo $i; done"), ("scripts/hello.sh", "echo hello")]);
+    std::fs::create_dir_all(dir.join("public")).expect("public");
+    std::fs::write(dir.join("public/index.html"), "<h1>hi</h1>\n").expect("index.html");
+    let chat = "import sys\nprint(' '.join(sys.argv[1:]), flush=True)\nfor line in sys.stdin:\n    print(line.strip(), flush=True)\n";
+    std::fs::write(dir.join("chat.py"), chat).expect("chat.py");
+    for line in lines {
+        let args: Vec<&str> = line.split_whitespace().skip(1).filter(|a| *a != "--port=8080").collect();
+        let pair = start(&dir, &args);
+        let (path, until, want): (&str, &str, &[&str]) = match args.last().copied() {
+            Some("./count.sh") => ("/", "3", &["1", "2", "3"]),
+            Some("--staticdir=./public") => ("/hello.sh", "hello", &["hello"]),
+            _ => ("/", "--room lobby", &["--room lobby"]),
+        };
+        for got in messages(&pair, path, until) {
+            assert_eq!(got, want, "{line}");
+        }
+        if line.contains("--staticdir") {
+            for side in pair.both() {
+                let (answer, _) = exchange(side.port, &get_request("/"));
+                assert_eq!((answer.status, answer.body.as_slice()), (200, &b"<h1>hi</h1>\n"[..]), "{}", side.name);
+            }
+        }
+    }
 }

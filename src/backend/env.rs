@@ -209,7 +209,7 @@ pub fn event_vars(env: &mut impl EnvSink, s: &EnvSettings, ev: &Event) {
 /// path in PATH_INFO for a COMMAND), only the `--passenv` variables of
 /// ours, and the control API (`WS_CONNECTION_ID`, `WS_API_URL`,
 /// `WS_API_TOKEN`, names websocketd scripts never used). Fixed, as
-/// docs/notes15/websocketd.md says: `HTTP_HOST` is set (websocketd drops
+/// README.md "Coming from websocketd" says: `HTTP_HOST` is set (websocketd drops
 /// the Host header), `PATH_TRANSLATED` is PATH_INFO translated against the
 /// script directory (websocketd gives the URL path), and the header
 /// variables follow ws2http's rules (no `HTTP_PROXY`: httpoxy).

@@ -119,7 +119,7 @@ fn go_bool(s: &str) -> Result<bool, String> {
     about = "ws2http running websocketd 0.4.1's command line: every connection runs COMMAND (or a script of --dir) \
              and talks to it over stdin/stdout",
     override_usage = "websocketd [OPTIONS] COMMAND [ARGS...]\n       websocketd [OPTIONS] --dir=DIR",
-    after_help = "Differences from websocketd: docs/websocketd.md (README, \"Coming from websocketd\"). \
+    after_help = "Differences from websocketd: README.md, \"Coming from websocketd\". \
                   `ws2http --help` lists what ws2http adds.",
     disable_version_flag = true,
     args_override_self = true

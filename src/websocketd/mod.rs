@@ -12,7 +12,7 @@
 //! itself answers a websocketd flag with a hint ([`hint`]).
 //!
 //! [`args`] parses, [`translate`] maps onto a ws2http `Config`; the
-//! differences from websocketd are documented in docs/notes15/websocketd.md.
+//! differences from websocketd are documented in README.md "Coming from websocketd".
 
 pub mod args;
 pub mod hint;

@@ -4,7 +4,7 @@
 //! websocketd has (its CGI environment, `--header*`, its origin list, CGI
 //! from `--cgidir` only) is set on the `Config` afterwards.
 //!
-//! Decisions (docs/notes15/websocketd.md says why, for users):
+//! Decisions (README.md "Coming from websocketd" says why, for users):
 //! - Bind all IPv4 interfaces without `--address`, as websocketd does: the
 //!   user asked for websocketd by name, and a drop-in that answers only on
 //!   loopback breaks every container and VPS deployment. Browsers stay
