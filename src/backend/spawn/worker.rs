@@ -38,7 +38,7 @@ use super::child::{self, EnvBlock, Spawned};
 use super::groups::{self, GroupId};
 use super::process::{log_overrun, log_stderr_rest, outcome, spawn_failed, ExitResult, Stderr, StderrLines, Time};
 use crate::event::ConnInfo;
-use crate::gateway::Outcome;
+use crate::gateway::{Apply, Call, Limits, Outcome, Output};
 use crate::runtime::Async;
 
 /// One event's script, as handed to a worker.
@@ -53,6 +53,9 @@ pub struct Job {
     /// The event's label, for the log.
     pub label: String,
     pub stderr: Stderr,
+    /// Set: the worker parses the output and applies the actions itself
+    /// ([`Call::direct`]), and hands back only [`Back::Done`].
+    pub direct: Option<Apply>,
     pub back: async_channel::Sender<Back>,
 }
 
@@ -78,9 +81,31 @@ const SMALL: usize = 4096;
 
 /// Runs one job to its end (the pool's job function).
 pub fn run(job: Job) {
-    let outcome = match child::spawn_fds(&job.conn.target, &job.env, job.time.budget()) {
-        Ok(spawned) => Run::new(&job, spawned).finish(),
-        Err(e) => Outcome::Failed(spawn_failed(&job.conn.target, &e)),
+    let spawned = match child::spawn_fds(&job.conn.target, &job.env, job.time.budget()) {
+        Ok(spawned) => spawned,
+        Err(e) => {
+            let _ = job.back.send_blocking(Back::Done(Outcome::Failed(spawn_failed(&job.conn.target, &e))));
+            return;
+        }
+    };
+    let outcome = match &job.direct {
+        Some(apply) => {
+            let mut sink = |o: Output| {
+                if let Output::Action(a) = o {
+                    apply(a);
+                }
+            };
+            let limits = Limits { timeout: job.time.timeout, max_output: job.max_output };
+            let me = (&job.conn.id, job.conn.target.endpoint());
+            let call = Call::new(&job.label, limits, me, false, &mut sink);
+            let mut run = Run::new(&job, spawned, Some(call));
+            let outcome = run.finish();
+            match run.call.take() {
+                Some(call) => call.conclude(outcome),
+                None => outcome,
+            }
+        }
+        None => Run::new(&job, spawned, None).finish(),
     };
     let _ = job.back.send_blocking(Back::Done(outcome));
 }
@@ -141,6 +166,9 @@ impl Drop for Proc {
 /// One event's script while it runs.
 struct Run<'a> {
     job: &'a Job,
+    /// The output pipeline, when the worker applies the output itself
+    /// ([`Job::direct`]); else the output is handed back.
+    call: Option<Call<'a>>,
     proc: Proc,
     /// The payload's descriptor and how much of it is written.
     stdin: Option<(OwnedFd, usize)>,
@@ -170,7 +198,7 @@ struct Slots {
 }
 
 impl<'a> Run<'a> {
-    fn new(job: &'a Job, s: Spawned) -> Self {
+    fn new(job: &'a Job, s: Spawned, call: Option<Call<'a>>) -> Self {
         let pidfd = child::pidfd_open(s.pid);
         let proc = Proc { pid: s.pid, group: s.group, pidfd, status: None };
         let errors = StderrLines::new(job.label.as_str(), &job.stderr);
@@ -179,6 +207,7 @@ impl<'a> Run<'a> {
         let (stdout, stderr) = (Some(s.stdout), Some(s.stderr));
         let mut run = Run {
             job,
+            call,
             proc,
             stdin,
             stdout,
@@ -231,7 +260,7 @@ impl<'a> Run<'a> {
     }
 
     /// Runs the script to its end and says how it ended.
-    fn finish(mut self) -> Outcome {
+    fn finish(&mut self) -> Outcome {
         let status = self.exchange();
         if status.is_ok() && self.eof_at.is_some() {
             self.hand_back(true);
@@ -283,10 +312,10 @@ impl<'a> Run<'a> {
                 self.feed_more();
             }
             if ready(slots.stdout) {
-                self.read_stdout();
+                self.read_stdout(fds[slots.stdout].revents);
             }
             if ready(slots.stderr) {
-                self.read_stderr();
+                self.read_stderr(fds[slots.stderr].revents);
             }
             if exited.is_none() && (ready(slots.exit) || self.proc.pidfd.is_none()) {
                 match self.proc.try_status(&self.job.label) {
@@ -322,11 +351,18 @@ impl<'a> Run<'a> {
         (fds, slots)
     }
 
-    /// One read of stdout. What it read is handed back at once when it holds
-    /// a newline (a line to apply now) or passes `--max-output` (the gateway
-    /// cuts there, and nothing more is read); other bytes wait for more.
-    fn read_stdout(&mut self) {
+    /// One read of stdout (`revents`: what the poll saw on it). What it read
+    /// is handed back at once when it holds a newline (a line to apply now)
+    /// or passes `--max-output` (the gateway cuts there, and nothing more is
+    /// read); other bytes wait for more. A pipe the poll saw hung up (every
+    /// writer gone) that this read emptied is at its end: no second read
+    /// (and poll) to see it return 0.
+    fn read_stdout(&mut self, revents: i16) {
         let Some(fd) = &self.stdout else { return };
+        let hung_up = revents & libc::POLLHUP != 0;
+        if hung_up && revents & libc::POLLIN == 0 {
+            return self.stdout_ended();
+        }
         let mut buf = std::mem::MaybeUninit::<[u8; CHUNK]>::uninit();
         // Never more than one byte past the limit.
         let want = CHUNK.min(self.job.max_output.saturating_add(1) - self.sent);
@@ -343,30 +379,59 @@ impl<'a> Run<'a> {
             return;
         }
         if n == 0 {
-            self.stdout = None;
-            self.eof_at = Some(Instant::now());
-            return;
+            return self.stdout_ended();
         }
         self.sent += n as usize;
         // SAFETY: `read` initialised the first `n` bytes.
         let read = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n as usize) };
         self.pending.extend_from_slice(read);
         let over = self.sent > self.job.max_output;
-        if over || read.contains(&b'\n') {
-            self.hand_back(false);
-        }
         if over {
+            self.hand_back(false);
             self.held = self.stdout.take();
+        } else if hung_up && (n as usize) < want {
+            self.stdout_ended();
+        } else if read.contains(&b'\n') {
+            self.hand_back(false);
         }
     }
 
-    /// Hands the pending stdout back (and its end).
+    /// The end of stdout: handed back with the exit (see [`TAIL_WAIT`]), or
+    /// applied at once when the worker applies the output (nothing to
+    /// travel back with the exit, and the reply goes out while the script
+    /// is still exiting).
+    fn stdout_ended(&mut self) {
+        self.stdout = None;
+        self.eof_at = Some(Instant::now());
+        if self.call.is_some() {
+            self.hand_back(true);
+        }
+    }
+
+    /// Hands the pending stdout back (and its end), or applies it here.
     fn hand_back(&mut self, end: bool) {
-        let bytes = std::mem::take(&mut self.pending);
         if end {
             self.eof_at = None;
         }
-        if self.job.back.send_blocking(Back::Output { group: self.proc.group, bytes, end }).is_err() {
+        let gone = match &mut self.call {
+            Some(call) => {
+                // Its event's future is gone (shutdown): as a failed send below.
+                let gone = self.job.back.is_closed();
+                if !gone && !call.is_cut() && call.feed(&self.pending).is_err() {
+                    groups::kill_now(self.proc.group);
+                }
+                if !gone && end {
+                    call.end();
+                }
+                self.pending.clear();
+                gone
+            }
+            None => {
+                let bytes = std::mem::take(&mut self.pending);
+                self.job.back.send_blocking(Back::Output { group: self.proc.group, bytes, end }).is_err()
+            }
+        };
+        if gone {
             // Nobody reads the output any more: close the pipes, as
             // dropping the event's future did.
             self.stdout = None;
@@ -375,9 +440,15 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// One read of stderr into the log.
-    fn read_stderr(&mut self) {
+    /// One read of stderr into the log (`revents`: what the poll saw; hung
+    /// up with nothing to read is its end, no read needed).
+    fn read_stderr(&mut self, revents: i16) {
         let Some(fd) = &self.stderr else { return };
+        if revents & libc::POLLIN == 0 && revents & libc::POLLHUP != 0 {
+            self.errors.end();
+            self.stderr = None;
+            return;
+        }
         // Not zeroed: 4 KiB of memset per event was 4 % of the server's
         // instructions (callgrind), for a pipe that is nearly always empty.
         let mut buf = std::mem::MaybeUninit::<[u8; 4096]>::uninit();
@@ -404,7 +475,7 @@ impl<'a> Run<'a> {
             if poll(&mut fds, Some(Duration::ZERO)) == 0 {
                 break;
             }
-            self.read_stderr();
+            self.read_stderr(fds[0].revents);
         }
         let Some(fd) = self.stderr.take() else { return };
         let lines = std::mem::replace(&mut self.errors, StderrLines::new("", &self.job.stderr)).into_owned();
