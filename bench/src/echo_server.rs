@@ -62,6 +62,7 @@ async fn spawn_once(conn: &Arc<ConnInfo>, input: &[u8]) -> Vec<u8> {
         max_output: 1 << 20,
         label: String::new(),
         stderr: Stderr::Log,
+        direct: None,
         back,
     };
     if WORKERS.submit(job).is_err() {

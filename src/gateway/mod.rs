@@ -38,6 +38,7 @@ use futures_lite::io::AsyncBufRead;
 
 use crate::action::Action;
 use crate::event::{Event, EventKind};
+use crate::id::ConnId;
 pub use head::Head;
 use output::OutputParser;
 
@@ -82,6 +83,11 @@ pub enum Outcome {
 }
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Applies an action at once, from any thread (the hub's apply, for message
+/// and close events): what a transport that reads the output on a thread of
+/// its own may apply it with there ([`Call::direct`]).
+pub type Apply = Arc<dyn Fn(Action) + Send + Sync>;
 
 /// The bounds of one event's run, the same for every transport.
 #[derive(Clone, Copy, Debug)]
@@ -130,6 +136,8 @@ pub struct Call<'a> {
     cut: bool,
     /// The start of a line whose end has not come yet ([`Call::feed`]).
     partial: Vec<u8>,
+    /// See [`Call::direct`].
+    direct: Option<Apply>,
 }
 
 /// Why [`Call::pump`] stopped before the end of the output.
@@ -142,6 +150,33 @@ pub enum Cut {
 }
 
 impl<'a> Call<'a> {
+    /// A call for one script's output: `label` names it in the log, `conn`
+    /// and `endpoint` are the script's, `is_open` for the open event (a
+    /// non-2xx head rejects it), `out` gets the output as it is parsed.
+    pub fn new(
+        label: &'a str,
+        limits: Limits,
+        (conn, endpoint): (&'a ConnId, &'a str),
+        is_open: bool,
+        out: &'a mut Sink<'a>,
+    ) -> Self {
+        let parser = OutputParser::new(directive::Context::Script { conn, endpoint }, is_open);
+        Call { label, limits, parser, out, read: 0, cut: false, partial: Vec::new(), direct: None }
+    }
+
+    /// When set, every [`Output`] but [`Output::Action`] is of no use to the
+    /// caller, and actions may be applied with this from any thread: a
+    /// transport that reads the output on a thread of its own (the spawn
+    /// transport's workers) may then run the whole output pipeline there,
+    /// through a [`Call::new`] of its own whose actions go to this, and end
+    /// it with [`Call::conclude`], instead of handing each chunk back to
+    /// this call (a thread wake-up each, before the reply can go out). This
+    /// call is then not fed at all, and its end changes nothing: the
+    /// outcome is the transport's.
+    pub fn direct(&self) -> Option<&Apply> {
+        self.direct.as_ref()
+    }
+
     /// `[id] /chat.sh message`: how the log names this run.
     pub fn label(&self) -> &'a str {
         self.label
@@ -257,33 +292,55 @@ pub async fn run(transport: &dyn Transport, event: &Event, out: &mut Sink<'_>) -
 /// `transport.slots()`): a caller that waited for it can still decide not
 /// to run the event (a message of a connection that ended meanwhile).
 pub async fn run_in_slot(transport: &dyn Transport, event: &Event, out: &mut Sink<'_>, slot: slots::Slot) -> Outcome {
+    run_with(transport, event, out, slot, None).await
+}
+
+/// [`run_in_slot`], with `direct` for a transport that may apply the
+/// actions itself (see [`Call::direct`]): only where `out` does nothing but
+/// apply the actions it gets with `direct` (message and close events).
+pub async fn run_with(
+    transport: &dyn Transport,
+    event: &Event,
+    out: &mut Sink<'_>,
+    slot: slots::Slot,
+    direct: Option<Apply>,
+) -> Outcome {
     let conn = &event.conn;
     let endpoint = conn.target.endpoint();
     let label = format!("[{}] {endpoint} {}{}", conn.id, event.kind.name(), transport.via());
-    let ctx = directive::Context::Script { conn: &conn.id, endpoint };
-    let parser = OutputParser::new(ctx, event.kind == EventKind::Open);
-    let mut call =
-        Call { label: &label, limits: *transport.limits(), parser, out, read: 0, cut: false, partial: Vec::new() };
+    let mut call = Call::new(&label, *transport.limits(), (&conn.id, endpoint), event.kind == EventKind::Open, out);
+    call.direct = direct;
     let outcome = {
         let _slot = slot;
         transport.exchange(event, &mut call).await
     };
-    let Call { mut parser, out, cut, .. } = call;
-    if cut {
-        parser.cut();
-    }
-    let refused = parser.refused().map(str::to_owned);
-    parser.finish(out);
-    match (cut, refused) {
-        // How the transport ended the cut run, as a detail (a script killed
-        // for it: "killed by signal 9"); the verdict is the limit.
-        (true, _) => Outcome::Failed(match outcome {
-            Outcome::Failed(why) | Outcome::Unavailable(why) if why != OUTPUT_LIMIT => {
-                format!("{OUTPUT_LIMIT} ({why})")
-            }
-            _ => OUTPUT_LIMIT.into(),
-        }),
-        (false, Some(why)) => Outcome::Failed(why),
-        (false, None) => outcome,
+    call.conclude(outcome)
+}
+
+impl Call<'_> {
+    /// The end of the call, once the transport is done with it: a header
+    /// block not ended, a whole-body message, the verdict. Output cut at
+    /// `--max-output` fails the event ([`OUTPUT_LIMIT`]) whatever the
+    /// transport reported (`outcome`), and a whole-body message it cut is
+    /// not sent; an ambiguous header block fails it too.
+    pub fn conclude(self, outcome: Outcome) -> Outcome {
+        let Call { mut parser, out, cut, .. } = self;
+        if cut {
+            parser.cut();
+        }
+        let refused = parser.refused().map(str::to_owned);
+        parser.finish(out);
+        match (cut, refused) {
+            // How the transport ended the cut run, as a detail (a script killed
+            // for it: "killed by signal 9"); the verdict is the limit.
+            (true, _) => Outcome::Failed(match outcome {
+                Outcome::Failed(why) | Outcome::Unavailable(why) if why != OUTPUT_LIMIT => {
+                    format!("{OUTPUT_LIMIT} ({why})")
+                }
+                _ => OUTPUT_LIMIT.into(),
+            }),
+            (false, Some(why)) => Outcome::Failed(why),
+            (false, None) => outcome,
+        }
     }
 }

@@ -81,6 +81,20 @@ pub async fn dispatch(
     out: &mut Sink<'_>,
     slot: Option<Slot>,
 ) -> Outcome {
+    dispatch_with(app, conn, transport, kind, out, slot, None).await
+}
+
+/// [`dispatch`], with `direct` applying the actions as `out` does (see
+/// [`gateway::Call::direct`]).
+async fn dispatch_with(
+    app: &WsState,
+    conn: &Arc<ConnInfo>,
+    transport: &dyn Transport,
+    kind: EventKind,
+    out: &mut Sink<'_>,
+    slot: Option<Slot>,
+    direct: Option<gateway::Apply>,
+) -> Outcome {
     let (rooms, meta) = app.hub.snapshot(&conn.id);
     let event = Event { kind, conn: conn.clone(), rooms, meta };
     let started = Instant::now();
@@ -95,10 +109,11 @@ pub async fn dispatch(
         }
         out(o)
     };
-    let outcome = match slot {
-        Some(slot) => gateway::run_in_slot(transport, &event, &mut watch, slot).await,
-        None => gateway::run(transport, &event, &mut watch).await,
+    let slot = match slot {
+        Some(slot) => slot,
+        None => transport.slots().acquire().await,
     };
+    let outcome = gateway::run_with(transport, &event, &mut watch, slot, direct).await;
     let took = started.elapsed();
     let kind = kind_index(&event.kind);
     let result = match outcome {
@@ -218,7 +233,14 @@ async fn dispatch_guarded(
             app.delivery.apply(a);
         }
     };
-    let run = std::panic::AssertUnwindSafe(dispatch(app, conn, transport, kind, &mut apply, slot));
+    // The same apply, for a transport that applies where it reads the
+    // output (a spawned script's worker thread: the reply goes out without
+    // waking this task first).
+    let delivery = app.delivery.clone();
+    let direct: gateway::Apply = Arc::new(move |a| {
+        delivery.apply(a);
+    });
+    let run = std::panic::AssertUnwindSafe(dispatch_with(app, conn, transport, kind, &mut apply, slot, Some(direct)));
     match futures_lite::FutureExt::catch_unwind(run).await {
         Ok(outcome) => outcome,
         Err(panic) => {

@@ -275,7 +275,9 @@ const CHUNKS_IN_FLIGHT: usize = 4;
 /// handed over, then its stdout, chunk by chunk, into `call` (the gateway's
 /// line splitter, limits and parser) as the script produces it. Past
 /// `--max-output` the script's group is killed at once; the deadline, the
-/// reaping and stderr are the worker's.
+/// reaping and stderr are the worker's. When the call may be applied
+/// directly ([`Call::direct`]: message and close events), the worker runs
+/// the output pipeline itself and only its outcome comes back.
 pub async fn run(spawn: &Spawn, conn: &Arc<ConnInfo>, env: EnvBlock, stdin: Bytes, call: &mut Call<'_>) -> Outcome {
     let time = Time { started: Instant::now(), timeout: call.timeout(), grace: spawn.grace };
     let (back, answers) = async_channel::bounded(CHUNKS_IN_FLIGHT);
@@ -287,6 +289,7 @@ pub async fn run(spawn: &Spawn, conn: &Arc<ConnInfo>, env: EnvBlock, stdin: Byte
         max_output: spawn.limits.max_output,
         label: call.label().to_owned(),
         stderr: spawn.stderr.clone(),
+        direct: call.direct().cloned(),
         back,
     };
     if let Err((_, e)) = spawn.workers.submit(job) {
