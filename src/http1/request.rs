@@ -52,10 +52,11 @@ pub fn request_info<S>(req: &Request<S>, server_port: u16) -> RequestInfo {
     // Names as sent and in order (the HTTP library keeps neither).
     match req.ext::<RawHead>() {
         Some(raw) => RequestInfo::new(fields, raw.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))),
-        None => RequestInfo::new(
-            fields,
-            req.iter().flat_map(|(name, values)| values.iter().map(move |v| (name.as_str(), v.as_str()))),
-        ),
+        None => {
+            let all: Vec<(&str, &str)> =
+                req.iter().flat_map(|(name, values)| values.iter().map(move |v| (name.as_str(), v.as_str()))).collect();
+            RequestInfo::new(fields, all)
+        }
     }
 }
 
