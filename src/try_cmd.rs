@@ -10,7 +10,7 @@ use crate::action::CloseCause;
 use crate::backend::env::EnvSettings;
 use crate::backend::spawn::{self, Spawn, Stderr};
 use crate::config::{inherited_env, parse_handlers, EventArg, TryArgs};
-use crate::event::{ConnInfo, Event, EventKind, RequestInfo, Target};
+use crate::event::{ConnInfo, Event, EventKind, RequestFields, RequestInfo, Target};
 use crate::gateway::{Limits, Outcome, Output};
 use crate::id::ConnId;
 use crate::runtime;
@@ -116,16 +116,16 @@ fn build_event(args: &TryArgs) -> Result<Event, String> {
     let mut rooms = args.rooms.clone();
     rooms.sort();
     let query = if args.query.is_empty() { String::new() } else { format!("?{}", args.query) };
-    let request = RequestInfo {
-        method: "GET".into(),
-        uri: format!("{}{}{query}", target.script_name, target.path_info),
-        query: args.query.clone(),
-        headers,
-        remote_addr: "127.0.0.1".into(),
-        remote_port: "50000".into(),
-        server_name: "localhost".into(),
-        server_port: "8080".into(),
+    let fields = RequestFields {
+        method: "GET",
+        uri: &format!("{}{}{query}", target.script_name, target.path_info),
+        query: &args.query,
+        remote_addr: "127.0.0.1",
+        remote_port: "50000",
+        server_name: "localhost",
+        server_port: "8080",
     };
+    let request = RequestInfo::new(fields, headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
     Ok(Event { kind, conn: Arc::new(ConnInfo { id: ConnId::random(), target, request }), rooms, meta })
 }
 

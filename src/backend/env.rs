@@ -59,11 +59,11 @@ fn usable(name: &str) -> bool {
 /// pairwise comparison this replaces was quadratic in the header count and
 /// re-checked every name's token syntax for every pair, ~25,000 instructions
 /// per event for a browser's headers.
-fn header_vars(env: &mut impl EnvSink, headers: &[(String, String)]) {
+fn header_vars(env: &mut impl EnvSink, req: &RequestInfo) {
     // Keys, each `HTTP_<NAME>`, back to back; (start, end, header index) each.
-    let mut keys = String::with_capacity(headers.iter().map(|(n, _)| n.len() + 5).sum());
-    let mut vars: Vec<(usize, usize, usize)> = Vec::with_capacity(headers.len());
-    for (i, (name, _)) in headers.iter().enumerate() {
+    let mut keys = String::with_capacity(req.headers().map(|(n, _)| n.len() + 5).sum());
+    let mut vars: Vec<(usize, usize, usize)> = Vec::with_capacity(req.header_count());
+    for (i, (name, _)) in req.headers().enumerate() {
         if usable(name) {
             let start = keys.len();
             keys.push_str("HTTP_");
@@ -94,7 +94,7 @@ fn header_vars(env: &mut impl EnvSink, headers: &[(String, String)]) {
             continue;
         }
         if end - start == 1 {
-            env.set(k, &headers[first].1);
+            env.set(k, req.header(first).1);
             continue;
         }
         joined.clear();
@@ -102,7 +102,7 @@ fn header_vars(env: &mut impl EnvSink, headers: &[(String, String)]) {
             if n > 0 {
                 joined.push_str(if k == "HTTP_COOKIE" { "; " } else { ", " });
             }
-            joined.push_str(&headers[v.2].1);
+            joined.push_str(req.header(v.2).1);
         }
         env.set(k, &joined);
     }
@@ -112,8 +112,8 @@ fn header_vars(env: &mut impl EnvSink, headers: &[(String, String)]) {
 pub fn request_env(env: &mut impl EnvSink, s: &EnvSettings, req: &RequestInfo, target: &Target, method: &str) {
     env.set("GATEWAY_INTERFACE", "CGI/1.1");
     env.set("SERVER_SOFTWARE", concat!("ws2http/", env!("CARGO_PKG_VERSION")));
-    env.set("SERVER_NAME", &req.server_name);
-    env.set("SERVER_PORT", &req.server_port);
+    env.set("SERVER_NAME", req.server_name());
+    env.set("SERVER_PORT", req.server_port());
     env.set("SERVER_PROTOCOL", "HTTP/1.1");
     env.set("REQUEST_METHOD", method);
     env.set("SCRIPT_NAME", &target.script_name);
@@ -123,12 +123,12 @@ pub fn request_env(env: &mut impl EnvSink, s: &EnvSettings, req: &RequestInfo, t
         let translated = s.document_root.join(target.path_info.trim_start_matches('/'));
         env.set("PATH_TRANSLATED", &translated.to_string_lossy());
     }
-    env.set("QUERY_STRING", &req.query);
-    env.set("REQUEST_URI", &req.uri);
-    env.set("REMOTE_ADDR", &req.remote_addr);
-    env.set("REMOTE_PORT", &req.remote_port);
+    env.set("QUERY_STRING", req.query());
+    env.set("REQUEST_URI", req.uri());
+    env.set("REMOTE_ADDR", req.remote_addr());
+    env.set("REMOTE_PORT", req.remote_port());
     env.set("REDIRECT_STATUS", "200");
-    header_vars(env, &req.headers);
+    header_vars(env, req);
     for (k, v) in &s.inherited {
         env.set(k, v);
     }
@@ -147,7 +147,7 @@ pub fn page_env(
     length: Option<u64>,
     content_type: Option<&str>,
 ) {
-    request_env(env, s, req, target, &req.method);
+    request_env(env, s, req, target, req.method());
     if let Some(len) = length.filter(|&l| l > 0) {
         env.set("CONTENT_LENGTH", &len.to_string());
     }
@@ -218,10 +218,10 @@ pub fn websocketd_vars(env: &mut impl EnvSink, s: &EnvSettings, req: &RequestInf
     for (k, v) in &s.inherited {
         env.set(k, v);
     }
-    env.set("REMOTE_ADDR", &req.remote_addr);
-    env.set("REMOTE_HOST", &req.remote_addr);
-    env.set("SERVER_NAME", &req.server_name);
-    env.set("SERVER_PORT", &req.server_port);
+    env.set("REMOTE_ADDR", req.remote_addr());
+    env.set("REMOTE_HOST", req.remote_addr());
+    env.set("SERVER_NAME", req.server_name());
+    env.set("SERVER_PORT", req.server_port());
     env.set("SERVER_PROTOCOL", "HTTP/1.1");
     env.set("GATEWAY_INTERFACE", "websocketd-CGI/0.1");
     env.set("REQUEST_METHOD", "GET");
@@ -235,14 +235,14 @@ pub fn websocketd_vars(env: &mut impl EnvSink, s: &EnvSettings, req: &RequestInf
         p => s.document_root.join(p.trim_start_matches('/')).to_string_lossy().into_owned(),
     };
     env.set("PATH_TRANSLATED", &translated);
-    env.set("QUERY_STRING", &req.query);
+    env.set("QUERY_STRING", req.query());
     for empty in ["AUTH_TYPE", "CONTENT_LENGTH", "CONTENT_TYPE", "REMOTE_IDENT", "REMOTE_USER"] {
         env.set(empty, "");
     }
     env.set("UNIQUE_ID", id);
-    env.set("REMOTE_PORT", &req.remote_port);
-    env.set("REQUEST_URI", &req.uri);
-    header_vars(env, &req.headers);
+    env.set("REMOTE_PORT", req.remote_port());
+    env.set("REQUEST_URI", req.uri());
+    header_vars(env, req);
     env.set("WS_CONNECTION_ID", id);
     env.set("WS_API_URL", &s.api_url);
     env.set("WS_API_TOKEN", &s.api_token);
@@ -257,24 +257,25 @@ mod tests {
     use std::sync::Arc;
 
     fn event(kind: EventKind) -> Event {
-        let request = RequestInfo {
-            method: "GET".into(),
-            uri: "/chat.sh/lobby?nick=a".into(),
-            query: "nick=a".into(),
-            headers: vec![
-                ("Host".into(), "example.org:8080".into()),
-                ("X-Multi".into(), "1".into()),
-                ("x-multi".into(), "2".into()),
-                ("Proxy".into(), "http://evil".into()),
-                ("Bad Name".into(), "x".into()),
-                ("X_Forwarded_For".into(), "forged".into()),
-                ("X-Forwarded-For".into(), "10.0.0.1".into()),
-            ],
-            remote_addr: "127.0.0.1".into(),
-            remote_port: "5000".into(),
-            server_name: "example.org".into(),
-            server_port: "8080".into(),
+        let fields = crate::event::RequestFields {
+            method: "GET",
+            uri: "/chat.sh/lobby?nick=a",
+            query: "nick=a",
+            remote_addr: "127.0.0.1",
+            remote_port: "5000",
+            server_name: "example.org",
+            server_port: "8080",
         };
+        let headers = [
+            ("Host", "example.org:8080"),
+            ("X-Multi", "1"),
+            ("x-multi", "2"),
+            ("Proxy", "http://evil"),
+            ("Bad Name", "x"),
+            ("X_Forwarded_For", "forged"),
+            ("X-Forwarded-For", "10.0.0.1"),
+        ];
+        let request = RequestInfo::new(fields, headers);
         let target = Target {
             filename: "/srv/cgi/chat.sh".into(),
             script_name: "/chat.sh".into(),
@@ -315,8 +316,8 @@ mod tests {
     fn page_requests_get_body_variables_and_the_api_but_no_ws_variables() {
         let s = EnvSettings { api_url: "http://127.0.0.1:1".into(), api_token: "t".into(), ..Default::default() };
         let ev = event(EventKind::Open);
-        let mut req = ev.conn.request.clone();
-        req.method = "POST".into();
+        let r = &ev.conn.request;
+        let req = r.with_request_line("POST", r.uri(), r.query());
         let mut env = Env::new();
         page_env(&mut env, &s, &req, &ev.conn.target, Some(4), Some("text/plain"));
         assert_eq!(get(&env, "REQUEST_METHOD"), Some("POST"));
@@ -451,7 +452,8 @@ mod tests {
                 .map(|j| (names[(next() % names.len() as u64) as usize].to_owned(), format!("v{case}.{j}")))
                 .collect();
             let mut env = Env::new();
-            header_vars(&mut env, &headers);
+            let req = RequestInfo::new(Default::default(), headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+            header_vars(&mut env, &req);
             assert_eq!(env, reference_header_vars(&headers), "headers {headers:?}");
         }
     }

@@ -88,7 +88,7 @@ impl Http {
         h(&mut req, "WS-Endpoint", conn.target.endpoint());
         h(&mut req, "WS-Path", &format!("{}{}", conn.target.script_name, conn.target.path_info));
         h(&mut req, "WS-Path-Info", &conn.target.path_info);
-        h(&mut req, "WS-Query", &conn.request.query);
+        h(&mut req, "WS-Query", conn.request.query());
         h(&mut req, "WS-Rooms", &event.rooms.join(" "));
         for (k, v) in &event.meta {
             h(&mut req, &format!("WS-Meta-{k}"), v);
@@ -98,21 +98,16 @@ impl Http {
             h(&mut req, "WS-Api-Token", &self.api_token);
         }
         let forwarded = ["cookie", "user-agent", "origin", "accept-language", "sec-websocket-protocol"];
-        for (name, value) in &conn.request.headers {
+        for (name, value) in conn.request.headers() {
             if forwarded.iter().any(|f| name.eq_ignore_ascii_case(f)) {
                 h(&mut req, name, value);
             }
         }
-        let mut xff: Vec<&str> = conn
-            .request
-            .headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
-            .map(|(_, v)| v.as_str())
-            .collect();
-        xff.push(&conn.request.remote_addr);
+        let mut xff: Vec<&str> =
+            conn.request.headers().filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for")).map(|(_, v)| v).collect();
+        xff.push(conn.request.remote_addr());
         h(&mut req, "X-Forwarded-For", &xff.join(", "));
-        if let Some((_, host)) = conn.request.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        if let Some(host) = conn.request.header_value("host") {
             h(&mut req, "X-Forwarded-Host", host);
         }
         match &event.kind {

@@ -91,7 +91,7 @@ impl<T: PageTransport> Pages for T {
 
 /// Runs one page request through `transport` (see the module docs).
 pub async fn serve(transport: &dyn PageTransport, info: &RequestInfo, target: &Target, body: RequestBody) -> Reply {
-    let label = format!("{} {} {}{}", info.method, target.endpoint(), info.remote_addr, transport.via());
+    let label = format!("{} {} {}{}", info.method(), target.endpoint(), info.remote_addr(), transport.via());
     crate::metrics::add(&crate::metrics::get().http_cgi_requests, 1);
     let slot = transport.slots().acquire().await;
     let started = Instant::now();
@@ -286,7 +286,10 @@ mod tests {
         let limits = Limits { timeout: Duration::from_secs(30), max_output: 10 };
         let seen = Arc::new(Mutex::new(Vec::new()));
         let t = Fake { output, limits, slots: Slots::new(1), seen: seen.clone(), cut };
-        let info = RequestInfo { method: "GET".into(), remote_addr: "1.2.3.4".into(), ..Default::default() };
+        let info = RequestInfo::new(
+            crate::event::RequestFields { method: "GET", remote_addr: "1.2.3.4", ..Default::default() },
+            [],
+        );
         let target =
             Target { filename: "/p.sh".into(), script_name: "/p.sh".into(), path_info: "".into(), interpreter: None };
         runtime::block_on(async {

@@ -68,9 +68,7 @@ pub async fn handle(mut req: Request<Arc<SiteState>>) -> tide::Result {
                 log::debug!(target: LOG, "{path}: local redirect to {location}");
                 let (p, q) = location.split_once('?').unwrap_or((&location, ""));
                 path = p.to_owned();
-                info.method = "GET".into();
-                info.uri = location.clone();
-                info.query = q.to_owned();
+                info = info.with_request_line("GET", &location, q);
             }
         }
     }
@@ -78,8 +76,8 @@ pub async fn handle(mut req: Request<Arc<SiteState>>) -> tide::Result {
     log::error!(
         target: LOG,
         "{} {path} {}: more than {MAX_LOCAL_REDIRECTS} local redirects; answering 500",
-        info.method,
-        info.remote_addr
+        info.method(),
+        info.remote_addr()
     );
     Ok(text(StatusCode::InternalServerError, "too many local redirects"))
 }
@@ -126,7 +124,7 @@ async fn script_body(
         Ok(body) => return Ok(RequestBody { body, content_type }),
         Err(e) => e.answer(app.body_budget.per_request, "--max-request-body"),
     };
-    log::warn!(target: LOG, "{} {} {}: refused with {code}: {why}", info.method, info.uri, info.remote_addr);
+    log::warn!(target: LOG, "{} {} {}: refused with {code}: {why}", info.method(), info.uri(), info.remote_addr());
     let status = StatusCode::try_from(code).unwrap_or(StatusCode::BadRequest);
     let mut r = text(status, &why);
     r.insert_header("Connection", "close");

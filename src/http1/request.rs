@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use tide::{Request, Response, StatusCode};
 
-use crate::event::RequestInfo;
+use crate::event::{RequestFields, RequestInfo};
 use crate::http1::head::RawHead;
 
 /// Path and query as the client sent them (see [`crate::listen`]); falls
@@ -33,29 +33,30 @@ pub fn request_info<S>(req: &Request<S>, server_port: u16) -> RequestInfo {
         Some(a) => (a.ip().to_string(), a.port().to_string()),
         None => (req.peer_addr().unwrap_or("").to_owned(), String::new()),
     };
-    // Names as sent and in order (the HTTP library keeps neither).
-    let headers = match req.ext::<RawHead>() {
-        Some(raw) => raw.headers.clone(),
-        None => req
-            .iter()
-            .flat_map(|(name, values)| values.iter().map(|v| (name.as_str().to_owned(), v.as_str().to_owned())))
-            .collect(),
-    };
     let host = req.header("Host").map(|h| h.last().as_str().to_owned()).unwrap_or_default();
     let server_name = match host.rsplit_once(':') {
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.is_empty() => h.to_owned(),
         _ if !host.is_empty() => host,
         _ => url.host_str().unwrap_or("localhost").to_owned(),
     };
-    RequestInfo {
-        method: req.method().to_string(),
-        uri,
-        query: query.unwrap_or_default(),
-        headers,
-        remote_addr,
-        remote_port,
-        server_name,
-        server_port: server_port.to_string(),
+    let (method, server_port) = (req.method().to_string(), server_port.to_string());
+    let fields = RequestFields {
+        method: &method,
+        uri: &uri,
+        query: query.as_deref().unwrap_or_default(),
+        remote_addr: &remote_addr,
+        remote_port: &remote_port,
+        server_name: &server_name,
+        server_port: &server_port,
+    };
+    // Names as sent and in order (the HTTP library keeps neither).
+    match req.ext::<RawHead>() {
+        Some(raw) => RequestInfo::new(fields, raw.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))),
+        None => {
+            let all: Vec<(&str, &str)> =
+                req.iter().flat_map(|(name, values)| values.iter().map(move |v| (name.as_str(), v.as_str()))).collect();
+            RequestInfo::new(fields, all)
+        }
     }
 }
 

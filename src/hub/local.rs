@@ -536,10 +536,10 @@ fn view(c: &Conn) -> ConnView {
     ConnView {
         id: c.info.id.to_string(),
         endpoint: c.info.target.endpoint().to_owned(),
-        remote_addr: match (r.remote_port.is_empty(), r.remote_addr.contains(':')) {
-            (true, _) => r.remote_addr.clone(),
-            (false, false) => format!("{}:{}", r.remote_addr, r.remote_port),
-            (false, true) => format!("[{}]:{}", r.remote_addr, r.remote_port),
+        remote_addr: match (r.remote_port().is_empty(), r.remote_addr().contains(':')) {
+            (true, _) => r.remote_addr().to_owned(),
+            (false, false) => format!("{}:{}", r.remote_addr(), r.remote_port()),
+            (false, true) => format!("[{}]:{}", r.remote_addr(), r.remote_port()),
         },
         connected_at: humantime::format_rfc3339_seconds(c.connected_at).to_string(),
         rooms: c.joined().rooms.iter().cloned().collect(),

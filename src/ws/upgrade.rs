@@ -74,7 +74,7 @@ fn check<S>(req: &Request<S>, app: &WsState) -> Result<Checked, Refused> {
     let offered = offered_subprotocols(req);
     let resident = app.residents.selects(&path, target.endpoint(), &*transport);
     let conn = Arc::new(ConnInfo { id: app.delivery.new_conn_id(), target, request: request_info(req, app.port) });
-    log::debug!("[{}] {} handshake from {}", conn.id, conn.target.endpoint(), conn.request.remote_addr);
+    log::debug!("[{}] {} handshake from {}", conn.id, conn.target.endpoint(), conn.request.remote_addr());
     Ok(Checked { key, slot, conn, transport, offered, resident })
 }
 
@@ -376,8 +376,8 @@ fn connection_task(
                     "[{}] {} open from {}:{}",
                     conn.id,
                     conn.target.endpoint(),
-                    conn.request.remote_addr,
-                    conn.request.remote_port
+                    conn.request.remote_addr(),
+                    conn.request.remote_port()
                 );
                 crate::metrics::add(&crate::metrics::get().connections_opened, 1);
                 connection::serve(ws, app, conn, outgoing, shared, events_tx, budget).await;

@@ -4,7 +4,7 @@
 use std::sync::atomic::AtomicUsize;
 
 use super::*;
-use crate::event::{RequestInfo, Target};
+use crate::event::{RequestFields, RequestInfo, Target};
 use crate::hub::shared::Ending;
 
 /// A hub with `--max-outgoing out_queue` and `--max-outgoing-bytes per_conn`.
@@ -42,7 +42,8 @@ fn connect(hub: &Hub, id: &str, endpoint: &str) -> Client {
         path_info: String::new(),
         interpreter: None,
     };
-    let request = RequestInfo { remote_addr: "127.0.0.1".into(), remote_port: "5000".into(), ..Default::default() };
+    let request =
+        RequestInfo::new(RequestFields { remote_addr: "127.0.0.1", remote_port: "5000", ..Default::default() }, []);
     let id = ConnId::parse(id).expect("id");
     let (rx, shared) = hub.register(Arc::new(ConnInfo { id: id.clone(), target, request }));
     Client { id, rx, shared }
