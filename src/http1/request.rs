@@ -21,7 +21,15 @@ pub fn raw_path_and_query<S>(req: &Request<S>) -> (String, Option<String>) {
     }
 }
 
-/// What the request was, as the CGI environment describes it.
+/// The port of the listener that accepted `req` (its socket's own
+/// address: right for each of several `--listen`), or `fallback` when the
+/// request carries none.
+pub fn listener_port<S>(req: &Request<S>, fallback: u16) -> u16 {
+    req.local_addr().and_then(|a| a.parse::<SocketAddr>().ok()).map_or(fallback, |a| a.port())
+}
+
+/// What the request was, as the CGI environment describes it; SERVER_PORT
+/// is the accepting listener's ([`listener_port`]).
 pub fn request_info<S>(req: &Request<S>, server_port: u16) -> RequestInfo {
     let url = req.url();
     let (path, query) = raw_path_and_query(req);
@@ -55,7 +63,7 @@ pub fn request_info<S>(req: &Request<S>, server_port: u16) -> RequestInfo {
         remote_addr,
         remote_port,
         server_name,
-        server_port: server_port.to_string(),
+        server_port: listener_port(req, server_port).to_string(),
     }
 }
 
