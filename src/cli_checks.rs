@@ -29,7 +29,8 @@ pub fn listen_addr(value: &str, flag: &str) -> Result<String, String> {
 }
 
 /// Every `--listen` as ws2http binds it: the first, and the others. The
-/// same address given twice is bound once; one that an every-interface
+/// same address given twice is bound once (port 0 too: a wrapper that adds
+/// its own `--listen 127.0.0.1:0` to the user's means one listener); one that an every-interface
 /// address on the same port already covers (`0.0.0.0:8080` and
 /// `127.0.0.1:8080`; `[::]` covers IPv4 too) is refused here, where the
 /// OS would only say "address in use" about ws2http itself.
@@ -37,10 +38,10 @@ pub fn listen_addrs(values: &[String]) -> Result<(String, Vec<String>), String> 
     let mut out: Vec<String> = Vec::with_capacity(values.len());
     for v in values {
         let a = listen_addr(v.trim(), "--listen")?;
-        let parsed = a.parse::<SocketAddr>().ok();
-        if parsed.is_none_or(|p| p.port() != 0) && out.contains(&a) {
+        if out.contains(&a) {
             continue;
         }
+        let parsed = a.parse::<SocketAddr>().ok();
         let covering = |other: &String| {
             let o = other.parse::<SocketAddr>().ok()?;
             let p = parsed?;
@@ -118,7 +119,8 @@ mod tests {
         assert_eq!(ok(&["8080"]), ("127.0.0.1:8080".to_owned(), vec![]));
         assert_eq!(ok(&["8080", "[::1]:8080"]), ("127.0.0.1:8080".to_owned(), v(&["[::1]:8080"])));
         assert_eq!(ok(&["8080", "127.0.0.1:8080"]).1, Vec::<String>::new(), "the same address twice: once");
-        assert_eq!(ok(&["0", "0"]).1, v(&["127.0.0.1:0"]), "two free ports");
+        assert_eq!(ok(&["0", "127.0.0.1:0"]).1, Vec::<String>::new(), "given twice (a wrapper's default): once");
+        assert_eq!(ok(&["0", "[::1]:0"]).1, v(&["[::1]:0"]), "a free port on each");
         assert_eq!(ok(&["0.0.0.0:80", "[::1]:80"]).1, v(&["[::1]:80"]), "0.0.0.0 leaves IPv6 free");
         assert_eq!(ok(&["0.0.0.0:80", "127.0.0.1:81"]).1, v(&["127.0.0.1:81"]), "another port");
         for covered in [&["0.0.0.0:80", "127.0.0.1:80"][..], &["127.0.0.1:80", "[::]:80"], &["[::]:80", "0.0.0.0:80"]] {

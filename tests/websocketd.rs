@@ -366,7 +366,7 @@ fn repeated_address_listens_on_each() {
             let (answer, stream) = exchange_at(ip, port, &request);
             let mut s = stream.unwrap_or_else(|| panic!("{name} on {ip}: {answer:?}"));
             let want = format!("hi {port}");
-            assert_eq!(texts(&mut s, &want).0, [want.clone()], "{name} on {ip}");
+            assert_eq!(texts(&mut s, &want).0, vec![want], "{name} on {ip}");
         }
     }
 }
