@@ -107,8 +107,11 @@ pub fn run(cfg: Config) -> Result<(), String> {
         println!("ws2http: listening on http://{addr}");
     }
     println!("ws2http: control API on http://{control_addr}");
-    for (app, _, addr) in &sites {
-        crate::http::console::announce(&cfg, *addr, app.state().console);
+    // Per listener (each decides for itself), but "--no-console" once.
+    for (i, (app, _, addr)) in sites.iter().enumerate() {
+        if i == 0 || cfg.console != Some(false) {
+            crate::http::console::announce(&cfg, *addr, app.state().console);
+        }
     }
     if let Some(s) = &cfg.script {
         log::info!("single-script mode: every path runs {}", s.display());
