@@ -5,7 +5,7 @@
 //! the safe reading. `:8080` is refused: some tools read it as "every
 //! interface", and exposing a server is not something to guess.
 
-use std::net::ToSocketAddrs;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 
 /// A listener address (`--listen`, `--api-listen`) as ws2http binds it.
@@ -26,6 +26,46 @@ pub fn listen_addr(value: &str, flag: &str) -> Result<String, String> {
         Ok(addrs) if !addrs.as_slice().is_empty() => Ok(value.to_owned()),
         _ => Err(format!("{flag} {value}: expected HOST:PORT, e.g. {}", choices(flag, example))),
     }
+}
+
+/// Every `--listen` as ws2http binds it: the first, and the others. The
+/// same address given twice is bound once (port 0 too: a wrapper that adds
+/// its own `--listen 127.0.0.1:0` to the user's means one listener); one that an every-interface
+/// address on the same port already covers (`0.0.0.0:8080` and
+/// `127.0.0.1:8080`; `[::]` covers IPv4 too) is refused here, where the
+/// OS would only say "address in use" about ws2http itself.
+pub fn listen_addrs(values: &[String]) -> Result<(String, Vec<String>), String> {
+    let mut out: Vec<String> = Vec::with_capacity(values.len());
+    for v in values {
+        let a = listen_addr(v.trim(), "--listen")?;
+        if out.contains(&a) {
+            continue;
+        }
+        let parsed = a.parse::<SocketAddr>().ok();
+        let covering = |other: &String| {
+            let o = other.parse::<SocketAddr>().ok()?;
+            let p = parsed?;
+            (o.port() == p.port() && o.port() != 0 && (covers(o, p) || covers(p, o))).then(|| other.clone())
+        };
+        if let Some(other) = out.iter().find_map(covering) {
+            return Err(format!(
+                "--listen {a} and --listen {other}: one of them listens on every interface on that port, which                  covers the other; give only one"
+            ));
+        }
+        out.push(a);
+    }
+    if out.is_empty() {
+        return Err("--listen: give an address, e.g. 127.0.0.1:8080".into());
+    }
+    let first = out.remove(0);
+    Ok((first, out))
+}
+
+/// `wide` (an every-interface address) takes `other`'s port on `other`'s
+/// address too: `0.0.0.0` for IPv4, `[::]` for both (Linux binds it
+/// dual-stack).
+fn covers(wide: SocketAddr, other: SocketAddr) -> bool {
+    wide.ip().is_unspecified() && (wide.is_ipv6() || other.is_ipv4())
 }
 
 /// The addresses to suggest for `flag`: the control API is loopback unless
@@ -70,5 +110,23 @@ mod tests {
         assert!(!listen_addr(":8081", "--api-listen").unwrap_err().contains("0.0.0.0"));
         assert!(listen_addr("99999", "--listen").unwrap_err().contains("0 to 65535"));
         assert!(listen_addr("localhost", "--listen").unwrap_err().contains("expected HOST:PORT"));
+    }
+
+    #[test]
+    fn several_listen_addresses() {
+        let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let ok = |l: &[&str]| listen_addrs(&v(l)).unwrap_or_else(|e| panic!("{l:?}: {e}"));
+        assert_eq!(ok(&["8080"]), ("127.0.0.1:8080".to_owned(), vec![]));
+        assert_eq!(ok(&["8080", "[::1]:8080"]), ("127.0.0.1:8080".to_owned(), v(&["[::1]:8080"])));
+        assert_eq!(ok(&["8080", "127.0.0.1:8080"]).1, Vec::<String>::new(), "the same address twice: once");
+        assert_eq!(ok(&["0", "127.0.0.1:0"]).1, Vec::<String>::new(), "given twice (a wrapper's default): once");
+        assert_eq!(ok(&["0", "[::1]:0"]).1, v(&["[::1]:0"]), "a free port on each");
+        assert_eq!(ok(&["0.0.0.0:80", "[::1]:80"]).1, v(&["[::1]:80"]), "0.0.0.0 leaves IPv6 free");
+        assert_eq!(ok(&["0.0.0.0:80", "127.0.0.1:81"]).1, v(&["127.0.0.1:81"]), "another port");
+        for covered in [&["0.0.0.0:80", "127.0.0.1:80"][..], &["127.0.0.1:80", "[::]:80"], &["[::]:80", "0.0.0.0:80"]] {
+            let e = listen_addrs(&v(covered)).unwrap_err();
+            assert!(e.contains("covers the other; give only one"), "{covered:?}: {e}");
+        }
+        assert!(listen_addrs(&v(&["8080", ":1"])).unwrap_err().contains("--listen :1: which interface?"));
     }
 }

@@ -280,7 +280,7 @@ mod tests {
         let cli = <crate::config::Cli as clap::Parser>::try_parse_from(&args).expect("parses");
         assert_eq!(cli.allow_host, ["chat.example.org"]);
         assert_eq!(cli.allow_origin, ["https://chat.example.org"]);
-        assert_eq!(cli.listen, "127.0.0.1:8080");
+        assert_eq!(cli.listen, ["127.0.0.1:8080"]);
     }
 
     #[test]
@@ -301,6 +301,20 @@ mod tests {
     }
 
     #[test]
+    fn listen_is_a_list_and_the_command_line_replaces_the_files() {
+        let parse =
+            |out: Vec<String>| <crate::config::Cli as clap::Parser>::try_parse_from(out).expect("parses").listen;
+        let file = "listen = [\"127.0.0.1:1\", \"[::1]:1\"]\n";
+        assert_eq!(parse(run(file, &[]).expect("valid")), ["127.0.0.1:1", "[::1]:1"]);
+        let flags = ["--listen", "127.0.0.1:2", "--listen=127.0.0.2:2,[::1]:2"];
+        assert_eq!(parse(run(file, &flags).expect("valid")), ["127.0.0.1:2", "127.0.0.2:2", "[::1]:2"]);
+        let mut notes = Vec::new();
+        let given = |v: &str| Given { flag: "listen".into(), value: Some(v.into()) };
+        note_repeats(&crate::config::Cli::command(), &[given("1"), given("2")], &mut notes);
+        assert!(notes.iter().all(|(_, n)| !n.contains("wins")), "every --listen counts: {notes:?}");
+    }
+
+    #[test]
     fn unknown_keys_and_bad_files_are_clear_errors() {
         let e = run("\nmax_prcs = 8\n", &[]).unwrap_err();
         assert!(
@@ -315,7 +329,7 @@ mod tests {
         assert!(e.ends_with("line 2, key max-procs: invalid value \"many\": invalid digit found in string"), "{e}");
         let e = run("events = \"open,talk\"\n", &[]).unwrap_err();
         assert!(e.ends_with("line 1, key events: invalid value \"talk\": expected one of open, message, close"), "{e}");
-        let e = run("listen = [\"a:1\", \"b:2\"]\n", &[]).unwrap_err();
-        assert!(e.contains("key listen: takes one value, not a list"), "{e}");
+        let e = run("api-listen = [\"a:1\", \"b:2\"]\n", &[]).unwrap_err();
+        assert!(e.contains("key api-listen: takes one value, not a list"), "{e}");
     }
 }

@@ -24,9 +24,10 @@ pub struct Cli {
     /// Read settings from this TOML file (keys are the long flags; flags win)
     #[arg(long, env = "WS2HTTP_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Public HTTP/WebSocket listener (port 0 picks a free port)
-    #[arg(long, env = "WS2HTTP_LISTEN", default_value = "127.0.0.1:8080", value_name = "ADDR")]
-    pub listen: String,
+    /// Public HTTP/WebSocket listener (port 0 picks a free port); repeatable: the same site on
+    /// every address given, e.g. --listen 127.0.0.1:8080 --listen [::1]:8080
+    #[arg(long, env = "WS2HTTP_LISTEN", default_value = "127.0.0.1:8080", value_name = "ADDR", value_delimiter = ',')]
+    pub listen: Vec<String>,
     /// Control API listener
     #[arg(long, env = "WS2HTTP_API_LISTEN", default_value = "127.0.0.1:8081", value_name = "ADDR")]
     pub api_listen: String,
@@ -369,7 +370,10 @@ pub struct ConnectArgs {
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The first `--listen` (its port is the default SERVER_PORT).
     pub listen: String,
+    /// The other `--listen` addresses: the same site, bound at start-up too.
+    pub extra_listen: Vec<String>,
     pub api_listen: String,
     pub api_token: Option<String>,
     /// Canonical.
@@ -622,7 +626,7 @@ pub fn split_route(s: &str) -> (String, &str) {
 
 impl Cli {
     pub fn into_config(mut self) -> Result<Config, String> {
-        self.listen = crate::cli_checks::listen_addr(&self.listen, "--listen")?;
+        let (listen, extra_listen) = crate::cli_checks::listen_addrs(&self.listen)?;
         self.api_listen = crate::cli_checks::listen_addr(&self.api_listen, "--api-listen")?;
         self.check_api()?;
         self.check_numbers()?;
@@ -640,7 +644,8 @@ impl Cli {
         let (max_outgoing_bytes, max_outgoing_bytes_total) =
             outgoing_bytes(self.max_outgoing_bytes, self.max_outgoing_bytes_total)?;
         Ok(Config {
-            listen: self.listen,
+            listen,
+            extra_listen,
             api_listen: self.api_listen,
             api_token: self.api_token,
             cgi_bin,

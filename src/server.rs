@@ -1,4 +1,5 @@
-//! Wires everything together: binds the public and control API listeners,
+//! Wires everything together: binds the public listeners (one per
+//! `--listen`, each serving the same site) and the control API listener,
 //! builds each part's state from the configuration ([`WsState`],
 //! [`ApiState`], [`SiteState`]), serves until a signal, then shuts down
 //! gracefully (every connection closed with 1001 and its close event run).
@@ -81,16 +82,18 @@ fn raise_fd_limit(cfg: &Config) {
 
 pub fn run(cfg: Config) -> Result<(), String> {
     raise_fd_limit(&cfg);
-    let (public, public_addr) = bind(&cfg.listen, "--listen")?;
+    let publics = bind_public(&cfg)?;
     let (control, control_addr) = bind(&cfg.api_listen, "--api-listen")?;
-    let states = build_states(&cfg, public_addr, control_addr)?;
-
-    let mut site = tide::with_state(states.site.clone());
-    site.at("/").all(crate::http::public::handle);
-    site.at("/*path").all(crate::http::public::handle);
-    if !cfg.response_headers.is_empty() {
-        site.with(crate::http::extra_headers::ExtraHeaders(cfg.response_headers.clone()));
-    }
+    let states = build_states(&cfg, publics[0].1, control_addr)?;
+    // One site per public listener, each with its own names and console.
+    let sites: Vec<_> = publics
+        .into_iter()
+        .enumerate()
+        .map(|(i, (l, addr))| {
+            let state = if i == 0 { states.site.clone() } else { Arc::new(states.site.for_listener(&cfg, addr)) };
+            (site_app(&cfg, state), l, addr)
+        })
+        .collect();
     let control_app = api::routes(states.api.clone());
 
     // Installed before the "listening" lines, so a supervisor (or a test) that
@@ -100,9 +103,16 @@ pub fn run(cfg: Config) -> Result<(), String> {
     let routes = &states.ws.routes;
     warn_missing_handlers(&cfg, routes);
     crate::startup_warnings::warn(&cfg, routes);
-    println!("ws2http: listening on http://{public_addr}");
+    for (_, _, addr) in &sites {
+        println!("ws2http: listening on http://{addr}");
+    }
     println!("ws2http: control API on http://{control_addr}");
-    crate::http::console::announce(&cfg, public_addr, states.site.console);
+    // Per listener (each decides for itself), but "--no-console" once.
+    for (i, (app, _, addr)) in sites.iter().enumerate() {
+        if i == 0 || cfg.console != Some(false) {
+            crate::http::console::announce(&cfg, *addr, app.state().console);
+        }
+    }
     if let Some(s) = &cfg.script {
         log::info!("single-script mode: every path runs {}", s.display());
     } else {
@@ -114,9 +124,12 @@ pub fn run(cfg: Config) -> Result<(), String> {
 
     runtime::block_on(async move {
         let serve = async {
-            let a = crate::listen::serve(site, public, listener(&cfg, "public listener", false));
-            let b = crate::listen::serve(control_app, control, listener(&cfg, "control API", true));
-            match a.race(b).await {
+            let mut all: Serving =
+                Box::pin(crate::listen::serve(control_app, control, listener(&cfg, "control API", true)));
+            for (app, l, _) in sites {
+                all = Box::pin(all.race(crate::listen::serve(app, l, listener(&cfg, "public listener", false))));
+            }
+            match all.await {
                 Ok(()) => Err("a listener stopped".to_owned()),
                 Err(e) => Err(format!("listener failed: {e}")),
             }
@@ -129,6 +142,26 @@ pub fn run(cfg: Config) -> Result<(), String> {
         shutdown(&states.ws, &cfg, &mut signals).await;
         Ok(())
     })
+}
+
+/// Every listener's accept loop, raced: the first to stop stops the server.
+type Serving = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>>>>;
+
+/// Every public listener (`--listen`, repeatable), bound before anything
+/// starts: one that cannot be bound is a one-line error, as for the first.
+fn bind_public(cfg: &Config) -> Result<Vec<(TcpListener, SocketAddr)>, String> {
+    std::iter::once(&cfg.listen).chain(&cfg.extra_listen).map(|a| bind(a, "--listen")).collect()
+}
+
+/// The public site on one listener: every path to [`crate::http::public::handle`].
+fn site_app(cfg: &Config, state: Arc<SiteState>) -> tide::Server<Arc<SiteState>> {
+    let mut site = tide::with_state(state);
+    site.at("/").all(crate::http::public::handle);
+    site.at("/*path").all(crate::http::public::handle);
+    if !cfg.response_headers.is_empty() {
+        site.with(crate::http::extra_headers::ExtraHeaders(cfg.response_headers.clone()));
+    }
+    site
 }
 
 /// Each part's state: backends and their routes, the hub (and the cluster

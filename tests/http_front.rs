@@ -4,6 +4,7 @@
 //! lines that a client cannot forge.
 
 mod common;
+mod rawws;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -483,4 +484,85 @@ fn an_unanswered_expect_closes_the_connection_and_1xx_is_never_final() {
     c.send(get("/early.sh").as_bytes());
     assert_eq!(c.response().status, 502);
     s.wait_log("which is not final; answering 502");
+}
+
+/// `--listen` repeated: the same site on each address, each listener with
+/// the rules it would have alone. Here a loopback one (Host checked against
+/// DNS rebinding, console served) beside one on every interface (any Host,
+/// no console), each script told its own listener's port, and a page on
+/// either may open a WebSocket on its own port (the Origin check takes the
+/// accepting listener's port, not the first one's).
+#[test]
+fn every_listen_address_serves_the_site_with_its_own_rules() {
+    let scripts = cgi_bin(&[(
+        "port.sh",
+        "if [ -n \"$WS_EVENT\" ]; then echo \"port $SERVER_PORT\"; \
+         else printf 'Content-Type: text/plain\\n\\nport %s\\n' \"$SERVER_PORT\"; fi",
+    )]);
+    let mut child = ws2http()
+        .args(["--listen", "127.0.0.1:0", "--listen", "0.0.0.0:0", "--api-listen", "127.0.0.1:0", "--cgi-bin"])
+        .arg(&scripts)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start ws2http");
+    let stdout = child.stdout.take().expect("stdout");
+    let _stop = Kill(&mut child);
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let mut next = || lines.next().expect("a start-up line").expect("read stdout");
+    let mut port_of = |prefix: &str| -> u16 {
+        let line = next();
+        let rest = line.strip_prefix(prefix).unwrap_or_else(|| panic!("{line:?} should start with {prefix:?}"));
+        rest.parse().expect("port")
+    };
+    let lo = port_of("ws2http: listening on http://127.0.0.1:");
+    let any = port_of("ws2http: listening on http://0.0.0.0:");
+    port_of("ws2http: control API on http://127.0.0.1:");
+    let request = |port: u16, target: &str, host: &str| {
+        raw_http(port, &format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"))
+    };
+    for port in [lo, any] {
+        let page = request(port, "/port.sh", &format!("localhost:{port}"));
+        assert!(page.starts_with("HTTP/1.1 200") && page.contains(&format!("\r\nport {port}\n")), "{port}: {page}");
+        let mut ws = rawws::open_with(
+            port,
+            "/port.sh",
+            &[&format!("Host: localhost:{port}"), &format!("Origin: http://127.0.0.1:{port}")],
+        );
+        assert_eq!(rawws::read_text(&mut ws), format!("port {port}"));
+    }
+    // DNS rebinding: refused on the loopback listener only.
+    assert_eq!(status_of(&request(lo, "/port.sh", "rebind.evil.example")), 421);
+    assert_eq!(status_of(&request(any, "/port.sh", "rebind.evil.example")), 200);
+    // The console: on the loopback listener only.
+    assert!(request(lo, "/", "127.0.0.1").contains("<title>ws2http console</title>"));
+    let off = request(any, "/", "127.0.0.1");
+    assert!(off.starts_with("HTTP/1.1 404") && off.contains("the console is off"), "{off}");
+}
+
+/// Kills the server when the test ends, passed or not.
+struct Kill<'a>(&'a mut std::process::Child);
+
+impl Drop for Kill<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_listen_address_that_cannot_be_bound_is_one_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let out = ws2http()
+        .args(["--listen", "127.0.0.1:0", "--listen", &format!("127.0.0.1:{port}"), "--api-listen", "127.0.0.1:0"])
+        .arg("--cgi-bin")
+        .arg(fixtures())
+        .output()
+        .expect("run ws2http");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port} (--listen)")) && err.lines().count() == 1,
+        "{err}"
+    );
 }

@@ -321,3 +321,62 @@ fn the_readme_commands_run_the_same_on_both() {
         }
     }
 }
+
+/// `--address` repeated: websocketd binds one listener per address, all on
+/// `--port`, and so does ws2http; a script answers on each. The second
+/// address is `[::1]`, or `127.0.0.2` (loopback on Linux too) on a machine
+/// without IPv6 loopback, said on stderr.
+#[suite("bench")]
+#[test]
+fn repeated_address_listens_on_each() {
+    let dir = scripts(&[("hi.sh", "echo \"hi $SERVER_PORT\"")]);
+    let (second, second_ip) = match std::net::TcpListener::bind("[::1]:0") {
+        Ok(_) => ("[::1]", "::1"),
+        Err(e) => {
+            eprintln!("no IPv6 loopback ({e}): the second --address is 127.0.0.2");
+            ("127.0.0.2", "127.0.0.2")
+        }
+    };
+    // A port free on both addresses.
+    let port = loop {
+        let p = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        if std::net::TcpListener::bind((second_ip, p)).is_ok() {
+            break p;
+        }
+    };
+    for (name, program) in [("websocketd", real_websocketd()), ("ws2http", ours_as_websocketd())] {
+        let child = std::process::Command::new(&program)
+            .args([
+                format!("--port={port}"),
+                "--address=127.0.0.1".into(),
+                format!("--address={second}"),
+                "./hi.sh".into(),
+            ])
+            .current_dir(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start");
+        let _stop = Stop(child);
+        for (ip, host) in [("127.0.0.1", "127.0.0.1"), (second_ip, second)] {
+            wait_for(&format!("{name} listening on {ip} port {port}"), || {
+                std::net::TcpStream::connect((ip, port)).ok()
+            });
+            let request = upgrade("/", "").replace("Host: 127.0.0.1:", &format!("Host: {host}:"));
+            let (answer, stream) = exchange_at(ip, port, &request);
+            let mut s = stream.unwrap_or_else(|| panic!("{name} on {ip}: {answer:?}"));
+            let want = format!("hi {port}");
+            assert_eq!(texts(&mut s, &want).0, vec![want], "{name} on {ip}");
+        }
+    }
+}
+
+/// Stops a server when the test ends, passed or not.
+struct Stop(std::process::Child);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

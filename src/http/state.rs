@@ -2,6 +2,8 @@
 //! handed to [`crate::ws::upgrade::handle`] with it), the routing table for
 //! pages, `--root`, the request body budget, whether the console is served
 //! and the refusals it explains, and the names the listener answers to.
+//! One per public listener (`--listen` repeated): the port, the names, the
+//! console decision and the refusals are each listener's own, the rest shared.
 //! Defined here, by its one user; `server` builds it from the configuration.
 
 use std::net::SocketAddr;
@@ -55,6 +57,28 @@ impl SiteState {
             public_hosts: PublicHosts::new(public, &cfg.allow_host),
             body_budget: BodyBudget::new(cfg.max_request_body, cfg.max_request_body_total),
             http_timeout: cfg.http_timeout,
+            console: super::console::enabled(cfg, public),
+            refusals: Default::default(),
+        }
+    }
+
+    /// The state of another public listener (`--listen` repeated) serving
+    /// the same site: the same WebSocket side, routes and request body
+    /// budget; its own port, the names it answers to and whether it serves
+    /// the console, each decided from its own address as if it were the
+    /// only one (a loopback listener stays loopback-only beside a public
+    /// one), and its own refusals (the console asks the listener it came
+    /// from).
+    pub fn for_listener(&self, cfg: &Config, public: SocketAddr) -> Self {
+        SiteState {
+            ws: self.ws.clone(),
+            routes: self.routes.clone(),
+            page_routes: self.page_routes.clone(),
+            root: self.root.clone(),
+            port: public.port(),
+            public_hosts: PublicHosts::new(public, &cfg.allow_host),
+            body_budget: self.body_budget.clone(),
+            http_timeout: self.http_timeout,
             console: super::console::enabled(cfg, public),
             refusals: Default::default(),
         }

@@ -21,7 +21,15 @@ pub fn raw_path_and_query<S>(req: &Request<S>) -> (String, Option<String>) {
     }
 }
 
-/// What the request was, as the CGI environment describes it.
+/// The port of the listener that accepted `req` (its socket's own
+/// address: right for each of several `--listen`), or `fallback` when the
+/// request carries none.
+pub fn listener_port<S>(req: &Request<S>, fallback: u16) -> u16 {
+    req.local_addr().and_then(|a| a.parse::<SocketAddr>().ok()).map_or(fallback, |a| a.port())
+}
+
+/// What the request was, as the CGI environment describes it; SERVER_PORT
+/// is the accepting listener's ([`listener_port`]).
 pub fn request_info<S>(req: &Request<S>, server_port: u16) -> RequestInfo {
     let url = req.url();
     let (path, query) = raw_path_and_query(req);
@@ -39,7 +47,7 @@ pub fn request_info<S>(req: &Request<S>, server_port: u16) -> RequestInfo {
         _ if !host.is_empty() => host,
         _ => url.host_str().unwrap_or("localhost").to_owned(),
     };
-    let (method, server_port) = (req.method().to_string(), server_port.to_string());
+    let (method, server_port) = (req.method().to_string(), listener_port(req, server_port).to_string());
     let fields = RequestFields {
         method: &method,
         uri: &uri,

@@ -128,7 +128,8 @@ pub struct WsdArgs {
     /// HTTP port to listen on [default: 80]
     #[arg(long, value_name = "PORT")]
     pub port: Option<u16>,
-    /// Interface to bind to (e.g. 127.0.0.1 or [::1]) [default: all IPv4 interfaces]; one address
+    /// Interface to bind to (e.g. 127.0.0.1 or [::1]) [default: all IPv4 interfaces]; repeatable:
+    /// one listener per address, all on --port
     #[arg(long, value_name = "ADDRESS")]
     pub address: Vec<String>,
     /// Restrict upgrades to pages whose Origin names this server's Host

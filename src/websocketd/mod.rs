@@ -56,7 +56,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
             for note in notes {
                 log::warn!("{note}");
             }
-            if cfg.listen.starts_with("0.0.0.0:") {
+            if std::iter::once(&cfg.listen).chain(&cfg.extra_listen).any(|l| l.starts_with("0.0.0.0:")) {
                 log::info!(
                     "listening on every interface, as websocketd does; --address=127.0.0.1 keeps it on this machine"
                 );

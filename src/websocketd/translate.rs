@@ -115,13 +115,6 @@ fn refuse_unsupported(a: &WsdArgs) -> Result<(), String> {
                     not serve yet); leave it out, or let the TLS proxy in front redirect"
             .into());
     }
-    if a.address.len() > 1 {
-        return Err(format!(
-            "--address given {} times: ws2http listens on one address; give one --address, or none to bind all \
-             interfaces (or run one instance per address)",
-            a.address.len()
-        ));
-    }
     if a.devconsole == Some(true) && (a.staticdir.is_some() || a.cgidir.is_some()) {
         return Err("--devconsole cannot be used with --staticdir or --cgidir (as in websocketd); pick one".into());
     }
@@ -184,13 +177,20 @@ fn existing_dir(d: &str, flag: &str) -> Result<PathBuf, String> {
 /// static files, console), also shown to the user at debug level.
 pub fn ws2http_args(a: &WsdArgs, command: Option<&Path>) -> Result<Vec<String>, String> {
     let port = a.port.filter(|&p| p != 0).unwrap_or(80);
-    let host = match a.address.first().map(String::as_str) {
+    let host = |address: Option<&str>| match address {
         None | Some("") => "0.0.0.0".to_owned(),
         Some(h) if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
         Some(h) => h.to_owned(),
     };
-    let mut args: Vec<String> = ["ws2http", "--listen"].map(String::from).into();
-    args.push(format!("{host}:{port}"));
+    let mut args: Vec<String> = vec!["ws2http".into()];
+    // One listener per --address, all on --port, as websocketd binds them.
+    let addresses: Vec<Option<&str>> = match a.address.as_slice() {
+        [] => vec![None],
+        list => list.iter().map(|h| Some(h.as_str())).collect(),
+    };
+    for address in addresses {
+        args.extend(["--listen".to_owned(), format!("{}:{port}", host(address))]);
+    }
     args.extend(["--api-listen", "127.0.0.1:0"].map(String::from));
     let cgi_bin = a.dir.as_deref().or(a.cgidir.as_deref()).or(a.staticdir.as_deref());
     if let Some(d) = cgi_bin.filter(|_| command.is_none()) {
@@ -340,8 +340,15 @@ mod tests {
         assert_eq!(serve(&["--address=127.0.0.1", "--port=9", "cat"]).0.listen, "127.0.0.1:9");
         assert_eq!(serve(&["--address=[::1]", "--port=9", "cat"]).0.listen, "[::1]:9");
         assert_eq!(serve(&["--address=::1", "--port=9", "cat"]).0.listen, "[::1]:9");
-        let e = refused(&["--address=127.0.0.1", "--address=[::1]", "cat"]);
-        assert!(e.contains("--address given 2 times"), "{e}");
+        let (cfg, _, eq) = serve(&["--address=127.0.0.1", "--address=::1", "--address=127.0.0.2", "--port=9", "cat"]);
+        assert_eq!(
+            (cfg.listen.as_str(), cfg.extra_listen),
+            ("127.0.0.1:9", vec!["[::1]:9".into(), "127.0.0.2:9".into()])
+        );
+        assert_eq!(eq[..7], ["ws2http", "--listen", "127.0.0.1:9", "--listen", "[::1]:9", "--listen", "127.0.0.2:9"]);
+        assert!(serve(&["--address=127.0.0.1", "cat"]).0.extra_listen.is_empty());
+        let e = refused(&["--address=127.0.0.1", "--address=", "--port=9", "cat"]);
+        assert!(e.contains("--port/--address 0.0.0.0:9 and --port/--address 127.0.0.1:9"), "{e}");
     }
 
     #[test]

@@ -26,7 +26,8 @@ pub struct WsState {
     pub delivery: Arc<dyn Delivery>,
     /// Which transport runs which endpoint's events, decided once.
     pub routes: Arc<Routes>,
-    /// Port of the public listener (SERVER_PORT, and the origin check).
+    /// Port of the first public listener: SERVER_PORT and the origin check
+    /// when a request does not carry the port of the listener that accepted it.
     pub port: u16,
     /// `--max-message`.
     pub max_message: usize,

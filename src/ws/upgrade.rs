@@ -163,9 +163,10 @@ fn handshake_key<S>(req: &Request<S>) -> Result<String, Refused> {
 fn check_origin<S>(req: &Request<S>, app: &WsState, path: &str) -> Result<(), Refused> {
     let header = |name: &str| req.header(name).map(|v| v.last().as_str().to_owned());
     let (origin, host) = (header("Origin"), header("Host"));
+    let port = crate::http1::request::listener_port(req, app.port);
     let allowed = match &app.origin_hosts {
-        Some(list) => super::origin::listed(origin.as_deref(), host.as_deref(), list, app.port),
-        None => super::origin::allowed(origin.as_deref(), host.as_deref(), &app.allow_origin, app.port),
+        Some(list) => super::origin::listed(origin.as_deref(), host.as_deref(), list, port),
+        None => super::origin::allowed(origin.as_deref(), host.as_deref(), &app.allow_origin, port),
     };
     if allowed {
         return Ok(());

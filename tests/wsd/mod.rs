@@ -143,7 +143,12 @@ impl Answer {
 /// `101` returns the open stream, anything else its body (by
 /// Content-Length, or to the end).
 pub fn exchange(port: u16, request: &str) -> (Answer, Option<TcpStream>) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    exchange_at("127.0.0.1", port, request)
+}
+
+/// [`exchange`] with the server at `ip` (`127.0.0.1`, `::1`).
+pub fn exchange_at(ip: &str, port: u16, request: &str) -> (Answer, Option<TcpStream>) {
+    let mut s = TcpStream::connect((ip, port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     s.write_all(request.replace("{port}", &port.to_string()).as_bytes()).expect("send");
     let mut head = Vec::new();
