@@ -284,3 +284,19 @@ async fn shutdown_ends_every_per_connection_process() {
     assert_eq!(code, Some(u16::from(CloseCode::Away)));
     let _ = ws.next().await;
 }
+
+#[async_std::test]
+async fn what_the_process_writes_to_stderr_is_logged_line_by_line() {
+    let script = "echo 'to the log' >&2; echo hi; read ack; printf 'no newline' >&2";
+    let dir = cgi_bin(&[("err.sh", script)]);
+    let s = Server::start_in(&dir, &["--per-connection", "/err.sh"]);
+    let mut ws = connect(&s.url("/err.sh")).await;
+    assert_eq!(next_text(&mut ws).await, "hi");
+    ws.send(Message::text("ack")).await.unwrap();
+    let (rest, code) = close_code(&mut ws).await;
+    assert!(rest.is_empty(), "stderr never reaches the client: {rest:?}");
+    assert_eq!(code, Some(1000));
+    s.wait_log("/err.sh process: stderr: to the log");
+    // The last line, without a newline, is logged too.
+    s.wait_log("/err.sh process: stderr: no newline");
+}

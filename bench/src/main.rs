@@ -23,6 +23,7 @@ mod fanout;
 mod fastcgi;
 mod fixtures;
 mod idle;
+mod per_connection;
 mod profile;
 mod pushpin;
 mod servers;
@@ -41,7 +42,7 @@ use common::{Ctx, Mode, Sizes};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Workload {
-    /// Workloads 1-7.
+    /// Workloads 1-8.
     All,
     /// 1: N connections x M messages vs the spawn limit.
     Throughput,
@@ -57,6 +58,8 @@ enum Workload {
     Fastcgi,
     /// 7: two instances with --redis: cross-instance fan-out vs one instance.
     Cluster,
+    /// 8: --per-connection vs websocketd: idle memory, stream, echo, churn (issue 15).
+    PerConnection,
     /// perf and callgrind hot spots of ws2http during workload 1 (not in `all`).
     Profile,
 }
@@ -361,6 +364,7 @@ fn main() {
         Workload::Pushpin,
         Workload::Fastcgi,
         Workload::Cluster,
+        Workload::PerConnection,
     ];
     let selected: Vec<Workload> = if cli.workload == Workload::All { all.to_vec() } else { vec![cli.workload] };
     let mut failed = false;
@@ -374,6 +378,7 @@ fn main() {
             Workload::Pushpin => pushpin::run(&ctx),
             Workload::Fastcgi => fastcgi::run(&ctx),
             Workload::Cluster => cluster::run(&ctx),
+            Workload::PerConnection => per_connection::run(&ctx),
             Workload::Profile => profile::run(&ctx),
             Workload::All => unreachable!(),
         };

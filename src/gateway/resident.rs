@@ -1,7 +1,7 @@
 //! What the WebSocket side needs from a transport to run one process per
 //! connection (`--per-connection`, docs/PROTOCOL.md "One process per
 //! connection"): a started process with its stdin and stdout as async pipes,
-//! and a way to signal its process group and wait for it.
+//! and a way to signal its process group, wait for it and log its stderr.
 //!
 //! Only a transport that spawns local scripts can offer it
 //! ([`super::Transport::starter`]); the connection's life around the process
@@ -11,7 +11,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::BoxFuture;
+use std::task::{Context, Poll};
+
 use crate::event::ConnInfo;
 
 /// One end of a pipe to or from the process, on the reactor.
@@ -29,18 +30,29 @@ pub enum Signal {
 pub trait Child: Send {
     /// Sends `sig` to the process group, if anything of it is still running.
     fn signal(&self, sig: Signal);
-    /// Waits until the process has exited and reaps it (once; cancel-safe,
-    /// may be called again): how it ended, for the log.
-    fn wait(&mut self) -> BoxFuture<'_, String>;
+    /// Ready once the process has exited and is reaped (once; may be
+    /// polled again): how it ended, for the log. A poll before the exit is
+    /// cheap (no system call, no allocation): it is polled at every step.
+    fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<String>;
     /// Stops whatever the process left in its group (SIGTERM, SIGKILL a
     /// grace later): the group's budget ends with the connection.
     fn end_group(&self);
+    /// Bytes the process wrote to its stderr, as they were read: logged
+    /// one line per line.
+    fn stderr(&mut self, data: &[u8]);
+    /// The connection is done with stderr: `None`, it ended (a last line
+    /// without a newline is logged); `Some(rest)`, it is still open (a
+    /// background job holds it): read on in the background until every
+    /// writer closed it.
+    fn stderr_end(&mut self, rest: Option<Pipe>);
 }
 
 /// A started process.
 pub struct Process {
     pub stdin: Pipe,
     pub stdout: Pipe,
+    /// Read by the connection's own future, like stdout (no task of its own).
+    pub stderr: Pipe,
     pub child: Box<dyn Child>,
 }
 

@@ -17,6 +17,8 @@
 //!   `--max-message` is dropped with one log line; while more than
 //!   `--max-outgoing-bytes` / 2 wait for the client, stdout is not read, so a
 //!   fast printer waits for a slow reader instead of being cut off;
+//! - what it writes to stderr is read the same way and logged one line per
+//!   line (by the transport: [`Child::stderr`]);
 //! - the process's exit (stdout ended and the process reaped) closes the
 //!   connection with 1000, after its last line (with or without a newline);
 //! - the connection's end (its close event) closes stdin, then sends SIGINT,
@@ -160,6 +162,8 @@ enum Step {
     Stalled,
     /// Time for the next signal of the escalation.
     Signal,
+    /// Stderr gave bytes, or ended (`None`).
+    Stderr(Option<Vec<u8>>),
 }
 
 /// The message being written to stdin.
@@ -181,6 +185,8 @@ struct Life<'a> {
     stdin: Option<Pipe>,
     pending: Option<Pending>,
     out: Stdout<'a>,
+    /// Until it ends: logged through the child, line by line.
+    err: Option<Pipe>,
     exited: bool,
     running: Option<Running>,
     /// The close event was taken: the connection is over.
@@ -205,7 +211,7 @@ pub async fn run(
     budget: Arc<ConnBudget>,
     _slot: crate::conn_limits::Slot,
 ) {
-    let Session { process: Process { stdin, stdout, mut child }, running } = session;
+    let Session { process: Process { stdin, stdout, stderr, mut child }, running } = session;
     let out = Stdout::new(&app, &conn, stdout, &shared);
     let mut life = Life {
         app: &app,
@@ -215,6 +221,7 @@ pub async fn run(
         stdin: Some(stdin),
         pending: None,
         out,
+        err: Some(stderr),
         exited: false,
         running: Some(running),
         closed: false,
@@ -225,7 +232,7 @@ pub async fn run(
     let mut steps = 0u32;
     while !life.is_over() {
         let step = life.next(&mut *child, &mut events).await;
-        life.take(step, &*child);
+        life.take(step, &mut *child);
         steps = steps.wrapping_add(1);
         if steps.is_multiple_of(32) {
             // A process printing without pause keeps stdout always ready:
@@ -233,6 +240,8 @@ pub async fn run(
             future::yield_now().await;
         }
     }
+    // What a leftover still writes to stderr is logged in the background.
+    child.stderr_end(life.err.take());
     child.end_group();
     drop(life);
     app.hub.remove(&conn.id);
@@ -251,7 +260,7 @@ impl Life<'_> {
     /// Waits for whatever happens first (in random order: a process that
     /// prints without pause must not starve its stdin).
     async fn next(&mut self, child: &mut dyn Child, events: &mut EventRx) -> Step {
-        let Life { out, stdin, pending, exited, escalation, app, closed, .. } = self;
+        let Life { out, err, stdin, pending, exited, escalation, app, closed, .. } = self;
         let read = async {
             match out.ended {
                 true => future::pending().await,
@@ -261,7 +270,7 @@ impl Life<'_> {
         let exit = async {
             match *exited {
                 true => future::pending().await,
-                false => Step::Exited(child.wait().await),
+                false => Step::Exited(future::poll_fn(|cx| child.poll_wait(cx)).await),
             }
         };
         let input = async {
@@ -279,11 +288,17 @@ impl Life<'_> {
                 _ => future::pending().await,
             }
         };
-        read.race(exit.race(input.race(signal))).await
+        let errs = async {
+            match err {
+                Some(pipe) => Step::Stderr(read_stderr(pipe).await),
+                None => future::pending().await,
+            }
+        };
+        read.race(exit.race(input.race(signal.race(errs)))).await
     }
 
     /// Acts on what happened.
-    fn take(&mut self, step: Step, child: &dyn Child) {
+    fn take(&mut self, step: Step, child: &mut dyn Child) {
         match step {
             Step::Read(ended) => self.out.ended = ended,
             Step::Exited(how) => {
@@ -297,6 +312,11 @@ impl Life<'_> {
             Step::Wrote(r) => self.wrote(r),
             Step::Stalled => self.stalled(),
             Step::Signal => self.signal(child),
+            Step::Stderr(Some(data)) => child.stderr(&data),
+            Step::Stderr(None) => {
+                self.err = None;
+                child.stderr_end(None);
+            }
         }
         if self.exited && self.out.ended && !self.exit_closed {
             // The process is done: its last line was sent, now the close.
@@ -424,6 +444,26 @@ async fn feed(stdin: Option<&Pipe>, pending: &mut Option<Pending>, events: &mut 
     }
 }
 
+/// Most bytes read from stderr at once.
+const ERR_CHUNK: usize = 1024;
+
+/// What stderr has now (`None`: its end). Cancel-safe: nothing is awaited
+/// once bytes are read. The bytes are copied out only when there are some:
+/// an idle process's stderr costs no buffer.
+async fn read_stderr(pipe: &Pipe) -> Option<Vec<u8>> {
+    loop {
+        future::poll_fn(|cx| pipe.poll_readable(cx)).await.ok()?;
+        let mut buf = [0u8; ERR_CHUNK];
+        let mut file: &std::fs::File = pipe.get_ref();
+        match file.read(&mut buf) {
+            Ok(0) => return None,
+            Ok(n) => return Some(buf[..n].to_vec()),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
 /// A process's stdout: read as it comes, sent line by line (or chunk by
 /// chunk in binary mode) to the connection, or through the line protocol.
 struct Stdout<'a> {
@@ -454,7 +494,9 @@ impl<'a> Stdout<'a> {
             runtime::sleep(Duration::from_millis(2)).await;
         }
         loop {
-            if self.pipe.readable().await.is_err() {
+            // Polled, not `readable()`: the waker stays registered between
+            // steps (no epoll_ctl per step).
+            if future::poll_fn(|cx| self.pipe.poll_readable(cx)).await.is_err() {
                 self.end();
                 return true;
             }

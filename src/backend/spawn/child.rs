@@ -21,10 +21,13 @@
 
 use std::ffi::CString;
 use std::fs::File;
+use std::future::Future;
 use std::io::{self, ErrorKind};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::pin::Pin;
 use std::process::ExitStatus;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use crate::runtime::Async;
@@ -49,6 +52,8 @@ pub struct Child {
     /// `None` on kernels without pidfd (before 5.3): waiting polls instead.
     pidfd: Option<Async<OwnedFd>>,
     status: Option<ExitStatus>,
+    /// Without a pidfd: the pause before [`Child::poll_status`] looks again.
+    nap: Option<runtime::Timer>,
     /// Raw and blocking-free until used: most payloads are written in one go.
     pub stdin: Option<OwnedFd>,
     pub stdout: Option<Pipe>,
@@ -93,12 +98,38 @@ impl Child {
     }
 }
 
+impl Child {
+    /// As [`Child::status`], polled, for a future that waits for many
+    /// things at once and for a long time (a per-connection process): the
+    /// pidfd's waker stays registered between polls, so a poll before the
+    /// exit costs neither a system call nor an allocation.
+    pub fn poll_status(&mut self, cx: &mut Context<'_>, label: &str) -> Poll<io::Result<ExitStatus>> {
+        loop {
+            if let Some(s) = self.status {
+                return Poll::Ready(Ok(s));
+            }
+            match &self.pidfd {
+                Some(fd) => ready!(fd.poll_readable(cx))?,
+                None => {
+                    let nap = self.nap.get_or_insert_with(|| runtime::Timer::after(Duration::from_millis(20)));
+                    ready!(Pin::new(nap).poll(cx));
+                    self.nap = None;
+                }
+            }
+            if let Some(s) = self.try_status(label)? {
+                return Poll::Ready(Ok(s));
+            }
+        }
+    }
+}
+
 impl Drop for Child {
     fn drop(&mut self) {
         if let Ok(None) = self.try_status("") {
             let (pid, group, pidfd) = (self.pid, self.group, self.pidfd.take());
             runtime::spawn(async move {
-                let mut rest = Child { pid, group, pidfd, status: None, stdin: None, stdout: None, stderr: None };
+                let mut rest =
+                    Child { pid, group, pidfd, status: None, nap: None, stdin: None, stdout: None, stderr: None };
                 let _ = rest.status("").await;
             });
         }
@@ -241,7 +272,8 @@ impl Launch {
 pub fn spawn_with_args(target: &Target, launch: &Launch, env: &EnvBlock, budget: Budget) -> io::Result<Child> {
     let Spawned { pid, group, stdin, stdout, stderr } = spawn_argv(target, launch, env, budget)?;
     let pidfd = pidfd_open(pid).and_then(|fd| Async::new(fd).ok());
-    let mut child = Child { pid, group, pidfd, status: None, stdin: Some(stdin), stdout: None, stderr: None };
+    let mut child =
+        Child { pid, group, pidfd, status: None, nap: None, stdin: Some(stdin), stdout: None, stderr: None };
     match (Async::new(File::from(stdout)), Async::new(File::from(stderr))) {
         (Ok(out), Ok(err)) => {
             child.stdout = Some(out);

@@ -3,7 +3,9 @@
 //! handshake is accepted, with the environment of an open event, and hands
 //! its stdin and stdout to the connection as async pipes (`ws::resident`
 //! drives them on the reactor: no thread per connection). Its stderr goes
-//! to the log, one line per line, as for event scripts.
+//! to the log, one line per line, as for event scripts: read by the
+//! connection's future too (no pump task, no buffer while idle), handed to
+//! a background pump only if a leftover still holds it at the end.
 //!
 //! The process group's budget is the connection's life, not `--timeout`:
 //! the connection ends it ([`Child::end_group`], after the close
@@ -11,16 +13,17 @@
 //! ([`groups::stop_all`]).
 
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use super::child::{self, EnvBlock};
 use super::groups::{self, Budget};
-use super::process::{log_stderr, outcome, spawn_failed};
+use super::process::{log_stderr_rest, outcome, spawn_failed, StderrLines};
 use super::Spawn;
 use crate::backend::env;
 use crate::event::{ConnInfo, Event, EventKind};
 use crate::gateway::resident::{self as gw, Process, Signal, Starter};
-use crate::gateway::{BoxFuture, Outcome};
+use crate::gateway::Outcome;
 
 /// Longer than any connection: the group ends with its connection.
 const FOREVER: Duration = Duration::from_secs(86_400 * 365 * 100);
@@ -47,15 +50,17 @@ impl Starter for Spawn {
                 return Err(format!("cannot watch the process's stdin: {e}"));
             }
         };
-        log_stderr(stderr, label.clone(), &self.stderr);
-        Ok(Process { stdin, stdout, child: Box::new(Resident { child, label }) })
+        let lines = Some(StderrLines::new(label.clone(), &self.stderr).into_owned());
+        Ok(Process { stdin, stdout, stderr, child: Box::new(Resident { child, label, lines }) })
     }
 }
 
-/// A per-connection process: the child and its log label.
+/// A per-connection process: the child, its log label and its stderr's
+/// lines (until they go to a background pump or end).
 struct Resident {
     child: child::Child,
     label: String,
+    lines: Option<StderrLines<'static>>,
 }
 
 impl gw::Child for Resident {
@@ -68,16 +73,29 @@ impl gw::Child for Resident {
         }
     }
 
-    fn wait(&mut self) -> BoxFuture<'_, String> {
-        Box::pin(async move {
-            match outcome(self.child.status(&self.label).await) {
-                Outcome::Success => "exited with status 0".into(),
-                Outcome::Failed(why) | Outcome::Unavailable(why) => why,
-            }
+    fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<String> {
+        let status = ready!(self.child.poll_status(cx, &self.label));
+        Poll::Ready(match outcome(status) {
+            Outcome::Success => "exited with status 0".into(),
+            Outcome::Failed(why) | Outcome::Unavailable(why) => why,
         })
     }
 
     fn end_group(&self) {
         groups::terminate(self.child.group());
+    }
+
+    fn stderr(&mut self, data: &[u8]) {
+        if let Some(lines) = &mut self.lines {
+            lines.feed(data);
+        }
+    }
+
+    fn stderr_end(&mut self, rest: Option<gw::Pipe>) {
+        let Some(mut lines) = self.lines.take() else { return };
+        match rest {
+            Some(pipe) => log_stderr_rest(pipe, lines),
+            None => lines.end(),
+        }
     }
 }
