@@ -284,3 +284,74 @@ async fn shutdown_ends_every_per_connection_process() {
     assert_eq!(code, Some(u16::from(CloseCode::Away)));
     let _ = ws.next().await;
 }
+
+/// Ignores SIGINT and SIGTERM (so does its `sleep`) and never reads stdin:
+/// only SIGKILL ends it.
+const DEAF: &str = "trap '' INT TERM\necho up\nsleep 1000";
+
+/// How the connection of a process that does not read its stdin ends.
+#[derive(Clone, Copy, Debug)]
+enum Ending {
+    TcpDropped,
+    CloseFrame,
+    ApiDelete,
+    ServerShutdown,
+}
+
+/// A client fills the stdin of a process that never reads it (a write to
+/// stdin stays pending), then its connection ends: the process is killed
+/// after the close escalation (three graces), not after `--timeout` (60 s,
+/// far beyond what `wait_for` waits).
+async fn deaf_process_goes_with_its_connection(ending: Ending) {
+    let dir = cgi_bin(&[("deaf.sh", DEAF)]);
+    let mut s = Server::start_in(&dir, &["--per-connection", "/deaf.sh", "--close-grace", "0.1", "--timeout", "60"]);
+    let mut ws = connect(&s.url("/deaf.sh")).await;
+    assert_eq!(next_text(&mut ws).await, "up");
+    let id = only_id(&s, "/deaf.sh");
+    for _ in 0..60 {
+        ws.send(Message::text("x".repeat(4000))).await.unwrap();
+    }
+    let marker = format!("EVENTS_LOG={}", s.dir.join("events.log").display());
+    assert!(!procfs::processes_with_env(&marker, s.child.id()).is_empty(), "the process runs");
+    match ending {
+        Ending::TcpDropped => drop(ws),
+        Ending::CloseFrame => ws.close(None).await.unwrap(),
+        Ending::ApiDelete => {
+            let r = api("DELETE", &s.api(&format!("/connections/{id}")), None, None, b"");
+            assert!(r.status < 300, "{} {}", r.status, r.body);
+        }
+        Ending::ServerShutdown => {
+            let status = s.terminate();
+            assert!(status.success(), "{status:?}\n{}", s.log());
+        }
+    }
+    wait_for(&format!("the deaf process killed ({ending:?})"), || {
+        procfs::processes_with_env(&marker, s.child.id()).is_empty().then_some(())
+    });
+    if !matches!(ending, Ending::ServerShutdown) {
+        wait_for("the slot back", || (metric(&s, "ws2http_connection_procs") == 0).then_some(()));
+        assert_eq!(get(&s.api("/connections")).json(), serde_json::json!([]));
+    }
+    assert!(!s.log().contains("does not read its input"), "ended by the stall timer:\n{}", s.log());
+    assert!(!s.log().contains("did not finish in time"), "{}", s.log());
+}
+
+#[async_std::test]
+async fn a_process_not_reading_stdin_is_killed_when_its_client_drops_tcp() {
+    deaf_process_goes_with_its_connection(Ending::TcpDropped).await;
+}
+
+#[async_std::test]
+async fn a_process_not_reading_stdin_is_killed_when_its_client_closes() {
+    deaf_process_goes_with_its_connection(Ending::CloseFrame).await;
+}
+
+#[async_std::test]
+async fn a_process_not_reading_stdin_is_killed_on_delete_connection() {
+    deaf_process_goes_with_its_connection(Ending::ApiDelete).await;
+}
+
+#[async_std::test]
+async fn a_process_not_reading_stdin_is_killed_at_shutdown() {
+    deaf_process_goes_with_its_connection(Ending::ServerShutdown).await;
+}

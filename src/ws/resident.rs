@@ -26,6 +26,7 @@
 //! The connection leaves the hub once, after its close event and the reap,
 //! whatever ended it, as for event scripts.
 
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -151,8 +152,8 @@ enum Step {
     /// Stdout gave bytes (handled already), or ended (`true`).
     Read(bool),
     Exited(String),
-    /// The next event from the connection's queue (`None`: never, the
-    /// queue lives as long as this future).
+    /// The next event from the connection's queue (`None`: the queue
+    /// ended, taken as the connection's end).
     Event(Option<EventKind>),
     /// Some of the pending message went into stdin.
     Wrote(std::io::Result<usize>),
@@ -180,6 +181,10 @@ struct Life<'a> {
     budget: &'a ConnBudget,
     stdin: Option<Pipe>,
     pending: Option<Pending>,
+    /// Message events taken from the queue while a write was pending (to
+    /// see the close event behind them at once); still counted in the
+    /// queue's budgets until written.
+    backlog: VecDeque<EventKind>,
     out: Stdout<'a>,
     exited: bool,
     running: Option<Running>,
@@ -214,6 +219,7 @@ pub async fn run(
         budget: &budget,
         stdin: Some(stdin),
         pending: None,
+        backlog: VecDeque::new(),
         out,
         exited: false,
         running: Some(running),
@@ -251,7 +257,7 @@ impl Life<'_> {
     /// Waits for whatever happens first (in random order: a process that
     /// prints without pause must not starve its stdin).
     async fn next(&mut self, child: &mut dyn Child, events: &mut EventRx) -> Step {
-        let Life { out, stdin, pending, exited, escalation, app, closed, .. } = self;
+        let Life { out, stdin, pending, backlog, exited, escalation, app, closed, .. } = self;
         let read = async {
             match out.ended {
                 true => future::pending().await,
@@ -267,7 +273,7 @@ impl Life<'_> {
         let input = async {
             match *closed {
                 true => future::pending().await,
-                false => feed(stdin.as_ref(), pending, events, app.residents.write_timeout).await,
+                false => feed(stdin.as_ref(), pending, backlog, events, app.residents.write_timeout).await,
             }
         };
         let signal = async {
@@ -293,7 +299,7 @@ impl Life<'_> {
                 log::info!("[{id}] {ep} process {how}");
             }
             Step::Event(Some(kind)) => self.event(kind),
-            Step::Event(None) => self.closed = true,
+            Step::Event(None) => self.end_input(),
             Step::Wrote(r) => self.wrote(r),
             Step::Stalled => self.stalled(),
             Step::Signal => self.signal(child),
@@ -308,6 +314,11 @@ impl Life<'_> {
 
     /// A message to write, or the close event.
     fn event(&mut self, kind: EventKind) {
+        if self.pending.is_some() && matches!(kind, EventKind::Message { .. }) {
+            // Behind the pending write: written after it, or dropped if the
+            // close event comes first.
+            return self.backlog.push_back(kind);
+        }
         metrics::get().events_queued.fetch_sub(1, Ordering::Relaxed);
         match kind {
             EventKind::Message { payload, .. } => {
@@ -328,24 +339,43 @@ impl Life<'_> {
             }
             EventKind::Close { code, reason, cause } => {
                 connection::log_closed(self.conn, self.shared, code, &reason, cause);
-                if self.dropped > 0 {
-                    metrics::add(&metrics::get().events_dropped, self.dropped as u64);
-                    log::info!(
-                        "[{}] {} process: {} message(s) not written to its stdin (the process or the connection had ended)",
-                        self.conn.id,
-                        self.conn.target.endpoint(),
-                        self.dropped
-                    );
-                }
-                self.closed = true;
-                // Stdin closed: a `while read` loop ends by itself.
-                self.stdin = None;
-                let grace = self.app.residents.settings.close_grace;
-                if !self.exited || !self.out.ended {
-                    self.escalation = Some((0, Instant::now() + grace));
-                }
+                self.end_input();
             }
             EventKind::Open => {}
+        }
+    }
+
+    /// The connection is over: what was not written to stdin is dropped
+    /// (a process that does not read must not hold its connection's end
+    /// for `--timeout`), stdin closed (a `while read` loop ends by itself),
+    /// and the escalation starts if anything still runs.
+    fn end_input(&mut self) {
+        if let Some(p) = self.pending.take() {
+            self.budget.done(p.len);
+            self.dropped += 1;
+        }
+        for kind in std::mem::take(&mut self.backlog) {
+            metrics::get().events_queued.fetch_sub(1, Ordering::Relaxed);
+            if let EventKind::Message { payload, .. } = kind {
+                self.budget.event_taken();
+                self.budget.done(payload.len());
+                self.dropped += 1;
+            }
+        }
+        if self.dropped > 0 {
+            metrics::add(&metrics::get().events_dropped, self.dropped as u64);
+            log::info!(
+                "[{}] {} process: {} message(s) not written to its stdin (the process or the connection had ended)",
+                self.conn.id,
+                self.conn.target.endpoint(),
+                self.dropped
+            );
+        }
+        self.closed = true;
+        self.stdin = None;
+        let grace = self.app.residents.settings.close_grace;
+        if !self.exited || !self.out.ended {
+            self.escalation = Some((0, Instant::now() + grace));
         }
     }
 
@@ -406,8 +436,16 @@ impl Life<'_> {
     }
 }
 
-/// Writes the pending message to stdin, or takes the next event.
-async fn feed(stdin: Option<&Pipe>, pending: &mut Option<Pending>, events: &mut EventRx, timeout: Duration) -> Step {
+/// Writes the pending message to stdin while watching the queue for the
+/// connection's end (its close event, behind the messages that came
+/// meanwhile), or takes the next event.
+async fn feed(
+    stdin: Option<&Pipe>,
+    pending: &mut Option<Pending>,
+    backlog: &mut VecDeque<EventKind>,
+    events: &mut EventRx,
+    timeout: Duration,
+) -> Step {
     match (stdin, pending.as_ref()) {
         (Some(pipe), Some(p)) => {
             let write = async {
@@ -418,9 +456,13 @@ async fn feed(stdin: Option<&Pipe>, pending: &mut Option<Pending>, events: &mut 
                 runtime::sleep((p.progress + timeout).saturating_duration_since(Instant::now())).await;
                 Step::Stalled
             };
-            write.or(stall).await
+            let next = async { Step::Event(events.next().await) };
+            write.or(stall).or(next).await
         }
-        _ => Step::Event(events.next().await),
+        _ => match backlog.pop_front() {
+            Some(kind) => Step::Event(Some(kind)),
+            None => Step::Event(events.next().await),
+        },
     }
 }
 
