@@ -355,3 +355,24 @@ async fn a_process_not_reading_stdin_is_killed_on_delete_connection() {
 async fn a_process_not_reading_stdin_is_killed_at_shutdown() {
     deaf_process_goes_with_its_connection(Ending::ServerShutdown).await;
 }
+
+/// A printer that never pauses and a client that reads nothing for a
+/// while: the process waits for its reader (stdout not read, then lines
+/// held back) instead of the client being cut off for `--max-outgoing`
+/// (1024 messages): each read of its stdout holds about 1500 of these lines.
+#[async_std::test]
+async fn a_fast_printer_waits_for_a_client_that_does_not_read() {
+    let dir = cgi_bin(&[("yes.sh", "exec yes 0123456789")]);
+    let s = Server::start_in(&dir, &["--per-connection", "/yes.sh"]);
+    let mut ws = connect(&s.url("/yes.sh")).await;
+    assert_eq!(next_text(&mut ws).await, "0123456789");
+    // Not reading: the server's queue for us and the socket's buffers fill.
+    async_std::task::sleep(std::time::Duration::from_secs(3)).await;
+    for i in 0..10_000 {
+        match next(&mut ws).await {
+            Message::Text(t) => assert_eq!(t.as_str(), "0123456789", "message {i}"),
+            other => panic!("message {i}: {other:?}\n{}", s.log()),
+        }
+    }
+    assert!(!s.log().contains("slow consumer"), "{}", s.log());
+}

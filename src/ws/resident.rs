@@ -56,6 +56,9 @@ pub struct Residents {
     write_timeout: Duration,
     /// Stdout is not read while more than this waits for the client.
     pause_above: usize,
+    /// `--max-outgoing`: stdout is not read while more than half of it
+    /// waits, and no line is sent while all of it does.
+    max_queued: usize,
     /// `--max-message`: the longest line sent.
     max_line: usize,
     running: AtomicUsize,
@@ -67,6 +70,7 @@ impl Residents {
             settings: cfg.per_connection.clone(),
             write_timeout: cfg.timeout,
             pause_above: (cfg.max_outgoing_bytes / 2).max(1),
+            max_queued: cfg.out_queue,
             max_line: cfg.max_message,
             running: AtomicUsize::new(0),
         })
@@ -78,6 +82,12 @@ impl Residents {
     pub fn selects(&self, path: &str, endpoint: &str, transport: &dyn Transport) -> bool {
         let matched = self.settings.matches(path) || self.settings.matches(endpoint);
         matched && transport.starter().is_some()
+    }
+
+    /// `true` while the client has over half its outgoing budget (bytes or
+    /// messages) waiting: stdout is not read.
+    fn paused(&self, shared: &ConnShared) -> bool {
+        shared.queued_bytes() > self.pause_above || shared.queued_messages() > self.max_queued / 2
     }
 
     /// Per-connection processes alive now.
@@ -475,6 +485,9 @@ struct Stdout<'a> {
     pipe: Pipe,
     /// The start of a line whose end has not come yet (at most `--max-message`).
     partial: Vec<u8>,
+    /// Read but not sent yet: the client's queue was full (`--max-outgoing`
+    /// messages; one read may hold thousands of short lines).
+    held: Vec<u8>,
     /// Dropping the rest of a line over `--max-message`.
     skipping: bool,
     ended: bool,
@@ -485,15 +498,20 @@ const CHUNK: usize = 16 * 1024;
 
 impl<'a> Stdout<'a> {
     fn new(app: &'a WsState, conn: &'a ConnInfo, pipe: Pipe, shared: &'a ConnShared) -> Self {
-        Stdout { app, conn, shared, pipe, partial: Vec::new(), skipping: false, ended: false }
+        Stdout { app, conn, shared, pipe, partial: Vec::new(), held: Vec::new(), skipping: false, ended: false }
     }
 
     /// Reads what stdout has and sends it; `true` at its end. Cancel-safe:
     /// nothing is awaited once bytes are read.
     async fn read(&mut self) -> bool {
         // The client's pace: wait while its queue is over half its budget.
-        while self.shared.queued_bytes() > self.app.residents.pause_above && !self.shared.has_ended() {
+        while self.app.residents.paused(self.shared) && !self.shared.has_ended() {
             runtime::sleep(Duration::from_millis(2)).await;
+        }
+        if !self.held.is_empty() {
+            let data = std::mem::take(&mut self.held);
+            self.chunk(&data);
+            return false;
         }
         loop {
             if self.pipe.readable().await.is_err() {
@@ -524,12 +542,14 @@ impl<'a> Stdout<'a> {
     fn chunk(&mut self, mut data: &[u8]) {
         let max = self.app.residents.max_line;
         if self.app.residents.settings.binary {
-            for piece in data.chunks(max) {
+            while !data.is_empty() && !self.hold(data) {
+                let (piece, rest) = data.split_at(data.len().min(max));
                 self.send(Message::Binary(Bytes::copy_from_slice(piece)));
+                data = rest;
             }
             return;
         }
-        while !data.is_empty() {
+        while !data.is_empty() && !self.hold(data) {
             let newline = data.iter().position(|&b| b == b'\n');
             let piece = &data[..newline.map_or(data.len(), |i| i)];
             data = &data[newline.map_or(data.len(), |i| i + 1)..];
@@ -554,6 +574,17 @@ impl<'a> Stdout<'a> {
                 (false, false) => self.partial.extend_from_slice(piece),
             }
         }
+    }
+
+    /// Keeps `data` for later when the client's queue has `--max-outgoing`
+    /// messages (one more would close it, 1008): the process waits for
+    /// its reader, as it does on bytes.
+    fn hold(&mut self, data: &[u8]) -> bool {
+        let full = self.shared.queued_messages() >= self.app.residents.max_queued && !self.shared.has_ended();
+        if full {
+            self.held = data.to_vec();
+        }
+        full
     }
 
     /// The end of stdout: a last line without a newline is sent too.
