@@ -621,7 +621,7 @@ fn reap_zombies() {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::backend::spawn::child::{spawn, Child, EnvBlock};
     use crate::event::Target;
@@ -631,11 +631,11 @@ mod tests {
     /// The tests below count wake-ups and install a logger: one at a time.
     static SERIAL: Mutex<()> = Mutex::new(());
 
-    fn serial() -> MutexGuard<'static, ()> {
+    pub(crate) fn serial() -> MutexGuard<'static, ()> {
         SERIAL.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn tracked(pgid: i32) -> bool {
+    pub(crate) fn tracked(pgid: i32) -> bool {
         registry().groups.contains_key(&pgid)
     }
 
