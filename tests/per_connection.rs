@@ -188,6 +188,32 @@ async fn max_connection_procs_refuses_with_429_and_frees_the_slot_on_exit() {
     assert_eq!(next_text(&mut again).await, "ok");
 }
 
+/// The script ends on stdin's end; what holds its stdout left its group
+/// (`setsid`): nothing of the group is left to signal, so nothing is sent,
+/// logged or counted as killed, and the connection still leaves.
+#[async_std::test]
+async fn no_signal_is_logged_or_counted_once_the_group_is_over() {
+    let dir = cgi_bin(&[("escape.sh", "setsid sleep 300 &\necho ready\nwhile read l; do :; done")]);
+    let s = Server::start_in(&dir, &["--per-connection", "/escape.sh", "--close-grace", "0.1"]);
+    let killed = metric(&s, "ws2http_connection_procs_killed_total");
+    let mut ws = connect(&s.url("/escape.sh")).await;
+    assert_eq!(next_text(&mut ws).await, "ready");
+    ws.close(None).await.unwrap();
+    s.wait_log("process exited with status 0");
+    // Counted once the connection has left the hub, after its last step.
+    wait_for("the connection gone", || (metric(&s, "ws2http_connections_closed_total") == 1).then_some(()));
+    assert_eq!(metric(&s, "ws2http_connection_procs"), 0);
+    let marker = format!("EVENTS_LOG={}", s.dir.join("events.log").display());
+    let escaped = procfs::processes_with_env(&marker, s.child.id());
+    for (pid, _) in &escaped {
+        // SAFETY: kill(2) on the test's own leftover `sleep`.
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    assert_eq!(escaped.len(), 1, "the escaped sleep: {escaped:?}");
+    assert!(!s.log().contains("SIGKILL"), "{}", s.log());
+    assert_eq!(metric(&s, "ws2http_connection_procs_killed_total"), killed);
+}
+
 #[async_std::test]
 async fn a_process_that_cannot_start_refuses_the_handshake_with_500() {
     let dir = cgi_bin(&[]);

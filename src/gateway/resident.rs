@@ -27,8 +27,10 @@ pub enum Signal {
 
 /// A running per-connection process.
 pub trait Child: Send {
-    /// Sends `sig` to the process group, if anything of it is still running.
-    fn signal(&self, sig: Signal);
+    /// Sends `sig` to the process group, if anything of it is still running
+    /// (`false`: nothing was). Nothing is scheduled: the caller times the
+    /// next step.
+    fn signal(&self, sig: Signal) -> bool;
     /// Waits until the process has exited and reaps it (once; cancel-safe,
     /// may be called again): how it ended, for the log.
     fn wait(&mut self) -> BoxFuture<'_, String>;

@@ -429,16 +429,20 @@ impl Life<'_> {
         self.shared.request_close(req, Ending::Drain, Some(note));
     }
 
-    /// The next step of the escalation.
+    /// The next step of the escalation; none once nothing of the group
+    /// runs (what still holds stdout left the group: it is not ours).
     fn signal(&mut self, child: &dyn Child) {
         let Some((i, _)) = self.escalation else { return };
         let (sig, name) = ESCALATION[i];
+        if !child.signal(sig) {
+            self.escalation = Some((ESCALATION.len(), Instant::now()));
+            return;
+        }
         log::info!(
             "[{}] {} process: still running after its connection ended; {name}",
             self.conn.id,
             self.conn.target.endpoint()
         );
-        child.signal(sig);
         if sig == Signal::Kill {
             metrics::add(&metrics::get().procs_killed, 1);
         }

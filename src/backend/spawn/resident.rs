@@ -62,11 +62,11 @@ struct Resident {
 }
 
 impl gw::Child for Resident {
-    fn signal(&self, sig: Signal) {
+    fn signal(&self, sig: Signal) -> bool {
         let group = self.child.group();
         match sig {
             Signal::Int => groups::interrupt(group),
-            Signal::Term => groups::terminate(group),
+            Signal::Term => groups::term_now(group),
             Signal::Kill => groups::kill_now(group),
         }
     }
@@ -92,7 +92,9 @@ impl Drop for Resident {
             // no-op after `end_group`).
             Ok(Some(_)) => groups::terminate(self.child.group()),
             // Still running, nobody will wait for it: it and its group go now.
-            Ok(None) | Err(_) => groups::kill_now(self.child.group()),
+            Ok(None) | Err(_) => {
+                groups::kill_now(self.child.group());
+            }
         }
     }
 }
