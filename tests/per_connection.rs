@@ -175,12 +175,34 @@ async fn a_process_that_ends_on_stdin_eof_gets_no_signal() {
 
 #[async_std::test]
 async fn max_connection_procs_refuses_with_429_and_frees_the_slot_on_exit() {
-    let dir = cgi_bin(&[("cat.sh", "cat")]);
-    let s = Server::start_in(&dir, &["--per-connection", "/cat.sh", "--max-connection-procs", "1"]);
-    let mut first = connect(&s.url("/cat.sh")).await;
+    let dir = cgi_bin(&[("once.sh", r#"read l; echo "got $l""#), ("cat.sh", "cat")]);
+    let s = Server::start_in(&dir, &["--per-connection", "*", "--max-connection-procs", "1"]);
+    let mut first = connect(&s.url("/once.sh")).await;
     let refused = raw_http(s.port, &upgrade_request("/cat.sh", ""));
     assert_eq!(status_of(&refused), 429, "{refused}");
     s.wait_log("--max-connection-procs");
+    // The process exits by itself (the client never closes): its slot is free.
+    first.send(Message::text("x")).await.unwrap();
+    assert_eq!(close_code(&mut first).await, (vec!["got x".to_owned()], Some(1000)));
+    wait_for("the slot back", || (metric(&s, "ws2http_connection_procs") == 0).then_some(()));
+    let mut again = connect(&s.url("/cat.sh")).await;
+    again.send(Message::text("ok")).await.unwrap();
+    assert_eq!(next_text(&mut again).await, "ok");
+}
+
+/// The script exits at once; its background job holds stdout (and prints
+/// later): the slot stays taken until the job is gone too.
+#[async_std::test]
+async fn a_background_job_holding_stdout_keeps_the_slot() {
+    let dir = cgi_bin(&[("bg.sh", "echo started\n(sleep 300; echo late) &"), ("cat.sh", "cat")]);
+    let s = Server::start_in(&dir, &["--per-connection", "*", "--max-connection-procs", "1", "--close-grace", "0.1"]);
+    let mut first = connect(&s.url("/bg.sh")).await;
+    assert_eq!(next_text(&mut first).await, "started");
+    s.wait_log("process exited with status 0");
+    let refused = raw_http(s.port, &upgrade_request("/cat.sh", ""));
+    assert_eq!(status_of(&refused), 429, "the job still runs: {refused}");
+    assert_eq!(metric(&s, "ws2http_connection_procs"), 1);
+    // The client leaves: the job goes with its group, and the slot is free.
     first.close(None).await.unwrap();
     wait_for("the slot back", || (metric(&s, "ws2http_connection_procs") == 0).then_some(()));
     let mut again = connect(&s.url("/cat.sh")).await;

@@ -106,7 +106,8 @@ impl Residents {
     }
 }
 
-/// One of `--max-connection-procs`, given back when the process is reaped.
+/// One of `--max-connection-procs`, given back when the process is reaped
+/// and its stdout ended (nothing of its group prints any more).
 pub struct Running(Arc<Residents>);
 
 impl Drop for Running {
@@ -197,6 +198,8 @@ struct Life<'a> {
     backlog: VecDeque<EventKind>,
     out: Stdout<'a>,
     exited: bool,
+    /// Given back once the process is reaped and its stdout ended (or at
+    /// the end, after SIGKILL).
     running: Option<Running>,
     /// The close event was taken: the connection is over.
     closed: bool,
@@ -304,7 +307,6 @@ impl Life<'_> {
             Step::Read(ended) => self.out.ended = ended,
             Step::Exited(how) => {
                 self.exited = true;
-                self.running = None;
                 let (id, ep) = (&self.conn.id, self.conn.target.endpoint());
                 log::info!("[{id}] {ep} process {how}");
             }
@@ -313,6 +315,11 @@ impl Life<'_> {
             Step::Wrote(r) => self.wrote(r),
             Step::Stalled => self.stalled(),
             Step::Signal => self.signal(child),
+        }
+        if self.exited && self.out.ended && self.running.is_some() {
+            // Nothing of the group holds stdout any more: its slot is free
+            // (a background job still printing keeps it).
+            self.running = None;
         }
         if self.exited && self.out.ended && !self.exit_closed {
             // The process is done: its last line was sent, now the close.
