@@ -424,3 +424,36 @@ async fn a_fast_printer_waits_for_a_client_that_does_not_read() {
     }
     assert!(!s.log().contains("slow consumer"), "{}", s.log());
 }
+
+/// Runs the binary to completion (it must refuse to start): stderr.
+fn refused(args: &[&str]) -> String {
+    let out = ws2http()
+        .args(["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("WS2HTTP_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run ws2http");
+    assert!(!out.status.success(), "it started: {args:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn settings_that_would_select_nothing_or_starve_stdin_are_refused_or_warned() {
+    let dir = cgi_bin(&[("cat.sh", "cat")]);
+    let cgi = dir.to_str().unwrap();
+    // An empty pattern selected nothing, without a word.
+    for empty in ["", "/cat.sh,,/x"] {
+        let err = refused(&["--cgi-bin", cgi, "--per-connection", empty]);
+        assert!(err.contains("--per-connection '': an empty pattern selects nothing"), "{empty:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    // --events without message dropped every message before the process's stdin.
+    let err = refused(&["--cgi-bin", cgi, "--per-connection", "/cat.sh", "--events", "open,close"]);
+    assert!(err.contains("--per-connection needs message in --events"), "{err}");
+    // A pattern only a backend's paths match: a warning at start-up.
+    let s =
+        Server::start_in(&dir, &["--per-connection", "/app/*,/cat.sh", "--backend-url", "/app=http://127.0.0.1:9/app"]);
+    s.wait_log("--per-connection /app/*: selects nothing: /app is served by a FastCGI or HTTP backend");
+    assert!(!s.log().contains("--per-connection /cat.sh:"), "{}", s.log());
+}
