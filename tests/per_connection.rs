@@ -457,3 +457,35 @@ fn settings_that_would_select_nothing_or_starve_stdin_are_refused_or_warned() {
     s.wait_log("--per-connection /app/*: selects nothing: /app is served by a FastCGI or HTTP backend");
     assert!(!s.log().contains("--per-connection /cat.sh:"), "{}", s.log());
 }
+
+/// A process that never reads its stdin, a client that keeps sending: the
+/// write makes no progress for `--timeout`, the connection closes with 1011.
+#[async_std::test]
+async fn a_process_that_never_reads_stdin_closes_the_connection_with_1011() {
+    let dir = cgi_bin(&[("deaf.sh", "echo up\nsleep 1000")]);
+    let s = Server::start_in(&dir, &["--per-connection", "/deaf.sh", "--timeout", "1", "--close-grace", "0.1"]);
+    let mut ws = connect(&s.url("/deaf.sh")).await;
+    assert_eq!(next_text(&mut ws).await, "up");
+    for _ in 0..60 {
+        ws.send(Message::text("x".repeat(4000))).await.unwrap();
+    }
+    assert_eq!(close_code(&mut ws).await, (vec![], Some(1011)));
+    s.wait_log("has not read its stdin for 1s (--timeout); closing (1011)");
+    s.wait_log(r#"closed: 1011 "the process does not read its input" (script)"#);
+    wait_for("the process gone", || (metric(&s, "ws2http_connection_procs") == 0).then_some(()));
+}
+
+/// A line over `--max-message` is dropped with one log line; the lines
+/// after it, and the connection, go on.
+#[async_std::test]
+async fn an_over_long_line_is_dropped_with_one_log_line_and_the_connection_goes_on() {
+    let script = "echo first\nhead -c 5000 /dev/zero | tr '\\0' a\necho\necho after\ncat";
+    let dir = cgi_bin(&[("long.sh", script)]);
+    let s = Server::start_in(&dir, &["--per-connection", "/long.sh", "--max-message", "1000"]);
+    let mut ws = connect(&s.url("/long.sh")).await;
+    assert_eq!(next_text(&mut ws).await, "first");
+    assert_eq!(next_text(&mut ws).await, "after", "the long line is not sent, not even in part");
+    ws.send(Message::text("still here")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "still here");
+    assert_eq!(s.log().matches("a line over --max-message (1000 bytes); dropped").count(), 1, "{}", s.log());
+}
