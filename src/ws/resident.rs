@@ -15,11 +15,13 @@
 //! - what the process prints is read as it comes: each line a message at
 //!   once (or a directive, with `--per-connection-directives`); a line over
 //!   `--max-message` is dropped with one log line; while more than
-//!   `--max-outgoing-bytes` / 2 wait for the client, stdout is not read, so a
-//!   fast printer waits for a slow reader instead of being cut off;
+//!   `--max-outgoing-bytes` / 2 (or `--max-outgoing` / 2 messages) wait for
+//!   the client, stdout is not read, and no line is sent while its queue is
+//!   full, so a fast printer waits for a slow reader instead of being cut off;
 //! - the process's exit (stdout ended and the process reaped) closes the
 //!   connection with 1000, after its last line (with or without a newline);
-//! - the connection's end (its close event) closes stdin, then sends SIGINT,
+//! - the connection's end (its close event, seen even while a write to stdin
+//!   is pending: what was not written is dropped) closes stdin, then sends SIGINT,
 //!   SIGTERM and SIGKILL to the process group, one `--close-grace` apart,
 //!   until the process is reaped; then the group's leftovers are stopped.
 //!
