@@ -546,14 +546,18 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
     pattern[p..].iter().all(|&c| c == b'*')
 }
 
-/// `--per-connection` patterns: each a URL path glob (`/x`, `/live/*`) or `*`.
+/// `--per-connection` patterns: each a URL path glob (`/x`, `/live/*`) or
+/// `*`. An empty one (`--per-connection ''`, `/a,,/b`) would select nothing
+/// without a word: refused.
 fn per_connection_patterns(given: &[String]) -> Result<Vec<String>, String> {
     given
         .iter()
         .map(|p| p.trim())
-        .filter(|p| !p.is_empty())
         .map(|p| match p.starts_with('/') || p.starts_with('*') {
             true => Ok(p.to_owned()),
+            false if p.is_empty() => Err("--per-connection '': an empty pattern selects nothing; give a URL path \
+                                          pattern (e.g. /count.sh, /live/*) or *"
+                .to_owned()),
             false => {
                 Err(format!("--per-connection {p}: a URL path pattern starts with / (e.g. /count.sh, /live/*) or is *"))
             }
@@ -706,6 +710,13 @@ impl Cli {
 
     /// `--per-connection` and the flags around it.
     fn per_connection_settings(&self) -> Result<PerConnection, String> {
+        if !self.per_connection.is_empty() && !self.events.contains(&EventArg::Message) {
+            // The reader drops the messages --events leaves out, before any
+            // process could read them on its stdin.
+            return Err("--per-connection needs message in --events: a per-connection process reads every message \
+                        on its stdin (add message to --events)"
+                .to_owned());
+        }
         Ok(PerConnection {
             patterns: per_connection_patterns(&self.per_connection)?,
             directives: self.per_connection_directives,

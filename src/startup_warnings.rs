@@ -1,6 +1,7 @@
 //! Warnings logged once at start-up, before the "listening" lines, for a
 //! setup that will fail on the first connection: a single SCRIPT that cannot
-//! run, or a `--cgi-bin` with no endpoint at all. Each is one line that says
+//! run, a `--cgi-bin` with no endpoint at all, or a `--per-connection`
+//! pattern that only a FastCGI or HTTP backend's paths match. Each is one line that says
 //! how to fix it. (A handler program missing from PATH is reported by
 //! `server::warn_missing_handlers`.)
 
@@ -8,7 +9,7 @@ use std::path::Path;
 
 use crate::config::Config;
 use crate::gateway::resolve::Resolved;
-use crate::gateway::routes::{Files, Routes};
+use crate::gateway::routes::{Files, Route, Routes};
 
 /// Logs every warning that applies to `cfg`.
 pub fn warn(cfg: &Config, routes: &Routes) {
@@ -19,7 +20,7 @@ pub fn warn(cfg: &Config, routes: &Routes) {
 
 /// The warning lines for `cfg` (for tests, and for [`warn`]).
 pub fn warnings(cfg: &Config, routes: &Routes) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out = unselectable_patterns(cfg, routes);
     if let Some(script) = &cfg.script {
         if let Resolved::NotRunnable(_) = routes.target("/") {
             out.push(script_not_runnable(script));
@@ -41,6 +42,31 @@ pub fn warnings(cfg: &Config, routes: &Routes) -> Vec<String> {
          (with a #! line), or pass --handler EXT=PROGRAM, or give a single SCRIPT",
         cfg.cgi_bin.display()
     ));
+    out
+}
+
+/// A `--per-connection` pattern whose every match is served by a FastCGI
+/// or HTTP backend selects nothing (only spawned scripts can run one
+/// process per connection).
+fn unselectable_patterns(cfg: &Config, routes: &Routes) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in &cfg.per_connection.patterns {
+        let lit = &p[..p.find(['*', '?']).unwrap_or(p.len())];
+        // The route under which every path the pattern matches lies.
+        let under = |r: &&Route| {
+            let base = r.prefix.trim_end_matches('/');
+            let rest = lit.strip_prefix(base);
+            rest.is_some_and(|rest| rest.starts_with('/') || (rest.is_empty() && lit.len() == p.len()))
+        };
+        let route = routes.all().filter(under).max_by_key(|r| r.prefix.len());
+        if let Some(r) = route.filter(|r| r.files != Files::Spawned) {
+            out.push(format!(
+                "--per-connection {p}: selects nothing: {} is served by a FastCGI or HTTP backend, which runs one \
+                 request per event (only local scripts can run one process per connection)",
+                r.prefix
+            ));
+        }
+    }
     out
 }
 

@@ -28,8 +28,10 @@ pub enum Signal {
 
 /// A running per-connection process.
 pub trait Child: Send {
-    /// Sends `sig` to the process group, if anything of it is still running.
-    fn signal(&self, sig: Signal);
+    /// Sends `sig` to the process group, if anything of it is still running
+    /// (`false`: nothing was). Nothing is scheduled: the caller times the
+    /// next step.
+    fn signal(&self, sig: Signal) -> bool;
     /// Ready once the process has exited and is reaped (once; may be
     /// polled again): how it ended, for the log. A poll before the exit is
     /// cheap (no system call, no allocation): it is polled at every step.

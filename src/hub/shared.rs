@@ -186,6 +186,12 @@ impl ConnShared {
         self.out_queued.load(Ordering::Relaxed)
     }
 
+    /// Messages queued for this client and not yet taken by its writer
+    /// (what `--max-outgoing` bounds).
+    pub fn queued_messages(&self) -> usize {
+        self.outgoing.len()
+    }
+
     /// `true` once [`ConnShared::end`] was called.
     pub fn has_ended(&self) -> bool {
         self.ended.load(Ordering::SeqCst)

@@ -15,19 +15,22 @@
 //! - what the process prints is read as it comes: each line a message at
 //!   once (or a directive, with `--per-connection-directives`); a line over
 //!   `--max-message` is dropped with one log line; while more than
-//!   `--max-outgoing-bytes` / 2 wait for the client, stdout is not read, so a
-//!   fast printer waits for a slow reader instead of being cut off;
+//!   `--max-outgoing-bytes` / 2 (or `--max-outgoing` / 2 messages) wait for
+//!   the client, stdout is not read, and no line is sent while its queue is
+//!   full, so a fast printer waits for a slow reader instead of being cut off;
 //! - what it writes to stderr is read the same way and logged one line per
 //!   line (by the transport: [`Child::stderr`]);
 //! - the process's exit (stdout ended and the process reaped) closes the
 //!   connection with 1000, after its last line (with or without a newline);
-//! - the connection's end (its close event) closes stdin, then sends SIGINT,
+//! - the connection's end (its close event, seen even while a write to stdin
+//!   is pending: what was not written is dropped) closes stdin, then sends SIGINT,
 //!   SIGTERM and SIGKILL to the process group, one `--close-grace` apart,
 //!   until the process is reaped; then the group's leftovers are stopped.
 //!
 //! The connection leaves the hub once, after its close event and the reap,
 //! whatever ended it, as for event scripts.
 
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -57,6 +60,9 @@ pub struct Residents {
     write_timeout: Duration,
     /// Stdout is not read while more than this waits for the client.
     pause_above: usize,
+    /// `--max-outgoing`: stdout is not read while more than half of it
+    /// waits, and no line is sent while all of it does.
+    max_queued: usize,
     /// `--max-message`: the longest line sent.
     max_line: usize,
     running: AtomicUsize,
@@ -68,6 +74,7 @@ impl Residents {
             settings: cfg.per_connection.clone(),
             write_timeout: cfg.timeout,
             pause_above: (cfg.max_outgoing_bytes / 2).max(1),
+            max_queued: cfg.out_queue,
             max_line: cfg.max_message,
             running: AtomicUsize::new(0),
         })
@@ -79,6 +86,12 @@ impl Residents {
     pub fn selects(&self, path: &str, endpoint: &str, transport: &dyn Transport) -> bool {
         let matched = self.settings.matches(path) || self.settings.matches(endpoint);
         matched && transport.starter().is_some()
+    }
+
+    /// `true` while the client has over half its outgoing budget (bytes or
+    /// messages) waiting: stdout is not read.
+    fn paused(&self, shared: &ConnShared) -> bool {
+        shared.queued_bytes() > self.pause_above || shared.queued_messages() > self.max_queued / 2
     }
 
     /// Per-connection processes alive now.
@@ -97,7 +110,8 @@ impl Residents {
     }
 }
 
-/// One of `--max-connection-procs`, given back when the process is reaped.
+/// One of `--max-connection-procs`, given back when the process is reaped
+/// and its stdout ended (nothing of its group prints any more).
 pub struct Running(Arc<Residents>);
 
 impl Drop for Running {
@@ -153,8 +167,8 @@ enum Step {
     /// Stdout gave bytes (handled already), or ended (`true`).
     Read(bool),
     Exited(String),
-    /// The next event from the connection's queue (`None`: never, the
-    /// queue lives as long as this future).
+    /// The next event from the connection's queue (`None`: the queue
+    /// ended, taken as the connection's end).
     Event(Option<EventKind>),
     /// Some of the pending message went into stdin.
     Wrote(std::io::Result<usize>),
@@ -184,10 +198,16 @@ struct Life<'a> {
     budget: &'a ConnBudget,
     stdin: Option<Pipe>,
     pending: Option<Pending>,
+    /// Message events taken from the queue while a write was pending (to
+    /// see the close event behind them at once); still counted in the
+    /// queue's budgets until written.
+    backlog: VecDeque<EventKind>,
     out: Stdout<'a>,
     /// Until it ends: logged through the child, line by line.
     err: Option<Pipe>,
     exited: bool,
+    /// Given back once the process is reaped and its stdout ended (or at
+    /// the end, after SIGKILL).
     running: Option<Running>,
     /// The close event was taken: the connection is over.
     closed: bool,
@@ -220,6 +240,7 @@ pub async fn run(
         budget: &budget,
         stdin: Some(stdin),
         pending: None,
+        backlog: VecDeque::new(),
         out,
         err: Some(stderr),
         exited: false,
@@ -260,7 +281,7 @@ impl Life<'_> {
     /// Waits for whatever happens first (in random order: a process that
     /// prints without pause must not starve its stdin).
     async fn next(&mut self, child: &mut dyn Child, events: &mut EventRx) -> Step {
-        let Life { out, err, stdin, pending, exited, escalation, app, closed, .. } = self;
+        let Life { out, err, stdin, pending, backlog, exited, escalation, app, closed, .. } = self;
         let read = async {
             match out.ended {
                 true => future::pending().await,
@@ -276,7 +297,7 @@ impl Life<'_> {
         let input = async {
             match *closed {
                 true => future::pending().await,
-                false => feed(stdin.as_ref(), pending, events, app.residents.write_timeout).await,
+                false => feed(stdin.as_ref(), pending, backlog, events, app.residents.write_timeout).await,
             }
         };
         let signal = async {
@@ -303,12 +324,11 @@ impl Life<'_> {
             Step::Read(ended) => self.out.ended = ended,
             Step::Exited(how) => {
                 self.exited = true;
-                self.running = None;
                 let (id, ep) = (&self.conn.id, self.conn.target.endpoint());
                 log::info!("[{id}] {ep} process {how}");
             }
             Step::Event(Some(kind)) => self.event(kind),
-            Step::Event(None) => self.closed = true,
+            Step::Event(None) => self.end_input(),
             Step::Wrote(r) => self.wrote(r),
             Step::Stalled => self.stalled(),
             Step::Signal => self.signal(child),
@@ -317,6 +337,11 @@ impl Life<'_> {
                 self.err = None;
                 child.stderr_end(None);
             }
+        }
+        if self.exited && self.out.ended && self.running.is_some() {
+            // Nothing of the group holds stdout any more: its slot is free
+            // (a background job still printing keeps it).
+            self.running = None;
         }
         if self.exited && self.out.ended && !self.exit_closed {
             // The process is done: its last line was sent, now the close.
@@ -328,6 +353,11 @@ impl Life<'_> {
 
     /// A message to write, or the close event.
     fn event(&mut self, kind: EventKind) {
+        if self.pending.is_some() && matches!(kind, EventKind::Message { .. }) {
+            // Behind the pending write: written after it, or dropped if the
+            // close event comes first.
+            return self.backlog.push_back(kind);
+        }
         metrics::get().events_queued.fetch_sub(1, Ordering::Relaxed);
         match kind {
             EventKind::Message { payload, .. } => {
@@ -348,24 +378,43 @@ impl Life<'_> {
             }
             EventKind::Close { code, reason, cause } => {
                 connection::log_closed(self.conn, self.shared, code, &reason, cause);
-                if self.dropped > 0 {
-                    metrics::add(&metrics::get().events_dropped, self.dropped as u64);
-                    log::info!(
-                        "[{}] {} process: {} message(s) not written to its stdin (the process or the connection had ended)",
-                        self.conn.id,
-                        self.conn.target.endpoint(),
-                        self.dropped
-                    );
-                }
-                self.closed = true;
-                // Stdin closed: a `while read` loop ends by itself.
-                self.stdin = None;
-                let grace = self.app.residents.settings.close_grace;
-                if !self.exited || !self.out.ended {
-                    self.escalation = Some((0, Instant::now() + grace));
-                }
+                self.end_input();
             }
             EventKind::Open => {}
+        }
+    }
+
+    /// The connection is over: what was not written to stdin is dropped
+    /// (a process that does not read must not hold its connection's end
+    /// for `--timeout`), stdin closed (a `while read` loop ends by itself),
+    /// and the escalation starts if anything still runs.
+    fn end_input(&mut self) {
+        if let Some(p) = self.pending.take() {
+            self.budget.done(p.len);
+            self.dropped += 1;
+        }
+        for kind in std::mem::take(&mut self.backlog) {
+            metrics::get().events_queued.fetch_sub(1, Ordering::Relaxed);
+            if let EventKind::Message { payload, .. } = kind {
+                self.budget.event_taken();
+                self.budget.done(payload.len());
+                self.dropped += 1;
+            }
+        }
+        if self.dropped > 0 {
+            metrics::add(&metrics::get().events_dropped, self.dropped as u64);
+            log::info!(
+                "[{}] {} process: {} message(s) not written to its stdin (the process or the connection had ended)",
+                self.conn.id,
+                self.conn.target.endpoint(),
+                self.dropped
+            );
+        }
+        self.closed = true;
+        self.stdin = None;
+        let grace = self.app.residents.settings.close_grace;
+        if !self.exited || !self.out.ended {
+            self.escalation = Some((0, Instant::now() + grace));
         }
     }
 
@@ -409,16 +458,20 @@ impl Life<'_> {
         self.shared.request_close(req, Ending::Drain, Some(note));
     }
 
-    /// The next step of the escalation.
+    /// The next step of the escalation; none once nothing of the group
+    /// runs (what still holds stdout left the group: it is not ours).
     fn signal(&mut self, child: &dyn Child) {
         let Some((i, _)) = self.escalation else { return };
         let (sig, name) = ESCALATION[i];
+        if !child.signal(sig) {
+            self.escalation = Some((ESCALATION.len(), Instant::now()));
+            return;
+        }
         log::info!(
             "[{}] {} process: still running after its connection ended; {name}",
             self.conn.id,
             self.conn.target.endpoint()
         );
-        child.signal(sig);
         if sig == Signal::Kill {
             metrics::add(&metrics::get().procs_killed, 1);
         }
@@ -426,8 +479,16 @@ impl Life<'_> {
     }
 }
 
-/// Writes the pending message to stdin, or takes the next event.
-async fn feed(stdin: Option<&Pipe>, pending: &mut Option<Pending>, events: &mut EventRx, timeout: Duration) -> Step {
+/// Writes the pending message to stdin while watching the queue for the
+/// connection's end (its close event, behind the messages that came
+/// meanwhile), or takes the next event.
+async fn feed(
+    stdin: Option<&Pipe>,
+    pending: &mut Option<Pending>,
+    backlog: &mut VecDeque<EventKind>,
+    events: &mut EventRx,
+    timeout: Duration,
+) -> Step {
     match (stdin, pending.as_ref()) {
         (Some(pipe), Some(p)) => {
             let write = async {
@@ -438,9 +499,13 @@ async fn feed(stdin: Option<&Pipe>, pending: &mut Option<Pending>, events: &mut 
                 runtime::sleep((p.progress + timeout).saturating_duration_since(Instant::now())).await;
                 Step::Stalled
             };
-            write.or(stall).await
+            let next = async { Step::Event(events.next().await) };
+            write.or(stall).or(next).await
         }
-        _ => Step::Event(events.next().await),
+        _ => match backlog.pop_front() {
+            Some(kind) => Step::Event(Some(kind)),
+            None => Step::Event(events.next().await),
+        },
     }
 }
 
@@ -473,6 +538,9 @@ struct Stdout<'a> {
     pipe: Pipe,
     /// The start of a line whose end has not come yet (at most `--max-message`).
     partial: Vec<u8>,
+    /// Read but not sent yet: the client's queue was full (`--max-outgoing`
+    /// messages; one read may hold thousands of short lines).
+    held: Vec<u8>,
     /// Dropping the rest of a line over `--max-message`.
     skipping: bool,
     ended: bool,
@@ -483,15 +551,20 @@ const CHUNK: usize = 16 * 1024;
 
 impl<'a> Stdout<'a> {
     fn new(app: &'a WsState, conn: &'a ConnInfo, pipe: Pipe, shared: &'a ConnShared) -> Self {
-        Stdout { app, conn, shared, pipe, partial: Vec::new(), skipping: false, ended: false }
+        Stdout { app, conn, shared, pipe, partial: Vec::new(), held: Vec::new(), skipping: false, ended: false }
     }
 
     /// Reads what stdout has and sends it; `true` at its end. Cancel-safe:
     /// nothing is awaited once bytes are read.
     async fn read(&mut self) -> bool {
         // The client's pace: wait while its queue is over half its budget.
-        while self.shared.queued_bytes() > self.app.residents.pause_above && !self.shared.has_ended() {
+        while self.app.residents.paused(self.shared) && !self.shared.has_ended() {
             runtime::sleep(Duration::from_millis(2)).await;
+        }
+        if !self.held.is_empty() {
+            let data = std::mem::take(&mut self.held);
+            self.chunk(&data);
+            return false;
         }
         loop {
             // Polled, not `readable()`: the waker stays registered between
@@ -524,12 +597,14 @@ impl<'a> Stdout<'a> {
     fn chunk(&mut self, mut data: &[u8]) {
         let max = self.app.residents.max_line;
         if self.app.residents.settings.binary {
-            for piece in data.chunks(max) {
+            while !data.is_empty() && !self.hold(data) {
+                let (piece, rest) = data.split_at(data.len().min(max));
                 self.send(Message::Binary(Bytes::copy_from_slice(piece)));
+                data = rest;
             }
             return;
         }
-        while !data.is_empty() {
+        while !data.is_empty() && !self.hold(data) {
             let newline = data.iter().position(|&b| b == b'\n');
             let piece = &data[..newline.map_or(data.len(), |i| i)];
             data = &data[newline.map_or(data.len(), |i| i + 1)..];
@@ -554,6 +629,17 @@ impl<'a> Stdout<'a> {
                 (false, false) => self.partial.extend_from_slice(piece),
             }
         }
+    }
+
+    /// Keeps `data` for later when the client's queue has `--max-outgoing`
+    /// messages (one more would close it, 1008): the process waits for
+    /// its reader, as it does on bytes.
+    fn hold(&mut self, data: &[u8]) -> bool {
+        let full = self.shared.queued_messages() >= self.app.residents.max_queued && !self.shared.has_ended();
+        if full {
+            self.held = data.to_vec();
+        }
+        full
     }
 
     /// The end of stdout: a last line without a newline is sent too.

@@ -329,25 +329,42 @@ fn signal_locked(reg: &mut Registry, pgid: i32, sig: i32) -> Option<&mut Group> 
     reg.groups.get_mut(&pgid)
 }
 
-/// SIGKILL to the group at once (`--max-output`), if it is still running.
-pub fn kill_now(id: GroupId) {
+/// SIGKILL to the group at once (`--max-output`), if it is still running;
+/// `false` if it was over.
+pub fn kill_now(id: GroupId) -> bool {
     let mut reg = registry();
     if reg.get_mut(id).is_none() {
-        return;
+        return false;
     }
-    if let Some(g) = signal_locked(&mut reg, id.pgid, libc::SIGKILL) {
-        g.killed = true;
+    match signal_locked(&mut reg, id.pgid, libc::SIGKILL) {
+        Some(g) => {
+            g.killed = true;
+            true
+        }
+        None => false,
     }
 }
 
 /// SIGINT to the group now, if it is still running (the first step that
-/// ends a per-connection process; nothing is scheduled).
-pub fn interrupt(id: GroupId) {
+/// ends a per-connection process; nothing is scheduled); `false` if it was
+/// over (or already killed).
+pub fn interrupt(id: GroupId) -> bool {
+    signal_now(id, libc::SIGINT)
+}
+
+/// SIGTERM to the group now, if it is still running, and nothing scheduled:
+/// the per-connection escalation keeps its own timer for the SIGKILL.
+/// `false` if it was over (or already killed).
+pub fn term_now(id: GroupId) -> bool {
+    signal_now(id, libc::SIGTERM)
+}
+
+fn signal_now(id: GroupId, sig: i32) -> bool {
     let mut reg = registry();
     if reg.get_mut(id).is_none_or(|g| g.killed) {
-        return;
+        return false;
     }
-    signal_locked(&mut reg, id.pgid, libc::SIGINT);
+    signal_locked(&mut reg, id.pgid, sig).is_some()
 }
 
 /// SIGTERM to the group now, SIGKILL after its grace period (the watcher
@@ -621,7 +638,7 @@ fn reap_zombies() {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::backend::spawn::child::{spawn, Child, EnvBlock};
     use crate::event::Target;
@@ -631,11 +648,11 @@ mod tests {
     /// The tests below count wake-ups and install a logger: one at a time.
     static SERIAL: Mutex<()> = Mutex::new(());
 
-    fn serial() -> MutexGuard<'static, ()> {
+    pub(crate) fn serial() -> MutexGuard<'static, ()> {
         SERIAL.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn tracked(pgid: i32) -> bool {
+    pub(crate) fn tracked(pgid: i32) -> bool {
         registry().groups.contains_key(&pgid)
     }
 

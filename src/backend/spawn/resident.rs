@@ -10,7 +10,10 @@
 //! The process group's budget is the connection's life, not `--timeout`:
 //! the connection ends it ([`Child::end_group`], after the close
 //! escalation), and a shutdown stops it with every other group
-//! ([`groups::stop_all`]).
+//! ([`groups::stop_all`]). A process nobody reaped (its connection's task
+//! panicked, or it was dropped before it started) is killed with its group
+//! when it is dropped: its budget of a hundred years must not make it live
+//! until shutdown.
 
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -64,11 +67,11 @@ struct Resident {
 }
 
 impl gw::Child for Resident {
-    fn signal(&self, sig: Signal) {
+    fn signal(&self, sig: Signal) -> bool {
         let group = self.child.group();
         match sig {
             Signal::Int => groups::interrupt(group),
-            Signal::Term => groups::terminate(group),
+            Signal::Term => groups::term_now(group),
             Signal::Kill => groups::kill_now(group),
         }
     }
@@ -97,5 +100,53 @@ impl gw::Child for Resident {
             Some(pipe) => log_stderr_rest(pipe, lines),
             None => lines.end(),
         }
+    }
+}
+
+impl Drop for Resident {
+    fn drop(&mut self) {
+        match self.child.try_status(&self.label) {
+            // Reaped: what it left gets SIGTERM, SIGKILL a grace later (a
+            // no-op after `end_group`).
+            Ok(Some(_)) => groups::terminate(self.child.group()),
+            // Still running, nobody will wait for it: it and its group go now.
+            Ok(None) | Err(_) => {
+                groups::kill_now(self.child.group());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::groups::tests::{serial, tracked};
+    use super::*;
+    use crate::backend::env::EnvSink;
+    use crate::event::Target;
+
+    /// A per-connection process dropped without being reaped (its task
+    /// panicked): its group, a background job too, is killed and forgotten.
+    #[test]
+    fn a_dropped_process_takes_its_group_with_it() {
+        let _serial = serial();
+        let target = Target {
+            filename: "/bin/sh".into(),
+            script_name: String::new(),
+            path_info: String::new(),
+            interpreter: Some(vec!["/bin/sh".into(), "-c".into(), "sleep 300 & sleep 300".into()].into()),
+        };
+        let mut env = EnvBlock::default();
+        env.set("PATH", "/usr/bin:/bin");
+        let child = child::spawn(&target, &env, Budget::from_now(FOREVER, Duration::from_secs(1))).expect("spawn sh");
+        let pgid = child.id();
+        assert!(tracked(pgid));
+        drop(Resident { child, label: "test".into() });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while tracked(pgid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!tracked(pgid), "the group outlived its dropped process");
+        // SAFETY: signal 0 only checks whether the group has a member.
+        assert_ne!(unsafe { libc::kill(-pgid, 0) }, 0, "a member of the group still runs");
     }
 }
