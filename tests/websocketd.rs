@@ -267,6 +267,8 @@ fn refusals_and_unsupported_flags_are_one_line() {
         (&["--redirport=81", "cat"], 1, "websocketd: error: --redirport: not supported"),
         (&["--port=1"], 1, "websocketd: error: give a COMMAND or --dir"),
         (&["--nope", "cat"], 2, "websocketd: error: flag provided but not defined: -nope"),
+        // Every response would fail on it (the HTTP layer writes ASCII only).
+        (&["--header=X-A: café", "cat"], 1, "websocketd: error: --header \"X-A: café\": expected"),
         (&["no-such-program-x"], 1, "websocketd: error: COMMAND \"no-such-program-x\": not found in PATH"),
     ] {
         let (got, err) = run(args);

@@ -254,11 +254,22 @@ fn per_connection(a: &WsdArgs, max_connections: usize) -> PerConnection {
 }
 
 /// `--header*` values, `Name: value` each (Go's canonical name, spaces
-/// after the colon dropped); one without a colon or with a name that is not
-/// an HTTP token is refused (websocketd would send it broken).
+/// after the colon dropped); one without a colon, with a name that is not
+/// an HTTP token or a value that is not visible ASCII, spaces and tabs
+/// (RFC 9110 field-value without obs-text: the HTTP layer writes ASCII
+/// only) is refused (websocketd would send it broken).
 fn response_headers(a: &WsdArgs) -> Result<ResponseHeaders, String> {
     let parse = |list: &[String], flag: &str| -> Result<Vec<(String, String)>, String> {
-        list.iter().map(|h| header(h).ok_or_else(|| format!("{flag} {h:?}: expected \"Name: value\""))).collect()
+        list.iter()
+            .map(|h| {
+                header(h).ok_or_else(|| {
+                    format!(
+                        "{flag} {h:?}: expected \"Name: value\" (a name of letters, digits and -, a value of \
+                         printable ASCII)"
+                    )
+                })
+            })
+            .collect()
     };
     Ok(ResponseHeaders {
         all: parse(&a.header, "--header")?,
@@ -270,7 +281,7 @@ fn response_headers(a: &WsdArgs) -> Result<ResponseHeaders, String> {
 fn header(h: &str) -> Option<(String, String)> {
     let (name, value) = h.split_once(':')?;
     let token = !name.is_empty() && crate::http1::head::is_token(name.as_bytes());
-    let clean = !value.contains(['\r', '\n']);
+    let clean = value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
     (token && clean).then(|| (canonical(name), value.trim_start_matches(' ').to_owned()))
 }
 
@@ -394,6 +405,14 @@ mod tests {
         assert_eq!(cfg.response_headers.http, [("B".to_owned(), "2".to_owned())]);
         assert!(refused(&["--header=NoColon", "cat"]).contains("--header \"NoColon\": expected"));
         assert!(refused(&["--header=Bad Name: 1", "cat"]).contains("expected"));
+        // The HTTP layer writes ASCII only: a non-ASCII or control byte
+        // would fail every response, so it is refused at start-up.
+        for bad in ["--header=X-A: café", "--header-ws=X-A: a\u{1}b", "--header-http=X-A: \u{7f}", "--header=Ñ: 1"] {
+            let e = refused(&[bad, "cat"]);
+            assert!(e.contains("expected \"Name: value\"") && e.contains("printable ASCII"), "{bad}: {e}");
+        }
+        let (cfg, _, _) = serve(&["--header=X-A: a\tb ~!", "cat"]);
+        assert_eq!(cfg.response_headers.all, [("X-A".to_owned(), "a\tb ~!".to_owned())]);
         for (given, level) in [("debug", "trace"), ("trace", "debug"), ("info", "warn"), ("fatal", "error")] {
             assert_eq!(serve(&["--loglevel", given, "cat"]).1, level);
         }
