@@ -109,6 +109,27 @@ fn dir_maps_urls_to_the_same_scripts_and_the_same_404s() {
     }
 }
 
+/// websocketd runs a script by its `#!` line whatever its name: a `.php`
+/// file is not handed to php-cgi (ws2http's default handler elsewhere).
+#[suite("bench")]
+#[test]
+fn a_php_named_script_runs_itself() {
+    let greet = "echo \"hello from $SCRIPT_NAME\"\necho END";
+    let cgi = "printf 'Content-Type: text/plain\\r\\n\\r\\n'\necho \"cgi $SCRIPT_NAME\"";
+    let dir = scripts(&[("greet.php", greet), ("cgi/page.php", cgi)]);
+    let pair = start(&dir, &["./greet.php"]);
+    let [real, ours] = messages(&pair, "/", "END");
+    assert_eq!((real.as_slice(), &ours), (&["hello from /".to_owned(), "END".into()][..], &real), "COMMAND");
+    let pair = start(&dir, &["--dir=.", "--cgidir=./cgi"]);
+    let [real, ours] = messages(&pair, "/greet.php", "END");
+    assert_eq!((real[0].as_str(), &ours), ("hello from /greet.php", &real), "--dir");
+    let [real, ours] = pair.both().map(|s| exchange(s.port, &get_request("/page.php")).0);
+    assert_eq!((real.status, ours.status), (200, 200), "--cgidir");
+    // websocketd's CGI swaps SCRIPT_NAME and PATH_INFO (a documented fix).
+    assert_eq!(String::from_utf8_lossy(&real.body), "cgi /\n");
+    assert_eq!(String::from_utf8_lossy(&ours.body), "cgi /page.php\n");
+}
+
 #[suite("bench")]
 #[test]
 fn staticdir_serves_the_same_files() {

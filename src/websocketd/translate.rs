@@ -73,6 +73,11 @@ pub fn plan(a: &WsdArgs) -> Result<Plan, String> {
     cfg.script_args = a.command.iter().skip(1).cloned().collect();
     cfg.script_argv0 = a.command.first().cloned();
     cfg.cgi_flavour = CgiFlavour::Websocketd;
+    // websocketd runs every script itself (its `#!` line decides): no
+    // `php=php-cgi` default, which would hand a `#!/bin/sh` greet.php to
+    // php-cgi.
+    cfg.handlers.clear();
+    cfg.default_handlers.clear();
     cfg.inherited_env = passenv(a.passenv.as_deref().unwrap_or(DEFAULT_PASSENV));
     cfg.per_connection = per_connection(a, cfg.max_connections);
     if let Some(n) = a.maxforks.filter(|&n| n > 0) {
@@ -332,6 +337,7 @@ mod tests {
         assert!(cfg.script.as_deref().is_some_and(|s| s.is_file()), "sh found in PATH");
         assert_eq!(cfg.script_args, ["-c", "echo hi"]);
         assert_eq!(cfg.cgi_flavour, CgiFlavour::Websocketd);
+        assert!(cfg.handlers.is_empty() && cfg.default_handlers.is_empty(), "websocketd runs .php files itself");
         assert_eq!(cfg.per_connection.patterns, ["*"]);
         assert_eq!(cfg.per_connection.close_grace, Duration::from_millis(100));
         assert_eq!(cfg.per_connection.max_procs, cfg.max_connections);
