@@ -161,6 +161,36 @@ fn staticdir_serves_the_same_files() {
     assert_eq!(ours.status, 404);
 }
 
+/// The sources websocketd serves from `--staticdir` and ws2http never does
+/// (a documented difference): a `--cgidir` script, and a script the
+/// COMMAND's arguments name (`sh ./count.sh`, `python3 c.py`); other files
+/// beside them are served by both.
+#[suite("bench")]
+#[test]
+fn staticdir_never_serves_cgidir_scripts_or_the_commands_script() {
+    let cgi = "printf 'Content-Type: text/plain\\r\\n\\r\\n'\necho SECRET-SOURCE";
+    let dir =
+        scripts(&[("cgi/page.sh", cgi), ("count.sh", "echo SECRET-SOURCE"), ("index.html", "noexec:<h1>hi</h1>\n")]);
+    std::fs::write(dir.join("c.py"), "# SECRET-SOURCE\nprint('hi', flush=True)\n").expect("c.py");
+    let cgidir = &["--staticdir=.", "--cgidir=./cgi", "sh", "./count.sh"][..];
+    let python = &["--staticdir=.", "python3", "c.py"][..];
+    // What ws2http answers (websocketd: 200 and the source for all).
+    let cases = [(cgidir, [("/cgi/page.sh", 404), ("/count.sh", 404), ("/c.py", 200)]), (python, [("/c.py", 404); 3])];
+    for (args, paths) in cases {
+        let pair = start(&dir, args);
+        for side in pair.both() {
+            let (a, _) = exchange(side.port, &get_request("/"));
+            assert_eq!((a.status, a.body.as_slice()), (200, &b"<h1>hi</h1>\n"[..]), "{} {args:?}", side.name);
+        }
+        for (path, want) in paths {
+            let [real, ours] = pair.both().map(|s| exchange(s.port, &get_request(path)).0);
+            let leaked = |a: &Answer| String::from_utf8_lossy(&a.body).contains("SECRET-SOURCE");
+            assert_eq!((real.status, leaked(&real)), (200, true), "websocketd serves {path} ({args:?})");
+            assert_eq!((ours.status, leaked(&ours)), (want, want == 200), "ws2http {path} ({args:?})");
+        }
+    }
+}
+
 #[suite("bench")]
 #[test]
 fn cgidir_runs_the_same_cgi_scripts() {
