@@ -109,6 +109,45 @@ fn dir_maps_urls_to_the_same_scripts_and_the_same_404s() {
     }
 }
 
+/// Only `--staticdir` (and `--cgidir`, even the same directory): no
+/// WebSocket endpoint, the files and CGI scripts served by both.
+#[suite("bench")]
+#[test]
+fn staticdir_or_cgidir_alone_needs_no_dir() {
+    let cgi = "printf 'Content-Type: text/plain\\r\\n\\r\\n'\necho cgi";
+    let dir = scripts(&[("index.html", "noexec:<h1>hi</h1>\n"), ("page.sh", cgi)]);
+    for args in [&["--staticdir=."][..], &["--cgidir=.", "--staticdir=."]] {
+        let pair = start(&dir, args);
+        for side in pair.both() {
+            let (a, _) = exchange(side.port, &get_request("/"));
+            assert_eq!((a.status, a.body.as_slice()), (200, &b"<h1>hi</h1>\n"[..]), "{} {args:?}", side.name);
+        }
+        let cgi = args.len() == 2;
+        let [real, ours] = pair.both().map(|s| exchange(s.port, &get_request("/page.sh")).0);
+        assert_eq!(real.body == b"cgi\n", cgi, "{args:?}");
+        assert_eq!((ours.status, ours.body == b"cgi\n"), (200, cgi), "{args:?}");
+        assert!(!pair.ours.log().contains("nonexistent"), "{}", pair.ours.log());
+    }
+}
+
+/// The COMMAND's PATH_TRANSLATED is PATH_INFO translated against its
+/// directory (a documented fix: websocketd gives the URL path); so is the
+/// single script's in ws2http's own per-event mode.
+#[suite("bench")]
+#[test]
+fn path_translated_of_the_command_is_a_file_path() {
+    let dir = scripts(&[("env.sh", ENV_DUMP)]);
+    let pair = start(&dir, &["./env.sh"]);
+    let [real, ours] = messages(&pair, "/a/b", "END").map(|m| env_of(&m));
+    assert_eq!(real["PATH_TRANSLATED"], "/a/b");
+    assert_eq!(ours["PATH_TRANSLATED"], format!("{}/a/b", dir.display()));
+    let script = dir.join("env.sh");
+    let s = Server::start_env(std::path::Path::new("/nonexistent"), &[script.to_str().unwrap()], &[]);
+    let (answer, stream) = exchange(s.port, &upgrade("/a/b", ""));
+    let env = env_of(&texts(&mut stream.unwrap_or_else(|| panic!("{answer:?}")), "END").0);
+    assert_eq!(env["PATH_TRANSLATED"], format!("{}/a/b", dir.display()), "ws2http per event");
+}
+
 /// websocketd runs a script by its `#!` line whatever its name: a `.php`
 /// file is not handed to php-cgi (ws2http's default handler elsewhere).
 #[suite("bench")]

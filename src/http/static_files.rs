@@ -43,11 +43,15 @@ pub struct NotFiles<'a> {
 }
 
 impl NotFiles<'_> {
-    /// Why `canonical` is a script, or `None` when it may be served.
-    fn why(&self, canonical: &Path) -> Option<&'static str> {
+    /// Why `canonical` (under `root`) is a script, or `None` when it may be
+    /// be served. Under `--cgidir` every file is, except when `--cgidir`
+    /// holds `root` itself (`--cgidir=. --staticdir=.`): then its
+    /// executables are the scripts and the other files the static ones.
+    fn why(&self, root: &Path, canonical: &Path) -> Option<&'static str> {
+        let cgidir = |p: &Resolver| p.is_script(canonical) && (!root.starts_with(p.dir()) || executable(canonical));
         if self.scripts.is_script(canonical) {
             Some("is a script (under --cgi-bin, or a handler's extension)")
-        } else if self.pages.is_some_and(|p| p.is_script(canonical)) {
+        } else if self.pages.is_some_and(cgidir) {
             Some("is a script (under --cgidir)")
         } else if self.named.iter().any(|f| f == canonical) {
             Some("is named in the COMMAND's arguments (a script's source)")
@@ -55,6 +59,11 @@ impl NotFiles<'_> {
             None
         }
     }
+}
+
+fn executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// The files `args` (the single script's arguments, relative to the
@@ -88,7 +97,7 @@ fn servable(root: &Path, scripts: &NotFiles<'_>, raw_path: &str, path: &Path) ->
         log::warn!(target: LOG, "refused {}: not inside --root", crate::logging::quoted(raw_path));
         return None;
     }
-    if let Some(why) = scripts.why(&canonical) {
+    if let Some(why) = scripts.why(root, &canonical) {
         log::warn!(
             target: LOG, "refused {}: {} {why}, never a static file",
             crate::logging::quoted(raw_path),

@@ -64,12 +64,11 @@ pub fn plan(a: &WsdArgs) -> Result<Plan, String> {
     }
     let command = command(a)?;
     let mut equivalent = ws2http_args(a, command.as_deref())?;
-    let mut cfg = parse_ws2http(&equivalent)?;
-    if a.dir.is_none() && command.is_none() {
-        // No WebSocket endpoint at all (only --staticdir / --cgidir), as in
-        // websocketd: the directory given to pass the checks is not one.
-        cfg.cgi_bin = PathBuf::from("/nonexistent");
-    }
+    let mut cfg = if a.dir.is_none() && command.is_none() {
+        without_endpoints(a, &equivalent)?
+    } else {
+        parse_ws2http(&equivalent)?
+    };
     cfg.script_args = a.command.iter().skip(1).cloned().collect();
     cfg.script_argv0 = a.command.first().cloned();
     cfg.cgi_flavour = CgiFlavour::Websocketd;
@@ -185,6 +184,31 @@ fn existing_dir(d: &str, flag: &str) -> Result<PathBuf, String> {
     }
 }
 
+/// The configuration with no WebSocket endpoint at all (only
+/// `--staticdir`/`--cgidir`, as websocketd allows): ws2http's checks want a
+/// `--cgi-bin`, so they run with `--cgi-bin` set to the given directory and
+/// `--root` left out (the two may be the same), then the endpoints are
+/// none ([`crate::gateway::resolve::Resolver`]: an empty directory) and
+/// `--root` is set back.
+fn without_endpoints(a: &WsdArgs, args: &[String]) -> Result<Config, String> {
+    let dir = a.staticdir.as_deref().or(a.cgidir.as_deref()).unwrap_or(".");
+    let mut checked: Vec<String> = Vec::with_capacity(args.len() + 2);
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--root" => {
+                rest.next();
+            }
+            _ => checked.push(arg.clone()),
+        }
+    }
+    checked.extend(["--cgi-bin".to_owned(), dir.to_owned()]);
+    let mut cfg = parse_ws2http(&checked)?;
+    cfg.cgi_bin = PathBuf::new();
+    cfg.root = a.staticdir.as_deref().map(|d| existing_dir(d, "--staticdir")).transpose()?;
+    Ok(cfg)
+}
+
 /// The `ws2http` command line for what both have (listener, scripts,
 /// static files, console), also shown to the user at debug level.
 pub fn ws2http_args(a: &WsdArgs, command: Option<&Path>) -> Result<Vec<String>, String> {
@@ -197,8 +221,7 @@ pub fn ws2http_args(a: &WsdArgs, command: Option<&Path>) -> Result<Vec<String>, 
     let mut args: Vec<String> = ["ws2http", "--listen"].map(String::from).into();
     args.push(format!("{host}:{port}"));
     args.extend(["--api-listen", "127.0.0.1:0"].map(String::from));
-    let cgi_bin = a.dir.as_deref().or(a.cgidir.as_deref()).or(a.staticdir.as_deref());
-    if let Some(d) = cgi_bin.filter(|_| command.is_none()) {
+    if let Some(d) = a.dir.as_deref().filter(|_| command.is_none()) {
         args.extend(["--cgi-bin".to_owned(), d.to_owned()]);
     }
     if let Some(s) = &a.staticdir {
@@ -369,7 +392,16 @@ mod tests {
         assert_eq!((cfg.script.as_ref(), cfg.console), (None, Some(true)));
         let (cfg, _, _) = serve(&["--cgidir", &f]);
         assert_eq!(cfg.page_scripts, PageScripts::Dir(Path::new(&f).canonicalize().expect("fixtures")));
-        assert_eq!(cfg.cgi_bin, Path::new("/nonexistent"), "no WebSocket endpoints without --dir or COMMAND");
+        assert_eq!(cfg.cgi_bin, Path::new(""), "no WebSocket endpoints without --dir or COMMAND");
+        // The same directory for both, or --staticdir alone: no --dir involved.
+        for list in [&["--staticdir", &f][..], &["--staticdir", &f, "--cgidir", &f]] {
+            let (cfg, _, eq) = serve(list);
+            assert_eq!(
+                (cfg.cgi_bin.as_os_str(), cfg.root.clone()),
+                ("".as_ref(), Some(PathBuf::from(&f).canonicalize().expect("f")))
+            );
+            assert!(!eq.contains(&"--cgi-bin".to_owned()), "{eq:?}");
+        }
         let tmp = std::env::temp_dir();
         let (cfg, _, _) = serve(&["--staticdir", tmp.to_str().expect("utf-8"), "cat"]);
         assert_eq!(cfg.root, Some(tmp.canonicalize().expect("tmp")));
