@@ -357,6 +357,9 @@ fn refusals_and_unsupported_flags_are_one_line() {
         (&["--redirport=81", "cat"], 1, "websocketd: error: --redirport: not supported"),
         (&["--port=1"], 1, "websocketd: error: give a COMMAND or --dir"),
         (&["--nope", "cat"], 2, "websocketd: error: flag provided but not defined: -nope"),
+        (&["--port=abc", "cat"], 2, "websocketd: error: invalid value \"abc\" for flag -port: "),
+        (&["--closems=-5", "cat"], 2, "websocketd: error: invalid value \"-5\" for flag -closems: "),
+        (&["--binary=maybe", "cat"], 2, "websocketd: error: invalid value \"maybe\" for flag -binary: "),
         // Every response would fail on it (the HTTP layer writes ASCII only).
         (&["--header=X-A: café", "cat"], 1, "websocketd: error: --header \"X-A: café\": expected"),
         (&["no-such-program-x"], 1, "websocketd: error: COMMAND \"no-such-program-x\": not found in PATH"),
