@@ -338,6 +338,13 @@ fn header_flags_add_the_same_headers() {
     let [real, ours] = pair.both().map(|s| ours_of(&exchange(s.port, &get_request("/missing")).0));
     assert_eq!(real, [String::new(), String::new(), "3".into()]);
     assert_eq!(ours, ["1".to_owned(), String::new(), "3".into()]);
+    // A refused upgrade gets none of them on either (404 on both; 403 from
+    // ws2http's origin check, which websocketd does not make here).
+    let none = || [String::new(), String::new(), String::new()];
+    let [real, ours] = pair.both().map(|s| exchange(s.port, &upgrade("/missing.sh", "")).0);
+    assert_eq!([(real.status, ours_of(&real)), (ours.status, ours_of(&ours))], [(404, none()), (404, none())]);
+    let (ours, _) = exchange(pair.ours.port, &upgrade("/env.sh", "Origin: http://evil.example\r\n"));
+    assert_eq!((ours.status, ours_of(&ours)), (403, none()));
 }
 
 #[suite("bench")]
