@@ -168,8 +168,8 @@ pub struct WsdArgs {
     /// Serve CGI scripts from DIR over HTTP
     #[arg(long, value_name = "DIR")]
     pub cgidir: Option<String>,
-    /// Processes running at once, WebSocket and CGI (beyond it: 429) [default: 0, bounded by ws2http's
-    /// connection limits]
+    /// WebSocket processes at once (beyond: 429); also the bound of CGI scripts running at once (beyond:
+    /// they wait) [default: 0, which is ws2http's 128, not unlimited]
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub maxforks: Option<i64>,
     /// Extra milliseconds a process gets after its client left before the signals

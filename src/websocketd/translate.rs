@@ -14,9 +14,9 @@
 //!   scripts (cross-site WebSocket hijacking).
 //! - The control API listens on 127.0.0.1 with a free port (never
 //!   colliding with `--port`), without a token: loopback only.
-//! - `--maxforks 0` (websocketd: unlimited) keeps ws2http's connection
-//!   limits as the bound: one process per connection, at most
-//!   `--max-connections` of them.
+//! - `--maxforks 0` (websocketd: unlimited) keeps ws2http's
+//!   `--max-connection-procs` default (128; beyond: 429), safe on a public
+//!   address; a larger `--maxforks N` raises it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -78,7 +78,7 @@ pub fn plan(a: &WsdArgs) -> Result<Plan, String> {
     cfg.handlers.clear();
     cfg.default_handlers.clear();
     cfg.inherited_env = passenv(a.passenv.as_deref().unwrap_or(DEFAULT_PASSENV));
-    cfg.per_connection = per_connection(a, cfg.max_connections);
+    cfg.per_connection = per_connection(a, cfg.per_connection.max_procs);
     if let Some(n) = a.maxforks.filter(|&n| n > 0) {
         // websocketd counts its CGI scripts in --maxforks too.
         cfg.max_procs = usize::try_from(n).unwrap_or(usize::MAX);
@@ -266,8 +266,11 @@ pub fn passenv(list: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Every connection runs its own process (websocketd's only model).
-fn per_connection(a: &WsdArgs, max_connections: usize) -> PerConnection {
+/// Every connection runs its own process (websocketd's only model);
+/// `--maxforks` 0 or less (websocketd: unlimited) keeps ws2http's
+/// `--max-connection-procs` default (`default_procs`, 128): a server bound
+/// to every interface must not fork 10,000 processes for whoever connects.
+fn per_connection(a: &WsdArgs, default_procs: usize) -> PerConnection {
     PerConnection {
         patterns: vec!["*".to_owned()],
         directives: false,
@@ -276,7 +279,7 @@ fn per_connection(a: &WsdArgs, max_connections: usize) -> PerConnection {
         close_grace: Duration::from_millis(100 + a.closems.unwrap_or(0)),
         max_procs: match a.maxforks {
             Some(n) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX),
-            _ => max_connections,
+            _ => default_procs,
         },
     }
 }
@@ -363,14 +366,14 @@ mod tests {
         assert!(cfg.handlers.is_empty() && cfg.default_handlers.is_empty(), "websocketd runs .php files itself");
         assert_eq!(cfg.per_connection.patterns, ["*"]);
         assert_eq!(cfg.per_connection.close_grace, Duration::from_millis(100));
-        assert_eq!(cfg.per_connection.max_procs, cfg.max_connections);
+        assert_eq!(cfg.per_connection.max_procs, 128, "ws2http's default, not unlimited");
         assert_eq!(cfg.page_scripts, PageScripts::Off);
         assert_eq!(cfg.console, Some(false));
         assert_eq!(cfg.origin_hosts, None);
         assert_eq!(level, "info");
         assert_eq!(&eq[..5], ["ws2http", "--listen", "0.0.0.0:8080", "--api-listen", "127.0.0.1:0"]);
         let shown = eq.join(" ");
-        assert!(shown.ends_with("--per-connection '*' --close-grace 0.1 --max-connection-procs 10000"), "{shown}");
+        assert!(shown.ends_with("--per-connection '*' --close-grace 0.1 --max-connection-procs 128"), "{shown}");
     }
 
     #[test]
@@ -423,8 +426,10 @@ mod tests {
         assert_eq!((cfg.per_connection.max_procs, cfg.max_procs), (3, 3));
         assert_eq!(cfg.per_connection.close_grace, Duration::from_millis(500));
         assert!(cfg.per_connection.binary && !cfg.per_connection.directives);
-        let (cfg, _, _) = serve(&["--maxforks=-1", "cat"]);
-        assert_eq!(cfg.per_connection.max_procs, cfg.max_connections);
+        for zero in ["--maxforks=-1", "--maxforks=0"] {
+            assert_eq!(serve(&[zero, "cat"]).0.per_connection.max_procs, 128, "{zero}");
+        }
+        assert_eq!(serve(&["--maxforks=5000", "cat"]).0.per_connection.max_procs, 5000);
         let (cfg, _, _) = serve(&["cat"]);
         assert!(cfg.inherited_env.iter().any(|(k, _)| k == "PATH"));
         let (cfg, _, _) = serve(&["--passenv=HOME,HTTPS,NO_SUCH_VAR_X", "cat"]);
