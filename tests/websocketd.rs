@@ -109,6 +109,66 @@ fn dir_maps_urls_to_the_same_scripts_and_the_same_404s() {
     }
 }
 
+/// Only `--staticdir` (and `--cgidir`, even the same directory): no
+/// WebSocket endpoint, the files and CGI scripts served by both.
+#[suite("bench")]
+#[test]
+fn staticdir_or_cgidir_alone_needs_no_dir() {
+    let cgi = "printf 'Content-Type: text/plain\\r\\n\\r\\n'\necho cgi";
+    let dir = scripts(&[("index.html", "noexec:<h1>hi</h1>\n"), ("page.sh", cgi)]);
+    for args in [&["--staticdir=."][..], &["--cgidir=.", "--staticdir=."]] {
+        let pair = start(&dir, args);
+        for side in pair.both() {
+            let (a, _) = exchange(side.port, &get_request("/"));
+            assert_eq!((a.status, a.body.as_slice()), (200, &b"<h1>hi</h1>\n"[..]), "{} {args:?}", side.name);
+        }
+        let cgi = args.len() == 2;
+        let [real, ours] = pair.both().map(|s| exchange(s.port, &get_request("/page.sh")).0);
+        assert_eq!(real.body == b"cgi\n", cgi, "{args:?}");
+        assert_eq!((ours.status, ours.body == b"cgi\n"), (200, cgi), "{args:?}");
+        assert!(!pair.ours.log().contains("nonexistent"), "{}", pair.ours.log());
+    }
+}
+
+/// The COMMAND's PATH_TRANSLATED is PATH_INFO translated against its
+/// directory (a documented fix: websocketd gives the URL path); so is the
+/// single script's in ws2http's own per-event mode.
+#[suite("bench")]
+#[test]
+fn path_translated_of_the_command_is_a_file_path() {
+    let dir = scripts(&[("env.sh", ENV_DUMP)]);
+    let pair = start(&dir, &["./env.sh"]);
+    let [real, ours] = messages(&pair, "/a/b", "END").map(|m| env_of(&m));
+    assert_eq!(real["PATH_TRANSLATED"], "/a/b");
+    assert_eq!(ours["PATH_TRANSLATED"], format!("{}/a/b", dir.display()));
+    let script = dir.join("env.sh");
+    let s = Server::start_env(std::path::Path::new("/nonexistent"), &[script.to_str().unwrap()], &[]);
+    let (answer, stream) = exchange(s.port, &upgrade("/a/b", ""));
+    let env = env_of(&texts(&mut stream.unwrap_or_else(|| panic!("{answer:?}")), "END").0);
+    assert_eq!(env["PATH_TRANSLATED"], format!("{}/a/b", dir.display()), "ws2http per event");
+}
+
+/// websocketd runs a script by its `#!` line whatever its name: a `.php`
+/// file is not handed to php-cgi (ws2http's default handler elsewhere).
+#[suite("bench")]
+#[test]
+fn a_php_named_script_runs_itself() {
+    let greet = "echo \"hello from $SCRIPT_NAME\"\necho END";
+    let cgi = "printf 'Content-Type: text/plain\\r\\n\\r\\n'\necho \"cgi $SCRIPT_NAME\"";
+    let dir = scripts(&[("greet.php", greet), ("cgi/page.php", cgi)]);
+    let pair = start(&dir, &["./greet.php"]);
+    let [real, ours] = messages(&pair, "/", "END");
+    assert_eq!((real.as_slice(), &ours), (&["hello from /".to_owned(), "END".into()][..], &real), "COMMAND");
+    let pair = start(&dir, &["--dir=.", "--cgidir=./cgi"]);
+    let [real, ours] = messages(&pair, "/greet.php", "END");
+    assert_eq!((real[0].as_str(), &ours), ("hello from /greet.php", &real), "--dir");
+    let [real, ours] = pair.both().map(|s| exchange(s.port, &get_request("/page.php")).0);
+    assert_eq!((real.status, ours.status), (200, 200), "--cgidir");
+    // websocketd's CGI swaps SCRIPT_NAME and PATH_INFO (a documented fix).
+    assert_eq!(String::from_utf8_lossy(&real.body), "cgi /\n");
+    assert_eq!(String::from_utf8_lossy(&ours.body), "cgi /page.php\n");
+}
+
 #[suite("bench")]
 #[test]
 fn staticdir_serves_the_same_files() {
@@ -138,6 +198,36 @@ fn staticdir_serves_the_same_files() {
     let [real, ours] = pair.both().map(|s| exchange(s.port, &get_request("/env.sh")).0);
     assert_eq!((real.status, String::from_utf8_lossy(&real.body).contains("env | sort")), (200, true));
     assert_eq!(ours.status, 404);
+}
+
+/// The sources websocketd serves from `--staticdir` and ws2http never does
+/// (a documented difference): a `--cgidir` script, and a script the
+/// COMMAND's arguments name (`sh ./count.sh`, `python3 c.py`); other files
+/// beside them are served by both.
+#[suite("bench")]
+#[test]
+fn staticdir_never_serves_cgidir_scripts_or_the_commands_script() {
+    let cgi = "printf 'Content-Type: text/plain\\r\\n\\r\\n'\necho SECRET-SOURCE";
+    let dir =
+        scripts(&[("cgi/page.sh", cgi), ("count.sh", "echo SECRET-SOURCE"), ("index.html", "noexec:<h1>hi</h1>\n")]);
+    std::fs::write(dir.join("c.py"), "# SECRET-SOURCE\nprint('hi', flush=True)\n").expect("c.py");
+    let cgidir = &["--staticdir=.", "--cgidir=./cgi", "sh", "./count.sh"][..];
+    let python = &["--staticdir=.", "python3", "c.py"][..];
+    // What ws2http answers (websocketd: 200 and the source for all).
+    let cases = [(cgidir, [("/cgi/page.sh", 404), ("/count.sh", 404), ("/c.py", 200)]), (python, [("/c.py", 404); 3])];
+    for (args, paths) in cases {
+        let pair = start(&dir, args);
+        for side in pair.both() {
+            let (a, _) = exchange(side.port, &get_request("/"));
+            assert_eq!((a.status, a.body.as_slice()), (200, &b"<h1>hi</h1>\n"[..]), "{} {args:?}", side.name);
+        }
+        for (path, want) in paths {
+            let [real, ours] = pair.both().map(|s| exchange(s.port, &get_request(path)).0);
+            let leaked = |a: &Answer| String::from_utf8_lossy(&a.body).contains("SECRET-SOURCE");
+            assert_eq!((real.status, leaked(&real)), (200, true), "websocketd serves {path} ({args:?})");
+            assert_eq!((ours.status, leaked(&ours)), (want, want == 200), "ws2http {path} ({args:?})");
+        }
+    }
 }
 
 #[suite("bench")]
@@ -248,6 +338,13 @@ fn header_flags_add_the_same_headers() {
     let [real, ours] = pair.both().map(|s| ours_of(&exchange(s.port, &get_request("/missing")).0));
     assert_eq!(real, [String::new(), String::new(), "3".into()]);
     assert_eq!(ours, ["1".to_owned(), String::new(), "3".into()]);
+    // A refused upgrade gets none of them on either (404 on both; 403 from
+    // ws2http's origin check, which websocketd does not make here).
+    let none = || [String::new(), String::new(), String::new()];
+    let [real, ours] = pair.both().map(|s| exchange(s.port, &upgrade("/missing.sh", "")).0);
+    assert_eq!([(real.status, ours_of(&real)), (ours.status, ours_of(&ours))], [(404, none()), (404, none())]);
+    let (ours, _) = exchange(pair.ours.port, &upgrade("/env.sh", "Origin: http://evil.example\r\n"));
+    assert_eq!((ours.status, ours_of(&ours)), (403, none()));
 }
 
 #[suite("bench")]
@@ -267,6 +364,11 @@ fn refusals_and_unsupported_flags_are_one_line() {
         (&["--redirport=81", "cat"], 1, "websocketd: error: --redirport: not supported"),
         (&["--port=1"], 1, "websocketd: error: give a COMMAND or --dir"),
         (&["--nope", "cat"], 2, "websocketd: error: flag provided but not defined: -nope"),
+        (&["--port=abc", "cat"], 2, "websocketd: error: invalid value \"abc\" for flag -port: "),
+        (&["--closems=-5", "cat"], 2, "websocketd: error: invalid value \"-5\" for flag -closems: "),
+        (&["--binary=maybe", "cat"], 2, "websocketd: error: invalid value \"maybe\" for flag -binary: "),
+        // Every response would fail on it (the HTTP layer writes ASCII only).
+        (&["--header=X-A: café", "cat"], 1, "websocketd: error: --header \"X-A: café\": expected"),
         (&["no-such-program-x"], 1, "websocketd: error: COMMAND \"no-such-program-x\": not found in PATH"),
     ] {
         let (got, err) = run(args);

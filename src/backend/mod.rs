@@ -77,7 +77,13 @@ pub fn page_routes(setup: &Setup<'_>, all: &Arc<Routes>) -> Result<Option<Arc<Ro
 /// The local scripts' route: spawned, one process per event. The single
 /// script speaks WebSocket only: it serves no pages.
 fn scripts(setup: &Setup<'_>) -> Route {
-    let mut spawn = spawn::Spawn::new(setup.env.clone(), setup.limits, Default::default(), setup.cfg.max_procs);
+    let mut env = setup.env.clone();
+    // Without --root, the single script's PATH_INFO is translated against
+    // its own directory (there is no --cgi-bin then).
+    if let (Some(script), None) = (&setup.cfg.script, &setup.cfg.root) {
+        env.document_root = script.parent().map_or_else(|| "/".into(), std::path::Path::to_path_buf);
+    }
+    let mut spawn = spawn::Spawn::new(env, setup.limits, Default::default(), setup.cfg.max_procs);
     let websocketd = setup.cfg.cgi_flavour == crate::config::CgiFlavour::Websocketd;
     spawn.launch = spawn::Launch {
         args: setup.cfg.script_args.clone(),

@@ -29,7 +29,8 @@ pub enum Resolved<T = Target> {
 
 #[derive(Clone, Debug)]
 pub struct Resolver {
-    /// Canonical `--cgi-bin` directory.
+    /// Canonical `--cgi-bin` directory; empty: none (websocketd with only
+    /// `--staticdir`/`--cgidir` has no WebSocket endpoint).
     root: PathBuf,
     /// Canonical single script, in single-script mode.
     single: Option<PathBuf>,
@@ -53,6 +54,16 @@ impl Resolver {
         Resolver { root, single, handlers }
     }
 
+    /// The canonical directory of scripts (empty: none).
+    pub fn dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// `false` for a resolver without a directory of scripts (an empty `root`).
+    fn has_dir(&self) -> bool {
+        !self.root.as_os_str().is_empty()
+    }
+
     /// `true` when `canonical` (a canonical path) is a script: it lies under
     /// `--cgi-bin`, is the single script, or has a handler's extension
     /// (`.php`, any `--handler EXT`) wherever it is. Such a file is never
@@ -60,7 +71,8 @@ impl Resolver {
     /// leak when it is not runnable or was put in `--root` by mistake.
     pub fn is_script(&self, canonical: &Path) -> bool {
         let ext = canonical.extension().and_then(|e| e.to_str()).unwrap_or("");
-        canonical.starts_with(&self.root)
+        // Every path starts with the empty one.
+        (self.has_dir() && canonical.starts_with(&self.root))
             || self.single.as_deref() == Some(canonical)
             || (!ext.is_empty() && self.handlers.iter().any(|(e, _)| e == ext))
     }
@@ -83,6 +95,9 @@ impl Resolver {
             let path_info = decoded_rest(raw_path, &segments, 0);
             let path_info = if path_info.is_empty() { "/".into() } else { path_info };
             return Some(Located { filename: single.clone(), script_name: String::new(), path_info });
+        }
+        if !self.has_dir() {
+            return None;
         }
         let mut cur = self.root.clone();
         for (i, seg) in segments.iter().enumerate() {
@@ -122,6 +137,9 @@ impl Resolver {
             return vec!["/".into()];
         }
         let mut list = Vec::new();
+        if !self.has_dir() {
+            return list;
+        }
         walk(&self.root, "", 0, &mut |url| {
             if found(&url) {
                 list.push(url);
@@ -324,6 +342,15 @@ mod tests {
         assert_eq!(found(&r, "/any/where"), ("".into(), "/any/where".into()));
         assert_eq!(found(&r, "/"), ("".into(), "/".into()));
         assert_eq!(r.resolve("/../x"), Resolved::NotFound);
+    }
+
+    #[test]
+    fn no_directory_means_no_endpoints() {
+        let (root, _) = setup();
+        let none = Resolver::new(PathBuf::new(), None, vec![]);
+        assert_eq!((none.resolve("/chat.sh"), none.resolve("/")), (Resolved::NotFound, Resolved::NotFound));
+        assert!(none.endpoints().is_empty());
+        assert!(!none.is_script(&root.join("chat.sh")) && !none.is_script(Path::new("/")));
     }
 
     #[test]

@@ -149,7 +149,12 @@ async fn page(app: &SiteState, path: &str, req: &Request<Arc<SiteState>>) -> Res
         return text(StatusCode::NotFound, crate::http::console::OFF_BODY);
     }
     if let Some(root) = &app.root {
-        return crate::http::static_files::serve(root, app.routes.resolver(), path, req).await;
+        let not_files = crate::http::static_files::NotFiles {
+            scripts: app.routes.resolver(),
+            pages: app.page_routes.as_ref().map(|r| r.resolver()),
+            named: &app.named_files,
+        };
+        return crate::http::static_files::serve(root, &not_files, path, req).await;
     }
     // HEAD answers like GET (the writer drops the body, keeps its length).
     if path == "/" && matches!(req.method(), tide::http::Method::Get | tide::http::Method::Head) {

@@ -30,6 +30,8 @@ pub struct SiteState {
     pub page_routes: Option<Arc<Routes>>,
     /// `--root`, canonical.
     pub root: Option<PathBuf>,
+    /// Files the single script's arguments name, never served from `--root`.
+    pub named_files: Vec<PathBuf>,
     /// Port of the public listener (SERVER_PORT).
     pub port: u16,
     /// The names the public listener answers to.
@@ -53,6 +55,10 @@ impl SiteState {
             page_routes: Some(ws.routes.clone()),
             ws,
             root: cfg.root.clone(),
+            named_files: match cfg.root {
+                Some(_) => super::static_files::named_files(&cfg.script_args),
+                None => Vec::new(),
+            },
             port: public.port(),
             public_hosts: PublicHosts::new(public, &cfg.allow_host),
             body_budget: BodyBudget::new(cfg.max_request_body, cfg.max_request_body_total),

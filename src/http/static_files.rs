@@ -3,9 +3,11 @@
 //! large files (206/416). Paths are checked with the same rules as scripts:
 //! no dot segments, no encoded separators, no symlinks out of the root.
 //!
-//! A script is never a file: whatever lies under `--cgi-bin`, is the single
-//! script, or has a handler's extension (`.php`) is refused here by its
-//! canonical path, so a script that cannot run (a missing handler, a
+//! A script is never a file: whatever lies under `--cgi-bin` (or
+//! websocketd's `--cgidir`), is the single script, has a handler's extension
+//! (`.php`), or is a file the single script's arguments name (websocketd's
+//! `python3 c.py`: c.py is the script) is refused here by its canonical
+//! path ([`NotFiles`]), so a script that cannot run (a missing handler, a
 //! forgotten run bit) never leaks its source, also when `--cgi-bin` sits
 //! inside `--root` or is reached through a symlink.
 
@@ -28,18 +30,76 @@ fn status(code: StatusCode) -> Response {
     crate::http1::request::text_response(code, code.canonical_reason())
 }
 
+/// What is never served as a file, by canonical path.
+pub struct NotFiles<'a> {
+    /// The events' scripts (`--cgi-bin`, the single script, handlers'
+    /// extensions).
+    pub scripts: &'a Resolver,
+    /// The plain requests' scripts when they are another table
+    /// (websocketd's `--cgidir`).
+    pub pages: Option<&'a Resolver>,
+    /// Files the single script's arguments name ([`named_files`]).
+    pub named: &'a [PathBuf],
+}
+
+impl NotFiles<'_> {
+    /// Why `canonical` (under `root`) is a script, or `None` when it may be
+    /// be served. Under `--cgidir` every file is, except when `--cgidir`
+    /// holds `root` itself (`--cgidir=. --staticdir=.`): then its
+    /// executables are the scripts and the other files the static ones.
+    fn why(&self, root: &Path, canonical: &Path) -> Option<&'static str> {
+        let cgidir = |p: &Resolver| p.is_script(canonical) && (!root.starts_with(p.dir()) || executable(canonical));
+        if self.scripts.is_script(canonical) {
+            Some("is a script (under --cgi-bin, or a handler's extension)")
+        } else if self.pages.is_some_and(cgidir) {
+            Some("is a script (under --cgidir)")
+        } else if self.named.iter().any(|f| f == canonical) {
+            Some("is named in the COMMAND's arguments (a script's source)")
+        } else {
+            None
+        }
+    }
+}
+
+fn executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The files `args` (the single script's arguments, relative to the
+/// working directory the script runs in) name, canonical: `python3 c.py`
+/// and `sh -c ./x.sh --conf=app.ini` protect c.py, app.ini. An argument
+/// naming a file that does not exist yet is kept by its canonical
+/// directory, so a file created later is protected too.
+pub fn named_files(args: &[String]) -> Vec<PathBuf> {
+    let names = args.iter().flat_map(|a| [Some(a.as_str()), a.split_once('=').map(|(_, v)| v)]).flatten();
+    names
+        .filter(|n| !n.is_empty() && !n.starts_with('-'))
+        .filter_map(|n| {
+            let p = Path::new(n);
+            match p.canonicalize() {
+                Ok(c) => (!c.is_dir()).then_some(c),
+                Err(_) => {
+                    let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                    Some(dir.canonicalize().ok()?.join(p.file_name()?))
+                }
+            }
+        })
+        .collect()
+}
+
 /// The canonical path of `path` when it may be served: inside `root` and
 /// not a script. `None` (answered 404) otherwise, with a log line when
 /// something exists but is refused.
-fn servable(root: &Path, scripts: &Resolver, raw_path: &str, path: &Path) -> Option<PathBuf> {
+fn servable(root: &Path, scripts: &NotFiles<'_>, raw_path: &str, path: &Path) -> Option<PathBuf> {
     let canonical = path.canonicalize().ok()?;
     if !canonical.starts_with(root) {
         log::warn!(target: LOG, "refused {}: not inside --root", crate::logging::quoted(raw_path));
         return None;
     }
-    if scripts.is_script(&canonical) {
+    if let Some(why) = scripts.why(root, &canonical) {
         log::warn!(
-            target: LOG, "refused {}: {} is a script (under --cgi-bin, or a handler's extension), never a static file",
+            target: LOG, "refused {}: {} {why}, never a static file",
             crate::logging::quoted(raw_path),
             canonical.display()
         );
@@ -70,8 +130,8 @@ fn directory_redirect(raw_path: &str, query: Option<&str>) -> Response {
 }
 
 /// Serves `raw_path` from `root` (canonical) for `req`'s method and
-/// conditional/range headers; never a script (see [`Resolver::is_script`]).
-pub async fn serve<S>(root: &Path, scripts: &Resolver, raw_path: &str, req: &Request<S>) -> Response {
+/// conditional/range headers; never a script (see [`NotFiles`]).
+pub async fn serve<S>(root: &Path, scripts: &NotFiles<'_>, raw_path: &str, req: &Request<S>) -> Response {
     if req.method() != Method::Get && req.method() != Method::Head {
         let mut r = status(StatusCode::MethodNotAllowed);
         r.insert_header("Allow", "GET, HEAD");
@@ -121,7 +181,7 @@ struct Located {
 /// Finds the regular file for `raw_path` (a directory's `index.html`): 404
 /// for anything that may not be served, and a redirect for a directory
 /// named without its trailing slash.
-fn locate<S>(root: &Path, scripts: &Resolver, raw_path: &str, req: &Request<S>) -> Result<Located, Refused> {
+fn locate<S>(root: &Path, scripts: &NotFiles<'_>, raw_path: &str, req: &Request<S>) -> Result<Located, Refused> {
     let not_found = || Box::new(status(StatusCode::NotFound));
     let Some(rel) = safe_relative_path(raw_path) else { return Err(not_found()) };
     let mut path = root.join(rel);
@@ -275,5 +335,28 @@ mod tests {
         assert!(!not_modified(None, None, "\"a\"", t));
         let future = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(86_400));
         assert!(!not_modified(None, Some(future), "\"a\"", t));
+    }
+
+    #[test]
+    fn the_files_a_commands_arguments_name() {
+        let dir = std::env::temp_dir().canonicalize().expect("tmp").join(format!("named-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).expect("dirs");
+        std::fs::write(dir.join("c.py"), "print(1)\n").expect("c.py");
+        let d = dir.display();
+        let args = [
+            format!("{d}/c.py"),
+            "-u".into(),
+            format!("--conf={d}/app.ini"),
+            format!("{d}/sub"),
+            format!("{d}/sub/../c.py"),
+            "lobby".into(),
+        ];
+        let named = named_files(&args);
+        assert!(named.contains(&dir.join("c.py")), "{named:?}");
+        assert!(named.contains(&dir.join("app.ini")), "not there yet, protected by its directory: {named:?}");
+        assert!(!named.contains(&dir.join("sub")), "a directory is not a script: {named:?}");
+        let cwd = std::env::current_dir().expect("cwd").canonicalize().expect("cwd");
+        assert!(named.contains(&cwd.join("lobby")), "a bare word is a file in the working directory: {named:?}");
+        std::fs::remove_dir_all(&dir).expect("clean");
     }
 }

@@ -169,8 +169,8 @@ pub struct WsdArgs {
     /// Serve CGI scripts from DIR over HTTP
     #[arg(long, value_name = "DIR")]
     pub cgidir: Option<String>,
-    /// Processes running at once, WebSocket and CGI (beyond it: 429) [default: 0, bounded by ws2http's
-    /// connection limits]
+    /// WebSocket processes at once (beyond: 429); also the bound of CGI scripts running at once (beyond:
+    /// they wait) [default: 0, which is ws2http's 128, not unlimited]
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub maxforks: Option<i64>,
     /// Extra milliseconds a process gets after its client left before the signals
@@ -212,6 +212,28 @@ impl WsdArgs {
     }
 }
 
+/// A clap refusal of a value in one line with Go's `flag` wording
+/// (`invalid value "abc" for flag -port: ...`), then where to look; other
+/// refusals: clap's first line.
+pub fn one_line(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let text = |kind| match e.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let flag = text(ContextKind::InvalidArg).map(|a| a.split([' ', '=']).next().unwrap_or_default().to_owned());
+    match (flag, text(ContextKind::InvalidValue)) {
+        (Some(flag), Some(value)) => {
+            let why = std::error::Error::source(e).map(|s| format!(": {s}")).unwrap_or_default();
+            ArgError(format!("invalid value {value:?} for flag -{}{why}", flag.trim_start_matches('-'))).to_string()
+        }
+        _ => {
+            let first = e.to_string().lines().next().unwrap_or_default().to_owned();
+            ArgError(first.trim_start_matches("error: ").to_owned()).to_string()
+        }
+    }
+}
+
 /// Why a command line did not parse.
 #[derive(Debug)]
 pub enum ParseError {
@@ -234,6 +256,24 @@ mod tests {
             Ok(a) => a,
             Err(ParseError::Go(e)) => panic!("{args:?}: {e}"),
             Err(ParseError::Clap(e)) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn a_bad_value_is_one_line_in_go_words() {
+        for (arg, want) in [
+            ("--port=abc", "invalid value \"abc\" for flag -port: invalid digit found in string"),
+            ("--closems=-5", "invalid value \"-5\" for flag -closems: invalid digit found in string"),
+            ("--binary=maybe", "invalid value \"maybe\" for flag -binary: invalid boolean value \"maybe\""),
+        ] {
+            match WsdArgs::parse_go(&v(&[arg, "cat"])) {
+                Err(ParseError::Clap(e)) => {
+                    let line = one_line(&e);
+                    assert!(line.starts_with(want) && line.ends_with("; see websocketd --help"), "{line}");
+                    assert_eq!(line.lines().count(), 1, "{line}");
+                }
+                other => panic!("{arg}: {other:?}"),
+            }
         }
     }
 

@@ -40,9 +40,13 @@ pub fn main(args: Vec<OsString>) -> i32 {
             eprintln!("websocketd: error: {e}");
             return 2;
         }
+        Err(ParseError::Clap(e)) if e.use_stderr() => {
+            eprintln!("websocketd: error: {}", args::one_line(&e));
+            return 2;
+        }
         Err(ParseError::Clap(e)) => {
             let _ = e.print();
-            return if e.use_stderr() { 2 } else { 0 };
+            return 0;
         }
     };
     match translate::plan(&parsed) {

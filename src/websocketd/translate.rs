@@ -14,9 +14,9 @@
 //!   scripts (cross-site WebSocket hijacking).
 //! - The control API listens on 127.0.0.1 with a free port (never
 //!   colliding with `--port`), without a token: loopback only.
-//! - `--maxforks 0` (websocketd: unlimited) keeps ws2http's connection
-//!   limits as the bound: one process per connection, at most
-//!   `--max-connections` of them.
+//! - `--maxforks 0` (websocketd: unlimited) keeps ws2http's
+//!   `--max-connection-procs` default (128; beyond: 429), safe on a public
+//!   address; a larger `--maxforks N` raises it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -64,17 +64,21 @@ pub fn plan(a: &WsdArgs) -> Result<Plan, String> {
     }
     let command = command(a)?;
     let mut equivalent = ws2http_args(a, command.as_deref())?;
-    let mut cfg = parse_ws2http(&equivalent)?;
-    if a.dir.is_none() && command.is_none() {
-        // No WebSocket endpoint at all (only --staticdir / --cgidir), as in
-        // websocketd: the directory given to pass the checks is not one.
-        cfg.cgi_bin = PathBuf::from("/nonexistent");
-    }
+    let mut cfg = if a.dir.is_none() && command.is_none() {
+        without_endpoints(a, &equivalent)?
+    } else {
+        parse_ws2http(&equivalent)?
+    };
     cfg.script_args = a.command.iter().skip(1).cloned().collect();
     cfg.script_argv0 = a.command.first().cloned();
     cfg.cgi_flavour = CgiFlavour::Websocketd;
+    // websocketd runs every script itself (its `#!` line decides): no
+    // `php=php-cgi` default, which would hand a `#!/bin/sh` greet.php to
+    // php-cgi.
+    cfg.handlers.clear();
+    cfg.default_handlers.clear();
     cfg.inherited_env = passenv(a.passenv.as_deref().unwrap_or(DEFAULT_PASSENV));
-    cfg.per_connection = per_connection(a, cfg.max_connections);
+    cfg.per_connection = per_connection(a, cfg.per_connection.max_procs);
     if let Some(n) = a.maxforks.filter(|&n| n > 0) {
         // websocketd counts its CGI scripts in --maxforks too.
         cfg.max_procs = usize::try_from(n).unwrap_or(usize::MAX);
@@ -173,6 +177,31 @@ fn existing_dir(d: &str, flag: &str) -> Result<PathBuf, String> {
     }
 }
 
+/// The configuration with no WebSocket endpoint at all (only
+/// `--staticdir`/`--cgidir`, as websocketd allows): ws2http's checks want a
+/// `--cgi-bin`, so they run with `--cgi-bin` set to the given directory and
+/// `--root` left out (the two may be the same), then the endpoints are
+/// none ([`crate::gateway::resolve::Resolver`]: an empty directory) and
+/// `--root` is set back.
+fn without_endpoints(a: &WsdArgs, args: &[String]) -> Result<Config, String> {
+    let dir = a.staticdir.as_deref().or(a.cgidir.as_deref()).unwrap_or(".");
+    let mut checked: Vec<String> = Vec::with_capacity(args.len() + 2);
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--root" => {
+                rest.next();
+            }
+            _ => checked.push(arg.clone()),
+        }
+    }
+    checked.extend(["--cgi-bin".to_owned(), dir.to_owned()]);
+    let mut cfg = parse_ws2http(&checked)?;
+    cfg.cgi_bin = PathBuf::new();
+    cfg.root = a.staticdir.as_deref().map(|d| existing_dir(d, "--staticdir")).transpose()?;
+    Ok(cfg)
+}
+
 /// The `ws2http` command line for what both have (listener, scripts,
 /// static files, console), also shown to the user at debug level.
 pub fn ws2http_args(a: &WsdArgs, command: Option<&Path>) -> Result<Vec<String>, String> {
@@ -192,8 +221,7 @@ pub fn ws2http_args(a: &WsdArgs, command: Option<&Path>) -> Result<Vec<String>, 
         args.extend(["--listen".to_owned(), format!("{}:{port}", host(address))]);
     }
     args.extend(["--api-listen", "127.0.0.1:0"].map(String::from));
-    let cgi_bin = a.dir.as_deref().or(a.cgidir.as_deref()).or(a.staticdir.as_deref());
-    if let Some(d) = cgi_bin.filter(|_| command.is_none()) {
+    if let Some(d) = a.dir.as_deref().filter(|_| command.is_none()) {
         args.extend(["--cgi-bin".to_owned(), d.to_owned()]);
     }
     if let Some(s) = &a.staticdir {
@@ -238,8 +266,11 @@ pub fn passenv(list: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Every connection runs its own process (websocketd's only model).
-fn per_connection(a: &WsdArgs, max_connections: usize) -> PerConnection {
+/// Every connection runs its own process (websocketd's only model);
+/// `--maxforks` 0 or less (websocketd: unlimited) keeps ws2http's
+/// `--max-connection-procs` default (`default_procs`, 128): a server bound
+/// to every interface must not fork 10,000 processes for whoever connects.
+fn per_connection(a: &WsdArgs, default_procs: usize) -> PerConnection {
     PerConnection {
         patterns: vec!["*".to_owned()],
         directives: false,
@@ -248,17 +279,28 @@ fn per_connection(a: &WsdArgs, max_connections: usize) -> PerConnection {
         close_grace: Duration::from_millis(100 + a.closems.unwrap_or(0)),
         max_procs: match a.maxforks {
             Some(n) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX),
-            _ => max_connections,
+            _ => default_procs,
         },
     }
 }
 
 /// `--header*` values, `Name: value` each (Go's canonical name, spaces
-/// after the colon dropped); one without a colon or with a name that is not
-/// an HTTP token is refused (websocketd would send it broken).
+/// after the colon dropped); one without a colon, with a name that is not
+/// an HTTP token or a value that is not visible ASCII, spaces and tabs
+/// (RFC 9110 field-value without obs-text: the HTTP layer writes ASCII
+/// only) is refused (websocketd would send it broken).
 fn response_headers(a: &WsdArgs) -> Result<ResponseHeaders, String> {
     let parse = |list: &[String], flag: &str| -> Result<Vec<(String, String)>, String> {
-        list.iter().map(|h| header(h).ok_or_else(|| format!("{flag} {h:?}: expected \"Name: value\""))).collect()
+        list.iter()
+            .map(|h| {
+                header(h).ok_or_else(|| {
+                    format!(
+                        "{flag} {h:?}: expected \"Name: value\" (a name of letters, digits and -, a value of \
+                         printable ASCII)"
+                    )
+                })
+            })
+            .collect()
     };
     Ok(ResponseHeaders {
         all: parse(&a.header, "--header")?,
@@ -270,7 +312,7 @@ fn response_headers(a: &WsdArgs) -> Result<ResponseHeaders, String> {
 fn header(h: &str) -> Option<(String, String)> {
     let (name, value) = h.split_once(':')?;
     let token = !name.is_empty() && crate::http1::head::is_token(name.as_bytes());
-    let clean = !value.contains(['\r', '\n']);
+    let clean = value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
     (token && clean).then(|| (canonical(name), value.trim_start_matches(' ').to_owned()))
 }
 
@@ -321,16 +363,17 @@ mod tests {
         assert!(cfg.script.as_deref().is_some_and(|s| s.is_file()), "sh found in PATH");
         assert_eq!(cfg.script_args, ["-c", "echo hi"]);
         assert_eq!(cfg.cgi_flavour, CgiFlavour::Websocketd);
+        assert!(cfg.handlers.is_empty() && cfg.default_handlers.is_empty(), "websocketd runs .php files itself");
         assert_eq!(cfg.per_connection.patterns, ["*"]);
         assert_eq!(cfg.per_connection.close_grace, Duration::from_millis(100));
-        assert_eq!(cfg.per_connection.max_procs, cfg.max_connections);
+        assert_eq!(cfg.per_connection.max_procs, 128, "ws2http's default, not unlimited");
         assert_eq!(cfg.page_scripts, PageScripts::Off);
         assert_eq!(cfg.console, Some(false));
         assert_eq!(cfg.origin_hosts, None);
         assert_eq!(level, "info");
         assert_eq!(&eq[..5], ["ws2http", "--listen", "0.0.0.0:8080", "--api-listen", "127.0.0.1:0"]);
         let shown = eq.join(" ");
-        assert!(shown.ends_with("--per-connection '*' --close-grace 0.1 --max-connection-procs 10000"), "{shown}");
+        assert!(shown.ends_with("--per-connection '*' --close-grace 0.1 --max-connection-procs 128"), "{shown}");
     }
 
     #[test]
@@ -359,7 +402,16 @@ mod tests {
         assert_eq!((cfg.script.as_ref(), cfg.console), (None, Some(true)));
         let (cfg, _, _) = serve(&["--cgidir", &f]);
         assert_eq!(cfg.page_scripts, PageScripts::Dir(Path::new(&f).canonicalize().expect("fixtures")));
-        assert_eq!(cfg.cgi_bin, Path::new("/nonexistent"), "no WebSocket endpoints without --dir or COMMAND");
+        assert_eq!(cfg.cgi_bin, Path::new(""), "no WebSocket endpoints without --dir or COMMAND");
+        // The same directory for both, or --staticdir alone: no --dir involved.
+        for list in [&["--staticdir", &f][..], &["--staticdir", &f, "--cgidir", &f]] {
+            let (cfg, _, eq) = serve(list);
+            assert_eq!(
+                (cfg.cgi_bin.as_os_str(), cfg.root.clone()),
+                ("".as_ref(), Some(PathBuf::from(&f).canonicalize().expect("f")))
+            );
+            assert!(!eq.contains(&"--cgi-bin".to_owned()), "{eq:?}");
+        }
         let tmp = std::env::temp_dir();
         let (cfg, _, _) = serve(&["--staticdir", tmp.to_str().expect("utf-8"), "cat"]);
         assert_eq!(cfg.root, Some(tmp.canonicalize().expect("tmp")));
@@ -381,8 +433,10 @@ mod tests {
         assert_eq!((cfg.per_connection.max_procs, cfg.max_procs), (3, 3));
         assert_eq!(cfg.per_connection.close_grace, Duration::from_millis(500));
         assert!(cfg.per_connection.binary && !cfg.per_connection.directives);
-        let (cfg, _, _) = serve(&["--maxforks=-1", "cat"]);
-        assert_eq!(cfg.per_connection.max_procs, cfg.max_connections);
+        for zero in ["--maxforks=-1", "--maxforks=0"] {
+            assert_eq!(serve(&[zero, "cat"]).0.per_connection.max_procs, 128, "{zero}");
+        }
+        assert_eq!(serve(&["--maxforks=5000", "cat"]).0.per_connection.max_procs, 5000);
         let (cfg, _, _) = serve(&["cat"]);
         assert!(cfg.inherited_env.iter().any(|(k, _)| k == "PATH"));
         let (cfg, _, _) = serve(&["--passenv=HOME,HTTPS,NO_SUCH_VAR_X", "cat"]);
@@ -401,6 +455,14 @@ mod tests {
         assert_eq!(cfg.response_headers.http, [("B".to_owned(), "2".to_owned())]);
         assert!(refused(&["--header=NoColon", "cat"]).contains("--header \"NoColon\": expected"));
         assert!(refused(&["--header=Bad Name: 1", "cat"]).contains("expected"));
+        // The HTTP layer writes ASCII only: a non-ASCII or control byte
+        // would fail every response, so it is refused at start-up.
+        for bad in ["--header=X-A: café", "--header-ws=X-A: a\u{1}b", "--header-http=X-A: \u{7f}", "--header=Ñ: 1"] {
+            let e = refused(&[bad, "cat"]);
+            assert!(e.contains("expected \"Name: value\"") && e.contains("printable ASCII"), "{bad}: {e}");
+        }
+        let (cfg, _, _) = serve(&["--header=X-A: a\tb ~!", "cat"]);
+        assert_eq!(cfg.response_headers.all, [("X-A".to_owned(), "a\tb ~!".to_owned())]);
         for (given, level) in [("debug", "trace"), ("trace", "debug"), ("info", "warn"), ("fatal", "error")] {
             assert_eq!(serve(&["--loglevel", given, "cat"]).1, level);
         }
