@@ -117,6 +117,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         log::info!("single-script mode: every path runs {}", s.display());
     } else {
         match routes.endpoints() {
+            e if e.is_empty() && cfg.cgi_bin.as_os_str().is_empty() => log::info!("no WebSocket endpoints"),
             e if e.is_empty() => log::info!("no endpoints in {}", cfg.cgi_bin.display()),
             e => log::info!("endpoints in {}: {}", cfg.cgi_bin.display(), e.join(" ")),
         }

@@ -81,6 +81,7 @@ impl SiteState {
             routes: self.routes.clone(),
             page_routes: self.page_routes.clone(),
             root: self.root.clone(),
+            named_files: self.named_files.clone(),
             port: public.port(),
             public_hosts: PublicHosts::new(public, &cfg.allow_host),
             body_budget: self.body_budget.clone(),

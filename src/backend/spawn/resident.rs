@@ -140,7 +140,7 @@ mod tests {
         let child = child::spawn(&target, &env, Budget::from_now(FOREVER, Duration::from_secs(1))).expect("spawn sh");
         let pgid = child.id();
         assert!(tracked(pgid));
-        drop(Resident { child, label: "test".into() });
+        drop(Resident { child, label: "test".into(), lines: None });
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while tracked(pgid) && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
