@@ -6,8 +6,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::endpoint_settings::per_connection_patterns;
+pub use crate::endpoint_settings::{
+    CgiFlavour, EventArg, Events, OriginHosts, PageScripts, PerConnection, ResponseHeaders,
+};
 use crate::gateway::resolve::Handlers;
-use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+pub use crate::subcommand_args::{CompletionsArgs, ConnectArgs, ManArgs, TryArgs};
+use clap::{ArgAction, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -241,132 +246,6 @@ pub enum Command {
     Man(ManArgs),
 }
 
-#[derive(Args, Debug)]
-pub struct CompletionsArgs {
-    /// The shell to complete for
-    #[arg(value_enum, value_name = "SHELL")]
-    pub shell: clap_complete::Shell,
-}
-
-#[derive(Args, Debug)]
-pub struct ManArgs {
-    /// The page of this subcommand (ws2http-COMMAND(1)) rather than ws2http(1)
-    #[arg(value_name = "COMMAND", conflicts_with = "out_dir")]
-    pub command: Option<String>,
-    /// Write every page into DIR as NAME.1 instead of printing one
-    #[arg(long, value_name = "DIR")]
-    pub out_dir: Option<PathBuf>,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventArg {
-    Open,
-    Message,
-    Close,
-}
-
-/// Which events run the script (`--events`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Events {
-    pub open: bool,
-    pub message: bool,
-    pub close: bool,
-}
-
-impl Events {
-    pub fn from_list(list: &[EventArg]) -> Self {
-        Events {
-            open: list.contains(&EventArg::Open),
-            message: list.contains(&EventArg::Message),
-            close: list.contains(&EventArg::Close),
-        }
-    }
-
-    /// `true` when events of this kind run the script.
-    pub fn wants(&self, kind: &crate::event::EventKind) -> bool {
-        use crate::event::EventKind;
-        match kind {
-            EventKind::Open => self.open,
-            EventKind::Message { .. } => self.message,
-            EventKind::Close { .. } => self.close,
-        }
-    }
-}
-
-#[derive(Args, Debug)]
-pub struct TryArgs {
-    /// The script to run
-    pub script: PathBuf,
-    /// Which event to simulate
-    #[arg(long, value_enum, default_value = "message")]
-    pub event: EventArg,
-    /// The message payload (message events)
-    #[arg(long, conflicts_with = "data_file")]
-    pub data: Option<String>,
-    /// Read the message payload from this file
-    #[arg(long, value_name = "FILE")]
-    pub data_file: Option<PathBuf>,
-    /// Send the payload as a binary message
-    #[arg(long)]
-    pub binary: bool,
-    /// Query string of the upgrade request (without `?`)
-    #[arg(long, default_value = "", value_name = "Q")]
-    pub query: String,
-    /// PATH_INFO, e.g. /lobby
-    #[arg(long, default_value = "", value_name = "PATH")]
-    pub path_info: String,
-    /// Connection metadata (repeatable)
-    #[arg(long = "meta", value_name = "KEY=VALUE")]
-    pub meta: Vec<String>,
-    /// Rooms the connection is in
-    #[arg(long, value_delimiter = ',', value_name = "R1,R2")]
-    pub rooms: Vec<String>,
-    /// A header of the upgrade request (repeatable)
-    #[arg(long = "header", value_name = "NAME: VALUE")]
-    pub headers: Vec<String>,
-    /// Close code (close events)
-    #[arg(long, default_value_t = 1000, value_name = "CODE")]
-    pub close_code: u16,
-    /// Close reason (close events)
-    #[arg(long, default_value = "", value_name = "TEXT")]
-    pub close_reason: String,
-    /// Run scripts with this extension through PROGRAM (repeatable)
-    #[arg(long = "handler", value_name = "EXT=PROGRAM")]
-    pub handlers: Vec<String>,
-    /// Pass this variable on to the script (repeatable)
-    #[arg(long = "pass-env", value_name = "NAME")]
-    pub pass_env: Vec<String>,
-    /// Seconds the script may run
-    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
-    pub timeout: f64,
-    /// WS_API_URL given to the script
-    #[arg(long, default_value = "http://127.0.0.1:8081", value_name = "URL")]
-    pub api_url: String,
-    /// WS_API_TOKEN given to the script
-    #[arg(long, default_value = "", value_name = "TOKEN")]
-    pub api_token: String,
-}
-
-/// `ws2http connect URL`.
-#[derive(Args, Debug)]
-pub struct ConnectArgs {
-    /// ws://HOST[:PORT]/PATH (wss:// is not supported yet)
-    pub url: String,
-    /// Send this Origin header, as a browser on that page would
-    #[arg(long, value_name = "ORIGIN")]
-    pub origin: Option<String>,
-    /// An extra request header (repeatable), e.g. -H 'Cookie: sid=1'
-    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
-    pub headers: Vec<String>,
-    /// Once stdin ends, wait until nothing has arrived for this long before closing
-    /// (replies to the last lines still come in)
-    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
-    pub linger: f64,
-    /// After our close, how long to wait for the server's close
-    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
-    pub close_timeout: f64,
-}
-
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -443,126 +322,6 @@ pub struct Config {
     pub page_scripts: PageScripts,
     /// websocketd's `--origin` list, checked instead of `--allow-origin` when set.
     pub origin_hosts: Option<OriginHosts>,
-}
-
-/// websocketd's `--origin host[:port],...` (and `--sameorigin` with it).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OriginHosts {
-    /// `host` (any port), `host:port`, `scheme://host[:port]`, or `*` (any origin).
-    pub hosts: Vec<String>,
-    /// `--sameorigin` too: the Origin must also name the Host.
-    pub same_origin: bool,
-}
-
-/// The CGI environment a script gets.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum CgiFlavour {
-    /// RFC 3875 as ws2http sets it (docs/PROTOCOL.md).
-    #[default]
-    Ws2http,
-    /// websocketd 0.4.1's names and values (`GATEWAY_INTERFACE=websocketd-CGI/0.1`,
-    /// `UNIQUE_ID`, `REMOTE_HOST`, ...), with its documented bugs fixed
-    /// (README.md "Coming from websocketd").
-    Websocketd,
-}
-
-/// Extra headers on public responses (websocketd's `--header*` flags), in
-/// the order given.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ResponseHeaders {
-    /// Every response.
-    pub all: Vec<(String, String)>,
-    /// Successful upgrades (`101`) only.
-    pub ws: Vec<(String, String)>,
-    /// Every response but a successful upgrade.
-    pub http: Vec<(String, String)>,
-}
-
-impl ResponseHeaders {
-    pub fn is_empty(&self) -> bool {
-        self.all.is_empty() && self.ws.is_empty() && self.http.is_empty()
-    }
-}
-
-/// Where a plain HTTP request finds a script to run as classic CGI.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum PageScripts {
-    /// ws2http: the endpoint scripts of `--cgi-bin` serve pages too.
-    #[default]
-    CgiBin,
-    /// websocketd `--cgidir`: only the files of this directory (canonical),
-    /// never the WebSocket scripts.
-    Dir(PathBuf),
-    /// websocketd without `--cgidir`: no script runs for a plain request.
-    Off,
-}
-
-/// The process-per-connection lifetime (`--per-connection` and the flags
-/// around it; docs/PROTOCOL.md, "One process per connection").
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct PerConnection {
-    /// Globs on the URL path (`*` any run of characters, `/` included).
-    pub patterns: Vec<String>,
-    /// `--per-connection-directives`.
-    pub directives: bool,
-    /// `--per-connection-binary`.
-    pub binary: bool,
-    /// `--close-grace`.
-    pub close_grace: Duration,
-    /// `--max-connection-procs`.
-    pub max_procs: usize,
-}
-
-impl PerConnection {
-    /// `true` when `path` (a URL path, or an endpoint) is one of the patterns'.
-    pub fn matches(&self, path: &str) -> bool {
-        self.patterns.iter().any(|p| glob(p.as_bytes(), path.as_bytes()))
-    }
-}
-
-/// `*` matches any run of bytes, `?` one byte, everything else itself.
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t, mut star) = (0, 0, None);
-    while t < text.len() {
-        match pattern.get(p) {
-            Some(b'*') => {
-                star = Some((p, t));
-                p += 1;
-            }
-            Some(&c) if c == b'?' || c == text[t] => {
-                p += 1;
-                t += 1;
-            }
-            _ => match star {
-                Some((sp, st)) => {
-                    p = sp + 1;
-                    t = st + 1;
-                    star = Some((sp, st + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
-}
-
-/// `--per-connection` patterns: each a URL path glob (`/x`, `/live/*`) or
-/// `*`. An empty one (`--per-connection ''`, `/a,,/b`) would select nothing
-/// without a word: refused.
-fn per_connection_patterns(given: &[String]) -> Result<Vec<String>, String> {
-    given
-        .iter()
-        .map(|p| p.trim())
-        .map(|p| match p.starts_with('/') || p.starts_with('*') {
-            true => Ok(p.to_owned()),
-            false if p.is_empty() => Err("--per-connection '': an empty pattern selects nothing; give a URL path \
-                                          pattern (e.g. /count.sh, /live/*) or *"
-                .to_owned()),
-            false => {
-                Err(format!("--per-connection {p}: a URL path pattern starts with / (e.g. /count.sh, /live/*) or is *"))
-            }
-        })
-        .collect()
 }
 
 fn is_loopback(addr: &str) -> Result<bool, String> {

@@ -48,6 +48,7 @@ use crate::gateway::slots::Slot;
 use crate::gateway::{self, Outcome, Output, Sink, Transport};
 use crate::hub::shared::{CloseRequest, ConnShared, Ending, Outgoing};
 use crate::ws::limits::{ConnBudget, Evict, OverBudget, Refused};
+use crate::ws::pinger::Pinger;
 use crate::ws::state::WsState;
 use crate::{metrics, runtime};
 
@@ -493,52 +494,6 @@ struct Watch<'a, F> {
     aborted: std::pin::Pin<&'a mut F>,
     pinger: Pinger,
     shared: &'a ConnShared,
-}
-
-/// `--ping-interval`: one timer for the whole connection, not one per
-/// message (creating an async-io timer wakes the reactor thread, which cost
-/// every recipient of a fan-out a system call).
-struct Pinger {
-    ticks: Option<runtime::Interval>,
-    every: Duration,
-    /// When the last ping went out (ms on [`runtime::clock_ms`]).
-    sent_at: Option<u64>,
-}
-
-impl Pinger {
-    fn new(every: Option<Duration>) -> Self {
-        Pinger { ticks: every.map(runtime::Interval::new), every: every.unwrap_or_default(), sent_at: None }
-    }
-
-    /// The next tick (never, without pings).
-    async fn tick(&mut self) {
-        match &mut self.ticks {
-            Some(t) => t.tick().await,
-            None => std::future::pending().await,
-        }
-    }
-
-    fn pinged(&mut self) {
-        self.sent_at = Some(runtime::clock_ms());
-    }
-
-    /// `true` when a ping went out and the client has sent nothing since.
-    fn unanswered(&self, shared: &ConnShared) -> bool {
-        self.sent_at.is_some_and(|sent| shared.last_seen() < sent)
-    }
-
-    /// Like [`Pinger::unanswered`] while a write is blocked: the client has
-    /// also taken none of the bytes written to it since the last ping.
-    fn stalled(&self, shared: &ConnShared) -> bool {
-        self.unanswered(shared) && self.sent_at.is_some_and(|sent| shared.last_written() < sent)
-    }
-
-    /// Drops the connection (1006, no close frame), with its one log line.
-    fn time_out(&self, shared: &ConnShared) {
-        let why = format!("no answer to a ping within {:?}; dropping the connection", self.every);
-        let req = CloseRequest { code: 1006, reason: String::new(), cause: CloseCause::PingTimeout };
-        shared.request_close(req, Ending::Record, Some(why));
-    }
 }
 
 /// Reads frames into events until the stream ends. When the client hits a

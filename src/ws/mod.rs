@@ -4,6 +4,7 @@
 pub mod connection;
 pub mod limits;
 pub mod origin;
+mod pinger;
 pub mod read_ahead;
 pub mod resident;
 pub mod state;
