@@ -21,6 +21,12 @@ async fn churn(addr: SocketAddr, path: &str, clients: usize, cycles: usize) -> R
         client::round_trip(&mut ws, "churn warm up").await?;
         client::close(ws).await;
     }
+    timed(addr, path, clients, cycles).await
+}
+
+/// Connections per second: `clients` loops of connect, one echo, close
+/// (workload 4, and workload 8's churn).
+pub async fn timed(addr: SocketAddr, path: &str, clients: usize, cycles: usize) -> Result<f64, String> {
     let t0 = Instant::now();
     let tasks: Vec<_> = (0..clients)
         .map(|c| {

@@ -189,28 +189,6 @@ fn tungstenite_text(s: String) -> async_tungstenite::tungstenite::Message {
     async_tungstenite::tungstenite::Message::text(s)
 }
 
-/// Connections per second: `clients` loops of connect, one echo, close.
-async fn churn(addr: SocketAddr, path: &str, clients: usize, cycles: usize) -> Result<f64, String> {
-    let t0 = Instant::now();
-    let tasks: Vec<_> = (0..clients)
-        .map(|c| {
-            let path = path.to_owned();
-            async_std::task::spawn(async move {
-                for i in 0..cycles {
-                    let mut ws = client::connect(addr, &path, c + i * clients).await?;
-                    client::round_trip(&mut ws, &format!("churn {c} {i}")).await?;
-                    client::close(ws).await;
-                }
-                Ok::<(), String>(())
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await?;
-    }
-    Ok((clients * cycles) as f64 / t0.elapsed().as_secs_f64())
-}
-
 /// One measurement on a fresh server.
 fn measure(ctx: &Ctx, z: &Sizes, dir: &Path, side: Server, what: &str, k: usize) -> Result<f64, String> {
     let script = if what == "stream" { "seq.sh" } else { "cat.sh" };
@@ -223,7 +201,7 @@ fn measure(ctx: &Ctx, z: &Sizes, dir: &Path, side: Server, what: &str, k: usize)
             "idle" => idle(addr, &path, pid, z.idle).await,
             "stream" => stream(addr, &path, z.lines).await,
             "echo" => echo(addr, &path, z.echo).await,
-            _ => churn(addr, &path, z.clients, z.cycles).await,
+            _ => crate::churn::timed(addr, &path, z.clients, z.cycles).await,
         }
     })?;
     ctx.note(format!("per-connection: {what} {name} run {}: {v:.1}", k + 1));
