@@ -344,10 +344,13 @@ impl Life<'_> {
             self.running = None;
         }
         if self.exited && self.out.ended && !self.exit_closed {
-            // The process is done: its last line was sent, now the close.
+            // The process is done: its last line was sent, now the close,
+            // an action like a script's `@close` (the hub applies it, after
+            // the lines it was given before).
             self.exit_closed = true;
-            let req = CloseRequest { code: 1000, reason: String::new(), cause: CloseCause::Script };
-            self.shared.request_close(req, Ending::Drain, None);
+            let conn = self.conn.id.clone();
+            let close = Action::Close { conn, code: 1000, reason: String::new(), cause: CloseCause::Script };
+            self.app.delivery.apply(close);
         }
     }
 
