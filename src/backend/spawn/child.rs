@@ -303,15 +303,19 @@ fn spawn_argv(target: &Target, launch: &Launch, env: &EnvBlock, budget: Budget) 
             argv_owned.push(c_string(a.as_bytes(), "the handler command")?);
         }
     }
-    argv_owned.push(script.clone());
+    argv_owned.push(script);
     for a in &launch.args {
         argv_owned.push(c_string(a.as_bytes(), "a script argument")?);
     }
-    // The program run is argv_owned[0]'s; only its name as shown changes.
-    let program = argv_owned[0].clone();
-    if let (None, Some(name)) = (&target.interpreter, &launch.argv0) {
-        argv_owned[0] = c_string(name.as_bytes(), "the command name")?;
-    }
+    // The program run is argv_owned[0]'s; only its name as shown may
+    // change (no copy for an event's spawn, which shows it as it is).
+    let renamed = match (&target.interpreter, &launch.argv0) {
+        (None, Some(name)) => {
+            Some(std::mem::replace(&mut argv_owned[0], c_string(name.as_bytes(), "the command name")?))
+        }
+        _ => None,
+    };
+    let program = renamed.as_ref().unwrap_or(&argv_owned[0]);
     let mut argv: Vec<*mut libc::c_char> = argv_owned.iter().map(|a| a.as_ptr().cast_mut()).collect();
     argv.push(std::ptr::null_mut());
     // A bare handler name ("php-cgi") is looked up in PATH, like a shell would.
