@@ -108,6 +108,11 @@ fn header_vars(env: &mut impl EnvSink, req: &RequestInfo) {
     }
 }
 
+/// PATH_INFO mapped onto the document root (RFC 3875 4.1.6), both flavours.
+fn path_translated(s: &EnvSettings, path_info: &str) -> String {
+    s.document_root.join(path_info.trim_start_matches('/')).to_string_lossy().into_owned()
+}
+
 /// Variables shared by WebSocket events and classic CGI requests.
 pub fn request_env(env: &mut impl EnvSink, s: &EnvSettings, req: &RequestInfo, target: &Target, method: &str) {
     env.set("GATEWAY_INTERFACE", "CGI/1.1");
@@ -120,8 +125,7 @@ pub fn request_env(env: &mut impl EnvSink, s: &EnvSettings, req: &RequestInfo, t
     env.set("SCRIPT_FILENAME", &target.filename.to_string_lossy());
     env.set("PATH_INFO", &target.path_info);
     if !target.path_info.is_empty() {
-        let translated = s.document_root.join(target.path_info.trim_start_matches('/'));
-        env.set("PATH_TRANSLATED", &translated.to_string_lossy());
+        env.set("PATH_TRANSLATED", &path_translated(s, &target.path_info));
     }
     env.set("QUERY_STRING", req.query());
     env.set("REQUEST_URI", req.uri());
@@ -232,7 +236,7 @@ pub fn websocketd_vars(env: &mut impl EnvSink, s: &EnvSettings, req: &RequestInf
     env.set("PATH_INFO", path_info);
     let translated = match path_info {
         "" => String::new(),
-        p => s.document_root.join(p.trim_start_matches('/')).to_string_lossy().into_owned(),
+        p => path_translated(s, p),
     };
     env.set("PATH_TRANSLATED", &translated);
     env.set("QUERY_STRING", req.query());
