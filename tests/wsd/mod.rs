@@ -28,7 +28,16 @@ impl Side {
 }
 
 impl Drop for Side {
+    /// SIGTERM first, so each server ends its scripts' process groups (a
+    /// SIGKILL would leave them running for the rest of the test run);
+    /// SIGKILL only for one that does not exit within 5 s.
     fn drop(&mut self) {
+        // SAFETY: kill(2) with a pid we spawned and still own (not reaped).
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
