@@ -105,6 +105,12 @@ fn the_total_budget_closes_every_flooding_client() {
             }
         }
     }
+    // `write_all` returns once the bytes are in the kernel, not once the
+    // server has read them: the floods must wait until the server has read
+    // all of the first messages (the total trips then), or one client's
+    // flood may close it for its own budget before the others' first
+    // messages arrive, and the total never trips.
+    wait_for("the total budget to trip", || s.log().contains("--max-queue-bytes-total").then_some(()));
     let writers: Vec<_> = conns
         .into_iter()
         .map(|tcp| {
