@@ -86,7 +86,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     let tls = tls_config(&cfg)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let (control, control_addr) = bind(&cfg.api_listen, "--api-listen")?;
-    let states = build_states(&cfg, publics[0].1, control_addr)?;
+    let states = build_states(&cfg, publics[0].1, control_addr, tls.is_some())?;
     // One site per public listener, each with its own names and console.
     let sites: Vec<_> = publics
         .into_iter()
@@ -180,13 +180,19 @@ fn site_app(cfg: &Config, state: Arc<SiteState>) -> tide::Server<Arc<SiteState>>
 
 /// Each part's state: backends and their routes, the hub (and the cluster
 /// behind it), and the settings handlers need, all decided here once.
-fn build_states(cfg: &Config, public_addr: SocketAddr, control_addr: SocketAddr) -> Result<States, String> {
+fn build_states(
+    cfg: &Config,
+    public_addr: SocketAddr,
+    control_addr: SocketAddr,
+    https: bool,
+) -> Result<States, String> {
     let env = EnvSettings {
         api_url: local_url(control_addr),
         api_token: cfg.api_token.clone().unwrap_or_default(),
         inherited: cfg.inherited_env.clone(),
         document_root: cfg.root.clone().unwrap_or_else(|| cfg.cgi_bin.clone()),
         flavour: cfg.cgi_flavour,
+        https,
     };
     let limits = Limits { timeout: cfg.timeout, max_output: cfg.max_output };
     let setup = crate::backend::Setup { cfg, env: &env, limits };

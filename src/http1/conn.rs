@@ -158,7 +158,12 @@ fn request(
         }
         false => head.target.clone(),
     };
-    let url = Url::parse(&url).map_err(|e| Refusal::new(400, format!("the request target is not a valid URL: {e}")))?;
+    let mut url =
+        Url::parse(&url).map_err(|e| Refusal::new(400, format!("the request target is not a valid URL: {e}")))?;
+    // What the connection is, whatever an absolute-form target says.
+    if url.scheme() != scheme {
+        let _ = url.set_scheme(scheme);
+    }
     let mut req = Request::new(method, url);
     req.set_version(Some(match head.version {
         Version::Http10 => http::Version::Http1_0,
