@@ -12,8 +12,10 @@
 //! Which certificate a handshake gets is a resolver's choice
 //! ([`rustls::server::ResolvesServerCert`]): [`files`] for certificate
 //! files, reloaded when they change, and ACME's for its certificates.
-//! [`expiry`] keeps each certificate's end of validity for `/metrics`.
+//! [`expiry`] keeps each certificate's end of validity for `/metrics`;
+//! [`client`] is the other side, for `ws2http connect wss://`.
 
+pub mod client;
 pub mod expiry;
 pub mod files;
 

@@ -180,6 +180,19 @@ class TlsTest(unittest.TestCase):
                          ("on", "https", str(s.port)))
         self.assertEqual(got, ["hello", "x" * 100_000])
 
+    def test_ws2http_connect_speaks_wss(self):
+        s = self.start()
+        url = "wss://localhost:%d/echo.sh" % s.port
+        env = dict(os.environ, SSL_CERT_FILE=self.pki.ca)
+        out = subprocess.run([s.command()[0], "connect", url], input=b"hello\n", env=env,
+                             capture_output=True, timeout=30)
+        self.assertEqual((out.stdout, out.returncode), (b"hello\n", 0), out.stderr)
+        # Without the test CA the certificate does not verify.
+        env = dict(os.environ, SSL_CERT_FILE=os.path.join(self.dir, "server.pem"))
+        out = subprocess.run([s.command()[0], "connect", url], input=b"", env=env, capture_output=True, timeout=30)
+        self.assertEqual(out.returncode, 1)
+        self.assertIn(b"TLS handshake failed", out.stderr)
+
     def test_per_connection_process_environment(self):
         self.start("--per-connection", "/pc.sh")
 
