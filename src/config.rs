@@ -33,6 +33,13 @@ pub struct Cli {
     /// every address given, e.g. --listen 127.0.0.1:8080 --listen [::1]:8080
     #[arg(long, env = "WS2HTTP_LISTEN", default_value = "127.0.0.1:8080", value_name = "ADDR", value_delimiter = ',')]
     pub listen: Vec<String>,
+    /// HTTPS: serve every --listen over TLS (https://, wss://) with this certificate chain (PEM,
+    /// leaf first); re-read when it changes or on SIGHUP. Needs --tls-key
+    #[arg(long, env = "WS2HTTP_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert
+    #[arg(long, env = "WS2HTTP_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Control API listener
     #[arg(long, env = "WS2HTTP_API_LISTEN", default_value = "127.0.0.1:8081", value_name = "ADDR")]
     pub api_listen: String,
@@ -253,6 +260,8 @@ pub struct Config {
     pub listen: String,
     /// The other `--listen` addresses: the same site, bound at start-up too.
     pub extra_listen: Vec<String>,
+    /// `--tls-cert` and `--tls-key`: the public listeners speak TLS.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
     pub api_listen: String,
     pub api_token: Option<String>,
     /// Canonical.
@@ -409,6 +418,7 @@ impl Cli {
         Ok(Config {
             listen,
             extra_listen,
+            tls_files: self.tls_cert.zip(self.tls_key),
             api_listen: self.api_listen,
             api_token: self.api_token,
             cgi_bin,

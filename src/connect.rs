@@ -32,8 +32,9 @@ use futures_util::StreamExt as _;
 
 use crate::config::ConnectArgs;
 use crate::runtime;
+use crate::tls::client::ClientStream;
 
-type Ws = async_tungstenite::WebSocketStream<crate::runtime::TcpStream>;
+type Ws = async_tungstenite::WebSocketStream<crate::tls::client::ClientStream>;
 
 /// Why `connect` ended unsuccessfully: the line to print (none when it was
 /// already printed, e.g. the server's close) and the exit status.
@@ -90,15 +91,11 @@ fn seconds(v: f64, flag: &str) -> Result<Duration, Failure> {
 
 /// The handshake request: the URL, `--origin` and every `-H`.
 fn request(args: &ConnectArgs) -> Result<Request, Failure> {
-    if args.url.starts_with("wss://") {
+    if !args.url.starts_with("ws://") && !args.url.starts_with("wss://") {
         return Err(Failure::usage(format!(
-            "{}: wss:// is not supported yet; connect to ws:// directly (ws2http itself speaks plain ws://), \
-             or use a TLS-capable client such as `python3 -m websockets {}`",
-            args.url, args.url
+            "{}: expected a ws:// or wss:// URL, e.g. ws://127.0.0.1:8080/echo.sh",
+            args.url
         )));
-    }
-    if !args.url.starts_with("ws://") {
-        return Err(Failure::usage(format!("{}: expected a ws:// URL, e.g. ws://127.0.0.1:8080/echo.sh", args.url)));
     }
     let mut req = args
         .url
@@ -125,11 +122,21 @@ fn request(args: &ConnectArgs) -> Result<Request, Failure> {
 /// first line of its body.
 async fn open(req: Request, url: &str) -> Result<Ws, Failure> {
     let host = req.uri().host().unwrap_or("127.0.0.1").trim_matches(|c| c == '[' || c == ']').to_owned();
-    let port = req.uri().port_u16().unwrap_or(80);
+    let secure = req.uri().scheme_str() == Some("wss");
+    let port = req.uri().port_u16().unwrap_or(if secure { 443 } else { 80 });
     let tcp = crate::runtime::TcpStream::connect((host.as_str(), port))
         .await
         .map_err(|e| Failure::failed(format!("cannot connect to {host}:{port}: {e}; is ws2http running there?")))?;
-    match async_tungstenite::client_async(req, tcp).await {
+    let stream = match secure {
+        false => ClientStream::Plain(tcp),
+        true => {
+            let config = crate::tls::client::config().map_err(Failure::failed)?;
+            ClientStream::tls(tcp, &host, config)
+                .await
+                .map_err(|e| Failure::failed(format!("{url}: TLS handshake failed: {e}")))?
+        }
+    };
+    match async_tungstenite::client_async(req, stream).await {
         Ok((ws, _)) => Ok(ws),
         Err(WsError::Http(res)) => {
             let body = res.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();

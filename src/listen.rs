@@ -12,7 +12,10 @@
 //! so the connection limits live here: `--max-http-connections` in all and
 //! `--max-http-connections-per-ip`, counted per listener for as long as a
 //! connection speaks HTTP (a WebSocket connection then counts against
-//! `--max-connections` instead).
+//! `--max-connections` instead). With TLS (`--tls-cert`, ACME) the
+//! handshake runs here too, in the connection's own task and within
+//! `--http-timeout`, like a slow request head: a client that never
+//! finishes it holds a connection slot that long at most.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +25,7 @@ use std::time::Duration;
 use crate::conn_limits::{ConnLimits, Full};
 use crate::http1::conn::{self, Options};
 use crate::runtime;
+use crate::tls::{Handshake, Stream};
 
 /// One listener's settings.
 pub struct Listener {
@@ -30,6 +34,8 @@ pub struct Listener {
     /// Connections in all, and from one address.
     pub max_connections: usize,
     pub max_per_ip: usize,
+    /// HTTPS: every connection starts with a TLS handshake.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Refusals not logged yet (one line per second at most, under a flood).
@@ -92,17 +98,43 @@ pub async fn serve<S: Clone + Send + Sync + 'static>(
         match limits.reserve(&ip) {
             Ok(slot) => {
                 let (app, options) = (app.clone(), options.clone());
-                runtime::spawn(async move {
-                    conn::serve(app, stream, peer, options).await;
-                    drop(slot);
-                });
+                match &settings.tls {
+                    None => runtime::spawn(async move {
+                        conn::serve(app, Stream::Plain(stream), peer, options).await;
+                        drop(slot);
+                    }),
+                    Some(tls) => runtime::spawn(serve_tls(app, tls.clone(), stream, peer, options, slot)),
+                }
             }
+            // A TLS client cannot read a plain answer, and a handshake
+            // costs more than the refusal should: closed at once.
+            Err(full) if settings.tls.is_some() => log.note(settings.name, &ip, &full),
             Err(full) => {
                 log.note(settings.name, &ip, &full);
                 refuse_busy(stream, peer).await;
             }
         }
     }
+}
+
+/// One HTTPS connection: the handshake, then requests as over plain HTTP.
+async fn serve_tls<S: Clone + Send + Sync + 'static, T>(
+    app: tide::Server<S>,
+    tls: Arc<rustls::ServerConfig>,
+    tcp: crate::runtime::TcpStream,
+    peer: SocketAddr,
+    options: Arc<Options>,
+    slot: T,
+) {
+    match crate::tls::accept(tls, tcp, options.timeout).await {
+        Ok(stream) => conn::serve(app, stream, peer, options).await,
+        Err(Handshake::TimedOut) => {
+            log::info!("{peer}: TLS handshake not done within {:?} (--http-timeout); closed", options.timeout)
+        }
+        Err(Handshake::Failed(e)) => log::info!("{peer}: TLS handshake failed: {e}"),
+        Err(Handshake::AcmeChallenge) => log::info!("{peer}: ACME TLS-ALPN-01 validation answered"),
+    }
+    drop(slot);
 }
 
 /// Answers a connection over the limits with 503 and closes it at once,

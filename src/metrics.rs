@@ -72,6 +72,7 @@ impl Metrics {
         self.render_events(&mut s);
         self.render_gauges(&mut s, connections, rooms);
         self.render_durations(&mut s);
+        crate::tls::expiry::render(&mut s);
         s
     }
 

@@ -83,8 +83,10 @@ fn raise_fd_limit(cfg: &Config) {
 pub fn run(cfg: Config) -> Result<(), String> {
     raise_fd_limit(&cfg);
     let publics = bind_public(&cfg)?;
+    let tls = tls_config(&cfg)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let (control, control_addr) = bind(&cfg.api_listen, "--api-listen")?;
-    let states = build_states(&cfg, publics[0].1, control_addr)?;
+    let states = build_states(&cfg, publics[0].1, control_addr, tls.is_some())?;
     // One site per public listener, each with its own names and console.
     let sites: Vec<_> = publics
         .into_iter()
@@ -104,7 +106,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     warn_missing_handlers(&cfg, routes);
     crate::startup_warnings::warn(&cfg, routes);
     for (_, _, addr) in &sites {
-        println!("ws2http: listening on http://{addr}");
+        println!("ws2http: listening on {scheme}://{addr}");
     }
     println!("ws2http: control API on http://{control_addr}");
     // Per listener (each decides for itself), but "--no-console" once.
@@ -126,9 +128,10 @@ pub fn run(cfg: Config) -> Result<(), String> {
     runtime::block_on(async move {
         let serve = async {
             let mut all: Serving =
-                Box::pin(crate::listen::serve(control_app, control, listener(&cfg, "control API", true)));
+                Box::pin(crate::listen::serve(control_app, control, listener(&cfg, "control API", true, None)));
             for (app, l, _) in sites {
-                all = Box::pin(all.race(crate::listen::serve(app, l, listener(&cfg, "public listener", false))));
+                let settings = listener(&cfg, "public listener", false, tls.clone());
+                all = Box::pin(all.race(crate::listen::serve(app, l, settings)));
             }
             match all.await {
                 Ok(()) => Err("a listener stopped".to_owned()),
@@ -143,6 +146,16 @@ pub fn run(cfg: Config) -> Result<(), String> {
         shutdown(&states.ws, &cfg, &mut signals).await;
         Ok(())
     })
+}
+
+/// The TLS settings of the public listeners, or `None` for plain HTTP:
+/// where the certificate comes from decides the resolver.
+fn tls_config(cfg: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
+    let resolver: Arc<dyn rustls::server::ResolvesServerCert> = match &cfg.tls_files {
+        Some((cert, key)) => crate::tls::files::start(cert, key)?,
+        None => return Ok(None),
+    };
+    Ok(Some(crate::tls::server_config(resolver, false)))
 }
 
 /// Every listener's accept loop, raced: the first to stop stops the server.
@@ -167,13 +180,19 @@ fn site_app(cfg: &Config, state: Arc<SiteState>) -> tide::Server<Arc<SiteState>>
 
 /// Each part's state: backends and their routes, the hub (and the cluster
 /// behind it), and the settings handlers need, all decided here once.
-fn build_states(cfg: &Config, public_addr: SocketAddr, control_addr: SocketAddr) -> Result<States, String> {
+fn build_states(
+    cfg: &Config,
+    public_addr: SocketAddr,
+    control_addr: SocketAddr,
+    https: bool,
+) -> Result<States, String> {
     let env = EnvSettings {
         api_url: local_url(control_addr),
         api_token: cfg.api_token.clone().unwrap_or_default(),
         inherited: cfg.inherited_env.clone(),
         document_root: cfg.root.clone().unwrap_or_else(|| cfg.cgi_bin.clone()),
         flavour: cfg.cgi_flavour,
+        https,
     };
     let limits = Limits { timeout: cfg.timeout, max_output: cfg.max_output };
     let setup = crate::backend::Setup { cfg, env: &env, limits };
@@ -193,8 +212,14 @@ fn build_states(cfg: &Config, public_addr: SocketAddr, control_addr: SocketAddr)
     Ok(States { ws, api, site })
 }
 
-fn listener(cfg: &Config, name: &'static str, one_request: bool) -> crate::listen::Listener {
+fn listener(
+    cfg: &Config,
+    name: &'static str,
+    one_request: bool,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> crate::listen::Listener {
     crate::listen::Listener {
+        tls,
         name,
         options: crate::http1::conn::Options { max_head: cfg.max_request_head, timeout: cfg.http_timeout, one_request },
         max_connections: cfg.max_http_connections,

@@ -118,19 +118,12 @@ fn a_refused_handshake_prints_its_status_and_body() {
 
 #[test]
 fn usage_errors() {
-    let r = run("wss://example.org/chat", &[], "");
-    assert_eq!(
-        r.stderr,
-        "ws2http connect: wss://example.org/chat: wss:// is not supported yet; connect to ws:// directly \
-         (ws2http itself speaks plain ws://), or use a TLS-capable client such as \
-         `python3 -m websockets wss://example.org/chat`\n"
-    );
-    assert_eq!(r.code, Some(2));
     let r = run("http://127.0.0.1:1/", &[], "");
     assert_eq!(
         r.stderr,
-        "ws2http connect: http://127.0.0.1:1/: expected a ws:// URL, e.g. ws://127.0.0.1:8080/echo.sh\n"
+        "ws2http connect: http://127.0.0.1:1/: expected a ws:// or wss:// URL, e.g. ws://127.0.0.1:8080/echo.sh\n"
     );
+    assert_eq!(r.code, Some(2));
     let r = run("ws://127.0.0.1:1/", &["-H", "no colon"], "");
     assert_eq!(r.stderr, "ws2http connect: -H \"no colon\": expected 'Name: value', e.g. -H 'Cookie: sid=1'\n");
     assert_eq!(r.code, Some(2));

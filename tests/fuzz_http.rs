@@ -30,7 +30,11 @@ fn through_socket(writes: Vec<Vec<u8>>) -> Result<(head::Head, Vec<u8>), String>
             c
         });
         let (server, _) = listener.accept().await.map_err(|e| e.to_string())?;
-        let input = Arc::new(Mutex::new(Input::new(server, 16 * 1024, std::time::Duration::from_secs(5))));
+        let input = Arc::new(Mutex::new(Input::new(
+            ws2http::tls::Stream::Plain(server),
+            16 * 1024,
+            std::time::Duration::from_secs(5),
+        )));
         let head = std::future::poll_fn(|cx| lock(&input).poll_head(cx)).await.map_err(|e| format!("{e:?}"))?;
         let generation = lock(&input).begin_body(&head);
         let mut body = Vec::new();

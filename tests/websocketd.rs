@@ -356,11 +356,7 @@ fn refusals_and_unsupported_flags_are_one_line() {
         (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
     };
     for (args, code, start) in [
-        (
-            &["--ssl", "--sslcert=c", "--sslkey=k", "cat"][..],
-            1,
-            "websocketd: error: --ssl: ws2http does not serve HTTPS",
-        ),
+        (&["--ssl", "--sslcert=c", "cat"][..], 1, "websocketd: error: --ssl needs both --sslcert and --sslkey"),
         (&["--redirport=81", "cat"], 1, "websocketd: error: --redirport: not supported"),
         (&["--port=1"], 1, "websocketd: error: give a COMMAND or --dir"),
         (&["--nope", "cat"], 2, "websocketd: error: flag provided but not defined: -nope"),

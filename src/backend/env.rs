@@ -24,6 +24,8 @@ pub struct EnvSettings {
     pub document_root: PathBuf,
     /// ws2http's variables, or websocketd's.
     pub flavour: crate::config::CgiFlavour,
+    /// The public listeners speak TLS: `HTTPS=on`, `REQUEST_SCHEME=https`.
+    pub https: bool,
 }
 
 pub type Env = Vec<(String, String)>;
@@ -120,6 +122,11 @@ pub fn request_env(env: &mut impl EnvSink, s: &EnvSettings, req: &RequestInfo, t
     env.set("SERVER_NAME", req.server_name());
     env.set("SERVER_PORT", req.server_port());
     env.set("SERVER_PROTOCOL", "HTTP/1.1");
+    // Apache's and nginx's names for "the client came over TLS".
+    env.set("REQUEST_SCHEME", if s.https { "https" } else { "http" });
+    if s.https {
+        env.set("HTTPS", "on");
+    }
     env.set("REQUEST_METHOD", method);
     env.set("SCRIPT_NAME", &target.script_name);
     env.set("SCRIPT_FILENAME", &target.filename.to_string_lossy());
@@ -228,6 +235,10 @@ pub fn websocketd_vars(env: &mut impl EnvSink, s: &EnvSettings, req: &RequestInf
     env.set("SERVER_PORT", req.server_port());
     env.set("SERVER_PROTOCOL", "HTTP/1.1");
     env.set("GATEWAY_INTERFACE", "websocketd-CGI/0.1");
+    // As websocketd sets it under --ssl.
+    if s.https {
+        env.set("HTTPS", "on");
+    }
     env.set("REQUEST_METHOD", "GET");
     // A COMMAND handles every path: websocketd's SCRIPT_NAME is `/` then.
     let single = target.script_name.is_empty();
@@ -314,6 +325,18 @@ mod tests {
         assert_eq!(get(&env, "WS_META_nick"), Some("bob"));
         assert_eq!(get(&env, "WS_API_TOKEN"), Some(""));
         assert_eq!(get(&env, "WS_CLOSE_CODE"), None);
+    }
+
+    #[test]
+    fn the_scheme_follows_the_listener() {
+        let plain = event_env(&EnvSettings::default(), &event(EventKind::Open));
+        assert_eq!((get(&plain, "REQUEST_SCHEME"), get(&plain, "HTTPS")), (Some("http"), None));
+        let s = EnvSettings { https: true, ..Default::default() };
+        let tls = event_env(&s, &event(EventKind::Open));
+        assert_eq!((get(&tls, "REQUEST_SCHEME"), get(&tls, "HTTPS")), (Some("https"), Some("on")));
+        let wsd = EnvSettings { flavour: crate::config::CgiFlavour::Websocketd, ..s };
+        let tls = event_env(&wsd, &event(EventKind::Open));
+        assert_eq!((get(&tls, "REQUEST_SCHEME"), get(&tls, "HTTPS")), (None, Some("on")), "as websocketd --ssl");
     }
 
     #[test]

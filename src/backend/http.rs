@@ -48,6 +48,8 @@ pub struct Http {
     pool: Arc<Pool>,
     /// ` (http URL)`, for the log.
     via: String,
+    /// `X-Forwarded-Proto`: `https` when the public listeners speak TLS.
+    pub forwarded_proto: &'static str,
 }
 
 impl Http {
@@ -62,7 +64,7 @@ impl Http {
         let authority = format!("{host}:{}", url.port_or_known_default().unwrap_or(80));
         let pool = pools.get(&Address::Tcp(authority));
         let via = format!(" (http {url})");
-        Ok(Http { url, api_url, api_token, limits, pool, via })
+        Ok(Http { url, api_url, api_token, limits, pool, via, forwarded_proto: "http" })
     }
 
     /// The request for one event (documented in docs/BACKENDS.md).
@@ -110,6 +112,7 @@ impl Http {
         if let Some(host) = conn.request.header_value("host") {
             h(&mut req, "X-Forwarded-Host", host);
         }
+        h(&mut req, "X-Forwarded-Proto", self.forwarded_proto);
         match &event.kind {
             // No body, no body type (a CGI script gets no CONTENT_TYPE either).
             EventKind::Open => {}
@@ -205,8 +208,9 @@ pub fn routes(setup: &super::Setup<'_>) -> Result<Vec<Route>, String> {
     for (prefix, url) in &setup.cfg.backend_url {
         log::info!("events under {prefix} go to {url}");
         let (api_url, api_token) = (setup.env.api_url.clone(), setup.env.api_token.clone());
-        let http =
+        let mut http =
             Http::new(url, api_url, api_token, setup.limits, &pools).map_err(|e| format!("--backend-url {e}"))?;
+        http.forwarded_proto = if setup.env.https { "https" } else { "http" };
         routes.push(Route { prefix: prefix.clone(), transport: Arc::new(http), pages: None, files: Files::None });
     }
     Ok(routes)

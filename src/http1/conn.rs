@@ -15,6 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::runtime::TcpStream;
+use crate::tls::Stream;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use tide::http::{self, Body, Method, Request, Url};
 
@@ -41,11 +42,12 @@ const DISCARD_LIMIT: usize = 64 * 1024;
 /// Serves `stream` until either side ends the connection or it is upgraded.
 pub async fn serve<S: Clone + Send + Sync + 'static>(
     app: tide::Server<S>,
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     opts: Arc<Options>,
 ) {
     let local = stream.local_addr().ok();
+    let scheme = if stream.is_tls() { "https" } else { "http" };
     let input: Shared = Arc::new(Mutex::new(Input::new(stream.clone(), opts.max_head, opts.timeout)));
     let mut out = stream;
     loop {
@@ -64,12 +66,13 @@ pub async fn serve<S: Clone + Send + Sync + 'static>(
                 }
             };
         let upgrade_asked = head.header("upgrade").is_some();
-        let (mut req, version, method) = match request(&mut head, &input, peer, local) {
+        let (mut req, version, method) = match request(&mut head, &input, peer, (local, scheme)) {
             Ok(r) => r,
             Err(r) => return refuse(&mut out, peer, &r, &opts).await,
         };
-        if upgrade_asked {
-            req.ext_mut().insert(UpgradeSocket(out.clone()));
+        // The hub's direct writes go to the bare socket: plain connections only.
+        if let (true, Stream::Plain(socket)) = (upgrade_asked, &out) {
+            req.ext_mut().insert(UpgradeSocket(socket.clone()));
         }
         let mut res: http::Response = match app.respond(req).await {
             Ok(r) => r,
@@ -95,8 +98,7 @@ pub async fn serve<S: Clone + Send + Sync + 'static>(
         let kept = response::write(&mut out, Reply { res, method, version, keep_alive }, opts.timeout).await;
         if let Some(sender) = upgrade {
             if kept.is_ok() {
-                let (stream, early) = input::lock(&input).take_rest();
-                sender.send(http::upgrade::Connection::new(Upgraded { early, pos: 0, stream })).await;
+                sender.send(upgraded(&input)).await;
             }
             return;
         }
@@ -116,8 +118,18 @@ pub async fn serve<S: Clone + Send + Sync + 'static>(
     }
 }
 
+/// What an upgrade's handler gets: the bytes read past the head, then the
+/// bare socket (as before TLS: an idle plain connection costs no more) or
+/// the TLS session.
+fn upgraded(input: &Shared) -> http::upgrade::Connection {
+    match input::lock(input).take_rest() {
+        (Stream::Plain(stream), early) => http::upgrade::Connection::new(Upgraded { early, pos: 0, stream }),
+        (Stream::Tls(stream), early) => http::upgrade::Connection::new(Upgraded { early, pos: 0, stream }),
+    }
+}
+
 /// Answers a refused request, logs it once, and closes.
-async fn refuse(out: &mut TcpStream, peer: SocketAddr, r: &Refusal, opts: &Options) {
+async fn refuse(out: &mut Stream, peer: SocketAddr, r: &Refusal, opts: &Options) {
     log::info!("{peer}: refused a request with {}: {}", r.status, r.why);
     let text = format!("{}: {}", response::reason(r.status), r.why);
     if response::refuse(out, r.status, &text, opts.timeout).await.is_ok() {
@@ -130,7 +142,7 @@ fn request(
     head: &mut Head,
     input: &Shared,
     peer: SocketAddr,
-    local: Option<SocketAddr>,
+    (local, scheme): (Option<SocketAddr>, &str),
 ) -> Result<(Request, Version, Method), Refusal> {
     // Methods are case-sensitive (RFC 9110 §9.1): `get` is not `GET`.
     let method: Method = head
@@ -142,11 +154,16 @@ fn request(
     let url = match head.target.starts_with('/') {
         true => {
             let host = head.host.clone().or_else(|| local.map(|a| a.to_string())).unwrap_or_else(|| "localhost".into());
-            format!("http://{host}{}", head.target)
+            format!("{scheme}://{host}{}", head.target)
         }
         false => head.target.clone(),
     };
-    let url = Url::parse(&url).map_err(|e| Refusal::new(400, format!("the request target is not a valid URL: {e}")))?;
+    let mut url =
+        Url::parse(&url).map_err(|e| Refusal::new(400, format!("the request target is not a valid URL: {e}")))?;
+    // What the connection is, whatever an absolute-form target says.
+    if url.scheme() != scheme {
+        let _ = url.set_scheme(scheme);
+    }
     let mut req = Request::new(method, url);
     req.set_version(Some(match head.version {
         Version::Http10 => http::Version::Http1_0,
@@ -189,14 +206,15 @@ fn request(
 #[derive(Clone)]
 pub struct UpgradeSocket(pub TcpStream);
 
-/// An upgraded connection: the bytes that came with the handshake, then the socket.
-struct Upgraded {
+/// An upgraded connection: the bytes that came with the handshake, then the
+/// socket (`TcpStream`) or the TLS session on it.
+struct Upgraded<S> {
     early: Vec<u8>,
     pos: usize,
-    stream: TcpStream,
+    stream: S,
 }
 
-impl AsyncRead for Upgraded {
+impl<S: AsyncRead + Unpin> AsyncRead for Upgraded<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
         if self.pos < self.early.len() {
             let n = buf.len().min(self.early.len() - self.pos);
@@ -212,7 +230,7 @@ impl AsyncRead for Upgraded {
     }
 }
 
-impl AsyncWrite for Upgraded {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Upgraded<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }

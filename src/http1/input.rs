@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use crate::runtime::{self, TcpStream};
+use crate::runtime;
+use crate::tls::Stream;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 
 use super::fields::is_field_value;
@@ -57,7 +58,7 @@ pub enum HeadError {
 }
 
 pub struct Input {
-    stream: TcpStream,
+    stream: Stream,
     /// Grows from [`FIRST_BUFFER`] up to `max_head` when a head needs it.
     buf: Vec<u8>,
     max_head: usize,
@@ -87,7 +88,7 @@ fn invalid(why: &str) -> io::Error {
 }
 
 impl Input {
-    pub fn new(stream: TcpStream, max_head: usize, stall_limit: Duration) -> Self {
+    pub fn new(stream: Stream, max_head: usize, stall_limit: Duration) -> Self {
         Input {
             stream,
             buf: vec![0; FIRST_BUFFER.min(max_head)],
@@ -234,7 +235,8 @@ impl Input {
             }
             self.continue_due -= n;
         }
-        Poll::Ready(Ok(()))
+        // What TLS still buffers of it (nothing on plain TCP).
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_body_inner(&mut self, cx: &mut Context<'_>, out: &mut [u8]) -> Poll<io::Result<usize>> {
@@ -306,7 +308,7 @@ impl Input {
 
     /// What is left of the connection for an upgrade: the socket and the
     /// bytes that already arrived after the head.
-    pub fn take_rest(&mut self) -> (TcpStream, Vec<u8>) {
+    pub fn take_rest(&mut self) -> (Stream, Vec<u8>) {
         let rest = self.buf[self.start..self.end].to_vec();
         (self.start, self.end) = (0, 0);
         (self.stream.clone(), rest)

@@ -8,7 +8,7 @@
 use std::io::{self, ErrorKind, Write as _};
 use std::time::{Duration, SystemTime};
 
-use crate::runtime::TcpStream;
+use crate::tls::Stream;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use tide::http::{Method, Response, StatusCode};
 
@@ -102,7 +102,7 @@ pub struct Reply {
 }
 
 /// Writes the response; returns whether the connection may be kept.
-pub async fn write(out: &mut TcpStream, mut reply: Reply, stall: Duration) -> io::Result<bool> {
+pub async fn write(out: &mut Stream, mut reply: Reply, stall: Duration) -> io::Result<bool> {
     let mut pace = Pace { timeout: stall, waited: Duration::ZERO, sent: 0 };
     let status = status_of(&reply.res);
     // Taking the body labels a response without a type octet-stream
@@ -225,14 +225,15 @@ struct Pace {
     sent: u64,
 }
 
-async fn send(out: &mut TcpStream, bytes: &[u8], pace: &mut Pace) -> io::Result<()> {
+async fn send(out: &mut Stream, bytes: &[u8], pace: &mut Pace) -> io::Result<()> {
     if bytes.is_empty() {
         return Ok(());
     }
     pace.sent += bytes.len() as u64;
     let left = allowance(pace.timeout, pace.sent).saturating_sub(pace.waited);
     let started = std::time::Instant::now();
-    let r = runtime::timeout(left, out.write_all(bytes)).await;
+    // The flush sends what TLS still buffers (nothing to do on plain TCP).
+    let r = runtime::timeout(left, async { out.write_all(bytes).await.and(out.flush().await) }).await;
     pace.waited += started.elapsed();
     match r {
         Ok(r) => r,
@@ -254,15 +255,15 @@ pub fn refusal(status: u16, text: &str, extra: &str) -> Vec<u8> {
 }
 
 /// Sends a [`refusal`] (refused requests).
-pub async fn refuse(out: &mut TcpStream, status: u16, text: &str, stall: Duration) -> io::Result<()> {
+pub async fn refuse(out: &mut Stream, status: u16, text: &str, stall: Duration) -> io::Result<()> {
     send(out, &refusal(status, text, ""), &mut Pace { timeout: stall, waited: Duration::ZERO, sent: 0 }).await
 }
 
 /// Closes without losing the answer just written: a client still sending
 /// (a body nobody read) would otherwise get a reset that can destroy the
 /// response in flight. Reads and drops what arrives for a short while.
-pub async fn linger_close(out: &TcpStream) {
-    let _ = out.shutdown(std::net::Shutdown::Write);
+pub async fn linger_close(out: &Stream) {
+    out.shutdown_write().await;
     let mut rest = out.clone();
     let mut scratch = [0u8; 4096];
     let mut total = 0;

@@ -139,7 +139,7 @@ pub struct WsdArgs {
     /// Restrict upgrades to pages of these origins: host[:port][,host[:port]...]; `*` allows any
     #[arg(long, value_name = "LIST")]
     pub origin: Option<String>,
-    /// Listen for HTTPS (not supported yet: put a TLS proxy in front)
+    /// Listen for HTTPS (with --sslcert and --sslkey: ws2http's --tls-cert, --tls-key)
     #[arg(long, value_name = "BOOL", value_parser = go_bool, default_missing_value = "true", num_args = 0..=1)]
     pub ssl: Option<bool>,
     /// Certificate PEM file for --ssl

@@ -64,6 +64,10 @@ pub fn plan(a: &WsdArgs) -> Result<Plan, String> {
     }
     let command = command(a)?;
     let mut equivalent = ws2http_args(a, command.as_deref())?;
+    // As websocketd: the certificate files count only with --ssl.
+    if let (Some(true), Some(cert), Some(key)) = (a.ssl, &a.sslcert, &a.sslkey) {
+        equivalent.extend(["--tls-cert".into(), cert.clone(), "--tls-key".into(), key.clone()]);
+    }
     let mut cfg = if a.dir.is_none() && command.is_none() {
         without_endpoints(a, &equivalent)?
     } else {
@@ -109,15 +113,11 @@ fn version() -> String {
 
 /// What ws2http cannot do (yet): one line each, saying what to do instead.
 fn refuse_unsupported(a: &WsdArgs) -> Result<(), String> {
-    if a.ssl == Some(true) || a.sslcert.is_some() || a.sslkey.is_some() {
-        return Err("--ssl: ws2http does not serve HTTPS yet; put a TLS proxy (caddy, nginx) in front of --port, \
-                    or keep the real websocketd for now"
-            .into());
+    if a.ssl == Some(true) && (a.sslcert.is_none() || a.sslkey.is_none()) {
+        return Err("--ssl needs both --sslcert and --sslkey (PEM files)".into());
     }
     if a.redirport.is_some() {
-        return Err("--redirport: not supported (it redirects to the HTTPS address of --ssl, which ws2http does \
-                    not serve yet); leave it out, or let the TLS proxy in front redirect"
-            .into());
+        return Err("--redirport: not supported (the plain listener that redirects to --ssl); leave it out".into());
     }
     if a.devconsole == Some(true) && (a.staticdir.is_some() || a.cgidir.is_some()) {
         return Err("--devconsole cannot be used with --staticdir or --cgidir (as in websocketd); pick one".into());
@@ -471,9 +471,13 @@ mod tests {
 
     #[test]
     fn what_ws2http_cannot_do_is_one_clear_line() {
-        for list in [&["--ssl", "cat"][..], &["--ssl", "--sslcert=c", "--sslkey=k", "cat"], &["--sslcert=c", "cat"]] {
-            assert!(refused(list).starts_with("--ssl: ws2http does not serve HTTPS yet"), "{list:?}");
+        for list in [&["--ssl", "cat"][..], &["--ssl", "--sslcert=c", "cat"]] {
+            assert!(refused(list).starts_with("--ssl needs both --sslcert and --sslkey"), "{list:?}");
         }
+        let (cfg, _, equivalent) = serve(&["--ssl", "--sslcert=c.pem", "--sslkey=k.pem", "cat"]);
+        assert_eq!(cfg.tls_files, Some(("c.pem".into(), "k.pem".into())));
+        assert!(equivalent.join(" ").contains("--tls-cert c.pem --tls-key k.pem"), "{equivalent:?}");
+        assert_eq!(serve(&["--sslcert=c.pem", "cat"]).0.tls_files, None, "as websocketd: only with --ssl");
         assert!(refused(&["--redirport=80", "cat"]).starts_with("--redirport: not supported"));
         match plan(&args(&["--reverselookup", "cat"])) {
             Ok(Plan::Serve { notes, .. }) => assert!(notes[0].starts_with("--reverselookup: not done")),

@@ -45,6 +45,20 @@ pub fn allowed(origin: Option<&str>, host: Option<&str>, allow: &[String], port:
     o == strip_default_port(&h.trim().to_ascii_lowercase(), &scheme) || loopback_alias(origin, h, port)
 }
 
+/// [`allowed`] on a TLS listener: the page must also be an `https://` one.
+/// A page from `http://host:port` came over plain HTTP (a network attacker
+/// may have written it) and may not open `wss://host:port`, although its
+/// host and port are the same; `--allow-origin` may still name it.
+pub fn allowed_over_tls(origin: Option<&str>, host: Option<&str>, allow: &[String], port: u16) -> bool {
+    let Some(origin) = origin.map(str::trim) else { return true };
+    if allow.iter().any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let https = origin.split_once("://").is_some_and(|(s, _)| s.eq_ignore_ascii_case("https"));
+    let (Some(o), Some(h)) = (authority_of_origin(origin), host) else { return false };
+    https && (o == strip_default_port(&h.trim().to_ascii_lowercase(), "https") || alias(origin, h, port, "https"))
+}
+
 /// websocketd's `--origin host[:port],...` (started as `websocketd`): the
 /// Origin's host must be listed, with any port when the entry names none,
 /// and the same scheme when the entry names one (`https://host`); ports
@@ -104,12 +118,18 @@ const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
 /// HTTP) and anything that is not exactly `scheme://host[:port]` stay
 /// foreign.
 fn loopback_alias(origin: &str, host: &str, port: u16) -> bool {
+    alias(origin, host, port, "http")
+}
+
+/// [`loopback_alias`] for a listener whose pages are `scheme` (`https` over TLS).
+fn alias(origin: &str, host: &str, port: u16, listener_scheme: &str) -> bool {
     let Some((scheme, authority)) = origin.split_once("://") else { return false };
+    let default = if listener_scheme == "https" { 443 } else { 80 };
     let on_this_port = |authority: &str| {
         crate::hosts::split_host(authority)
-            .is_some_and(|(name, p)| LOOPBACK_NAMES.contains(&name.as_str()) && p.unwrap_or(80) == port)
+            .is_some_and(|(name, p)| LOOPBACK_NAMES.contains(&name.as_str()) && p.unwrap_or(default) == port)
     };
-    scheme.eq_ignore_ascii_case("http")
+    scheme.eq_ignore_ascii_case(listener_scheme)
         && !authority.contains(['/', '@'])
         && on_this_port(authority)
         && on_this_port(host)
@@ -131,6 +151,20 @@ mod tests {
         assert!(!allowed(Some("http://127.0.0.1:9999"), Some("127.0.0.1:8080"), &[], P));
         assert!(!allowed(Some("null"), Some("127.0.0.1:8080"), &[], P));
         assert!(!allowed(Some("http://127.0.0.1:8080"), None, &[], P));
+    }
+
+    #[test]
+    fn over_tls_the_page_must_be_https() {
+        use super::allowed_over_tls as tls;
+        let h = Some("example.org:8443");
+        assert!(tls(Some("https://example.org:8443"), h, &[], 8443));
+        assert!(!tls(Some("http://example.org:8443"), h, &[], 8443), "same host and port, plain page");
+        assert!(!tls(Some("https://example.org:9443"), h, &[], 8443));
+        assert!(tls(Some("https://example.org"), Some("example.org"), &[], 443), "default ports");
+        assert!(tls(None, h, &[], 8443), "not a browser");
+        assert!(tls(Some("http://example.org:8443"), h, &["http://example.org:8443".to_owned()], 8443));
+        assert!(tls(Some("https://localhost:8443"), Some("127.0.0.1:8443"), &[], 8443), "loopback names");
+        assert!(!tls(Some("http://localhost:8443"), Some("127.0.0.1:8443"), &[], 8443));
     }
 
     #[test]

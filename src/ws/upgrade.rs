@@ -164,9 +164,16 @@ fn check_origin<S>(req: &Request<S>, app: &WsState, path: &str) -> Result<(), Re
     let header = |name: &str| req.header(name).map(|v| v.last().as_str().to_owned());
     let (origin, host) = (header("Origin"), header("Host"));
     let port = crate::http1::request::listener_port(req, app.port);
+    let (origin, host) = (origin.as_deref(), host.as_deref());
+    // Set by our HTTP/1 server for a connection that came over TLS.
+    let tls = req.url().scheme() == "https";
     let allowed = match &app.origin_hosts {
-        Some(list) => super::origin::listed(origin.as_deref(), host.as_deref(), list, port),
-        None => super::origin::allowed(origin.as_deref(), host.as_deref(), &app.allow_origin, port),
+        Some(list) => {
+            let same_site = || !list.same_origin || super::origin::allowed_over_tls(origin, host, &[], port);
+            super::origin::listed(origin, host, list, port) && (!tls || same_site())
+        }
+        None if tls => super::origin::allowed_over_tls(origin, host, &app.allow_origin, port),
+        None => super::origin::allowed(origin, host, &app.allow_origin, port),
     };
     if allowed {
         return Ok(());

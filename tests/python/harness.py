@@ -43,7 +43,7 @@ LEAK_VALUE = "must-not-leak"
 TIMEOUT = 5.0          # default wait for one expected event
 START_TIMEOUT = 15.0   # server start-up
 
-LISTEN_RE = re.compile(r"listening on http://(\S+):(\d+)\s*$")
+LISTEN_RE = re.compile(r"listening on https?://(\S+):(\d+)\s*$")
 API_RE = re.compile(r"control API on http://(\S+):(\d+)\s*$")
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")

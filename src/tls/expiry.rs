@@ -1,0 +1,74 @@
+//! When each certificate the listeners serve stops being valid, for
+//! `/metrics` (`ws2http_tls_cert_not_after_seconds{domain="..."}`, unix
+//! time): an alert on it catches a renewal that silently stopped working
+//! long before browsers refuse the site. Filled by [`super::files`] for
+//! certificate files and by ACME for its certificates.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+static NOT_AFTER: Mutex<BTreeMap<String, i64>> = Mutex::new(BTreeMap::new());
+
+/// Records (or updates) the end of validity of `domain`'s certificate.
+pub fn set(domain: &str, not_after_unix: i64) {
+    NOT_AFTER.lock().unwrap_or_else(|p| p.into_inner()).insert(domain.to_owned(), not_after_unix);
+}
+
+/// The end of validity of a DER certificate (unix seconds) and the names
+/// it is for (its DNS and IP subject alternative names, else its common
+/// name); `None` for what does not parse as X.509.
+pub fn of_certificate(der: &[u8]) -> Option<(i64, Vec<String>)> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let not_after = cert.validity().not_after.timestamp();
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(d) => names.push((*d).to_owned()),
+                GeneralName::IPAddress(b) if b.len() == 4 => {
+                    names.push(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).ok()?).to_string())
+                }
+                GeneralName::IPAddress(b) if b.len() == 16 => {
+                    names.push(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).ok()?).to_string())
+                }
+                _ => {}
+            }
+        }
+    }
+    if names.is_empty() {
+        names.extend(cert.subject().iter_common_name().filter_map(|cn| cn.as_str().ok()).map(str::to_owned));
+    }
+    Some((not_after, names))
+}
+
+/// The metric, in Prometheus text format (nothing without certificates).
+pub fn render(s: &mut String) {
+    let all = NOT_AFTER.lock().unwrap_or_else(|p| p.into_inner());
+    if all.is_empty() {
+        return;
+    }
+    s.push_str(
+        "# HELP ws2http_tls_cert_not_after_seconds When the certificate served for the domain expires (unix time).\n",
+    );
+    s.push_str("# TYPE ws2http_tls_cert_not_after_seconds gauge\n");
+    for (domain, t) in all.iter() {
+        let domain = domain.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        let _ = writeln!(s, "ws2http_tls_cert_not_after_seconds{{domain=\"{domain}\"}} {t}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn renders_one_line_per_domain() {
+        super::set("a.example", 1_900_000_000);
+        super::set("b\"x", 5);
+        let mut s = String::new();
+        super::render(&mut s);
+        assert!(s.contains("ws2http_tls_cert_not_after_seconds{domain=\"a.example\"} 1900000000\n"), "{s}");
+        assert!(s.contains("{domain=\"b\\\"x\"} 5\n"), "{s}");
+        assert!(super::of_certificate(b"not a certificate").is_none());
+    }
+}
