@@ -29,6 +29,7 @@ pub mod runtime;
 pub mod server;
 pub mod startup_warnings;
 pub mod subcommand_args;
+pub mod tls;
 pub mod try_cmd;
 pub mod websocketd;
 pub mod ws;
