@@ -233,6 +233,29 @@ pub fn roots(extra: Option<&Path>, flag: &str) -> Result<RootCertStore, String> 
     Ok(store)
 }
 
+/// A start-up warning when the CA cannot reach the TLS-ALPN-01 challenge
+/// on the listeners `listen` (`IP:PORT`): Let's Encrypt validates on port
+/// 443 of a public address. Only a warning: port 443 may be forwarded to
+/// another port, and a private CA may validate elsewhere.
+pub fn listen_warning(settings: &Settings, listen: &[&str]) -> Option<String> {
+    let addrs: Vec<std::net::SocketAddr> = listen.iter().filter_map(|a| a.parse().ok()).collect();
+    let names = settings.domains.join(",");
+    if !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback()) {
+        return Some(format!(
+            "--acme {names}: --listen {} is a loopback address, which the CA cannot reach to validate the name; \
+             listen on 0.0.0.0:443 (or forward port 443 here)",
+            listen.join(",")
+        ));
+    }
+    (!addrs.iter().any(|a| a.port() == 443)).then(|| {
+        format!(
+            "--acme {names}: the CA validates the name on port 443 and --listen {} is not on it; forward port 443 \
+             here, or listen on 0.0.0.0:443",
+            listen.join(",")
+        )
+    })
+}
+
 /// Starts obtaining and renewing the certificate in the background and
 /// returns the resolver the listener's TLS configuration uses (it also
 /// answers the TLS-ALPN-01 challenges, so the configuration must offer

@@ -92,3 +92,14 @@ fn validity_reads_the_leaf_after_the_private_key() {
     assert_eq!(renewal_time(from, to), to - 2 * 86_400);
     assert_eq!(renewal_time(0, 90 * 86_400), 60 * 86_400);
 }
+
+#[test]
+fn a_listener_the_ca_cannot_reach_on_443_is_warned_about() {
+    let dir = temp_dir("warn");
+    let s = AcmeArgs { acme_cache: Some(dir), ..args(&["example.com"]) }.settings().unwrap().unwrap();
+    assert!(listen_warning(&s, &["0.0.0.0:443"]).is_none());
+    assert!(listen_warning(&s, &["0.0.0.0:8443", "[::]:443"]).is_none());
+    let loopback = listen_warning(&s, &["127.0.0.1:443"]).unwrap();
+    assert!(loopback.contains("loopback") && loopback.starts_with("--acme example.com: "), "{loopback}");
+    assert!(listen_warning(&s, &["0.0.0.0:8443"]).unwrap().contains("not on it; forward port 443"));
+}
