@@ -246,7 +246,10 @@ fn expiry_metric(domain: &str) -> Option<i64> {
 /// until one is issued).
 fn first_certificate(port: u16, domain: &str, roots: &rustls::RootCertStore) -> Vec<CertificateDer<'static>> {
     wait_for("a certificate from pebble", || {
-        let (chain, body) = https_get(port, domain, roots, "/").ok()?;
+        let Ok((chain, body)) = https_get(port, domain, roots, "/") else {
+            std::thread::sleep(Duration::from_millis(100));
+            return None;
+        };
         assert!(body.ends_with("hello"), "{body:?}");
         Some(chain)
     })

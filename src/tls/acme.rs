@@ -18,7 +18,7 @@
 //!   resolver only swaps in the new one once it is issued;
 //! - a failed order is retried after 1, 2, 4 … seconds, at most ~18 hours.
 //!
-//! One log line per step: the cache ([`super::acme_cache`]) logs what it
+//! One log line per step: the cache (`acme_cache.rs`) logs what it
 //! finds and stores, this module's driver each deployment (with expiry and
 //! renewal date), each renewal start and each error, and rustls-acme's own
 //! lines (target `rustls_acme`: challenge triggered, authorizations done,
@@ -161,7 +161,7 @@ fn email(raw: &str) -> Result<String, String> {
     }
 }
 
-/// The state directory the project uses ([`contrib/ws2http.service`]'s
+/// The state directory the project uses (`contrib/ws2http.service`'s
 /// `StateDirectory=ws2http`, which systemd passes as `$STATE_DIRECTORY`),
 /// else the XDG one of the user running ws2http.
 fn default_cache() -> Result<PathBuf, String> {
