@@ -319,9 +319,10 @@ fn a_short_lived_certificate_is_renewed_while_the_old_one_is_served() {
     });
     assert!(served_old > 0);
     assert!(renewed.1 > not_after, "{renewed:?} after {not_after}");
-    // Not before a third of the lifetime was left.
+    // Not before a third of the lifetime was left, and before the old one expired.
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     assert!(now >= acme::renewal_time(not_before, not_after), "renewed too early");
+    assert!(now <= not_after, "renewed after the old certificate expired ({now} > {not_after})");
     assert_eq!(pebble.orders(), 2, "{}", pebble.log());
     wait_for("the new expiry in /metrics", || (expiry_metric(domain) == Some(renewed.1)).then_some(()));
 }
