@@ -18,7 +18,7 @@
 //!   resolver only swaps in the new one once it is issued;
 //! - a failed order is retried after 1, 2, 4 … seconds, at most ~18 hours.
 //!
-//! One log line per step: the cache (`acme_cache.rs`) logs what it
+//! One log line per step: the cache (`acme/cache.rs`) logs what it
 //! finds and stores, this module's driver each deployment (with expiry and
 //! renewal date), each renewal start and each error, and rustls-acme's own
 //! lines (target `rustls_acme`: challenge triggered, authorizations done,
@@ -35,8 +35,10 @@ use rustls::server::ResolvesServerCert;
 use rustls::RootCertStore;
 use rustls_acme::{AcmeConfig, AcmeState, EventOk};
 
-use super::acme_cache::{FileCache, Seen};
 use super::expiry;
+use cache::{FileCache, Seen};
+
+mod cache;
 
 pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
 pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";

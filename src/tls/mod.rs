@@ -2,5 +2,4 @@
 //! module (the listener's stream and `server_config`) is merged.
 
 pub mod acme;
-mod acme_cache;
 pub mod expiry;
