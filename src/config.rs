@@ -203,6 +203,9 @@ pub struct Cli {
     /// names a public host (it lists the endpoints to everyone who reaches the listener)
     #[arg(long, env = "WS2HTTP_CONSOLE", overrides_with = "no_console", value_parser = clap::builder::BoolishValueParser::new())]
     pub console: bool,
+    /// `--acme DOMAIN` and its settings (src/tls/acme.rs).
+    #[command(flatten)]
+    pub acme: crate::tls::acme::AcmeArgs,
 }
 
 /// Where settings come from: the first paragraph after `--help`'s options,
@@ -331,6 +334,8 @@ pub struct Config {
     pub page_scripts: PageScripts,
     /// websocketd's `--origin` list, checked instead of `--allow-origin` when set.
     pub origin_hosts: Option<OriginHosts>,
+    /// `--acme`: certificates obtained automatically.
+    pub acme: Option<crate::tls::acme::Settings>,
 }
 
 fn is_loopback(addr: &str) -> Result<bool, String> {
@@ -474,6 +479,7 @@ impl Cli {
             response_headers: ResponseHeaders::default(),
             page_scripts: PageScripts::CgiBin,
             origin_hosts: None,
+            acme: self.acme.settings()?,
         })
     }
 

@@ -11,7 +11,8 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-/// Sets up logging: our own crate at `level`, other crates at `warn`;
+/// Sets up logging: our own crate and rustls-acme (its steps of a
+/// certificate order, one line each) at `level`, other crates at `warn`;
 /// `RUST_LOG` overrides both.
 ///
 /// Logging to a file or a pipe (a service's usual case, one line per
@@ -21,7 +22,7 @@ use std::io::Write as _;
 /// terminal, or with `RUST_LOG_STYLE` set, env_logger decides as usual.
 pub fn init(level: &str) {
     use std::io::IsTerminal;
-    let filter = env_logger::Env::default().default_filter_or(format!("warn,ws2http={level}"));
+    let filter = env_logger::Env::default().default_filter_or(format!("warn,ws2http={level},rustls_acme={level}"));
     let mut builder = env_logger::Builder::from_env(filter);
     let plain = std::env::var_os("RUST_LOG_STYLE").is_none() && !std::io::stderr().is_terminal();
     if plain {

@@ -151,11 +151,14 @@ pub fn run(cfg: Config) -> Result<(), String> {
 /// The TLS settings of the public listeners, or `None` for plain HTTP:
 /// where the certificate comes from decides the resolver.
 fn tls_config(cfg: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
-    let resolver: Arc<dyn rustls::server::ResolvesServerCert> = match &cfg.tls_files {
-        Some((cert, key)) => crate::tls::files::start(cert, key)?,
-        None => return Ok(None),
+    let (resolver, acme): (Arc<dyn rustls::server::ResolvesServerCert>, bool) = match (&cfg.tls_files, &cfg.acme) {
+        (Some((cert, key)), None) => (crate::tls::files::start(cert, key)?, false),
+        // ALPN acme-tls/1 too: the CA's TLS-ALPN-01 validations come to the listener.
+        (None, Some(acme)) => (crate::tls::acme::start(acme.clone())?, true),
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => return Err("--tls-cert and --acme both give the certificate: use one of them".into()),
     };
-    Ok(Some(crate::tls::server_config(resolver, false)))
+    Ok(Some(crate::tls::server_config(resolver, acme)))
 }
 
 /// Every listener's accept loop, raced: the first to stop stops the server.

@@ -21,6 +21,10 @@ pub fn warn(cfg: &Config, routes: &Routes) {
 /// The warning lines for `cfg` (for tests, and for [`warn`]).
 pub fn warnings(cfg: &Config, routes: &Routes) -> Vec<String> {
     let mut out = unselectable_patterns(cfg, routes);
+    if let Some(acme) = &cfg.acme {
+        let listen: Vec<&str> = std::iter::once(&cfg.listen).chain(&cfg.extra_listen).map(String::as_str).collect();
+        out.extend(crate::tls::acme::listen_warning(acme, &listen));
+    }
     if let Some(script) = &cfg.script {
         if let Resolved::NotRunnable(_) = routes.target("/") {
             out.push(script_not_runnable(script));

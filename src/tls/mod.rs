@@ -15,6 +15,7 @@
 //! [`expiry`] keeps each certificate's end of validity for `/metrics`;
 //! [`client`] is the other side, for `ws2http connect wss://`.
 
+pub mod acme;
 pub mod client;
 pub mod expiry;
 pub mod files;
