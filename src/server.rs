@@ -184,7 +184,9 @@ fn build_states(cfg: &Config, public_addr: SocketAddr, control_addr: SocketAddr)
         cfg.max_outgoing_bytes_total,
         &crate::metrics::get().outgoing_bytes,
     );
-    let (hub, delivery) = crate::hub::start(cfg.redis.as_deref(), cfg.cluster_queue, cfg.out_queue, outgoing)?;
+    let redis =
+        cfg.redis.as_deref().map(|url| crate::hub::cluster::Redis { url, ca: cfg.outbound.redis_ca.as_deref() });
+    let (hub, delivery) = crate::hub::start(redis, cfg.cluster_queue, cfg.out_queue, outgoing)?;
     let ws = Arc::new(WsState::new(cfg, hub.clone(), delivery.clone(), routes, public_addr.port()));
     let api = Arc::new(ApiState::new(cfg, hub, delivery, control_addr));
     let mut site = SiteState::new(cfg, ws.clone(), public_addr);
