@@ -81,8 +81,10 @@ fn raise_fd_limit(cfg: &Config) {
 }
 
 pub fn run(cfg: Config) -> Result<(), String> {
+    crate::config_outbound::check_needs_tls(&cfg.outbound, tls_enabled(&cfg))?;
     raise_fd_limit(&cfg);
     let publics = bind_public(&cfg)?;
+    let redirect = redirect_listener(&cfg, publics[0].1.port())?;
     let (control, control_addr) = bind(&cfg.api_listen, "--api-listen")?;
     let states = build_states(&cfg, publics[0].1, control_addr)?;
     // One site per public listener, each with its own names and console.
@@ -107,6 +109,9 @@ pub fn run(cfg: Config) -> Result<(), String> {
         println!("ws2http: listening on http://{addr}");
     }
     println!("ws2http: control API on http://{control_addr}");
+    if let Some((_, a)) = &redirect {
+        println!("ws2http: redirecting http://{a} to https:// on port {}", sites[0].2.port());
+    }
     // Per listener (each decides for itself), but "--no-console" once.
     for (i, (app, _, addr)) in sites.iter().enumerate() {
         if i == 0 || cfg.console != Some(false) {
@@ -129,6 +134,9 @@ pub fn run(cfg: Config) -> Result<(), String> {
                 Box::pin(crate::listen::serve(control_app, control, listener(&cfg, "control API", true)));
             for (app, l, _) in sites {
                 all = Box::pin(all.race(crate::listen::serve(app, l, listener(&cfg, "public listener", false))));
+            }
+            if let Some((r, _)) = redirect {
+                all = Box::pin(all.race(r));
             }
             match all.await {
                 Ok(()) => Err("a listener stopped".to_owned()),
@@ -154,6 +162,22 @@ fn bind_public(cfg: &Config) -> Result<Vec<(TcpListener, SocketAddr)>, String> {
     std::iter::once(&cfg.listen).chain(&cfg.extra_listen).map(|a| bind(a, "--listen")).collect()
 }
 
+/// Whether the public listener speaks HTTPS. Until the listener's own TLS
+/// flags (`--tls-cert`/`--tls-key`, `--acme`) are merged, it never does.
+fn tls_enabled(_cfg: &Config) -> bool {
+    false
+}
+
+/// `--redirect-http`: bound with the other listeners (one that cannot be
+/// bound is a one-line error), served beside them, redirecting to the
+/// first public listener's port.
+fn redirect_listener(cfg: &Config, tls_port: u16) -> Result<Option<(Serving, SocketAddr)>, String> {
+    let Some(addr) = &cfg.outbound.redirect_http else { return Ok(None) };
+    let (l, bound) = bind(addr, "--redirect-http")?;
+    let app = crate::http::redirect::app(tls_port);
+    Ok(Some((Box::pin(crate::listen::serve(app, l, listener(cfg, "redirect listener", false))), bound)))
+}
+
 /// The public site on one listener: every path to [`crate::http::public::handle`].
 fn site_app(cfg: &Config, state: Arc<SiteState>) -> tide::Server<Arc<SiteState>> {
     let mut site = tide::with_state(state);
@@ -161,6 +185,9 @@ fn site_app(cfg: &Config, state: Arc<SiteState>) -> tide::Server<Arc<SiteState>>
     site.at("/*path").all(crate::http::public::handle);
     if !cfg.response_headers.is_empty() {
         site.with(crate::http::extra_headers::ExtraHeaders(cfg.response_headers.clone()));
+    }
+    if let Some(max_age) = cfg.outbound.hsts.filter(|_| tls_enabled(cfg)) {
+        site.with(crate::http::hsts::Hsts::new(max_age));
     }
     site
 }
