@@ -86,6 +86,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     let publics = bind_public(&cfg)?;
     let redirect = redirect_listener(&cfg, publics[0].1.port())?;
     let (control, control_addr) = bind(&cfg.api_listen, "--api-listen")?;
+    drop_ambient_capabilities();
     let states = build_states(&cfg, publics[0].1, control_addr)?;
     // One site per public listener, each with its own names and console.
     let sites: Vec<_> = publics
@@ -160,6 +161,19 @@ type Serving = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Resul
 /// starts: one that cannot be bound is a one-line error, as for the first.
 fn bind_public(cfg: &Config) -> Result<Vec<(TcpListener, SocketAddr)>, String> {
     std::iter::once(&cfg.listen).chain(&cfg.extra_listen).map(|a| bind(a, "--listen")).collect()
+}
+
+/// Clears this process's ambient capabilities: every listener is bound by
+/// now, and an ambient capability (contrib/ws2http-https.service gives
+/// `CAP_NET_BIND_SERVICE` for ports 80 and 443) would pass to every script
+/// and program ws2http starts. Without any, this changes nothing.
+fn drop_ambient_capabilities() {
+    // SAFETY: prctl(2) with integer arguments only; it changes this
+    // process's own capability sets and touches no memory.
+    let r = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) };
+    if r != 0 {
+        log::warn!("could not clear the ambient capabilities: {}", std::io::Error::last_os_error());
+    }
 }
 
 /// Whether the public listener speaks HTTPS. Until the listener's own TLS

@@ -243,3 +243,75 @@ async fn cluster_mode_speaks_rediss_to_a_tls_only_redis() {
     assert_eq!(post(&b.api(&format!("/send/{id}")), "over rediss").status, 200);
     assert_eq!(next_text(&mut ws).await, "over rediss");
 }
+
+/// The settings of a unit file: its lines without comments and blanks.
+fn unit_lines(name: &str) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).map(str::to_owned).collect()
+}
+
+#[test]
+fn the_https_unit_is_the_plain_unit_with_the_port_capability_and_its_own_config() {
+    let plain = unit_lines("ws2http.service");
+    let https = unit_lines("ws2http-https.service");
+    let only = |a: &[String], b: &[String]| -> Vec<String> { a.iter().filter(|l| !b.contains(l)).cloned().collect() };
+    assert_eq!(
+        only(&https, &plain),
+        [
+            "Description=ws2http: WebSockets for CGI scripts, HTTPS on ports 443 and 80",
+            "Conflicts=ws2http.service",
+            "ExecStart=/usr/bin/ws2http --config /etc/ws2http/ws2http-https.toml",
+            "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+            "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        ]
+    );
+    assert_eq!(
+        only(&plain, &https),
+        [
+            "Description=ws2http: WebSockets for CGI scripts",
+            "ExecStart=/usr/bin/ws2http --config /etc/ws2http/ws2http.toml",
+            "CapabilityBoundingSet=",
+            "AmbientCapabilities=",
+        ]
+    );
+}
+
+/// A port below 1024 nobody listens on.
+fn free_low_port() -> u16 {
+    (600..1000).find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok()).expect("a free port below 1024")
+}
+
+/// What contrib/ws2http-https.service does: an unprivileged user with
+/// `CAP_NET_BIND_SERVICE` as an ambient capability binds a port below
+/// 1024; the scripts ws2http then runs have no capability at all.
+#[suite("privileges")]
+#[async_std::test]
+async fn the_port_capability_binds_low_ports_and_never_reaches_the_scripts() {
+    require_suite("privileges");
+    // SAFETY: geteuid(2) has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(root, "this test changes user with setpriv: run it as root, or skip it with WS2HTTP_TEST_SKIP=privileges");
+    let dir = cgi_bin(&[("caps.sh", "grep -E '^Cap(Prm|Eff|Amb)' /proc/self/status | tr '\\t\\n' '  '; echo")]);
+    let port = free_low_port();
+    let bin = std::env::var_os("WS2HTTP_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_ws2http").into());
+    let mut child = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["--inh-caps=-all,+net_bind_service", "--ambient-caps=+net_bind_service"])
+        .arg(bin)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--api-listen", "127.0.0.1:0", "--cgi-bin"])
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start ws2http under setpriv");
+    let (bound, _) = read_ports(&mut child);
+    assert_eq!(bound, port, "bound below 1024 as an unprivileged user");
+    let mut ws = connect(&format!("ws://127.0.0.1:{port}/caps.sh")).await;
+    ws.send(Message::text("x")).await.expect("send");
+    let caps = next_text(&mut ws).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let zero = "0000000000000000";
+    assert_eq!(caps.trim(), format!("CapPrm: {zero} CapEff: {zero} CapAmb: {zero}"));
+}
