@@ -315,3 +315,44 @@ async fn the_port_capability_binds_low_ports_and_never_reaches_the_scripts() {
     let zero = "0000000000000000";
     assert_eq!(caps.trim(), format!("CapPrm: {zero} CapEff: {zero} CapAmb: {zero}"));
 }
+
+#[test]
+fn the_config_file_takes_the_tls_flags_as_keys() {
+    let run = |body: &str| {
+        let file = scratch().join("ws2http.toml");
+        std::fs::write(&file, body).expect("write the config file");
+        let out = ws2http().arg("--config").arg(&file).output().expect("run ws2http");
+        assert!(!out.status.success(), "{body}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // Each key reaches its flag: the refusal is the flag's own.
+    let err = run("listen = \"127.0.0.1:0\"\napi-listen = \"127.0.0.1:0\"\nhsts = 60\n");
+    assert!(err.contains("--hsts 60 needs HTTPS on the public listener"), "{err}");
+    let err = run("listen = \"127.0.0.1:0\"\napi-listen = \"127.0.0.1:0\"\nredirect_http = \"127.0.0.1:0\"\n");
+    assert!(err.contains("--redirect-http 127.0.0.1:0 needs HTTPS"), "{err}");
+    let err = run("hsts = \"a year\"\n");
+    assert!(err.contains("line 1, key hsts"), "{err}");
+    let err = run("listen = \"127.0.0.1:0\"\napi-listen = \"127.0.0.1:0\"\nbackend-url = [\"https://localhost:1/\"]\n\
+         backend-ca = \"/nonexistent/ca.pem\"\n");
+    assert!(err.contains("--backend-ca /nonexistent/ca.pem: "), "{err}");
+    let err =
+        run("listen = \"127.0.0.1:0\"\napi-listen = \"127.0.0.1:0\"\nredis-ca = \"/x.pem\"\nredis = \"redis://h/\"\n");
+    assert!(err.contains("--redis-ca /x.pem: --redis redis://h/ is not rediss://"), "{err}");
+}
+
+#[test]
+fn the_configuration_shown_in_deployment_md_is_the_contrib_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/DEPLOYMENT.md")).expect("DEPLOYMENT.md");
+    let file = std::fs::read_to_string(root.join("contrib/ws2http-https.toml")).expect("the contrib file");
+    let section = &doc[doc.find("## No proxy needed").expect("the section")..];
+    let start = section.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let block = &section[start..start + section[start..].find("```").expect("its end")];
+    for line in block.lines() {
+        let setting = line.split('#').next().unwrap_or_default().trim();
+        assert!(
+            file.lines().any(|l| l.trim_start().starts_with(setting)),
+            "{line:?} is not in contrib/ws2http-https.toml"
+        );
+    }
+}

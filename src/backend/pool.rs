@@ -364,10 +364,13 @@ async fn reap(pool: Weak<Pool>) {
     }
 }
 
+/// A pool's key: its address, and the TLS name for an `https://` backend.
+type PoolKey = (Address, Option<String>);
+
 /// One pool per address (and TLS name), for the routes of one backend kind.
 pub struct Pools {
     limits: PoolLimits,
-    pools: Mutex<HashMap<(Address, Option<String>), Arc<Pool>>>,
+    pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
 }
 
 impl Pools {
