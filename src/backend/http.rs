@@ -82,7 +82,7 @@ impl Http {
         };
         let authority = format!("{host}:{}", url.port_or_known_default().unwrap_or(80));
         let pool = pools.get_tls(&Address::Tcp(authority), tls);
-        let via = format!(" ({} {url})", url.scheme());
+        let via = format!(" (http {url})");
         Ok(Http { url, api_url, api_token, limits, pool, via })
     }
 
