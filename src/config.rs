@@ -67,6 +67,8 @@ pub struct Cli {
     /// e.g. redis://127.0.0.1:6379/0
     #[arg(long, env = "WS2HTTP_REDIS", value_name = "URL")]
     pub redis: Option<String>,
+    #[command(flatten)]
+    pub outbound: crate::config_outbound::OutboundArgs,
     /// Pass this variable of the server's environment on to scripts (repeatable)
     // Lists (A,B) are split by pass_env_names, the same for `try`.
     #[arg(long = "pass-env", env = "WS2HTTP_PASS_ENV", value_name = "NAME")]
@@ -298,6 +300,8 @@ pub struct Config {
     /// Path prefix → URL of the HTTP backend.
     pub backend_url: Vec<(String, String)>,
     pub redis: Option<String>,
+    /// `--backend-ca`, `--redis-ca`, `--redirect-http`, `--hsts`.
+    pub outbound: crate::config_outbound::Outbound,
     /// Extra names the control API answers to without a token (`--api-allow-host`).
     pub api_allow_host: Vec<crate::hosts::HostPattern>,
     /// Largest control API request body (`--api-max-body`).
@@ -415,6 +419,7 @@ impl Cli {
         let api_allow_host = host_patterns(&self.api_allow_host, "--api-allow-host")?;
         let inherited_env = inherited_env(&self.pass_env)?;
         let per_connection = self.per_connection_settings()?;
+        let outbound = std::mem::take(&mut self.outbound).into_settings()?;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let (max_queue_bytes, max_queue_bytes_total) =
             queue_bytes(self.max_message.max(1), self.max_queue_bytes, self.max_queue_bytes_total)?;
@@ -450,6 +455,7 @@ impl Cli {
             max_request_body_total: self.max_request_body_total,
             fastcgi: fastcgi_routes(&self.fastcgi)?,
             redis: self.redis,
+            outbound,
             backend_url: self
                 .backend_url
                 .iter()

@@ -11,6 +11,7 @@ pub mod cli_checks;
 pub mod cli_sources;
 pub mod config;
 pub mod config_file;
+pub mod config_outbound;
 pub mod conn_limits;
 pub mod connect;
 pub mod endpoint_settings;

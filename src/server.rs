@@ -81,11 +81,14 @@ fn raise_fd_limit(cfg: &Config) {
 }
 
 pub fn run(cfg: Config) -> Result<(), String> {
+    crate::config_outbound::check_needs_tls(&cfg.outbound, tls_enabled(&cfg))?;
     raise_fd_limit(&cfg);
     let publics = bind_public(&cfg)?;
     let tls = tls_config(&cfg)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let redirect = redirect_listener(&cfg, publics[0].1.port())?;
     let (control, control_addr) = bind(&cfg.api_listen, "--api-listen")?;
+    drop_ambient_capabilities();
     let states = build_states(&cfg, publics[0].1, control_addr, tls.is_some())?;
     // One site per public listener, each with its own names and console.
     let sites: Vec<_> = publics
@@ -109,6 +112,9 @@ pub fn run(cfg: Config) -> Result<(), String> {
         println!("ws2http: listening on {scheme}://{addr}");
     }
     println!("ws2http: control API on http://{control_addr}");
+    if let Some((_, a)) = &redirect {
+        println!("ws2http: redirecting http://{a} to https:// on port {}", sites[0].2.port());
+    }
     // Per listener (each decides for itself), but "--no-console" once.
     for (i, (app, _, addr)) in sites.iter().enumerate() {
         if i == 0 || cfg.console != Some(false) {
@@ -132,6 +138,9 @@ pub fn run(cfg: Config) -> Result<(), String> {
             for (app, l, _) in sites {
                 let settings = listener(&cfg, "public listener", false, tls.clone());
                 all = Box::pin(all.race(crate::listen::serve(app, l, settings)));
+            }
+            if let Some((r, _)) = redirect {
+                all = Box::pin(all.race(r));
             }
             match all.await {
                 Ok(()) => Err("a listener stopped".to_owned()),
@@ -170,6 +179,34 @@ fn bind_public(cfg: &Config) -> Result<Vec<(TcpListener, SocketAddr)>, String> {
     std::iter::once(&cfg.listen).chain(&cfg.extra_listen).map(|a| bind(a, "--listen")).collect()
 }
 
+/// Clears this process's ambient capabilities: every listener is bound by
+/// now, and an ambient capability (contrib/ws2http-https.service gives
+/// `CAP_NET_BIND_SERVICE` for ports 80 and 443) would pass to every script
+/// and program ws2http starts. Without any, this changes nothing.
+fn drop_ambient_capabilities() {
+    // SAFETY: prctl(2) with integer arguments only; it changes this
+    // process's own capability sets and touches no memory.
+    let r = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) };
+    if r != 0 {
+        log::warn!("could not clear the ambient capabilities: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// Whether the public listener speaks HTTPS (`--tls-cert`/`--tls-key` or `--acme`).
+fn tls_enabled(cfg: &Config) -> bool {
+    cfg.tls_files.is_some() || cfg.acme.is_some()
+}
+
+/// `--redirect-http`: bound with the other listeners (one that cannot be
+/// bound is a one-line error), served beside them, redirecting to the
+/// first public listener's port.
+fn redirect_listener(cfg: &Config, tls_port: u16) -> Result<Option<(Serving, SocketAddr)>, String> {
+    let Some(addr) = &cfg.outbound.redirect_http else { return Ok(None) };
+    let (l, bound) = bind(addr, "--redirect-http")?;
+    let app = crate::http::redirect::app(tls_port);
+    Ok(Some((Box::pin(crate::listen::serve(app, l, listener(cfg, "redirect listener", false, None))), bound)))
+}
+
 /// The public site on one listener: every path to [`crate::http::public::handle`].
 fn site_app(cfg: &Config, state: Arc<SiteState>) -> tide::Server<Arc<SiteState>> {
     let mut site = tide::with_state(state);
@@ -177,6 +214,9 @@ fn site_app(cfg: &Config, state: Arc<SiteState>) -> tide::Server<Arc<SiteState>>
     site.at("/*path").all(crate::http::public::handle);
     if !cfg.response_headers.is_empty() {
         site.with(crate::http::extra_headers::ExtraHeaders(cfg.response_headers.clone()));
+    }
+    if let Some(max_age) = cfg.outbound.hsts.filter(|_| tls_enabled(cfg)) {
+        site.with(crate::http::hsts::Hsts::new(max_age));
     }
     site
 }
@@ -206,7 +246,9 @@ fn build_states(
         cfg.max_outgoing_bytes_total,
         &crate::metrics::get().outgoing_bytes,
     );
-    let (hub, delivery) = crate::hub::start(cfg.redis.as_deref(), cfg.cluster_queue, cfg.out_queue, outgoing)?;
+    let redis =
+        cfg.redis.as_deref().map(|url| crate::hub::cluster::Redis { url, ca: cfg.outbound.redis_ca.as_deref() });
+    let (hub, delivery) = crate::hub::start(redis, cfg.cluster_queue, cfg.out_queue, outgoing)?;
     let ws = Arc::new(WsState::new(cfg, hub.clone(), delivery.clone(), routes, public_addr.port()));
     let api = Arc::new(ApiState::new(cfg, hub, delivery, control_addr));
     let mut site = SiteState::new(cfg, ws.clone(), public_addr);

@@ -22,6 +22,12 @@
 //! connection the server closed is replaced before anything is written; a
 //! failure after that fails the event and is not retried. An unreachable
 //! server is `Outcome::Unavailable` (502 for an open).
+//!
+//! `https://` URLs speak TLS to the backend ([`super::tls_client`]: the
+//! system's roots or `SSL_CERT_FILE`, plus `--backend-ca`; SNI and the
+//! certificate check use the URL's host). A certificate that does not
+//! verify is a failed connection like any other: `Unavailable`, one log
+//! line that names the flag to fix it.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -30,7 +36,7 @@ use std::task::{Context as TaskContext, Poll};
 use futures_lite::io::{AsyncRead, AsyncWrite, BufReader};
 use tide::http::{Method, Request, Url};
 
-use super::pool::{Pool, Pools, Stream};
+use super::pool::{Pool, Pools, Stream, TlsTarget};
 use crate::config::Address;
 use crate::event::{Event, EventKind};
 use crate::gateway::routes::{Files, Route};
@@ -54,15 +60,30 @@ pub struct Http {
 
 impl Http {
     /// A backend for `url`; its connections come from the pool of its
-    /// `host:port` in `pools`.
-    pub fn new(url: &str, api_url: String, api_token: String, limits: Limits, pools: &Pools) -> Result<Self, String> {
+    /// `host:port` in `pools`. `tls`: the client configuration for an
+    /// `https://` URL (`None` refuses them).
+    pub fn new(
+        url: &str,
+        (api_url, api_token): (String, String),
+        limits: Limits,
+        pools: &Pools,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> Result<Self, String> {
         let url = Url::parse(url).map_err(|e| format!("{url:?}: {e}"))?;
-        if url.scheme() != "http" {
-            return Err(format!("{url}: only http:// URLs are supported (put TLS in front, not behind)"));
-        }
         let host = url.host_str().ok_or_else(|| format!("{url}: no host"))?;
+        let tls = match (url.scheme(), tls) {
+            ("http", _) => None,
+            ("https", Some(config)) => {
+                // An IPv6 literal keeps its brackets in the URL, not in a name.
+                let bare = host.trim_start_matches('[').trim_end_matches(']');
+                let name = rustls::pki_types::ServerName::try_from(bare.to_owned())
+                    .map_err(|e| format!("{url}: {e} (not a name a certificate can carry)"))?;
+                Some(TlsTarget { config: config.clone(), name })
+            }
+            _ => return Err(format!("{url}: only http:// and https:// URLs are supported")),
+        };
         let authority = format!("{host}:{}", url.port_or_known_default().unwrap_or(80));
-        let pool = pools.get(&Address::Tcp(authority));
+        let pool = pools.get_tls(&Address::Tcp(authority), tls);
         let via = format!(" (http {url})");
         Ok(Http { url, api_url, api_token, limits, pool, via, forwarded_proto: "http" })
     }
@@ -204,16 +225,32 @@ impl Http {
 /// pages.
 pub fn routes(setup: &super::Setup<'_>) -> Result<Vec<Route>, String> {
     let pools = Pools::new(super::pool::PoolLimits::http(setup.cfg.max_procs));
+    let tls = tls_config(setup.cfg)?;
     let mut routes = Vec::new();
     for (prefix, url) in &setup.cfg.backend_url {
         log::info!("events under {prefix} go to {url}");
-        let (api_url, api_token) = (setup.env.api_url.clone(), setup.env.api_token.clone());
+        let api = (setup.env.api_url.clone(), setup.env.api_token.clone());
         let mut http =
-            Http::new(url, api_url, api_token, setup.limits, &pools).map_err(|e| format!("--backend-url {e}"))?;
+            Http::new(url, api, setup.limits, &pools, tls.as_ref()).map_err(|e| format!("--backend-url {e}"))?;
         http.forwarded_proto = if setup.env.https { "https" } else { "http" };
         routes.push(Route { prefix: prefix.clone(), transport: Arc::new(http), pages: None, files: Files::None });
     }
     Ok(routes)
+}
+
+/// The TLS client configuration, made only when a URL is `https://`
+/// (reading the system's roots is not free); `--backend-ca` without one
+/// is refused, as it would do nothing.
+fn tls_config(cfg: &crate::config::Config) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+    let any_https = cfg.backend_url.iter().any(|(_, u)| u.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://")));
+    match (any_https, cfg.outbound.backend_ca.as_deref()) {
+        (true, ca) => super::tls_client::client_config(ca).map(Some),
+        (false, Some(ca)) => Err(format!(
+            "--backend-ca {}: no --backend-url is https://; remove --backend-ca or use an https:// URL",
+            ca.display()
+        )),
+        (false, None) => Ok(None),
+    }
 }
 
 /// `true` unless the server asked to close the connection: `close` among
@@ -406,7 +443,7 @@ mod tests {
         let (url, request) = server(response);
         let limits = Limits { timeout: Duration::from_secs(30), max_output };
         let pools = Pools::new(PoolLimits::http(4));
-        let http = Http::new(&url, "http://api".into(), String::new(), limits, &pools).expect("a URL");
+        let http = Http::new(&url, ("http://api".into(), String::new()), limits, &pools, None).expect("a URL");
         let mut items = Vec::new();
         let outcome = runtime::block_on(crate::gateway::run(&http, &event(kind), &mut |o| items.push(o)));
         (outcome, items, request.join().expect("server"), http.pool.idle())
@@ -529,7 +566,7 @@ mod tests {
         let limits = Limits { timeout: Duration::from_secs(30), max_output: 100 };
         let pools = Pools::new(PoolLimits::http(4));
         let url = format!("http://127.0.0.1:{port}/");
-        let http = Http::new(&url, String::new(), String::new(), limits, &pools).expect("a URL");
+        let http = Http::new(&url, (String::new(), String::new()), limits, &pools, None).expect("a URL");
         let outcome = runtime::block_on(crate::gateway::run(&http, &event(message()), &mut |_| {}));
         assert!(
             matches!(&outcome, Outcome::Unavailable(w) if w.starts_with("cannot connect to 127.0.0.1:")),

@@ -21,6 +21,7 @@ pub mod fastcgi;
 pub mod http;
 pub mod pool;
 pub mod spawn;
+pub mod tls_client;
 
 use std::sync::Arc;
 

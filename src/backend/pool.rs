@@ -22,6 +22,11 @@
 //! - **Requests in flight are bounded per address** (`--max-procs`), handed
 //!   out in arrival order ([`Slots`]), so several routes to one server share
 //!   one bound.
+//! - **TLS is a property of the pool** (`https://` backends): a pool made
+//!   with a [`TlsTarget`] does the handshake (SNI and verification against
+//!   the target's name) on every new connection, so a kept-alive connection
+//!   carries its TLS session and is reused like a plain one; the EOF peek
+//!   looks at the socket under the session (a `close_notify` is a byte too).
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};
@@ -46,11 +51,48 @@ pub const FASTCGI_MAX_IDLE: usize = 0;
 /// An idle connection is closed after this long.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A TCP or Unix socket, as one stream type. Clones share the socket.
+/// A TCP or Unix socket, or a TLS session over TCP, as one stream type.
+/// Clones share the socket (and the session).
 #[derive(Clone)]
 pub enum Stream {
     Tcp(Arc<Async<std::net::TcpStream>>),
     Unix(Arc<Async<std::os::unix::net::UnixStream>>),
+    Tls(Arc<TlsConn>),
+}
+
+/// A client TLS session and the socket under it (for the EOF peek and
+/// shutdown). One exchange at a time uses it, so the lock is never
+/// contended; it only makes the session shareable between clones.
+pub struct TlsConn {
+    tcp: Arc<Async<std::net::TcpStream>>,
+    session: Mutex<futures_rustls::client::TlsStream<Stream>>,
+}
+
+impl TlsConn {
+    fn session(&self) -> std::sync::MutexGuard<'_, futures_rustls::client::TlsStream<Stream>> {
+        self.session.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// TLS to a backend: the client configuration (roots) and the name its
+/// certificate must carry (also sent as SNI).
+#[derive(Clone)]
+pub struct TlsTarget {
+    pub config: Arc<rustls::ClientConfig>,
+    pub name: rustls::pki_types::ServerName<'static>,
+}
+
+impl TlsTarget {
+    /// The TLS session over a fresh TCP connection; a refused certificate
+    /// is an error saying which flag fixes it.
+    async fn handshake(&self, tcp: Arc<Async<std::net::TcpStream>>) -> std::io::Result<Stream> {
+        let connector = futures_rustls::TlsConnector::from(self.config.clone());
+        let session = connector.connect(self.name.clone(), Stream::Tcp(tcp.clone())).await.map_err(|e| {
+            let name = self.name.to_str();
+            std::io::Error::other(format!("TLS handshake with {name} failed: {e}; {}", super::tls_client::HINT))
+        })?;
+        Ok(Stream::Tls(Arc::new(TlsConn { tcp, session: Mutex::new(session) })))
+    }
 }
 
 impl Stream {
@@ -79,6 +121,7 @@ impl Stream {
         let _ = match self {
             Stream::Tcp(s) => s.get_ref().shutdown(std::net::Shutdown::Both),
             Stream::Unix(s) => s.get_ref().shutdown(std::net::Shutdown::Both),
+            Stream::Tls(s) => s.tcp.get_ref().shutdown(std::net::Shutdown::Both),
         };
     }
 
@@ -86,6 +129,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.as_raw_fd(),
             Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tls(s) => s.tcp.as_raw_fd(),
         }
     }
 
@@ -106,6 +150,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(&mut &**s).poll_read(cx, buf),
             Stream::Unix(s) => Pin::new(&mut &**s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut *s.session()).poll_read(cx, buf),
         }
     }
 }
@@ -115,18 +160,21 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(&mut &**s).poll_write(cx, buf),
             Stream::Unix(s) => Pin::new(&mut &**s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut *s.session()).poll_write(cx, buf),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(&mut &**s).poll_flush(cx),
             Stream::Unix(s) => Pin::new(&mut &**s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(&mut *s.session()).poll_flush(cx),
         }
     }
     fn poll_close(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(&mut &**s).poll_close(cx),
             Stream::Unix(s) => Pin::new(&mut &**s).poll_close(cx),
+            Stream::Tls(s) => Pin::new(&mut *s.session()).poll_close(cx),
         }
     }
 }
@@ -161,6 +209,8 @@ impl PoolLimits {
 /// Connections to one backend address.
 pub struct Pool {
     address: Address,
+    /// `Some` for an `https://` backend: every connection speaks TLS.
+    tls: Option<TlsTarget>,
     limits: PoolLimits,
     /// Most recently used last: reuse takes the warmest, the rest expire.
     idle: Mutex<Vec<Idle>>,
@@ -209,8 +259,14 @@ impl Drop for Checkout<'_> {
 
 impl Pool {
     pub fn new(address: Address, limits: PoolLimits) -> Arc<Pool> {
+        Pool::with_tls(address, None, limits)
+    }
+
+    /// A pool whose connections speak TLS to `tls` (when `Some`).
+    pub fn with_tls(address: Address, tls: Option<TlsTarget>, limits: PoolLimits) -> Arc<Pool> {
         let pool = Arc::new(Pool {
             address,
+            tls,
             limits,
             idle: Mutex::new(Vec::new()),
             slots: Slots::new(limits.max_in_flight),
@@ -244,7 +300,7 @@ impl Pool {
     pub async fn checkout(&self) -> std::io::Result<Checkout<'_>> {
         let (stream, fresh) = loop {
             let Some(idle) = self.lock().pop() else {
-                break (Stream::connect(&self.address).await?, true);
+                break (self.open().await?, true);
             };
             if idle.since.elapsed() < self.limits.idle_timeout && idle.stream.is_reusable() {
                 break (idle.stream, false);
@@ -253,6 +309,15 @@ impl Pool {
         };
         self.busy.fetch_add(1, Ordering::SeqCst);
         Ok(Checkout { stream, fresh, pool: self })
+    }
+
+    /// A new connection, with its TLS session for an `https://` backend.
+    async fn open(&self) -> std::io::Result<Stream> {
+        let stream = Stream::connect(&self.address).await?;
+        match (&self.tls, stream) {
+            (Some(tls), Stream::Tcp(tcp)) => tls.handshake(tcp).await,
+            (_, stream) => Ok(stream),
+        }
     }
 
     /// `true` when connections may be kept for another request.
@@ -299,10 +364,13 @@ async fn reap(pool: Weak<Pool>) {
     }
 }
 
-/// One pool per address, for the routes of one backend kind.
+/// A pool's key: its address, and the TLS name for an `https://` backend.
+type PoolKey = (Address, Option<String>);
+
+/// One pool per address (and TLS name), for the routes of one backend kind.
 pub struct Pools {
     limits: PoolLimits,
-    pools: Mutex<HashMap<Address, Arc<Pool>>>,
+    pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
 }
 
 impl Pools {
@@ -312,8 +380,16 @@ impl Pools {
 
     /// The pool of `address`, made on first use.
     pub fn get(&self, address: &Address) -> Arc<Pool> {
+        self.get_tls(address, None)
+    }
+
+    /// The pool of `address` whose connections speak TLS to `tls` (plain
+    /// when `None`), made on first use: `http://` and `https://` to one
+    /// address, or two names on one address, are separate pools.
+    pub fn get_tls(&self, address: &Address, tls: Option<TlsTarget>) -> Arc<Pool> {
+        let key = (address.clone(), tls.as_ref().map(|t| t.name.to_str().into_owned()));
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        pools.entry(address.clone()).or_insert_with(|| Pool::new(address.clone(), self.limits)).clone()
+        pools.entry(key).or_insert_with(|| Pool::with_tls(address.clone(), tls, self.limits)).clone()
     }
 }
 

@@ -107,6 +107,32 @@ fn presence_sender(queue: async_channel::Sender<Out>) -> async_channel::Sender<P
     tx
 }
 
+/// Where Redis is: `--redis URL` (`redis://`, or `rediss://` for TLS) and
+/// `--redis-ca FILE`.
+#[derive(Clone, Copy, Debug)]
+pub struct Redis<'a> {
+    pub url: &'a str,
+    pub ca: Option<&'a std::path::Path>,
+}
+
+/// The client for `redis`. A `rediss://` URL speaks TLS (the redis crate's
+/// rustls support, on the same smol-family I/O as plain connections):
+/// the server's certificate is checked against the system's roots (or
+/// `SSL_CERT_FILE`), or only against `--redis-ca` when given.
+fn client(redis: Redis<'_>) -> Result<redis::Client, String> {
+    let url = redis.url;
+    let Some(ca) = redis.ca else {
+        return redis::Client::open(url).map_err(|e| format!("--redis {url}: {e}"));
+    };
+    if !url.get(..9).is_some_and(|s| s.eq_ignore_ascii_case("rediss://")) {
+        return Err(format!("--redis-ca {}: --redis {url} is not rediss:// (TLS); remove --redis-ca", ca.display()));
+    }
+    let pem = std::fs::read(ca).map_err(|e| format!("--redis-ca {}: {e}", ca.display()))?;
+    let certs = redis::TlsCertificates { client_tls: None, root_cert: Some(pem) };
+    redis::Client::build_with_tls(url, certs)
+        .map_err(|e| format!("--redis {url} with --redis-ca {}: {e}", ca.display()))
+}
+
 /// A fresh instance id.
 pub fn new_instance_id() -> String {
     ConnId::random().as_str()[..8].to_owned()
@@ -116,8 +142,8 @@ impl Cluster {
     /// Checks the URL and has `hub` report its presence changes here;
     /// nothing connects until [`Cluster::start`].
     /// `max_queued_bytes`: `--cluster-queue`.
-    pub fn new(url: &str, instance: String, max_queued_bytes: usize, hub: Hub) -> Result<Arc<Cluster>, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("--redis {url}: {e}"))?;
+    pub fn new(redis: Redis<'_>, instance: String, max_queued_bytes: usize, hub: Hub) -> Result<Arc<Cluster>, String> {
+        let client = client(redis)?;
         let (queue, queue_rx) = async_channel::unbounded();
         let hub = Arc::new(hub.with_presence(presence_sender(queue.clone())));
         Ok(Arc::new(Cluster {

@@ -102,7 +102,7 @@ pub trait Delivery: Send + Sync {
 /// when `redis` (`--redis URL`) is given (it starts talking to Redis now).
 /// `cluster_queue`: `--cluster-queue`; `out_queue`: `--max-outgoing`.
 pub fn start(
-    redis: Option<&str>,
+    redis: Option<cluster::Redis<'_>>,
     cluster_queue: usize,
     out_queue: usize,
     outgoing: OutgoingBudget,
@@ -113,8 +113,8 @@ pub fn start(
             let hub = Arc::new(hub);
             Ok((hub.clone(), hub))
         }
-        Some(url) => {
-            let cluster = cluster::Cluster::new(url, cluster::new_instance_id(), cluster_queue, hub)?;
+        Some(redis) => {
+            let cluster = cluster::Cluster::new(redis, cluster::new_instance_id(), cluster_queue, hub)?;
             cluster.start();
             Ok((cluster.hub().clone(), cluster))
         }
