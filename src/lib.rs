@@ -24,6 +24,7 @@ pub mod hub;
 pub mod id;
 pub mod listen;
 pub mod logging;
+pub mod malloc;
 pub mod manual;
 pub mod metrics;
 pub mod runtime;

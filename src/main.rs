@@ -4,6 +4,8 @@
 use clap::Parser;
 
 fn main() {
+    // Before any allocation worth tuning and before any thread starts.
+    ws2http::malloc::tune();
     let mut args = std::env::args_os();
     // Installed as `websocketd`: websocketd's command line (src/websocketd/).
     if ws2http::websocketd::invoked_as_websocketd(args.next().as_ref()) {
