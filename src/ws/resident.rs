@@ -226,7 +226,7 @@ impl Stdin {
                 Some(Stdin::Plain(f)) => (&*f).write(data),
                 Some(Stdin::Watched(pipe)) => {
                     ready!(pipe.poll_writable(cx))?;
-                    (&*pipe.get_ref()).write(data)
+                    pipe.get_ref().write(data)
                 }
             };
             match res {
