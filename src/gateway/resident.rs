@@ -1,6 +1,7 @@
 //! What the WebSocket side needs from a transport to run one process per
 //! connection (`--per-connection`, docs/PROTOCOL.md "One process per
-//! connection"): a started process with its stdin and stdout as async pipes,
+//! connection"): a started process with its stdout and stderr as async pipes, its stdin
+//! a non-blocking pipe,
 //! and a way to signal its process group, wait for it and log its stderr.
 //!
 //! Only a transport that spawns local scripts can offer it
@@ -51,7 +52,9 @@ pub trait Child: Send {
 
 /// A started process.
 pub struct Process {
-    pub stdin: Pipe,
+    /// Non-blocking; not on the reactor yet (registered by the connection
+    /// only if a write would block).
+    pub stdin: std::fs::File,
     pub stdout: Pipe,
     /// Read by the connection's own future, like stdout (no task of its own).
     pub stderr: Pipe,

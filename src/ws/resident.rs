@@ -6,10 +6,16 @@
 //! that cannot start refuses the handshake, 500; `--max-connection-procs`
 //! reached, 429). Then one future, in the connection's own task beside its
 //! reader and writer ([`run`]), drives everything on the reactor with
-//! non-blocking pipes, no thread and no task of its own:
+//! non-blocking pipes, no thread and no task of its own. It is a plain poll
+//! function over the process's pipes, its exit and the event queue (no
+//! `async` branches raced at each step: they doubled the future, which is
+//! memory per connection), and stdin joins the reactor only once a write
+//! would block:
 //! - the connection's message events (queued by the reader under the usual
-//!   `--max-queue` budgets) are written to the process's stdin, one at a
-//!   time, each followed by a newline (binary mode: raw). A write that makes
+//!   `--max-queue` budgets) are written to the process's stdin in order,
+//!   each followed by a newline (binary mode: raw); those already queued
+//!   when a write starts go in the same write (one system call for many
+//!   messages when the client is ahead of the process). A write that makes
 //!   no progress for `--timeout` closes the connection (1011): a process that
 //!   stops reading its stdin costs the queue's budget, never more;
 //! - what the process prints is read as it comes: each line a message at
@@ -34,6 +40,7 @@ use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -170,9 +177,9 @@ enum Step {
     /// The next event from the connection's queue (`None`: the queue
     /// ended, taken as the connection's end).
     Event(Option<EventKind>),
-    /// Some of the pending message went into stdin.
+    /// Some of the pending messages went into stdin.
     Wrote(std::io::Result<usize>),
-    /// The pending message made no progress for `--timeout`.
+    /// The pending messages made no progress for `--timeout`.
     Stalled,
     /// Time for the next signal of the escalation.
     Signal,
@@ -180,14 +187,61 @@ enum Step {
     Stderr(Option<Vec<u8>>),
 }
 
-/// The message being written to stdin.
+/// The messages being written to stdin: the one taken and those that were
+/// already queued behind it, in one buffer (one `write` for many messages
+/// when the client sends faster than the process answers).
 struct Pending {
     buf: Vec<u8>,
     off: usize,
-    /// Its payload's length, given back to the budget once written.
+    /// Their payloads' length, given back to the budget once written.
     len: usize,
+    /// How many messages; all but the first still count in `--max-queue`
+    /// until written, as they did while queued.
+    count: usize,
     /// When the last byte of it went in (or it was taken).
     progress: Instant,
+}
+
+/// Most bytes of queued messages joined into one write to stdin (a pipe's
+/// default capacity).
+const JOIN_UP_TO: usize = 64 * 1024;
+
+/// The process's stdin: a plain non-blocking pipe, registered with the
+/// reactor only once a write would block (writes to a pipe almost always
+/// complete at once: an idle connection pays for no registration).
+enum Stdin {
+    Plain(std::fs::File),
+    Watched(Pipe),
+}
+
+impl Stdin {
+    fn poll_write(
+        slot: &mut Option<Stdin>,
+        data: &[u8],
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<usize>> {
+        loop {
+            let res = match slot {
+                None => return Poll::Pending,
+                Some(Stdin::Plain(f)) => (&*f).write(data),
+                Some(Stdin::Watched(pipe)) => {
+                    ready!(pipe.poll_writable(cx))?;
+                    pipe.get_ref().write(data)
+                }
+            };
+            match res {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if let Some(Stdin::Plain(f)) = slot.take() {
+                        *slot = Some(Stdin::Watched(runtime::Async::new(f)?));
+                    }
+                    let Some(Stdin::Watched(pipe)) = slot else { return Poll::Pending };
+                    ready!(pipe.poll_writable(cx))?;
+                }
+                res => return Poll::Ready(res),
+            }
+        }
+    }
 }
 
 /// The state of one connection's process.
@@ -196,11 +250,12 @@ struct Life<'a> {
     conn: &'a ConnInfo,
     shared: &'a ConnShared,
     budget: &'a ConnBudget,
-    stdin: Option<Pipe>,
+    stdin: Option<Stdin>,
     pending: Option<Pending>,
-    /// Message events taken from the queue while a write was pending (to
-    /// see the close event behind them at once); still counted in the
-    /// queue's budgets until written.
+    /// Events taken from the queue while a write was pending (to see the
+    /// close event behind them at once), or behind the messages joined
+    /// into one write; messages still counted in the queue's budgets
+    /// until written.
     backlog: VecDeque<EventKind>,
     out: Stdout<'a>,
     /// Until it ends: logged through the child, line by line.
@@ -215,6 +270,12 @@ struct Life<'a> {
     exit_closed: bool,
     /// The next signal (index into [`ESCALATION`]) and when.
     escalation: Option<(usize, Instant)>,
+    /// The one deadline waited for: the pending write's `--timeout` while
+    /// the connection lives, the escalation's next signal after it.
+    timer: Option<(Instant, runtime::Timer)>,
+    /// Which source [`Life::poll_step`] polls first (round robin: a
+    /// process that prints without pause must not starve its stdin).
+    turn: u8,
     /// Message events dropped (the process gone, stdin not read, the connection ended).
     dropped: usize,
 }
@@ -238,7 +299,7 @@ pub async fn run(
         conn: &conn,
         shared: &shared,
         budget: &budget,
-        stdin: Some(stdin),
+        stdin: Some(Stdin::Plain(stdin)),
         pending: None,
         backlog: VecDeque::new(),
         out,
@@ -248,12 +309,17 @@ pub async fn run(
         closed: false,
         exit_closed: false,
         escalation: None,
+        timer: None,
+        turn: 0,
         dropped: 0,
     };
     let mut steps = 0u32;
     while !life.is_over() {
-        let step = life.next(&mut *child, &mut events).await;
-        life.take(step, &mut *child);
+        // A plain poll function, not an `async fn` racing `async` blocks:
+        // the future keeps no branch state between steps (its size is
+        // memory per connection).
+        let step = future::poll_fn(|cx| life.poll_step(&mut *child, &mut events, cx)).await;
+        life.take(step, &mut *child, &mut events);
         steps = steps.wrapping_add(1);
         if steps.is_multiple_of(32) {
             // A process printing without pause keeps stdout always ready:
@@ -269,6 +335,17 @@ pub async fn run(
     metrics::add(&metrics::get().connections_closed, 1);
 }
 
+/// Ready at `at`: `timer` is made (or moved) for it, kept between polls.
+fn poll_until(timer: &mut Option<(Instant, runtime::Timer)>, at: Instant, cx: &mut std::task::Context<'_>) -> Poll<()> {
+    if timer.as_ref().map(|(when, _)| *when) != Some(at) {
+        *timer = Some((at, runtime::Timer::at(at)));
+    }
+    let Some((_, t)) = timer else { return Poll::Pending };
+    ready!(std::pin::Pin::new(t).poll(cx));
+    *timer = None;
+    Poll::Ready(())
+}
+
 impl Life<'_> {
     /// Over once the close event was taken and the process reaped, its
     /// stdout ended (or its group was sent SIGKILL: an escaped process may
@@ -278,48 +355,69 @@ impl Life<'_> {
         self.closed && self.exited && (self.out.ended || killed)
     }
 
-    /// Waits for whatever happens first (in random order: a process that
-    /// prints without pause must not starve its stdin).
-    async fn next(&mut self, child: &mut dyn Child, events: &mut EventRx) -> Step {
-        let Life { out, err, stdin, pending, backlog, exited, escalation, app, closed, .. } = self;
-        let read = async {
-            match out.ended {
-                true => future::pending().await,
-                false => Step::Read(out.read().await),
+    /// Whatever happened first: stdout, the exit, the queue and stdin, the
+    /// escalation's timer, stderr, each polled in turn from a rotating start.
+    fn poll_step(
+        &mut self,
+        child: &mut dyn Child,
+        events: &mut EventRx,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Step> {
+        const SOURCES: u8 = 5;
+        let first = self.turn;
+        self.turn = (self.turn + 1) % SOURCES;
+        for i in 0..SOURCES {
+            let step = match (first + i) % SOURCES {
+                0 if !self.out.ended => self.out.poll_read(cx).map(Step::Read),
+                1 if !self.exited => child.poll_wait(cx).map(Step::Exited),
+                2 if !self.closed => self.poll_input(events, cx),
+                3 => self.poll_signal(cx),
+                4 => match &self.err {
+                    Some(pipe) => poll_stderr(pipe, cx).map(Step::Stderr),
+                    None => Poll::Pending,
+                },
+                _ => Poll::Pending,
+            };
+            if step.is_ready() {
+                return step;
             }
-        };
-        let exit = async {
-            match *exited {
-                true => future::pending().await,
-                false => Step::Exited(future::poll_fn(|cx| child.poll_wait(cx)).await),
+        }
+        Poll::Pending
+    }
+
+    /// Writes the pending messages to stdin while watching the queue for
+    /// the connection's end (its close event, behind the messages that came
+    /// meanwhile), or takes the next event.
+    fn poll_input(&mut self, events: &mut EventRx, cx: &mut std::task::Context<'_>) -> Poll<Step> {
+        let Some(p) = &self.pending else {
+            if let Some(kind) = self.backlog.pop_front() {
+                return Poll::Ready(Step::Event(Some(kind)));
             }
+            return events.poll_next(cx).map(Step::Event);
         };
-        let input = async {
-            match *closed {
-                true => future::pending().await,
-                false => feed(stdin.as_ref(), pending, backlog, events, app.residents.write_timeout).await,
-            }
-        };
-        let signal = async {
-            match *escalation {
-                Some((i, at)) if i < ESCALATION.len() => {
-                    runtime::sleep(at.saturating_duration_since(Instant::now())).await;
-                    Step::Signal
-                }
-                _ => future::pending().await,
-            }
-        };
-        let errs = async {
-            match err {
-                Some(pipe) => Step::Stderr(read_stderr(pipe).await),
-                None => future::pending().await,
-            }
-        };
-        read.race(exit.race(input.race(signal.race(errs)))).await
+        if let Poll::Ready(r) = Stdin::poll_write(&mut self.stdin, &p.buf[p.off..], cx) {
+            return Poll::Ready(Step::Wrote(r));
+        }
+        let deadline = p.progress + self.app.residents.write_timeout;
+        if poll_until(&mut self.timer, deadline, cx).is_ready() {
+            return Poll::Ready(Step::Stalled);
+        }
+        // A close event behind the joined messages ends the wait at once.
+        if let Some(i) = self.backlog.iter().position(|k| !matches!(k, EventKind::Message { .. })) {
+            return Poll::Ready(Step::Event(self.backlog.remove(i)));
+        }
+        events.poll_next(cx).map(Step::Event)
+    }
+
+    fn poll_signal(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Step> {
+        match self.escalation {
+            Some((i, at)) if i < ESCALATION.len() => poll_until(&mut self.timer, at, cx).map(|()| Step::Signal),
+            _ => Poll::Pending,
+        }
     }
 
     /// Acts on what happened.
-    fn take(&mut self, step: Step, child: &mut dyn Child) {
+    fn take(&mut self, step: Step, child: &mut dyn Child, events: &mut EventRx) {
         match step {
             Step::Read(ended) => self.out.ended = ended,
             Step::Exited(how) => {
@@ -327,7 +425,7 @@ impl Life<'_> {
                 let (id, ep) = (&self.conn.id, self.conn.target.endpoint());
                 log::info!("[{id}] {ep} process {how}");
             }
-            Step::Event(Some(kind)) => self.event(kind),
+            Step::Event(Some(kind)) => self.event(kind, events),
             Step::Event(None) => self.end_input(),
             Step::Wrote(r) => self.wrote(r),
             Step::Stalled => self.stalled(),
@@ -355,7 +453,7 @@ impl Life<'_> {
     }
 
     /// A message to write, or the close event.
-    fn event(&mut self, kind: EventKind) {
+    fn event(&mut self, kind: EventKind, events: &mut EventRx) {
         if self.pending.is_some() && matches!(kind, EventKind::Message { .. }) {
             // Behind the pending write: written after it, or dropped if the
             // close event comes first.
@@ -371,13 +469,11 @@ impl Life<'_> {
                     self.budget.done(payload.len());
                     return;
                 }
-                let binary = self.app.residents.settings.binary;
                 let mut buf = Vec::with_capacity(payload.len() + 1);
-                buf.extend_from_slice(&payload);
-                if !binary {
-                    buf.push(b'\n');
-                }
-                self.pending = Some(Pending { buf, off: 0, len: payload.len(), progress: Instant::now() });
+                self.append(&mut buf, &payload);
+                let mut p = Pending { buf, off: 0, len: payload.len(), count: 1, progress: Instant::now() };
+                self.join_queued(&mut p, events);
+                self.pending = Some(p);
             }
             EventKind::Close { code, reason, cause } => {
                 connection::log_closed(self.conn, self.shared, code, &reason, cause);
@@ -387,14 +483,50 @@ impl Life<'_> {
         }
     }
 
+    /// A message's bytes as the process reads them: followed by a newline
+    /// (binary mode: raw).
+    fn append(&self, buf: &mut Vec<u8>, payload: &[u8]) {
+        buf.extend_from_slice(payload);
+        if !self.app.residents.settings.binary {
+            buf.push(b'\n');
+        }
+    }
+
+    /// Joins the messages already queued behind `p` to it (up to
+    /// [`JOIN_UP_TO`] bytes): one write for all. Whatever else comes (the
+    /// close event) waits in the backlog, behind them as it was.
+    fn join_queued(&mut self, p: &mut Pending, events: &mut EventRx) {
+        while p.buf.len() < JOIN_UP_TO && self.backlog.is_empty() {
+            let Ok(kind) = events.try_recv() else { return };
+            match kind {
+                EventKind::Message { payload, .. } => {
+                    metrics::get().events_queued.fetch_sub(1, Ordering::Relaxed);
+                    self.append(&mut p.buf, &payload);
+                    p.len += payload.len();
+                    p.count += 1;
+                }
+                other => self.backlog.push_back(other),
+            }
+        }
+    }
+
+    /// The pending messages are done with (written or dropped): their
+    /// bytes leave the budget, those joined leave `--max-queue` too.
+    fn release(&mut self, p: &Pending) {
+        self.budget.done(p.len);
+        for _ in 1..p.count {
+            self.budget.event_taken();
+        }
+    }
+
     /// The connection is over: what was not written to stdin is dropped
     /// (a process that does not read must not hold its connection's end
     /// for `--timeout`), stdin closed (a `while read` loop ends by itself),
     /// and the escalation starts if anything still runs.
     fn end_input(&mut self) {
         if let Some(p) = self.pending.take() {
-            self.budget.done(p.len);
-            self.dropped += 1;
+            self.release(&p);
+            self.dropped += p.count;
         }
         for kind in std::mem::take(&mut self.backlog) {
             metrics::get().events_queued.fetch_sub(1, Ordering::Relaxed);
@@ -415,6 +547,7 @@ impl Life<'_> {
         }
         self.closed = true;
         self.stdin = None;
+        self.timer = None;
         let grace = self.app.residents.settings.close_grace;
         if !self.exited || !self.out.ended {
             self.escalation = Some((0, Instant::now() + grace));
@@ -428,18 +561,22 @@ impl Life<'_> {
                 p.off += n;
                 p.progress = Instant::now();
                 if p.off >= p.buf.len() {
-                    self.budget.done(p.len);
-                    self.pending = None;
+                    if let Some(p) = self.pending.take() {
+                        self.release(&p);
+                    }
+                    self.timer = None;
                 }
             }
             Err(e) => {
                 // EPIPE: the process closed its stdin or exited; what
                 // follows is dropped.
                 log::debug!("[{}] {} process: stdin: {e}", self.conn.id, self.conn.target.endpoint());
-                self.budget.done(p.len);
-                self.pending = None;
-                self.dropped += 1;
+                if let Some(p) = self.pending.take() {
+                    self.release(&p);
+                    self.dropped += p.count;
+                }
                 self.stdin = None;
+                self.timer = None;
             }
         }
     }
@@ -448,8 +585,8 @@ impl Life<'_> {
     /// closes (1011), its stdin too.
     fn stalled(&mut self) {
         let Some(p) = self.pending.take() else { return };
-        self.budget.done(p.len);
-        self.dropped += 1;
+        self.release(&p);
+        self.dropped += p.count;
         self.stdin = None;
         let timeout = self.app.residents.write_timeout;
         let note = format!("process: has not read its stdin for {timeout:?} (--timeout); closing (1011)");
@@ -482,53 +619,24 @@ impl Life<'_> {
     }
 }
 
-/// Writes the pending message to stdin while watching the queue for the
-/// connection's end (its close event, behind the messages that came
-/// meanwhile), or takes the next event.
-async fn feed(
-    stdin: Option<&Pipe>,
-    pending: &mut Option<Pending>,
-    backlog: &mut VecDeque<EventKind>,
-    events: &mut EventRx,
-    timeout: Duration,
-) -> Step {
-    match (stdin, pending.as_ref()) {
-        (Some(pipe), Some(p)) => {
-            let write = async {
-                let rest = &p.buf[p.off..];
-                Step::Wrote(pipe.write_with(|mut f: &std::fs::File| f.write(rest)).await)
-            };
-            let stall = async {
-                runtime::sleep((p.progress + timeout).saturating_duration_since(Instant::now())).await;
-                Step::Stalled
-            };
-            let next = async { Step::Event(events.next().await) };
-            write.or(stall).or(next).await
-        }
-        _ => match backlog.pop_front() {
-            Some(kind) => Step::Event(Some(kind)),
-            None => Step::Event(events.next().await),
-        },
-    }
-}
-
 /// Most bytes read from stderr at once.
 const ERR_CHUNK: usize = 1024;
 
-/// What stderr has now (`None`: its end). Cancel-safe: nothing is awaited
-/// once bytes are read. The bytes are copied out only when there are some:
-/// an idle process's stderr costs no buffer.
-async fn read_stderr(pipe: &Pipe) -> Option<Vec<u8>> {
+/// What stderr has now (`None`: its end). The bytes are copied out only
+/// when there are some: an idle process's stderr costs no buffer.
+fn poll_stderr(pipe: &Pipe, cx: &mut std::task::Context<'_>) -> Poll<Option<Vec<u8>>> {
     loop {
-        future::poll_fn(|cx| pipe.poll_readable(cx)).await.ok()?;
+        if ready!(pipe.poll_readable(cx)).is_err() {
+            return Poll::Ready(None);
+        }
         let mut buf = [0u8; ERR_CHUNK];
         let mut file: &std::fs::File = pipe.get_ref();
-        match file.read(&mut buf) {
-            Ok(0) => return None,
-            Ok(n) => return Some(buf[..n].to_vec()),
+        return Poll::Ready(match file.read(&mut buf) {
+            Ok(0) => None,
+            Ok(n) => Some(buf[..n].to_vec()),
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => continue,
-            Err(_) => return None,
-        }
+            Err(_) => None,
+        });
     }
 }
 
@@ -547,6 +655,8 @@ struct Stdout<'a> {
     /// Dropping the rest of a line over `--max-message`.
     skipping: bool,
     ended: bool,
+    /// The pause while the client's queue is over half its budget.
+    nap: Option<runtime::Timer>,
 }
 
 /// Most bytes read from stdout at once (on the stack, never kept).
@@ -554,44 +664,58 @@ const CHUNK: usize = 16 * 1024;
 
 impl<'a> Stdout<'a> {
     fn new(app: &'a WsState, conn: &'a ConnInfo, pipe: Pipe, shared: &'a ConnShared) -> Self {
-        Stdout { app, conn, shared, pipe, partial: Vec::new(), held: Vec::new(), skipping: false, ended: false }
+        Stdout {
+            app,
+            conn,
+            shared,
+            pipe,
+            partial: Vec::new(),
+            held: Vec::new(),
+            skipping: false,
+            ended: false,
+            nap: None,
+        }
     }
 
-    /// Reads what stdout has and sends it; `true` at its end. Cancel-safe:
-    /// nothing is awaited once bytes are read.
-    async fn read(&mut self) -> bool {
+    /// Reads what stdout has and sends it; `true` at its end. Nothing is
+    /// kept between polls but the pause's timer: bytes read are handled
+    /// before returning.
+    fn poll_read(&mut self, cx: &mut std::task::Context<'_>) -> Poll<bool> {
         // The client's pace: wait while its queue is over half its budget.
         while self.app.residents.paused(self.shared) && !self.shared.has_ended() {
-            runtime::sleep(Duration::from_millis(2)).await;
+            let nap = self.nap.get_or_insert_with(|| runtime::Timer::after(Duration::from_millis(2)));
+            ready!(std::pin::Pin::new(nap).poll(cx));
+            self.nap = None;
         }
+        self.nap = None;
         if !self.held.is_empty() {
             let data = std::mem::take(&mut self.held);
             self.chunk(&data);
-            return false;
+            return Poll::Ready(false);
         }
         loop {
             // Polled, not `readable()`: the waker stays registered between
             // steps (no epoll_ctl per step).
-            if future::poll_fn(|cx| self.pipe.poll_readable(cx)).await.is_err() {
+            if ready!(self.pipe.poll_readable(cx)).is_err() {
                 self.end();
-                return true;
+                return Poll::Ready(true);
             }
             let mut buf = [0u8; CHUNK];
             let mut file: &std::fs::File = self.pipe.get_ref();
             match file.read(&mut buf) {
                 Ok(0) => {
                     self.end();
-                    return true;
+                    return Poll::Ready(true);
                 }
                 Ok(n) => {
                     self.chunk(&buf[..n]);
-                    return false;
+                    return Poll::Ready(false);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => {
                     self.end();
-                    return true;
+                    return Poll::Ready(true);
                 }
             }
         }
@@ -694,5 +818,113 @@ mod tests {
         assert!(!p(&["/count.sh"]).matches("/count.sh/x"));
         assert!(p(&["/a?c", "/x"]).matches("/abc"));
         assert!(!p(&[]).matches("/x"));
+    }
+}
+
+/// An idle per-connection endpoint pays for the boxed `run` future on top of
+/// an event connection: its size is memory per connection.
+#[cfg(test)]
+mod idle_size {
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    use super::*;
+    use crate::gateway::resident::{Child, Pipe, Process, Signal};
+
+    struct Fake;
+    impl Child for Fake {
+        fn signal(&self, _: Signal) -> bool {
+            false
+        }
+        fn poll_wait(&mut self, _: &mut Context<'_>) -> Poll<String> {
+            Poll::Pending
+        }
+        fn end_group(&self) {}
+        fn stderr(&mut self, _: &[u8]) {}
+        fn stderr_end(&mut self, _: Option<Pipe>) {}
+    }
+
+    fn pipe() -> (Pipe, Pipe) {
+        let (r, w) = std::io::pipe().expect("pipe");
+        let r = runtime::Async::new(std::fs::File::from(std::os::fd::OwnedFd::from(r))).expect("async");
+        let w = runtime::Async::new(std::fs::File::from(std::os::fd::OwnedFd::from(w))).expect("async");
+        (r, w)
+    }
+
+    /// A connection's pieces, its process's stdin as the process reads it.
+    struct Setup {
+        app: Arc<WsState>,
+        budget: Arc<ConnBudget>,
+        tx: connection::EventTx,
+        stdin: std::io::PipeReader,
+        /// Held open: the process's stdout and stderr do not end.
+        _writers: (Pipe, Pipe),
+        run: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
+        size: usize,
+    }
+
+    fn setup() -> Setup {
+        let t = crate::ws::fake::Scripted::new(|_| Ok(String::new()));
+        let app = crate::ws::state::for_tests(&[], t.clone());
+        let target = crate::event::Target {
+            filename: "/x".into(),
+            script_name: "/x".into(),
+            path_info: String::new(),
+            interpreter: None,
+        };
+        let conn = Arc::new(ConnInfo { id: crate::id::ConnId::random(), target, request: Default::default() });
+        let (_outgoing, shared) = app.hub.register(conn.clone());
+        let budget = app.queue_budget.conn(Box::new(|_| {}));
+        let (tx, rx) = connection::event_queue();
+        let slot = app.conn_limits.reserve("192.0.2.1").expect("slot");
+        let (reader, stdin) = std::io::pipe().expect("pipe");
+        let stdin = std::fs::File::from(std::os::fd::OwnedFd::from(stdin));
+        let (stdout, out_w) = pipe();
+        let (stderr, err_w) = pipe();
+        let running = app.residents.reserve().expect("a process slot");
+        let process = Process { stdin, stdout, stderr, child: Box::new(Fake) };
+        let fut = run(app.clone(), conn, Session { process, running }, rx, shared, budget.clone(), slot);
+        let size = std::mem::size_of_val(&fut);
+        let run = Box::pin(fut);
+        Setup { app, budget, tx, stdin: reader, _writers: (out_w, err_w), run, size }
+    }
+
+    #[test]
+    fn the_run_future_is_small() {
+        let size = setup().size;
+        assert!(
+            size <= 800,
+            "the run future grew to {size} bytes (1,608 when `next` was an async fn racing async blocks)"
+        );
+    }
+
+    /// Messages queued behind each other go to stdin in one write, in
+    /// order, and each leaves the queue's budgets (bytes and `--max-queue`).
+    #[test]
+    fn queued_messages_reach_stdin_in_order_and_leave_the_budgets() {
+        let mut s = setup();
+        for m in ["one", "two", "three"] {
+            s.budget.message_read(m.len(), true).expect("within the budget");
+            s.budget.event_queued();
+            let payload = bytes::Bytes::from_static(m.as_bytes());
+            s.tx.unbounded_send(EventKind::Message { payload, binary: false }).expect("queued");
+        }
+        assert_eq!((s.budget.events_waiting(), s.app.queue_budget.held()), (3, 11));
+        let budget = s.budget.clone();
+        let app = s.app.clone();
+        let drained = async {
+            while budget.events_waiting() > 0 || app.queue_budget.held() > 0 {
+                runtime::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        let stuck = async {
+            runtime::sleep(Duration::from_secs(10)).await;
+            let (waiting, held) = (budget.events_waiting(), app.queue_budget.held());
+            panic!("after 10 s, {waiting} message(s) and {held} byte(s) still counted in the queue's budgets");
+        };
+        runtime::block_on(s.run.as_mut().or(drained).or(stuck));
+        let mut got = [0u8; 14];
+        s.stdin.read_exact(&mut got).expect("what the process read");
+        assert_eq!(&got, b"one\ntwo\nthree\n");
     }
 }

@@ -46,16 +46,28 @@ impl Starter for Spawn {
             groups::kill_now(child.group());
             return Err("the process's pipes were not captured".into());
         };
-        let stdin = match crate::runtime::Async::new(std::fs::File::from(stdin)) {
-            Ok(p) => p,
-            Err(e) => {
-                groups::kill_now(child.group());
-                return Err(format!("cannot watch the process's stdin: {e}"));
-            }
-        };
+        let stdin = std::fs::File::from(stdin);
+        if let Err(e) = set_nonblocking(&stdin) {
+            groups::kill_now(child.group());
+            return Err(format!("cannot make the process's stdin non-blocking: {e}"));
+        }
         let lines = Some(StderrLines::new(label.clone(), &self.stderr).into_owned());
         Ok(Process { stdin, stdout, stderr, child: Box::new(Resident { child, label, lines }) })
     }
+}
+
+/// Writes to the pipe return `WouldBlock` instead of waiting: the
+/// connection registers it with the reactor only then.
+fn set_nonblocking(pipe: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = pipe.as_raw_fd();
+    // SAFETY: fcntl on a descriptor `pipe` owns, for its flags only.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// A per-connection process: the child, its log label and its stderr's
