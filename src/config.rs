@@ -342,6 +342,13 @@ pub struct Config {
     pub acme: Option<crate::tls::acme::Settings>,
 }
 
+impl Config {
+    /// Whether the public listeners speak HTTPS: certificate files or ACME.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_files.is_some() || self.acme.is_some()
+    }
+}
+
 fn is_loopback(addr: &str) -> Result<bool, String> {
     let addrs: Vec<_> = addr
         .to_socket_addrs()

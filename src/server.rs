@@ -81,7 +81,7 @@ fn raise_fd_limit(cfg: &Config) {
 }
 
 pub fn run(cfg: Config) -> Result<(), String> {
-    crate::config_outbound::check_needs_tls(&cfg.outbound, tls_enabled(&cfg))?;
+    crate::config_outbound::check_needs_tls(&cfg.outbound, cfg.tls_enabled())?;
     raise_fd_limit(&cfg);
     let publics = bind_public(&cfg)?;
     let tls = tls_config(&cfg)?;
@@ -192,10 +192,6 @@ fn drop_ambient_capabilities() {
     }
 }
 
-/// Whether the public listener speaks HTTPS (`--tls-cert`/`--tls-key` or `--acme`).
-fn tls_enabled(cfg: &Config) -> bool {
-    cfg.tls_files.is_some() || cfg.acme.is_some()
-}
 
 /// `--redirect-http`: bound with the other listeners (one that cannot be
 /// bound is a one-line error), served beside them, redirecting to the
@@ -215,7 +211,7 @@ fn site_app(cfg: &Config, state: Arc<SiteState>) -> tide::Server<Arc<SiteState>>
     if !cfg.response_headers.is_empty() {
         site.with(crate::http::extra_headers::ExtraHeaders(cfg.response_headers.clone()));
     }
-    if let Some(max_age) = cfg.outbound.hsts.filter(|_| tls_enabled(cfg)) {
+    if let Some(max_age) = cfg.outbound.hsts.filter(|_| cfg.tls_enabled()) {
         site.with(crate::http::hsts::Hsts::new(max_age));
     }
     site

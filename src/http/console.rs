@@ -43,7 +43,7 @@ pub fn announce(cfg: &crate::config::Config, public: std::net::SocketAddr, on: b
             target: LOG,
             "console: served at {}://{public}/ to every client that reaches it ({why}; the page lists the \
              endpoints); --no-console turns it off",
-            if cfg.tls_files.is_some() { "https" } else { "http" }
+            if cfg.tls_enabled() { "https" } else { "http" }
         ),
         (false, true, _, None) => {}
         (false, false, Some(false), _) => log::info!(target: LOG, "console: off (--no-console); GET / answers 404"),
