@@ -51,7 +51,13 @@ pub use super::ACME_TLS_ALPN;
 pub struct AcmeArgs {
     /// Obtain the HTTPS certificate for DOMAIN automatically (ACME, TLS-ALPN-01 on the listener's own port,
     /// which must be reachable as DOMAIN:443); repeat for more names on one certificate
-    #[arg(long = "acme", env = "WS2HTTP_ACME", value_name = "DOMAIN", value_delimiter = ',', conflicts_with = "tls_cert")]
+    #[arg(
+        long = "acme",
+        env = "WS2HTTP_ACME",
+        value_name = "DOMAIN",
+        value_delimiter = ',',
+        conflicts_with = "tls_cert"
+    )]
     pub acme: Vec<String>,
     /// Contact address given to the ACME CA (expiry warnings, policy changes)
     #[arg(long, env = "WS2HTTP_ACME_EMAIL", value_name = "ADDRESS")]
