@@ -12,7 +12,7 @@ use clap::Args;
 #[derive(Args, Debug, Clone, Default)]
 pub struct OutboundArgs {
     /// Also trust the CA certificates in this PEM file for https:// --backend-url servers
-    /// (besides the system's, or SSL_CERT_FILE when set)
+    /// (besides the system's and those of SSL_CERT_FILE when set)
     #[arg(long, env = "WS2HTTP_BACKEND_CA", value_name = "FILE")]
     pub backend_ca: Option<PathBuf>,
     /// Trust only the CA certificates in this PEM file for a rediss:// --redis server

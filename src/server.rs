@@ -192,7 +192,6 @@ fn drop_ambient_capabilities() {
     }
 }
 
-
 /// `--redirect-http`: bound with the other listeners (one that cannot be
 /// bound is a one-line error), served beside them, redirecting to the
 /// first public listener's port.

@@ -13,12 +13,14 @@
 //! ([`rustls::server::ResolvesServerCert`]): [`files`] for certificate
 //! files, reloaded when they change, and ACME's for its certificates.
 //! [`expiry`] keeps each certificate's end of validity for `/metrics`;
-//! [`client`] is the other side, for `ws2http connect wss://`.
+//! [`client`] is the other side, for `ws2http connect wss://`; [`roots`] is
+//! what every client of ours (connect, https:// backends, ACME) trusts.
 
 pub mod acme;
 pub mod client;
 pub mod expiry;
 pub mod files;
+pub mod roots;
 
 use std::io;
 use std::pin::Pin;
