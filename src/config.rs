@@ -35,10 +35,10 @@ pub struct Cli {
     pub listen: Vec<String>,
     /// HTTPS: serve every --listen over TLS (https://, wss://) with this certificate chain (PEM,
     /// leaf first); re-read when it changes or on SIGHUP. Needs --tls-key
-    #[arg(long, env = "WS2HTTP_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    #[arg(long, env = "WS2HTTP_TLS_CERT", value_name = "FILE", requires = "tls_key", help_heading = crate::tls::HELP_HEADING)]
     pub tls_cert: Option<PathBuf>,
     /// The private key (PEM) of --tls-cert
-    #[arg(long, env = "WS2HTTP_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    #[arg(long, env = "WS2HTTP_TLS_KEY", value_name = "FILE", requires = "tls_cert", help_heading = crate::tls::HELP_HEADING)]
     pub tls_key: Option<PathBuf>,
     /// Control API listener
     #[arg(long, env = "WS2HTTP_API_LISTEN", default_value = "127.0.0.1:8081", value_name = "ADDR")]

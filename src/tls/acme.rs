@@ -48,6 +48,7 @@ pub use super::ACME_TLS_ALPN;
 
 /// The ACME flags, as typed.
 #[derive(clap::Args, Debug, Clone, Default)]
+#[command(next_help_heading = super::HELP_HEADING)]
 pub struct AcmeArgs {
     /// Obtain the HTTPS certificate for DOMAIN automatically (ACME, TLS-ALPN-01 on the listener's own port,
     /// which must be reachable as DOMAIN:443); repeat for more names on one certificate

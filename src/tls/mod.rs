@@ -34,6 +34,10 @@ use rustls::ServerConfig;
 
 use crate::runtime::{self, TcpStream};
 
+/// `--help`'s heading for the flags of HTTPS on the public listeners
+/// (certificate files, ACME, the redirect listener, HSTS).
+pub const HELP_HEADING: &str = "HTTPS (TLS on the public listeners)";
+
 /// The ALPN protocol of the TLS-ALPN-01 ACME challenge (RFC 8737).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
