@@ -412,6 +412,16 @@ pub fn split_route(s: &str) -> (String, &str) {
     }
 }
 
+/// `--backend-url [PREFIX=]URL` values as (prefix, URL).
+fn backend_routes(urls: &[String]) -> Vec<(String, String)> {
+    urls.iter()
+        .map(|u| {
+            let (prefix, url) = split_route(u);
+            (prefix, url.to_owned())
+        })
+        .collect()
+}
+
 impl Cli {
     pub fn into_config(mut self) -> Result<Config, String> {
         let (listen, extra_listen) = crate::cli_checks::listen_addrs(&self.listen)?;
@@ -463,14 +473,7 @@ impl Cli {
             fastcgi: fastcgi_routes(&self.fastcgi)?,
             redis: self.redis,
             outbound,
-            backend_url: self
-                .backend_url
-                .iter()
-                .map(|u| {
-                    let (prefix, url) = split_route(u);
-                    (prefix, url.to_owned())
-                })
-                .collect(),
+            backend_url: backend_routes(&self.backend_url),
             api_allow_host,
             api_max_body: self.api_max_body.max(1),
             allow_host,

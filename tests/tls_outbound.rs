@@ -7,7 +7,7 @@
 
 mod common;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use async_tungstenite::tungstenite::Message;
