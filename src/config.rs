@@ -35,10 +35,10 @@ pub struct Cli {
     pub listen: Vec<String>,
     /// HTTPS: serve every --listen over TLS (https://, wss://) with this certificate chain (PEM,
     /// leaf first); re-read when it changes or on SIGHUP. Needs --tls-key
-    #[arg(long, env = "WS2HTTP_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    #[arg(long, env = "WS2HTTP_TLS_CERT", value_name = "FILE", requires = "tls_key", help_heading = crate::tls::HELP_HEADING)]
     pub tls_cert: Option<PathBuf>,
     /// The private key (PEM) of --tls-cert
-    #[arg(long, env = "WS2HTTP_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    #[arg(long, env = "WS2HTTP_TLS_KEY", value_name = "FILE", requires = "tls_cert", help_heading = crate::tls::HELP_HEADING)]
     pub tls_key: Option<PathBuf>,
     /// Control API listener
     #[arg(long, env = "WS2HTTP_API_LISTEN", default_value = "127.0.0.1:8081", value_name = "ADDR")]
@@ -412,6 +412,16 @@ pub fn split_route(s: &str) -> (String, &str) {
     }
 }
 
+/// `--backend-url [PREFIX=]URL` values as (prefix, URL).
+fn backend_routes(urls: &[String]) -> Vec<(String, String)> {
+    urls.iter()
+        .map(|u| {
+            let (prefix, url) = split_route(u);
+            (prefix, url.to_owned())
+        })
+        .collect()
+}
+
 impl Cli {
     pub fn into_config(mut self) -> Result<Config, String> {
         let (listen, extra_listen) = crate::cli_checks::listen_addrs(&self.listen)?;
@@ -463,14 +473,7 @@ impl Cli {
             fastcgi: fastcgi_routes(&self.fastcgi)?,
             redis: self.redis,
             outbound,
-            backend_url: self
-                .backend_url
-                .iter()
-                .map(|u| {
-                    let (prefix, url) = split_route(u);
-                    (prefix, url.to_owned())
-                })
-                .collect(),
+            backend_url: backend_routes(&self.backend_url),
             api_allow_host,
             api_max_body: self.api_max_body.max(1),
             allow_host,

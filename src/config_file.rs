@@ -92,8 +92,12 @@ fn check(cmd: &clap::Command, s: &Setting) -> Result<(), String> {
     if s.values.len() > 1 && !repeatable {
         return Err(format!("takes one value, not a list, e.g. {} = {:?}", s.key, s.values[0]));
     }
-    // The flag alone (no variable behind it), parsed as clap would.
-    let one = clap::Command::new("ws2http").arg(arg.clone().env(None::<&'static str>));
+    // The flag alone (no variable behind it, no relation to flags that are
+    // not in this one-flag command: `--tls-cert` requires `--tls-key`),
+    // parsed as clap would. The relations are checked on the whole command.
+    use clap::builder::Resettable::Reset;
+    let alone = arg.clone().env(None::<&'static str>).requires(Reset).conflicts_with(Reset).overrides_with(Reset);
+    let one = clap::Command::new("ws2http").arg(alone);
     for v in &s.values {
         let parts: Vec<&str> = match arg.get_value_delimiter() {
             Some(d) => v.split(d).collect(),

@@ -8,24 +8,27 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+/// `--help`'s heading for the CA files of TLS to the servers behind us.
+pub const CLIENT_HEADING: &str = "TLS to backends and Redis";
+
 /// The flags, as clap reads them.
 #[derive(Args, Debug, Clone, Default)]
 pub struct OutboundArgs {
     /// Also trust the CA certificates in this PEM file for https:// --backend-url servers
-    /// (besides the system's, or SSL_CERT_FILE when set)
-    #[arg(long, env = "WS2HTTP_BACKEND_CA", value_name = "FILE")]
+    /// (besides the system's and those of SSL_CERT_FILE when set)
+    #[arg(long, env = "WS2HTTP_BACKEND_CA", value_name = "FILE", help_heading = CLIENT_HEADING)]
     pub backend_ca: Option<PathBuf>,
     /// Trust only the CA certificates in this PEM file for a rediss:// --redis server
     /// [default: the system's, or SSL_CERT_FILE when set]
-    #[arg(long, env = "WS2HTTP_REDIS_CA", value_name = "FILE")]
+    #[arg(long, env = "WS2HTTP_REDIS_CA", value_name = "FILE", help_heading = CLIENT_HEADING)]
     pub redis_ca: Option<PathBuf>,
     /// Also listen for plain HTTP on ADDR and answer every request with a 308 redirect to the
     /// same path on the HTTPS listener, e.g. --redirect-http 0.0.0.0:80 (needs TLS)
-    #[arg(long, env = "WS2HTTP_REDIRECT_HTTP", value_name = "ADDR")]
+    #[arg(long, env = "WS2HTTP_REDIRECT_HTTP", value_name = "ADDR", help_heading = crate::tls::HELP_HEADING)]
     pub redirect_http: Option<String>,
     /// Send Strict-Transport-Security: max-age=SECONDS on every HTTPS response, e.g. --hsts 31536000
     /// (needs TLS; browsers then refuse plain http:// to this host for that long)
-    #[arg(long, env = "WS2HTTP_HSTS", value_name = "SECONDS")]
+    #[arg(long, env = "WS2HTTP_HSTS", value_name = "SECONDS", help_heading = crate::tls::HELP_HEADING)]
     pub hsts: Option<u64>,
 }
 

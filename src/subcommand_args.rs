@@ -81,7 +81,8 @@ pub struct TryArgs {
 /// `ws2http connect URL`.
 #[derive(Args, Debug)]
 pub struct ConnectArgs {
-    /// ws://HOST[:PORT]/PATH (wss:// is not supported yet)
+    /// ws://HOST[:PORT]/PATH or wss://HOST[:PORT]/PATH (TLS: verified against the system's CAs plus
+    /// SSL_CERT_FILE when set)
     pub url: String,
     /// Send this Origin header, as a browser on that page would
     #[arg(long, value_name = "ORIGIN")]

@@ -7,58 +7,13 @@
 
 mod common;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use async_tungstenite::tungstenite::Message;
+use common::pki::make_pki;
 use common::*;
 use ws2http_test_suite::suite;
-
-/// A test CA (`ca.pem`) and a certificate it signed for `localhost` and
-/// `127.0.0.1` (`cert.pem`, `key.pem`), in `dir`.
-fn make_pki(dir: &Path, name: &str) -> PathBuf {
-    let dir = dir.join(name);
-    std::fs::create_dir_all(&dir).expect("pki dir");
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).current_dir(&dir).output().expect("run openssl");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-    let subject = format!("/CN=ws2http test CA {name}");
-    openssl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", &subject],
-            &["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"],
-        ]
-        .concat(),
-    );
-    openssl(&[&["req"][..], &ec, &["-keyout", "key.pem", "-out", "req.csr", "-subj", "/CN=localhost"]].concat());
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("ext.cnf");
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "req.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "cert.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
-    dir
-}
 
 /// An HTTPS backend: answers a message event with `tls PAYLOAD sni=NAME`
 /// (the name the client sent in SNI), any other event with nothing.

@@ -3,65 +3,28 @@
 //! few milliseconds and a few hundred certificates' worth of memory, so it
 //! is done only when an `https://` URL is given).
 //!
-//! Which certificates are trusted, in the order an operator expects from
-//! curl and other OpenSSL programs: the system's roots, or the file in
-//! `SSL_CERT_FILE` (or the directories in `SSL_CERT_DIR`) when set (as
-//! OpenSSL does, they replace the system's store: `rustls-native-certs`),
-//! plus every certificate of `--backend-ca FILE` (a private CA, a
-//! self-signed backend). A certificate none of them signed is refused: the
-//! event fails like an unreachable backend (502 for an open), and the log
-//! line says which flag fixes it. There is no switch to skip verification.
+//! Which certificates are trusted is [`crate::tls::roots`]' one rule: the
+//! system's roots, plus `SSL_CERT_FILE`/`SSL_CERT_DIR` when set, plus
+//! every certificate of `--backend-ca FILE` (a private CA, a self-signed
+//! backend). A certificate none of them signed is refused: the event fails
+//! like an unreachable backend (502 for an open), and the log line says
+//! which flag fixes it. There is no switch to skip verification.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
-use rustls::{ClientConfig, RootCertStore};
+use rustls::ClientConfig;
 
 /// What follows a refused certificate in the log line.
 pub const HINT: &str = "trust its CA with --backend-ca FILE (or SSL_CERT_FILE)";
 
-/// The client configuration: system roots (or `SSL_CERT_FILE`) plus the
-/// certificates of `ca_file`; ALPN `http/1.1`, the only protocol we speak.
+/// The client configuration: the trusted roots plus the certificates of
+/// `ca_file`; ALPN `http/1.1`, the only protocol we speak.
 pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
-    let mut roots = RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for e in &native.errors {
-        log::warn!("system CA certificates: {e}");
-    }
-    let (added, _ignored) = roots.add_parsable_certificates(native.certs);
-    if let Some(path) = ca_file {
-        let certs = ca_certificates(path)?;
-        for cert in certs {
-            roots.add(cert).map_err(|e| format!("--backend-ca {}: not a CA certificate ({e})", path.display()))?;
-        }
-    }
-    if roots.is_empty() {
-        return Err(format!(
-            "https:// backend: no trusted CA certificate ({added} from the system; is ca-certificates \
-             installed?); give one with --backend-ca FILE"
-        ));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS client: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// Every certificate in the PEM file `path`; at least one.
-fn ca_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let what = |e: &dyn std::fmt::Display| format!("--backend-ca {}: {e}", path.display());
-    let certs: Vec<_> =
-        CertificateDer::pem_file_iter(path).map_err(|e| what(&e))?.collect::<Result<_, _>>().map_err(|e| what(&e))?;
-    if certs.is_empty() {
-        return Err(what(&"no PEM certificate in it (expected -----BEGIN CERTIFICATE-----)"));
-    }
-    Ok(certs)
+    crate::tls::roots::client_config(ca_file, "--backend-ca").map_err(|e| match ca_file {
+        Some(_) if e.starts_with("--backend-ca") => e,
+        _ => format!("https:// backend: {e}"),
+    })
 }
 
 #[cfg(test)]

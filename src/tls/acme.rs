@@ -48,6 +48,7 @@ pub use super::ACME_TLS_ALPN;
 
 /// The ACME flags, as typed.
 #[derive(clap::Args, Debug, Clone, Default)]
+#[command(next_help_heading = super::HELP_HEADING)]
 pub struct AcmeArgs {
     /// Obtain the HTTPS certificate for DOMAIN automatically (ACME, TLS-ALPN-01 on the listener's own port,
     /// which must be reachable as DOMAIN:443); repeat for more names on one certificate
@@ -208,37 +209,10 @@ fn private_dir(dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("--acme-cache {shown}: not writable ({e}); give a directory ws2http's user can write"))
 }
 
-/// The roots for an HTTPS client of ours: the system's (or SSL_CERT_FILE /
-/// SSL_CERT_DIR, which rustls-native-certs reads instead of them), the
-/// system's again when those variables are set (the issue asks for both),
-/// and `extra` (a PEM file, named by `flag` in errors).
+/// The roots for the ACME directory's HTTPS: [`super::roots::store`]
+/// (system + `SSL_CERT_FILE`/`SSL_CERT_DIR` + `extra`, named `flag`).
 pub fn roots(extra: Option<&Path>, flag: &str) -> Result<RootCertStore, String> {
-    let mut certs = rustls_native_certs::load_native_certs().certs;
-    if std::env::var_os("SSL_CERT_FILE").is_some() || std::env::var_os("SSL_CERT_DIR").is_some() {
-        for dir in openssl_probe::candidate_cert_dirs() {
-            certs.extend(rustls_native_certs::load_certs_from_paths(None, Some(dir)).certs);
-        }
-    }
-    if let Some(file) = extra {
-        let shown = file.display();
-        let pem = std::fs::read(file).map_err(|e| format!("{flag} {shown}: {e}"))?;
-        let mine: Vec<_> = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("{flag} {shown}: not a PEM certificate file ({e:?})"))?;
-        if mine.is_empty() {
-            return Err(format!("{flag} {shown}: no certificate in it (expected -----BEGIN CERTIFICATE-----)"));
-        }
-        certs.extend(mine);
-    }
-    let mut store = RootCertStore::empty();
-    // Unparsable system certificates are skipped, as every TLS client does.
-    store.add_parsable_certificates(certs);
-    if store.is_empty() {
-        return Err(format!(
-            "no CA certificate to verify HTTPS servers with: install ca-certificates or give {flag} FILE"
-        ));
-    }
-    Ok(store)
+    super::roots::store(extra, flag)
 }
 
 /// A start-up warning when the CA cannot reach the TLS-ALPN-01 challenge

@@ -1,7 +1,7 @@
 //! The client side of TLS, for `ws2http connect wss://...`: the server's
-//! certificate is verified against the system's CA certificates, or those
-//! in `SSL_CERT_FILE` / `SSL_CERT_DIR` when set (rustls-native-certs), so a
-//! test or private CA works the way it does for curl and Python.
+//! certificate is verified against the system's CA certificates plus those
+//! in `SSL_CERT_FILE` / `SSL_CERT_DIR` when set ([`super::roots`]), so a
+//! test or private CA works without losing the public ones.
 
 use std::io;
 use std::pin::Pin;
@@ -10,28 +10,14 @@ use std::task::{Context, Poll};
 
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, RootCertStore};
+use rustls::ClientConfig;
 
 use crate::runtime::TcpStream;
 
-/// The client settings: the trusted roots, ALPN `http/1.1`, ring.
+/// The client settings: [`super::roots`] (the system's CAs plus
+/// `SSL_CERT_FILE`/`SSL_CERT_DIR`), ALPN `http/1.1`, ring.
 pub fn config() -> Result<Arc<ClientConfig>, String> {
-    let found = rustls_native_certs::load_native_certs();
-    let mut roots = RootCertStore::empty();
-    let (added, _) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        let why = found.errors.first().map(|e| format!(" ({e})")).unwrap_or_default();
-        return Err(format!(
-            "no trusted CA certificate found{why}; install ca-certificates, or point SSL_CERT_FILE at a PEM file"
-        ));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS settings: {e}"))?;
-    let mut config = builder.with_root_certificates(roots).with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    super::roots::client_config(None, "")
 }
 
 /// A client connection: plain (`ws://`) or TLS (`wss://`).

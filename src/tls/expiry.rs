@@ -8,11 +8,25 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 
-static NOT_AFTER: Mutex<BTreeMap<String, i64>> = Mutex::new(BTreeMap::new());
+/// Domain -> (end of validity, who set it: "files", "acme").
+static NOT_AFTER: Mutex<BTreeMap<String, (i64, &'static str)>> = Mutex::new(BTreeMap::new());
 
 /// Records (or updates) the end of validity of `domain`'s certificate.
 pub fn set(domain: &str, not_after_unix: i64) {
-    NOT_AFTER.lock().unwrap_or_else(|p| p.into_inner()).insert(domain.to_owned(), not_after_unix);
+    let mut all = NOT_AFTER.lock().unwrap_or_else(|p| p.into_inner());
+    all.insert(domain.to_owned(), (not_after_unix, "acme"));
+}
+
+/// The certificate `source` serves is now the one for `names`: their
+/// entries are set and every other name `source` set before is dropped,
+/// so a certificate rotated to other names leaves no stale expiry behind
+/// (an alert on it would fire for a name no longer served).
+pub fn replace(source: &'static str, names: &[String], not_after_unix: i64) {
+    let mut all = NOT_AFTER.lock().unwrap_or_else(|p| p.into_inner());
+    all.retain(|_, (_, by)| *by != source);
+    for name in names {
+        all.insert(name.clone(), (not_after_unix, source));
+    }
 }
 
 /// The end of validity of a DER certificate (unix seconds) and the names
@@ -53,7 +67,7 @@ pub fn render(s: &mut String) {
         "# HELP ws2http_tls_cert_not_after_seconds When the certificate served for the domain expires (unix time).\n",
     );
     s.push_str("# TYPE ws2http_tls_cert_not_after_seconds gauge\n");
-    for (domain, t) in all.iter() {
+    for (domain, (t, _)) in all.iter() {
         let domain = domain.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
         let _ = writeln!(s, "ws2http_tls_cert_not_after_seconds{{domain=\"{domain}\"}} {t}");
     }
@@ -70,5 +84,19 @@ mod tests {
         assert!(s.contains("ws2http_tls_cert_not_after_seconds{domain=\"a.example\"} 1900000000\n"), "{s}");
         assert!(s.contains("{domain=\"b\\\"x\"} 5\n"), "{s}");
         assert!(super::of_certificate(b"not a certificate").is_none());
+    }
+
+    #[test]
+    fn a_rotation_to_other_names_drops_the_old_names_only() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        super::set("acme.rotation.test", 7);
+        super::replace("files", &names(&["old.rotation.test", "both.rotation.test"]), 100);
+        super::replace("files", &names(&["both.rotation.test", "new.rotation.test"]), 200);
+        let mut s = String::new();
+        super::render(&mut s);
+        assert!(!s.contains("old.rotation.test"), "{s}");
+        assert!(s.contains("{domain=\"both.rotation.test\"} 200\n"), "{s}");
+        assert!(s.contains("{domain=\"new.rotation.test\"} 200\n"), "{s}");
+        assert!(s.contains("{domain=\"acme.rotation.test\"} 7\n"), "another source's names stay: {s}");
     }
 }

@@ -82,12 +82,11 @@ pub fn start(cert: &Path, key: &Path) -> Result<Arc<FileResolver>, String> {
 
 /// Records the leaf certificate's end of validity under each of its names.
 fn note_expiry(pair: &CertifiedKey) {
-    let Some((not_after, names)) = pair.cert.first().and_then(|c| super::expiry::of_certificate(c)) else {
-        return;
-    };
-    for name in names {
-        super::expiry::set(&name, not_after);
-    }
+    // A leaf that does not parse names nothing: the old names go all the same.
+    let (not_after, names) =
+        pair.cert.first().and_then(|c| super::expiry::of_certificate(c)).unwrap_or((0, Vec::new()));
+    // The names of the previous pair that this one lacks are dropped.
+    super::expiry::replace("files", &names, not_after);
 }
 
 /// What tells a file changed: its modification time and length.
@@ -132,5 +131,32 @@ impl Watch {
             }
             Err(e) => log::error!("TLS certificate not reloaded ({why}), the old one is kept: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed pair for `names`, written to `dir` as cert.pem/key.pem.
+    fn pair(dir: &Path, names: &[&str]) -> Arc<CertifiedKey> {
+        let c = rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("a certificate");
+        std::fs::write(dir.join("cert.pem"), c.cert.pem()).expect("write cert");
+        std::fs::write(dir.join("key.pem"), c.key_pair.serialize_pem()).expect("write key");
+        load(&dir.join("cert.pem"), &dir.join("key.pem")).expect("the pair loads")
+    }
+
+    #[test]
+    fn a_reload_with_other_names_drops_the_old_names_from_metrics() {
+        let dir = std::env::temp_dir().join(format!("ws2http-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        note_expiry(&pair(&dir, &["old.files.test", "kept.files.test"]));
+        note_expiry(&pair(&dir, &["kept.files.test", "new.files.test"]));
+        let mut s = String::new();
+        super::super::expiry::render(&mut s);
+        assert!(!s.contains("old.files.test"), "{s}");
+        assert!(s.contains("{domain=\"kept.files.test\"}") && s.contains("{domain=\"new.files.test\"}"), "{s}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -13,12 +13,14 @@
 //! ([`rustls::server::ResolvesServerCert`]): [`files`] for certificate
 //! files, reloaded when they change, and ACME's for its certificates.
 //! [`expiry`] keeps each certificate's end of validity for `/metrics`;
-//! [`client`] is the other side, for `ws2http connect wss://`.
+//! [`client`] is the other side, for `ws2http connect wss://`; [`roots`] is
+//! what every client of ours (connect, https:// backends, ACME) trusts.
 
 pub mod acme;
 pub mod client;
 pub mod expiry;
 pub mod files;
+pub mod roots;
 
 use std::io;
 use std::pin::Pin;
@@ -31,6 +33,10 @@ use rustls::server::ResolvesServerCert;
 use rustls::ServerConfig;
 
 use crate::runtime::{self, TcpStream};
+
+/// `--help`'s heading for the flags of HTTPS on the public listeners
+/// (certificate files, ACME, the redirect listener, HSTS).
+pub const HELP_HEADING: &str = "HTTPS (TLS on the public listeners)";
 
 /// The ALPN protocol of the TLS-ALPN-01 ACME challenge (RFC 8737).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";

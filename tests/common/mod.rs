@@ -344,6 +344,7 @@ impl Server {
 // cargo packages that provide them): ./test then installs it, and
 // WS2HTTP_TEST_SKIP accepts its name.
 mod http_conn;
+pub mod pki;
 mod suites;
 #[allow(unused_imports)]
 pub use http_conn::HttpConn;

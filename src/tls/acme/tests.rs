@@ -75,7 +75,7 @@ fn acme_ca_adds_its_certificates_and_a_bad_file_is_one_clear_error() {
     let missing = roots(Some(&dir.join("nope.pem")), "--acme-ca").unwrap_err();
     assert!(missing.starts_with("--acme-ca ") && missing.contains("nope.pem"), "{missing}");
     std::fs::write(&file, "not pem").unwrap();
-    assert!(roots(Some(&file), "--acme-ca").unwrap_err().contains("no certificate in it"));
+    assert!(roots(Some(&file), "--acme-ca").unwrap_err().contains("no PEM certificate in it"));
 }
 
 #[test]
