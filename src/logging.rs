@@ -12,8 +12,8 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 
 /// Sets up logging: our own crate and rustls-acme (its steps of a
-/// certificate order, one line each) at `level`, other crates at `warn`;
-/// `RUST_LOG` overrides both.
+/// certificate order, one line each) at `level`, other crates at `warn`,
+/// rustls off; `RUST_LOG` overrides them (rustls only if it names `rustls=`).
 ///
 /// Logging to a file or a pipe (a service's usual case, one line per
 /// event), the line is written as it is formatted: no colour codes, so
@@ -24,6 +24,13 @@ pub fn init(level: &str) {
     use std::io::IsTerminal;
     let filter = env_logger::Env::default().default_filter_or(format!("warn,ws2http={level},rustls_acme={level}"));
     let mut builder = env_logger::Builder::from_env(filter);
+    // rustls itself off unless RUST_LOG names it: it logs what a client
+    // sent (a rejected SNI name in full, at warn) once per handshake, so
+    // any client could fill the log; a failed handshake is already our
+    // own one line (`listen`).
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.split(',').any(|d| d.trim().starts_with("rustls="))) {
+        builder.parse_filters("rustls=off");
+    }
     let plain = std::env::var_os("RUST_LOG_STYLE").is_none() && !std::io::stderr().is_terminal();
     if plain {
         // Nothing to strip: the format below writes no style when plain.

@@ -26,6 +26,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import tempfile
 import time
@@ -55,6 +56,20 @@ PER_CONNECTION = """#!/bin/sh
 env | grep -E '^(HTTPS|REQUEST_SCHEME|SERVER_PORT)=' | sort | tr '\\n' ' '
 echo
 """
+
+
+def client_hello(server_name):
+    """A TLS 1.2/1.3 ClientHello record carrying `server_name` as its SNI."""
+    def ext(kind, data):
+        return struct.pack(">HH", kind, len(data)) + data
+    name = struct.pack(">BH", 0, len(server_name)) + server_name
+    exts = (ext(0, struct.pack(">H", len(name)) + name)
+            + ext(10, bytes.fromhex("0004001d0017"))          # groups: x25519, P-256
+            + ext(13, bytes.fromhex("0006040308040401")))     # signature algorithms
+    body = (b"\x03\x03" + os.urandom(32) + b"\x00" + bytes.fromhex("0004c02bc02f") + b"\x01\x00"
+            + struct.pack(">H", len(exts)) + exts)
+    handshake = b"\x01" + struct.pack(">I", len(body))[1:] + body
+    return b"\x16\x03\x01" + struct.pack(">H", len(handshake)) + handshake
 
 
 def run(*cmd, **kw):
@@ -262,6 +277,18 @@ class TlsTest(unittest.TestCase):
             while c.recv(4096):
                 pass
         asyncio.run(self.until(lambda: "TLS handshake failed" in s.log_text(), "failed handshake logged"))
+
+    @curl
+    def test_a_clients_server_name_never_reaches_the_log(self):
+        # rustls logs a rejected SNI name in full: any client could fill the
+        # log with its own bytes, once per handshake. Its target is off.
+        s = self.start()
+        with socket.create_connection(("127.0.0.1", s.port), timeout=30) as c:
+            c.sendall(client_hello(b"x" * 3000))  # not a DNS name: rustls rejects it
+            while c.recv(4096):
+                pass
+        asyncio.run(self.until(lambda: "TLS handshake failed" in s.log_text(), "the failed handshake logged"))
+        self.assertNotIn("x" * 100, s.log_text())
 
     def test_certificate_expiry_in_metrics(self):
         s = self.start()
