@@ -28,12 +28,9 @@ use futures_util::task::AtomicWaker;
 use crate::action::Message;
 use crate::event::EventKind;
 
-/// Deque capacity kept once a burst has drained; a larger buffer is freed
-/// (an idle connection holds no slots).
-const KEEP: usize = 4;
-
-/// The queue and the waker of the task that takes from it.
-pub struct Queue<T> {
+/// The queue and the waker of the task that takes from it. `KEEP`: the
+/// deque capacity kept once a burst has drained; a larger buffer is freed.
+pub struct Queue<T, const KEEP: usize> {
     msgs: Mutex<VecDeque<T>>,
     /// Closed: nothing more is pushed; what is queued is still taken. Set
     /// under the lock (a push checks it there); read without it by
@@ -42,14 +39,17 @@ pub struct Queue<T> {
     writer: AtomicWaker,
 }
 
-/// The messages queued for a client (the hub pushes, the writer takes).
-pub type OutQueue = Queue<Message>;
+/// The messages queued for a client (the hub pushes, the writer takes);
+/// keeps room for 4 once it has been used.
+pub type OutQueue = Queue<Message, 4>;
 
 /// A connection's message and close events (the reader pushes, the event
-/// worker takes).
-pub type EventQueue = Queue<EventKind>;
+/// worker takes). Its buffer is freed each time it drains, so a connection
+/// that once sent messages and went idle holds none (futures-channel, before,
+/// kept one node; a kept 4-event buffer would be 4 × 40 bytes).
+pub type EventQueue = Queue<EventKind, 0>;
 
-impl<T> Default for Queue<T> {
+impl<T, const KEEP: usize> Default for Queue<T, KEEP> {
     fn default() -> Self {
         Queue { msgs: Mutex::default(), closed: AtomicBool::new(false), writer: AtomicWaker::new() }
     }
@@ -64,7 +64,7 @@ pub enum Empty {
     Closed,
 }
 
-impl<T> Queue<T> {
+impl<T, const KEEP: usize> Queue<T, KEEP> {
     fn lock(&self) -> MutexGuard<'_, VecDeque<T>> {
         // Pushes and takes leave the deque consistent at every step.
         self.msgs.lock().unwrap_or_else(|e| e.into_inner())
@@ -207,5 +207,14 @@ mod tests {
         assert!(q.lock().capacity() >= 100);
         while q.try_take().is_ok() {}
         assert_eq!(q.lock().capacity(), 0, "an idle connection holds no slots");
+    }
+
+    #[test]
+    fn the_event_queue_gives_its_buffer_back_after_every_burst() {
+        let q = EventQueue::default();
+        q.push(EventKind::Open).expect("open");
+        assert!(q.lock().capacity() > 0);
+        assert_eq!(q.try_take(), Ok(EventKind::Open));
+        assert_eq!(q.lock().capacity(), 0, "a connection that went idle holds no event buffer");
     }
 }
