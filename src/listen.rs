@@ -45,7 +45,7 @@ struct RefusalLog {
 }
 
 impl RefusalLog {
-    fn note(&self, name: &str, ip: &str, full: &Full) {
+    fn note(&self, name: &str, ip: std::net::IpAddr, full: &Full) {
         let now = crate::runtime::clock_ms() / 1000 + 1;
         if self.last_second.swap(now, Ordering::Relaxed) == now {
             self.unlogged.fetch_add(1, Ordering::Relaxed);
@@ -94,8 +94,7 @@ pub async fn serve<S: Clone + Send + Sync + 'static>(
         }
         // Small writes (WebSocket frames, short responses) go out at once.
         let _ = stream.set_nodelay(true);
-        let ip = peer.ip().to_string();
-        match limits.reserve(&ip) {
+        match limits.reserve(Some(peer.ip())) {
             Ok(slot) => {
                 let (app, options) = (app.clone(), options.clone());
                 match &settings.tls {
@@ -108,9 +107,9 @@ pub async fn serve<S: Clone + Send + Sync + 'static>(
             }
             // A TLS client cannot read a plain answer, and a handshake
             // costs more than the refusal should: closed at once.
-            Err(full) if settings.tls.is_some() => log.note(settings.name, &ip, &full),
+            Err(full) if settings.tls.is_some() => log.note(settings.name, peer.ip(), &full),
             Err(full) => {
-                log.note(settings.name, &ip, &full);
+                log.note(settings.name, peer.ip(), &full);
                 refuse_busy(stream, peer).await;
             }
         }

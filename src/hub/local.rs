@@ -97,9 +97,36 @@ struct Recipient {
     max_queued: usize,
 }
 
+/// The hub map's key: the connection's own id, read through its
+/// [`ConnInfo`] (the map looks up by `&ConnId`), so that no second copy of
+/// the id is allocated per connection (a 32-byte `Box<str>`: a 48-byte
+/// heap chunk and 8 bytes more per map slot).
+struct Key(Arc<ConnInfo>);
+
+impl std::borrow::Borrow<ConnId> for Key {
+    fn borrow(&self) -> &ConnId {
+        &self.0.id
+    }
+}
+
+/// Hashed and compared as its id is (what [`std::borrow::Borrow`] requires).
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.id.hash(state)
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for Key {}
+
 #[derive(Default)]
 struct State {
-    conns: HashMap<ConnId, Conn>,
+    conns: HashMap<Key, Conn>,
     rooms: HashMap<String, HashSet<ConnId>>,
 }
 
@@ -173,7 +200,7 @@ impl Hub {
         let (shared, rx) = ConnShared::new();
         let conn = Conn { info: info.clone(), connected_at: SystemTime::now(), shared: shared.clone(), joined: None };
         self.changed(&conn);
-        lock(&self.state).conns.insert(info.id.clone(), conn);
+        lock(&self.state).conns.insert(Key(info), conn);
         (rx, shared)
     }
 

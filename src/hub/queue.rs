@@ -1,18 +1,21 @@
-//! A connection's outgoing queue: the hub pushes, the connection's writer
-//! takes, in order.
+//! A connection's queues: the outgoing one (the hub pushes, the
+//! connection's writer takes) and the event one (the reader pushes, the
+//! event worker takes), each in order.
 //!
-//! Why not a channel crate: an idle connection holds its queue for its
+//! Why not a channel crate: an idle connection holds its queues for its
 //! whole life, and async-channel's unbounded queue cost ~770 bytes of heap
 //! (cache-padded to 128-byte alignment) plus an event-listener allocation
-//! while the writer waited. This is a `VecDeque` under a mutex, inline in
-//! the connection's [`super::shared::ConnShared`], and the writer's waker:
+//! while the writer waited; futures-channel's (the event queue's before)
+//! two allocations (its state, 72 bytes, and a stub node, 48) plus one
+//! node per event. This is a `VecDeque` under a mutex, inline in the
+//! connection's [`super::shared::ConnShared`], and the taker's waker:
 //! nothing is allocated while the queue is empty (the deque's buffer is
-//! freed when a burst has drained). The hub holds the limits
+//! freed when a burst has drained). The hub holds the outgoing limits
 //! (`--max-outgoing`, the byte budget) and checks them against
-//! [`OutQueue::len`] before it pushes.
+//! [`Queue::len`] before it pushes; the reader holds `--max-queue`.
 //!
-//! Only the writer takes and waits, from the connection's one task: one
-//! stored waker is enough ([`OutQueue::wake_writer`] also serves the abort
+//! Only one party takes and waits, from the connection's one task: one
+//! stored waker is enough ([`Queue::wake_writer`] also serves the abort
 //! signal, which the same writer waits for).
 
 use std::collections::VecDeque;
@@ -23,23 +26,36 @@ use std::task::{Context, Poll};
 use futures_util::task::AtomicWaker;
 
 use crate::action::Message;
+use crate::event::EventKind;
 
-/// Deque capacity kept once a burst has drained; a larger buffer is freed
-/// (an idle connection holds no slots).
-const KEEP: usize = 4;
-
-/// The queue and the waker of the task that takes from it.
-#[derive(Default)]
-pub struct OutQueue {
-    msgs: Mutex<VecDeque<Message>>,
+/// The queue and the waker of the task that takes from it. `KEEP`: the
+/// deque capacity kept once a burst has drained; a larger buffer is freed.
+pub struct Queue<T, const KEEP: usize> {
+    msgs: Mutex<VecDeque<T>>,
     /// Closed: nothing more is pushed; what is queued is still taken. Set
     /// under the lock (a push checks it there); read without it by
-    /// [`OutQueue::is_closed`], which every delivery asks first.
+    /// [`Queue::is_closed`], which every delivery asks first.
     closed: AtomicBool,
     writer: AtomicWaker,
 }
 
-/// Why [`OutQueue::try_take`] gave nothing.
+/// The messages queued for a client (the hub pushes, the writer takes);
+/// keeps room for 4 once it has been used.
+pub type OutQueue = Queue<Message, 4>;
+
+/// A connection's message and close events (the reader pushes, the event
+/// worker takes). Its buffer is freed each time it drains, so a connection
+/// that once sent messages and went idle holds none (futures-channel, before,
+/// kept one node; a kept 4-event buffer would be 4 × 40 bytes).
+pub type EventQueue = Queue<EventKind, 0>;
+
+impl<T, const KEEP: usize> Default for Queue<T, KEEP> {
+    fn default() -> Self {
+        Queue { msgs: Mutex::default(), closed: AtomicBool::new(false), writer: AtomicWaker::new() }
+    }
+}
+
+/// Why [`Queue::try_take`] gave nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Empty {
     /// Nothing queued now.
@@ -48,14 +64,14 @@ pub enum Empty {
     Closed,
 }
 
-impl OutQueue {
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Message>> {
+impl<T, const KEEP: usize> Queue<T, KEEP> {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<T>> {
         // Pushes and takes leave the deque consistent at every step.
         self.msgs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `msg` for the writer; gives it back if the queue is closed.
-    pub fn push(&self, msg: Message) -> Result<(), Message> {
+    /// Queues `msg` for the taker; gives it back if the queue is closed.
+    pub fn push(&self, msg: T) -> Result<(), T> {
         {
             let mut q = self.lock();
             if self.closed.load(Ordering::SeqCst) {
@@ -94,7 +110,7 @@ impl OutQueue {
     }
 
     /// The oldest message queued, or why there is none.
-    pub fn try_take(&self) -> Result<Message, Empty> {
+    pub fn try_take(&self) -> Result<T, Empty> {
         let mut q = self.lock();
         match q.pop_front() {
             Some(m) => {
@@ -111,7 +127,7 @@ impl OutQueue {
     /// The oldest message queued (`Ready(None)` once closed and drained);
     /// otherwise the task of `cx` is woken when one is pushed or the queue
     /// closes.
-    pub fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+    pub fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         match self.try_take() {
             Ok(m) => return Poll::Ready(Some(m)),
             Err(Empty::Closed) => return Poll::Ready(None),
@@ -126,7 +142,7 @@ impl OutQueue {
         }
     }
 
-    /// Registers the writer's task for [`OutQueue::wake_writer`].
+    /// Registers the writer's task for [`Queue::wake_writer`].
     pub fn register_writer(&self, cx: &mut Context<'_>) {
         self.writer.register(cx.waker());
     }
@@ -191,5 +207,14 @@ mod tests {
         assert!(q.lock().capacity() >= 100);
         while q.try_take().is_ok() {}
         assert_eq!(q.lock().capacity(), 0, "an idle connection holds no slots");
+    }
+
+    #[test]
+    fn the_event_queue_gives_its_buffer_back_after_every_burst() {
+        let q = EventQueue::default();
+        q.push(EventKind::Open).expect("open");
+        assert!(q.lock().capacity() > 0);
+        assert_eq!(q.try_take(), Ok(EventKind::Open));
+        assert_eq!(q.lock().capacity(), 0, "a connection that went idle holds no event buffer");
     }
 }

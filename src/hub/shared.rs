@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 
-use super::queue::{Empty, OutQueue};
+use super::queue::{Empty, EventQueue, OutQueue};
 use crate::action::{CloseCause, Message};
 
 /// Why and how the server wants a connection closed.
@@ -63,6 +63,10 @@ pub struct ConnShared {
     /// The connection's outgoing queue (the hub queues, the writer takes
     /// through [`Outgoing`]); closed to end the writer.
     pub(super) outgoing: OutQueue,
+    /// The connection's message and close events, in order (its reader
+    /// and the end of the connection push, its event worker takes): inline
+    /// here, not a channel of its own (see [`super::queue`]).
+    pub events: EventQueue,
     /// When the client last sent anything (ms on [`clock_ms`]).
     last_seen: AtomicU64,
     /// When the socket last took bytes we wrote (ms on [`clock_ms`]).
@@ -98,6 +102,7 @@ impl ConnShared {
             close: Mutex::new(None),
             killed: AtomicBool::new(false),
             outgoing: OutQueue::default(),
+            events: EventQueue::default(),
             last_seen: AtomicU64::new(clock_ms()),
             last_written: AtomicU64::new(clock_ms()),
             ended: AtomicBool::new(false),

@@ -29,6 +29,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
@@ -38,7 +39,6 @@ use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::Message as WsMessage;
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::{WebSocketReceiver, WebSocketSender};
-use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt, StreamExt};
 use futures_util::future::{select, Either};
 
@@ -52,18 +52,64 @@ use crate::ws::pinger::Pinger;
 use crate::ws::state::WsState;
 use crate::{metrics, runtime};
 
-/// A connection's event queue: the reader (and [`finish`]) queue, the
-/// worker takes, all in the connection's one task. futures-channel's
-/// unbounded queue: ~150 bytes per connection and nothing allocated while it
-/// is empty and waited on (async-channel's took 768 bytes, cache-padded,
-/// plus a listener allocation while the worker waited). `--max-queue` is
-/// counted in the connection's [`ConnBudget`].
-pub type EventTx = UnboundedSender<EventKind>;
-pub type EventRx = UnboundedReceiver<EventKind>;
+/// The pushing end of a connection's event queue (the reader and
+/// [`finish`] push, in the connection's one task). The queue is
+/// [`ConnShared::events`]: a `VecDeque` and a waker inline in the
+/// connection's shared state, nothing allocated while it is empty and
+/// waited on (futures-channel's unbounded queue took two allocations, 120
+/// bytes, and one more per event; async-channel's 768 bytes, cache-padded).
+/// `--max-queue` is counted in the connection's [`ConnBudget`].
+///
+/// As a channel's ends: once the pushing end is dropped the worker takes
+/// what is queued and then sees the end; once the worker's end is dropped,
+/// what is queued goes and later pushes fail.
+pub struct EventTx {
+    shared: Arc<ConnShared>,
+}
 
-/// A new, empty event queue.
-pub fn event_queue() -> (EventTx, EventRx) {
-    futures_channel::mpsc::unbounded()
+impl EventTx {
+    /// Queues `kind` for the worker; gives it back when the worker is gone.
+    pub fn unbounded_send(&self, kind: EventKind) -> Result<(), EventKind> {
+        self.shared.events.push(kind)
+    }
+}
+
+impl Drop for EventTx {
+    fn drop(&mut self) {
+        self.shared.events.close(false);
+    }
+}
+
+/// The event worker's end of a connection's event queue (see [`EventTx`]).
+pub struct EventRx {
+    shared: Arc<ConnShared>,
+}
+
+impl EventRx {
+    /// The oldest event queued, if one is queued now.
+    pub fn try_recv(&mut self) -> Result<EventKind, crate::hub::queue::Empty> {
+        self.shared.events.try_take()
+    }
+}
+
+impl futures_lite::Stream for EventRx {
+    type Item = EventKind;
+
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Option<EventKind>> {
+        self.shared.events.poll_take(cx)
+    }
+}
+
+impl Drop for EventRx {
+    fn drop(&mut self) {
+        self.shared.events.close(true);
+    }
+}
+
+/// The two ends of the event queue of the connection `shared` belongs to
+/// (made once per connection).
+pub fn event_queue(shared: &Arc<ConnShared>) -> (EventTx, EventRx) {
+    (EventTx { shared: shared.clone() }, EventRx { shared: shared.clone() })
 }
 
 /// How long the server waits for the client to answer its close frame.
@@ -730,7 +776,7 @@ mod tests {
         let conn = Arc::new(ConnInfo { id: ConnId::random(), target, request: Default::default() });
         let (outgoing, shared) = app.hub.register(conn.clone());
         let budget = app.queue_budget.conn(Box::new(|_| {}));
-        let (tx, rx) = event_queue();
+        let (tx, rx) = event_queue(&shared);
         Open { conn, transport, outgoing, shared, budget, tx, rx: Some(rx) }
     }
 
@@ -746,7 +792,7 @@ mod tests {
 
         /// Runs the event worker until the close event.
         fn run_worker(&mut self, app: &Arc<WsState>) {
-            let slot = app.conn_limits.reserve("127.0.0.1").expect("slot");
+            let slot = app.conn_limits.reserve("127.0.0.1".parse().ok()).expect("slot");
             let rx = self.rx.take().expect("one worker");
             let (conn, shared, budget) = (self.conn.clone(), self.shared.clone(), self.budget.clone());
             runtime::block_on(event_worker(app.clone(), conn, self.transport.clone(), rx, shared, budget, slot));
@@ -760,6 +806,30 @@ mod tests {
                 Message::Binary(b) => format!("{b:?}"),
             })
             .collect()
+    }
+
+    #[test]
+    fn the_event_queue_ends_like_a_channel() {
+        use futures_lite::future::{block_on, poll_once};
+        let close = || EventKind::Close { code: 1000, reason: String::new(), cause: CloseCause::Client };
+        let message = |t: &str| EventKind::Message { payload: t.to_owned().into(), binary: false };
+        // The pushing end gone: what is queued is still taken, in order, then the end.
+        let (shared, _out) = ConnShared::new();
+        let (tx, mut rx) = event_queue(&shared);
+        assert!(block_on(poll_once(rx.next())).is_none(), "empty: the worker waits");
+        tx.unbounded_send(message("a")).expect("open");
+        tx.unbounded_send(close()).expect("open");
+        drop(tx);
+        assert_eq!(block_on(rx.next()), Some(message("a")));
+        assert_eq!(block_on(rx.next()), Some(close()));
+        assert_eq!(block_on(rx.next()), None);
+        // The worker gone: what is queued goes, later pushes are refused.
+        let (shared, _out) = ConnShared::new();
+        let (tx, rx) = event_queue(&shared);
+        tx.unbounded_send(message("b")).expect("open");
+        drop(rx);
+        assert_eq!(shared.events.try_take(), Err(crate::hub::queue::Empty::Closed));
+        assert_eq!(tx.unbounded_send(close()), Err(close()));
     }
 
     #[test]
@@ -901,8 +971,8 @@ mod idle_size {
         let conn = Arc::new(ConnInfo { id: crate::id::ConnId::random(), target, request: Default::default() });
         let (_outgoing, shared) = app.hub.register(conn.clone());
         let budget = app.queue_budget.conn(Box::new(|_| {}));
-        let (_tx, rx) = event_queue();
-        let slot = app.conn_limits.reserve("192.0.2.1").expect("slot");
+        let (_tx, rx) = event_queue(&shared);
+        let slot = app.conn_limits.reserve("192.0.2.1".parse().ok()).expect("slot");
         let worker = event_worker(app.clone(), conn.clone(), t.clone(), rx, shared, budget, slot);
         let mut sink = |_: Output| {};
         let one_event = dispatch(&app, &conn, &*t, EventKind::Open, &mut sink, None);

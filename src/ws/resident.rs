@@ -875,8 +875,8 @@ mod idle_size {
         let conn = Arc::new(ConnInfo { id: crate::id::ConnId::random(), target, request: Default::default() });
         let (_outgoing, shared) = app.hub.register(conn.clone());
         let budget = app.queue_budget.conn(Box::new(|_| {}));
-        let (tx, rx) = connection::event_queue();
-        let slot = app.conn_limits.reserve("192.0.2.1").expect("slot");
+        let (tx, rx) = connection::event_queue(&shared);
+        let slot = app.conn_limits.reserve("192.0.2.1".parse().ok()).expect("slot");
         let (reader, stdin) = std::io::pipe().expect("pipe");
         let stdin = std::fs::File::from(std::os::fd::OwnedFd::from(stdin));
         let (stdout, out_w) = pipe();

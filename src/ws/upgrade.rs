@@ -191,12 +191,9 @@ fn check_origin<S>(req: &Request<S>, app: &WsState, path: &str) -> Result<(), Re
 /// Takes one of the connection slots (`--max-connections`, per IP and in
 /// total), or answers 503 when they are all taken.
 fn reserve_slot<S>(req: &Request<S>, app: &WsState, path: &str) -> Result<Slot, Refused> {
-    let ip = req
-        .peer_addr()
-        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
-    app.conn_limits.reserve(&ip).map_err(|full| {
+    let ip = req.peer_addr().and_then(|a| a.parse::<std::net::SocketAddr>().ok()).map(|a| a.ip());
+    app.conn_limits.reserve(ip).map_err(|full| {
+        let ip = ip.map(|ip| ip.to_string()).unwrap_or_default();
         let hint = format!("{path}: refused a handshake from {ip}:");
         log::warn!("{hint} {full:?} connections reached");
         crate::metrics::add(&crate::metrics::get().handshakes_refused, 1);
@@ -325,7 +322,7 @@ async fn start(app: Arc<WsState>, opening: Opening, socket: Option<crate::runtim
     }
     // Unbounded (no pre-allocated slots per idle connection); the reader
     // enforces --max-queue.
-    let (events_tx, events_rx) = connection::event_queue();
+    let (events_tx, events_rx) = connection::event_queue(&shared);
     // The worker runs in the connection's own task, beside its reader and
     // writer: a message's event, its script's reply and the write to the
     // socket then need no hand-off between tasks (each cost a thread wake).
