@@ -26,14 +26,16 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::RwLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_lite::StreamExt as _;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::CertificateDer;
-use rustls::server::ResolvesServerCert;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::RootCertStore;
-use rustls_acme::{AcmeConfig, AcmeState, EventOk};
+use rustls_acme::{AcmeConfig, AcmeState, EventOk, ResolvesServerCertAcme};
 
 use super::expiry;
 use cache::{FileCache, Seen};
@@ -269,6 +271,20 @@ pub fn listen_warning(settings: &Settings, listen: &[&str]) -> Option<String> {
 /// answers the TLS-ALPN-01 challenges, so the configuration must offer
 /// ALPN `acme-tls/1`).
 pub fn start(settings: Settings) -> Result<Arc<dyn ResolvesServerCert>, String> {
+    let (state, seen) = build(&settings)?;
+    let resolver = Arc::new(Forward::new(state.resolver()));
+    log::info!(
+        "acme: certificate for {} from {} (cache {})",
+        settings.domains.join(","),
+        settings.directory,
+        settings.cache.display()
+    );
+    crate::runtime::spawn(drive(state, seen, settings, resolver.clone()));
+    Ok(resolver)
+}
+
+/// A fresh rustls-acme state machine (it starts by loading the cache).
+fn build(settings: &Settings) -> Result<(AcmeState<std::io::Error>, Seen), String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let client = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -282,46 +298,138 @@ pub fn start(settings: Settings) -> Result<Arc<dyn ResolvesServerCert>, String> 
         .contact(&settings.contact)
         .cache(cache)
         .state();
-    let resolver = state.resolver();
-    log::info!(
-        "acme: certificate for {} from {} (cache {})",
-        settings.domains.join(","),
-        settings.directory,
-        settings.cache.display()
-    );
-    crate::runtime::spawn(drive(state, seen, settings.domains));
-    Ok(resolver)
+    Ok((state, seen))
+}
+
+/// The resolver the listener holds, in front of rustls-acme's, which the
+/// watchdog replaces: TLS-ALPN-01 challenges go to the newest state
+/// machine (the one ordering), every other handshake to the one that last
+/// deployed a certificate, so the old certificate keeps being served
+/// while a rebuilt state machine works.
+#[derive(Debug)]
+pub struct Forward {
+    /// `[newest, serving]`.
+    inner: RwLock<[Arc<ResolvesServerCertAcme>; 2]>,
+}
+
+impl Forward {
+    fn new(first: Arc<ResolvesServerCertAcme>) -> Self {
+        Forward { inner: RwLock::new([first.clone(), first]) }
+    }
+    fn get(&self) -> std::sync::RwLockReadGuard<'_, [Arc<ResolvesServerCertAcme>; 2]> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+    fn set(&self, which: usize, resolver: Arc<ResolvesServerCertAcme>) {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())[which] = resolver;
+    }
+    /// The newest state machine deployed a certificate: it serves now.
+    fn promote(&self) {
+        let newest = self.get()[0].clone();
+        self.set(1, newest);
+    }
+}
+
+impl ResolvesServerCert for Forward {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let challenge = hello.alpn().is_some_and(|mut a| a.any(|p| p == ACME_TLS_ALPN));
+        let which = if challenge { 0 } else { 1 };
+        let resolver = self.get()[which].clone();
+        resolver.resolve(hello)
+    }
+}
+
+/// How long an order may go without any event before the watchdog
+/// rebuilds the state machine: rustls-acme's HTTP client has no timeout,
+/// so a CA connection that stalls would leave the order pending for ever.
+/// The longest quiet stretch of a healthy order is its polling of a
+/// "processing" order (1 + 2 + ... + 512 s, 17 min) plus 31 s of polling
+/// per authorization; `WS2HTTP_ACME_STALL_SECS` overrides it (tests).
+fn stall_limit(domains: usize) -> Duration {
+    let secs = std::env::var("WS2HTTP_ACME_STALL_SECS").ok().and_then(|s| s.parse().ok());
+    secs.map_or(Duration::from_secs(30 * 60 + 60 * domains as u64), Duration::from_secs)
+}
+
+/// rustls-acme's wait after its `n`-th consecutive error (1 << n s, n at most 16).
+fn backoff(errors: u32) -> Duration {
+    match errors {
+        0 => Duration::ZERO,
+        n => Duration::from_secs(1 << (n - 1).min(16)),
+    }
 }
 
 /// Polls rustls-acme's state machine for ever (it loads, orders, renews
-/// and retries when polled) and logs each of its events.
-async fn drive(mut state: AcmeState<std::io::Error>, seen: Seen, domains: Vec<String>) {
-    let names = domains.join(",");
+/// and retries when polled), logs each of its events, and rebuilds it
+/// when an order goes [`stall_limit`] without an event.
+async fn drive(mut state: AcmeState<std::io::Error>, mut seen: Seen, settings: Settings, forward: Arc<Forward>) {
+    let (names, domains) = (settings.domains.join(","), &settings.domains);
+    let stall = stall_limit(domains.len());
     let mut renew_at: Option<SystemTime> = None;
+    // While an order is due (no certificate yet, or renewal time): since
+    // when nothing happened, and how many errors in a row.
+    let mut quiet_since: Option<Instant> = Some(Instant::now());
+    let mut errors = 0;
     loop {
-        let next = async { Some(state.next().await) };
+        let next = async { Tick::Event(state.next().await) };
         let renewal = async {
             match renew_at {
                 Some(at) => crate::runtime::sleep(at.duration_since(SystemTime::now()).unwrap_or_default()).await,
                 None => futures_lite::future::pending::<()>().await,
             }
-            None
+            Tick::Renew
         };
-        match futures_lite::future::or(next, renewal).await {
+        let watchdog = async {
+            match quiet_since {
+                Some(t) => {
+                    crate::runtime::sleep((t + stall + backoff(errors)).saturating_duration_since(Instant::now())).await
+                }
+                None => futures_lite::future::pending::<()>().await,
+            }
+            Tick::Stalled
+        };
+        match futures_lite::future::or(next, futures_lite::future::or(renewal, watchdog)).await {
             // The stream never ends.
-            Some(None) => return,
-            Some(Some(Ok(event))) => {
-                if let Some(at) = deployed(&event, &seen, &domains) {
-                    renew_at = Some(at);
+            Tick::Event(None) => return,
+            Tick::Event(Some(Ok(event))) => {
+                errors = 0;
+                quiet_since = quiet_since.map(|_| Instant::now());
+                if matches!(event, EventOk::DeployedNewCert | EventOk::DeployedCachedCert) {
+                    forward.promote();
+                }
+                if let Some(at) = deployed(&event, &seen, domains) {
+                    (renew_at, quiet_since) = (Some(at), None);
                 }
             }
-            Some(Some(Err(e))) => log::error!("acme: {names}: {e} (retrying with backoff)"),
-            None => {
-                renew_at = None;
+            Tick::Event(Some(Err(e))) => {
+                errors += 1;
+                quiet_since = Some(Instant::now());
+                log::error!("acme: {names}: {e} (retrying with backoff)");
+            }
+            Tick::Renew => {
+                (renew_at, quiet_since) = (None, Some(Instant::now()));
                 log::info!("acme: renewing the certificate for {names}: a third of its lifetime is left");
             }
+            Tick::Stalled => match build(&settings) {
+                Ok((fresh, fresh_seen)) => {
+                    log::warn!(
+                        "acme: {names}: no answer from {} for {}; starting the order again (the current certificate, if any, is still served)",
+                        settings.directory,
+                        humantime::format_duration(stall)
+                    );
+                    (state, seen) = (fresh, fresh_seen);
+                    forward.set(0, state.resolver());
+                    (errors, quiet_since) = (0, Some(Instant::now()));
+                }
+                Err(e) => log::error!("acme: {names}: cannot start the order again: {e}"),
+            },
         }
     }
+}
+
+/// What woke [`drive`].
+enum Tick {
+    Event(Option<<AcmeState<std::io::Error> as futures_lite::Stream>::Item>),
+    Renew,
+    Stalled,
 }
 
 /// Logs a deployment; for a certificate whose PEM the cache saw, records
