@@ -133,6 +133,7 @@ impl AcmeArgs {
             None => default_cache()?,
         };
         private_dir(&cache)?;
+        cert_file_probe(&cache, &directory, &domains)?;
         let roots = Arc::new(roots(self.acme_ca.as_deref(), "--acme-ca")?);
         Ok(Some(Settings { domains, contact, directory, cache, roots }))
     }
@@ -208,6 +209,25 @@ fn private_dir(dir: &Path) -> Result<(), String> {
     std::fs::write(&probe, b"")
         .and_then(|()| std::fs::remove_file(&probe))
         .map_err(|e| format!("--acme-cache {shown}: not writable ({e}); give a directory ws2http's user can write"))
+}
+
+/// Creates and removes the certificate's own file in the cache, so a name
+/// the file system refuses is a start-up error, not a certificate lost
+/// after its issuance (and an order at every restart).
+fn cert_file_probe(cache: &Path, directory: &str, domains: &[String]) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let path = FileCache::new(cache.to_owned()).path(directory, &FileCache::cert_name(domains));
+    let probe = path.with_extension("tmp");
+    let parent = probe.parent().unwrap_or(cache);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(parent)
+        .and_then(|()| std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&probe))
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            format!("--acme-cache: cannot write the certificate file {} ({e}); give a writable --acme-cache DIR or fewer --acme names", path.display())
+        })
 }
 
 /// The roots for an HTTPS client of ours: the system's (or SSL_CERT_FILE /
