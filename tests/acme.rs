@@ -439,6 +439,22 @@ fn a_stalled_order_is_started_again_by_the_watchdog() {
     server.wait_log("acme: new certificate for stall.ws2http.test issued and now served");
 }
 
+/// `systemctl reload` (SIGHUP) under --acme: one log line, and the server
+/// keeps running (SIGHUP's default action ended it). No CA needed.
+#[test]
+fn sighup_under_acme_is_logged_and_the_server_keeps_running() {
+    let dir = scratch();
+    let test_ca = pebble_https_cert(&dir);
+    let (port, ca_port) = (free_port(), free_port());
+    let mut server = start_server_with(&directory(ca_port), port, "hup.ws2http.test", &dir.join("cache"), &test_ca);
+    server.wait_log("acme: certificate for hup.ws2http.test");
+    // SAFETY: kill(2) on our own child process.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGHUP) };
+    server.wait_log("SIGHUP: nothing to reload (--acme manages the certificate)");
+    assert!(server.child.try_wait().unwrap().is_none(), "ws2http ended on SIGHUP");
+    assert_eq!(get(&server.api("/metrics")).status, 200);
+}
+
 /// Two sources for one certificate: refused before anything starts.
 #[test]
 fn tls_files_and_acme_together_are_refused_in_one_line() {

@@ -299,8 +299,20 @@ pub fn start(settings: Settings) -> Result<Arc<dyn ResolvesServerCert>, String> 
         settings.directory,
         settings.cache.display()
     );
+    let hup = async_signal::Signals::new([async_signal::Signal::Hup])
+        .map_err(|e| format!("cannot install the SIGHUP handler ({e}): an internal error, please report it"))?;
+    crate::runtime::spawn(ignore_hup(hup));
     crate::runtime::spawn(drive(state, seen, settings, resolver.clone()));
     Ok(resolver)
+}
+
+/// SIGHUP's default action is to end the process, and systemd counts that
+/// as a clean exit (no restart): `systemctl reload` (OPERATIONS.md's
+/// `ExecReload=kill -HUP`) must not take an HTTPS site down.
+async fn ignore_hup(mut hup: async_signal::Signals) {
+    while hup.next().await.is_some() {
+        log::info!("SIGHUP: nothing to reload (--acme manages the certificate)");
+    }
 }
 
 /// A fresh rustls-acme state machine (it starts by loading the cache).
