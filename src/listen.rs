@@ -135,6 +135,7 @@ async fn serve_tls<S: Clone + Send + Sync + 'static, T>(
         Err(Handshake::TimedOut) => {
             log::info!("{peer}: TLS handshake not done within {:?} (--http-timeout); closed", options.timeout)
         }
+        Err(Handshake::Failed(e)) if crate::tls::no_certificate(&e) => log::debug!("{peer}: TLS handshake failed: {e}"),
         Err(Handshake::Failed(e)) => log::info!("{peer}: TLS handshake failed: {e}"),
         Err(Handshake::AcmeChallenge) => log::info!("{peer}: ACME TLS-ALPN-01 validation answered"),
     }

@@ -455,6 +455,24 @@ fn sighup_under_acme_is_logged_and_the_server_keeps_running() {
     assert_eq!(get(&server.api("/metrics")).status, 200);
 }
 
+/// A handshake before the first certificate exists: one line that says
+/// why, not rustls's "no server certificate chain resolved". No CA needed.
+#[test]
+fn a_handshake_before_the_first_certificate_is_explained() {
+    let dir = scratch();
+    let test_ca = pebble_https_cert(&dir);
+    let (port, ca_port) = (free_port(), free_port());
+    let server = start_server_with(&directory(ca_port), port, "early.ws2http.test", &dir.join("cache"), &test_ca);
+    for _ in 0..3 {
+        assert!(https_get(port, "early.ws2http.test", &rustls::RootCertStore::empty(), "/").is_err());
+    }
+    server.wait_log(
+        "TLS handshake for early.ws2http.test refused: no certificate yet, the ACME order for early.ws2http.test is \
+         still running (see the acme: lines)",
+    );
+    assert!(!server.log().contains("no server certificate chain resolved"), "{}", server.log());
+}
+
 /// Two sources for one certificate: refused before anything starts.
 #[test]
 fn tls_files_and_acme_together_are_refused_in_one_line() {

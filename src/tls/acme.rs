@@ -292,7 +292,7 @@ pub fn listen_warning(settings: &Settings, listen: &[&str]) -> Option<String> {
 /// ALPN `acme-tls/1`).
 pub fn start(settings: Settings) -> Result<Arc<dyn ResolvesServerCert>, String> {
     let (state, seen) = build(&settings)?;
-    let resolver = Arc::new(Forward::new(state.resolver()));
+    let resolver = Arc::new(Forward::new(state.resolver(), settings.domains.join(",")));
     log::info!(
         "acme: certificate for {} from {} (cache {})",
         settings.domains.join(","),
@@ -342,11 +342,29 @@ fn build(settings: &Settings) -> Result<(AcmeState<std::io::Error>, Seen), Strin
 pub struct Forward {
     /// `[newest, serving]`.
     inner: RwLock<[Arc<ResolvesServerCertAcme>; 2]>,
+    /// The certificate's names, for the "no certificate yet" line.
+    names: String,
+    /// When that line was last logged (unix seconds): once a second at most.
+    told: std::sync::atomic::AtomicU64,
 }
 
 impl Forward {
-    fn new(first: Arc<ResolvesServerCertAcme>) -> Self {
-        Forward { inner: RwLock::new([first.clone(), first]) }
+    fn new(first: Arc<ResolvesServerCertAcme>, names: String) -> Self {
+        Forward { inner: RwLock::new([first.clone(), first]), names, told: Default::default() }
+    }
+
+    /// rustls's own error for this ("no server certificate chain
+    /// resolved") tells the operator nothing: one clear line instead.
+    fn no_certificate_yet(&self, sni: Option<&str>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if self.told.swap(now, Relaxed) != now {
+            let who = sni.map_or(String::new(), |s| format!(" for {s}"));
+            log::warn!(
+                "TLS handshake{who} refused: no certificate yet, the ACME order for {} is still running (see the acme: lines)",
+                self.names
+            );
+        }
     }
     fn get(&self) -> std::sync::RwLockReadGuard<'_, [Arc<ResolvesServerCertAcme>; 2]> {
         self.inner.read().unwrap_or_else(|p| p.into_inner())
@@ -366,7 +384,12 @@ impl ResolvesServerCert for Forward {
         let challenge = hello.alpn().is_some_and(|mut a| a.any(|p| p == ACME_TLS_ALPN));
         let which = if challenge { 0 } else { 1 };
         let resolver = self.get()[which].clone();
-        resolver.resolve(hello)
+        let sni = hello.server_name().map(str::to_owned);
+        let key = resolver.resolve(hello);
+        if key.is_none() && !challenge {
+            self.no_certificate_yet(sni.as_deref());
+        }
+        key
     }
 }
 
