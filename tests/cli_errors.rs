@@ -284,3 +284,15 @@ fn connection_limit_help_says_what_happens_over_https() {
         assert!(text.contains("(beyond it: 503; HTTPS: closed at once, before the TLS handshake)"), "{flag}: {text}");
     }
 }
+
+/// `rediss://...#insecure` (the redis crate's "do not verify") is refused
+/// at start-up in one line, not at every connection attempt.
+#[test]
+fn rediss_insecure_is_refused_at_start_up() {
+    let (code, err) = refuse(&[&FREE[..], &["--redis", "rediss://127.0.0.1:1/#insecure"]].concat());
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("--redis rediss://127.0.0.1:1/#insecure: verification cannot be turned off; remove #insecure and trust the server's CA with --redis-ca FILE"),
+        "{err}"
+    );
+}
