@@ -395,14 +395,13 @@ impl Relay {
                     continue;
                 }
                 let Ok(server) = TcpStream::connect(("127.0.0.1", to)) else { continue };
-                let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                std::thread::spawn(move || {
-                    std::io::copy(&mut c2, &mut s2.try_clone().unwrap()).map(|_| s2.shutdown(std::net::Shutdown::Write))
-                });
-                let (mut c, mut s) = (client, server);
-                std::thread::spawn(move || {
-                    std::io::copy(&mut s, &mut c).map(|_| c.shutdown(std::net::Shutdown::Write))
-                });
+                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
             }
         });
         Relay { port, paused }
