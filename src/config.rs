@@ -407,6 +407,12 @@ fn fastcgi_routes(flags: &[String]) -> Result<Vec<(String, Address)>, String> {
 }
 
 /// `[/PREFIX=]TARGET` → (`/PREFIX` or `/`, `TARGET`).
+/// [`split_route`], the target owned (`--backend-url`).
+fn owned_route(s: &str) -> (String, String) {
+    let (prefix, target) = split_route(s);
+    (prefix, target.to_owned())
+}
+
 pub fn split_route(s: &str) -> (String, &str) {
     match s.split_once('=') {
         Some((p, t)) if p.starts_with('/') => (p.trim_end_matches('/').to_owned(), t),
@@ -465,14 +471,7 @@ impl Cli {
             fastcgi: fastcgi_routes(&self.fastcgi)?,
             redis: self.redis,
             outbound,
-            backend_url: self
-                .backend_url
-                .iter()
-                .map(|u| {
-                    let (prefix, url) = split_route(u);
-                    (prefix, url.to_owned())
-                })
-                .collect(),
+            backend_url: self.backend_url.iter().map(|u| owned_route(u)).collect(),
             api_allow_host,
             api_max_body: self.api_max_body.max(1),
             allow_host,
