@@ -116,10 +116,12 @@ pub struct Cli {
         value_name = "LIST"
     )]
     pub events: Vec<EventArg>,
-    /// HTTP connections open at once on each listener, WebSocket handshakes included (beyond it: 503)
+    /// HTTP connections open at once on each listener, WebSocket handshakes included (beyond it: 503;
+    /// HTTPS: closed at once, before the TLS handshake)
     #[arg(long, env = "WS2HTTP_MAX_HTTP_CONNECTIONS", default_value_t = 4096, value_name = "N")]
     pub max_http_connections: usize,
-    /// HTTP connections open at once from one IP address, on each listener (beyond it: 503)
+    /// HTTP connections open at once from one IP address, on each listener (beyond it: 503;
+    /// HTTPS: closed at once, before the TLS handshake)
     #[arg(long, env = "WS2HTTP_MAX_HTTP_CONNECTIONS_PER_IP", default_value_t = 256, value_name = "N")]
     pub max_http_connections_per_ip: usize,
     /// Seconds an HTTP client may take to send a request head, or stay silent while it sends a
@@ -405,6 +407,7 @@ fn fastcgi_routes(flags: &[String]) -> Result<Vec<(String, Address)>, String> {
 }
 
 /// `[/PREFIX=]TARGET` → (`/PREFIX` or `/`, `TARGET`).
+/// [`split_route`], the target owned (`--backend-url`).
 pub fn split_route(s: &str) -> (String, &str) {
     match s.split_once('=') {
         Some((p, t)) if p.starts_with('/') => (p.trim_end_matches('/').to_owned(), t),

@@ -125,15 +125,70 @@ async fn serve_tls<S: Clone + Send + Sync + 'static, T>(
     options: Arc<Options>,
     slot: T,
 ) {
+    if !answer_plain_http(&tcp, peer, options.timeout).await {
+        drop(slot);
+        return;
+    }
     match crate::tls::accept(tls, tcp, options.timeout).await {
         Ok(stream) => conn::serve(app, stream, peer, options).await,
         Err(Handshake::TimedOut) => {
             log::info!("{peer}: TLS handshake not done within {:?} (--http-timeout); closed", options.timeout)
         }
+        Err(Handshake::Failed(e)) if crate::tls::no_certificate(&e) => log::debug!("{peer}: TLS handshake failed: {e}"),
         Err(Handshake::Failed(e)) => log::info!("{peer}: TLS handshake failed: {e}"),
         Err(Handshake::AcmeChallenge) => log::info!("{peer}: ACME TLS-ALPN-01 validation answered"),
     }
     drop(slot);
+}
+
+/// `false` when the client sent plain HTTP (or nothing within `timeout`)
+/// to the HTTPS port: like nginx, a plain 400 saying which URL to use
+/// (instead of a TLS error the user sees as an empty reply), one write
+/// that does not wait, one log line. `true` when the first byte opens a
+/// TLS handshake record (0x16).
+async fn answer_plain_http(tcp: &crate::runtime::TcpStream, peer: SocketAddr, timeout: std::time::Duration) -> bool {
+    use futures_lite::future::poll_once;
+    use futures_lite::AsyncWriteExt;
+    let mut head = [0u8; 2048];
+    let n = match crate::runtime::timeout(timeout, tcp.peek(&mut head)).await {
+        Ok(Ok(n)) if n > 0 => n,
+        // Nothing, an error or a timeout: the handshake says which, once.
+        _ => return true,
+    };
+    if head[0] == 0x16 {
+        return true;
+    }
+    let port = tcp.local_addr().map(|a| a.port()).unwrap_or_default();
+    let host = host_of(&head[..n]).unwrap_or_else(|| match tcp.local_addr() {
+        Ok(SocketAddr::V6(a)) => format!("[{}]", a.ip()),
+        Ok(a) => a.ip().to_string(),
+        Err(_) => "HOST".into(),
+    });
+    let text = format!("Bad Request: this port speaks HTTPS; use https://{host}:{port}/");
+    let mut out = tcp.clone();
+    let _ = poll_once(out.write_all(&crate::http1::response::refusal(400, &text, ""))).await;
+    // What arrived is dropped first, so the close does not reset the answer away.
+    let mut scratch = [0u8; 4096];
+    let _ = poll_once(futures_lite::AsyncReadExt::read(&mut out, &mut scratch)).await;
+    let _ = tcp.shutdown(std::net::Shutdown::Write);
+    log::info!("{peer}: plain HTTP sent to the HTTPS port; answered 400 (use https://)");
+    false
+}
+
+/// The host name (without its port) of a `Host:` field in `head`, when it
+/// is made of the characters a host name or an IPv6 literal may hold.
+fn host_of(head: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(head).ok()?;
+    let value = text.split("\r\n").skip(1).find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("host").then(|| value.trim())
+    })?;
+    let host = match value.strip_prefix('[') {
+        Some(v6) => format!("[{}]", v6.split_once(']')?.0),
+        None => value.split(':').next()?.to_owned(),
+    };
+    let ok = |b: u8| b.is_ascii_alphanumeric() || b".-:[]".contains(&b);
+    (!host.is_empty() && host.len() <= 255 && host.bytes().all(ok)).then_some(host)
 }
 
 /// Answers a connection over the limits with 503 and closes it at once,

@@ -81,6 +81,8 @@ fn raise_fd_limit(cfg: &Config) {
 }
 
 pub fn run(cfg: Config) -> Result<(), String> {
+    // Ours name ring explicitly; redis's rediss:// builds on the process default (a panic were a second one compiled in).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     crate::config_outbound::check_needs_tls(&cfg.outbound, cfg.tls_enabled())?;
     raise_fd_limit(&cfg);
     let publics = bind_public(&cfg)?;

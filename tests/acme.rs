@@ -193,6 +193,17 @@ fn start_server(p: &Pebble, port: u16, domain: &str, cache: &Path, test_ca: &Pat
 }
 
 fn start_server_with(directory: &str, port: u16, domain: &str, cache: &Path, test_ca: &Path) -> Server {
+    start_server_env(directory, port, domain, cache, test_ca, &[])
+}
+
+fn start_server_env(
+    directory: &str,
+    port: u16,
+    domain: &str,
+    cache: &Path,
+    test_ca: &Path,
+    env: &[(&str, &str)],
+) -> Server {
     let dir = scratch();
     let stderr_log = dir.join("stderr.log");
     let mut child = common::ws2http()
@@ -204,6 +215,7 @@ fn start_server_with(directory: &str, port: u16, domain: &str, cache: &Path, tes
         .arg("--acme-ca")
         .arg(test_ca)
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .stderr(std::fs::File::create(&stderr_log).unwrap())
         .spawn()
         .expect("start ws2http");
@@ -360,6 +372,104 @@ fn a_ca_down_at_start_up_is_retried_until_it_answers() {
     first_certificate(port, domain, &roots);
     server.wait_log("acme: new certificate for retry.ws2http.test issued and now served");
     assert_eq!(pebble.orders(), 1, "{}", pebble.log());
+}
+
+/// A TCP relay to `to` that, while paused, accepts connections and holds
+/// them without a byte either way: a CA behind a black-holed route.
+struct Relay {
+    port: u16,
+    paused: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    fn start(to: u16) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let paused = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = paused.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for client in listener.incoming().map_while(Result::ok) {
+                if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    held.push(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", to)) else { continue };
+                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        Relay { port, paused }
+    }
+
+    fn resume(&self) {
+        self.paused.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A CA connection that stalls (rustls-acme's HTTP client has no timeout):
+/// the watchdog logs one line and starts the order again, which gets the
+/// certificate once the CA answers.
+#[suite("acme")]
+#[test]
+fn a_stalled_order_is_started_again_by_the_watchdog() {
+    require_suite("acme");
+    let dir = scratch();
+    let test_ca = pebble_https_cert(&dir);
+    let port = free_port();
+    let pebble = Pebble::start(&dir, port, None);
+    let relay = Relay::start(pebble.acme_port);
+    let domain = "stall.ws2http.test";
+    let env = [("WS2HTTP_ACME_STALL_SECS", "10")];
+    let server = start_server_env(&directory(relay.port), port, domain, &dir.join("cache"), &test_ca, &env);
+    server.wait_log(&format!(
+        "acme: {domain}: no answer from {} for 10s; starting the order again",
+        directory(relay.port)
+    ));
+    relay.resume();
+    // (A healthy order is quiet for a few seconds: 10 s lets pebble's finish.)
+    let roots = pebble_root(&pebble, &test_ca);
+    first_certificate(port, domain, &roots);
+    server.wait_log("acme: new certificate for stall.ws2http.test issued and now served");
+}
+
+/// `systemctl reload` (SIGHUP) under --acme: one log line, and the server
+/// keeps running (SIGHUP's default action ended it). No CA needed.
+#[test]
+fn sighup_under_acme_is_logged_and_the_server_keeps_running() {
+    let dir = scratch();
+    let test_ca = pebble_https_cert(&dir);
+    let (port, ca_port) = (free_port(), free_port());
+    let mut server = start_server_with(&directory(ca_port), port, "hup.ws2http.test", &dir.join("cache"), &test_ca);
+    server.wait_log("acme: certificate for hup.ws2http.test");
+    // SAFETY: kill(2) on our own child process.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGHUP) };
+    server.wait_log("SIGHUP: nothing to reload (--acme manages the certificate)");
+    assert!(server.child.try_wait().unwrap().is_none(), "ws2http ended on SIGHUP");
+    assert_eq!(get(&server.api("/metrics")).status, 200);
+}
+
+/// A handshake before the first certificate exists: one line that says
+/// why, not rustls's "no server certificate chain resolved". No CA needed.
+#[test]
+fn a_handshake_before_the_first_certificate_is_explained() {
+    let dir = scratch();
+    let test_ca = pebble_https_cert(&dir);
+    let (port, ca_port) = (free_port(), free_port());
+    let server = start_server_with(&directory(ca_port), port, "early.ws2http.test", &dir.join("cache"), &test_ca);
+    for _ in 0..3 {
+        assert!(https_get(port, "early.ws2http.test", &rustls::RootCertStore::empty(), "/").is_err());
+    }
+    server.wait_log(
+        "TLS handshake for early.ws2http.test refused: no certificate yet, the ACME order for early.ws2http.test is \
+         still running (see the acme: lines)",
+    );
+    assert!(!server.log().contains("no server certificate chain resolved"), "{}", server.log());
 }
 
 /// Two sources for one certificate: refused before anything starts.

@@ -271,3 +271,28 @@ fn a_console_variable_must_be_a_boolean() {
         assert!(out.status.success(), "{yes}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+/// The connection limits' help says what an HTTPS client over them gets
+/// (no 503: it could not read a plain answer).
+#[test]
+fn connection_limit_help_says_what_happens_over_https() {
+    let out = ws2http().arg("--help").output().expect("run --help");
+    let help = String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
+    for flag in ["--max-http-connections <N>", "--max-http-connections-per-ip <N>"] {
+        let text = help.split(flag).nth(1).expect(flag);
+        let text = &text[..text.find("[default").unwrap_or(text.len())];
+        assert!(text.contains("(beyond it: 503; HTTPS: closed at once, before the TLS handshake)"), "{flag}: {text}");
+    }
+}
+
+/// `rediss://...#insecure` (the redis crate's "do not verify") is refused
+/// at start-up in one line, not at every connection attempt.
+#[test]
+fn rediss_insecure_is_refused_at_start_up() {
+    let (code, err) = refuse(&[&FREE[..], &["--redis", "rediss://127.0.0.1:1/#insecure"]].concat());
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("--redis rediss://127.0.0.1:1/#insecure: verification cannot be turned off; remove #insecure and trust the server's CA with --redis-ca FILE"),
+        "{err}"
+    );
+}

@@ -308,7 +308,7 @@ pub fn not_a_request_line(pending: &[u8]) -> Option<Refusal> {
     Some(match pending.first() {
         Some(0x16) => Refusal::new(
             400,
-            "this looks like TLS: the port speaks plain HTTP (use http://, or TLS in a proxy in front)",
+            "this looks like TLS: the port speaks plain HTTP (use http://, or start ws2http with --tls-cert FILE --tls-key FILE or --acme DOMAIN, or put TLS in a proxy in front)",
         ),
         _ => Refusal::new(400, "malformed request line: it must start with a method (GET, POST, ...)"),
     })

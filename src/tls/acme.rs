@@ -26,14 +26,16 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::RwLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_lite::StreamExt as _;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::CertificateDer;
-use rustls::server::ResolvesServerCert;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::RootCertStore;
-use rustls_acme::{AcmeConfig, AcmeState, EventOk};
+use rustls_acme::{AcmeConfig, AcmeState, EventOk, ResolvesServerCertAcme};
 
 use super::expiry;
 use cache::{FileCache, Seen};
@@ -132,6 +134,7 @@ impl AcmeArgs {
             None => default_cache()?,
         };
         private_dir(&cache)?;
+        cert_file_probe(&cache, &directory, &domains)?;
         let roots = Arc::new(roots(self.acme_ca.as_deref(), "--acme-ca")?);
         Ok(Some(Settings { domains, contact, directory, cache, roots }))
     }
@@ -209,6 +212,25 @@ fn private_dir(dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("--acme-cache {shown}: not writable ({e}); give a directory ws2http's user can write"))
 }
 
+/// Creates and removes the certificate's own file in the cache, so a name
+/// the file system refuses is a start-up error, not a certificate lost
+/// after its issuance (and an order at every restart).
+fn cert_file_probe(cache: &Path, directory: &str, domains: &[String]) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let path = FileCache::new(cache.to_owned()).path(directory, &FileCache::cert_name(domains));
+    let probe = path.with_extension("tmp");
+    let parent = probe.parent().unwrap_or(cache);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(parent)
+        .and_then(|()| std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&probe))
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            format!("--acme-cache: cannot write the certificate file {} ({e}); give a writable --acme-cache DIR or fewer --acme names", path.display())
+        })
+}
+
 /// The roots for the ACME directory's HTTPS: [`super::roots::store`]
 /// (system + `SSL_CERT_FILE`/`SSL_CERT_DIR` + `extra`, named `flag`).
 pub fn roots(extra: Option<&Path>, flag: &str) -> Result<RootCertStore, String> {
@@ -243,6 +265,32 @@ pub fn listen_warning(settings: &Settings, listen: &[&str]) -> Option<String> {
 /// answers the TLS-ALPN-01 challenges, so the configuration must offer
 /// ALPN `acme-tls/1`).
 pub fn start(settings: Settings) -> Result<Arc<dyn ResolvesServerCert>, String> {
+    let (state, seen) = build(&settings)?;
+    let resolver = Arc::new(Forward::new(state.resolver(), settings.domains.join(",")));
+    log::info!(
+        "acme: certificate for {} from {} (cache {})",
+        settings.domains.join(","),
+        settings.directory,
+        settings.cache.display()
+    );
+    let hup = async_signal::Signals::new([async_signal::Signal::Hup])
+        .map_err(|e| format!("cannot install the SIGHUP handler ({e}): an internal error, please report it"))?;
+    crate::runtime::spawn(ignore_hup(hup));
+    crate::runtime::spawn(drive(state, seen, settings, resolver.clone()));
+    Ok(resolver)
+}
+
+/// SIGHUP's default action is to end the process, and systemd counts that
+/// as a clean exit (no restart): `systemctl reload` (OPERATIONS.md's
+/// `ExecReload=kill -HUP`) must not take an HTTPS site down.
+async fn ignore_hup(mut hup: async_signal::Signals) {
+    while hup.next().await.is_some() {
+        log::info!("SIGHUP: nothing to reload (--acme manages the certificate)");
+    }
+}
+
+/// A fresh rustls-acme state machine (it starts by loading the cache).
+fn build(settings: &Settings) -> Result<(AcmeState<std::io::Error>, Seen), String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let client = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -256,46 +304,161 @@ pub fn start(settings: Settings) -> Result<Arc<dyn ResolvesServerCert>, String> 
         .contact(&settings.contact)
         .cache(cache)
         .state();
-    let resolver = state.resolver();
-    log::info!(
-        "acme: certificate for {} from {} (cache {})",
-        settings.domains.join(","),
-        settings.directory,
-        settings.cache.display()
-    );
-    crate::runtime::spawn(drive(state, seen, settings.domains));
-    Ok(resolver)
+    Ok((state, seen))
+}
+
+/// The resolver the listener holds, in front of rustls-acme's, which the
+/// watchdog replaces: TLS-ALPN-01 challenges go to the newest state
+/// machine (the one ordering), every other handshake to the one that last
+/// deployed a certificate, so the old certificate keeps being served
+/// while a rebuilt state machine works.
+#[derive(Debug)]
+pub struct Forward {
+    /// `[newest, serving]`.
+    inner: RwLock<[Arc<ResolvesServerCertAcme>; 2]>,
+    /// The certificate's names, for the "no certificate yet" line.
+    names: String,
+    /// When that line was last logged (unix seconds): once a second at most.
+    told: std::sync::atomic::AtomicU64,
+}
+
+impl Forward {
+    fn new(first: Arc<ResolvesServerCertAcme>, names: String) -> Self {
+        Forward { inner: RwLock::new([first.clone(), first]), names, told: Default::default() }
+    }
+
+    /// rustls's own error for this ("no server certificate chain
+    /// resolved") tells the operator nothing: one clear line instead.
+    fn no_certificate_yet(&self, sni: Option<&str>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if self.told.swap(now, Relaxed) != now {
+            let who = sni.map_or(String::new(), |s| format!(" for {s}"));
+            log::warn!(
+                "TLS handshake{who} refused: no certificate yet, the ACME order for {} is still running (see the acme: lines)",
+                self.names
+            );
+        }
+    }
+    fn get(&self) -> std::sync::RwLockReadGuard<'_, [Arc<ResolvesServerCertAcme>; 2]> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+    fn set(&self, which: usize, resolver: Arc<ResolvesServerCertAcme>) {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())[which] = resolver;
+    }
+    /// The newest state machine deployed a certificate: it serves now.
+    fn promote(&self) {
+        let newest = self.get()[0].clone();
+        self.set(1, newest);
+    }
+}
+
+impl ResolvesServerCert for Forward {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let challenge = hello.alpn().is_some_and(|mut a| a.any(|p| p == ACME_TLS_ALPN));
+        let which = if challenge { 0 } else { 1 };
+        let resolver = self.get()[which].clone();
+        let sni = hello.server_name().map(str::to_owned);
+        let key = resolver.resolve(hello);
+        if key.is_none() && !challenge {
+            self.no_certificate_yet(sni.as_deref());
+        }
+        key
+    }
+}
+
+/// How long an order may go without any event before the watchdog
+/// rebuilds the state machine: rustls-acme's HTTP client has no timeout,
+/// so a CA connection that stalls would leave the order pending for ever.
+/// The longest quiet stretch of a healthy order is its polling of a
+/// "processing" order (1 + 2 + ... + 512 s, 17 min) plus 31 s of polling
+/// per authorization; `WS2HTTP_ACME_STALL_SECS` overrides it (tests).
+fn stall_limit(domains: usize) -> Duration {
+    let secs = std::env::var("WS2HTTP_ACME_STALL_SECS").ok().and_then(|s| s.parse().ok());
+    secs.map_or(Duration::from_secs(30 * 60 + 60 * domains as u64), Duration::from_secs)
+}
+
+/// rustls-acme's wait after its `n`-th consecutive error (1 << n s, n at most 16).
+fn backoff(errors: u32) -> Duration {
+    match errors {
+        0 => Duration::ZERO,
+        n => Duration::from_secs(1 << (n - 1).min(16)),
+    }
 }
 
 /// Polls rustls-acme's state machine for ever (it loads, orders, renews
-/// and retries when polled) and logs each of its events.
-async fn drive(mut state: AcmeState<std::io::Error>, seen: Seen, domains: Vec<String>) {
-    let names = domains.join(",");
+/// and retries when polled), logs each of its events, and rebuilds it
+/// when an order goes [`stall_limit`] without an event.
+async fn drive(mut state: AcmeState<std::io::Error>, mut seen: Seen, settings: Settings, forward: Arc<Forward>) {
+    let (names, domains) = (settings.domains.join(","), &settings.domains);
+    let stall = stall_limit(domains.len());
     let mut renew_at: Option<SystemTime> = None;
+    // While an order is due (no certificate yet, or renewal time): since
+    // when nothing happened, and how many errors in a row.
+    let mut quiet_since: Option<Instant> = Some(Instant::now());
+    let mut errors = 0;
     loop {
-        let next = async { Some(state.next().await) };
+        let next = async { Tick::Event(state.next().await) };
         let renewal = async {
             match renew_at {
                 Some(at) => crate::runtime::sleep(at.duration_since(SystemTime::now()).unwrap_or_default()).await,
                 None => futures_lite::future::pending::<()>().await,
             }
-            None
+            Tick::Renew
         };
-        match futures_lite::future::or(next, renewal).await {
+        let watchdog = async {
+            match quiet_since {
+                Some(t) => {
+                    crate::runtime::sleep((t + stall + backoff(errors)).saturating_duration_since(Instant::now())).await
+                }
+                None => futures_lite::future::pending::<()>().await,
+            }
+            Tick::Stalled
+        };
+        match futures_lite::future::or(next, futures_lite::future::or(renewal, watchdog)).await {
             // The stream never ends.
-            Some(None) => return,
-            Some(Some(Ok(event))) => {
-                if let Some(at) = deployed(&event, &seen, &domains) {
-                    renew_at = Some(at);
+            Tick::Event(None) => return,
+            Tick::Event(Some(Ok(event))) => {
+                errors = 0;
+                quiet_since = quiet_since.map(|_| Instant::now());
+                if matches!(event, EventOk::DeployedNewCert | EventOk::DeployedCachedCert) {
+                    forward.promote();
+                }
+                if let Some(at) = deployed(&event, &seen, domains) {
+                    (renew_at, quiet_since) = (Some(at), None);
                 }
             }
-            Some(Some(Err(e))) => log::error!("acme: {names}: {e} (retrying with backoff)"),
-            None => {
-                renew_at = None;
+            Tick::Event(Some(Err(e))) => {
+                errors += 1;
+                quiet_since = Some(Instant::now());
+                log::error!("acme: {names}: {e} (retrying with backoff)");
+            }
+            Tick::Renew => {
+                (renew_at, quiet_since) = (None, Some(Instant::now()));
                 log::info!("acme: renewing the certificate for {names}: a third of its lifetime is left");
             }
+            Tick::Stalled => match build(&settings) {
+                Ok((fresh, fresh_seen)) => {
+                    log::warn!(
+                        "acme: {names}: no answer from {} for {}; starting the order again (the current certificate, if any, is still served)",
+                        settings.directory,
+                        humantime::format_duration(stall)
+                    );
+                    (state, seen) = (fresh, fresh_seen);
+                    forward.set(0, state.resolver());
+                    (errors, quiet_since) = (0, Some(Instant::now()));
+                }
+                Err(e) => log::error!("acme: {names}: cannot start the order again: {e}"),
+            },
         }
     }
+}
+
+/// What woke [`drive`].
+enum Tick {
+    Event(Option<<AcmeState<std::io::Error> as futures_lite::Stream>::Item>),
+    Renew,
+    Stalled,
 }
 
 /// Logs a deployment; for a certificate whose PEM the cache saw, records

@@ -73,8 +73,9 @@ pub fn start(cert: &Path, key: &Path) -> Result<Arc<FileResolver>, String> {
     let pair = load(cert, key)?;
     note_expiry(&pair);
     let resolver = Arc::new(FileResolver { current: RwLock::new(pair) });
-    let hup = async_signal::Signals::new([async_signal::Signal::Hup])
-        .map_err(|e| format!("cannot install the SIGHUP handler (--tls-cert reload): {e}"))?;
+    let hup = async_signal::Signals::new([async_signal::Signal::Hup]).map_err(|e| {
+        format!("cannot install the SIGHUP handler (--tls-cert reload): {e}; an internal error, please report it")
+    })?;
     let watch = Watch { cert: cert.to_owned(), key: key.to_owned(), stamps: stamps(cert, key) };
     crate::runtime::spawn(watch.run(resolver.clone(), hup));
     Ok(resolver)

@@ -95,6 +95,13 @@ pub enum Handshake {
     AcmeChallenge,
 }
 
+/// Whether a failed handshake is rustls's "no server certificate chain
+/// resolved", which the ACME resolver already told the operator about.
+pub fn no_certificate(e: &io::Error) -> bool {
+    let inner = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+    matches!(inner, Some(rustls::Error::General(m)) if m == "no server certificate chain resolved")
+}
+
 /// Runs the server side of a TLS handshake on `tcp`, within `timeout` (a
 /// client that never finishes it is bounded like a slow request head).
 pub async fn accept(config: Arc<ServerConfig>, tcp: TcpStream, timeout: Duration) -> Result<Stream, Handshake> {

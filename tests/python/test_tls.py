@@ -271,9 +271,9 @@ class TlsTest(unittest.TestCase):
             c.sendall(b"\x16\x03\x01")  # the start of a ClientHello, never finished
             self.assertEqual(c.recv(100), b"", "the server closes the connection")
         asyncio.run(self.until(lambda: "TLS handshake not done within" in s.log_text(), "the timeout logged"))
-        # A plain HTTP request on the TLS port fails the handshake, logged.
+        # A broken TLS record fails the handshake, logged.
         with socket.create_connection(("127.0.0.1", s.port), timeout=30) as c:
-            c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            c.sendall(b"\x16\x03\x01\x00\x05hello")
             while c.recv(4096):
                 pass
         asyncio.run(self.until(lambda: "TLS handshake failed" in s.log_text(), "failed handshake logged"))
@@ -289,6 +289,28 @@ class TlsTest(unittest.TestCase):
                 pass
         asyncio.run(self.until(lambda: "TLS handshake failed" in s.log_text(), "the failed handshake logged"))
         self.assertNotIn("x" * 100, s.log_text())
+
+    @curl
+    def test_plain_http_on_the_https_port_is_told_to_use_https(self):
+        s = self.start()
+        out = subprocess.run(["curl", "-sS", "-i", "http://localhost:%d/page.sh" % s.port],
+                             capture_output=True, check=True).stdout.decode()
+        self.assertTrue(out.startswith("HTTP/1.1 400 Bad Request\r\n"), out)
+        self.assertIn("this port speaks HTTPS; use https://localhost:%d/" % s.port, out)
+        asyncio.run(self.until(lambda: "plain HTTP sent to the HTTPS port" in s.log_text(), "logged"))
+        # Without a Host field, the listener's address stands in.
+        with socket.create_connection(("127.0.0.1", s.port), timeout=30) as c:
+            c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            answer = b""
+            while True:
+                chunk = c.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+        self.assertIn(b"use https://127.0.0.1:%d/" % s.port, answer)
+        # The server still speaks HTTPS.
+        self.assertEqual(run("curl", "-sS", "--fail", "--cacert", self.pki.ca,
+                             "https://localhost:%d/page.sh" % s.port).returncode, 0)
 
     def test_certificate_expiry_in_metrics(self):
         s = self.start()

@@ -46,8 +46,21 @@ impl FileCache {
         self.dir.join(file_safe(url.trim_end_matches('/'))).join(file_safe(what))
     }
 
+    /// `cert-{domains joined by ','}.pem`, or, when that would pass
+    /// [`LONGEST_NAME`] bytes (NAME_MAX is 255: storing a certificate
+    /// just issued would fail, and every restart would order again),
+    /// `cert-{first (its first 150 bytes)}+{others}-{hash of all}.pem`.
     pub(crate) fn cert_name(domains: &[String]) -> String {
-        format!("cert-{}.pem", domains.join(","))
+        let all = domains.join(",");
+        let name = format!("cert-{all}.pem");
+        match (name.len() > LONGEST_NAME, domains.first()) {
+            // Domains are ASCII (checked at start-up): any byte is a char boundary.
+            (true, Some(first)) => {
+                let first = first.get(..150).unwrap_or(first);
+                format!("cert-{first}+{}-{:016x}.pem", domains.len() - 1, fnv1a(all.as_bytes()))
+            }
+            _ => name,
+        }
     }
 
     fn account_name(contact: &[String]) -> String {
@@ -63,6 +76,16 @@ impl FileCache {
             *seen = Some(pem.to_vec());
         }
     }
+}
+
+/// The longest certificate file name written as is (a hashed name is at
+/// most 5 + 150 + 1 + 3 + 1 + 16 + 4 bytes).
+pub(crate) const LONGEST_NAME: usize = 200;
+
+/// FNV-1a, 64 bits: stable across builds and versions, unlike std's
+/// hasher, so a restart finds the file again.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Letters, digits and `.,@-_` kept; anything else (`/`, `:`) becomes `_`,
@@ -181,6 +204,23 @@ mod tests {
         }
         assert_eq!(cache.seen.lock().unwrap().as_deref(), Some(&b"PEM"[..]));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_long_domain_list_gets_a_short_stable_file_name() {
+        let domains: Vec<String> =
+            (0..12).map(|i| format!("name-number-{i}.a-rather-long-example-domain.com")).collect();
+        let name = FileCache::cert_name(&domains);
+        assert!(name.len() <= 255, "{name}");
+        assert!(name.starts_with("cert-name-number-0.a-rather-long-example-domain.com+11-"), "{name}");
+        assert_eq!(name, FileCache::cert_name(&domains));
+        let mut other = domains.clone();
+        other[11].push('x');
+        assert_ne!(name, FileCache::cert_name(&other));
+        let longest = vec!["a".repeat(63) + "." + &"b".repeat(63) + "." + &"c".repeat(63) + "." + &"d".repeat(61); 2];
+        assert!(FileCache::cert_name(&longest).len() <= 255);
+        assert!(FileCache::cert_name(&longest[..1]).len() <= 255);
+        assert_eq!(FileCache::cert_name(&["example.com".to_owned()]), "cert-example.com.pem");
     }
 
     #[test]

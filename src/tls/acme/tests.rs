@@ -103,3 +103,17 @@ fn a_listener_the_ca_cannot_reach_on_443_is_warned_about() {
     assert!(loopback.contains("loopback") && loopback.starts_with("--acme example.com: "), "{loopback}");
     assert!(listen_warning(&s, &["0.0.0.0:8443"]).unwrap().contains("not on it; forward port 443"));
 }
+
+#[test]
+fn a_certificate_file_the_cache_cannot_hold_is_a_start_up_error() {
+    let dir = temp_dir("probe");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    // The directory URL's subdirectory is taken by a file.
+    std::fs::write(dir.join("acme-v02.api.letsencrypt.org_directory"), b"").unwrap();
+    let a = AcmeArgs { acme_cache: Some(dir.clone()), ..args(&["example.com"]) };
+    let e = a.settings().unwrap_err();
+    assert!(e.starts_with("--acme-cache: cannot write the certificate file "), "{e}");
+    assert!(e.contains("cert-example.com.pem"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
