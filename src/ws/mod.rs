@@ -2,6 +2,7 @@
 //! connection after it, with the state they share ([`state::WsState`]).
 
 pub mod connection;
+pub mod event_queue;
 pub mod limits;
 pub mod origin;
 mod pinger;
