@@ -279,6 +279,20 @@ fn handshake_table(ctx: &Ctx, certs: &[(PathBuf, PathBuf)], root: &Path) -> Resu
             out.cpu_us.push(spent * 1e6 / (clients * cycles) as f64);
         }
     }
+    drop((servers, nginxes, plain));
+    Ok(format!(
+        "### Full TLS handshakes\n\n\
+         Each client in a loop: new TCP connection, full TLS handshake (no resumption), `GET /hello.txt` \
+         (6 bytes, `Connection: close`), response read. {cycles} connections per client per run; the sides \
+         take turns. Server CPU: /proc utime + stime of ws2http, or of nginx (master and workers) plus the \
+         plain ws2http behind it.\n\n{}",
+        render(&sides, &samples, clients)
+    ))
+}
+
+/// The handshake table: rate, CPU per connection, and each ws2http TLS row
+/// against the nginx row after it (same certificate), per run.
+fn render(sides: &[Side], samples: &[Samples], clients: usize) -> String {
     let mut t = Table::new(&[
         "server",
         "clients",
@@ -307,15 +321,7 @@ fn handshake_table(ctx: &Ctx, certs: &[(PathBuf, PathBuf)], root: &Path) -> Resu
             result,
         ]);
     }
-    drop((servers, nginxes, plain));
-    Ok(format!(
-        "### Full TLS handshakes\n\n\
-         Each client in a loop: new TCP connection, full TLS handshake (no resumption), `GET /hello.txt` \
-         (6 bytes, `Connection: close`), response read. {cycles} connections per client per run; the sides \
-         take turns. Server CPU: /proc utime + stime of ws2http, or of nginx (master and workers) plus the \
-         plain ws2http behind it.\n\n{}",
-        t.render()
-    ))
+    t.render()
 }
 
 type Held = Vec<Box<dyn std::any::Any + Send>>;
