@@ -46,6 +46,11 @@ pub struct Sizes {
     pub cl_members: usize,
     pub cl_rounds: usize,
     pub cl_stream: usize,
+    /// The `tls` workload: concurrent clients and full handshakes each per
+    /// measurement; idle connections held (ws:// and wss://).
+    pub tls_clients: usize,
+    pub tls_cycles: usize,
+    pub tls_idle: usize,
 }
 
 impl Sizes {
@@ -72,6 +77,9 @@ impl Sizes {
                 cl_members: 1_000,
                 cl_rounds: 15,
                 cl_stream: 500,
+                tls_clients: 16,
+                tls_cycles: 60,
+                tls_idle: 5_000,
             },
             Mode::Quick => Sizes {
                 runs: 3,
@@ -94,6 +102,9 @@ impl Sizes {
                 cl_members: 1_000,
                 cl_rounds: 10,
                 cl_stream: 200,
+                tls_clients: 16,
+                tls_cycles: 30,
+                tls_idle: 2_000,
             },
             Mode::Smoke => Sizes {
                 runs: 1,
@@ -116,6 +127,9 @@ impl Sizes {
                 cl_members: 20,
                 cl_rounds: 2,
                 cl_stream: 5,
+                tls_clients: 2,
+                tls_cycles: 3,
+                tls_idle: 20,
             },
         }
     }

@@ -31,6 +31,7 @@ mod stats;
 mod sys;
 mod threads_server;
 mod throughput;
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -62,6 +63,9 @@ enum Workload {
     PerConnection,
     /// perf and callgrind hot spots of ws2http during workload 1 (not in `all`).
     Profile,
+    /// Issue 16: full TLS handshakes/s vs plain and vs nginx in front, idle
+    /// wss:// vs ws:// memory (not in `all`: needs nginx and openssl).
+    Tls,
 }
 
 #[derive(Parser, Debug)]
@@ -93,6 +97,9 @@ struct Cli {
     /// Idle connections for workload 2 (websocketd); 0 skips websocketd.
     #[arg(long)]
     idle_websocketd: Option<usize>,
+    /// Idle connections of the `tls` workload (each of ws:// and wss://).
+    #[arg(long)]
+    tls_idle: Option<usize>,
     /// Members of the large room in workload 3.
     #[arg(long)]
     fanout: Option<usize>,
@@ -239,6 +246,9 @@ fn main() {
     if let Some(n) = cli.idle_websocketd {
         sizes.idle_wsd_conns = n;
     }
+    if let Some(n) = cli.tls_idle {
+        sizes.tls_idle = n;
+    }
     if let Some(n) = cli.fanout {
         sizes.fan_large = n;
         sizes.fan_small = sizes.fan_small.min(n);
@@ -262,7 +272,7 @@ fn main() {
         std::process::exit(3);
     });
 
-    let need = 4 * sizes.idle_conns.max(sizes.idle_wsd_conns).max(sizes.fan_large) as u64 + 4096;
+    let need = 4 * sizes.idle_conns.max(sizes.idle_wsd_conns).max(sizes.fan_large).max(sizes.tls_idle) as u64 + 4096;
     let nofile = sys::raise_nofile(need.max(65536));
     sys::become_subreaper();
 
@@ -380,6 +390,7 @@ fn main() {
             Workload::Cluster => cluster::run(&ctx),
             Workload::PerConnection => per_connection::run(&ctx),
             Workload::Profile => profile::run(&ctx),
+            Workload::Tls => tls::run(&ctx),
             Workload::All => unreachable!(),
         };
         match r {

@@ -159,7 +159,9 @@ impl Ws2http {
             let mut lines = BufReader::new(stdout).lines();
             let mut found = (None, None);
             while let Some(Ok(l)) = lines.next() {
-                if let Some(a) = l.strip_prefix("ws2http: listening on http://") {
+                // http:// or, with --tls-cert, https:// (the `tls` workload).
+                let listening = l.strip_prefix("ws2http: listening on http://");
+                if let Some(a) = listening.or_else(|| l.strip_prefix("ws2http: listening on https://")) {
                     found.0 = a.trim().parse::<SocketAddr>().ok();
                 } else if let Some(a) = l.strip_prefix("ws2http: control API on http://") {
                     found.1 = a.trim().parse::<SocketAddr>().ok();
@@ -204,6 +206,58 @@ impl Websocketd {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
         wait_listening(addr, Duration::from_secs(10)).map_err(|e| format!("websocketd: {e}"))?;
         Ok(Websocketd { proc, addr })
+    }
+}
+
+/// nginx terminating TLS in front of a plain ws2http (the `tls` workload):
+/// Debian's nginx, its configuration written here, one worker per core,
+/// HTTP/1.1 kept-alive connections to the upstream (a tuned proxy).
+pub struct Nginx {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+}
+
+impl Nginx {
+    pub fn available() -> bool {
+        which("nginx").is_some()
+    }
+
+    pub fn start(dir: &Path, tag: &str, cert: &Path, key: &Path, upstream: SocketAddr) -> Result<Nginx, String> {
+        let prefix = dir.join(format!("nginx-{tag}"));
+        std::fs::create_dir_all(prefix.join("logs")).map_err(|e| format!("{}: {e}", prefix.display()))?;
+        let port = sys::free_port();
+        let conf = prefix.join("nginx.conf");
+        let text = format!(
+            "daemon off;\nworker_processes auto;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log;\n\
+             events {{ worker_connections 8192; }}\n\
+             http {{\n  access_log {p}/logs/access.log;\n\
+             client_body_temp_path {p}/body; proxy_temp_path {p}/proxy; fastcgi_temp_path {p}/fcgi;\n\
+             uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;\n\
+             upstream ws2http {{ server {upstream}; keepalive 64; }}\n\
+             map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}\n\
+             server {{\n    listen 127.0.0.1:{port} ssl;\n\
+             ssl_certificate {cert}; ssl_certificate_key {key};\n    ssl_protocols TLSv1.2 TLSv1.3;\n\
+             location / {{ proxy_pass http://ws2http; proxy_http_version 1.1; proxy_set_header Host $host;\n\
+             proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection $connection_upgrade; }}\n  }}\n}}\n",
+            p = prefix.display(),
+            cert = cert.display(),
+            key = key.display(),
+        );
+        std::fs::write(&conf, text).map_err(|e| format!("{}: {e}", conf.display()))?;
+        let mut cmd = Command::new(which("nginx").unwrap_or_else(|| "nginx".into()));
+        cmd.arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg(prefix.join("logs/error.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file(&prefix, "nginx-stderr"));
+        let proc = Proc::spawn("nginx", &mut cmd, libc::SIGQUIT, Duration::from_secs(3))?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
+        wait_listening(addr, Duration::from_secs(10)).map_err(|e| format!("nginx ({}): {e}", conf.display()))?;
+        Ok(Nginx { proc, addr })
     }
 }
 

@@ -52,6 +52,19 @@ fn status_field(pid: u32, field: &str) -> Option<u64> {
     s.lines().find_map(|l| l.strip_prefix(field)?.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
 }
 
+/// CPU time (user + system) of `pid` so far, in seconds (from
+/// /proc/PID/stat, clock ticks of 1/100 s).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = s.rfind(')').map(|i| &s[i + 1..]).unwrap_or("");
+    // state is field 3; utime and stime are fields 14 and 15.
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (tick(11) + tick(12)) as f64 / hz
+}
+
 /// VmRSS in bytes.
 pub fn rss(pid: u32) -> u64 {
     status_field(pid, "VmRSS:").unwrap_or(0) * 1024
