@@ -903,17 +903,8 @@ mod idle_size {
     fn the_event_worker_future_holds_no_event_inline() {
         let t = crate::ws::fake::Scripted::new(|_| Ok(String::new()));
         let app = crate::ws::state::for_tests(&[], t.clone());
-        let target = crate::event::Target {
-            filename: "/x".into(),
-            script_name: "/x".into(),
-            path_info: String::new(),
-            interpreter: None,
-        };
-        let conn = Arc::new(ConnInfo { id: crate::id::ConnId::random(), target, request: Default::default() });
-        let (_outgoing, shared) = app.hub.register(conn.clone());
-        let budget = app.queue_budget.conn(Box::new(|_| {}));
-        let (_tx, rx) = event_queue(&shared);
-        let slot = app.conn_limits.reserve("192.0.2.1".parse().ok()).expect("slot");
+        let crate::ws::fake::TestConn { conn, shared, budget, rx, slot, _outgoing, .. } =
+            crate::ws::fake::test_conn(&app);
         let worker = event_worker(app.clone(), conn.clone(), t.clone(), rx, shared, budget, slot);
         let mut sink = |_: Output| {};
         let one_event = dispatch(&app, &conn, &*t, EventKind::Open, &mut sink, None);

@@ -70,3 +70,34 @@ impl Transport for Scripted {
         })
     }
 }
+
+/// A connection as the handshake registers one (hub entry, queue budget,
+/// event queue, connection slot), for unit tests that build its event
+/// worker or its resident process without a socket.
+pub(crate) struct TestConn {
+    pub conn: Arc<crate::event::ConnInfo>,
+    /// Held so the connection stays registered as writable while a test runs.
+    pub _outgoing: crate::hub::shared::Outgoing,
+    pub shared: Arc<crate::hub::shared::ConnShared>,
+    pub budget: Arc<crate::ws::limits::ConnBudget>,
+    pub tx: crate::ws::event_queue::EventTx,
+    pub rx: crate::ws::event_queue::EventRx,
+    pub slot: crate::conn_limits::Slot,
+}
+
+/// Registers a connection to `/x` in `app`.
+pub(crate) fn test_conn(app: &crate::ws::state::WsState) -> TestConn {
+    let target = crate::event::Target {
+        filename: "/x".into(),
+        script_name: "/x".into(),
+        path_info: String::new(),
+        interpreter: None,
+    };
+    let conn =
+        Arc::new(crate::event::ConnInfo { id: crate::id::ConnId::random(), target, request: Default::default() });
+    let (outgoing, shared) = app.hub.register(conn.clone());
+    let budget = app.queue_budget.conn(Box::new(|_| {}));
+    let (tx, rx) = crate::ws::event_queue::event_queue(&shared);
+    let slot = app.conn_limits.reserve("192.0.2.1".parse().ok()).expect("slot");
+    TestConn { conn, _outgoing: outgoing, shared, budget, tx, rx, slot }
+}

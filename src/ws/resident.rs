@@ -866,17 +866,7 @@ mod idle_size {
     fn setup() -> Setup {
         let t = crate::ws::fake::Scripted::new(|_| Ok(String::new()));
         let app = crate::ws::state::for_tests(&[], t.clone());
-        let target = crate::event::Target {
-            filename: "/x".into(),
-            script_name: "/x".into(),
-            path_info: String::new(),
-            interpreter: None,
-        };
-        let conn = Arc::new(ConnInfo { id: crate::id::ConnId::random(), target, request: Default::default() });
-        let (_outgoing, shared) = app.hub.register(conn.clone());
-        let budget = app.queue_budget.conn(Box::new(|_| {}));
-        let (tx, rx) = connection::event_queue(&shared);
-        let slot = app.conn_limits.reserve("192.0.2.1".parse().ok()).expect("slot");
+        let crate::ws::fake::TestConn { conn, shared, budget, tx, rx, slot, .. } = crate::ws::fake::test_conn(&app);
         let (reader, stdin) = std::io::pipe().expect("pipe");
         let stdin = std::fs::File::from(std::os::fd::OwnedFd::from(stdin));
         let (stdout, out_w) = pipe();
