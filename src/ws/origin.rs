@@ -5,7 +5,7 @@
 //! header (not browsers) are not affected.
 //!
 //! One exception to the exact comparison: on this listener's own port,
-//! `localhost`, `127.0.0.1` and `[::1]` are one site ([`loopback_alias`]).
+//! `localhost`, `127.0.0.1` and `[::1]` are one site ([`alias`]).
 //! A console loaded from `http://localhost:8080` that opens
 //! `ws://127.0.0.1:8080/...` (the URL ws2http prints) is the same page of the
 //! same server to the user, but two origins to the browser; refusing it was
@@ -36,13 +36,7 @@ fn strip_default_port(authority: &str, scheme: &str) -> String {
 /// `true` when a handshake with this Origin header (if any) and Host header
 /// may proceed on the public listener bound to `port`.
 pub fn allowed(origin: Option<&str>, host: Option<&str>, allow: &[String], port: u16) -> bool {
-    let Some(origin) = origin.map(str::trim) else { return true };
-    if allow.iter().any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin)) {
-        return true;
-    }
-    let (Some(o), Some(h)) = (authority_of_origin(origin), host) else { return false };
-    let scheme = origin.split_once("://").map_or("", |(s, _)| s).to_ascii_lowercase();
-    o == strip_default_port(&h.trim().to_ascii_lowercase(), &scheme) || loopback_alias(origin, h, port)
+    same_site(origin, host, allow, port, false)
 }
 
 /// [`allowed`] on a TLS listener: the page must also be an `https://` one.
@@ -50,13 +44,23 @@ pub fn allowed(origin: Option<&str>, host: Option<&str>, allow: &[String], port:
 /// may have written it) and may not open `wss://host:port`, although its
 /// host and port are the same; `--allow-origin` may still name it.
 pub fn allowed_over_tls(origin: Option<&str>, host: Option<&str>, allow: &[String], port: u16) -> bool {
+    same_site(origin, host, allow, port, true)
+}
+
+/// Both of the above: `tls` wants an `https://` page, and loopback aliases
+/// on the listener's own scheme.
+fn same_site(origin: Option<&str>, host: Option<&str>, allow: &[String], port: u16, tls: bool) -> bool {
     let Some(origin) = origin.map(str::trim) else { return true };
     if allow.iter().any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin)) {
         return true;
     }
-    let https = origin.split_once("://").is_some_and(|(s, _)| s.eq_ignore_ascii_case("https"));
     let (Some(o), Some(h)) = (authority_of_origin(origin), host) else { return false };
-    https && (o == strip_default_port(&h.trim().to_ascii_lowercase(), "https") || alias(origin, h, port, "https"))
+    let scheme = origin.split_once("://").map_or("", |(s, _)| s).to_ascii_lowercase();
+    let listener_scheme = if tls { "https" } else { "http" };
+    if tls && scheme != listener_scheme {
+        return false;
+    }
+    o == strip_default_port(&h.trim().to_ascii_lowercase(), &scheme) || alias(origin, h, port, listener_scheme)
 }
 
 /// websocketd's `--origin host[:port],...` (started as `websocketd`): the
@@ -106,22 +110,17 @@ fn split_port<'a>(authority: &'a str, default: &'a str) -> (&'a str, &'a str) {
 const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
 
 /// `true` when both the page (`origin`) and the WebSocket URL (`host`) name
-/// this listener through a loopback name: an `http` origin whose host is
-/// `localhost`, `127.0.0.1` or `[::1]` and whose port (80 when absent) is
-/// `port`, with a Host of one of those names on that same port.
+/// this listener through a loopback name: an origin of the listener's own
+/// scheme (`listener_scheme`: `http`, or `https` over TLS) whose host is
+/// `localhost`, `127.0.0.1` or `[::1]` and whose port (the scheme's default
+/// when absent) is `port`, with a Host of one of those names on that same port.
 ///
 /// Neither side can be set by another site: a page cannot choose its own
 /// Origin, and a Host that is a loopback name cannot come from DNS
 /// rebinding (the browser sends the name of the URL, the attacker's own).
 /// Another port (`localhost:3000`, a dev server), another name
-/// (`app.localhost`, `127.0.0.2`), `https` (this listener speaks plain
-/// HTTP) and anything that is not exactly `scheme://host[:port]` stay
+/// (`app.localhost`, `127.0.0.2`), the other scheme and anything that is not exactly `scheme://host[:port]` stay
 /// foreign.
-fn loopback_alias(origin: &str, host: &str, port: u16) -> bool {
-    alias(origin, host, port, "http")
-}
-
-/// [`loopback_alias`] for a listener whose pages are `scheme` (`https` over TLS).
 fn alias(origin: &str, host: &str, port: u16, listener_scheme: &str) -> bool {
     let Some((scheme, authority)) = origin.split_once("://") else { return false };
     let default = if listener_scheme == "https" { 443 } else { 80 };
