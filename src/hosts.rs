@@ -150,6 +150,20 @@ impl std::fmt::Display for HostPattern {
     }
 }
 
+/// A DNS name (or an IPv4 address written as one): letters, digits and
+/// `-` in labels of 1 to 63 bytes that neither start nor end with `-`, 253
+/// bytes at most, no final dot (callers strip it).
+pub fn is_dns_name(name: &str) -> bool {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    !name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

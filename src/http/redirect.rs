@@ -80,16 +80,7 @@ fn is_host_name(name: &str) -> bool {
     if let Some(v6) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
         return v6.parse::<std::net::Ipv6Addr>().is_ok();
     }
-    let name = name.strip_suffix('.').unwrap_or(name);
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
+    crate::hosts::is_dns_name(name.strip_suffix('.').unwrap_or(name))
 }
 
 #[cfg(test)]

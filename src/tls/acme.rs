@@ -150,14 +150,7 @@ fn domain(raw: &str) -> Result<String, String> {
     if d.parse::<std::net::IpAddr>().is_ok() {
         return bad("certificates for IP addresses are not supported");
     }
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    };
-    if d.is_empty() || d.len() > 253 || !d.split('.').all(label_ok) {
+    if !crate::hosts::is_dns_name(&d) {
         return bad("not a DNS name (letters, digits, '-' and '.'; an international name in its xn-- form)");
     }
     Ok(d)
