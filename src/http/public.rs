@@ -35,6 +35,10 @@ pub async fn handle(mut req: Request<Arc<SiteState>>) -> tide::Result {
     if let Some(answer) = crate::http::refusals::Refusals::answer(&req) {
         return Ok(answer);
     }
+    let inm = req.header("If-None-Match").map(|h| h.last().as_str());
+    if let Some(answer) = crate::http::client_js::answer(req.url().path(), req.method(), inm) {
+        return Ok(answer);
+    }
     let app = req.state().clone();
     let mut info = crate::http1::request::request_info(&req, app.port);
     let (mut path, _) = crate::http1::request::raw_path_and_query(&req);
