@@ -63,6 +63,8 @@ class CutProxy:
         self.pairs.add(pair)
         try:
             await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
+        except asyncio.CancelledError:
+            pass   # close()
         finally:
             self.pairs.discard(pair)
             for w in pair:
@@ -107,6 +109,10 @@ class CutProxy:
             for pair in list(self.pairs):
                 for w in pair:
                     _abort(w)
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         try:
             self._call(close())
         finally:
