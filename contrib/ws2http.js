@@ -25,6 +25,9 @@
   "use strict";
 
   const SESSION = "ws2http.session.v1";
+  // Offered too, for a ws2http that does not offer sessions on the endpoint to select: a browser fails a
+  // handshake whose 101 selects none of the offered subprotocols.
+  const PLAIN = "ws2http.plain";
   const RESUME = "ws2http.resume.";
   const EXPIRED = 4410; // the session is gone (expired, unknown, a gap): start over
   const BAD_RESUME = 4400; // the server did not understand the resume: start over
@@ -39,6 +42,8 @@
     maxRetries: Infinity, // reconnect attempts in a row before giving up (onclose 1006)
     reconnectCodes: RECONNECT_CODES,
     protocols: [], // subprotocols offered besides ws2http's (plain mode only selects one of these)
+    session: true, // false: never ask for a session (plain reconnects only)
+    binaryType: "blob", // as WebSocket's binaryType; also settable later
     WebSocket: null, // the WebSocket class (default: the global one)
   };
 
@@ -53,7 +58,7 @@
     constructor(url, options) {
       this.url = String(url);
       this.options = Object.assign({}, DEFAULTS, options || {});
-      this.binaryType = "blob";
+      this._binaryType = this.options.binaryType || "blob";
       this.id = null; // the connection id on the server (null in plain mode)
       this.status = "connecting";
       this.resumable = null; // true: a session; false: the server does not offer sessions; null: not known yet
@@ -72,6 +77,7 @@
       this._offlineSeen = false;
       this._closed = false;
       this._resetReason = null;
+      this._offerSession = this.options.session !== false;
       this._onOnline = () => this._networkBack();
       this._onOffline = () => { this._offlineSeen = true; };
       if (root.addEventListener) {
@@ -84,6 +90,16 @@
     /** WebSocket-like: 0 connecting (first time), 1 open, 2 reconnecting counts as 0, 3 closed. */
     get readyState() {
       return { connecting: 0, reconnecting: 0, open: 1, closing: 2, closed: 3 }[this.status];
+    }
+
+    /** As WebSocket's ("blob" or "arraybuffer"), for this socket and the ones after it. */
+    get binaryType() {
+      return this._binaryType;
+    }
+
+    set binaryType(value) {
+      this._binaryType = value;
+      if (this._ws) this._ws.binaryType = value;
     }
 
     /** Messages not yet known to be received by the server (written or queued). */
@@ -133,9 +149,8 @@
     _connect() {
       this._timer = null;
       const Impl = this.options.WebSocket || root.WebSocket;
-      const protocols = [SESSION].concat(this.options.protocols || []);
-      const resuming = this._token !== null;
-      if (resuming) protocols.splice(1, 0, RESUME + this._token + "." + this._received);
+      const protocols = (this._offerSession ? [SESSION, PLAIN] : []).concat(this.options.protocols || []);
+      if (this._token !== null) protocols.splice(1, 0, RESUME + this._token + "." + this._received);
       let ws;
       try {
         ws = new Impl(this.url, protocols);
@@ -146,7 +161,7 @@
         this._final(1006, String(err && err.message || err), false);
         return;
       }
-      ws.binaryType = this.binaryType;
+      ws.binaryType = this._binaryType;
       this._ws = ws;
       let hello = false; // the session message (or a plain open) has been seen on this socket
       const giveUp = setTimeout(() => { if (this._ws === ws && !hello) this._lost(ws, 1006, "timed out"); },
@@ -189,7 +204,7 @@
           this._newSession("the server missed messages the client no longer keeps");
           return;
         }
-        this._up();
+        this._up(true);
       } else if (m && m.ws2http === "session") {
         const wasSession = this._opened;
         this._token = String(m.token);
@@ -228,10 +243,10 @@
       this._startSession(this._opened ? "reconnected without a session (the server does not offer them)" : null);
     }
 
-    _up() {
+    _up(resumed) {
       this._attempt = 0;
       this._offlineSeen = false;
-      this._setStatus("open");
+      this._setStatus("open", { resumed: !!resumed });
       for (const entry of this._outbox.slice()) {
         if (this.status !== "open") break;
         this._write(entry);
@@ -286,6 +301,14 @@
     // -- losing a socket -------------------------------------------------------
 
     _socketClosed(ws, e, hello) {
+      if (!this._opened && !hello && this._offerSession && !(this.options.protocols || []).length) {
+        // A server that knows nothing of sessions selects no subprotocol, and the browser fails the
+        // handshake: try once more without (plain mode from then on).
+        this._offerSession = false;
+        this._ws = null;
+        this._connect();
+        return;
+      }
       if (!this._opened && !hello) {
         // The very first handshake failed (refused, no server): as a plain WebSocket would report it.
         this._closed = true;
@@ -325,7 +348,7 @@
     }
 
     _schedule(delay) {
-      this._setStatus(this._opened ? "reconnecting" : "connecting", delay);
+      this._setStatus(this._opened ? "reconnecting" : "connecting", { delay });
       clearTimeout(this._timer);
       this._timer = setTimeout(() => this._connect(), delay);
     }
@@ -378,10 +401,12 @@
 
     // -- reporting -------------------------------------------------------------
 
-    _setStatus(status, delay) {
+    // onstatus gets {type, status} plus, for "reconnecting", the delay (ms) before the next attempt,
+    // and for "open", whether the session was resumed (false: a first or a new session).
+    _setStatus(status, extra) {
       if (this.status === status) return;
       this.status = status;
-      if (this.onstatus) this.onstatus({ type: "status", status, delay });
+      if (this.onstatus) this.onstatus(Object.assign({ type: "status", status }, extra || {}));
     }
 
     _cleanup() {

@@ -27,6 +27,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 __all__ = ["Ws2httpSession", "Ws2httpClosed", "SESSION_PROTOCOL"]
 
 SESSION_PROTOCOL = "ws2http.session.v1"
+PLAIN_PROTOCOL = "ws2http.plain"      # for a ws2http that offers no session on the endpoint to select
 RESUME_PREFIX = "ws2http.resume."
 EXPIRED, BAD_RESUME = 4410, 4400   # the server refused the resume: start over
 DROPPED = (1005, 1006)             # no close frame (1006), or no code in it: the session lives on
@@ -201,9 +202,9 @@ class Ws2httpSession:
             attempt += 1
 
     async def _open_socket(self):
-        protocols = [SESSION_PROTOCOL]
+        protocols = [SESSION_PROTOCOL, PLAIN_PROTOCOL]
         if self._token is not None:
-            protocols.append("%s%s.%d" % (RESUME_PREFIX, self._token, self._received))
+            protocols.insert(1, "%s%s.%d" % (RESUME_PREFIX, self._token, self._received))
         ws = await connect(self.url, subprotocols=protocols, open_timeout=self.connect_timeout,
                            ping_interval=None, **self.connect_kwargs)
         if ws.subprotocol != SESSION_PROTOCOL:

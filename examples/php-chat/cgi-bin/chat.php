@@ -141,6 +141,9 @@ function render_page(): void
   <button id="send" type="submit" disabled>Send</button>
 </form>
 <noscript><p class="error">This chat needs JavaScript.</p></noscript>
+<!-- ws2http's client helper (served by ws2http itself): a network blip resumes
+     the same connection, so nobody sees "left"/"joined" and no message is lost. -->
+<script src="ws2http.js"></script>
 <script>
 "use strict";
 (() => {
@@ -203,7 +206,7 @@ function render_page(): void
   }
 
   let opened = false;
-  const ws = new WebSocket(url);
+  const ws = new Ws2httpSocket(url);
 
   ws.onopen = () => {
     opened = true;
@@ -211,6 +214,17 @@ function render_page(): void
     text.disabled = send.disabled = false;
     text.focus();
   };
+
+  // Lost and resumed: messages typed meanwhile are queued and sent on resume.
+  ws.onstatus = (e) => {
+    if (!opened) return;
+    if (e.status === "reconnecting") setStatus("reconnecting…", "connecting");
+    else if (e.status === "open") setStatus("connected", "connected");
+  };
+
+  // Away longer than the server's grace period: this is a new connection
+  // (the others saw us leave and join again) and messages in between are missing.
+  ws.onreset = () => addNotice("reconnected after a long break: messages in between are missing", "error");
 
   ws.onmessage = (e) => {
     let m;
@@ -239,8 +253,11 @@ function render_page(): void
   $("send-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const t = text.value.trim();
-    if (!t || ws.readyState !== WebSocket.OPEN) return;
-    ws.send(JSON.stringify({ text: t }));
+    if (!t) return;
+    if (!ws.send(JSON.stringify({ text: t }))) {
+      addNotice("not sent: too many messages waiting for the connection", "error");
+      return;
+    }
     text.value = "";
     text.focus();
   });
