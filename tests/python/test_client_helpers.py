@@ -249,6 +249,8 @@ class PythonHelperTest(ServerTestCase):
 class ClientDocTest(ServerTestCase):
     """docs/CLIENT.md's Python example, run as printed (its URL pointed at this server)."""
 
+    cgi_bin = "cgi-bin"   # the docs' server: ws2http --cgi-bin cgi-bin
+
     async def test_the_python_example(self):
         with open(os.path.join(REPO_ROOT, "docs", "CLIENT.md"), encoding="utf-8") as f:
             text = f.read()
