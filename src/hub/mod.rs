@@ -27,6 +27,7 @@ pub mod cluster;
 pub mod local;
 pub mod outgoing;
 pub mod queue;
+pub mod session;
 pub mod shared;
 pub mod socket;
 pub mod wire;
