@@ -215,6 +215,12 @@ pub struct State {
     pub incoming: Option<Box<dyn Any + Send>>,
     /// An export asked for: where the snapshot goes.
     pub export: Option<async_channel::Sender<Snapshot>>,
+    /// What the writer sends first on the next socket: the session message
+    /// (`session` or `resumed`), then the messages it replays.
+    pub prelude: Option<(String, Vec<Message>)>,
+    /// An exported session's outgoing queue, kept open until the session is
+    /// taken out (what arrives meanwhile goes into the snapshot).
+    pub parked: Option<super::shared::Outgoing>,
 }
 
 /// A resumable session's state, in its connection's [`ConnShared`].
@@ -237,6 +243,8 @@ impl Session {
             ended: false,
             incoming: None,
             export: None,
+            prelude: None,
+            parked: None,
         };
         Box::new(Session { state: Mutex::new(state), let_go: AtomicBool::new(false), limits })
     }
@@ -375,6 +383,64 @@ impl Sessions {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Takes an exported session out of the hub, once its event worker has run
+/// every event it had queued (the queue ended without a close event): its
+/// snapshot goes to whoever asked ([`State::export`]). No close event, no
+/// presence change: the session lives on elsewhere.
+pub fn take_out(hub: &super::local::Hub, info: &ConnInfo, shared: &ConnShared) {
+    let Some(session) = shared.session.as_deref() else { return };
+    let (rooms, meta) = hub.snapshot(&info.id);
+    let queued = std::iter::from_fn(|| shared.outgoing.try_take().ok()).collect();
+    let (snap, export, parked) = {
+        let mut st = session.lock();
+        st.ended = true;
+        let (floor, window) = st.window.parts();
+        st.window = Window::default();
+        let snap = Snapshot {
+            id: info.id.clone(),
+            request: Request::of(&info.request),
+            rooms,
+            meta,
+            token: st.token.to_string(),
+            received: st.received,
+            resumes: st.resumes,
+            floor,
+            window,
+            queued,
+        };
+        (snap, st.export.take(), st.parked.take())
+    };
+    // Not under the session's lock: a resume's look-up takes the map's, then the session's.
+    hub.sessions.forget(session.lock().token.key());
+    hub.remove(&info.id);
+    drop(parked);
+    log::info!("[{}] session exported ({} kept, {} queued)", info.id, snap.window.len(), snap.queued.len());
+    if let Some(tx) = export {
+        let _ = tx.try_send(snap);
+    }
+}
+
+/// Takes the session of connection `id` out of this instance as one value,
+/// without a close event (for the cluster: the client resumed on another
+/// instance): its socket, if attached, is dropped without a close frame; its
+/// event worker runs the events it had queued, then [`take_out`] answers.
+/// `None` when `id` has no session here, or it ended first.
+pub async fn export(hub: &super::local::Hub, id: &ConnId) -> Option<Snapshot> {
+    let shared = hub.sessions.of_conn(id)?;
+    let session = shared.session.as_deref()?;
+    let (tx, rx) = async_channel::bounded(1);
+    {
+        let mut st = session.lock();
+        if st.ended || st.export.is_some() {
+            return None;
+        }
+        st.export = Some(tx);
+    }
+    session.let_go(true);
+    shared.wake();
+    rx.recv().await.ok()
 }
 
 /// The request that opened a session, as a [`Snapshot`] carries it.

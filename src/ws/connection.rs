@@ -39,7 +39,7 @@ use async_tungstenite::tungstenite::Message as WsMessage;
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::{WebSocketReceiver, WebSocketSender};
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt, StreamExt};
-use futures_util::future::{select, Either};
+use futures_util::future::select;
 
 use crate::action::{CloseCause, Message};
 use crate::event::{ConnInfo, Event, EventKind};
@@ -137,7 +137,7 @@ pub async fn event_worker(
     budget: Arc<ConnBudget>,
     _slot: crate::conn_limits::Slot,
 ) {
-    let mut dropped = 0usize;
+    let (mut dropped, mut closed) = (0usize, false);
     while let Some(kind) = events.next().await {
         metrics::get().events_queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if matches!(kind, EventKind::Message { .. }) {
@@ -178,8 +178,13 @@ pub async fn event_worker(
             budget.done(len);
         }
         if last {
+            closed = true;
             break;
         }
+    }
+    // The queue ended without a close event: the session moves elsewhere.
+    if !closed && shared.session.is_some() {
+        return crate::hub::session::take_out(&app.hub, &conn, &shared);
     }
     app.hub.remove(&conn.id);
     metrics::add(&metrics::get().connections_closed, 1);
@@ -289,13 +294,29 @@ async fn serve_split<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let parked = AtomicBool::new(false);
-    let writer = write_loop(sink, &app, outgoing, &shared, &parked);
-    let reader = read_loop(stream, &app, &conn, &shared, &events, &budget, &parked);
-    match select(std::pin::pin!(reader), std::pin::pin!(writer)).await {
-        Either::Left(_) | Either::Right(_) => {}
-    }
+    run_socket((sink, stream), &app, &conn, &outgoing, &shared, &events, &budget).await;
+    drop(outgoing);
     finish(&app, &conn, &shared, &events).await;
+}
+
+/// Reads and writes one socket of the connection until either side ends
+/// it (a resumable session serves several in turn: `ws::session`).
+pub(crate) async fn run_socket<S>(
+    (sink, stream): (WebSocketSender<S>, WebSocketReceiver<S>),
+    app: &WsState,
+    conn: &ConnInfo,
+    outgoing: &Outgoing,
+    shared: &ConnShared,
+    events: &EventTx,
+    budget: &ConnBudget,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let parked = AtomicBool::new(false);
+    let writer = write_loop(sink, app, outgoing, shared, &parked);
+    let reader = read_loop(stream, app, conn, shared, events, budget, &parked);
+    // Whichever ends first ends the socket.
+    select(std::pin::pin!(reader), std::pin::pin!(writer)).await;
 }
 
 /// What the writer does next.
@@ -311,7 +332,7 @@ enum Step {
 async fn write_loop<S>(
     mut sink: WebSocketSender<S>,
     app: &WsState,
-    outgoing: Outgoing,
+    outgoing: &Outgoing,
     shared: &ConnShared,
     reader_parked: &AtomicBool,
 ) where
@@ -320,6 +341,12 @@ async fn write_loop<S>(
     // One abort signal for the whole connection, not one per message.
     let mut aborted = std::pin::pin!(shared.aborted());
     let mut watch = Watch { aborted: aborted.as_mut(), pinger: Pinger::new(app.ping_interval), shared };
+    // A session's first frames: its session message, then what it replays.
+    if let Some(session) = shared.session.as_deref() {
+        if !Box::pin(super::session::prelude(&mut sink, session, &mut watch)).await {
+            return;
+        }
+    }
     loop {
         let Watch { aborted, pinger, .. } = &mut watch;
         let step = async { outgoing.recv().await.map_or(Step::Ended, Step::Send) }
@@ -340,6 +367,9 @@ async fn write_loop<S>(
                 // (Its buffer stays in the total until its last fragment is
                 // handed to tungstenite.)
                 shared.taken(msg.len());
+                if let Some(session) = shared.session.as_deref() {
+                    session.number(&msg);
+                }
                 match msg {
                     Message::Text(t) if t.len() <= FRAGMENT => WsMessage::Text(t),
                     Message::Binary(b) if b.len() <= FRAGMENT => WsMessage::Binary(b),
@@ -357,7 +387,8 @@ async fn write_loop<S>(
             Step::Tick if watch.pinger.unanswered(shared) => return watch.pinger.time_out(shared),
             Step::Tick => {
                 watch.pinger.pinged();
-                WsMessage::Ping(Default::default())
+                // A session's pings carry its sent count: their pongs acknowledge it.
+                WsMessage::Ping(shared.session.as_deref().map(|s| s.ping_payload()).unwrap_or_default())
             }
         };
         // Boxed, as every state but the wait for the next step: the task
@@ -404,11 +435,11 @@ where
 /// size for the life of the connection: whole frames of 1 MiB left 1 MiB
 /// behind in every connection that once got one (200 clients after one
 /// broadcast: +201 MiB for good; with fragments: about 16 KiB each).
-const FRAGMENT: usize = 16 * 1024;
+pub(super) const FRAGMENT: usize = 16 * 1024;
 
 /// Sends a message longer than [`FRAGMENT`] in fragments of that size
 /// (they share its buffer: no copy); `false` as [`send_one`].
-async fn send_fragments<S, F>(sink: &mut WebSocketSender<S>, msg: Message, watch: &mut Watch<'_, F>) -> bool
+pub(super) async fn send_fragments<S, F>(sink: &mut WebSocketSender<S>, msg: Message, watch: &mut Watch<'_, F>) -> bool
 where
     S: AsyncRead + AsyncWrite + Unpin,
     F: std::future::Future<Output = ()>,
@@ -434,7 +465,7 @@ where
 /// the connection was aborted (slow consumer), or the client answered no
 /// ping while the write was blocked (it reads nothing: the ping timeout
 /// holds even then).
-async fn send_one<S, F>(sink: &mut WebSocketSender<S>, frame: WsMessage, watch: &mut Watch<'_, F>) -> bool
+pub(super) async fn send_one<S, F>(sink: &mut WebSocketSender<S>, frame: WsMessage, watch: &mut Watch<'_, F>) -> bool
 where
     S: AsyncRead + AsyncWrite + Unpin,
     F: std::future::Future<Output = ()>,
@@ -477,7 +508,7 @@ where
 
 /// What the writer watches besides its queue, also while a write is
 /// blocked: the connection's abort signal and its ping timer.
-struct Watch<'a, F> {
+pub(super) struct Watch<'a, F> {
     aborted: std::pin::Pin<&'a mut F>,
     pinger: Pinger,
     shared: &'a ConnShared,
@@ -509,8 +540,14 @@ async fn read_loop<S>(
                 // Keep reading: tungstenite sends the reply, then ends the stream.
                 continue;
             }
+            Ok(WsMessage::Pong(p)) => {
+                if let Some(session) = shared.session.as_deref() {
+                    session.pong(&p);
+                }
+                continue;
+            }
             // Pings are answered by tungstenite; control frames cost no budget.
-            Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_)) => continue,
+            Ok(WsMessage::Ping(_) | WsMessage::Frame(_)) => continue,
             Err(e) => match read_error(&e, budget) {
                 Some(limit) => {
                     // Closed for another connection's read: logged then.
@@ -526,6 +563,9 @@ async fn read_loop<S>(
                 }
             },
         };
+        if let Some(session) = shared.session.as_deref() {
+            session.read_one();
+        }
         if let Err(full) = enqueue(app, events, budget, kind) {
             let note =
                 (!matches!(full, QueueFull::Bytes(OverBudget::Closed))).then(|| format!("{full}; closing (1013)"));
