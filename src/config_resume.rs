@@ -47,7 +47,8 @@ impl ResumeArgs {
         if !(g.is_finite() && (0.0..=86_400.0).contains(&g)) {
             return Err(format!("--resume-grace {g}: must be 0 (sessions off) or a number of seconds up to 86400"));
         }
-        for (flag, v) in [("--resume-buffer", self.resume_buffer), ("--resume-buffer-bytes", self.resume_buffer_bytes)] {
+        for (flag, v) in [("--resume-buffer", self.resume_buffer), ("--resume-buffer-bytes", self.resume_buffer_bytes)]
+        {
             if v == 0 {
                 return Err(format!("{flag} 0: must be at least 1 (turn sessions off with --resume-grace 0)"));
             }

@@ -214,7 +214,8 @@ impl Hub {
         // The queue holds no slots while empty; its limits are enforced in
         // `deliver`.
         let (shared, rx) = ConnShared::with_session(session);
-        let mut conn = Conn { info: info.clone(), connected_at: SystemTime::now(), shared: shared.clone(), joined: None };
+        let mut conn =
+            Conn { info: info.clone(), connected_at: SystemTime::now(), shared: shared.clone(), joined: None };
         let mut st = lock(&self.state);
         for (k, v) in meta {
             let _ = set_meta(&mut conn, k, Some(v));

@@ -260,6 +260,7 @@ fn kind_index(kind: &EventKind) -> usize {
         EventKind::Open => 0,
         EventKind::Message { .. } => 1,
         EventKind::Close { .. } => 2,
+        EventKind::Resume { .. } => 3,
     }
 }
 

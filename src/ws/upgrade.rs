@@ -16,11 +16,11 @@ use crate::gateway::resolve::Resolved;
 use crate::gateway::{Head, Outcome, Output, Transport};
 use crate::http1::fields::{is_field_value, lists_token};
 use crate::http1::request::{raw_path_and_query, request_info, text_response as text};
+use crate::hub::session::{Limits, Token};
 use crate::runtime;
 use crate::ws::limits::Metered;
-use crate::ws::state::WsState;
-use crate::hub::session::{Limits, Token};
 use crate::ws::session::{self, Asked};
+use crate::ws::state::WsState;
 use crate::ws::{connection, resident};
 use futures_util::future::Either;
 

@@ -154,7 +154,7 @@ class ResumeTest(ResumeCase):
         await self.sentinel(ws2, cid)
         view = await self.api_ok("GET", "/connections/" + cid)
         self.assertEqual((view["rooms"], view["metadata"]), (["r"], {"name": "bob"}))
-        self.assertEqual(events(cid), ["open"], "no close, no open ran")
+        self.assertEqual(events(cid), ["open"], "no close, no open ran (nor resume: not in --events)")
         await ws2.send("after")
         self.assertEqual(await self.recv_text(ws2), "echo after")
         await ws2.close()
@@ -254,6 +254,25 @@ class ResumeTest(ResumeCase):
         self.assertEqual(caught.exception.response.status_code, 403)
         ws2 = await self.resume(hello["token"], 0)
         self.assertEqual(json.loads(await self.recv_text(ws2))["ws2http"], "resumed")
+
+
+class ResumeEventTest(ResumeCase):
+    server_args = ["--events", "open,message,close,resume"]
+
+    async def test_the_resume_event_runs_when_listed(self):
+        ws, hello = await self.open_session()
+        await ws.send("before")
+        self.assertEqual(await self.recv_text(ws), "echo before")
+        ws.transport.abort()
+        await self.detached()
+        ws2 = await self.resume(hello["token"], 1)
+        resumed = json.loads(await self.recv_text(ws2))
+        await ws2.send("after")
+        self.assertEqual(await self.recv_text(ws2), "echo after")
+        await ws2.close()
+        await self.close_lines(hello["id"])
+        self.assertEqual(events(hello["id"]), ["open", "message before", "resume 1 127.0.0.1", "message after",
+                                               "close 1000 client r bob"])
 
 
 class ResumeExpiryTest(ResumeCase):

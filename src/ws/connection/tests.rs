@@ -31,9 +31,7 @@ impl Open {
     fn message(&self, text: &str) {
         self.budget.message_read(text.len(), true).expect("budget");
         self.budget.event_queued();
-        self.tx
-            .unbounded_send(EventKind::Message { payload: text.to_owned().into(), binary: false })
-            .expect("queue");
+        self.tx.unbounded_send(EventKind::Message { payload: text.to_owned().into(), binary: false }).expect("queue");
     }
 
     /// Runs the event worker until the close event.
