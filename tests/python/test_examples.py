@@ -244,7 +244,7 @@ class PhpChatTest(ChatFlow, ServerTestCase):
         page = body.decode()
         self.assertIn('data-room="lobby" data-nick="Carol C"', page)
         for element in ('id="messages"', 'id="members"', 'id="text"', 'id="send"',
-                        'id="status"', "new WebSocket(", 'href="style.css"'):
+                        'id="status"', '<script src="ws2http.js">', "new Ws2httpSocket(", 'href="style.css"'):
             self.assertIn(element, page)
 
     async def test_chat_page_without_nick_redirects(self):
