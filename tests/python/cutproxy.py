@@ -10,6 +10,8 @@ the same way:
         proxy.offline()       # new connections are reset as soon as they arrive ...
         proxy.online()        # ... until this
         proxy.stall()         # open connections stop forwarding (a dead network nobody noticed)
+        proxy.cut_next_after_handshake()   # the next connection dies right after the server's 101:
+                                           # the client gets the 101, and nothing after it
 
 Why a proxy: Chromium's DevTools "offline" (Network.emulateNetworkConditions) does not touch an
 open WebSocket, nor new ones; a cut of the TCP stream is what a lost network looks like to both ends.
@@ -28,6 +30,7 @@ class CutProxy:
         self.is_offline = False
         self.connections = 0     # accepted so far (refused ones included)
         self.refused = 0
+        self.cut_after_handshake = 0   # connections still to cut right after the server's response head
         self._server = None
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
@@ -61,8 +64,11 @@ class CutProxy:
             return
         pair = (writer, up_writer)
         self.pairs.add(pair)
+        head_only = self.cut_after_handshake > 0
+        if head_only:
+            self.cut_after_handshake -= 1
         try:
-            await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
+            await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer, head_only, pair))
         except asyncio.CancelledError:
             pass   # close()
         finally:
@@ -88,6 +94,11 @@ class CutProxy:
 
     def online(self):
         self.is_offline = False
+
+    def cut_next_after_handshake(self):
+        """The next connection forwards the server's response head (a WebSocket 101) and then dies
+        at once, both sides, without what followed it."""
+        self.cut_after_handshake += 1
 
     def stall(self):
         """Open connections stop forwarding in both directions but stay open."""
@@ -121,8 +132,17 @@ class CutProxy:
             self.loop.close()
 
 
-async def _pump(reader, writer):
+async def _pump(reader, writer, head_only=False, pair=()):
+    """Copies reader to writer. head_only: up to the end of the response head, then aborts pair."""
     try:
+        if head_only:
+            head = await reader.readuntil(b"\r\n\r\n")
+            writer.write(head)
+            await writer.drain()
+            await asyncio.sleep(0.05)   # the head reaches the client before the reset
+            for w in pair:
+                _abort(w)
+            return
         while True:
             data = await reader.read(65536)
             if not data:
@@ -131,7 +151,7 @@ async def _pump(reader, writer):
                 continue   # a dead network: what is read goes nowhere
             writer.write(data)
             await writer.drain()
-    except (OSError, asyncio.CancelledError):
+    except (OSError, asyncio.CancelledError, asyncio.IncompleteReadError):
         pass
     finally:
         _close(writer)   # what the other side sent still arrives, then the end of the stream

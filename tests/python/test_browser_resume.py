@@ -130,17 +130,20 @@ class PhpChatBlipTest(BrowserTestCase, ChatBlip):
 
 
 class ConsoleResumeTest(BrowserTestCase):
-    """The console through a cut: lost, resumed, and the conversation goes on."""
+    """The console through a cut: lost, resumed, and the conversation goes on; past the grace period,
+    a new session; with sessions off, plain reconnects (Chromium fails a handshake whose 101 selects
+    none of the offered subprotocols: the helper retries without)."""
 
     @browser_tool
     def setUp(self):
-        self.start_server("cgi-bin")
+        pass
 
     def log_texts(self, b):
         return b.execute("""return [...document.querySelectorAll('#log > div')].map(
             d => d.textContent.slice(d.querySelector('time').textContent.length))""")
 
-    def test_a_cut_is_resumed(self):
+    def connect(self, args=()):
+        self.start_server("cgi-bin", args)
         proxy = CutProxy(self.server.port)
         self.addCleanup(proxy.close)
         b = self.browser()
@@ -150,6 +153,39 @@ class ConsoleResumeTest(BrowserTestCase):
         field.send_keys("/chat.sh/blip?nick=x")
         b.find("#go").click()
         self.wait(b, lambda: b.text("#state").startswith("connected to "), "connected")
+        return proxy, b
+
+    def say(self, b, text):
+        b.find("#msg").send_keys(text)
+        b.find("#sendbtn").click()
+        self.wait(b, lambda: "← x: " + text in self.log_texts(b), "the echo of %r" % text)
+
+    def test_past_the_grace_period_a_new_session(self):
+        proxy, b = self.connect(["--resume-grace", "1"])
+        first = [t for t in self.log_texts(b) if t.startswith("open")][0][len("open (session "):-1]
+        proxy.offline()
+        self.wait(b, lambda: "connection lost: resuming the session" in self.log_texts(b), "lost")
+        self.wait(b, lambda: "[%s] session not resumed within" % first in self.server.log_text(), "expiry")
+        proxy.online()
+        self.wait(b, lambda: any(t.startswith("session lost (the server refused the resume: 4410")
+                                 for t in self.log_texts(b)), "the reset")
+        self.say(b, "new session")
+        self.assertEqual(self.log_texts(b).count("← * welcome to blip, x: type a line to talk to everyone in the room"), 2)
+
+    def test_sessions_off_plain_reconnects(self):
+        proxy, b = self.connect(["--resume-grace", "0"])
+        self.assertIn("open", self.log_texts(b))   # no session id
+        self.say(b, "plain")
+        proxy.cut()
+        self.wait(b, lambda: "a new connection: reconnected without a session (the server does not offer them)"
+                                 in self.log_texts(b),
+                  "a plain reconnect")
+        self.assertIn("connection lost: reconnecting", self.log_texts(b))
+        self.say(b, "again")
+        self.assertFalse(b.find("#failure").text)
+
+    def test_a_cut_is_resumed(self):
+        proxy, b = self.connect()
         opened = [t for t in self.log_texts(b) if t.startswith("open")]
         self.assertRegex(opened[0], r"^open \(session [0-9a-f]{32}\)$")
         session = opened[0][len("open (session "):-1]

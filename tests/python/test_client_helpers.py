@@ -152,8 +152,11 @@ class PythonHelperTest(ServerTestCase):
                 self.assertEqual((status, body), (200, b'{"delivered":1}'))
 
         async def cuts():
+            # Only on a socket whose session message arrived: a cut between the resume's 101 and its
+            # "resumed" message is test_a_resume_whose_answer_was_lost_is_retried's case.
             for _ in range(6):
                 await asyncio.sleep(random.uniform(0.05, 0.3))
+                await wait_for(lambda: s.status == "open", WAIT, "the session open")
                 proxy.cut()
 
         async def receive():
@@ -176,6 +179,26 @@ class PythonHelperTest(ServerTestCase):
                        "the close event")
         closes = [ln for ln in events.lines() if ln.startswith("close ")]
         self.assertEqual(closes, ["close %s client" % first])
+
+    async def test_a_resume_whose_answer_was_lost_is_retried(self):
+        """The network dies again between a resume's 101 and its "resumed" message: the server has
+        taken the resume (and rotated the token), the client never learned the new token. Its next
+        resume, with the token it has, must still work: nothing lost, no new session."""
+        proxy, events = self.proxy(), Events(self)
+        resets = []
+        s = self.session(proxy, "/resume.sh?log=" + events.tag, on_reset=resets.append)
+        await s.start()
+        self.addAsyncCleanup(s.close)
+        first = s.id
+        s.send("one")
+        self.assertEqual(await asyncio.wait_for(s.recv(), WAIT), "echo:one")
+        proxy.cut_next_after_handshake()
+        proxy.cut()
+        await wait_for(lambda: proxy.cut_after_handshake == 0, WAIT, "the resume cut after its 101")
+        s.send("two")
+        self.assertEqual(await asyncio.wait_for(s.recv(), WAIT), "echo:two")
+        self.assertEqual((s.id, resets), (first, []))
+        self.assertEqual(events.lines(), ["open " + first])
 
     async def test_a_session_past_its_grace_starts_over(self):
         self.server.stop()
