@@ -285,7 +285,7 @@ impl Session {
     pub fn number(&self, msg: &Message) -> bool {
         let mut st = self.lock();
         st.window.push(msg.clone(), self.limits);
-        st.window.len() % ACK_EVERY == 0
+        st.window.len().is_multiple_of(ACK_EVERY)
     }
 
     /// A data message was read from the client.
@@ -341,11 +341,14 @@ pub fn overflow(shared: &ConnShared, id: &ConnId, why: String) -> usize {
 /// its connection.
 #[derive(Default)]
 pub struct Sessions {
-    by_key: Mutex<HashMap<[u8; 8], (Arc<ConnInfo>, Arc<ConnShared>)>>,
+    by_key: Mutex<HashMap<[u8; 8], Entry>>,
 }
 
+/// A session's connection, as [`Sessions`] finds it.
+type Entry = (Arc<ConnInfo>, Arc<ConnShared>);
+
 impl Sessions {
-    fn map(&self) -> MutexGuard<'_, HashMap<[u8; 8], (Arc<ConnInfo>, Arc<ConnShared>)>> {
+    fn map(&self) -> MutexGuard<'_, HashMap<[u8; 8], Entry>> {
         self.by_key.lock().unwrap_or_else(|e| e.into_inner())
     }
 
