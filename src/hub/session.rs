@@ -198,6 +198,9 @@ impl Window {
     }
 }
 
+/// Messages kept between two pings that ask for an acknowledgement.
+pub const ACK_EVERY: usize = 32;
+
 /// The mutable part of a session, behind its lock.
 pub struct State {
     pub token: Token,
@@ -275,9 +278,14 @@ impl Session {
         self.let_go.store(go, Ordering::SeqCst);
     }
 
-    /// The writer takes `msg` to write it: numbered and kept.
-    pub fn number(&self, msg: &Message) {
-        self.lock().window.push(msg.clone(), self.limits);
+    /// The writer takes `msg` to write it: numbered and kept. `true` when
+    /// the writer should ask for an acknowledgement now (every
+    /// [`ACK_EVERY`] messages kept), so that the window of a session with
+    /// traffic does not wait for the next timed ping to shrink.
+    pub fn number(&self, msg: &Message) -> bool {
+        let mut st = self.lock();
+        st.window.push(msg.clone(), self.limits);
+        st.window.len().is_multiple_of(ACK_EVERY)
     }
 
     /// A data message was read from the client.
@@ -333,11 +341,14 @@ pub fn overflow(shared: &ConnShared, id: &ConnId, why: String) -> usize {
 /// its connection.
 #[derive(Default)]
 pub struct Sessions {
-    by_key: Mutex<HashMap<[u8; 8], (Arc<ConnInfo>, Arc<ConnShared>)>>,
+    by_key: Mutex<HashMap<[u8; 8], Entry>>,
 }
 
+/// A session's connection, as [`Sessions`] finds it.
+type Entry = (Arc<ConnInfo>, Arc<ConnShared>);
+
 impl Sessions {
-    fn map(&self) -> MutexGuard<'_, HashMap<[u8; 8], (Arc<ConnInfo>, Arc<ConnShared>)>> {
+    fn map(&self) -> MutexGuard<'_, HashMap<[u8; 8], Entry>> {
         self.by_key.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -437,8 +448,9 @@ pub async fn export(hub: &super::local::Hub, id: &ConnId) -> Option<Snapshot> {
             return None;
         }
         st.export = Some(tx);
+        // Under the lock: the task attaching a socket reads it there.
+        session.let_go(true);
     }
-    session.let_go(true);
     shared.wake();
     rx.recv().await.ok()
 }
@@ -584,6 +596,16 @@ mod tests {
         assert!(s.admit(0, 0, 9).expect_err("11 bytes").contains("--resume-buffer-bytes"));
         s.lock().attached = true;
         assert_eq!(s.admit(100, 100, 100), Ok(false), "attached: the writer bounds its window");
+    }
+
+    #[test]
+    fn the_writer_asks_for_an_ack_every_few_messages_kept() {
+        let s = Session::new(Token::random(), WIDE);
+        let asks: Vec<bool> = (0..2 * ACK_EVERY).map(|i| s.number(&m(&i.to_string()))).collect();
+        assert_eq!(asks.iter().filter(|a| **a).count(), 2);
+        assert!(asks[ACK_EVERY - 1] && asks[2 * ACK_EVERY - 1]);
+        s.pong(ACK_EVERY.to_string().as_bytes());
+        assert_eq!(s.lock().window.len(), ACK_EVERY, "the pong trimmed what it acknowledged");
     }
 
     #[test]

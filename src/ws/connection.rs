@@ -295,7 +295,14 @@ async fn serve_split<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    run_socket((sink, stream), &app, &conn, &outgoing, &shared, &events, &budget).await;
+    // The select itself, not through `run_socket`: its references would
+    // be one more layer in every idle connection's task.
+    {
+        let parked = AtomicBool::new(false);
+        let writer = write_loop(sink, &app, &outgoing, &shared, &parked);
+        let reader = read_loop(stream, &app, &conn, &shared, &events, &budget, &parked);
+        select(std::pin::pin!(reader), std::pin::pin!(writer)).await;
+    }
     drop(outgoing);
     finish(&app, &conn, &shared, &events).await;
 }
@@ -343,10 +350,8 @@ async fn write_loop<S>(
     let mut aborted = std::pin::pin!(shared.aborted());
     let mut watch = Watch { aborted: aborted.as_mut(), pinger: Pinger::new(app.ping_interval), shared };
     // A session's first frames: its session message, then what it replays.
-    if let Some(session) = shared.session.as_deref() {
-        if !Box::pin(super::session::prelude(&mut sink, session, &mut watch)).await {
-            return;
-        }
+    if !Box::pin(super::session::prelude(&mut sink, shared, &mut watch)).await {
+        return;
     }
     loop {
         let Watch { aborted, pinger, .. } = &mut watch;
@@ -362,25 +367,21 @@ async fn write_loop<S>(
             .await;
         // A message from the queue: the hub's direct writes wait until it is sent.
         let queued = matches!(step, Step::Send(_));
+        let mut ack = false; // a session asks for an acknowledgement now (`session::ask_ack`)
         let frame = match step {
             Step::Send(msg) => {
                 // Off the queue: no longer counted against --max-outgoing-bytes.
                 // (Its buffer stays in the total until its last fragment is
                 // handed to tungstenite.)
                 shared.taken(msg.len());
-                if let Some(session) = shared.session.as_deref() {
-                    session.number(&msg);
-                }
+                ack = shared.session.as_deref().is_some_and(|s| s.number(&msg));
                 match msg {
-                    Message::Text(t) if t.len() <= FRAGMENT => WsMessage::Text(t),
-                    Message::Binary(b) if b.len() <= FRAGMENT => WsMessage::Binary(b),
-                    big => {
-                        if !Box::pin(send_fragments(&mut sink, big, &mut watch)).await {
-                            return;
-                        }
-                        shared.wire.sent();
-                        continue;
-                    }
+                    Message::Text(t) if t.len() <= FRAGMENT => Some(WsMessage::Text(t)),
+                    Message::Binary(b) if b.len() <= FRAGMENT => Some(WsMessage::Binary(b)),
+                    big => match Box::pin(send_fragments(&mut sink, big, &mut watch)).await {
+                        true => None,
+                        false => return,
+                    },
                 }
             }
             Step::Ended => break,
@@ -389,16 +390,13 @@ async fn write_loop<S>(
             Step::Tick => {
                 watch.pinger.pinged();
                 // A session's pings carry its sent count: their pongs acknowledge it.
-                WsMessage::Ping(shared.session.as_deref().map(|s| s.ping_payload()).unwrap_or_default())
+                Some(WsMessage::Ping(shared.session.as_deref().map(|s| s.ping_payload()).unwrap_or_default()))
             }
         };
         // Boxed, as every state but the wait for the next step: the task
         // of every idle connection is as large as its largest await point.
-        if !Box::pin(send_one(&mut sink, frame, &mut watch)).await {
+        if !Box::pin(send_step(&mut sink, frame, (queued, ack), &mut watch)).await {
             return;
-        }
-        if queued {
-            shared.wire.sent();
         }
     }
     // The queue ends when the hub asks for a close (or the connection is
@@ -408,6 +406,30 @@ async fn write_loop<S>(
     // the middle of a refused frame), and a client still sending the
     // refused message would learn of the close only when the grace ended.
     Box::pin(close_handshake(sink, shared, reader_parked)).await
+}
+
+/// The end of one step of the writer: `frame` sent (unless fragments went
+/// already), the direct path told when it was a queued message, and a
+/// session's acknowledgement asked for (`ack`); `false` as [`send_one`].
+async fn send_step<S, F>(
+    sink: &mut WebSocketSender<S>,
+    frame: Option<WsMessage>,
+    (queued, ack): (bool, bool),
+    watch: &mut Watch<'_, F>,
+) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: std::future::Future<Output = ()>,
+{
+    if let Some(frame) = frame {
+        if !send_one(sink, frame, watch).await {
+            return false;
+        }
+    }
+    if queued {
+        watch.shared.wire.sent();
+    }
+    !ack || super::session::ask_ack(sink, watch.shared, watch).await
 }
 
 /// Sends the close frame the hub asked for (unless the client's close is

@@ -171,8 +171,13 @@ async fn attach(p: &Parts, session: &Session, incoming: Incoming) -> Next {
             }
         }
     }
-    session.let_go(false);
-    session.lock().attached = true;
+    {
+        // Under the lock a resume hands its socket over with: one that came
+        // while this socket was being set up makes it let go at once.
+        let mut st = session.lock();
+        st.attached = true;
+        session.let_go(st.incoming.is_some() || st.export.is_some());
+    }
     p.shared.seen();
     let stream = Metered::new(stream, p.budget.clone(), p.shared.clone(), p.app.http_timeout);
     // The hub's direct path stays off (no socket attached to the wire): every
@@ -322,16 +327,18 @@ async fn end(p: &Parts, session: &Session) {
 }
 
 /// The writer's first frames on a session's socket: the session message,
-/// then the messages replayed (`false`: the socket is gone).
+/// then the messages replayed (`false`: the socket is gone). Nothing on a
+/// plain connection.
 pub(super) async fn prelude<S, F>(
     sink: &mut WebSocketSender<S>,
-    session: &Session,
+    shared: &ConnShared,
     watch: &mut connection::Watch<'_, F>,
 ) -> bool
 where
     S: AsyncRead + AsyncWrite + Unpin,
     F: std::future::Future<Output = ()>,
 {
+    let Some(session) = shared.session.as_deref() else { return true };
     let Some((hello, replay)) = session.lock().prelude.take() else { return true };
     if !connection::send_one(sink, WsMessage::text(hello), watch).await {
         return false;
@@ -351,6 +358,22 @@ where
         }
     }
     true
+}
+
+/// Sends a ping carrying the session's sent count right after a message, so
+/// that the window of an attached session stays small under traffic (not a
+/// timed ping: the ping timeout does not count it); `false`: the socket is gone.
+pub(super) async fn ask_ack<S, F>(
+    sink: &mut WebSocketSender<S>,
+    shared: &ConnShared,
+    watch: &mut connection::Watch<'_, F>,
+) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: std::future::Future<Output = ()>,
+{
+    let payload = shared.session.as_deref().map(Session::ping_payload).unwrap_or_default();
+    connection::send_one(sink, WsMessage::Ping(payload), watch).await
 }
 
 /// Answers a resume handshake that passed the usual checks (origin,
@@ -480,4 +503,101 @@ pub fn import(app: &Arc<WsState>, snap: Snapshot) -> Result<ConnId, String> {
     runtime::spawn(futures_util::FutureExt::map(futures_lite::future::zip(Box::pin(run(parts, None)), worker), |_| ()));
     log::info!("[{}] {} session imported, detached", conn.id, conn.target.endpoint());
     Ok(conn.id.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::session::Request;
+    use crate::ws::fake::Scripted;
+
+    fn m(s: &str) -> Message {
+        Message::text(s.to_owned())
+    }
+
+    fn state(grace: &str) -> (Arc<WsState>, Arc<Scripted>) {
+        let script = Scripted::new(|_| Ok(String::new()));
+        (crate::ws::state::for_tests(&["--resume-grace", grace], script.clone()), script)
+    }
+
+    #[test]
+    fn only_a_well_formed_resume_is_one() {
+        let (app, _) = state("30");
+        let offered = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let token = Token::random().to_string();
+        let resume = format!("{RESUME}{token}.12");
+        assert_eq!(asked(&app, &offered(&["chat"]), false), Asked::Plain);
+        assert_eq!(asked(&app, &offered(&[SUBPROTOCOL]), false), Asked::New);
+        assert_eq!(asked(&app, &offered(&[SUBPROTOCOL]), true), Asked::Plain, "per-connection endpoints");
+        assert_eq!(asked(&app, &offered(&[&resume]), false), Asked::Plain, "a resume without the session");
+        let Asked::Resume(t, 12) = asked(&app, &offered(&[SUBPROTOCOL, &resume]), false) else { panic!("a resume") };
+        assert_eq!(t.to_string(), token);
+        for bad in [
+            format!("{RESUME}{token}"),
+            format!("{RESUME}{token}.+1"),
+            format!("{RESUME}{token}."),
+            format!("{RESUME}x.1"),
+        ] {
+            assert_eq!(asked(&app, &offered(&[SUBPROTOCOL, &bad]), false), Asked::Malformed, "{bad}");
+        }
+        assert_eq!(asked(&app, &offered(&[SUBPROTOCOL, &resume, &resume]), false), Asked::Malformed, "two");
+        let (off, _) = state("0");
+        assert_eq!(asked(&off, &offered(&[SUBPROTOCOL, &resume]), false), Asked::Plain, "--resume-grace 0");
+    }
+
+    #[test]
+    fn a_session_put_in_and_taken_out_again_is_the_same_without_an_event() {
+        let (app, script) = state("30");
+        let request =
+            Request { method: "GET".into(), uri: "/mirror.sh?a=1".into(), query: "a=1".into(), ..Default::default() };
+        let snap = Snapshot {
+            id: ConnId::random(),
+            request,
+            rooms: vec!["r".into()],
+            meta: vec![("k".into(), "v".into())],
+            token: Token::random().to_string(),
+            received: 3,
+            resumes: 1,
+            floor: 2,
+            window: vec![m("c")],
+            queued: vec![m("d")],
+        };
+        let id = import(&app, snap.clone()).expect("imported");
+        let view = app.hub.get(&id).expect("in the hub, live");
+        assert_eq!((view.rooms, view.endpoint.as_str()), (vec!["r".to_owned()], "/mirror.sh"));
+        let token = Token::parse(&snap.token).expect("a token");
+        assert!(app.hub.sessions.find(&token).is_some(), "found by its token");
+        let back = runtime::block_on(export(&app, &id)).expect("exported");
+        assert_eq!(back, snap);
+        assert!(!app.hub.is_known(&id) && app.hub.sessions.find(&token).is_none(), "gone from here");
+        assert!(runtime::block_on(export(&app, &id)).is_none(), "once");
+        assert!(script.seen().is_empty(), "no open, no close: {:?}", script.seen());
+    }
+
+    #[test]
+    fn an_imported_session_not_resumed_expires_with_one_close_event() {
+        let (app, script) = state("0.05");
+        let request = Request { method: "GET".into(), uri: "/mirror.sh".into(), ..Default::default() };
+        let token = Token::random().to_string();
+        let snap = Snapshot {
+            id: ConnId::random(),
+            request,
+            rooms: vec![],
+            meta: vec![],
+            token,
+            received: 0,
+            resumes: 0,
+            floor: 0,
+            window: vec![],
+            queued: vec![],
+        };
+        let id = import(&app, snap).expect("imported");
+        runtime::block_on(async {
+            while app.hub.is_known(&id) {
+                runtime::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        assert_eq!(script.seen(), ["close 1006 resume-expired"]);
+        assert!(app.hub.sessions.is_empty());
+    }
 }

@@ -226,6 +226,23 @@ class ResumeTest(ResumeCase):
         self.assertIn('ws2http_resumes_total{result="bad"} 5\n', metrics)
         self.assertNotIn(hello["token"], self.server.log_text(), "tokens stay out of the log")
 
+    async def test_pongs_trim_the_window_and_a_resume_from_before_it_is_a_gap(self):
+        ws, hello = await self.open_session()
+        cid = hello["id"]
+        for i in range(40):
+            await self.api_ok("POST", "/send/" + cid, "m%d" % i)
+        for i in range(40):
+            self.assertEqual(await self.recv_text(ws), "m%d" % i)
+        # The client answered the ping after the 32nd message before it sent
+        # this (one TCP stream): once it is echoed, the server has the pong.
+        await ws.send("x")
+        self.assertEqual(await self.recv_text(ws), "echo x")
+        ws.transport.abort()
+        await self.detached()
+        gap = await self.resume(hello["token"], 0)
+        self.assertEqual(await self.refused_with(gap), (4410, "session expired"))
+        self.assertEqual(await self.close_lines(cid), ["close 1006 resume-gap r bob"])
+
     async def test_a_clean_close_is_final(self):
         ws, hello = await self.open_session()
         await ws.close()
