@@ -120,6 +120,8 @@ class Ws2httpSession:
 
     async def recv(self):
         """The next app message (str or bytes); Ws2httpClosed once the session is over and read."""
+        if self._final is None:
+            raise RuntimeError("Ws2httpSession: call start() (or use `async with`) first")
         while True:
             if not self._queue.empty():
                 return self._queue.get_nowait()
