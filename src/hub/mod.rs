@@ -84,6 +84,13 @@ pub trait Delivery: Send + Sync {
     /// This instance is shutting down: withdraw it (cluster presence).
     fn leave(&self) -> BoxFuture<'_, ()>;
 
+    /// Resumable sessions: brings the session `token` names here from the
+    /// instance that holds it (cluster mode), before the resume attaches to
+    /// it. Without a cluster, a session not here is nowhere.
+    fn bring_session<'a>(&'a self, _token: &'a str) -> BoxFuture<'a, Result<(), cluster::MoveRefused>> {
+        Box::pin(std::future::ready(Err(cluster::MoveRefused::Unknown("no such session".into()))))
+    }
+
     /// Room → live members, sorted by name (a room exists while it has members).
     fn rooms(&self) -> BoxFuture<'_, BTreeMap<String, usize>> {
         Box::pin(async move {
@@ -114,7 +121,8 @@ pub fn start(
             Ok((hub.clone(), hub))
         }
         Some(redis) => {
-            let cluster = cluster::Cluster::new(redis, cluster::new_instance_id(), cluster_queue, hub)?;
+            let resume = cluster::Resume::off();
+            let cluster = cluster::Cluster::new(redis, cluster::new_instance_id(), cluster_queue, hub, resume)?;
             cluster.start();
             Ok((cluster.hub().clone(), cluster))
         }

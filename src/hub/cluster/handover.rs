@@ -1,0 +1,380 @@
+//! Moving a resumable session between instances (issue 17): the Redis
+//! scripts that make the move one point in Redis's order (the *cut*), and
+//! the bookkeeping of each side: the instance a client resumed on (B) waits
+//! for the session and records what arrives for it after the cut; the
+//! instance that held it (A) hands it over when its own cut marker arrives.
+//!
+//! Why a cut and not "forward for a while": a relay reorders a sender's
+//! messages published just before and just after it learned the move; a
+//! send routed by a script that reads the move in the same atomic step lands
+//! wholly on one side of it (docs/notes17/cluster-resume.md).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::action::Action;
+use crate::id::ConnId;
+
+use super::super::local::Hub;
+
+/// How long B waits for a session it asked for before refusing the resume.
+pub const HANDOVER_WAIT: Duration = Duration::from_secs(5);
+/// How long a snapshot waits in Redis for B to read it.
+pub const SNAPSHOT_TTL_MS: u64 = 10_000;
+
+/// Which instance holds each session living away from the instance its id names.
+pub const MOVED: &str = "ws2http:moved";
+
+/// The sessions instance `instance` holds that its id does not name (so
+/// that its `moved` entries go with its presence).
+pub fn hosted_key(instance: &str) -> String {
+    format!("ws2http:hosted:{instance}")
+}
+
+/// Where A leaves a snapshot for B.
+pub fn snapshot_key(nonce: &str) -> String {
+    format!("ws2http:handover:{nonce}")
+}
+
+/// Publishes ARGV[3] to the channel of the instance holding ARGV[1]
+/// (`moved`, else ARGV[2], the instance its id names): a send is on one side
+/// of a cut, never between. KEYS: moved. Returns the subscribers reached.
+pub const ROUTE: &str = "local h = redis.call('HGET', KEYS[1], ARGV[1]) or ARGV[2] \
+     return redis.call('PUBLISH', 'ws2http:to:' .. h, ARGV[3])";
+
+/// Writes ARGV[4] as the presence of ARGV[1] in this instance's hash only
+/// while this instance (ARGV[3]) holds it: an update queued before a cut
+/// and written after it does not list the session twice.
+/// KEYS: moved, conns:me. ARGV: id, its id's instance, me, view.
+pub const PRESENCE: &str = "local h = redis.call('HGET', KEYS[1], ARGV[1]) or ARGV[2] \
+     if h == ARGV[3] then redis.call('HSET', KEYS[2], ARGV[1], ARGV[4]) return 1 end return 0";
+
+/// A connection left this instance: its presence goes; if it had moved in
+/// and still belongs here (it ended here, it was not handed on), its move
+/// is forgotten and the instance its id names is told (ARGV[4], a `gone`).
+/// KEYS: moved, conns:me, hosted:me. ARGV: id, its id's instance, me, gone.
+pub const ENDED: &str = "redis.call('HDEL', KEYS[2], ARGV[1]) \
+     if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[3] then \
+       redis.call('HDEL', KEYS[1], ARGV[1]) redis.call('SREM', KEYS[3], ARGV[1]) \
+       redis.call('PUBLISH', 'ws2http:to:' .. ARGV[2], ARGV[4]) end return 1";
+
+/// The cut: if this instance (ARGV[2]) still holds ARGV[1] and B (ARGV[3])
+/// is alive, records the move, moves the presence entry from A's hash to
+/// B's, and publishes the marker ARGV[5] to both. 1 done, 0 not the
+/// holder, -1 B is not alive.
+/// KEYS: moved, conns:A, conns:B, hosted:A, hosted:B, alive:B.
+/// ARGV: id, A, B, its id's instance, marker.
+pub const CUT: &str = "local h = redis.call('HGET', KEYS[1], ARGV[1]) or ARGV[4] \
+     if h ~= ARGV[2] then return 0 end \
+     if redis.call('EXISTS', KEYS[6]) == 0 then return -1 end \
+     local view = redis.call('HGET', KEYS[2], ARGV[1]) \
+     if view then redis.call('HDEL', KEYS[2], ARGV[1]) redis.call('HSET', KEYS[3], ARGV[1], view) end \
+     redis.call('SREM', KEYS[4], ARGV[1]) \
+     if ARGV[3] == ARGV[4] then redis.call('HDEL', KEYS[1], ARGV[1]) \
+     else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) redis.call('SADD', KEYS[5], ARGV[1]) end \
+     redis.call('PUBLISH', 'ws2http:to:' .. ARGV[2], ARGV[5]) \
+     redis.call('PUBLISH', 'ws2http:to:' .. ARGV[3], ARGV[5]) return 1";
+
+/// B gave up on a move after its cut: it forgets its side (the move and the
+/// presence entry). KEYS: moved, conns:me, hosted:me. ARGV: id, me.
+pub const UNDO: &str =
+    "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end \
+     redis.call('SREM', KEYS[3], ARGV[1]) redis.call('HDEL', KEYS[2], ARGV[1]) return 1";
+
+/// This instance (ARGV[3]) holds ARGV[1]: records it (a snapshot that came
+/// after B gave up; presence rewritten after Redis lost its data).
+/// KEYS: moved, hosted:me. ARGV: id, its id's instance, me.
+pub const ADOPT: &str = "if ARGV[2] == ARGV[3] then redis.call('HDEL', KEYS[1], ARGV[1]) \
+     else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) redis.call('SADD', KEYS[2], ARGV[1]) end return 1";
+
+/// The presence of ARGV[1], from the instance that holds it, if alive.
+/// KEYS: moved. ARGV: id, its id's instance.
+pub const FIND: &str = "local h = redis.call('HGET', KEYS[1], ARGV[1]) or ARGV[2] \
+     if redis.call('EXISTS', 'ws2http:alive:' .. h) == 0 then return false end \
+     return redis.call('HGET', 'ws2http:conns:' .. h, ARGV[1])";
+
+/// Removes an instance's presence and the moves into it; when ARGV[2] is
+/// `1`, only if its heartbeat key is still gone when Redis runs this (an
+/// instance that beat in between keeps it). 1 removed, 0 kept.
+/// KEYS: alive, instances, conns, hosted, moved. ARGV: the instance, check.
+pub const FORGET: &str = "if ARGV[2] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end \
+     redis.call('SREM', KEYS[2], ARGV[1]) redis.call('DEL', KEYS[3]) \
+     for _, id in ipairs(redis.call('SMEMBERS', KEYS[4])) do \
+       if redis.call('HGET', KEYS[5], id) == ARGV[1] then redis.call('HDEL', KEYS[5], id) end end \
+     redis.call('DEL', KEYS[4]) return 1";
+
+/// What the cluster needs of this instance's resumable sessions (the
+/// single-instance core of issue 17).
+pub trait Sessions: Send + Sync {
+    /// The connection a resume token names (tokens carry their session's
+    /// id), if it has the form of one; says nothing of its validity.
+    fn id_of_token(&self, token: &str) -> Option<ConnId>;
+    /// `true` when this instance holds session `id` and `token` is its
+    /// current token (constant-time); changes nothing.
+    fn holds(&self, id: &ConnId, token: &str) -> bool;
+    /// Takes session `id` out of this instance without a close event
+    /// (dropping its socket if attached): its snapshot (JSON).
+    fn take(&self, id: &ConnId) -> Option<String>;
+    /// Puts a session in, detached, from its snapshot.
+    fn put(&self, snapshot: &str) -> Result<(), String>;
+}
+
+/// An instance without resumable sessions: every move is refused.
+pub struct NoSessions;
+
+impl Sessions for NoSessions {
+    fn id_of_token(&self, _: &str) -> Option<ConnId> {
+        None
+    }
+    fn holds(&self, _: &ConnId, _: &str) -> bool {
+        false
+    }
+    fn take(&self, _: &ConnId) -> Option<String> {
+        None
+    }
+    fn put(&self, _: &str) -> Result<(), String> {
+        Err("sessions are off on this instance".into())
+    }
+}
+
+/// Why B could not bring a session here: the resume is refused (4410).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MoveRefused {
+    /// The token names no session, or none that its holder knows.
+    Unknown(String),
+    /// This session is already moving.
+    Busy,
+    /// Redis cannot be reached from here.
+    Unreachable,
+    /// The holder did not answer within [`HANDOVER_WAIT`].
+    Timeout,
+    /// The snapshot could not be read or put in.
+    Broken(String),
+}
+
+impl std::fmt::Display for MoveRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MoveRefused::Unknown(why) => write!(f, "the instance holding it refused: {why}"),
+            MoveRefused::Busy => f.write_str("it is already moving to another instance"),
+            MoveRefused::Unreachable => f.write_str("Redis is unreachable"),
+            MoveRefused::Timeout => write!(f, "the instance holding it did not answer within {HANDOVER_WAIT:?}"),
+            MoveRefused::Broken(why) => write!(f, "its snapshot is unusable: {why}"),
+        }
+    }
+}
+
+/// A session B asked for.
+struct Incoming {
+    nonce: String,
+    /// B has seen the cut: what may concern the session is recorded.
+    cut: bool,
+    recorded: Vec<Action>,
+    /// Message bytes in `recorded`, and whether some were dropped over the cap.
+    bytes: usize,
+    overflowed: bool,
+    done: async_channel::Sender<Result<(), MoveRefused>>,
+}
+
+/// B's side: the sessions it is bringing here.
+pub struct Arrivals {
+    incoming: Mutex<HashMap<ConnId, Incoming>>,
+    /// Cap of the message bytes recorded for one move (`--resume-buffer-bytes`).
+    max_recorded: usize,
+}
+
+/// What the subscriber holds while it applies an action, so that a session
+/// being put in sees each action exactly once: recorded, or applied to it live.
+pub struct Recording<'a>(MutexGuard<'a, HashMap<ConnId, Incoming>>);
+
+impl Recording<'_> {
+    /// Records `action` for every session past its cut that it may concern.
+    pub fn record(&mut self, action: &Action, max: usize) {
+        if self.0.is_empty() {
+            return;
+        }
+        for (id, inc) in self.0.iter_mut().filter(|(_, i)| i.cut) {
+            if !concerns(action, id) {
+                continue;
+            }
+            let len = action.message().map_or(0, |m| m.len());
+            if inc.bytes + len > max {
+                inc.overflowed = true;
+                continue;
+            }
+            inc.bytes += len;
+            inc.recorded.push(action.clone());
+        }
+    }
+}
+
+/// `true` when `action` may reach or change `id` (its rooms are not known
+/// before its snapshot: every room message and broadcast may).
+fn concerns(action: &Action, id: &ConnId) -> bool {
+    match action.addressee() {
+        crate::action::Addressee::Conn(c) => c == id,
+        _ => true,
+    }
+}
+
+/// A move B finished: what was recorded during it.
+pub struct Arrived {
+    pub recorded: Vec<Action>,
+    pub overflowed: bool,
+    done: async_channel::Sender<Result<(), MoveRefused>>,
+}
+
+impl Arrived {
+    /// Tells the waiting resume how it went.
+    pub fn answer(&self, result: Result<(), MoveRefused>) {
+        let _ = self.done.try_send(result);
+    }
+}
+
+impl Arrivals {
+    pub fn new(max_recorded: usize) -> Arrivals {
+        Arrivals { incoming: Mutex::new(HashMap::new()), max_recorded }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<ConnId, Incoming>> {
+        self.incoming.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts waiting for `id`; `None` when it is already on its way.
+    pub fn start(&self, id: &ConnId, nonce: &str) -> Option<async_channel::Receiver<Result<(), MoveRefused>>> {
+        let mut map = self.lock();
+        if map.contains_key(id) {
+            return None;
+        }
+        let (done, rx) = async_channel::bounded(1);
+        let inc =
+            Incoming { nonce: nonce.to_owned(), cut: false, recorded: Vec::new(), bytes: 0, overflowed: false, done };
+        map.insert(id.clone(), inc);
+        Some(rx)
+    }
+
+    /// The cut of the move `nonce` of `id` passed here: record from now on.
+    /// `false` when no such move is waiting (it gave up).
+    pub fn cut(&self, id: &ConnId, nonce: &str) -> bool {
+        match self.lock().get_mut(id) {
+            Some(inc) if inc.nonce == nonce => {
+                inc.cut = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Held while an action is applied here (see [`Recording`]).
+    pub fn recording(&self) -> Recording<'_> {
+        Recording(self.lock())
+    }
+
+    pub fn max_recorded(&self) -> usize {
+        self.max_recorded
+    }
+
+    /// Ends the move `nonce` of `id` (it failed, or gave up): whether it
+    /// had passed its cut, and its waiter's sender; `None` if it is not waiting.
+    pub fn end(&self, id: &ConnId, nonce: &str, result: Result<(), MoveRefused>) -> Option<bool> {
+        let mut map = self.lock();
+        if map.get(id).is_none_or(|i| i.nonce != nonce) {
+            return None;
+        }
+        let inc = map.remove(id)?;
+        let _ = inc.done.try_send(result);
+        Some(inc.cut)
+    }
+
+    /// Puts a session in: runs `put` with the recording stopped (so no
+    /// action is both recorded and applied to it live), then hands back
+    /// what was recorded. `None` (and `put` not run) if the move gave up.
+    pub fn arrive<T>(&self, id: &ConnId, nonce: &str, put: impl FnOnce(&Arrived) -> T) -> Option<T> {
+        let mut map = self.lock();
+        if map.get(id).is_none_or(|i| i.nonce != nonce) {
+            return None;
+        }
+        let inc = map.remove(id)?;
+        let arrived = Arrived { recorded: inc.recorded, overflowed: inc.overflowed, done: inc.done };
+        Some(put(&arrived))
+    }
+}
+
+/// Applies to session `id` alone, in order, what was recorded for it:
+/// room messages of the rooms it is in at each step, broadcasts to its
+/// endpoint, and everything addressed to it.
+pub fn replay(hub: &Hub, id: &ConnId, recorded: Vec<Action>) -> usize {
+    let mut applied = 0;
+    for action in recorded {
+        let Some(view) = hub.get(id) else { break };
+        let action = match action {
+            Action::Room { room, msg, except } => {
+                if !view.rooms.contains(&room) || except.as_ref() == Some(id) {
+                    continue;
+                }
+                Action::Send { to: id.clone(), msg }
+            }
+            Action::Broadcast { endpoint, msg } => {
+                if endpoint.as_ref().is_some_and(|e| *e != view.endpoint) {
+                    continue;
+                }
+                Action::Send { to: id.clone(), msg }
+            }
+            other => other,
+        };
+        applied += hub.apply(action).reached();
+    }
+    applied
+}
+
+/// A's side: the sessions it agreed to hand over (waiting for their cut)
+/// and those it handed away (its actions on them go through [`ROUTE`]).
+#[derive(Default)]
+pub struct Departures {
+    /// id → (B, nonce).
+    handing: Mutex<HashMap<ConnId, (String, String)>>,
+    moved_away: Mutex<HashSet<ConnId>>,
+}
+
+impl Departures {
+    fn handing(&self) -> MutexGuard<'_, HashMap<ConnId, (String, String)>> {
+        self.handing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn away(&self) -> MutexGuard<'_, HashSet<ConnId>> {
+        self.moved_away.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Agrees to hand `id` to `to`; `false` when it is already moving.
+    pub fn agree(&self, id: &ConnId, to: &str, nonce: &str) -> bool {
+        let mut h = self.handing();
+        if h.contains_key(id) {
+            return false;
+        }
+        h.insert(id.clone(), (to.to_owned(), nonce.to_owned()));
+        true
+    }
+
+    /// The cut of `id` came (or failed): its destination and nonce.
+    pub fn cut(&self, id: &ConnId) -> Option<(String, String)> {
+        self.handing().remove(id)
+    }
+
+    /// `id` left this instance; actions on it are routed through Redis.
+    pub fn moved_away(&self, id: &ConnId) {
+        self.away().insert(id.clone());
+    }
+
+    /// `id` is here again, or ended elsewhere.
+    pub fn forget(&self, id: &ConnId) {
+        self.away().remove(id);
+    }
+
+    pub fn is_away(&self, id: &ConnId) -> bool {
+        let away = self.away();
+        !away.is_empty() && away.contains(id)
+    }
+}
+
+#[cfg(test)]
+mod tests;
