@@ -34,6 +34,10 @@ pub struct Metrics {
     pub procs_started: AtomicU64,
     pub procs_running: AtomicI64,
     pub procs_killed: AtomicU64,
+    /// Resumable sessions detached now, waiting for their client.
+    pub sessions_detached: AtomicI64,
+    /// Resumes, by [`Resumed`].
+    resumes: [AtomicU64; 3],
     duration_buckets: [AtomicU64; BUCKETS.len()],
     duration_count: AtomicU64,
     duration_sum_us: AtomicU64,
@@ -44,6 +48,16 @@ static METRICS: std::sync::OnceLock<Metrics> = std::sync::OnceLock::new();
 /// The process-wide counters.
 pub fn get() -> &'static Metrics {
     METRICS.get_or_init(Metrics::default)
+}
+
+/// How a resume went, for `ws2http_resumes_total{result}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resumed {
+    Ok,
+    /// Refused with 4410 (`expired`).
+    Expired,
+    /// Refused with 4400 (`bad`).
+    Bad,
 }
 
 pub fn add(counter: &AtomicU64, n: u64) {
@@ -65,6 +79,11 @@ impl Metrics {
         self.duration_sum_us.fetch_add(took.as_micros() as u64, Relaxed);
     }
 
+    /// Counts one resume.
+    pub fn resumed(&self, how: Resumed) {
+        self.resumes[how as usize].fetch_add(1, Relaxed);
+    }
+
     /// The Prometheus text exposition; gauges that live elsewhere are passed in.
     pub fn render(&self, connections: usize, rooms: usize) -> String {
         let mut s = String::with_capacity(4096);
@@ -72,6 +91,7 @@ impl Metrics {
         self.render_events(&mut s);
         self.render_gauges(&mut s, connections, rooms);
         self.render_durations(&mut s);
+        self.render_sessions(&mut s);
         crate::tls::expiry::render(&mut s);
         s
     }
@@ -167,6 +187,15 @@ impl Metrics {
             "# HELP ws2http_connection_procs Per-connection processes alive (--per-connection).\n# TYPE ws2http_connection_procs gauge\nws2http_connection_procs {}",
             self.procs_running.load(Relaxed).max(0)
         );
+    }
+
+    /// Resumable sessions: detached now, resumes by result.
+    fn render_sessions(&self, s: &mut String) {
+        let _ = writeln!(s, "# HELP ws2http_sessions_detached Resumable sessions whose client is away, waiting for a resume.\n# TYPE ws2http_sessions_detached gauge\nws2http_sessions_detached {}", self.sessions_detached.load(Relaxed).max(0));
+        let _ = writeln!(s, "# HELP ws2http_resumes_total Session resumes, by result (ok, expired: 4410, bad: 4400).\n# TYPE ws2http_resumes_total counter");
+        for (i, result) in ["ok", "expired", "bad"].iter().enumerate() {
+            let _ = writeln!(s, "ws2http_resumes_total{{result=\"{result}\"}} {}", self.resumes[i].load(Relaxed));
+        }
     }
 
     /// The script duration histogram.

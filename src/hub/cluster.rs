@@ -43,8 +43,8 @@ use super::wire::Body;
 use super::{Applied, Delivery};
 use crate::id::ConnId;
 use crate::{metrics, runtime};
+pub use handover::MoveRefused;
 use handover::{Arrivals, Departures, MOVED};
-pub use handover::{MoveRefused, NoSessions, Sessions};
 use route::{reached, route, Audience, Route};
 
 /// How often an instance says it is alive.
@@ -87,12 +87,10 @@ enum Out {
         channel: String,
         payload: String,
     },
-    /// An action (or a `take`) on connection `id`, published to whoever
-    /// holds it; a `take` that reaches nobody fails its move (`take`: its nonce).
+    /// An action on connection `id`, published to whoever holds it.
     Route {
         id: ConnId,
         payload: String,
-        take: Option<String>,
     },
     Presence(PresenceChange),
     /// A's part of a move: the cut, then the snapshot.
@@ -107,9 +105,8 @@ enum Out {
         nonce: String,
         snapshot: String,
     },
-    /// B's: forget a move it gave up after its cut; record one it holds.
-    Undo(ConnId),
-    Adopt(ConnId),
+    /// B's: forget a move (by its nonce) it gave up after its cut.
+    Undo(String),
 }
 
 pub struct Cluster {
@@ -128,29 +125,13 @@ pub struct Cluster {
     overflow: AtomicU64,
     /// The publisher is connected to Redis (a resume is refused at once when not).
     connected: std::sync::atomic::AtomicBool,
-    /// This instance's resumable sessions, and the moves in and out of it.
-    sessions: Arc<dyn Sessions>,
+    /// The moves of resumable sessions into and out of this instance.
     arrivals: Arrivals,
     departures: Departures,
-    /// The longest snapshot accepted from another instance.
+    /// The sessions whose cut passed here, by their move's nonce (to undo it).
+    cuts: Mutex<std::collections::HashMap<String, ConnId>>,
+    /// The longest snapshot accepted from another instance (0: sessions off).
     max_snapshot: usize,
-}
-
-/// What moving sessions needs: the sessions, and `--resume-buffer-bytes`
-/// (what one session may buffer: bounds a snapshot and what is recorded
-/// during a move).
-pub struct Resume {
-    pub sessions: Arc<dyn Sessions>,
-    pub buffer_bytes: usize,
-    /// `--max-request-head`: the request data a snapshot carries.
-    pub request_bytes: usize,
-}
-
-impl Resume {
-    /// Moves refused (no resumable sessions here).
-    pub fn off() -> Resume {
-        Resume { sessions: Arc::new(NoSessions), buffer_bytes: 0, request_bytes: 0 }
-    }
 }
 
 /// The channel a hub reports presence changes to: they join the queue
@@ -225,7 +206,7 @@ impl Cluster {
         instance: String,
         max_queued_bytes: usize,
         hub: Hub,
-        resume: Resume,
+        max_snapshot: usize,
     ) -> Result<Arc<Cluster>, String> {
         let client = client(redis)?;
         let (queue, queue_rx) = async_channel::unbounded();
@@ -241,12 +222,10 @@ impl Cluster {
             max_queued_bytes,
             overflow: AtomicU64::new(0),
             connected: Default::default(),
-            sessions: resume.sessions,
-            arrivals: Arrivals::new(resume.buffer_bytes),
+            arrivals: Arrivals::new(max_snapshot),
             departures: Departures::default(),
-            // Base64 makes binary messages 4/3 longer; rooms and metadata
-            // are within 64 KiB (their caps).
-            max_snapshot: resume.buffer_bytes / 3 * 4 + resume.request_bytes + (64 << 10),
+            cuts: Mutex::default(),
+            max_snapshot,
         }))
     }
 
@@ -312,7 +291,7 @@ impl Cluster {
             return false;
         }
         let item = match to {
-            Some(id) => Out::Route { id, payload, take: None },
+            Some(id) => Out::Route { id, payload },
             None => Out::Publish { channel: ALL.to_owned(), payload },
         };
         // Unbounded and never closed (this holds the receiver too).
@@ -321,7 +300,7 @@ impl Cluster {
 
     /// Takes the next queued item, releasing its bytes.
     fn taken(&self, item: Out) -> Out {
-        if let Out::Publish { payload, .. } | Out::Route { payload, take: None, .. } = &item {
+        if let Out::Publish { payload, .. } | Out::Route { payload, .. } = &item {
             self.queued_bytes.fetch_sub(payload.len(), Ordering::SeqCst);
         }
         item
@@ -434,7 +413,7 @@ impl Cluster {
     fn drain_queue(&self) -> u64 {
         let mut lost = 0;
         while let Ok(item) = self.queue_rx.try_recv() {
-            if let Out::Publish { .. } | Out::Route { take: None, .. } = self.taken(item) {
+            if let Out::Publish { .. } | Out::Route { .. } = self.taken(item) {
                 lost += 1;
             }
         }
@@ -543,16 +522,22 @@ impl Cluster {
                     let Ok(payload) = msg.get_payload::<String>() else { continue };
                     match super::wire::decode_frame(&payload) {
                         Ok(f) => match f.body {
-                            Body::Action(_) if f.origin == self.instance => {}
                             Body::Action(action) => {
+                                // This instance's own room messages and broadcasts
+                                // were applied here when sent (not to a session
+                                // still arriving: recorded for it); what a script
+                                // routed to a connection was not.
+                                let echo = f.origin == self.instance && msg.get_channel_name() == ALL;
                                 // A session arriving here sees it exactly once:
                                 // recorded for it, or applied to it live.
                                 let mut recording = self.arrivals.recording();
-                                recording.record(&action, self.arrivals.max_recorded());
-                                hub.apply(action);
+                                recording.record(&action, self.arrivals.max_recorded(), &hub);
+                                if !echo {
+                                    hub.apply(action);
+                                }
                                 drop(recording);
                             }
-                            Body::Move(step) => self.on_move(step),
+                            Body::Move(step) => self.on_move(step).await,
                         },
                         Err(_) => log::warn!("cluster: ignored a malformed message on {}", msg.get_channel_name()),
                     }
@@ -632,7 +617,13 @@ impl Delivery for Cluster {
         Box::pin(self.withdraw())
     }
 
-    fn bring_session<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<(), MoveRefused>> {
-        Box::pin(self.bring(token))
+    /// Refused (logged) when no instance hands it over.
+    fn claim_session<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Option<super::session::Snapshot>> {
+        Box::pin(async move {
+            self.bring(token)
+                .await
+                .map_err(|why| log::warn!("cluster: a resume could not bring its session here: {why}"))
+                .ok()
+        })
     }
 }

@@ -27,6 +27,7 @@ pub mod cluster;
 pub mod local;
 pub mod outgoing;
 pub mod queue;
+pub mod session;
 pub mod shared;
 pub mod socket;
 pub mod wire;
@@ -84,11 +85,12 @@ pub trait Delivery: Send + Sync {
     /// This instance is shutting down: withdraw it (cluster presence).
     fn leave(&self) -> BoxFuture<'_, ()>;
 
-    /// Resumable sessions: brings the session `token` names here from the
-    /// instance that holds it (cluster mode), before the resume attaches to
-    /// it. Without a cluster, a session not here is nowhere.
-    fn bring_session<'a>(&'a self, _token: &'a str) -> BoxFuture<'a, Result<(), cluster::MoveRefused>> {
-        Box::pin(std::future::ready(Err(cluster::MoveRefused::Unknown("no such session".into()))))
+    /// A resume arrived here with a token no session of this instance
+    /// has: the session, taken out of the instance that holds it
+    /// ([`session::export`]) to be put in here, if any does (cluster mode).
+    fn claim_session<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Option<session::Snapshot>> {
+        let _ = token;
+        Box::pin(std::future::ready(None))
     }
 
     /// Room → live members, sorted by name (a room exists while it has members).
@@ -113,6 +115,7 @@ pub fn start(
     cluster_queue: usize,
     out_queue: usize,
     outgoing: OutgoingBudget,
+    max_snapshot: usize,
 ) -> Result<(Arc<Hub>, Arc<dyn Delivery>), String> {
     let hub = Hub::new(out_queue, outgoing);
     match redis {
@@ -121,8 +124,8 @@ pub fn start(
             Ok((hub.clone(), hub))
         }
         Some(redis) => {
-            let resume = cluster::Resume::off();
-            let cluster = cluster::Cluster::new(redis, cluster::new_instance_id(), cluster_queue, hub, resume)?;
+            let id = cluster::new_instance_id();
+            let cluster = cluster::Cluster::new(redis, id, cluster_queue, hub, max_snapshot)?;
             cluster.start();
             Ok((cluster.hub().clone(), cluster))
         }

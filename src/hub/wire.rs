@@ -34,8 +34,9 @@ pub struct Envelope {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(tag = "k", rename_all = "snake_case")]
 pub enum Move {
-    /// B to A (routed to whoever holds `id`): give me this session.
-    Take { id: ConnId, token: String, nonce: String, to: String },
+    /// B to every instance: whoever holds the session of this resume
+    /// token, give it to me (tokens name no instance).
+    Take { token: String, nonce: String, to: String },
     /// A to B: no (unknown session, wrong token, already moving).
     Refuse { id: ConnId, nonce: String, why: String },
     /// Published by the cut script to both A and B: from here on in Redis's

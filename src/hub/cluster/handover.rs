@@ -17,6 +17,7 @@ use crate::action::Action;
 use crate::id::ConnId;
 
 use super::super::local::Hub;
+use super::super::session::Snapshot;
 
 /// How long B waits for a session it asked for before refusing the resume.
 pub const HANDOVER_WAIT: Duration = Duration::from_secs(5);
@@ -82,9 +83,8 @@ pub const UNDO: &str =
     "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end \
      redis.call('SREM', KEYS[3], ARGV[1]) redis.call('HDEL', KEYS[2], ARGV[1]) return 1";
 
-/// This instance (ARGV[3]) holds ARGV[1]: records it (a snapshot that came
-/// after B gave up; presence rewritten after Redis lost its data).
-/// KEYS: moved, hosted:me. ARGV: id, its id's instance, me.
+/// This instance (ARGV[3]) holds ARGV[1]: records it (presence rewritten
+/// after Redis lost its data). KEYS: moved, hosted:me. ARGV: id, its id's instance, me.
 pub const ADOPT: &str = "if ARGV[2] == ARGV[3] then redis.call('HDEL', KEYS[1], ARGV[1]) \
      else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) redis.call('SADD', KEYS[2], ARGV[1]) end return 1";
 
@@ -103,40 +103,6 @@ pub const FORGET: &str = "if ARGV[2] == '1' and redis.call('EXISTS', KEYS[1]) ==
      for _, id in ipairs(redis.call('SMEMBERS', KEYS[4])) do \
        if redis.call('HGET', KEYS[5], id) == ARGV[1] then redis.call('HDEL', KEYS[5], id) end end \
      redis.call('DEL', KEYS[4]) return 1";
-
-/// What the cluster needs of this instance's resumable sessions (the
-/// single-instance core of issue 17).
-pub trait Sessions: Send + Sync {
-    /// The connection a resume token names (tokens carry their session's
-    /// id), if it has the form of one; says nothing of its validity.
-    fn id_of_token(&self, token: &str) -> Option<ConnId>;
-    /// `true` when this instance holds session `id` and `token` is its
-    /// current token (constant-time); changes nothing.
-    fn holds(&self, id: &ConnId, token: &str) -> bool;
-    /// Takes session `id` out of this instance without a close event
-    /// (dropping its socket if attached): its snapshot (JSON).
-    fn take(&self, id: &ConnId) -> Option<String>;
-    /// Puts a session in, detached, from its snapshot.
-    fn put(&self, snapshot: &str) -> Result<(), String>;
-}
-
-/// An instance without resumable sessions: every move is refused.
-pub struct NoSessions;
-
-impl Sessions for NoSessions {
-    fn id_of_token(&self, _: &str) -> Option<ConnId> {
-        None
-    }
-    fn holds(&self, _: &ConnId, _: &str) -> bool {
-        false
-    }
-    fn take(&self, _: &ConnId) -> Option<String> {
-        None
-    }
-    fn put(&self, _: &str) -> Result<(), String> {
-        Err("sessions are off on this instance".into())
-    }
-}
 
 /// Why B could not bring a session here: the resume is refused (4410).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,36 +131,41 @@ impl std::fmt::Display for MoveRefused {
     }
 }
 
-/// A session B asked for.
+/// A session B asked for, by the nonce of its request (B learns its id at the cut).
 struct Incoming {
-    nonce: String,
-    /// B has seen the cut: what may concern the session is recorded.
-    cut: bool,
+    /// Known from the cut on: what may concern it is recorded.
+    id: Option<ConnId>,
     recorded: Vec<Action>,
     /// Message bytes in `recorded`, and whether some were dropped over the cap.
     bytes: usize,
     overflowed: bool,
-    done: async_channel::Sender<Result<(), MoveRefused>>,
+    /// Its snapshot went to the resume, which puts it in the hub: what
+    /// arrives until it is there is recorded, then applied to it.
+    handed: bool,
+    done: async_channel::Sender<Result<Snapshot, MoveRefused>>,
 }
 
 /// B's side: the sessions it is bringing here.
 pub struct Arrivals {
-    incoming: Mutex<HashMap<ConnId, Incoming>>,
-    /// Cap of the message bytes recorded for one move (`--resume-buffer-bytes`).
+    incoming: Mutex<HashMap<String, Incoming>>,
+    /// Cap of the message bytes recorded for one move (the snapshot's bound).
     max_recorded: usize,
 }
 
 /// What the subscriber holds while it applies an action, so that a session
 /// being put in sees each action exactly once: recorded, or applied to it live.
-pub struct Recording<'a>(MutexGuard<'a, HashMap<ConnId, Incoming>>);
+pub struct Recording<'a>(MutexGuard<'a, HashMap<String, Incoming>>);
 
 impl Recording<'_> {
-    /// Records `action` for every session past its cut that it may concern.
-    pub fn record(&mut self, action: &Action, max: usize) {
+    /// Records `action` for every session past its cut that it may concern
+    /// and that is not in the hub yet; one that is gets what it missed first.
+    pub fn record(&mut self, action: &Action, max: usize, hub: &Hub) {
         if self.0.is_empty() {
             return;
         }
-        for (id, inc) in self.0.iter_mut().filter(|(_, i)| i.cut) {
+        settle(&mut self.0, hub);
+        for inc in self.0.values_mut() {
+            let Some(id) = &inc.id else { continue };
             if !concerns(action, id) {
                 continue;
             }
@@ -209,6 +180,21 @@ impl Recording<'_> {
     }
 }
 
+/// Sessions handed to their resume that are in the hub now: what was
+/// recorded for them since goes to them, and their moves are over.
+fn settle(map: &mut HashMap<String, Incoming>, hub: &Hub) {
+    let arrived: Vec<String> = map
+        .iter()
+        .filter(|(_, i)| i.handed && i.id.as_ref().is_some_and(|id| hub.is_known(id)))
+        .map(|(n, _)| n.clone())
+        .collect();
+    for nonce in arrived {
+        if let Some(Incoming { id: Some(id), recorded, .. }) = map.remove(&nonce) {
+            replay(hub, &id, recorded);
+        }
+    }
+}
+
 /// `true` when `action` may reach or change `id` (its rooms are not known
 /// before its snapshot: every room message and broadcast may).
 fn concerns(action: &Action, id: &ConnId) -> bool {
@@ -218,48 +204,34 @@ fn concerns(action: &Action, id: &ConnId) -> bool {
     }
 }
 
-/// A move B finished: what was recorded during it.
-pub struct Arrived {
-    pub recorded: Vec<Action>,
-    pub overflowed: bool,
-    done: async_channel::Sender<Result<(), MoveRefused>>,
-}
-
-impl Arrived {
-    /// Tells the waiting resume how it went.
-    pub fn answer(&self, result: Result<(), MoveRefused>) {
-        let _ = self.done.try_send(result);
-    }
-}
-
 impl Arrivals {
     pub fn new(max_recorded: usize) -> Arrivals {
         Arrivals { incoming: Mutex::new(HashMap::new()), max_recorded }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<ConnId, Incoming>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Incoming>> {
         self.incoming.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts waiting for `id`; `None` when it is already on its way.
-    pub fn start(&self, id: &ConnId, nonce: &str) -> Option<async_channel::Receiver<Result<(), MoveRefused>>> {
-        let mut map = self.lock();
-        if map.contains_key(id) {
-            return None;
-        }
+    /// Starts waiting for the session a request `nonce` asked for.
+    pub fn start(&self, nonce: &str) -> async_channel::Receiver<Result<Snapshot, MoveRefused>> {
         let (done, rx) = async_channel::bounded(1);
-        let inc =
-            Incoming { nonce: nonce.to_owned(), cut: false, recorded: Vec::new(), bytes: 0, overflowed: false, done };
-        map.insert(id.clone(), inc);
-        Some(rx)
+        let inc = Incoming { id: None, recorded: Vec::new(), bytes: 0, overflowed: false, handed: false, done };
+        self.lock().insert(nonce.to_owned(), inc);
+        rx
     }
 
-    /// The cut of the move `nonce` of `id` passed here: record from now on.
-    /// `false` when no such move is waiting (it gave up).
+    /// The cut of move `nonce` (session `id`) passed here: record from now
+    /// on. `false` when no such move is waiting (it gave up), or when `id`
+    /// is already arriving through another one.
     pub fn cut(&self, id: &ConnId, nonce: &str) -> bool {
-        match self.lock().get_mut(id) {
-            Some(inc) if inc.nonce == nonce => {
-                inc.cut = true;
+        let mut map = self.lock();
+        if map.iter().any(|(n, i)| n != nonce && i.id.as_ref() == Some(id)) {
+            return false;
+        }
+        match map.get_mut(nonce) {
+            Some(inc) if !inc.handed => {
+                inc.id = Some(id.clone());
                 true
             }
             _ => false,
@@ -275,29 +247,87 @@ impl Arrivals {
         self.max_recorded
     }
 
-    /// Ends the move `nonce` of `id` (it failed, or gave up): whether it
-    /// had passed its cut, and its waiter's sender; `None` if it is not waiting.
-    pub fn end(&self, id: &ConnId, nonce: &str, result: Result<(), MoveRefused>) -> Option<bool> {
+    /// Ends move `nonce` (it failed, or gave up): whether it had passed
+    /// its cut; `None` if it is not waiting any more.
+    pub fn end(&self, nonce: &str, result: MoveRefused) -> Option<bool> {
         let mut map = self.lock();
-        if map.get(id).is_none_or(|i| i.nonce != nonce) {
+        if map.get(nonce).is_none_or(|i| i.handed) {
             return None;
         }
-        let inc = map.remove(id)?;
-        let _ = inc.done.try_send(result);
-        Some(inc.cut)
+        let inc = map.remove(nonce)?;
+        let _ = inc.done.try_send(Err(result));
+        Some(inc.id.is_some())
     }
 
-    /// Puts a session in: runs `put` with the recording stopped (so no
-    /// action is both recorded and applied to it live), then hands back
-    /// what was recorded. `None` (and `put` not run) if the move gave up.
-    pub fn arrive<T>(&self, id: &ConnId, nonce: &str, put: impl FnOnce(&Arrived) -> T) -> Option<T> {
+    /// The snapshot of move `nonce` is here: what was recorded so far goes
+    /// into it, and it goes to the resume, which puts it in the hub (what
+    /// arrives until then is recorded, and applied once it is there).
+    /// `Err` gives the snapshot back when the move gave up.
+    pub fn arrive(&self, nonce: &str, mut snap: Snapshot, hub: &Hub) -> Result<(), Snapshot> {
         let mut map = self.lock();
-        if map.get(id).is_none_or(|i| i.nonce != nonce) {
-            return None;
+        let Some(inc) = map.get_mut(nonce).filter(|i| !i.handed) else { return Err(snap) };
+        let recorded = std::mem::take(&mut inc.recorded);
+        let endpoint_of =
+            |e: &str| e == "/" || snap.request.path() == e || snap.request.path().starts_with(&format!("{e}/"));
+        let fits: Vec<bool> = recorded
+            .iter()
+            .map(|a| matches!(a, Action::Broadcast { endpoint: Some(e), .. } if !endpoint_of(e)))
+            .collect();
+        for (action, elsewhere) in recorded.into_iter().zip(fits) {
+            if !elsewhere {
+                fold(&mut snap, action);
+            }
         }
-        let inc = map.remove(id)?;
-        let arrived = Arrived { recorded: inc.recorded, overflowed: inc.overflowed, done: inc.done };
-        Some(put(&arrived))
+        if inc.overflowed {
+            log::warn!("[{}] more arrived during its move than its buffer holds; some was dropped", snap.id);
+        }
+        inc.handed = true;
+        inc.bytes = 0;
+        let _ = inc.done.try_send(Ok(snap));
+        settle(&mut map, hub);
+        Ok(())
+    }
+
+    /// Applies what arrived for sessions now in the hub (a resume put it in).
+    pub fn settle(&self, hub: &Hub) {
+        settle(&mut self.lock(), hub);
+    }
+
+    /// Gives up on a session handed to a resume that never put it in.
+    pub fn abandon(&self, nonce: &str) {
+        self.lock().remove(nonce);
+    }
+}
+
+/// One recorded action applied to a snapshot: its messages queued, its
+/// rooms and metadata changed (a close is left to the grace period: the
+/// session is resumed now, and a close asked during its move is logged).
+fn fold(snap: &mut Snapshot, action: Action) {
+    let id = snap.id.clone();
+    match action {
+        Action::Send { msg, .. } => snap.queued.push(msg),
+        Action::Room { room, msg, except } => {
+            if snap.rooms.contains(&room) && except.as_ref() != Some(&id) {
+                snap.queued.push(msg);
+            }
+        }
+        Action::Broadcast { msg, .. } => snap.queued.push(msg),
+        Action::Join { room, .. } => {
+            if let Err(at) = snap.rooms.binary_search(&room) {
+                snap.rooms.insert(at, room);
+            }
+        }
+        Action::Leave { room, .. } => snap.rooms.retain(|r| *r != room),
+        Action::SetMeta { key, value, .. } => {
+            snap.meta.retain(|(k, _)| *k != key);
+            if let Some(v) = value {
+                let at = snap.meta.partition_point(|(k, _)| *k < key);
+                snap.meta.insert(at, (key, v));
+            }
+        }
+        Action::Close { .. } => {
+            log::warn!("[{id}] a close asked while the session moved between instances was not applied")
+        }
     }
 }
 

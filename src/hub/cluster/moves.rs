@@ -9,8 +9,11 @@ use std::sync::atomic::Ordering;
 use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
 
+use std::sync::Arc;
+
 use super::handover::{self, MoveRefused, HANDOVER_WAIT, MOVED};
 use super::{conns_key, to_channel, Cluster, Out};
+use crate::hub::session::{Snapshot, Token};
 use crate::hub::wire::{encode_move, Move};
 use crate::id::ConnId;
 use crate::runtime;
@@ -26,27 +29,22 @@ pub(super) fn eval(script: &str, keys: &[&str], args: &[&str]) -> redis::Cmd {
 }
 
 impl Cluster {
-    /// Brings the session `token` names here from the instance holding it:
-    /// `Ok` once it is in this instance's hub (detached), for the resume to
-    /// attach to; refused when it cannot be brought (the client gets 4410).
-    pub async fn bring(&self, token: &str) -> Result<(), MoveRefused> {
-        let unknown = || MoveRefused::Unknown("not a session token".into());
-        let id = self.sessions.id_of_token(token).ok_or_else(unknown)?;
-        if self.hub.is_known(&id) {
-            return Ok(());
-        }
-        if id.instance().is_none() {
-            return Err(unknown());
+    /// Brings the session `token` opens here from the instance holding it:
+    /// its snapshot, for the resume to put in and attach to; refused when
+    /// no instance hands it over (the client gets 4410).
+    pub async fn bring(&self, token: &str) -> Result<Snapshot, MoveRefused> {
+        if self.max_snapshot == 0 {
+            return Err(MoveRefused::Unknown("sessions are off here".into()));
         }
         if !self.connected.load(Ordering::SeqCst) {
             return Err(MoveRefused::Unreachable);
         }
         let nonce = ConnId::random().as_str().to_owned();
-        let done = self.arrivals.start(&id, &nonce).ok_or(MoveRefused::Busy)?;
-        let take =
-            Move::Take { id: id.clone(), token: token.to_owned(), nonce: nonce.clone(), to: self.instance.clone() };
+        let done = self.arrivals.start(&nonce);
+        let take = Move::Take { token: token.to_owned(), nonce: nonce.clone(), to: self.instance.clone() };
+        // To every instance: the token names none (the holder answers).
         let payload = encode_move(&self.instance, &take);
-        let _ = self.queue.try_send(Out::Route { id: id.clone(), payload, take: Some(nonce.clone()) });
+        let _ = self.queue.try_send(Out::Tell { channel: super::ALL.to_owned(), payload });
         if let Ok(Ok(result)) = runtime::timeout(HANDOVER_WAIT, done.recv()).await {
             return result;
         }
@@ -54,58 +52,68 @@ impl Cluster {
         if let Ok(result) = done.try_recv() {
             return result;
         }
-        if self.arrivals.end(&id, &nonce, Err(MoveRefused::Timeout)) == Some(true) {
-            let _ = self.queue.try_send(Out::Undo(id));
+        match self.arrivals.end(&nonce, MoveRefused::Timeout) {
+            // No instance holds it (nobody answers a token it does not know).
+            Some(false) => Err(MoveRefused::Unknown("no instance holds it".into())),
+            Some(true) => {
+                let _ = self.queue.try_send(Out::Undo(nonce));
+                Err(MoveRefused::Timeout)
+            }
+            None => Err(MoveRefused::Timeout),
         }
-        Err(MoveRefused::Timeout)
     }
 
-    /// A step of a move, from the subscription (in Redis's order).
-    pub(super) fn on_move(self: &std::sync::Arc<Self>, step: Move) {
+    /// A step of a move, from the subscription (in Redis's order). A's
+    /// hand-over is awaited here: nothing that follows the cut in Redis's
+    /// order may reach the session on this instance.
+    pub(super) async fn on_move(self: &Arc<Self>, step: Move) {
         match step {
-            Move::Take { id, token, nonce, to } => self.asked(id, &token, nonce, to),
+            Move::Take { token, nonce, to } if to != self.instance => self.asked(&token, nonce, to),
+            Move::Take { .. } => {}
             Move::Cut { id, nonce, to } if to == self.instance => {
-                // B: from here on, record. A move that gave up gets its
-                // snapshot anyway (put in, detached).
+                // B: from here on, record (unless the resume gave up).
                 self.arrivals.cut(&id, &nonce);
+                self.cuts.lock().unwrap_or_else(|e| e.into_inner()).insert(nonce, id);
             }
-            Move::Cut { id, .. } => self.hand_over(id),
+            Move::Cut { id, .. } => self.hand_over(id).await,
             Move::Handover { id, nonce, key } => {
                 let me = self.clone();
                 runtime::spawn(async move { me.arrive(id, nonce, key).await });
             }
             Move::Refuse { id, nonce, why } => {
-                if self.arrivals.end(&id, &nonce, Err(MoveRefused::Unknown(why))) == Some(true) {
-                    let _ = self.queue.try_send(Out::Undo(id));
+                log::info!("[{id}] resume here refused by its instance: {why}");
+                if self.arrivals.end(&nonce, MoveRefused::Unknown(why)) == Some(true) {
+                    let _ = self.queue.try_send(Out::Undo(nonce));
                 }
             }
             Move::Gone { id } => self.departures.forget(&id),
         }
     }
 
-    /// A: instance `to` asks for session `id`.
-    fn asked(&self, id: ConnId, token: &str, nonce: String, to: String) {
-        let why = if !self.hub.is_known(&id) || !self.sessions.holds(&id, token) {
-            "unknown session"
-        } else if !self.departures.agree(&id, &to, &nonce) {
-            "already moving"
-        } else {
-            let _ = self.queue.try_send(Out::Cut { id, to, nonce });
+    /// A: instance `to` asks for the session of `token`; silence when it
+    /// is not here (another instance may hold it).
+    fn asked(&self, token: &str, nonce: String, to: String) {
+        let Some(token) = Token::parse(token) else { return };
+        let Some((info, _)) = self.hub.sessions.find(&token) else { return };
+        let id = info.id.clone();
+        if !self.departures.agree(&id, &to, &nonce) {
+            log::info!("[{id}] resume on instance {to} refused: the session is already moving");
+            self.tell(&to, &Move::Refuse { id, nonce, why: "already moving".into() });
             return;
-        };
-        log::info!("[{id}] resume on instance {to} refused: {why}");
-        self.tell(&to, &Move::Refuse { id, nonce, why: why.into() });
+        }
+        let _ = self.queue.try_send(Out::Cut { id, to, nonce });
     }
 
     /// A: the cut of `id` passed: everything before it was applied here;
     /// the session leaves (no close event) and its snapshot goes to B.
-    fn hand_over(&self, id: ConnId) {
+    async fn hand_over(&self, id: ConnId) {
         let Some((to, nonce)) = self.departures.cut(&id) else { return };
         // Away before it leaves: an action on it in between still finds it here.
         self.departures.moved_away(&id);
-        match self.sessions.take(&id) {
+        match crate::hub::session::export(&self.hub, &id).await {
             Some(snapshot) => {
                 log::info!("[{id}] session moves to instance {to}");
+                let snapshot = serde_json::to_string(&snapshot).unwrap_or_default();
                 let _ = self.queue.try_send(Out::Handover { id, to, nonce, snapshot });
             }
             None => {
@@ -115,43 +123,43 @@ impl Cluster {
         }
     }
 
-    /// B: reads the snapshot, puts the session in and applies what was
+    /// B: reads the snapshot and hands it to the resume, with what was
     /// recorded for it since the cut.
     async fn arrive(&self, id: ConnId, nonce: String, key: String) {
-        let snapshot = match self.read_snapshot(&key).await {
+        let cut = self.cuts.lock().unwrap_or_else(|e| e.into_inner()).remove(&nonce);
+        let snapshot = self.read_snapshot(&key).await.and_then(|s| {
+            let snap: Snapshot = serde_json::from_str(&s).map_err(|e| format!("malformed snapshot: {e}"))?;
+            (snap.id == id).then_some(snap).ok_or_else(|| "the snapshot of another session".to_owned())
+        });
+        let snap = match snapshot {
             Ok(s) => s,
             Err(why) => {
                 log::warn!("[{id}] session from another instance lost: {why}");
-                if self.arrivals.end(&id, &nonce, Err(MoveRefused::Broken(why))) == Some(true) {
-                    let _ = self.queue.try_send(Out::Undo(id));
+                if self.arrivals.end(&nonce, MoveRefused::Broken(why)) == Some(true) {
+                    if let Some(id) = cut {
+                        self.cuts.lock().unwrap_or_else(|e| e.into_inner()).insert(nonce.clone(), id);
+                    }
+                    let _ = self.queue.try_send(Out::Undo(nonce));
                 }
                 return;
             }
         };
-        let put = self.arrivals.arrive(&id, &nonce, |arrived| {
-            let result = self.sessions.put(&snapshot).map_err(MoveRefused::Broken);
-            if result.is_ok() {
-                self.departures.forget(&id);
-                handover::replay(&self.hub, &id, arrived.recorded.clone());
-                if arrived.overflowed {
-                    log::warn!("[{id}] more arrived during its move than --resume-buffer-bytes; some was dropped");
-                }
-            }
-            arrived.answer(result.clone());
-            result
-        });
-        match put {
-            Some(Ok(())) => log::info!("[{id}] session arrived from another instance"),
-            Some(Err(why)) => log::warn!("[{id}] session from another instance not taken: {why}"),
-            // The resume gave up: kept detached; its grace runs out here.
-            None => match self.sessions.put(&snapshot) {
-                Ok(()) => {
-                    log::info!("[{id}] session arrived after its resume gave up; kept detached");
-                    let _ = self.queue.try_send(Out::Adopt(id));
-                }
-                Err(why) => log::warn!("[{id}] late session from another instance lost: {why}"),
-            },
+        if self.arrivals.arrive(&nonce, snap, &self.hub).is_err() {
+            // The resume gave up (4410): its client starts over, and the
+            // session's close event never runs (logged).
+            log::warn!("[{id}] session arrived after its resume gave up; dropped without its close event");
+            return;
         }
+        log::info!("[{id}] session arrived from another instance");
+        // The resume puts it in the hub at once: then what arrived meanwhile goes to it.
+        for _ in 0..500 {
+            runtime::sleep(std::time::Duration::from_millis(2)).await;
+            if self.hub.is_known(&id) {
+                break;
+            }
+        }
+        self.arrivals.settle(&self.hub);
+        self.arrivals.abandon(&nonce);
     }
 
     /// The snapshot in `key`, removed from Redis; refused over its bound.
@@ -192,37 +200,29 @@ impl Cluster {
             Out::Tell { channel, payload } => {
                 con.publish::<_, _, i64>(channel, payload).await.map_err(lost(0))?;
             }
-            Out::Route { id, payload, take } => {
+            Out::Route { id, payload } => {
                 let prefix = id.instance().unwrap_or(me);
                 let cmd = eval(handover::ROUTE, &[MOVED], &[id.as_str(), prefix, &payload]);
-                let n: i64 = cmd.query_async(con).await.map_err(lost(take.is_none().into()))?;
-                match take {
-                    _ if n > 0 => {}
-                    Some(nonce) => {
-                        self.arrivals.end(&id, &nonce, Err(MoveRefused::Unknown("its instance is gone".into())));
-                    }
-                    None => *unheard += 1,
+                let n: i64 = cmd.query_async(con).await.map_err(lost(1))?;
+                if n == 0 {
+                    *unheard += 1;
                 }
             }
             Out::Presence(change) => self.write_presence(con, change).await.map_err(lost(0))?,
             Out::Cut { id, to, nonce } => self.cut(con, id, to, nonce).await.map_err(lost(0))?,
             Out::Handover { id, to, nonce, snapshot } => {
                 if let Err(e) = self.send_snapshot(con, &id, &to, &nonce, &snapshot).await {
-                    // B will give up: the session stays here, detached.
-                    log::warn!("[{id}] could not hand the session over ({e}); kept here");
-                    self.departures.forget(&id);
-                    let _ = self.sessions.put(&snapshot);
+                    // B gives up: the session is lost without its close event.
+                    log::warn!("[{id}] could not hand the session over ({e}); it is lost");
                     return Err((e, 0));
                 }
             }
-            Out::Undo(id) => {
+            Out::Undo(nonce) => {
+                let Some(id) = self.cuts.lock().unwrap_or_else(|e| e.into_inner()).remove(&nonce) else {
+                    return Ok(());
+                };
                 let keys = [MOVED, &conns_key(me), &handover::hosted_key(me)];
                 eval(handover::UNDO, &keys, &[id.as_str(), me]).query_async::<i64>(con).await.map_err(lost(0))?;
-            }
-            Out::Adopt(id) => {
-                let args = [id.as_str(), id.instance().unwrap_or(me), me];
-                let cmd = eval(handover::ADOPT, &[MOVED, &handover::hosted_key(me)], &args);
-                cmd.query_async::<i64>(con).await.map_err(lost(0))?;
             }
         }
         Ok(())

@@ -1,5 +1,6 @@
-//! A move's bookkeeping in-process: what B records after its cut, and how
-//! the recorded actions reach the arrived session alone, in order.
+//! A move's bookkeeping in-process: what B records after its cut, how it
+//! goes into the snapshot, and how what arrives after reaches the session
+//! alone, in order.
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use super::*;
 use crate::action::Message;
 use crate::event::{ConnInfo, RequestFields, RequestInfo, Target};
 use crate::hub::outgoing::OutgoingBudget;
+use crate::hub::session::Request;
 use crate::hub::shared::Outgoing;
 
 fn id(s: &str) -> ConnId {
@@ -43,72 +45,112 @@ fn send(to: &ConnId, text: &str) -> Action {
     Action::Send { to: to.clone(), msg: Message::text(text.to_owned()) }
 }
 
-#[test]
-fn only_actions_after_the_cut_are_recorded_and_only_those_that_may_concern_the_session() {
-    let arrivals = Arrivals::new(1 << 20);
-    let (x, other) = (id("x"), id("other"));
-    let _rx = arrivals.start(&x, "n1").expect("a new move");
-    assert!(arrivals.start(&x, "n2").is_none(), "one move per session at a time");
-    let max = arrivals.max_recorded();
-    // Before the cut: the old instance still delivers these (in the snapshot).
-    arrivals.recording().record(&room("r", "before", None), max);
-    assert!(!arrivals.cut(&x, "other nonce"), "another move's cut is not this one's");
-    assert!(arrivals.cut(&x, "n1"));
-    for a in [room("r", "after", None), send(&other, "not for x"), send(&x, "for x")] {
-        arrivals.recording().record(&a, max);
+fn snapshot(x: &ConnId, rooms: &[&str]) -> Snapshot {
+    Snapshot {
+        id: x.clone(),
+        request: Request { uri: "/chat?x=1".into(), ..Default::default() },
+        rooms: rooms.iter().map(|r| r.to_string()).collect(),
+        meta: vec![],
+        token: String::new(),
+        received: 0,
+        resumes: 0,
+        floor: 0,
+        window: vec![Message::text("old")],
+        queued: vec![],
     }
-    let recorded = arrivals.arrive(&x, "n1", |a| a.recorded.clone()).expect("waiting");
-    assert_eq!(recorded, vec![room("r", "after", None), send(&x, "for x")]);
-    assert!(arrivals.arrive(&x, "n1", |_| ()).is_none(), "a move arrives once");
+}
+
+fn texts(msgs: &[Message]) -> Vec<String> {
+    msgs.iter().map(|m| if let Message::Text(t) = m { t.to_string() } else { "bin".into() }).collect()
+}
+
+#[test]
+fn what_follows_the_cut_goes_into_the_snapshot_following_its_rooms_in_order() {
+    let (arrivals, hub) = (Arrivals::new(1 << 20), hub());
+    let (x, other) = (id("x"), id("other"));
+    let rx = arrivals.start("n1");
+    let max = arrivals.max_recorded();
+    // Before the cut: the old instance still delivers these (in its snapshot).
+    arrivals.recording().record(&room("r", "before", None), max, &hub);
+    assert!(arrivals.cut(&x, "n1"));
+    let after = [
+        room("r", "one", None),
+        send(&other, "not for x"),
+        room("r", "not to x", Some(&x)),
+        Action::Join { conn: x.clone(), room: "s".into() },
+        room("s", "two", None),
+        Action::Broadcast { endpoint: Some("/elsewhere".into()), msg: Message::text("no") },
+        Action::Broadcast { endpoint: Some("/chat".into()), msg: Message::text("three") },
+        Action::Leave { conn: x.clone(), room: "r".into() },
+        room("r", "left", None),
+        send(&x, "four"),
+        Action::SetMeta { conn: x.clone(), key: "k".into(), value: Some("v".into()) },
+    ];
+    for a in &after {
+        arrivals.recording().record(a, max, &hub);
+    }
+    assert!(arrivals.arrive("n1", snapshot(&x, &["r"]), &hub).is_ok());
+    let snap = rx.try_recv().expect("answered").expect("a snapshot");
+    assert_eq!(texts(&snap.window), ["old"]);
+    assert_eq!(texts(&snap.queued), ["one", "two", "three", "four"]);
+    assert_eq!(snap.rooms, ["s"]);
+    assert_eq!(snap.meta, [("k".to_owned(), "v".to_owned())]);
+}
+
+#[test]
+fn what_arrives_until_the_resume_puts_it_in_reaches_it_once_then_live() {
+    let (arrivals, hub) = (Arrivals::new(1 << 20), hub());
+    let x = id("x");
+    let rx = arrivals.start("n");
+    arrivals.cut(&x, "n");
+    arrivals.arrive("n", snapshot(&x, &[]), &hub).expect("waiting");
+    let _snap = rx.try_recv().expect("answered");
+    // Not in the hub yet: recorded.
+    arrivals.recording().record(&send(&x, "meanwhile"), 100, &hub);
+    hub.apply(send(&x, "meanwhile"));
+    // The resume puts it in; the next action (or the arrival's own check) hands it what it missed.
+    let out = connect(&hub, &x, "/chat");
+    arrivals.settle(&hub);
+    let mut rec = arrivals.recording();
+    rec.record(&send(&x, "live"), 100, &hub);
+    hub.apply(send(&x, "live"));
+    drop(rec);
+    assert_eq!(got(&out), ["meanwhile", "live"]);
 }
 
 #[test]
 fn recording_is_bounded_in_bytes() {
-    let arrivals = Arrivals::new(10);
+    let (arrivals, hub) = (Arrivals::new(10), hub());
     let x = id("x");
-    let _rx = arrivals.start(&x, "n").expect("new");
+    let rx = arrivals.start("n");
     arrivals.cut(&x, "n");
     for a in [send(&x, "123456"), send(&x, "7890ab"), send(&x, "cd")] {
-        arrivals.recording().record(&a, 10);
+        arrivals.recording().record(&a, 10, &hub);
     }
-    let (recorded, overflowed) = arrivals.arrive(&x, "n", |a| (a.recorded.clone(), a.overflowed)).expect("waiting");
-    assert_eq!(recorded, vec![send(&x, "123456"), send(&x, "cd")]);
-    assert!(overflowed, "the move knows something was dropped");
+    arrivals.arrive("n", snapshot(&x, &[]), &hub).expect("waiting");
+    let snap = rx.try_recv().expect("answered").expect("snapshot");
+    assert_eq!(texts(&snap.queued), ["123456", "cd"]);
 }
 
 #[test]
 fn a_move_that_gave_up_ignores_its_late_cut_and_snapshot_and_answers_its_waiter() {
-    let arrivals = Arrivals::new(100);
+    let (arrivals, hub) = (Arrivals::new(100), hub());
     let x = id("x");
-    let rx = arrivals.start(&x, "n").expect("new");
-    assert_eq!(arrivals.end(&x, "n", Err(MoveRefused::Timeout)), Some(false), "it had not seen its cut");
-    assert_eq!(rx.try_recv().expect("an answer"), Err(MoveRefused::Timeout));
+    let rx = arrivals.start("n");
+    assert_eq!(arrivals.end("n", MoveRefused::Timeout), Some(false), "it had not seen its cut");
+    assert_eq!(rx.try_recv().expect("an answer").expect_err("refused"), MoveRefused::Timeout);
     assert!(!arrivals.cut(&x, "n"));
-    assert!(arrivals.arrive(&x, "n", |_| ()).is_none());
-    assert!(arrivals.start(&x, "n2").is_some(), "a later resume may try again");
+    assert!(arrivals.arrive("n", snapshot(&x, &[]), &hub).is_err());
 }
 
 #[test]
-fn the_replay_reaches_the_arrived_session_alone_following_its_rooms_in_order() {
-    let hub = hub();
-    let (x, y) = (id("x"), id("y"));
-    let rx_x = connect(&hub, &x, "/chat");
-    let rx_y = connect(&hub, &y, "/chat");
-    hub.apply(Action::Join { conn: y.clone(), room: "r".into() });
-    let recorded = vec![
-        room("r", "not yet a member", None),
-        Action::Join { conn: x.clone(), room: "r".into() },
-        room("r", "one", None),
-        room("r", "not to x", Some(&x)),
-        Action::Broadcast { endpoint: Some("/other".into()), msg: Message::text("elsewhere") },
-        Action::Broadcast { endpoint: Some("/chat".into()), msg: Message::text("two") },
-        send(&x, "three"),
-        Action::Leave { conn: x.clone(), room: "r".into() },
-        room("r", "left", None),
-    ];
-    replay(&hub, &x, recorded);
-    assert_eq!(got(&rx_x), ["one", "two", "three"]);
-    assert!(got(&rx_y).is_empty(), "the others had these live");
+fn one_session_arrives_through_one_move_at_a_time() {
+    let arrivals = Arrivals::new(100);
+    let x = id("x");
+    let _a = arrivals.start("a");
+    let _b = arrivals.start("b");
+    assert!(arrivals.cut(&x, "a"));
+    assert!(!arrivals.cut(&x, "b"));
 }
 
 #[test]

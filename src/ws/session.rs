@@ -1,0 +1,464 @@
+//! Resumable sessions, the WebSocket side (issue 17; docs/PROTOCOL.md
+//! "Resumable sessions"): the opt-in at the handshake, the resume
+//! handshake, and the life of a session connection's sockets.
+//!
+//! A session connection is served by its own task like any connection
+//! (its event worker beside its socket io), but its io is a loop over
+//! sockets ([`run`]): when a socket drops without a close frame (causes
+//! `dropped`, `ping-timeout`, a write error) the session **detaches**
+//! instead of finishing: same id, rooms and metadata, deliveries queued
+//! (within `--resume-buffer`), no close event. A resume hands the task a
+//! new socket ([`resume`]); the task checks the client's count, replays
+//! what it missed, and serves the socket. Any other end is final, as for
+//! a plain connection, and so is `--resume-grace` running out
+//! (`resume-expired`).
+//!
+//! The hub keeps the state ([`crate::hub::session`]); only this task
+//! touches the sockets, so a resume of a session whose old socket is still
+//! attached (the usual case after a network switch: the server has not
+//! noticed yet) asks the task to let go of it first.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use async_tungstenite::tungstenite::Message as WsMessage;
+use async_tungstenite::{WebSocketSender, WebSocketStream};
+use futures_lite::{AsyncRead, AsyncWrite, FutureExt, StreamExt};
+use tide::http::upgrade::{Connection, Receiver};
+use tide::Response;
+
+use crate::action::{Action, CloseCause, Message};
+use crate::event::ConnInfo;
+use crate::gateway::resolve::Resolved;
+use crate::hub::session::{Replay, Session, Snapshot, Token};
+use crate::hub::shared::{CloseRequest, ConnShared, Ending, Outgoing};
+use crate::id::ConnId;
+use crate::metrics::{self, Resumed};
+use crate::runtime;
+use crate::ws::connection::{self, EventTx};
+use crate::ws::limits::{ConnBudget, Metered};
+use crate::ws::state::WsState;
+
+/// The subprotocol a client offers to ask for a session.
+pub const SUBPROTOCOL: &str = "ws2http.session.v1";
+
+/// The start of the second subprotocol a resume offers:
+/// `ws2http.resume.<TOKEN>.<RECEIVED>`.
+const RESUME: &str = "ws2http.resume.";
+
+/// What a handshake asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Asked {
+    /// A plain connection (no session offered, or sessions off here).
+    Plain,
+    /// A new session.
+    New,
+    /// A resume: the token and the count of messages the client received.
+    Resume(Token, u64),
+    /// A resume subprotocol that is not one (refused with 4400).
+    Malformed,
+}
+
+/// What the client's subprotocols ask for. Sessions are off with
+/// `--resume-grace 0` and on a per-connection endpoint (`resident`).
+pub fn asked(app: &WsState, offered: &[String], resident: bool) -> Asked {
+    if app.resume.is_none() || resident || !offered.iter().any(|o| o == SUBPROTOCOL) {
+        return Asked::Plain;
+    }
+    let resumes: Vec<&str> = offered.iter().filter_map(|o| o.strip_prefix(RESUME)).collect();
+    match resumes.as_slice() {
+        [] => Asked::New,
+        [one] => parse_resume(one).map_or(Asked::Malformed, |(t, n)| Asked::Resume(t, n)),
+        _ => Asked::Malformed,
+    }
+}
+
+/// `<TOKEN>.<RECEIVED>`: RECEIVED in decimal digits only.
+fn parse_resume(s: &str) -> Option<(Token, u64)> {
+    let (token, count) = s.split_once('.')?;
+    if count.is_empty() || !count.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((Token::parse(token)?, count.parse().ok()?))
+}
+
+/// The `101` of a session: the session subprotocol is selected, whatever
+/// the open script chose (one log line when it chose one).
+pub fn select(res: &mut Response, conn: &ConnInfo) {
+    if let Some(chosen) = res.header("Sec-WebSocket-Protocol").map(|v| v.last().as_str().to_owned()) {
+        log::info!(
+            "[{}] a session: the open script's subprotocol {} is not sent ({SUBPROTOCOL} is)",
+            conn.id,
+            crate::logging::quoted(&chosen)
+        );
+    }
+    res.insert_header("Sec-WebSocket-Protocol", SUBPROTOCOL);
+}
+
+/// What a session connection's task serves it with (the parts a plain
+/// connection's `connection::serve` takes).
+pub(crate) struct Parts {
+    pub app: Arc<WsState>,
+    pub conn: Arc<ConnInfo>,
+    pub outgoing: Outgoing,
+    pub shared: Arc<ConnShared>,
+    pub events: EventTx,
+    pub budget: Arc<ConnBudget>,
+}
+
+/// A socket handed to a session: its upgrade (the `101` is on its way)
+/// and, for a resume, the count the client said it received.
+struct Incoming {
+    upgrade: Receiver,
+    received: Option<u64>,
+}
+
+/// What a session's task does next.
+enum Next {
+    Attach(Incoming),
+    Detached,
+    Final,
+    Export,
+}
+
+/// Serves a session connection's sockets, one after the other, until it
+/// ends (then queues its close event) or moves elsewhere (export).
+/// `first`: the socket of its handshake (none for an imported session,
+/// which starts detached).
+pub(crate) async fn run(p: Parts, first: Option<Receiver>) {
+    let Some(session) = p.shared.session.as_deref() else { return };
+    let mut next = match first {
+        Some(upgrade) => {
+            let hello = serde_json::json!({"ws2http": "session", "id": p.conn.id.as_str(), "token": session.lock().token.to_string()});
+            session.lock().prelude = Some((hello.to_string(), Vec::new()));
+            Next::Attach(Incoming { upgrade, received: None })
+        }
+        None => Next::Detached,
+    };
+    loop {
+        next = match next {
+            Next::Attach(incoming) => Box::pin(attach(&p, session, incoming)).await,
+            Next::Detached => detached(&p, session).await,
+            Next::Final => return end(&p, session).await,
+            Next::Export => {
+                // The worker runs what is queued, then takes the session
+                // out (`hub::session::take_out`) with what is queued for it.
+                let Parts { outgoing, .. } = p;
+                session.lock().parked = Some(outgoing);
+                return;
+            }
+        };
+    }
+}
+
+/// Serves one socket of the session (after checking a resume's count):
+/// what follows once it ends.
+async fn attach(p: &Parts, session: &Session, incoming: Incoming) -> Next {
+    let Some(stream) = incoming.upgrade.await else {
+        log::info!("[{}] session: the client went away during the handshake", p.conn.id);
+        return Next::Detached;
+    };
+    if let Some(received) = incoming.received {
+        if let Err((code, next)) = check_resume(p, session, received) {
+            runtime::spawn(refuse(stream, code, p.app.max_message));
+            return next;
+        }
+    }
+    session.let_go(false);
+    session.lock().attached = true;
+    p.shared.seen();
+    let stream = Metered::new(stream, p.budget.clone(), p.shared.clone(), p.app.http_timeout);
+    // The hub's direct path stays off (no socket attached to the wire): every
+    // message goes through the writer, which numbers it.
+    let stream = crate::hub::socket::Gated::new(stream, p.shared.clone());
+    let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(super::upgrade::ws_config(p.app.max_message)))
+        .await;
+    let (app, conn, shared) = (&p.app, &p.conn, &p.shared);
+    if incoming.received.is_none() {
+        let r = &conn.request;
+        log::info!(
+            "[{}] {} open from {}:{} (a session)",
+            conn.id,
+            conn.target.endpoint(),
+            r.remote_addr(),
+            r.remote_port()
+        );
+        metrics::add(&metrics::get().connections_opened, 1);
+    }
+    connection::run_socket(ws.split(), app, conn, &p.outgoing, shared, &p.events, &p.budget).await;
+    after_socket(p, session)
+}
+
+/// A resume's count against what the session kept: the replay set up for
+/// the writer, the token rotated; or the refusal (4400: the session stays
+/// as it was; 4410 on a gap: the session ends, `resume-gap`).
+fn check_resume(p: &Parts, session: &Session, received: u64) -> Result<(), (u16, Next)> {
+    let id = &p.conn.id;
+    let mut st = session.lock();
+    let msgs = match st.window.replay(received) {
+        Replay::From(msgs) => msgs,
+        Replay::Bad => {
+            log::warn!("[{id}] refused a resume: it claims {received} messages, {} were sent (4400)", st.window.sent());
+            metrics::get().resumed(Resumed::Bad);
+            return Err((4400, Next::Detached));
+        }
+        Replay::Gap => {
+            log::warn!("[{id}] refused a resume from message {received}: the session no longer keeps them (4410)");
+            metrics::get().resumed(Resumed::Expired);
+            let req = CloseRequest { code: 1006, reason: String::new(), cause: CloseCause::ResumeGap };
+            p.shared.request_close(req, Ending::Record, None);
+            return Err((4410, Next::Final));
+        }
+    };
+    let token = Token::random();
+    p.app.hub.sessions.rekey(st.token.key(), token.key());
+    st.token = token;
+    st.resumes += 1;
+    let hello = serde_json::json!({
+        "ws2http": "resumed",
+        "id": id.as_str(),
+        "token": st.token.to_string(),
+        "received": st.received,
+        "replayed": msgs.len(),
+    });
+    log::info!("[{id}] resumed (resume {}): replaying {} message(s) after {received}", st.resumes, msgs.len());
+    metrics::get().resumed(Resumed::Ok);
+    st.prelude = Some((hello.to_string(), msgs));
+    Ok(())
+}
+
+/// What follows a socket's end: a close that is final ends the session; an
+/// export or a resume that took over comes next; otherwise the socket just
+/// went away (`dropped`, `ping-timeout`, a write error): detached.
+fn after_socket(p: &Parts, session: &Session) -> Next {
+    let mut st = session.lock();
+    st.attached = false;
+    let cause = p.shared.close_cause();
+    if !matches!(cause, None | Some(CloseCause::PingTimeout)) {
+        return Next::Final;
+    }
+    p.shared.forget_close();
+    if st.export.is_some() {
+        return Next::Export;
+    }
+    if let Some(incoming) = take_incoming(&mut st) {
+        log::info!("[{}] session: a resume takes over from its socket", p.conn.id);
+        return Next::Attach(incoming);
+    }
+    let why = cause.map_or("dropped", CloseCause::as_str);
+    log::info!("[{}] session detached ({why}); it waits for a resume", p.conn.id);
+    Next::Detached
+}
+
+fn take_incoming(st: &mut crate::hub::session::State) -> Option<Incoming> {
+    st.incoming.take().and_then(|b| b.downcast::<Incoming>().ok()).map(|b| *b)
+}
+
+/// A detached session waits for a resume, an export or a final close
+/// (delivery over its bound, `@close`, the API, shutdown), at most
+/// `--resume-grace`: then it ends (`resume-expired`, 1006).
+async fn detached(p: &Parts, session: &Session) -> Next {
+    let gauge = &metrics::get().sessions_detached;
+    gauge.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let grace = p.app.resume.map_or(Duration::ZERO, |r| r.grace);
+    let next = std::future::poll_fn(|cx| {
+        p.shared.register_waiter(cx);
+        if p.shared.close_request().is_some() {
+            return std::task::Poll::Ready(Next::Final);
+        }
+        let mut st = session.lock();
+        if st.export.is_some() {
+            return std::task::Poll::Ready(Next::Export);
+        }
+        take_incoming(&mut st).map_or(std::task::Poll::Pending, |i| std::task::Poll::Ready(Next::Attach(i)))
+    })
+    .or(async {
+        runtime::sleep(grace).await;
+        let req = CloseRequest { code: 1006, reason: String::new(), cause: CloseCause::ResumeExpired };
+        if p.shared.request_close(req, Ending::Record, None) {
+            log::info!("[{}] session not resumed within --resume-grace {grace:?}; it ends", p.conn.id);
+        }
+        Next::Final
+    })
+    .await;
+    gauge.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    next
+}
+
+/// The session is over: no resume reaches it any more (one waiting is
+/// refused, 4410), and its close event is queued.
+async fn end(p: &Parts, session: &Session) {
+    let incoming = {
+        let mut st = session.lock();
+        st.ended = true;
+        st.window = Default::default();
+        p.app.hub.sessions.forget(st.token.key());
+        take_incoming(&mut st)
+    };
+    if let Some(i) = incoming {
+        runtime::spawn(refuse_upgrade(i.upgrade, 4410, p.app.max_message));
+    }
+    connection::finish(&p.app, &p.conn, &p.shared, &p.events).await;
+}
+
+/// The writer's first frames on a session's socket: the session message,
+/// then the messages replayed (`false`: the socket is gone).
+pub(super) async fn prelude<S, F>(
+    sink: &mut WebSocketSender<S>,
+    session: &Session,
+    watch: &mut connection::Watch<'_, F>,
+) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: std::future::Future<Output = ()>,
+{
+    let Some((hello, replay)) = session.lock().prelude.take() else { return true };
+    if !connection::send_one(sink, WsMessage::text(hello), watch).await {
+        return false;
+    }
+    for msg in replay {
+        let sent = match msg {
+            Message::Text(t) if t.len() <= connection::FRAGMENT => {
+                connection::send_one(sink, WsMessage::Text(t), watch).await
+            }
+            Message::Binary(b) if b.len() <= connection::FRAGMENT => {
+                connection::send_one(sink, WsMessage::Binary(b), watch).await
+            }
+            big => connection::send_fragments(sink, big, watch).await,
+        };
+        if !sent {
+            return false;
+        }
+    }
+    true
+}
+
+/// Answers a resume handshake that passed the usual checks (origin,
+/// connection limits, endpoint): always `101` with the session
+/// subprotocol (a browser cannot read a refused handshake's status); the
+/// socket then goes to the session, or is closed with 4410 (no such
+/// session: start over) or 4400 (a malformed resume, another endpoint).
+pub(super) async fn resume(app: &Arc<WsState>, mut res: Response, conn: &ConnInfo, asked: Asked) -> Response {
+    res.insert_header("Sec-WebSocket-Protocol", SUBPROTOCOL);
+    let http_res: &mut tide::http::Response = res.as_mut();
+    let upgrade = http_res.recv_upgrade().await;
+    let refused = match asked {
+        Asked::Resume(token, received) => hand_over(app, conn, &token, received, upgrade).await,
+        _ => {
+            log::warn!(
+                "[{}] {} refused a resume: malformed resume subprotocol (4400)",
+                conn.id,
+                conn.target.endpoint()
+            );
+            metrics::get().resumed(Resumed::Bad);
+            Err((4400, upgrade))
+        }
+    };
+    if let Err((code, upgrade)) = refused {
+        runtime::spawn(refuse_upgrade(upgrade, code, app.max_message));
+    }
+    res
+}
+
+/// Gives the new socket to the session `token` opens (brought here from
+/// another instance first, in cluster mode); the refusal otherwise.
+async fn hand_over(
+    app: &Arc<WsState>,
+    conn: &ConnInfo,
+    token: &Token,
+    received: u64,
+    upgrade: Receiver,
+) -> Result<(), (u16, Receiver)> {
+    let mut found = app.hub.sessions.find(token);
+    if found.is_none() {
+        if let Some(snap) = app.delivery.claim_session(&token.to_string()).await {
+            found = import(app, snap).ok().and_then(|_| app.hub.sessions.find(token));
+        }
+    }
+    let ep = conn.target.endpoint();
+    let Some((info, shared)) = found else {
+        log::warn!("[{}] {ep} refused a resume: unknown, expired or ended session (4410)", conn.id);
+        metrics::get().resumed(Resumed::Expired);
+        return Err((4410, upgrade));
+    };
+    if info.target.endpoint() != ep {
+        log::warn!("[{}] {ep} refused a resume of a session of {} (4400)", info.id, info.target.endpoint());
+        metrics::get().resumed(Resumed::Bad);
+        return Err((4400, upgrade));
+    }
+    let Some(session) = shared.session.as_deref() else { return Err((4410, upgrade)) };
+    let replaced = {
+        let mut st = session.lock();
+        if st.ended {
+            return Err((4410, upgrade));
+        }
+        let replaced = take_incoming(&mut st);
+        st.incoming = Some(Box::new(Incoming { upgrade, received: Some(received) }));
+        if st.attached {
+            session.let_go(true);
+        }
+        replaced
+    };
+    // Two resumes at once with the same token: the later one wins.
+    if let Some(old) = replaced {
+        runtime::spawn(refuse_upgrade(old.upgrade, 4410, app.max_message));
+    }
+    shared.wake();
+    Ok(())
+}
+
+/// Closes a refused resume's socket with `code` once it is upgraded.
+async fn refuse_upgrade(upgrade: Receiver, code: u16, max_message: usize) {
+    if let Some(stream) = upgrade.await {
+        refuse(stream, code, max_message).await;
+    }
+}
+
+/// Sends the close frame of a refused resume (4410 `session expired`,
+/// 4400 `bad resume request`), then waits briefly for the client's answer.
+async fn refuse(stream: Connection, code: u16, max_message: usize) {
+    let config = super::upgrade::ws_config(max_message);
+    let mut ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
+    let reason = if code == 4410 { "session expired" } else { "bad resume request" };
+    let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+    let grace = Duration::from_secs(2);
+    if runtime::timeout(grace, ws.close(Some(frame))).await.is_ok() {
+        let _ = runtime::timeout(grace, async { while ws.next().await.is_some() {} }).await;
+    }
+}
+
+/// Takes the session of connection `id` out of this instance, without a
+/// close event, as one value (its socket, if attached, is dropped without a
+/// close frame): `None` when `id` has no session here, or it ended.
+/// See [`crate::hub::session::export`].
+pub async fn export(app: &WsState, id: &ConnId) -> Option<Snapshot> {
+    crate::hub::session::export(&app.hub, id).await
+}
+
+/// Puts a session taken out of another instance ([`export`]) into this
+/// one, detached: its client resumes it here within `--resume-grace`.
+/// `Err` says why not (sessions off here, no such endpoint, a limit).
+pub fn import(app: &Arc<WsState>, snap: Snapshot) -> Result<ConnId, String> {
+    let limits = app.resume.ok_or("sessions are off here (--resume-grace 0)")?;
+    let path = snap.request.path().to_owned();
+    let Resolved::Found(routed) = app.routes.resolve(&path) else { return Err(format!("no endpoint at {path} here")) };
+    let ip = snap.request.remote_addr.parse().ok();
+    let slot = app.conn_limits.reserve(ip).map_err(|full| format!("{full:?} connections reached"))?;
+    let limits = crate::hub::session::Limits { messages: limits.buffer, bytes: limits.buffer_bytes };
+    let session = Session::restored(&snap, limits).ok_or("the snapshot's token is not a token")?;
+    let conn = Arc::new(ConnInfo { id: snap.id.clone(), target: routed.target, request: snap.request.info() });
+    let (outgoing, shared) = app.hub.register_session(conn.clone(), Some(session), (snap.rooms, snap.meta));
+    for msg in snap.queued {
+        app.hub.apply(Action::Send { to: conn.id.clone(), msg });
+    }
+    let (events, events_rx) = connection::event_queue(&shared);
+    let budget = app.queue_budget.conn(connection::evictor(&shared));
+    let (c, s, b, t) = (conn.clone(), shared.clone(), budget.clone(), routed.route.transport.clone());
+    let worker = connection::event_worker(app.clone(), c, t, events_rx, s, b, slot);
+    let parts = Parts { app: app.clone(), conn: conn.clone(), outgoing, shared, events, budget };
+    runtime::spawn(futures_util::FutureExt::map(futures_lite::future::zip(Box::pin(run(parts, None)), worker), |_| ()));
+    log::info!("[{}] {} session imported, detached", conn.id, conn.target.endpoint());
+    Ok(conn.id.clone())
+}
