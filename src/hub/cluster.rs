@@ -343,6 +343,12 @@ impl Cluster {
                 let views: Vec<String> = con.hvals(conns_key(&inst)).await?;
                 all.extend(views.iter().filter_map(|v| serde_json::from_str::<ConnView>(v).ok()));
             }
+            // Sessions moving here, past their cut and not in the hub yet:
+            // their presence is already this instance's.
+            for id in self.arrivals.arriving().into_iter().filter(|id| !self.hub.is_known(id)) {
+                let view: Option<String> = con.hget(conns_key(&self.instance), id.as_str()).await?;
+                all.extend(view.and_then(|v| serde_json::from_str::<ConnView>(&v).ok()));
+            }
             Ok(())
         }
         .await;
@@ -350,6 +356,8 @@ impl Cluster {
             self.forget_connection();
             return Err(format!("Redis is unreachable ({e})"));
         }
+        // A session leaving this instance is listed here until it has left.
+        all.retain(|v| ConnId::parse(&v.id).is_none_or(|id| !self.hub.is_known(&id)));
         Ok(all)
     }
 

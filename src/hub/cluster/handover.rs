@@ -238,6 +238,11 @@ impl Arrivals {
         }
     }
 
+    /// The sessions past their cut, on their way here.
+    pub fn arriving(&self) -> Vec<ConnId> {
+        self.lock().values().filter_map(|i| i.id.clone()).collect()
+    }
+
     /// Held while an action is applied here (see [`Recording`]).
     pub fn recording(&self) -> Recording<'_> {
         Recording(self.lock())
@@ -262,10 +267,10 @@ impl Arrivals {
     /// The snapshot of move `nonce` is here: what was recorded so far goes
     /// into it, and it goes to the resume, which puts it in the hub (what
     /// arrives until then is recorded, and applied once it is there).
-    /// `Err` gives the snapshot back when the move gave up.
-    pub fn arrive(&self, nonce: &str, mut snap: Snapshot, hub: &Hub) -> Result<(), Snapshot> {
+    /// `false` when the move gave up.
+    pub fn arrive(&self, nonce: &str, mut snap: Snapshot, hub: &Hub) -> bool {
         let mut map = self.lock();
-        let Some(inc) = map.get_mut(nonce).filter(|i| !i.handed) else { return Err(snap) };
+        let Some(inc) = map.get_mut(nonce).filter(|i| !i.handed) else { return false };
         let recorded = std::mem::take(&mut inc.recorded);
         let endpoint_of =
             |e: &str| e == "/" || snap.request.path() == e || snap.request.path().starts_with(&format!("{e}/"));
@@ -285,7 +290,7 @@ impl Arrivals {
         inc.bytes = 0;
         let _ = inc.done.try_send(Ok(snap));
         settle(&mut map, hub);
-        Ok(())
+        true
     }
 
     /// Applies what arrived for sessions now in the hub (a resume put it in).

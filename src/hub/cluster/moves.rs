@@ -144,7 +144,7 @@ impl Cluster {
                 return;
             }
         };
-        if self.arrivals.arrive(&nonce, snap, &self.hub).is_err() {
+        if !self.arrivals.arrive(&nonce, snap, &self.hub) {
             // The resume gave up (4410): its client starts over, and the
             // session's close event never runs (logged).
             log::warn!("[{id}] session arrived after its resume gave up; dropped without its close event");
