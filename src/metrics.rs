@@ -13,8 +13,8 @@ pub struct Metrics {
     pub connections_opened: AtomicU64,
     pub connections_closed: AtomicU64,
     pub handshakes_refused: AtomicU64,
-    /// `[kind][outcome]`: kind open/message/close, outcome ok/failed/unavailable.
-    events: [[AtomicU64; 3]; 3],
+    /// `[kind][outcome]`: kind open/message/close/resume, outcome ok/failed/unavailable.
+    events: [[AtomicU64; 3]; 4],
     pub spawn_failures: AtomicU64,
     pub events_queued: AtomicI64,
     pub messages_in: AtomicU64,
@@ -65,10 +65,10 @@ pub fn add(counter: &AtomicU64, n: u64) {
 }
 
 impl Metrics {
-    /// Records one finished event: kind 0/1/2 (open/message/close), outcome
+    /// Records one finished event: kind 0/1/2/3 (open/message/close/resume), outcome
     /// 0/1/2 (ok/failed/unavailable), and how long its script took.
     pub fn event(&self, kind: usize, outcome: usize, took: Duration) {
-        self.events[kind.min(2)][outcome.min(2)].fetch_add(1, Relaxed);
+        self.events[kind.min(3)][outcome.min(2)].fetch_add(1, Relaxed);
         let secs = took.as_secs_f64();
         for (i, b) in BUCKETS.iter().enumerate() {
             if secs <= *b {
@@ -148,7 +148,7 @@ impl Metrics {
             s,
             "# HELP ws2http_events_total Events run, by type and outcome.\n# TYPE ws2http_events_total counter"
         );
-        for (k, kind) in ["open", "message", "close"].iter().enumerate() {
+        for (k, kind) in ["open", "message", "close", "resume"].iter().enumerate() {
             for (o, outcome) in ["ok", "failed", "unavailable"].iter().enumerate() {
                 let _ = writeln!(
                     s,

@@ -260,6 +260,7 @@ fn kind_index(kind: &EventKind) -> usize {
         EventKind::Open => 0,
         EventKind::Message { .. } => 1,
         EventKind::Close { .. } => 2,
+        EventKind::Resume { .. } => 3,
     }
 }
 
@@ -294,7 +295,14 @@ async fn serve_split<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    run_socket((sink, stream), &app, &conn, &outgoing, &shared, &events, &budget).await;
+    // The select itself, not through `run_socket`: its references would
+    // be one more layer in every idle connection's task.
+    {
+        let parked = AtomicBool::new(false);
+        let writer = write_loop(sink, &app, &outgoing, &shared, &parked);
+        let reader = read_loop(stream, &app, &conn, &shared, &events, &budget, &parked);
+        select(std::pin::pin!(reader), std::pin::pin!(writer)).await;
+    }
     drop(outgoing);
     finish(&app, &conn, &shared, &events).await;
 }

@@ -30,7 +30,7 @@ use tide::http::upgrade::{Connection, Receiver};
 use tide::Response;
 
 use crate::action::{Action, CloseCause, Message};
-use crate::event::ConnInfo;
+use crate::event::{ConnInfo, EventKind};
 use crate::gateway::resolve::Resolved;
 use crate::hub::session::{Replay, Session, Snapshot, Token};
 use crate::hub::shared::{CloseRequest, ConnShared, Ending, Outgoing};
@@ -113,6 +113,8 @@ pub(crate) struct Parts {
 struct Incoming {
     upgrade: Receiver,
     received: Option<u64>,
+    /// The address the client resumed from (`WS_RESUME_REMOTE_ADDR`).
+    peer: String,
 }
 
 /// What a session's task does next.
@@ -133,7 +135,7 @@ pub(crate) async fn run(p: Parts, first: Option<Receiver>) {
         Some(upgrade) => {
             let hello = serde_json::json!({"ws2http": "session", "id": p.conn.id.as_str(), "token": session.lock().token.to_string()});
             session.lock().prelude = Some((hello.to_string(), Vec::new()));
-            Next::Attach(Incoming { upgrade, received: None })
+            Next::Attach(Incoming { upgrade, received: None, peer: String::new() })
         }
         None => Next::Detached,
     };
@@ -161,9 +163,12 @@ async fn attach(p: &Parts, session: &Session, incoming: Incoming) -> Next {
         return Next::Detached;
     };
     if let Some(received) = incoming.received {
-        if let Err((code, next)) = check_resume(p, session, received) {
-            runtime::spawn(refuse(stream, code, p.app.max_message));
-            return next;
+        match check_resume(p, session, received) {
+            Ok(count) => resume_event(p, count, incoming.peer),
+            Err((code, next)) => {
+                runtime::spawn(refuse(stream, code, p.app.max_message));
+                return next;
+            }
         }
     }
     session.let_go(false);
@@ -191,10 +196,23 @@ async fn attach(p: &Parts, session: &Session, incoming: Incoming) -> Next {
     after_socket(p, session)
 }
 
+/// Queues the resume event (when `--events` lists `resume`): after the
+/// message events read before the drop, before those read after it.
+fn resume_event(p: &Parts, count: u32, remote_addr: String) {
+    let kind = EventKind::Resume { count, remote_addr };
+    if p.app.events.wants(&kind) {
+        metrics::get().events_queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if p.events.unbounded_send(kind).is_err() {
+            metrics::get().events_queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 /// A resume's count against what the session kept: the replay set up for
-/// the writer, the token rotated; or the refusal (4400: the session stays
-/// as it was; 4410 on a gap: the session ends, `resume-gap`).
-fn check_resume(p: &Parts, session: &Session, received: u64) -> Result<(), (u16, Next)> {
+/// the writer, the token rotated (the resumes so far); or the refusal
+/// (4400: the session stays as it was; 4410 on a gap: the session ends,
+/// `resume-gap`).
+fn check_resume(p: &Parts, session: &Session, received: u64) -> Result<u32, (u16, Next)> {
     let id = &p.conn.id;
     let mut st = session.lock();
     let msgs = match st.window.replay(received) {
@@ -226,7 +244,7 @@ fn check_resume(p: &Parts, session: &Session, received: u64) -> Result<(), (u16,
     log::info!("[{id}] resumed (resume {}): replaying {} message(s) after {received}", st.resumes, msgs.len());
     metrics::get().resumed(Resumed::Ok);
     st.prelude = Some((hello.to_string(), msgs));
-    Ok(())
+    Ok(st.resumes)
 }
 
 /// What follows a socket's end: a close that is final ends the session; an
@@ -395,7 +413,8 @@ async fn hand_over(
             return Err((4410, upgrade));
         }
         let replaced = take_incoming(&mut st);
-        st.incoming = Some(Box::new(Incoming { upgrade, received: Some(received) }));
+        let peer = conn.request.remote_addr().to_owned();
+        st.incoming = Some(Box::new(Incoming { upgrade, received: Some(received), peer }));
         if st.attached {
             session.let_go(true);
         }

@@ -386,6 +386,9 @@ fn connection_task(
     let Live { app, conn, outgoing, shared, events_tx, budget, socket } = live;
     let io = async move {
         if shared.session.is_some() {
+            // A session's sockets go without the hub's direct path; this
+            // clone, kept, would hold the socket open after a drop.
+            drop(socket);
             let parts = session::Parts { app, conn, outgoing, shared, events: events_tx, budget };
             return Box::pin(session::run(parts, Some(upgrade))).await;
         }

@@ -27,6 +27,6 @@ close)
     echo "close $WS_CLOSE_CODE $WS_CLOSE_CAUSE $WS_ROOMS $WS_META_name" >> "$log"
     ;;
 resume)
-    echo "resume $WS_RESUME_COUNT $REMOTE_ADDR" >> "$log"
+    echo "resume $WS_RESUME_COUNT $WS_RESUME_REMOTE_ADDR" >> "$log"
     ;;
 esac
