@@ -23,6 +23,10 @@
 //!   (`--cluster-queue`): clients whose scripts publish faster than Redis
 //!   takes it (or while Redis is away) cannot grow the queue without bound;
 //!   what does not fit is lost the same way.
+//! - Resumable sessions (issue 17) move between instances ([`handover`]):
+//!   a session that moved is held by the instance in `ws2http:moved`, so an
+//!   action on one connection is published by a script that reads it
+//!   (`ROUTE`), and presence is written only by the holder (`PRESENCE`).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,9 +39,12 @@ use crate::action::Action;
 use futures_util::future::BoxFuture;
 
 use super::local::{ConnView, Hub, PresenceChange};
+use super::wire::Body;
 use super::{Applied, Delivery};
 use crate::id::ConnId;
 use crate::{metrics, runtime};
+pub use handover::MoveRefused;
+use handover::{Arrivals, Departures, MOVED};
 use route::{reached, route, Audience, Route};
 
 /// How often an instance says it is alive.
@@ -46,6 +53,8 @@ const HEARTBEAT: Duration = Duration::from_secs(2);
 pub const DEAD_AFTER: Duration = Duration::from_secs(6);
 const ALL: &str = "ws2http:all";
 
+mod handover;
+mod moves;
 mod route;
 const INSTANCES: &str = "ws2http:instances";
 
@@ -59,12 +68,6 @@ fn conns_key(instance: &str) -> String {
     format!("ws2http:conns:{instance}")
 }
 
-/// Removes an instance's presence only if its heartbeat key is still gone
-/// when Redis runs this: an instance that beat in between keeps its presence
-/// (KEYS: alive, instances, conns; ARGV: the instance).
-const REMOVE_IF_DEAD: &str = "if redis.call('EXISTS', KEYS[1]) == 0 then \
-     redis.call('SREM', KEYS[2], ARGV[1]) redis.call('DEL', KEYS[3]) return 1 end return 0";
-
 /// How a publishing session with Redis ended.
 struct SessionEnd {
     error: redis::RedisError,
@@ -75,8 +78,35 @@ struct SessionEnd {
 }
 
 enum Out {
-    Publish { channel: String, payload: String },
+    Publish {
+        channel: String,
+        payload: String,
+    },
+    /// A step of a move to one instance (not counted in `--cluster-queue`).
+    Tell {
+        channel: String,
+        payload: String,
+    },
+    /// An action on connection `id`, published to whoever holds it.
+    Route {
+        id: ConnId,
+        payload: String,
+    },
     Presence(PresenceChange),
+    /// A's part of a move: the cut, then the snapshot.
+    Cut {
+        id: ConnId,
+        to: String,
+        nonce: String,
+    },
+    Handover {
+        id: ConnId,
+        to: String,
+        nonce: String,
+        snapshot: String,
+    },
+    /// B's: forget a move (by its nonce) it gave up after its cut.
+    Undo(String),
 }
 
 pub struct Cluster {
@@ -93,6 +123,15 @@ pub struct Cluster {
     max_queued_bytes: usize,
     /// Actions refused because the queue was full, not yet logged.
     overflow: AtomicU64,
+    /// The publisher is connected to Redis (a resume is refused at once when not).
+    connected: std::sync::atomic::AtomicBool,
+    /// The moves of resumable sessions into and out of this instance.
+    arrivals: Arrivals,
+    departures: Departures,
+    /// The sessions whose cut passed here, by their move's nonce (to undo it).
+    cuts: Mutex<std::collections::HashMap<String, ConnId>>,
+    /// The longest snapshot accepted from another instance (0: sessions off).
+    max_snapshot: usize,
 }
 
 /// The channel a hub reports presence changes to: they join the queue
@@ -140,6 +179,19 @@ fn client(redis: Redis<'_>) -> Result<redis::Client, String> {
         .map_err(|e| format!("--redis {url} with --redis-ca {}: {e}", ca.display()))
 }
 
+/// Removes instance `inst`'s presence and the moves into it; with `check`,
+/// only if its heartbeat is still missing. `true` when removed.
+async fn forget_instance(
+    con: &mut redis::aio::MultiplexedConnection,
+    inst: &str,
+    check: bool,
+) -> redis::RedisResult<bool> {
+    let keys = [&alive_key(inst), INSTANCES, &conns_key(inst), &handover::hosted_key(inst), MOVED];
+    let cmd = moves::eval(handover::FORGET, &keys, &[inst, if check { "1" } else { "0" }]);
+    let removed: i64 = cmd.query_async(con).await?;
+    Ok(removed == 1)
+}
+
 /// A fresh instance id.
 pub fn new_instance_id() -> String {
     ConnId::random().as_str()[..8].to_owned()
@@ -149,7 +201,13 @@ impl Cluster {
     /// Checks the URL and has `hub` report its presence changes here;
     /// nothing connects until [`Cluster::start`].
     /// `max_queued_bytes`: `--cluster-queue`.
-    pub fn new(redis: Redis<'_>, instance: String, max_queued_bytes: usize, hub: Hub) -> Result<Arc<Cluster>, String> {
+    pub fn new(
+        redis: Redis<'_>,
+        instance: String,
+        max_queued_bytes: usize,
+        hub: Hub,
+        max_snapshot: usize,
+    ) -> Result<Arc<Cluster>, String> {
         let client = client(redis)?;
         let (queue, queue_rx) = async_channel::unbounded();
         let hub = Arc::new(hub.with_presence(presence_sender(queue.clone())));
@@ -163,6 +221,11 @@ impl Cluster {
             queued_bytes: AtomicUsize::new(0),
             max_queued_bytes,
             overflow: AtomicU64::new(0),
+            connected: Default::default(),
+            arrivals: Arrivals::new(max_snapshot),
+            departures: Departures::default(),
+            cuts: Mutex::default(),
+            max_snapshot,
         }))
     }
 
@@ -187,11 +250,12 @@ impl Cluster {
     /// here; an action for another instance counts 1 once queued for Redis,
     /// 0 when the queue was full (it is lost).
     fn execute(&self, action: Action) -> (Applied, Option<Audience>) {
-        match route(&action, &self.instance, |id| self.hub.is_known(id)) {
+        let routed = route(&action, &self.instance, |id| self.hub.is_known(id), |id| self.departures.is_away(id));
+        match routed {
             Route::Here => (self.hub.apply(action), None),
-            Route::To(instance) => (Applied::Reached(self.publish(to_channel(&instance), &action).into()), None),
+            Route::To(id) => (Applied::Reached(self.publish(Some(id), &action).into()), None),
             Route::Everywhere => {
-                let published = self.publish(ALL.to_owned(), &action);
+                let published = self.publish(None, &action);
                 let audience = published.then(|| Audience::of(&action)).flatten();
                 (self.hub.apply(action), audience)
             }
@@ -210,8 +274,9 @@ impl Cluster {
     /// Queues `action` for Redis, unless the queue already holds
     /// `--cluster-queue` bytes: then it is lost (counted and logged with the
     /// next heartbeat, or when the outage ends the session).
-    /// `true` when queued.
-    fn publish(&self, channel: String, action: &Action) -> bool {
+    /// `true` when queued. `to`: the connection it is for (published to
+    /// whoever holds it), or `None` for everyone.
+    fn publish(&self, to: Option<ConnId>, action: &Action) -> bool {
         let payload = super::wire::encode(&self.instance, action);
         let len = payload.len();
         let queued = self.queued_bytes.fetch_add(len, Ordering::SeqCst);
@@ -225,13 +290,17 @@ impl Cluster {
             }
             return false;
         }
+        let item = match to {
+            Some(id) => Out::Route { id, payload },
+            None => Out::Publish { channel: ALL.to_owned(), payload },
+        };
         // Unbounded and never closed (this holds the receiver too).
-        self.queue.try_send(Out::Publish { channel, payload }).is_ok()
+        self.queue.try_send(item).is_ok()
     }
 
     /// Takes the next queued item, releasing its bytes.
     fn taken(&self, item: Out) -> Out {
-        if let Out::Publish { payload, .. } = &item {
+        if let Out::Publish { payload, .. } | Out::Route { payload, .. } = &item {
             self.queued_bytes.fetch_sub(payload.len(), Ordering::SeqCst);
         }
         item
@@ -265,22 +334,20 @@ impl Cluster {
             for inst in instances.into_iter().filter(|i| *i != self.instance) {
                 let alive: bool = con.exists(alive_key(&inst)).await?;
                 if !alive {
-                    let removed: i64 = redis::cmd("EVAL")
-                        .arg(REMOVE_IF_DEAD)
-                        .arg(3)
-                        .arg(alive_key(&inst))
-                        .arg(INSTANCES)
-                        .arg(conns_key(&inst))
-                        .arg(&inst)
-                        .query_async(&mut con)
-                        .await?;
-                    if removed == 1 {
+                    let removed = forget_instance(&mut con, &inst, true).await?;
+                    if removed {
                         log::info!("cluster: instance {inst} stopped its heartbeat; removed its presence");
                     }
                     continue;
                 }
                 let views: Vec<String> = con.hvals(conns_key(&inst)).await?;
                 all.extend(views.iter().filter_map(|v| serde_json::from_str::<ConnView>(v).ok()));
+            }
+            // Sessions moving here, past their cut and not in the hub yet:
+            // their presence is already this instance's.
+            for id in self.arrivals.arriving().into_iter().filter(|id| !self.hub.is_known(id)) {
+                let view: Option<String> = con.hget(conns_key(&self.instance), id.as_str()).await?;
+                all.extend(view.and_then(|v| serde_json::from_str::<ConnView>(&v).ok()));
             }
             Ok(())
         }
@@ -289,6 +356,8 @@ impl Cluster {
             self.forget_connection();
             return Err(format!("Redis is unreachable ({e})"));
         }
+        // A session leaving this instance is listed here until it has left.
+        all.retain(|v| ConnId::parse(&v.id).is_none_or(|id| !self.hub.is_known(&id)));
         Ok(all)
     }
 
@@ -298,14 +367,13 @@ impl Cluster {
         if let Some(v) = self.hub.get(id) {
             return Ok(Some(v));
         }
-        let Some(inst) = id.instance().filter(|i| *i != self.instance) else { return Ok(None) };
+        // Its id names this instance and it never left: it is not anywhere.
+        let Some(inst) = id.instance().filter(|i| *i != self.instance || self.departures.is_away(id)) else {
+            return Ok(None);
+        };
         let result: redis::RedisResult<Option<String>> = async {
             let mut con = self.connection().await?;
-            let alive: bool = con.exists(alive_key(inst)).await?;
-            if !alive {
-                return Ok(None);
-            }
-            con.hget(conns_key(inst), id.as_str()).await
+            moves::eval(handover::FIND, &[MOVED], &[id.as_str(), inst]).query_async(&mut con).await
         }
         .await;
         match result {
@@ -321,8 +389,8 @@ impl Cluster {
     async fn withdraw(&self) {
         let result: redis::RedisResult<()> = async {
             let mut con = self.connection().await?;
-            let _: () = con.del(&[alive_key(&self.instance), conns_key(&self.instance)]).await?;
-            let _: () = con.srem(INSTANCES, &self.instance).await?;
+            let _: () = con.del(alive_key(&self.instance)).await?;
+            forget_instance(&mut con, &self.instance, false).await?;
             Ok(())
         }
         .await;
@@ -335,6 +403,7 @@ impl Cluster {
         let mut backoff = Duration::from_millis(200);
         loop {
             let end = self.publish_session(&hub).await;
+            self.connected.store(false, Ordering::SeqCst);
             if end.connected {
                 backoff = Duration::from_millis(200);
             }
@@ -352,7 +421,7 @@ impl Cluster {
     fn drain_queue(&self) -> u64 {
         let mut lost = 0;
         while let Ok(item) = self.queue_rx.try_recv() {
-            if let Out::Publish { .. } = self.taken(item) {
+            if let Out::Publish { .. } | Out::Route { .. } = self.taken(item) {
                 lost += 1;
             }
         }
@@ -371,11 +440,17 @@ impl Cluster {
     /// and its membership, in one transaction. Returns how many connections.
     async fn announce(&self, con: &mut redis::aio::MultiplexedConnection, hub: &Hub) -> redis::RedisResult<usize> {
         let views = hub.list(None, None);
+        let hosted = handover::hosted_key(&self.instance);
         let mut p = redis::pipe();
         p.atomic();
         p.del(conns_key(&self.instance)).ignore();
         for v in &views {
             p.hset(conns_key(&self.instance), &v.id, serde_json::to_string(v).unwrap_or_default()).ignore();
+            // A session that moved here: its move too (Redis may have lost it).
+            if let Some(prefix) = v.id.get(..8).filter(|p| v.id.len() == 32 && *p != self.instance) {
+                p.add_command(moves::eval(handover::ADOPT, &[MOVED, &hosted], &[&v.id, prefix, &self.instance]))
+                    .ignore();
+            }
         }
         p.set_ex(alive_key(&self.instance), 1, DEAD_AFTER.as_secs()).ignore();
         p.sadd(INSTANCES, &self.instance).ignore();
@@ -412,6 +487,7 @@ impl Cluster {
             Ok(n) => log::info!("cluster: connected to Redis; {n} local connection(s) announced"),
             Err(e) => return end(e, 0, false),
         }
+        self.connected.store(true, Ordering::SeqCst);
         let mut next_beat = Instant::now() + HEARTBEAT;
         // Directed actions no instance was subscribed to (it is restarting,
         // or gone): lost too; logged with the next heartbeat.
@@ -424,28 +500,10 @@ impl Cluster {
                     None
                 })
                 .await;
-            let result = match next {
-                Some(Out::Publish { channel, payload }) => {
-                    let directed = channel != ALL;
-                    match con.publish::<_, _, i64>(channel, payload).await {
-                        Ok(0) if directed => {
-                            unheard += 1;
-                            Ok(())
-                        }
-                        Ok(_) => Ok(()),
-                        // The action in hand is lost with the connection.
-                        Err(e) => return end(e, 1, true),
-                    }
+            if let Some(item) = next {
+                if let Err((e, lost)) = self.write_out(&mut con, item, &mut unheard).await {
+                    return end(e, lost, true);
                 }
-                Some(Out::Presence((id, Some(view)))) => {
-                    let json = serde_json::to_string(&view).unwrap_or_default();
-                    con.hset(conns_key(&self.instance), id.as_str(), json).await
-                }
-                Some(Out::Presence((id, None))) => con.hdel(conns_key(&self.instance), id.as_str()).await,
-                None => Ok(()),
-            };
-            if let Err(e) = result {
-                return end(e, 0, true);
             }
             if Instant::now() >= next_beat {
                 if let Err(e) = self.heartbeat(&mut con, hub).await {
@@ -470,11 +528,25 @@ impl Cluster {
                 let mut messages = sub.into_on_message();
                 while let Some(msg) = messages.next().await {
                     let Ok(payload) = msg.get_payload::<String>() else { continue };
-                    match super::wire::decode(&payload) {
-                        Ok(e) if e.origin == self.instance => {}
-                        Ok(e) => {
-                            hub.apply(e.action);
-                        }
+                    match super::wire::decode_frame(&payload) {
+                        Ok(f) => match f.body {
+                            Body::Action(action) => {
+                                // This instance's own room messages and broadcasts
+                                // were applied here when sent (not to a session
+                                // still arriving: recorded for it); what a script
+                                // routed to a connection was not.
+                                let echo = f.origin == self.instance && msg.get_channel_name() == ALL;
+                                // A session arriving here sees it exactly once:
+                                // recorded for it, or applied to it live.
+                                let mut recording = self.arrivals.recording();
+                                recording.record(&action, self.arrivals.max_recorded(), &hub);
+                                if !echo {
+                                    hub.apply(action);
+                                }
+                                drop(recording);
+                            }
+                            Body::Move(step) => self.on_move(step).await,
+                        },
                         Err(_) => log::warn!("cluster: ignored a malformed message on {}", msg.get_channel_name()),
                     }
                 }
@@ -551,5 +623,15 @@ impl Delivery for Cluster {
 
     fn leave(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.withdraw())
+    }
+
+    /// Refused (logged) when no instance hands it over.
+    fn claim_session<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Option<super::session::Snapshot>> {
+        Box::pin(async move {
+            self.bring(token)
+                .await
+                .map_err(|why| log::warn!("cluster: a resume could not bring its session here: {why}"))
+                .ok()
+        })
     }
 }

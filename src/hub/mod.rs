@@ -115,6 +115,7 @@ pub fn start(
     cluster_queue: usize,
     out_queue: usize,
     outgoing: OutgoingBudget,
+    max_snapshot: usize,
 ) -> Result<(Arc<Hub>, Arc<dyn Delivery>), String> {
     let hub = Hub::new(out_queue, outgoing);
     match redis {
@@ -123,7 +124,8 @@ pub fn start(
             Ok((hub.clone(), hub))
         }
         Some(redis) => {
-            let cluster = cluster::Cluster::new(redis, cluster::new_instance_id(), cluster_queue, hub)?;
+            let id = cluster::new_instance_id();
+            let cluster = cluster::Cluster::new(redis, id, cluster_queue, hub, max_snapshot)?;
             cluster.start();
             Ok((cluster.hub().clone(), cluster))
         }

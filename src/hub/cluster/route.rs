@@ -14,17 +14,25 @@ use crate::id::ConnId;
 /// Where an action is executed.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {
-    /// Its connection is here (or its id names no other instance).
+    /// Its connection is here (or its id names no other instance, and it
+    /// never moved away).
     Here,
-    /// Its connection is on that instance (named by its id's first 8 characters).
-    To(String),
+    /// Its connection is elsewhere: on the instance Redis says holds it
+    /// (`ws2http:moved`), else on the one its id names (its first 8 characters).
+    To(ConnId),
     /// Room messages and broadcasts: here and on every other instance.
     Everywhere,
 }
 
 /// Where `action` goes from instance `me`; `is_here` says whether this
-/// instance holds a connection (live, or with its close event pending).
-pub fn route(action: &Action, me: &str, is_here: impl Fn(&ConnId) -> bool) -> Route {
+/// instance holds a connection (live, or with its close event pending),
+/// `moved_away` whether a session this instance created left it.
+pub fn route(
+    action: &Action,
+    me: &str,
+    is_here: impl Fn(&ConnId) -> bool,
+    moved_away: impl Fn(&ConnId) -> bool,
+) -> Route {
     let target = match action.addressee() {
         Addressee::Conn(conn) => conn,
         Addressee::Room { .. } | Addressee::Endpoint(_) => return Route::Everywhere,
@@ -32,9 +40,9 @@ pub fn route(action: &Action, me: &str, is_here: impl Fn(&ConnId) -> bool) -> Ro
     if is_here(target) {
         return Route::Here;
     }
-    match target.instance().filter(|i| *i != me) {
-        Some(instance) => Route::To(instance.to_owned()),
-        None => Route::Here,
+    match target.instance() {
+        Some(instance) if instance != me || moved_away(target) => Route::To(target.clone()),
+        _ => Route::Here,
     }
 }
 

@@ -85,3 +85,39 @@ fn malformed_messages_are_refused() {
         assert!(decode(bad).is_err(), "{bad}");
     }
 }
+
+fn moves() -> Vec<Move> {
+    let x = id("aaaaaaaa000000000000000000000001");
+    vec![
+        Move::Take { token: "tok".into(), nonce: "n1".into(), to: "bbbbbbbb".into() },
+        Move::Refuse { id: x.clone(), nonce: "n1".into(), why: "unknown session".into() },
+        Move::Cut { id: x.clone(), nonce: "n1".into(), to: "bbbbbbbb".into() },
+        Move::Handover { id: x.clone(), nonce: "n1".into(), key: "ws2http:handover:n1".into() },
+        Move::Gone { id: x },
+    ]
+}
+
+#[test]
+fn every_move_round_trips_and_actions_still_decode_as_frames() {
+    for m in moves() {
+        let wire = encode_move("abcd1234", &m);
+        let back = decode_frame(&wire).unwrap_or_else(|e| panic!("{wire}: {e}"));
+        assert_eq!(back, Frame { origin: "abcd1234".into(), body: Body::Move(m) }, "{wire}");
+    }
+    for a in examples() {
+        let back = decode_frame(&encode("abcd1234", &a)).expect("an action");
+        assert_eq!(back, Frame { origin: "abcd1234".into(), body: Body::Action(a) });
+    }
+}
+
+#[test]
+fn a_frame_with_both_or_neither_is_malformed() {
+    let both = r#"{"o":"x","a":{"k":"join","conn":"c","room":"r"},"s":{"k":"gone","id":"c"}}"#;
+    assert!(decode_frame(both).is_err());
+    assert!(decode_frame(r#"{"o":"x"}"#).is_err());
+    assert_eq!(
+        encode_move("x", &Move::Gone { id: id("c") }),
+        r#"{"o":"x","s":{"k":"gone","id":"c"}}"#,
+        "the format is stated literally"
+    );
+}

@@ -42,12 +42,18 @@ fn an_action_on_a_connection_goes_to_the_instance_its_id_names() {
         ]
     };
     for a in actions(&theirs) {
-        assert_eq!(route(&a, ME, nowhere), Route::To("bbbbbbbb".into()), "{a:?}");
+        assert_eq!(route(&a, ME, nowhere, nowhere), Route::To(theirs.clone()), "{a:?}");
         // A connection this instance holds stays here, whatever its id says.
-        assert_eq!(route(&a, ME, |c| *c == theirs), Route::Here, "{a:?}");
+        assert_eq!(route(&a, ME, |c| *c == theirs, nowhere), Route::Here, "{a:?}");
     }
     for a in actions(&mine).into_iter().chain(actions(&id("not-a-cluster-id"))) {
-        assert_eq!(route(&a, ME, nowhere), Route::Here, "{a:?}");
+        assert_eq!(route(&a, ME, nowhere, nowhere), Route::Here, "{a:?}");
+    }
+    // A session this instance created that moved to another one: through
+    // Redis, to whoever holds it now; back here, here again.
+    for a in actions(&mine) {
+        assert_eq!(route(&a, ME, nowhere, |c| *c == mine), Route::To(mine.clone()), "{a:?}");
+        assert_eq!(route(&a, ME, |c| *c == mine, |c| *c == mine), Route::Here, "{a:?}");
     }
 }
 
@@ -55,8 +61,8 @@ fn an_action_on_a_connection_goes_to_the_instance_its_id_names() {
 fn room_messages_and_broadcasts_go_everywhere() {
     let room = Action::Room { room: "r".into(), msg: Message::text("x"), except: None };
     let all = Action::Broadcast { endpoint: None, msg: Message::text("x") };
-    assert_eq!(route(&room, ME, |_| true), Route::Everywhere);
-    assert_eq!(route(&all, ME, |_| true), Route::Everywhere);
+    assert_eq!(route(&room, ME, |_| true, |_| false), Route::Everywhere);
+    assert_eq!(route(&all, ME, |_| true, |_| false), Route::Everywhere);
     assert_eq!(Audience::of(&Action::Join { conn: id("c"), room: "r".into() }), None);
 }
 

@@ -1,0 +1,415 @@
+//! Moving a resumable session between instances (issue 17): the Redis
+//! scripts that make the move one point in Redis's order (the *cut*), and
+//! the bookkeeping of each side: the instance a client resumed on (B) waits
+//! for the session and records what arrives for it after the cut; the
+//! instance that held it (A) hands it over when its own cut marker arrives.
+//!
+//! Why a cut and not "forward for a while": a relay reorders a sender's
+//! messages published just before and just after it learned the move; a
+//! send routed by a script that reads the move in the same atomic step lands
+//! wholly on one side of it (docs/notes17/cluster-resume.md).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::action::Action;
+use crate::id::ConnId;
+
+use super::super::local::Hub;
+use super::super::session::Snapshot;
+
+/// How long B waits for a session it asked for before refusing the resume.
+pub const HANDOVER_WAIT: Duration = Duration::from_secs(5);
+/// How long a snapshot waits in Redis for B to read it.
+pub const SNAPSHOT_TTL_MS: u64 = 10_000;
+
+/// Which instance holds each session living away from the instance its id names.
+pub const MOVED: &str = "ws2http:moved";
+
+/// The sessions instance `instance` holds that its id does not name (so
+/// that its `moved` entries go with its presence).
+pub fn hosted_key(instance: &str) -> String {
+    format!("ws2http:hosted:{instance}")
+}
+
+/// Where A leaves a snapshot for B.
+pub fn snapshot_key(nonce: &str) -> String {
+    format!("ws2http:handover:{nonce}")
+}
+
+/// Publishes ARGV[3] to the channel of the instance holding ARGV[1]
+/// (`moved`, else ARGV[2], the instance its id names): a send is on one side
+/// of a cut, never between. KEYS: moved. Returns the subscribers reached.
+pub const ROUTE: &str = "local h = redis.call('HGET', KEYS[1], ARGV[1]) or ARGV[2] \
+     return redis.call('PUBLISH', 'ws2http:to:' .. h, ARGV[3])";
+
+/// Writes ARGV[4] as the presence of ARGV[1] in this instance's hash only
+/// while this instance (ARGV[3]) holds it: an update queued before a cut
+/// and written after it does not list the session twice.
+/// KEYS: moved, conns:me. ARGV: id, its id's instance, me, view.
+pub const PRESENCE: &str = "local h = redis.call('HGET', KEYS[1], ARGV[1]) or ARGV[2] \
+     if h == ARGV[3] then redis.call('HSET', KEYS[2], ARGV[1], ARGV[4]) return 1 end return 0";
+
+/// A connection left this instance: its presence goes; if it had moved in
+/// and still belongs here (it ended here, it was not handed on), its move
+/// is forgotten and the instance its id names is told (ARGV[4], a `gone`).
+/// KEYS: moved, conns:me, hosted:me. ARGV: id, its id's instance, me, gone.
+pub const ENDED: &str = "redis.call('HDEL', KEYS[2], ARGV[1]) \
+     if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[3] then \
+       redis.call('HDEL', KEYS[1], ARGV[1]) redis.call('SREM', KEYS[3], ARGV[1]) \
+       redis.call('PUBLISH', 'ws2http:to:' .. ARGV[2], ARGV[4]) end return 1";
+
+/// The cut: if this instance (ARGV[2]) still holds ARGV[1] and B (ARGV[3])
+/// is alive, records the move, moves the presence entry from A's hash to
+/// B's, and publishes the marker ARGV[5] to both. 1 done, 0 not the
+/// holder, -1 B is not alive.
+/// KEYS: moved, conns:A, conns:B, hosted:A, hosted:B, alive:B.
+/// ARGV: id, A, B, its id's instance, marker.
+pub const CUT: &str = "local h = redis.call('HGET', KEYS[1], ARGV[1]) or ARGV[4] \
+     if h ~= ARGV[2] then return 0 end \
+     if redis.call('EXISTS', KEYS[6]) == 0 then return -1 end \
+     local view = redis.call('HGET', KEYS[2], ARGV[1]) \
+     if view then redis.call('HDEL', KEYS[2], ARGV[1]) redis.call('HSET', KEYS[3], ARGV[1], view) end \
+     redis.call('SREM', KEYS[4], ARGV[1]) \
+     if ARGV[3] == ARGV[4] then redis.call('HDEL', KEYS[1], ARGV[1]) \
+     else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) redis.call('SADD', KEYS[5], ARGV[1]) end \
+     redis.call('PUBLISH', 'ws2http:to:' .. ARGV[2], ARGV[5]) \
+     redis.call('PUBLISH', 'ws2http:to:' .. ARGV[3], ARGV[5]) return 1";
+
+/// B gave up on a move after its cut: it forgets its side (the move and the
+/// presence entry). KEYS: moved, conns:me, hosted:me. ARGV: id, me.
+pub const UNDO: &str =
+    "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end \
+     redis.call('SREM', KEYS[3], ARGV[1]) redis.call('HDEL', KEYS[2], ARGV[1]) return 1";
+
+/// This instance (ARGV[3]) holds ARGV[1]: records it (presence rewritten
+/// after Redis lost its data). KEYS: moved, hosted:me. ARGV: id, its id's instance, me.
+pub const ADOPT: &str = "if ARGV[2] == ARGV[3] then redis.call('HDEL', KEYS[1], ARGV[1]) \
+     else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) redis.call('SADD', KEYS[2], ARGV[1]) end return 1";
+
+/// The presence of ARGV[1], from the instance that holds it, if alive.
+/// KEYS: moved. ARGV: id, its id's instance.
+pub const FIND: &str = "local h = redis.call('HGET', KEYS[1], ARGV[1]) or ARGV[2] \
+     if redis.call('EXISTS', 'ws2http:alive:' .. h) == 0 then return false end \
+     return redis.call('HGET', 'ws2http:conns:' .. h, ARGV[1])";
+
+/// Removes an instance's presence and the moves into it; when ARGV[2] is
+/// `1`, only if its heartbeat key is still gone when Redis runs this (an
+/// instance that beat in between keeps it). 1 removed, 0 kept.
+/// KEYS: alive, instances, conns, hosted, moved. ARGV: the instance, check.
+pub const FORGET: &str = "if ARGV[2] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end \
+     redis.call('SREM', KEYS[2], ARGV[1]) redis.call('DEL', KEYS[3]) \
+     for _, id in ipairs(redis.call('SMEMBERS', KEYS[4])) do \
+       if redis.call('HGET', KEYS[5], id) == ARGV[1] then redis.call('HDEL', KEYS[5], id) end end \
+     redis.call('DEL', KEYS[4]) return 1";
+
+/// Why B could not bring a session here: the resume is refused (4410).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MoveRefused {
+    /// The token names no session, or none that its holder knows.
+    Unknown(String),
+    /// This session is already moving.
+    Busy,
+    /// Redis cannot be reached from here.
+    Unreachable,
+    /// The holder did not answer within [`HANDOVER_WAIT`].
+    Timeout,
+    /// The snapshot could not be read or put in.
+    Broken(String),
+}
+
+impl std::fmt::Display for MoveRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MoveRefused::Unknown(why) => write!(f, "the instance holding it refused: {why}"),
+            MoveRefused::Busy => f.write_str("it is already moving to another instance"),
+            MoveRefused::Unreachable => f.write_str("Redis is unreachable"),
+            MoveRefused::Timeout => write!(f, "the instance holding it did not answer within {HANDOVER_WAIT:?}"),
+            MoveRefused::Broken(why) => write!(f, "its snapshot is unusable: {why}"),
+        }
+    }
+}
+
+/// A session B asked for, by the nonce of its request (B learns its id at the cut).
+struct Incoming {
+    /// Known from the cut on: what may concern it is recorded.
+    id: Option<ConnId>,
+    recorded: Vec<Action>,
+    /// Message bytes in `recorded`, and whether some were dropped over the cap.
+    bytes: usize,
+    overflowed: bool,
+    /// Its snapshot went to the resume, which puts it in the hub: what
+    /// arrives until it is there is recorded, then applied to it.
+    handed: bool,
+    done: async_channel::Sender<Result<Snapshot, MoveRefused>>,
+}
+
+/// B's side: the sessions it is bringing here.
+pub struct Arrivals {
+    incoming: Mutex<HashMap<String, Incoming>>,
+    /// Cap of the message bytes recorded for one move (the snapshot's bound).
+    max_recorded: usize,
+}
+
+/// What the subscriber holds while it applies an action, so that a session
+/// being put in sees each action exactly once: recorded, or applied to it live.
+pub struct Recording<'a>(MutexGuard<'a, HashMap<String, Incoming>>);
+
+impl Recording<'_> {
+    /// Records `action` for every session past its cut that it may concern
+    /// and that is not in the hub yet; one that is gets what it missed first.
+    pub fn record(&mut self, action: &Action, max: usize, hub: &Hub) {
+        if self.0.is_empty() {
+            return;
+        }
+        settle(&mut self.0, hub);
+        for inc in self.0.values_mut() {
+            let Some(id) = &inc.id else { continue };
+            if !concerns(action, id) {
+                continue;
+            }
+            let len = action.message().map_or(0, |m| m.len());
+            if inc.bytes + len > max {
+                inc.overflowed = true;
+                continue;
+            }
+            inc.bytes += len;
+            inc.recorded.push(action.clone());
+        }
+    }
+}
+
+/// Sessions handed to their resume that are in the hub now: what was
+/// recorded for them since goes to them, and their moves are over.
+fn settle(map: &mut HashMap<String, Incoming>, hub: &Hub) {
+    let arrived: Vec<String> = map
+        .iter()
+        .filter(|(_, i)| i.handed && i.id.as_ref().is_some_and(|id| hub.is_known(id)))
+        .map(|(n, _)| n.clone())
+        .collect();
+    for nonce in arrived {
+        if let Some(Incoming { id: Some(id), recorded, .. }) = map.remove(&nonce) {
+            replay(hub, &id, recorded);
+        }
+    }
+}
+
+/// `true` when `action` may reach or change `id` (its rooms are not known
+/// before its snapshot: every room message and broadcast may).
+fn concerns(action: &Action, id: &ConnId) -> bool {
+    match action.addressee() {
+        crate::action::Addressee::Conn(c) => c == id,
+        _ => true,
+    }
+}
+
+impl Arrivals {
+    pub fn new(max_recorded: usize) -> Arrivals {
+        Arrivals { incoming: Mutex::new(HashMap::new()), max_recorded }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Incoming>> {
+        self.incoming.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts waiting for the session a request `nonce` asked for.
+    pub fn start(&self, nonce: &str) -> async_channel::Receiver<Result<Snapshot, MoveRefused>> {
+        let (done, rx) = async_channel::bounded(1);
+        let inc = Incoming { id: None, recorded: Vec::new(), bytes: 0, overflowed: false, handed: false, done };
+        self.lock().insert(nonce.to_owned(), inc);
+        rx
+    }
+
+    /// The cut of move `nonce` (session `id`) passed here: record from now
+    /// on. `false` when no such move is waiting (it gave up), or when `id`
+    /// is already arriving through another one.
+    pub fn cut(&self, id: &ConnId, nonce: &str) -> bool {
+        let mut map = self.lock();
+        if map.iter().any(|(n, i)| n != nonce && i.id.as_ref() == Some(id)) {
+            return false;
+        }
+        match map.get_mut(nonce) {
+            Some(inc) if !inc.handed => {
+                inc.id = Some(id.clone());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The sessions past their cut, on their way here.
+    pub fn arriving(&self) -> Vec<ConnId> {
+        self.lock().values().filter_map(|i| i.id.clone()).collect()
+    }
+
+    /// Held while an action is applied here (see [`Recording`]).
+    pub fn recording(&self) -> Recording<'_> {
+        Recording(self.lock())
+    }
+
+    pub fn max_recorded(&self) -> usize {
+        self.max_recorded
+    }
+
+    /// Ends move `nonce` (it failed, or gave up): whether it had passed
+    /// its cut; `None` if it is not waiting any more.
+    pub fn end(&self, nonce: &str, result: MoveRefused) -> Option<bool> {
+        let mut map = self.lock();
+        if map.get(nonce).is_none_or(|i| i.handed) {
+            return None;
+        }
+        let inc = map.remove(nonce)?;
+        let _ = inc.done.try_send(Err(result));
+        Some(inc.id.is_some())
+    }
+
+    /// The snapshot of move `nonce` is here: what was recorded so far goes
+    /// into it, and it goes to the resume, which puts it in the hub (what
+    /// arrives until then is recorded, and applied once it is there).
+    /// `false` when the move gave up.
+    pub fn arrive(&self, nonce: &str, mut snap: Snapshot, hub: &Hub) -> bool {
+        let mut map = self.lock();
+        let Some(inc) = map.get_mut(nonce).filter(|i| !i.handed) else { return false };
+        let recorded = std::mem::take(&mut inc.recorded);
+        let endpoint_of =
+            |e: &str| e == "/" || snap.request.path() == e || snap.request.path().starts_with(&format!("{e}/"));
+        let fits: Vec<bool> = recorded
+            .iter()
+            .map(|a| matches!(a, Action::Broadcast { endpoint: Some(e), .. } if !endpoint_of(e)))
+            .collect();
+        for (action, elsewhere) in recorded.into_iter().zip(fits) {
+            if !elsewhere {
+                fold(&mut snap, action);
+            }
+        }
+        if inc.overflowed {
+            log::warn!("[{}] more arrived during its move than its buffer holds; some was dropped", snap.id);
+        }
+        inc.handed = true;
+        inc.bytes = 0;
+        let _ = inc.done.try_send(Ok(snap));
+        settle(&mut map, hub);
+        true
+    }
+
+    /// Applies what arrived for sessions now in the hub (a resume put it in).
+    pub fn settle(&self, hub: &Hub) {
+        settle(&mut self.lock(), hub);
+    }
+
+    /// Gives up on a session handed to a resume that never put it in.
+    pub fn abandon(&self, nonce: &str) {
+        self.lock().remove(nonce);
+    }
+}
+
+/// One recorded action applied to a snapshot: its messages queued, its
+/// rooms and metadata changed (a close is left to the grace period: the
+/// session is resumed now, and a close asked during its move is logged).
+fn fold(snap: &mut Snapshot, action: Action) {
+    let id = snap.id.clone();
+    match action {
+        Action::Send { msg, .. } => snap.queued.push(msg),
+        Action::Room { room, msg, except } => {
+            if snap.rooms.contains(&room) && except.as_ref() != Some(&id) {
+                snap.queued.push(msg);
+            }
+        }
+        Action::Broadcast { msg, .. } => snap.queued.push(msg),
+        Action::Join { room, .. } => {
+            if let Err(at) = snap.rooms.binary_search(&room) {
+                snap.rooms.insert(at, room);
+            }
+        }
+        Action::Leave { room, .. } => snap.rooms.retain(|r| *r != room),
+        Action::SetMeta { key, value, .. } => {
+            snap.meta.retain(|(k, _)| *k != key);
+            if let Some(v) = value {
+                let at = snap.meta.partition_point(|(k, _)| *k < key);
+                snap.meta.insert(at, (key, v));
+            }
+        }
+        Action::Close { .. } => {
+            log::warn!("[{id}] a close asked while the session moved between instances was not applied")
+        }
+    }
+}
+
+/// Applies to session `id` alone, in order, what was recorded for it:
+/// room messages of the rooms it is in at each step, broadcasts to its
+/// endpoint, and everything addressed to it.
+pub fn replay(hub: &Hub, id: &ConnId, recorded: Vec<Action>) -> usize {
+    let mut applied = 0;
+    for action in recorded {
+        let Some(view) = hub.get(id) else { break };
+        let action = match action {
+            Action::Room { room, msg, except } => {
+                if !view.rooms.contains(&room) || except.as_ref() == Some(id) {
+                    continue;
+                }
+                Action::Send { to: id.clone(), msg }
+            }
+            Action::Broadcast { endpoint, msg } => {
+                if endpoint.as_ref().is_some_and(|e| *e != view.endpoint) {
+                    continue;
+                }
+                Action::Send { to: id.clone(), msg }
+            }
+            other => other,
+        };
+        applied += hub.apply(action).reached();
+    }
+    applied
+}
+
+/// A's side: the sessions it agreed to hand over (waiting for their cut)
+/// and those it handed away (its actions on them go through [`ROUTE`]).
+#[derive(Default)]
+pub struct Departures {
+    /// id → (B, nonce).
+    handing: Mutex<HashMap<ConnId, (String, String)>>,
+    moved_away: Mutex<HashSet<ConnId>>,
+}
+
+impl Departures {
+    fn handing(&self) -> MutexGuard<'_, HashMap<ConnId, (String, String)>> {
+        self.handing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn away(&self) -> MutexGuard<'_, HashSet<ConnId>> {
+        self.moved_away.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Agrees to hand `id` to `to`; `false` when it is already moving.
+    pub fn agree(&self, id: &ConnId, to: &str, nonce: &str) -> bool {
+        let mut h = self.handing();
+        if h.contains_key(id) {
+            return false;
+        }
+        h.insert(id.clone(), (to.to_owned(), nonce.to_owned()));
+        true
+    }
+
+    /// The cut of `id` came (or failed): its destination and nonce.
+    pub fn cut(&self, id: &ConnId) -> Option<(String, String)> {
+        self.handing().remove(id)
+    }
+
+    /// `id` left this instance; actions on it are routed through Redis.
+    pub fn moved_away(&self, id: &ConnId) {
+        self.away().insert(id.clone());
+    }
+
+    /// `id` is here again, or ended elsewhere.
+    pub fn forget(&self, id: &ConnId) {
+        self.away().remove(id);
+    }
+
+    pub fn is_away(&self, id: &ConnId) -> bool {
+        let away = self.away();
+        !away.is_empty() && away.contains(id)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,168 @@
+//! A move's bookkeeping in-process: what B records after its cut, how it
+//! goes into the snapshot, and how what arrives after reaches the session
+//! alone, in order.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use super::*;
+use crate::action::Message;
+use crate::event::{ConnInfo, RequestFields, RequestInfo, Target};
+use crate::hub::outgoing::OutgoingBudget;
+use crate::hub::session::Request;
+use crate::hub::shared::Outgoing;
+
+fn id(s: &str) -> ConnId {
+    ConnId::parse(s).expect("id")
+}
+
+fn hub() -> Hub {
+    let held: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
+    Hub::new(64, OutgoingBudget::new(1 << 20, usize::MAX / 2, held))
+}
+
+fn connect(hub: &Hub, conn: &ConnId, endpoint: &str) -> Outgoing {
+    let target =
+        Target { filename: endpoint.into(), script_name: endpoint.into(), path_info: String::new(), interpreter: None };
+    let request = RequestInfo::new(RequestFields::default(), []);
+    hub.register(Arc::new(ConnInfo { id: conn.clone(), target, request })).0
+}
+
+fn got(rx: &Outgoing) -> Vec<String> {
+    std::iter::from_fn(|| rx.try_recv().ok())
+        .map(|m| match m {
+            Message::Text(t) => t.to_string(),
+            Message::Binary(b) => format!("bin:{}", b.len()),
+        })
+        .collect()
+}
+
+fn room(r: &str, text: &str, except: Option<&ConnId>) -> Action {
+    Action::Room { room: r.into(), msg: Message::text(text.to_owned()), except: except.cloned() }
+}
+
+fn send(to: &ConnId, text: &str) -> Action {
+    Action::Send { to: to.clone(), msg: Message::text(text.to_owned()) }
+}
+
+fn snapshot(x: &ConnId, rooms: &[&str]) -> Snapshot {
+    Snapshot {
+        id: x.clone(),
+        request: Request { uri: "/chat?x=1".into(), ..Default::default() },
+        rooms: rooms.iter().map(|r| r.to_string()).collect(),
+        meta: vec![],
+        token: String::new(),
+        received: 0,
+        resumes: 0,
+        floor: 0,
+        window: vec![Message::text("old")],
+        queued: vec![],
+    }
+}
+
+fn texts(msgs: &[Message]) -> Vec<String> {
+    msgs.iter().map(|m| if let Message::Text(t) = m { t.to_string() } else { "bin".into() }).collect()
+}
+
+#[test]
+fn what_follows_the_cut_goes_into_the_snapshot_following_its_rooms_in_order() {
+    let (arrivals, hub) = (Arrivals::new(1 << 20), hub());
+    let (x, other) = (id("x"), id("other"));
+    let rx = arrivals.start("n1");
+    let max = arrivals.max_recorded();
+    // Before the cut: the old instance still delivers these (in its snapshot).
+    arrivals.recording().record(&room("r", "before", None), max, &hub);
+    assert!(arrivals.cut(&x, "n1"));
+    let after = [
+        room("r", "one", None),
+        send(&other, "not for x"),
+        room("r", "not to x", Some(&x)),
+        Action::Join { conn: x.clone(), room: "s".into() },
+        room("s", "two", None),
+        Action::Broadcast { endpoint: Some("/elsewhere".into()), msg: Message::text("no") },
+        Action::Broadcast { endpoint: Some("/chat".into()), msg: Message::text("three") },
+        Action::Leave { conn: x.clone(), room: "r".into() },
+        room("r", "left", None),
+        send(&x, "four"),
+        Action::SetMeta { conn: x.clone(), key: "k".into(), value: Some("v".into()) },
+    ];
+    for a in &after {
+        arrivals.recording().record(a, max, &hub);
+    }
+    assert!(arrivals.arrive("n1", snapshot(&x, &["r"]), &hub));
+    let snap = rx.try_recv().expect("answered").expect("a snapshot");
+    assert_eq!(texts(&snap.window), ["old"]);
+    assert_eq!(texts(&snap.queued), ["one", "two", "three", "four"]);
+    assert_eq!(snap.rooms, ["s"]);
+    assert_eq!(snap.meta, [("k".to_owned(), "v".to_owned())]);
+}
+
+#[test]
+fn what_arrives_until_the_resume_puts_it_in_reaches_it_once_then_live() {
+    let (arrivals, hub) = (Arrivals::new(1 << 20), hub());
+    let x = id("x");
+    let rx = arrivals.start("n");
+    arrivals.cut(&x, "n");
+    assert!(arrivals.arrive("n", snapshot(&x, &[]), &hub));
+    let _snap = rx.try_recv().expect("answered");
+    // Not in the hub yet: recorded.
+    arrivals.recording().record(&send(&x, "meanwhile"), 100, &hub);
+    hub.apply(send(&x, "meanwhile"));
+    // The resume puts it in; the next action (or the arrival's own check) hands it what it missed.
+    let out = connect(&hub, &x, "/chat");
+    arrivals.settle(&hub);
+    let mut rec = arrivals.recording();
+    rec.record(&send(&x, "live"), 100, &hub);
+    hub.apply(send(&x, "live"));
+    drop(rec);
+    assert_eq!(got(&out), ["meanwhile", "live"]);
+}
+
+#[test]
+fn recording_is_bounded_in_bytes() {
+    let (arrivals, hub) = (Arrivals::new(10), hub());
+    let x = id("x");
+    let rx = arrivals.start("n");
+    arrivals.cut(&x, "n");
+    for a in [send(&x, "123456"), send(&x, "7890ab"), send(&x, "cd")] {
+        arrivals.recording().record(&a, 10, &hub);
+    }
+    assert!(arrivals.arrive("n", snapshot(&x, &[]), &hub));
+    let snap = rx.try_recv().expect("answered").expect("snapshot");
+    assert_eq!(texts(&snap.queued), ["123456", "cd"]);
+}
+
+#[test]
+fn a_move_that_gave_up_ignores_its_late_cut_and_snapshot_and_answers_its_waiter() {
+    let (arrivals, hub) = (Arrivals::new(100), hub());
+    let x = id("x");
+    let rx = arrivals.start("n");
+    assert_eq!(arrivals.end("n", MoveRefused::Timeout), Some(false), "it had not seen its cut");
+    assert_eq!(rx.try_recv().expect("an answer").expect_err("refused"), MoveRefused::Timeout);
+    assert!(!arrivals.cut(&x, "n"));
+    assert!(!arrivals.arrive("n", snapshot(&x, &[]), &hub));
+}
+
+#[test]
+fn one_session_arrives_through_one_move_at_a_time() {
+    let arrivals = Arrivals::new(100);
+    let x = id("x");
+    let _a = arrivals.start("a");
+    let _b = arrivals.start("b");
+    assert!(arrivals.cut(&x, "a"));
+    assert!(!arrivals.cut(&x, "b"));
+}
+
+#[test]
+fn departures_track_what_is_moving_and_what_left() {
+    let d = Departures::default();
+    let x = id("x");
+    assert!(d.agree(&x, "bbbbbbbb", "n"));
+    assert!(!d.agree(&x, "cccccccc", "m"), "busy while moving");
+    assert_eq!(d.cut(&x), Some(("bbbbbbbb".to_owned(), "n".to_owned())));
+    assert!(!d.is_away(&x));
+    d.moved_away(&x);
+    assert!(d.is_away(&x));
+    d.forget(&x);
+    assert!(!d.is_away(&x));
+}

@@ -1,0 +1,295 @@
+//! The cluster's side of moving a session (issue 17), as steps of its
+//! publisher and subscriber: B asks ([`Cluster::bring`]), A cuts and hands
+//! over ([`Cluster::on_move`]), B puts the session in and applies what it
+//! recorded since the cut. The scripts and the bookkeeping are in
+//! [`super::handover`]; the design in docs/notes17/cluster-resume.md.
+
+use std::sync::atomic::Ordering;
+
+use redis::aio::MultiplexedConnection;
+use redis::AsyncCommands;
+
+use std::sync::Arc;
+
+use super::handover::{self, MoveRefused, HANDOVER_WAIT, MOVED};
+use super::{conns_key, to_channel, Cluster, Out};
+use crate::hub::session::{Snapshot, Token};
+use crate::hub::wire::{encode_move, Move};
+use crate::id::ConnId;
+use crate::runtime;
+
+/// A Redis error, and how many cross-instance actions it lost.
+type WriteError = (redis::RedisError, u64);
+
+/// `EVAL script` with its keys and arguments.
+pub(super) fn eval(script: &str, keys: &[&str], args: &[&str]) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(script).arg(keys.len()).arg(keys).arg(args);
+    cmd
+}
+
+impl Cluster {
+    /// Brings the session `token` opens here from the instance holding it:
+    /// its snapshot, for the resume to put in and attach to; refused when
+    /// no instance hands it over (the client gets 4410).
+    pub async fn bring(&self, token: &str) -> Result<Snapshot, MoveRefused> {
+        if self.max_snapshot == 0 {
+            return Err(MoveRefused::Unknown("sessions are off here".into()));
+        }
+        if !self.connected.load(Ordering::SeqCst) {
+            return Err(MoveRefused::Unreachable);
+        }
+        let nonce = ConnId::random().as_str().to_owned();
+        let done = self.arrivals.start(&nonce);
+        let take = Move::Take { token: token.to_owned(), nonce: nonce.clone(), to: self.instance.clone() };
+        // To every instance: the token names none (the holder answers).
+        let payload = encode_move(&self.instance, &take);
+        let _ = self.queue.try_send(Out::Tell { channel: super::ALL.to_owned(), payload });
+        if let Ok(Ok(result)) = runtime::timeout(HANDOVER_WAIT, done.recv()).await {
+            return result;
+        }
+        // It may have arrived just now.
+        if let Ok(result) = done.try_recv() {
+            return result;
+        }
+        match self.arrivals.end(&nonce, MoveRefused::Timeout) {
+            // No instance holds it (nobody answers a token it does not know).
+            Some(false) => Err(MoveRefused::Unknown("no instance holds it".into())),
+            Some(true) => {
+                let _ = self.queue.try_send(Out::Undo(nonce));
+                Err(MoveRefused::Timeout)
+            }
+            None => Err(MoveRefused::Timeout),
+        }
+    }
+
+    /// A step of a move, from the subscription (in Redis's order). A's
+    /// hand-over is awaited here: nothing that follows the cut in Redis's
+    /// order may reach the session on this instance.
+    pub(super) async fn on_move(self: &Arc<Self>, step: Move) {
+        match step {
+            Move::Take { token, nonce, to } if to != self.instance => self.asked(&token, nonce, to),
+            Move::Take { .. } => {}
+            Move::Cut { id, nonce, to } if to == self.instance => {
+                // B: from here on, record (unless the resume gave up).
+                self.arrivals.cut(&id, &nonce);
+                self.cuts.lock().unwrap_or_else(|e| e.into_inner()).insert(nonce, id);
+            }
+            Move::Cut { id, .. } => self.hand_over(id).await,
+            Move::Handover { id, nonce, key } => {
+                let me = self.clone();
+                runtime::spawn(async move { me.arrive(id, nonce, key).await });
+            }
+            Move::Refuse { id, nonce, why } => {
+                log::info!("[{id}] resume here refused by its instance: {why}");
+                if self.arrivals.end(&nonce, MoveRefused::Unknown(why)) == Some(true) {
+                    let _ = self.queue.try_send(Out::Undo(nonce));
+                }
+            }
+            Move::Gone { id } => self.departures.forget(&id),
+        }
+    }
+
+    /// A: instance `to` asks for the session of `token`; silence when it
+    /// is not here (another instance may hold it).
+    fn asked(&self, token: &str, nonce: String, to: String) {
+        let Some(token) = Token::parse(token) else { return };
+        let Some((info, _)) = self.hub.sessions.find(&token) else { return };
+        let id = info.id.clone();
+        if !self.departures.agree(&id, &to, &nonce) {
+            log::info!("[{id}] resume on instance {to} refused: the session is already moving");
+            self.tell(&to, &Move::Refuse { id, nonce, why: "already moving".into() });
+            return;
+        }
+        let _ = self.queue.try_send(Out::Cut { id, to, nonce });
+    }
+
+    /// A: the cut of `id` passed: everything before it was applied here;
+    /// the session leaves (no close event) and its snapshot goes to B.
+    async fn hand_over(&self, id: ConnId) {
+        let Some((to, nonce)) = self.departures.cut(&id) else { return };
+        // Away before it leaves: an action on it in between still finds it here.
+        self.departures.moved_away(&id);
+        match crate::hub::session::export(&self.hub, &id).await {
+            Some(snapshot) => {
+                log::info!("[{id}] session moves to instance {to}");
+                let snapshot = serde_json::to_string(&snapshot).unwrap_or_default();
+                let _ = self.queue.try_send(Out::Handover { id, to, nonce, snapshot });
+            }
+            None => {
+                self.departures.forget(&id);
+                self.tell(&to, &Move::Refuse { id, nonce, why: "it ended".into() });
+            }
+        }
+    }
+
+    /// B: reads the snapshot and hands it to the resume, with what was
+    /// recorded for it since the cut.
+    async fn arrive(&self, id: ConnId, nonce: String, key: String) {
+        let cut = self.cuts.lock().unwrap_or_else(|e| e.into_inner()).remove(&nonce);
+        let snapshot = self.read_snapshot(&key).await.and_then(|s| {
+            let snap: Snapshot = serde_json::from_str(&s).map_err(|e| format!("malformed snapshot: {e}"))?;
+            (snap.id == id).then_some(snap).ok_or_else(|| "the snapshot of another session".to_owned())
+        });
+        let snap = match snapshot {
+            Ok(s) => s,
+            Err(why) => {
+                log::warn!("[{id}] session from another instance lost: {why}");
+                if self.arrivals.end(&nonce, MoveRefused::Broken(why)) == Some(true) {
+                    if let Some(id) = cut {
+                        self.cuts.lock().unwrap_or_else(|e| e.into_inner()).insert(nonce.clone(), id);
+                    }
+                    let _ = self.queue.try_send(Out::Undo(nonce));
+                }
+                return;
+            }
+        };
+        if !self.arrivals.arrive(&nonce, snap, &self.hub) {
+            // The resume gave up (4410): its client starts over, and the
+            // session's close event never runs (logged).
+            log::warn!("[{id}] session arrived after its resume gave up; dropped without its close event");
+            return;
+        }
+        log::info!("[{id}] session arrived from another instance");
+        // The resume puts it in the hub at once: then what arrived meanwhile goes to it.
+        for _ in 0..500 {
+            runtime::sleep(std::time::Duration::from_millis(2)).await;
+            if self.hub.is_known(&id) {
+                break;
+            }
+        }
+        self.arrivals.settle(&self.hub);
+        self.arrivals.abandon(&nonce);
+    }
+
+    /// The snapshot in `key`, removed from Redis; refused over its bound.
+    async fn read_snapshot(&self, key: &str) -> Result<String, String> {
+        let mut con = self.connection().await.map_err(|e| e.to_string())?;
+        let mut p = redis::pipe();
+        p.atomic().get(key).del(key).ignore();
+        let (snapshot,): (Option<String>,) = p.query_async(&mut con).await.map_err(|e| {
+            self.forget_connection();
+            e.to_string()
+        })?;
+        let snapshot = snapshot.ok_or("its snapshot expired in Redis")?;
+        if snapshot.len() > self.max_snapshot {
+            return Err(format!("snapshot of {} bytes, over {} bytes", snapshot.len(), self.max_snapshot));
+        }
+        Ok(snapshot)
+    }
+
+    /// Publishes a step of a move to instance `to`.
+    fn tell(&self, to: &str, step: &Move) {
+        let payload = encode_move(&self.instance, step);
+        let _ = self.queue.try_send(Out::Tell { channel: to_channel(to), payload });
+    }
+
+    /// Writes one queued item to Redis.
+    pub(super) async fn write_out(
+        &self,
+        con: &mut MultiplexedConnection,
+        item: Out,
+        unheard: &mut u64,
+    ) -> Result<(), WriteError> {
+        let me = self.instance.as_str();
+        let lost = |n| move |e| (e, n);
+        match item {
+            Out::Publish { channel, payload } => {
+                con.publish::<_, _, i64>(channel, payload).await.map_err(lost(1))?;
+            }
+            Out::Tell { channel, payload } => {
+                con.publish::<_, _, i64>(channel, payload).await.map_err(lost(0))?;
+            }
+            Out::Route { id, payload } => {
+                let prefix = id.instance().unwrap_or(me);
+                let cmd = eval(handover::ROUTE, &[MOVED], &[id.as_str(), prefix, &payload]);
+                let n: i64 = cmd.query_async(con).await.map_err(lost(1))?;
+                if n == 0 {
+                    *unheard += 1;
+                }
+            }
+            Out::Presence(change) => self.write_presence(con, change).await.map_err(lost(0))?,
+            Out::Cut { id, to, nonce } => self.cut(con, id, to, nonce).await.map_err(lost(0))?,
+            Out::Handover { id, to, nonce, snapshot } => {
+                if let Err(e) = self.send_snapshot(con, &id, &to, &nonce, &snapshot).await {
+                    // B gives up: the session is lost without its close event.
+                    log::warn!("[{id}] could not hand the session over ({e}); it is lost");
+                    return Err((e, 0));
+                }
+            }
+            Out::Undo(nonce) => {
+                let Some(id) = self.cuts.lock().unwrap_or_else(|e| e.into_inner()).remove(&nonce) else {
+                    return Ok(());
+                };
+                let keys = [MOVED, &conns_key(me), &handover::hosted_key(me)];
+                eval(handover::UNDO, &keys, &[id.as_str(), me]).query_async::<i64>(con).await.map_err(lost(0))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A presence change, written only while this instance holds the
+    /// connection; an end also ends a move into here.
+    async fn write_presence(
+        &self,
+        con: &mut MultiplexedConnection,
+        (id, view): crate::hub::local::PresenceChange,
+    ) -> redis::RedisResult<()> {
+        let me = self.instance.as_str();
+        let prefix = id.instance().unwrap_or(me);
+        let conns = conns_key(me);
+        let cmd = match view {
+            Some(view) => {
+                let json = serde_json::to_string(&view).unwrap_or_default();
+                eval(handover::PRESENCE, &[MOVED, &conns], &[id.as_str(), prefix, me, &json])
+            }
+            None => {
+                let gone = encode_move(me, &Move::Gone { id: id.clone() });
+                let keys = [MOVED, &conns, &handover::hosted_key(me)];
+                eval(handover::ENDED, &keys, &[id.as_str(), prefix, me, &gone])
+            }
+        };
+        cmd.query_async::<i64>(con).await.map(drop)
+    }
+
+    /// A: the cut (see [`handover::CUT`]); when it cannot be made, B is told.
+    async fn cut(
+        &self,
+        con: &mut MultiplexedConnection,
+        id: ConnId,
+        to: String,
+        nonce: String,
+    ) -> redis::RedisResult<()> {
+        let me = self.instance.as_str();
+        let marker = encode_move(me, &Move::Cut { id: id.clone(), nonce: nonce.clone(), to: to.clone() });
+        let (hosted_a, hosted_b) = (handover::hosted_key(me), handover::hosted_key(&to));
+        let keys = [MOVED, &conns_key(me), &conns_key(&to), &hosted_a, &hosted_b, &super::alive_key(&to)];
+        let args = [id.as_str(), me, &to, id.instance().unwrap_or(me), &marker];
+        let done: i64 = eval(handover::CUT, &keys, &args).query_async(con).await?;
+        if done != 1 {
+            self.departures.cut(&id);
+            let why = if done == 0 { "not held here any more" } else { "the resuming instance is gone" };
+            log::info!("[{id}] resume on instance {to} refused: {why}");
+            let refuse = encode_move(me, &Move::Refuse { id, nonce, why: why.into() });
+            con.publish::<_, _, i64>(to_channel(&to), refuse).await?;
+        }
+        Ok(())
+    }
+
+    /// A: the snapshot into its key, then the `handover` to B (one transaction).
+    async fn send_snapshot(
+        &self,
+        con: &mut MultiplexedConnection,
+        id: &ConnId,
+        to: &str,
+        nonce: &str,
+        snapshot: &str,
+    ) -> redis::RedisResult<()> {
+        let key = handover::snapshot_key(nonce);
+        let step = Move::Handover { id: id.clone(), nonce: nonce.to_owned(), key: key.clone() };
+        let mut p = redis::pipe();
+        p.atomic().cmd("SET").arg(&key).arg(snapshot).arg("PX").arg(handover::SNAPSHOT_TTL_MS).ignore();
+        p.publish(to_channel(to), encode_move(&self.instance, &step)).ignore();
+        p.query_async::<()>(con).await
+    }
+}

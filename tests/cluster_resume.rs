@@ -1,0 +1,216 @@
+//! Issue 17 in a cluster, with a real redis-server: a resumable session
+//! whose client comes back through another instance moves there (same id,
+//! rooms, metadata, every message exactly once and in order, no close or
+//! open event, listed once throughout), expires there, and is refused
+//! cleanly (4410) when that instance's Redis is down.
+
+mod common;
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use async_tungstenite::tungstenite::Message;
+use common::*;
+use serde_json::{json, Value};
+use ws2http_test_suite::suite;
+
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        require_suite("redis");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        wait_for("redis-server to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
+        Redis { child, port }
+    }
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Logs every event with its connection id; joins room r and sets name=bob on open.
+const CHAT: &str = r#"
+case "$WS_EVENT" in
+open) echo "open $WS_CONNECTION_ID" >> "$EVENTS_LOG"; echo "@join r"; echo "@set name bob" ;;
+message) echo "echo $(cat)" ;;
+close) echo "close $WS_CONNECTION_ID $WS_CLOSE_CAUSE $WS_ROOMS $WS_META_name" >> "$EVENTS_LOG" ;;
+esac"#;
+
+fn node(redis: &Redis, extra: &[&str]) -> Server {
+    let dir = cgi_bin(&[("chat.sh", CHAT)]);
+    let mut args = vec!["--redis".to_owned(), redis.url()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Server::start_in(&dir, &args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// A session socket: its first message, then its data messages.
+async fn open_session(url: &str, protocols: &str) -> (Ws, Value) {
+    let (mut ws, _) = connect_with(url, &[("Sec-WebSocket-Protocol", protocols)]).await.expect("handshake");
+    let first: Value = serde_json::from_str(&next_text(&mut ws).await).expect("a session message");
+    (ws, first)
+}
+
+/// The ids listed by `GET /connections` (repeats kept).
+fn listed(s: &Server) -> Vec<String> {
+    listed_at(&s.api(""))
+}
+
+/// The same, from an API base URL.
+fn listed_at(api: &str) -> Vec<String> {
+    let v = get(&format!("{api}/connections")).json();
+    v.as_array().expect("a list").iter().map(|c| c["id"].as_str().expect("id").to_owned()).collect()
+}
+
+fn connection(s: &Server, id: &str) -> Value {
+    get(&s.api("/connections")).json().as_array().unwrap().iter().find(|c| c["id"] == id).cloned().expect("listed")
+}
+
+/// Senders through the control API: `s<i>` to the session through C,
+/// `r<i>` to room r through C, `a<i>` to the session through A. Each
+/// sequence must arrive whole, in order, once. Checks meanwhile that every
+/// instance lists the session exactly once.
+fn traffic(a: &str, c: &str, id: &str, nodes: &[String], stop: &std::sync::atomic::AtomicBool) -> usize {
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        assert_eq!(post(&format!("{c}/send/{id}"), &format!("s{n}")).status, 200);
+        assert_eq!(post(&format!("{c}/rooms/r"), &format!("r{n}")).status, 200);
+        assert_eq!(post(&format!("{a}/send/{id}"), &format!("a{n}")).status, 200);
+        for s in nodes {
+            let times = listed_at(s).iter().filter(|l| *l == id).count();
+            assert_eq!(times, 1, "listed {times} times by {s} at round {n}");
+        }
+        n += 1;
+    }
+    n
+}
+
+/// Checks that `got` holds each of the three sequences 0..n whole, in order, once.
+fn check_sequences(got: &[String], n: usize) {
+    let mut by: HashMap<char, Vec<usize>> = HashMap::new();
+    for m in got {
+        let (k, i) = m.split_at(1);
+        by.entry(k.chars().next().unwrap()).or_default().push(i.parse().unwrap_or_else(|_| panic!("{m}")));
+    }
+    for k in ['s', 'r', 'a'] {
+        assert_eq!(by.get(&k).cloned().unwrap_or_default(), (0..n).collect::<Vec<_>>(), "sequence {k}");
+    }
+}
+
+#[suite("redis")]
+#[async_std::test]
+async fn a_session_resumes_on_another_instance_while_messages_flow() {
+    let redis = Redis::start();
+    let (a, b, c) = (node(&redis, &[]), node(&redis, &[]), node(&redis, &[]));
+    let (mut ws, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
+    let id = hello["id"].as_str().expect("id").to_owned();
+    let token = hello["token"].as_str().expect("token").to_owned();
+    a.wait_event("open", |l| l == format!("open {id}"));
+    wait_for("presence everywhere", || [&a, &b, &c].iter().all(|s| listed(s).contains(&id)).then_some(()));
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flow = {
+        let (a, c, nodes, id, stop) = (a.api(""), c.api(""), [&a, &b, &c].map(|s| s.api("")), id.clone(), stop.clone());
+        std::thread::spawn(move || traffic(&a, &c, &id, &nodes, &stop))
+    };
+    // Some traffic reaches it on A; then its connection drops (no close frame).
+    let mut got = Vec::new();
+    while got.len() < 30 {
+        got.push(next_text(&mut ws).await);
+    }
+    drop(ws);
+    async_std::task::sleep(Duration::from_millis(300)).await;
+    // It comes back through B.
+    let resume = format!("ws2http.session.v1, ws2http.resume.{token}.{}", got.len());
+    let (mut ws, hello) = open_session(&b.url("/chat.sh"), &resume).await;
+    assert_eq!(hello["ws2http"], "resumed", "{hello}");
+    assert_eq!(hello["id"], id.as_str(), "same connection id");
+    async_std::task::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let n = flow.join().expect("traffic and presence checks");
+    // Everything sent is in: every sequence whole, once, in order.
+    while got.len() < 3 * n {
+        got.push(next_text(&mut ws).await);
+    }
+    sentinel(&c.api(&format!("/send/{id}")), &mut ws).await;
+    check_sequences(&got, n);
+    // It lives on B now: rooms and metadata intact, listed once everywhere.
+    for s in [&a, &b, &c] {
+        assert_eq!(listed(s).iter().filter(|l| **l == id).count(), 1);
+        let v = connection(s, &id);
+        assert_eq!((v["rooms"].clone(), v["metadata"].clone()), (json!(["r"]), json!({"name": "bob"})));
+    }
+    ws.send(Message::text("hi")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "echo hi", "its events run on B");
+    // No close and no second open anywhere; its close event runs once, on B.
+    assert!(!a.events().iter().any(|l| l.starts_with("close")), "{:?}", a.events());
+    ws.close(None).await.unwrap();
+    b.wait_event("close", |l| l.starts_with(&format!("close {id}")));
+    let all: Vec<String> = [&a, &b, &c].iter().flat_map(|s| s.events()).collect();
+    assert_eq!(all.iter().filter(|l| l.starts_with("open")).count(), 1, "{all:?}");
+    assert_eq!(
+        all.iter().filter(|l| l.starts_with("close")).collect::<Vec<_>>(),
+        [&format!("close {id} client r bob")]
+    );
+    wait_for("gone from presence", || (!listed(&c).contains(&id)).then_some(()));
+}
+
+#[suite("redis")]
+#[async_std::test]
+async fn a_moved_session_expires_on_its_new_instance_once() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, &["--resume-grace", "1"]), node(&redis, &["--resume-grace", "1"]));
+    let (ws, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
+    let (id, token) = (hello["id"].as_str().unwrap().to_owned(), hello["token"].as_str().unwrap().to_owned());
+    a.wait_event("open", |l| l.starts_with("open"));
+    drop(ws);
+    let (ws, hello) = open_session(&b.url("/chat.sh"), &format!("ws2http.session.v1, ws2http.resume.{token}.0")).await;
+    assert_eq!(hello["id"], id.as_str());
+    drop(ws);
+    let line = b.wait_event("the close event on B", |l| l.starts_with("close"));
+    assert_eq!(line, format!("close {id} resume-expired r bob"));
+    wait_for("gone from presence", || (!listed(&a).contains(&id)).then_some(()));
+    assert!(a.events().iter().all(|l| !l.starts_with("close")), "{:?}", a.events());
+    assert_eq!(b.events().iter().filter(|l| l.starts_with("close")).count(), 1);
+}
+
+#[suite("redis")]
+#[async_std::test]
+async fn a_resume_where_redis_is_down_is_refused_and_hurts_nobody() {
+    let mut redis = Redis::start();
+    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    let (ws, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
+    let token = hello["token"].as_str().unwrap().to_owned();
+    let (mut other, _) = open_session(&b.url("/chat.sh"), "ws2http.session.v1").await;
+    drop(ws);
+    let _ = redis.child.kill();
+    let _ = redis.child.wait();
+    b.wait_log("reconnecting");
+    let (mut ws, _) = connect_with(
+        &b.url("/chat.sh"),
+        &[("Sec-WebSocket-Protocol", &format!("ws2http.session.v1, ws2http.resume.{token}.0"))],
+    )
+    .await
+    .expect("handshake");
+    match next(&mut ws).await {
+        Message::Close(Some(f)) => assert_eq!((u16::from(f.code), f.reason.as_str()), (4410, "session expired")),
+        m => panic!("expected 4410, got {m:?}"),
+    }
+    other.send(Message::text("still here")).await.unwrap();
+    assert_eq!(next_text(&mut other).await, "echo still here", "B's other clients are served");
+}
