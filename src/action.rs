@@ -118,11 +118,18 @@ pub enum CloseCause {
     /// A message from the client arrived too slowly (beyond `--http-timeout`,
     /// under 1 KiB/s on average): closed with 1008.
     TooSlow,
+    /// A resumable session was not resumed within `--resume-grace`.
+    ResumeExpired,
+    /// A detached session was sent more than `--resume-buffer` (or
+    /// `--resume-buffer-bytes`) kept for it.
+    ResumeOverflow,
+    /// A resume asked for messages the session no longer kept.
+    ResumeGap,
 }
 
 impl CloseCause {
     /// Every cause, in the order of the docs (tests cover each one).
-    pub const ALL: [CloseCause; 11] = [
+    pub const ALL: [CloseCause; 14] = [
         CloseCause::Client,
         CloseCause::Dropped,
         CloseCause::Script,
@@ -134,6 +141,9 @@ impl CloseCause {
         CloseCause::PingTimeout,
         CloseCause::ProtocolError,
         CloseCause::TooSlow,
+        CloseCause::ResumeExpired,
+        CloseCause::ResumeOverflow,
+        CloseCause::ResumeGap,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -149,6 +159,9 @@ impl CloseCause {
             CloseCause::PingTimeout => "ping-timeout",
             CloseCause::ProtocolError => "protocol-error",
             CloseCause::TooSlow => "too-slow",
+            CloseCause::ResumeExpired => "resume-expired",
+            CloseCause::ResumeOverflow => "resume-overflow",
+            CloseCause::ResumeGap => "resume-gap",
         }
     }
 }

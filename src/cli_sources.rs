@@ -328,7 +328,10 @@ mod tests {
         let e = run("timeout = 1\nmax-procs = \"many\"\n", &[]).unwrap_err();
         assert!(e.ends_with("line 2, key max-procs: invalid value \"many\": invalid digit found in string"), "{e}");
         let e = run("events = \"open,talk\"\n", &[]).unwrap_err();
-        assert!(e.ends_with("line 1, key events: invalid value \"talk\": expected one of open, message, close"), "{e}");
+        assert!(
+            e.ends_with("line 1, key events: invalid value \"talk\": expected one of open, message, close, resume"),
+            "{e}"
+        );
         let e = run("api-listen = [\"a:1\", \"b:2\"]\n", &[]).unwrap_err();
         assert!(e.contains("key api-listen: takes one value, not a list"), "{e}");
     }

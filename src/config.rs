@@ -69,6 +69,9 @@ pub struct Cli {
     pub redis: Option<String>,
     #[command(flatten)]
     pub outbound: crate::config_outbound::OutboundArgs,
+    /// `--resume-grace` and the session buffers (src/config_resume.rs).
+    #[command(flatten)]
+    pub resume: crate::config_resume::ResumeArgs,
     /// Pass this variable of the server's environment on to scripts (repeatable)
     // Lists (A,B) are split by pass_env_names, the same for `try`.
     #[arg(long = "pass-env", env = "WS2HTTP_PASS_ENV", value_name = "NAME")]
@@ -342,6 +345,8 @@ pub struct Config {
     pub origin_hosts: Option<OriginHosts>,
     /// `--acme`: certificates obtained automatically.
     pub acme: Option<crate::tls::acme::Settings>,
+    /// Resumable sessions (`--resume-grace`, ...); `None`: off.
+    pub resume: Option<crate::config_resume::Resume>,
 }
 
 impl Config {
@@ -499,6 +504,7 @@ impl Cli {
             page_scripts: PageScripts::CgiBin,
             origin_hosts: None,
             acme: self.acme.settings()?,
+            resume: self.resume.settings()?,
         })
     }
 

@@ -135,6 +135,7 @@ pub enum EventArg {
     Open,
     Message,
     Close,
+    Resume,
 }
 
 /// Which events run the script (`--events`).
@@ -143,6 +144,8 @@ pub struct Events {
     pub open: bool,
     pub message: bool,
     pub close: bool,
+    /// Off unless listed: a session's resume (docs/PROTOCOL.md).
+    pub resume: bool,
 }
 
 impl Events {
@@ -151,6 +154,7 @@ impl Events {
             open: list.contains(&EventArg::Open),
             message: list.contains(&EventArg::Message),
             close: list.contains(&EventArg::Close),
+            resume: list.contains(&EventArg::Resume),
         }
     }
 
@@ -161,6 +165,7 @@ impl Events {
             EventKind::Open => self.open,
             EventKind::Message { .. } => self.message,
             EventKind::Close { .. } => self.close,
+            EventKind::Resume { .. } => self.resume,
         }
     }
 }

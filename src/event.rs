@@ -232,8 +232,21 @@ pub struct ConnInfo {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EventKind {
     Open,
-    Message { payload: Bytes, binary: bool },
-    Close { code: u16, reason: String, cause: CloseCause },
+    Message {
+        payload: Bytes,
+        binary: bool,
+    },
+    Close {
+        code: u16,
+        reason: String,
+        cause: CloseCause,
+    },
+    /// A resumable session was resumed (`--events` with `resume`): the
+    /// resumes so far, and the address the client resumed from.
+    Resume {
+        count: u32,
+        remote_addr: String,
+    },
 }
 
 impl EventKind {
@@ -242,6 +255,7 @@ impl EventKind {
             EventKind::Open => "open",
             EventKind::Message { .. } => "message",
             EventKind::Close { .. } => "close",
+            EventKind::Resume { .. } => "resume",
         }
     }
 }

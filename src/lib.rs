@@ -12,6 +12,7 @@ pub mod cli_sources;
 pub mod config;
 pub mod config_file;
 pub mod config_outbound;
+pub mod config_resume;
 pub mod conn_limits;
 pub mod connect;
 pub mod endpoint_settings;

@@ -13,8 +13,8 @@ pub struct Metrics {
     pub connections_opened: AtomicU64,
     pub connections_closed: AtomicU64,
     pub handshakes_refused: AtomicU64,
-    /// `[kind][outcome]`: kind open/message/close, outcome ok/failed/unavailable.
-    events: [[AtomicU64; 3]; 3],
+    /// `[kind][outcome]`: kind open/message/close/resume, outcome ok/failed/unavailable.
+    events: [[AtomicU64; 3]; 4],
     pub spawn_failures: AtomicU64,
     pub events_queued: AtomicI64,
     pub messages_in: AtomicU64,
@@ -34,6 +34,10 @@ pub struct Metrics {
     pub procs_started: AtomicU64,
     pub procs_running: AtomicI64,
     pub procs_killed: AtomicU64,
+    /// Resumable sessions detached now, waiting for their client.
+    pub sessions_detached: AtomicI64,
+    /// Resumes, by [`Resumed`].
+    resumes: [AtomicU64; 3],
     duration_buckets: [AtomicU64; BUCKETS.len()],
     duration_count: AtomicU64,
     duration_sum_us: AtomicU64,
@@ -46,15 +50,25 @@ pub fn get() -> &'static Metrics {
     METRICS.get_or_init(Metrics::default)
 }
 
+/// How a resume went, for `ws2http_resumes_total{result}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resumed {
+    Ok,
+    /// Refused with 4410 (`expired`).
+    Expired,
+    /// Refused with 4400 (`bad`).
+    Bad,
+}
+
 pub fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Relaxed);
 }
 
 impl Metrics {
-    /// Records one finished event: kind 0/1/2 (open/message/close), outcome
+    /// Records one finished event: kind 0/1/2/3 (open/message/close/resume), outcome
     /// 0/1/2 (ok/failed/unavailable), and how long its script took.
     pub fn event(&self, kind: usize, outcome: usize, took: Duration) {
-        self.events[kind.min(2)][outcome.min(2)].fetch_add(1, Relaxed);
+        self.events[kind.min(3)][outcome.min(2)].fetch_add(1, Relaxed);
         let secs = took.as_secs_f64();
         for (i, b) in BUCKETS.iter().enumerate() {
             if secs <= *b {
@@ -65,6 +79,11 @@ impl Metrics {
         self.duration_sum_us.fetch_add(took.as_micros() as u64, Relaxed);
     }
 
+    /// Counts one resume.
+    pub fn resumed(&self, how: Resumed) {
+        self.resumes[how as usize].fetch_add(1, Relaxed);
+    }
+
     /// The Prometheus text exposition; gauges that live elsewhere are passed in.
     pub fn render(&self, connections: usize, rooms: usize) -> String {
         let mut s = String::with_capacity(4096);
@@ -72,6 +91,7 @@ impl Metrics {
         self.render_events(&mut s);
         self.render_gauges(&mut s, connections, rooms);
         self.render_durations(&mut s);
+        self.render_sessions(&mut s);
         crate::tls::expiry::render(&mut s);
         s
     }
@@ -128,7 +148,7 @@ impl Metrics {
             s,
             "# HELP ws2http_events_total Events run, by type and outcome.\n# TYPE ws2http_events_total counter"
         );
-        for (k, kind) in ["open", "message", "close"].iter().enumerate() {
+        for (k, kind) in ["open", "message", "close", "resume"].iter().enumerate() {
             for (o, outcome) in ["ok", "failed", "unavailable"].iter().enumerate() {
                 let _ = writeln!(
                     s,
@@ -167,6 +187,15 @@ impl Metrics {
             "# HELP ws2http_connection_procs Per-connection processes alive (--per-connection).\n# TYPE ws2http_connection_procs gauge\nws2http_connection_procs {}",
             self.procs_running.load(Relaxed).max(0)
         );
+    }
+
+    /// Resumable sessions: detached now, resumes by result.
+    fn render_sessions(&self, s: &mut String) {
+        let _ = writeln!(s, "# HELP ws2http_sessions_detached Resumable sessions whose client is away, waiting for a resume.\n# TYPE ws2http_sessions_detached gauge\nws2http_sessions_detached {}", self.sessions_detached.load(Relaxed).max(0));
+        let _ = writeln!(s, "# HELP ws2http_resumes_total Session resumes, by result (ok, expired: 4410, bad: 4400).\n# TYPE ws2http_resumes_total counter");
+        for (i, result) in ["ok", "expired", "bad"].iter().enumerate() {
+            let _ = writeln!(s, "ws2http_resumes_total{{result=\"{result}\"}} {}", self.resumes[i].load(Relaxed));
+        }
     }
 
     /// The script duration histogram.

@@ -146,6 +146,7 @@ fn event_kind(args: &TryArgs) -> Result<EventKind, String> {
         EventArg::Close => {
             EventKind::Close { code: args.close_code, reason: args.close_reason.clone(), cause: CloseCause::Client }
         }
+        EventArg::Resume => EventKind::Resume { count: 1, remote_addr: "127.0.0.1".into() },
     })
 }
 
@@ -185,5 +186,6 @@ fn describe_event(k: &EventKind) -> String {
             format!("message ({}, {} bytes)", if *binary { "binary" } else { "text" }, payload.len())
         }
         EventKind::Close { code, reason, .. } => format!("close ({code} {reason:?})"),
+        EventKind::Resume { count, .. } => format!("resume ({count})"),
     }
 }

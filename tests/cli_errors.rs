@@ -131,7 +131,7 @@ fn config_file_errors_name_the_file_line_and_key() {
     assert_eq!(
         err,
         format!(
-            "ws2http: error: {file} line 2, key events: invalid value \"talk\": expected one of open, message, close\n"
+            "ws2http: error: {file} line 2, key events: invalid value \"talk\": expected one of open, message, close, resume\n"
         )
     );
 }

@@ -200,6 +200,11 @@ pub fn event_vars(env: &mut impl EnvSink, s: &EnvSettings, ev: &Event) {
             env.set("WS_CLOSE_REASON", reason);
             env.set("WS_CLOSE_CAUSE", cause.as_str());
         }
+        EventKind::Resume { count, remote_addr } => {
+            env.set("CONTENT_LENGTH", "0");
+            env.set("WS_RESUME_COUNT", &count.to_string());
+            env.set("WS_RESUME_REMOTE_ADDR", remote_addr);
+        }
     }
     env.set("WS_ROOMS", &ev.rooms.join(" "));
     let mut key = String::new();

@@ -150,6 +150,10 @@ impl Http {
                 h(&mut req, "WS-Close-Reason", reason);
                 h(&mut req, "WS-Close-Cause", cause.as_str());
             }
+            EventKind::Resume { count, remote_addr } => {
+                h(&mut req, "WS-Resume-Count", &count.to_string());
+                h(&mut req, "WS-Resume-Remote-Addr", remote_addr);
+            }
         }
         if !encoded.is_empty() {
             req.append_header("WS-Percent-Encoded", encoded.join(", ").as_str());

@@ -161,6 +161,8 @@ pub struct Hub {
     /// Set by [`Hub::close_all`] (server shutdown): message events still
     /// queued are dropped, whatever ended their connection.
     shutting_down: AtomicBool,
+    /// The resumable sessions among the connections, by token.
+    pub sessions: super::session::Sessions,
 }
 
 impl Hub {
@@ -172,6 +174,7 @@ impl Hub {
             out_queue: out_queue.max(1),
             outgoing,
             shutting_down: AtomicBool::new(false),
+            sessions: Default::default(),
         }
     }
 
@@ -195,12 +198,40 @@ impl Hub {
     /// Adds a connection (before its open event's actions are applied).
     /// Returns the receiving end of its outgoing queue.
     pub fn register(&self, info: Arc<ConnInfo>) -> (Outgoing, Arc<ConnShared>) {
+        self.register_session(info, None, Default::default())
+    }
+
+    /// [`Hub::register`], with a resumable `session` (found by its token
+    /// from now on) and the rooms and metadata it comes with (a session
+    /// moved from another instance).
+    pub fn register_session(
+        &self,
+        info: Arc<ConnInfo>,
+        session: Option<Box<super::session::Session>>,
+        (rooms, meta): (Vec<String>, Vec<(String, String)>),
+    ) -> (Outgoing, Arc<ConnShared>) {
+        let key = session.as_ref().map(|s| s.lock().token.key());
         // The queue holds no slots while empty; its limits are enforced in
         // `deliver`.
-        let (shared, rx) = ConnShared::new();
-        let conn = Conn { info: info.clone(), connected_at: SystemTime::now(), shared: shared.clone(), joined: None };
+        let (shared, rx) = ConnShared::with_session(session);
+        let mut conn =
+            Conn { info: info.clone(), connected_at: SystemTime::now(), shared: shared.clone(), joined: None };
+        let mut st = lock(&self.state);
+        for (k, v) in meta {
+            let _ = set_meta(&mut conn, k, Some(v));
+        }
+        for room in rooms {
+            if can_join(&conn, &room).is_err() {
+                continue;
+            }
+            conn.joined_mut().rooms.insert(room.clone());
+            st.rooms.entry(room).or_default().insert(info.id.clone());
+        }
         self.changed(&conn);
-        lock(&self.state).conns.insert(Key(info), conn);
+        st.conns.insert(Key(info.clone()), conn);
+        if let Some(key) = key {
+            self.sessions.insert(key, info, shared.clone());
+        }
         (rx, shared)
     }
 
@@ -515,6 +546,13 @@ fn deliver(c: &Recipient, msg: Message, frame: Option<&Bytes>, budget: &Outgoing
     }
     let len = msg.len();
     let m = crate::metrics::get();
+    // A detached session keeps what comes within its own bounds (it is not
+    // a slow consumer: nobody reads it until it resumes).
+    let detached = match c.shared.session.as_deref().map(|s| s.admit(tx.len(), c.shared.queued_bytes(), len)) {
+        Some(Err(why)) => return super::session::overflow(&c.shared, &c.info.id, why),
+        Some(Ok(detached)) => detached,
+        None => false,
+    };
     if frame.is_some_and(|f| c.shared.wire.write(f) == Direct::Sent) {
         c.shared.wrote();
         crate::metrics::add(&m.messages_out, 1);
@@ -524,7 +562,7 @@ fn deliver(c: &Recipient, msg: Message, frame: Option<&Bytes>, budget: &Outgoing
     let queued = &c.shared.out_queued;
     let waiting = tx.len();
     // A client whose queue is empty keeps up: it takes any message.
-    if waiting > 0 {
+    if waiting > 0 && !detached {
         if let Err(why) = budget.admit(waiting, c.max_queued, queued.load(Ordering::Relaxed), len) {
             slow_consumer(c, why);
             return 0;

@@ -27,6 +27,7 @@ pub mod cluster;
 pub mod local;
 pub mod outgoing;
 pub mod queue;
+pub mod session;
 pub mod shared;
 pub mod socket;
 pub mod wire;
@@ -83,6 +84,14 @@ pub trait Delivery: Send + Sync {
 
     /// This instance is shutting down: withdraw it (cluster presence).
     fn leave(&self) -> BoxFuture<'_, ()>;
+
+    /// A resume arrived here with a token no session of this instance
+    /// has: the session, taken out of the instance that holds it
+    /// ([`session::export`]) to be put in here, if any does (cluster mode).
+    fn claim_session<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Option<session::Snapshot>> {
+        let _ = token;
+        Box::pin(std::future::ready(None))
+    }
 
     /// Room → live members, sorted by name (a room exists while it has members).
     fn rooms(&self) -> BoxFuture<'_, BTreeMap<String, usize>> {

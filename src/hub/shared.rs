@@ -84,6 +84,9 @@ pub struct ConnShared {
     client_code: AtomicU32,
     /// The socket, for the hub's direct writes ([`super::socket`]).
     pub wire: super::socket::Wire,
+    /// A resumable session's state ([`super::session`]); `None` for a
+    /// plain connection (which pays this pointer only).
+    pub session: Option<Box<super::session::Session>>,
 }
 
 /// The flag in `client_code` that says a code was recorded.
@@ -98,6 +101,11 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl ConnShared {
     /// The state of a new connection, and the writer's end of its queue.
     pub fn new() -> (Arc<Self>, Outgoing) {
+        ConnShared::with_session(None)
+    }
+
+    /// [`ConnShared::new`], for a resumable session when `session` is given.
+    pub fn with_session(session: Option<Box<super::session::Session>>) -> (Arc<Self>, Outgoing) {
         let shared = Arc::new(ConnShared {
             close: Mutex::new(None),
             killed: AtomicBool::new(false),
@@ -109,6 +117,7 @@ impl ConnShared {
             out_queued: AtomicUsize::new(0),
             client_code: AtomicU32::new(0),
             wire: Default::default(),
+            session,
         });
         (shared.clone(), Outgoing { shared })
     }
@@ -202,16 +211,18 @@ impl ConnShared {
         self.ended.load(Ordering::SeqCst)
     }
 
-    /// Resolves once the connection has been aborted. Awaited by the
-    /// connection's writer only (it shares the queue's one waker).
+    /// Resolves once the connection has been aborted, or its session must
+    /// let go of its socket. Awaited by the connection's writer only (it
+    /// shares the queue's one waker).
     pub async fn aborted(&self) {
+        let done = || self.killed.load(Ordering::SeqCst) || self.session.as_ref().is_some_and(|s| s.must_let_go());
         std::future::poll_fn(|cx| {
-            if self.killed.load(Ordering::SeqCst) {
+            if done() {
                 return Poll::Ready(());
             }
             self.outgoing.register_writer(cx);
             // Checked again once registered: an abort in between is not missed.
-            match self.killed.load(Ordering::SeqCst) {
+            match done() {
                 true => Poll::Ready(()),
                 false => Poll::Pending,
             }
@@ -241,6 +252,24 @@ impl ConnShared {
     pub fn client_close_code(&self) -> Option<u16> {
         let v = self.client_code.load(Ordering::SeqCst);
         (v & SENT != 0).then_some(v as u16)
+    }
+
+    /// Forgets a close that only recorded how a session's socket went
+    /// away (a ping timeout): the session lives on, detached, and a later
+    /// close is the first again.
+    pub fn forget_close(&self) {
+        *lock(&self.close) = None;
+    }
+
+    /// Registers the task that waits for a detached session's next step:
+    /// a delivery, a close or a resume wakes it.
+    pub fn register_waiter(&self, cx: &mut std::task::Context<'_>) {
+        self.outgoing.register_writer(cx);
+    }
+
+    /// Wakes the connection's task (see [`ConnShared::register_waiter`]).
+    pub fn wake(&self) {
+        self.outgoing.wake_writer();
     }
 
     /// The reason noted with the first close, once.

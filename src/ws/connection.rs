@@ -39,7 +39,7 @@ use async_tungstenite::tungstenite::Message as WsMessage;
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::{WebSocketReceiver, WebSocketSender};
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt, StreamExt};
-use futures_util::future::{select, Either};
+use futures_util::future::select;
 
 use crate::action::{CloseCause, Message};
 use crate::event::{ConnInfo, Event, EventKind};
@@ -137,7 +137,7 @@ pub async fn event_worker(
     budget: Arc<ConnBudget>,
     _slot: crate::conn_limits::Slot,
 ) {
-    let mut dropped = 0usize;
+    let (mut dropped, mut closed) = (0usize, false);
     while let Some(kind) = events.next().await {
         metrics::get().events_queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if matches!(kind, EventKind::Message { .. }) {
@@ -178,8 +178,13 @@ pub async fn event_worker(
             budget.done(len);
         }
         if last {
+            closed = true;
             break;
         }
+    }
+    // The queue ended without a close event: the session moves elsewhere.
+    if !closed && shared.session.is_some() {
+        return crate::hub::session::take_out(&app.hub, &conn, &shared);
     }
     app.hub.remove(&conn.id);
     metrics::add(&metrics::get().connections_closed, 1);
@@ -255,6 +260,7 @@ fn kind_index(kind: &EventKind) -> usize {
         EventKind::Open => 0,
         EventKind::Message { .. } => 1,
         EventKind::Close { .. } => 2,
+        EventKind::Resume { .. } => 3,
     }
 }
 
@@ -289,13 +295,36 @@ async fn serve_split<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let parked = AtomicBool::new(false);
-    let writer = write_loop(sink, &app, outgoing, &shared, &parked);
-    let reader = read_loop(stream, &app, &conn, &shared, &events, &budget, &parked);
-    match select(std::pin::pin!(reader), std::pin::pin!(writer)).await {
-        Either::Left(_) | Either::Right(_) => {}
+    // The select itself, not through `run_socket`: its references would
+    // be one more layer in every idle connection's task.
+    {
+        let parked = AtomicBool::new(false);
+        let writer = write_loop(sink, &app, &outgoing, &shared, &parked);
+        let reader = read_loop(stream, &app, &conn, &shared, &events, &budget, &parked);
+        select(std::pin::pin!(reader), std::pin::pin!(writer)).await;
     }
+    drop(outgoing);
     finish(&app, &conn, &shared, &events).await;
+}
+
+/// Reads and writes one socket of the connection until either side ends
+/// it (a resumable session serves several in turn: `ws::session`).
+pub(crate) async fn run_socket<S>(
+    (sink, stream): (WebSocketSender<S>, WebSocketReceiver<S>),
+    app: &WsState,
+    conn: &ConnInfo,
+    outgoing: &Outgoing,
+    shared: &ConnShared,
+    events: &EventTx,
+    budget: &ConnBudget,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let parked = AtomicBool::new(false);
+    let writer = write_loop(sink, app, outgoing, shared, &parked);
+    let reader = read_loop(stream, app, conn, shared, events, budget, &parked);
+    // Whichever ends first ends the socket.
+    select(std::pin::pin!(reader), std::pin::pin!(writer)).await;
 }
 
 /// What the writer does next.
@@ -311,7 +340,7 @@ enum Step {
 async fn write_loop<S>(
     mut sink: WebSocketSender<S>,
     app: &WsState,
-    outgoing: Outgoing,
+    outgoing: &Outgoing,
     shared: &ConnShared,
     reader_parked: &AtomicBool,
 ) where
@@ -320,6 +349,10 @@ async fn write_loop<S>(
     // One abort signal for the whole connection, not one per message.
     let mut aborted = std::pin::pin!(shared.aborted());
     let mut watch = Watch { aborted: aborted.as_mut(), pinger: Pinger::new(app.ping_interval), shared };
+    // A session's first frames: its session message, then what it replays.
+    if !Box::pin(super::session::prelude(&mut sink, shared, &mut watch)).await {
+        return;
+    }
     loop {
         let Watch { aborted, pinger, .. } = &mut watch;
         let step = async { outgoing.recv().await.map_or(Step::Ended, Step::Send) }
@@ -334,22 +367,21 @@ async fn write_loop<S>(
             .await;
         // A message from the queue: the hub's direct writes wait until it is sent.
         let queued = matches!(step, Step::Send(_));
+        let mut ack = false; // a session asks for an acknowledgement now (`session::ask_ack`)
         let frame = match step {
             Step::Send(msg) => {
                 // Off the queue: no longer counted against --max-outgoing-bytes.
                 // (Its buffer stays in the total until its last fragment is
                 // handed to tungstenite.)
                 shared.taken(msg.len());
+                ack = shared.session.as_deref().is_some_and(|s| s.number(&msg));
                 match msg {
-                    Message::Text(t) if t.len() <= FRAGMENT => WsMessage::Text(t),
-                    Message::Binary(b) if b.len() <= FRAGMENT => WsMessage::Binary(b),
-                    big => {
-                        if !Box::pin(send_fragments(&mut sink, big, &mut watch)).await {
-                            return;
-                        }
-                        shared.wire.sent();
-                        continue;
-                    }
+                    Message::Text(t) if t.len() <= FRAGMENT => Some(WsMessage::Text(t)),
+                    Message::Binary(b) if b.len() <= FRAGMENT => Some(WsMessage::Binary(b)),
+                    big => match Box::pin(send_fragments(&mut sink, big, &mut watch)).await {
+                        true => None,
+                        false => return,
+                    },
                 }
             }
             Step::Ended => break,
@@ -357,16 +389,14 @@ async fn write_loop<S>(
             Step::Tick if watch.pinger.unanswered(shared) => return watch.pinger.time_out(shared),
             Step::Tick => {
                 watch.pinger.pinged();
-                WsMessage::Ping(Default::default())
+                // A session's pings carry its sent count: their pongs acknowledge it.
+                Some(WsMessage::Ping(shared.session.as_deref().map(|s| s.ping_payload()).unwrap_or_default()))
             }
         };
         // Boxed, as every state but the wait for the next step: the task
         // of every idle connection is as large as its largest await point.
-        if !Box::pin(send_one(&mut sink, frame, &mut watch)).await {
+        if !Box::pin(send_step(&mut sink, frame, (queued, ack), &mut watch)).await {
             return;
-        }
-        if queued {
-            shared.wire.sent();
         }
     }
     // The queue ends when the hub asks for a close (or the connection is
@@ -376,6 +406,30 @@ async fn write_loop<S>(
     // the middle of a refused frame), and a client still sending the
     // refused message would learn of the close only when the grace ended.
     Box::pin(close_handshake(sink, shared, reader_parked)).await
+}
+
+/// The end of one step of the writer: `frame` sent (unless fragments went
+/// already), the direct path told when it was a queued message, and a
+/// session's acknowledgement asked for (`ack`); `false` as [`send_one`].
+async fn send_step<S, F>(
+    sink: &mut WebSocketSender<S>,
+    frame: Option<WsMessage>,
+    (queued, ack): (bool, bool),
+    watch: &mut Watch<'_, F>,
+) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: std::future::Future<Output = ()>,
+{
+    if let Some(frame) = frame {
+        if !send_one(sink, frame, watch).await {
+            return false;
+        }
+    }
+    if queued {
+        watch.shared.wire.sent();
+    }
+    !ack || super::session::ask_ack(sink, watch.shared, watch).await
 }
 
 /// Sends the close frame the hub asked for (unless the client's close is
@@ -404,11 +458,11 @@ where
 /// size for the life of the connection: whole frames of 1 MiB left 1 MiB
 /// behind in every connection that once got one (200 clients after one
 /// broadcast: +201 MiB for good; with fragments: about 16 KiB each).
-const FRAGMENT: usize = 16 * 1024;
+pub(super) const FRAGMENT: usize = 16 * 1024;
 
 /// Sends a message longer than [`FRAGMENT`] in fragments of that size
 /// (they share its buffer: no copy); `false` as [`send_one`].
-async fn send_fragments<S, F>(sink: &mut WebSocketSender<S>, msg: Message, watch: &mut Watch<'_, F>) -> bool
+pub(super) async fn send_fragments<S, F>(sink: &mut WebSocketSender<S>, msg: Message, watch: &mut Watch<'_, F>) -> bool
 where
     S: AsyncRead + AsyncWrite + Unpin,
     F: std::future::Future<Output = ()>,
@@ -434,7 +488,7 @@ where
 /// the connection was aborted (slow consumer), or the client answered no
 /// ping while the write was blocked (it reads nothing: the ping timeout
 /// holds even then).
-async fn send_one<S, F>(sink: &mut WebSocketSender<S>, frame: WsMessage, watch: &mut Watch<'_, F>) -> bool
+pub(super) async fn send_one<S, F>(sink: &mut WebSocketSender<S>, frame: WsMessage, watch: &mut Watch<'_, F>) -> bool
 where
     S: AsyncRead + AsyncWrite + Unpin,
     F: std::future::Future<Output = ()>,
@@ -477,7 +531,7 @@ where
 
 /// What the writer watches besides its queue, also while a write is
 /// blocked: the connection's abort signal and its ping timer.
-struct Watch<'a, F> {
+pub(super) struct Watch<'a, F> {
     aborted: std::pin::Pin<&'a mut F>,
     pinger: Pinger,
     shared: &'a ConnShared,
@@ -509,8 +563,14 @@ async fn read_loop<S>(
                 // Keep reading: tungstenite sends the reply, then ends the stream.
                 continue;
             }
+            Ok(WsMessage::Pong(p)) => {
+                if let Some(session) = shared.session.as_deref() {
+                    session.pong(&p);
+                }
+                continue;
+            }
             // Pings are answered by tungstenite; control frames cost no budget.
-            Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_)) => continue,
+            Ok(WsMessage::Ping(_) | WsMessage::Frame(_)) => continue,
             Err(e) => match read_error(&e, budget) {
                 Some(limit) => {
                     // Closed for another connection's read: logged then.
@@ -526,6 +586,9 @@ async fn read_loop<S>(
                 }
             },
         };
+        if let Some(session) = shared.session.as_deref() {
+            session.read_one();
+        }
         if let Err(full) = enqueue(app, events, budget, kind) {
             let note =
                 (!matches!(full, QueueFull::Bytes(OverBudget::Closed))).then(|| format!("{full}; closing (1013)"));
@@ -692,204 +755,7 @@ pub async fn finish(app: &WsState, conn: &ConnInfo, shared: &ConnShared, events:
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::gateway::resolve::Resolved;
-    use crate::id::ConnId;
-    use crate::ws::fake::Scripted;
-
-    /// A registered connection of `/mirror.sh` with its event queue, as
-    /// the handshake leaves it (the worker not started yet).
-    struct Open {
-        conn: Arc<ConnInfo>,
-        /// The transport its route chose at the handshake.
-        transport: Arc<dyn Transport>,
-        outgoing: Outgoing,
-        shared: Arc<ConnShared>,
-        budget: Arc<ConnBudget>,
-        tx: EventTx,
-        rx: Option<EventRx>,
-    }
-
-    fn open(app: &WsState) -> Open {
-        let Resolved::Found(routed) = app.routes.resolve("/mirror.sh") else { panic!("no /mirror.sh") };
-        let (target, transport) = (routed.target, routed.route.transport.clone());
-        let conn = Arc::new(ConnInfo { id: ConnId::random(), target, request: Default::default() });
-        let (outgoing, shared) = app.hub.register(conn.clone());
-        let budget = app.queue_budget.conn(Box::new(|_| {}));
-        let (tx, rx) = event_queue(&shared);
-        Open { conn, transport, outgoing, shared, budget, tx, rx: Some(rx) }
-    }
-
-    impl Open {
-        /// Queues a message event the way the reader does.
-        fn message(&self, text: &str) {
-            self.budget.message_read(text.len(), true).expect("budget");
-            self.budget.event_queued();
-            self.tx
-                .unbounded_send(EventKind::Message { payload: text.to_owned().into(), binary: false })
-                .expect("queue");
-        }
-
-        /// Runs the event worker until the close event.
-        fn run_worker(&mut self, app: &Arc<WsState>) {
-            let slot = app.conn_limits.reserve("127.0.0.1".parse().ok()).expect("slot");
-            let rx = self.rx.take().expect("one worker");
-            let (conn, shared, budget) = (self.conn.clone(), self.shared.clone(), self.budget.clone());
-            runtime::block_on(event_worker(app.clone(), conn, self.transport.clone(), rx, shared, budget, slot));
-        }
-    }
-
-    fn texts(rx: &Outgoing) -> Vec<String> {
-        std::iter::from_fn(|| rx.try_recv().ok())
-            .map(|m| match m {
-                Message::Text(t) => t.to_string(),
-                Message::Binary(b) => format!("{b:?}"),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn the_event_queue_ends_like_a_channel() {
-        use futures_lite::future::{block_on, poll_once};
-        let close = || EventKind::Close { code: 1000, reason: String::new(), cause: CloseCause::Client };
-        let message = |t: &str| EventKind::Message { payload: t.to_owned().into(), binary: false };
-        // The pushing end gone: what is queued is still taken, in order, then the end.
-        let (shared, _out) = ConnShared::new();
-        let (tx, mut rx) = event_queue(&shared);
-        assert!(block_on(poll_once(rx.next())).is_none(), "empty: the worker waits");
-        tx.unbounded_send(message("a")).expect("open");
-        tx.unbounded_send(close()).expect("open");
-        drop(tx);
-        assert_eq!(block_on(rx.next()), Some(message("a")));
-        assert_eq!(block_on(rx.next()), Some(close()));
-        assert_eq!(block_on(rx.next()), None);
-        // The worker gone: what is queued goes, later pushes are refused.
-        let (shared, _out) = ConnShared::new();
-        let (tx, rx) = event_queue(&shared);
-        tx.unbounded_send(message("b")).expect("open");
-        drop(rx);
-        assert_eq!(shared.events.try_take(), Err(crate::hub::queue::Empty::Closed));
-        assert_eq!(tx.unbounded_send(close()), Err(close()));
-    }
-
-    #[test]
-    fn a_panic_in_one_event_fails_that_event_and_the_close_event_still_runs() {
-        let buggy = Scripted::new(|e| match e.kind.name() == "message" && *crate::ws::fake::name(&e.kind) == *"boom" {
-            true => panic!("a bug in a backend"),
-            false => Ok(String::new()),
-        });
-        let app = crate::ws::state::for_tests(&[], buggy.clone());
-        let mut c = open(&app);
-        for m in ["boom", "after"] {
-            c.message(m);
-        }
-        c.tx.unbounded_send(EventKind::Close { code: 1000, reason: String::new(), cause: CloseCause::Client })
-            .expect("queue");
-        c.run_worker(&app);
-        assert_eq!(buggy.seen(), ["boom", "after", "close 1000 client"]);
-        assert!(!app.hub.is_known(&c.conn.id), "the connection left the hub");
-        assert_eq!(app.queue_budget.held(), 0);
-        // The outcome the worker counts (metrics are global: other tests bump them too).
-        let boom = EventKind::Message { payload: "boom".to_owned().into(), binary: false };
-        let outcome = runtime::block_on(dispatch_guarded(&app, &c.conn, &*buggy, boom, None));
-        assert_eq!(outcome, Outcome::Failed("panicked: a bug in a backend".into()));
-    }
-
-    #[test]
-    fn events_run_in_order_a_failure_stops_nothing_and_actions_reach_other_connections() {
-        let other = Arc::new(std::sync::OnceLock::<ConnId>::new());
-        let script = {
-            let other = other.clone();
-            Scripted::new(move |e| {
-                let text = crate::ws::fake::name(&e.kind);
-                let to = other.get().expect("the other connection");
-                match (e.kind.name(), text.as_str()) {
-                    ("message", "fail") => Err(String::new()),
-                    ("message", _) => Ok(format!("@send {to} got {text}\necho {text}\n")),
-                    _ => Ok(String::new()),
-                }
-            })
-        };
-        let app = crate::ws::state::for_tests(&[], script.clone());
-        let (mut c, b) = (open(&app), open(&app));
-        other.set(b.conn.id.clone()).expect("set once");
-        for m in ["one", "fail", "two", "three"] {
-            c.message(m);
-        }
-        c.tx.unbounded_send(EventKind::Close { code: 1000, reason: "bye".into(), cause: CloseCause::Client })
-            .expect("queue");
-        c.run_worker(&app);
-        assert_eq!(script.seen(), ["one", "fail", "two", "three", "close 1000 client"]);
-        assert_eq!(texts(&b.outgoing), ["got one", "got two", "got three"]);
-        assert_eq!(texts(&c.outgoing), ["echo one", "echo two", "echo three"]);
-        assert!(app.hub.is_known(&b.conn.id) && !app.hub.is_known(&c.conn.id));
-        assert_eq!(app.queue_budget.held(), 0, "every message's bytes given back");
-    }
-
-    #[test]
-    fn every_event_runs_through_the_transport_the_handshake_chose() {
-        let table = Scripted::new(|_| Ok("from the table\n".into()));
-        let chosen = Scripted::new(|e| Ok(format!("{} from the handshake\n", crate::ws::fake::name(&e.kind))));
-        let app = crate::ws::state::for_tests(&[], table.clone());
-        let mut c = open(&app);
-        // The connection keeps its route's transport; the table is not asked again.
-        c.transport = chosen.clone();
-        c.message("hi");
-        c.tx.unbounded_send(EventKind::Close { code: 1000, reason: String::new(), cause: CloseCause::Client })
-            .expect("queue");
-        c.run_worker(&app);
-        assert_eq!(chosen.seen(), ["hi", "close 1000 client"]);
-        assert!(table.seen().is_empty(), "{:?}", table.seen());
-        assert_eq!(texts(&c.outgoing)[0], "hi from the handshake");
-    }
-
-    #[test]
-    fn a_dropped_connection_drops_its_queued_messages_and_closes_once_as_dropped() {
-        let script = Scripted::new(|_| Ok(String::new()));
-        let app = crate::ws::state::for_tests(&[], script.clone());
-        let mut c = open(&app);
-        c.message("one");
-        c.message("two");
-        // The TCP connection went away; a second end (say, reader and writer
-        // both noticing) must not run a second close event.
-        runtime::block_on(finish(&app, &c.conn, &c.shared, &c.tx));
-        runtime::block_on(finish(&app, &c.conn, &c.shared, &c.tx));
-        c.run_worker(&app);
-        assert_eq!(script.seen(), ["close 1006 dropped"]);
-        assert!(!app.hub.is_known(&c.conn.id));
-        assert_eq!(app.queue_budget.held(), 0, "the dropped messages' bytes given back");
-    }
-
-    #[test]
-    fn a_close_code_the_client_may_not_send_is_told_by_the_code_on_the_wire() {
-        // What tungstenite reports for both: 1002 "Protocol violation".
-        let reported = || Some(CloseFrame { code: CloseCode::Protocol, reason: "Protocol violation".into() });
-        let (req, note) = client_close(reported(), Some(1005));
-        assert_eq!((req.code, req.cause, note.is_some()), (1002, CloseCause::ProtocolError, true));
-        let (req, note) = client_close(reported(), Some(1002));
-        assert_eq!(
-            (req.code, req.cause, req.reason.as_str(), note),
-            (1002, CloseCause::Client, "Protocol violation", None)
-        );
-        let (req, _) = client_close(None, None);
-        assert_eq!((req.code, req.cause), (1005, CloseCause::Client));
-    }
-
-    #[test]
-    fn after_a_close_frame_the_queued_messages_still_run_then_the_close_with_its_cause() {
-        let script = Scripted::new(|_| Ok(String::new()));
-        let app = crate::ws::state::for_tests(&[], script.clone());
-        let mut c = open(&app);
-        c.message("last words");
-        let (req, note) = client_close(Some(CloseFrame { code: CloseCode::Away, reason: "gone".into() }), Some(1001));
-        c.shared.request_close(req, Ending::Record, note);
-        // The TCP connection then ends: the client's close stays the cause.
-        runtime::block_on(finish(&app, &c.conn, &c.shared, &c.tx));
-        c.run_worker(&app);
-        assert_eq!(script.seen(), ["last words", "close 1001 client"]);
-    }
-}
+mod tests;
 
 /// An idle connection's memory is mostly its task: the worker future is as
 /// large as its largest await point, so an event's state must not be inline

@@ -40,6 +40,7 @@ pub(crate) fn name(kind: &EventKind) -> String {
         EventKind::Open => "open".into(),
         EventKind::Message { payload, .. } => String::from_utf8_lossy(payload).into_owned(),
         EventKind::Close { code, cause, .. } => format!("close {code} {}", cause.as_str()),
+        EventKind::Resume { count, .. } => format!("resume {count}"),
     }
 }
 

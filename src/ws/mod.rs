@@ -8,6 +8,7 @@ pub mod origin;
 mod pinger;
 pub mod read_ahead;
 pub mod resident;
+pub mod session;
 pub mod state;
 pub mod upgrade;
 

@@ -479,7 +479,7 @@ impl Life<'_> {
                 connection::log_closed(self.conn, self.shared, code, &reason, cause);
                 self.end_input();
             }
-            EventKind::Open => {}
+            EventKind::Open | EventKind::Resume { .. } => {}
         }
     }
 

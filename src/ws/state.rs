@@ -49,6 +49,8 @@ pub struct WsState {
     pub queue_budget: Arc<QueueBudget>,
     /// `--per-connection`: which endpoints run one process per connection.
     pub residents: Arc<super::resident::Residents>,
+    /// Resumable sessions (`--resume-grace`, ...); `None`: off.
+    pub resume: Option<crate::config_resume::Resume>,
 }
 
 impl WsState {
@@ -70,6 +72,7 @@ impl WsState {
             http_timeout: cfg.http_timeout,
             queue_budget: QueueBudget::new(cfg.max_queue_bytes, cfg.max_queue_bytes_total),
             residents: super::resident::Residents::new(cfg),
+            resume: cfg.resume,
         }
     }
 }

@@ -16,8 +16,10 @@ use crate::gateway::resolve::Resolved;
 use crate::gateway::{Head, Outcome, Output, Transport};
 use crate::http1::fields::{is_field_value, lists_token};
 use crate::http1::request::{raw_path_and_query, request_info, text_response as text};
+use crate::hub::session::{Limits, Token};
 use crate::runtime;
 use crate::ws::limits::Metered;
+use crate::ws::session::{self, Asked};
 use crate::ws::state::WsState;
 use crate::ws::{connection, resident};
 use futures_util::future::Either;
@@ -36,6 +38,14 @@ pub fn is_upgrade<S>(req: &Request<S>) -> bool {
 /// listener's state: the WebSocket side's own is `ws`.
 pub async fn handle<S>(req: Request<S>, ws: &Arc<WsState>) -> tide::Result {
     let opening = match check(&req, ws) {
+        Ok(checked) if matches!(checked.asked, Asked::Resume(..) | Asked::Malformed) => {
+            let Checked { key, slot, conn, offered, asked, .. } = checked;
+            let res = switching_protocols(&key, &Head::default(), &offered, &conn);
+            // The slot is held until the socket is handed over.
+            let res = session::resume(ws, res, &conn, asked).await;
+            drop(slot);
+            return Ok(res);
+        }
         Ok(checked) => open(ws, checked).await,
         Err(refused) => Err(refused),
     };
@@ -61,6 +71,8 @@ struct Checked {
     offered: Vec<String>,
     /// `--per-connection` selects the endpoint: one process, no events.
     resident: bool,
+    /// A session (new or resumed) or a plain connection.
+    asked: Asked,
 }
 
 /// The checks before any script runs, in order: method, version and key,
@@ -73,9 +85,10 @@ fn check<S>(req: &Request<S>, app: &WsState) -> Result<Checked, Refused> {
     let (target, transport) = resolve_target(app, &path)?;
     let offered = offered_subprotocols(req);
     let resident = app.residents.selects(&path, target.endpoint(), &*transport);
+    let asked = session::asked(app, &offered, resident);
     let conn = Arc::new(ConnInfo { id: app.delivery.new_conn_id(), target, request: request_info(req, app.port) });
     log::debug!("[{}] {} handshake from {}", conn.id, conn.target.endpoint(), conn.request.remote_addr());
-    Ok(Checked { key, slot, conn, transport, offered, resident })
+    Ok(Checked { key, slot, conn, transport, offered, resident, asked })
 }
 
 /// A connection the open event accepted, not started yet: `res` is its
@@ -88,20 +101,27 @@ struct Opening {
     res: Response,
     /// The connection's process, when it runs one (`--per-connection`).
     session: Option<resident::Session>,
+    /// A resumable session (`ws2http.session.v1` selected).
+    resumable: bool,
 }
 
 /// Runs the open event of a checked handshake: the `101` it earned, or the
 /// refusal.
 async fn open(app: &WsState, checked: Checked) -> Result<Opening, Refused> {
-    let Checked { key, slot, conn, transport, offered, resident } = checked;
+    let Checked { key, slot, conn, transport, offered, resident, asked } = checked;
     if resident {
         let session = start_process(app, &conn, &*transport)?;
         let res = switching_protocols(&key, &Head::default(), &offered, &conn);
-        return Ok(Opening { conn, transport, slot, actions: Vec::new(), res, session: Some(session) });
+        let session = Some(session);
+        return Ok(Opening { conn, transport, slot, actions: Vec::new(), res, session, resumable: false });
     }
     let accepted = run_open(app, &conn, &*transport).await?;
-    let res = switching_protocols(&key, &accepted.head, &offered, &conn);
-    Ok(Opening { conn, transport, slot, actions: accepted.actions, res, session: None })
+    let mut res = switching_protocols(&key, &accepted.head, &offered, &conn);
+    let resumable = asked == Asked::New;
+    if resumable {
+        session::select(&mut res, &conn);
+    }
+    Ok(Opening { conn, transport, slot, actions: accepted.actions, res, session: None, resumable })
 }
 
 /// Starts the process of a per-connection endpoint instead of its open
@@ -313,10 +333,12 @@ fn switching_protocols(key: &str, head: &Head, offered: &[String], conn: &ConnIn
 /// the connection's task (its socket io beside its event worker), which
 /// starts once `res` (the `101`) has been sent.
 async fn start(app: Arc<WsState>, opening: Opening, socket: Option<crate::runtime::TcpStream>) -> Response {
-    let Opening { conn, transport, slot, actions, mut res, session } = opening;
+    let Opening { conn, transport, slot, actions, mut res, session, resumable } = opening;
     // Register before answering so the open script's messages are queued
     // ahead of anything else.
-    let (outgoing, shared) = app.hub.register(conn.clone());
+    let resume = app.resume.filter(|_| resumable).map(|r| Limits { messages: r.buffer, bytes: r.buffer_bytes });
+    let resume = resume.map(|limits| crate::hub::session::Session::new(Token::random(), limits));
+    let (outgoing, shared) = app.hub.register_session(conn.clone(), resume, Default::default());
     for a in actions {
         app.delivery.apply(a);
     }
@@ -363,6 +385,13 @@ fn connection_task(
 ) -> impl std::future::Future<Output = ()> + Send {
     let Live { app, conn, outgoing, shared, events_tx, budget, socket } = live;
     let io = async move {
+        if shared.session.is_some() {
+            // A session's sockets go without the hub's direct path; this
+            // clone, kept, would hold the socket open after a drop.
+            drop(socket);
+            let parts = session::Parts { app, conn, outgoing, shared, events: events_tx, budget };
+            return Box::pin(session::run(parts, Some(upgrade))).await;
+        }
         match upgrade.await {
             Some(stream) => {
                 // Made here, not captured: what an `async` block captures
@@ -406,7 +435,7 @@ const READ_BUFFER: usize = 128;
 const MAX_CONTROL_PAYLOAD: usize = 125;
 
 /// The WebSocket settings of every connection, sized for many idle ones.
-fn ws_config(max_message: usize) -> WebSocketConfig {
+pub(super) fn ws_config(max_message: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(max_message))
         // A control frame (a close reason: up to 125 bytes) is never

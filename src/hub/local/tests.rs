@@ -319,13 +319,14 @@ fn the_local_delivery_counts_each_action() {
 /// path's `maybe_rest`, which spares every read of a large message a lock;
 /// 72 are the event queue, inline since it left futures-channel, whose
 /// state and stub node took two heap chunks, 144 bytes; the bench's idle
-/// workload measures the whole connection).
+/// workload measures the whole connection; 8 are the pointer to a
+/// resumable session's state, `None` on a plain connection).
 #[test]
 fn an_idle_connections_hub_state_stays_small() {
     let conn = std::mem::size_of::<Conn>();
     let shared = std::mem::size_of::<ConnShared>();
     assert!(conn <= 40, "the hub's entry grew to {conn} bytes");
-    assert!(shared <= 288, "ConnShared grew to {shared} bytes");
+    assert!(shared <= 296, "ConnShared grew to {shared} bytes");
     // Rooms and metadata come and go with the first join / the last leave.
     let hub = hub();
     let a = connect(&hub, "a", "/c.sh");

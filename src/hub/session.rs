@@ -1,0 +1,650 @@
+//! The state of a resumable session (issue 17; docs/PROTOCOL.md "Resumable
+//! sessions"): what lets a connection outlive its socket.
+//!
+//! A session connection is a connection like any other in the hub (same
+//! id, rooms, metadata, event worker); its [`Session`] (boxed in its
+//! [`ConnShared`], so a plain connection pays one pointer) adds:
+//!
+//! - the **token** the client resumes with ([`Token`]: a lookup key and a
+//!   128-bit secret compared in constant time), rotated on every resume;
+//! - the **counts**: messages numbered by the writer (sent) and data
+//!   messages read from the client (received);
+//! - the **window** ([`Window`]): messages written and not yet known to be
+//!   received, replayed after a resume. A pong to a ping that carried the
+//!   sent count trims it (RFC 6455: the pong follows every frame before its
+//!   ping), so does a resume's count;
+//! - the **mailbox** through which a resume hands a new socket (or an
+//!   export its request) to the connection's task, which alone touches the
+//!   socket ([`Session::let_go`]).
+//!
+//! The sockets themselves are the WebSocket side's (`ws::session`): the
+//! hub only keeps the state, finds a session by its token
+//! ([`Sessions`]) and bounds what a detached session may hold
+//! ([`Session::admit`], called by delivery).
+
+use std::any::Any;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use super::shared::{CloseRequest, ConnShared, Ending};
+use crate::action::{CloseCause, Message};
+use crate::event::{ConnInfo, RequestFields, RequestInfo};
+use crate::id::ConnId;
+
+/// The bounds of one session (`--resume-buffer`, `--resume-buffer-bytes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub messages: usize,
+    pub bytes: usize,
+}
+
+/// A resume token: an 8-byte key the session is found by, and a 16-byte
+/// secret compared in constant time. On the wire: the 24 bytes in base64url
+/// without padding (32 characters, valid in a subprotocol name).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token {
+    key: [u8; 8],
+    secret: [u8; 16],
+}
+
+impl Token {
+    /// A fresh token from the operating system's random source.
+    pub fn random() -> Token {
+        let mut b = [0u8; 24];
+        // As for connection ids: without a random source there is no secret to hand out.
+        getrandom::fill(&mut b).expect("the operating system's random source failed");
+        Token::from_bytes(&b)
+    }
+
+    fn from_bytes(b: &[u8; 24]) -> Token {
+        let (mut key, mut secret) = ([0u8; 8], [0u8; 16]);
+        key.copy_from_slice(&b[..8]);
+        secret.copy_from_slice(&b[8..]);
+        Token { key, secret }
+    }
+
+    /// The token a client sent; `None` when it is not one (wrong length or alphabet).
+    pub fn parse(s: &str) -> Option<Token> {
+        if s.len() != 32 {
+            return None;
+        }
+        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok()?;
+        Some(Token::from_bytes(&b.try_into().ok()?))
+    }
+
+    /// `true` when `other` is this token; the secrets are compared in
+    /// constant time (the key only finds the session).
+    pub fn matches(&self, other: &Token) -> bool {
+        let diff = self.secret.iter().zip(other.secret.iter()).fold(0u8, |d, (a, b)| d | (a ^ b));
+        // black_box: the compiler may not turn the fold into an early exit.
+        self.key == other.key && std::hint::black_box(diff) == 0
+    }
+
+    pub fn key(&self) -> [u8; 8] {
+        self.key
+    }
+}
+
+impl std::fmt::Display for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut b = [0u8; 24];
+        b[..8].copy_from_slice(&self.key);
+        b[8..].copy_from_slice(&self.secret);
+        f.write_str(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
+    }
+}
+
+/// Never printed: a token in a log line would let its reader resume the session.
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
+/// The messages of a session written to its client and not yet known to
+/// be received, numbered from 1 in the order they were written.
+#[derive(Default, Debug)]
+pub struct Window {
+    /// Messages numbered up to `floor` are acknowledged (or were dropped to
+    /// keep the bound while attached: a resume from before them is a gap).
+    floor: u64,
+    msgs: VecDeque<Message>,
+    bytes: usize,
+}
+
+/// What a resume's count asks of a window.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Replay {
+    /// Fine: these messages follow, in order.
+    From(Vec<Message>),
+    /// The client says it received more than was ever sent.
+    Bad,
+    /// The client missed messages the window no longer holds.
+    Gap,
+}
+
+impl Window {
+    /// A window whose next message is numbered `floor + 1 + msgs.len()`.
+    pub fn from_parts(floor: u64, msgs: Vec<Message>) -> Window {
+        let bytes = msgs.iter().map(Message::len).sum();
+        Window { floor, msgs: msgs.into(), bytes }
+    }
+
+    /// Messages numbered so far.
+    pub fn sent(&self) -> u64 {
+        self.floor + self.msgs.len() as u64
+    }
+
+    pub fn len(&self) -> usize {
+        self.msgs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.msgs.is_empty()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Numbers `msg` (the writer is about to write it) and keeps it; drops
+    /// the oldest beyond `limits` (the client is attached and reading).
+    pub fn push(&mut self, msg: Message, limits: Limits) -> u64 {
+        self.bytes += msg.len();
+        self.msgs.push_back(msg);
+        while self.msgs.len() > limits.messages || (self.bytes > limits.bytes && self.msgs.len() > 1) {
+            self.pop();
+        }
+        self.sent()
+    }
+
+    fn pop(&mut self) {
+        if let Some(m) = self.msgs.pop_front() {
+            self.bytes -= m.len();
+            self.floor += 1;
+        }
+    }
+
+    /// The client has received every message up to number `n`.
+    pub fn ack(&mut self, n: u64) {
+        while self.floor < n.min(self.sent()) {
+            self.pop();
+        }
+        if self.msgs.is_empty() && self.msgs.capacity() > 4 {
+            self.msgs = VecDeque::new();
+        }
+    }
+
+    /// A resume from a client that received `received` messages: what it
+    /// missed (acknowledging the rest), or why it cannot resume.
+    pub fn replay(&mut self, received: u64) -> Replay {
+        if received > self.sent() {
+            return Replay::Bad;
+        }
+        if received < self.floor {
+            return Replay::Gap;
+        }
+        self.ack(received);
+        Replay::From(self.msgs.iter().cloned().collect())
+    }
+
+    /// The acknowledged count and the messages after it (a [`Snapshot`]).
+    pub fn parts(&self) -> (u64, Vec<Message>) {
+        (self.floor, self.msgs.iter().cloned().collect())
+    }
+}
+
+/// Messages kept between two pings that ask for an acknowledgement.
+pub const ACK_EVERY: usize = 32;
+
+/// The mutable part of a session, behind its lock.
+pub struct State {
+    pub token: Token,
+    pub window: Window,
+    /// Data messages read from the client on this session.
+    pub received: u64,
+    /// Resumes so far.
+    pub resumes: u32,
+    /// A socket serves the session now.
+    pub attached: bool,
+    /// The session has ended (its close event is queued): no resume is handed to it.
+    pub ended: bool,
+    /// What a resume hands the connection's task: the WebSocket side's
+    /// (a new socket); the hub only passes it on.
+    pub incoming: Option<Box<dyn Any + Send>>,
+    /// An export asked for: where the snapshot goes.
+    pub export: Option<async_channel::Sender<Snapshot>>,
+    /// What the writer sends first on the next socket: the session message
+    /// (`session` or `resumed`), then the messages it replays.
+    pub prelude: Option<(String, Vec<Message>)>,
+    /// An exported session's outgoing queue, kept open until the session is
+    /// taken out (what arrives meanwhile goes into the snapshot).
+    pub parked: Option<super::shared::Outgoing>,
+}
+
+/// A resumable session's state, in its connection's [`ConnShared`].
+pub struct Session {
+    state: Mutex<State>,
+    /// Set when the connection's task must let go of its socket (without a
+    /// close frame, without an event): a resume took over, or an export.
+    let_go: AtomicBool,
+    pub limits: Limits,
+}
+
+impl Session {
+    pub fn new(token: Token, limits: Limits) -> Box<Session> {
+        let state = State {
+            token,
+            window: Window::default(),
+            received: 0,
+            resumes: 0,
+            attached: false,
+            ended: false,
+            incoming: None,
+            export: None,
+            prelude: None,
+            parked: None,
+        };
+        Box::new(Session { state: Mutex::new(state), let_go: AtomicBool::new(false), limits })
+    }
+
+    /// A session brought in from a [`Snapshot`] (detached).
+    pub fn restored(snap: &Snapshot, limits: Limits) -> Option<Box<Session>> {
+        let s = Session::new(Token::parse(&snap.token)?, limits);
+        {
+            let mut st = s.lock();
+            st.window = Window::from_parts(snap.floor, snap.window.clone());
+            (st.received, st.resumes) = (snap.received, snap.resumes);
+        }
+        Some(s)
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        // Every change leaves the state whole: keep serving after a panic elsewhere.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `true` while the connection's task must let go of its socket.
+    pub fn must_let_go(&self) -> bool {
+        self.let_go.load(Ordering::SeqCst)
+    }
+
+    /// Asks the connection's task to let go of its socket (see [`Session::let_go`]).
+    pub fn let_go(&self, go: bool) {
+        self.let_go.store(go, Ordering::SeqCst);
+    }
+
+    /// The writer takes `msg` to write it: numbered and kept. `true` when
+    /// the writer should ask for an acknowledgement now (every
+    /// [`ACK_EVERY`] messages kept), so that the window of a session with
+    /// traffic does not wait for the next timed ping to shrink.
+    pub fn number(&self, msg: &Message) -> bool {
+        let mut st = self.lock();
+        st.window.push(msg.clone(), self.limits);
+        st.window.len() % ACK_EVERY == 0
+    }
+
+    /// A data message was read from the client.
+    pub fn read_one(&self) {
+        self.lock().received += 1;
+    }
+
+    /// The payload of the next ping: the sent count, in decimal.
+    pub fn ping_payload(&self) -> bytes::Bytes {
+        bytes::Bytes::from(self.lock().window.sent().to_string())
+    }
+
+    /// A pong: what its payload says the client has received.
+    pub fn pong(&self, payload: &[u8]) {
+        let n = std::str::from_utf8(payload).ok().and_then(|s| s.parse::<u64>().ok());
+        if let Some(n) = n {
+            self.lock().window.ack(n);
+        }
+    }
+
+    /// Whether a detached session may take one more message of `len`
+    /// bytes, with `queued` messages (`queued_bytes` bytes) waiting for
+    /// its writer (`Ok(true)`: it may, and it is detached); an attached one
+    /// always may (`Ok(false)`: the writer keeps its window within the bounds).
+    pub fn admit(&self, queued: usize, queued_bytes: usize, len: usize) -> Result<bool, String> {
+        let st = self.lock();
+        if st.attached {
+            return Ok(false);
+        }
+        let (count, bytes) = (st.window.len() + queued + 1, st.window.bytes() + queued_bytes + len);
+        if count > self.limits.messages {
+            return Err(format!("{count} messages kept for it while detached, over --resume-buffer"));
+        }
+        if bytes > self.limits.bytes {
+            return Err(format!("{bytes} bytes kept for it while detached, over --resume-buffer-bytes"));
+        }
+        Ok(true)
+    }
+}
+
+/// Ends a detached session that was sent more than it may keep (cause
+/// `resume-overflow`, one log line); a later resume is refused. Returns
+/// the deliveries made (none).
+pub fn overflow(shared: &ConnShared, id: &ConnId, why: String) -> usize {
+    let req = CloseRequest { code: 1006, reason: String::new(), cause: CloseCause::ResumeOverflow };
+    if shared.request_close(req, Ending::Abort, None) {
+        log::warn!("[{id}] session: {why}; ending it (resume-overflow)");
+    }
+    0
+}
+
+/// Every session of this instance by its token's key: how a resume finds
+/// its connection.
+#[derive(Default)]
+pub struct Sessions {
+    by_key: Mutex<HashMap<[u8; 8], (Arc<ConnInfo>, Arc<ConnShared>)>>,
+}
+
+impl Sessions {
+    fn map(&self) -> MutexGuard<'_, HashMap<[u8; 8], (Arc<ConnInfo>, Arc<ConnShared>)>> {
+        self.by_key.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a session under `key`.
+    pub fn insert(&self, key: [u8; 8], info: Arc<ConnInfo>, shared: Arc<ConnShared>) {
+        self.map().insert(key, (info, shared));
+    }
+
+    /// The session `token` belongs to, if it is live here and the token is
+    /// its current one.
+    pub fn find(&self, token: &Token) -> Option<(Arc<ConnInfo>, Arc<ConnShared>)> {
+        let (info, shared) = self.map().get(&token.key())?.clone();
+        let ok = shared.session.as_deref().is_some_and(|s| {
+            let st = s.lock();
+            st.token.matches(token) && !st.ended
+        });
+        ok.then_some((info, shared))
+    }
+
+    /// The session moves from `old` to `new` (its token rotated).
+    pub fn rekey(&self, old: [u8; 8], new: [u8; 8]) {
+        let mut map = self.map();
+        if let Some(entry) = map.remove(&old) {
+            map.insert(new, entry);
+        }
+    }
+
+    /// The session under `key` is gone.
+    pub fn forget(&self, key: [u8; 8]) {
+        self.map().remove(&key);
+    }
+
+    /// The session of connection `id`, if it has one here.
+    pub fn of_conn(&self, id: &ConnId) -> Option<Arc<ConnShared>> {
+        self.map().values().find(|(info, _)| info.id == *id).map(|(_, s)| s.clone())
+    }
+
+    /// Sessions registered now.
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Takes an exported session out of the hub, once its event worker has run
+/// every event it had queued (the queue ended without a close event): its
+/// snapshot goes to whoever asked ([`State::export`]). No close event, no
+/// presence change: the session lives on elsewhere.
+pub fn take_out(hub: &super::local::Hub, info: &ConnInfo, shared: &ConnShared) {
+    let Some(session) = shared.session.as_deref() else { return };
+    let (rooms, meta) = hub.snapshot(&info.id);
+    let queued = std::iter::from_fn(|| shared.outgoing.try_take().ok()).collect();
+    let (snap, export, parked) = {
+        let mut st = session.lock();
+        st.ended = true;
+        let (floor, window) = st.window.parts();
+        st.window = Window::default();
+        let snap = Snapshot {
+            id: info.id.clone(),
+            request: Request::of(&info.request),
+            rooms,
+            meta,
+            token: st.token.to_string(),
+            received: st.received,
+            resumes: st.resumes,
+            floor,
+            window,
+            queued,
+        };
+        (snap, st.export.take(), st.parked.take())
+    };
+    // Not under the session's lock: a resume's look-up takes the map's, then the session's.
+    hub.sessions.forget(session.lock().token.key());
+    hub.remove(&info.id);
+    drop(parked);
+    log::info!("[{}] session exported ({} kept, {} queued)", info.id, snap.window.len(), snap.queued.len());
+    if let Some(tx) = export {
+        let _ = tx.try_send(snap);
+    }
+}
+
+/// Takes the session of connection `id` out of this instance as one value,
+/// without a close event (for the cluster: the client resumed on another
+/// instance): its socket, if attached, is dropped without a close frame; its
+/// event worker runs the events it had queued, then [`take_out`] answers.
+/// `None` when `id` has no session here, or it ended first.
+pub async fn export(hub: &super::local::Hub, id: &ConnId) -> Option<Snapshot> {
+    let shared = hub.sessions.of_conn(id)?;
+    let session = shared.session.as_deref()?;
+    let (tx, rx) = async_channel::bounded(1);
+    {
+        let mut st = session.lock();
+        if st.ended || st.export.is_some() {
+            return None;
+        }
+        st.export = Some(tx);
+        // Under the lock: the task attaching a socket reads it there.
+        session.let_go(true);
+    }
+    shared.wake();
+    rx.recv().await.ok()
+}
+
+/// The request that opened a session, as a [`Snapshot`] carries it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct Request {
+    pub method: String,
+    pub uri: String,
+    pub query: String,
+    pub remote_addr: String,
+    pub remote_port: String,
+    pub server_name: String,
+    pub server_port: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Request {
+    pub fn of(r: &RequestInfo) -> Request {
+        let f = r.fields();
+        Request {
+            method: f.method.into(),
+            uri: f.uri.into(),
+            query: f.query.into(),
+            remote_addr: f.remote_addr.into(),
+            remote_port: f.remote_port.into(),
+            server_name: f.server_name.into(),
+            server_port: f.server_port.into(),
+            headers: r.headers().map(|(n, v)| (n.into(), v.into())).collect(),
+        }
+    }
+
+    pub fn info(&self) -> RequestInfo {
+        let f = RequestFields {
+            method: &self.method,
+            uri: &self.uri,
+            query: &self.query,
+            remote_addr: &self.remote_addr,
+            remote_port: &self.remote_port,
+            server_name: &self.server_name,
+            server_port: &self.server_port,
+        };
+        RequestInfo::new(f, self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+    }
+
+    /// The URL path the endpoint was found by (the request target without its query).
+    pub fn path(&self) -> &str {
+        self.uri.split('?').next().unwrap_or_default()
+    }
+}
+
+/// A whole session as one value: what moves it to another instance
+/// (cluster mode) without a close event. `ws::session::export` takes one
+/// out of this instance, `ws::session::import` puts one in, detached,
+/// waiting for its client for a new `--resume-grace`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub id: ConnId,
+    pub request: Request,
+    /// Sorted room names.
+    pub rooms: Vec<String>,
+    /// Metadata, sorted by key.
+    pub meta: Vec<(String, String)>,
+    /// The current resume token (base64url).
+    pub token: String,
+    /// Data messages read from the client.
+    pub received: u64,
+    pub resumes: u32,
+    /// Messages numbered up to this are acknowledged (or dropped).
+    pub floor: u64,
+    /// The messages numbered after `floor`, in order.
+    pub window: Vec<Message>,
+    /// Messages queued for the client and not numbered yet, in order.
+    pub queued: Vec<Message>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(s: &str) -> Message {
+        Message::text(s.to_owned())
+    }
+
+    const WIDE: Limits = Limits { messages: 100, bytes: 1 << 20 };
+
+    #[test]
+    fn a_token_round_trips_and_only_its_own_secret_matches() {
+        let t = Token::random();
+        let text = t.to_string();
+        assert_eq!(text.len(), 32);
+        assert!(text.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'), "{text}");
+        let back = Token::parse(&text).expect("parses");
+        assert!(back.matches(&t));
+        let mut forged = back.clone();
+        forged.secret[15] ^= 1;
+        assert!(!forged.matches(&t), "one bit of the secret off");
+        assert!(!Token::random().matches(&t));
+        for bad in ["", "abc", &text[1..], &format!("{}=", &text[1..]), &format!("{}.", &text[1..])] {
+            assert!(Token::parse(bad).is_none(), "{bad:?}");
+        }
+        assert_eq!(format!("{t:?}"), "Token(..)", "never printed");
+    }
+
+    #[test]
+    fn the_window_numbers_acks_and_replays_what_the_client_missed() {
+        let mut w = Window::default();
+        for s in ["a", "b", "c", "d"] {
+            w.push(m(s), WIDE);
+        }
+        assert_eq!(w.sent(), 4);
+        w.ack(1);
+        assert_eq!((w.len(), w.bytes()), (3, 3));
+        assert_eq!(w.replay(5), Replay::Bad, "more than was sent");
+        assert_eq!(w.replay(0), Replay::Gap, "1 is acknowledged, no longer kept");
+        assert_eq!(w.replay(2), Replay::From(vec![m("c"), m("d")]));
+        assert_eq!(w.replay(2), Replay::From(vec![m("c"), m("d")]), "a replay keeps them until acknowledged");
+        w.ack(99);
+        assert_eq!((w.sent(), w.len()), (4, 0), "an ack beyond what was sent stops at it");
+        assert_eq!(w.replay(4), Replay::From(vec![]));
+    }
+
+    #[test]
+    fn an_attached_window_drops_its_oldest_beyond_the_bounds() {
+        let mut w = Window::default();
+        let small = Limits { messages: 2, bytes: 10 };
+        for s in ["a", "b", "c"] {
+            w.push(m(s), small);
+        }
+        assert_eq!((w.sent(), w.len()), (3, 2));
+        assert_eq!(w.replay(0), Replay::Gap);
+        assert_eq!(w.replay(1), Replay::From(vec![m("b"), m("c")]));
+        w.push(m("0123456789"), small);
+        assert_eq!(w.parts(), (3, vec![m("0123456789")]), "bytes bound; one message always kept");
+    }
+
+    #[test]
+    fn a_detached_session_admits_within_its_bounds_only() {
+        let s = Session::new(Token::random(), Limits { messages: 3, bytes: 10 });
+        s.number(&m("ab"));
+        assert_eq!(s.admit(1, 2, 2), Ok(true));
+        assert!(s.admit(2, 2, 2).expect_err("4 messages").contains("--resume-buffer"));
+        assert!(s.admit(0, 0, 9).expect_err("11 bytes").contains("--resume-buffer-bytes"));
+        s.lock().attached = true;
+        assert_eq!(s.admit(100, 100, 100), Ok(false), "attached: the writer bounds its window");
+    }
+
+    #[test]
+    fn the_writer_asks_for_an_ack_every_few_messages_kept() {
+        let s = Session::new(Token::random(), WIDE);
+        let asks: Vec<bool> = (0..2 * ACK_EVERY).map(|i| s.number(&m(&i.to_string()))).collect();
+        assert_eq!(asks.iter().filter(|a| **a).count(), 2);
+        assert!(asks[ACK_EVERY - 1] && asks[2 * ACK_EVERY - 1]);
+        s.pong(ACK_EVERY.to_string().as_bytes());
+        assert_eq!(s.lock().window.len(), ACK_EVERY, "the pong trimmed what it acknowledged");
+    }
+
+    #[test]
+    fn pongs_carry_the_count_acknowledged() {
+        let s = Session::new(Token::random(), WIDE);
+        for x in ["a", "b", "c"] {
+            s.number(&m(x));
+        }
+        assert_eq!(&s.ping_payload()[..], b"3");
+        s.pong(b"2");
+        s.pong(b"not a number");
+        s.pong(b"");
+        assert_eq!(s.lock().window.parts(), (2, vec![m("c")]));
+    }
+
+    #[test]
+    fn a_snapshot_restores_the_counts_and_the_window() {
+        let info = RequestInfo::new(
+            RequestFields { method: "GET", uri: "/chat.sh?x=1", query: "x=1", ..Default::default() },
+            [("Origin", "http://a")],
+        );
+        let token = Token::random();
+        let snap = Snapshot {
+            id: ConnId::random(),
+            request: Request::of(&info),
+            rooms: vec!["r".into()],
+            meta: vec![("k".into(), "v".into())],
+            token: token.to_string(),
+            received: 7,
+            resumes: 2,
+            floor: 3,
+            window: vec![m("d")],
+            queued: vec![m("e")],
+        };
+        let json = serde_json::to_string(&snap).expect("json");
+        let back: Snapshot = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back, snap);
+        assert_eq!(back.request.path(), "/chat.sh");
+        assert_eq!(back.request.info().header_value("origin"), Some("http://a"));
+        let s = Session::restored(&back, WIDE).expect("a valid token");
+        let st = s.lock();
+        assert!(st.token.matches(&token));
+        assert_eq!((st.received, st.resumes, st.window.sent()), (7, 2, 4));
+    }
+}

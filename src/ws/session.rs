@@ -1,0 +1,603 @@
+//! Resumable sessions, the WebSocket side (issue 17; docs/PROTOCOL.md
+//! "Resumable sessions"): the opt-in at the handshake, the resume
+//! handshake, and the life of a session connection's sockets.
+//!
+//! A session connection is served by its own task like any connection
+//! (its event worker beside its socket io), but its io is a loop over
+//! sockets ([`run`]): when a socket drops without a close frame (causes
+//! `dropped`, `ping-timeout`, a write error) the session **detaches**
+//! instead of finishing: same id, rooms and metadata, deliveries queued
+//! (within `--resume-buffer`), no close event. A resume hands the task a
+//! new socket ([`resume`]); the task checks the client's count, replays
+//! what it missed, and serves the socket. Any other end is final, as for
+//! a plain connection, and so is `--resume-grace` running out
+//! (`resume-expired`).
+//!
+//! The hub keeps the state ([`crate::hub::session`]); only this task
+//! touches the sockets, so a resume of a session whose old socket is still
+//! attached (the usual case after a network switch: the server has not
+//! noticed yet) asks the task to let go of it first.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use async_tungstenite::tungstenite::Message as WsMessage;
+use async_tungstenite::{WebSocketSender, WebSocketStream};
+use futures_lite::{AsyncRead, AsyncWrite, FutureExt, StreamExt};
+use tide::http::upgrade::{Connection, Receiver};
+use tide::Response;
+
+use crate::action::{Action, CloseCause, Message};
+use crate::event::{ConnInfo, EventKind};
+use crate::gateway::resolve::Resolved;
+use crate::hub::session::{Replay, Session, Snapshot, Token};
+use crate::hub::shared::{CloseRequest, ConnShared, Ending, Outgoing};
+use crate::id::ConnId;
+use crate::metrics::{self, Resumed};
+use crate::runtime;
+use crate::ws::connection::{self, EventTx};
+use crate::ws::limits::{ConnBudget, Metered};
+use crate::ws::state::WsState;
+
+/// The subprotocol a client offers to ask for a session.
+pub const SUBPROTOCOL: &str = "ws2http.session.v1";
+
+/// The start of the second subprotocol a resume offers:
+/// `ws2http.resume.<TOKEN>.<RECEIVED>`.
+const RESUME: &str = "ws2http.resume.";
+
+/// What a handshake asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Asked {
+    /// A plain connection (no session offered, or sessions off here).
+    Plain,
+    /// A new session.
+    New,
+    /// A resume: the token and the count of messages the client received.
+    Resume(Token, u64),
+    /// A resume subprotocol that is not one (refused with 4400).
+    Malformed,
+}
+
+/// What the client's subprotocols ask for. Sessions are off with
+/// `--resume-grace 0` and on a per-connection endpoint (`resident`).
+pub fn asked(app: &WsState, offered: &[String], resident: bool) -> Asked {
+    if app.resume.is_none() || resident || !offered.iter().any(|o| o == SUBPROTOCOL) {
+        return Asked::Plain;
+    }
+    let resumes: Vec<&str> = offered.iter().filter_map(|o| o.strip_prefix(RESUME)).collect();
+    match resumes.as_slice() {
+        [] => Asked::New,
+        [one] => parse_resume(one).map_or(Asked::Malformed, |(t, n)| Asked::Resume(t, n)),
+        _ => Asked::Malformed,
+    }
+}
+
+/// `<TOKEN>.<RECEIVED>`: RECEIVED in decimal digits only.
+fn parse_resume(s: &str) -> Option<(Token, u64)> {
+    let (token, count) = s.split_once('.')?;
+    if count.is_empty() || !count.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((Token::parse(token)?, count.parse().ok()?))
+}
+
+/// The `101` of a session: the session subprotocol is selected, whatever
+/// the open script chose (one log line when it chose one).
+pub fn select(res: &mut Response, conn: &ConnInfo) {
+    if let Some(chosen) = res.header("Sec-WebSocket-Protocol").map(|v| v.last().as_str().to_owned()) {
+        log::info!(
+            "[{}] a session: the open script's subprotocol {} is not sent ({SUBPROTOCOL} is)",
+            conn.id,
+            crate::logging::quoted(&chosen)
+        );
+    }
+    res.insert_header("Sec-WebSocket-Protocol", SUBPROTOCOL);
+}
+
+/// What a session connection's task serves it with (the parts a plain
+/// connection's `connection::serve` takes).
+pub(crate) struct Parts {
+    pub app: Arc<WsState>,
+    pub conn: Arc<ConnInfo>,
+    pub outgoing: Outgoing,
+    pub shared: Arc<ConnShared>,
+    pub events: EventTx,
+    pub budget: Arc<ConnBudget>,
+}
+
+/// A socket handed to a session: its upgrade (the `101` is on its way)
+/// and, for a resume, the count the client said it received.
+struct Incoming {
+    upgrade: Receiver,
+    received: Option<u64>,
+    /// The address the client resumed from (`WS_RESUME_REMOTE_ADDR`).
+    peer: String,
+}
+
+/// What a session's task does next.
+enum Next {
+    Attach(Incoming),
+    Detached,
+    Final,
+    Export,
+}
+
+/// Serves a session connection's sockets, one after the other, until it
+/// ends (then queues its close event) or moves elsewhere (export).
+/// `first`: the socket of its handshake (none for an imported session,
+/// which starts detached).
+pub(crate) async fn run(p: Parts, first: Option<Receiver>) {
+    let Some(session) = p.shared.session.as_deref() else { return };
+    let mut next = match first {
+        Some(upgrade) => {
+            let hello = serde_json::json!({"ws2http": "session", "id": p.conn.id.as_str(), "token": session.lock().token.to_string()});
+            session.lock().prelude = Some((hello.to_string(), Vec::new()));
+            Next::Attach(Incoming { upgrade, received: None, peer: String::new() })
+        }
+        None => Next::Detached,
+    };
+    loop {
+        next = match next {
+            Next::Attach(incoming) => Box::pin(attach(&p, session, incoming)).await,
+            Next::Detached => detached(&p, session).await,
+            Next::Final => return end(&p, session).await,
+            Next::Export => {
+                // The worker runs what is queued, then takes the session
+                // out (`hub::session::take_out`) with what is queued for it.
+                let Parts { outgoing, .. } = p;
+                session.lock().parked = Some(outgoing);
+                return;
+            }
+        };
+    }
+}
+
+/// Serves one socket of the session (after checking a resume's count):
+/// what follows once it ends.
+async fn attach(p: &Parts, session: &Session, incoming: Incoming) -> Next {
+    let Some(stream) = incoming.upgrade.await else {
+        log::info!("[{}] session: the client went away during the handshake", p.conn.id);
+        return Next::Detached;
+    };
+    if let Some(received) = incoming.received {
+        match check_resume(p, session, received) {
+            Ok(count) => resume_event(p, count, incoming.peer),
+            Err((code, next)) => {
+                runtime::spawn(refuse(stream, code, p.app.max_message));
+                return next;
+            }
+        }
+    }
+    {
+        // Under the lock a resume hands its socket over with: one that came
+        // while this socket was being set up makes it let go at once.
+        let mut st = session.lock();
+        st.attached = true;
+        session.let_go(st.incoming.is_some() || st.export.is_some());
+    }
+    p.shared.seen();
+    let stream = Metered::new(stream, p.budget.clone(), p.shared.clone(), p.app.http_timeout);
+    // The hub's direct path stays off (no socket attached to the wire): every
+    // message goes through the writer, which numbers it.
+    let stream = crate::hub::socket::Gated::new(stream, p.shared.clone());
+    let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(super::upgrade::ws_config(p.app.max_message)))
+        .await;
+    let (app, conn, shared) = (&p.app, &p.conn, &p.shared);
+    if incoming.received.is_none() {
+        let r = &conn.request;
+        log::info!(
+            "[{}] {} open from {}:{} (a session)",
+            conn.id,
+            conn.target.endpoint(),
+            r.remote_addr(),
+            r.remote_port()
+        );
+        metrics::add(&metrics::get().connections_opened, 1);
+    }
+    connection::run_socket(ws.split(), app, conn, &p.outgoing, shared, &p.events, &p.budget).await;
+    after_socket(p, session)
+}
+
+/// Queues the resume event (when `--events` lists `resume`): after the
+/// message events read before the drop, before those read after it.
+fn resume_event(p: &Parts, count: u32, remote_addr: String) {
+    let kind = EventKind::Resume { count, remote_addr };
+    if p.app.events.wants(&kind) {
+        metrics::get().events_queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if p.events.unbounded_send(kind).is_err() {
+            metrics::get().events_queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// A resume's count against what the session kept: the replay set up for
+/// the writer, the token rotated (the resumes so far); or the refusal
+/// (4400: the session stays as it was; 4410 on a gap: the session ends,
+/// `resume-gap`).
+fn check_resume(p: &Parts, session: &Session, received: u64) -> Result<u32, (u16, Next)> {
+    let id = &p.conn.id;
+    let mut st = session.lock();
+    let msgs = match st.window.replay(received) {
+        Replay::From(msgs) => msgs,
+        Replay::Bad => {
+            log::warn!("[{id}] refused a resume: it claims {received} messages, {} were sent (4400)", st.window.sent());
+            metrics::get().resumed(Resumed::Bad);
+            return Err((4400, Next::Detached));
+        }
+        Replay::Gap => {
+            log::warn!("[{id}] refused a resume from message {received}: the session no longer keeps them (4410)");
+            metrics::get().resumed(Resumed::Expired);
+            let req = CloseRequest { code: 1006, reason: String::new(), cause: CloseCause::ResumeGap };
+            p.shared.request_close(req, Ending::Record, None);
+            return Err((4410, Next::Final));
+        }
+    };
+    let token = Token::random();
+    p.app.hub.sessions.rekey(st.token.key(), token.key());
+    st.token = token;
+    st.resumes += 1;
+    let hello = serde_json::json!({
+        "ws2http": "resumed",
+        "id": id.as_str(),
+        "token": st.token.to_string(),
+        "received": st.received,
+        "replayed": msgs.len(),
+    });
+    log::info!("[{id}] resumed (resume {}): replaying {} message(s) after {received}", st.resumes, msgs.len());
+    metrics::get().resumed(Resumed::Ok);
+    st.prelude = Some((hello.to_string(), msgs));
+    Ok(st.resumes)
+}
+
+/// What follows a socket's end: a close that is final ends the session; an
+/// export or a resume that took over comes next; otherwise the socket just
+/// went away (`dropped`, `ping-timeout`, a write error): detached.
+fn after_socket(p: &Parts, session: &Session) -> Next {
+    let mut st = session.lock();
+    st.attached = false;
+    let cause = p.shared.close_cause();
+    if !matches!(cause, None | Some(CloseCause::PingTimeout)) {
+        return Next::Final;
+    }
+    p.shared.forget_close();
+    if st.export.is_some() {
+        return Next::Export;
+    }
+    if let Some(incoming) = take_incoming(&mut st) {
+        log::info!("[{}] session: a resume takes over from its socket", p.conn.id);
+        return Next::Attach(incoming);
+    }
+    let why = cause.map_or("dropped", CloseCause::as_str);
+    log::info!("[{}] session detached ({why}); it waits for a resume", p.conn.id);
+    Next::Detached
+}
+
+fn take_incoming(st: &mut crate::hub::session::State) -> Option<Incoming> {
+    st.incoming.take().and_then(|b| b.downcast::<Incoming>().ok()).map(|b| *b)
+}
+
+/// A detached session waits for a resume, an export or a final close
+/// (delivery over its bound, `@close`, the API, shutdown), at most
+/// `--resume-grace`: then it ends (`resume-expired`, 1006).
+async fn detached(p: &Parts, session: &Session) -> Next {
+    let gauge = &metrics::get().sessions_detached;
+    gauge.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let grace = p.app.resume.map_or(Duration::ZERO, |r| r.grace);
+    let next = std::future::poll_fn(|cx| {
+        p.shared.register_waiter(cx);
+        if p.shared.close_request().is_some() {
+            return std::task::Poll::Ready(Next::Final);
+        }
+        let mut st = session.lock();
+        if st.export.is_some() {
+            return std::task::Poll::Ready(Next::Export);
+        }
+        take_incoming(&mut st).map_or(std::task::Poll::Pending, |i| std::task::Poll::Ready(Next::Attach(i)))
+    })
+    .or(async {
+        runtime::sleep(grace).await;
+        let req = CloseRequest { code: 1006, reason: String::new(), cause: CloseCause::ResumeExpired };
+        if p.shared.request_close(req, Ending::Record, None) {
+            log::info!("[{}] session not resumed within --resume-grace {grace:?}; it ends", p.conn.id);
+        }
+        Next::Final
+    })
+    .await;
+    gauge.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    next
+}
+
+/// The session is over: no resume reaches it any more (one waiting is
+/// refused, 4410), and its close event is queued.
+async fn end(p: &Parts, session: &Session) {
+    let incoming = {
+        let mut st = session.lock();
+        st.ended = true;
+        st.window = Default::default();
+        p.app.hub.sessions.forget(st.token.key());
+        take_incoming(&mut st)
+    };
+    if let Some(i) = incoming {
+        runtime::spawn(refuse_upgrade(i.upgrade, 4410, p.app.max_message));
+    }
+    connection::finish(&p.app, &p.conn, &p.shared, &p.events).await;
+}
+
+/// The writer's first frames on a session's socket: the session message,
+/// then the messages replayed (`false`: the socket is gone). Nothing on a
+/// plain connection.
+pub(super) async fn prelude<S, F>(
+    sink: &mut WebSocketSender<S>,
+    shared: &ConnShared,
+    watch: &mut connection::Watch<'_, F>,
+) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: std::future::Future<Output = ()>,
+{
+    let Some(session) = shared.session.as_deref() else { return true };
+    let Some((hello, replay)) = session.lock().prelude.take() else { return true };
+    if !connection::send_one(sink, WsMessage::text(hello), watch).await {
+        return false;
+    }
+    for msg in replay {
+        let sent = match msg {
+            Message::Text(t) if t.len() <= connection::FRAGMENT => {
+                connection::send_one(sink, WsMessage::Text(t), watch).await
+            }
+            Message::Binary(b) if b.len() <= connection::FRAGMENT => {
+                connection::send_one(sink, WsMessage::Binary(b), watch).await
+            }
+            big => connection::send_fragments(sink, big, watch).await,
+        };
+        if !sent {
+            return false;
+        }
+    }
+    true
+}
+
+/// Sends a ping carrying the session's sent count right after a message, so
+/// that the window of an attached session stays small under traffic (not a
+/// timed ping: the ping timeout does not count it); `false`: the socket is gone.
+pub(super) async fn ask_ack<S, F>(
+    sink: &mut WebSocketSender<S>,
+    shared: &ConnShared,
+    watch: &mut connection::Watch<'_, F>,
+) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: std::future::Future<Output = ()>,
+{
+    let payload = shared.session.as_deref().map(Session::ping_payload).unwrap_or_default();
+    connection::send_one(sink, WsMessage::Ping(payload), watch).await
+}
+
+/// Answers a resume handshake that passed the usual checks (origin,
+/// connection limits, endpoint): always `101` with the session
+/// subprotocol (a browser cannot read a refused handshake's status); the
+/// socket then goes to the session, or is closed with 4410 (no such
+/// session: start over) or 4400 (a malformed resume, another endpoint).
+pub(super) async fn resume(app: &Arc<WsState>, mut res: Response, conn: &ConnInfo, asked: Asked) -> Response {
+    res.insert_header("Sec-WebSocket-Protocol", SUBPROTOCOL);
+    let http_res: &mut tide::http::Response = res.as_mut();
+    let upgrade = http_res.recv_upgrade().await;
+    let refused = match asked {
+        Asked::Resume(token, received) => hand_over(app, conn, &token, received, upgrade).await,
+        _ => {
+            log::warn!(
+                "[{}] {} refused a resume: malformed resume subprotocol (4400)",
+                conn.id,
+                conn.target.endpoint()
+            );
+            metrics::get().resumed(Resumed::Bad);
+            Err((4400, upgrade))
+        }
+    };
+    if let Err((code, upgrade)) = refused {
+        runtime::spawn(refuse_upgrade(upgrade, code, app.max_message));
+    }
+    res
+}
+
+/// Gives the new socket to the session `token` opens (brought here from
+/// another instance first, in cluster mode); the refusal otherwise.
+async fn hand_over(
+    app: &Arc<WsState>,
+    conn: &ConnInfo,
+    token: &Token,
+    received: u64,
+    upgrade: Receiver,
+) -> Result<(), (u16, Receiver)> {
+    let mut found = app.hub.sessions.find(token);
+    if found.is_none() {
+        if let Some(snap) = app.delivery.claim_session(&token.to_string()).await {
+            found = import(app, snap).ok().and_then(|_| app.hub.sessions.find(token));
+        }
+    }
+    let ep = conn.target.endpoint();
+    let Some((info, shared)) = found else {
+        log::warn!("[{}] {ep} refused a resume: unknown, expired or ended session (4410)", conn.id);
+        metrics::get().resumed(Resumed::Expired);
+        return Err((4410, upgrade));
+    };
+    if info.target.endpoint() != ep {
+        log::warn!("[{}] {ep} refused a resume of a session of {} (4400)", info.id, info.target.endpoint());
+        metrics::get().resumed(Resumed::Bad);
+        return Err((4400, upgrade));
+    }
+    let Some(session) = shared.session.as_deref() else { return Err((4410, upgrade)) };
+    let replaced = {
+        let mut st = session.lock();
+        if st.ended {
+            return Err((4410, upgrade));
+        }
+        let replaced = take_incoming(&mut st);
+        let peer = conn.request.remote_addr().to_owned();
+        st.incoming = Some(Box::new(Incoming { upgrade, received: Some(received), peer }));
+        if st.attached {
+            session.let_go(true);
+        }
+        replaced
+    };
+    // Two resumes at once with the same token: the later one wins.
+    if let Some(old) = replaced {
+        runtime::spawn(refuse_upgrade(old.upgrade, 4410, app.max_message));
+    }
+    shared.wake();
+    Ok(())
+}
+
+/// Closes a refused resume's socket with `code` once it is upgraded.
+async fn refuse_upgrade(upgrade: Receiver, code: u16, max_message: usize) {
+    if let Some(stream) = upgrade.await {
+        refuse(stream, code, max_message).await;
+    }
+}
+
+/// Sends the close frame of a refused resume (4410 `session expired`,
+/// 4400 `bad resume request`), then waits briefly for the client's answer.
+async fn refuse(stream: Connection, code: u16, max_message: usize) {
+    let config = super::upgrade::ws_config(max_message);
+    let mut ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
+    let reason = if code == 4410 { "session expired" } else { "bad resume request" };
+    let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+    let grace = Duration::from_secs(2);
+    if runtime::timeout(grace, ws.close(Some(frame))).await.is_ok() {
+        let _ = runtime::timeout(grace, async { while ws.next().await.is_some() {} }).await;
+    }
+}
+
+/// Takes the session of connection `id` out of this instance, without a
+/// close event, as one value (its socket, if attached, is dropped without a
+/// close frame): `None` when `id` has no session here, or it ended.
+/// See [`crate::hub::session::export`].
+pub async fn export(app: &WsState, id: &ConnId) -> Option<Snapshot> {
+    crate::hub::session::export(&app.hub, id).await
+}
+
+/// Puts a session taken out of another instance ([`export`]) into this
+/// one, detached: its client resumes it here within `--resume-grace`.
+/// `Err` says why not (sessions off here, no such endpoint, a limit).
+pub fn import(app: &Arc<WsState>, snap: Snapshot) -> Result<ConnId, String> {
+    let limits = app.resume.ok_or("sessions are off here (--resume-grace 0)")?;
+    let path = snap.request.path().to_owned();
+    let Resolved::Found(routed) = app.routes.resolve(&path) else { return Err(format!("no endpoint at {path} here")) };
+    let ip = snap.request.remote_addr.parse().ok();
+    let slot = app.conn_limits.reserve(ip).map_err(|full| format!("{full:?} connections reached"))?;
+    let limits = crate::hub::session::Limits { messages: limits.buffer, bytes: limits.buffer_bytes };
+    let session = Session::restored(&snap, limits).ok_or("the snapshot's token is not a token")?;
+    let conn = Arc::new(ConnInfo { id: snap.id.clone(), target: routed.target, request: snap.request.info() });
+    let (outgoing, shared) = app.hub.register_session(conn.clone(), Some(session), (snap.rooms, snap.meta));
+    for msg in snap.queued {
+        app.hub.apply(Action::Send { to: conn.id.clone(), msg });
+    }
+    let (events, events_rx) = connection::event_queue(&shared);
+    let budget = app.queue_budget.conn(connection::evictor(&shared));
+    let (c, s, b, t) = (conn.clone(), shared.clone(), budget.clone(), routed.route.transport.clone());
+    let worker = connection::event_worker(app.clone(), c, t, events_rx, s, b, slot);
+    let parts = Parts { app: app.clone(), conn: conn.clone(), outgoing, shared, events, budget };
+    runtime::spawn(futures_util::FutureExt::map(futures_lite::future::zip(Box::pin(run(parts, None)), worker), |_| ()));
+    log::info!("[{}] {} session imported, detached", conn.id, conn.target.endpoint());
+    Ok(conn.id.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::session::Request;
+    use crate::ws::fake::Scripted;
+
+    fn m(s: &str) -> Message {
+        Message::text(s.to_owned())
+    }
+
+    fn state(grace: &str) -> (Arc<WsState>, Arc<Scripted>) {
+        let script = Scripted::new(|_| Ok(String::new()));
+        (crate::ws::state::for_tests(&["--resume-grace", grace], script.clone()), script)
+    }
+
+    #[test]
+    fn only_a_well_formed_resume_is_one() {
+        let (app, _) = state("30");
+        let offered = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let token = Token::random().to_string();
+        let resume = format!("{RESUME}{token}.12");
+        assert_eq!(asked(&app, &offered(&["chat"]), false), Asked::Plain);
+        assert_eq!(asked(&app, &offered(&[SUBPROTOCOL]), false), Asked::New);
+        assert_eq!(asked(&app, &offered(&[SUBPROTOCOL]), true), Asked::Plain, "per-connection endpoints");
+        assert_eq!(asked(&app, &offered(&[&resume]), false), Asked::Plain, "a resume without the session");
+        let Asked::Resume(t, 12) = asked(&app, &offered(&[SUBPROTOCOL, &resume]), false) else { panic!("a resume") };
+        assert_eq!(t.to_string(), token);
+        for bad in [
+            format!("{RESUME}{token}"),
+            format!("{RESUME}{token}.+1"),
+            format!("{RESUME}{token}."),
+            format!("{RESUME}x.1"),
+        ] {
+            assert_eq!(asked(&app, &offered(&[SUBPROTOCOL, &bad]), false), Asked::Malformed, "{bad}");
+        }
+        assert_eq!(asked(&app, &offered(&[SUBPROTOCOL, &resume, &resume]), false), Asked::Malformed, "two");
+        let (off, _) = state("0");
+        assert_eq!(asked(&off, &offered(&[SUBPROTOCOL, &resume]), false), Asked::Plain, "--resume-grace 0");
+    }
+
+    #[test]
+    fn a_session_put_in_and_taken_out_again_is_the_same_without_an_event() {
+        let (app, script) = state("30");
+        let request =
+            Request { method: "GET".into(), uri: "/mirror.sh?a=1".into(), query: "a=1".into(), ..Default::default() };
+        let snap = Snapshot {
+            id: ConnId::random(),
+            request,
+            rooms: vec!["r".into()],
+            meta: vec![("k".into(), "v".into())],
+            token: Token::random().to_string(),
+            received: 3,
+            resumes: 1,
+            floor: 2,
+            window: vec![m("c")],
+            queued: vec![m("d")],
+        };
+        let id = import(&app, snap.clone()).expect("imported");
+        let view = app.hub.get(&id).expect("in the hub, live");
+        assert_eq!((view.rooms, view.endpoint.as_str()), (vec!["r".to_owned()], "/mirror.sh"));
+        let token = Token::parse(&snap.token).expect("a token");
+        assert!(app.hub.sessions.find(&token).is_some(), "found by its token");
+        let back = runtime::block_on(export(&app, &id)).expect("exported");
+        assert_eq!(back, snap);
+        assert!(!app.hub.is_known(&id) && app.hub.sessions.find(&token).is_none(), "gone from here");
+        assert!(runtime::block_on(export(&app, &id)).is_none(), "once");
+        assert!(script.seen().is_empty(), "no open, no close: {:?}", script.seen());
+    }
+
+    #[test]
+    fn an_imported_session_not_resumed_expires_with_one_close_event() {
+        let (app, script) = state("0.05");
+        let request = Request { method: "GET".into(), uri: "/mirror.sh".into(), ..Default::default() };
+        let token = Token::random().to_string();
+        let snap = Snapshot {
+            id: ConnId::random(),
+            request,
+            rooms: vec![],
+            meta: vec![],
+            token,
+            received: 0,
+            resumes: 0,
+            floor: 0,
+            window: vec![],
+            queued: vec![],
+        };
+        let id = import(&app, snap).expect("imported");
+        runtime::block_on(async {
+            while app.hub.is_known(&id) {
+                runtime::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        assert_eq!(script.seen(), ["close 1006 resume-expired"]);
+        assert!(app.hub.sessions.is_empty());
+    }
+}
