@@ -412,22 +412,25 @@ async fn round(server: Arc<Server>, seed: u64, traffic: Duration, sends: usize, 
     let fins = {
         let (server, ids) = (r.server.clone(), ids.clone());
         async_std::task::spawn_blocking(move || {
+            let mut errors = Vec::new();
             for (idx, id) in ids.iter().enumerate() {
                 let body = format!("fin {} {}", sent.get(&idx).copied().unwrap_or(0), posts[idx % ROOMS]);
                 let resp = post(&server.api(&format!("/send/{id}")), &body);
-                assert_eq!(resp.status, 200, "seed {seed}: fin to {id}: {}", resp.body);
+                if resp.status != 200 {
+                    errors.push(format!("fin to client {idx} ({id}): {} {}", resp.status, resp.body));
+                }
             }
-            (posts, sent)
+            (posts, sent, errors)
         })
     };
-    let (posts, sent) = fins.await;
-    let mut failures = Vec::new();
+    let (posts, sent, mut failures) = fins.await;
+    // A client's own error first: it explains a failed fin.
     for c in clients {
         if let Err(e) = c.await {
-            failures.push(e);
+            failures.insert(0, e);
         }
     }
-    assert!(failures.is_empty(), "seed {seed}: {} clients failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(failures.is_empty(), "seed {seed}: {} failures:\n{}", failures.len(), failures.join("\n"));
     let cuts = [0, 1, 2].map(|k| r.cuts[k].load(Ordering::Relaxed));
     Totals {
         ids: ids.to_vec(),
