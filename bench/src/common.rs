@@ -51,6 +51,13 @@ pub struct Sizes {
     pub tls_clients: usize,
     pub tls_cycles: usize,
     pub tls_idle: usize,
+    /// The `resume` workload: latency samples per run (each of: resume with
+    /// nothing buffered, resume with `resume_buffered` messages waiting,
+    /// fresh connect), connections cut and resumed at once, idle connections.
+    pub resume_samples: usize,
+    pub resume_buffered: usize,
+    pub resume_mass: usize,
+    pub resume_idle: usize,
 }
 
 impl Sizes {
@@ -80,6 +87,10 @@ impl Sizes {
                 tls_clients: 16,
                 tls_cycles: 60,
                 tls_idle: 5_000,
+                resume_samples: 100,
+                resume_buffered: 100,
+                resume_mass: 1_000,
+                resume_idle: 5_000,
             },
             Mode::Quick => Sizes {
                 runs: 3,
@@ -105,6 +116,10 @@ impl Sizes {
                 tls_clients: 16,
                 tls_cycles: 30,
                 tls_idle: 2_000,
+                resume_samples: 50,
+                resume_buffered: 100,
+                resume_mass: 1_000,
+                resume_idle: 2_000,
             },
             Mode::Smoke => Sizes {
                 runs: 1,
@@ -130,6 +145,10 @@ impl Sizes {
                 tls_clients: 2,
                 tls_cycles: 3,
                 tls_idle: 20,
+                resume_samples: 3,
+                resume_buffered: 5,
+                resume_mass: 20,
+                resume_idle: 20,
             },
         }
     }

@@ -8,12 +8,13 @@ use std::process::Command;
 const ECHO_C: &str = include_str!("../scripts/echo.c");
 const ECHO_SH: &str = include_str!("../scripts/echo.sh");
 const JOIN_C: &str = include_str!("../scripts/join.c");
+const HELLO_C: &str = include_str!("../scripts/hello.c");
 const WSOH_C: &str = include_str!("../scripts/wsoh.c");
 const ECHO_PHP: &str = include_str!("../scripts/echo.php");
 const PARAMS_PHP: &str = include_str!("../scripts/params.php");
 
 pub struct Fixtures {
-    /// `--cgi-bin` for ws2http: `echo` (C), `echo.sh`, `join` (C),
+    /// `--cgi-bin` for ws2http: `echo` (C), `echo.sh`, `join` (C), `hello` (C),
     /// `echo.php`, and `fpm/echo.php` + `fpm/params.php` (for `--fastcgi /fpm=...`).
     pub cgi_bin: PathBuf,
     /// lighttpd's document root for Pushpin: `ws.cgi`.
@@ -54,6 +55,7 @@ pub fn build(dir: &Path) -> Result<Fixtures, String> {
     }
     cc(ECHO_C, "echo", &cgi_bin.join("echo"), &src)?;
     cc(JOIN_C, "join", &cgi_bin.join("join"), &src)?;
+    cc(HELLO_C, "hello", &cgi_bin.join("hello"), &src)?;
     cc(WSOH_C, "wsoh", &origin_root.join("ws.cgi"), &src)?;
     let sh = cgi_bin.join("echo.sh");
     std::fs::write(&sh, ECHO_SH).map_err(|e| e.to_string())?;

@@ -26,7 +26,9 @@ mod idle;
 mod per_connection;
 mod profile;
 mod pushpin;
+mod resume;
 mod servers;
+mod session;
 mod stats;
 mod sys;
 mod threads_server;
@@ -66,6 +68,9 @@ enum Workload {
     /// Issue 16: full TLS handshakes/s vs plain and vs nginx in front, idle
     /// wss:// vs ws:// memory (not in `all`: needs nginx and openssl).
     Tls,
+    /// Issue 17: resumable sessions: resume latency, 1,000 resumes at once
+    /// vs 1,000 fresh connects, idle session vs plain memory (not in `all`).
+    Resume,
 }
 
 #[derive(Parser, Debug)]
@@ -100,6 +105,9 @@ struct Cli {
     /// Idle connections of the `tls` workload (each of ws:// and wss://).
     #[arg(long)]
     tls_idle: Option<usize>,
+    /// Idle connections of the `resume` workload (each of session and plain).
+    #[arg(long)]
+    resume_idle: Option<usize>,
     /// Members of the large room in workload 3.
     #[arg(long)]
     fanout: Option<usize>,
@@ -249,6 +257,9 @@ fn main() {
     if let Some(n) = cli.tls_idle {
         sizes.tls_idle = n;
     }
+    if let Some(n) = cli.resume_idle {
+        sizes.resume_idle = n;
+    }
     if let Some(n) = cli.fanout {
         sizes.fan_large = n;
         sizes.fan_small = sizes.fan_small.min(n);
@@ -272,7 +283,10 @@ fn main() {
         std::process::exit(3);
     });
 
-    let need = 4 * sizes.idle_conns.max(sizes.idle_wsd_conns).max(sizes.fan_large).max(sizes.tls_idle) as u64 + 4096;
+    let need =
+        4 * sizes.idle_conns.max(sizes.idle_wsd_conns).max(sizes.fan_large).max(sizes.tls_idle).max(sizes.resume_idle)
+            as u64
+            + 4096;
     let nofile = sys::raise_nofile(need.max(65536));
     sys::become_subreaper();
 
@@ -391,6 +405,7 @@ fn main() {
             Workload::PerConnection => per_connection::run(&ctx),
             Workload::Profile => profile::run(&ctx),
             Workload::Tls => tls::run(&ctx),
+            Workload::Resume => resume::run(&ctx),
             Workload::All => unreachable!(),
         };
         match r {

@@ -86,3 +86,27 @@ fn smoke_run_prints_every_table() {
     assert!(!stdout.contains("skipped"), "a workload was skipped:\n{stdout}");
     assert!(stdout.matches("| --- |").count() >= 4, "tables missing in:\n{stdout}");
 }
+
+/// The `resume` workload (issue 17; not in `all`) at smoke size: every part
+/// runs against the real server (sessions resumed, replayed, expired) and
+/// prints its table. It needs nothing outside Rust but the C compiler.
+#[test]
+fn resume_smoke_prints_its_tables() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ws2http-bench"))
+        .args(["resume", "--smoke", "--no-build", "--ws2http"])
+        .arg(ws2http())
+        .output()
+        .expect("ws2http-bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "ws2http-bench resume --smoke failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    for header in ["## Issue 17: resumable sessions", "### Resume latency", "### Mass resume", "### Idle cost"] {
+        assert!(stdout.contains(header), "missing {header:?} in:\n{stdout}\nstderr:\n{stderr}");
+    }
+    let tables = stdout.lines().filter(|l| l.starts_with("| --- |")).count();
+    assert_eq!(tables, 3, "three tables expected in:\n{stdout}");
+}
