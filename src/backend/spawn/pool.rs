@@ -69,7 +69,20 @@ impl<J: Send + 'static> Pool<J> {
     /// the first that finishes its job. `Err` gives the job back when no
     /// thread can run it (none could be started).
     pub fn submit(&self, job: J) -> Result<(), (J, io::Error)> {
+        self.push(job, true)
+    }
+
+    /// Runs `job` on an idle thread or a new one (below the bound), never
+    /// queued behind a busy one: `Err` gives it back when none is free.
+    pub fn try_submit(&self, job: J) -> Result<(), J> {
+        self.push(job, false).map_err(|(job, _)| job)
+    }
+
+    fn push(&self, job: J, queue: bool) -> Result<(), (J, io::Error)> {
         let mut st = self.shared.lock();
+        if !queue && st.jobs.len() >= st.idle && st.workers >= self.shared.max {
+            return Err((job, io::ErrorKind::WouldBlock.into()));
+        }
         st.jobs.push_back(job);
         // Jobs not yet taken beyond the idle threads that will take them.
         if st.jobs.len() > st.idle && st.workers < self.shared.max {
@@ -81,7 +94,7 @@ impl<J: Send + 'static> Pool<J> {
                 .spawn(move || shared.serve());
             if let Err(e) = started {
                 st.workers -= 1;
-                if st.workers == 0 {
+                if st.workers == 0 || !queue {
                     if let Some(job) = st.jobs.pop_back() {
                         return Err((job, e));
                     }

@@ -89,6 +89,25 @@ const TAIL_WAIT: Duration = Duration::from_millis(1);
 /// pipe always has room for one page (even at the per-user pipe limit).
 const SMALL: usize = 4096;
 
+thread_local! {
+    /// This thread is a follower ([`follower`]): its events' jobs run here.
+    static INLINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A follower thread's job function: the job (a connection's follower)
+/// runs events with `block_on`, and their scripts run on this thread
+/// ([`inline`]), not handed to another worker and back.
+pub fn follower(job: crate::gateway::Follow) {
+    INLINE.with(|i| i.set(true));
+    job();
+}
+
+/// On a follower thread: a job that applies its output itself
+/// ([`Job::direct`]) runs here, at once ([`run`]).
+pub fn inline() -> bool {
+    INLINE.with(|i| i.get())
+}
+
 /// Runs one job to its end (the pool's job function).
 pub fn run(job: Job) {
     let spawned = match child::spawn_fds(&job.conn.target, &job.env, job.time.budget()) {
