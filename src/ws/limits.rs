@@ -275,6 +275,15 @@ impl ConnBudget {
         Ok(())
     }
 
+    /// A data frame of `n` bytes would be read and its message queued
+    /// without going over a budget, and nothing refuses reads (a follower
+    /// takes only such a message, `ws::follow`; any other is the reader's).
+    pub fn fits(&self, n: usize) -> bool {
+        self.refused().is_none()
+            && self.queued.load(SeqCst) + n <= self.budget.per_conn
+            && self.budget.total.load(SeqCst) + n <= self.budget.total_cap
+    }
+
     /// Message events queued and not yet taken by the worker.
     pub fn events_waiting(&self) -> usize {
         self.waiting.load(SeqCst)
