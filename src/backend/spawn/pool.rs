@@ -203,4 +203,26 @@ mod tests {
         tx.send(()).expect("job waiting");
         done_rx.recv_timeout(Duration::from_secs(10)).expect("a job after the idle period ran");
     }
+
+    #[test]
+    fn try_submit_never_queues_behind_a_busy_thread() {
+        fn hold(job: (mpsc::Receiver<()>, mpsc::Sender<()>)) {
+            let (go, done) = job;
+            let _ = go.recv();
+            let _ = done.send(());
+        }
+        let pool = Pool::with_idle(1, "test-try", hold, Duration::from_secs(10));
+        let (done_tx, done_rx) = mpsc::channel();
+        let (go, rx) = mpsc::channel();
+        assert!(pool.try_submit((rx, done_tx.clone())).is_ok(), "a new thread takes it");
+        let (_go2, rx2) = mpsc::channel();
+        assert!(pool.try_submit((rx2, done_tx.clone())).is_err(), "the one thread is busy: given back");
+        go.send(()).expect("job waiting");
+        done_rx.recv_timeout(Duration::from_secs(10)).expect("the first job ran");
+        assert!(until(|| pool.shared.lock().idle == 1), "the thread waits for work");
+        let (go, rx) = mpsc::channel();
+        assert!(pool.try_submit((rx, done_tx)).is_ok(), "the idle thread takes it");
+        go.send(()).expect("job waiting");
+        done_rx.recv_timeout(Duration::from_secs(10)).expect("the second job ran");
+    }
 }

@@ -26,6 +26,11 @@
 //! 8.6 % fewer instructions per event, one context switch fewer at 16
 //! connections.
 //!
+//! A follower thread ([`follower`], the transport's `follow`) runs a busy
+//! connection's next messages (`ws::follow`): their jobs run on that
+//! thread at once ([`inline`]), so a conversation of one message after
+//! another stays on one thread, as with a thread per connection.
+//!
 //! The rules are the async path's, unchanged: at the deadline SIGTERM to the
 //! script's process group and SIGKILL after the grace ([`super::groups`]);
 //! past `--max-output` the gateway cuts and the async side kills the group
