@@ -120,6 +120,11 @@ impl Follower {
                 return;
             }
             let Some(frame) = self.next_frame(fd, &mut buf) else { return };
+            // Again: the connection may have ended (or its close event
+            // been queued) while the follower waited.
+            if !self.shared.events.is_empty() || drops_queue(&self.app, &self.shared) {
+                return;
+            }
             let Some(kind) = self.take(&buf, &frame) else { return };
             let Some(slot) = self.transport.slots().try_acquire() else { return };
             if !self.budget.fits(frame.header + frame.len) || self.budget.message_read(frame.len, true).is_err() {
