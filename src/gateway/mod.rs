@@ -89,6 +89,10 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// its own may apply it with there ([`Call::direct`]).
 pub type Apply = Arc<dyn Fn(Action) + Send + Sync>;
 
+/// Work a transport runs on a plain thread of its own, where its events
+/// run inline with blocking I/O ([`Transport::follow`]).
+pub type Follow = Box<dyn FnOnce() + Send>;
+
 /// The bounds of one event's run, the same for every transport.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -117,6 +121,14 @@ pub trait Transport: Send + Sync + 'static {
     fn slots(&self) -> &Arc<slots::Slots>;
     /// Runs one event.
     fn exchange<'a>(&'a self, event: &'a Event, call: &'a mut Call<'_>) -> BoxFuture<'a, Outcome>;
+    /// Runs `job` now on a plain thread on which this transport's events
+    /// run inline, with blocking I/O (`block_on` of [`run`] there never
+    /// waits on another thread), if such a thread is free: a connection's
+    /// follower (`ws::follow`). `Err` gives the job back: the transport
+    /// cannot, or has no thread free.
+    fn follow(&self, job: Follow) -> Result<(), Follow> {
+        Err(job)
+    }
     /// Starts one process per connection (`--per-connection`), if this
     /// transport can: only local scripts can.
     fn starter(&self) -> Option<&dyn resident::Starter> {

@@ -47,6 +47,17 @@ impl Slots {
         Slot { slots: self.clone() }
     }
 
+    /// A slot now, if one is free and nobody waits for one (a caller that
+    /// can also queue, and must not overtake those waiting).
+    pub fn try_acquire(self: &Arc<Self>) -> Option<Slot> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.free == 0 || !st.waiting.is_empty() {
+            return None;
+        }
+        st.free -= 1;
+        Some(Slot { slots: self.clone() })
+    }
+
     /// Events waiting for a slot now.
     pub fn waiting(&self) -> usize {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).waiting.len()

@@ -31,7 +31,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -60,7 +60,16 @@ pub struct Wire {
     /// that finds none: reads look at it before taking the lock (a large
     /// message is read 128 bytes at a time, each read used to lock).
     maybe_rest: AtomicBool,
+    /// Who reads the socket: the connection's reader ([`READING`]), the
+    /// reader at a message boundary waiting for bytes ([`PARKED`]: a
+    /// follower may take it), or a follower ([`LENT`]; `ws::follow`).
+    reader: AtomicU8,
 }
+
+/// See [`Wire::reader`].
+const READING: u8 = 0;
+const PARKED: u8 = 1;
+const LENT: u8 = 2;
 
 #[derive(Default)]
 struct WireState {
@@ -93,6 +102,37 @@ impl Wire {
     /// The connection ended: the socket is no longer the hub's to write to.
     pub fn detach(&self) {
         lock(&self.state).socket = None;
+    }
+
+    /// The reader may read the socket now (`false`: a follower has it, and
+    /// wakes the connection's task when it gives it back).
+    pub fn may_read(&self) -> bool {
+        match self.reader.compare_exchange(PARKED, READING, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => true,
+            Err(state) => state != LENT,
+        }
+    }
+
+    /// The reader found the socket empty at a message boundary: all it read
+    /// was whole messages, and it holds no byte of the next.
+    pub fn parked(&self) {
+        let _ = self.reader.compare_exchange(READING, PARKED, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// Takes the socket from a parked reader, for a follower that reads
+    /// whole messages from it until [`Wire::give_back`].
+    pub fn lend(&self) -> Option<crate::runtime::TcpStream> {
+        let st = lock(&self.state);
+        let socket = st.socket.clone()?;
+        self.reader.compare_exchange(PARKED, LENT, Ordering::SeqCst, Ordering::SeqCst).ok()?;
+        Some(socket)
+    }
+
+    /// The follower is done: the reader reads again, from a message
+    /// boundary (its task is woken: it may have been told to wait).
+    pub fn give_back(&self) {
+        self.reader.store(PARKED, Ordering::SeqCst);
+        self.task.wake();
     }
 
     /// A message goes to the writer's queue (the direct path waits for it).

@@ -176,6 +176,7 @@ pub async fn event_worker(
         }
         if let Some(len) = len {
             budget.done(len);
+            Box::pin(crate::ws::follow::session(&app, &conn, &transport, &shared, &budget)).await;
         }
         if last {
             closed = true;
@@ -212,7 +213,7 @@ pub(crate) fn drops_queue(app: &WsState, shared: &ConnShared) -> bool {
 
 /// [`dispatch`], surviving a panic inside it (a bug in a backend): the
 /// event is logged and counted as failed, and the worker goes on.
-async fn dispatch_guarded(
+pub(crate) async fn dispatch_guarded(
     app: &WsState,
     conn: &Arc<ConnInfo>,
     transport: &dyn Transport,

@@ -275,6 +275,15 @@ impl ConnBudget {
         Ok(())
     }
 
+    /// A data frame of `n` bytes would be read and its message queued
+    /// without going over a budget, and nothing refuses reads (a follower
+    /// takes only such a message, `ws::follow`; any other is the reader's).
+    pub fn fits(&self, n: usize) -> bool {
+        self.refused().is_none()
+            && self.queued.load(SeqCst) + n <= self.budget.per_conn
+            && self.budget.total.load(SeqCst) + n <= self.budget.total_cap
+    }
+
     /// Message events queued and not yet taken by the worker.
     pub fn events_waiting(&self) -> usize {
         self.waiting.load(SeqCst)
@@ -375,6 +384,11 @@ impl Frames {
             }
             data += self.start_frame();
         }
+    }
+
+    /// Nothing read of a next frame, and no message left unfinished.
+    fn between_messages(&self) -> bool {
+        self.message == 0 && !self.in_payload && self.have == 0
     }
 
     /// Length of the current frame's header (2 until its length byte is in).
@@ -544,6 +558,10 @@ impl<S> Metered<S> {
 impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        // A follower may hold the socket between messages (ws::follow).
+        if this.frames.between_messages() && !this.shared.wire.may_read() {
+            return Poll::Pending;
+        }
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(n)) if n > 0 => {
                 let finished = this.frames.finished;
@@ -560,6 +578,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
                     return Poll::Ready(Err(this.too_slow()));
                 }
                 Poll::Ready(Ok(n))
+            }
+            Poll::Pending if this.frames.between_messages() => {
+                this.shared.wire.parked();
+                Poll::Pending
             }
             Poll::Pending => match this.pace.poll_quiet(cx, this.frames.message) {
                 Poll::Ready(()) => Poll::Ready(Err(this.too_slow())),

@@ -3,6 +3,7 @@
 
 pub mod connection;
 pub mod event_queue;
+pub mod follow;
 pub mod limits;
 pub mod origin;
 mod pinger;

@@ -49,6 +49,10 @@ pub struct Spawn {
     /// The threads that run events' scripts ([`worker`]), as many as
     /// `--max-procs` at most.
     workers: pool::Pool<worker::Job>,
+    /// Threads that follow a busy connection ([`Transport::follow`]): they
+    /// read its next messages and run their events inline
+    /// ([`worker::follower`]), at most `--max-procs` of them.
+    followers: pool::Pool<crate::gateway::Follow>,
     /// How a per-connection process is started (the single script's
     /// `COMMAND ARGS...`, websocketd's working directory).
     pub launch: child::Launch,
@@ -57,7 +61,9 @@ pub struct Spawn {
 impl Spawn {
     pub fn new(env: EnvSettings, limits: Limits, stderr: Stderr, max_procs: usize) -> Self {
         let workers = pool::Pool::new(max_procs, "ws2http-spawn", worker::run);
-        Spawn { env, limits, grace: GRACE, stderr, procs: Slots::new(max_procs), workers, launch: child::Launch::PLAIN }
+        let followers = pool::Pool::new(max_procs, "ws2http-follow", worker::follower);
+        let procs = Slots::new(max_procs);
+        Spawn { env, limits, grace: GRACE, stderr, procs, workers, followers, launch: child::Launch::PLAIN }
     }
 }
 
@@ -72,6 +78,10 @@ impl Transport for Spawn {
 
     fn slots(&self) -> &Arc<Slots> {
         &self.procs
+    }
+
+    fn follow(&self, job: crate::gateway::Follow) -> Result<(), crate::gateway::Follow> {
+        self.followers.try_submit(job)
     }
 
     fn starter(&self) -> Option<&dyn crate::gateway::resident::Starter> {

@@ -69,7 +69,20 @@ impl<J: Send + 'static> Pool<J> {
     /// the first that finishes its job. `Err` gives the job back when no
     /// thread can run it (none could be started).
     pub fn submit(&self, job: J) -> Result<(), (J, io::Error)> {
+        self.push(job, true)
+    }
+
+    /// Runs `job` on an idle thread or a new one (below the bound), never
+    /// queued behind a busy one: `Err` gives it back when none is free.
+    pub fn try_submit(&self, job: J) -> Result<(), J> {
+        self.push(job, false).map_err(|(job, _)| job)
+    }
+
+    fn push(&self, job: J, queue: bool) -> Result<(), (J, io::Error)> {
         let mut st = self.shared.lock();
+        if !queue && st.jobs.len() >= st.idle && st.workers >= self.shared.max {
+            return Err((job, io::ErrorKind::WouldBlock.into()));
+        }
         st.jobs.push_back(job);
         // Jobs not yet taken beyond the idle threads that will take them.
         if st.jobs.len() > st.idle && st.workers < self.shared.max {
@@ -81,7 +94,7 @@ impl<J: Send + 'static> Pool<J> {
                 .spawn(move || shared.serve());
             if let Err(e) = started {
                 st.workers -= 1;
-                if st.workers == 0 {
+                if st.workers == 0 || !queue {
                     if let Some(job) = st.jobs.pop_back() {
                         return Err((job, e));
                     }
@@ -189,5 +202,27 @@ mod tests {
         assert!(pool.submit((rx, done_tx)).is_ok());
         tx.send(()).expect("job waiting");
         done_rx.recv_timeout(Duration::from_secs(10)).expect("a job after the idle period ran");
+    }
+
+    #[test]
+    fn try_submit_never_queues_behind_a_busy_thread() {
+        fn hold(job: (mpsc::Receiver<()>, mpsc::Sender<()>)) {
+            let (go, done) = job;
+            let _ = go.recv();
+            let _ = done.send(());
+        }
+        let pool = Pool::with_idle(1, "test-try", hold, Duration::from_secs(10));
+        let (done_tx, done_rx) = mpsc::channel();
+        let (go, rx) = mpsc::channel();
+        assert!(pool.try_submit((rx, done_tx.clone())).is_ok(), "a new thread takes it");
+        let (_go2, rx2) = mpsc::channel();
+        assert!(pool.try_submit((rx2, done_tx.clone())).is_err(), "the one thread is busy: given back");
+        go.send(()).expect("job waiting");
+        done_rx.recv_timeout(Duration::from_secs(10)).expect("the first job ran");
+        assert!(until(|| pool.shared.lock().idle == 1), "the thread waits for work");
+        let (go, rx) = mpsc::channel();
+        assert!(pool.try_submit((rx, done_tx)).is_ok(), "the idle thread takes it");
+        go.send(()).expect("job waiting");
+        done_rx.recv_timeout(Duration::from_secs(10)).expect("the second job ran");
     }
 }

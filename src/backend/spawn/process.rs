@@ -292,7 +292,11 @@ pub async fn run(spawn: &Spawn, conn: &Arc<ConnInfo>, env: EnvBlock, stdin: Byte
         direct: call.direct().cloned(),
         back,
     };
-    if let Err((_, e)) = spawn.workers.submit(job) {
+    if job.direct.is_some() && super::worker::inline() {
+        // On a follower thread: only `Back::Done` comes back, into a
+        // channel with room for it.
+        super::worker::run(job);
+    } else if let Err((_, e)) = spawn.workers.submit(job) {
         return Outcome::Failed(format!("cannot start a worker thread for the script: {e}"));
     }
     while let Ok(answer) = answers.recv().await {

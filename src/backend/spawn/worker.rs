@@ -26,6 +26,11 @@
 //! 8.6 % fewer instructions per event, one context switch fewer at 16
 //! connections.
 //!
+//! A follower thread ([`follower`], the transport's `follow`) runs a busy
+//! connection's next messages (`ws::follow`): their jobs run on that
+//! thread at once ([`inline`]), so a conversation of one message after
+//! another stays on one thread, as with a thread per connection.
+//!
 //! The rules are the async path's, unchanged: at the deadline SIGTERM to the
 //! script's process group and SIGKILL after the grace ([`super::groups`]);
 //! past `--max-output` the gateway cuts and the async side kills the group
@@ -88,6 +93,25 @@ const TAIL_WAIT: Duration = Duration::from_millis(1);
 /// A payload this small is written at once, even to a blocking pipe: a fresh
 /// pipe always has room for one page (even at the per-user pipe limit).
 const SMALL: usize = 4096;
+
+thread_local! {
+    /// This thread is a follower ([`follower`]): its events' jobs run here.
+    static INLINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A follower thread's job function: the job (a connection's follower)
+/// runs events with `block_on`, and their scripts run on this thread
+/// ([`inline`]), not handed to another worker and back.
+pub fn follower(job: crate::gateway::Follow) {
+    INLINE.with(|i| i.set(true));
+    job();
+}
+
+/// On a follower thread: a job that applies its output itself
+/// ([`Job::direct`]) runs here, at once ([`run`]).
+pub fn inline() -> bool {
+    INLINE.with(|i| i.get())
+}
 
 /// Runs one job to its end (the pool's job function).
 pub fn run(job: Job) {

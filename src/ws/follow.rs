@@ -1,0 +1,337 @@
+//! A busy connection's next messages, read and run on one thread.
+//!
+//! Why: an event handed from the connection's task to a spawn worker and
+//! back crosses three threads (the reactor sees the socket readable, an
+//! executor thread runs the reader and hands the event over, a worker runs
+//! the script): at 16 connections that cost ~20 system calls and 2-3
+//! context switches per event more than a thread per connection that does
+//! everything with blocking calls (docs/bench-notes/handoff.md,
+//! onethread2.md). So after a message event, when the connection's queue is
+//! empty, its reader is parked at a message boundary and the transport can
+//! run events on a plain thread ([`Transport::follow`]), that thread takes
+//! the socket over ([`crate::hub::socket::Wire::lend`]): it waits for the
+//! next frame with a blocking `ppoll` (at most [`LINGER`]), and when a whole
+//! simple message is there (one final, masked text or binary frame within
+//! `--max-message`, valid UTF-8 for text) it takes it off the socket and
+//! runs its event there ([`connection::dispatch_guarded`], the same path,
+//! log line and metrics), the script on the same thread.
+//!
+//! Anything else is the reader's, as before: the follower peeks at the
+//! socket (`MSG_PEEK`) and takes only a message it will run, so when it
+//! sees a control frame (ping, pong, close), a fragment, a frame not yet
+//! whole, the end of the stream, or when no `--max-procs` slot is free at
+//! once (others wait: they go first), the budget would refuse the message,
+//! the connection ended or the server shuts down, it gives the socket back
+//! untouched, wakes the task, and the reader reads it. The connection's
+//! event worker waits for the follower to end before it takes its next
+//! event, so events still run one at a time and in order, the close event
+//! last.
+
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::event::{ConnInfo, EventKind};
+use crate::gateway::Transport;
+use crate::hub::shared::ConnShared;
+use crate::metrics;
+use crate::ws::connection::{dispatch_guarded, drops_queue};
+use crate::ws::limits::ConnBudget;
+use crate::ws::state::WsState;
+
+/// How long a follower waits for the connection's next message before it
+/// gives the socket back to the reader (a thread per connection waits for
+/// ever; this one is shared by `--max-procs` connections at most).
+pub const LINGER: Duration = Duration::from_millis(20);
+
+/// The largest frame a follower takes (header and payload): larger
+/// messages are the reader's.
+const MOST: usize = 16 * 1024;
+
+/// After a message event of a connection: if a follower can take its
+/// socket, lets it run the connection's next messages, and returns once it
+/// gave the socket back.
+pub async fn session(
+    app: &Arc<WsState>,
+    conn: &Arc<ConnInfo>,
+    transport: &Arc<dyn Transport>,
+    shared: &Arc<ConnShared>,
+    budget: &Arc<ConnBudget>,
+) {
+    let message = EventKind::Message { payload: bytes::Bytes::new(), binary: false };
+    if !app.events.wants(&message) || !shared.events.is_empty() || drops_queue(app, shared) {
+        return;
+    }
+    let (done, ended) = async_channel::bounded::<()>(1);
+    let follower = Follower {
+        app: app.clone(),
+        conn: conn.clone(),
+        transport: transport.clone(),
+        shared: shared.clone(),
+        budget: budget.clone(),
+        socket: None,
+        _done: done,
+    };
+    if transport.follow(Box::new(move || follower.run())).is_ok() {
+        // Ends when the follower is dropped, wherever it ends.
+        let _ = ended.recv().await;
+    }
+}
+
+/// A connection followed on a plain thread; dropped, it gives the socket
+/// back to the reader and ends the session.
+struct Follower {
+    app: Arc<WsState>,
+    conn: Arc<ConnInfo>,
+    transport: Arc<dyn Transport>,
+    shared: Arc<ConnShared>,
+    budget: Arc<ConnBudget>,
+    /// The socket once lent (a clone: its descriptor stays open while it
+    /// is held).
+    socket: Option<crate::runtime::TcpStream>,
+    _done: async_channel::Sender<()>,
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        if self.socket.is_some() {
+            self.shared.wire.give_back();
+        }
+    }
+}
+
+/// A whole frame seen at the head of the socket.
+struct Frame {
+    header: usize,
+    len: usize,
+    binary: bool,
+}
+
+impl Follower {
+    fn run(mut self) {
+        // Taken here, not by the task: a reader that read meanwhile keeps
+        // the socket (it is no longer parked), and the follower ends.
+        let Some(socket) = self.shared.wire.lend() else { return };
+        let fd = socket.as_raw_fd();
+        self.socket = Some(socket);
+        let mut buf = vec![0u8; MOST];
+        loop {
+            if !self.shared.events.is_empty() || drops_queue(&self.app, &self.shared) {
+                return;
+            }
+            let Some(frame) = self.next_frame(fd, &mut buf) else { return };
+            // Again: the connection may have ended (or its close event
+            // been queued) while the follower waited.
+            if !self.shared.events.is_empty() || drops_queue(&self.app, &self.shared) {
+                return;
+            }
+            let Some(kind) = self.take(&buf, &frame) else { return };
+            let Some(slot) = self.transport.slots().try_acquire() else { return };
+            if !self.budget.fits(frame.header + frame.len) || self.budget.message_read(frame.len, true).is_err() {
+                return;
+            }
+            if !consume(fd, frame.header + frame.len) {
+                self.budget.done(frame.len);
+                return;
+            }
+            self.shared.seen();
+            metrics::add(&metrics::get().messages_in, 1);
+            metrics::add(&metrics::get().bytes_in, frame.len as u64);
+            let run = dispatch_guarded(&self.app, &self.conn, &*self.transport, kind, Some(slot));
+            futures_lite::future::block_on(Box::pin(run));
+            self.budget.done(frame.len);
+        }
+    }
+
+    /// Waits up to [`LINGER`] for a whole simple frame at the head of the
+    /// socket (peeked into `buf`, not taken); `None`: give the socket back.
+    fn next_frame(&self, fd: std::os::fd::RawFd, buf: &mut [u8]) -> Option<Frame> {
+        let left = LINGER;
+        let mut fds = [libc::pollfd { fd, events: libc::POLLIN, revents: 0 }];
+        let ts = libc::timespec { tv_sec: left.as_secs() as libc::time_t, tv_nsec: left.subsec_nanos() as _ };
+        // SAFETY: one valid pollfd and timespec for the call. (Polled
+        // first: after an event the next message is rarely there yet.)
+        if unsafe { libc::ppoll(fds.as_mut_ptr(), 1, &ts, std::ptr::null()) } <= 0 {
+            return None;
+        }
+        let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT;
+        // SAFETY: reads into `buf`, which we own, at most its length.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) };
+        // Nothing yet (a spurious wake-up), the end or an error: the reader's.
+        if n <= 0 {
+            return None;
+        }
+        whole_frame(&buf[..n as usize], self.app.max_message)
+    }
+
+    /// The event of the frame peeked into `buf`, unmasked; `None` for text
+    /// that is not UTF-8 (the reader closes with 1007).
+    fn take(&self, buf: &[u8], f: &Frame) -> Option<EventKind> {
+        let mask = &buf[f.header - 4..f.header];
+        let payload: Vec<u8> =
+            buf[f.header..f.header + f.len].iter().enumerate().map(|(i, b)| b ^ mask[i % 4]).collect();
+        if !f.binary && std::str::from_utf8(&payload).is_err() {
+            return None;
+        }
+        Some(EventKind::Message { payload: payload.into(), binary: f.binary })
+    }
+}
+
+/// Takes `n` bytes (the frame peeked) off the socket `fd`.
+fn consume(fd: std::os::fd::RawFd, n: usize) -> bool {
+    // SAFETY: MSG_TRUNC discards the bytes (TCP): no buffer is written.
+    let got = unsafe { libc::recv(fd, std::ptr::null_mut(), n, libc::MSG_TRUNC | libc::MSG_DONTWAIT) };
+    got == n as isize
+}
+
+/// The frame at the head of `peeked`, if it is whole and simple: final,
+/// text or binary, masked, no reserved bits, within `max_message`.
+fn whole_frame(peeked: &[u8], max_message: usize) -> Option<Frame> {
+    let (b0, b1) = (*peeked.first()?, *peeked.get(1)?);
+    let binary = match b0 {
+        0x81 => false,
+        0x82 => true,
+        _ => return None,
+    };
+    if b1 & 0x80 == 0 {
+        return None;
+    }
+    let (len, header) = match b1 & 0x7f {
+        127 => return None,
+        126 => (u16::from_be_bytes([*peeked.get(2)?, *peeked.get(3)?]) as usize, 8),
+        n => (n as usize, 6),
+    };
+    if len > max_message || header + len > peeked.len() {
+        return None;
+    }
+    Some(Frame { header, len, binary })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::gateway::slots::Slots;
+    use crate::gateway::{BoxFuture, Call, Follow, Limits, Outcome};
+
+    /// Records each event with the thread that ran it; follows on a thread
+    /// of its own named `follower`.
+    struct Threaded {
+        seen: Mutex<Vec<(String, Option<String>)>>,
+        limits: Limits,
+        slots: Arc<Slots>,
+    }
+
+    impl Transport for Threaded {
+        fn via(&self) -> &str {
+            ""
+        }
+        fn limits(&self) -> &Limits {
+            &self.limits
+        }
+        fn slots(&self) -> &Arc<Slots> {
+            &self.slots
+        }
+        fn exchange<'a>(&'a self, event: &'a crate::event::Event, _: &'a mut Call<'_>) -> BoxFuture<'a, Outcome> {
+            let thread = std::thread::current().name().map(str::to_owned);
+            self.seen.lock().expect("lock").push((crate::ws::fake::name(&event.kind), thread));
+            Box::pin(async { Outcome::Success })
+        }
+        fn follow(&self, job: Follow) -> Result<(), Follow> {
+            std::thread::Builder::new().name("follower".into()).spawn(job).expect("thread");
+            Ok(())
+        }
+    }
+
+    /// A client frame (masked), as a browser sends it.
+    fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [1, 2, 3, 4];
+        let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        f
+    }
+
+    /// What is still unread on the server's end of the socket.
+    fn unread(fd: std::os::fd::RawFd) -> Vec<u8> {
+        let mut buf = [0u8; 256];
+        // SAFETY: peeks into a buffer we own, at most its length.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+        buf[..n.max(0) as usize].to_vec()
+    }
+
+    #[test]
+    fn whole_simple_messages_run_on_the_follower_and_anything_else_stays_for_the_reader() {
+        let limits = Limits { timeout: Duration::from_secs(30), max_output: 4096 };
+        let t = Arc::new(Threaded { seen: Mutex::default(), limits, slots: Slots::new(4) });
+        let transport: Arc<dyn Transport> = t.clone();
+        let app = crate::ws::state::for_tests(&[], transport.clone());
+        let c = crate::ws::fake::test_conn(&app);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut client = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let server = crate::runtime::TcpStream::from(listener.accept().expect("accept").0);
+        c.shared.wire.attach(server.clone());
+        let ping = masked(0x9, b"");
+        let frames = [masked(0x1, b"one"), masked(0x2, b"two"), ping.clone(), masked(0x1, b"three")].concat();
+        client.write_all(&frames).expect("write");
+        let after_ping = frames.len() - ping.len() - masked(0x1, b"three").len();
+        let session = || crate::runtime::block_on(session(&app, &c.conn, &transport, &c.shared, &c.budget));
+
+        // Not parked (the reader is reading): the follower takes nothing.
+        session();
+        assert!(t.seen.lock().expect("lock").is_empty());
+        c.shared.wire.parked();
+        session();
+        let follower = Some("follower".to_owned());
+        let seen = t.seen.lock().expect("lock").clone();
+        assert_eq!(seen, [("one".to_owned(), follower.clone()), ("two".to_owned(), follower)]);
+        // The ping (and what follows it) is the reader's, and so is the socket.
+        assert_eq!(unread(server.as_raw_fd()), frames[after_ping..]);
+        assert!(c.shared.wire.may_read());
+        assert_eq!(app.queue_budget.held(), 0, "the messages' bytes given back");
+    }
+
+    #[test]
+    fn a_message_already_queued_goes_first() {
+        let limits = Limits { timeout: Duration::from_secs(30), max_output: 4096 };
+        let t = Arc::new(Threaded { seen: Mutex::default(), limits, slots: Slots::new(4) });
+        let transport: Arc<dyn Transport> = t.clone();
+        let app = crate::ws::state::for_tests(&[], transport.clone());
+        let c = crate::ws::fake::test_conn(&app);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut client = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let server = crate::runtime::TcpStream::from(listener.accept().expect("accept").0);
+        c.shared.wire.attach(server.clone());
+        c.shared.wire.parked();
+        client.write_all(&masked(0x1, b"later")).expect("write");
+        c.tx.unbounded_send(EventKind::Message { payload: "first".into(), binary: false }).expect("queue");
+        crate::runtime::block_on(session(&app, &c.conn, &transport, &c.shared, &c.budget));
+        assert!(t.seen.lock().expect("lock").is_empty(), "the queued message runs first, on the task");
+        assert_eq!(unread(server.as_raw_fd()), masked(0x1, b"later"));
+        assert!(c.shared.wire.may_read());
+    }
+
+    #[test]
+    fn only_a_whole_final_masked_data_frame_is_taken() {
+        let text = masked(0x1, b"hi");
+        let frame = whole_frame(&text, 100).expect("a whole text frame");
+        assert_eq!((frame.header, frame.len, frame.binary), (6, 2, false));
+        assert!(whole_frame(&text[..text.len() - 1], 100).is_none(), "not all there yet");
+        assert!(whole_frame(&text, 1).is_none(), "over --max-message: the reader's 1009");
+        let mut fragment = text.clone();
+        fragment[0] &= 0x7f;
+        assert!(whole_frame(&fragment, 100).is_none(), "a fragment");
+        let mut unmasked = text.clone();
+        unmasked[1] &= 0x7f;
+        assert!(whole_frame(&unmasked, 100).is_none(), "unmasked: the reader's protocol error");
+        assert!(whole_frame(&masked(0x8, b"\x03\xe8"), 100).is_none(), "a close frame");
+        let mut rsv = text;
+        rsv[0] |= 0x40;
+        assert!(whole_frame(&rsv, 100).is_none(), "a reserved bit");
+        let long = [&[0x82, 0xfe, 0x01, 0x00][..], &[0; 4], &[7; 256]].concat();
+        let frame = whole_frame(&long, 1000).expect("a 16-bit length");
+        assert_eq!((frame.header, frame.len, frame.binary), (8, 256, true));
+    }
+}
