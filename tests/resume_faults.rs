@@ -96,6 +96,8 @@ struct Round {
     vanish: usize,
     resumes: AtomicU64,
     cuts: [AtomicU64; 3],
+    /// Messages the clients sent (each echoed once).
+    sent: AtomicU64,
 }
 
 /// A client's session and its view of its three streams.
@@ -303,6 +305,7 @@ async fn client(r: Arc<Round>, idx: usize) -> Result<String, String> {
                 if send {
                     let m = format!("e{idx}-{}", c.sent.len());
                     c.sent.push(m.clone());
+                    r.sent.fetch_add(1, Ordering::Relaxed);
                     ws.send(Message::text(m)).await.map_err(|e| format!("client {idx}: send: {e}"))?;
                 } else {
                     ws = cut_and_resume(&r, &mut c, ws, &mut rng).await?;
@@ -365,6 +368,7 @@ struct Totals {
     api_sends: u64,
     resumes: u64,
     cuts: [u64; 3],
+    client_msgs: u64,
 }
 
 /// One round: CONNS clients, `traffic` long, then `fin` to everyone.
@@ -379,6 +383,7 @@ async fn round(server: Arc<Server>, seed: u64, traffic: Duration, sends: usize, 
         vanish,
         resumes: AtomicU64::new(0),
         cuts: Default::default(),
+        sent: AtomicU64::new(0),
     });
     let clients: Vec<_> = (0..CONNS).map(|i| async_std::task::spawn(client(r.clone(), i))).collect();
     let members = CONNS / ROOMS;
@@ -438,6 +443,7 @@ async fn round(server: Arc<Server>, seed: u64, traffic: Duration, sends: usize, 
         api_sends: sent.values().sum(),
         resumes: r.resumes.load(Ordering::Relaxed),
         cuts,
+        client_msgs: r.sent.load(Ordering::Relaxed),
     }
 }
 
@@ -528,7 +534,7 @@ async fn sessions_cut_at_random_lose_nothing() {
     println!(
         "SUMMARY resume faults (seed {seed}): {CONNS} sessions in {ROOMS} rooms, {:.1} s (warm-up {warm_secs:.1} s): \
          {} cuts (closed {}, reset {}, abandoned {}), {} resumes (server: {resumes_ok}, refused {refused}); \
-         {} room posts, {} API sends, {} client messages; {VANISH} vanished and expired \
+         {} room posts, {} API sends, {} client messages echoed; {VANISH} vanished and expired \
          | RSS baseline={:.1} MiB peak={:.1} MiB after={:.1} MiB (slack {:.0}) | fds baseline={base_fds} after={fds_after} \
          | opens={} closes={} bad={}",
         round_secs,
@@ -539,7 +545,7 @@ async fn sessions_cut_at_random_lose_nothing() {
         tot.resumes,
         tot.room_posts,
         tot.api_sends,
-        CONNS * SENDS,
+        tot.client_msgs,
         mib(base_rss),
         mib(samples.iter().map(|x| x.rss_kib).max().unwrap_or(0)),
         mib(rss_after),
