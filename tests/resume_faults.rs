@@ -447,8 +447,11 @@ async fn round(server: Arc<Server>, seed: u64, traffic: Duration, sends: usize, 
     }
 }
 
-/// (open count, closes as (code, cause)) per connection id, from the events log.
-fn opens_and_closes(s: &Server) -> (HashMap<String, usize>, HashMap<String, Vec<(String, String)>>) {
+/// Each connection id's close events, as (code, cause).
+type Closes = HashMap<String, Vec<(String, String)>>;
+
+/// (open count, closes) per connection id, from the events log.
+fn opens_and_closes(s: &Server) -> (HashMap<String, usize>, Closes) {
     let (mut opens, mut closes) = (HashMap::new(), HashMap::<_, Vec<_>>::new());
     for l in s.events() {
         let w: Vec<&str> = l.split(' ').collect();

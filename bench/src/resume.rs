@@ -181,7 +181,8 @@ fn latency_table(ctx: &Ctx) -> Result<String, String> {
     }
     drop(server);
     let mut t = Table::new(&["what", "samples per run", "p50", "p99"]);
-    let rows: [(&str, fn(&LatRun) -> &Vec<Duration>); 4] = [
+    type Samples = fn(&LatRun) -> &Vec<Duration>;
+    let rows: [(&str, Samples); 4] = [
         ("resume, nothing buffered: TCP connect → `resumed`", |r| &r.resumed_empty),
         ("resume, B buffered: TCP connect → `resumed`", |r| &r.resumed_full),
         ("resume, B buffered: TCP connect → last replayed message", |r| &r.replayed_full),
