@@ -24,8 +24,9 @@
 //!   `--max-outgoing-bytes` / 2 (or `--max-outgoing` / 2 messages) wait for
 //!   the client, stdout is not read, and no line is sent while its queue is
 //!   full, so a fast printer waits for a slow reader instead of being cut off;
-//! - what it writes to stderr is read the same way and logged one line per
-//!   line (by the transport: [`Child::stderr`]);
+//! - what it writes to stderr is logged one line per line by the
+//!   transport, which also watches its exit (not on this future: an idle
+//!   connection pays for one reactor source, stdout's);
 //! - the process's exit (stdout ended and the process reaped) closes the
 //!   connection with 1000, after its last line (with or without a newline);
 //! - the connection's end (its close event, seen even while a write to stdin
@@ -183,8 +184,6 @@ enum Step {
     Stalled,
     /// Time for the next signal of the escalation.
     Signal,
-    /// Stderr gave bytes, or ended (`None`).
-    Stderr(Option<Vec<u8>>),
 }
 
 /// The messages being written to stdin: the one taken and those that were
@@ -258,8 +257,6 @@ struct Life<'a> {
     /// until written.
     backlog: VecDeque<EventKind>,
     out: Stdout<'a>,
-    /// Until it ends: logged through the child, line by line.
-    err: Option<Pipe>,
     exited: bool,
     /// Given back once the process is reaped and its stdout ended (or at
     /// the end, after SIGKILL).
@@ -292,7 +289,7 @@ pub async fn run(
     budget: Arc<ConnBudget>,
     _slot: crate::conn_limits::Slot,
 ) {
-    let Session { process: Process { stdin, stdout, stderr, mut child }, running } = session;
+    let Session { process: Process { stdin, stdout, mut child }, running } = session;
     let out = Stdout::new(&app, &conn, stdout, &shared);
     let mut life = Life {
         app: &app,
@@ -303,7 +300,6 @@ pub async fn run(
         pending: None,
         backlog: VecDeque::new(),
         out,
-        err: Some(stderr),
         exited: false,
         running: Some(running),
         closed: false,
@@ -327,8 +323,6 @@ pub async fn run(
             future::yield_now().await;
         }
     }
-    // What a leftover still writes to stderr is logged in the background.
-    child.stderr_end(life.err.take());
     child.end_group();
     drop(life);
     app.hub.remove(&conn.id);
@@ -356,14 +350,14 @@ impl Life<'_> {
     }
 
     /// Whatever happened first: stdout, the exit, the queue and stdin, the
-    /// escalation's timer, stderr, each polled in turn from a rotating start.
+    /// escalation's timer, each polled in turn from a rotating start.
     fn poll_step(
         &mut self,
         child: &mut dyn Child,
         events: &mut EventRx,
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Step> {
-        const SOURCES: u8 = 5;
+        const SOURCES: u8 = 4;
         let first = self.turn;
         self.turn = (self.turn + 1) % SOURCES;
         for i in 0..SOURCES {
@@ -372,10 +366,6 @@ impl Life<'_> {
                 1 if !self.exited => child.poll_wait(cx).map(Step::Exited),
                 2 if !self.closed => self.poll_input(events, cx),
                 3 => self.poll_signal(cx),
-                4 => match &self.err {
-                    Some(pipe) => poll_stderr(pipe, cx).map(Step::Stderr),
-                    None => Poll::Pending,
-                },
                 _ => Poll::Pending,
             };
             if step.is_ready() {
@@ -430,11 +420,6 @@ impl Life<'_> {
             Step::Wrote(r) => self.wrote(r),
             Step::Stalled => self.stalled(),
             Step::Signal => self.signal(child),
-            Step::Stderr(Some(data)) => child.stderr(&data),
-            Step::Stderr(None) => {
-                self.err = None;
-                child.stderr_end(None);
-            }
         }
         if self.exited && self.out.ended && self.running.is_some() {
             // Nothing of the group holds stdout any more: its slot is free
@@ -616,27 +601,6 @@ impl Life<'_> {
             metrics::add(&metrics::get().procs_killed, 1);
         }
         self.escalation = Some((i + 1, Instant::now() + self.app.residents.settings.close_grace));
-    }
-}
-
-/// Most bytes read from stderr at once.
-const ERR_CHUNK: usize = 1024;
-
-/// What stderr has now (`None`: its end). The bytes are copied out only
-/// when there are some: an idle process's stderr costs no buffer.
-fn poll_stderr(pipe: &Pipe, cx: &mut std::task::Context<'_>) -> Poll<Option<Vec<u8>>> {
-    loop {
-        if ready!(pipe.poll_readable(cx)).is_err() {
-            return Poll::Ready(None);
-        }
-        let mut buf = [0u8; ERR_CHUNK];
-        let mut file: &std::fs::File = pipe.get_ref();
-        return Poll::Ready(match file.read(&mut buf) {
-            Ok(0) => None,
-            Ok(n) => Some(buf[..n].to_vec()),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => continue,
-            Err(_) => None,
-        });
     }
 }
 
@@ -840,8 +804,6 @@ mod idle_size {
             Poll::Pending
         }
         fn end_group(&self) {}
-        fn stderr(&mut self, _: &[u8]) {}
-        fn stderr_end(&mut self, _: Option<Pipe>) {}
     }
 
     fn pipe() -> (Pipe, Pipe) {
@@ -857,8 +819,8 @@ mod idle_size {
         budget: Arc<ConnBudget>,
         tx: connection::EventTx,
         stdin: std::io::PipeReader,
-        /// Held open: the process's stdout and stderr do not end.
-        _writers: (Pipe, Pipe),
+        /// Held open: the process's stdout does not end.
+        _writer: Pipe,
         run: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
         size: usize,
     }
@@ -870,13 +832,12 @@ mod idle_size {
         let (reader, stdin) = std::io::pipe().expect("pipe");
         let stdin = std::fs::File::from(std::os::fd::OwnedFd::from(stdin));
         let (stdout, out_w) = pipe();
-        let (stderr, err_w) = pipe();
         let running = app.residents.reserve().expect("a process slot");
-        let process = Process { stdin, stdout, stderr, child: Box::new(Fake) };
+        let process = Process { stdin, stdout, child: Box::new(Fake) };
         let fut = run(app.clone(), conn, Session { process, running }, rx, shared, budget.clone(), slot);
         let size = std::mem::size_of_val(&fut);
         let run = Box::pin(fut);
-        Setup { app, budget, tx, stdin: reader, _writers: (out_w, err_w), run, size }
+        Setup { app, budget, tx, stdin: reader, _writer: out_w, run, size }
     }
 
     #[test]
