@@ -3,9 +3,9 @@
 //! handshake is accepted, with the environment of an open event, and hands
 //! its stdin and stdout to the connection as async pipes (`ws::resident`
 //! drives them on the reactor: no thread per connection). Its stderr goes
-//! to the log, one line per line, as for event scripts: read by the
-//! connection's future too (no pump task, no buffer while idle), handed to
-//! a background pump only if a leftover still holds it at the end.
+//! to the log, one line per line, as for event scripts, and its exit is
+//! noticed through its pidfd: both watched by one thread for every such
+//! process ([`super::watch`]; no reactor source, no buffer while idle).
 //!
 //! The process group's budget is the connection's life, not `--timeout`:
 //! the connection ends it ([`Child::end_group`], after the close
