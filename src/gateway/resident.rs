@@ -1,8 +1,9 @@
 //! What the WebSocket side needs from a transport to run one process per
 //! connection (`--per-connection`, docs/PROTOCOL.md "One process per
-//! connection"): a started process with its stdout and stderr as async pipes, its stdin
+//! connection"): a started process with its stdout as an async pipe, its stdin
 //! a non-blocking pipe,
-//! and a way to signal its process group, wait for it and log its stderr.
+//! and a way to signal its process group and wait for it; its stderr is
+//! the transport's (logged).
 //!
 //! Only a transport that spawns local scripts can offer it
 //! ([`super::Transport::starter`]); the connection's life around the process
@@ -40,14 +41,6 @@ pub trait Child: Send {
     /// Stops whatever the process left in its group (SIGTERM, SIGKILL a
     /// grace later): the group's budget ends with the connection.
     fn end_group(&self);
-    /// Bytes the process wrote to its stderr, as they were read: logged
-    /// one line per line.
-    fn stderr(&mut self, data: &[u8]);
-    /// The connection is done with stderr: `None`, it ended (a last line
-    /// without a newline is logged); `Some(rest)`, it is still open (a
-    /// background job holds it): read on in the background until every
-    /// writer closed it.
-    fn stderr_end(&mut self, rest: Option<Pipe>);
 }
 
 /// A started process.
@@ -56,8 +49,8 @@ pub struct Process {
     /// only if a write would block).
     pub stdin: std::fs::File,
     pub stdout: Pipe,
-    /// Read by the connection's own future, like stdout (no task of its own).
-    pub stderr: Pipe,
+    /// Its stderr goes to the log (read by the transport, until every
+    /// writer closed it) and its exit is watched there too.
     pub child: Box<dyn Child>,
 }
 

@@ -24,8 +24,9 @@
 //!   `--max-outgoing-bytes` / 2 (or `--max-outgoing` / 2 messages) wait for
 //!   the client, stdout is not read, and no line is sent while its queue is
 //!   full, so a fast printer waits for a slow reader instead of being cut off;
-//! - what it writes to stderr is read the same way and logged one line per
-//!   line (by the transport: [`Child::stderr`]);
+//! - what it writes to stderr is logged one line per line by the
+//!   transport, which also watches its exit (not on this future: an idle
+//!   connection pays for one reactor source, stdout's);
 //! - the process's exit (stdout ended and the process reaped) closes the
 //!   connection with 1000, after its last line (with or without a newline);
 //! - the connection's end (its close event, seen even while a write to stdin
@@ -44,7 +45,7 @@ use std::task::{ready, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_lite::future::{self, FutureExt};
+use futures_lite::future::FutureExt;
 use futures_lite::StreamExt;
 
 use crate::action::{Action, CloseCause, Message};
@@ -183,8 +184,6 @@ enum Step {
     Stalled,
     /// Time for the next signal of the escalation.
     Signal,
-    /// Stderr gave bytes, or ended (`None`).
-    Stderr(Option<Vec<u8>>),
 }
 
 /// The messages being written to stdin: the one taken and those that were
@@ -244,22 +243,27 @@ impl Stdin {
     }
 }
 
-/// The state of one connection's process.
-struct Life<'a> {
-    app: &'a WsState,
-    conn: &'a ConnInfo,
-    shared: &'a ConnShared,
-    budget: &'a ConnBudget,
+/// The connection a process serves (once: [`Stdout`] is given it too).
+struct Ctx {
+    app: Arc<WsState>,
+    conn: Arc<ConnInfo>,
+    shared: Arc<ConnShared>,
+}
+
+/// The state of one connection's process. What an idle connection does not
+/// use (a write in progress, a timer, the escalation) is boxed when needed:
+/// this is memory per connection (see [`Run`]).
+struct Life {
+    ctx: Ctx,
+    budget: Arc<ConnBudget>,
     stdin: Option<Stdin>,
-    pending: Option<Pending>,
+    pending: Option<Box<Pending>>,
     /// Events taken from the queue while a write was pending (to see the
     /// close event behind them at once), or behind the messages joined
     /// into one write; messages still counted in the queue's budgets
     /// until written.
     backlog: VecDeque<EventKind>,
-    out: Stdout<'a>,
-    /// Until it ends: logged through the child, line by line.
-    err: Option<Pipe>,
+    out: Stdout,
     exited: bool,
     /// Given back once the process is reaped and its stdout ended (or at
     /// the end, after SIGKILL).
@@ -269,10 +273,10 @@ struct Life<'a> {
     /// The close 1000 for the process's exit was asked for.
     exit_closed: bool,
     /// The next signal (index into [`ESCALATION`]) and when.
-    escalation: Option<(usize, Instant)>,
+    escalation: Option<Box<(usize, Instant)>>,
     /// The one deadline waited for: the pending write's `--timeout` while
     /// the connection lives, the escalation's next signal after it.
-    timer: Option<(Instant, runtime::Timer)>,
+    timer: Option<Box<(Instant, runtime::Timer)>>,
     /// Which source [`Life::poll_step`] polls first (round robin: a
     /// process that prints without pause must not starve its stdin).
     turn: u8,
@@ -283,27 +287,23 @@ struct Life<'a> {
 /// Runs a connection's process for the connection's whole life (see the
 /// module docs); holds the connection's slot (`--max-connections`) until
 /// the process is reaped and the close event was taken.
-pub async fn run(
+pub fn run(
     app: Arc<WsState>,
     conn: Arc<ConnInfo>,
     session: Session,
-    mut events: EventRx,
+    events: EventRx,
     shared: Arc<ConnShared>,
     budget: Arc<ConnBudget>,
-    _slot: crate::conn_limits::Slot,
-) {
-    let Session { process: Process { stdin, stdout, stderr, mut child }, running } = session;
-    let out = Stdout::new(&app, &conn, stdout, &shared);
-    let mut life = Life {
-        app: &app,
-        conn: &conn,
-        shared: &shared,
-        budget: &budget,
+    slot: crate::conn_limits::Slot,
+) -> Run {
+    let Session { process: Process { stdin, stdout, child }, running } = session;
+    let life = Life {
+        ctx: Ctx { app, conn, shared },
+        budget,
         stdin: Some(Stdin::Plain(stdin)),
         pending: None,
         backlog: VecDeque::new(),
-        out,
-        err: Some(stderr),
+        out: Stdout::new(stdout),
         exited: false,
         running: Some(running),
         closed: false,
@@ -313,69 +313,92 @@ pub async fn run(
         turn: 0,
         dropped: 0,
     };
-    let mut steps = 0u32;
-    while !life.is_over() {
-        // A plain poll function, not an `async fn` racing `async` blocks:
-        // the future keeps no branch state between steps (its size is
-        // memory per connection).
-        let step = future::poll_fn(|cx| life.poll_step(&mut *child, &mut events, cx)).await;
-        life.take(step, &mut *child, &mut events);
-        steps = steps.wrapping_add(1);
-        if steps.is_multiple_of(32) {
-            // A process printing without pause keeps stdout always ready:
-            // let the thread's other tasks run.
-            future::yield_now().await;
+    Run { life: Some(life), child, events, steps: 0, _slot: slot }
+}
+
+/// [`run`]'s future, written by hand: an `async fn` keeps its arguments
+/// beside the locals made from them, and this is memory per connection.
+/// Small enough to sit in the connection's task where an event
+/// connection's worker does (no box: `the_run_future_is_small`).
+pub struct Run {
+    /// `None` once over.
+    life: Option<Life>,
+    child: Box<dyn Child>,
+    events: EventRx,
+    /// Steps since the last yield.
+    steps: u8,
+    _slot: crate::conn_limits::Slot,
+}
+
+impl std::future::Future for Run {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let Some(life) = &mut this.life else { return Poll::Ready(()) };
+        while !life.is_over() {
+            // A plain poll function, not an `async fn` racing `async`
+            // blocks: nothing is kept between steps.
+            let step = ready!(life.poll_step(&mut *this.child, &mut this.events, cx));
+            life.take(step, &mut *this.child, &mut this.events);
+            this.steps = this.steps.wrapping_add(1);
+            if this.steps.is_multiple_of(32) {
+                // A process printing without pause keeps stdout always
+                // ready: let the thread's other tasks run.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
         }
+        this.child.end_group();
+        let (app, id) = (life.ctx.app.clone(), life.ctx.conn.id.clone());
+        this.life = None;
+        app.hub.remove(&id);
+        metrics::add(&metrics::get().connections_closed, 1);
+        Poll::Ready(())
     }
-    // What a leftover still writes to stderr is logged in the background.
-    child.stderr_end(life.err.take());
-    child.end_group();
-    drop(life);
-    app.hub.remove(&conn.id);
-    metrics::add(&metrics::get().connections_closed, 1);
 }
 
 /// Ready at `at`: `timer` is made (or moved) for it, kept between polls.
-fn poll_until(timer: &mut Option<(Instant, runtime::Timer)>, at: Instant, cx: &mut std::task::Context<'_>) -> Poll<()> {
-    if timer.as_ref().map(|(when, _)| *when) != Some(at) {
-        *timer = Some((at, runtime::Timer::at(at)));
+fn poll_until(
+    timer: &mut Option<Box<(Instant, runtime::Timer)>>,
+    at: Instant,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<()> {
+    if timer.as_ref().map(|t| t.0) != Some(at) {
+        *timer = Some(Box::new((at, runtime::Timer::at(at))));
     }
-    let Some((_, t)) = timer else { return Poll::Pending };
-    ready!(std::pin::Pin::new(t).poll(cx));
+    let Some(t) = timer else { return Poll::Pending };
+    ready!(std::pin::Pin::new(&mut t.1).poll(cx));
     *timer = None;
     Poll::Ready(())
 }
 
-impl Life<'_> {
+impl Life {
     /// Over once the close event was taken and the process reaped, its
     /// stdout ended (or its group was sent SIGKILL: an escaped process may
     /// hold stdout forever).
     fn is_over(&self) -> bool {
-        let killed = self.escalation.is_some_and(|(i, _)| i >= ESCALATION.len());
+        let killed = self.escalation.as_deref().is_some_and(|&(i, _)| i >= ESCALATION.len());
         self.closed && self.exited && (self.out.ended || killed)
     }
 
     /// Whatever happened first: stdout, the exit, the queue and stdin, the
-    /// escalation's timer, stderr, each polled in turn from a rotating start.
+    /// escalation's timer, each polled in turn from a rotating start.
     fn poll_step(
         &mut self,
         child: &mut dyn Child,
         events: &mut EventRx,
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Step> {
-        const SOURCES: u8 = 5;
+        const SOURCES: u8 = 4;
         let first = self.turn;
         self.turn = (self.turn + 1) % SOURCES;
         for i in 0..SOURCES {
             let step = match (first + i) % SOURCES {
-                0 if !self.out.ended => self.out.poll_read(cx).map(Step::Read),
+                0 if !self.out.ended => self.out.poll_read(&self.ctx, cx).map(Step::Read),
                 1 if !self.exited => child.poll_wait(cx).map(Step::Exited),
                 2 if !self.closed => self.poll_input(events, cx),
                 3 => self.poll_signal(cx),
-                4 => match &self.err {
-                    Some(pipe) => poll_stderr(pipe, cx).map(Step::Stderr),
-                    None => Poll::Pending,
-                },
                 _ => Poll::Pending,
             };
             if step.is_ready() {
@@ -398,7 +421,7 @@ impl Life<'_> {
         if let Poll::Ready(r) = Stdin::poll_write(&mut self.stdin, &p.buf[p.off..], cx) {
             return Poll::Ready(Step::Wrote(r));
         }
-        let deadline = p.progress + self.app.residents.write_timeout;
+        let deadline = p.progress + self.ctx.app.residents.write_timeout;
         if poll_until(&mut self.timer, deadline, cx).is_ready() {
             return Poll::Ready(Step::Stalled);
         }
@@ -410,7 +433,7 @@ impl Life<'_> {
     }
 
     fn poll_signal(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Step> {
-        match self.escalation {
+        match self.escalation.as_deref().copied() {
             Some((i, at)) if i < ESCALATION.len() => poll_until(&mut self.timer, at, cx).map(|()| Step::Signal),
             _ => Poll::Pending,
         }
@@ -422,7 +445,7 @@ impl Life<'_> {
             Step::Read(ended) => self.out.ended = ended,
             Step::Exited(how) => {
                 self.exited = true;
-                let (id, ep) = (&self.conn.id, self.conn.target.endpoint());
+                let (id, ep) = (&self.ctx.conn.id, self.ctx.conn.target.endpoint());
                 log::info!("[{id}] {ep} process {how}");
             }
             Step::Event(Some(kind)) => self.event(kind, events),
@@ -430,11 +453,6 @@ impl Life<'_> {
             Step::Wrote(r) => self.wrote(r),
             Step::Stalled => self.stalled(),
             Step::Signal => self.signal(child),
-            Step::Stderr(Some(data)) => child.stderr(&data),
-            Step::Stderr(None) => {
-                self.err = None;
-                child.stderr_end(None);
-            }
         }
         if self.exited && self.out.ended && self.running.is_some() {
             // Nothing of the group holds stdout any more: its slot is free
@@ -446,9 +464,9 @@ impl Life<'_> {
             // an action like a script's `@close` (the hub applies it, after
             // the lines it was given before).
             self.exit_closed = true;
-            let conn = self.conn.id.clone();
+            let conn = self.ctx.conn.id.clone();
             let close = Action::Close { conn, code: 1000, reason: String::new(), cause: CloseCause::Script };
-            self.app.delivery.apply(close);
+            self.ctx.app.delivery.apply(close);
         }
     }
 
@@ -463,7 +481,8 @@ impl Life<'_> {
         match kind {
             EventKind::Message { payload, .. } => {
                 self.budget.event_taken();
-                let gone = self.stdin.is_none() || self.exited || connection::drops_queue(self.app, self.shared);
+                let gone =
+                    self.stdin.is_none() || self.exited || connection::drops_queue(&self.ctx.app, &self.ctx.shared);
                 if gone {
                     self.dropped += 1;
                     self.budget.done(payload.len());
@@ -473,10 +492,10 @@ impl Life<'_> {
                 self.append(&mut buf, &payload);
                 let mut p = Pending { buf, off: 0, len: payload.len(), count: 1, progress: Instant::now() };
                 self.join_queued(&mut p, events);
-                self.pending = Some(p);
+                self.pending = Some(Box::new(p));
             }
             EventKind::Close { code, reason, cause } => {
-                connection::log_closed(self.conn, self.shared, code, &reason, cause);
+                connection::log_closed(&self.ctx.conn, &self.ctx.shared, code, &reason, cause);
                 self.end_input();
             }
             EventKind::Open | EventKind::Resume { .. } => {}
@@ -487,7 +506,7 @@ impl Life<'_> {
     /// (binary mode: raw).
     fn append(&self, buf: &mut Vec<u8>, payload: &[u8]) {
         buf.extend_from_slice(payload);
-        if !self.app.residents.settings.binary {
+        if !self.ctx.app.residents.settings.binary {
             buf.push(b'\n');
         }
     }
@@ -540,17 +559,17 @@ impl Life<'_> {
             metrics::add(&metrics::get().events_dropped, self.dropped as u64);
             log::info!(
                 "[{}] {} process: {} message(s) not written to its stdin (the process or the connection had ended)",
-                self.conn.id,
-                self.conn.target.endpoint(),
+                self.ctx.conn.id,
+                self.ctx.conn.target.endpoint(),
                 self.dropped
             );
         }
         self.closed = true;
         self.stdin = None;
         self.timer = None;
-        let grace = self.app.residents.settings.close_grace;
+        let grace = self.ctx.app.residents.settings.close_grace;
         if !self.exited || !self.out.ended {
-            self.escalation = Some((0, Instant::now() + grace));
+            self.escalation = Some(Box::new((0, Instant::now() + grace)));
         }
     }
 
@@ -570,7 +589,7 @@ impl Life<'_> {
             Err(e) => {
                 // EPIPE: the process closed its stdin or exited; what
                 // follows is dropped.
-                log::debug!("[{}] {} process: stdin: {e}", self.conn.id, self.conn.target.endpoint());
+                log::debug!("[{}] {} process: stdin: {e}", self.ctx.conn.id, self.ctx.conn.target.endpoint());
                 if let Some(p) = self.pending.take() {
                     self.release(&p);
                     self.dropped += p.count;
@@ -588,64 +607,40 @@ impl Life<'_> {
         self.release(&p);
         self.dropped += p.count;
         self.stdin = None;
-        let timeout = self.app.residents.write_timeout;
+        let timeout = self.ctx.app.residents.write_timeout;
         let note = format!("process: has not read its stdin for {timeout:?} (--timeout); closing (1011)");
         let req = CloseRequest {
             code: 1011,
             reason: "the process does not read its input".into(),
             cause: CloseCause::Script,
         };
-        self.shared.request_close(req, Ending::Drain, Some(note));
+        self.ctx.shared.request_close(req, Ending::Drain, Some(note));
     }
 
     /// The next step of the escalation; none once nothing of the group
     /// runs (what still holds stdout left the group: it is not ours).
     fn signal(&mut self, child: &dyn Child) {
-        let Some((i, _)) = self.escalation else { return };
+        let Some(&(i, _)) = self.escalation.as_deref() else { return };
         let (sig, name) = ESCALATION[i];
         if !child.signal(sig) {
-            self.escalation = Some((ESCALATION.len(), Instant::now()));
+            self.escalation = Some(Box::new((ESCALATION.len(), Instant::now())));
             return;
         }
         log::info!(
             "[{}] {} process: still running after its connection ended; {name}",
-            self.conn.id,
-            self.conn.target.endpoint()
+            self.ctx.conn.id,
+            self.ctx.conn.target.endpoint()
         );
         if sig == Signal::Kill {
             metrics::add(&metrics::get().procs_killed, 1);
         }
-        self.escalation = Some((i + 1, Instant::now() + self.app.residents.settings.close_grace));
-    }
-}
-
-/// Most bytes read from stderr at once.
-const ERR_CHUNK: usize = 1024;
-
-/// What stderr has now (`None`: its end). The bytes are copied out only
-/// when there are some: an idle process's stderr costs no buffer.
-fn poll_stderr(pipe: &Pipe, cx: &mut std::task::Context<'_>) -> Poll<Option<Vec<u8>>> {
-    loop {
-        if ready!(pipe.poll_readable(cx)).is_err() {
-            return Poll::Ready(None);
-        }
-        let mut buf = [0u8; ERR_CHUNK];
-        let mut file: &std::fs::File = pipe.get_ref();
-        return Poll::Ready(match file.read(&mut buf) {
-            Ok(0) => None,
-            Ok(n) => Some(buf[..n].to_vec()),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => continue,
-            Err(_) => None,
-        });
+        self.escalation = Some(Box::new((i + 1, Instant::now() + self.ctx.app.residents.settings.close_grace)));
     }
 }
 
 /// A process's stdout: read as it comes, sent line by line (or chunk by
 /// chunk in binary mode) to the connection, or through the line protocol.
-struct Stdout<'a> {
-    app: &'a WsState,
-    conn: &'a ConnInfo,
-    shared: &'a ConnShared,
+struct Stdout {
     pipe: Pipe,
     /// The start of a line whose end has not come yet (at most `--max-message`).
     partial: Vec<u8>,
@@ -656,90 +651,80 @@ struct Stdout<'a> {
     skipping: bool,
     ended: bool,
     /// The pause while the client's queue is over half its budget.
-    nap: Option<runtime::Timer>,
+    nap: Option<Box<runtime::Timer>>,
 }
 
 /// Most bytes read from stdout at once (on the stack, never kept).
 const CHUNK: usize = 16 * 1024;
 
-impl<'a> Stdout<'a> {
-    fn new(app: &'a WsState, conn: &'a ConnInfo, pipe: Pipe, shared: &'a ConnShared) -> Self {
-        Stdout {
-            app,
-            conn,
-            shared,
-            pipe,
-            partial: Vec::new(),
-            held: Vec::new(),
-            skipping: false,
-            ended: false,
-            nap: None,
-        }
+impl Stdout {
+    fn new(pipe: Pipe) -> Self {
+        Stdout { pipe, partial: Vec::new(), held: Vec::new(), skipping: false, ended: false, nap: None }
     }
 
     /// Reads what stdout has and sends it; `true` at its end. Nothing is
     /// kept between polls but the pause's timer: bytes read are handled
     /// before returning.
-    fn poll_read(&mut self, cx: &mut std::task::Context<'_>) -> Poll<bool> {
+    fn poll_read(&mut self, c: &Ctx, cx: &mut std::task::Context<'_>) -> Poll<bool> {
         // The client's pace: wait while its queue is over half its budget.
-        while self.app.residents.paused(self.shared) && !self.shared.has_ended() {
-            let nap = self.nap.get_or_insert_with(|| runtime::Timer::after(Duration::from_millis(2)));
-            ready!(std::pin::Pin::new(nap).poll(cx));
+        while c.app.residents.paused(&c.shared) && !c.shared.has_ended() {
+            let nap = self.nap.get_or_insert_with(|| Box::new(runtime::Timer::after(Duration::from_millis(2))));
+            ready!(std::pin::Pin::new(&mut **nap).poll(cx));
             self.nap = None;
         }
         self.nap = None;
         if !self.held.is_empty() {
             let data = std::mem::take(&mut self.held);
-            self.chunk(&data);
+            self.chunk(c, &data);
             return Poll::Ready(false);
         }
         loop {
             // Polled, not `readable()`: the waker stays registered between
             // steps (no epoll_ctl per step).
             if ready!(self.pipe.poll_readable(cx)).is_err() {
-                self.end();
+                self.end(c);
                 return Poll::Ready(true);
             }
             let mut buf = [0u8; CHUNK];
             let mut file: &std::fs::File = self.pipe.get_ref();
             match file.read(&mut buf) {
                 Ok(0) => {
-                    self.end();
+                    self.end(c);
                     return Poll::Ready(true);
                 }
                 Ok(n) => {
-                    self.chunk(&buf[..n]);
+                    self.chunk(c, &buf[..n]);
                     return Poll::Ready(false);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => {
-                    self.end();
+                    self.end(c);
                     return Poll::Ready(true);
                 }
             }
         }
     }
 
-    fn chunk(&mut self, mut data: &[u8]) {
-        let max = self.app.residents.max_line;
-        if self.app.residents.settings.binary {
-            while !data.is_empty() && !self.hold(data) {
+    fn chunk(&mut self, c: &Ctx, mut data: &[u8]) {
+        let max = c.app.residents.max_line;
+        if c.app.residents.settings.binary {
+            while !data.is_empty() && !self.hold(c, data) {
                 let (piece, rest) = data.split_at(data.len().min(max));
-                self.send(Message::Binary(Bytes::copy_from_slice(piece)));
+                self.send(c, Message::Binary(Bytes::copy_from_slice(piece)));
                 data = rest;
             }
             return;
         }
-        while !data.is_empty() && !self.hold(data) {
+        while !data.is_empty() && !self.hold(c, data) {
             let newline = data.iter().position(|&b| b == b'\n');
             let piece = &data[..newline.map_or(data.len(), |i| i)];
             data = &data[newline.map_or(data.len(), |i| i + 1)..];
             if !self.skipping && self.partial.len() + piece.len() > max {
                 log::warn!(
                     "[{}] {} process: a line over --max-message ({max} bytes); dropped",
-                    self.conn.id,
-                    self.conn.target.endpoint()
+                    c.conn.id,
+                    c.conn.target.endpoint()
                 );
                 self.partial = Vec::new();
                 self.skipping = true;
@@ -747,11 +732,11 @@ impl<'a> Stdout<'a> {
             match (self.skipping, newline.is_some()) {
                 (true, true) => self.skipping = false,
                 (true, false) => {}
-                (false, true) if self.partial.is_empty() => self.line(piece),
+                (false, true) if self.partial.is_empty() => self.line(c, piece),
                 (false, true) => {
                     let mut line = std::mem::take(&mut self.partial);
                     line.extend_from_slice(piece);
-                    self.line(&line);
+                    self.line(c, &line);
                 }
                 (false, false) => self.partial.extend_from_slice(piece),
             }
@@ -761,8 +746,8 @@ impl<'a> Stdout<'a> {
     /// Keeps `data` for later when the client's queue has `--max-outgoing`
     /// messages (one more would close it, 1008): the process waits for
     /// its reader, as it does on bytes.
-    fn hold(&mut self, data: &[u8]) -> bool {
-        let full = self.shared.queued_messages() >= self.app.residents.max_queued && !self.shared.has_ended();
+    fn hold(&mut self, c: &Ctx, data: &[u8]) -> bool {
+        let full = c.shared.queued_messages() >= c.app.residents.max_queued && !c.shared.has_ended();
         if full {
             self.held = data.to_vec();
         }
@@ -770,33 +755,33 @@ impl<'a> Stdout<'a> {
     }
 
     /// The end of stdout: a last line without a newline is sent too.
-    fn end(&mut self) {
+    fn end(&mut self, c: &Ctx) {
         if !self.partial.is_empty() && !self.skipping {
             let line = std::mem::take(&mut self.partial);
-            self.line(&line);
+            self.line(c, &line);
         }
     }
 
     /// One line, without its `\n` (and a `\r` before it).
-    fn line(&mut self, line: &[u8]) {
+    fn line(&mut self, c: &Ctx, line: &[u8]) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let text = String::from_utf8_lossy(line);
-        if !self.app.residents.settings.directives {
-            return self.send(Message::text(text.into_owned()));
+        if !c.app.residents.settings.directives {
+            return self.send(c, Message::text(text.into_owned()));
         }
-        let (id, endpoint) = (&self.conn.id, self.conn.target.endpoint());
+        let (id, endpoint) = (&c.conn.id, c.conn.target.endpoint());
         match parse_line(&text, Context::Script { conn: id, endpoint }) {
             Ok(Line::Empty) => {}
-            Ok(Line::Text(t)) => self.send(Message::text(t)),
+            Ok(Line::Text(t)) => self.send(c, Message::text(t)),
             Ok(Line::Action(a)) => {
-                self.app.delivery.apply(a);
+                c.app.delivery.apply(a);
             }
             Err(why) => log::warn!("[{id}] {endpoint} process: {why}"),
         }
     }
 
-    fn send(&self, msg: Message) {
-        self.app.delivery.apply(Action::Send { to: self.conn.id.clone(), msg });
+    fn send(&self, c: &Ctx, msg: Message) {
+        c.app.delivery.apply(Action::Send { to: c.conn.id.clone(), msg });
     }
 }
 
@@ -840,8 +825,6 @@ mod idle_size {
             Poll::Pending
         }
         fn end_group(&self) {}
-        fn stderr(&mut self, _: &[u8]) {}
-        fn stderr_end(&mut self, _: Option<Pipe>) {}
     }
 
     fn pipe() -> (Pipe, Pipe) {
@@ -857,8 +840,8 @@ mod idle_size {
         budget: Arc<ConnBudget>,
         tx: connection::EventTx,
         stdin: std::io::PipeReader,
-        /// Held open: the process's stdout and stderr do not end.
-        _writers: (Pipe, Pipe),
+        /// Held open: the process's stdout does not end.
+        _writer: Pipe,
         run: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
         size: usize,
     }
@@ -870,21 +853,28 @@ mod idle_size {
         let (reader, stdin) = std::io::pipe().expect("pipe");
         let stdin = std::fs::File::from(std::os::fd::OwnedFd::from(stdin));
         let (stdout, out_w) = pipe();
-        let (stderr, err_w) = pipe();
         let running = app.residents.reserve().expect("a process slot");
-        let process = Process { stdin, stdout, stderr, child: Box::new(Fake) };
+        let process = Process { stdin, stdout, child: Box::new(Fake) };
         let fut = run(app.clone(), conn, Session { process, running }, rx, shared, budget.clone(), slot);
         let size = std::mem::size_of_val(&fut);
         let run = Box::pin(fut);
-        Setup { app, budget, tx, stdin: reader, _writers: (out_w, err_w), run, size }
+        Setup { app, budget, tx, stdin: reader, _writer: out_w, run, size }
     }
 
+    /// It sits unboxed where an event connection's worker does, in every
+    /// connection's task: it must not make that slot larger.
     #[test]
     fn the_run_future_is_small() {
         let size = setup().size;
+        let t = crate::ws::fake::Scripted::new(|_| Ok(String::new()));
+        let app = crate::ws::state::for_tests(&[], t.clone());
+        let crate::ws::fake::TestConn { conn, shared, budget, rx, slot, .. } = crate::ws::fake::test_conn(&app);
+        let worker = connection::event_worker(app.clone(), conn, t, rx, shared, budget, slot);
+        let worker = std::mem::size_of_val(&worker);
         assert!(
-            size <= 800,
-            "the run future grew to {size} bytes (1,608 when `next` was an async fn racing async blocks)"
+            size <= worker,
+            "the run future ({size} bytes; 1,608 as an async fn racing async blocks, 680 as an async fn) \
+             is larger than the event worker ({worker} bytes)"
         );
     }
 

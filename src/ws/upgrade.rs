@@ -352,8 +352,9 @@ async fn start(app: Arc<WsState>, opening: Opening, socket: Option<crate::runtim
     let (c, s, b) = (conn.clone(), shared.clone(), budget.clone());
     let worker = match session {
         None => Either::Left(connection::event_worker(app.clone(), c, transport, events_rx, s, b, slot)),
-        // Boxed: event connections do not pay for its size.
-        Some(session) => Either::Right(Box::pin(resident::run(app.clone(), c, session, events_rx, s, b, slot))),
+        // Inline: no larger than the event worker (`the_run_future_is_small`),
+        // so event connections pay nothing for it and it needs no box.
+        Some(session) => Either::Right(resident::run(app.clone(), c, session, events_rx, s, b, slot)),
     };
 
     let http_res: &mut tide::http::Response = res.as_mut();

@@ -295,7 +295,7 @@ pub fn spawn_fds(target: &Target, env: &EnvBlock, budget: Budget) -> io::Result<
 }
 
 /// [`spawn_fds`], started as `launch` says.
-fn spawn_argv(target: &Target, launch: &Launch, env: &EnvBlock, budget: Budget) -> io::Result<Spawned> {
+pub fn spawn_argv(target: &Target, launch: &Launch, env: &EnvBlock, budget: Budget) -> io::Result<Spawned> {
     let script = c_string(target.filename.as_os_str().as_bytes(), "the script path")?;
     let mut argv_owned = Vec::with_capacity(4 + launch.args.len());
     if let Some(interp) = &target.interpreter {
@@ -362,6 +362,27 @@ fn spawn_argv(target: &Target, launch: &Launch, env: &EnvBlock, budget: Budget) 
     let group = groups::started(pid, budget);
     drop((spawning, in_r, out_w, err_w));
     Ok(Spawned { pid, group, stdin: in_w, stdout: out_r, stderr: err_r })
+}
+
+/// Makes `fd` non-blocking (a read or write returns `WouldBlock` instead
+/// of waiting).
+pub fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {
+    let fd = fd.as_raw_fd();
+    // SAFETY: fcntl on a descriptor the caller owns, for its flags only.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A script started without a [`Child`] (its pipes and pidfd handled
+/// elsewhere), taken back to be waited for: dropped unreaped, it is reaped
+/// in the background like any other.
+pub fn adopt(pid: i32, group: GroupId, pidfd: Option<OwnedFd>) -> Child {
+    let pidfd = pidfd.and_then(|fd| Async::new(fd).ok());
+    Child { pid, group, pidfd, status: None, nap: None, stdin: None, stdout: None, stderr: None }
 }
 
 /// A pidfd for `pid`, to wait for its exit with `poll` or on the reactor;

@@ -20,6 +20,7 @@ pub mod groups;
 pub mod pool;
 pub mod process;
 pub mod resident;
+pub mod watch;
 pub mod worker;
 
 use std::sync::Arc;

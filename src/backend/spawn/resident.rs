@@ -3,9 +3,9 @@
 //! handshake is accepted, with the environment of an open event, and hands
 //! its stdin and stdout to the connection as async pipes (`ws::resident`
 //! drives them on the reactor: no thread per connection). Its stderr goes
-//! to the log, one line per line, as for event scripts: read by the
-//! connection's future too (no pump task, no buffer while idle), handed to
-//! a background pump only if a leftover still holds it at the end.
+//! to the log, one line per line, as for event scripts, and its exit is
+//! noticed through its pidfd: both watched by one thread for every such
+//! process ([`super::watch`]; no reactor source, no buffer while idle).
 //!
 //! The process group's budget is the connection's life, not `--timeout`:
 //! the connection ends it ([`Child::end_group`], after the close
@@ -15,18 +15,23 @@
 //! when it is dropped: its budget of a hundred years must not make it live
 //! until shutdown.
 
+use std::fs::File;
+use std::future::Future;
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use super::child::{self, EnvBlock};
-use super::groups::{self, Budget};
-use super::process::{log_stderr_rest, outcome, spawn_failed, StderrLines};
+use super::child::{self, EnvBlock, Spawned};
+use super::groups::{self, Budget, GroupId};
+use super::process::{outcome, spawn_failed};
+use super::watch::Watched;
 use super::Spawn;
 use crate::backend::env;
 use crate::event::{ConnInfo, Event, EventKind};
 use crate::gateway::resident::{self as gw, Process, Signal, Starter};
 use crate::gateway::Outcome;
+use crate::runtime;
 
 /// Longer than any connection: the group ends with its connection.
 const FOREVER: Duration = Duration::from_secs(86_400 * 365 * 100);
@@ -38,58 +43,93 @@ impl Starter for Spawn {
         env::event_vars(&mut vars, &self.env, &event);
         let target = &conn.target;
         let budget = Budget::from_now(FOREVER, grace);
-        let mut child =
-            child::spawn_with_args(target, &self.launch, &vars, budget).map_err(|e| spawn_failed(target, &e))?;
-        let label = format!("[{}] {} process", conn.id, target.endpoint());
-        let pipes = (child.stdin.take(), child.stdout.take(), child.stderr.take());
-        let (Some(stdin), Some(stdout), Some(stderr)) = pipes else {
-            groups::kill_now(child.group());
-            return Err("the process's pipes were not captured".into());
+        let Spawned { pid, group, stdin, stdout, stderr } =
+            child::spawn_argv(target, &self.launch, &vars, budget).map_err(|e| spawn_failed(target, &e))?;
+        let pidfd = child::pidfd_open(pid);
+        // Until `Resident` owns it: a failure below stops and reaps it.
+        let failed = |why: String, pidfd: Option<std::os::fd::OwnedFd>| {
+            groups::kill_now(group);
+            drop(child::adopt(pid, group, pidfd));
+            why
         };
-        let stdin = std::fs::File::from(stdin);
-        if let Err(e) = set_nonblocking(&stdin) {
-            groups::kill_now(child.group());
-            return Err(format!("cannot make the process's stdin non-blocking: {e}"));
+        let stdin = File::from(stdin);
+        if let Err(e) = child::set_nonblocking(&stdin) {
+            return Err(failed(format!("cannot make the process's stdin non-blocking: {e}"), pidfd));
         }
-        let lines = Some(StderrLines::new(label.clone(), &self.stderr).into_owned());
-        Ok(Process { stdin, stdout, stderr, child: Box::new(Resident { child, label, lines }) })
+        let stdout = match runtime::Async::new(File::from(stdout)) {
+            Ok(out) => out,
+            Err(e) => return Err(failed(format!("cannot watch the process's stdout: {e}"), pidfd)),
+        };
+        // The pidfd's copy goes with a failed `Watched::new`; the process
+        // is reaped by polling then.
+        let watched = Watched::new(conn.clone(), &self.stderr, stderr, pidfd)
+            .map_err(|e| failed(format!("cannot watch the process's stderr and exit: {e}"), None))?;
+        let child = Resident { pid, group, status: None, conn: conn.clone(), watched, nap: None };
+        Ok(Process { stdin, stdout, child: Box::new(child) })
     }
 }
 
-/// Writes to the pipe return `WouldBlock` instead of waiting: the
-/// connection registers it with the reactor only then.
-fn set_nonblocking(pipe: &std::fs::File) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let fd = pipe.as_raw_fd();
-    // SAFETY: fcntl on a descriptor `pipe` owns, for its flags only.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    // SAFETY: as above.
-    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// A per-connection process: the child, its log label and its stderr's
-/// lines (until they go to a background pump or end).
+/// A per-connection process: its pid and group, its stderr and exit
+/// watched by [`super::watch`] (no reactor source for either), its log
+/// label made from the connection only when needed.
 struct Resident {
-    child: child::Child,
-    label: String,
-    lines: Option<StderrLines<'static>>,
+    pid: i32,
+    group: GroupId,
+    status: Option<ExitStatus>,
+    conn: Arc<ConnInfo>,
+    watched: Watched,
+    /// Without pidfd (kernels before 5.3): the pause before looking again.
+    nap: Option<Box<runtime::Timer>>,
+}
+
+impl Resident {
+    /// Names the run in the log if processes it started outlive it.
+    fn label(&self) -> String {
+        format!("[{}] {} process", self.conn.id, self.conn.target.endpoint())
+    }
+
+    /// Reaps the process if it has exited.
+    fn try_status(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        if self.status.is_none() {
+            self.status = groups::reap(self.pid, &self.label())?;
+        }
+        Ok(self.status)
+    }
+
+    /// The exit status once the process is reaped. A poll before the exit
+    /// costs no system call (the pidfd is watched by [`super::watch`]).
+    fn poll_status(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<ExitStatus>> {
+        loop {
+            if let Some(s) = self.status {
+                return Poll::Ready(Ok(s));
+            }
+            if self.watched.watches_exit() {
+                ready!(self.watched.poll_exit(cx));
+            } else {
+                let nap = self.nap.get_or_insert_with(|| Box::new(runtime::Timer::after(Duration::from_millis(20))));
+                ready!(std::pin::Pin::new(&mut **nap).poll(cx));
+                self.nap = None;
+            }
+            match self.try_status()? {
+                Some(s) => return Poll::Ready(Ok(s)),
+                None if self.watched.watches_exit() => self.watched.rearm_exit(),
+                None => {}
+            }
+        }
+    }
 }
 
 impl gw::Child for Resident {
     fn signal(&self, sig: Signal) -> bool {
-        let group = self.child.group();
         match sig {
-            Signal::Int => groups::interrupt(group),
-            Signal::Term => groups::term_now(group),
-            Signal::Kill => groups::kill_now(group),
+            Signal::Int => groups::interrupt(self.group),
+            Signal::Term => groups::term_now(self.group),
+            Signal::Kill => groups::kill_now(self.group),
         }
     }
 
     fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<String> {
-        let status = ready!(self.child.poll_status(cx, &self.label));
+        let status = ready!(self.poll_status(cx));
         Poll::Ready(match outcome(status) {
             Outcome::Success => "exited with status 0".into(),
             Outcome::Failed(why) | Outcome::Unavailable(why) => why,
@@ -97,33 +137,21 @@ impl gw::Child for Resident {
     }
 
     fn end_group(&self) {
-        groups::terminate(self.child.group());
-    }
-
-    fn stderr(&mut self, data: &[u8]) {
-        if let Some(lines) = &mut self.lines {
-            lines.feed(data);
-        }
-    }
-
-    fn stderr_end(&mut self, rest: Option<gw::Pipe>) {
-        let Some(mut lines) = self.lines.take() else { return };
-        match rest {
-            Some(pipe) => log_stderr_rest(pipe, lines),
-            None => lines.end(),
-        }
+        groups::terminate(self.group);
     }
 }
 
 impl Drop for Resident {
     fn drop(&mut self) {
-        match self.child.try_status(&self.label) {
+        match self.try_status() {
             // Reaped: what it left gets SIGTERM, SIGKILL a grace later (a
             // no-op after `end_group`).
-            Ok(Some(_)) => groups::terminate(self.child.group()),
-            // Still running, nobody will wait for it: it and its group go now.
+            Ok(Some(_)) => groups::terminate(self.group),
+            // Still running, nobody will wait for it: it and its group go
+            // now, and it is reaped in the background.
             Ok(None) | Err(_) => {
-                groups::kill_now(self.child.group());
+                groups::kill_now(self.group);
+                drop(child::adopt(self.pid, self.group, self.watched.take_pidfd()));
             }
         }
     }
@@ -135,6 +163,7 @@ mod tests {
     use super::*;
     use crate::backend::env::EnvSink;
     use crate::event::Target;
+    use crate::id::ConnId;
 
     /// A per-connection process dropped without being reaped (its task
     /// panicked): its group, a background job too, is killed and forgotten.
@@ -149,10 +178,14 @@ mod tests {
         };
         let mut env = EnvBlock::default();
         env.set("PATH", "/usr/bin:/bin");
-        let child = child::spawn(&target, &env, Budget::from_now(FOREVER, Duration::from_secs(1))).expect("spawn sh");
-        let pgid = child.id();
-        assert!(tracked(pgid));
-        drop(Resident { child, label: "test".into(), lines: None });
+        let budget = Budget::from_now(FOREVER, Duration::from_secs(1));
+        let Spawned { pid, group, stderr, .. } =
+            child::spawn_argv(&target, &child::Launch::PLAIN, &env, budget).expect("spawn sh");
+        assert!(tracked(pid));
+        let conn = Arc::new(ConnInfo { id: ConnId::parse("r").expect("id"), target, request: Default::default() });
+        let watched = Watched::new(conn.clone(), &Default::default(), stderr, child::pidfd_open(pid)).expect("watched");
+        drop(Resident { pid, group, status: None, conn, watched, nap: None });
+        let pgid = pid;
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while tracked(pgid) && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
