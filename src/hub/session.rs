@@ -6,7 +6,11 @@
 //! [`ConnShared`], so a plain connection pays one pointer) adds:
 //!
 //! - the **token** the client resumes with ([`Token`]: a lookup key and a
-//!   128-bit secret compared in constant time), rotated on every resume;
+//!   128-bit secret compared in constant time), rotated on every resume.
+//!   The token a client resumed with stays good until the client shows it
+//!   read the `resumed` message that carried the new one ([`State::prev`]):
+//!   a network that dies again right after a resume's `101` must not end
+//!   the session;
 //! - the **counts**: messages numbered by the writer (sent) and data
 //!   messages read from the client (received);
 //! - the **window** ([`Window`]): messages written and not yet known to be
@@ -204,6 +208,12 @@ pub const ACK_EVERY: usize = 32;
 /// The mutable part of a session, behind its lock.
 pub struct State {
     pub token: Token,
+    /// The token the client last resumed with: still accepted while
+    /// `prev_live`, i.e. until the client shows it has `token` (its first
+    /// data frame or a pong on the new socket, both after `resumed`; or a
+    /// resume with `token`). Kept after that only to forget its key.
+    pub prev: Option<Token>,
+    pub prev_live: bool,
     pub window: Window,
     /// Data messages read from the client on this session.
     pub received: u64,
@@ -226,6 +236,39 @@ pub struct State {
     pub parked: Option<super::shared::Outgoing>,
 }
 
+impl State {
+    /// `true` when `token` resumes this session: its current token, or the
+    /// one it last resumed with while the client has not shown it has the
+    /// current one (the `resumed` message may have been lost).
+    pub fn accepts(&self, token: &Token) -> bool {
+        let prev = self.prev_live && self.prev.as_ref().is_some_and(|p| p.matches(token));
+        !self.ended && (self.token.matches(token) || prev)
+    }
+
+    /// Rotates the token at a resume made with `used` (one that
+    /// [`State::accepts`]): the new token is registered in `sessions`,
+    /// `used` stays good until the client shows it has the new one, and
+    /// any other token of the session dies.
+    pub fn rotate(&mut self, sessions: &Sessions, used: &Token) -> Token {
+        let new = Token::random();
+        sessions.alias(self.token.key(), new.key());
+        for old in [Some(&self.token), self.prev.as_ref()].into_iter().flatten() {
+            if old.key() != used.key() {
+                sessions.forget(old.key());
+            }
+        }
+        self.prev = Some(used.clone());
+        self.prev_live = true;
+        self.token = new.clone();
+        new
+    }
+
+    /// The keys the session is registered under (to forget them at its end).
+    pub fn keys(&self) -> impl Iterator<Item = [u8; 8]> + '_ {
+        std::iter::once(self.token.key()).chain(self.prev.as_ref().map(Token::key))
+    }
+}
+
 /// A resumable session's state, in its connection's [`ConnShared`].
 pub struct Session {
     state: Mutex<State>,
@@ -239,6 +282,8 @@ impl Session {
     pub fn new(token: Token, limits: Limits) -> Box<Session> {
         let state = State {
             token,
+            prev: None,
+            prev_live: false,
             window: Window::default(),
             received: 0,
             resumes: 0,
@@ -288,9 +333,13 @@ impl Session {
         st.window.len().is_multiple_of(ACK_EVERY)
     }
 
-    /// A data message was read from the client.
+    /// A data message was read from the client. A client sends nothing on
+    /// a resumed socket before it has read `resumed` (docs/PROTOCOL.md), so
+    /// it has the new token: the one it resumed with dies.
     pub fn read_one(&self) {
-        self.lock().received += 1;
+        let mut st = self.lock();
+        st.received += 1;
+        st.prev_live = false;
     }
 
     /// The payload of the next ping: the sent count, in decimal.
@@ -302,7 +351,11 @@ impl Session {
     pub fn pong(&self, payload: &[u8]) {
         let n = std::str::from_utf8(payload).ok().and_then(|s| s.parse::<u64>().ok());
         if let Some(n) = n {
-            self.lock().window.ack(n);
+            let mut st = self.lock();
+            st.window.ack(n);
+            // Every ping on a socket follows its `resumed` message (the
+            // writer sends that first): the client has the new token.
+            st.prev_live = false;
         }
     }
 
@@ -361,17 +414,14 @@ impl Sessions {
     /// its current one.
     pub fn find(&self, token: &Token) -> Option<(Arc<ConnInfo>, Arc<ConnShared>)> {
         let (info, shared) = self.map().get(&token.key())?.clone();
-        let ok = shared.session.as_deref().is_some_and(|s| {
-            let st = s.lock();
-            st.token.matches(token) && !st.ended
-        });
+        let ok = shared.session.as_deref().is_some_and(|s| s.lock().accepts(token));
         ok.then_some((info, shared))
     }
 
-    /// The session moves from `old` to `new` (its token rotated).
-    pub fn rekey(&self, old: [u8; 8], new: [u8; 8]) {
+    /// The session under `key` is found under `new` too (its token rotated).
+    pub fn alias(&self, key: [u8; 8], new: [u8; 8]) {
         let mut map = self.map();
-        if let Some(entry) = map.remove(&old) {
+        if let Some(entry) = map.get(&key).cloned() {
             map.insert(new, entry);
         }
     }
@@ -424,7 +474,8 @@ pub fn take_out(hub: &super::local::Hub, info: &ConnInfo, shared: &ConnShared) {
         (snap, st.export.take(), st.parked.take())
     };
     // Not under the session's lock: a resume's look-up takes the map's, then the session's.
-    hub.sessions.forget(session.lock().token.key());
+    let keys: Vec<[u8; 8]> = session.lock().keys().collect();
+    keys.into_iter().for_each(|k| hub.sessions.forget(k));
     hub.remove(&info.id);
     drop(parked);
     log::info!("[{}] session exported ({} kept, {} queued)", info.id, snap.window.len(), snap.queued.len());
@@ -619,6 +670,30 @@ mod tests {
         s.pong(b"not a number");
         s.pong(b"");
         assert_eq!(s.lock().window.parts(), (2, vec![m("c")]));
+    }
+
+    #[test]
+    fn the_token_resumed_with_stays_good_until_the_client_shows_it_has_the_new_one() {
+        let sessions = Sessions::default();
+        let t0 = Token::random();
+        let s = Session::new(t0.clone(), WIDE);
+        let st = |s: &Session, t: &Token| s.lock().accepts(t);
+        let t1 = s.lock().rotate(&sessions, &t0);
+        assert!(st(&s, &t0) && st(&s, &t1), "the answer may be lost: t0 still resumes");
+        // Lost: the client resumes with t0 again; t1 (never seen by it) dies.
+        let t2 = s.lock().rotate(&sessions, &t0);
+        assert!(st(&s, &t0) && st(&s, &t2) && !st(&s, &t1));
+        s.pong(b"0");
+        assert!(!st(&s, &t0) && st(&s, &t2), "a pong on the new socket: t0 dies");
+        let t3 = s.lock().rotate(&sessions, &t2);
+        s.read_one();
+        assert!(!st(&s, &t2) && st(&s, &t3), "a data frame on the new socket: t2 dies");
+        let t4 = s.lock().rotate(&sessions, &t3);
+        let t5 = s.lock().rotate(&sessions, &t4);
+        assert!(!st(&s, &t3) && st(&s, &t4) && st(&s, &t5), "a resume with the new token: the older dies");
+        assert_eq!(s.lock().keys().collect::<Vec<_>>(), [t5.key(), t4.key()]);
+        s.lock().ended = true;
+        assert!(!st(&s, &t4) && !st(&s, &t5), "an ended session takes no resume");
     }
 
     #[test]

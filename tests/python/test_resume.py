@@ -196,6 +196,35 @@ class ResumeTest(ResumeCase):
         self.assertEqual(json.loads(await self.recv_text(resumed_twice))["ws2http"], "resumed")
         self.assertEqual(events(cid), ["open"])
 
+    async def test_a_resume_whose_answer_was_lost_works_again_with_the_same_token(self):
+        ws, hello = await self.open_session()
+        cid = hello["id"]
+        await self.api_ok("POST", "/send/" + cid, "a")
+        self.assertEqual(await self.recv_text(ws), "a")
+        ws.transport.abort()
+        await self.detached()
+        await self.api_ok("POST", "/send/" + cid, "b")
+        # The server takes this resume and rotates the token; the network dies
+        # before the client reads "resumed" (the test peeks at it, then drops it).
+        lost = await self.resume(hello["token"], 1)
+        lost_token = json.loads(await self.recv_text(lost))["token"]
+        lost.transport.abort()
+        again = await self.resume(hello["token"], 1)
+        resumed = json.loads(await self.recv_text(again))
+        self.assertEqual((resumed["ws2http"], resumed["id"], resumed["replayed"]), ("resumed", cid, 1))
+        self.assertEqual(await self.recv_text(again), "b", "replayed once more")
+        # The token of the lost answer never reached the client: dead.
+        stale = await self.resume(lost_token, 2)
+        self.assertEqual(await self.refused_with(stale), (4410, "session expired"))
+        # The client's first frame on the new socket shows it has the new token:
+        # the one it resumed with dies then.
+        await again.send("x")
+        self.assertEqual(await self.recv_text(again), "echo x")
+        old = await self.resume(hello["token"], 2)
+        self.assertEqual(await self.refused_with(old), (4410, "session expired"))
+        await self.sentinel(again, cid)
+        self.assertEqual(events(cid), ["open", "message x"])
+
     async def test_forged_rotated_and_malformed_resumes_are_refused_after_the_101(self):
         ws, hello = await self.open_session()
         cid = hello["id"]
@@ -214,14 +243,16 @@ class ResumeTest(ResumeCase):
         ws2 = await self.resume(hello["token"], 0)
         resumed = json.loads(await self.recv_text(ws2))
         self.assertEqual(resumed["ws2http"], "resumed")
-        # The old token died with the rotation.
+        # A resume with the new token shows the client has it: the old token is dead.
+        ws3 = await self.resume(resumed["token"], 0)
+        self.assertEqual(json.loads(await self.recv_text(ws3))["ws2http"], "resumed")
         old = await self.resume(hello["token"], 0)
         self.assertEqual(await self.refused_with(old), (4410, "session expired"))
-        await self.sentinel(ws2, cid)
+        await self.sentinel(ws3, cid)
         self.assertEqual(events(cid), ["open"])
         _, _, raw, _ = await self.api("GET", "/metrics")
         metrics = raw.decode()
-        self.assertIn('ws2http_resumes_total{result="ok"} 1\n', metrics)
+        self.assertIn('ws2http_resumes_total{result="ok"} 2\n', metrics)
         self.assertIn('ws2http_resumes_total{result="expired"} 3\n', metrics)
         self.assertIn('ws2http_resumes_total{result="bad"} 5\n', metrics)
         self.assertNotIn(hello["token"], self.server.log_text(), "tokens stay out of the log")
