@@ -84,17 +84,31 @@ fn parse_resume(s: &str) -> Option<(Token, u64)> {
     Some((Token::parse(token)?, count.parse().ok()?))
 }
 
-/// The `101` of a session: the session subprotocol is selected, whatever
-/// the open script chose (one log line when it chose one).
-pub fn select(res: &mut Response, conn: &ConnInfo) {
-    if let Some(chosen) = res.header("Sec-WebSocket-Protocol").map(|v| v.last().as_str().to_owned()) {
+/// The subprotocol a client offers after [`SUBPROTOCOL`] for ws2http to
+/// select where it offers no session (`--resume-grace 0`, a
+/// `--per-connection` endpoint): browsers fail a handshake that offered
+/// subprotocols when the `101` selects none.
+pub const PLAIN: &str = "ws2http.plain";
+
+/// The subprotocol ws2http itself selects in a new connection's `101`, if
+/// any: the session's for a new session, `ws2http.plain` when the client
+/// offered it and gets no session. Either wins over the open script's
+/// choice (one log line when it chose another one).
+pub fn select(res: &mut Response, conn: &ConnInfo, asked: &Asked, offered: &[String]) {
+    let ours = match asked {
+        Asked::New => SUBPROTOCOL,
+        _ if offered.iter().any(|o| o == PLAIN) => PLAIN,
+        _ => return,
+    };
+    let chosen = res.header("Sec-WebSocket-Protocol").map(|v| v.last().as_str().to_owned());
+    if let Some(chosen) = chosen.filter(|c| c != ours) {
         log::info!(
-            "[{}] a session: the open script's subprotocol {} is not sent ({SUBPROTOCOL} is)",
+            "[{}] the open script's subprotocol {} is not sent ({ours} is: the client asked for it)",
             conn.id,
             crate::logging::quoted(&chosen)
         );
     }
-    res.insert_header("Sec-WebSocket-Protocol", SUBPROTOCOL);
+    res.insert_header("Sec-WebSocket-Protocol", ours);
 }
 
 /// What a session connection's task serves it with (the parts a plain

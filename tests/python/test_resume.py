@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from harness import ServerTestCase, data_path, wait_for, read_file, TIMEOUT
 
 SESSION = "ws2http.session.v1"
+PLAIN = "ws2http.plain"
 
 
 class Cutter:
@@ -67,11 +68,11 @@ def events(cid):
 class ResumeCase(ServerTestCase):
     server_args = ["--resume-grace", "30"]
 
-    async def open_session(self, path="/session.sh", port=None, **kw):
+    async def open_session(self, path="/session.sh", port=None, extra_protocols=(), **kw):
         """A new session: (ws, hello) after the session message."""
         url_port = port or self.server.port
         from websockets.asyncio.client import connect
-        ws = await connect("ws://127.0.0.1:%d%s" % (url_port, path), subprotocols=[SESSION],
+        ws = await connect("ws://127.0.0.1:%d%s" % (url_port, path), subprotocols=[SESSION, *extra_protocols],
                            proxy=None, ping_interval=None, open_timeout=TIMEOUT * 2, **kw)
         self._sockets.append(ws)
         self.assertEqual(ws.subprotocol, SESSION)
@@ -370,6 +371,27 @@ class ResumeOffTest(ResumeCase):
         self.assertIsNone(ws.subprotocol)
         await ws.send("hi")
         self.assertEqual(await self.recv_text(ws), "echo hi")
+
+    async def test_a_client_that_offers_plain_gets_it_selected(self):
+        # Chromium fails a handshake that offered subprotocols when the 101 selects none.
+        ws = await self.connect("/session.sh", subprotocols=[SESSION, PLAIN])
+        self.assertEqual(ws.subprotocol, PLAIN)
+        await ws.send("hi")
+        self.assertEqual(await self.recv_text(ws), "echo hi", "no session message")
+        # A resume (sessions are off here): a plain connection too, which the client sees as a reset.
+        ws = await self.connect("/session.sh", subprotocols=[SESSION, "ws2http.resume.%s.0" % ("A" * 32), PLAIN])
+        self.assertEqual(ws.subprotocol, PLAIN)
+
+
+class PlainOfferTest(ResumeCase):
+    server_args = ["--resume-grace", "30", "--per-connection", "/lines.sh"]
+
+    async def test_sessions_on_select_the_session_and_a_per_connection_endpoint_plain(self):
+        ws, _ = await self.open_session(extra_protocols=[PLAIN])
+        ws = await self.connect("/lines.sh", subprotocols=[SESSION, PLAIN])
+        self.assertEqual(ws.subprotocol, PLAIN)
+        ws = await self.connect("/lines.sh", subprotocols=["chat"])
+        self.assertIsNone(ws.subprotocol, "not offered: not selected")
 
 
 if __name__ == "__main__":
