@@ -259,14 +259,18 @@ fn check_resume(p: &Parts, session: &Session, used: &Token, received: u64) -> Re
     };
     st.rotate(&p.app.hub.sessions, used);
     st.resumes += 1;
+    // Replayed next: the window after the client's count, then what was
+    // queued for it meanwhile (the writer is not running: nothing is taken
+    // off the queue before the prelude is sent).
+    let replayed = msgs.len() + p.outgoing.len();
     let hello = serde_json::json!({
         "ws2http": "resumed",
         "id": id.as_str(),
         "token": st.token.to_string(),
         "received": st.received,
-        "replayed": msgs.len(),
+        "replayed": replayed,
     });
-    log::info!("[{id}] resumed (resume {}): replaying {} message(s) after {received}", st.resumes, msgs.len());
+    log::info!("[{id}] resumed (resume {}): replaying {replayed} message(s) after {received}", st.resumes);
     metrics::get().resumed(Resumed::Ok);
     st.prelude = Some((hello.to_string(), msgs));
     Ok(st.resumes)

@@ -174,6 +174,22 @@ class ResumeTest(ResumeCase):
         self.assertEqual((resumed["received"], resumed["replayed"]), (2, 0))
         await self.sentinel(ws2, hello["id"])
 
+    async def test_replayed_counts_the_window_and_what_was_queued_while_away(self):
+        ws, hello = await self.open_session()
+        cid = hello["id"]
+        await self.api_ok("POST", "/send/" + cid, "w")
+        self.assertEqual(await self.recv_text(ws), "w")   # written, not acknowledged: in the window
+        ws.transport.abort()
+        await self.detached()
+        for m in ["q1", "q2"]:
+            self.assertEqual(await self.api_ok("POST", "/send/" + cid, m), {"delivered": 1})
+        ws2 = await self.resume(hello["token"], 0)
+        resumed = json.loads(await self.recv_text(ws2))
+        self.assertEqual((resumed["ws2http"], resumed["replayed"]), ("resumed", 3))
+        for m in ["w", "q1", "q2"]:
+            self.assertEqual(await self.recv_text(ws2), m)
+        await self.sentinel(ws2, cid)
+
     async def test_a_resume_takes_over_a_session_whose_socket_is_still_attached(self):
         ws, hello = await self.open_session()
         cid = hello["id"]
