@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+use super::outgoing::OutgoingBudget;
 use super::shared::{CloseRequest, ConnShared, Ending};
 use crate::action::{CloseCause, Message};
 use crate::event::{ConnInfo, RequestFields, RequestInfo};
@@ -202,6 +203,10 @@ impl Window {
     }
 }
 
+/// The outgoing byte budget, and the bytes of the delivery's own encoded
+/// frame (counted in it while the delivery runs, dropped once it is done).
+pub type Total<'a> = (&'a OutgoingBudget, usize);
+
 /// Messages kept between two pings that ask for an acknowledgement.
 pub const ACK_EVERY: usize = 32;
 
@@ -326,10 +331,15 @@ impl Session {
     /// The writer takes `msg` to write it: numbered and kept. `true` when
     /// the writer should ask for an acknowledgement now (every
     /// [`ACK_EVERY`] messages kept), so that the window of a session with
-    /// traffic does not wait for the next timed ping to shrink.
-    pub fn number(&self, msg: &Message) -> bool {
+    /// traffic does not wait for the next timed ping to shrink. While all
+    /// clients together hold more than `--max-outgoing-bytes-total`, the
+    /// window drops its oldest (down to this message) until they do not.
+    pub fn number(&self, msg: &Message, budget: &OutgoingBudget) -> bool {
         let mut st = self.lock();
         st.window.push(msg.clone(), self.limits);
+        while st.window.len() > 1 && budget.over_total(0).is_some() {
+            st.window.pop();
+        }
         st.window.len().is_multiple_of(ACK_EVERY)
     }
 
@@ -361,9 +371,10 @@ impl Session {
 
     /// Whether a detached session may take one more message of `len`
     /// bytes, with `queued` messages (`queued_bytes` bytes) waiting for
-    /// its writer (`Ok(true)`: it may, and it is detached); an attached one
-    /// always may (`Ok(false)`: the writer keeps its window within the bounds).
-    pub fn admit(&self, queued: usize, queued_bytes: usize, len: usize) -> Result<bool, String> {
+    /// its writer, within its own bounds and `--max-outgoing-bytes-total`
+    /// (`Ok(true)`: it may, and it is detached); an attached one always may
+    /// (`Ok(false)`: the writer keeps its window within the bounds).
+    pub fn admit(&self, queued: usize, queued_bytes: usize, len: usize, total: Total) -> Result<bool, String> {
         let st = self.lock();
         if st.attached {
             return Ok(false);
@@ -374,6 +385,11 @@ impl Session {
         }
         if bytes > self.limits.bytes {
             return Err(format!("{bytes} bytes kept for it while detached, over --resume-buffer-bytes"));
+        }
+        // All sessions together (and every client's queue): the message is
+        // already counted in what is held.
+        if let Some((held, cap)) = total.0.over_total(total.1) {
+            return Err(format!("{held} bytes held for all clients, over --max-outgoing-bytes-total {cap}"));
         }
         Ok(true)
     }
@@ -588,6 +604,15 @@ mod tests {
 
     const WIDE: Limits = Limits { messages: 100, bytes: 1 << 20 };
 
+    /// An outgoing budget of its own (not the server's gauge), `cap` bytes in total.
+    fn budget(cap: usize) -> OutgoingBudget {
+        OutgoingBudget::new(cap, cap, Box::leak(Box::new(std::sync::atomic::AtomicUsize::new(0))))
+    }
+
+    fn wide() -> OutgoingBudget {
+        budget(1 << 30)
+    }
+
     #[test]
     fn a_token_round_trips_and_only_its_own_secret_matches() {
         let t = Token::random();
@@ -641,18 +666,46 @@ mod tests {
     #[test]
     fn a_detached_session_admits_within_its_bounds_only() {
         let s = Session::new(Token::random(), Limits { messages: 3, bytes: 10 });
-        s.number(&m("ab"));
-        assert_eq!(s.admit(1, 2, 2), Ok(true));
-        assert!(s.admit(2, 2, 2).expect_err("4 messages").contains("--resume-buffer"));
-        assert!(s.admit(0, 0, 9).expect_err("11 bytes").contains("--resume-buffer-bytes"));
+        s.number(&m("ab"), &wide());
+        assert_eq!(s.admit(1, 2, 2, (&wide(), 0)), Ok(true));
+        assert!(s.admit(2, 2, 2, (&wide(), 0)).expect_err("4 messages").contains("--resume-buffer"));
+        assert!(s.admit(0, 0, 9, (&wide(), 0)).expect_err("11 bytes").contains("--resume-buffer-bytes"));
         s.lock().attached = true;
-        assert_eq!(s.admit(100, 100, 100), Ok(false), "attached: the writer bounds its window");
+        assert_eq!(s.admit(100, 100, 100, (&wide(), 0)), Ok(false), "attached: the writer bounds its window");
+    }
+
+    #[test]
+    fn every_session_together_counts_in_the_outgoing_total() {
+        let total = budget(10);
+        let s = Session::new(Token::random(), WIDE);
+        // Attached: the window drops its oldest while the total is exceeded.
+        let kept: Vec<Message> = ["aaa", "bbb", "ccc"].iter().map(|x| total.count(m(x))).collect();
+        for msg in &kept {
+            s.number(msg, &total);
+        }
+        drop(kept);
+        assert_eq!((total.held(), s.lock().window.len()), (9, 3), "the window holds them: within 10");
+        s.number(&total.count(m("ddd")), &total);
+        assert_eq!(total.held(), 9, "12 bytes: its oldest dropped");
+        assert_eq!(s.lock().window.parts(), (1, vec![m("bbb"), m("ccc"), m("ddd")]));
+        let big = total.count(m("0123456789x"));
+        s.number(&big, &total);
+        assert_eq!(s.lock().window.parts().0, 4, "down to the message itself, never past it");
+        drop(big);
+        s.lock().window.ack(5);
+        assert_eq!(total.held(), 0);
+        // Detached: over the total, the session must end (resume-overflow).
+        let other = total.count(m("0123456789x"));
+        assert!(s.admit(0, 0, 4, (&total, 0)).expect_err("11 > 10").contains("--max-outgoing-bytes-total 10"));
+        assert_eq!(s.admit(0, 0, 4, (&total, 11)), Ok(true), "were they the delivery's own frame: within");
+        drop(other);
+        assert_eq!(s.admit(0, 0, 4, (&total, 0)), Ok(true));
     }
 
     #[test]
     fn the_writer_asks_for_an_ack_every_few_messages_kept() {
         let s = Session::new(Token::random(), WIDE);
-        let asks: Vec<bool> = (0..2 * ACK_EVERY).map(|i| s.number(&m(&i.to_string()))).collect();
+        let asks: Vec<bool> = (0..2 * ACK_EVERY).map(|i| s.number(&m(&i.to_string()), &wide())).collect();
         assert_eq!(asks.iter().filter(|a| **a).count(), 2);
         assert!(asks[ACK_EVERY - 1] && asks[2 * ACK_EVERY - 1]);
         s.pong(ACK_EVERY.to_string().as_bytes());
@@ -663,7 +716,7 @@ mod tests {
     fn pongs_carry_the_count_acknowledged() {
         let s = Session::new(Token::random(), WIDE);
         for x in ["a", "b", "c"] {
-            s.number(&m(x));
+            s.number(&m(x), &wide());
         }
         assert_eq!(&s.ping_payload()[..], b"3");
         s.pong(b"2");

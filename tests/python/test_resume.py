@@ -366,6 +366,43 @@ class ResumeExpiryTest(ResumeCase):
         self.assertIn("over --resume-buffer", self.server.log_text())
 
 
+class ResumeTotalTest(ResumeCase):
+    """What sessions keep counts against --max-outgoing-bytes-total, all together."""
+    server_args = ["--resume-grace", "30", "--max-outgoing-bytes", "1000", "--max-outgoing-bytes-total", "2000"]
+
+    async def test_a_detached_session_that_would_go_over_the_total_ends(self):
+        (a, hello_a), (b, hello_b) = await self.open_session(), await self.open_session()
+        a.transport.abort()
+        b.transport.abort()
+        await self.detached(2)
+        body = lambda tag: tag + "x" * 599
+        for cid, tag in [(hello_a["id"], "a1"), (hello_a["id"], "a2"), (hello_b["id"], "b1")]:
+            self.assertEqual(await self.api_ok("POST", "/send/" + cid, body(tag)), {"delivered": 1}, tag)
+        # 1800 bytes kept, each session far within --resume-buffer-bytes: 600 more go over 2000.
+        self.assertEqual(await self.api_ok("POST", "/send/" + hello_b["id"], body("b2")), {"delivered": 0})
+        self.assertEqual(await self.close_lines(hello_b["id"]), ["close 1006 resume-overflow r bob"])
+        self.assertEqual(self.server.log_text().count("over --max-outgoing-bytes-total 2000; ending it"), 1)
+        ws = await self.resume(hello_a["token"], 0)
+        self.assertEqual(json.loads(await self.recv_text(ws))["replayed"], 2)
+        for tag in ["a1", "a2"]:
+            self.assertEqual(await self.recv_text(ws), body(tag))
+        await self.sentinel(ws, hello_a["id"])
+
+    async def test_an_attached_window_over_the_total_drops_its_oldest(self):
+        ws, hello = await self.open_session()
+        cid = hello["id"]
+        body = lambda i: "m%d" % i + "x" * 598
+        for i in range(4):
+            await self.api_ok("POST", "/send/" + cid, body(i))
+            self.assertEqual(await self.recv_text(ws), body(i))
+        # Received, not acknowledged: 2400 bytes would be kept, over 2000, so the oldest went.
+        ws.transport.abort()
+        await self.detached()
+        gap = await self.resume(hello["token"], 0)
+        self.assertEqual(await self.refused_with(gap), (4410, "session expired"))
+        self.assertEqual(await self.close_lines(cid), ["close 1006 resume-gap r bob"])
+
+
 class ResumeLimitsTest(ResumeCase):
     server_args = ["--max-connections", "1"]
 
