@@ -302,8 +302,9 @@
 
     _socketClosed(ws, e, hello) {
       if (!this._opened && !hello && this._offerSession && !(this.options.protocols || []).length) {
-        // A server that knows nothing of sessions selects no subprotocol, and the browser fails the
-        // handshake: try once more without (plain mode from then on).
+        // A server that knows nothing of sessions (an older ws2http, another server) selects no
+        // subprotocol, and the browser fails the handshake: try once more without (plain mode from then
+        // on). ws2http selects ws2http.plain where it offers no session, so this is for those only.
         this._offerSession = false;
         this._ws = null;
         this._connect();

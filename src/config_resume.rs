@@ -6,6 +6,8 @@
 //! Every byte a detached session holds is a byte a client can make the
 //! server keep without reading it: both bounds (messages and bytes) have a
 //! safe default, and going over them ends the session (`resume-overflow`).
+//! All sessions together are bounded by `--max-outgoing-bytes-total`
+//! (`hub::session::Session::admit` and `number`): no flag of their own.
 
 use std::time::Duration;
 
@@ -25,7 +27,8 @@ pub struct ResumeArgs {
     /// is away); beyond it a detached session ends (resume-overflow)
     #[arg(long, env = "WS2HTTP_RESUME_BUFFER", default_value_t = 1000, value_name = "N", help_heading = HEADING)]
     pub resume_buffer: usize,
-    /// Bytes of those messages a session keeps; beyond it a detached session ends (resume-overflow)
+    /// Bytes of those messages a session keeps; beyond it a detached session ends (resume-overflow).
+    /// All sessions together count in --max-outgoing-bytes-total
     #[arg(long, env = "WS2HTTP_RESUME_BUFFER_BYTES", default_value_t = 1 << 20, value_name = "BYTES", help_heading = HEADING)]
     pub resume_buffer_bytes: usize,
 }

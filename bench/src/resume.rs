@@ -137,10 +137,10 @@ async fn latency_run(server: &Ws2http, samples: usize, buffered: usize) -> Resul
         }
         let (mut w, hello, t0) = session::resume(server.addr, &mut s, i + 1).await?;
         let to_resumed = t0.elapsed();
-        // The client sent nothing: the server has read none of its messages.
-        // (`replayed` counts the window only: the messages queued while
-        // detached follow it; either way all k come next, in order.)
-        if hello.received != 0 || hello.replayed > k as u64 {
+        // The client sent nothing: the server has read none of its messages;
+        // `replayed` counts the window and the messages queued while detached:
+        // all k, which come next, in order.
+        if hello.received != 0 || hello.replayed != k as u64 {
             return Err(format!("resume {i}: {hello:?}, with {k} messages buffered and none sent"));
         }
         for j in 0..k {

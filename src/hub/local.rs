@@ -166,6 +166,11 @@ pub struct Hub {
 }
 
 impl Hub {
+    /// The outgoing byte budget (what a session's writer trims its window by).
+    pub fn outgoing(&self) -> &OutgoingBudget {
+        &self.outgoing
+    }
+
     pub fn new(out_queue: usize, outgoing: OutgoingBudget) -> Self {
         Hub {
             state: Mutex::new(State::default()),
@@ -548,7 +553,8 @@ fn deliver(c: &Recipient, msg: Message, frame: Option<&Bytes>, budget: &Outgoing
     let m = crate::metrics::get();
     // A detached session keeps what comes within its own bounds (it is not
     // a slow consumer: nobody reads it until it resumes).
-    let detached = match c.shared.session.as_deref().map(|s| s.admit(tx.len(), c.shared.queued_bytes(), len)) {
+    let total = (budget, frame.map_or(0, Bytes::len));
+    let detached = match c.shared.session.as_deref().map(|s| s.admit(tx.len(), c.shared.queued_bytes(), len, total)) {
         Some(Err(why)) => return super::session::overflow(&c.shared, &c.info.id, why),
         Some(Ok(detached)) => detached,
         None => false,

@@ -102,6 +102,16 @@ impl OutgoingBudget {
         Bytes::from_owner(Counted { bytes, held: self.held })
     }
 
+    /// `Some((held, cap))` while all clients together hold more than
+    /// `--max-outgoing-bytes-total`, not counting `transient` bytes (a
+    /// delivery's encoded frame, dropped once it is done): what resumable
+    /// sessions keep (their windows and the queues of detached ones)
+    /// counts too, and gives way.
+    pub fn over_total(&self, transient: usize) -> Option<(usize, usize)> {
+        let held = self.held().saturating_sub(transient);
+        (held > self.total_cap).then_some((held, self.total_cap))
+    }
+
     /// Whether a message of `len` bytes may join a queue where `waiting`
     /// messages of `queued` bytes wait (`max_waiting`: `--max-outgoing`).
     /// An empty queue takes any message.

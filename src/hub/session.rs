@@ -6,7 +6,11 @@
 //! [`ConnShared`], so a plain connection pays one pointer) adds:
 //!
 //! - the **token** the client resumes with ([`Token`]: a lookup key and a
-//!   128-bit secret compared in constant time), rotated on every resume;
+//!   128-bit secret compared in constant time), rotated on every resume.
+//!   The token a client resumed with stays good until the client shows it
+//!   read the `resumed` message that carried the new one ([`State::prev`]):
+//!   a network that dies again right after a resume's `101` must not end
+//!   the session;
 //! - the **counts**: messages numbered by the writer (sent) and data
 //!   messages read from the client (received);
 //! - the **window** ([`Window`]): messages written and not yet known to be
@@ -30,6 +34,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+use super::outgoing::OutgoingBudget;
 use super::shared::{CloseRequest, ConnShared, Ending};
 use crate::action::{CloseCause, Message};
 use crate::event::{ConnInfo, RequestFields, RequestInfo};
@@ -198,12 +203,22 @@ impl Window {
     }
 }
 
+/// The outgoing byte budget, and the bytes of the delivery's own encoded
+/// frame (counted in it while the delivery runs, dropped once it is done).
+pub type Total<'a> = (&'a OutgoingBudget, usize);
+
 /// Messages kept between two pings that ask for an acknowledgement.
 pub const ACK_EVERY: usize = 32;
 
 /// The mutable part of a session, behind its lock.
 pub struct State {
     pub token: Token,
+    /// The token the client last resumed with: still accepted while
+    /// `prev_live`, i.e. until the client shows it has `token` (its first
+    /// data frame or a pong on the new socket, both after `resumed`; or a
+    /// resume with `token`). Kept after that only to forget its key.
+    pub prev: Option<Token>,
+    pub prev_live: bool,
     pub window: Window,
     /// Data messages read from the client on this session.
     pub received: u64,
@@ -226,6 +241,39 @@ pub struct State {
     pub parked: Option<super::shared::Outgoing>,
 }
 
+impl State {
+    /// `true` when `token` resumes this session: its current token, or the
+    /// one it last resumed with while the client has not shown it has the
+    /// current one (the `resumed` message may have been lost).
+    pub fn accepts(&self, token: &Token) -> bool {
+        let prev = self.prev_live && self.prev.as_ref().is_some_and(|p| p.matches(token));
+        !self.ended && (self.token.matches(token) || prev)
+    }
+
+    /// Rotates the token at a resume made with `used` (one that
+    /// [`State::accepts`]): the new token is registered in `sessions`,
+    /// `used` stays good until the client shows it has the new one, and
+    /// any other token of the session dies.
+    pub fn rotate(&mut self, sessions: &Sessions, used: &Token) -> Token {
+        let new = Token::random();
+        sessions.alias(self.token.key(), new.key());
+        for old in [Some(&self.token), self.prev.as_ref()].into_iter().flatten() {
+            if old.key() != used.key() {
+                sessions.forget(old.key());
+            }
+        }
+        self.prev = Some(used.clone());
+        self.prev_live = true;
+        self.token = new.clone();
+        new
+    }
+
+    /// The keys the session is registered under (to forget them at its end).
+    pub fn keys(&self) -> impl Iterator<Item = [u8; 8]> + '_ {
+        std::iter::once(self.token.key()).chain(self.prev.as_ref().map(Token::key))
+    }
+}
+
 /// A resumable session's state, in its connection's [`ConnShared`].
 pub struct Session {
     state: Mutex<State>,
@@ -239,6 +287,8 @@ impl Session {
     pub fn new(token: Token, limits: Limits) -> Box<Session> {
         let state = State {
             token,
+            prev: None,
+            prev_live: false,
             window: Window::default(),
             received: 0,
             resumes: 0,
@@ -281,16 +331,25 @@ impl Session {
     /// The writer takes `msg` to write it: numbered and kept. `true` when
     /// the writer should ask for an acknowledgement now (every
     /// [`ACK_EVERY`] messages kept), so that the window of a session with
-    /// traffic does not wait for the next timed ping to shrink.
-    pub fn number(&self, msg: &Message) -> bool {
+    /// traffic does not wait for the next timed ping to shrink. While all
+    /// clients together hold more than `--max-outgoing-bytes-total`, the
+    /// window drops its oldest (down to this message) until they do not.
+    pub fn number(&self, msg: &Message, budget: &OutgoingBudget) -> bool {
         let mut st = self.lock();
         st.window.push(msg.clone(), self.limits);
+        while st.window.len() > 1 && budget.over_total(0).is_some() {
+            st.window.pop();
+        }
         st.window.len().is_multiple_of(ACK_EVERY)
     }
 
-    /// A data message was read from the client.
+    /// A data message was read from the client. A client sends nothing on
+    /// a resumed socket before it has read `resumed` (docs/PROTOCOL.md), so
+    /// it has the new token: the one it resumed with dies.
     pub fn read_one(&self) {
-        self.lock().received += 1;
+        let mut st = self.lock();
+        st.received += 1;
+        st.prev_live = false;
     }
 
     /// The payload of the next ping: the sent count, in decimal.
@@ -302,15 +361,20 @@ impl Session {
     pub fn pong(&self, payload: &[u8]) {
         let n = std::str::from_utf8(payload).ok().and_then(|s| s.parse::<u64>().ok());
         if let Some(n) = n {
-            self.lock().window.ack(n);
+            let mut st = self.lock();
+            st.window.ack(n);
+            // Every ping on a socket follows its `resumed` message (the
+            // writer sends that first): the client has the new token.
+            st.prev_live = false;
         }
     }
 
     /// Whether a detached session may take one more message of `len`
     /// bytes, with `queued` messages (`queued_bytes` bytes) waiting for
-    /// its writer (`Ok(true)`: it may, and it is detached); an attached one
-    /// always may (`Ok(false)`: the writer keeps its window within the bounds).
-    pub fn admit(&self, queued: usize, queued_bytes: usize, len: usize) -> Result<bool, String> {
+    /// its writer, within its own bounds and `--max-outgoing-bytes-total`
+    /// (`Ok(true)`: it may, and it is detached); an attached one always may
+    /// (`Ok(false)`: the writer keeps its window within the bounds).
+    pub fn admit(&self, queued: usize, queued_bytes: usize, len: usize, total: Total) -> Result<bool, String> {
         let st = self.lock();
         if st.attached {
             return Ok(false);
@@ -321,6 +385,11 @@ impl Session {
         }
         if bytes > self.limits.bytes {
             return Err(format!("{bytes} bytes kept for it while detached, over --resume-buffer-bytes"));
+        }
+        // All sessions together (and every client's queue): the message is
+        // already counted in what is held.
+        if let Some((held, cap)) = total.0.over_total(total.1) {
+            return Err(format!("{held} bytes held for all clients, over --max-outgoing-bytes-total {cap}"));
         }
         Ok(true)
     }
@@ -361,17 +430,14 @@ impl Sessions {
     /// its current one.
     pub fn find(&self, token: &Token) -> Option<(Arc<ConnInfo>, Arc<ConnShared>)> {
         let (info, shared) = self.map().get(&token.key())?.clone();
-        let ok = shared.session.as_deref().is_some_and(|s| {
-            let st = s.lock();
-            st.token.matches(token) && !st.ended
-        });
+        let ok = shared.session.as_deref().is_some_and(|s| s.lock().accepts(token));
         ok.then_some((info, shared))
     }
 
-    /// The session moves from `old` to `new` (its token rotated).
-    pub fn rekey(&self, old: [u8; 8], new: [u8; 8]) {
+    /// The session under `key` is found under `new` too (its token rotated).
+    pub fn alias(&self, key: [u8; 8], new: [u8; 8]) {
         let mut map = self.map();
-        if let Some(entry) = map.remove(&old) {
+        if let Some(entry) = map.get(&key).cloned() {
             map.insert(new, entry);
         }
     }
@@ -424,7 +490,8 @@ pub fn take_out(hub: &super::local::Hub, info: &ConnInfo, shared: &ConnShared) {
         (snap, st.export.take(), st.parked.take())
     };
     // Not under the session's lock: a resume's look-up takes the map's, then the session's.
-    hub.sessions.forget(session.lock().token.key());
+    let keys: Vec<[u8; 8]> = session.lock().keys().collect();
+    keys.into_iter().for_each(|k| hub.sessions.forget(k));
     hub.remove(&info.id);
     drop(parked);
     log::info!("[{}] session exported ({} kept, {} queued)", info.id, snap.window.len(), snap.queued.len());
@@ -537,6 +604,15 @@ mod tests {
 
     const WIDE: Limits = Limits { messages: 100, bytes: 1 << 20 };
 
+    /// An outgoing budget of its own (not the server's gauge), `cap` bytes in total.
+    fn budget(cap: usize) -> OutgoingBudget {
+        OutgoingBudget::new(cap, cap, Box::leak(Box::new(std::sync::atomic::AtomicUsize::new(0))))
+    }
+
+    fn wide() -> OutgoingBudget {
+        budget(1 << 30)
+    }
+
     #[test]
     fn a_token_round_trips_and_only_its_own_secret_matches() {
         let t = Token::random();
@@ -590,18 +666,46 @@ mod tests {
     #[test]
     fn a_detached_session_admits_within_its_bounds_only() {
         let s = Session::new(Token::random(), Limits { messages: 3, bytes: 10 });
-        s.number(&m("ab"));
-        assert_eq!(s.admit(1, 2, 2), Ok(true));
-        assert!(s.admit(2, 2, 2).expect_err("4 messages").contains("--resume-buffer"));
-        assert!(s.admit(0, 0, 9).expect_err("11 bytes").contains("--resume-buffer-bytes"));
+        s.number(&m("ab"), &wide());
+        assert_eq!(s.admit(1, 2, 2, (&wide(), 0)), Ok(true));
+        assert!(s.admit(2, 2, 2, (&wide(), 0)).expect_err("4 messages").contains("--resume-buffer"));
+        assert!(s.admit(0, 0, 9, (&wide(), 0)).expect_err("11 bytes").contains("--resume-buffer-bytes"));
         s.lock().attached = true;
-        assert_eq!(s.admit(100, 100, 100), Ok(false), "attached: the writer bounds its window");
+        assert_eq!(s.admit(100, 100, 100, (&wide(), 0)), Ok(false), "attached: the writer bounds its window");
+    }
+
+    #[test]
+    fn every_session_together_counts_in_the_outgoing_total() {
+        let total = budget(10);
+        let s = Session::new(Token::random(), WIDE);
+        // Attached: the window drops its oldest while the total is exceeded.
+        let kept: Vec<Message> = ["aaa", "bbb", "ccc"].iter().map(|x| total.count(m(x))).collect();
+        for msg in &kept {
+            s.number(msg, &total);
+        }
+        drop(kept);
+        assert_eq!((total.held(), s.lock().window.len()), (9, 3), "the window holds them: within 10");
+        s.number(&total.count(m("ddd")), &total);
+        assert_eq!(total.held(), 9, "12 bytes: its oldest dropped");
+        assert_eq!(s.lock().window.parts(), (1, vec![m("bbb"), m("ccc"), m("ddd")]));
+        let big = total.count(m("0123456789x"));
+        s.number(&big, &total);
+        assert_eq!(s.lock().window.parts().0, 4, "down to the message itself, never past it");
+        drop(big);
+        s.lock().window.ack(5);
+        assert_eq!(total.held(), 0);
+        // Detached: over the total, the session must end (resume-overflow).
+        let other = total.count(m("0123456789x"));
+        assert!(s.admit(0, 0, 4, (&total, 0)).expect_err("11 > 10").contains("--max-outgoing-bytes-total 10"));
+        assert_eq!(s.admit(0, 0, 4, (&total, 11)), Ok(true), "were they the delivery's own frame: within");
+        drop(other);
+        assert_eq!(s.admit(0, 0, 4, (&total, 0)), Ok(true));
     }
 
     #[test]
     fn the_writer_asks_for_an_ack_every_few_messages_kept() {
         let s = Session::new(Token::random(), WIDE);
-        let asks: Vec<bool> = (0..2 * ACK_EVERY).map(|i| s.number(&m(&i.to_string()))).collect();
+        let asks: Vec<bool> = (0..2 * ACK_EVERY).map(|i| s.number(&m(&i.to_string()), &wide())).collect();
         assert_eq!(asks.iter().filter(|a| **a).count(), 2);
         assert!(asks[ACK_EVERY - 1] && asks[2 * ACK_EVERY - 1]);
         s.pong(ACK_EVERY.to_string().as_bytes());
@@ -612,13 +716,37 @@ mod tests {
     fn pongs_carry_the_count_acknowledged() {
         let s = Session::new(Token::random(), WIDE);
         for x in ["a", "b", "c"] {
-            s.number(&m(x));
+            s.number(&m(x), &wide());
         }
         assert_eq!(&s.ping_payload()[..], b"3");
         s.pong(b"2");
         s.pong(b"not a number");
         s.pong(b"");
         assert_eq!(s.lock().window.parts(), (2, vec![m("c")]));
+    }
+
+    #[test]
+    fn the_token_resumed_with_stays_good_until_the_client_shows_it_has_the_new_one() {
+        let sessions = Sessions::default();
+        let t0 = Token::random();
+        let s = Session::new(t0.clone(), WIDE);
+        let st = |s: &Session, t: &Token| s.lock().accepts(t);
+        let t1 = s.lock().rotate(&sessions, &t0);
+        assert!(st(&s, &t0) && st(&s, &t1), "the answer may be lost: t0 still resumes");
+        // Lost: the client resumes with t0 again; t1 (never seen by it) dies.
+        let t2 = s.lock().rotate(&sessions, &t0);
+        assert!(st(&s, &t0) && st(&s, &t2) && !st(&s, &t1));
+        s.pong(b"0");
+        assert!(!st(&s, &t0) && st(&s, &t2), "a pong on the new socket: t0 dies");
+        let t3 = s.lock().rotate(&sessions, &t2);
+        s.read_one();
+        assert!(!st(&s, &t2) && st(&s, &t3), "a data frame on the new socket: t2 dies");
+        let t4 = s.lock().rotate(&sessions, &t3);
+        let t5 = s.lock().rotate(&sessions, &t4);
+        assert!(!st(&s, &t3) && st(&s, &t4) && st(&s, &t5), "a resume with the new token: the older dies");
+        assert_eq!(s.lock().keys().collect::<Vec<_>>(), [t5.key(), t4.key()]);
+        s.lock().ended = true;
+        assert!(!st(&s, &t4) && !st(&s, &t5), "an ended session takes no resume");
     }
 
     #[test]

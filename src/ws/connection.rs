@@ -375,7 +375,7 @@ async fn write_loop<S>(
                 // (Its buffer stays in the total until its last fragment is
                 // handed to tungstenite.)
                 shared.taken(msg.len());
-                ack = shared.session.as_deref().is_some_and(|s| s.number(&msg));
+                ack = shared.session.as_deref().is_some_and(|s| s.number(&msg, app.hub.outgoing()));
                 match msg {
                     Message::Text(t) if t.len() <= FRAGMENT => Some(WsMessage::Text(t)),
                     Message::Binary(b) if b.len() <= FRAGMENT => Some(WsMessage::Binary(b)),

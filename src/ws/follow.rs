@@ -26,6 +26,9 @@
 //! event worker waits for the follower to end before it takes its next
 //! event, so events still run one at a time and in order, the close event
 //! last.
+//!
+//! Never a resumable session's connection: its reader counts every data
+//! message it reads (`Session::read_one`), which a follower would skip.
 
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -60,6 +63,15 @@ pub async fn session(
 ) {
     let message = EventKind::Message { payload: bytes::Bytes::new(), binary: false };
     if !app.events.wants(&message) || !shared.events.is_empty() || drops_queue(app, shared) {
+        return;
+    }
+    // Never a session connection's frames: each must be counted by its
+    // reader (`Session::read_one`: a resume tells the client how many were
+    // read, and a data frame retires the token it resumed with), which the
+    // follower does not do. Sessions never attach their socket to the wire
+    // (`ws::session::attach`), so `lend` would refuse anyway; this says so
+    // where it matters, whatever the wire does later.
+    if shared.session.is_some() {
         return;
     }
     let (done, ended) = async_channel::bounded::<()>(1);
@@ -212,6 +224,7 @@ mod tests {
     use std::io::Write;
     use std::sync::Mutex;
 
+    use super::session as session_of;
     use super::*;
     use crate::gateway::slots::Slots;
     use crate::gateway::{BoxFuture, Call, Follow, Limits, Outcome};
@@ -311,6 +324,32 @@ mod tests {
         assert!(t.seen.lock().expect("lock").is_empty(), "the queued message runs first, on the task");
         assert_eq!(unread(server.as_raw_fd()), masked(0x1, b"later"));
         assert!(c.shared.wire.may_read());
+    }
+
+    #[test]
+    fn a_session_connections_frames_are_never_taken() {
+        use crate::hub::session::{Limits as SessionLimits, Session, Token};
+        let limits = Limits { timeout: Duration::from_secs(30), max_output: 4096 };
+        let t = Arc::new(Threaded { seen: Mutex::default(), limits, slots: Slots::new(4) });
+        let transport: Arc<dyn Transport> = t.clone();
+        let app = crate::ws::state::for_tests(&[], transport.clone());
+        let c = crate::ws::fake::test_conn(&app);
+        let (id, target) = (crate::id::ConnId::random(), c.conn.target.clone());
+        let conn = Arc::new(ConnInfo { id, target, request: Default::default() });
+        let session = Session::new(Token::random(), SessionLimits { messages: 10, bytes: 1000 });
+        let (_outgoing, shared) = app.hub.register_session(conn.clone(), Some(session), (vec![], vec![]));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut client = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let server = crate::runtime::TcpStream::from(listener.accept().expect("accept").0);
+        // As if the socket were on the wire and its reader parked: the
+        // follower would take these frames from a plain connection.
+        shared.wire.attach(server.clone());
+        shared.wire.parked();
+        client.write_all(&masked(0x1, b"one")).expect("write");
+        crate::runtime::block_on(session_of(&app, &conn, &transport, &shared, &c.budget));
+        assert!(t.seen.lock().expect("lock").is_empty(), "no event ran off the reader");
+        assert_eq!(unread(server.as_raw_fd()), masked(0x1, b"one"), "the frame is the reader's");
+        assert_eq!(shared.session.as_deref().map(|s| s.lock().received), Some(0));
     }
 
     #[test]

@@ -84,17 +84,31 @@ fn parse_resume(s: &str) -> Option<(Token, u64)> {
     Some((Token::parse(token)?, count.parse().ok()?))
 }
 
-/// The `101` of a session: the session subprotocol is selected, whatever
-/// the open script chose (one log line when it chose one).
-pub fn select(res: &mut Response, conn: &ConnInfo) {
-    if let Some(chosen) = res.header("Sec-WebSocket-Protocol").map(|v| v.last().as_str().to_owned()) {
+/// The subprotocol a client offers after [`SUBPROTOCOL`] for ws2http to
+/// select where it offers no session (`--resume-grace 0`, a
+/// `--per-connection` endpoint): browsers fail a handshake that offered
+/// subprotocols when the `101` selects none.
+pub const PLAIN: &str = "ws2http.plain";
+
+/// The subprotocol ws2http itself selects in a new connection's `101`, if
+/// any: the session's for a new session, `ws2http.plain` when the client
+/// offered it and gets no session. Either wins over the open script's
+/// choice (one log line when it chose another one).
+pub fn select(res: &mut Response, conn: &ConnInfo, asked: &Asked, offered: &[String]) {
+    let ours = match asked {
+        Asked::New => SUBPROTOCOL,
+        _ if offered.iter().any(|o| o == PLAIN) => PLAIN,
+        _ => return,
+    };
+    let chosen = res.header("Sec-WebSocket-Protocol").map(|v| v.last().as_str().to_owned());
+    if let Some(chosen) = chosen.filter(|c| c != ours) {
         log::info!(
-            "[{}] a session: the open script's subprotocol {} is not sent ({SUBPROTOCOL} is)",
+            "[{}] the open script's subprotocol {} is not sent ({ours} is: the client asked for it)",
             conn.id,
             crate::logging::quoted(&chosen)
         );
     }
-    res.insert_header("Sec-WebSocket-Protocol", SUBPROTOCOL);
+    res.insert_header("Sec-WebSocket-Protocol", ours);
 }
 
 /// What a session connection's task serves it with (the parts a plain
@@ -109,10 +123,11 @@ pub(crate) struct Parts {
 }
 
 /// A socket handed to a session: its upgrade (the `101` is on its way)
-/// and, for a resume, the count the client said it received.
+/// and, for a resume, the token and the count the client said it received.
 struct Incoming {
     upgrade: Receiver,
-    received: Option<u64>,
+    /// A resume's token and the count the client said it received.
+    resume: Option<(Token, u64)>,
     /// The address the client resumed from (`WS_RESUME_REMOTE_ADDR`).
     peer: String,
 }
@@ -135,7 +150,7 @@ pub(crate) async fn run(p: Parts, first: Option<Receiver>) {
         Some(upgrade) => {
             let hello = serde_json::json!({"ws2http": "session", "id": p.conn.id.as_str(), "token": session.lock().token.to_string()});
             session.lock().prelude = Some((hello.to_string(), Vec::new()));
-            Next::Attach(Incoming { upgrade, received: None, peer: String::new() })
+            Next::Attach(Incoming { upgrade, resume: None, peer: String::new() })
         }
         None => Next::Detached,
     };
@@ -162,8 +177,8 @@ async fn attach(p: &Parts, session: &Session, incoming: Incoming) -> Next {
         log::info!("[{}] session: the client went away during the handshake", p.conn.id);
         return Next::Detached;
     };
-    if let Some(received) = incoming.received {
-        match check_resume(p, session, received) {
+    if let Some((token, received)) = &incoming.resume {
+        match check_resume(p, session, token, *received) {
             Ok(count) => resume_event(p, count, incoming.peer),
             Err((code, next)) => {
                 runtime::spawn(refuse(stream, code, p.app.max_message));
@@ -186,7 +201,7 @@ async fn attach(p: &Parts, session: &Session, incoming: Incoming) -> Next {
     let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(super::upgrade::ws_config(p.app.max_message)))
         .await;
     let (app, conn, shared) = (&p.app, &p.conn, &p.shared);
-    if incoming.received.is_none() {
+    if incoming.resume.is_none() {
         let r = &conn.request;
         log::info!(
             "[{}] {} open from {}:{} (a session)",
@@ -217,9 +232,16 @@ fn resume_event(p: &Parts, count: u32, remote_addr: String) {
 /// the writer, the token rotated (the resumes so far); or the refusal
 /// (4400: the session stays as it was; 4410 on a gap: the session ends,
 /// `resume-gap`).
-fn check_resume(p: &Parts, session: &Session, received: u64) -> Result<u32, (u16, Next)> {
+fn check_resume(p: &Parts, session: &Session, used: &Token, received: u64) -> Result<u32, (u16, Next)> {
     let id = &p.conn.id;
     let mut st = session.lock();
+    if !st.accepts(used) {
+        // The previous token died (the client showed it had the new one)
+        // between the look-up and now.
+        log::warn!("[{id}] refused a resume: its token is no longer the session's (4410)");
+        metrics::get().resumed(Resumed::Expired);
+        return Err((4410, Next::Detached));
+    }
     let msgs = match st.window.replay(received) {
         Replay::From(msgs) => msgs,
         Replay::Bad => {
@@ -235,18 +257,20 @@ fn check_resume(p: &Parts, session: &Session, received: u64) -> Result<u32, (u16
             return Err((4410, Next::Final));
         }
     };
-    let token = Token::random();
-    p.app.hub.sessions.rekey(st.token.key(), token.key());
-    st.token = token;
+    st.rotate(&p.app.hub.sessions, used);
     st.resumes += 1;
+    // Replayed next: the window after the client's count, then what was
+    // queued for it meanwhile (the writer is not running: nothing is taken
+    // off the queue before the prelude is sent).
+    let replayed = msgs.len() + p.outgoing.len();
     let hello = serde_json::json!({
         "ws2http": "resumed",
         "id": id.as_str(),
         "token": st.token.to_string(),
         "received": st.received,
-        "replayed": msgs.len(),
+        "replayed": replayed,
     });
-    log::info!("[{id}] resumed (resume {}): replaying {} message(s) after {received}", st.resumes, msgs.len());
+    log::info!("[{id}] resumed (resume {}): replaying {replayed} message(s) after {received}", st.resumes);
     metrics::get().resumed(Resumed::Ok);
     st.prelude = Some((hello.to_string(), msgs));
     Ok(st.resumes)
@@ -317,7 +341,7 @@ async fn end(p: &Parts, session: &Session) {
         let mut st = session.lock();
         st.ended = true;
         st.window = Default::default();
-        p.app.hub.sessions.forget(st.token.key());
+        st.keys().for_each(|k| p.app.hub.sessions.forget(k));
         take_incoming(&mut st)
     };
     if let Some(i) = incoming {
@@ -437,7 +461,7 @@ async fn hand_over(
         }
         let replaced = take_incoming(&mut st);
         let peer = conn.request.remote_addr().to_owned();
-        st.incoming = Some(Box::new(Incoming { upgrade, received: Some(received), peer }));
+        st.incoming = Some(Box::new(Incoming { upgrade, resume: Some((token.clone(), received)), peer }));
         if st.attached {
             session.let_go(true);
         }

@@ -111,16 +111,15 @@ async fn open(app: &WsState, checked: Checked) -> Result<Opening, Refused> {
     let Checked { key, slot, conn, transport, offered, resident, asked } = checked;
     if resident {
         let session = start_process(app, &conn, &*transport)?;
-        let res = switching_protocols(&key, &Head::default(), &offered, &conn);
+        let mut res = switching_protocols(&key, &Head::default(), &offered, &conn);
+        session::select(&mut res, &conn, &asked, &offered);
         let session = Some(session);
         return Ok(Opening { conn, transport, slot, actions: Vec::new(), res, session, resumable: false });
     }
     let accepted = run_open(app, &conn, &*transport).await?;
     let mut res = switching_protocols(&key, &accepted.head, &offered, &conn);
     let resumable = asked == Asked::New;
-    if resumable {
-        session::select(&mut res, &conn);
-    }
+    session::select(&mut res, &conn, &asked, &offered);
     Ok(Opening { conn, transport, slot, actions: accepted.actions, res, session: None, resumable })
 }
 

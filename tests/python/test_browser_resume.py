@@ -131,8 +131,8 @@ class PhpChatBlipTest(BrowserTestCase, ChatBlip):
 
 class ConsoleResumeTest(BrowserTestCase):
     """The console through a cut: lost, resumed, and the conversation goes on; past the grace period,
-    a new session; with sessions off, plain reconnects (Chromium fails a handshake whose 101 selects
-    none of the offered subprotocols: the helper retries without)."""
+    a new session; with sessions off, plain reconnects (the 101 selects ws2http.plain: Chromium fails a
+    handshake whose 101 selects none of the offered subprotocols)."""
 
     @browser_tool
     def setUp(self):
@@ -176,6 +176,11 @@ class ConsoleResumeTest(BrowserTestCase):
         proxy, b = self.connect(["--resume-grace", "0"])
         self.assertIn("open", self.log_texts(b))   # no session id
         self.say(b, "plain")
+        # The 101 selected ws2http.plain: Chromium took the first handshake (no failed one whose open and
+        # close events would show a join and a leave).
+        opens = [ln for ln in self.server.log_text().splitlines() if " open from " in ln]
+        self.assertEqual(len(opens), 1, opens)
+        self.assertNotIn(" closed: ", self.server.log_text())
         proxy.cut()
         self.wait(b, lambda: "a new connection: reconnected without a session (the server does not offer them)"
                                  in self.log_texts(b),

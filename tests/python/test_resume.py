@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from harness import ServerTestCase, data_path, wait_for, read_file, TIMEOUT
 
 SESSION = "ws2http.session.v1"
+PLAIN = "ws2http.plain"
 
 
 class Cutter:
@@ -67,11 +68,11 @@ def events(cid):
 class ResumeCase(ServerTestCase):
     server_args = ["--resume-grace", "30"]
 
-    async def open_session(self, path="/session.sh", port=None, **kw):
+    async def open_session(self, path="/session.sh", port=None, extra_protocols=(), **kw):
         """A new session: (ws, hello) after the session message."""
         url_port = port or self.server.port
         from websockets.asyncio.client import connect
-        ws = await connect("ws://127.0.0.1:%d%s" % (url_port, path), subprotocols=[SESSION],
+        ws = await connect("ws://127.0.0.1:%d%s" % (url_port, path), subprotocols=[SESSION, *extra_protocols],
                            proxy=None, ping_interval=None, open_timeout=TIMEOUT * 2, **kw)
         self._sockets.append(ws)
         self.assertEqual(ws.subprotocol, SESSION)
@@ -173,6 +174,22 @@ class ResumeTest(ResumeCase):
         self.assertEqual((resumed["received"], resumed["replayed"]), (2, 0))
         await self.sentinel(ws2, hello["id"])
 
+    async def test_replayed_counts_the_window_and_what_was_queued_while_away(self):
+        ws, hello = await self.open_session()
+        cid = hello["id"]
+        await self.api_ok("POST", "/send/" + cid, "w")
+        self.assertEqual(await self.recv_text(ws), "w")   # written, not acknowledged: in the window
+        ws.transport.abort()
+        await self.detached()
+        for m in ["q1", "q2"]:
+            self.assertEqual(await self.api_ok("POST", "/send/" + cid, m), {"delivered": 1})
+        ws2 = await self.resume(hello["token"], 0)
+        resumed = json.loads(await self.recv_text(ws2))
+        self.assertEqual((resumed["ws2http"], resumed["replayed"]), ("resumed", 3))
+        for m in ["w", "q1", "q2"]:
+            self.assertEqual(await self.recv_text(ws2), m)
+        await self.sentinel(ws2, cid)
+
     async def test_a_resume_takes_over_a_session_whose_socket_is_still_attached(self):
         ws, hello = await self.open_session()
         cid = hello["id"]
@@ -196,6 +213,35 @@ class ResumeTest(ResumeCase):
         self.assertEqual(json.loads(await self.recv_text(resumed_twice))["ws2http"], "resumed")
         self.assertEqual(events(cid), ["open"])
 
+    async def test_a_resume_whose_answer_was_lost_works_again_with_the_same_token(self):
+        ws, hello = await self.open_session()
+        cid = hello["id"]
+        await self.api_ok("POST", "/send/" + cid, "a")
+        self.assertEqual(await self.recv_text(ws), "a")
+        ws.transport.abort()
+        await self.detached()
+        await self.api_ok("POST", "/send/" + cid, "b")
+        # The server takes this resume and rotates the token; the network dies
+        # before the client reads "resumed" (the test peeks at it, then drops it).
+        lost = await self.resume(hello["token"], 1)
+        lost_token = json.loads(await self.recv_text(lost))["token"]
+        lost.transport.abort()
+        again = await self.resume(hello["token"], 1)
+        resumed = json.loads(await self.recv_text(again))
+        self.assertEqual((resumed["ws2http"], resumed["id"], resumed["replayed"]), ("resumed", cid, 1))
+        self.assertEqual(await self.recv_text(again), "b", "replayed once more")
+        # The token of the lost answer never reached the client: dead.
+        stale = await self.resume(lost_token, 2)
+        self.assertEqual(await self.refused_with(stale), (4410, "session expired"))
+        # The client's first frame on the new socket shows it has the new token:
+        # the one it resumed with dies then.
+        await again.send("x")
+        self.assertEqual(await self.recv_text(again), "echo x")
+        old = await self.resume(hello["token"], 2)
+        self.assertEqual(await self.refused_with(old), (4410, "session expired"))
+        await self.sentinel(again, cid)
+        self.assertEqual(events(cid), ["open", "message x"])
+
     async def test_forged_rotated_and_malformed_resumes_are_refused_after_the_101(self):
         ws, hello = await self.open_session()
         cid = hello["id"]
@@ -214,14 +260,16 @@ class ResumeTest(ResumeCase):
         ws2 = await self.resume(hello["token"], 0)
         resumed = json.loads(await self.recv_text(ws2))
         self.assertEqual(resumed["ws2http"], "resumed")
-        # The old token died with the rotation.
+        # A resume with the new token shows the client has it: the old token is dead.
+        ws3 = await self.resume(resumed["token"], 0)
+        self.assertEqual(json.loads(await self.recv_text(ws3))["ws2http"], "resumed")
         old = await self.resume(hello["token"], 0)
         self.assertEqual(await self.refused_with(old), (4410, "session expired"))
-        await self.sentinel(ws2, cid)
+        await self.sentinel(ws3, cid)
         self.assertEqual(events(cid), ["open"])
         _, _, raw, _ = await self.api("GET", "/metrics")
         metrics = raw.decode()
-        self.assertIn('ws2http_resumes_total{result="ok"} 1\n', metrics)
+        self.assertIn('ws2http_resumes_total{result="ok"} 2\n', metrics)
         self.assertIn('ws2http_resumes_total{result="expired"} 3\n', metrics)
         self.assertIn('ws2http_resumes_total{result="bad"} 5\n', metrics)
         self.assertNotIn(hello["token"], self.server.log_text(), "tokens stay out of the log")
@@ -318,6 +366,43 @@ class ResumeExpiryTest(ResumeCase):
         self.assertIn("over --resume-buffer", self.server.log_text())
 
 
+class ResumeTotalTest(ResumeCase):
+    """What sessions keep counts against --max-outgoing-bytes-total, all together."""
+    server_args = ["--resume-grace", "30", "--max-outgoing-bytes", "1000", "--max-outgoing-bytes-total", "2000"]
+
+    async def test_a_detached_session_that_would_go_over_the_total_ends(self):
+        (a, hello_a), (b, hello_b) = await self.open_session(), await self.open_session()
+        a.transport.abort()
+        b.transport.abort()
+        await self.detached(2)
+        body = lambda tag: tag + "x" * 599
+        for cid, tag in [(hello_a["id"], "a1"), (hello_a["id"], "a2"), (hello_b["id"], "b1")]:
+            self.assertEqual(await self.api_ok("POST", "/send/" + cid, body(tag)), {"delivered": 1}, tag)
+        # 1800 bytes kept, each session far within --resume-buffer-bytes: 600 more go over 2000.
+        self.assertEqual(await self.api_ok("POST", "/send/" + hello_b["id"], body("b2")), {"delivered": 0})
+        self.assertEqual(await self.close_lines(hello_b["id"]), ["close 1006 resume-overflow r bob"])
+        self.assertEqual(self.server.log_text().count("over --max-outgoing-bytes-total 2000; ending it"), 1)
+        ws = await self.resume(hello_a["token"], 0)
+        self.assertEqual(json.loads(await self.recv_text(ws))["replayed"], 2)
+        for tag in ["a1", "a2"]:
+            self.assertEqual(await self.recv_text(ws), body(tag))
+        await self.sentinel(ws, hello_a["id"])
+
+    async def test_an_attached_window_over_the_total_drops_its_oldest(self):
+        ws, hello = await self.open_session()
+        cid = hello["id"]
+        body = lambda i: "m%d" % i + "x" * 598
+        for i in range(4):
+            await self.api_ok("POST", "/send/" + cid, body(i))
+            self.assertEqual(await self.recv_text(ws), body(i))
+        # Received, not acknowledged: 2400 bytes would be kept, over 2000, so the oldest went.
+        ws.transport.abort()
+        await self.detached()
+        gap = await self.resume(hello["token"], 0)
+        self.assertEqual(await self.refused_with(gap), (4410, "session expired"))
+        self.assertEqual(await self.close_lines(cid), ["close 1006 resume-gap r bob"])
+
+
 class ResumeLimitsTest(ResumeCase):
     server_args = ["--max-connections", "1"]
 
@@ -339,6 +424,27 @@ class ResumeOffTest(ResumeCase):
         self.assertIsNone(ws.subprotocol)
         await ws.send("hi")
         self.assertEqual(await self.recv_text(ws), "echo hi")
+
+    async def test_a_client_that_offers_plain_gets_it_selected(self):
+        # Chromium fails a handshake that offered subprotocols when the 101 selects none.
+        ws = await self.connect("/session.sh", subprotocols=[SESSION, PLAIN])
+        self.assertEqual(ws.subprotocol, PLAIN)
+        await ws.send("hi")
+        self.assertEqual(await self.recv_text(ws), "echo hi", "no session message")
+        # A resume (sessions are off here): a plain connection too, which the client sees as a reset.
+        ws = await self.connect("/session.sh", subprotocols=[SESSION, "ws2http.resume.%s.0" % ("A" * 32), PLAIN])
+        self.assertEqual(ws.subprotocol, PLAIN)
+
+
+class PlainOfferTest(ResumeCase):
+    server_args = ["--resume-grace", "30", "--per-connection", "/lines.sh"]
+
+    async def test_sessions_on_select_the_session_and_a_per_connection_endpoint_plain(self):
+        ws, _ = await self.open_session(extra_protocols=[PLAIN])
+        ws = await self.connect("/lines.sh", subprotocols=[SESSION, PLAIN])
+        self.assertEqual(ws.subprotocol, PLAIN)
+        ws = await self.connect("/lines.sh", subprotocols=["chat"])
+        self.assertIsNone(ws.subprotocol, "not offered: not selected")
 
 
 if __name__ == "__main__":

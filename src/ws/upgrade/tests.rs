@@ -189,6 +189,23 @@ fn a_subprotocol_the_client_did_not_offer_is_not_sent() {
     assert_eq!(chosen.as_deref(), Some("chat"));
 }
 
+#[test]
+fn ws2http_selects_its_own_subprotocol_over_the_scripts_when_the_client_asked() {
+    let script = Scripted::new(|_| Ok("Sec-WebSocket-Protocol: chat\n\nwelcome\n".into()));
+    let chosen = |grace: &str, offer: &str| {
+        let ws = crate::ws::state::for_tests(&["--resume-grace", grace], script.clone());
+        let req = request(Method::Get, "/mirror.sh", &[("Sec-WebSocket-Protocol", Some(offer))]);
+        let opening = decide(&ws, &req).expect("accepted");
+        opening.res.header("Sec-WebSocket-Protocol").map(|v| v.last().as_str().to_owned())
+    };
+    let (session, plain) = ("ws2http.session.v1, ws2http.plain, chat", "ws2http.plain");
+    assert_eq!(chosen("30", session).as_deref(), Some("ws2http.session.v1"));
+    // Sessions off: a browser would fail a 101 that selects none of its offer.
+    assert_eq!(chosen("0", session).as_deref(), Some(plain));
+    assert_eq!(chosen("30", "chat, ws2http.plain").as_deref(), Some(plain), "no session asked for");
+    assert_eq!(chosen("0", "chat").as_deref(), Some("chat"), "not offered: the script's choice");
+}
+
 /// An idle connection's memory is mostly its one task, which is as large as
 /// its largest await point: the stream it split, a frame being sent, the
 /// close handshake or an event must not sit inline in it (2,232 bytes
