@@ -30,6 +30,7 @@ use tide::http::upgrade::{Connection, Receiver};
 use tide::Response;
 
 use crate::action::{Action, CloseCause, Message};
+use crate::conn_limits::Slot;
 use crate::event::{ConnInfo, EventKind};
 use crate::gateway::resolve::Resolved;
 use crate::hub::session::{Replay, Session, Snapshot, Token};
@@ -115,6 +116,9 @@ struct Incoming {
     received: Option<u64>,
     /// The address the client resumed from (`WS_RESUME_REMOTE_ADDR`).
     peer: String,
+    /// A resume's own connection slot, held until its socket is attached
+    /// or refused (the session's first slot is the event worker's).
+    slot: Option<Slot>,
 }
 
 /// What a session's task does next.
@@ -135,7 +139,7 @@ pub(crate) async fn run(p: Parts, first: Option<Receiver>) {
         Some(upgrade) => {
             let hello = serde_json::json!({"ws2http": "session", "id": p.conn.id.as_str(), "token": session.lock().token.to_string()});
             session.lock().prelude = Some((hello.to_string(), Vec::new()));
-            Next::Attach(Incoming { upgrade, received: None, peer: String::new() })
+            Next::Attach(Incoming { upgrade, received: None, peer: String::new(), slot: None })
         }
         None => Next::Detached,
     };
@@ -158,19 +162,22 @@ pub(crate) async fn run(p: Parts, first: Option<Receiver>) {
 /// Serves one socket of the session (after checking a resume's count):
 /// what follows once it ends.
 async fn attach(p: &Parts, session: &Session, incoming: Incoming) -> Next {
-    let Some(stream) = incoming.upgrade.await else {
+    let Incoming { upgrade, received, peer, slot } = incoming;
+    let Some(stream) = upgrade.await else {
         log::info!("[{}] session: the client went away during the handshake", p.conn.id);
         return Next::Detached;
     };
-    if let Some(received) = incoming.received {
+    if let Some(received) = received {
         match check_resume(p, session, received) {
-            Ok(count) => resume_event(p, count, incoming.peer),
+            Ok(count) => resume_event(p, count, peer),
             Err((code, next)) => {
-                runtime::spawn(refuse(stream, code, p.app.max_message));
+                runtime::spawn(refuse(stream, code, p.app.max_message, slot));
                 return next;
             }
         }
     }
+    // From here on the session's own slot counts the socket.
+    drop(slot);
     {
         // Under the lock a resume hands its socket over with: one that came
         // while this socket was being set up makes it let go at once.
@@ -186,7 +193,7 @@ async fn attach(p: &Parts, session: &Session, incoming: Incoming) -> Next {
     let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(super::upgrade::ws_config(p.app.max_message)))
         .await;
     let (app, conn, shared) = (&p.app, &p.conn, &p.shared);
-    if incoming.received.is_none() {
+    if received.is_none() {
         let r = &conn.request;
         log::info!(
             "[{}] {} open from {}:{} (a session)",
@@ -321,7 +328,7 @@ async fn end(p: &Parts, session: &Session) {
         take_incoming(&mut st)
     };
     if let Some(i) = incoming {
-        runtime::spawn(refuse_upgrade(i.upgrade, 4410, p.app.max_message));
+        runtime::spawn(refuse_upgrade(i.upgrade, 4410, p.app.max_message, i.slot));
     }
     connection::finish(&p.app, &p.conn, &p.shared, &p.events).await;
 }
@@ -381,10 +388,14 @@ where
 /// subprotocol (a browser cannot read a refused handshake's status); the
 /// socket then goes to the session, or is closed with 4410 (no such
 /// session: start over) or 4400 (a malformed resume, another endpoint).
-pub(super) async fn resume(app: &Arc<WsState>, mut res: Response, conn: &ConnInfo, asked: Asked) -> Response {
+///
+/// `slot`: the handshake's connection slot, held by the socket until it is
+/// attached to the session or its refusal is over (so refusals count
+/// against `--max-connections` and the per-address limit).
+pub(super) async fn resume(app: &Arc<WsState>, mut res: Response, conn: &ConnInfo, asked: Asked, slot: Slot) -> Response {
     res.insert_header("Sec-WebSocket-Protocol", SUBPROTOCOL);
     let http_res: &mut tide::http::Response = res.as_mut();
-    let upgrade = http_res.recv_upgrade().await;
+    let upgrade = Incoming { upgrade: http_res.recv_upgrade().await, received: None, peer: String::new(), slot: Some(slot) };
     let refused = match asked {
         Asked::Resume(token, received) => hand_over(app, conn, &token, received, upgrade).await,
         _ => {
@@ -397,8 +408,8 @@ pub(super) async fn resume(app: &Arc<WsState>, mut res: Response, conn: &ConnInf
             Err((4400, upgrade))
         }
     };
-    if let Err((code, upgrade)) = refused {
-        runtime::spawn(refuse_upgrade(upgrade, code, app.max_message));
+    if let Err((code, i)) = refused {
+        runtime::spawn(refuse_upgrade(i.upgrade, code, app.max_message, i.slot));
     }
     res
 }
@@ -410,8 +421,8 @@ async fn hand_over(
     conn: &ConnInfo,
     token: &Token,
     received: u64,
-    upgrade: Receiver,
-) -> Result<(), (u16, Receiver)> {
+    mut upgrade: Incoming,
+) -> Result<(), (u16, Incoming)> {
     let mut found = app.hub.sessions.find(token);
     if found.is_none() {
         if let Some(snap) = app.delivery.claim_session(&token.to_string()).await {
@@ -436,8 +447,9 @@ async fn hand_over(
             return Err((4410, upgrade));
         }
         let replaced = take_incoming(&mut st);
-        let peer = conn.request.remote_addr().to_owned();
-        st.incoming = Some(Box::new(Incoming { upgrade, received: Some(received), peer }));
+        upgrade.received = Some(received);
+        upgrade.peer = conn.request.remote_addr().to_owned();
+        st.incoming = Some(Box::new(upgrade));
         if st.attached {
             session.let_go(true);
         }
@@ -445,30 +457,42 @@ async fn hand_over(
     };
     // Two resumes at once with the same token: the later one wins.
     if let Some(old) = replaced {
-        runtime::spawn(refuse_upgrade(old.upgrade, 4410, app.max_message));
+        runtime::spawn(refuse_upgrade(old.upgrade, 4410, app.max_message, old.slot));
     }
     shared.wake();
     Ok(())
 }
 
-/// Closes a refused resume's socket with `code` once it is upgraded.
-async fn refuse_upgrade(upgrade: Receiver, code: u16, max_message: usize) {
-    if let Some(stream) = upgrade.await {
-        refuse(stream, code, max_message).await;
-    }
+/// How long a refusal's close frame may take to go out, and then the
+/// client's answer to come: each, so a refusal ends within twice this.
+const REFUSAL: Duration = Duration::from_secs(2);
+
+/// Closes a refused resume's socket with `code` once it is upgraded; its
+/// connection `slot` is given back when the socket is gone (within
+/// `3 * REFUSAL`, the upgrade included).
+async fn refuse_upgrade(upgrade: Receiver, code: u16, max_message: usize, slot: Option<Slot>) {
+    let _ = runtime::timeout(3 * REFUSAL, async {
+        if let Some(stream) = upgrade.await {
+            refuse(stream, code, max_message, None).await;
+        }
+    })
+    .await;
+    drop(slot);
 }
 
 /// Sends the close frame of a refused resume (4410 `session expired`,
-/// 4400 `bad resume request`), then waits briefly for the client's answer.
-async fn refuse(stream: Connection, code: u16, max_message: usize) {
+/// 4400 `bad resume request`), then waits briefly for the client's answer;
+/// the socket is closed, then `slot` given back.
+async fn refuse(stream: Connection, code: u16, max_message: usize, slot: Option<Slot>) {
     let config = super::upgrade::ws_config(max_message);
     let mut ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
     let reason = if code == 4410 { "session expired" } else { "bad resume request" };
     let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
-    let grace = Duration::from_secs(2);
-    if runtime::timeout(grace, ws.close(Some(frame))).await.is_ok() {
-        let _ = runtime::timeout(grace, async { while ws.next().await.is_some() {} }).await;
+    if runtime::timeout(REFUSAL, ws.close(Some(frame))).await.is_ok() {
+        let _ = runtime::timeout(REFUSAL, async { while ws.next().await.is_some() {} }).await;
     }
+    drop(ws);
+    drop(slot);
 }
 
 /// Takes the session of connection `id` out of this instance, without a

@@ -1,0 +1,44 @@
+//! Fixes from the review of issue 17 (resumable sessions; docs/PROTOCOL.md
+//! "Resumable sessions"): refused resumes hold their connection slot, and
+//! resume tokens never reach scripts.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::*;
+
+/// A resume offer with a well-formed token that opens no session.
+fn forged_resume() -> String {
+    format!("Sec-WebSocket-Protocol: ws2http.session.v1, ws2http.resume.{}.0\r\n", "A".repeat(32))
+}
+
+/// Sends `request` and reads until `needle` has arrived; the socket stays open.
+fn open_until(port: u16, request: &str, needle: &[u8]) -> (TcpStream, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(needle.len()).any(|w| w == needle) {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "the server closed before {needle:?}: {}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    (s, buf)
+}
+
+#[test]
+fn a_refused_resume_holds_its_connection_slot_until_its_socket_is_gone() {
+    let s = Server::start(&["--max-connections-per-ip", "1"]);
+    let request = upgrade_request("/mirror.sh", &forged_resume());
+    // The close frame 4410 (0x88, then the code 0x11 0x3a) comes; the client does not answer it.
+    let (refused, got) = open_until(s.port, &request, &[0x11, 0x3a]);
+    assert!(got.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&got));
+    let resp = raw_http(s.port, &upgrade_request("/mirror.sh", ""));
+    assert_eq!(status_of(&resp), 503, "the refused socket still counts: {resp}");
+    drop(refused);
+    wait_for("the slot back", || (status_of(&raw_http(s.port, &upgrade_request("/mirror.sh", ""))) == 101).then_some(()));
+}
