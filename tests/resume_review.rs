@@ -17,14 +17,19 @@ fn forged_resume() -> String {
 
 /// Sends `request` and reads until `needle` has arrived; the socket stays open.
 fn open_until(port: u16, request: &str, needle: &[u8]) -> (TcpStream, Vec<u8>) {
+    open_while(port, request, |buf| !buf.windows(needle.len()).any(|w| w == needle))
+}
+
+/// Sends `request` and reads while `more` says so; the socket stays open.
+fn open_while(port: u16, request: &str, more: impl Fn(&[u8]) -> bool) -> (TcpStream, Vec<u8>) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(request.as_bytes()).unwrap();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
-    while !buf.windows(needle.len()).any(|w| w == needle) {
+    while more(&buf) {
         let n = s.read(&mut chunk).unwrap();
-        assert!(n > 0, "the server closed before {needle:?}: {}", String::from_utf8_lossy(&buf));
+        assert!(n > 0, "the server closed early: {}", String::from_utf8_lossy(&buf));
         buf.extend_from_slice(&chunk[..n]);
     }
     (s, buf)
@@ -41,4 +46,27 @@ fn a_refused_resume_holds_its_connection_slot_until_its_socket_is_gone() {
     assert_eq!(status_of(&resp), 503, "the refused socket still counts: {resp}");
     drop(refused);
     wait_for("the slot back", || (status_of(&raw_http(s.port, &upgrade_request("/mirror.sh", ""))) == 101).then_some(()));
+}
+
+/// What a script saw as `HTTP_SEC_WEBSOCKET_PROTOCOL` when a client offered
+/// a resume that the server serves as a plain handshake.
+fn protocol_seen_by_script(flags: &[&str]) -> String {
+    let dir = cgi_bin(&[("proto.sh", r#"echo "proto=[$HTTP_SEC_WEBSOCKET_PROTOCOL]"; [ "$WS_EVENT" = open ] || cat"#)]);
+    let s = Server::start_in(&dir, flags);
+    let offer = format!("Sec-WebSocket-Protocol: chat, ws2http.session.v1, ws2http.resume.{}.0\r\n", "B".repeat(32));
+    let line = |buf: &[u8]| {
+        let got = String::from_utf8_lossy(buf).into_owned();
+        let start = got.find("proto=[")?;
+        Some(got[start..start + got[start..].find(']')? + 1].to_owned())
+    };
+    let (_ws, got) = open_while(s.port, &upgrade_request("/proto.sh", &offer), |b| line(b).is_none());
+    assert!(got.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&got));
+    line(&got).unwrap_or_default()
+}
+
+#[test]
+fn a_resume_token_never_reaches_a_script() {
+    let expected = "proto=[chat, ws2http.session.v1]";
+    assert_eq!(protocol_seen_by_script(&["--resume-grace", "0"]), expected, "sessions off");
+    assert_eq!(protocol_seen_by_script(&["--per-connection", "/proto.sh"]), expected, "a per-connection endpoint");
 }

@@ -47,7 +47,7 @@ pub const SUBPROTOCOL: &str = "ws2http.session.v1";
 
 /// The start of the second subprotocol a resume offers:
 /// `ws2http.resume.<TOKEN>.<RECEIVED>`.
-const RESUME: &str = "ws2http.resume.";
+const RESUME: &str = crate::http1::request::RESUME_SUBPROTOCOL;
 
 /// What a handshake asks for.
 #[derive(Debug, PartialEq, Eq)]
