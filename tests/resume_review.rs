@@ -70,3 +70,46 @@ fn a_resume_token_never_reaches_a_script() {
     assert_eq!(protocol_seen_by_script(&["--resume-grace", "0"]), expected, "sessions off");
     assert_eq!(protocol_seen_by_script(&["--per-connection", "/proto.sh"]), expected, "a per-connection endpoint");
 }
+
+/// The session message's token (`session` or `resumed`).
+async fn token_of(ws: &mut Ws) -> String {
+    let hello = next_text(ws).await;
+    let v: serde_json::Value = serde_json::from_str(&hello).unwrap();
+    v["token"].as_str().unwrap_or_else(|| panic!("a session message: {hello}")).to_owned()
+}
+
+async fn session_socket(s: &Server, protocols: &str) -> Ws {
+    let (ws, resp) = connect_with(&s.url("/slow-resume.sh"), &[("Sec-WebSocket-Protocol", protocols)]).await.unwrap();
+    assert_eq!(resp.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok()), Some("ws2http.session.v1"));
+    ws
+}
+
+#[async_std::test]
+async fn resume_events_count_against_max_queue() {
+    let script = r#"case "$WS_EVENT" in
+resume) echo "resume $WS_RESUME_COUNT" >> "$EVENTS_LOG"
+    i=0; while [ ! -e "$FLAG_FILE" ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done ;;
+message) echo "message" >> "$EVENTS_LOG"; cat ;;
+esac"#;
+    let dir = cgi_bin(&[("slow-resume.sh", script)]);
+    let s = Server::start_in(&dir, &["--events", "open,message,close,resume", "--max-queue", "1"]);
+    let mut ws = session_socket(&s, "ws2http.session.v1").await;
+    let mut token = token_of(&mut ws).await;
+    let mut sockets = vec![ws];
+    for n in 1..=4 {
+        let offer = format!("ws2http.session.v1, ws2http.resume.{token}.0");
+        let mut ws = session_socket(&s, &offer).await;
+        token = token_of(&mut ws).await;
+        sockets.push(ws);
+        if n == 1 {
+            s.wait_event("the first resume event running", |l| l == "resume 1");
+        }
+    }
+    s.wait_log("resume 4: its event is skipped");
+    std::fs::write(s.dir.join("flag"), "").unwrap();
+    s.wait_event("the second resume event", |l| l == "resume 2");
+    let ws = sockets.last_mut().unwrap();
+    futures_util::SinkExt::send(ws, async_tungstenite::tungstenite::Message::text("hi")).await.unwrap();
+    assert_eq!(next_text(ws).await, "hi");
+    assert_eq!(s.events(), ["resume 1", "resume 2", "message"], "one running, one waiting (--max-queue 1)");
+}

@@ -140,7 +140,7 @@ pub async fn event_worker(
     let (mut dropped, mut closed) = (0usize, false);
     while let Some(kind) = events.next().await {
         metrics::get().events_queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        if matches!(kind, EventKind::Message { .. }) {
+        if matches!(kind, EventKind::Message { .. } | EventKind::Resume { .. }) {
             budget.event_taken();
         }
         let last = matches!(kind, EventKind::Close { .. });

@@ -209,14 +209,25 @@ async fn attach(p: &Parts, session: &Session, incoming: Incoming) -> Next {
 }
 
 /// Queues the resume event (when `--events` lists `resume`): after the
-/// message events read before the drop, before those read after it.
+/// message events read before the drop, before those read after it. It
+/// counts against `--max-queue` like a message event; when that many wait
+/// it is skipped (one log line), so a resume/drop loop cannot pile up
+/// scripts to run.
 fn resume_event(p: &Parts, count: u32, remote_addr: String) {
     let kind = EventKind::Resume { count, remote_addr };
-    if p.app.events.wants(&kind) {
-        metrics::get().events_queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if p.events.unbounded_send(kind).is_err() {
-            metrics::get().events_queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        }
+    if !p.app.events.wants(&kind) {
+        return;
+    }
+    if p.budget.events_waiting() >= p.app.max_queue {
+        log::warn!("[{}] resume {count}: its event is skipped, {} events wait (--max-queue)", p.conn.id, p.app.max_queue);
+        metrics::add(&metrics::get().events_dropped, 1);
+        return;
+    }
+    metrics::get().events_queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    p.budget.event_queued();
+    if p.events.unbounded_send(kind).is_err() {
+        metrics::get().events_queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        p.budget.event_taken();
     }
 }
 
