@@ -276,11 +276,7 @@ fn check_resume(p: &Parts, session: &Session, received: u64) -> Result<u32, (u16
 fn after_socket(p: &Parts, session: &Session) -> Next {
     let mut st = session.lock();
     st.attached = false;
-    let cause = p.shared.close_cause();
-    if !matches!(cause, None | Some(CloseCause::PingTimeout)) {
-        return Next::Final;
-    }
-    p.shared.forget_close();
+    let Some(cause) = p.shared.forget_drop() else { return Next::Final };
     if st.export.is_some() {
         return Next::Export;
     }
