@@ -441,7 +441,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     if let Some(req) = shared.close_request() {
-        if req.cause != CloseCause::Client {
+        // 1005, 1006 and 1015 are never sent in a frame (RFC 6455 §7.4.1).
+        if req.cause != CloseCause::Client && !matches!(req.code, 1005 | 1006 | 1015) {
             let frame = CloseFrame { code: CloseCode::from(req.code), reason: req.reason.clone().into() };
             let _ = runtime::timeout(CLOSE_GRACE, sink.send(WsMessage::Close(Some(frame)))).await;
         }

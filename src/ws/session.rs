@@ -168,6 +168,14 @@ async fn attach(p: &Parts, session: &Session, incoming: Incoming) -> Next {
         return Next::Detached;
     };
     if let Some(received) = received {
+        // The session ended while this socket was being set up (say, a
+        // delivery went over its bound): no resume, 4410.
+        if p.shared.close_request().is_some() {
+            log::warn!("[{}] refused a resume: the session ended during its handshake (4410)", p.conn.id);
+            metrics::get().resumed(Resumed::Expired);
+            runtime::spawn(refuse(stream, 4410, p.app.max_message, slot));
+            return Next::Final;
+        }
         match check_resume(p, session, received) {
             Ok(count) => resume_event(p, count, peer),
             Err((code, next)) => {
