@@ -560,6 +560,10 @@ async fn read_loop<S>(
             Ok(WsMessage::Text(t)) => EventKind::Message { payload: t.into(), binary: false },
             Ok(WsMessage::Binary(b)) => EventKind::Message { payload: b, binary: true },
             Ok(WsMessage::Close(frame)) => {
+                if super::session::is_resuming(shared, frame.as_ref()) {
+                    log::debug!("[{id}] the client leaves this socket to resume on another (4499): a drop");
+                    return;
+                }
                 let (req, note) = client_close(frame, shared.client_close_code());
                 shared.request_close(req, Ending::Record, note);
                 // Keep reading: tungstenite sends the reply, then ends the stream.

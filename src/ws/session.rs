@@ -49,6 +49,18 @@ pub const SUBPROTOCOL: &str = "ws2http.session.v1";
 /// `ws2http.resume.<TOKEN>.<RECEIVED>`.
 const RESUME: &str = crate::http1::request::RESUME_SUBPROTOCOL;
 
+/// The close code a session's client sends on a socket it leaves for a
+/// resume on another (`/ws2http.js` after the network came back): the
+/// server treats it as a drop, not as a final close, and the client's
+/// browser stops answering pings on that socket (which would acknowledge
+/// messages the app never saw).
+pub const RESUMING: u16 = 4499;
+
+/// `true` for a session's close frame with [`RESUMING`].
+pub(super) fn is_resuming(shared: &ConnShared, frame: Option<&CloseFrame>) -> bool {
+    shared.session.is_some() && frame.is_some_and(|f| u16::from(f.code) == RESUMING)
+}
+
 /// What a handshake asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Asked {
