@@ -113,3 +113,22 @@ esac"#;
     assert_eq!(next_text(ws).await, "hi");
     assert_eq!(s.events(), ["resume 1", "resume 2", "message"], "one running, one waiting (--max-queue 1)");
 }
+
+#[async_std::test]
+async fn a_sessions_close_frame_4499_is_a_drop_and_the_session_resumes() {
+    use async_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
+    let s = Server::start(&[]);
+    let (mut ws, resp) =
+        connect_with(&s.url("/mirror.sh"), &[("Sec-WebSocket-Protocol", "ws2http.session.v1")]).await.unwrap();
+    assert!(resp.headers().get("Sec-WebSocket-Protocol").is_some());
+    let token = token_of(&mut ws).await;
+    let id = next_text(&mut ws).await.strip_prefix("id ").expect("the open script's line").to_owned();
+    let frame = CloseFrame { code: CloseCode::from(4499), reason: "resuming".into() };
+    ws.close(Some(frame)).await.unwrap();
+    s.wait_log("session detached");
+    let offer = format!("ws2http.session.v1, ws2http.resume.{token}.1");
+    let (mut ws, _) = connect_with(&s.url("/mirror.sh"), &[("Sec-WebSocket-Protocol", &offer)]).await.unwrap();
+    let hello = next_text(&mut ws).await;
+    assert!(hello.contains(r#""ws2http":"resumed""#) && hello.contains(&id), "{hello}");
+    assert_eq!(s.events(), [format!("open {id}")], "no close event");
+}
