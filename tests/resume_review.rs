@@ -45,7 +45,9 @@ fn a_refused_resume_holds_its_connection_slot_until_its_socket_is_gone() {
     let resp = raw_http(s.port, &upgrade_request("/mirror.sh", ""));
     assert_eq!(status_of(&resp), 503, "the refused socket still counts: {resp}");
     drop(refused);
-    wait_for("the slot back", || (status_of(&raw_http(s.port, &upgrade_request("/mirror.sh", ""))) == 101).then_some(()));
+    wait_for("the slot back", || {
+        (status_of(&raw_http(s.port, &upgrade_request("/mirror.sh", ""))) == 101).then_some(())
+    });
 }
 
 /// What a script saw as `HTTP_SEC_WEBSOCKET_PROTOCOL` when a client offered

@@ -239,7 +239,11 @@ fn resume_event(p: &Parts, count: u32, remote_addr: String) {
         return;
     }
     if p.budget.events_waiting() >= p.app.max_queue {
-        log::warn!("[{}] resume {count}: its event is skipped, {} events wait (--max-queue)", p.conn.id, p.app.max_queue);
+        log::warn!(
+            "[{}] resume {count}: its event is skipped, {} events wait (--max-queue)",
+            p.conn.id,
+            p.app.max_queue
+        );
         metrics::add(&metrics::get().events_dropped, 1);
         return;
     }
@@ -419,10 +423,17 @@ where
 /// `slot`: the handshake's connection slot, held by the socket until it is
 /// attached to the session or its refusal is over (so refusals count
 /// against `--max-connections` and the per-address limit).
-pub(super) async fn resume(app: &Arc<WsState>, mut res: Response, conn: &ConnInfo, asked: Asked, slot: Slot) -> Response {
+pub(super) async fn resume(
+    app: &Arc<WsState>,
+    mut res: Response,
+    conn: &ConnInfo,
+    asked: Asked,
+    slot: Slot,
+) -> Response {
     res.insert_header("Sec-WebSocket-Protocol", SUBPROTOCOL);
     let http_res: &mut tide::http::Response = res.as_mut();
-    let upgrade = Incoming { upgrade: http_res.recv_upgrade().await, received: None, peer: String::new(), slot: Some(slot) };
+    let upgrade =
+        Incoming { upgrade: http_res.recv_upgrade().await, received: None, peer: String::new(), slot: Some(slot) };
     let refused = match asked {
         Asked::Resume(token, received) => hand_over(app, conn, &token, received, upgrade).await,
         _ => {

@@ -130,7 +130,10 @@ fn ping_timeout() -> CloseRequest {
 fn a_close_asked_while_a_sessions_ping_timeout_is_recorded_is_not_lost() {
     let (s, _rx) = session_conn();
     assert!(s.request_close(ping_timeout(), Ending::Record, Some("no pong".into())));
-    assert!(s.request_close(req(4001, CloseCause::Api), Ending::Drain, Some("api".into())), "it replaces the ping timeout");
+    assert!(
+        s.request_close(req(4001, CloseCause::Api), Ending::Drain, Some("api".into())),
+        "it replaces the ping timeout"
+    );
     assert_eq!(s.close_cause(), Some(CloseCause::Api));
     assert_eq!(s.forget_drop(), None, "final: the session does not detach");
     assert_eq!(s.close_cause(), Some(CloseCause::Api), "and the close is still there");
