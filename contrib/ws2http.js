@@ -29,6 +29,8 @@
   // handshake whose 101 selects none of the offered subprotocols.
   const PLAIN = "ws2http.plain";
   const RESUME = "ws2http.resume.";
+  // The close code of a socket left for a resume on another: a drop to the server, not a close.
+  const RESUMING = 4499;
   const EXPIRED = 4410; // the session is gone (expired, unknown, a gap): start over
   const BAD_RESUME = 4400; // the server did not understand the resume: start over
   // Close codes from the server after which a new session is worth trying (a final close otherwise).
@@ -362,16 +364,17 @@
       return Math.round(base / 2 + Math.random() * base / 2);
     }
 
-    // Never a close frame on a socket of a live session (it would end the session): a connecting
-    // socket is failed (no frame), an open one is left to the server, which drops it when the
-    // resume takes over.
+    // A connecting socket is failed (no frame). An open one of a live session is closed with
+    // RESUMING, which the server treats as a drop (any other close frame would end the session):
+    // left open, the browser would go on answering the server's pings, acknowledging messages
+    // this side never delivered, and the resume would find them gone.
     _abandon(ws) {
       ws.onopen = ws.onmessage = ws.onclose = null;
       ws.onerror = null;
       if (ws.readyState === 0) {
         try { ws.close(); } catch (err) { /* already failing */ }
-      } else if (ws.readyState === 1 && !this._token) {
-        ws.close(1000, "reconnecting");
+      } else if (ws.readyState === 1) {
+        ws.close(this._token ? RESUMING : 1000, this._token ? "resuming" : "reconnecting");
       }
     }
 

@@ -240,6 +240,9 @@ class Ws2httpSession:
         except (ValueError, TypeError):
             m = None
         kind = m.get("ws2http") if isinstance(m, dict) else None
+        if kind in ("resumed", "session") and not all(isinstance(m.get(k), str) for k in ("token", "id")):
+            # A ValueError, as for any bad first message: _run retries or ends, recv() never hangs.
+            raise ValueError("the server's session message lacks its token or id: %r" % (raw,))
         if kind == "resumed" and self._token is not None:
             self._token, self.id = str(m["token"]), str(m["id"])
             self.resumes += 1

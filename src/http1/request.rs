@@ -59,13 +59,41 @@ pub fn request_info<S>(req: &Request<S>, server_port: u16) -> RequestInfo {
     };
     // Names as sent and in order (the HTTP library keeps neither).
     match req.ext::<RawHead>() {
-        Some(raw) => RequestInfo::new(fields, raw.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))),
+        Some(raw) if !raw.headers.iter().any(|(n, v)| has_resume_token(n, v)) => {
+            RequestInfo::new(fields, raw.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+        }
+        Some(raw) => {
+            let kept = raw.headers.iter().filter_map(|(n, v)| Some((n.as_str(), without_resume_tokens(n, v)?)));
+            let kept: Vec<(&str, String)> = kept.collect();
+            RequestInfo::new(fields, kept.iter().map(|(n, v)| (*n, v.as_str())))
+        }
         None => {
-            let all: Vec<(&str, &str)> =
-                req.iter().flat_map(|(name, values)| values.iter().map(move |v| (name.as_str(), v.as_str()))).collect();
-            RequestInfo::new(fields, all)
+            let all = req.iter().flat_map(|(name, values)| values.iter().map(move |v| (name.as_str(), v.as_str())));
+            let kept: Vec<(&str, String)> = all.filter_map(|(n, v)| Some((n, without_resume_tokens(n, v)?))).collect();
+            RequestInfo::new(fields, kept.iter().map(|(n, v)| (*n, v.as_str())))
         }
     }
+}
+
+/// The start of the subprotocol that carries a session's resume token
+/// (`ws2http.resume.<TOKEN>.<RECEIVED>`, see `ws::session`). A token is a
+/// secret: it never reaches a script's environment (`HTTP_SEC_WEBSOCKET_PROTOCOL`),
+/// even where sessions are off and the handshake is served as a plain one.
+pub const RESUME_SUBPROTOCOL: &str = "ws2http.resume.";
+
+fn has_resume_token(name: &str, value: &str) -> bool {
+    name.eq_ignore_ascii_case("Sec-WebSocket-Protocol") && value.contains(RESUME_SUBPROTOCOL)
+}
+
+/// A header's value without the resume subprotocols it lists (`None`: none
+/// left, the header goes).
+fn without_resume_tokens(name: &str, value: &str) -> Option<String> {
+    if !has_resume_token(name, value) {
+        return Some(value.to_owned());
+    }
+    let kept: Vec<&str> =
+        value.split(',').map(str::trim).filter(|p| !p.is_empty() && !p.starts_with(RESUME_SUBPROTOCOL)).collect();
+    (!kept.is_empty()).then(|| kept.join(", "))
 }
 
 /// A short plain-text response (errors and refusals): `body` plus a newline.

@@ -129,11 +129,15 @@ impl ConnShared {
     /// words) is what the event worker logs before its `closed:` line;
     /// later requests change neither. `ending` says what happens now (see
     /// [`Ending`]). Returns `true` if this request was the first.
+    ///
+    /// A session's ping timeout does not count as first: it only records
+    /// how the socket went away (the session detaches), so a close asked
+    /// for meanwhile replaces it and is not lost.
     pub fn request_close(&self, req: CloseRequest, ending: Ending, note: Option<String>) -> bool {
         let first = {
             let mut closing = lock(&self.close);
             let closing = closing.get_or_insert_with(Box::default);
-            let first = closing.request.is_none();
+            let first = closing.request.as_ref().is_none_or(|r| self.replaceable(r));
             if first {
                 closing.request = Some(req);
                 // Noted before an abort wakes anyone: the reason the
@@ -254,11 +258,29 @@ impl ConnShared {
         (v & SENT != 0).then_some(v as u16)
     }
 
-    /// Forgets a close that only recorded how a session's socket went
-    /// away (a ping timeout): the session lives on, detached, and a later
-    /// close is the first again.
-    pub fn forget_close(&self) {
-        *lock(&self.close) = None;
+    /// A session's ping timeout, while the connection has not ended.
+    fn replaceable(&self, r: &CloseRequest) -> bool {
+        r.cause == CloseCause::PingTimeout && self.session.is_some() && !self.has_ended()
+    }
+
+    /// When a session's socket went away: `Some` when it was a drop (no
+    /// close requested, or only a ping timeout, which is forgotten here,
+    /// under the lock: a close requested meanwhile is never lost), with the
+    /// ping timeout's cause if there was one; `None` when a close is final
+    /// (or the connection was aborted: its queue may be closed).
+    pub fn forget_drop(&self) -> Option<Option<CloseCause>> {
+        let mut closing = lock(&self.close);
+        if self.killed.load(Ordering::SeqCst) {
+            return None;
+        }
+        match closing.as_ref().and_then(|c| c.request.as_ref()) {
+            None => Some(None),
+            Some(r) if self.replaceable(r) => {
+                *closing = None;
+                Some(Some(CloseCause::PingTimeout))
+            }
+            Some(_) => None,
+        }
     }
 
     /// Registers the task that waits for a detached session's next step:

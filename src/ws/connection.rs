@@ -140,7 +140,7 @@ pub async fn event_worker(
     let (mut dropped, mut closed) = (0usize, false);
     while let Some(kind) = events.next().await {
         metrics::get().events_queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        if matches!(kind, EventKind::Message { .. }) {
+        if matches!(kind, EventKind::Message { .. } | EventKind::Resume { .. }) {
             budget.event_taken();
         }
         let last = matches!(kind, EventKind::Close { .. });
@@ -441,7 +441,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     if let Some(req) = shared.close_request() {
-        if req.cause != CloseCause::Client {
+        // 1005, 1006 and 1015 are never sent in a frame (RFC 6455 §7.4.1).
+        if req.cause != CloseCause::Client && !matches!(req.code, 1005 | 1006 | 1015) {
             let frame = CloseFrame { code: CloseCode::from(req.code), reason: req.reason.clone().into() };
             let _ = runtime::timeout(CLOSE_GRACE, sink.send(WsMessage::Close(Some(frame)))).await;
         }
@@ -559,6 +560,10 @@ async fn read_loop<S>(
             Ok(WsMessage::Text(t)) => EventKind::Message { payload: t.into(), binary: false },
             Ok(WsMessage::Binary(b)) => EventKind::Message { payload: b, binary: true },
             Ok(WsMessage::Close(frame)) => {
+                if super::session::is_resuming(shared, frame.as_ref()) {
+                    log::debug!("[{id}] the client leaves this socket to resume on another (4499): a drop");
+                    return;
+                }
                 let (req, note) = client_close(frame, shared.client_close_code());
                 shared.request_close(req, Ending::Record, note);
                 // Keep reading: tungstenite sends the reply, then ends the stream.

@@ -30,6 +30,7 @@ use tide::http::upgrade::{Connection, Receiver};
 use tide::Response;
 
 use crate::action::{Action, CloseCause, Message};
+use crate::conn_limits::Slot;
 use crate::event::{ConnInfo, EventKind};
 use crate::gateway::resolve::Resolved;
 use crate::hub::session::{Replay, Session, Snapshot, Token};
@@ -46,7 +47,19 @@ pub const SUBPROTOCOL: &str = "ws2http.session.v1";
 
 /// The start of the second subprotocol a resume offers:
 /// `ws2http.resume.<TOKEN>.<RECEIVED>`.
-const RESUME: &str = "ws2http.resume.";
+const RESUME: &str = crate::http1::request::RESUME_SUBPROTOCOL;
+
+/// The close code a session's client sends on a socket it leaves for a
+/// resume on another (`/ws2http.js` after the network came back): the
+/// server treats it as a drop, not as a final close, and the client's
+/// browser stops answering pings on that socket (which would acknowledge
+/// messages the app never saw).
+pub const RESUMING: u16 = 4499;
+
+/// `true` for a session's close frame with [`RESUMING`].
+pub(super) fn is_resuming(shared: &ConnShared, frame: Option<&CloseFrame>) -> bool {
+    shared.session.is_some() && frame.is_some_and(|f| u16::from(f.code) == RESUMING)
+}
 
 /// What a handshake asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -130,6 +143,9 @@ struct Incoming {
     resume: Option<(Token, u64)>,
     /// The address the client resumed from (`WS_RESUME_REMOTE_ADDR`).
     peer: String,
+    /// A resume's own connection slot, held until its socket is attached
+    /// or refused (the session's first slot is the event worker's).
+    slot: Option<Slot>,
 }
 
 /// What a session's task does next.
@@ -150,7 +166,7 @@ pub(crate) async fn run(p: Parts, first: Option<Receiver>) {
         Some(upgrade) => {
             let hello = serde_json::json!({"ws2http": "session", "id": p.conn.id.as_str(), "token": session.lock().token.to_string()});
             session.lock().prelude = Some((hello.to_string(), Vec::new()));
-            Next::Attach(Incoming { upgrade, resume: None, peer: String::new() })
+            Next::Attach(Incoming { upgrade, resume: None, peer: String::new(), slot: None })
         }
         None => Next::Detached,
     };
@@ -173,19 +189,30 @@ pub(crate) async fn run(p: Parts, first: Option<Receiver>) {
 /// Serves one socket of the session (after checking a resume's count):
 /// what follows once it ends.
 async fn attach(p: &Parts, session: &Session, incoming: Incoming) -> Next {
-    let Some(stream) = incoming.upgrade.await else {
+    let Incoming { upgrade, resume, peer, slot } = incoming;
+    let Some(stream) = upgrade.await else {
         log::info!("[{}] session: the client went away during the handshake", p.conn.id);
         return Next::Detached;
     };
-    if let Some((token, received)) = &incoming.resume {
+    if let Some((token, received)) = &resume {
+        // The session ended while this socket was being set up (say, a
+        // delivery went over its bound): no resume, 4410.
+        if p.shared.close_request().is_some() {
+            log::warn!("[{}] refused a resume: the session ended during its handshake (4410)", p.conn.id);
+            metrics::get().resumed(Resumed::Expired);
+            runtime::spawn(refuse(stream, 4410, p.app.max_message, slot));
+            return Next::Final;
+        }
         match check_resume(p, session, token, *received) {
-            Ok(count) => resume_event(p, count, incoming.peer),
+            Ok(count) => resume_event(p, count, peer),
             Err((code, next)) => {
-                runtime::spawn(refuse(stream, code, p.app.max_message));
+                runtime::spawn(refuse(stream, code, p.app.max_message, slot));
                 return next;
             }
         }
     }
+    // From here on the session's own slot counts the socket.
+    drop(slot);
     {
         // Under the lock a resume hands its socket over with: one that came
         // while this socket was being set up makes it let go at once.
@@ -201,7 +228,7 @@ async fn attach(p: &Parts, session: &Session, incoming: Incoming) -> Next {
     let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(super::upgrade::ws_config(p.app.max_message)))
         .await;
     let (app, conn, shared) = (&p.app, &p.conn, &p.shared);
-    if incoming.resume.is_none() {
+    if resume.is_none() {
         let r = &conn.request;
         log::info!(
             "[{}] {} open from {}:{} (a session)",
@@ -217,14 +244,29 @@ async fn attach(p: &Parts, session: &Session, incoming: Incoming) -> Next {
 }
 
 /// Queues the resume event (when `--events` lists `resume`): after the
-/// message events read before the drop, before those read after it.
+/// message events read before the drop, before those read after it. It
+/// counts against `--max-queue` like a message event; when that many wait
+/// it is skipped (one log line), so a resume/drop loop cannot pile up
+/// scripts to run.
 fn resume_event(p: &Parts, count: u32, remote_addr: String) {
     let kind = EventKind::Resume { count, remote_addr };
-    if p.app.events.wants(&kind) {
-        metrics::get().events_queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if p.events.unbounded_send(kind).is_err() {
-            metrics::get().events_queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        }
+    if !p.app.events.wants(&kind) {
+        return;
+    }
+    if p.budget.events_waiting() >= p.app.max_queue {
+        log::warn!(
+            "[{}] resume {count}: its event is skipped, {} events wait (--max-queue)",
+            p.conn.id,
+            p.app.max_queue
+        );
+        metrics::add(&metrics::get().events_dropped, 1);
+        return;
+    }
+    metrics::get().events_queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    p.budget.event_queued();
+    if p.events.unbounded_send(kind).is_err() {
+        metrics::get().events_queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        p.budget.event_taken();
     }
 }
 
@@ -282,11 +324,7 @@ fn check_resume(p: &Parts, session: &Session, used: &Token, received: u64) -> Re
 fn after_socket(p: &Parts, session: &Session) -> Next {
     let mut st = session.lock();
     st.attached = false;
-    let cause = p.shared.close_cause();
-    if !matches!(cause, None | Some(CloseCause::PingTimeout)) {
-        return Next::Final;
-    }
-    p.shared.forget_close();
+    let Some(cause) = p.shared.forget_drop() else { return Next::Final };
     if st.export.is_some() {
         return Next::Export;
     }
@@ -345,7 +383,7 @@ async fn end(p: &Parts, session: &Session) {
         take_incoming(&mut st)
     };
     if let Some(i) = incoming {
-        runtime::spawn(refuse_upgrade(i.upgrade, 4410, p.app.max_message));
+        runtime::spawn(refuse_upgrade(i.upgrade, 4410, p.app.max_message, i.slot));
     }
     connection::finish(&p.app, &p.conn, &p.shared, &p.events).await;
 }
@@ -405,10 +443,21 @@ where
 /// subprotocol (a browser cannot read a refused handshake's status); the
 /// socket then goes to the session, or is closed with 4410 (no such
 /// session: start over) or 4400 (a malformed resume, another endpoint).
-pub(super) async fn resume(app: &Arc<WsState>, mut res: Response, conn: &ConnInfo, asked: Asked) -> Response {
+///
+/// `slot`: the handshake's connection slot, held by the socket until it is
+/// attached to the session or its refusal is over (so refusals count
+/// against `--max-connections` and the per-address limit).
+pub(super) async fn resume(
+    app: &Arc<WsState>,
+    mut res: Response,
+    conn: &ConnInfo,
+    asked: Asked,
+    slot: Slot,
+) -> Response {
     res.insert_header("Sec-WebSocket-Protocol", SUBPROTOCOL);
     let http_res: &mut tide::http::Response = res.as_mut();
-    let upgrade = http_res.recv_upgrade().await;
+    let upgrade =
+        Incoming { upgrade: http_res.recv_upgrade().await, resume: None, peer: String::new(), slot: Some(slot) };
     let refused = match asked {
         Asked::Resume(token, received) => hand_over(app, conn, &token, received, upgrade).await,
         _ => {
@@ -421,8 +470,8 @@ pub(super) async fn resume(app: &Arc<WsState>, mut res: Response, conn: &ConnInf
             Err((4400, upgrade))
         }
     };
-    if let Err((code, upgrade)) = refused {
-        runtime::spawn(refuse_upgrade(upgrade, code, app.max_message));
+    if let Err((code, i)) = refused {
+        runtime::spawn(refuse_upgrade(i.upgrade, code, app.max_message, i.slot));
     }
     res
 }
@@ -434,8 +483,8 @@ async fn hand_over(
     conn: &ConnInfo,
     token: &Token,
     received: u64,
-    upgrade: Receiver,
-) -> Result<(), (u16, Receiver)> {
+    mut upgrade: Incoming,
+) -> Result<(), (u16, Incoming)> {
     let mut found = app.hub.sessions.find(token);
     if found.is_none() {
         if let Some(snap) = app.delivery.claim_session(&token.to_string()).await {
@@ -460,8 +509,9 @@ async fn hand_over(
             return Err((4410, upgrade));
         }
         let replaced = take_incoming(&mut st);
-        let peer = conn.request.remote_addr().to_owned();
-        st.incoming = Some(Box::new(Incoming { upgrade, resume: Some((token.clone(), received)), peer }));
+        upgrade.resume = Some((token.clone(), received));
+        upgrade.peer = conn.request.remote_addr().to_owned();
+        st.incoming = Some(Box::new(upgrade));
         if st.attached {
             session.let_go(true);
         }
@@ -469,30 +519,42 @@ async fn hand_over(
     };
     // Two resumes at once with the same token: the later one wins.
     if let Some(old) = replaced {
-        runtime::spawn(refuse_upgrade(old.upgrade, 4410, app.max_message));
+        runtime::spawn(refuse_upgrade(old.upgrade, 4410, app.max_message, old.slot));
     }
     shared.wake();
     Ok(())
 }
 
-/// Closes a refused resume's socket with `code` once it is upgraded.
-async fn refuse_upgrade(upgrade: Receiver, code: u16, max_message: usize) {
-    if let Some(stream) = upgrade.await {
-        refuse(stream, code, max_message).await;
-    }
+/// How long a refusal's close frame may take to go out, and then the
+/// client's answer to come: each, so a refusal ends within twice this.
+const REFUSAL: Duration = Duration::from_secs(2);
+
+/// Closes a refused resume's socket with `code` once it is upgraded; its
+/// connection `slot` is given back when the socket is gone (within
+/// `3 * REFUSAL`, the upgrade included).
+async fn refuse_upgrade(upgrade: Receiver, code: u16, max_message: usize, slot: Option<Slot>) {
+    let _ = runtime::timeout(3 * REFUSAL, async {
+        if let Some(stream) = upgrade.await {
+            refuse(stream, code, max_message, None).await;
+        }
+    })
+    .await;
+    drop(slot);
 }
 
 /// Sends the close frame of a refused resume (4410 `session expired`,
-/// 4400 `bad resume request`), then waits briefly for the client's answer.
-async fn refuse(stream: Connection, code: u16, max_message: usize) {
+/// 4400 `bad resume request`), then waits briefly for the client's answer;
+/// the socket is closed, then `slot` given back.
+async fn refuse(stream: Connection, code: u16, max_message: usize, slot: Option<Slot>) {
     let config = super::upgrade::ws_config(max_message);
     let mut ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
     let reason = if code == 4410 { "session expired" } else { "bad resume request" };
     let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
-    let grace = Duration::from_secs(2);
-    if runtime::timeout(grace, ws.close(Some(frame))).await.is_ok() {
-        let _ = runtime::timeout(grace, async { while ws.next().await.is_some() {} }).await;
+    if runtime::timeout(REFUSAL, ws.close(Some(frame))).await.is_ok() {
+        let _ = runtime::timeout(REFUSAL, async { while ws.next().await.is_some() {} }).await;
     }
+    drop(ws);
+    drop(slot);
 }
 
 /// Takes the session of connection `id` out of this instance, without a

@@ -41,10 +41,8 @@ pub async fn handle<S>(req: Request<S>, ws: &Arc<WsState>) -> tide::Result {
         Ok(checked) if matches!(checked.asked, Asked::Resume(..) | Asked::Malformed) => {
             let Checked { key, slot, conn, offered, asked, .. } = checked;
             let res = switching_protocols(&key, &Head::default(), &offered, &conn);
-            // The slot is held until the socket is handed over.
-            let res = session::resume(ws, res, &conn, asked).await;
-            drop(slot);
-            return Ok(res);
+            // The socket holds the slot until it is attached or refused.
+            return Ok(session::resume(ws, res, &conn, asked, slot).await);
         }
         Ok(checked) => open(ws, checked).await,
         Err(refused) => Err(refused),

@@ -10,6 +10,8 @@ the same way:
         proxy.offline()       # new connections are reset as soon as they arrive ...
         proxy.online()        # ... until this
         proxy.stall()         # open connections stop forwarding (a dead network nobody noticed)
+        proxy.hold()          # new connections are accepted but wait (proxy.held counts them) ...
+        proxy.release()       # ... until this
         proxy.cut_next_after_handshake()   # the next connection dies right after the server's 101:
                                            # the client gets the 101, and nothing after it
 
@@ -31,6 +33,8 @@ class CutProxy:
         self.connections = 0     # accepted so far (refused ones included)
         self.refused = 0
         self.cut_after_handshake = 0   # connections still to cut right after the server's response head
+        self.held = 0            # new connections waiting for release()
+        self._gate = None        # set: new connections go through (hold() clears it)
         self._server = None
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
@@ -48,6 +52,8 @@ class CutProxy:
     async def _listen(self):
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
+        self._gate = asyncio.Event()
+        self._gate.set()
         self._server = await asyncio.start_server(self._accept, sock=sock)
         self.port = sock.getsockname()[1]
 
@@ -57,6 +63,10 @@ class CutProxy:
             self.refused += 1
             _abort(writer)
             return
+        if not self._gate.is_set():
+            self.held += 1
+            await self._gate.wait()
+            self.held -= 1
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
@@ -99,6 +109,17 @@ class CutProxy:
         """The next connection forwards the server's response head (a WebSocket 101) and then dies
         at once, both sides, without what followed it."""
         self.cut_after_handshake += 1
+
+    def hold(self):
+        """New connections are accepted but not forwarded (nor refused) until release()."""
+        async def hold():
+            self._gate.clear()
+        self._call(hold())
+
+    def release(self):
+        async def release():
+            self._gate.set()
+        self._call(release())
 
     def stall(self):
         """Open connections stop forwarding in both directions but stay open."""

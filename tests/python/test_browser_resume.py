@@ -12,14 +12,21 @@ Chromium 156: an open socket keeps sending and receiving, a new one connects).
   has alice's, and neither page shows a "left" or "joined"; the same with a network that dies
   silently (the stream stalls, nobody notices until the browser comes back online);
 - examples/php-chat: the cut, the same way (needs php-cgi);
-- the console: a cut is logged as lost and resumed, the conversation goes on.
+- the console: a cut is logged as lost and resumed, the conversation goes on;
+- ws2http.js alone: an offline/online flap while the TCP connection survives. The helper leaves the
+  old socket for a resume on a new one: it must close it with 4499 (a drop to the server), not leave
+  it open, where Chromium would go on answering the server's pings and so acknowledge messages the
+  app never saw (the resume then finds a gap: 4410 and a reset).
 """
 
 import os
+import shutil
+import tempfile
 import unittest
 
 import webdriver
 from cutproxy import CutProxy
+from harness import CGI_BIN_REL, complete_lines, data_path, unique
 from test_browser import MEMBERS_JS, MESSAGES_JS, NOTICES_JS, BrowserTestCase, browser_tool, php_cgi
 
 
@@ -202,6 +209,65 @@ class ConsoleResumeTest(BrowserTestCase):
         self.wait(b, lambda: "← x: still here" in self.log_texts(b), "the echo")
         self.assertEqual(b.text("#state"), "connected to ws://127.0.0.1:%d/chat.sh/blip?nick=x" % proxy.port)
         self.assertFalse(b.find("#failure").text)
+
+
+PAGE = """<!doctype html><meta charset="utf-8"><title>flap</title>
+<script src="/ws2http.js"></script>
+<script>
+window.got = []; window.resets = []; window.raw = [];
+// Every socket the helper opens, counted below the helper (its handlers go when it leaves one).
+class Counting extends WebSocket {
+  constructor(url, protocols) {
+    super(url, protocols);
+    const seen = { n: 0, closed: false };
+    window.raw.push(seen);
+    this.addEventListener("message", () => { seen.n += 1; });
+    this.addEventListener("close", () => { seen.closed = true; });
+  }
+}
+window.ws = new Ws2httpSocket("ws://" + location.host + "/resume.sh" + location.search, { WebSocket: Counting });
+ws.onmessage = (e) => got.push(e.data);
+ws.onreset = (e) => resets.push(e.reason || "reset");
+</script>
+"""
+
+
+class HelperFlapTest(BrowserTestCase):
+    """The browser goes offline and online while its WebSocket's TCP connection lives on."""
+
+    @browser_tool
+    def setUp(self):
+        root = tempfile.mkdtemp(prefix="ws2http-flap-")
+        self.addCleanup(shutil.rmtree, root, True)
+        with open(os.path.join(root, "index.html"), "w") as f:
+            f.write(PAGE)
+        self.start_server(CGI_BIN_REL, ["--root", root])
+
+    def test_a_socket_left_for_a_resume_acknowledges_nothing(self):
+        proxy = CutProxy(self.server.port)
+        self.addCleanup(proxy.close)
+        tag = unique("flap")
+        events = data_path(tag + ".events")
+        b = self.browser()
+        b.get("http://127.0.0.1:%d/?log=%s" % (proxy.port, tag))
+        self.wait(b, lambda: b.execute("return ws.status === 'open' && ws.id"), "the session open")
+        conn = b.execute("return ws.id")
+        proxy.hold()
+        emulate_offline(b, True)
+        emulate_offline(b, False)   # "online": the helper leaves the socket, resumes on a new one
+        self.wait(b, lambda: proxy.held == 1, "the resume, held by the proxy")
+        count = 100   # more than 32: the server pings after every 32 messages
+        for i in range(count):
+            status, _, _, _ = self.server.api("POST", "/send/" + conn, "m%d" % i)
+            self.assertEqual(status, 200)
+        # Left open, the old socket gets every message (1 + count); closed, it gets no more.
+        self.wait(b, lambda: b.execute("return raw[0].closed || raw[0].n > %d" % count), "the old socket done")
+        proxy.release()
+        self.wait(b, lambda: b.execute("return got.length >= %d || resets.length > 0" % count), "the replay")
+        self.assertEqual(b.execute("return resets"), [], "no reset: the resume found every message")
+        self.assertEqual(b.execute("return got"), ["m%d" % i for i in range(count)])
+        self.assertEqual((b.execute("return ws.id"), b.execute("return ws.status")), (conn, "open"))
+        self.assertEqual(complete_lines(events), ["open " + conn])
 
 
 if __name__ == "__main__":

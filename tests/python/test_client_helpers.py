@@ -107,6 +107,25 @@ class Events:
         return complete_lines(self.path) or []
 
 
+class BrokenServerTest(unittest.IsolatedAsyncioTestCase):
+    """contrib/ws2http_session.py against a server whose session message is incomplete."""
+
+    async def test_a_session_message_without_a_token_ends_the_session_instead_of_hanging(self):
+        from websockets.asyncio.server import serve
+
+        async def handler(ws):
+            await ws.send('{"ws2http":"session","id":"x"}')
+            await ws.wait_closed()
+
+        async with serve(handler, "127.0.0.1", 0, subprotocols=["ws2http.session.v1"]) as server:
+            port = server.sockets[0].getsockname()[1]
+            s = Ws2httpSession("ws://127.0.0.1:%d/x" % port, max_retries=0)
+            with self.assertRaises(Ws2httpClosed):
+                await asyncio.wait_for(s.start(), WAIT)
+            with self.assertRaises(Ws2httpClosed):
+                await asyncio.wait_for(s.recv(), WAIT)
+
+
 class PythonHelperTest(ServerTestCase):
     """contrib/ws2http_session.py through a cutting proxy."""
 

@@ -116,3 +116,52 @@ fn the_clients_close_code_is_kept_as_it_was_on_the_wire() {
     s.client_sent_close(1000);
     assert_eq!(s.client_close_code(), Some(0), "the first one counts, code 0 included");
 }
+
+fn session_conn() -> (std::sync::Arc<ConnShared>, Outgoing) {
+    let limits = super::super::session::Limits { messages: 10, bytes: 1000 };
+    ConnShared::with_session(Some(super::super::session::Session::new(super::super::session::Token::random(), limits)))
+}
+
+fn ping_timeout() -> CloseRequest {
+    CloseRequest { code: 1006, reason: String::new(), cause: CloseCause::PingTimeout }
+}
+
+#[test]
+fn a_close_asked_while_a_sessions_ping_timeout_is_recorded_is_not_lost() {
+    let (s, _rx) = session_conn();
+    assert!(s.request_close(ping_timeout(), Ending::Record, Some("no pong".into())));
+    assert!(
+        s.request_close(req(4001, CloseCause::Api), Ending::Drain, Some("api".into())),
+        "it replaces the ping timeout"
+    );
+    assert_eq!(s.close_cause(), Some(CloseCause::Api));
+    assert_eq!(s.forget_drop(), None, "final: the session does not detach");
+    assert_eq!(s.close_cause(), Some(CloseCause::Api), "and the close is still there");
+}
+
+#[test]
+fn a_sessions_ping_timeout_alone_is_forgotten_as_a_drop() {
+    let (s, _rx) = session_conn();
+    assert_eq!(s.forget_drop(), Some(None), "nothing asked: dropped");
+    s.request_close(ping_timeout(), Ending::Record, None);
+    assert_eq!(s.forget_drop(), Some(Some(CloseCause::PingTimeout)));
+    assert_eq!(s.close_request(), None);
+    assert!(s.request_close(req(1000, CloseCause::Api), Ending::Drain, None), "a later close is first again");
+}
+
+#[test]
+fn an_aborted_session_never_detaches() {
+    let (s, rx) = session_conn();
+    s.request_close(ping_timeout(), Ending::Record, None);
+    s.request_close(req(1008, CloseCause::SlowConsumer), Ending::Abort, None);
+    assert!(rx.is_closed());
+    assert_eq!(s.forget_drop(), None);
+}
+
+#[test]
+fn a_plain_connections_ping_timeout_stays_first() {
+    let (s, _rx) = conn();
+    s.request_close(ping_timeout(), Ending::Record, None);
+    assert!(!s.request_close(req(4001, CloseCause::Api), Ending::Drain, None));
+    assert_eq!(s.close_cause(), Some(CloseCause::PingTimeout));
+}
