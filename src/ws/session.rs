@@ -150,7 +150,8 @@ struct Incoming {
 
 /// What a session's task does next.
 enum Next {
-    Attach(Incoming),
+    /// Boxed: a resume's token and slot would make every step's result large.
+    Attach(Box<Incoming>),
     Detached,
     Final,
     Export,
@@ -166,13 +167,13 @@ pub(crate) async fn run(p: Parts, first: Option<Receiver>) {
         Some(upgrade) => {
             let hello = serde_json::json!({"ws2http": "session", "id": p.conn.id.as_str(), "token": session.lock().token.to_string()});
             session.lock().prelude = Some((hello.to_string(), Vec::new()));
-            Next::Attach(Incoming { upgrade, resume: None, peer: String::new(), slot: None })
+            Next::Attach(Box::new(Incoming { upgrade, resume: None, peer: String::new(), slot: None }))
         }
         None => Next::Detached,
     };
     loop {
         next = match next {
-            Next::Attach(incoming) => Box::pin(attach(&p, session, incoming)).await,
+            Next::Attach(incoming) => Box::pin(attach(&p, session, *incoming)).await,
             Next::Detached => detached(&p, session).await,
             Next::Final => return end(&p, session).await,
             Next::Export => {
@@ -337,8 +338,8 @@ fn after_socket(p: &Parts, session: &Session) -> Next {
     Next::Detached
 }
 
-fn take_incoming(st: &mut crate::hub::session::State) -> Option<Incoming> {
-    st.incoming.take().and_then(|b| b.downcast::<Incoming>().ok()).map(|b| *b)
+fn take_incoming(st: &mut crate::hub::session::State) -> Option<Box<Incoming>> {
+    st.incoming.take().and_then(|b| b.downcast::<Incoming>().ok())
 }
 
 /// A detached session waits for a resume, an export or a final close
