@@ -214,3 +214,107 @@ async fn a_resume_where_redis_is_down_is_refused_and_hurts_nobody() {
     other.send(Message::text("still here")).await.unwrap();
     assert_eq!(next_text(&mut other).await, "echo still here", "B's other clients are served");
 }
+
+/// Every message published on the cluster's channels, as (channel, payload),
+/// read by `redis-cli psubscribe`.
+struct Published {
+    child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Published {
+    fn watch(redis: &Redis) -> Published {
+        let mut child = Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string(), "psubscribe", "ws2http:*"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-cli");
+        let out = child.stdout.take().expect("its stdout");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let p = Published { child, lines };
+        wait_for("redis-cli to subscribe", || (p.lines.lock().unwrap().len() >= 3).then_some(()));
+        p
+    }
+
+    /// (channel, payload) of every message so far.
+    fn messages(&self) -> Vec<(String, String)> {
+        let lines = self.lines.lock().unwrap();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i + 3 < lines.len() {
+            if lines[i] == "pmessage" {
+                out.push((lines[i + 2].clone(), lines[i + 3].clone()));
+                i += 4;
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+
+    /// The move steps of kind `k` published so far, by channel.
+    fn steps(&self, k: &str) -> Vec<String> {
+        let kind = format!("\"k\":\"{k}\"");
+        self.messages().into_iter().filter(|(_, p)| p.contains(&kind)).map(|(c, _)| c).collect()
+    }
+}
+
+impl Drop for Published {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A resume's first frame is a 4410 close.
+async fn expect_4410(url: &str, token: &str) {
+    let protocols = format!("ws2http.session.v1, ws2http.resume.{token}.0");
+    let (mut ws, _) = connect_with(url, &[("Sec-WebSocket-Protocol", &protocols)]).await.expect("handshake");
+    match next(&mut ws).await {
+        Message::Close(Some(f)) => assert_eq!((u16::from(f.code), f.reason.as_str()), (4410, "session expired")),
+        m => panic!("expected 4410, got {m:?}"),
+    }
+}
+
+#[suite("redis")]
+#[async_std::test]
+async fn a_resume_asks_only_the_instance_its_token_names_and_an_unknown_token_is_refused_by_it() {
+    let redis = Redis::start();
+    let (a, b, c) = (node(&redis, &[]), node(&redis, &[]), node(&redis, &[]));
+    let (_ws, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
+    let (id, token) = (hello["id"].as_str().unwrap().to_owned(), hello["token"].as_str().unwrap().to_owned());
+    assert!(token.starts_with(&id), "the token names its connection: {token}");
+    let (_wsb, hello_b) = open_session(&b.url("/chat.sh"), "ws2http.session.v1").await;
+    let (_wsc, hello_c) = open_session(&c.url("/chat.sh"), "ws2http.session.v1").await;
+    let instance = |h: &Value| h["id"].as_str().unwrap()[..8].to_owned();
+    let (ia, ib, ic) = (instance(&hello), instance(&hello_b), instance(&hello_c));
+    let published = Published::watch(&redis);
+
+    // A token for a connection of A's that A does not know (forged secret).
+    let forged = format!("{id}{}", "A".repeat(32));
+    expect_4410(&b.url("/chat.sh"), &forged).await;
+    wait_for("A's refusal", || (!published.steps("refuse").is_empty()).then_some(()));
+    assert_eq!(published.steps("take"), [format!("ws2http:to:{ia}")], "asked A alone");
+    assert_eq!(published.steps("refuse"), [format!("ws2http:to:{ib}")], "A said no to B");
+    b.wait_log("resume here refused by its instance: no such session");
+    assert!(!published.steps("take").iter().any(|ch| ch == "ws2http:all" || *ch == format!("ws2http:to:{ic}")));
+    // (redis-cli's pattern would count as a listener of the instance below.)
+    drop(published);
+
+    // A token naming an instance that is not there: nobody listens, refused at once.
+    let ghost = format!("deadbeef{}{}", &id[8..], "A".repeat(32));
+    expect_4410(&c.url("/chat.sh"), &ghost).await;
+    c.wait_log("the instance holding it is gone");
+
+    // The real token still resumes, on C.
+    let (_ws, hello) = open_session(&c.url("/chat.sh"), &format!("ws2http.session.v1, ws2http.resume.{token}.0")).await;
+    assert_eq!((hello["ws2http"].as_str(), hello["id"].as_str()), (Some("resumed"), Some(id.as_str())));
+}

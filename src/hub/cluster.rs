@@ -92,6 +92,12 @@ enum Out {
         id: ConnId,
         payload: String,
     },
+    /// B's request for a session (a `take`), to whoever holds `id`.
+    Ask {
+        id: ConnId,
+        nonce: String,
+        payload: String,
+    },
     Presence(PresenceChange),
     /// A's part of a move: the cut, then the snapshot.
     Cut {

@@ -235,7 +235,7 @@ fn check_resume(p: &Parts, session: &Session, received: u64) -> Result<u32, (u16
             return Err((4410, Next::Final));
         }
     };
-    let token = Token::random();
+    let token = Token::issue(id);
     p.app.hub.sessions.rekey(st.token.key(), token.key());
     st.token = token;
     st.resumes += 1;
