@@ -94,6 +94,17 @@ pub const FIND: &str = "local h = redis.call('HGET', KEYS[1], ARGV[1]) or ARGV[2
      if redis.call('EXISTS', 'ws2http:alive:' .. h) == 0 then return false end \
      return redis.call('HGET', 'ws2http:conns:' .. h, ARGV[1])";
 
+/// Every live instance's presence, read in one step: `{dead, views,
+/// mine}`: the instances without a heartbeat, the presence entries of the
+/// others, and this instance's (ARGV[1]) own. KEYS: instances.
+pub const LIST: &str = "local dead, views, mine = {}, {}, {} \
+     for _, i in ipairs(redis.call('SMEMBERS', KEYS[1])) do \
+       if i == ARGV[1] then mine = redis.call('HVALS', 'ws2http:conns:' .. i) \
+       elseif redis.call('EXISTS', 'ws2http:alive:' .. i) == 1 then \
+         for _, v in ipairs(redis.call('HVALS', 'ws2http:conns:' .. i)) do views[#views + 1] = v end \
+       else dead[#dead + 1] = i end end \
+     return {dead, views, mine}";
+
 /// Removes an instance's presence and the moves into it; when ARGV[2] is
 /// `1`, only if its heartbeat key is still gone when Redis runs this (an
 /// instance that beat in between keeps it). 1 removed, 0 kept.
@@ -238,9 +249,9 @@ impl Arrivals {
         }
     }
 
-    /// The sessions past their cut, on their way here.
-    pub fn arriving(&self) -> Vec<ConnId> {
-        self.lock().values().filter_map(|i| i.id.clone()).collect()
+    /// `true` when no move into here is under way.
+    pub fn is_idle(&self) -> bool {
+        self.lock().is_empty()
     }
 
     /// Held while an action is applied here (see [`Recording`]).
