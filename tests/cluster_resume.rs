@@ -318,3 +318,93 @@ async fn a_resume_asks_only_the_instance_its_token_names_and_an_unknown_token_is
     let (_ws, hello) = open_session(&c.url("/chat.sh"), &format!("ws2http.session.v1, ws2http.resume.{token}.0")).await;
     assert_eq!((hello["ws2http"].as_str(), hello["id"].as_str()), (Some("resumed"), Some(id.as_str())));
 }
+
+/// CHAT, and a message `sleep N` makes its event run N seconds (logged when it starts).
+const SLOW: &str = r#"
+case "$WS_EVENT" in
+open) echo "open $WS_CONNECTION_ID" >> "$EVENTS_LOG"; echo "@join r"; echo "@set name bob" ;;
+message) m=$(cat); echo "message $m" >> "$EVENTS_LOG"; case "$m" in "sleep "*) sleep "${m#sleep }" ;; esac; echo "echo $m" ;;
+close) echo "close $WS_CONNECTION_ID $WS_CLOSE_CAUSE $WS_ROOMS $WS_META_name" >> "$EVENTS_LOG" ;;
+esac"#;
+
+fn slow_node(redis: &Redis) -> Server {
+    let dir = cgi_bin(&[("chat.sh", SLOW)]);
+    Server::start_in(&dir, &["--redis", &redis.url()])
+}
+
+/// `HGET ws2http:moved ID`: the instance a session moved to, once its cut passed.
+fn moved_to(redis: &Redis, id: &str) -> Option<String> {
+    let out = Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "hget", "ws2http:moved", id])
+        .output()
+        .expect("run redis-cli");
+    let s = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (!s.is_empty()).then_some(s)
+}
+
+/// A session whose message event runs `secs` seconds on A: its client drops
+/// while it runs; A's hand-over waits for it (so the move stays open that long).
+async fn session_busy_on_a(a: &Server, secs: u32) -> (String, String) {
+    let (mut ws, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
+    let (id, token) = (hello["id"].as_str().unwrap().to_owned(), hello["token"].as_str().unwrap().to_owned());
+    a.wait_event("open", |l| l == format!("open {id}"));
+    ws.send(Message::text(format!("sleep {secs}"))).await.unwrap();
+    a.wait_event("the slow message event", |l| l.starts_with("message sleep"));
+    drop(ws);
+    (id, token)
+}
+
+#[suite("redis")]
+#[async_std::test]
+async fn a_close_asked_during_a_move_is_applied_after_it() {
+    let redis = Redis::start();
+    let (a, b, c) = (slow_node(&redis), slow_node(&redis), slow_node(&redis));
+    let (id, token) = session_busy_on_a(&a, 2).await;
+    let resume = format!("ws2http.session.v1, ws2http.resume.{token}.0");
+    let url = b.url("/chat.sh");
+    let resumed = async_std::task::spawn(async move {
+        let (ws, _) = connect_with(&url, &[("Sec-WebSocket-Protocol", &resume)]).await.expect("handshake");
+        ws
+    });
+    wait_for("the cut", || moved_to(&redis, &id));
+    let r = api("DELETE", &c.api(&format!("/connections/{id}?code=4000&reason=bye")), None, None, b"");
+    assert_eq!(r.status, 200);
+    // The close is applied once the session is in at B: if before the
+    // socket is attached, the resume finds it ended (4410), else the
+    // socket gets the close itself.
+    let mut ws = resumed.await;
+    loop {
+        match next(&mut ws).await {
+            Message::Close(Some(f)) => {
+                let got = (u16::from(f.code), f.reason.to_string());
+                assert!([(4000, "bye".to_owned()), (4410, "session expired".to_owned())].contains(&got), "{got:?}");
+                break;
+            }
+            Message::Text(t) => assert!(t.contains("resumed") || t.as_str() == "echo sleep 2", "{t}"),
+            m => panic!("expected the close, got {m:?}"),
+        }
+    }
+    let line = b.wait_event("the close event on B", |l| l.starts_with("close"));
+    assert_eq!(line, format!("close {id} api r bob"));
+    assert!(a.events().iter().all(|l| !l.starts_with("close")), "{:?}", a.events());
+    assert_eq!(b.events().iter().filter(|l| l.starts_with("close")).count(), 1);
+}
+
+#[suite("redis")]
+#[async_std::test]
+async fn a_session_arriving_after_its_resume_gave_up_ends_with_one_close_event() {
+    let redis = Redis::start();
+    let (a, b) = (slow_node(&redis), slow_node(&redis));
+    // The hand-over comes after B's 5 s wait: the resume is refused.
+    let (id, token) = session_busy_on_a(&a, 7).await;
+    expect_4410(&b.url("/chat.sh"), &token).await;
+    let closed = || b.events().into_iter().find(|l| l.starts_with("close"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while closed().is_none() && std::time::Instant::now() < deadline {
+        async_std::task::sleep(Duration::from_millis(20)).await;
+    }
+    let line = closed().unwrap_or_else(|| panic!("no close event on B; A: {}\nB: {}", a.log(), b.log()));
+    assert_eq!(line, format!("close {id} resume-expired r bob"));
+    assert!(a.events().iter().all(|l| !l.starts_with("close")), "{:?}", a.events());
+    wait_for("gone from presence", || (!listed(&a).contains(&id) && !listed(&b).contains(&id)).then_some(()));
+}

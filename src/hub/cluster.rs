@@ -39,6 +39,7 @@ use crate::action::Action;
 use futures_util::future::BoxFuture;
 
 use super::local::{ConnView, Hub, PresenceChange};
+use super::session::Snapshot;
 use super::wire::Body;
 use super::{Applied, Delivery};
 use crate::id::ConnId;
@@ -138,6 +139,9 @@ pub struct Cluster {
     cuts: Mutex<std::collections::HashMap<String, ConnId>>,
     /// The longest snapshot accepted from another instance (0: sessions off).
     max_snapshot: usize,
+    /// Sessions whose move was abandoned after their cut, held here: they
+    /// end here ([`Delivery::orphans`]).
+    orphans: (async_channel::Sender<Snapshot>, async_channel::Receiver<Snapshot>),
 }
 
 /// The channel a hub reports presence changes to: they join the queue
@@ -232,6 +236,7 @@ impl Cluster {
             departures: Departures::default(),
             cuts: Mutex::default(),
             max_snapshot,
+            orphans: async_channel::unbounded(),
         }))
     }
 
@@ -632,6 +637,10 @@ impl Delivery for Cluster {
 
     fn leave(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.withdraw())
+    }
+
+    fn orphans(&self) -> Option<async_channel::Receiver<Snapshot>> {
+        Some(self.orphans.1.clone())
     }
 
     /// Refused (logged) when no instance hands it over.

@@ -278,11 +278,14 @@ impl Arrivals {
     /// The snapshot of move `nonce` is here: what was recorded so far goes
     /// into it, and it goes to the resume, which puts it in the hub (what
     /// arrives until then is recorded, and applied once it is there).
-    /// `false` when the move gave up.
-    pub fn arrive(&self, nonce: &str, mut snap: Snapshot, hub: &Hub) -> bool {
+    /// A close asked for it meanwhile is applied once it is in the hub
+    /// (a snapshot holds no close). The snapshot back when the move gave up.
+    pub fn arrive(&self, nonce: &str, mut snap: Snapshot, hub: &Hub) -> Result<(), Box<Snapshot>> {
         let mut map = self.lock();
-        let Some(inc) = map.get_mut(nonce).filter(|i| !i.handed) else { return false };
-        let recorded = std::mem::take(&mut inc.recorded);
+        let Some(inc) = map.get_mut(nonce).filter(|i| !i.handed) else { return Err(Box::new(snap)) };
+        let (closes, recorded): (Vec<Action>, Vec<Action>) =
+            std::mem::take(&mut inc.recorded).into_iter().partition(|a| matches!(a, Action::Close { .. }));
+        inc.recorded = closes;
         let endpoint_of =
             |e: &str| e == "/" || snap.request.path() == e || snap.request.path().starts_with(&format!("{e}/"));
         let fits: Vec<bool> = recorded
@@ -301,7 +304,7 @@ impl Arrivals {
         inc.bytes = 0;
         let _ = inc.done.try_send(Ok(snap));
         settle(&mut map, hub);
-        true
+        Ok(())
     }
 
     /// Applies what arrived for sessions now in the hub (a resume put it in).
@@ -316,8 +319,8 @@ impl Arrivals {
 }
 
 /// One recorded action applied to a snapshot: its messages queued, its
-/// rooms and metadata changed (a close is left to the grace period: the
-/// session is resumed now, and a close asked during its move is logged).
+/// rooms and metadata changed (a close is not folded: [`Arrivals::arrive`]
+/// keeps it, to apply once the session is in the hub).
 fn fold(snap: &mut Snapshot, action: Action) {
     let id = snap.id.clone();
     match action {
@@ -341,9 +344,7 @@ fn fold(snap: &mut Snapshot, action: Action) {
                 snap.meta.insert(at, (key, v));
             }
         }
-        Action::Close { .. } => {
-            log::warn!("[{id}] a close asked while the session moved between instances was not applied")
-        }
+        Action::Close { .. } => {}
     }
 }
 

@@ -158,10 +158,11 @@ impl Cluster {
                 return;
             }
         };
-        if !self.arrivals.arrive(&nonce, snap, &self.hub) {
-            // The resume gave up (4410): its client starts over, and the
-            // session's close event never runs (logged).
-            log::warn!("[{id}] session arrived after its resume gave up; dropped without its close event");
+        if let Err(snap) = self.arrivals.arrive(&nonce, snap, &self.hub) {
+            // The resume gave up (4410): its client starts over. The session
+            // is here, and nowhere else: it ends here (its close event runs).
+            log::warn!("[{id}] session arrived after its resume gave up; it ends here (resume-expired)");
+            let _ = self.orphans.0.try_send(*snap);
             return;
         }
         log::info!("[{id}] session arrived from another instance");
@@ -235,8 +236,12 @@ impl Cluster {
             Out::Cut { id, to, nonce } => self.cut(con, id, to, nonce).await.map_err(lost(0))?,
             Out::Handover { id, to, nonce, snapshot } => {
                 if let Err(e) = self.send_snapshot(con, &id, &to, &nonce, &snapshot).await {
-                    // B gives up: the session is lost without its close event.
-                    log::warn!("[{id}] could not hand the session over ({e}); it is lost");
+                    // B gives up (4410): the session ends here, its close event runs.
+                    log::warn!("[{id}] could not hand the session over ({e}); it ends here (resume-expired)");
+                    self.departures.forget(&id);
+                    if let Ok(snap) = serde_json::from_str::<Snapshot>(&snapshot) {
+                        let _ = self.orphans.0.try_send(snap);
+                    }
                     return Err((e, 0));
                 }
             }
