@@ -519,9 +519,13 @@ pub fn end_orphans(app: &Arc<WsState>) {
             match shared {
                 Ok(Some(shared)) => {
                     let req = CloseRequest { code: 1006, reason: String::new(), cause: CloseCause::ResumeExpired };
-                    shared.request_close(req, Ending::Record, None);
+                    if shared.request_close(req, Ending::Record, None) {
+                        log::info!("[{id}] session ends here: its move was abandoned (resume-expired)");
+                    }
+                    // Record does not wake the task (it may wait already).
+                    shared.wake();
                 }
-                Ok(None) => {}
+                Ok(None) => log::warn!("[{id}] session not found after its import; it ends at --resume-grace"),
                 Err(why) => log::warn!("[{id}] session lost without its close event: {why}"),
             }
         }
