@@ -366,9 +366,10 @@ impl Cluster {
         // been read before); one that ended here and whose entry is not
         // removed yet is not listed.
         let moving_in = !self.arrivals.is_idle();
-        let mine = mine.iter().filter_map(parse).filter(|v| {
-            moving_in || ConnId::parse(&v.id).is_some_and(|id| self.hub.is_known(&id))
-        });
+        let mine = mine
+            .iter()
+            .filter_map(parse)
+            .filter(|v| moving_in || ConnId::parse(&v.id).is_some_and(|id| self.hub.is_known(&id)));
         let mut seen: std::collections::HashSet<String> = local.iter().map(|v| v.id.clone()).collect();
         let mut all: Vec<ConnView> = views.iter().filter_map(parse).chain(mine).collect();
         all.retain(|v| seen.insert(v.id.clone()));

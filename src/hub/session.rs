@@ -581,7 +581,9 @@ mod tests {
         other_conn.conn = ConnId::random();
         assert!(!other_conn.matches(&t), "the same secret for another connection");
         let upper = text.to_uppercase();
-        for bad in ["", "abc", &text[1..], &format!("{}=", &text[1..]), &format!("{}.", &text[1..]), &text[32..], &upper] {
+        for bad in
+            ["", "abc", &text[1..], &format!("{}=", &text[1..]), &format!("{}.", &text[1..]), &text[32..], &upper]
+        {
             assert!(Token::parse(bad).is_none(), "{bad:?}");
         }
         assert_eq!(format!("{t:?}"), "Token(..)", "never printed");
