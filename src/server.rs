@@ -250,6 +250,7 @@ fn build_states(
     let snapshot = cfg.resume.map_or(0, |r| r.buffer_bytes / 3 * 4 + cfg.max_request_head + (64 << 10));
     let (hub, delivery) = crate::hub::start(redis, cfg.cluster_queue, cfg.out_queue, outgoing, snapshot)?;
     let ws = Arc::new(WsState::new(cfg, hub.clone(), delivery.clone(), routes, public_addr.port()));
+    crate::ws::session::end_orphans(&ws);
     let api = Arc::new(ApiState::new(cfg, hub, delivery, control_addr));
     let mut site = SiteState::new(cfg, ws.clone(), public_addr);
     site.page_routes = page_routes;

@@ -214,3 +214,197 @@ async fn a_resume_where_redis_is_down_is_refused_and_hurts_nobody() {
     other.send(Message::text("still here")).await.unwrap();
     assert_eq!(next_text(&mut other).await, "echo still here", "B's other clients are served");
 }
+
+/// Every message published on the cluster's channels, as (channel, payload),
+/// read by `redis-cli psubscribe`.
+struct Published {
+    child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Published {
+    fn watch(redis: &Redis) -> Published {
+        let mut child = Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string(), "psubscribe", "ws2http:*"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-cli");
+        let out = child.stdout.take().expect("its stdout");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let p = Published { child, lines };
+        wait_for("redis-cli to subscribe", || (p.lines.lock().unwrap().len() >= 3).then_some(()));
+        p
+    }
+
+    /// (channel, payload) of every message so far.
+    fn messages(&self) -> Vec<(String, String)> {
+        let lines = self.lines.lock().unwrap();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i + 3 < lines.len() {
+            if lines[i] == "pmessage" {
+                out.push((lines[i + 2].clone(), lines[i + 3].clone()));
+                i += 4;
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+
+    /// The move steps of kind `k` published so far, by channel.
+    fn steps(&self, k: &str) -> Vec<String> {
+        let kind = format!("\"k\":\"{k}\"");
+        self.messages().into_iter().filter(|(_, p)| p.contains(&kind)).map(|(c, _)| c).collect()
+    }
+}
+
+impl Drop for Published {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A resume's first frame is a 4410 close.
+async fn expect_4410(url: &str, token: &str) {
+    let protocols = format!("ws2http.session.v1, ws2http.resume.{token}.0");
+    let (mut ws, _) = connect_with(url, &[("Sec-WebSocket-Protocol", &protocols)]).await.expect("handshake");
+    match next(&mut ws).await {
+        Message::Close(Some(f)) => assert_eq!((u16::from(f.code), f.reason.as_str()), (4410, "session expired")),
+        m => panic!("expected 4410, got {m:?}"),
+    }
+}
+
+#[suite("redis")]
+#[async_std::test]
+async fn a_resume_asks_only_the_instance_its_token_names_and_an_unknown_token_is_refused_by_it() {
+    let redis = Redis::start();
+    let (a, b, c) = (node(&redis, &[]), node(&redis, &[]), node(&redis, &[]));
+    let (_ws, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
+    let (id, token) = (hello["id"].as_str().unwrap().to_owned(), hello["token"].as_str().unwrap().to_owned());
+    assert!(token.starts_with(&id), "the token names its connection: {token}");
+    let (_wsb, hello_b) = open_session(&b.url("/chat.sh"), "ws2http.session.v1").await;
+    let (_wsc, hello_c) = open_session(&c.url("/chat.sh"), "ws2http.session.v1").await;
+    let instance = |h: &Value| h["id"].as_str().unwrap()[..8].to_owned();
+    let (ia, ib, ic) = (instance(&hello), instance(&hello_b), instance(&hello_c));
+    let published = Published::watch(&redis);
+
+    // A token for a connection of A's that A does not know (forged secret).
+    let forged = format!("{id}{}", "A".repeat(32));
+    expect_4410(&b.url("/chat.sh"), &forged).await;
+    wait_for("A's refusal", || (!published.steps("refuse").is_empty()).then_some(()));
+    assert_eq!(published.steps("take"), [format!("ws2http:to:{ia}")], "asked A alone");
+    assert_eq!(published.steps("refuse"), [format!("ws2http:to:{ib}")], "A said no to B");
+    b.wait_log("resume here refused by its instance: no such session");
+    assert!(!published.steps("take").iter().any(|ch| ch == "ws2http:all" || *ch == format!("ws2http:to:{ic}")));
+    // (redis-cli's pattern would count as a listener of the instance below.)
+    drop(published);
+
+    // A token naming an instance that is not there: nobody listens, refused at once.
+    let ghost = format!("deadbeef{}{}", &id[8..], "A".repeat(32));
+    expect_4410(&c.url("/chat.sh"), &ghost).await;
+    c.wait_log("the instance holding it is gone");
+
+    // The real token still resumes, on C.
+    let (_ws, hello) = open_session(&c.url("/chat.sh"), &format!("ws2http.session.v1, ws2http.resume.{token}.0")).await;
+    assert_eq!((hello["ws2http"].as_str(), hello["id"].as_str()), (Some("resumed"), Some(id.as_str())));
+}
+
+/// CHAT, and a message `sleep N` makes its event run N seconds (logged when it starts).
+const SLOW: &str = r#"
+case "$WS_EVENT" in
+open) echo "open $WS_CONNECTION_ID" >> "$EVENTS_LOG"; echo "@join r"; echo "@set name bob" ;;
+message) m=$(cat); echo "message $m" >> "$EVENTS_LOG"; case "$m" in "sleep "*) sleep "${m#sleep }" ;; esac; echo "echo $m" ;;
+close) echo "close $WS_CONNECTION_ID $WS_CLOSE_CAUSE $WS_ROOMS $WS_META_name" >> "$EVENTS_LOG" ;;
+esac"#;
+
+fn slow_node(redis: &Redis) -> Server {
+    let dir = cgi_bin(&[("chat.sh", SLOW)]);
+    Server::start_in(&dir, &["--redis", &redis.url()])
+}
+
+/// `HGET ws2http:moved ID`: the instance a session moved to, once its cut passed.
+fn moved_to(redis: &Redis, id: &str) -> Option<String> {
+    let out = Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "hget", "ws2http:moved", id])
+        .output()
+        .expect("run redis-cli");
+    let s = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (!s.is_empty()).then_some(s)
+}
+
+/// A session whose message event runs `secs` seconds on A: its client drops
+/// while it runs; A's hand-over waits for it (so the move stays open that long).
+async fn session_busy_on_a(a: &Server, secs: u32) -> (String, String) {
+    let (mut ws, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
+    let (id, token) = (hello["id"].as_str().unwrap().to_owned(), hello["token"].as_str().unwrap().to_owned());
+    a.wait_event("open", |l| l == format!("open {id}"));
+    ws.send(Message::text(format!("sleep {secs}"))).await.unwrap();
+    a.wait_event("the slow message event", |l| l.starts_with("message sleep"));
+    drop(ws);
+    (id, token)
+}
+
+#[suite("redis")]
+#[async_std::test]
+async fn a_close_asked_during_a_move_is_applied_after_it() {
+    let redis = Redis::start();
+    let (a, b, c) = (slow_node(&redis), slow_node(&redis), slow_node(&redis));
+    let (id, token) = session_busy_on_a(&a, 2).await;
+    let resume = format!("ws2http.session.v1, ws2http.resume.{token}.0");
+    let url = b.url("/chat.sh");
+    let resumed = async_std::task::spawn(async move {
+        let (ws, _) = connect_with(&url, &[("Sec-WebSocket-Protocol", &resume)]).await.expect("handshake");
+        ws
+    });
+    wait_for("the cut", || moved_to(&redis, &id));
+    let r = api("DELETE", &c.api(&format!("/connections/{id}?code=4000&reason=bye")), None, None, b"");
+    assert_eq!(r.status, 200);
+    // The close is applied once the session is in at B: if before the
+    // socket is attached, the resume finds it ended (4410), else the
+    // socket gets the close itself.
+    let mut ws = resumed.await;
+    loop {
+        match next(&mut ws).await {
+            Message::Close(Some(f)) => {
+                let got = (u16::from(f.code), f.reason.to_string());
+                assert!([(4000, "bye".to_owned()), (4410, "session expired".to_owned())].contains(&got), "{got:?}");
+                break;
+            }
+            Message::Text(t) => assert!(t.contains("resumed") || t.as_str() == "echo sleep 2", "{t}"),
+            m => panic!("expected the close, got {m:?}"),
+        }
+    }
+    let line = b.wait_event("the close event on B", |l| l.starts_with("close"));
+    assert_eq!(line, format!("close {id} api r bob"));
+    assert!(a.events().iter().all(|l| !l.starts_with("close")), "{:?}", a.events());
+    assert_eq!(b.events().iter().filter(|l| l.starts_with("close")).count(), 1);
+}
+
+#[suite("redis")]
+#[async_std::test]
+async fn a_session_arriving_after_its_resume_gave_up_ends_with_one_close_event() {
+    let redis = Redis::start();
+    let (a, b) = (slow_node(&redis), slow_node(&redis));
+    // The hand-over comes after B's 5 s wait: the resume is refused.
+    let (id, token) = session_busy_on_a(&a, 7).await;
+    expect_4410(&b.url("/chat.sh"), &token).await;
+    let closed = || b.events().into_iter().find(|l| l.starts_with("close"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while closed().is_none() && std::time::Instant::now() < deadline {
+        async_std::task::sleep(Duration::from_millis(20)).await;
+    }
+    let line = closed().unwrap_or_else(|| panic!("no close event on B; A: {}\nB: {}", a.log(), b.log()));
+    assert_eq!(line, format!("close {id} resume-expired r bob"));
+    assert!(a.events().iter().all(|l| !l.starts_with("close")), "{:?}", a.events());
+    wait_for("gone from presence", || (!listed(&a).contains(&id) && !listed(&b).contains(&id)).then_some(()));
+}

@@ -39,6 +39,7 @@ use crate::action::Action;
 use futures_util::future::BoxFuture;
 
 use super::local::{ConnView, Hub, PresenceChange};
+use super::session::Snapshot;
 use super::wire::Body;
 use super::{Applied, Delivery};
 use crate::id::ConnId;
@@ -92,6 +93,12 @@ enum Out {
         id: ConnId,
         payload: String,
     },
+    /// B's request for a session (a `take`), to whoever holds `id`.
+    Ask {
+        id: ConnId,
+        nonce: String,
+        payload: String,
+    },
     Presence(PresenceChange),
     /// A's part of a move: the cut, then the snapshot.
     Cut {
@@ -132,6 +139,9 @@ pub struct Cluster {
     cuts: Mutex<std::collections::HashMap<String, ConnId>>,
     /// The longest snapshot accepted from another instance (0: sessions off).
     max_snapshot: usize,
+    /// Sessions whose move was abandoned after their cut, held here: they
+    /// end here ([`Delivery::orphans`]).
+    orphans: (async_channel::Sender<Snapshot>, async_channel::Receiver<Snapshot>),
 }
 
 /// The channel a hub reports presence changes to: they join the queue
@@ -226,6 +236,7 @@ impl Cluster {
             departures: Departures::default(),
             cuts: Mutex::default(),
             max_snapshot,
+            orphans: async_channel::unbounded(),
         }))
     }
 
@@ -265,7 +276,7 @@ impl Cluster {
     /// The other instances' live connections; none, with a log line, when
     /// Redis cannot be reached.
     async fn others_or_none(&self) -> Vec<ConnView> {
-        self.others().await.unwrap_or_else(|e| {
+        self.others(&self.hub.list(None, None)).await.unwrap_or_else(|e| {
             log::warn!("cluster: {e}; showing this instance only");
             Vec::new()
         })
@@ -324,40 +335,44 @@ impl Cluster {
         *self.reader.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
-    /// The other instances' live connections, from Redis (instances
-    /// without a heartbeat are skipped and their presence removed).
-    async fn others(&self) -> Result<Vec<ConnView>, String> {
-        let mut all = Vec::new();
-        let result: redis::RedisResult<()> = async {
+    /// The connections listed in Redis that `local` (this instance's own,
+    /// read just before) does not hold, read in one atomic step (a cut moves
+    /// a presence entry between two hashes: read one by one, a session
+    /// moving meanwhile is listed twice or not at all). Instances without a
+    /// heartbeat are skipped and their presence removed.
+    async fn others(&self, local: &[ConnView]) -> Result<Vec<ConnView>, String> {
+        let result: redis::RedisResult<(Vec<String>, Vec<String>, Vec<String>)> = async {
             let mut con = self.connection().await?;
-            let instances: Vec<String> = con.smembers(INSTANCES).await?;
-            for inst in instances.into_iter().filter(|i| *i != self.instance) {
-                let alive: bool = con.exists(alive_key(&inst)).await?;
-                if !alive {
-                    let removed = forget_instance(&mut con, &inst, true).await?;
-                    if removed {
-                        log::info!("cluster: instance {inst} stopped its heartbeat; removed its presence");
-                    }
-                    continue;
+            let cmd = moves::eval(handover::LIST, &[INSTANCES], &[&self.instance]);
+            let (dead, views, mine): (Vec<String>, Vec<String>, Vec<String>) = cmd.query_async(&mut con).await?;
+            for inst in &dead {
+                if forget_instance(&mut con, inst, true).await? {
+                    log::info!("cluster: instance {inst} stopped its heartbeat; removed its presence");
                 }
-                let views: Vec<String> = con.hvals(conns_key(&inst)).await?;
-                all.extend(views.iter().filter_map(|v| serde_json::from_str::<ConnView>(v).ok()));
             }
-            // Sessions moving here, past their cut and not in the hub yet:
-            // their presence is already this instance's.
-            for id in self.arrivals.arriving().into_iter().filter(|id| !self.hub.is_known(id)) {
-                let view: Option<String> = con.hget(conns_key(&self.instance), id.as_str()).await?;
-                all.extend(view.and_then(|v| serde_json::from_str::<ConnView>(&v).ok()));
-            }
-            Ok(())
+            Ok((dead, views, mine))
         }
         .await;
-        if let Err(e) = result {
-            self.forget_connection();
-            return Err(format!("Redis is unreachable ({e})"));
-        }
-        // A session leaving this instance is listed here until it has left.
-        all.retain(|v| ConnId::parse(&v.id).is_none_or(|id| !self.hub.is_known(&id)));
+        let (views, mine) = match result {
+            Ok((_, views, mine)) => (views, mine),
+            Err(e) => {
+                self.forget_connection();
+                return Err(format!("Redis is unreachable ({e})"));
+            }
+        };
+        let parse = |v: &String| serde_json::from_str::<ConnView>(v).ok();
+        // This instance's own entries: a session past its cut into here is
+        // listed from them until the hub has it (then `local` may have
+        // been read before); one that ended here and whose entry is not
+        // removed yet is not listed.
+        let moving_in = !self.arrivals.is_idle();
+        let mine = mine
+            .iter()
+            .filter_map(parse)
+            .filter(|v| moving_in || ConnId::parse(&v.id).is_some_and(|id| self.hub.is_known(&id)));
+        let mut seen: std::collections::HashSet<String> = local.iter().map(|v| v.id.clone()).collect();
+        let mut all: Vec<ConnView> = views.iter().filter_map(parse).chain(mine).collect();
+        all.retain(|v| seen.insert(v.id.clone()));
         Ok(all)
     }
 
@@ -605,7 +620,7 @@ impl Delivery for Cluster {
     fn list(&self) -> BoxFuture<'_, Vec<ConnView>> {
         Box::pin(async move {
             let mut all = self.hub.list(None, None);
-            match self.others().await {
+            match self.others(&all).await {
                 Ok(others) => all.extend(others),
                 Err(e) => {
                     log::warn!("cluster: {e}; showing this instance only");
@@ -623,6 +638,10 @@ impl Delivery for Cluster {
 
     fn leave(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.withdraw())
+    }
+
+    fn orphans(&self) -> Option<async_channel::Receiver<Snapshot>> {
+        Some(self.orphans.1.clone())
     }
 
     /// Refused (logged) when no instance hands it over.

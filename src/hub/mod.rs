@@ -93,6 +93,13 @@ pub trait Delivery: Send + Sync {
         Box::pin(std::future::ready(None))
     }
 
+    /// Sessions whose move to another instance was abandoned after their
+    /// cut and that are held here (cluster mode): the WebSocket side puts
+    /// each in and ends it (`resume-expired`), so its close event runs once.
+    fn orphans(&self) -> Option<async_channel::Receiver<session::Snapshot>> {
+        None
+    }
+
     /// Room → live members, sorted by name (a room exists while it has members).
     fn rooms(&self) -> BoxFuture<'_, BTreeMap<String, usize>> {
         Box::pin(async move {

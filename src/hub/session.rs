@@ -47,50 +47,75 @@ pub struct Limits {
     pub bytes: usize,
 }
 
-/// A resume token: an 8-byte key the session is found by, and a 16-byte
-/// secret compared in constant time. On the wire: the 24 bytes in base64url
-/// without padding (32 characters, valid in a subprotocol name).
+/// A resume token: the id of the connection it resumes (whose first 8
+/// characters name the instance that created it, in a cluster: a resume
+/// reaching another instance asks that one, or the one its move went to),
+/// an 8-byte key the session is found by, and a 16-byte secret compared in
+/// constant time. On the wire: the id (32 lowercase hex characters), then
+/// the 24 bytes of key and secret in base64url without padding (32
+/// characters): 64 characters, valid in a subprotocol name.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token {
+    conn: ConnId,
     key: [u8; 8],
     secret: [u8; 16],
 }
 
+/// `true` for what [`ConnId::random`] makes: 32 lowercase hex characters.
+fn is_wire_id(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 impl Token {
-    /// A fresh token from the operating system's random source.
-    pub fn random() -> Token {
+    /// A fresh token for connection `conn`, from the operating system's
+    /// random source. (An id that is not 32 hex characters, never one
+    /// ws2http makes, is replaced by a random one: it names no instance.)
+    pub fn issue(conn: &ConnId) -> Token {
         let mut b = [0u8; 24];
         // As for connection ids: without a random source there is no secret to hand out.
         getrandom::fill(&mut b).expect("the operating system's random source failed");
-        Token::from_bytes(&b)
+        let conn = if is_wire_id(conn.as_str()) { conn.clone() } else { ConnId::random() };
+        Token::from_bytes(conn, &b)
     }
 
-    fn from_bytes(b: &[u8; 24]) -> Token {
+    /// A token for a random connection (unit tests).
+    #[cfg(test)]
+    pub fn random() -> Token {
+        Token::issue(&ConnId::random())
+    }
+
+    fn from_bytes(conn: ConnId, b: &[u8; 24]) -> Token {
         let (mut key, mut secret) = ([0u8; 8], [0u8; 16]);
         key.copy_from_slice(&b[..8]);
         secret.copy_from_slice(&b[8..]);
-        Token { key, secret }
+        Token { conn, key, secret }
     }
 
     /// The token a client sent; `None` when it is not one (wrong length or alphabet).
     pub fn parse(s: &str) -> Option<Token> {
-        if s.len() != 32 {
+        if s.len() != 64 || !s.is_char_boundary(32) || !is_wire_id(&s[..32]) {
             return None;
         }
-        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok()?;
-        Some(Token::from_bytes(&b.try_into().ok()?))
+        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&s[32..]).ok()?;
+        Some(Token::from_bytes(ConnId::parse(&s[..32])?, &b.try_into().ok()?))
     }
 
     /// `true` when `other` is this token; the secrets are compared in
-    /// constant time (the key only finds the session).
+    /// constant time (the key only finds the session; the id is no secret).
     pub fn matches(&self, other: &Token) -> bool {
         let diff = self.secret.iter().zip(other.secret.iter()).fold(0u8, |d, (a, b)| d | (a ^ b));
         // black_box: the compiler may not turn the fold into an early exit.
-        self.key == other.key && std::hint::black_box(diff) == 0
+        self.key == other.key && self.conn == other.conn && std::hint::black_box(diff) == 0
     }
 
     pub fn key(&self) -> [u8; 8] {
         self.key
+    }
+
+    /// The connection this token claims to resume (not checked: only
+    /// [`Token::matches`] against the session's own token proves it).
+    pub fn conn(&self) -> &ConnId {
+        &self.conn
     }
 }
 
@@ -99,6 +124,7 @@ impl std::fmt::Display for Token {
         let mut b = [0u8; 24];
         b[..8].copy_from_slice(&self.key);
         b[8..].copy_from_slice(&self.secret);
+        f.write_str(self.conn.as_str())?;
         f.write_str(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
     }
 }
@@ -255,7 +281,7 @@ impl State {
     /// `used` stays good until the client shows it has the new one, and
     /// any other token of the session dies.
     pub fn rotate(&mut self, sessions: &Sessions, used: &Token) -> Token {
-        let new = Token::random();
+        let new = Token::issue(&self.token.conn);
         sessions.alias(self.token.key(), new.key());
         for old in [Some(&self.token), self.prev.as_ref()].into_iter().flatten() {
             if old.key() != used.key() {
@@ -615,9 +641,11 @@ mod tests {
 
     #[test]
     fn a_token_round_trips_and_only_its_own_secret_matches() {
-        let t = Token::random();
+        let id = ConnId::random_in("0a1b2c3d");
+        let t = Token::issue(&id);
         let text = t.to_string();
-        assert_eq!(text.len(), 32);
+        assert_eq!(text.len(), 64);
+        assert!(text.starts_with(id.as_str()), "it names its connection, so its instance: {text}");
         assert!(text.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'), "{text}");
         let back = Token::parse(&text).expect("parses");
         assert!(back.matches(&t));
@@ -625,7 +653,13 @@ mod tests {
         forged.secret[15] ^= 1;
         assert!(!forged.matches(&t), "one bit of the secret off");
         assert!(!Token::random().matches(&t));
-        for bad in ["", "abc", &text[1..], &format!("{}=", &text[1..]), &format!("{}.", &text[1..])] {
+        let mut other_conn = back.clone();
+        other_conn.conn = ConnId::random();
+        assert!(!other_conn.matches(&t), "the same secret for another connection");
+        let upper = text.to_uppercase();
+        for bad in
+            ["", "abc", &text[1..], &format!("{}=", &text[1..]), &format!("{}.", &text[1..]), &text[32..], &upper]
+        {
             assert!(Token::parse(bad).is_none(), "{bad:?}");
         }
         assert_eq!(format!("{t:?}"), "Token(..)", "never printed");

@@ -34,8 +34,8 @@ pub struct Envelope {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(tag = "k", rename_all = "snake_case")]
 pub enum Move {
-    /// B to every instance: whoever holds the session of this resume
-    /// token, give it to me (tokens name no instance).
+    /// B to the instance holding the connection this resume token names
+    /// (routed by Redis through the `moved` table): give it to me.
     Take { token: String, nonce: String, to: String },
     /// A to B: no (unknown session, wrong token, already moving).
     Refuse { id: ConnId, nonce: String, why: String },

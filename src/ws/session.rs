@@ -592,6 +592,33 @@ pub fn import(app: &Arc<WsState>, snap: Snapshot) -> Result<ConnId, String> {
     Ok(conn.id.clone())
 }
 
+/// Ends, here, each session whose move to another instance was abandoned
+/// after its cut ([`crate::hub::Delivery::orphans`]): its client was
+/// refused (4410), and this instance holds the only copy, so its close
+/// event runs here, once (`resume-expired`, 1006).
+pub fn end_orphans(app: &Arc<WsState>) {
+    let Some(orphans) = app.delivery.orphans() else { return };
+    let app = app.clone();
+    runtime::spawn(async move {
+        while let Ok(snap) = orphans.recv().await {
+            let id = snap.id.clone();
+            let shared = import(&app, snap).map(|_| app.hub.sessions.of_conn(&id));
+            match shared {
+                Ok(Some(shared)) => {
+                    let req = CloseRequest { code: 1006, reason: String::new(), cause: CloseCause::ResumeExpired };
+                    if shared.request_close(req, Ending::Record, None) {
+                        log::info!("[{id}] session ends here: its move was abandoned (resume-expired)");
+                    }
+                    // Record does not wake the task (it may wait already).
+                    shared.wake();
+                }
+                Ok(None) => log::warn!("[{id}] session not found after its import; it ends at --resume-grace"),
+                Err(why) => log::warn!("[{id}] session lost without its close event: {why}"),
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

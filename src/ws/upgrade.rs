@@ -334,7 +334,7 @@ async fn start(app: Arc<WsState>, opening: Opening, socket: Option<crate::runtim
     // Register before answering so the open script's messages are queued
     // ahead of anything else.
     let resume = app.resume.filter(|_| resumable).map(|r| Limits { messages: r.buffer, bytes: r.buffer_bytes });
-    let resume = resume.map(|limits| crate::hub::session::Session::new(Token::random(), limits));
+    let resume = resume.map(|limits| crate::hub::session::Session::new(Token::issue(&conn.id), limits));
     let (outgoing, shared) = app.hub.register_session(conn.clone(), resume, Default::default());
     for a in actions {
         app.delivery.apply(a);

@@ -94,6 +94,17 @@ pub const FIND: &str = "local h = redis.call('HGET', KEYS[1], ARGV[1]) or ARGV[2
      if redis.call('EXISTS', 'ws2http:alive:' .. h) == 0 then return false end \
      return redis.call('HGET', 'ws2http:conns:' .. h, ARGV[1])";
 
+/// Every live instance's presence, read in one step: `{dead, views,
+/// mine}`: the instances without a heartbeat, the presence entries of the
+/// others, and this instance's (ARGV[1]) own. KEYS: instances.
+pub const LIST: &str = "local dead, views, mine = {}, {}, {} \
+     for _, i in ipairs(redis.call('SMEMBERS', KEYS[1])) do \
+       if i == ARGV[1] then mine = redis.call('HVALS', 'ws2http:conns:' .. i) \
+       elseif redis.call('EXISTS', 'ws2http:alive:' .. i) == 1 then \
+         for _, v in ipairs(redis.call('HVALS', 'ws2http:conns:' .. i)) do views[#views + 1] = v end \
+       else dead[#dead + 1] = i end end \
+     return {dead, views, mine}";
+
 /// Removes an instance's presence and the moves into it; when ARGV[2] is
 /// `1`, only if its heartbeat key is still gone when Redis runs this (an
 /// instance that beat in between keeps it). 1 removed, 0 kept.
@@ -238,9 +249,9 @@ impl Arrivals {
         }
     }
 
-    /// The sessions past their cut, on their way here.
-    pub fn arriving(&self) -> Vec<ConnId> {
-        self.lock().values().filter_map(|i| i.id.clone()).collect()
+    /// `true` when no move into here is under way.
+    pub fn is_idle(&self) -> bool {
+        self.lock().is_empty()
     }
 
     /// Held while an action is applied here (see [`Recording`]).
@@ -267,11 +278,14 @@ impl Arrivals {
     /// The snapshot of move `nonce` is here: what was recorded so far goes
     /// into it, and it goes to the resume, which puts it in the hub (what
     /// arrives until then is recorded, and applied once it is there).
-    /// `false` when the move gave up.
-    pub fn arrive(&self, nonce: &str, mut snap: Snapshot, hub: &Hub) -> bool {
+    /// A close asked for it meanwhile is applied once it is in the hub
+    /// (a snapshot holds no close). The snapshot back when the move gave up.
+    pub fn arrive(&self, nonce: &str, mut snap: Snapshot, hub: &Hub) -> Result<(), Box<Snapshot>> {
         let mut map = self.lock();
-        let Some(inc) = map.get_mut(nonce).filter(|i| !i.handed) else { return false };
-        let recorded = std::mem::take(&mut inc.recorded);
+        let Some(inc) = map.get_mut(nonce).filter(|i| !i.handed) else { return Err(Box::new(snap)) };
+        let (closes, recorded): (Vec<Action>, Vec<Action>) =
+            std::mem::take(&mut inc.recorded).into_iter().partition(|a| matches!(a, Action::Close { .. }));
+        inc.recorded = closes;
         let endpoint_of =
             |e: &str| e == "/" || snap.request.path() == e || snap.request.path().starts_with(&format!("{e}/"));
         let fits: Vec<bool> = recorded
@@ -290,7 +304,7 @@ impl Arrivals {
         inc.bytes = 0;
         let _ = inc.done.try_send(Ok(snap));
         settle(&mut map, hub);
-        true
+        Ok(())
     }
 
     /// Applies what arrived for sessions now in the hub (a resume put it in).
@@ -305,8 +319,8 @@ impl Arrivals {
 }
 
 /// One recorded action applied to a snapshot: its messages queued, its
-/// rooms and metadata changed (a close is left to the grace period: the
-/// session is resumed now, and a close asked during its move is logged).
+/// rooms and metadata changed (a close is not folded: [`Arrivals::arrive`]
+/// keeps it, to apply once the session is in the hub).
 fn fold(snap: &mut Snapshot, action: Action) {
     let id = snap.id.clone();
     match action {
@@ -330,9 +344,7 @@ fn fold(snap: &mut Snapshot, action: Action) {
                 snap.meta.insert(at, (key, v));
             }
         }
-        Action::Close { .. } => {
-            log::warn!("[{id}] a close asked while the session moved between instances was not applied")
-        }
+        Action::Close { .. } => {}
     }
 }
 

@@ -39,12 +39,17 @@ impl Cluster {
         if !self.connected.load(Ordering::SeqCst) {
             return Err(MoveRefused::Unreachable);
         }
+        let Some(parsed) = Token::parse(token) else {
+            return Err(MoveRefused::Unknown("not a token".into()));
+        };
         let nonce = ConnId::random().as_str().to_owned();
         let done = self.arrivals.start(&nonce);
         let take = Move::Take { token: token.to_owned(), nonce: nonce.clone(), to: self.instance.clone() };
-        // To every instance: the token names none (the holder answers).
+        // To the instance holding the connection the token names (the
+        // `moved` table, else its id's instance): it answers yes or no; when
+        // nobody listens there, the publisher refuses at once.
         let payload = encode_move(&self.instance, &take);
-        let _ = self.queue.try_send(Out::Tell { channel: super::ALL.to_owned(), payload });
+        let _ = self.queue.try_send(Out::Ask { id: parsed.conn().clone(), nonce: nonce.clone(), payload });
         if let Ok(Ok(result)) = runtime::timeout(HANDOVER_WAIT, done.recv()).await {
             return result;
         }
@@ -53,8 +58,8 @@ impl Cluster {
             return result;
         }
         match self.arrivals.end(&nonce, MoveRefused::Timeout) {
-            // No instance holds it (nobody answers a token it does not know).
-            Some(false) => Err(MoveRefused::Unknown("no instance holds it".into())),
+            // Its holder did not answer (stalled, or Redis lost the request).
+            Some(false) => Err(MoveRefused::Timeout),
             Some(true) => {
                 let _ = self.queue.try_send(Out::Undo(nonce));
                 Err(MoveRefused::Timeout)
@@ -69,7 +74,11 @@ impl Cluster {
     pub(super) async fn on_move(self: &Arc<Self>, step: Move) {
         match step {
             Move::Take { token, nonce, to } if to != self.instance => self.asked(&token, nonce, to),
-            Move::Take { .. } => {}
+            // Routed back here: this instance holds its connection, and its
+            // resume found no session with this token here.
+            Move::Take { nonce, .. } => {
+                self.arrivals.end(&nonce, MoveRefused::Unknown("no such session".into()));
+            }
             Move::Cut { id, nonce, to } if to == self.instance => {
                 // B: from here on, record (unless the resume gave up).
                 self.arrivals.cut(&id, &nonce);
@@ -90,11 +99,16 @@ impl Cluster {
         }
     }
 
-    /// A: instance `to` asks for the session of `token`; silence when it
-    /// is not here (another instance may hold it).
+    /// A: instance `to` asks for the session of `token` (Redis routed the
+    /// request here: this instance holds the connection it names, if any
+    /// does); refused when no session here has this token.
     fn asked(&self, token: &str, nonce: String, to: String) {
         let Some(token) = Token::parse(token) else { return };
-        let Some((info, _)) = self.hub.sessions.find(&token) else { return };
+        let Some((info, _)) = self.hub.sessions.find(&token) else {
+            let id = token.conn().clone();
+            self.tell(&to, &Move::Refuse { id, nonce, why: "no such session".into() });
+            return;
+        };
         let id = info.id.clone();
         if !self.departures.agree(&id, &to, &nonce) {
             log::info!("[{id}] resume on instance {to} refused: the session is already moving");
@@ -144,10 +158,11 @@ impl Cluster {
                 return;
             }
         };
-        if !self.arrivals.arrive(&nonce, snap, &self.hub) {
-            // The resume gave up (4410): its client starts over, and the
-            // session's close event never runs (logged).
-            log::warn!("[{id}] session arrived after its resume gave up; dropped without its close event");
+        if let Err(snap) = self.arrivals.arrive(&nonce, snap, &self.hub) {
+            // The resume gave up (4410): its client starts over. The session
+            // is here, and nowhere else: it ends here (its close event runs).
+            log::warn!("[{id}] session arrived after its resume gave up; it ends here (resume-expired)");
+            let _ = self.orphans.0.try_send(*snap);
             return;
         }
         log::info!("[{id}] session arrived from another instance");
@@ -208,12 +223,25 @@ impl Cluster {
                     *unheard += 1;
                 }
             }
+            Out::Ask { id, nonce, payload } => {
+                let prefix = id.instance().unwrap_or(me);
+                let cmd = eval(handover::ROUTE, &[MOVED], &[id.as_str(), prefix, &payload]);
+                let n: i64 = cmd.query_async(con).await.map_err(lost(0))?;
+                if n == 0 {
+                    log::info!("[{id}] resume here refused: the instance holding it is gone");
+                    self.arrivals.end(&nonce, MoveRefused::Unknown("its instance is gone".into()));
+                }
+            }
             Out::Presence(change) => self.write_presence(con, change).await.map_err(lost(0))?,
             Out::Cut { id, to, nonce } => self.cut(con, id, to, nonce).await.map_err(lost(0))?,
             Out::Handover { id, to, nonce, snapshot } => {
                 if let Err(e) = self.send_snapshot(con, &id, &to, &nonce, &snapshot).await {
-                    // B gives up: the session is lost without its close event.
-                    log::warn!("[{id}] could not hand the session over ({e}); it is lost");
+                    // B gives up (4410): the session ends here, its close event runs.
+                    log::warn!("[{id}] could not hand the session over ({e}); it ends here (resume-expired)");
+                    self.departures.forget(&id);
+                    if let Ok(snap) = serde_json::from_str::<Snapshot>(&snapshot) {
+                        let _ = self.orphans.0.try_send(snap);
+                    }
                     return Err((e, 0));
                 }
             }

@@ -89,7 +89,7 @@ fn what_follows_the_cut_goes_into_the_snapshot_following_its_rooms_in_order() {
     for a in &after {
         arrivals.recording().record(a, max, &hub);
     }
-    assert!(arrivals.arrive("n1", snapshot(&x, &["r"]), &hub));
+    assert!(arrivals.arrive("n1", snapshot(&x, &["r"]), &hub).is_ok());
     let snap = rx.try_recv().expect("answered").expect("a snapshot");
     assert_eq!(texts(&snap.window), ["old"]);
     assert_eq!(texts(&snap.queued), ["one", "two", "three", "four"]);
@@ -103,7 +103,7 @@ fn what_arrives_until_the_resume_puts_it_in_reaches_it_once_then_live() {
     let x = id("x");
     let rx = arrivals.start("n");
     arrivals.cut(&x, "n");
-    assert!(arrivals.arrive("n", snapshot(&x, &[]), &hub));
+    assert!(arrivals.arrive("n", snapshot(&x, &[]), &hub).is_ok());
     let _snap = rx.try_recv().expect("answered");
     // Not in the hub yet: recorded.
     arrivals.recording().record(&send(&x, "meanwhile"), 100, &hub);
@@ -127,7 +127,7 @@ fn recording_is_bounded_in_bytes() {
     for a in [send(&x, "123456"), send(&x, "7890ab"), send(&x, "cd")] {
         arrivals.recording().record(&a, 10, &hub);
     }
-    assert!(arrivals.arrive("n", snapshot(&x, &[]), &hub));
+    assert!(arrivals.arrive("n", snapshot(&x, &[]), &hub).is_ok());
     let snap = rx.try_recv().expect("answered").expect("snapshot");
     assert_eq!(texts(&snap.queued), ["123456", "cd"]);
 }
@@ -140,7 +140,7 @@ fn a_move_that_gave_up_ignores_its_late_cut_and_snapshot_and_answers_its_waiter(
     assert_eq!(arrivals.end("n", MoveRefused::Timeout), Some(false), "it had not seen its cut");
     assert_eq!(rx.try_recv().expect("an answer").expect_err("refused"), MoveRefused::Timeout);
     assert!(!arrivals.cut(&x, "n"));
-    assert!(!arrivals.arrive("n", snapshot(&x, &[]), &hub));
+    assert!(arrivals.arrive("n", snapshot(&x, &[]), &hub).is_err());
 }
 
 #[test]
