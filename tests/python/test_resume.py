@@ -247,7 +247,11 @@ class ResumeTest(ResumeCase):
         cid = hello["id"]
         forged = hello["token"][:-1] + ("A" if hello["token"][-1] != "A" else "B")
         self.assertEqual(await self.refused_with(await self.resume(forged, 0)), (4410, "session expired"))
-        self.assertEqual(await self.refused_with(await self.resume("x" * 32, 0)), (4410, "session expired"))
+        # Well formed (a connection id, then key and secret) but issued by nobody.
+        unknown = "0123456789abcdef" * 2 + "A" * 32
+        self.assertEqual(await self.refused_with(await self.resume(unknown, 0)), (4410, "session expired"))
+        # Not a token at all (the format is the connection id + 32 base64url characters).
+        self.assertEqual(await self.refused_with(await self.resume("x" * 32, 0)), (4400, "bad resume request"))
         too_many = await self.resume(hello["token"], 5)
         self.assertEqual(await self.refused_with(too_many), (4400, "bad resume request"))
         for bad in ["ws2http.resume.%s" % hello["token"], "ws2http.resume.%s.-1" % hello["token"],
@@ -271,7 +275,7 @@ class ResumeTest(ResumeCase):
         metrics = raw.decode()
         self.assertIn('ws2http_resumes_total{result="ok"} 2\n', metrics)
         self.assertIn('ws2http_resumes_total{result="expired"} 3\n', metrics)
-        self.assertIn('ws2http_resumes_total{result="bad"} 5\n', metrics)
+        self.assertIn('ws2http_resumes_total{result="bad"} 6\n', metrics)
         self.assertNotIn(hello["token"], self.server.log_text(), "tokens stay out of the log")
 
     async def test_pongs_trim_the_window_and_a_resume_from_before_it_is_a_gap(self):
