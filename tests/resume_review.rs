@@ -12,7 +12,11 @@ use common::*;
 
 /// A resume offer with a well-formed token that opens no session.
 fn forged_resume() -> String {
-    format!("Sec-WebSocket-Protocol: ws2http.session.v1, ws2http.resume.{}.0\r\n", "A".repeat(32))
+    format!(
+        "Sec-WebSocket-Protocol: ws2http.session.v1, ws2http.resume.{}{}.0\r\n",
+        "0123456789abcdef".repeat(2),
+        "A".repeat(32)
+    )
 }
 
 /// Sends `request` and reads until `needle` has arrived; the socket stays open.
@@ -55,7 +59,11 @@ fn a_refused_resume_holds_its_connection_slot_until_its_socket_is_gone() {
 fn protocol_seen_by_script(flags: &[&str]) -> String {
     let dir = cgi_bin(&[("proto.sh", r#"echo "proto=[$HTTP_SEC_WEBSOCKET_PROTOCOL]"; [ "$WS_EVENT" = open ] || cat"#)]);
     let s = Server::start_in(&dir, flags);
-    let offer = format!("Sec-WebSocket-Protocol: chat, ws2http.session.v1, ws2http.resume.{}.0\r\n", "B".repeat(32));
+    let offer = format!(
+        "Sec-WebSocket-Protocol: chat, ws2http.session.v1, ws2http.resume.{}{}.0\r\n",
+        "0123456789abcdef".repeat(2),
+        "B".repeat(32)
+    );
     let line = |buf: &[u8]| {
         let got = String::from_utf8_lossy(buf).into_owned();
         let start = got.find("proto=[")?;
