@@ -376,10 +376,9 @@ async fn write_loop<S>(
                 // handed to tungstenite.)
                 shared.taken(msg.len());
                 ack = shared.session.as_deref().is_some_and(|s| s.number(&msg, app.hub.outgoing()));
-                match msg {
-                    Message::Text(t) if t.len() <= FRAGMENT => Some(WsMessage::Text(t)),
-                    Message::Binary(b) if b.len() <= FRAGMENT => Some(WsMessage::Binary(b)),
-                    big => match Box::pin(send_fragments(&mut sink, big, &mut watch)).await {
+                match one_frame(msg) {
+                    Ok(frame) => Some(frame),
+                    Err(big) => match Box::pin(send_fragments(&mut sink, big, &mut watch)).await {
                         true => None,
                         false => return,
                     },
@@ -461,6 +460,16 @@ where
 /// behind in every connection that once got one (200 clients after one
 /// broadcast: +201 MiB for good; with fragments: about 16 KiB each).
 pub(super) const FRAGMENT: usize = 16 * 1024;
+
+/// A message as the one frame it goes out in, or back when it is longer
+/// than [`FRAGMENT`] and goes out in fragments ([`send_fragments`]).
+pub(super) fn one_frame(msg: Message) -> Result<WsMessage, Message> {
+    match msg {
+        Message::Text(t) if t.len() <= FRAGMENT => Ok(WsMessage::Text(t)),
+        Message::Binary(b) if b.len() <= FRAGMENT => Ok(WsMessage::Binary(b)),
+        big => Err(big),
+    }
+}
 
 /// Sends a message longer than [`FRAGMENT`] in fragments of that size
 /// (they share its buffer: no copy); `false` as [`send_one`].

@@ -29,7 +29,7 @@ use futures_lite::{AsyncRead, AsyncWrite, FutureExt, StreamExt};
 use tide::http::upgrade::{Connection, Receiver};
 use tide::Response;
 
-use crate::action::{Action, CloseCause, Message};
+use crate::action::{Action, CloseCause};
 use crate::conn_limits::Slot;
 use crate::event::{ConnInfo, EventKind};
 use crate::gateway::resolve::Resolved;
@@ -407,14 +407,10 @@ where
         return false;
     }
     for msg in replay {
-        let sent = match msg {
-            Message::Text(t) if t.len() <= connection::FRAGMENT => {
-                connection::send_one(sink, WsMessage::Text(t), watch).await
-            }
-            Message::Binary(b) if b.len() <= connection::FRAGMENT => {
-                connection::send_one(sink, WsMessage::Binary(b), watch).await
-            }
-            big => connection::send_fragments(sink, big, watch).await,
+        // As the writer sends a message (`connection::write_loop`).
+        let sent = match connection::one_frame(msg) {
+            Ok(frame) => connection::send_one(sink, frame, watch).await,
+            Err(big) => connection::send_fragments(sink, big, watch).await,
         };
         if !sent {
             return false;
@@ -622,6 +618,7 @@ pub fn end_orphans(app: &Arc<WsState>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::action::Message;
     use crate::hub::session::Request;
     use crate::ws::fake::Scripted;
 
