@@ -5,41 +5,12 @@
 
 mod common;
 use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::Message;
 use common::*;
 use serde_json::json;
 use ws2http_test_suite::suite;
-
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start(port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        wait_for("redis-server to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
-        Redis { child, port }
-    }
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -96,7 +67,7 @@ async fn three_instances_share_rooms_sends_and_presence() {
     if !have_redis() {
         return;
     }
-    let redis = Redis::start(free_port());
+    let redis = Redis::start_on(free_port());
     let url = redis.url();
     let nodes: Vec<Server> = (0..3).map(|_| Server::start(&["--redis", &url])).collect();
     let mut clients = Vec::new();
@@ -156,7 +127,7 @@ async fn a_killed_instance_leaves_presence_and_redis_restarts_are_survived() {
         return;
     }
     let port = free_port();
-    let mut redis = Redis::start(port);
+    let mut redis = Redis::start_on(port);
     let url = redis.url();
     let a = Server::start(&["--redis", &url]);
     let mut b = Server::start(&["--redis", &url]);
@@ -179,7 +150,7 @@ async fn a_killed_instance_leaves_presence_and_redis_restarts_are_survived() {
     a.wait_log("reconnecting");
     // Redis comes back on the same port: instances reconnect, a new instance
     // sees a's connection again and cross-instance delivery works.
-    redis = Redis::start(port);
+    redis = Redis::start_on(port);
     let c = Server::start(&["--redis", &redis.url()]);
     let (mut cc, _) = mirror(&c, "/mirror.sh").await;
     wait_for("a's presence rewritten after the restart", || ids(&c).contains(&ida).then_some(()));
@@ -211,7 +182,7 @@ async fn a_killed_instance_leaves_presence_and_redis_restarts_are_survived() {
 #[async_std::test]
 async fn a_busy_instance_keeps_its_idle_connections_in_presence() {
     have_redis();
-    let redis = Redis::start(free_port());
+    let redis = Redis::start_on(free_port());
     let a = Server::start(&["--redis", &redis.url()]);
     let b = Server::start(&["--redis", &redis.url()]);
     let (mut idle, id) = mirror(&a, "/mirror.sh").await;
@@ -242,7 +213,7 @@ async fn a_busy_instance_keeps_its_idle_connections_in_presence() {
 #[async_std::test]
 async fn a_removed_presence_is_written_again() {
     have_redis();
-    let redis = Redis::start(free_port());
+    let redis = Redis::start_on(free_port());
     let a = Server::start(&["--redis", &redis.url()]);
     let b = Server::start(&["--redis", &redis.url()]);
     let (mut idle, id) = mirror(&a, "/mirror.sh").await;
@@ -267,7 +238,7 @@ async fn a_removed_presence_is_written_again() {
 async fn every_action_lost_in_a_redis_outage_is_counted_and_logged() {
     have_redis();
     let port = free_port();
-    let mut redis = Redis::start(port);
+    let mut redis = Redis::start_on(port);
     let a = Server::start(&["--redis", &redis.url()]);
     let b = Server::start(&["--redis", &redis.url()]);
     let (mut ca, _) = mirror(&a, "/mirror.sh").await;
@@ -291,7 +262,7 @@ async fn every_action_lost_in_a_redis_outage_is_counted_and_logged() {
     assert_eq!((lost_total(&a), logged), (N, N), "{}", a.log());
 
     // Redis back: the cluster recovers by itself.
-    redis = Redis::start(port);
+    redis = Redis::start_on(port);
     let got = async_std::future::timeout(Duration::from_secs(20), async {
         loop {
             let _ = post(&a.api("/rooms/lobby"), "after");
@@ -317,7 +288,7 @@ async fn every_action_lost_in_a_redis_outage_is_counted_and_logged() {
 #[async_std::test]
 async fn a_full_publish_queue_loses_actions_counted_and_logged() {
     have_redis();
-    let redis = Redis::start(free_port());
+    let redis = Redis::start_on(free_port());
     // One byte: no action fits, so every one is refused, deterministically.
     let a = Server::start(&["--redis", &redis.url(), "--cluster-queue", "1"]);
     let b = Server::start(&["--redis", &redis.url()]);

@@ -14,36 +14,6 @@ use common::*;
 use serde_json::{json, Value};
 use ws2http_test_suite::suite;
 
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        require_suite("redis");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        wait_for("redis-server to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
-        Redis { child, port }
-    }
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Logs every event with its connection id; joins room r and sets name=bob on open.
 const CHAT: &str = r#"
 case "$WS_EVENT" in

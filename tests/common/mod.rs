@@ -345,9 +345,12 @@ impl Server {
 // WS2HTTP_TEST_SKIP accepts its name.
 mod http_conn;
 pub mod pki;
+mod redis;
 mod suites;
 #[allow(unused_imports)]
 pub use http_conn::HttpConn;
+#[allow(unused_imports)]
+pub use redis::Redis;
 #[allow(unused_imports)]
 pub use suites::*;
 
