@@ -200,6 +200,11 @@ impl Hub {
         lock(&self.state).conns.contains_key(id)
     }
 
+    /// The shared state of connection `id` while this instance holds it.
+    pub fn shared_of(&self, id: &ConnId) -> Option<Arc<ConnShared>> {
+        lock(&self.state).conns.get(id).map(|c| c.shared.clone())
+    }
+
     /// Adds a connection (before its open event's actions are applied).
     /// Returns the receiving end of its outgoing queue.
     pub fn register(&self, info: Arc<ConnInfo>) -> (Outgoing, Arc<ConnShared>) {

@@ -473,11 +473,6 @@ impl Sessions {
         self.map().remove(&key);
     }
 
-    /// The session of connection `id`, if it has one here.
-    pub fn of_conn(&self, id: &ConnId) -> Option<Arc<ConnShared>> {
-        self.map().values().find(|(info, _)| info.id == *id).map(|(_, s)| s.clone())
-    }
-
     /// Sessions registered now.
     pub fn len(&self) -> usize {
         self.map().len()
@@ -532,7 +527,8 @@ pub fn take_out(hub: &super::local::Hub, info: &ConnInfo, shared: &ConnShared) {
 /// event worker runs the events it had queued, then [`take_out`] answers.
 /// `None` when `id` has no session here, or it ended first.
 pub async fn export(hub: &super::local::Hub, id: &ConnId) -> Option<Snapshot> {
-    let shared = hub.sessions.of_conn(id)?;
+    // The hub's own map (by id), not a scan of every session's.
+    let shared = hub.shared_of(id)?;
     let session = shared.session.as_deref()?;
     let (tx, rx) = async_channel::bounded(1);
     {

@@ -598,7 +598,7 @@ pub fn end_orphans(app: &Arc<WsState>) {
     runtime::spawn(async move {
         while let Ok(snap) = orphans.recv().await {
             let id = snap.id.clone();
-            let shared = import(&app, snap).map(|_| app.hub.sessions.of_conn(&id));
+            let shared = import(&app, snap).map(|_| app.hub.shared_of(&id));
             match shared {
                 Ok(Some(shared)) => {
                     let req = CloseRequest { code: 1006, reason: String::new(), cause: CloseCause::ResumeExpired };
