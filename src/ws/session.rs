@@ -473,6 +473,11 @@ pub(super) async fn resume(
     res
 }
 
+/// A session's bounds from `--resume-buffer` and `--resume-buffer-bytes`.
+pub(crate) fn limits_of(r: &crate::config_resume::Resume) -> crate::hub::session::Limits {
+    crate::hub::session::Limits { messages: r.buffer, bytes: r.buffer_bytes }
+}
+
 /// Gives the new socket to the session `token` opens (brought here from
 /// another instance first, in cluster mode); the refusal otherwise.
 async fn hand_over(
@@ -571,7 +576,7 @@ pub fn import(app: &Arc<WsState>, snap: Snapshot) -> Result<ConnId, String> {
     let Resolved::Found(routed) = app.routes.resolve(&path) else { return Err(format!("no endpoint at {path} here")) };
     let ip = snap.request.remote_addr.parse().ok();
     let slot = app.conn_limits.reserve(ip).map_err(|full| format!("{full:?} connections reached"))?;
-    let limits = crate::hub::session::Limits { messages: limits.buffer, bytes: limits.buffer_bytes };
+    let limits = limits_of(&limits);
     let session = Session::restored(&snap, limits).ok_or("the snapshot's token is not a token")?;
     let conn = Arc::new(ConnInfo { id: snap.id.clone(), target: routed.target, request: snap.request.info() });
     let (outgoing, shared) = app.hub.register_session(conn.clone(), Some(session), (snap.rooms, snap.meta));

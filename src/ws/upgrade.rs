@@ -16,7 +16,7 @@ use crate::gateway::resolve::Resolved;
 use crate::gateway::{Head, Outcome, Output, Transport};
 use crate::http1::fields::{is_field_value, lists_token};
 use crate::http1::request::{raw_path_and_query, request_info, text_response as text};
-use crate::hub::session::{Limits, Token};
+use crate::hub::session::Token;
 use crate::runtime;
 use crate::ws::limits::Metered;
 use crate::ws::session::{self, Asked};
@@ -333,7 +333,7 @@ async fn start(app: Arc<WsState>, opening: Opening, socket: Option<crate::runtim
     let Opening { conn, transport, slot, actions, mut res, session, resumable } = opening;
     // Register before answering so the open script's messages are queued
     // ahead of anything else.
-    let resume = app.resume.filter(|_| resumable).map(|r| Limits { messages: r.buffer, bytes: r.buffer_bytes });
+    let resume = app.resume.filter(|_| resumable).as_ref().map(session::limits_of);
     let resume = resume.map(|limits| crate::hub::session::Session::new(Token::issue(&conn.id), limits));
     let (outgoing, shared) = app.hub.register_session(conn.clone(), resume, Default::default());
     for a in actions {
