@@ -554,7 +554,7 @@ impl Cluster {
                                 // A session arriving here sees it exactly once:
                                 // recorded for it, or applied to it live.
                                 let mut recording = self.arrivals.recording();
-                                recording.record(&action, self.arrivals.max_recorded(), &hub);
+                                recording.record(&action, self.arrivals.max_recorded());
                                 if !echo {
                                     hub.apply(action);
                                 }
@@ -645,12 +645,16 @@ impl Delivery for Cluster {
     }
 
     /// Refused (logged) when no instance hands it over.
-    fn claim_session<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Option<super::session::Snapshot>> {
+    fn claim_session<'a>(
+        &'a self,
+        token: &'a str,
+        put_in: &'a (dyn Fn(Snapshot) -> bool + Sync),
+    ) -> BoxFuture<'a, bool> {
         Box::pin(async move {
-            self.bring(token)
+            self.bring(token, put_in)
                 .await
                 .map_err(|why| log::warn!("cluster: a resume could not bring its session here: {why}"))
-                .ok()
+                .is_ok()
         })
     }
 }

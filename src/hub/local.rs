@@ -58,6 +58,18 @@ struct Joined {
     meta_bytes: usize,
 }
 
+/// What a session moved from another instance brings into
+/// [`Hub::register_session`] (nothing, for a new connection).
+#[derive(Default)]
+pub struct Carried {
+    /// Room names.
+    pub rooms: Vec<String>,
+    /// Metadata, by key.
+    pub meta: Vec<(String, String)>,
+    /// Messages queued for its client, in order.
+    pub queued: Vec<Message>,
+}
+
 /// What a connection without rooms or metadata reads.
 static NOTHING: Joined = Joined { rooms: BTreeSet::new(), meta: BTreeMap::new(), meta_bytes: 0 };
 
@@ -212,13 +224,14 @@ impl Hub {
     }
 
     /// [`Hub::register`], with a resumable `session` (found by its token
-    /// from now on) and the rooms and metadata it comes with (a session
-    /// moved from another instance).
+    /// from now on) and what it comes with from another instance: its
+    /// rooms, metadata and queued messages. The messages are queued before
+    /// it can be found: whatever reaches it afterwards comes after them.
     pub fn register_session(
         &self,
         info: Arc<ConnInfo>,
         session: Option<Box<super::session::Session>>,
-        (rooms, meta): (Vec<String>, Vec<(String, String)>),
+        Carried { rooms, meta, queued }: Carried,
     ) -> (Outgoing, Arc<ConnShared>) {
         let key = session.as_ref().map(|s| s.lock().token.key());
         // The queue holds no slots while empty; its limits are enforced in
@@ -226,6 +239,10 @@ impl Hub {
         let (shared, rx) = ConnShared::with_session(session);
         let mut conn =
             Conn { info: info.clone(), connected_at: SystemTime::now(), shared: shared.clone(), joined: None };
+        let r = conn.recipient(self.out_queue);
+        for msg in queued {
+            deliver(&r, self.outgoing.count(msg), None, &self.outgoing);
+        }
         let mut st = lock(&self.state);
         for (k, v) in meta {
             let _ = set_meta(&mut conn, k, Some(v));

@@ -87,10 +87,15 @@ pub trait Delivery: Send + Sync {
 
     /// A resume arrived here with a token no session of this instance
     /// has: the session, taken out of the instance that holds it
-    /// ([`session::export`]) to be put in here, if any does (cluster mode).
-    fn claim_session<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Option<session::Snapshot>> {
-        let _ = token;
-        Box::pin(std::future::ready(None))
+    /// ([`session::export`]) if any does (cluster mode), is given to
+    /// `put_in` to be put in here; `true` when it was.
+    fn claim_session<'a>(
+        &'a self,
+        token: &'a str,
+        put_in: &'a (dyn Fn(session::Snapshot) -> bool + Sync),
+    ) -> BoxFuture<'a, bool> {
+        let _ = (token, put_in);
+        Box::pin(std::future::ready(false))
     }
 
     /// Sessions whose move to another instance was abandoned after their

@@ -337,7 +337,7 @@ mod tests {
         let (id, target) = (crate::id::ConnId::random(), c.conn.target.clone());
         let conn = Arc::new(ConnInfo { id, target, request: Default::default() });
         let session = Session::new(Token::random(), SessionLimits { messages: 10, bytes: 1000 });
-        let (_outgoing, shared) = app.hub.register_session(conn.clone(), Some(session), (vec![], vec![]));
+        let (_outgoing, shared) = app.hub.register_session(conn.clone(), Some(session), Default::default());
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let mut client = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
         let server = crate::runtime::TcpStream::from(listener.accept().expect("accept").0);

@@ -29,10 +29,11 @@ use futures_lite::{AsyncRead, AsyncWrite, FutureExt, StreamExt};
 use tide::http::upgrade::{Connection, Receiver};
 use tide::Response;
 
-use crate::action::{Action, CloseCause};
+use crate::action::CloseCause;
 use crate::conn_limits::Slot;
 use crate::event::{ConnInfo, EventKind};
 use crate::gateway::resolve::Resolved;
+use crate::hub::local::Carried;
 use crate::hub::session::{Replay, Session, Snapshot, Token};
 use crate::hub::shared::{CloseRequest, ConnShared, Ending, Outgoing};
 use crate::id::ConnId;
@@ -489,9 +490,16 @@ async fn hand_over(
 ) -> Result<(), (u16, Incoming)> {
     let mut found = app.hub.sessions.find(token);
     if found.is_none() {
-        if let Some(snap) = app.delivery.claim_session(&token.to_string()).await {
-            found = import(app, snap).ok().and_then(|_| app.hub.sessions.find(token));
+        // Brought here, it takes the resume's connection slot.
+        let slot = std::sync::Mutex::new(upgrade.slot.take());
+        let put_in = |snap: Snapshot| {
+            let (id, slot) = (snap.id.clone(), slot.lock().unwrap_or_else(|e| e.into_inner()).take());
+            import(app, snap, slot).map_err(|why| log::error!("[{id}] session from another instance lost: {why}")).is_ok()
+        };
+        if app.delivery.claim_session(&token.to_string(), &put_in).await {
+            found = app.hub.sessions.find(token);
         }
+        upgrade.slot = slot.into_inner().unwrap_or_else(|e| e.into_inner());
     }
     let ep = conn.target.endpoint();
     let Some((info, shared)) = found else {
@@ -569,20 +577,22 @@ pub async fn export(app: &WsState, id: &ConnId) -> Option<Snapshot> {
 
 /// Puts a session taken out of another instance ([`export`]) into this
 /// one, detached: its client resumes it here within `--resume-grace`.
-/// `Err` says why not (sessions off here, no such endpoint, a limit).
-pub fn import(app: &Arc<WsState>, snap: Snapshot) -> Result<ConnId, String> {
+/// `slot`: the connection slot it takes (a resume's), else one is
+/// reserved. `Err` says why not (sessions off here, no such endpoint, a limit).
+pub fn import(app: &Arc<WsState>, snap: Snapshot, slot: Option<Slot>) -> Result<ConnId, String> {
     let limits = app.resume.ok_or("sessions are off here (--resume-grace 0)")?;
     let path = snap.request.path().to_owned();
     let Resolved::Found(routed) = app.routes.resolve(&path) else { return Err(format!("no endpoint at {path} here")) };
     let ip = snap.request.remote_addr.parse().ok();
-    let slot = app.conn_limits.reserve(ip).map_err(|full| format!("{full:?} connections reached"))?;
+    let slot = match slot {
+        Some(slot) => slot,
+        None => app.conn_limits.reserve(ip).map_err(|full| format!("{full:?} connections reached"))?,
+    };
     let limits = limits_of(&limits);
     let session = Session::restored(&snap, limits).ok_or("the snapshot's token is not a token")?;
     let conn = Arc::new(ConnInfo { id: snap.id.clone(), target: routed.target, request: snap.request.info() });
-    let (outgoing, shared) = app.hub.register_session(conn.clone(), Some(session), (snap.rooms, snap.meta));
-    for msg in snap.queued {
-        app.hub.apply(Action::Send { to: conn.id.clone(), msg });
-    }
+    let carried = Carried { rooms: snap.rooms, meta: snap.meta, queued: snap.queued };
+    let (outgoing, shared) = app.hub.register_session(conn.clone(), Some(session), carried);
     let (events, events_rx) = connection::event_queue(&shared);
     let budget = app.queue_budget.conn(connection::evictor(&shared));
     let (c, s, b, t) = (conn.clone(), shared.clone(), budget.clone(), routed.route.transport.clone());
@@ -603,7 +613,7 @@ pub fn end_orphans(app: &Arc<WsState>) {
     runtime::spawn(async move {
         while let Ok(snap) = orphans.recv().await {
             let id = snap.id.clone();
-            let shared = import(&app, snap).map(|_| app.hub.shared_of(&id));
+            let shared = import(&app, snap, None).map(|_| app.hub.shared_of(&id));
             match shared {
                 Ok(Some(shared)) => {
                     let req = CloseRequest { code: 1006, reason: String::new(), cause: CloseCause::ResumeExpired };
@@ -678,7 +688,7 @@ mod tests {
             window: vec![m("c")],
             queued: vec![m("d")],
         };
-        let id = import(&app, snap.clone()).expect("imported");
+        let id = import(&app, snap.clone(), None).expect("imported");
         let view = app.hub.get(&id).expect("in the hub, live");
         assert_eq!((view.rooms, view.endpoint.as_str()), (vec!["r".to_owned()], "/mirror.sh"));
         let token = Token::parse(&snap.token).expect("a token");
@@ -707,7 +717,7 @@ mod tests {
             window: vec![],
             queued: vec![],
         };
-        let id = import(&app, snap).expect("imported");
+        let id = import(&app, snap, None).expect("imported");
         runtime::block_on(async {
             while app.hub.is_known(&id) {
                 runtime::sleep(Duration::from_millis(5)).await;

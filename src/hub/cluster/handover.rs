@@ -150,8 +150,9 @@ struct Incoming {
     /// Message bytes in `recorded`, and whether some were dropped over the cap.
     bytes: usize,
     overflowed: bool,
-    /// Its snapshot went to the resume, which puts it in the hub: what
-    /// arrives until it is there is recorded, then applied to it.
+    /// Its snapshot went to the resume, which puts it in the hub
+    /// ([`Arrivals::put_in`]): what arrives until then is recorded, then
+    /// applied to it.
     handed: bool,
     done: async_channel::Sender<Result<Snapshot, MoveRefused>>,
 }
@@ -169,12 +170,8 @@ pub struct Recording<'a>(MutexGuard<'a, HashMap<String, Incoming>>);
 
 impl Recording<'_> {
     /// Records `action` for every session past its cut that it may concern
-    /// and that is not in the hub yet; one that is gets what it missed first.
-    pub fn record(&mut self, action: &Action, max: usize, hub: &Hub) {
-        if self.0.is_empty() {
-            return;
-        }
-        settle(&mut self.0, hub);
+    /// (none is in the hub yet: [`Arrivals::put_in`] ends its recording).
+    pub fn record(&mut self, action: &Action, max: usize) {
         for inc in self.0.values_mut() {
             let Some(id) = &inc.id else { continue };
             if !concerns(action, id) {
@@ -187,21 +184,6 @@ impl Recording<'_> {
             }
             inc.bytes += len;
             inc.recorded.push(action.clone());
-        }
-    }
-}
-
-/// Sessions handed to their resume that are in the hub now: what was
-/// recorded for them since goes to them, and their moves are over.
-fn settle(map: &mut HashMap<String, Incoming>, hub: &Hub) {
-    let arrived: Vec<String> = map
-        .iter()
-        .filter(|(_, i)| i.handed && i.id.as_ref().is_some_and(|id| hub.is_known(id)))
-        .map(|(n, _)| n.clone())
-        .collect();
-    for nonce in arrived {
-        if let Some(Incoming { id: Some(id), recorded, .. }) = map.remove(&nonce) {
-            replay(hub, &id, recorded);
         }
     }
 }
@@ -276,11 +258,12 @@ impl Arrivals {
     }
 
     /// The snapshot of move `nonce` is here: what was recorded so far goes
-    /// into it, and it goes to the resume, which puts it in the hub (what
-    /// arrives until then is recorded, and applied once it is there).
-    /// A close asked for it meanwhile is applied once it is in the hub
-    /// (a snapshot holds no close). The snapshot back when the move gave up.
-    pub fn arrive(&self, nonce: &str, mut snap: Snapshot, hub: &Hub) -> Result<(), Box<Snapshot>> {
+    /// into it, and it goes to the resume, which puts it in the hub with
+    /// [`Arrivals::put_in`] (what arrives until then is recorded, and
+    /// applied there). A close asked for it meanwhile is applied once it is
+    /// in the hub (a snapshot holds no close). The snapshot back when the
+    /// move gave up.
+    pub fn arrive(&self, nonce: &str, mut snap: Snapshot) -> Result<(), Box<Snapshot>> {
         let mut map = self.lock();
         let Some(inc) = map.get_mut(nonce).filter(|i| !i.handed) else { return Err(Box::new(snap)) };
         let (closes, recorded): (Vec<Action>, Vec<Action>) =
@@ -303,18 +286,22 @@ impl Arrivals {
         inc.handed = true;
         inc.bytes = 0;
         let _ = inc.done.try_send(Ok(snap));
-        settle(&mut map, hub);
         Ok(())
     }
 
-    /// Applies what arrived for sessions now in the hub (a resume put it in).
-    pub fn settle(&self, hub: &Hub) {
-        settle(&mut self.lock(), hub);
-    }
-
-    /// Gives up on a session handed to a resume that never put it in.
-    pub fn abandon(&self, nonce: &str) {
-        self.lock().remove(nonce);
+    /// The resume of move `nonce` puts its session in the hub (`put_in`,
+    /// `false` when it could not): done while no action is being recorded
+    /// or applied, so that each reaches it exactly once and in order:
+    /// folded into its snapshot, recorded then replayed here, or live.
+    pub fn put_in(&self, nonce: &str, hub: &Hub, put_in: impl FnOnce() -> bool) -> bool {
+        let mut map = self.lock();
+        let done = put_in();
+        if let Some(Incoming { id: Some(id), recorded, .. }) = map.remove(nonce) {
+            if done {
+                replay(hub, &id, recorded);
+            }
+        }
+        done
     }
 }
 

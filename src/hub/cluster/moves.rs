@@ -29,10 +29,10 @@ pub(super) fn eval(script: &str, keys: &[&str], args: &[&str]) -> redis::Cmd {
 }
 
 impl Cluster {
-    /// Brings the session `token` opens here from the instance holding it:
-    /// its snapshot, for the resume to put in and attach to; refused when
-    /// no instance hands it over (the client gets 4410).
-    pub async fn bring(&self, token: &str) -> Result<Snapshot, MoveRefused> {
+    /// Brings the session `token` opens here from the instance holding it,
+    /// and puts it in with `put_in` (the resume's, `false` when it could
+    /// not); refused when no instance hands it over (the client gets 4410).
+    pub async fn bring(&self, token: &str, put_in: &(dyn Fn(Snapshot) -> bool + Sync)) -> Result<(), MoveRefused> {
         if self.max_snapshot == 0 {
             return Err(MoveRefused::Unknown("sessions are off here".into()));
         }
@@ -50,22 +50,27 @@ impl Cluster {
         // nobody listens there, the publisher refuses at once.
         let payload = encode_move(&self.instance, &take);
         let _ = self.queue.try_send(Out::Ask { id: parsed.conn().clone(), nonce: nonce.clone(), payload });
-        if let Ok(Ok(result)) = runtime::timeout(HANDOVER_WAIT, done.recv()).await {
-            return result;
+        let result = match runtime::timeout(HANDOVER_WAIT, done.recv()).await {
+            Ok(Ok(result)) => result,
+            // It may have arrived just now.
+            _ => done.try_recv().map_err(|_| self.give_up(nonce.clone()))?,
+        };
+        // In the same step as the snapshot's receipt: nothing can drop this
+        // future between the two and leave the session nowhere.
+        let snap = result?;
+        match self.arrivals.put_in(&nonce, &self.hub, || put_in(snap)) {
+            true => Ok(()),
+            false => Err(MoveRefused::Broken("this instance could not take it".into())),
         }
-        // It may have arrived just now.
-        if let Ok(result) = done.try_recv() {
-            return result;
+    }
+
+    /// B stops waiting for move `nonce`: its holder did not answer
+    /// (stalled, or Redis lost the request); after the cut, it is undone.
+    fn give_up(&self, nonce: String) -> MoveRefused {
+        if self.arrivals.end(&nonce, MoveRefused::Timeout) == Some(true) {
+            let _ = self.queue.try_send(Out::Undo(nonce));
         }
-        match self.arrivals.end(&nonce, MoveRefused::Timeout) {
-            // Its holder did not answer (stalled, or Redis lost the request).
-            Some(false) => Err(MoveRefused::Timeout),
-            Some(true) => {
-                let _ = self.queue.try_send(Out::Undo(nonce));
-                Err(MoveRefused::Timeout)
-            }
-            None => Err(MoveRefused::Timeout),
-        }
+        MoveRefused::Timeout
     }
 
     /// A step of a move, from the subscription (in Redis's order). A's
@@ -158,7 +163,7 @@ impl Cluster {
                 return;
             }
         };
-        if let Err(snap) = self.arrivals.arrive(&nonce, snap, &self.hub) {
+        if let Err(snap) = self.arrivals.arrive(&nonce, snap) {
             // The resume gave up (4410): its client starts over. The session
             // is here, and nowhere else: it ends here (its close event runs).
             log::warn!("[{id}] session arrived after its resume gave up; it ends here (resume-expired)");
@@ -166,15 +171,6 @@ impl Cluster {
             return;
         }
         log::info!("[{id}] session arrived from another instance");
-        // The resume puts it in the hub at once: then what arrived meanwhile goes to it.
-        for _ in 0..500 {
-            runtime::sleep(std::time::Duration::from_millis(2)).await;
-            if self.hub.is_known(&id) {
-                break;
-            }
-        }
-        self.arrivals.settle(&self.hub);
-        self.arrivals.abandon(&nonce);
     }
 
     /// The snapshot in `key`, removed from Redis; refused over its bound.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::*;
 use crate::action::Message;
 use crate::event::{ConnInfo, RequestFields, RequestInfo, Target};
+use crate::hub::local::Carried;
 use crate::hub::outgoing::OutgoingBudget;
 use crate::hub::session::Request;
 use crate::hub::shared::Outgoing;
@@ -21,11 +22,13 @@ fn hub() -> Hub {
     Hub::new(64, OutgoingBudget::new(1 << 20, usize::MAX / 2, held))
 }
 
-fn connect(hub: &Hub, conn: &ConnId, endpoint: &str) -> Outgoing {
+/// Registers connection `conn` at /chat with what it brings.
+fn register(hub: &Hub, conn: &ConnId, carried: Carried) -> Outgoing {
+    let endpoint = "/chat";
     let target =
         Target { filename: endpoint.into(), script_name: endpoint.into(), path_info: String::new(), interpreter: None };
     let request = RequestInfo::new(RequestFields::default(), []);
-    hub.register(Arc::new(ConnInfo { id: conn.clone(), target, request })).0
+    hub.register_session(Arc::new(ConnInfo { id: conn.clone(), target, request }), None, carried).0
 }
 
 fn got(rx: &Outgoing) -> Vec<String> {
@@ -66,12 +69,12 @@ fn texts(msgs: &[Message]) -> Vec<String> {
 
 #[test]
 fn what_follows_the_cut_goes_into_the_snapshot_following_its_rooms_in_order() {
-    let (arrivals, hub) = (Arrivals::new(1 << 20), hub());
+    let arrivals = Arrivals::new(1 << 20);
     let (x, other) = (id("x"), id("other"));
     let rx = arrivals.start("n1");
     let max = arrivals.max_recorded();
     // Before the cut: the old instance still delivers these (in its snapshot).
-    arrivals.recording().record(&room("r", "before", None), max, &hub);
+    arrivals.recording().record(&room("r", "before", None), max);
     assert!(arrivals.cut(&x, "n1"));
     let after = [
         room("r", "one", None),
@@ -87,9 +90,9 @@ fn what_follows_the_cut_goes_into_the_snapshot_following_its_rooms_in_order() {
         Action::SetMeta { conn: x.clone(), key: "k".into(), value: Some("v".into()) },
     ];
     for a in &after {
-        arrivals.recording().record(a, max, &hub);
+        arrivals.recording().record(a, max);
     }
-    assert!(arrivals.arrive("n1", snapshot(&x, &["r"]), &hub).is_ok());
+    assert!(arrivals.arrive("n1", snapshot(&x, &["r"])).is_ok());
     let snap = rx.try_recv().expect("answered").expect("a snapshot");
     assert_eq!(texts(&snap.window), ["old"]);
     assert_eq!(texts(&snap.queued), ["one", "two", "three", "four"]);
@@ -98,49 +101,73 @@ fn what_follows_the_cut_goes_into_the_snapshot_following_its_rooms_in_order() {
 }
 
 #[test]
-fn what_arrives_until_the_resume_puts_it_in_reaches_it_once_then_live() {
+fn what_arrives_until_the_resume_puts_it_in_reaches_it_once_after_its_snapshot_then_live() {
     let (arrivals, hub) = (Arrivals::new(1 << 20), hub());
     let x = id("x");
     let rx = arrivals.start("n");
     arrivals.cut(&x, "n");
-    assert!(arrivals.arrive("n", snapshot(&x, &[]), &hub).is_ok());
-    let _snap = rx.try_recv().expect("answered");
-    // Not in the hub yet: recorded.
-    arrivals.recording().record(&send(&x, "meanwhile"), 100, &hub);
-    hub.apply(send(&x, "meanwhile"));
-    // The resume puts it in; the next action (or the arrival's own check) hands it what it missed.
-    let out = connect(&hub, &x, "/chat");
-    arrivals.settle(&hub);
+    arrivals.recording().record(&send(&x, "folded"), 100);
+    assert!(arrivals.arrive("n", snapshot(&x, &[])).is_ok());
+    let snap = rx.try_recv().expect("answered").expect("a snapshot");
+    assert_eq!(texts(&snap.queued), ["folded"]);
+    // Not in the hub yet: recorded (and applied to nobody).
     let mut rec = arrivals.recording();
-    rec.record(&send(&x, "live"), 100, &hub);
+    rec.record(&send(&x, "meanwhile"), 100);
+    hub.apply(send(&x, "meanwhile"));
+    drop(rec);
+    // The resume puts it in, with its snapshot's queue first.
+    let mut out = None;
+    let put_in = || {
+        let carried = Carried { queued: snap.queued, ..Default::default() };
+        out = Some(register(&hub, &x, carried));
+        true
+    };
+    assert!(arrivals.put_in("n", &hub, put_in));
+    assert!(arrivals.is_idle(), "its move is over");
+    let mut rec = arrivals.recording();
+    rec.record(&send(&x, "live"), 100);
     hub.apply(send(&x, "live"));
     drop(rec);
-    assert_eq!(got(&out), ["meanwhile", "live"]);
+    assert_eq!(got(&out.expect("put in")), ["folded", "meanwhile", "live"]);
+}
+
+#[test]
+fn a_session_the_resume_could_not_put_in_gets_nothing_recorded() {
+    let (arrivals, hub) = (Arrivals::new(1 << 20), hub());
+    let x = id("x");
+    let rx = arrivals.start("n");
+    arrivals.cut(&x, "n");
+    assert!(arrivals.arrive("n", snapshot(&x, &[])).is_ok());
+    let _snap = rx.try_recv().expect("answered");
+    arrivals.recording().record(&send(&x, "meanwhile"), 100);
+    assert!(!arrivals.put_in("n", &hub, || false));
+    assert!(arrivals.is_idle());
+    assert!(!hub.is_known(&x));
 }
 
 #[test]
 fn recording_is_bounded_in_bytes() {
-    let (arrivals, hub) = (Arrivals::new(10), hub());
+    let arrivals = Arrivals::new(10);
     let x = id("x");
     let rx = arrivals.start("n");
     arrivals.cut(&x, "n");
     for a in [send(&x, "123456"), send(&x, "7890ab"), send(&x, "cd")] {
-        arrivals.recording().record(&a, 10, &hub);
+        arrivals.recording().record(&a, 10);
     }
-    assert!(arrivals.arrive("n", snapshot(&x, &[]), &hub).is_ok());
+    assert!(arrivals.arrive("n", snapshot(&x, &[])).is_ok());
     let snap = rx.try_recv().expect("answered").expect("snapshot");
     assert_eq!(texts(&snap.queued), ["123456", "cd"]);
 }
 
 #[test]
 fn a_move_that_gave_up_ignores_its_late_cut_and_snapshot_and_answers_its_waiter() {
-    let (arrivals, hub) = (Arrivals::new(100), hub());
+    let arrivals = Arrivals::new(100);
     let x = id("x");
     let rx = arrivals.start("n");
     assert_eq!(arrivals.end("n", MoveRefused::Timeout), Some(false), "it had not seen its cut");
     assert_eq!(rx.try_recv().expect("an answer").expect_err("refused"), MoveRefused::Timeout);
     assert!(!arrivals.cut(&x, "n"));
-    assert!(arrivals.arrive("n", snapshot(&x, &[]), &hub).is_err());
+    assert!(arrivals.arrive("n", snapshot(&x, &[])).is_err());
 }
 
 #[test]
