@@ -107,20 +107,42 @@ impl Cluster {
     /// A: instance `to` asks for the session of `token` (Redis routed the
     /// request here: this instance holds the connection it names, if any
     /// does); refused when no session here has this token.
+    /// A session moves only when no resume here got to it first
+    /// ([`crate::hub::session::Session::begin_move`]): of two resumes of
+    /// one session at once on two instances, exactly one wins.
     fn asked(&self, token: &str, nonce: String, to: String) {
         let Some(token) = Token::parse(token) else { return };
-        let Some((info, _)) = self.hub.sessions.find(&token) else {
+        let found = self.hub.sessions.find(&token);
+        let Some((info, session)) = found.as_ref().and_then(|(i, s)| Some((i, s.session.as_deref()?))) else {
             let id = token.conn().clone();
             self.tell(&to, &Move::Refuse { id, nonce, why: "no such session".into() });
             return;
         };
         let id = info.id.clone();
+        if let Err(why) = session.begin_move(&token) {
+            log::info!("[{id}] resume on instance {to} refused: {why}");
+            self.tell(&to, &Move::Refuse { id, nonce, why: why.into() });
+            return;
+        }
         if !self.departures.agree(&id, &to, &nonce) {
+            session.end_move();
             log::info!("[{id}] resume on instance {to} refused: the session is already moving");
             self.tell(&to, &Move::Refuse { id, nonce, why: "already moving".into() });
             return;
         }
-        let _ = self.queue.try_send(Out::Cut { id, to, nonce });
+        if self.queue.try_send(Out::Cut { id: id.clone(), to: to.clone(), nonce: nonce.clone() }).is_err() {
+            self.cut_failed(&id);
+            self.tell(&to, &Move::Refuse { id, nonce, why: "its queue to Redis is full".into() });
+        }
+    }
+
+    /// A: the cut of `id` agreed to cannot be made: the session stays here,
+    /// and resumes here are served again.
+    fn cut_failed(&self, id: &ConnId) {
+        self.departures.cut(id);
+        if let Some(session) = self.hub.shared_of(id).as_deref().and_then(|s| s.session.as_deref()) {
+            session.end_move();
+        }
     }
 
     /// A: the cut of `id` passed: everything before it was applied here;
@@ -173,7 +195,7 @@ impl Cluster {
         log::info!("[{id}] session arrived from another instance");
     }
 
-    /// The snapshot in `key`, removed from Redis; refused over its bound.
+    /// The snapshot in `key`, removed from Redis.
     async fn read_snapshot(&self, key: &str) -> Result<String, String> {
         let mut con = self.connection().await.map_err(|e| e.to_string())?;
         let mut p = redis::pipe();
@@ -182,11 +204,11 @@ impl Cluster {
             self.forget_connection();
             e.to_string()
         })?;
-        let snapshot = snapshot.ok_or("its snapshot expired in Redis")?;
-        if snapshot.len() > self.max_snapshot {
-            return Err(format!("snapshot of {} bytes, over {} bytes", snapshot.len(), self.max_snapshot));
-        }
-        Ok(snapshot)
+        // No bound on its length here: it is in memory already, and what it
+        // keeps is judged by this instance's bounds once parsed (over them,
+        // it ends here as an overflow: `Snapshot::take_overflow`). JSON makes
+        // text longer by up to 6 times (`\u0001`), so no length fits them all.
+        snapshot.ok_or_else(|| "its snapshot expired in Redis".to_owned())
     }
 
     /// Publishes a step of a move to instance `to`.
@@ -229,7 +251,13 @@ impl Cluster {
                 }
             }
             Out::Presence(change) => self.write_presence(con, change).await.map_err(lost(0))?,
-            Out::Cut { id, to, nonce } => self.cut(con, id, to, nonce).await.map_err(lost(0))?,
+            Out::Cut { id, to, nonce } => {
+                if let Err(e) = self.cut(con, id.clone(), to, nonce).await {
+                    // B gives up (4410); the session stays here.
+                    self.cut_failed(&id);
+                    return Err((e, 0));
+                }
+            }
             Out::Handover { id, to, nonce, snapshot } => {
                 if let Err(e) = self.send_snapshot(con, &id, &to, &nonce, &snapshot).await {
                     // B gives up (4410): the session ends here, its close event runs.
@@ -291,7 +319,7 @@ impl Cluster {
         let args = [id.as_str(), me, &to, id.instance().unwrap_or(me), &marker];
         let done: i64 = eval(handover::CUT, &keys, &args).query_async(con).await?;
         if done != 1 {
-            self.departures.cut(&id);
+            self.cut_failed(&id);
             let why = if done == 0 { "not held here any more" } else { "the resuming instance is gone" };
             log::info!("[{id}] resume on instance {to} refused: {why}");
             let refuse = encode_move(me, &Move::Refuse { id, nonce, why: why.into() });

@@ -55,6 +55,8 @@ fn snapshot(x: &ConnId, rooms: &[&str]) -> Snapshot {
         rooms: rooms.iter().map(|r| r.to_string()).collect(),
         meta: vec![],
         token: String::new(),
+        prev: None,
+        overflow: false,
         received: 0,
         resumes: 0,
         floor: 0,
