@@ -502,3 +502,29 @@ async fn a_session_sent_more_than_its_buffer_during_its_move_ends_as_an_overflow
     assert_eq!(b.events().iter().filter(|l| l.starts_with("close")).count(), 1);
     wait_for("gone from presence", || (!listed(&b).contains(&id)).then_some(()));
 }
+
+/// A resume on another instance through another endpoint's path, which
+/// that instance serves, while it does not serve the session's own
+/// endpoint (the review's #6: the session was taken out of its instance,
+/// could not be put in, and was lost without its close event): the holder
+/// refuses to move it, and it stays there untouched.
+#[suite("redis")]
+#[async_std::test]
+async fn a_session_does_not_move_through_another_endpoint() {
+    let redis = Redis::start();
+    let a = node(&redis, &[]);
+    let b = Server::start_in(&cgi_bin(&[("other.sh", CHAT)]), &["--redis", &redis.url()]);
+    let (ws, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
+    let (id, token) = (hello["id"].as_str().unwrap().to_owned(), hello["token"].as_str().unwrap().to_owned());
+    a.wait_event("open", |l| l == format!("open {id}"));
+    drop(ws);
+    async_std::task::sleep(Duration::from_millis(200)).await;
+    expect_4410(&b.url("/other.sh"), &token).await;
+    b.wait_log("a session of another endpoint");
+    let (mut ws, first) = first_frame(a.url("/chat.sh"), format!("ws2http.session.v1, ws2http.resume.{token}.0")).await;
+    let hello = first.unwrap_or_else(|code| panic!("refused with {code}: the session left A\n{}", a.log()));
+    assert_eq!((hello["ws2http"].as_str(), hello["id"].as_str()), (Some("resumed"), Some(id.as_str())));
+    ws.close(None).await.unwrap();
+    assert_eq!(a.wait_event("close", |l| l.starts_with("close")), format!("close {id} client r bob"));
+    assert!(b.events().is_empty(), "{:?}", b.events());
+}

@@ -520,7 +520,7 @@ async fn hand_over(
                 .map_err(|why| log::error!("[{id}] session from another instance lost: {why}"))
                 .is_ok()
         };
-        if app.delivery.claim_session(&token.to_string(), &put_in).await {
+        if app.delivery.claim_session(&token.to_string(), conn.target.endpoint(), &put_in).await {
             found = app.hub.sessions.find(token);
         }
         upgrade.slot = slot.into_inner().unwrap_or_else(|e| e.into_inner());

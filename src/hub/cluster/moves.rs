@@ -32,7 +32,13 @@ impl Cluster {
     /// Brings the session `token` opens here from the instance holding it,
     /// and puts it in with `put_in` (the resume's, `false` when it could
     /// not); refused when no instance hands it over (the client gets 4410).
-    pub async fn bring(&self, token: &str, put_in: &(dyn Fn(Snapshot) -> bool + Sync)) -> Result<(), MoveRefused> {
+    /// `endpoint`: the resume's; a session of another endpoint stays where it is.
+    pub async fn bring(
+        &self,
+        token: &str,
+        endpoint: &str,
+        put_in: &(dyn Fn(Snapshot) -> bool + Sync),
+    ) -> Result<(), MoveRefused> {
         if self.max_snapshot == 0 {
             return Err(MoveRefused::Unknown("sessions are off here".into()));
         }
@@ -44,7 +50,8 @@ impl Cluster {
         };
         let nonce = ConnId::random().as_str().to_owned();
         let done = self.arrivals.start(&nonce);
-        let take = Move::Take { token: token.to_owned(), nonce: nonce.clone(), to: self.instance.clone() };
+        let (token, to, endpoint) = (token.to_owned(), self.instance.clone(), endpoint.to_owned());
+        let take = Move::Take { token, nonce: nonce.clone(), to, endpoint };
         // To the instance holding the connection the token names (the
         // `moved` table, else its id's instance): it answers yes or no; when
         // nobody listens there, the publisher refuses at once.
@@ -78,7 +85,9 @@ impl Cluster {
     /// order may reach the session on this instance.
     pub(super) async fn on_move(self: &Arc<Self>, step: Move) {
         match step {
-            Move::Take { token, nonce, to } if to != self.instance => self.asked(&token, nonce, to),
+            Move::Take { token, nonce, to, endpoint } if to != self.instance => {
+                self.asked(&token, &endpoint, nonce, to)
+            }
             // Routed back here: this instance holds its connection, and its
             // resume found no session with this token here.
             Move::Take { nonce, .. } => {
@@ -110,7 +119,7 @@ impl Cluster {
     /// A session moves only when no resume here got to it first
     /// ([`crate::hub::session::Session::begin_move`]): of two resumes of
     /// one session at once on two instances, exactly one wins.
-    fn asked(&self, token: &str, nonce: String, to: String) {
+    fn asked(&self, token: &str, endpoint: &str, nonce: String, to: String) {
         let Some(token) = Token::parse(token) else { return };
         let found = self.hub.sessions.find(&token);
         let Some((info, session)) = found.as_ref().and_then(|(i, s)| Some((i, s.session.as_deref()?))) else {
@@ -119,7 +128,11 @@ impl Cluster {
             return;
         };
         let id = info.id.clone();
-        if let Err(why) = session.begin_move(&token) {
+        // As a resume on another endpoint here (4400): the session stays,
+        // untouched (the resuming instance may not even serve its endpoint).
+        let other = !endpoint.is_empty() && info.target.endpoint() != endpoint;
+        let begun = if other { Err("a session of another endpoint") } else { session.begin_move(&token) };
+        if let Err(why) = begun {
             log::info!("[{id}] resume on instance {to} refused: {why}");
             self.tell(&to, &Move::Refuse { id, nonce, why: why.into() });
             return;
