@@ -868,6 +868,61 @@ mod tests {
     }
 
     #[test]
+    fn a_move_out_is_refused_to_a_resume_that_came_second() {
+        let sessions = Sessions::default();
+        let t0 = Token::random();
+        let s = Session::new(t0.clone(), WIDE);
+        s.lock().incoming = Some(Box::new(()));
+        assert_eq!(s.begin_move(&t0), Err("a resume on this instance is under way"));
+        s.lock().incoming = None;
+        s.lock().resuming = true;
+        assert!(s.begin_move(&t0).is_err(), "being attached");
+        // Attached here with t0: the client holds t1 (maybe without having shown it).
+        let t1 = s.lock().rotate(&sessions, &t0);
+        (s.lock().resuming, s.lock().attached) = (false, true);
+        assert_eq!(s.begin_move(&t0), Err("a resume on this instance holds it with a newer token"));
+        assert_eq!(s.begin_move(&Token::random()), Err("no such session"));
+        // With its current token: the client changed networks; it moves.
+        assert_eq!(s.begin_move(&t1), Ok(()));
+        assert!(s.lock().moving);
+        assert_eq!(s.begin_move(&t1), Err("already moving"));
+        s.end_move();
+        // Detached, the token it resumed with still good: its `resumed` may have been lost.
+        s.lock().attached = false;
+        assert_eq!(s.begin_move(&t0), Ok(()));
+    }
+
+    #[test]
+    fn a_snapshot_over_the_bounds_drops_its_messages_and_says_why() {
+        let token = Token::random().to_string();
+        let mut snap = Snapshot {
+            id: ConnId::random(),
+            request: Request::default(),
+            rooms: vec![],
+            meta: vec![],
+            token,
+            prev: None,
+            overflow: false,
+            received: 0,
+            resumes: 0,
+            floor: 2,
+            window: vec![m("ab"), m("cd")],
+            queued: vec![m("ef")],
+        };
+        let fits = snap.clone();
+        assert_eq!(snap.take_overflow(Limits { messages: 3, bytes: 6 }), None);
+        assert_eq!(snap, fits, "within: untouched");
+        let why = snap.take_overflow(Limits { messages: 3, bytes: 5 }).expect("6 bytes");
+        assert!(why.contains("--resume-buffer-bytes"), "{why}");
+        assert_eq!((snap.floor, snap.window.len(), snap.queued.len()), (4, 0, 0));
+        let mut two = fits.clone();
+        assert!(two.take_overflow(Limits { messages: 2, bytes: 100 }).expect("3 messages").contains("--resume-buffer"));
+        let mut flagged = fits;
+        flagged.overflow = true;
+        assert!(flagged.take_overflow(WIDE).is_some(), "more came during its move");
+    }
+
+    #[test]
     fn a_snapshot_restores_the_counts_and_the_window() {
         let info = RequestInfo::new(
             RequestFields { method: "GET", uri: "/chat.sh?x=1", query: "x=1", ..Default::default() },
@@ -894,6 +949,14 @@ mod tests {
         assert_eq!(back.request.path(), "/chat.sh");
         assert_eq!(back.request.info().header_value("origin"), Some("http://a"));
         let s = Session::restored(&back, WIDE).expect("a valid token");
+        assert!(s.lock().prev.is_none() && !s.lock().accepts(&Token::random()));
+        // The token its client last resumed with, still good there, is good here.
+        let prev = Token::random();
+        let with_prev = Snapshot { prev: Some(prev.to_string()), ..snap.clone() };
+        let json = serde_json::to_string(&with_prev).expect("json");
+        let s2 = Session::restored(&serde_json::from_str(&json).expect("parse"), WIDE).expect("restored");
+        assert!(s2.lock().accepts(&prev) && s2.lock().accepts(&token));
+        assert_eq!(s2.lock().keys().collect::<Vec<_>>(), [token.key(), prev.key()], "found by both");
         let st = s.lock();
         assert!(st.token.matches(&token));
         assert_eq!((st.received, st.resumes, st.window.sent()), (7, 2, 4));

@@ -737,6 +737,35 @@ mod tests {
     }
 
     #[test]
+    fn an_imported_session_over_its_bounds_ends_at_once_with_one_close_event() {
+        let (app, script) = state("30");
+        let request = Request { method: "GET".into(), uri: "/mirror.sh".into(), ..Default::default() };
+        let token = Token::random();
+        let snap = Snapshot {
+            id: ConnId::random(),
+            request,
+            rooms: vec![],
+            meta: vec![],
+            token: token.to_string(),
+            prev: None,
+            overflow: true,
+            received: 0,
+            resumes: 0,
+            floor: 0,
+            window: vec![m("a")],
+            queued: vec![],
+        };
+        let id = import(&app, snap, None).expect("imported");
+        runtime::block_on(async {
+            while app.hub.is_known(&id) {
+                runtime::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        assert_eq!(script.seen(), ["close 1006 resume-overflow"]);
+        assert!(app.hub.sessions.find(&token).is_none(), "a resume gets 4410");
+    }
+
+    #[test]
     fn an_imported_session_not_resumed_expires_with_one_close_event() {
         let (app, script) = state("0.05");
         let request = Request { method: "GET".into(), uri: "/mirror.sh".into(), ..Default::default() };
