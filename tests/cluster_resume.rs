@@ -378,3 +378,153 @@ async fn a_session_arriving_after_its_resume_gave_up_ends_with_one_close_event()
     assert!(a.events().iter().all(|l| !l.starts_with("close")), "{:?}", a.events());
     wait_for("gone from presence", || (!listed(&a).contains(&id) && !listed(&b).contains(&id)).then_some(()));
 }
+
+/// A resume's first frame: the `resumed` message, or the close code.
+async fn first_frame(url: String, protocols: String) -> (Ws, Result<Value, u16>) {
+    let (mut ws, _) = connect_with(&url, &[("Sec-WebSocket-Protocol", &protocols)]).await.expect("handshake");
+    let first = match next(&mut ws).await {
+        Message::Text(t) => Ok(serde_json::from_str(&t).expect("a session message")),
+        Message::Close(Some(f)) => Err(u16::from(f.code)),
+        m => panic!("expected resumed or a close, got {m:?}"),
+    };
+    (ws, first)
+}
+
+/// Two resumes of one session at once, one on the instance holding it and
+/// one on another (the black-box tester's D3: often the winner was dropped
+/// and the session sat detached where the loser had been refused): exactly
+/// one gets `resumed` and stays served, the other gets 4410, and a clean
+/// close right after is the one close event, cause `client`.
+#[suite("redis")]
+#[async_std::test]
+async fn of_two_resumes_at_once_on_two_instances_exactly_one_wins() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    for trial in 0..6 {
+        let home = if trial % 2 == 0 { &a } else { &b };
+        let (ws, hello) = open_session(&home.url("/chat.sh"), "ws2http.session.v1").await;
+        let (id, token) = (hello["id"].as_str().unwrap().to_owned(), hello["token"].as_str().unwrap().to_owned());
+        home.wait_event("open", |l| l == format!("open {id}"));
+        drop(ws);
+        async_std::task::sleep(Duration::from_millis(200)).await;
+        let resume = format!("ws2http.session.v1, ws2http.resume.{token}.0");
+        let (ra, rb) = futures_lite::future::zip(
+            first_frame(a.url("/chat.sh"), resume.clone()),
+            first_frame(b.url("/chat.sh"), resume),
+        )
+        .await;
+        let (mut won, lost) = match (ra, rb) {
+            ((ws, Ok(hello)), (_, Err(code))) | ((_, Err(code)), (ws, Ok(hello))) => {
+                assert_eq!((hello["ws2http"].as_str(), hello["id"].as_str()), (Some("resumed"), Some(id.as_str())));
+                (ws, code)
+            }
+            ((_, x), (_, y)) => panic!("trial {trial}: expected one resumed and one refused: {x:?} {y:?}"),
+        };
+        assert_eq!(lost, 4410, "trial {trial}");
+        // Once the other resume is over, the winner is still served.
+        async_std::task::sleep(Duration::from_millis(300)).await;
+        won.send(Message::text("hi")).await.unwrap();
+        assert_eq!(next_text(&mut won).await, "echo hi", "trial {trial}: the winner is attached");
+        for s in [&a, &b] {
+            assert_eq!(listed(s).iter().filter(|l| **l == id).count(), 1, "trial {trial}: listed once");
+        }
+        won.close(None).await.unwrap();
+        let close = wait_for("the close event", || {
+            [&a, &b].iter().flat_map(|s| s.events()).find(|l| l.starts_with(&format!("close {id}")))
+        });
+        assert_eq!(close, format!("close {id} client r bob"), "trial {trial}");
+    }
+    async_std::task::sleep(Duration::from_millis(300)).await;
+    let all: Vec<String> = [&a, &b].iter().flat_map(|s| s.events()).collect();
+    assert_eq!(all.iter().filter(|l| l.starts_with("close")).count(), 6, "one close event each: {all:?}");
+}
+
+/// A session's buffer full of text that JSON escapes (a control character
+/// is 6 bytes in a snapshot) moves whole: its snapshot is longer than 4/3 of
+/// `--resume-buffer-bytes` (the bound B used to refuse it by, after A had
+/// taken it out: lost, without a close event).
+#[suite("redis")]
+#[async_std::test]
+async fn a_full_buffer_of_escaped_text_moves_whole() {
+    let redis = Redis::start();
+    let flags = ["--resume-buffer-bytes", "65536"];
+    let (a, b) = (node(&redis, &flags), node(&redis, &flags));
+    let (ws, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
+    let (id, token) = (hello["id"].as_str().unwrap().to_owned(), hello["token"].as_str().unwrap().to_owned());
+    a.wait_event("open", |l| l == format!("open {id}"));
+    drop(ws);
+    async_std::task::sleep(Duration::from_millis(200)).await;
+    let body = |i: usize| format!("{i}{}", "\u{1}\"\\".repeat(330));
+    for i in 0..60 {
+        assert_eq!(post(&a.api(&format!("/send/{id}")), &body(i)).json()["delivered"], 1, "within its buffer");
+    }
+    let resume = format!("ws2http.session.v1, ws2http.resume.{token}.0");
+    let (mut ws, first) = first_frame(b.url("/chat.sh"), resume).await;
+    let hello = first.unwrap_or_else(|code| panic!("refused with {code}:\n{}", b.log()));
+    assert_eq!(hello["replayed"], 60, "{hello}");
+    for i in 0..60 {
+        assert_eq!(next_text(&mut ws).await, body(i));
+    }
+    ws.close(None).await.unwrap();
+    assert_eq!(b.wait_event("close", |l| l.starts_with("close")), format!("close {id} client r bob"));
+}
+
+/// More sent during a session's move than B records for it (B records every
+/// room message: the session's rooms are not known before its snapshot),
+/// while its old instance still runs its events: it ends where it arrives,
+/// as a detached session over its bound does (`resume-overflow`, one close
+/// event), and the resume gets 4410. (It used to resume without what came
+/// after the recording was full: here the send by id.)
+#[suite("redis")]
+#[async_std::test]
+async fn a_session_sent_more_than_its_buffer_during_its_move_ends_as_an_overflow() {
+    let redis = Redis::start();
+    let slow = |redis: &Redis| {
+        let dir = cgi_bin(&[("chat.sh", SLOW)]);
+        Server::start_in(&dir, &["--redis", &redis.url(), "--resume-buffer-bytes", "2000"])
+    };
+    let (a, b, c) = (slow(&redis), slow(&redis), slow(&redis));
+    let (id, token) = session_busy_on_a(&a, 2).await;
+    let resume = format!("ws2http.session.v1, ws2http.resume.{token}.0");
+    let resumed = async_std::task::spawn(first_frame(b.url("/chat.sh"), resume));
+    wait_for("the cut", || moved_to(&redis, &id));
+    let big = "x".repeat(10_000);
+    for _ in 0..30 {
+        assert_eq!(post(&c.api("/rooms/other"), &big).status, 200);
+    }
+    post(&c.api(&format!("/send/{id}")), "after");
+    let (_ws, first) = resumed.await;
+    assert_eq!(first.err(), Some(4410), "refused, not resumed with a gap");
+    let line = b.wait_event("the close event on B", |l| l.starts_with("close"));
+    assert_eq!(line, format!("close {id} resume-overflow r bob"));
+    async_std::task::sleep(Duration::from_millis(300)).await;
+    assert!(a.events().iter().all(|l| !l.starts_with("close")), "{:?}", a.events());
+    assert_eq!(b.events().iter().filter(|l| l.starts_with("close")).count(), 1);
+    wait_for("gone from presence", || (!listed(&b).contains(&id)).then_some(()));
+}
+
+/// A resume on another instance through another endpoint's path, which
+/// that instance serves, while it does not serve the session's own
+/// endpoint (the review's #6: the session was taken out of its instance,
+/// could not be put in, and was lost without its close event): the holder
+/// refuses to move it, and it stays there untouched.
+#[suite("redis")]
+#[async_std::test]
+async fn a_session_does_not_move_through_another_endpoint() {
+    let redis = Redis::start();
+    let a = node(&redis, &[]);
+    let b = Server::start_in(&cgi_bin(&[("other.sh", CHAT)]), &["--redis", &redis.url()]);
+    let (ws, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
+    let (id, token) = (hello["id"].as_str().unwrap().to_owned(), hello["token"].as_str().unwrap().to_owned());
+    a.wait_event("open", |l| l == format!("open {id}"));
+    drop(ws);
+    async_std::task::sleep(Duration::from_millis(200)).await;
+    expect_4410(&b.url("/other.sh"), &token).await;
+    b.wait_log("a session of another endpoint");
+    let (mut ws, first) = first_frame(a.url("/chat.sh"), format!("ws2http.session.v1, ws2http.resume.{token}.0")).await;
+    let hello = first.unwrap_or_else(|code| panic!("refused with {code}: the session left A\n{}", a.log()));
+    assert_eq!((hello["ws2http"].as_str(), hello["id"].as_str()), (Some("resumed"), Some(id.as_str())));
+    ws.close(None).await.unwrap();
+    assert_eq!(a.wait_event("close", |l| l.starts_with("close")), format!("close {id} client r bob"));
+    assert!(b.events().is_empty(), "{:?}", b.events());
+}

@@ -648,10 +648,11 @@ impl Delivery for Cluster {
     fn claim_session<'a>(
         &'a self,
         token: &'a str,
+        endpoint: &'a str,
         put_in: &'a (dyn Fn(Snapshot) -> bool + Sync),
     ) -> BoxFuture<'a, bool> {
         Box::pin(async move {
-            self.bring(token, put_in)
+            self.bring(token, endpoint, put_in)
                 .await
                 .map_err(|why| log::warn!("cluster: a resume could not bring its session here: {why}"))
                 .is_ok()

@@ -233,7 +233,8 @@ impl Hub {
         session: Option<Box<super::session::Session>>,
         Carried { rooms, meta, queued }: Carried,
     ) -> (Outgoing, Arc<ConnShared>) {
-        let key = session.as_ref().map(|s| s.lock().token.key());
+        // Its current token's key, and (brought from another instance) the previous one's while good.
+        let keys: Vec<[u8; 8]> = session.as_ref().map(|s| s.lock().keys().collect()).unwrap_or_default();
         // The queue holds no slots while empty; its limits are enforced in
         // `deliver`.
         let (shared, rx) = ConnShared::with_session(session);
@@ -256,8 +257,8 @@ impl Hub {
         }
         self.changed(&conn);
         st.conns.insert(Key(info.clone()), conn);
-        if let Some(key) = key {
-            self.sessions.insert(key, info, shared.clone());
+        for key in keys {
+            self.sessions.insert(key, info.clone(), shared.clone());
         }
         (rx, shared)
     }

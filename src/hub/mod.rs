@@ -88,13 +88,15 @@ pub trait Delivery: Send + Sync {
     /// A resume arrived here with a token no session of this instance
     /// has: the session, taken out of the instance that holds it
     /// ([`session::export`]) if any does (cluster mode), is given to
-    /// `put_in` to be put in here; `true` when it was.
+    /// `put_in` to be put in here; `true` when it was. `endpoint`: the
+    /// resume's (a session of another endpoint does not move).
     fn claim_session<'a>(
         &'a self,
         token: &'a str,
+        endpoint: &'a str,
         put_in: &'a (dyn Fn(session::Snapshot) -> bool + Sync),
     ) -> BoxFuture<'a, bool> {
-        let _ = (token, put_in);
+        let _ = (token, endpoint, put_in);
         Box::pin(std::future::ready(false))
     }
 

@@ -252,6 +252,12 @@ pub struct State {
     pub resumes: u32,
     /// A socket serves the session now.
     pub attached: bool,
+    /// A resume handed the session its socket and the connection's task has
+    /// not attached or refused it yet (a move out is refused meanwhile).
+    pub resuming: bool,
+    /// This instance agreed to hand the session to another one (cluster):
+    /// a resume here is refused (4410) until the move is over or failed.
+    pub moving: bool,
     /// The session has ended (its close event is queued): no resume is handed to it.
     pub ended: bool,
     /// What a resume hands the connection's task: the WebSocket side's
@@ -319,6 +325,8 @@ impl Session {
             received: 0,
             resumes: 0,
             attached: false,
+            resuming: false,
+            moving: false,
             ended: false,
             incoming: None,
             export: None,
@@ -328,11 +336,15 @@ impl Session {
         Box::new(Session { state: Mutex::new(state), let_go: AtomicBool::new(false), limits })
     }
 
-    /// A session brought in from a [`Snapshot`] (detached).
+    /// A session brought in from a [`Snapshot`] (detached). The token
+    /// its client last resumed with, if still good there, is good here too:
+    /// this instance accepts what the other one accepted.
     pub fn restored(snap: &Snapshot, limits: Limits) -> Option<Box<Session>> {
         let s = Session::new(Token::parse(&snap.token)?, limits);
         {
             let mut st = s.lock();
+            st.prev = snap.prev.as_deref().and_then(Token::parse);
+            st.prev_live = st.prev.is_some();
             st.window = Window::from_parts(snap.floor, snap.window.clone());
             (st.received, st.resumes) = (snap.received, snap.resumes);
         }
@@ -352,6 +364,39 @@ impl Session {
     /// Asks the connection's task to let go of its socket (see [`Session::let_go`]).
     pub fn let_go(&self, go: bool) {
         self.let_go.store(go, Ordering::SeqCst);
+    }
+
+    /// Another instance asks for this session with `token` (cluster: its
+    /// client resumed there): `Ok` marks it moving (a resume here is then
+    /// refused), the refusal's reason otherwise. Of two resumes of one
+    /// session at once on two instances, the one that reached the session
+    /// first wins and the other gets 4410: a move is refused while a resume
+    /// here is being attached, and when `token` is only the one that a
+    /// socket attached here resumed with (that client holds the newer
+    /// token; it may not have shown it yet). A move of an attached session
+    /// with its current token goes ahead (the client changed networks: its
+    /// old socket is dropped, as a resume here would drop it).
+    pub fn begin_move(&self, token: &Token) -> Result<(), &'static str> {
+        let mut st = self.lock();
+        if !st.accepts(token) {
+            return Err("no such session");
+        }
+        if st.moving || st.export.is_some() {
+            return Err("already moving");
+        }
+        if st.resuming || st.incoming.is_some() {
+            return Err("a resume on this instance is under way");
+        }
+        if st.attached && !st.token.matches(token) {
+            return Err("a resume on this instance holds it with a newer token");
+        }
+        st.moving = true;
+        Ok(())
+    }
+
+    /// The move agreed to by [`Session::begin_move`] did not happen: resumes here are served again.
+    pub fn end_move(&self) {
+        self.lock().moving = false;
     }
 
     /// The writer takes `msg` to write it: numbered and kept. `true` when
@@ -496,18 +541,26 @@ pub fn take_out(hub: &super::local::Hub, info: &ConnInfo, shared: &ConnShared) {
         st.ended = true;
         let (floor, window) = st.window.parts();
         st.window = Window::default();
-        let snap = Snapshot {
+        let mut snap = Snapshot {
             id: info.id.clone(),
             request: Request::of(&info.request),
             rooms,
             meta,
             token: st.token.to_string(),
+            prev: st.prev.as_ref().filter(|_| st.prev_live).map(Token::to_string),
+            overflow: false,
             received: st.received,
             resumes: st.resumes,
             floor,
             window,
             queued,
         };
+        // Over its bounds (its socket was dropped: it is detached now), it
+        // goes without its messages and ends where it arrives.
+        if let Some(why) = snap.take_overflow(session.limits) {
+            log::warn!("[{}] session exported over its bounds: {why}; it ends where it arrives", info.id);
+            snap.overflow = true;
+        }
         (snap, st.export.take(), st.parked.take())
     };
     // Not under the session's lock: a resume's look-up takes the map's, then the session's.
@@ -542,6 +595,31 @@ pub async fn export(hub: &super::local::Hub, id: &ConnId) -> Option<Snapshot> {
     }
     shared.wake();
     rx.recv().await.ok()
+}
+
+impl Snapshot {
+    /// Why this session cannot be kept where it arrives, by the rule of a
+    /// detached session (it is detached until its client attaches): more
+    /// came during its move than was kept for it ([`Snapshot::overflow`]),
+    /// or its window and queue hold more than `limits`. Its messages are
+    /// then dropped (it ends, `resume-overflow`, and its client gets 4410).
+    pub fn take_overflow(&mut self, limits: Limits) -> Option<String> {
+        let count = self.window.len() + self.queued.len();
+        let bytes: usize = self.window.iter().chain(&self.queued).map(Message::len).sum();
+        let why = if self.overflow {
+            "more was kept for it during its move than --resume-buffer or --resume-buffer-bytes allow".to_owned()
+        } else if count > limits.messages {
+            format!("{count} messages kept for it while it moved, over --resume-buffer")
+        } else if bytes > limits.bytes {
+            format!("{bytes} bytes kept for it while it moved, over --resume-buffer-bytes")
+        } else {
+            return None;
+        };
+        self.floor += self.window.len() as u64;
+        self.window.clear();
+        self.queued.clear();
+        Some(why)
+    }
 }
 
 /// The request that opened a session, as a [`Snapshot`] carries it.
@@ -605,6 +683,16 @@ pub struct Snapshot {
     pub meta: Vec<(String, String)>,
     /// The current resume token (base64url).
     pub token: String,
+    /// The token the client last resumed with, while it is still good
+    /// ([`State::prev`]): the `resumed` carrying the current one may have
+    /// been lost, and the client may resume with this one anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<String>,
+    /// More was kept for the session than its bounds allow (messages that
+    /// came during its move): it ends where it arrives, `resume-overflow`,
+    /// as a detached session over its bound does (its messages are not carried).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overflow: bool,
     /// Data messages read from the client.
     pub received: u64,
     pub resumes: u32,
@@ -780,6 +868,61 @@ mod tests {
     }
 
     #[test]
+    fn a_move_out_is_refused_to_a_resume_that_came_second() {
+        let sessions = Sessions::default();
+        let t0 = Token::random();
+        let s = Session::new(t0.clone(), WIDE);
+        s.lock().incoming = Some(Box::new(()));
+        assert_eq!(s.begin_move(&t0), Err("a resume on this instance is under way"));
+        s.lock().incoming = None;
+        s.lock().resuming = true;
+        assert!(s.begin_move(&t0).is_err(), "being attached");
+        // Attached here with t0: the client holds t1 (maybe without having shown it).
+        let t1 = s.lock().rotate(&sessions, &t0);
+        (s.lock().resuming, s.lock().attached) = (false, true);
+        assert_eq!(s.begin_move(&t0), Err("a resume on this instance holds it with a newer token"));
+        assert_eq!(s.begin_move(&Token::random()), Err("no such session"));
+        // With its current token: the client changed networks; it moves.
+        assert_eq!(s.begin_move(&t1), Ok(()));
+        assert!(s.lock().moving);
+        assert_eq!(s.begin_move(&t1), Err("already moving"));
+        s.end_move();
+        // Detached, the token it resumed with still good: its `resumed` may have been lost.
+        s.lock().attached = false;
+        assert_eq!(s.begin_move(&t0), Ok(()));
+    }
+
+    #[test]
+    fn a_snapshot_over_the_bounds_drops_its_messages_and_says_why() {
+        let token = Token::random().to_string();
+        let mut snap = Snapshot {
+            id: ConnId::random(),
+            request: Request::default(),
+            rooms: vec![],
+            meta: vec![],
+            token,
+            prev: None,
+            overflow: false,
+            received: 0,
+            resumes: 0,
+            floor: 2,
+            window: vec![m("ab"), m("cd")],
+            queued: vec![m("ef")],
+        };
+        let fits = snap.clone();
+        assert_eq!(snap.take_overflow(Limits { messages: 3, bytes: 6 }), None);
+        assert_eq!(snap, fits, "within: untouched");
+        let why = snap.take_overflow(Limits { messages: 3, bytes: 5 }).expect("6 bytes");
+        assert!(why.contains("--resume-buffer-bytes"), "{why}");
+        assert_eq!((snap.floor, snap.window.len(), snap.queued.len()), (4, 0, 0));
+        let mut two = fits.clone();
+        assert!(two.take_overflow(Limits { messages: 2, bytes: 100 }).expect("3 messages").contains("--resume-buffer"));
+        let mut flagged = fits;
+        flagged.overflow = true;
+        assert!(flagged.take_overflow(WIDE).is_some(), "more came during its move");
+    }
+
+    #[test]
     fn a_snapshot_restores_the_counts_and_the_window() {
         let info = RequestInfo::new(
             RequestFields { method: "GET", uri: "/chat.sh?x=1", query: "x=1", ..Default::default() },
@@ -792,6 +935,8 @@ mod tests {
             rooms: vec!["r".into()],
             meta: vec![("k".into(), "v".into())],
             token: token.to_string(),
+            prev: None,
+            overflow: false,
             received: 7,
             resumes: 2,
             floor: 3,
@@ -804,6 +949,14 @@ mod tests {
         assert_eq!(back.request.path(), "/chat.sh");
         assert_eq!(back.request.info().header_value("origin"), Some("http://a"));
         let s = Session::restored(&back, WIDE).expect("a valid token");
+        assert!(s.lock().prev.is_none() && !s.lock().accepts(&Token::random()));
+        // The token its client last resumed with, still good there, is good here.
+        let prev = Token::random();
+        let with_prev = Snapshot { prev: Some(prev.to_string()), ..snap.clone() };
+        let json = serde_json::to_string(&with_prev).expect("json");
+        let s2 = Session::restored(&serde_json::from_str(&json).expect("parse"), WIDE).expect("restored");
+        assert!(s2.lock().accepts(&prev) && s2.lock().accepts(&token));
+        assert_eq!(s2.lock().keys().collect::<Vec<_>>(), [token.key(), prev.key()], "found by both");
         let st = s.lock();
         assert!(st.token.matches(&token));
         assert_eq!((st.received, st.resumes, st.window.sent()), (7, 2, 4));

@@ -36,7 +36,15 @@ pub struct Envelope {
 pub enum Move {
     /// B to the instance holding the connection this resume token names
     /// (routed by Redis through the `moved` table): give it to me.
-    Take { token: String, nonce: String, to: String },
+    /// `endpoint`: the resume's; the holder refuses to move a session of
+    /// another endpoint (it stays there, untouched; empty: not checked).
+    Take {
+        token: String,
+        nonce: String,
+        to: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        endpoint: String,
+    },
     /// A to B: no (unknown session, wrong token, already moving).
     Refuse { id: ConnId, nonce: String, why: String },
     /// Published by the cut script to both A and B: from here on in Redis's

@@ -180,8 +180,16 @@ pub(crate) async fn run(p: Parts, first: Option<Receiver>) {
             Next::Export => {
                 // The worker runs what is queued, then takes the session
                 // out (`hub::session::take_out`) with what is queued for it.
-                let Parts { outgoing, .. } = p;
-                session.lock().parked = Some(outgoing);
+                let Parts { app, outgoing, .. } = p;
+                let left = {
+                    let mut st = session.lock();
+                    st.parked = Some(outgoing);
+                    take_incoming(&mut st)
+                };
+                // A resume here that came too late: the session moves away.
+                if let Some(i) = left {
+                    runtime::spawn(refuse_upgrade(i.upgrade, 4410, app.max_message, i.slot));
+                }
                 return;
             }
         };
@@ -192,6 +200,8 @@ pub(crate) async fn run(p: Parts, first: Option<Receiver>) {
 /// what follows once it ends.
 async fn attach(p: &Parts, session: &Session, incoming: Incoming) -> Next {
     let Incoming { upgrade, resume, peer, slot } = incoming;
+    // Until the socket is attached or refused, no move to another instance.
+    let resuming = Resuming(session);
     let Some(stream) = upgrade.await else {
         log::info!("[{}] session: the client went away during the handshake", p.conn.id);
         return Next::Detached;
@@ -222,6 +232,7 @@ async fn attach(p: &Parts, session: &Session, incoming: Incoming) -> Next {
         st.attached = true;
         session.let_go(st.incoming.is_some() || st.export.is_some());
     }
+    drop(resuming);
     p.shared.seen();
     let stream = Metered::new(stream, p.budget.clone(), p.shared.clone(), p.app.http_timeout);
     // The hub's direct path stays off (no socket attached to the wire): every
@@ -243,6 +254,17 @@ async fn attach(p: &Parts, session: &Session, incoming: Incoming) -> Next {
     }
     connection::run_socket(ws.split(), app, conn, &p.outgoing, shared, &p.events, &p.budget).await;
     after_socket(p, session)
+}
+
+/// While held, the session is being resumed here ([`crate::hub::session::State::resuming`]).
+struct Resuming<'a>(&'a Session);
+
+impl Drop for Resuming<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        // Another resume may be waiting already: it is being resumed still.
+        st.resuming = st.incoming.is_some();
+    }
 }
 
 /// Queues the resume event (when `--events` lists `resume`): after the
@@ -494,9 +516,11 @@ async fn hand_over(
         let slot = std::sync::Mutex::new(upgrade.slot.take());
         let put_in = |snap: Snapshot| {
             let (id, slot) = (snap.id.clone(), slot.lock().unwrap_or_else(|e| e.into_inner()).take());
-            import(app, snap, slot).map_err(|why| log::error!("[{id}] session from another instance lost: {why}")).is_ok()
+            import(app, snap, slot)
+                .map_err(|why| log::error!("[{id}] session from another instance lost: {why}"))
+                .is_ok()
         };
-        if app.delivery.claim_session(&token.to_string(), &put_in).await {
+        if app.delivery.claim_session(&token.to_string(), conn.target.endpoint(), &put_in).await {
             found = app.hub.sessions.find(token);
         }
         upgrade.slot = slot.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -515,9 +539,13 @@ async fn hand_over(
     let Some(session) = shared.session.as_deref() else { return Err((4410, upgrade)) };
     let replaced = {
         let mut st = session.lock();
-        if st.ended {
+        if st.ended || st.moving || st.export.is_some() {
+            // Moving to another instance: a resume there got to it first.
+            log::warn!("[{}] {ep} refused a resume: the session is moving to another instance (4410)", info.id);
+            metrics::get().resumed(Resumed::Expired);
             return Err((4410, upgrade));
         }
+        st.resuming = true;
         let replaced = take_incoming(&mut st);
         upgrade.resume = Some((token.clone(), received));
         upgrade.peer = conn.request.remote_addr().to_owned();
@@ -579,7 +607,7 @@ pub async fn export(app: &WsState, id: &ConnId) -> Option<Snapshot> {
 /// one, detached: its client resumes it here within `--resume-grace`.
 /// `slot`: the connection slot it takes (a resume's), else one is
 /// reserved. `Err` says why not (sessions off here, no such endpoint, a limit).
-pub fn import(app: &Arc<WsState>, snap: Snapshot, slot: Option<Slot>) -> Result<ConnId, String> {
+pub fn import(app: &Arc<WsState>, mut snap: Snapshot, slot: Option<Slot>) -> Result<ConnId, String> {
     let limits = app.resume.ok_or("sessions are off here (--resume-grace 0)")?;
     let path = snap.request.path().to_owned();
     let Resolved::Found(routed) = app.routes.resolve(&path) else { return Err(format!("no endpoint at {path} here")) };
@@ -589,6 +617,7 @@ pub fn import(app: &Arc<WsState>, snap: Snapshot, slot: Option<Slot>) -> Result<
         None => app.conn_limits.reserve(ip).map_err(|full| format!("{full:?} connections reached"))?,
     };
     let limits = limits_of(&limits);
+    let overflow = snap.take_overflow(limits);
     let session = Session::restored(&snap, limits).ok_or("the snapshot's token is not a token")?;
     let conn = Arc::new(ConnInfo { id: snap.id.clone(), target: routed.target, request: snap.request.info() });
     let carried = Carried { rooms: snap.rooms, meta: snap.meta, queued: snap.queued };
@@ -597,6 +626,11 @@ pub fn import(app: &Arc<WsState>, snap: Snapshot, slot: Option<Slot>) -> Result<
     let budget = app.queue_budget.conn(connection::evictor(&shared));
     let (c, s, b, t) = (conn.clone(), shared.clone(), budget.clone(), routed.route.transport.clone());
     let worker = connection::event_worker(app.clone(), c, t, events_rx, s, b, slot);
+    if let Some(why) = overflow {
+        // As a detached session over its bound here: it ends (its close
+        // event runs once, here); a resume gets 4410.
+        crate::hub::session::overflow(&shared, &conn.id, why);
+    }
     let parts = Parts { app: app.clone(), conn: conn.clone(), outgoing, shared, events, budget };
     runtime::spawn(futures_util::FutureExt::map(futures_lite::future::zip(Box::pin(run(parts, None)), worker), |_| ()));
     log::info!("[{}] {} session imported, detached", conn.id, conn.target.endpoint());
@@ -682,6 +716,8 @@ mod tests {
             rooms: vec!["r".into()],
             meta: vec![("k".into(), "v".into())],
             token: Token::random().to_string(),
+            prev: None,
+            overflow: false,
             received: 3,
             resumes: 1,
             floor: 2,
@@ -701,6 +737,35 @@ mod tests {
     }
 
     #[test]
+    fn an_imported_session_over_its_bounds_ends_at_once_with_one_close_event() {
+        let (app, script) = state("30");
+        let request = Request { method: "GET".into(), uri: "/mirror.sh".into(), ..Default::default() };
+        let token = Token::random();
+        let snap = Snapshot {
+            id: ConnId::random(),
+            request,
+            rooms: vec![],
+            meta: vec![],
+            token: token.to_string(),
+            prev: None,
+            overflow: true,
+            received: 0,
+            resumes: 0,
+            floor: 0,
+            window: vec![m("a")],
+            queued: vec![],
+        };
+        let id = import(&app, snap, None).expect("imported");
+        runtime::block_on(async {
+            while app.hub.is_known(&id) {
+                runtime::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        assert_eq!(script.seen(), ["close 1006 resume-overflow"]);
+        assert!(app.hub.sessions.find(&token).is_none(), "a resume gets 4410");
+    }
+
+    #[test]
     fn an_imported_session_not_resumed_expires_with_one_close_event() {
         let (app, script) = state("0.05");
         let request = Request { method: "GET".into(), uri: "/mirror.sh".into(), ..Default::default() };
@@ -711,6 +776,8 @@ mod tests {
             rooms: vec![],
             meta: vec![],
             token,
+            prev: None,
+            overflow: false,
             received: 0,
             resumes: 0,
             floor: 0,

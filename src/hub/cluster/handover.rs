@@ -281,7 +281,10 @@ impl Arrivals {
             }
         }
         if inc.overflowed {
-            log::warn!("[{}] more arrived during its move than its buffer holds; some was dropped", snap.id);
+            // It ends where it arrives (`resume-overflow`), as a detached
+            // session over its bound does: never resumed with a gap.
+            log::warn!("[{}] more arrived during its move than its buffer holds; it ends", snap.id);
+            snap.overflow = true;
         }
         inc.handed = true;
         inc.bytes = 0;
@@ -296,9 +299,15 @@ impl Arrivals {
     pub fn put_in(&self, nonce: &str, hub: &Hub, put_in: impl FnOnce() -> bool) -> bool {
         let mut map = self.lock();
         let done = put_in();
-        if let Some(Incoming { id: Some(id), recorded, .. }) = map.remove(nonce) {
-            if done {
-                replay(hub, &id, recorded);
+        if let Some(Incoming { id: Some(id), recorded, overflowed, .. }) = map.remove(nonce) {
+            match hub.shared_of(&id).filter(|_| done && overflowed) {
+                // More came since its snapshot than its buffer holds: it ends.
+                Some(shared) => {
+                    let why = "more was sent to it during its move than --resume-buffer-bytes".to_owned();
+                    crate::hub::session::overflow(&shared, &id, why);
+                }
+                None if done => drop(replay(hub, &id, recorded)),
+                None => {}
             }
         }
         done

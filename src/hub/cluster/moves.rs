@@ -32,7 +32,13 @@ impl Cluster {
     /// Brings the session `token` opens here from the instance holding it,
     /// and puts it in with `put_in` (the resume's, `false` when it could
     /// not); refused when no instance hands it over (the client gets 4410).
-    pub async fn bring(&self, token: &str, put_in: &(dyn Fn(Snapshot) -> bool + Sync)) -> Result<(), MoveRefused> {
+    /// `endpoint`: the resume's; a session of another endpoint stays where it is.
+    pub async fn bring(
+        &self,
+        token: &str,
+        endpoint: &str,
+        put_in: &(dyn Fn(Snapshot) -> bool + Sync),
+    ) -> Result<(), MoveRefused> {
         if self.max_snapshot == 0 {
             return Err(MoveRefused::Unknown("sessions are off here".into()));
         }
@@ -44,7 +50,8 @@ impl Cluster {
         };
         let nonce = ConnId::random().as_str().to_owned();
         let done = self.arrivals.start(&nonce);
-        let take = Move::Take { token: token.to_owned(), nonce: nonce.clone(), to: self.instance.clone() };
+        let (token, to, endpoint) = (token.to_owned(), self.instance.clone(), endpoint.to_owned());
+        let take = Move::Take { token, nonce: nonce.clone(), to, endpoint };
         // To the instance holding the connection the token names (the
         // `moved` table, else its id's instance): it answers yes or no; when
         // nobody listens there, the publisher refuses at once.
@@ -78,7 +85,9 @@ impl Cluster {
     /// order may reach the session on this instance.
     pub(super) async fn on_move(self: &Arc<Self>, step: Move) {
         match step {
-            Move::Take { token, nonce, to } if to != self.instance => self.asked(&token, nonce, to),
+            Move::Take { token, nonce, to, endpoint } if to != self.instance => {
+                self.asked(&token, &endpoint, nonce, to)
+            }
             // Routed back here: this instance holds its connection, and its
             // resume found no session with this token here.
             Move::Take { nonce, .. } => {
@@ -107,20 +116,46 @@ impl Cluster {
     /// A: instance `to` asks for the session of `token` (Redis routed the
     /// request here: this instance holds the connection it names, if any
     /// does); refused when no session here has this token.
-    fn asked(&self, token: &str, nonce: String, to: String) {
+    /// A session moves only when no resume here got to it first
+    /// ([`crate::hub::session::Session::begin_move`]): of two resumes of
+    /// one session at once on two instances, exactly one wins.
+    fn asked(&self, token: &str, endpoint: &str, nonce: String, to: String) {
         let Some(token) = Token::parse(token) else { return };
-        let Some((info, _)) = self.hub.sessions.find(&token) else {
+        let found = self.hub.sessions.find(&token);
+        let Some((info, session)) = found.as_ref().and_then(|(i, s)| Some((i, s.session.as_deref()?))) else {
             let id = token.conn().clone();
             self.tell(&to, &Move::Refuse { id, nonce, why: "no such session".into() });
             return;
         };
         let id = info.id.clone();
+        // As a resume on another endpoint here (4400): the session stays,
+        // untouched (the resuming instance may not even serve its endpoint).
+        let other = !endpoint.is_empty() && info.target.endpoint() != endpoint;
+        let begun = if other { Err("a session of another endpoint") } else { session.begin_move(&token) };
+        if let Err(why) = begun {
+            log::info!("[{id}] resume on instance {to} refused: {why}");
+            self.tell(&to, &Move::Refuse { id, nonce, why: why.into() });
+            return;
+        }
         if !self.departures.agree(&id, &to, &nonce) {
+            session.end_move();
             log::info!("[{id}] resume on instance {to} refused: the session is already moving");
             self.tell(&to, &Move::Refuse { id, nonce, why: "already moving".into() });
             return;
         }
-        let _ = self.queue.try_send(Out::Cut { id, to, nonce });
+        if self.queue.try_send(Out::Cut { id: id.clone(), to: to.clone(), nonce: nonce.clone() }).is_err() {
+            self.cut_failed(&id);
+            self.tell(&to, &Move::Refuse { id, nonce, why: "its queue to Redis is full".into() });
+        }
+    }
+
+    /// A: the cut of `id` agreed to cannot be made: the session stays here,
+    /// and resumes here are served again.
+    fn cut_failed(&self, id: &ConnId) {
+        self.departures.cut(id);
+        if let Some(session) = self.hub.shared_of(id).as_deref().and_then(|s| s.session.as_deref()) {
+            session.end_move();
+        }
     }
 
     /// A: the cut of `id` passed: everything before it was applied here;
@@ -173,7 +208,7 @@ impl Cluster {
         log::info!("[{id}] session arrived from another instance");
     }
 
-    /// The snapshot in `key`, removed from Redis; refused over its bound.
+    /// The snapshot in `key`, removed from Redis.
     async fn read_snapshot(&self, key: &str) -> Result<String, String> {
         let mut con = self.connection().await.map_err(|e| e.to_string())?;
         let mut p = redis::pipe();
@@ -182,11 +217,11 @@ impl Cluster {
             self.forget_connection();
             e.to_string()
         })?;
-        let snapshot = snapshot.ok_or("its snapshot expired in Redis")?;
-        if snapshot.len() > self.max_snapshot {
-            return Err(format!("snapshot of {} bytes, over {} bytes", snapshot.len(), self.max_snapshot));
-        }
-        Ok(snapshot)
+        // No bound on its length here: it is in memory already, and what it
+        // keeps is judged by this instance's bounds once parsed (over them,
+        // it ends here as an overflow: `Snapshot::take_overflow`). JSON makes
+        // text longer by up to 6 times (`\u0001`), so no length fits them all.
+        snapshot.ok_or_else(|| "its snapshot expired in Redis".to_owned())
     }
 
     /// Publishes a step of a move to instance `to`.
@@ -229,7 +264,13 @@ impl Cluster {
                 }
             }
             Out::Presence(change) => self.write_presence(con, change).await.map_err(lost(0))?,
-            Out::Cut { id, to, nonce } => self.cut(con, id, to, nonce).await.map_err(lost(0))?,
+            Out::Cut { id, to, nonce } => {
+                if let Err(e) = self.cut(con, id.clone(), to, nonce).await {
+                    // B gives up (4410); the session stays here.
+                    self.cut_failed(&id);
+                    return Err((e, 0));
+                }
+            }
             Out::Handover { id, to, nonce, snapshot } => {
                 if let Err(e) = self.send_snapshot(con, &id, &to, &nonce, &snapshot).await {
                     // B gives up (4410): the session ends here, its close event runs.
@@ -291,7 +332,7 @@ impl Cluster {
         let args = [id.as_str(), me, &to, id.instance().unwrap_or(me), &marker];
         let done: i64 = eval(handover::CUT, &keys, &args).query_async(con).await?;
         if done != 1 {
-            self.departures.cut(&id);
+            self.cut_failed(&id);
             let why = if done == 0 { "not held here any more" } else { "the resuming instance is gone" };
             log::info!("[{id}] resume on instance {to} refused: {why}");
             let refuse = encode_move(me, &Move::Refuse { id, nonce, why: why.into() });

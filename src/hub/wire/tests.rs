@@ -89,7 +89,8 @@ fn malformed_messages_are_refused() {
 fn moves() -> Vec<Move> {
     let x = id("aaaaaaaa000000000000000000000001");
     vec![
-        Move::Take { token: "tok".into(), nonce: "n1".into(), to: "bbbbbbbb".into() },
+        Move::Take { token: "tok".into(), nonce: "n1".into(), to: "bbbbbbbb".into(), endpoint: "/chat.sh".into() },
+        Move::Take { token: "tok".into(), nonce: "n2".into(), to: "bbbbbbbb".into(), endpoint: String::new() },
         Move::Refuse { id: x.clone(), nonce: "n1".into(), why: "unknown session".into() },
         Move::Cut { id: x.clone(), nonce: "n1".into(), to: "bbbbbbbb".into() },
         Move::Handover { id: x.clone(), nonce: "n1".into(), key: "ws2http:handover:n1".into() },

@@ -55,6 +55,8 @@ fn snapshot(x: &ConnId, rooms: &[&str]) -> Snapshot {
         rooms: rooms.iter().map(|r| r.to_string()).collect(),
         meta: vec![],
         token: String::new(),
+        prev: None,
+        overflow: false,
         received: 0,
         resumes: 0,
         floor: 0,
@@ -157,6 +159,29 @@ fn recording_is_bounded_in_bytes() {
     assert!(arrivals.arrive("n", snapshot(&x, &[])).is_ok());
     let snap = rx.try_recv().expect("answered").expect("snapshot");
     assert_eq!(texts(&snap.queued), ["123456", "cd"]);
+    assert!(snap.overflow, "one was dropped: it ends where it arrives, never resumes with a gap");
+    // Within the bound: no overflow.
+    let rx = arrivals.start("m");
+    arrivals.cut(&x, "m");
+    arrivals.recording().record(&send(&x, "12"), 10);
+    assert!(arrivals.arrive("m", snapshot(&x, &[])).is_ok());
+    assert!(!rx.try_recv().expect("answered").expect("snapshot").overflow);
+}
+
+#[test]
+fn over_the_bound_after_its_snapshot_came_the_session_ends_as_an_overflow() {
+    let (hub, arrivals, x) = (hub(), Arrivals::new(10), id("x"));
+    let _rx = arrivals.start("n");
+    arrivals.cut(&x, "n");
+    assert!(arrivals.arrive("n", snapshot(&x, &[])).is_ok());
+    for a in [send(&x, "123456"), send(&x, "7890ab")] {
+        arrivals.recording().record(&a, 10);
+    }
+    let out = std::cell::RefCell::new(None);
+    assert!(arrivals.put_in("n", &hub, || out.replace(Some(register(&hub, &x, Carried::default()))).is_none()));
+    let close = hub.shared_of(&x).expect("in").close_request().expect("it ends");
+    assert_eq!(close.cause, crate::action::CloseCause::ResumeOverflow);
+    assert!(got(out.borrow().as_ref().expect("registered")).is_empty(), "nothing replayed with a gap");
 }
 
 #[test]
