@@ -245,8 +245,10 @@ fn build_states(
     );
     let redis =
         cfg.redis.as_deref().map(|url| crate::hub::cluster::Redis { url, ca: cfg.outbound.redis_ca.as_deref() });
-    // The longest session snapshot another instance may hand this one: its
-    // buffer (binary messages grow by 4/3 in JSON), request, rooms and metadata.
+    // The message bytes recorded for a session moving here while its
+    // snapshot travels (0: sessions off): its buffer's bound with room for
+    // the encoding, its request, rooms and metadata. A snapshot itself is
+    // judged by what it keeps (`--resume-buffer`, `--resume-buffer-bytes`).
     let snapshot = cfg.resume.map_or(0, |r| r.buffer_bytes / 3 * 4 + cfg.max_request_head + (64 << 10));
     let (hub, delivery) = crate::hub::start(redis, cfg.cluster_queue, cfg.out_queue, outgoing, snapshot)?;
     let ws = Arc::new(WsState::new(cfg, hub.clone(), delivery.clone(), routes, public_addr.port()));

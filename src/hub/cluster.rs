@@ -137,7 +137,7 @@ pub struct Cluster {
     departures: Departures,
     /// The sessions whose cut passed here, by their move's nonce (to undo it).
     cuts: Mutex<std::collections::HashMap<String, ConnId>>,
-    /// The longest snapshot accepted from another instance (0: sessions off).
+    /// The message bytes recorded for one session moving here (0: sessions off).
     max_snapshot: usize,
     /// Sessions whose move was abandoned after their cut, held here: they
     /// end here ([`Delivery::orphans`]).
