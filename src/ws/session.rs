@@ -178,11 +178,10 @@ pub(crate) async fn run(p: Parts, first: Option<Receiver>) {
             Next::Detached => detached(&p, session).await,
             Next::Final => return end(&p, session).await,
             Next::Export => {
-                // The worker runs what is queued, then takes the session
-                // out (`hub::session::take_out`) with what is queued for it.
-                let Parts { outgoing, .. } = p;
-                session.lock().parked = Some(outgoing);
-                return;
+                // Its snapshot goes now; the worker runs what is queued,
+                // then takes the connection out (`hub::session::take_out`).
+                let Parts { outgoing, conn, shared, .. } = p;
+                return crate::hub::session::park(&conn, &shared, outgoing);
             }
         };
     }
