@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use async_tungstenite::tungstenite::Message;
+use futures_util::StreamExt;
 use common::*;
 use serde_json::{json, Value};
 use ws2http_test_suite::suite;
@@ -475,4 +476,110 @@ async fn a_move_does_not_wait_for_the_sessions_queued_slow_scripts() {
     assert!(!a.events().iter().any(|l| l.starts_with("close")), "{:?}", a.events());
     let v = connection(&c, &id);
     assert_eq!((v["rooms"].clone(), v["metadata"].clone()), (json!(["r"]), json!({"name": "bob"})));
+}
+
+/// Sends `{prefix}{i}` to room r through the API at `api` until `stop`
+/// (paced a little, so that a session moving meanwhile keeps up); how many.
+fn room_sender(api: String, prefix: &'static str, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> usize {
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        assert_eq!(post(&format!("{api}/rooms/r"), &format!("{prefix}{n}")).status, 200);
+        n += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    n
+}
+
+/// A client whose script sends `{prefix}{i}` to room r, one message event
+/// after the other, until `stop`; how many.
+async fn room_pump(url: String, prefix: &'static str, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> usize {
+    let mut ws = connect(&format!("{url}?pump")).await;
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        ws.send(Message::text(format!("pump {prefix}{n}"))).await.unwrap();
+        assert_eq!(next_text(&mut ws).await, "ok");
+        n += 1;
+    }
+    n
+}
+
+/// Checks that `got` holds each sequence `prefix`0..n whole, in order, once.
+fn check_each(got: &[String], counts: &[(&str, usize)]) {
+    for (prefix, n) in counts {
+        let seq: Vec<usize> = got
+            .iter()
+            .filter_map(|m| m.strip_prefix(prefix).and_then(|i| i.parse().ok()))
+            .collect();
+        assert_eq!(seq, (0..*n).collect::<Vec<_>>(), "sequence {prefix}");
+    }
+}
+
+#[suite("redis")]
+#[async_std::test]
+async fn room_messages_of_both_instances_of_a_move_reach_the_session_once_in_order() {
+    let redis = Redis::start();
+    let (a, b, c) = (moving_node(&redis), moving_node(&redis), moving_node(&redis));
+    let (mut x, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
+    let id = hello["id"].as_str().unwrap().to_owned();
+    let mut token = hello["token"].as_str().unwrap().to_owned();
+    a.wait_event("open", |l| l == format!("open {id}"));
+    wait_for("presence everywhere", || [&b, &c].iter().all(|s| listed(s).contains(&id)).then_some(()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Room messages from the API of A, B and C, and from scripts on A and B.
+    let apis: Vec<_> = [(&a, "ra"), (&b, "rb"), (&c, "rc")]
+        .into_iter()
+        .map(|(s, p)| {
+            let (api, stop) = (s.api(""), stop.clone());
+            (p, std::thread::spawn(move || room_sender(api, p, stop)))
+        })
+        .collect();
+    let pumps: Vec<_> = [(&a, "sa"), (&b, "sb")]
+        .into_iter()
+        .map(|(s, p)| (p, async_std::task::spawn(room_pump(s.url("/chat.sh"), p, stop.clone()))))
+        .collect();
+    // X moves A → B → A → B → A while they flow.
+    let mut got: Vec<String> = Vec::new();
+    for to in [&b, &a, &b, &a] {
+        let until = got.len() + 60;
+        while got.len() < until {
+            got.push(next_text(&mut x).await);
+        }
+        drop(x);
+        let resume = format!("ws2http.session.v1, ws2http.resume.{token}.{}", got.len());
+        let (ws, hello) = open_session(&to.url("/chat.sh"), &resume).await;
+        assert_eq!((hello["ws2http"].as_str(), hello["id"].as_str()), (Some("resumed"), Some(id.as_str())), "{hello}");
+        token = hello["token"].as_str().unwrap().to_owned();
+        x = ws;
+    }
+    let until = got.len() + 60;
+    while got.len() < until {
+        got.push(next_text(&mut x).await);
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut counts = Vec::new();
+    for (p, t) in apis {
+        counts.push((p, t.join().expect("API sender")));
+    }
+    for (p, t) in pumps {
+        counts.push((p, t.await));
+    }
+    let total: usize = counts.iter().map(|(_, n)| n).sum();
+    while got.len() < total {
+        match async_std::future::timeout(Duration::from_secs(10), x.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => got.push(t.to_string()),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            other => {
+                check_each(&got, &counts);
+                panic!("{other:?} after {} of {total}", got.len());
+            }
+        }
+    }
+    sentinel(&c.api(&format!("/send/{id}")), &mut x).await;
+    if std::env::var_os("SHOW_GOT").is_some() {
+        eprintln!("GOT {got:?} COUNTS {counts:?}");
+    }
+    check_each(&got, &counts);
+    assert_eq!(got.len(), total, "nothing else, nothing twice");
+    let all: Vec<String> = [&a, &b, &c].iter().flat_map(|s| s.events()).collect();
+    assert!(!all.iter().any(|l| l.starts_with(&format!("close {id}"))), "{all:?}");
 }

@@ -61,16 +61,21 @@ impl Cluster {
         let id = snap.id.clone();
         // This instance's own actions for it take Redis's order until what
         // it sent before is through ([`super::own`]).
+        // Set before it is in the hub, while the subscription applies
+        // nothing: an echo that is not recorded for it is applied to it.
         let _turning = self.own.turning();
+        self.own.route(&id);
+        self.own.echo(&id);
         match self.arrivals.put_in(&nonce, &self.hub, || put_in(snap)) {
             true => {
                 self.departures.forget(&id);
-                self.own.route(&id);
-                self.own.echo(&id);
                 self.send_settle(&id);
                 Ok(())
             }
-            false => Err(MoveRefused::Broken("this instance could not take it".into())),
+            false => {
+                self.own.forget(&id);
+                Err(MoveRefused::Broken("this instance could not take it".into()))
+            }
         }
     }
 
@@ -135,7 +140,7 @@ impl Cluster {
             self.tell(&to, &Move::Refuse { id, nonce, why: "already moving".into() });
             return;
         }
-        self.own.route(&id);
+        self.own.depart(&id);
         let _ = self.queue.try_send(Out::Cut { id, to, nonce });
     }
 

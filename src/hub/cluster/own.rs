@@ -47,9 +47,19 @@ pub struct Own {
     gate: RwLock<()>,
     /// Routed sessions, with the own actions routed for each since its
     /// last `settle` marker was sent.
-    routed: Mutex<HashMap<ConnId, u64>>,
+    routed: Mutex<HashMap<ConnId, Routed>>,
     /// Sessions to which the echoes of own room messages and broadcasts apply.
     echoing: Mutex<HashSet<ConnId>>,
+}
+
+/// A routed session.
+#[derive(Default)]
+struct Routed {
+    /// Own actions routed for it since its last `settle` marker was sent.
+    since: u64,
+    /// This instance agreed to hand it over: it stays routed until its cut
+    /// (whatever `settle` marker comes back meanwhile).
+    departing: bool,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -74,8 +84,8 @@ impl Own {
 
     /// An own action routed through Redis for `id`.
     pub fn count(&self, id: &ConnId) {
-        if let Some(n) = locked(&self.routed).get_mut(id) {
-            *n += 1;
+        if let Some(r) = locked(&self.routed).get_mut(id) {
+            r.since += 1;
         }
     }
 
@@ -86,13 +96,31 @@ impl Own {
         if routed.is_empty() {
             return None;
         }
-        routed.values_mut().for_each(|n| *n += 1);
+        routed.values_mut().for_each(|r| r.since += 1);
         Some(routed.keys().cloned().collect())
     }
 
-    /// From now on, own actions for `id` go through Redis (under [`Own::turning`]).
+    /// From now on, own actions for `id` go through Redis (under
+    /// [`Own::turning`]): it arrived here.
     pub fn route(&self, id: &ConnId) {
-        locked(&self.routed).insert(id.clone(), 0);
+        locked(&self.routed).insert(id.clone(), Routed::default());
+    }
+
+    /// From now on, own actions for `id` go through Redis until its cut
+    /// (under [`Own::turning`]): this instance agreed to hand it over.
+    pub fn depart(&self, id: &ConnId) {
+        locked(&self.routed).entry(id.clone()).or_default().departing = true;
+    }
+
+    /// Its cut failed: it stays here (under [`Own::turning`]); `true` when
+    /// it was departing.
+    pub fn stay(&self, id: &ConnId) -> bool {
+        let mut routed = locked(&self.routed);
+        let Some(r) = routed.get_mut(id).filter(|r| r.departing) else { return false };
+        r.departing = false;
+        drop(routed);
+        self.echo(id);
+        true
     }
 
     /// From now on, own echoes apply to `id` (under [`Own::turning`]).
@@ -111,19 +139,21 @@ impl Own {
     }
 
     /// The `settle` marker of `id` came back (under [`Own::turning`]):
-    /// `true` when nothing was routed for it since it was sent (it is back
-    /// to local delivery), `false` when another marker must follow.
+    /// `true` when another marker must follow (something was routed for it
+    /// since this one was sent); else it is back to local delivery (or, if
+    /// it is departing meanwhile, it stays routed until its cut).
     pub fn settle(&self, id: &ConnId) -> bool {
         let mut routed = locked(&self.routed);
         match routed.get_mut(id) {
-            Some(n) if *n > 0 => {
-                *n = 0;
-                false
+            Some(r) if r.departing => false,
+            Some(r) if r.since > 0 => {
+                r.since = 0;
+                true
             }
             _ => {
                 routed.remove(id);
                 locked(&self.echoing).remove(id);
-                true
+                false
             }
         }
     }
@@ -155,7 +185,7 @@ impl Cluster {
         match step {
             Move::Settle { id } => {
                 let _turning = self.own.turning();
-                if self.own.is_echoing(id) && !self.own.settle(id) {
+                if self.own.is_echoing(id) && self.own.settle(id) {
                     self.send_settle(id);
                 }
                 true
@@ -164,8 +194,7 @@ impl Cluster {
             // agreed comes after this, skipped here: applied at its echo.
             Move::Refuse { id, .. } => {
                 let _turning = self.own.turning();
-                if self.own.is_routed(id) {
-                    self.own.echo(id);
+                if self.own.stay(id) {
                     self.send_settle(id);
                 }
                 true
@@ -197,9 +226,14 @@ mod tests {
         assert!(own.is_routed(&x) && own.is_echoing(&x));
         own.count(&x);
         assert_eq!(own.skipped(), Some([x.clone()].into()));
-        assert!(!own.settle(&x), "two routed since the marker: another one");
+        assert!(own.settle(&x), "two routed since the marker: another one");
         assert!(own.is_routed(&x));
-        assert!(own.settle(&x), "none since: back to local delivery");
+        own.depart(&x);
+        assert!(!own.settle(&x) && own.is_routed(&x), "departing: routed until its cut, whatever comes back");
+        assert!(own.stay(&x), "its cut failed");
+        own.count(&x);
+        assert!(own.settle(&x), "one routed since the last marker");
+        assert!(!own.settle(&x), "none since: back to local delivery");
         assert!(!own.is_routed(&x) && !own.is_echoing(&x) && own.skipped().is_none());
     }
 }
