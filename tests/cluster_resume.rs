@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use async_tungstenite::tungstenite::Message;
-use futures_util::StreamExt;
 use common::*;
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use ws2http_test_suite::suite;
 
@@ -506,10 +506,7 @@ async fn room_pump(url: String, prefix: &'static str, stop: std::sync::Arc<std::
 /// Checks that `got` holds each sequence `prefix`0..n whole, in order, once.
 fn check_each(got: &[String], counts: &[(&str, usize)]) {
     for (prefix, n) in counts {
-        let seq: Vec<usize> = got
-            .iter()
-            .filter_map(|m| m.strip_prefix(prefix).and_then(|i| i.parse().ok()))
-            .collect();
+        let seq: Vec<usize> = got.iter().filter_map(|m| m.strip_prefix(prefix).and_then(|i| i.parse().ok())).collect();
         assert_eq!(seq, (0..*n).collect::<Vec<_>>(), "sequence {prefix}");
     }
 }
@@ -575,9 +572,6 @@ async fn room_messages_of_both_instances_of_a_move_reach_the_session_once_in_ord
         }
     }
     sentinel(&c.api(&format!("/send/{id}")), &mut x).await;
-    if std::env::var_os("SHOW_GOT").is_some() {
-        eprintln!("GOT {got:?} COUNTS {counts:?}");
-    }
     check_each(&got, &counts);
     assert_eq!(got.len(), total, "nothing else, nothing twice");
     let all: Vec<String> = [&a, &b, &c].iter().flat_map(|s| s.events()).collect();

@@ -236,6 +236,9 @@ pub type Total<'a> = (&'a OutgoingBudget, usize);
 /// Messages kept between two pings that ask for an acknowledgement.
 pub const ACK_EVERY: usize = 32;
 
+/// A connection's sorted rooms, and its metadata sorted by key.
+pub type RoomsAndMeta = (Vec<String>, Vec<(String, String)>);
+
 /// The mutable part of a session, behind its lock.
 pub struct State {
     pub token: Token,
@@ -261,7 +264,7 @@ pub struct State {
     pub export: Option<async_channel::Sender<Snapshot>>,
     /// An exported session's rooms and metadata, as they were when it was
     /// taken out of delivery ([`export_begin`]): what its snapshot carries.
-    pub taken: Option<(Vec<String>, Vec<(String, String)>)>,
+    pub taken: Option<RoomsAndMeta>,
     /// What the writer sends first on the next socket: the session message
     /// (`session` or `resumed`), then the messages it replays.
     pub prelude: Option<(String, Vec<Message>)>,
@@ -812,6 +815,51 @@ mod tests {
         assert_eq!(s.lock().keys().collect::<Vec<_>>(), [t5.key(), t4.key()]);
         s.lock().ended = true;
         assert!(!st(&s, &t4) && !st(&s, &t5), "an ended session takes no resume");
+    }
+
+    #[test]
+    fn an_exported_session_leaves_delivery_at_once_and_its_snapshot_comes_when_parked() {
+        use crate::action::Action;
+        use crate::hub::local::{Carried, Hub};
+        let hub = Hub::new(16, wide());
+        let target = crate::event::Target {
+            filename: "/cgi-bin/chat.sh".into(),
+            script_name: "/chat.sh".into(),
+            path_info: String::new(),
+            interpreter: None,
+        };
+        let request = RequestInfo::new(RequestFields { uri: "/chat.sh", ..Default::default() }, []);
+        let id = ConnId::random();
+        let info = Arc::new(ConnInfo { id: id.clone(), target, request });
+        let token = Token::random();
+        let carried = Carried { rooms: vec!["r".into()], meta: vec![("k".into(), "v".into())], queued: vec![] };
+        let (outgoing, shared) = hub.register_session(info.clone(), Some(Session::new(token.clone(), WIDE)), carried);
+        let room = |t: &str| Action::Room { room: "r".into(), msg: m(t), except: None };
+        assert_eq!(hub.apply(room("before")).reached(), 1);
+        let rx = export_begin(&hub, &id).expect("exported");
+        assert!(export_begin(&hub, &id).is_none(), "once");
+        // Out of delivery at once: not found, listed or counted here; no
+        // message reaches it; its token resumes nothing here.
+        assert_eq!(hub.apply(room("after")).reached(), 0);
+        assert_eq!(hub.apply(Action::Send { to: id.clone(), msg: m("after") }).reached(), 0);
+        assert!(!hub.is_known(&id) && hub.get(&id).is_none() && hub.list(None, None).is_empty());
+        assert!(hub.rooms().is_empty() && hub.sessions.find(&token).is_none());
+        // Its events still see its rooms and metadata.
+        assert_eq!(hub.snapshot(&id), (vec!["r".into()], vec![("k".into(), "v".into())]));
+        assert!(rx.try_recv().is_err(), "not before its socket is let go");
+        park(&info, &shared, outgoing);
+        let snap = rx.try_recv().expect("the snapshot");
+        assert_eq!(
+            (snap.rooms, snap.meta, snap.queued),
+            (vec!["r".into()], vec![("k".into(), "v".into())], vec![m("before")])
+        );
+        // The same session back under the same id: the old one's end leaves it be.
+        let (_, back) =
+            hub.register_session(info.clone(), Some(Session::new(Token::random(), WIDE)), Carried::default());
+        take_out(&hub, &info, &shared);
+        assert!(hub.is_known(&id), "another connection");
+        take_out(&hub, &info, &back);
+        assert!(!hub.is_known(&id));
     }
 
     #[test]
