@@ -27,6 +27,9 @@
 //!   a session that moved is held by the instance in `ws2http:moved`, so an
 //!   action on one connection is published by a script that reads it
 //!   (`ROUTE`), and presence is written only by the holder (`PRESENCE`).
+//!   While a session moves, this instance's own actions on it take Redis's
+//!   order too ([`own`]), and the subscriber never waits for a session's
+//!   scripts (the old instance takes it out of delivery at its cut at once).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
