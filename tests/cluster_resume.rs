@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use async_tungstenite::tungstenite::Message;
 use common::*;
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use ws2http_test_suite::suite;
 
@@ -365,9 +366,16 @@ async fn a_close_asked_during_a_move_is_applied_after_it() {
 async fn a_session_arriving_after_its_resume_gave_up_ends_with_one_close_event() {
     let redis = Redis::start();
     let (a, b) = (slow_node(&redis), slow_node(&redis));
-    // The hand-over comes after B's 5 s wait: the resume is refused.
-    let (id, token) = session_busy_on_a(&a, 7).await;
+    let (ws, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
+    let (id, token) = (hello["id"].as_str().unwrap().to_owned(), hello["token"].as_str().unwrap().to_owned());
+    a.wait_event("open", |l| l == format!("open {id}"));
+    drop(ws);
+    // A stalls: its hand-over comes after B's 5 s wait, the resume is refused.
+    // SAFETY: kill(2) on our own child process.
+    unsafe { libc::kill(a.child.id() as i32, libc::SIGSTOP) };
     expect_4410(&b.url("/chat.sh"), &token).await;
+    // SAFETY: as above.
+    unsafe { libc::kill(a.child.id() as i32, libc::SIGCONT) };
     let closed = || b.events().into_iter().find(|l| l.starts_with("close"));
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while closed().is_none() && std::time::Instant::now() < deadline {
@@ -527,4 +535,195 @@ async fn a_session_does_not_move_through_another_endpoint() {
     ws.close(None).await.unwrap();
     assert_eq!(a.wait_event("close", |l| l.starts_with("close")), format!("close {id} client r bob"));
     assert!(b.events().is_empty(), "{:?}", b.events());
+}
+
+/// Joins room r and sets name=bob on open (`?other`: room o instead;
+/// `?pump`: no room). A message `slow K` runs 2 s (logged when it starts
+/// and ends), then sends `done K`; `pump TEXT` sends TEXT to room r and
+/// `ok` back; anything else is echoed.
+const MOVING: &str = r#"
+case "$WS_EVENT" in
+open) echo "open $WS_CONNECTION_ID" >> "$EVENTS_LOG"
+  case "$QUERY_STRING" in pump) ;; other) echo "@join o" ;; *) echo "@join r"; echo "@set name bob" ;; esac ;;
+message) m=$(cat); case "$m" in
+  "slow "*) echo "start $m" >> "$EVENTS_LOG"; sleep 2; echo "end $m" >> "$EVENTS_LOG"; echo "done ${m#slow }" ;;
+  "pump "*) echo "@room r ${m#pump }"; echo "ok" ;;
+  *) echo "echo $m" ;;
+  esac ;;
+close) echo "close $WS_CONNECTION_ID $WS_CLOSE_CAUSE $WS_ROOMS $WS_META_name" >> "$EVENTS_LOG" ;;
+esac"#;
+
+fn moving_node(redis: &Redis) -> Server {
+    let dir = cgi_bin(&[("chat.sh", MOVING)]);
+    Server::start_in(&dir, &["--redis", &redis.url()])
+}
+
+fn instance_of(id: &str) -> String {
+    id[..8].to_owned()
+}
+
+/// The ids `s` lists other than `but`.
+fn other_ids(s: &Server, but: &[&str]) -> Vec<String> {
+    listed(s).into_iter().filter(|l| !but.contains(&l.as_str())).collect()
+}
+
+#[suite("redis")]
+#[async_std::test]
+async fn a_move_does_not_wait_for_the_sessions_queued_slow_scripts() {
+    let redis = Redis::start();
+    let (a, b, c) = (moving_node(&redis), moving_node(&redis), moving_node(&redis));
+    let (mut x, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
+    let (id, token) = (hello["id"].as_str().unwrap().to_owned(), hello["token"].as_str().unwrap().to_owned());
+    a.wait_event("open", |l| l == format!("open {id}"));
+    // Another client of A's, in room o.
+    let mut o = connect(&a.url("/chat.sh?other")).await;
+    let o_id = wait_for("the other client", || other_ids(&a, &[&id]).pop());
+    wait_for("presence everywhere", || [&b, &c].iter().all(|s| listed(s).contains(&o_id)).then_some(()));
+    // Four message events of 8 s in all, queued on A.
+    for k in 1..=4 {
+        x.send(Message::text(format!("slow {k}"))).await.unwrap();
+    }
+    a.wait_event("the first slow event", |l| l == "start slow 1");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flow = {
+        let (a, c, nodes, id, stop) = (a.api(""), c.api(""), [&a, &b, &c].map(|s| s.api("")), id.clone(), stop.clone());
+        std::thread::spawn(move || traffic(&a, &c, &id, &nodes, &stop))
+    };
+    let mut got = Vec::new();
+    while got.len() < 30 {
+        got.push(next_text(&mut x).await);
+    }
+    drop(x);
+    let resume = format!("ws2http.session.v1, ws2http.resume.{token}.{}", got.len());
+    let (mut x, hello) = open_session(&b.url("/chat.sh"), &resume).await;
+    assert_eq!((hello["ws2http"].as_str(), hello["id"].as_str()), (Some("resumed"), Some(id.as_str())), "{hello}");
+    assert!(moved_to(&redis, &id).is_some_and(|to| to != instance_of(&id)), "moved");
+    // A serves its other clients while X's scripts still run there: a send
+    // and a room message from C reach O before the last one has ended.
+    assert_eq!(post(&c.api(&format!("/send/{o_id}")), "ping").status, 200);
+    assert_eq!(post(&c.api("/rooms/o"), "room ping").status, 200);
+    assert_eq!(next_text(&mut o).await, "ping");
+    assert_eq!(next_text(&mut o).await, "room ping");
+    let events = a.events();
+    assert!(!events.contains(&"end slow 4".to_owned()), "O was served only after X's scripts ran: {events:?}");
+    // Every one of X's queued events runs on A, once; their messages reach it on B.
+    a.wait_event("the last slow event", |l| l == "end slow 4");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let n = flow.join().expect("traffic and presence checks");
+    while got.len() < 3 * n + 4 {
+        got.push(next_text(&mut x).await);
+    }
+    sentinel(&c.api(&format!("/send/{id}")), &mut x).await;
+    let (done, rest): (Vec<String>, Vec<String>) = got.into_iter().partition(|m| m.starts_with("done "));
+    assert_eq!(done, ["done 1", "done 2", "done 3", "done 4"]);
+    check_sequences(&rest, n);
+    for k in 1..=4 {
+        assert_eq!(a.events().iter().filter(|l| **l == format!("end slow {k}")).count(), 1);
+    }
+    assert!(b.events().iter().all(|l| !l.contains("slow")), "{:?}", b.events());
+    x.send(Message::text("hi")).await.unwrap();
+    assert_eq!(next_text(&mut x).await, "echo hi", "its events run on B");
+    assert!(!a.events().iter().any(|l| l.starts_with("close")), "{:?}", a.events());
+    let v = connection(&c, &id);
+    assert_eq!((v["rooms"].clone(), v["metadata"].clone()), (json!(["r"]), json!({"name": "bob"})));
+}
+
+/// Sends `{prefix}{i}` to room r through the API at `api` until `stop`
+/// (paced a little, so that a session moving meanwhile keeps up); how many.
+fn room_sender(api: String, prefix: &'static str, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> usize {
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        assert_eq!(post(&format!("{api}/rooms/r"), &format!("{prefix}{n}")).status, 200);
+        n += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    n
+}
+
+/// A client whose script sends `{prefix}{i}` to room r, one message event
+/// after the other, until `stop`; how many.
+async fn room_pump(url: String, prefix: &'static str, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> usize {
+    let mut ws = connect(&format!("{url}?pump")).await;
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        ws.send(Message::text(format!("pump {prefix}{n}"))).await.unwrap();
+        assert_eq!(next_text(&mut ws).await, "ok");
+        n += 1;
+    }
+    n
+}
+
+/// Checks that `got` holds each sequence `prefix`0..n whole, in order, once.
+fn check_each(got: &[String], counts: &[(&str, usize)]) {
+    for (prefix, n) in counts {
+        let seq: Vec<usize> = got.iter().filter_map(|m| m.strip_prefix(prefix).and_then(|i| i.parse().ok())).collect();
+        assert_eq!(seq, (0..*n).collect::<Vec<_>>(), "sequence {prefix}");
+    }
+}
+
+#[suite("redis")]
+#[async_std::test]
+async fn room_messages_of_both_instances_of_a_move_reach_the_session_once_in_order() {
+    let redis = Redis::start();
+    let (a, b, c) = (moving_node(&redis), moving_node(&redis), moving_node(&redis));
+    let (mut x, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
+    let id = hello["id"].as_str().unwrap().to_owned();
+    let mut token = hello["token"].as_str().unwrap().to_owned();
+    a.wait_event("open", |l| l == format!("open {id}"));
+    wait_for("presence everywhere", || [&b, &c].iter().all(|s| listed(s).contains(&id)).then_some(()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Room messages from the API of A, B and C, and from scripts on A and B.
+    let apis: Vec<_> = [(&a, "ra"), (&b, "rb"), (&c, "rc")]
+        .into_iter()
+        .map(|(s, p)| {
+            let (api, stop) = (s.api(""), stop.clone());
+            (p, std::thread::spawn(move || room_sender(api, p, stop)))
+        })
+        .collect();
+    let pumps: Vec<_> = [(&a, "sa"), (&b, "sb")]
+        .into_iter()
+        .map(|(s, p)| (p, async_std::task::spawn(room_pump(s.url("/chat.sh"), p, stop.clone()))))
+        .collect();
+    // X moves A → B → A → B → A while they flow.
+    let mut got: Vec<String> = Vec::new();
+    for to in [&b, &a, &b, &a] {
+        let until = got.len() + 60;
+        while got.len() < until {
+            got.push(next_text(&mut x).await);
+        }
+        drop(x);
+        let resume = format!("ws2http.session.v1, ws2http.resume.{token}.{}", got.len());
+        let (ws, hello) = open_session(&to.url("/chat.sh"), &resume).await;
+        assert_eq!((hello["ws2http"].as_str(), hello["id"].as_str()), (Some("resumed"), Some(id.as_str())), "{hello}");
+        token = hello["token"].as_str().unwrap().to_owned();
+        x = ws;
+    }
+    let until = got.len() + 60;
+    while got.len() < until {
+        got.push(next_text(&mut x).await);
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut counts = Vec::new();
+    for (p, t) in apis {
+        counts.push((p, t.join().expect("API sender")));
+    }
+    for (p, t) in pumps {
+        counts.push((p, t.await));
+    }
+    let total: usize = counts.iter().map(|(_, n)| n).sum();
+    while got.len() < total {
+        match async_std::future::timeout(Duration::from_secs(10), x.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => got.push(t.to_string()),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            other => {
+                check_each(&got, &counts);
+                panic!("{other:?} after {} of {total}", got.len());
+            }
+        }
+    }
+    sentinel(&c.api(&format!("/send/{id}")), &mut x).await;
+    check_each(&got, &counts);
+    assert_eq!(got.len(), total, "nothing else, nothing twice");
+    let all: Vec<String> = [&a, &b, &c].iter().flat_map(|s| s.events()).collect();
+    assert!(!all.iter().any(|l| l.starts_with(&format!("close {id}"))), "{all:?}");
 }

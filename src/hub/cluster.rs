@@ -27,6 +27,9 @@
 //!   a session that moved is held by the instance in `ws2http:moved`, so an
 //!   action on one connection is published by a script that reads it
 //!   (`ROUTE`), and presence is written only by the holder (`PRESENCE`).
+//!   While a session moves, this instance's own actions on it take Redis's
+//!   order too ([`own`]), and the subscriber never waits for a session's
+//!   scripts (the old instance takes it out of delivery at its cut at once).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -56,6 +59,7 @@ const ALL: &str = "ws2http:all";
 
 mod handover;
 mod moves;
+mod own;
 mod route;
 const INSTANCES: &str = "ws2http:instances";
 
@@ -135,6 +139,8 @@ pub struct Cluster {
     /// The moves of resumable sessions into and out of this instance.
     arrivals: Arrivals,
     departures: Departures,
+    /// This instance's own actions on sessions that are moving.
+    own: own::Own,
     /// The sessions whose cut passed here, by their move's nonce (to undo it).
     cuts: Mutex<std::collections::HashMap<String, ConnId>>,
     /// The message bytes recorded for one session moving here (0: sessions off).
@@ -234,6 +240,7 @@ impl Cluster {
             connected: Default::default(),
             arrivals: Arrivals::new(max_snapshot),
             departures: Departures::default(),
+            own: Default::default(),
             cuts: Mutex::default(),
             max_snapshot,
             orphans: async_channel::unbounded(),
@@ -260,15 +267,26 @@ impl Cluster {
     /// what is elsewhere (room messages and broadcasts: both). What it did
     /// here; an action for another instance counts 1 once queued for Redis,
     /// 0 when the queue was full (it is lost).
+    /// A session that is moving gets this instance's own actions through
+    /// Redis's order ([`own`]).
     fn execute(&self, action: Action) -> (Applied, Option<Audience>) {
-        let routed = route(&action, &self.instance, |id| self.hub.is_known(id), |id| self.departures.is_away(id));
-        match routed {
+        let _gate = self.own.gate();
+        let here = |id: &ConnId| self.hub.is_known(id) && !self.own.is_routed(id);
+        let away = |id: &ConnId| self.departures.is_away(id) || self.own.is_routed(id);
+        match route(&action, &self.instance, here, away) {
             Route::Here => (self.hub.apply(action), None),
-            Route::To(id) => (Applied::Reached(self.publish(Some(id), &action).into()), None),
+            Route::To(id) => {
+                self.own.count(&id);
+                (Applied::Reached(self.publish(Some(id), &action).into()), None)
+            }
             Route::Everywhere => {
                 let published = self.publish(None, &action);
                 let audience = published.then(|| Audience::of(&action)).flatten();
-                (self.hub.apply(action), audience)
+                let here = match self.own.skipped() {
+                    None => self.hub.apply(action),
+                    Some(skip) => self.hub.apply_skipping(action, &|id| skip.contains(id)),
+                };
+                (here, audience)
             }
         }
     }
@@ -436,8 +454,15 @@ impl Cluster {
     fn drain_queue(&self) -> u64 {
         let mut lost = 0;
         while let Ok(item) = self.queue_rx.try_recv() {
-            if let Out::Publish { .. } | Out::Route { .. } = self.taken(item) {
-                lost += 1;
+            match self.taken(item) {
+                Out::Publish { .. } | Out::Route { .. } => lost += 1,
+                // Never made: the session stays here, delivered to as before.
+                Out::Cut { id, .. } => {
+                    let _turning = self.own.turning();
+                    self.departures.cut(&id);
+                    self.own.forget(&id);
+                }
+                _ => {}
             }
         }
         lost
@@ -540,6 +565,7 @@ impl Cluster {
                 sub.subscribe(to_channel(&self.instance)).await?;
                 log::info!("cluster: subscribed to {ALL} and {}", to_channel(&self.instance));
                 backoff = Duration::from_millis(200);
+                self.resettle();
                 let mut messages = sub.into_on_message();
                 while let Some(msg) = messages.next().await {
                     let Ok(payload) = msg.get_payload::<String>() else { continue };
@@ -547,19 +573,23 @@ impl Cluster {
                         Ok(f) => match f.body {
                             Body::Action(action) => {
                                 // This instance's own room messages and broadcasts
-                                // were applied here when sent (not to a session
-                                // still arriving: recorded for it); what a script
-                                // routed to a connection was not.
+                                // were applied here when sent, except to the
+                                // sessions moving (`own`): applied to them now;
+                                // what a script routed to a connection was not.
                                 let echo = f.origin == self.instance && msg.get_channel_name() == ALL;
                                 // A session arriving here sees it exactly once:
                                 // recorded for it, or applied to it live.
                                 let mut recording = self.arrivals.recording();
                                 recording.record(&action, self.arrivals.max_recorded());
-                                if !echo {
-                                    hub.apply(action);
+                                match echo {
+                                    true => self.own.apply_echo(&hub, &action),
+                                    false => {
+                                        let _ = hub.apply(action);
+                                    }
                                 }
                                 drop(recording);
                             }
+                            Body::Move(step) if f.origin == self.instance && self.on_own_move(&step) => {}
                             Body::Move(step) => self.on_move(step).await,
                         },
                         Err(_) => log::warn!("cluster: ignored a malformed message on {}", msg.get_channel_name()),

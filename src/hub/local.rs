@@ -74,9 +74,10 @@ pub struct Carried {
 static NOTHING: Joined = Joined { rooms: BTreeSet::new(), meta: BTreeMap::new(), meta_bytes: 0 };
 
 impl Conn {
-    /// Not ended yet ([`ConnShared::has_ended`]).
+    /// Not ended yet ([`ConnShared::has_ended`]), nor exported (its session
+    /// lives elsewhere now, while its queued events finish here).
     fn live(&self) -> bool {
-        !self.shared.has_ended()
+        !self.shared.has_ended() && !departed(&self.shared)
     }
 
     /// `max_queued`: `--max-outgoing`.
@@ -207,9 +208,10 @@ impl Hub {
         }
     }
 
-    /// `true` while this instance holds `id` (live or with its close event pending).
+    /// `true` while this instance holds `id` (live or with its close event
+    /// pending; not once its session was exported).
     pub fn is_known(&self, id: &ConnId) -> bool {
-        lock(&self.state).conns.contains_key(id)
+        lock(&self.state).conns.get(id).is_some_and(|c| !departed(&c.shared))
     }
 
     /// The shared state of connection `id` while this instance holds it.
@@ -252,10 +254,19 @@ impl Hub {
             if can_join(&conn, &room).is_err() {
                 continue;
             }
-            conn.joined_mut().rooms.insert(room.clone());
-            st.rooms.entry(room).or_default().insert(info.id.clone());
+            conn.joined_mut().rooms.insert(room);
         }
         self.changed(&conn);
+        // The same session back while its exported connection's last events
+        // still run here: that one's rooms go (it is not delivered to).
+        if let Some(old) = st.conns.remove(&info.id) {
+            for room in &old.joined().rooms {
+                leave_room(&mut st.rooms, room, &info.id);
+            }
+        }
+        for room in conn.joined().rooms.iter() {
+            st.rooms.entry(room.clone()).or_default().insert(info.id.clone());
+        }
         st.conns.insert(Key(info.clone()), conn);
         for key in keys {
             self.sessions.insert(key, info.clone(), shared.clone());
@@ -283,6 +294,19 @@ impl Hub {
         }
     }
 
+    /// [`Hub::remove`], only if `id` is still the connection of `shared`
+    /// (an exported session may have come back as a new one meanwhile).
+    pub fn remove_if(&self, id: &ConnId, shared: &Arc<ConnShared>) {
+        let mut st = lock(&self.state);
+        if st.conns.get(id).is_some_and(|c| Arc::ptr_eq(&c.shared, shared)) {
+            if let Some(c) = st.conns.remove(id) {
+                for room in &c.joined().rooms {
+                    leave_room(&mut st.rooms, room, id);
+                }
+            }
+        }
+    }
+
     /// Sorted rooms and metadata of a connection, for the next event.
     pub fn snapshot(&self, id: &ConnId) -> (Vec<String>, Vec<(String, String)>) {
         let st = lock(&self.state);
@@ -298,14 +322,21 @@ impl Hub {
     /// Executes one action: how many connections it reached (messages
     /// queued, or connections joined, closed, … ), or that a cap refused it.
     pub fn apply(&self, action: Action) -> Applied {
-        Applied::Reached(match self.execute(action) {
+        self.apply_skipping(action, &|_| false)
+    }
+
+    /// [`Hub::apply`], except that a room message or broadcast does not
+    /// reach the connections `skip` names (cluster mode: sessions moving,
+    /// to which this instance's own messages go through Redis's order).
+    pub fn apply_skipping(&self, action: Action, skip: &dyn Fn(&ConnId) -> bool) -> Applied {
+        Applied::Reached(match self.execute(action, skip) {
             Ok(n) => n,
             Err(Refused) => return Applied::Refused,
         })
     }
 
     /// [`Hub::apply`], with a refusal as `Err`.
-    fn execute(&self, action: Action) -> Result<usize, Refused> {
+    fn execute(&self, action: Action, skip: &dyn Fn(&ConnId) -> bool) -> Result<usize, Refused> {
         // Each message buffer is counted once, before the lock, however
         // many recipients share it.
         let action = match action {
@@ -316,7 +347,7 @@ impl Hub {
         };
         // Encoded once, whatever the number of recipients.
         let frame = action.message().and_then(encode).map(|f| self.outgoing.count_frame(f));
-        let action = match self.fan_out(action, frame.as_ref()) {
+        let action = match self.fan_out(action, frame.as_ref(), skip) {
             Ok(reached) => return Ok(reached),
             Err(other) => other,
         };
@@ -379,7 +410,7 @@ impl Hub {
 
     /// A room message or a broadcast (`Err` gives any other action back):
     /// delivered outside the state lock, in the order of the `order` lock.
-    fn fan_out(&self, action: Action, frame: Option<&Bytes>) -> Result<usize, Action> {
+    fn fan_out(&self, action: Action, frame: Option<&Bytes>, skip: &dyn Fn(&ConnId) -> bool) -> Result<usize, Action> {
         match action {
             Action::Room { room, msg, except } => {
                 let _order = lock(&self.order);
@@ -388,7 +419,7 @@ impl Hub {
                     let Some(members) = st.rooms.get(&room) else { return Ok(0) };
                     members
                         .iter()
-                        .filter(|id| Some(*id) != except.as_ref())
+                        .filter(|id| Some(*id) != except.as_ref() && !skip(id))
                         .filter_map(|id| st.conns.get(id))
                         .map(|c| c.recipient(self.out_queue))
                         .collect()
@@ -401,6 +432,7 @@ impl Hub {
                     .conns
                     .values()
                     .filter(|c| endpoint.as_deref().is_none_or(|e| c.info.target.endpoint() == e))
+                    .filter(|c| !skip(&c.info.id))
                     .map(|c| c.recipient(self.out_queue))
                     .collect();
                 Ok(deliver_all(&to, &msg, frame, &self.outgoing))
@@ -568,7 +600,7 @@ fn deliver_all(to: &[Recipient], msg: &Message, frame: Option<&Bytes>, out: &Out
 /// empty always gets the message.
 fn deliver(c: &Recipient, msg: Message, frame: Option<&Bytes>, budget: &OutgoingBudget) -> usize {
     let tx = &c.shared.outgoing;
-    if c.shared.has_ended() || tx.is_closed() {
+    if c.shared.has_ended() || tx.is_closed() || departed(&c.shared) {
         // Closing, or already aborted as a slow consumer (logged once then).
         return 0;
     }
@@ -609,6 +641,11 @@ fn deliver(c: &Recipient, msg: Message, frame: Option<&Bytes>, budget: &Outgoing
     crate::metrics::add(&m.messages_out, 1);
     crate::metrics::add(&m.bytes_out, len as u64);
     1
+}
+
+/// `true` once the connection's session was exported (it lives elsewhere).
+fn departed(shared: &ConnShared) -> bool {
+    shared.session.as_deref().is_some_and(super::session::Session::departed)
 }
 
 /// Aborts a client that does not keep up, with the one log line that says

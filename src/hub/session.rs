@@ -236,6 +236,9 @@ pub type Total<'a> = (&'a OutgoingBudget, usize);
 /// Messages kept between two pings that ask for an acknowledgement.
 pub const ACK_EVERY: usize = 32;
 
+/// A connection's sorted rooms, and its metadata sorted by key.
+pub type RoomsAndMeta = (Vec<String>, Vec<(String, String)>);
+
 /// The mutable part of a session, behind its lock.
 pub struct State {
     pub token: Token,
@@ -265,12 +268,12 @@ pub struct State {
     pub incoming: Option<Box<dyn Any + Send>>,
     /// An export asked for: where the snapshot goes.
     pub export: Option<async_channel::Sender<Snapshot>>,
+    /// An exported session's rooms and metadata, as they were when it was
+    /// taken out of delivery ([`export_begin`]): what its snapshot carries.
+    pub taken: Option<RoomsAndMeta>,
     /// What the writer sends first on the next socket: the session message
     /// (`session` or `resumed`), then the messages it replays.
     pub prelude: Option<(String, Vec<Message>)>,
-    /// An exported session's outgoing queue, kept open until the session is
-    /// taken out (what arrives meanwhile goes into the snapshot).
-    pub parked: Option<super::shared::Outgoing>,
 }
 
 impl State {
@@ -312,6 +315,11 @@ pub struct Session {
     /// Set when the connection's task must let go of its socket (without a
     /// close frame, without an event): a resume took over, or an export.
     let_go: AtomicBool,
+    /// Set when the session is exported ([`export_begin`]): from then on
+    /// nothing is delivered to it here, and it is not listed, found or
+    /// counted here (it lives on elsewhere), while its connection's event
+    /// worker still runs the message events it had queued.
+    departed: AtomicBool,
     pub limits: Limits,
 }
 
@@ -330,10 +338,11 @@ impl Session {
             ended: false,
             incoming: None,
             export: None,
+            taken: None,
             prelude: None,
-            parked: None,
         };
-        Box::new(Session { state: Mutex::new(state), let_go: AtomicBool::new(false), limits })
+        let (let_go, departed) = (AtomicBool::new(false), AtomicBool::new(false));
+        Box::new(Session { state: Mutex::new(state), let_go, departed, limits })
     }
 
     /// A session brought in from a [`Snapshot`] (detached). The token
@@ -397,6 +406,12 @@ impl Session {
     /// The move agreed to by [`Session::begin_move`] did not happen: resumes here are served again.
     pub fn end_move(&self) {
         self.lock().moving = false;
+    }
+
+    /// `true` once the session was exported ([`export_begin`]): it is not
+    /// here any more, whatever its event worker still runs.
+    pub fn departed(&self) -> bool {
+        self.departed.load(Ordering::SeqCst)
     }
 
     /// The writer takes `msg` to write it: numbered and kept. `true` when
@@ -528,19 +543,19 @@ impl Sessions {
     }
 }
 
-/// Takes an exported session out of the hub, once its event worker has run
-/// every event it had queued (the queue ended without a close event): its
-/// snapshot goes to whoever asked ([`State::export`]). No close event, no
-/// presence change: the session lives on elsewhere.
-pub fn take_out(hub: &super::local::Hub, info: &ConnInfo, shared: &ConnShared) {
+/// The snapshot of an exported session, once its connection's task has
+/// let go of its socket (`outgoing`: its queue, whose writer is gone): its
+/// window, what is still queued, and its rooms and metadata as they were
+/// when it was taken out of delivery. Sent to whoever asked ([`export`]).
+pub fn park(info: &ConnInfo, shared: &ConnShared, outgoing: super::shared::Outgoing) {
     let Some(session) = shared.session.as_deref() else { return };
-    let (rooms, meta) = hub.snapshot(&info.id);
     let queued = std::iter::from_fn(|| shared.outgoing.try_take().ok()).collect();
-    let (snap, export, parked) = {
+    drop(outgoing);
+    let (snap, export) = {
         let mut st = session.lock();
-        st.ended = true;
         let (floor, window) = st.window.parts();
         st.window = Window::default();
+        let (rooms, meta) = st.taken.take().unwrap_or_default();
         let mut snap = Snapshot {
             id: info.id.clone(),
             request: Request::of(&info.request),
@@ -561,40 +576,63 @@ pub fn take_out(hub: &super::local::Hub, info: &ConnInfo, shared: &ConnShared) {
             log::warn!("[{}] session exported over its bounds: {why}; it ends where it arrives", info.id);
             snap.overflow = true;
         }
-        (snap, st.export.take(), st.parked.take())
+        (snap, st.export.take())
     };
-    // Not under the session's lock: a resume's look-up takes the map's, then the session's.
-    let keys: Vec<[u8; 8]> = session.lock().keys().collect();
-    keys.into_iter().for_each(|k| hub.sessions.forget(k));
-    hub.remove(&info.id);
-    drop(parked);
     log::info!("[{}] session exported ({} kept, {} queued)", info.id, snap.window.len(), snap.queued.len());
     if let Some(tx) = export {
         let _ = tx.try_send(snap);
     }
 }
 
-/// Takes the session of connection `id` out of this instance as one value,
-/// without a close event (for the cluster: the client resumed on another
-/// instance): its socket, if attached, is dropped without a close frame; its
-/// event worker runs the events it had queued, then [`take_out`] answers.
+/// The event worker of an exported session has run every event it had
+/// queued (its queue ended without a close event): the connection leaves
+/// the hub (unless the session came back meanwhile: that is another
+/// connection under the same id). No close event, no presence change: the
+/// session lives on elsewhere.
+pub fn take_out(hub: &super::local::Hub, info: &ConnInfo, shared: &Arc<ConnShared>) {
+    hub.remove_if(&info.id, shared);
+    log::debug!("[{}] the events it had queued here have run; it left this instance", info.id);
+}
+
+/// Takes the session of connection `id` out of this instance's delivery at
+/// once (nothing reaches it here from now on, and it is not found, listed
+/// or counted here) and starts its export: its socket, if attached, is
+/// dropped without a close frame, and its snapshot comes on the returned
+/// channel as soon as its connection's task has let go of it ([`park`]).
+/// No close event: its event worker still runs the events it had queued
+/// (their actions on it go wherever it lives then), then it leaves the hub
+/// ([`take_out`]). Synchronous and short: a cluster calls it at the point
+/// of Redis's order where the session moves (docs/notes17/cluster-resume.md).
 /// `None` when `id` has no session here, or it ended first.
-pub async fn export(hub: &super::local::Hub, id: &ConnId) -> Option<Snapshot> {
+pub fn export_begin(hub: &super::local::Hub, id: &ConnId) -> Option<async_channel::Receiver<Snapshot>> {
     // The hub's own map (by id), not a scan of every session's.
     let shared = hub.shared_of(id)?;
     let session = shared.session.as_deref()?;
     let (tx, rx) = async_channel::bounded(1);
-    {
+    let keys: Vec<[u8; 8]> = {
         let mut st = session.lock();
-        if st.ended || st.export.is_some() {
+        if st.ended || st.export.is_some() || shared.has_ended() {
             return None;
         }
+        // Nothing changes them once it has departed: they are the snapshot's.
+        st.taken = Some(hub.snapshot(id));
+        session.departed.store(true, Ordering::SeqCst);
+        // No resume is handed to it here any more.
+        st.ended = true;
         st.export = Some(tx);
         // Under the lock: the task attaching a socket reads it there.
         session.let_go(true);
-    }
+        st.keys().collect()
+    };
+    // Not under the session's lock: a resume's look-up takes the map's, then the session's.
+    keys.into_iter().for_each(|k| hub.sessions.forget(k));
     shared.wake();
-    rx.recv().await.ok()
+    Some(rx)
+}
+
+/// [`export_begin`], and its snapshot.
+pub async fn export(hub: &super::local::Hub, id: &ConnId) -> Option<Snapshot> {
+    export_begin(hub, id)?.recv().await.ok()
 }
 
 impl Snapshot {
@@ -920,6 +958,51 @@ mod tests {
         let mut flagged = fits;
         flagged.overflow = true;
         assert!(flagged.take_overflow(WIDE).is_some(), "more came during its move");
+    }
+
+    #[test]
+    fn an_exported_session_leaves_delivery_at_once_and_its_snapshot_comes_when_parked() {
+        use crate::action::Action;
+        use crate::hub::local::{Carried, Hub};
+        let hub = Hub::new(16, wide());
+        let target = crate::event::Target {
+            filename: "/cgi-bin/chat.sh".into(),
+            script_name: "/chat.sh".into(),
+            path_info: String::new(),
+            interpreter: None,
+        };
+        let request = RequestInfo::new(RequestFields { uri: "/chat.sh", ..Default::default() }, []);
+        let id = ConnId::random();
+        let info = Arc::new(ConnInfo { id: id.clone(), target, request });
+        let token = Token::random();
+        let carried = Carried { rooms: vec!["r".into()], meta: vec![("k".into(), "v".into())], queued: vec![] };
+        let (outgoing, shared) = hub.register_session(info.clone(), Some(Session::new(token.clone(), WIDE)), carried);
+        let room = |t: &str| Action::Room { room: "r".into(), msg: m(t), except: None };
+        assert_eq!(hub.apply(room("before")).reached(), 1);
+        let rx = export_begin(&hub, &id).expect("exported");
+        assert!(export_begin(&hub, &id).is_none(), "once");
+        // Out of delivery at once: not found, listed or counted here; no
+        // message reaches it; its token resumes nothing here.
+        assert_eq!(hub.apply(room("after")).reached(), 0);
+        assert_eq!(hub.apply(Action::Send { to: id.clone(), msg: m("after") }).reached(), 0);
+        assert!(!hub.is_known(&id) && hub.get(&id).is_none() && hub.list(None, None).is_empty());
+        assert!(hub.rooms().is_empty() && hub.sessions.find(&token).is_none());
+        // Its events still see its rooms and metadata.
+        assert_eq!(hub.snapshot(&id), (vec!["r".into()], vec![("k".into(), "v".into())]));
+        assert!(rx.try_recv().is_err(), "not before its socket is let go");
+        park(&info, &shared, outgoing);
+        let snap = rx.try_recv().expect("the snapshot");
+        assert_eq!(
+            (snap.rooms, snap.meta, snap.queued),
+            (vec!["r".into()], vec![("k".into(), "v".into())], vec![m("before")])
+        );
+        // The same session back under the same id: the old one's end leaves it be.
+        let (_, back) =
+            hub.register_session(info.clone(), Some(Session::new(Token::random(), WIDE)), Carried::default());
+        take_out(&hub, &info, &shared);
+        assert!(hub.is_known(&id), "another connection");
+        take_out(&hub, &info, &back);
+        assert!(!hub.is_known(&id));
     }
 
     #[test]

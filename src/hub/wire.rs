@@ -54,6 +54,9 @@ pub enum Move {
     Handover { id: ConnId, nonce: String, key: String },
     /// The instance that held `id` to the instance its id names: it ended.
     Gone { id: ConnId },
+    /// An instance to itself: its own actions for the moving session `id`
+    /// published before this went through Redis (`hub::cluster::own`).
+    Settle { id: ConnId },
 }
 
 /// What a Redis message carries: an action or a step of a move.

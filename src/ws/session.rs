@@ -178,19 +178,14 @@ pub(crate) async fn run(p: Parts, first: Option<Receiver>) {
             Next::Detached => detached(&p, session).await,
             Next::Final => return end(&p, session).await,
             Next::Export => {
-                // The worker runs what is queued, then takes the session
-                // out (`hub::session::take_out`) with what is queued for it.
-                let Parts { app, outgoing, .. } = p;
-                let left = {
-                    let mut st = session.lock();
-                    st.parked = Some(outgoing);
-                    take_incoming(&mut st)
-                };
+                // Its snapshot goes now; the worker runs what is queued,
+                // then takes the connection out (`hub::session::take_out`).
                 // A resume here that came too late: the session moves away.
-                if let Some(i) = left {
-                    runtime::spawn(refuse_upgrade(i.upgrade, 4410, app.max_message, i.slot));
+                if let Some(i) = take_incoming(&mut session.lock()) {
+                    runtime::spawn(refuse_upgrade(i.upgrade, 4410, p.app.max_message, i.slot));
                 }
-                return;
+                let Parts { outgoing, conn, shared, .. } = p;
+                return crate::hub::session::park(&conn, &shared, outgoing);
             }
         };
     }

@@ -65,9 +65,24 @@ impl Cluster {
         // In the same step as the snapshot's receipt: nothing can drop this
         // future between the two and leave the session nowhere.
         let snap = result?;
+        let id = snap.id.clone();
+        // This instance's own actions for it take Redis's order until what
+        // it sent before is through ([`super::own`]).
+        // Set before it is in the hub, while the subscription applies
+        // nothing: an echo that is not recorded for it is applied to it.
+        let _turning = self.own.turning();
+        self.own.route(&id);
+        self.own.echo(&id);
         match self.arrivals.put_in(&nonce, &self.hub, || put_in(snap)) {
-            true => Ok(()),
-            false => Err(MoveRefused::Broken("this instance could not take it".into())),
+            true => {
+                self.departures.forget(&id);
+                self.send_settle(&id);
+                Ok(())
+            }
+            false => {
+                self.own.forget(&id);
+                Err(MoveRefused::Broken("this instance could not take it".into()))
+            }
         }
     }
 
@@ -81,8 +96,9 @@ impl Cluster {
     }
 
     /// A step of a move, from the subscription (in Redis's order). A's
-    /// hand-over is awaited here: nothing that follows the cut in Redis's
-    /// order may reach the session on this instance.
+    /// side of the cut is made here, at once (nothing that follows it in
+    /// Redis's order may reach the session on this instance); its snapshot
+    /// is awaited elsewhere: the subscription never waits for a session.
     pub(super) async fn on_move(self: &Arc<Self>, step: Move) {
         match step {
             Move::Take { token, nonce, to, endpoint } if to != self.instance => {
@@ -98,7 +114,7 @@ impl Cluster {
                 self.arrivals.cut(&id, &nonce);
                 self.cuts.lock().unwrap_or_else(|e| e.into_inner()).insert(nonce, id);
             }
-            Move::Cut { id, .. } => self.hand_over(id).await,
+            Move::Cut { id, .. } => self.hand_over(id),
             Move::Handover { id, nonce, key } => {
                 let me = self.clone();
                 runtime::spawn(async move { me.arrive(id, nonce, key).await });
@@ -110,6 +126,7 @@ impl Cluster {
                 }
             }
             Move::Gone { id } => self.departures.forget(&id),
+            Move::Settle { .. } => {}
         }
     }
 
@@ -137,44 +154,67 @@ impl Cluster {
             self.tell(&to, &Move::Refuse { id, nonce, why: why.into() });
             return;
         }
+        // With the cut queued, this instance's own actions for it go after
+        // the cut in Redis's order ([`super::own`]).
+        let turning = self.own.turning();
         if !self.departures.agree(&id, &to, &nonce) {
             session.end_move();
             log::info!("[{id}] resume on instance {to} refused: the session is already moving");
             self.tell(&to, &Move::Refuse { id, nonce, why: "already moving".into() });
             return;
         }
+        self.own.depart(&id);
         if self.queue.try_send(Out::Cut { id: id.clone(), to: to.clone(), nonce: nonce.clone() }).is_err() {
+            drop(turning);
             self.cut_failed(&id);
             self.tell(&to, &Move::Refuse { id, nonce, why: "its queue to Redis is full".into() });
         }
     }
 
     /// A: the cut of `id` agreed to cannot be made: the session stays here,
-    /// and resumes here are served again.
+    /// resumes here are served again, and this instance's own actions sent
+    /// it since it agreed (skipped by the local fan-out) reach it at their
+    /// echo until its `settle` marker ([`super::own`]).
     fn cut_failed(&self, id: &ConnId) {
         self.departures.cut(id);
         if let Some(session) = self.hub.shared_of(id).as_deref().and_then(|s| s.session.as_deref()) {
             session.end_move();
         }
+        let _turning = self.own.turning();
+        if self.own.stay(id) {
+            self.send_settle(id);
+        }
     }
 
     /// A: the cut of `id` passed: everything before it was applied here;
-    /// the session leaves (no close event) and its snapshot goes to B.
-    async fn hand_over(&self, id: ConnId) {
+    /// from now on nothing reaches the session here (it is out of
+    /// delivery at once), and its snapshot goes to B as soon as its socket
+    /// is let go, without waiting for the events it had queued: they still
+    /// run here, and their actions on it are routed to B.
+    fn hand_over(self: &Arc<Self>, id: ConnId) {
         let Some((to, nonce)) = self.departures.cut(&id) else { return };
-        // Away before it leaves: an action on it in between still finds it here.
-        self.departures.moved_away(&id);
-        match crate::hub::session::export(&self.hub, &id).await {
-            Some(snapshot) => {
-                log::info!("[{id}] session moves to instance {to}");
-                let snapshot = serde_json::to_string(&snapshot).unwrap_or_default();
-                let _ = self.queue.try_send(Out::Handover { id, to, nonce, snapshot });
-            }
-            None => {
-                self.departures.forget(&id);
-                self.tell(&to, &Move::Refuse { id, nonce, why: "it ended".into() });
-            }
-        }
+        let snapshot = {
+            let _turning = self.own.turning();
+            self.own.forget(&id);
+            self.departures.moved_away(&id);
+            crate::hub::session::export_begin(&self.hub, &id)
+        };
+        let Some(snapshot) = snapshot else {
+            self.departures.forget(&id);
+            self.tell(&to, &Move::Refuse { id, nonce, why: "it ended".into() });
+            return;
+        };
+        let me = self.clone();
+        runtime::spawn(async move {
+            let Ok(snapshot) = snapshot.recv().await else {
+                // Its connection's task ended first (it cannot: logged if so).
+                log::warn!("[{id}] session lost during its move: no snapshot");
+                return me.tell(&to, &Move::Refuse { id, nonce, why: "it ended".into() });
+            };
+            log::info!("[{id}] session moves to instance {to}");
+            let snapshot = serde_json::to_string(&snapshot).unwrap_or_default();
+            let _ = me.queue.try_send(Out::Handover { id, to, nonce, snapshot });
+        });
     }
 
     /// B: reads the snapshot and hands it to the resume, with what was
@@ -336,6 +376,8 @@ impl Cluster {
             let why = if done == 0 { "not held here any more" } else { "the resuming instance is gone" };
             log::info!("[{id}] resume on instance {to} refused: {why}");
             let refuse = encode_move(me, &Move::Refuse { id, nonce, why: why.into() });
+            // To this instance too, in Redis's order ([`super::own`]).
+            con.publish::<_, _, i64>(to_channel(me), &refuse).await?;
             con.publish::<_, _, i64>(to_channel(&to), refuse).await?;
         }
         Ok(())
