@@ -54,6 +54,7 @@ const HEARTBEAT: Duration = Duration::from_secs(2);
 pub const DEAD_AFTER: Duration = Duration::from_secs(6);
 const ALL: &str = "ws2http:all";
 
+mod drain;
 mod handover;
 mod moves;
 mod route;
@@ -114,6 +115,8 @@ enum Out {
     },
     /// B's: forget a move (by its nonce) it gave up after its cut.
     Undo(String),
+    /// Answered once everything queued before it is written (shutdown).
+    Flush(async_channel::Sender<()>),
 }
 
 pub struct Cluster {
@@ -142,6 +145,8 @@ pub struct Cluster {
     /// Sessions whose move was abandoned after their cut, held here: they
     /// end here ([`Delivery::orphans`]).
     orphans: (async_channel::Sender<Snapshot>, async_channel::Receiver<Snapshot>),
+    /// Sessions handed to other instances at shutdown, or here by theirs ([`drain`]).
+    drain: drain::Drain,
 }
 
 /// The channel a hub reports presence changes to: they join the queue
@@ -237,6 +242,7 @@ impl Cluster {
             cuts: Mutex::default(),
             max_snapshot,
             orphans: async_channel::unbounded(),
+            drain: Default::default(),
         }))
     }
 
@@ -642,6 +648,14 @@ impl Delivery for Cluster {
 
     fn orphans(&self) -> Option<async_channel::Receiver<Snapshot>> {
         Some(self.orphans.1.clone())
+    }
+
+    fn hand_off(&self) -> BoxFuture<'_, usize> {
+        Box::pin(Cluster::hand_off(self))
+    }
+
+    fn adopt_with(&self, import: super::Importer) {
+        self.set_importer(import);
     }
 
     /// Refused (logged) when no instance hands it over.

@@ -306,6 +306,9 @@ pub struct Session {
     /// Set when the connection's task must let go of its socket (without a
     /// close frame, without an event): a resume took over, or an export.
     let_go: AtomicBool,
+    /// Its instance shuts down and hands it to another one: when the task
+    /// lets go of its socket, it tells the client so (`1012`, resume elsewhere).
+    restarting: AtomicBool,
     pub limits: Limits,
 }
 
@@ -325,7 +328,8 @@ impl Session {
             prelude: None,
             parked: None,
         };
-        Box::new(Session { state: Mutex::new(state), let_go: AtomicBool::new(false), limits })
+        let (let_go, restarting) = (AtomicBool::new(false), AtomicBool::new(false));
+        Box::new(Session { state: Mutex::new(state), let_go, restarting, limits })
     }
 
     /// A session brought in from a [`Snapshot`] (detached).
@@ -347,6 +351,16 @@ impl Session {
     /// `true` while the connection's task must let go of its socket.
     pub fn must_let_go(&self) -> bool {
         self.let_go.load(Ordering::SeqCst)
+    }
+
+    /// Its instance shuts down and hands it over (`hub::cluster::drain`).
+    pub fn restart(&self) {
+        self.restarting.store(true, Ordering::SeqCst);
+    }
+
+    /// `true` when the socket it lets go of gets `1012` (see [`Session::restart`]).
+    pub fn is_restarting(&self) -> bool {
+        self.restarting.load(Ordering::SeqCst) && self.must_let_go()
     }
 
     /// Asks the connection's task to let go of its socket (see [`Session::let_go`]).

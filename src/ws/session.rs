@@ -420,6 +420,25 @@ where
     true
 }
 
+/// The close code a session's client gets when its instance shuts down and
+/// hands the session to another instance of the cluster: resume it (through
+/// the load balancer) at once (docs/PROTOCOL.md "Resumable sessions").
+pub const RESTART: u16 = 1012;
+
+/// The writer lets go of a session's socket: when its instance hands the
+/// session over at shutdown, the client is told with [`RESTART`] (within
+/// 1 s; the socket is dropped right after). Nothing otherwise.
+pub(super) async fn farewell<S>(sink: &mut WebSocketSender<S>, shared: &ConnShared)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if !shared.session.as_deref().is_some_and(Session::is_restarting) {
+        return;
+    }
+    let frame = CloseFrame { code: CloseCode::from(RESTART), reason: "service restart".into() };
+    let _ = runtime::timeout(Duration::from_secs(1), sink.send(WsMessage::Close(Some(frame)))).await;
+}
+
 /// Sends a ping carrying the session's sent count right after a message, so
 /// that the window of an attached session stays small under traffic (not a
 /// timed ping: the ping timeout does not count it); `false`: the socket is gone.
@@ -601,6 +620,19 @@ pub fn import(app: &Arc<WsState>, snap: Snapshot, slot: Option<Slot>) -> Result<
     runtime::spawn(futures_util::FutureExt::map(futures_lite::future::zip(Box::pin(run(parts, None)), worker), |_| ()));
     log::info!("[{}] {} session imported, detached", conn.id, conn.target.endpoint());
     Ok(conn.id.clone())
+}
+
+/// Has the cluster put in, detached, each session another instance hands
+/// here when it shuts down ([`crate::hub::Delivery::adopt_with`]): its
+/// client resumes it here within `--resume-grace`, or its close event runs
+/// here (`resume-expired`).
+pub fn adopt_handed(app: &Arc<WsState>) {
+    let app_ref = Arc::downgrade(app);
+    app.delivery.adopt_with(Box::new(move |snap: Snapshot| {
+        let Some(app) = app_ref.upgrade() else { return false };
+        let id = snap.id.clone();
+        import(&app, snap, None).map_err(|why| log::error!("[{id}] session handed over lost: {why}")).is_ok()
+    }));
 }
 
 /// Ends, here, each session whose move to another instance was abandoned

@@ -57,7 +57,12 @@ impl Cluster {
         };
         // In the same step as the snapshot's receipt: nothing can drop this
         // future between the two and leave the session nowhere.
-        let snap = result?;
+        let snap = match result {
+            Ok(snap) => snap,
+            // Handed here meanwhile by its instance, which shuts down (`drain`).
+            Err(_) if self.hub.sessions.find(&parsed).is_some() => return Ok(()),
+            Err(why) => return Err(why),
+        };
         match self.arrivals.put_in(&nonce, &self.hub, || put_in(snap)) {
             true => Ok(()),
             false => Err(MoveRefused::Broken("this instance could not take it".into())),
@@ -77,6 +82,8 @@ impl Cluster {
     /// hand-over is awaited here: nothing that follows the cut in Redis's
     /// order may reach the session on this instance.
     pub(super) async fn on_move(self: &Arc<Self>, step: Move) {
+        // A `take` for a session handed here at its instance's shutdown waits until it is in.
+        let Some(step) = self.defer_take(step) else { return };
         match step {
             Move::Take { token, nonce, to } if to != self.instance => self.asked(&token, nonce, to),
             // Routed back here: this instance holds its connection, and its
@@ -85,6 +92,9 @@ impl Cluster {
                 self.arrivals.end(&nonce, MoveRefused::Unknown("no such session".into()));
             }
             Move::Cut { id, nonce, to } if to == self.instance => {
+                if super::drain::unasked(&nonce) {
+                    self.adopt(&id, &nonce);
+                }
                 // B: from here on, record (unless the resume gave up).
                 self.arrivals.cut(&id, &nonce);
                 self.cuts.lock().unwrap_or_else(|e| e.into_inner()).insert(nonce, id);
@@ -240,6 +250,9 @@ impl Cluster {
                     }
                     return Err((e, 0));
                 }
+            }
+            Out::Flush(done) => {
+                let _ = done.try_send(());
             }
             Out::Undo(nonce) => {
                 let Some(id) = self.cuts.lock().unwrap_or_else(|e| e.into_inner()).remove(&nonce) else {
