@@ -426,9 +426,12 @@ where
 pub const RESTART: u16 = 1012;
 
 /// The writer lets go of a session's socket: when its instance hands the
-/// session over at shutdown, the client is told with [`RESTART`] (within
-/// 1 s; the socket is dropped right after). Nothing otherwise.
-pub(super) async fn farewell<S>(sink: &mut WebSocketSender<S>, shared: &ConnShared)
+/// session over at shutdown, the client is told with [`RESTART`]; the socket
+/// is dropped right after. Not awaited (the writer of every idle connection
+/// is as large as its largest await point): the frame goes if the socket
+/// takes it at once, as it does unless the client stopped reading (then it
+/// sees a drop, and resumes all the same). Nothing otherwise.
+pub(super) fn farewell<S>(sink: &mut WebSocketSender<S>, shared: &ConnShared)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -436,7 +439,10 @@ where
         return;
     }
     let frame = CloseFrame { code: CloseCode::from(RESTART), reason: "service restart".into() };
-    let _ = runtime::timeout(Duration::from_secs(1), sink.send(WsMessage::Close(Some(frame)))).await;
+    let sent = futures_util::FutureExt::now_or_never(sink.send(WsMessage::Close(Some(frame))));
+    if !matches!(sent, Some(Ok(()))) {
+        log::debug!("session: the socket did not take its 1012 at once; dropped without it");
+    }
 }
 
 /// Sends a ping carrying the session's sent count right after a message, so
@@ -513,7 +519,9 @@ async fn hand_over(
         let slot = std::sync::Mutex::new(upgrade.slot.take());
         let put_in = |snap: Snapshot| {
             let (id, slot) = (snap.id.clone(), slot.lock().unwrap_or_else(|e| e.into_inner()).take());
-            import(app, snap, slot).map_err(|why| log::error!("[{id}] session from another instance lost: {why}")).is_ok()
+            import(app, snap, slot)
+                .map_err(|why| log::error!("[{id}] session from another instance lost: {why}"))
+                .is_ok()
         };
         if app.delivery.claim_session(&token.to_string(), &put_in).await {
             found = app.hub.sessions.find(token);

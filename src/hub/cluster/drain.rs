@@ -138,7 +138,8 @@ impl Cluster {
         // Redis before this instance goes.
         let (done, written) = async_channel::bounded(1);
         let _ = self.queue.try_send(Out::Flush(done));
-        let _ = runtime::timeout(deadline.saturating_duration_since(Instant::now()) + HANDOVER_WAIT, written.recv()).await;
+        let _ =
+            runtime::timeout(deadline.saturating_duration_since(Instant::now()) + HANDOVER_WAIT, written.recv()).await;
         let left = moving.iter().filter(|id| !self.hub.is_known(id)).count();
         if left < moving.len() {
             log::warn!("shutdown: {} session(s) could not be handed over; they end here", moving.len() - left);
