@@ -203,3 +203,39 @@ async fn an_instance_alone_shuts_its_sessions_down_as_before() {
     assert!(exited(&mut a).success());
     assert_eq!(a.events(), [format!("open {id}"), format!("close {id} shutdown r bob")]);
 }
+
+/// CHAT, and a message `sleep N` makes its event run N seconds (logged when it starts).
+const SLOW: &str = r#"
+case "$WS_EVENT" in
+open) echo "open $WS_CONNECTION_ID" >> "$EVENTS_LOG"; echo "@join r"; echo "@set name bob" ;;
+message) m=$(cat); echo "message $m" >> "$EVENTS_LOG"; case "$m" in "sleep "*) sleep "${m#sleep }" ;; esac; echo "echo $m" ;;
+close) echo "close $WS_CONNECTION_ID $WS_CLOSE_CAUSE $WS_ROOMS $WS_META_name" >> "$EVENTS_LOG" ;;
+esac"#;
+
+#[suite("redis")]
+#[async_std::test]
+async fn a_resume_that_overtakes_the_hand_over_waits_for_it() {
+    let redis = Redis::start();
+    let dir = cgi_bin(&[("chat.sh", SLOW)]);
+    let (mut a, b) =
+        (Server::start_in(&dir, &["--redis", &redis.url()]), Server::start_in(&dir, &["--redis", &redis.url()]));
+    let (mut ws, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
+    let (id, token) = id_and_token(&hello);
+    wait_for("presence on B", || (times_listed(&b, &id) == 1).then_some(()));
+    // A message event runs on A for 2 s: the hand-over waits for it, after the socket got its 1012.
+    ws.send(Message::text("sleep 2")).await.unwrap();
+    a.wait_event("the slow message event", |l| l == "message sleep 2");
+    sigterm(&a);
+    let (got, code, _) = until_close(&mut ws).await;
+    assert_eq!((got.len(), code), (0, 1012));
+    let (mut ws, hello) =
+        open_session(&b.url("/chat.sh"), &format!("ws2http.session.v1, ws2http.resume.{token}.0")).await;
+    assert_eq!((hello["ws2http"].as_str(), hello["id"].as_str()), (Some("resumed"), Some(id.as_str())), "{hello}");
+    assert!(b.log().contains("a resume waits for this session"), "{}", b.log());
+    // The event's answer, sent while the session was still on A, comes once.
+    assert_eq!(next_text(&mut ws).await, "echo sleep 2");
+    sentinel(&b.api(&format!("/send/{id}")), &mut ws).await;
+    assert!(exited(&mut a).success());
+    assert!(a.events().iter().all(|l| !l.starts_with("close")), "{:?}", a.events());
+    assert!(b.events().is_empty(), "{:?}", b.events());
+}

@@ -207,8 +207,9 @@ impl Cluster {
     /// it is (or given up): `None` when deferred, else the step to handle now.
     pub(super) fn defer_take(self: &Arc<Self>, step: Move) -> Option<Move> {
         let Move::Take { token, .. } = &step else { return Some(step) };
-        let wait = Token::parse(token).and_then(|t| self.drain.pending().get(t.conn()).cloned());
-        let Some(wait) = wait else { return Some(step) };
+        let Some(id) = Token::parse(token).map(|t| t.conn().clone()) else { return Some(step) };
+        let Some(wait) = self.drain.pending().get(&id).cloned() else { return Some(step) };
+        log::info!("[{id}] a resume waits for this session: its instance is handing it here");
         let me = self.clone();
         runtime::spawn(async move {
             // Closed (never sent on) once the session is in, or given up.
