@@ -239,3 +239,51 @@ async fn a_resume_that_overtakes_the_hand_over_waits_for_it() {
     assert!(a.events().iter().all(|l| !l.starts_with("close")), "{:?}", a.events());
     assert!(b.events().is_empty(), "{:?}", b.events());
 }
+
+/// `HGET ws2http:moved ID`: the instance a session moved to, once its cut passed.
+fn moved_to(redis: &Redis, id: &str) -> Option<String> {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "hget", "ws2http:moved", id])
+        .output()
+        .expect("run redis-cli");
+    let s = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (!s.is_empty()).then_some(s)
+}
+
+#[suite("redis")]
+#[async_std::test]
+async fn a_resume_through_a_third_instance_during_the_hand_over_moves_it_on() {
+    let redis = Redis::start();
+    let dir = cgi_bin(&[("chat.sh", SLOW)]);
+    let start = || Server::start_in(&dir, &["--redis", &redis.url()]);
+    let (mut a, b, c) = (start(), start(), start());
+    let (mut ws, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
+    let (id, token) = id_and_token(&hello);
+    wait_for("presence everywhere", || (times_listed(&b, &id) + times_listed(&c, &id) == 2).then_some(()));
+    ws.send(Message::text("sleep 2")).await.unwrap();
+    a.wait_event("the slow message event", |l| l == "message sleep 2");
+    sigterm(&a);
+    assert_eq!(until_close(&mut ws).await.1, 1012);
+    // A hands it to one of the two; its client comes back through the other, before it is in.
+    let to = wait_for("the cut", || moved_to(&redis, &id));
+    let (receiver, other) = if to == instance_of(&b) { (&b, &c) } else { (&c, &b) };
+    let (mut ws, hello) =
+        open_session(&other.url("/chat.sh"), &format!("ws2http.session.v1, ws2http.resume.{token}.0")).await;
+    assert_eq!((hello["ws2http"].as_str(), hello["id"].as_str()), (Some("resumed"), Some(id.as_str())), "{hello}");
+    assert!(receiver.log().contains("a resume waits for this session"), "{}", receiver.log());
+    assert_eq!(next_text(&mut ws).await, "echo sleep 2");
+    sentinel(&b.api(&format!("/send/{id}")), &mut ws).await;
+    assert_eq!((times_listed(other, &id), times_listed(receiver, &id)), (1, 1), "listed once");
+    assert!(exited(&mut a).success());
+    ws.send(Message::text("hi")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "echo hi", "its events run where it resumed");
+    let all: Vec<String> = [&a, &b, &c].iter().flat_map(|s| s.events()).collect();
+    assert_eq!(all, [format!("open {id}"), "message sleep 2".to_owned(), "message hi".to_owned()]);
+    assert_eq!(other.events(), ["message hi"]);
+}
+
+/// The instance id of `s` (the first 8 characters of its connections' ids), from its log.
+fn instance_of(s: &Server) -> String {
+    let line = s.log().lines().find_map(|l| l.split("cluster mode: instance ").nth(1).map(str::to_owned));
+    line.expect("the instance's id in its log").trim().to_owned()
+}
