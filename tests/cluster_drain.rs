@@ -101,11 +101,38 @@ fn check_sequences(got: &[String], kinds: &[char], n: usize) {
     }
 }
 
+/// Prints two instances' logs (their files) if the test fails: what moved where, and when.
+struct OnFailure(std::path::PathBuf, std::path::PathBuf);
+
+impl Drop for OnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for (name, path) in [("A", &self.0), ("B", &self.1)] {
+                eprintln!("--- {name} ---\n{}", std::fs::read_to_string(path).unwrap_or_default());
+            }
+        }
+    }
+}
+
+/// What `ws` receives before a last message sent to it through `s`'s API now.
+async fn until_last(s: &Server, id: &str, ws: &mut Ws) -> Vec<String> {
+    assert_eq!(post(&s.api(&format!("/send/{id}")), "last").status, 200);
+    let mut got = Vec::new();
+    loop {
+        match next_text(ws).await {
+            last if last == "last" => return got,
+            m => got.push(m),
+        }
+    }
+}
+
 #[suite("redis")]
 #[async_std::test]
 async fn sessions_move_to_another_instance_when_theirs_shuts_down() {
     let redis = Redis::start();
     let (mut a, b) = (node(&redis, &[]), node(&redis, &[]));
+    let (a_log, b_log) = (a.stderr_log.clone(), b.stderr_log.clone());
+    let _logs = OnFailure(a_log, b_log);
     // One attached session, one detached (its socket dropped), both on A.
     let (mut one, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
     let (id1, token1) = id_and_token(&hello);
@@ -142,16 +169,10 @@ async fn sessions_move_to_another_instance_when_theirs_shuts_down() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let n = flow.join().expect("traffic");
 
-    // Every message exactly once, in order, across the restart.
-    let mut got2 = Vec::new();
-    while got1.len() < 2 * n {
-        got1.push(next_text(&mut one).await);
-    }
-    while got2.len() < 2 * n {
-        got2.push(next_text(&mut two).await);
-    }
-    sentinel(&b.api(&format!("/send/{id1}")), &mut one).await;
-    sentinel(&b.api(&format!("/send/{id2}")), &mut two).await;
+    // Every message exactly once, in order, across the restart: all that
+    // came before a last message sent after them.
+    got1.extend(until_last(&b, &id1, &mut one).await);
+    let got2 = until_last(&b, &id2, &mut two).await;
     check_sequences(&got1, &['s', 'r'], n);
     check_sequences(&got2, &['t', 'r'], n);
     // Rooms and metadata intact, listed once, on B.
@@ -286,4 +307,20 @@ async fn a_resume_through_a_third_instance_during_the_hand_over_moves_it_on() {
 fn instance_of(s: &Server) -> String {
     let line = s.log().lines().find_map(|l| l.split("cluster mode: instance ").nth(1).map(str::to_owned));
     line.expect("the instance's id in its log").trim().to_owned()
+}
+
+#[suite("redis")]
+#[async_std::test]
+async fn an_instance_without_sessions_is_not_handed_any() {
+    let redis = Redis::start();
+    let (mut a, off) = (node(&redis, &[]), node(&redis, &["--resume-grace", "0"]));
+    let (mut ws, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
+    let (id, _) = id_and_token(&hello);
+    wait_for("presence on the other instance", || (times_listed(&off, &id) == 1).then_some(()));
+    sigterm(&a);
+    let (_, code, _) = until_close(&mut ws).await;
+    assert_eq!(code, 1001, "ends as before: the other instance would lose it");
+    assert!(exited(&mut a).success());
+    assert_eq!(a.events(), [format!("open {id}"), format!("close {id} shutdown r bob")]);
+    assert!(a.log().contains("no other live instance"), "{}", a.log());
 }

@@ -473,7 +473,7 @@ impl Cluster {
                     .ignore();
             }
         }
-        p.set_ex(alive_key(&self.instance), 1, DEAD_AFTER.as_secs()).ignore();
+        p.set_ex(alive_key(&self.instance), drain::alive_value(self.max_snapshot), DEAD_AFTER.as_secs()).ignore();
         p.sadd(INSTANCES, &self.instance).ignore();
         let _: () = p.query_async(con).await?;
         Ok(views.len())
@@ -485,7 +485,7 @@ impl Cluster {
     async fn heartbeat(&self, con: &mut redis::aio::MultiplexedConnection, hub: &Hub) -> redis::RedisResult<()> {
         let mut p = redis::pipe();
         p.atomic();
-        p.set_ex(alive_key(&self.instance), 1, DEAD_AFTER.as_secs()).ignore();
+        p.set_ex(alive_key(&self.instance), drain::alive_value(self.max_snapshot), DEAD_AFTER.as_secs()).ignore();
         p.sadd(INSTANCES, &self.instance);
         let (added,): (i64,) = p.query_async(con).await?;
         if added == 1 {

@@ -10,7 +10,8 @@
 //!
 //! - **Nobody asked.** The leaving instance (A) starts the move itself: it
 //!   agrees to hand each session to an instance chosen round-robin among the
-//!   others that are alive, and queues its cut. The nonce of such a move
+//!   others that are alive and take sessions (their heartbeat key says so:
+//!   [`alive_value`]), and queues its cut. The nonce of such a move
 //!   starts with [`NONCE_PREFIX`], which tells the receiver (B), at the cut
 //!   marker, to accept a session it did not ask for: it starts recording
 //!   then, and puts the session in *detached* once its snapshot is here
@@ -51,12 +52,23 @@ pub const NONCE_PREFIX: &str = "drain-";
 /// How long a shutting-down instance waits for its sessions to leave.
 pub const DRAIN_WAIT: Duration = HANDOVER_WAIT;
 
-/// The live instances other than ARGV[1] (their heartbeat key exists).
-/// KEYS: instances.
+/// The live instances other than ARGV[1] that take sessions (their
+/// heartbeat key exists and says so: [`alive_value`]). KEYS: instances.
 const OTHERS: &str = "local r = {} \
      for _, i in ipairs(redis.call('SMEMBERS', KEYS[1])) do \
-       if i ~= ARGV[1] and redis.call('EXISTS', 'ws2http:alive:' .. i) == 1 then r[#r + 1] = i end end \
+       if i ~= ARGV[1] and redis.call('GET', 'ws2http:alive:' .. i) == '2' then r[#r + 1] = i end end \
      return r";
+
+/// What an instance's heartbeat key holds: `2` when it takes sessions
+/// (`--resume-grace` above 0), `1` otherwise, so that a shutting-down
+/// instance hands none to an instance that would lose them.
+pub fn alive_value(max_snapshot: usize) -> u8 {
+    if max_snapshot > 0 {
+        2
+    } else {
+        1
+    }
+}
 
 /// `true` for the nonce of a move nobody asked for (see [`NONCE_PREFIX`]).
 pub fn unasked(nonce: &str) -> bool {
@@ -105,7 +117,7 @@ impl Cluster {
         let others = match runtime::timeout(DRAIN_WAIT, self.live_others()).await {
             Ok(Ok(others)) if !others.is_empty() => others,
             Ok(Ok(_)) => {
-                log::info!("shutdown: no other live instance; {} session(s) end here", ids.len());
+                log::info!("shutdown: no other live instance with sessions on; {} session(s) end here", ids.len());
                 return 0;
             }
             Ok(Err(e)) => {
