@@ -33,7 +33,9 @@
   const RESUMING = 4499;
   const EXPIRED = 4410; // the session is gone (expired, unknown, a gap): start over
   const BAD_RESUME = 4400; // the server did not understand the resume: start over
-  // Close codes from the server after which a new session is worth trying (a final close otherwise).
+  // Close codes from the server after which reconnecting is worth it (a final close otherwise): with a
+  // token the helper resumes first (1012: the instance restarts and handed the session to another one
+  // of its cluster), and starts a new session only when the resume is refused (4410).
   const RECONNECT_CODES = [1001, 1012, 1013];
   const DEFAULTS = {
     minDelay: 250, // ms, the first reconnect's backoff
@@ -325,8 +327,8 @@
         return;
       }
       if (e.code === 1006 || e.code === 1005 || !hello || this.options.reconnectCodes.indexOf(e.code) >= 0) {
-        if (e.code !== 1006 && e.code !== 1005 && hello) {
-          this._token = null; // the server ended the session
+        if (e.code !== 1006 && e.code !== 1005 && hello && this._token === null) {
+          // Plain mode: the next connection is a new one. With a token, the resume decides (4410: start over).
           this._resetReason = "the server closed the session: " + e.code + " " + (e.reason || "");
         }
         this._lost(ws, e.code, e.reason);

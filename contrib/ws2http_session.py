@@ -196,6 +196,10 @@ class Ws2httpSession:
                 return
             if code in DROPPED:
                 self._set_status("reconnecting")
+            elif code in self.reconnect_codes and self._token is not None:
+                # Resume first (1012: the instance restarts and handed the session to another one of its
+                # cluster); a refusal (4410: the session ended with the server) starts a new one.
+                self._set_status("reconnecting")
             elif code in self.reconnect_codes:
                 self._new_session("the server closed the session: %s %s" % (code, reason))
             else:

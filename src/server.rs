@@ -253,6 +253,7 @@ fn build_states(
     let (hub, delivery) = crate::hub::start(redis, cfg.cluster_queue, cfg.out_queue, outgoing, snapshot)?;
     let ws = Arc::new(WsState::new(cfg, hub.clone(), delivery.clone(), routes, public_addr.port()));
     crate::ws::session::end_orphans(&ws);
+    crate::ws::session::adopt_handed(&ws);
     let api = Arc::new(ApiState::new(cfg, hub, delivery, control_addr));
     let mut site = SiteState::new(cfg, ws.clone(), public_addr);
     site.page_routes = page_routes;
@@ -281,6 +282,8 @@ fn listener(
 /// outlives it. A second signal SIGKILLs every group and exits at once.
 async fn shutdown(app: &WsState, cfg: &Config, signals: &mut async_signal::Signals) {
     let graceful = async {
+        // Cluster mode: resumable sessions move to other instances first.
+        app.delivery.hand_off().await;
         let n = app.hub.close_all(1001, "server shutdown", CloseCause::Shutdown);
         log::info!("shutting down: closing {n} connection(s)");
         let deadline = Instant::now() + cfg.timeout + Duration::from_secs(5);

@@ -57,6 +57,7 @@ const HEARTBEAT: Duration = Duration::from_secs(2);
 pub const DEAD_AFTER: Duration = Duration::from_secs(6);
 const ALL: &str = "ws2http:all";
 
+mod drain;
 mod handover;
 mod moves;
 mod own;
@@ -118,6 +119,8 @@ enum Out {
     },
     /// B's: forget a move (by its nonce) it gave up after its cut.
     Undo(String),
+    /// Answered once everything queued before it is written (shutdown).
+    Flush(async_channel::Sender<()>),
 }
 
 pub struct Cluster {
@@ -148,6 +151,8 @@ pub struct Cluster {
     /// Sessions whose move was abandoned after their cut, held here: they
     /// end here ([`Delivery::orphans`]).
     orphans: (async_channel::Sender<Snapshot>, async_channel::Receiver<Snapshot>),
+    /// Sessions handed to other instances at shutdown, or here by theirs ([`drain`]).
+    drain: drain::Drain,
 }
 
 /// The channel a hub reports presence changes to: they join the queue
@@ -244,6 +249,7 @@ impl Cluster {
             cuts: Mutex::default(),
             max_snapshot,
             orphans: async_channel::unbounded(),
+            drain: Default::default(),
         }))
     }
 
@@ -492,7 +498,7 @@ impl Cluster {
                     .ignore();
             }
         }
-        p.set_ex(alive_key(&self.instance), 1, DEAD_AFTER.as_secs()).ignore();
+        p.set_ex(alive_key(&self.instance), drain::alive_value(self.max_snapshot), DEAD_AFTER.as_secs()).ignore();
         p.sadd(INSTANCES, &self.instance).ignore();
         let _: () = p.query_async(con).await?;
         Ok(views.len())
@@ -504,7 +510,7 @@ impl Cluster {
     async fn heartbeat(&self, con: &mut redis::aio::MultiplexedConnection, hub: &Hub) -> redis::RedisResult<()> {
         let mut p = redis::pipe();
         p.atomic();
-        p.set_ex(alive_key(&self.instance), 1, DEAD_AFTER.as_secs()).ignore();
+        p.set_ex(alive_key(&self.instance), drain::alive_value(self.max_snapshot), DEAD_AFTER.as_secs()).ignore();
         p.sadd(INSTANCES, &self.instance);
         let (added,): (i64,) = p.query_async(con).await?;
         if added == 1 {
@@ -672,6 +678,14 @@ impl Delivery for Cluster {
 
     fn orphans(&self) -> Option<async_channel::Receiver<Snapshot>> {
         Some(self.orphans.1.clone())
+    }
+
+    fn hand_off(&self) -> BoxFuture<'_, usize> {
+        Box::pin(Cluster::hand_off(self))
+    }
+
+    fn adopt_with(&self, import: super::Importer) {
+        self.set_importer(import);
     }
 
     /// Refused (logged) when no instance hands it over.

@@ -60,6 +60,9 @@ impl Applied {
     }
 }
 
+/// Puts a session taken out of another instance in here; `false` when it could not.
+pub type Importer = Box<dyn Fn(session::Snapshot) -> bool + Send + Sync>;
+
 /// Apply an action, find a connection, list them: on this instance or
 /// across the cluster, whichever this server is.
 pub trait Delivery: Send + Sync {
@@ -105,6 +108,19 @@ pub trait Delivery: Send + Sync {
     /// each in and ends it (`resume-expired`), so its close event runs once.
     fn orphans(&self) -> Option<async_channel::Receiver<session::Snapshot>> {
         None
+    }
+
+    /// This instance shuts down: its resumable sessions move to other live
+    /// instances first (cluster mode; `cluster::drain`), within a deadline.
+    /// How many did.
+    fn hand_off(&self) -> BoxFuture<'_, usize> {
+        Box::pin(std::future::ready(0))
+    }
+
+    /// How a session another instance hands here at its shutdown is put
+    /// in, detached (the WebSocket side's import; cluster mode).
+    fn adopt_with(&self, import: Importer) {
+        let _ = import;
     }
 
     /// Room → live members, sorted by name (a room exists while it has members).

@@ -320,6 +320,9 @@ pub struct Session {
     /// counted here (it lives on elsewhere), while its connection's event
     /// worker still runs the message events it had queued.
     departed: AtomicBool,
+    /// Its instance shuts down and hands it to another one: when the task
+    /// lets go of its socket, it tells the client so (`1012`, resume elsewhere).
+    restarting: AtomicBool,
     pub limits: Limits,
 }
 
@@ -341,8 +344,8 @@ impl Session {
             taken: None,
             prelude: None,
         };
-        let (let_go, departed) = (AtomicBool::new(false), AtomicBool::new(false));
-        Box::new(Session { state: Mutex::new(state), let_go, departed, limits })
+        let (let_go, departed, restarting) = (AtomicBool::new(false), AtomicBool::new(false), AtomicBool::new(false));
+        Box::new(Session { state: Mutex::new(state), let_go, departed, restarting, limits })
     }
 
     /// A session brought in from a [`Snapshot`] (detached). The token
@@ -368,6 +371,16 @@ impl Session {
     /// `true` while the connection's task must let go of its socket.
     pub fn must_let_go(&self) -> bool {
         self.let_go.load(Ordering::SeqCst)
+    }
+
+    /// Its instance shuts down and hands it over (`hub::cluster::drain`).
+    pub fn restart(&self) {
+        self.restarting.store(true, Ordering::SeqCst);
+    }
+
+    /// `true` when the socket it lets go of gets `1012` (see [`Session::restart`]).
+    pub fn is_restarting(&self) -> bool {
+        self.restarting.load(Ordering::SeqCst) && self.must_let_go()
     }
 
     /// Asks the connection's task to let go of its socket (see [`Session::let_go`]).

@@ -352,7 +352,7 @@ async fn write_loop<S>(
     let mut watch = Watch { aborted: aborted.as_mut(), pinger: Pinger::new(app.ping_interval), shared };
     // A session's first frames: its session message, then what it replays.
     if !Box::pin(super::session::prelude(&mut sink, shared, &mut watch)).await {
-        return;
+        return super::session::farewell(&mut sink, shared);
     }
     loop {
         let Watch { aborted, pinger, .. } = &mut watch;
@@ -380,12 +380,13 @@ async fn write_loop<S>(
                     Ok(frame) => Some(frame),
                     Err(big) => match Box::pin(send_fragments(&mut sink, big, &mut watch)).await {
                         true => None,
-                        false => return,
+                        false => return super::session::farewell(&mut sink, shared),
                     },
                 }
             }
             Step::Ended => break,
-            Step::Abort => return,
+            // A session handed to another instance tells its client (1012).
+            Step::Abort => return super::session::farewell(&mut sink, shared),
             Step::Tick if watch.pinger.unanswered(shared) => return watch.pinger.time_out(shared),
             Step::Tick => {
                 watch.pinger.pinged();
@@ -396,7 +397,7 @@ async fn write_loop<S>(
         // Boxed, as every state but the wait for the next step: the task
         // of every idle connection is as large as its largest await point.
         if !Box::pin(send_step(&mut sink, frame, (queued, ack), &mut watch)).await {
-            return;
+            return super::session::farewell(&mut sink, shared);
         }
     }
     // The queue ends when the hub asks for a close (or the connection is

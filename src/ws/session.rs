@@ -437,6 +437,31 @@ where
     true
 }
 
+/// The close code a session's client gets when its instance shuts down and
+/// hands the session to another instance of the cluster: resume it (through
+/// the load balancer) at once (docs/PROTOCOL.md "Resumable sessions").
+pub const RESTART: u16 = 1012;
+
+/// The writer lets go of a session's socket: when its instance hands the
+/// session over at shutdown, the client is told with [`RESTART`]; the socket
+/// is dropped right after. Not awaited (the writer of every idle connection
+/// is as large as its largest await point): the frame goes if the socket
+/// takes it at once, as it does unless the client stopped reading (then it
+/// sees a drop, and resumes all the same). Nothing otherwise.
+pub(super) fn farewell<S>(sink: &mut WebSocketSender<S>, shared: &ConnShared)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if !shared.session.as_deref().is_some_and(Session::is_restarting) {
+        return;
+    }
+    let frame = CloseFrame { code: CloseCode::from(RESTART), reason: "service restart".into() };
+    let sent = futures_util::FutureExt::now_or_never(sink.send(WsMessage::Close(Some(frame))));
+    if !matches!(sent, Some(Ok(()))) {
+        log::debug!("session: the socket did not take its 1012 at once; dropped without it");
+    }
+}
+
 /// Sends a ping carrying the session's sent count right after a message, so
 /// that the window of an attached session stays small under traffic (not a
 /// timed ping: the ping timeout does not count it); `false`: the socket is gone.
@@ -630,6 +655,19 @@ pub fn import(app: &Arc<WsState>, mut snap: Snapshot, slot: Option<Slot>) -> Res
     runtime::spawn(futures_util::FutureExt::map(futures_lite::future::zip(Box::pin(run(parts, None)), worker), |_| ()));
     log::info!("[{}] {} session imported, detached", conn.id, conn.target.endpoint());
     Ok(conn.id.clone())
+}
+
+/// Has the cluster put in, detached, each session another instance hands
+/// here when it shuts down ([`crate::hub::Delivery::adopt_with`]): its
+/// client resumes it here within `--resume-grace`, or its close event runs
+/// here (`resume-expired`).
+pub fn adopt_handed(app: &Arc<WsState>) {
+    let app_ref = Arc::downgrade(app);
+    app.delivery.adopt_with(Box::new(move |snap: Snapshot| {
+        let Some(app) = app_ref.upgrade() else { return false };
+        let id = snap.id.clone();
+        import(&app, snap, None).map_err(|why| log::error!("[{id}] session handed over lost: {why}")).is_ok()
+    }));
 }
 
 /// Ends, here, each session whose move to another instance was abandoned

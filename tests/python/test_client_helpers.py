@@ -19,13 +19,16 @@ import os
 import random
 import re
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
+import time
 import unittest
 import urllib.parse
 
 from cutproxy import CutProxy
-from harness import REPO_ROOT, ServerTestCase, complete_lines, data_path, unique, wait_for
+from harness import REPO_ROOT, ServerTestCase, complete_lines, data_path, needs, unique, wait_for
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "contrib"))
 from ws2http_session import Ws2httpClosed, Ws2httpSession  # noqa: E402
@@ -287,6 +290,78 @@ class PythonHelperTest(ServerTestCase):
         with self.assertRaises(Ws2httpClosed) as caught:
             await asyncio.wait_for(s.recv(), WAIT)
         self.assertEqual((caught.exception.code, caught.exception.reason, s.status), (4001, "go", "closed"))
+
+
+@needs("redis")
+class RestartHelperTest(ServerTestCase):
+    """contrib/ws2http_session.py when the instance serving it restarts behind a load balancer (the
+    proxy, which sends new connections where a test says). In a cluster (--redis) the instance hands
+    the session to another one and closes the socket with 1012: the helper resumes there, nothing
+    lost, no new session. Without another instance to take it (1001, the session ended) the resume is
+    refused (4410) and the helper starts over."""
+
+    def setUp(self):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.redis = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(self.redis.wait)
+        self.addCleanup(self.redis.kill)
+        for _ in range(1000):   # at most 10 s for redis-server to listen
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.01)
+        self.server_args = ["--redis", "redis://127.0.0.1:%d/0" % port]
+        super().setUp()
+        self.other = self.make_server().start()
+        self.addCleanup(self.other.kill)
+
+    async def open_through(self, proxy, events, resets):
+        s = Ws2httpSession("ws://127.0.0.1:%d/resume.sh?log=%s&room=r" % (proxy.port, events.tag),
+                           min_delay=0.02, max_delay=0.2, on_reset=resets.append)
+        await s.start()
+        self.addAsyncCleanup(s.close)
+        s.send("one")
+        self.assertEqual(await asyncio.wait_for(s.recv(), WAIT), "echo:one")
+        return s
+
+    async def test_a_restart_in_a_cluster_resumes_on_another_instance(self):
+        proxy, events, resets = CutProxy(self.server.port), Events(self), []
+        self.addCleanup(proxy.close)
+        s = await self.open_through(proxy, events, resets)
+        first = s.id
+        await wait_for(lambda: self.other.api("GET", "/connections/" + first)[0] == 200, WAIT, "presence on B")
+        proxy.target = ("127.0.0.1", self.other.port)   # the load balancer now sends new connections to B
+        self.assertEqual(await asyncio.to_thread(self.server.stop), 0)
+        s.send("two")
+        self.assertEqual(await asyncio.wait_for(s.recv(), WAIT), "echo:two")
+        self.assertEqual((s.id, resets), (first, []))
+        self.assertGreaterEqual(s.resumes, 1)
+        self.assertEqual(events.lines(), ["open " + first], "no close, no open event")
+        status, _, _, conn = self.other.api("GET", "/connections/" + first)
+        self.assertEqual((status, conn["rooms"], conn["metadata"]), (200, ["r"], {"tag": events.tag}))
+
+    async def test_a_session_that_ended_with_its_instance_starts_over(self):
+        self.assertEqual(await asyncio.to_thread(self.other.stop), 0)   # nobody to hand it to
+        proxy, events, resets = CutProxy(self.server.port), Events(self), []
+        self.addCleanup(proxy.close)
+        s = await self.open_through(proxy, events, resets)
+        first = s.id
+        alone = self.make_server(args=[]).start()
+        self.addCleanup(alone.kill)
+        self.addAsyncCleanup(asyncio.to_thread, alone.stop)
+        proxy.target = ("127.0.0.1", alone.port)
+        self.assertEqual(await asyncio.to_thread(self.server.stop), 0)
+        s.send("two")
+        self.assertEqual(await asyncio.wait_for(s.recv(), WAIT), "echo:two")
+        self.assertEqual(len(resets), 1, resets)
+        self.assertIn("4410", resets[0]["reason"])
+        self.assertNotEqual(s.id, first)
+        self.assertEqual(events.lines(), ["open " + first, "close %s shutdown" % first, "open " + s.id])
 
 
 class ClientDocTest(ServerTestCase):

@@ -398,6 +398,11 @@ impl Departures {
         true
     }
 
+    /// `true` while `id` waits for its cut.
+    pub fn is_handing(&self, id: &ConnId) -> bool {
+        self.handing().contains_key(id)
+    }
+
     /// The cut of `id` came (or failed): its destination and nonce.
     pub fn cut(&self, id: &ConnId) -> Option<(String, String)> {
         self.handing().remove(id)

@@ -64,25 +64,36 @@ impl Cluster {
         };
         // In the same step as the snapshot's receipt: nothing can drop this
         // future between the two and leave the session nowhere.
-        let snap = result?;
+        let snap = match result {
+            Ok(snap) => snap,
+            // Handed here meanwhile by its instance, which shuts down (`drain`).
+            Err(_) if self.hub.sessions.find(&parsed).is_some() => return Ok(()),
+            Err(why) => return Err(why),
+        };
+        match self.put_in_moved(&nonce, snap, put_in) {
+            true => Ok(()),
+            false => Err(MoveRefused::Broken("this instance could not take it".into())),
+        }
+    }
+
+    /// B: puts the session of move `nonce` in with `put_in` (`false` when
+    /// it could not), what was recorded for it since its cut applied after
+    /// it. This instance's own actions for it take Redis's order until what
+    /// it sent before is through ([`super::own`]): set before it is in the
+    /// hub, while the subscription applies nothing, so that an echo that is
+    /// not recorded for it is applied to it.
+    pub(super) fn put_in_moved(&self, nonce: &str, snap: Snapshot, put_in: impl FnOnce(Snapshot) -> bool) -> bool {
         let id = snap.id.clone();
-        // This instance's own actions for it take Redis's order until what
-        // it sent before is through ([`super::own`]).
-        // Set before it is in the hub, while the subscription applies
-        // nothing: an echo that is not recorded for it is applied to it.
         let _turning = self.own.turning();
         self.own.route(&id);
         self.own.echo(&id);
-        match self.arrivals.put_in(&nonce, &self.hub, || put_in(snap)) {
-            true => {
-                self.departures.forget(&id);
-                self.send_settle(&id);
-                Ok(())
-            }
-            false => {
-                self.own.forget(&id);
-                Err(MoveRefused::Broken("this instance could not take it".into()))
-            }
+        if self.arrivals.put_in(nonce, &self.hub, || put_in(snap)) {
+            self.departures.forget(&id);
+            self.send_settle(&id);
+            true
+        } else {
+            self.own.forget(&id);
+            false
         }
     }
 
@@ -100,6 +111,8 @@ impl Cluster {
     /// Redis's order may reach the session on this instance); its snapshot
     /// is awaited elsewhere: the subscription never waits for a session.
     pub(super) async fn on_move(self: &Arc<Self>, step: Move) {
+        // A `take` for a session handed here at its instance's shutdown waits until it is in.
+        let Some(step) = self.defer_take(step) else { return };
         match step {
             Move::Take { token, nonce, to, endpoint } if to != self.instance => {
                 self.asked(&token, &endpoint, nonce, to)
@@ -110,6 +123,9 @@ impl Cluster {
                 self.arrivals.end(&nonce, MoveRefused::Unknown("no such session".into()));
             }
             Move::Cut { id, nonce, to } if to == self.instance => {
+                if super::drain::unasked(&nonce) {
+                    self.adopt(&id, &nonce);
+                }
                 // B: from here on, record (unless the resume gave up).
                 self.arrivals.cut(&id, &nonce);
                 self.cuts.lock().unwrap_or_else(|e| e.into_inner()).insert(nonce, id);
@@ -154,21 +170,30 @@ impl Cluster {
             self.tell(&to, &Move::Refuse { id, nonce, why: why.into() });
             return;
         }
-        // With the cut queued, this instance's own actions for it go after
-        // the cut in Redis's order ([`super::own`]).
-        let turning = self.own.turning();
-        if !self.departures.agree(&id, &to, &nonce) {
+        if let Err(why) = self.start_cut(&id, &to, &nonce) {
             session.end_move();
-            log::info!("[{id}] resume on instance {to} refused: the session is already moving");
-            self.tell(&to, &Move::Refuse { id, nonce, why: "already moving".into() });
-            return;
+            log::info!("[{id}] resume on instance {to} refused: {why}");
+            self.tell(&to, &Move::Refuse { id, nonce, why: why.into() });
         }
-        self.own.depart(&id);
-        if self.queue.try_send(Out::Cut { id: id.clone(), to: to.clone(), nonce: nonce.clone() }).is_err() {
+    }
+
+    /// A: agrees to move `id` to instance `to` (move `nonce`) and queues its
+    /// cut; with the cut queued, this instance's own actions for it go after
+    /// the cut in Redis's order ([`super::own`]). The refusal's reason when
+    /// it is already moving or the cut cannot be queued.
+    pub(super) fn start_cut(&self, id: &ConnId, to: &str, nonce: &str) -> Result<(), &'static str> {
+        let turning = self.own.turning();
+        if !self.departures.agree(id, to, nonce) {
+            return Err("the session is already moving");
+        }
+        self.own.depart(id);
+        let cut = Out::Cut { id: id.clone(), to: to.to_owned(), nonce: nonce.to_owned() };
+        if self.queue.try_send(cut).is_err() {
             drop(turning);
-            self.cut_failed(&id);
-            self.tell(&to, &Move::Refuse { id, nonce, why: "its queue to Redis is full".into() });
+            self.cut_failed(id);
+            return Err("its queue to Redis is full");
         }
+        Ok(())
     }
 
     /// A: the cut of `id` agreed to cannot be made: the session stays here,
@@ -321,6 +346,9 @@ impl Cluster {
                     }
                     return Err((e, 0));
                 }
+            }
+            Out::Flush(done) => {
+                let _ = done.try_send(());
             }
             Out::Undo(nonce) => {
                 let Some(id) = self.cuts.lock().unwrap_or_else(|e| e.into_inner()).remove(&nonce) else {
