@@ -378,6 +378,11 @@ impl Session {
         self.restarting.store(true, Ordering::SeqCst);
     }
 
+    /// Its hand-over at shutdown did not start after all (see [`Session::restart`]).
+    pub fn restart_cancelled(&self) {
+        self.restarting.store(false, Ordering::SeqCst);
+    }
+
     /// `true` when the socket it lets go of gets `1012` (see [`Session::restart`]).
     pub fn is_restarting(&self) -> bool {
         self.restarting.load(Ordering::SeqCst) && self.must_let_go()

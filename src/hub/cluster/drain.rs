@@ -138,13 +138,15 @@ impl Cluster {
             if session.begin_move(&token).is_err() {
                 continue;
             }
+            // Its socket, when it lets go, tells the client to resume
+            // elsewhere (1012): set before the cut, whose marker may be quick.
+            session.restart();
             if let Err(why) = self.start_cut(&id, &to, &nonce) {
                 session.end_move();
+                session.restart_cancelled();
                 log::info!("[{id}] shutdown: not handed over ({why}); it ends here");
                 continue;
             }
-            // Its socket, when it lets go, tells the client to resume elsewhere (1012).
-            session.restart();
             moving.push(id);
         }
         log::info!("shutdown: handing {} session(s) to {} other instance(s)", moving.len(), others.len());

@@ -189,6 +189,9 @@ impl Cluster {
         self.own.depart(id);
         let cut = Out::Cut { id: id.clone(), to: to.to_owned(), nonce: nonce.to_owned() };
         if self.queue.try_send(cut).is_err() {
+            // Nothing was routed for it meanwhile (this holds `turning`):
+            // back to local delivery at once.
+            self.own.forget(id);
             drop(turning);
             self.cut_failed(id);
             return Err("its queue to Redis is full");
@@ -196,18 +199,14 @@ impl Cluster {
         Ok(())
     }
 
-    /// A: the cut of `id` agreed to cannot be made: the session stays here,
-    /// resumes here are served again, and this instance's own actions sent
-    /// it since it agreed (skipped by the local fan-out) reach it at their
-    /// echo until its `settle` marker ([`super::own`]).
+    /// A: the cut of `id` agreed to cannot be made: the session stays here
+    /// and resumes here are served again. (This instance's own actions sent
+    /// it since it agreed reach it at their echo from its refusal to itself
+    /// on: [`super::own`].)
     fn cut_failed(&self, id: &ConnId) {
         self.departures.cut(id);
         if let Some(session) = self.hub.shared_of(id).as_deref().and_then(|s| s.session.as_deref()) {
             session.end_move();
-        }
-        let _turning = self.own.turning();
-        if self.own.stay(id) {
-            self.send_settle(id);
         }
     }
 
