@@ -35,6 +35,11 @@ pub fn init(level: &str) {
     if plain {
         // Nothing to strip: the format below writes no style when plain.
         builder.write_style(env_logger::WriteStyle::Always);
+        // As a "pipe", not env_logger's stderr target: that one asks the
+        // kernel whether stderr is a terminal (an `ioctl`) before every
+        // line, one system call per event (docs/bench-notes/perf18.md).
+        // Still one `write` per line: stderr is unbuffered.
+        builder.target(env_logger::Target::Pipe(Box::new(std::io::stderr())));
     }
     builder
         .format(move |buf, record| {

@@ -63,7 +63,7 @@ async fn spawn_once(conn: &Arc<ConnInfo>, input: &[u8]) -> Vec<u8> {
         label: String::new(),
         stderr: Stderr::Log,
         direct: None,
-        back,
+        back: Some(back),
     };
     if WORKERS.submit(job).is_err() {
         return b"spawn failed".to_vec();

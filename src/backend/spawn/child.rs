@@ -19,7 +19,6 @@
 //! account of every group until its last process is gone), an empty signal
 //! mask and SIGPIPE back at its default (Rust ignores it in the server).
 
-use std::ffi::CString;
 use std::fs::File;
 use std::future::Future;
 use std::io::{self, ErrorKind};
@@ -136,11 +135,6 @@ impl Drop for Child {
     }
 }
 
-/// A C string, or an error naming what cannot be passed to a program.
-fn c_string(bytes: &[u8], what: &str) -> io::Result<CString> {
-    CString::new(bytes).map_err(|_| io::Error::new(ErrorKind::InvalidInput, format!("{what} contains a NUL byte")))
-}
-
 /// A script's environment as `execve` wants it: `KEY=VALUE\0` entries in
 /// one buffer, filled variable by variable (see [`EnvSink`]), no `String`
 /// per variable. Entries that cannot be passed (a NUL byte, `=` in a name)
@@ -156,11 +150,37 @@ impl EnvBlock {
         EnvBlock { buf: Vec::with_capacity(bytes), starts: Vec::with_capacity(vars) }
     }
 
-    /// The `envp` array; valid while `self` is neither changed nor dropped.
-    fn pointers(&self) -> Vec<*const libc::c_char> {
-        let mut ptrs: Vec<*const libc::c_char> = self.starts.iter().map(|&s| self.buf[s..].as_ptr().cast()).collect();
-        ptrs.push(std::ptr::null());
-        ptrs
+    /// The `envp` array, null-terminated, appended to `ptrs`; valid while
+    /// `self` is neither changed nor dropped.
+    fn pointers_into(&self, ptrs: &mut Vec<*mut libc::c_char>) {
+        ptrs.extend(self.starts.iter().map(|&s| self.buf[s..].as_ptr().cast_mut().cast::<libc::c_char>()));
+        ptrs.push(std::ptr::null_mut());
+    }
+}
+
+/// The C strings of one spawn (its argv entries, the program, the
+/// directory) in one buffer: one allocation per spawn, not one per string.
+struct CStrings {
+    buf: Vec<u8>,
+    starts: Vec<usize>,
+}
+
+impl CStrings {
+    /// Adds `bytes` as a C string; its index. An error names `what`
+    /// cannot be passed to a program (a NUL byte in it).
+    fn push(&mut self, bytes: &[u8], what: &str) -> io::Result<usize> {
+        if bytes.contains(&0) {
+            return Err(io::Error::new(ErrorKind::InvalidInput, format!("{what} contains a NUL byte")));
+        }
+        self.starts.push(self.buf.len());
+        self.buf.extend_from_slice(bytes);
+        self.buf.push(0);
+        Ok(self.starts.len() - 1)
+    }
+
+    /// String `i`; valid while `self` is neither changed nor dropped.
+    fn ptr(&self, i: usize) -> *mut libc::c_char {
+        self.buf[self.starts[i]..].as_ptr().cast_mut().cast()
     }
 }
 
@@ -296,35 +316,38 @@ pub fn spawn_fds(target: &Target, env: &EnvBlock, budget: Budget) -> io::Result<
 
 /// [`spawn_fds`], started as `launch` says.
 pub fn spawn_argv(target: &Target, launch: &Launch, env: &EnvBlock, budget: Budget) -> io::Result<Spawned> {
-    let script = c_string(target.filename.as_os_str().as_bytes(), "the script path")?;
-    let mut argv_owned = Vec::with_capacity(4 + launch.args.len());
+    let script = target.filename.as_os_str().as_bytes();
+    let mut strings = CStrings { buf: Vec::with_capacity(2 * script.len() + 64), starts: Vec::with_capacity(8) };
     if let Some(interp) = &target.interpreter {
         for a in interp.iter() {
-            argv_owned.push(c_string(a.as_bytes(), "the handler command")?);
+            strings.push(a.as_bytes(), "the handler command")?;
         }
     }
-    argv_owned.push(script);
+    strings.push(script, "the script path")?;
     for a in &launch.args {
-        argv_owned.push(c_string(a.as_bytes(), "a script argument")?);
+        strings.push(a.as_bytes(), "a script argument")?;
     }
-    // The program run is argv_owned[0]'s; only its name as shown may
-    // change (no copy for an event's spawn, which shows it as it is).
-    let renamed = match (&target.interpreter, &launch.argv0) {
-        (None, Some(name)) => {
-            Some(std::mem::replace(&mut argv_owned[0], c_string(name.as_bytes(), "the command name")?))
-        }
+    let argc = strings.starts.len();
+    // The program run is argv[0]'s (string 0); only its name as shown may
+    // change, to string `argc` (an event's spawn shows it as it is).
+    let shown = match (&target.interpreter, &launch.argv0) {
+        (None, Some(name)) => Some(strings.push(name.as_bytes(), "the command name")?),
         _ => None,
     };
-    let program = renamed.as_ref().unwrap_or(&argv_owned[0]);
-    let mut argv: Vec<*mut libc::c_char> = argv_owned.iter().map(|a| a.as_ptr().cast_mut()).collect();
-    argv.push(std::ptr::null_mut());
     // A bare handler name ("php-cgi") is looked up in PATH, like a shell would.
-    let search = target.interpreter.is_some() && !program.as_bytes().contains(&b'/');
+    let first = target.interpreter.as_ref().and_then(|i| i.first()).map_or(script, |p| p.as_bytes());
+    let search = target.interpreter.is_some() && !first.contains(&b'/');
     let dir = match target.filename.parent().filter(|d| !d.as_os_str().is_empty() && !launch.keep_cwd) {
-        Some(d) => Some(c_string(d.as_os_str().as_bytes(), "the script directory")?),
+        Some(d) => Some(strings.push(d.as_os_str().as_bytes(), "the script directory")?),
         None => None,
     };
-    let envp = env.pointers();
+    // argv, then envp, in one array (`strings` no longer changes).
+    let mut ptrs: Vec<*mut libc::c_char> = Vec::with_capacity(argc + env.starts.len() + 2);
+    ptrs.extend((0..argc).map(|i| strings.ptr(if i == 0 { shown.unwrap_or(0) } else { i })));
+    ptrs.push(std::ptr::null_mut());
+    env.pointers_into(&mut ptrs);
+    let (program, argv, envp) = (strings.ptr(0), ptrs.as_ptr(), ptrs[argc + 1..].as_ptr());
+    let dir = dir.map(|d| strings.ptr(d));
 
     let (in_r, in_w) = pipe()?;
     let (out_r, out_w) = pipe()?;
@@ -334,15 +357,16 @@ pub fn spawn_argv(target: &Target, launch: &Launch, env: &EnvBlock, budget: Budg
     let mut pid: libc::pid_t = 0;
     let spawning = groups::spawning();
     // SAFETY: every pointer passed is valid for the duration of the call
-    // (argv, envp and the path strings are owned above),
+    // (argv, envp and the path strings point into `strings`, `ptrs` and
+    // `env`, owned above and not changed since),
     // and the descriptors stay open until after posix_spawn returns.
     unsafe {
         let fa = &mut s.actions;
         check(libc::posix_spawn_file_actions_adddup2(fa, in_r.as_raw_fd(), 0))?;
         check(libc::posix_spawn_file_actions_adddup2(fa, out_w.as_raw_fd(), 1))?;
         check(libc::posix_spawn_file_actions_adddup2(fa, err_w.as_raw_fd(), 2))?;
-        if let Some(d) = &dir {
-            check(libc::posix_spawn_file_actions_addchdir_np(fa, d.as_ptr()))?;
+        if let Some(d) = dir {
+            check(libc::posix_spawn_file_actions_addchdir_np(fa, d))?;
         }
         let at = &mut s.attr;
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -353,10 +377,10 @@ pub fn spawn_argv(target: &Target, launch: &Launch, env: &EnvBlock, budget: Budg
         check(libc::posix_spawnattr_setpgroup(at, 0))?;
         let flags = libc::POSIX_SPAWN_SETPGROUP | libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
         check(libc::posix_spawnattr_setflags(at, flags as libc::c_short))?;
-        let (path, fa, at, argv, envp) = (program.as_ptr(), &s.actions, &s.attr, argv.as_ptr(), envp.as_ptr().cast());
+        let (fa, at) = (&s.actions, &s.attr);
         check(match search {
-            true => libc::posix_spawnp(&mut pid, path, fa, at, argv, envp),
-            false => libc::posix_spawn(&mut pid, path, fa, at, argv, envp),
+            true => libc::posix_spawnp(&mut pid, program, fa, at, argv, envp),
+            false => libc::posix_spawn(&mut pid, program, fa, at, argv, envp),
         })?;
     }
     let group = groups::started(pid, budget);
@@ -434,8 +458,9 @@ mod tests {
     use super::*;
 
     fn entries(b: &EnvBlock) -> Vec<String> {
-        b.pointers()
-            .iter()
+        let mut ptrs = Vec::new();
+        b.pointers_into(&mut ptrs);
+        ptrs.iter()
             .take_while(|p| !p.is_null())
             // SAFETY: each pointer is a NUL-terminated entry inside `b`.
             .map(|&p| unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned())

@@ -280,8 +280,7 @@ const CHUNKS_IN_FLIGHT: usize = 4;
 /// the output pipeline itself and only its outcome comes back.
 pub async fn run(spawn: &Spawn, conn: &Arc<ConnInfo>, env: EnvBlock, stdin: Bytes, call: &mut Call<'_>) -> Outcome {
     let time = Time { started: Instant::now(), timeout: call.timeout(), grace: spawn.grace };
-    let (back, answers) = async_channel::bounded(CHUNKS_IN_FLIGHT);
-    let job = Job {
+    let job = |back| Job {
         conn: conn.clone(),
         env,
         stdin,
@@ -292,11 +291,13 @@ pub async fn run(spawn: &Spawn, conn: &Arc<ConnInfo>, env: EnvBlock, stdin: Byte
         direct: call.direct().cloned(),
         back,
     };
-    if job.direct.is_some() && super::worker::inline() {
-        // On a follower thread: only `Back::Done` comes back, into a
-        // channel with room for it.
-        super::worker::run(job);
-    } else if let Err((_, e)) = spawn.workers.submit(job) {
+    if call.direct().is_some() && super::worker::inline() {
+        // On a follower thread: the job runs here, and only its outcome
+        // comes back (no channel).
+        return super::worker::settle(&job(None));
+    }
+    let (back, answers) = async_channel::bounded(CHUNKS_IN_FLIGHT);
+    if let Err((_, e)) = spawn.workers.submit(job(Some(back))) {
         return Outcome::Failed(format!("cannot start a worker thread for the script: {e}"));
     }
     while let Ok(answer) = answers.recv().await {

@@ -10,7 +10,9 @@
 //! written, stdout and stderr read, the exit awaited, all in one `ppoll`
 //! over stdin, stdout, stderr and a pidfd (so a payload bigger than the pipe
 //! cannot deadlock with a script that writes a lot before it reads, and the
-//! poll's timeout is the deadline: no timer on the reactor). The async side
+//! poll's timeout is the deadline: no timer on the reactor). The pidfd only
+//! for a script still running when its stdout ended or [`WATCH_AFTER`] in:
+//! most have exited by then and are reaped without one. The async side
 //! ([`super::process::run`]) hands one [`Job`] over and gets back one
 //! [`Back::Output`] per read of stdout that holds a line, which it feeds to the gateway's one
 //! output pipeline ([`crate::gateway::Call::feed`]: line splitting, limits
@@ -71,7 +73,9 @@ pub struct Job {
     /// Set: the worker parses the output and applies the actions itself
     /// ([`Call::direct`]), and hands back only [`Back::Done`].
     pub direct: Option<Apply>,
-    pub back: async_channel::Sender<Back>,
+    /// Where the output and the outcome go; `None` on a follower thread,
+    /// which runs a direct job itself ([`settle`]): no channel to make.
+    pub back: Option<async_channel::Sender<Back>>,
 }
 
 /// What a worker hands back.
@@ -90,6 +94,14 @@ const CHUNK: usize = 16 * 1024;
 /// travel back together (one wake-up of the event's task, not two); a script
 /// that closes stdout and runs on has its output ended after this.
 const TAIL_WAIT: Duration = Duration::from_millis(1);
+/// How long a script runs before its exit is watched for with a pidfd in
+/// the poll (needed while stdout is open: a script that exits and leaves a
+/// background job holding stdout gets the grace period from its exit).
+/// Most scripts are done sooner: their stdout ends, and they are reaped
+/// then without a pidfd (two system calls per event fewer, `pidfd_open`
+/// and its `close`; docs/bench-notes/perf18.md). A later start of the
+/// grace is the cost: at most this much.
+const WATCH_AFTER: Duration = Duration::from_millis(10);
 /// A payload this small is written at once, even to a blocking pipe: a fresh
 /// pipe always has room for one page (even at the per-user pipe limit).
 const SMALL: usize = 4096;
@@ -115,14 +127,19 @@ pub fn inline() -> bool {
 
 /// Runs one job to its end (the pool's job function).
 pub fn run(job: Job) {
+    let outcome = settle(&job);
+    if let Some(back) = &job.back {
+        let _ = back.send_blocking(Back::Done(outcome));
+    }
+}
+
+/// Runs one job to its end, and says how it ended.
+pub fn settle(job: &Job) -> Outcome {
     let spawned = match child::spawn_fds(&job.conn.target, &job.env, job.time.budget()) {
         Ok(spawned) => spawned,
-        Err(e) => {
-            let _ = job.back.send_blocking(Back::Done(Outcome::Failed(spawn_failed(&job.conn.target, &e))));
-            return;
-        }
+        Err(e) => return Outcome::Failed(spawn_failed(&job.conn.target, &e)),
     };
-    let outcome = match &job.direct {
+    match &job.direct {
         Some(apply) => {
             let mut sink = |o: Output| {
                 if let Output::Action(a) = o {
@@ -132,28 +149,38 @@ pub fn run(job: Job) {
             let limits = Limits { timeout: job.time.timeout, max_output: job.max_output };
             let me = (&job.conn.id, job.conn.target.endpoint());
             let call = Call::new(&job.label, limits, me, false, &mut sink);
-            let mut run = Run::new(&job, spawned, Some(call));
+            let mut run = Run::new(job, spawned, Some(call));
             let outcome = run.finish();
             match run.call.take() {
                 Some(call) => call.conclude(outcome),
                 None => outcome,
             }
         }
-        None => Run::new(&job, spawned, None).finish(),
-    };
-    let _ = job.back.send_blocking(Back::Done(outcome));
+        None => Run::new(job, spawned, None).finish(),
+    }
 }
 
 /// The script, reaped on every path (see [`groups::reap`]).
 struct Proc {
     pid: i32,
     group: GroupId,
-    /// `None` on kernels without pidfd: waiting then polls.
+    /// Opened only when the exit must be waited for ([`Proc::watch`]);
+    /// `None` then on kernels without pidfd: waiting then polls.
     pidfd: Option<OwnedFd>,
+    watched: bool,
     status: Option<std::process::ExitStatus>,
 }
 
 impl Proc {
+    /// Opens the pidfd (once): most scripts have exited by the time their
+    /// stdout ended, and are reaped without one (see [`WATCH_AFTER`]).
+    fn watch(&mut self) {
+        if !self.watched {
+            self.watched = true;
+            self.pidfd = child::pidfd_open(self.pid);
+        }
+    }
+
     fn try_status(&mut self, label: &str) -> io::Result<Option<std::process::ExitStatus>> {
         if self.status.is_none() {
             self.status = groups::reap(self.pid, label)?;
@@ -165,6 +192,9 @@ impl Proc {
     fn wait_until(&mut self, until: Option<Instant>, label: &str) -> Option<ExitResult> {
         let mut nap = Duration::from_millis(1);
         loop {
+            if self.status.is_none() {
+                self.watch();
+            }
             match self.try_status(label) {
                 Ok(Some(s)) => return Some(Ok(s)),
                 Ok(None) => {}
@@ -221,6 +251,8 @@ struct Run<'a> {
     /// Stdout bytes read.
     sent: usize,
     deadline: Instant,
+    /// When the exit is watched for, stdout open or not ([`WATCH_AFTER`]).
+    watch_at: Instant,
 }
 
 /// Where a `ppoll` set has each descriptor (`usize::MAX`: not polled).
@@ -233,8 +265,7 @@ struct Slots {
 
 impl<'a> Run<'a> {
     fn new(job: &'a Job, s: Spawned, call: Option<Call<'a>>) -> Self {
-        let pidfd = child::pidfd_open(s.pid);
-        let proc = Proc { pid: s.pid, group: s.group, pidfd, status: None };
+        let proc = Proc { pid: s.pid, group: s.group, pidfd: None, watched: false, status: None };
         let errors = StderrLines::new(job.label.as_str(), &job.stderr);
         let stdin = (!job.stdin.is_empty()).then_some((s.stdin, 0));
         let deadline = job.time.deadline();
@@ -252,6 +283,7 @@ impl<'a> Run<'a> {
             errors,
             sent: 0,
             deadline,
+            watch_at: Instant::now() + WATCH_AFTER,
         };
         run.start_feeding();
         run
@@ -312,6 +344,9 @@ impl<'a> Run<'a> {
         let mut exited: Option<(ExitResult, Instant)> = None;
         let mut nap = Duration::from_millis(1);
         loop {
+            if exited.is_none() {
+                exited = self.look_for_exit();
+            }
             if let (None, Some((status, _))) = (&self.stdout, &exited) {
                 return Ok(clone_status(status));
             }
@@ -322,7 +357,9 @@ impl<'a> Run<'a> {
             let tail_end = self.eof_at.map(|at| at + TAIL_WAIT);
             until = tail_end.map_or(until, |t| t.min(until));
             let mut wait = until.saturating_duration_since(now);
-            if exited.is_none() && self.proc.pidfd.is_none() {
+            if exited.is_none() && !self.proc.watched {
+                wait = wait.min(self.watch_at.saturating_duration_since(now));
+            } else if exited.is_none() && self.proc.pidfd.is_none() {
                 wait = wait.min(nap);
                 nap = (nap * 2).min(Duration::from_millis(50));
             }
@@ -351,7 +388,7 @@ impl<'a> Run<'a> {
             if ready(slots.stderr) {
                 self.read_stderr(fds[slots.stderr].revents);
             }
-            if exited.is_none() && (ready(slots.exit) || self.proc.pidfd.is_none()) {
+            if exited.is_none() && (ready(slots.exit) || (self.proc.watched && self.proc.pidfd.is_none())) {
                 match self.proc.try_status(&self.job.label) {
                     Ok(Some(s)) => exited = Some((Ok(s), Instant::now())),
                     Ok(None) => {}
@@ -359,6 +396,24 @@ impl<'a> Run<'a> {
                 }
             }
         }
+    }
+
+    /// Once stdout has ended, or at [`WATCH_AFTER`]: the script is reaped
+    /// if it has exited (usually, when its stdout ended), else its pidfd
+    /// joins the poll from now on.
+    fn look_for_exit(&mut self) -> Option<(ExitResult, Instant)> {
+        if self.proc.watched || (self.stdout.is_some() && Instant::now() < self.watch_at) {
+            return None;
+        }
+        let found = match self.proc.try_status(&self.job.label) {
+            Ok(Some(s)) => Some(Ok(s)),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        };
+        if found.is_none() {
+            self.proc.watch();
+        }
+        found.map(|r| (r, Instant::now()))
     }
 
     fn poll_set(&self, running: bool) -> ([libc::pollfd; 4], Slots) {
@@ -450,7 +505,7 @@ impl<'a> Run<'a> {
         let gone = match &mut self.call {
             Some(call) => {
                 // Its event's future is gone (shutdown): as a failed send below.
-                let gone = self.job.back.is_closed();
+                let gone = self.job.back.as_ref().is_some_and(|b| b.is_closed());
                 if !gone && !call.is_cut() && call.feed(&self.pending).is_err() {
                     groups::kill_now(self.proc.group);
                 }
@@ -462,7 +517,8 @@ impl<'a> Run<'a> {
             }
             None => {
                 let bytes = std::mem::take(&mut self.pending);
-                self.job.back.send_blocking(Back::Output { group: self.proc.group, bytes, end }).is_err()
+                let back = Back::Output { group: self.proc.group, bytes, end };
+                self.job.back.as_ref().is_none_or(|b| b.send_blocking(back).is_err())
             }
         };
         if gone {
@@ -771,6 +827,22 @@ mod tests {
         let (outcome, texts) = run_event(&t, cmd, Bytes::new(), &mut |_| {});
         assert_eq!((outcome, texts), (Outcome::Success, vec!["done".to_owned()]));
         assert!(started.elapsed() < Duration::from_secs(20), "ended at the grace, not at the 30 s budget");
+    }
+
+    /// A script that closes stdout and runs on is still waited for (its
+    /// exit watched for once its stdout ended), by the task and by the
+    /// worker applying the output, and its status is the outcome; so is a
+    /// script that exits at once.
+    #[test]
+    fn the_exit_is_waited_for_after_stdout_ended() {
+        let t = spawn(limits(), Stderr::Log);
+        let failed = Outcome::Failed("exited with status 3".into());
+        for cmd in ["echo one; exec >&- 2>&-; sleep 0.2; exit 3", "echo one; exit 3"] {
+            let (outcome, texts) = run_event(&t, cmd, Bytes::new(), &mut |_| {});
+            assert_eq!((&outcome, texts), (&failed, vec!["one".to_owned()]), "{cmd}");
+            let (outcome, texts) = run_direct(&t, cmd, Bytes::new(), |_| {});
+            assert_eq!((&outcome, texts), (&failed, vec!["one".to_owned()]), "{cmd}");
+        }
     }
 
     /// Stderr becomes lines (collected here; logged by the server), a long
