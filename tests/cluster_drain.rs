@@ -324,3 +324,24 @@ async fn an_instance_without_sessions_is_not_handed_any() {
     assert_eq!(a.events(), [format!("open {id}"), format!("close {id} shutdown r bob")]);
     assert!(a.log().contains("no other live instance"), "{}", a.log());
 }
+
+/// The only other instance was killed a moment ago (its heartbeat key
+/// outlives it by up to its TTL): the sessions are not handed to it (they
+/// would be lost without a close event); they end here as before.
+#[suite("redis")]
+#[async_std::test]
+async fn sessions_are_not_handed_to_an_instance_killed_a_moment_ago() {
+    let redis = Redis::start();
+    let (mut a, mut b) = (node(&redis, &[]), node(&redis, &[]));
+    let (mut ws, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
+    let (id, _) = id_and_token(&hello);
+    a.wait_event("open", |l| l == format!("open {id}"));
+    wait_for("presence on B", || (times_listed(&b, &id) == 1).then_some(()));
+    b.child.kill().expect("SIGKILL B");
+    b.child.wait().expect("B gone");
+    sigterm(&a);
+    let (_, code, reason) = until_close(&mut ws).await;
+    assert_eq!((code, reason.as_str()), (1001, "server shutdown"), "{}", a.log());
+    assert!(exited(&mut a).success());
+    assert_eq!(a.events(), [format!("open {id}"), format!("close {id} shutdown r bob")]);
+}

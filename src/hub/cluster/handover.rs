@@ -61,7 +61,8 @@ pub const ENDED: &str = "redis.call('HDEL', KEYS[2], ARGV[1]) \
        redis.call('PUBLISH', 'ws2http:to:' .. ARGV[2], ARGV[4]) end return 1";
 
 /// The cut: if this instance (ARGV[2]) still holds ARGV[1] and B (ARGV[3])
-/// is alive, records the move, moves the presence entry from A's hash to
+/// is alive (its heartbeat key is there, and its subscription listens: a
+/// killed instance's key outlives it by up to its TTL), records the move, moves the presence entry from A's hash to
 /// B's, and publishes the marker ARGV[5] to both. 1 done, 0 not the
 /// holder, -1 B is not alive.
 /// KEYS: moved, conns:A, conns:B, hosted:A, hosted:B, alive:B.
@@ -69,6 +70,7 @@ pub const ENDED: &str = "redis.call('HDEL', KEYS[2], ARGV[1]) \
 pub const CUT: &str = "local h = redis.call('HGET', KEYS[1], ARGV[1]) or ARGV[4] \
      if h ~= ARGV[2] then return 0 end \
      if redis.call('EXISTS', KEYS[6]) == 0 then return -1 end \
+     if redis.call('PUBSUB', 'NUMSUB', 'ws2http:to:' .. ARGV[3])[2] == 0 then return -1 end \
      local view = redis.call('HGET', KEYS[2], ARGV[1]) \
      if view then redis.call('HDEL', KEYS[2], ARGV[1]) redis.call('HSET', KEYS[3], ARGV[1], view) end \
      redis.call('SREM', KEYS[4], ARGV[1]) \
