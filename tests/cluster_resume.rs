@@ -478,29 +478,45 @@ async fn a_full_buffer_of_escaped_text_moves_whole() {
 }
 
 /// More sent during a session's move than B records for it (B records every
-/// room message: the session's rooms are not known before its snapshot),
-/// while its old instance still runs its events: it ends where it arrives,
-/// as a detached session over its bound does (`resume-overflow`, one close
-/// event), and the resume gets 4410. (It used to resume without what came
-/// after the recording was full: here the send by id.)
+/// room message: the session's rooms are not known before its snapshot):
+/// it ends where it arrives, as a detached session over its bound does
+/// (`resume-overflow`, one close event), and the resume gets 4410. (It used
+/// to resume without what came after the recording was full: here the send
+/// by id.) A reaches Redis through a proxy that holds its cut marker, and
+/// with it its hand-over (which follows within milliseconds), until the
+/// traffic is in Redis.
 #[suite("redis")]
 #[async_std::test]
 async fn a_session_sent_more_than_its_buffer_during_its_move_ends_as_an_overflow() {
     let redis = Redis::start();
-    let slow = |redis: &Redis| {
-        let dir = cgi_bin(&[("chat.sh", SLOW)]);
-        Server::start_in(&dir, &["--redis", &redis.url(), "--resume-buffer-bytes", "2000"])
+    let proxy = RedisProxy::start(redis.port, CUT_MARKER);
+    let start = |url: &str| {
+        let dir = cgi_bin(&[("chat.sh", CHAT)]);
+        Server::start_in(&dir, &["--redis", url, "--resume-buffer-bytes", "2000"])
     };
-    let (a, b, c) = (slow(&redis), slow(&redis), slow(&redis));
-    let (id, token) = session_busy_on_a(&a, 2).await;
+    let (a, b, c) = (start(&proxy.url()), start(&redis.url()), start(&redis.url()));
+    let (ws, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
+    let (id, token) = (hello["id"].as_str().unwrap().to_owned(), hello["token"].as_str().unwrap().to_owned());
+    a.wait_event("open", |l| l == format!("open {id}"));
+    drop(ws);
+    a.wait_log(&format!("[{id}] session detached"));
+    let published = Published::watch(&redis);
     let resume = format!("ws2http.session.v1, ws2http.resume.{token}.0");
     let resumed = async_std::task::spawn(first_frame(b.url("/chat.sh"), resume));
-    wait_for("the cut", || moved_to(&redis, &id));
+    // The cut went through; A's marker, on which it hands the session over, waits at the proxy.
+    proxy.wait_holding();
+    assert!(moved_to(&redis, &id).is_some(), "the cut passed");
     let big = "x".repeat(10_000);
     for _ in 0..30 {
         assert_eq!(post(&c.api("/rooms/other"), &big).status, 200);
     }
-    post(&c.api(&format!("/send/{id}")), "after");
+    assert_eq!(post(&c.api(&format!("/send/{id}")), "after").status, 200);
+    // In Redis's order before the hand-over: B records all of it first.
+    wait_for("the send in Redis", || {
+        published.messages().iter().any(|(ch, p)| ch.starts_with("ws2http:to:") && p.contains("after")).then_some(())
+    });
+    assert!(proxy.holding(), "the hand-over waited");
+    proxy.release();
     let (_ws, first) = resumed.await;
     assert_eq!(first.err(), Some(4410), "refused, not resumed with a gap");
     let line = b.wait_event("the close event on B", |l| l.starts_with("close"));
