@@ -268,6 +268,7 @@ async fn a_resume_that_overtakes_the_hand_over_waits_for_it() {
     let redis = Redis::start();
     let proxy = RedisProxy::start(redis.port, CUT_MARKER);
     let (mut a, b) = (node_at(&proxy.url()), node_at(&redis.url()));
+    [&a, &b].into_iter().for_each(wait_clustered);
     let _logs = OnFailure(a.stderr_log.clone(), b.stderr_log.clone());
     let (mut old, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
     let (id, token) = id_and_token(&hello);
@@ -302,6 +303,7 @@ async fn a_resume_through_a_third_instance_during_the_hand_over_moves_it_on() {
     let redis = Redis::start();
     let proxy = RedisProxy::start(redis.port, CUT_MARKER);
     let (mut a, b, c) = (node_at(&proxy.url()), node_at(&redis.url()), node_at(&redis.url()));
+    [&a, &b, &c].into_iter().for_each(wait_clustered);
     let (mut old, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
     let (id, token) = id_and_token(&hello);
     wait_for("presence everywhere", || (times_listed(&b, &id) + times_listed(&c, &id) == 2).then_some(()));

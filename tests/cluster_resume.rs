@@ -314,7 +314,7 @@ fn moved_to(redis: &Redis, id: &str) -> Option<String> {
 }
 
 /// A session whose message event runs `secs` seconds on A: its client drops
-/// while it runs; A's hand-over waits for it (so the move stays open that long).
+/// while it runs (A's hand-over no longer waits for it: see [`RedisProxy`] to keep a move open).
 async fn session_busy_on_a(a: &Server, secs: u32) -> (String, String) {
     let (mut ws, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
     let (id, token) = (hello["id"].as_str().unwrap().to_owned(), hello["token"].as_str().unwrap().to_owned());
@@ -495,6 +495,7 @@ async fn a_session_sent_more_than_its_buffer_during_its_move_ends_as_an_overflow
         Server::start_in(&dir, &["--redis", url, "--resume-buffer-bytes", "2000"])
     };
     let (a, b, c) = (start(&proxy.url()), start(&redis.url()), start(&redis.url()));
+    [&a, &b, &c].into_iter().for_each(wait_clustered);
     let (ws, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
     let (id, token) = (hello["id"].as_str().unwrap().to_owned(), hello["token"].as_str().unwrap().to_owned());
     a.wait_event("open", |l| l == format!("open {id}"));

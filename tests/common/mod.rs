@@ -351,7 +351,8 @@ mod suites;
 #[allow(unused_imports)]
 pub use http_conn::HttpConn;
 #[allow(unused_imports)]
-pub use redis::Redis;
+pub use redis::{wait_clustered, Redis};
+#[allow(unused_imports)]
 pub use redis_proxy::{RedisProxy, CUT_MARKER};
 #[allow(unused_imports)]
 pub use suites::*;
