@@ -366,6 +366,8 @@ async fn a_close_asked_during_a_move_is_applied_after_it() {
 async fn a_session_arriving_after_its_resume_gave_up_ends_with_one_close_event() {
     let redis = Redis::start();
     let (a, b) = (slow_node(&redis), slow_node(&redis));
+    // (A resume on B before it is connected is refused at once: no hand-over to arrive.)
+    [&a, &b].into_iter().for_each(wait_clustered);
     let (ws, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
     let (id, token) = (hello["id"].as_str().unwrap().to_owned(), hello["token"].as_str().unwrap().to_owned());
     a.wait_event("open", |l| l == format!("open {id}"));
