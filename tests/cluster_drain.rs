@@ -225,40 +225,66 @@ async fn an_instance_alone_shuts_its_sessions_down_as_before() {
     assert_eq!(a.events(), [format!("open {id}"), format!("close {id} shutdown r bob")]);
 }
 
-/// CHAT, and a message `sleep N` makes its event run N seconds (logged when it starts).
-const SLOW: &str = r#"
+/// CHAT, and every message event logged.
+const LOGGED: &str = r#"
 case "$WS_EVENT" in
 open) echo "open $WS_CONNECTION_ID" >> "$EVENTS_LOG"; echo "@join r"; echo "@set name bob" ;;
-message) m=$(cat); echo "message $m" >> "$EVENTS_LOG"; case "$m" in "sleep "*) sleep "${m#sleep }" ;; esac; echo "echo $m" ;;
+message) m=$(cat); echo "message $m" >> "$EVENTS_LOG"; echo "echo $m" ;;
 close) echo "close $WS_CONNECTION_ID $WS_CLOSE_CAUSE $WS_ROOMS $WS_META_name" >> "$EVENTS_LOG" ;;
 esac"#;
+
+/// An instance running LOGGED, with Redis at `url` (Redis itself, or a [`RedisProxy`] to it).
+fn node_at(url: &str) -> Server {
+    Server::start_in(&cgi_bin(&[("chat.sh", LOGGED)]), &["--redis", url])
+}
+
+/// A resume (through `at`) of the session `id`/`token`, which A hands over
+/// at its shutdown, while A's cut marker (on which it tells its client
+/// 1012 and hands the session over) waits at `proxy`: the instance it is
+/// handed to (`receiver`) holds the resume until the session is in. Then
+/// the marker goes on; the resumed socket, and the old one's close code.
+async fn resume_during_the_hand_over(
+    old: &mut Ws,
+    proxy: &RedisProxy,
+    (at, receiver): (&Server, &Server),
+    (id, token): (&str, &str),
+) -> (Ws, u16) {
+    let resume = format!("ws2http.session.v1, ws2http.resume.{token}.0");
+    let url = at.url("/chat.sh");
+    let resumed = async_std::task::spawn(async move { open_session(&url, &resume).await });
+    receiver.wait_log(&format!("[{id}] a resume waits for this session"));
+    assert!(proxy.holding(), "the hand-over was still held when the resume reached {}", instance_of(receiver));
+    proxy.release();
+    let (got, code, _) = until_close(old).await;
+    assert!(got.is_empty(), "{got:?}");
+    let (ws, hello) = resumed.await;
+    assert_eq!((hello["ws2http"].as_str(), hello["id"].as_str()), (Some("resumed"), Some(id)), "{hello}");
+    (ws, code)
+}
 
 #[suite("redis")]
 #[async_std::test]
 async fn a_resume_that_overtakes_the_hand_over_waits_for_it() {
     let redis = Redis::start();
-    let dir = cgi_bin(&[("chat.sh", SLOW)]);
-    let (mut a, b) =
-        (Server::start_in(&dir, &["--redis", &redis.url()]), Server::start_in(&dir, &["--redis", &redis.url()]));
-    let (mut ws, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
+    let proxy = RedisProxy::start(redis.port, CUT_MARKER);
+    let (mut a, b) = (node_at(&proxy.url()), node_at(&redis.url()));
+    [&a, &b].into_iter().for_each(wait_clustered);
+    let _logs = OnFailure(a.stderr_log.clone(), b.stderr_log.clone());
+    let (mut old, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
     let (id, token) = id_and_token(&hello);
     wait_for("presence on B", || (times_listed(&b, &id) == 1).then_some(()));
-    // A message event runs on A for 2 s: the hand-over waits for it, after the socket got its 1012.
-    ws.send(Message::text("sleep 2")).await.unwrap();
-    a.wait_event("the slow message event", |l| l == "message sleep 2");
     sigterm(&a);
-    let (got, code, _) = until_close(&mut ws).await;
-    assert_eq!((got.len(), code), (0, 1012));
-    let (mut ws, hello) =
-        open_session(&b.url("/chat.sh"), &format!("ws2http.session.v1, ws2http.resume.{token}.0")).await;
-    assert_eq!((hello["ws2http"].as_str(), hello["id"].as_str()), (Some("resumed"), Some(id.as_str())), "{hello}");
-    assert!(b.log().contains("a resume waits for this session"), "{}", b.log());
-    // The event's answer, sent while the session was still on A, comes once.
-    assert_eq!(next_text(&mut ws).await, "echo sleep 2");
+    // A's cut went through; A has not seen its marker: the move is open.
+    proxy.wait_holding();
+    let (mut ws, code) = resume_during_the_hand_over(&mut old, &proxy, (&b, &b), (&id, &token)).await;
+    assert_eq!(code, 1012, "the old socket was told to resume elsewhere");
     sentinel(&b.api(&format!("/send/{id}")), &mut ws).await;
+    assert_eq!(times_listed(&b, &id), 1, "listed once");
     assert!(exited(&mut a).success());
-    assert!(a.events().iter().all(|l| !l.starts_with("close")), "{:?}", a.events());
-    assert!(b.events().is_empty(), "{:?}", b.events());
+    ws.send(Message::text("hi")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "echo hi", "its events run on B");
+    assert_eq!(a.events(), [format!("open {id}")], "no close event on A");
+    assert_eq!(b.events(), ["message hi"], "no close event on B");
 }
 
 /// `HGET ws2http:moved ID`: the instance a session moved to, once its cut passed.
@@ -275,31 +301,28 @@ fn moved_to(redis: &Redis, id: &str) -> Option<String> {
 #[async_std::test]
 async fn a_resume_through_a_third_instance_during_the_hand_over_moves_it_on() {
     let redis = Redis::start();
-    let dir = cgi_bin(&[("chat.sh", SLOW)]);
-    let start = || Server::start_in(&dir, &["--redis", &redis.url()]);
-    let (mut a, b, c) = (start(), start(), start());
-    let (mut ws, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
+    let proxy = RedisProxy::start(redis.port, CUT_MARKER);
+    let (mut a, b, c) = (node_at(&proxy.url()), node_at(&redis.url()), node_at(&redis.url()));
+    [&a, &b, &c].into_iter().for_each(wait_clustered);
+    let (mut old, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
     let (id, token) = id_and_token(&hello);
     wait_for("presence everywhere", || (times_listed(&b, &id) + times_listed(&c, &id) == 2).then_some(()));
-    ws.send(Message::text("sleep 2")).await.unwrap();
-    a.wait_event("the slow message event", |l| l == "message sleep 2");
     sigterm(&a);
-    assert_eq!(until_close(&mut ws).await.1, 1012);
     // A hands it to one of the two; its client comes back through the other, before it is in.
-    let to = wait_for("the cut", || moved_to(&redis, &id));
+    proxy.wait_holding();
+    let to = moved_to(&redis, &id).expect("the cut passed");
     let (receiver, other) = if to == instance_of(&b) { (&b, &c) } else { (&c, &b) };
-    let (mut ws, hello) =
-        open_session(&other.url("/chat.sh"), &format!("ws2http.session.v1, ws2http.resume.{token}.0")).await;
-    assert_eq!((hello["ws2http"].as_str(), hello["id"].as_str()), (Some("resumed"), Some(id.as_str())), "{hello}");
-    assert!(receiver.log().contains("a resume waits for this session"), "{}", receiver.log());
-    assert_eq!(next_text(&mut ws).await, "echo sleep 2");
+    let _logs = OnFailure(a.stderr_log.clone(), receiver.stderr_log.clone());
+    let (mut ws, code) = resume_during_the_hand_over(&mut old, &proxy, (other, receiver), (&id, &token)).await;
+    assert_eq!(code, 1012);
     sentinel(&b.api(&format!("/send/{id}")), &mut ws).await;
     assert_eq!((times_listed(other, &id), times_listed(receiver, &id)), (1, 1), "listed once");
+    assert_eq!(moved_to(&redis, &id), Some(instance_of(other)), "it moved on");
     assert!(exited(&mut a).success());
     ws.send(Message::text("hi")).await.unwrap();
     assert_eq!(next_text(&mut ws).await, "echo hi", "its events run where it resumed");
     let all: Vec<String> = [&a, &b, &c].iter().flat_map(|s| s.events()).collect();
-    assert_eq!(all, [format!("open {id}"), "message sleep 2".to_owned(), "message hi".to_owned()]);
+    assert_eq!(all, [format!("open {id}"), "message hi".to_owned()], "no close event anywhere");
     assert_eq!(other.events(), ["message hi"]);
 }
 

@@ -314,7 +314,7 @@ fn moved_to(redis: &Redis, id: &str) -> Option<String> {
 }
 
 /// A session whose message event runs `secs` seconds on A: its client drops
-/// while it runs; A's hand-over waits for it (so the move stays open that long).
+/// while it runs (A's hand-over no longer waits for it: see [`RedisProxy`] to keep a move open).
 async fn session_busy_on_a(a: &Server, secs: u32) -> (String, String) {
     let (mut ws, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
     let (id, token) = (hello["id"].as_str().unwrap().to_owned(), hello["token"].as_str().unwrap().to_owned());
@@ -366,6 +366,8 @@ async fn a_close_asked_during_a_move_is_applied_after_it() {
 async fn a_session_arriving_after_its_resume_gave_up_ends_with_one_close_event() {
     let redis = Redis::start();
     let (a, b) = (slow_node(&redis), slow_node(&redis));
+    // (A resume on B before it is connected is refused at once: no hand-over to arrive.)
+    [&a, &b].into_iter().for_each(wait_clustered);
     let (ws, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
     let (id, token) = (hello["id"].as_str().unwrap().to_owned(), hello["token"].as_str().unwrap().to_owned());
     a.wait_event("open", |l| l == format!("open {id}"));
@@ -478,29 +480,46 @@ async fn a_full_buffer_of_escaped_text_moves_whole() {
 }
 
 /// More sent during a session's move than B records for it (B records every
-/// room message: the session's rooms are not known before its snapshot),
-/// while its old instance still runs its events: it ends where it arrives,
-/// as a detached session over its bound does (`resume-overflow`, one close
-/// event), and the resume gets 4410. (It used to resume without what came
-/// after the recording was full: here the send by id.)
+/// room message: the session's rooms are not known before its snapshot):
+/// it ends where it arrives, as a detached session over its bound does
+/// (`resume-overflow`, one close event), and the resume gets 4410. (It used
+/// to resume without what came after the recording was full: here the send
+/// by id.) A reaches Redis through a proxy that holds its cut marker, and
+/// with it its hand-over (which follows within milliseconds), until the
+/// traffic is in Redis.
 #[suite("redis")]
 #[async_std::test]
 async fn a_session_sent_more_than_its_buffer_during_its_move_ends_as_an_overflow() {
     let redis = Redis::start();
-    let slow = |redis: &Redis| {
-        let dir = cgi_bin(&[("chat.sh", SLOW)]);
-        Server::start_in(&dir, &["--redis", &redis.url(), "--resume-buffer-bytes", "2000"])
+    let proxy = RedisProxy::start(redis.port, CUT_MARKER);
+    let start = |url: &str| {
+        let dir = cgi_bin(&[("chat.sh", CHAT)]);
+        Server::start_in(&dir, &["--redis", url, "--resume-buffer-bytes", "2000"])
     };
-    let (a, b, c) = (slow(&redis), slow(&redis), slow(&redis));
-    let (id, token) = session_busy_on_a(&a, 2).await;
+    let (a, b, c) = (start(&proxy.url()), start(&redis.url()), start(&redis.url()));
+    [&a, &b, &c].into_iter().for_each(wait_clustered);
+    let (ws, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
+    let (id, token) = (hello["id"].as_str().unwrap().to_owned(), hello["token"].as_str().unwrap().to_owned());
+    a.wait_event("open", |l| l == format!("open {id}"));
+    drop(ws);
+    a.wait_log(&format!("[{id}] session detached"));
+    let published = Published::watch(&redis);
     let resume = format!("ws2http.session.v1, ws2http.resume.{token}.0");
     let resumed = async_std::task::spawn(first_frame(b.url("/chat.sh"), resume));
-    wait_for("the cut", || moved_to(&redis, &id));
+    // The cut went through; A's marker, on which it hands the session over, waits at the proxy.
+    proxy.wait_holding();
+    assert!(moved_to(&redis, &id).is_some(), "the cut passed");
     let big = "x".repeat(10_000);
     for _ in 0..30 {
         assert_eq!(post(&c.api("/rooms/other"), &big).status, 200);
     }
-    post(&c.api(&format!("/send/{id}")), "after");
+    assert_eq!(post(&c.api(&format!("/send/{id}")), "after").status, 200);
+    // In Redis's order before the hand-over: B records all of it first.
+    wait_for("the send in Redis", || {
+        published.messages().iter().any(|(ch, p)| ch.starts_with("ws2http:to:") && p.contains("after")).then_some(())
+    });
+    assert!(proxy.holding(), "the hand-over waited");
+    proxy.release();
     let (_ws, first) = resumed.await;
     assert_eq!(first.err(), Some(4410), "refused, not resumed with a gap");
     let line = b.wait_event("the close event on B", |l| l.starts_with("close"));

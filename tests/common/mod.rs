@@ -346,11 +346,14 @@ impl Server {
 mod http_conn;
 pub mod pki;
 mod redis;
+mod redis_proxy;
 mod suites;
 #[allow(unused_imports)]
 pub use http_conn::HttpConn;
 #[allow(unused_imports)]
-pub use redis::Redis;
+pub use redis::{wait_clustered, Redis};
+#[allow(unused_imports)]
+pub use redis_proxy::{RedisProxy, CUT_MARKER};
 #[allow(unused_imports)]
 pub use suites::*;
 

@@ -41,3 +41,10 @@ impl Drop for Redis {
         let _ = self.child.wait();
     }
 }
+
+/// Waits until instance `s` publishes to Redis and is subscribed there: a
+/// resume on it before then is refused (4410), a cut marker to it is missed.
+pub fn wait_clustered(s: &super::Server) {
+    s.wait_log("cluster: connected to Redis");
+    s.wait_log("cluster: subscribed to");
+}
