@@ -117,6 +117,7 @@ impl Cluster {
     pub(super) async fn hand_off(&self) -> usize {
         let started = Instant::now();
         self.drain.draining.store(true, Ordering::SeqCst);
+        log::info!("shutdown: this instance takes no more sessions (a resume here gets 503)");
         if self.max_snapshot == 0 || !self.connected.load(Ordering::SeqCst) {
             return 0;
         }
