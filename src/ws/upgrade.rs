@@ -41,7 +41,8 @@ pub async fn handle<S>(req: Request<S>, ws: &Arc<WsState>) -> tide::Result {
         // Shutting down (its sessions go to other instances): a resume here
         // would pull its session back; the helpers retry, elsewhere.
         Ok(checked) if matches!(checked.asked, Asked::Resume(..)) && ws.delivery.draining() => {
-            let mut r = text(StatusCode::ServiceUnavailable, "this instance is shutting down; resume through another one");
+            let mut r =
+                text(StatusCode::ServiceUnavailable, "this instance is shutting down; resume through another one");
             r.insert_header("Retry-After", "1");
             return Ok(r);
         }

@@ -284,3 +284,13 @@ impl Cluster {
         self.drain.set_importer(import);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_instance_takes_sessions_only_with_sessions_on_and_while_not_shutting_down() {
+        assert_eq!(super::alive_value(1000, false), 2);
+        assert_eq!(super::alive_value(0, false), 1);
+        assert_eq!(super::alive_value(1000, true), 1, "shutting down: no session moves here");
+    }
+}
