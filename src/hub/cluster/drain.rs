@@ -91,6 +91,9 @@ pub struct Drain {
     /// This instance shuts down: it takes no session ([`alive_value`]),
     /// and refuses resumes before their upgrade.
     draining: std::sync::atomic::AtomicBool,
+    /// The `settle` of this id, published to itself, tells the shutdown
+    /// that its subscriber saw everything Redis published here before.
+    barrier: Mutex<Option<(ConnId, async_channel::Sender<()>)>>,
 }
 
 impl Drain {
@@ -122,10 +125,19 @@ impl Cluster {
             return 0;
         }
         let ids = self.sessions_here(&HashSet::new());
-        let others = match runtime::timeout(DRAIN_WAIT, self.live_others()).await {
+        let others = runtime::timeout(DRAIN_WAIT, self.live_others()).await;
+        // A cut into here that Redis ran before that step (another instance
+        // shutting down at once) has its marker seen here now: it is pending.
+        let deadline = started + DRAIN_WAIT;
+        let _ = runtime::timeout(DRAIN_WAIT, self.barrier()).await;
+        let others = match others {
             Ok(Ok(others)) if !others.is_empty() => others,
             Ok(Ok(_)) => {
                 log::info!("shutdown: no other live instance with sessions on; {} session(s) end here", ids.len());
+                // Those handed here meanwhile end here too, once in (close event once).
+                while Instant::now() < deadline && !self.drain.pending().is_empty() {
+                    runtime::sleep(Duration::from_millis(20)).await;
+                }
                 return 0;
             }
             Ok(Err(e)) => {
@@ -134,7 +146,6 @@ impl Cluster {
             }
             Err(_) => return 0,
         };
-        let deadline = started + DRAIN_WAIT;
         let (mut tried, mut moving) = (HashSet::new(), Vec::new());
         loop {
             let ids = self.sessions_here(&tried);
@@ -208,6 +219,32 @@ impl Cluster {
     /// `true` while `id` is on its way out: still here, its cut queued or passed.
     fn still_leaving(&self, id: &ConnId) -> bool {
         self.hub.is_known(id) && (self.departures.is_handing(id) || self.departures.is_away(id))
+    }
+
+    /// Returns once this instance's subscriber saw a marker it published
+    /// to itself now (at once when Redis cannot be reached).
+    async fn barrier(&self) {
+        let probe = ConnId::random();
+        let (tx, rx) = async_channel::bounded(1);
+        *self.drain.barrier.lock().unwrap_or_else(|e| e.into_inner()) = Some((probe.clone(), tx));
+        let payload = crate::hub::wire::encode_move(&self.instance, &Move::Settle { id: probe });
+        let sent: redis::RedisResult<i64> = async {
+            let mut con = self.connection().await?;
+            redis::AsyncCommands::publish(&mut con, super::to_channel(&self.instance), payload).await
+        }
+        .await;
+        if sent.is_ok() {
+            let _ = rx.recv().await;
+        }
+    }
+
+    /// `true` when the `settle` of `id` is [`Cluster::barrier`]'s (it returns now).
+    pub(super) fn barrier_passed(&self, id: &ConnId) -> bool {
+        let mut barrier = self.drain.barrier.lock().unwrap_or_else(|e| e.into_inner());
+        if barrier.as_ref().is_none_or(|(probe, _)| probe != id) {
+            return false;
+        }
+        barrier.take().is_some_and(|(_, done)| done.try_send(()).is_ok())
     }
 
     /// The live instances but this one.
