@@ -58,6 +58,7 @@ pub const DEAD_AFTER: Duration = Duration::from_secs(6);
 const ALL: &str = "ws2http:all";
 
 mod drain;
+mod faults;
 mod handover;
 mod moves;
 mod own;
@@ -455,21 +456,16 @@ impl Cluster {
     }
 
     /// Drops what waited while Redis was away: cross-instance actions are
-    /// at-most-once during an outage; presence is rewritten on reconnect.
+    /// at-most-once during an outage; presence is rewritten on reconnect;
+    /// moves are ended or kept ([`Cluster::dropped`]).
     /// Returns how many actions were dropped.
     fn drain_queue(&self) -> u64 {
-        let mut lost = 0;
+        let (mut lost, mut kept) = (0, Vec::new());
         while let Ok(item) = self.queue_rx.try_recv() {
-            match self.taken(item) {
-                Out::Publish { .. } | Out::Route { .. } => lost += 1,
-                // Never made: the session stays here, delivered to as before.
-                Out::Cut { id, .. } => {
-                    let _turning = self.own.turning();
-                    self.departures.cut(&id);
-                    self.own.forget(&id);
-                }
-                _ => {}
-            }
+            lost += self.dropped(self.taken(item), &mut kept);
+        }
+        for item in kept {
+            let _ = self.queue.try_send(item);
         }
         lost
     }
@@ -498,7 +494,7 @@ impl Cluster {
                     .ignore();
             }
         }
-        p.set_ex(alive_key(&self.instance), drain::alive_value(self.max_snapshot), DEAD_AFTER.as_secs()).ignore();
+        p.set_ex(alive_key(&self.instance), self.alive_value(), DEAD_AFTER.as_secs()).ignore();
         p.sadd(INSTANCES, &self.instance).ignore();
         let _: () = p.query_async(con).await?;
         Ok(views.len())
@@ -510,7 +506,7 @@ impl Cluster {
     async fn heartbeat(&self, con: &mut redis::aio::MultiplexedConnection, hub: &Hub) -> redis::RedisResult<()> {
         let mut p = redis::pipe();
         p.atomic();
-        p.set_ex(alive_key(&self.instance), drain::alive_value(self.max_snapshot), DEAD_AFTER.as_secs()).ignore();
+        p.set_ex(alive_key(&self.instance), self.alive_value(), DEAD_AFTER.as_secs()).ignore();
         p.sadd(INSTANCES, &self.instance);
         let (added,): (i64,) = p.query_async(con).await?;
         if added == 1 {
@@ -553,6 +549,9 @@ impl Cluster {
             }
             if Instant::now() >= next_beat {
                 if let Err(e) = self.heartbeat(&mut con, hub).await {
+                    return end(e, 0, true);
+                }
+                if let Err(e) = self.check_cuts(&mut con).await {
                     return end(e, 0, true);
                 }
                 next_beat = Instant::now() + HEARTBEAT;
@@ -682,6 +681,10 @@ impl Delivery for Cluster {
 
     fn hand_off(&self) -> BoxFuture<'_, usize> {
         Box::pin(Cluster::hand_off(self))
+    }
+
+    fn draining(&self) -> bool {
+        self.is_draining()
     }
 
     fn adopt_with(&self, import: super::Importer) {

@@ -117,6 +117,12 @@ pub trait Delivery: Send + Sync {
         Box::pin(std::future::ready(0))
     }
 
+    /// `true` once [`Delivery::hand_off`] started: resumes are refused
+    /// before their upgrade (503), so that they reach another instance.
+    fn draining(&self) -> bool {
+        false
+    }
+
     /// How a session another instance hands here at its shutdown is put
     /// in, detached (the WebSocket side's import; cluster mode).
     fn adopt_with(&self, import: Importer) {

@@ -38,6 +38,14 @@ pub fn is_upgrade<S>(req: &Request<S>) -> bool {
 /// listener's state: the WebSocket side's own is `ws`.
 pub async fn handle<S>(req: Request<S>, ws: &Arc<WsState>) -> tide::Result {
     let opening = match check(&req, ws) {
+        // Shutting down (its sessions go to other instances): a resume here
+        // would pull its session back; the helpers retry, elsewhere.
+        Ok(checked) if matches!(checked.asked, Asked::Resume(..)) && ws.delivery.draining() => {
+            let mut r =
+                text(StatusCode::ServiceUnavailable, "this instance is shutting down; resume through another one");
+            r.insert_header("Retry-After", "1");
+            return Ok(r);
+        }
         Ok(checked) if matches!(checked.asked, Asked::Resume(..) | Asked::Malformed) => {
             let Checked { key, slot, conn, offered, asked, .. } = checked;
             let res = switching_protocols(&key, &Head::default(), &offered, &conn);

@@ -32,7 +32,7 @@
 //! a snapshot. No live other instance, or Redis unreachable: the shutdown
 //! is as before. Single instance (no `--redis`): nothing of this runs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -53,17 +53,22 @@ pub const NONCE_PREFIX: &str = "drain-";
 pub const DRAIN_WAIT: Duration = HANDOVER_WAIT;
 
 /// The live instances other than ARGV[1] that take sessions (their
-/// heartbeat key exists and says so: [`alive_value`]). KEYS: instances.
-const OTHERS: &str = "local r = {} \
+/// heartbeat key exists and says so: [`alive_value`]); in the same step,
+/// ARGV[1]'s own heartbeat stops saying so (it shuts down: `CUT` hands it
+/// nothing from here on; of two instances shutting down at once, each sees
+/// the other's). KEYS: instances. ARGV: me, the heartbeat's TTL.
+const OTHERS: &str = "redis.call('SET', 'ws2http:alive:' .. ARGV[1], '1', 'EX', ARGV[2]) \
+     local r = {} \
      for _, i in ipairs(redis.call('SMEMBERS', KEYS[1])) do \
        if i ~= ARGV[1] and redis.call('GET', 'ws2http:alive:' .. i) == '2' then r[#r + 1] = i end end \
      return r";
 
 /// What an instance's heartbeat key holds: `2` when it takes sessions
-/// (`--resume-grace` above 0), `1` otherwise, so that a shutting-down
-/// instance hands none to an instance that would lose them.
-pub fn alive_value(max_snapshot: usize) -> u8 {
-    if max_snapshot > 0 {
+/// (`--resume-grace` above 0, and not shutting down), `1` otherwise, so that
+/// a shutting-down instance hands none to an instance that would lose them,
+/// and no move pulls a session onto an instance that is shutting down.
+pub fn alive_value(max_snapshot: usize, draining: bool) -> u8 {
+    if max_snapshot > 0 && !draining {
         2
     } else {
         1
@@ -83,6 +88,12 @@ pub struct Drain {
     /// Sessions handed here, past their cut and not in the hub yet, by id:
     /// the receiver ends (closes) once it is in, or given up.
     pending: Mutex<HashMap<ConnId, async_channel::Receiver<()>>>,
+    /// This instance shuts down: it takes no session ([`alive_value`]),
+    /// and refuses resumes before their upgrade.
+    draining: std::sync::atomic::AtomicBool,
+    /// The `settle` of this id, published to itself, tells the shutdown
+    /// that its subscriber saw everything Redis published here before.
+    barrier: Mutex<Option<(ConnId, async_channel::Sender<()>)>>,
 }
 
 impl Drain {
@@ -103,21 +114,30 @@ impl Drain {
 impl Cluster {
     /// A, at shutdown: hands every resumable session to another live
     /// instance; returns once they left (or [`DRAIN_WAIT`] passed) and the
-    /// hand-overs are written. How many left.
+    /// hand-overs are written. How many left. Sessions handed here by
+    /// another instance shutting down meanwhile are handed on, within the
+    /// same deadline.
     pub(super) async fn hand_off(&self) -> usize {
         let started = Instant::now();
+        self.drain.draining.store(true, Ordering::SeqCst);
+        log::info!("shutdown: this instance takes no more sessions (a resume here gets 503)");
         if self.max_snapshot == 0 || !self.connected.load(Ordering::SeqCst) {
             return 0;
         }
-        let ids: Vec<ConnId> = self.hub.list(None, None).iter().filter_map(|v| ConnId::parse(&v.id)).collect();
-        let ids: Vec<ConnId> = ids.into_iter().filter(|id| self.is_session(id)).collect();
-        if ids.is_empty() {
-            return 0;
-        }
-        let others = match runtime::timeout(DRAIN_WAIT, self.live_others()).await {
+        let ids = self.sessions_here(&HashSet::new());
+        let others = runtime::timeout(DRAIN_WAIT, self.live_others()).await;
+        // A cut into here that Redis ran before that step (another instance
+        // shutting down at once) has its marker seen here now: it is pending.
+        let deadline = started + DRAIN_WAIT;
+        let _ = runtime::timeout(DRAIN_WAIT, self.barrier()).await;
+        let others = match others {
             Ok(Ok(others)) if !others.is_empty() => others,
             Ok(Ok(_)) => {
                 log::info!("shutdown: no other live instance with sessions on; {} session(s) end here", ids.len());
+                // Those handed here meanwhile end here too, once in (close event once).
+                while Instant::now() < deadline && !self.drain.pending().is_empty() {
+                    runtime::sleep(Duration::from_millis(20)).await;
+                }
                 return 0;
             }
             Ok(Err(e)) => {
@@ -126,33 +146,24 @@ impl Cluster {
             }
             Err(_) => return 0,
         };
-        let mut moving = Vec::with_capacity(ids.len());
-        for (i, id) in ids.into_iter().enumerate() {
-            let to = others[i % others.len()].clone();
-            let nonce = format!("{NONCE_PREFIX}{}", ConnId::random().as_str());
-            let Some(shared) = self.hub.shared_of(&id) else { continue };
-            let Some(session) = shared.session.as_deref() else { continue };
-            // Already moving (its client resumed elsewhere), or a resume here
-            // is being attached: that goes on (or it ends here, as before).
-            let token = session.lock().token.clone();
-            if session.begin_move(&token).is_err() {
-                continue;
+        let (mut tried, mut moving) = (HashSet::new(), Vec::new());
+        loop {
+            let ids = self.sessions_here(&tried);
+            if ids.is_empty() && self.drain.pending().is_empty() {
+                break;
             }
-            // Its socket, when it lets go, tells the client to resume
-            // elsewhere (1012): set before the cut, whose marker may be quick.
-            session.restart();
-            if let Err(why) = self.start_cut(&id, &to, &nonce) {
-                session.end_move();
-                session.restart_cancelled();
-                log::info!("[{id}] shutdown: not handed over ({why}); it ends here");
-                continue;
+            self.start_hand_offs(ids, &others, &mut tried, &mut moving);
+            while Instant::now() < deadline
+                && (moving.iter().any(|id| self.still_leaving(id)) || !self.drain.pending().is_empty())
+            {
+                runtime::sleep(Duration::from_millis(20)).await;
             }
-            moving.push(id);
+            if Instant::now() >= deadline {
+                break;
+            }
         }
-        log::info!("shutdown: handing {} session(s) to {} other instance(s)", moving.len(), others.len());
-        let deadline = started + DRAIN_WAIT;
-        while Instant::now() < deadline && moving.iter().any(|id| self.still_leaving(id)) {
-            runtime::sleep(Duration::from_millis(20)).await;
+        if moving.is_empty() {
+            return 0;
         }
         // What the publisher still holds for them (their hand-overs) is in
         // Redis before this instance goes.
@@ -167,6 +178,38 @@ impl Cluster {
         left
     }
 
+    /// The resumable sessions here, but those in `tried`.
+    fn sessions_here(&self, tried: &HashSet<ConnId>) -> Vec<ConnId> {
+        let ids = self.hub.list(None, None).into_iter().filter_map(|v| ConnId::parse(&v.id));
+        ids.filter(|id| !tried.contains(id) && self.is_session(id)).collect()
+    }
+
+    /// Starts handing `ids` over, round-robin over `others`.
+    fn start_hand_offs(
+        &self,
+        ids: Vec<ConnId>,
+        others: &[String],
+        tried: &mut HashSet<ConnId>,
+        moving: &mut Vec<ConnId>,
+    ) {
+        let n = ids.len();
+        for id in ids {
+            tried.insert(id.clone());
+            let to = &others[moving.len() % others.len()];
+            let nonce = format!("{NONCE_PREFIX}{}", ConnId::random().as_str());
+            let Some(shared) = self.hub.shared_of(&id) else { continue };
+            let Some(session) = shared.session.as_deref() else { continue };
+            // Already moving (its client resumed elsewhere), or a resume here
+            // is being attached: that goes on (or it ends here, as before).
+            let token = session.lock().token.clone();
+            match self.move_out(session, &token, &id, to, &nonce, true) {
+                Ok(()) => moving.push(id),
+                Err(why) => log::info!("[{id}] shutdown: not handed over ({why}); it ends here"),
+            }
+        }
+        log::info!("shutdown: handing {n} session(s) to {} other instance(s)", others.len());
+    }
+
     /// `true` when `id` is a resumable session that has not ended.
     fn is_session(&self, id: &ConnId) -> bool {
         let shared = self.hub.shared_of(id);
@@ -178,10 +221,37 @@ impl Cluster {
         self.hub.is_known(id) && (self.departures.is_handing(id) || self.departures.is_away(id))
     }
 
+    /// Returns once this instance's subscriber saw a marker it published
+    /// to itself now (at once when Redis cannot be reached).
+    async fn barrier(&self) {
+        let probe = ConnId::random();
+        let (tx, rx) = async_channel::bounded(1);
+        *self.drain.barrier.lock().unwrap_or_else(|e| e.into_inner()) = Some((probe.clone(), tx));
+        let payload = crate::hub::wire::encode_move(&self.instance, &Move::Settle { id: probe });
+        let sent: redis::RedisResult<i64> = async {
+            let mut con = self.connection().await?;
+            redis::AsyncCommands::publish(&mut con, super::to_channel(&self.instance), payload).await
+        }
+        .await;
+        if sent.is_ok() {
+            let _ = rx.recv().await;
+        }
+    }
+
+    /// `true` when the `settle` of `id` is [`Cluster::barrier`]'s (it returns now).
+    pub(super) fn barrier_passed(&self, id: &ConnId) -> bool {
+        let mut barrier = self.drain.barrier.lock().unwrap_or_else(|e| e.into_inner());
+        if barrier.as_ref().is_none_or(|(probe, _)| probe != id) {
+            return false;
+        }
+        barrier.take().is_some_and(|(_, done)| done.try_send(()).is_ok())
+    }
+
     /// The live instances but this one.
     async fn live_others(&self) -> redis::RedisResult<Vec<String>> {
         let mut con = self.connection().await?;
-        let result = moves::eval(OTHERS, &[INSTANCES], &[&self.instance]).query_async(&mut con).await;
+        let ttl = super::DEAD_AFTER.as_secs().to_string();
+        let result = moves::eval(OTHERS, &[INSTANCES], &[&self.instance, &ttl]).query_async(&mut con).await;
         if result.is_err() {
             self.forget_connection();
         }
@@ -201,9 +271,7 @@ impl Cluster {
                 Ok(Ok(Err(why))) => log::info!("[{id}] the hand-over of this session was abandoned: {why}"),
                 _ => {
                     log::warn!("[{id}] its instance shut down and did not hand this session over in time");
-                    if me.arrivals.end(&nonce, MoveRefused::Timeout) == Some(true) {
-                        let _ = me.queue.try_send(Out::Undo(nonce));
-                    }
+                    me.abandon_incoming(&nonce, MoveRefused::Timeout, Some(&id));
                 }
             }
             me.drain.pending().remove(&id);
@@ -219,8 +287,7 @@ impl Cluster {
             return;
         }
         log::warn!("[{id}] session handed over by its instance lost without its close event: it could not be put in");
-        self.cuts.lock().unwrap_or_else(|e| e.into_inner()).insert(nonce.to_owned(), id.clone());
-        let _ = self.queue.try_send(Out::Undo(nonce.to_owned()));
+        self.undo(nonce, Some(id));
     }
 
     /// A `take` for a session handed here and not in yet is answered once
@@ -239,8 +306,28 @@ impl Cluster {
         None
     }
 
+    /// What this instance's heartbeat key holds ([`alive_value`]).
+    pub(super) fn alive_value(&self) -> u8 {
+        alive_value(self.max_snapshot, self.is_draining())
+    }
+
+    /// `true` once this instance started shutting down ([`Cluster::hand_off`]).
+    pub(super) fn is_draining(&self) -> bool {
+        self.drain.draining.load(Ordering::SeqCst)
+    }
+
     /// Sets how sessions handed here are put in.
     pub(super) fn set_importer(&self, import: Importer) {
         self.drain.set_importer(import);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_instance_takes_sessions_only_with_sessions_on_and_while_not_shutting_down() {
+        assert_eq!(super::alive_value(1000, false), 2);
+        assert_eq!(super::alive_value(0, false), 1);
+        assert_eq!(super::alive_value(1000, true), 1, "shutting down: no session moves here");
     }
 }

@@ -61,15 +61,16 @@ pub const ENDED: &str = "redis.call('HDEL', KEYS[2], ARGV[1]) \
        redis.call('PUBLISH', 'ws2http:to:' .. ARGV[2], ARGV[4]) end return 1";
 
 /// The cut: if this instance (ARGV[2]) still holds ARGV[1] and B (ARGV[3])
-/// is alive (its heartbeat key is there, and its subscription listens: a
-/// killed instance's key outlives it by up to its TTL), records the move, moves the presence entry from A's hash to
+/// is alive and takes sessions (its heartbeat says `2`: not while it
+/// shuts down, `drain`) and its subscription listens (a killed instance's
+/// heartbeat key outlives it by up to its TTL), records the move, moves the presence entry from A's hash to
 /// B's, and publishes the marker ARGV[5] to both. 1 done, 0 not the
-/// holder, -1 B is not alive.
+/// holder, -1 B is not alive or takes none.
 /// KEYS: moved, conns:A, conns:B, hosted:A, hosted:B, alive:B.
 /// ARGV: id, A, B, its id's instance, marker.
 pub const CUT: &str = "local h = redis.call('HGET', KEYS[1], ARGV[1]) or ARGV[4] \
      if h ~= ARGV[2] then return 0 end \
-     if redis.call('EXISTS', KEYS[6]) == 0 then return -1 end \
+     if redis.call('GET', KEYS[6]) ~= '2' then return -1 end \
      if redis.call('PUBSUB', 'NUMSUB', 'ws2http:to:' .. ARGV[3])[2] == 0 then return -1 end \
      local view = redis.call('HGET', KEYS[2], ARGV[1]) \
      if view then redis.call('HDEL', KEYS[2], ARGV[1]) redis.call('HSET', KEYS[3], ARGV[1], view) end \
@@ -156,8 +157,15 @@ struct Incoming {
     /// ([`Arrivals::put_in`]): what arrives until then is recorded, then
     /// applied to it.
     handed: bool,
+    /// When it was handed: one whose resume dropped its future before
+    /// putting it in is forgotten after [`HANDED_AGE`].
+    handed_at: Option<std::time::Instant>,
     done: async_channel::Sender<Result<Snapshot, MoveRefused>>,
 }
+
+/// How long a handed session may wait for its resume to put it in before
+/// it is forgotten (the resume was dropped: its client went away).
+const HANDED_AGE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// B's side: the sessions it is bringing here.
 pub struct Arrivals {
@@ -211,8 +219,11 @@ impl Arrivals {
     /// Starts waiting for the session a request `nonce` asked for.
     pub fn start(&self, nonce: &str) -> async_channel::Receiver<Result<Snapshot, MoveRefused>> {
         let (done, rx) = async_channel::bounded(1);
-        let inc = Incoming { id: None, recorded: Vec::new(), bytes: 0, overflowed: false, handed: false, done };
-        self.lock().insert(nonce.to_owned(), inc);
+        let (handed, handed_at) = (false, None);
+        let inc = Incoming { id: None, recorded: Vec::new(), bytes: 0, overflowed: false, handed, handed_at, done };
+        let mut map = self.lock();
+        map.retain(|_, i| i.handed_at.is_none_or(|at| at.elapsed() < HANDED_AGE));
+        map.insert(nonce.to_owned(), inc);
         rx
     }
 
@@ -289,6 +300,7 @@ impl Arrivals {
             snap.overflow = true;
         }
         inc.handed = true;
+        inc.handed_at = Some(std::time::Instant::now());
         inc.bytes = 0;
         let _ = inc.done.try_send(Ok(snap));
         Ok(())
@@ -379,6 +391,9 @@ pub fn replay(hub: &Hub, id: &ConnId, recorded: Vec<Action>) -> usize {
 pub struct Departures {
     /// id → (B, nonce).
     handing: Mutex<HashMap<ConnId, (String, String)>>,
+    /// Those of `handing` whose `CUT` was sent, and when: its marker is
+    /// due (it passed, or its reply was lost: [`super::faults`]).
+    sent: Mutex<HashMap<ConnId, std::time::Instant>>,
     moved_away: Mutex<HashSet<ConnId>>,
 }
 
@@ -407,7 +422,26 @@ impl Departures {
 
     /// The cut of `id` came (or failed): its destination and nonce.
     pub fn cut(&self, id: &ConnId) -> Option<(String, String)> {
-        self.handing().remove(id)
+        let mut h = self.handing();
+        self.sent.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        h.remove(id)
+    }
+
+    /// The `CUT` of `id` was sent to Redis (its reply may be lost).
+    pub fn sent(&self, id: &ConnId) {
+        let h = self.handing();
+        if h.contains_key(id) {
+            self.sent.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), std::time::Instant::now());
+        }
+    }
+
+    /// The sessions whose `CUT` was sent longer than `after` ago and whose
+    /// marker did not come: id, destination, nonce.
+    pub fn overdue(&self, after: std::time::Duration) -> Vec<(ConnId, String, String)> {
+        let h = self.handing();
+        let sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+        let late = sent.iter().filter(|(_, at)| at.elapsed() >= after);
+        late.filter_map(|(id, _)| h.get(id).map(|(to, n)| (id.clone(), to.clone(), n.clone()))).collect()
     }
 
     /// `id` left this instance; actions on it are routed through Redis.

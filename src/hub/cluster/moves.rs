@@ -60,7 +60,7 @@ impl Cluster {
         let result = match runtime::timeout(HANDOVER_WAIT, done.recv()).await {
             Ok(Ok(result)) => result,
             // It may have arrived just now.
-            _ => done.try_recv().map_err(|_| self.give_up(nonce.clone()))?,
+            _ => done.try_recv().map_err(|_| self.give_up(&nonce, parsed.conn()))?,
         };
         // In the same step as the snapshot's receipt: nothing can drop this
         // future between the two and leave the session nowhere.
@@ -97,12 +97,11 @@ impl Cluster {
         }
     }
 
-    /// B stops waiting for move `nonce`: its holder did not answer
-    /// (stalled, or Redis lost the request); after the cut, it is undone.
-    fn give_up(&self, nonce: String) -> MoveRefused {
-        if self.arrivals.end(&nonce, MoveRefused::Timeout) == Some(true) {
-            let _ = self.queue.try_send(Out::Undo(nonce));
-        }
+    /// B stops waiting for move `nonce` of `id`: its holder did not answer
+    /// (stalled, or Redis lost the request); its side of the cut is undone
+    /// (even unseen: its subscription may have missed the marker).
+    fn give_up(&self, nonce: &str, id: &ConnId) -> MoveRefused {
+        self.abandon_incoming(nonce, MoveRefused::Timeout, Some(id));
         MoveRefused::Timeout
     }
 
@@ -126,9 +125,11 @@ impl Cluster {
                 if super::drain::unasked(&nonce) {
                     self.adopt(&id, &nonce);
                 }
-                // B: from here on, record (unless the resume gave up).
-                self.arrivals.cut(&id, &nonce);
-                self.cuts.lock().unwrap_or_else(|e| e.into_inner()).insert(nonce, id);
+                // B: from here on, record (unless the resume gave up: its
+                // side is undone already, and a late hand-over ends here).
+                if self.arrivals.cut(&id, &nonce) {
+                    self.cuts.lock().unwrap_or_else(|e| e.into_inner()).insert(nonce, id);
+                }
             }
             Move::Cut { id, .. } => self.hand_over(id),
             Move::Handover { id, nonce, key } => {
@@ -137,9 +138,7 @@ impl Cluster {
             }
             Move::Refuse { id, nonce, why } => {
                 log::info!("[{id}] resume here refused by its instance: {why}");
-                if self.arrivals.end(&nonce, MoveRefused::Unknown(why)) == Some(true) {
-                    let _ = self.queue.try_send(Out::Undo(nonce));
-                }
+                self.abandon_incoming(&nonce, MoveRefused::Unknown(why), None);
             }
             Move::Gone { id } => self.departures.forget(&id),
             Move::Settle { .. } => {}
@@ -164,14 +163,11 @@ impl Cluster {
         // As a resume on another endpoint here (4400): the session stays,
         // untouched (the resuming instance may not even serve its endpoint).
         let other = !endpoint.is_empty() && info.target.endpoint() != endpoint;
-        let begun = if other { Err("a session of another endpoint") } else { session.begin_move(&token) };
+        let begun = match other {
+            true => Err("a session of another endpoint"),
+            false => self.move_out(session, &token, &id, &to, &nonce, false),
+        };
         if let Err(why) = begun {
-            log::info!("[{id}] resume on instance {to} refused: {why}");
-            self.tell(&to, &Move::Refuse { id, nonce, why: why.into() });
-            return;
-        }
-        if let Err(why) = self.start_cut(&id, &to, &nonce) {
-            session.end_move();
             log::info!("[{id}] resume on instance {to} refused: {why}");
             self.tell(&to, &Move::Refuse { id, nonce, why: why.into() });
         }
@@ -193,21 +189,10 @@ impl Cluster {
             // back to local delivery at once.
             self.own.forget(id);
             drop(turning);
-            self.cut_failed(id);
+            self.abandon_cut(id);
             return Err("its queue to Redis is full");
         }
         Ok(())
-    }
-
-    /// A: the cut of `id` agreed to cannot be made: the session stays here
-    /// and resumes here are served again. (This instance's own actions sent
-    /// it since it agreed reach it at their echo from its refusal to itself
-    /// on: [`super::own`].)
-    fn cut_failed(&self, id: &ConnId) {
-        self.departures.cut(id);
-        if let Some(session) = self.hub.shared_of(id).as_deref().and_then(|s| s.session.as_deref()) {
-            session.end_move();
-        }
     }
 
     /// A: the cut of `id` passed: everything before it was applied here;
@@ -253,13 +238,7 @@ impl Cluster {
             Ok(s) => s,
             Err(why) => {
                 log::warn!("[{id}] session from another instance lost: {why}");
-                if self.arrivals.end(&nonce, MoveRefused::Broken(why)) == Some(true) {
-                    if let Some(id) = cut {
-                        self.cuts.lock().unwrap_or_else(|e| e.into_inner()).insert(nonce.clone(), id);
-                    }
-                    let _ = self.queue.try_send(Out::Undo(nonce));
-                }
-                return;
+                return self.abandon_incoming(&nonce, MoveRefused::Broken(why), cut.as_ref());
             }
         };
         if let Err(snap) = self.arrivals.arrive(&nonce, snap) {
@@ -327,22 +306,21 @@ impl Cluster {
                     self.arrivals.end(&nonce, MoveRefused::Unknown("its instance is gone".into()));
                 }
             }
-            Out::Presence(change) => self.write_presence(con, change).await.map_err(lost(0))?,
-            Out::Cut { id, to, nonce } => {
-                if let Err(e) = self.cut(con, id.clone(), to, nonce).await {
-                    // B gives up (4410); the session stays here.
-                    self.cut_failed(&id);
-                    return Err((e, 0));
-                }
+            Out::Presence((id, None)) => {
+                // It left the hub: nothing of this instance's is moving for it.
+                let turning = self.own.turning();
+                self.own.forget(&id);
+                drop(turning);
+                self.write_presence(con, (id, None)).await.map_err(lost(0))?
             }
+            Out::Presence(change) => self.write_presence(con, change).await.map_err(lost(0))?,
+            // An error: unsure whether it passed; decided later from Redis
+            // (`check_cuts`), the session routed meanwhile.
+            Out::Cut { id, to, nonce } => self.cut(con, id, to, nonce).await.map_err(lost(0))?,
             Out::Handover { id, to, nonce, snapshot } => {
                 if let Err(e) = self.send_snapshot(con, &id, &to, &nonce, &snapshot).await {
                     // B gives up (4410): the session ends here, its close event runs.
-                    log::warn!("[{id}] could not hand the session over ({e}); it ends here (resume-expired)");
-                    self.departures.forget(&id);
-                    if let Ok(snap) = serde_json::from_str::<Snapshot>(&snapshot) {
-                        let _ = self.orphans.0.try_send(snap);
-                    }
+                    self.handover_lost(&id, &snapshot, &e.to_string());
                     return Err((e, 0));
                 }
             }
@@ -397,15 +375,12 @@ impl Cluster {
         let (hosted_a, hosted_b) = (handover::hosted_key(me), handover::hosted_key(&to));
         let keys = [MOVED, &conns_key(me), &conns_key(&to), &hosted_a, &hosted_b, &super::alive_key(&to)];
         let args = [id.as_str(), me, &to, id.instance().unwrap_or(me), &marker];
+        self.departures.sent(&id);
         let done: i64 = eval(handover::CUT, &keys, &args).query_async(con).await?;
         if done != 1 {
-            self.cut_failed(&id);
-            let why = if done == 0 { "not held here any more" } else { "the resuming instance is gone" };
-            log::info!("[{id}] resume on instance {to} refused: {why}");
-            let refuse = encode_move(me, &Move::Refuse { id, nonce, why: why.into() });
+            let why = if done == 0 { "not held here any more" } else { "the resuming instance is gone or shuts down" };
             // To this instance too, in Redis's order ([`super::own`]).
-            con.publish::<_, _, i64>(to_channel(me), &refuse).await?;
-            con.publish::<_, _, i64>(to_channel(&to), refuse).await?;
+            self.refuse_cut(con, &id, &to, nonce, why).await?;
         }
         Ok(())
     }

@@ -183,6 +183,7 @@ impl Cluster {
     /// handled here.
     pub(super) fn on_own_move(&self, step: &Move) -> bool {
         match step {
+            Move::Settle { id } if self.barrier_passed(id) => true,
             Move::Settle { id } => {
                 let _turning = self.own.turning();
                 if self.own.is_echoing(id) && self.own.settle(id) {

@@ -218,3 +218,35 @@ fn departures_track_what_is_moving_and_what_left() {
     d.forget(&x);
     assert!(!d.is_away(&x));
 }
+
+/// A cut whose marker never came is found once `HANDOVER_WAIT` passed
+/// (review 18 #4); a cut that came or failed is forgotten.
+#[test]
+fn a_cut_sent_without_its_marker_is_due_a_check_and_forgotten_once_decided() {
+    let d = Departures::default();
+    let x = ConnId::random();
+    d.sent(&x);
+    assert!(d.overdue(std::time::Duration::ZERO).is_empty(), "not agreed: nothing sent");
+    assert!(d.agree(&x, "bbbbbbbb", "n1"));
+    assert!(d.overdue(std::time::Duration::ZERO).is_empty(), "agreed, not sent yet");
+    d.sent(&x);
+    assert!(d.overdue(std::time::Duration::from_secs(60)).is_empty(), "not due yet");
+    let due = d.overdue(std::time::Duration::ZERO);
+    assert_eq!(due, vec![(x.clone(), "bbbbbbbb".to_owned(), "n1".to_owned())]);
+    assert_eq!(d.cut(&x), Some(("bbbbbbbb".to_owned(), "n1".to_owned())));
+    assert!(d.overdue(std::time::Duration::ZERO).is_empty());
+}
+
+/// A move given up before its cut records nothing when the cut comes
+/// later (review 18 #9: B keeps no `cuts` entry for it).
+#[test]
+fn an_incoming_session_is_not_recorded_for_before_its_cut_nor_after_it_ended() {
+    let arrivals = Arrivals::new(1000);
+    let x = ConnId::random();
+    let _rx = arrivals.start("n1");
+    assert!(arrivals.cut(&x, "n1"));
+    assert!(!arrivals.cut(&x, "n2"), "no such move");
+    assert_eq!(arrivals.end("n1", MoveRefused::Timeout), Some(true));
+    assert!(arrivals.is_idle());
+    assert!(!arrivals.cut(&x, "n1"), "given up: its cut is not recorded (nor undone twice)");
+}
