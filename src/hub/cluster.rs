@@ -53,6 +53,18 @@ use route::{reached, route, Audience, Route};
 
 /// How often an instance says it is alive.
 const HEARTBEAT: Duration = Duration::from_secs(2);
+/// How long a Redis command may take before its connection counts as
+/// broken (the client library's default is 500 ms: a pause of Redis that
+/// long, a fork for a save say, dropped the publisher's connection and what
+/// it had queued, a session's hand-over included). Under [`DEAD_AFTER`],
+/// so that a stalled connection is noticed before others count this
+/// instance gone.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The configuration of every connection to Redis.
+fn connection_config() -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT))
+}
 /// Presence of an instance that stopped saying so expires after this.
 pub const DEAD_AFTER: Duration = Duration::from_secs(6);
 const ALL: &str = "ws2http:all";
@@ -351,7 +363,7 @@ impl Cluster {
         if let Some(c) = self.reader.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             return Ok(c);
         }
-        let c = self.client.get_multiplexed_async_connection().await?;
+        let c = self.client.get_multiplexed_async_connection_with_config(&connection_config()).await?;
         *self.reader.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
         Ok(c)
     }
@@ -521,7 +533,7 @@ impl Cluster {
     /// busy the queue is.
     async fn publish_session(&self, hub: &Hub) -> SessionEnd {
         let end = |error, lost, connected| SessionEnd { error, lost, connected };
-        let mut con = match self.client.get_multiplexed_async_connection().await {
+        let mut con = match self.client.get_multiplexed_async_connection_with_config(&connection_config()).await {
             Ok(c) => c,
             Err(e) => return end(e, 0, false),
         };
