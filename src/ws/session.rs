@@ -756,6 +756,7 @@ mod tests {
             floor: 2,
             window: vec![m("c")],
             queued: vec![m("d")],
+            events_pending: false,
         };
         let id = import(&app, snap.clone(), None).expect("imported");
         let view = app.hub.get(&id).expect("in the hub, live");
@@ -787,6 +788,7 @@ mod tests {
             floor: 0,
             window: vec![m("a")],
             queued: vec![],
+            events_pending: false,
         };
         let id = import(&app, snap, None).expect("imported");
         runtime::block_on(async {
@@ -816,6 +818,7 @@ mod tests {
             floor: 0,
             window: vec![],
             queued: vec![],
+            events_pending: false,
         };
         let id = import(&app, snap, None).expect("imported");
         runtime::block_on(async {
