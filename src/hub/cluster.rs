@@ -680,7 +680,15 @@ impl Delivery for Cluster {
     }
 
     fn leave(&self) -> BoxFuture<'_, ()> {
-        Box::pin(self.withdraw())
+        Box::pin(async move {
+            // What the publisher still holds (a moved session's `ran`, sent
+            // when its last events here ended) is in Redis before this goes.
+            let (done, written) = async_channel::bounded(1);
+            if self.queue.try_send(Out::Flush(done)).is_ok() {
+                let _ = runtime::timeout(Duration::from_secs(1), written.recv()).await;
+            }
+            self.withdraw().await
+        })
     }
 
     fn events_ran(&self, id: &ConnId, to: &str) {

@@ -138,13 +138,13 @@ pub async fn event_worker(
     _slot: crate::conn_limits::Slot,
 ) {
     let (mut dropped, mut closed) = (0usize, false);
-    loop {
+    while let Some(kind) = events.next().await {
         // A session moved here waits until its previous instance has run
-        // the events it had queued there (`hub::session::hold`).
+        // the events it had queued there (`hub::session::hold`); the event
+        // still counts against --max-queue meanwhile.
         if let Some(session) = shared.session.as_deref().filter(|s| s.is_held()) {
             Box::pin(session.wait_released(&conn.id)).await;
         }
-        let Some(kind) = events.next().await else { break };
         metrics::get().events_queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if matches!(kind, EventKind::Message { .. } | EventKind::Resume { .. }) {
             budget.event_taken();
