@@ -130,6 +130,13 @@ enum Out {
         nonce: String,
         snapshot: String,
     },
+    /// A step of a move about connection `id`, to whoever holds it (when
+    /// nobody does any more: it ended there, to `or`, where it went).
+    Step {
+        id: ConnId,
+        or: String,
+        payload: String,
+    },
     /// B's: forget a move (by its nonce) it gave up after its cut.
     Undo(String),
     /// Answered once everything queued before it is written (shutdown).
@@ -684,7 +691,20 @@ impl Delivery for Cluster {
     }
 
     fn leave(&self) -> BoxFuture<'_, ()> {
-        Box::pin(self.withdraw())
+        Box::pin(async move {
+            // What the publisher still holds (a moved session's `ran`, sent
+            // when its last events here ended) is in Redis before this goes.
+            let (done, written) = async_channel::bounded(1);
+            if self.queue.try_send(Out::Flush(done)).is_ok() {
+                let _ = runtime::timeout(Duration::from_secs(1), written.recv()).await;
+            }
+            self.withdraw().await
+        })
+    }
+
+    fn events_ran(&self, id: &ConnId, to: &str) {
+        let payload = super::wire::encode_move(&self.instance, &super::wire::Move::Ran { id: id.clone() });
+        let _ = self.queue.try_send(Out::Step { id: id.clone(), or: to.to_owned(), payload });
     }
 
     fn orphans(&self) -> Option<async_channel::Receiver<Snapshot>> {

@@ -103,6 +103,14 @@ pub trait Delivery: Send + Sync {
         Box::pin(std::future::ready(false))
     }
 
+    /// The event worker of session `id`, which moved away, has run every
+    /// event it had queued here, and its snapshot (sent to instance `to`)
+    /// said it had not: its holder's events for it may run (cluster mode;
+    /// `session::hold`).
+    fn events_ran(&self, id: &ConnId, to: &str) {
+        let _ = (id, to);
+    }
+
     /// Sessions whose move to another instance was abandoned after their
     /// cut and that are held here (cluster mode): the WebSocket side puts
     /// each in and ends it (`resume-expired`), so its close event runs once.

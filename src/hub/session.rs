@@ -40,6 +40,9 @@ use crate::action::{CloseCause, Message};
 use crate::event::{ConnInfo, RequestFields, RequestInfo};
 use crate::id::ConnId;
 
+mod hold;
+pub use hold::HOLD_WAIT;
+
 /// The bounds of one session (`--resume-buffer`, `--resume-buffer-bytes`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -274,6 +277,10 @@ pub struct State {
     /// What the writer sends first on the next socket: the session message
     /// (`session` or `resumed`), then the messages it replays.
     pub prelude: Option<(String, Vec<Message>)>,
+    /// B: its events wait for its previous instance's ([`hold`]).
+    held: Option<hold::Held>,
+    /// A: whether its event worker has run what it had queued ([`hold`]).
+    ran: hold::Ran,
 }
 
 impl State {
@@ -323,6 +330,8 @@ pub struct Session {
     /// Its instance shuts down and hands it to another one: when the task
     /// lets go of its socket, it tells the client so (`1012`, resume elsewhere).
     restarting: AtomicBool,
+    /// Its events are held ([`Session::hold`]): read before every event.
+    holding: AtomicBool,
     pub limits: Limits,
 }
 
@@ -343,9 +352,12 @@ impl Session {
             export: None,
             taken: None,
             prelude: None,
+            held: None,
+            ran: hold::Ran::default(),
         };
         let (let_go, departed, restarting) = (AtomicBool::new(false), AtomicBool::new(false), AtomicBool::new(false));
-        Box::new(Session { state: Mutex::new(state), let_go, departed, restarting, limits })
+        let holding = AtomicBool::new(false);
+        Box::new(Session { state: Mutex::new(state), let_go, departed, restarting, holding, limits })
     }
 
     /// A session brought in from a [`Snapshot`] (detached). The token
@@ -359,6 +371,9 @@ impl Session {
             st.prev_live = st.prev.is_some();
             st.window = Window::from_parts(snap.floor, snap.window.clone());
             (st.received, st.resumes) = (snap.received, snap.resumes);
+        }
+        if snap.events_pending {
+            s.hold();
         }
         Some(s)
     }
@@ -587,6 +602,7 @@ pub fn park(info: &ConnInfo, shared: &ConnShared, outgoing: super::shared::Outgo
             floor,
             window,
             queued,
+            events_pending: false,
         };
         // Over its bounds (its socket was dropped: it is detached now), it
         // goes without its messages and ends where it arrives.
@@ -606,10 +622,18 @@ pub fn park(info: &ConnInfo, shared: &ConnShared, outgoing: super::shared::Outgo
 /// queued (its queue ended without a close event): the connection leaves
 /// the hub (unless the session came back meanwhile: that is another
 /// connection under the same id). No close event, no presence change: the
-/// session lives on elsewhere.
-pub fn take_out(hub: &super::local::Hub, info: &ConnInfo, shared: &Arc<ConnShared>) {
+/// session lives on elsewhere. The instance its snapshot went to, when
+/// that said its events had not all run ([`Snapshot::events_pending`]):
+/// its holder waits for a word that they have (a cluster's `Move::Ran`).
+pub fn take_out(hub: &super::local::Hub, info: &ConnInfo, shared: &Arc<ConnShared>) -> Option<String> {
     hub.remove_if(&info.id, shared);
     log::debug!("[{}] the events it had queued here have run; it left this instance", info.id);
+    // Back here already (its move failed after the snapshot left, and it
+    // ends here): its events waited for these.
+    if let Some(back) = hub.shared_of(&info.id).filter(|b| !Arc::ptr_eq(b, shared)) {
+        back.session.as_deref().map(Session::release);
+    }
+    shared.session.as_deref().and_then(Session::events_ran)
 }
 
 /// Takes the session of connection `id` out of this instance's delivery at
@@ -758,6 +782,10 @@ pub struct Snapshot {
     pub window: Vec<Message>,
     /// Messages queued for the client and not numbered yet, in order.
     pub queued: Vec<Message>,
+    /// Its previous instance's event worker had not run every event it had
+    /// queued: the events here wait until it has (or [`HOLD_WAIT`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub events_pending: bool,
 }
 
 #[cfg(test)]
@@ -964,6 +992,7 @@ mod tests {
             floor: 2,
             window: vec![m("ab"), m("cd")],
             queued: vec![m("ef")],
+            events_pending: false,
         };
         let fits = snap.clone();
         assert_eq!(snap.take_overflow(Limits { messages: 3, bytes: 6 }), None);
@@ -1043,6 +1072,7 @@ mod tests {
             floor: 3,
             window: vec![m("d")],
             queued: vec![m("e")],
+            events_pending: false,
         };
         let json = serde_json::to_string(&snap).expect("json");
         let back: Snapshot = serde_json::from_str(&json).expect("parse");

@@ -57,6 +57,11 @@ pub enum Move {
     /// An instance to itself: its own actions for the moving session `id`
     /// published before this went through Redis (`hub::cluster::own`).
     Settle { id: ConnId },
+    /// The instance `id` moved away from to its holder (routed there like
+    /// any action on `id`): its event worker has run every event it had
+    /// queued for `id`; the holder's events for it may run now
+    /// (`hub::session::hold`).
+    Ran { id: ConnId },
 }
 
 /// What a Redis message carries: an action or a step of a move.

@@ -139,6 +139,12 @@ pub async fn event_worker(
 ) {
     let (mut dropped, mut closed) = (0usize, false);
     while let Some(kind) = events.next().await {
+        // A session moved here waits until its previous instance has run
+        // the events it had queued there (`hub::session::hold`); the event
+        // still counts against --max-queue meanwhile.
+        if let Some(session) = shared.session.as_deref().filter(|s| s.is_held()) {
+            Box::pin(session.wait_released(&conn.id)).await;
+        }
         metrics::get().events_queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if matches!(kind, EventKind::Message { .. } | EventKind::Resume { .. }) {
             budget.event_taken();
@@ -185,7 +191,10 @@ pub async fn event_worker(
     }
     // The queue ended without a close event: the session moves elsewhere.
     if !closed && shared.session.is_some() {
-        return crate::hub::session::take_out(&app.hub, &conn, &shared);
+        if let Some(to) = crate::hub::session::take_out(&app.hub, &conn, &shared) {
+            app.delivery.events_ran(&conn.id, &to);
+        }
+        return;
     }
     app.hub.remove(&conn.id);
     metrics::add(&metrics::get().connections_closed, 1);

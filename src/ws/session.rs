@@ -678,8 +678,11 @@ pub fn end_orphans(app: &Arc<WsState>) {
     let Some(orphans) = app.delivery.orphans() else { return };
     let app = app.clone();
     runtime::spawn(async move {
-        while let Ok(snap) = orphans.recv().await {
+        while let Ok(mut snap) = orphans.recv().await {
             let id = snap.id.clone();
+            // Its close event does not wait for the events its previous
+            // instance still ran: no word of theirs may come here.
+            snap.events_pending = false;
             let shared = import(&app, snap, None).map(|_| app.hub.shared_of(&id));
             match shared {
                 Ok(Some(shared)) => {
@@ -756,6 +759,7 @@ mod tests {
             floor: 2,
             window: vec![m("c")],
             queued: vec![m("d")],
+            events_pending: false,
         };
         let id = import(&app, snap.clone(), None).expect("imported");
         let view = app.hub.get(&id).expect("in the hub, live");
@@ -787,6 +791,7 @@ mod tests {
             floor: 0,
             window: vec![m("a")],
             queued: vec![],
+            events_pending: false,
         };
         let id = import(&app, snap, None).expect("imported");
         runtime::block_on(async {
@@ -816,6 +821,7 @@ mod tests {
             floor: 0,
             window: vec![],
             queued: vec![],
+            events_pending: false,
         };
         let id = import(&app, snap, None).expect("imported");
         runtime::block_on(async {

@@ -17,7 +17,7 @@ use crate::action::Action;
 use crate::id::ConnId;
 
 use super::super::local::Hub;
-use super::super::session::Snapshot;
+use super::super::session::{Session, Snapshot};
 
 /// How long B waits for a session it asked for before refusing the resume.
 pub const HANDOVER_WAIT: Duration = Duration::from_secs(5);
@@ -160,6 +160,9 @@ struct Incoming {
     /// When it was handed: one whose resume dropped its future before
     /// putting it in is forgotten after [`HANDED_AGE`].
     handed_at: Option<std::time::Instant>,
+    /// Its previous instance has run the events it had queued
+    /// (`Move::Ran`): once in the hub, its events need not wait.
+    ran: bool,
     done: async_channel::Sender<Result<Snapshot, MoveRefused>>,
 }
 
@@ -219,8 +222,9 @@ impl Arrivals {
     /// Starts waiting for the session a request `nonce` asked for.
     pub fn start(&self, nonce: &str) -> async_channel::Receiver<Result<Snapshot, MoveRefused>> {
         let (done, rx) = async_channel::bounded(1);
-        let (handed, handed_at) = (false, None);
-        let inc = Incoming { id: None, recorded: Vec::new(), bytes: 0, overflowed: false, handed, handed_at, done };
+        let (handed, handed_at, ran) = (false, None, false);
+        let inc =
+            Incoming { id: None, recorded: Vec::new(), bytes: 0, overflowed: false, handed, handed_at, ran, done };
         let mut map = self.lock();
         map.retain(|_, i| i.handed_at.is_none_or(|at| at.elapsed() < HANDED_AGE));
         map.insert(nonce.to_owned(), inc);
@@ -306,6 +310,23 @@ impl Arrivals {
         Ok(())
     }
 
+    /// The previous instance of session `id` has run the events it had
+    /// queued: its events here may run. Arriving (its step can overtake
+    /// its snapshot: both come from that instance, on separate paths),
+    /// noted until it is in the hub ([`Arrivals::put_in`]); else released
+    /// at once. Under the recording lock, as `put_in`.
+    pub fn ran(&self, hub: &Hub, id: &ConnId) {
+        let mut map = self.lock();
+        if let Some(inc) = map.values_mut().find(|i| i.id.as_ref() == Some(id)) {
+            inc.ran = true;
+            return;
+        }
+        let session = hub.shared_of(id);
+        if !session.as_deref().and_then(|s| s.session.as_deref()).is_some_and(Session::release) {
+            log::debug!("[{id}] its previous instance's events ran; none of its events waited here");
+        }
+    }
+
     /// The resume of move `nonce` puts its session in the hub (`put_in`,
     /// `false` when it could not): done while no action is being recorded
     /// or applied, so that each reaches it exactly once and in order:
@@ -313,7 +334,10 @@ impl Arrivals {
     pub fn put_in(&self, nonce: &str, hub: &Hub, put_in: impl FnOnce() -> bool) -> bool {
         let mut map = self.lock();
         let done = put_in();
-        if let Some(Incoming { id: Some(id), recorded, overflowed, .. }) = map.remove(nonce) {
+        if let Some(Incoming { id: Some(id), recorded, overflowed, ran, .. }) = map.remove(nonce) {
+            if done && ran {
+                hub.shared_of(&id).as_deref().and_then(|s| s.session.as_deref()).map(Session::release);
+            }
             match hub.shared_of(&id).filter(|_| done && overflowed) {
                 // More came since its snapshot than its buffer holds: it ends.
                 Some(shared) => {

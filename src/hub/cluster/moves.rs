@@ -142,6 +142,8 @@ impl Cluster {
             }
             Move::Gone { id } => self.departures.forget(&id),
             Move::Settle { .. } => {}
+            // Its previous instance has run the events it had queued.
+            Move::Ran { id } => self.arrivals.ran(&self.hub, &id),
         }
     }
 
@@ -202,6 +204,7 @@ impl Cluster {
     /// run here, and their actions on it are routed to B.
     fn hand_over(self: &Arc<Self>, id: ConnId) {
         let Some((to, nonce)) = self.departures.cut(&id) else { return };
+        let shared = self.hub.shared_of(&id);
         let snapshot = {
             let _turning = self.own.turning();
             self.own.forget(&id);
@@ -215,11 +218,14 @@ impl Cluster {
         };
         let me = self.clone();
         runtime::spawn(async move {
-            let Ok(snapshot) = snapshot.recv().await else {
+            let Ok(mut snapshot) = snapshot.recv().await else {
                 // Its connection's task ended first (it cannot: logged if so).
                 log::warn!("[{id}] session lost during its move: no snapshot");
                 return me.tell(&to, &Move::Refuse { id, nonce, why: "it ended".into() });
             };
+            // Whether B's events for it wait for those still queued here.
+            snapshot.events_pending =
+                shared.as_deref().and_then(|s| s.session.as_deref()).is_some_and(|s| s.events_pending(&to));
             log::info!("[{id}] session moves to instance {to}");
             let snapshot = serde_json::to_string(&snapshot).unwrap_or_default();
             let _ = me.queue.try_send(Out::Handover { id, to, nonce, snapshot });
@@ -296,6 +302,12 @@ impl Cluster {
                 if n == 0 {
                     *unheard += 1;
                 }
+            }
+            Out::Step { id, or, payload } => {
+                // Not the id's instance when `moved` has no entry: the session
+                // ended where it went (its entry goes before its close event).
+                let cmd = eval(handover::ROUTE, &[MOVED], &[id.as_str(), &or, &payload]);
+                cmd.query_async::<i64>(con).await.map_err(lost(0))?;
             }
             Out::Ask { id, nonce, payload } => {
                 let prefix = id.instance().unwrap_or(me);

@@ -94,7 +94,8 @@ fn moves() -> Vec<Move> {
         Move::Refuse { id: x.clone(), nonce: "n1".into(), why: "unknown session".into() },
         Move::Cut { id: x.clone(), nonce: "n1".into(), to: "bbbbbbbb".into() },
         Move::Handover { id: x.clone(), nonce: "n1".into(), key: "ws2http:handover:n1".into() },
-        Move::Gone { id: x },
+        Move::Gone { id: x.clone() },
+        Move::Ran { id: x },
     ]
 }
 

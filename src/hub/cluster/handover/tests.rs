@@ -62,6 +62,7 @@ fn snapshot(x: &ConnId, rooms: &[&str]) -> Snapshot {
         floor: 0,
         window: vec![Message::text("old")],
         queued: vec![],
+        events_pending: false,
     }
 }
 

@@ -1,0 +1,73 @@
+//! A resumable session's events keep their order when it moves to another
+//! instance (cluster mode, real redis-server): the message events it had
+//! queued on its old instance run there first, then those of the messages
+//! its client sends after resuming, then its close event, one at a time, as
+//! on one instance (docs/PROTOCOL.md "Resumable sessions", cluster part).
+//! The old instance's other clients are served meanwhile.
+
+mod common;
+use std::path::Path;
+
+use async_tungstenite::tungstenite::Message;
+use common::*;
+use serde_json::Value;
+use ws2http_test_suite::suite;
+
+/// Every event of the session (not of `?other` clients) appends its start
+/// and end to one log file both instances write; `slow K` sleeps 1 s.
+fn script(log: &Path) -> String {
+    let log = log.display();
+    format!(
+        r#"
+case "$QUERY_STRING" in other) [ "$WS_EVENT" = message ] || exit 0 ;; esac
+case "$WS_EVENT" in
+open) echo "open" >> "{log}" ;;
+message) m=$(cat); echo "start $m" >> "{log}"; case "$m" in "slow "*) sleep 1 ;; esac; echo "end $m" >> "{log}"; echo "done $m" ;;
+close) echo "close $WS_CLOSE_CAUSE" >> "{log}" ;;
+esac"#
+    )
+}
+
+fn lines(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log).unwrap_or_default().lines().map(str::to_owned).collect()
+}
+
+#[suite("redis")]
+#[async_std::test]
+async fn a_moved_sessions_events_run_in_order_across_instances_close_last() {
+    let redis = Redis::start();
+    let log = scratch().join("shared.log");
+    let dir = cgi_bin(&[("chat.sh", &script(&log))]);
+    let node = || Server::start_in(&dir, &["--redis", &redis.url()]);
+    let (a, b) = (node(), node());
+    let (mut x, _) =
+        connect_with(&a.url("/chat.sh"), &[("Sec-WebSocket-Protocol", "ws2http.session.v1")]).await.expect("handshake");
+    let hello: Value = serde_json::from_str(&next_text(&mut x).await).expect("a session message");
+    let (id, token) = (hello["id"].as_str().unwrap().to_owned(), hello["token"].as_str().unwrap().to_owned());
+    wait_for("its open event", || lines(&log).contains(&"open".to_owned()).then_some(()));
+    // Another client of A's.
+    let mut o = connect(&a.url("/chat.sh?other")).await;
+    let o_id = wait_for("the other client", || conn_ids(&a.api("/connections")).into_iter().find(|c| *c != id));
+    // Two slow message events queued on A; the client drops while the first runs.
+    for k in 1..=2 {
+        x.send(Message::text(format!("slow {k}"))).await.unwrap();
+    }
+    wait_for("the first slow event", || lines(&log).contains(&"start slow 1".to_owned()).then_some(()));
+    drop(x);
+    // It comes back through B, sends at once and closes.
+    let resume = format!("ws2http.session.v1, ws2http.resume.{token}.0");
+    let (mut x, _) = connect_with(&b.url("/chat.sh"), &[("Sec-WebSocket-Protocol", &resume)]).await.expect("resume");
+    let hello: Value = serde_json::from_str(&next_text(&mut x).await).expect("a session message");
+    assert_eq!((hello["ws2http"].as_str(), hello["id"].as_str()), (Some("resumed"), Some(id.as_str())), "{hello}");
+    x.send(Message::text("fast 3")).await.unwrap();
+    x.close(None).await.unwrap();
+    // A serves its other clients while X's slow events still run there.
+    assert_eq!(post(&a.api(&format!("/send/{o_id}")), "ping").status, 200);
+    assert_eq!(next_text(&mut o).await, "ping");
+    assert!(!lines(&log).contains(&"end slow 2".to_owned()), "O was served only after X's events: {:?}", lines(&log));
+    wait_for("the close event", || lines(&log).iter().any(|l| l.starts_with("close")).then_some(()));
+    let want = ["open", "start slow 1", "end slow 1", "start slow 2", "end slow 2", "start fast 3", "end fast 3"];
+    let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    want.push("close client".into());
+    assert_eq!(lines(&log), want, "one event at a time, in order, close last");
+}
