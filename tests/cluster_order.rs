@@ -71,3 +71,46 @@ async fn a_moved_sessions_events_run_in_order_across_instances_close_last() {
     want.push("close client".into());
     assert_eq!(lines(&log), want, "one event at a time, in order, close last");
 }
+
+/// A chain of moves, A to B to C, while A's slow events still run: B's
+/// event (held for A's) runs after them, C's after B's, then the close,
+/// one at a time (the second source review: a `ran` routed to the current
+/// holder released C while B's held event still waited).
+#[suite("redis")]
+#[async_std::test]
+async fn a_chain_of_moves_keeps_the_order_of_every_instances_events() {
+    let redis = Redis::start();
+    let log = scratch().join("shared.log");
+    let dir = cgi_bin(&[("chat.sh", &script(&log))]);
+    let node = || Server::start_in(&dir, &["--redis", &redis.url()]);
+    let (a, b, c) = (node(), node(), node());
+    let (mut x, _) =
+        connect_with(&a.url("/chat.sh"), &[("Sec-WebSocket-Protocol", "ws2http.session.v1")]).await.expect("handshake");
+    let hello: Value = serde_json::from_str(&next_text(&mut x).await).expect("a session message");
+    let (id, mut token) = (hello["id"].as_str().unwrap().to_owned(), hello["token"].as_str().unwrap().to_owned());
+    wait_for("its open event", || lines(&log).contains(&"open".to_owned()).then_some(()));
+    x.send(Message::text("slow 1")).await.unwrap();
+    wait_for("the slow event", || lines(&log).contains(&"start slow 1".to_owned()).then_some(()));
+    drop(x);
+    // Through B: one message (held there for A's), then away again; through C: one more, and close.
+    for (server, msg) in [(&b, "fast 2"), (&c, "fast 3")] {
+        let resume = format!("ws2http.session.v1, ws2http.resume.{token}.0");
+        let (mut x, _) =
+            connect_with(&server.url("/chat.sh"), &[("Sec-WebSocket-Protocol", &resume)]).await.expect("resume");
+        let hello: Value = serde_json::from_str(&next_text(&mut x).await).expect("a session message");
+        assert_eq!((hello["ws2http"].as_str(), hello["id"].as_str()), (Some("resumed"), Some(id.as_str())), "{hello}");
+        token = hello["token"].as_str().expect("its new token").to_owned();
+        x.send(Message::text(msg)).await.unwrap();
+        if msg == "fast 3" {
+            x.close(None).await.unwrap();
+        } else {
+            // Gone without a close frame (its message is read before the end of the stream).
+            drop(x);
+        }
+    }
+    wait_for("the close event", || lines(&log).iter().any(|l| l.starts_with("close")).then_some(()));
+    let want = ["open", "start slow 1", "end slow 1", "start fast 2", "end fast 2", "start fast 3", "end fast 3"];
+    let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    want.push("close client".into());
+    assert_eq!(lines(&log), want, "one event at a time, in order, close last");
+}

@@ -130,13 +130,6 @@ enum Out {
         nonce: String,
         snapshot: String,
     },
-    /// A step of a move about connection `id`, to whoever holds it (when
-    /// nobody does any more: it ended there, to `or`, where it went).
-    Step {
-        id: ConnId,
-        or: String,
-        payload: String,
-    },
     /// B's: forget a move (by its nonce) it gave up after its cut.
     Undo(String),
     /// Answered once everything queued before it is written (shutdown).
@@ -702,9 +695,11 @@ impl Delivery for Cluster {
         })
     }
 
+    /// To the instance its snapshot went to (not to wherever it lives now:
+    /// after A to B to C, B's held events run first, then B tells C).
     fn events_ran(&self, id: &ConnId, to: &str) {
         let payload = super::wire::encode_move(&self.instance, &super::wire::Move::Ran { id: id.clone() });
-        let _ = self.queue.try_send(Out::Step { id: id.clone(), or: to.to_owned(), payload });
+        let _ = self.queue.try_send(Out::Tell { channel: to_channel(to), payload });
     }
 
     fn orphans(&self) -> Option<async_channel::Receiver<Snapshot>> {

@@ -451,6 +451,11 @@ impl Hub {
     pub fn close_all(&self, code: u16, reason: &str, cause: CloseCause) -> usize {
         self.shutting_down.store(true, Ordering::SeqCst);
         let st = lock(&self.state);
+        // Events held for a moved session's previous instance wait no more:
+        // its close event runs within the shutdown's deadline.
+        st.conns.values().filter_map(|c| c.shared.session.as_deref()).for_each(|s| {
+            s.release();
+        });
         st.conns
             .values()
             .filter(|c| c.live())

@@ -628,11 +628,8 @@ pub fn park(info: &ConnInfo, shared: &ConnShared, outgoing: super::shared::Outgo
 pub fn take_out(hub: &super::local::Hub, info: &ConnInfo, shared: &Arc<ConnShared>) -> Option<String> {
     hub.remove_if(&info.id, shared);
     log::debug!("[{}] the events it had queued here have run; it left this instance", info.id);
-    // Back here already (its move failed after the snapshot left, and it
-    // ends here): its events waited for these.
-    if let Some(back) = hub.shared_of(&info.id).filter(|b| !Arc::ptr_eq(b, shared)) {
-        back.session.as_deref().map(Session::release);
-    }
+    // A copy back here already (A to B to A) waits for B's word, which
+    // follows this one: not released here.
     shared.session.as_deref().and_then(Session::events_ran)
 }
 

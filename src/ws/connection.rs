@@ -191,6 +191,12 @@ pub async fn event_worker(
     }
     // The queue ended without a close event: the session moves elsewhere.
     if !closed && shared.session.is_some() {
+        // Held here too (it moved on before its previous instance's word
+        // came): this instance has run its events only once those have
+        // run, so its own word waits for that one.
+        if let Some(session) = shared.session.as_deref().filter(|s| s.is_held()) {
+            Box::pin(session.wait_released(&conn.id)).await;
+        }
         if let Some(to) = crate::hub::session::take_out(&app.hub, &conn, &shared) {
             app.delivery.events_ran(&conn.id, &to);
         }

@@ -654,6 +654,14 @@ pub fn import(app: &Arc<WsState>, mut snap: Snapshot, slot: Option<Slot>) -> Res
     let parts = Parts { app: app.clone(), conn: conn.clone(), outgoing, shared, events, budget };
     runtime::spawn(futures_util::FutureExt::map(futures_lite::future::zip(Box::pin(run(parts, None)), worker), |_| ()));
     log::info!("[{}] {} session imported, detached", conn.id, conn.target.endpoint());
+    // Arrived after this instance's shutdown closed everything (a move
+    // whose cut ran just before): it ends here, as the others did.
+    if app.hub.is_shutting_down() {
+        let req = CloseRequest { code: 1001, reason: "server shutdown".into(), cause: CloseCause::Shutdown };
+        if let Some(shared) = app.hub.shared_of(&conn.id) {
+            shared.request_close(req, Ending::Drain, None);
+        }
+    }
     Ok(conn.id.clone())
 }
 

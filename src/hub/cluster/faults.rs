@@ -158,7 +158,7 @@ impl Cluster {
             // Rewritten whole on reconnect; an end also ends a move into here.
             Out::Presence((id, None)) => kept.push(Out::Presence((id, None))),
             Out::Presence(_) => {}
-            keep @ (Out::Undo(_) | Out::Tell { .. } | Out::Step { .. } | Out::Flush(_)) => kept.push(keep),
+            keep @ (Out::Undo(_) | Out::Tell { .. } | Out::Flush(_)) => kept.push(keep),
         }
         0
     }

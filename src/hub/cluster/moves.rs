@@ -303,12 +303,6 @@ impl Cluster {
                     *unheard += 1;
                 }
             }
-            Out::Step { id, or, payload } => {
-                // Not the id's instance when `moved` has no entry: the session
-                // ended where it went (its entry goes before its close event).
-                let cmd = eval(handover::ROUTE, &[MOVED], &[id.as_str(), &or, &payload]);
-                cmd.query_async::<i64>(con).await.map_err(lost(0))?;
-            }
             Out::Ask { id, nonce, payload } => {
                 let prefix = id.instance().unwrap_or(me);
                 let cmd = eval(handover::ROUTE, &[MOVED], &[id.as_str(), prefix, &payload]);

@@ -8,9 +8,12 @@
 //! event worker still had events to run ([`Snapshot::events_pending`]), and
 //! B's event worker for the session then waits before its next event
 //! (message, resume or close: they stay queued, counted against
-//! `--max-queue` as usual) until A says they have run (`Move::Ran`, routed
-//! to the session's holder like any action on it), or for [`HOLD_WAIT`] at
-//! most: a lost step must not hold the session forever.
+//! `--max-queue` as usual) until A says they have run (`Move::Ran`, sent
+//! to the instance its snapshot went to), or for [`HOLD_WAIT`] at most: a
+//! lost step must not hold the session forever. A chain of moves (A to B to
+//! C, or A to B to A) is a chain of holds: B, held, does not report its own
+//! events as run before A's word came and they ran, so C waits for B, which
+//! waits for A. Shutdown releases every hold (`Hub::close_all`).
 //!
 //! [`Snapshot::events_pending`]: super::Snapshot::events_pending
 
