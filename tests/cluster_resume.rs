@@ -361,32 +361,40 @@ async fn a_close_asked_during_a_move_is_applied_after_it() {
     assert_eq!(b.events().iter().filter(|l| l.starts_with("close")).count(), 1);
 }
 
+/// A's hand-over stalls past B's wait (A stopped): the resume is refused
+/// (4410), and the session ends exactly once, `resume-expired`: on B if
+/// the hand-over arrives there after B gave up, or on A at its grace's end
+/// if A, waking up, finds its publishing connection timed out and keeps it
+/// (both are by design; which one depends on what A's publisher was doing
+/// when it was stopped).
 #[suite("redis")]
 #[async_std::test]
 async fn a_session_arriving_after_its_resume_gave_up_ends_with_one_close_event() {
     let redis = Redis::start();
-    let (a, b) = (slow_node(&redis), slow_node(&redis));
+    let node = || Server::start_in(&cgi_bin(&[("chat.sh", SLOW)]), &["--redis", &redis.url(), "--resume-grace", "8"]);
+    let (a, b) = (node(), node());
     // (A resume on B before it is connected is refused at once: no hand-over to arrive.)
     [&a, &b].into_iter().for_each(wait_clustered);
     let (ws, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
     let (id, token) = (hello["id"].as_str().unwrap().to_owned(), hello["token"].as_str().unwrap().to_owned());
     a.wait_event("open", |l| l == format!("open {id}"));
     drop(ws);
-    // A stalls: its hand-over comes after B's 5 s wait, the resume is refused.
+    // A stalls: its hand-over, if any, comes after B's 5 s wait; the resume is refused.
     // SAFETY: kill(2) on our own child process.
     unsafe { libc::kill(a.child.id() as i32, libc::SIGSTOP) };
     expect_4410(&b.url("/chat.sh"), &token).await;
     // SAFETY: as above.
     unsafe { libc::kill(a.child.id() as i32, libc::SIGCONT) };
-    let closed = || b.events().into_iter().find(|l| l.starts_with("close"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while closed().is_none() && std::time::Instant::now() < deadline {
+    let closes =
+        || -> Vec<String> { [&a, &b].iter().flat_map(|s| s.events()).filter(|l| l.starts_with("close")).collect() };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while closes().is_empty() && std::time::Instant::now() < deadline {
         async_std::task::sleep(Duration::from_millis(20)).await;
     }
-    let line = closed().unwrap_or_else(|| panic!("no close event on B; A: {}\nB: {}", a.log(), b.log()));
-    assert_eq!(line, format!("close {id} resume-expired r bob"));
-    assert!(a.events().iter().all(|l| !l.starts_with("close")), "{:?}", a.events());
+    assert_eq!(closes(), [format!("close {id} resume-expired r bob")], "A: {}\nB: {}", a.log(), b.log());
     wait_for("gone from presence", || (!listed(&a).contains(&id) && !listed(&b).contains(&id)).then_some(()));
+    async_std::task::sleep(Duration::from_millis(500)).await;
+    assert_eq!(closes().len(), 1, "exactly one close event");
 }
 
 /// A resume's first frame: the `resumed` message, or the close code.
