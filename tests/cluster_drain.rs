@@ -15,28 +15,6 @@ use common::*;
 use serde_json::{json, Value};
 use ws2http_test_suite::suite;
 
-/// Logs every event with its connection id; joins room r and sets name=bob on open.
-const CHAT: &str = r#"
-case "$WS_EVENT" in
-open) echo "open $WS_CONNECTION_ID" >> "$EVENTS_LOG"; echo "@join r"; echo "@set name bob" ;;
-message) echo "echo $(cat)" ;;
-close) echo "close $WS_CONNECTION_ID $WS_CLOSE_CAUSE $WS_ROOMS $WS_META_name" >> "$EVENTS_LOG" ;;
-esac"#;
-
-fn node(redis: &Redis, extra: &[&str]) -> Server {
-    let dir = cgi_bin(&[("chat.sh", CHAT)]);
-    let mut args = vec!["--redis".to_owned(), redis.url()];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Server::start_in(&dir, &args.iter().map(String::as_str).collect::<Vec<_>>())
-}
-
-/// A session socket and its first message.
-async fn open_session(url: &str, protocols: &str) -> (Ws, Value) {
-    let (mut ws, _) = connect_with(url, &[("Sec-WebSocket-Protocol", protocols)]).await.expect("handshake");
-    let first: Value = serde_json::from_str(&next_text(&mut ws).await).expect("a session message");
-    (ws, first)
-}
-
 fn id_and_token(hello: &Value) -> (String, String) {
     (hello["id"].as_str().expect("id").to_owned(), hello["token"].as_str().expect("token").to_owned())
 }

@@ -351,7 +351,7 @@ mod suites;
 #[allow(unused_imports)]
 pub use http_conn::HttpConn;
 #[allow(unused_imports)]
-pub use redis::{wait_clustered, Redis};
+pub use redis::{node, open_session, wait_clustered, Redis, CHAT};
 #[allow(unused_imports)]
 pub use redis_proxy::{RedisProxy, CUT_MARKER};
 #[allow(unused_imports)]

@@ -48,3 +48,26 @@ pub fn wait_clustered(s: &super::Server) {
     s.wait_log("cluster: connected to Redis");
     s.wait_log("cluster: subscribed to");
 }
+
+/// Logs every event with its connection id; joins room r and sets name=bob on open.
+pub const CHAT: &str = r#"
+case "$WS_EVENT" in
+open) echo "open $WS_CONNECTION_ID" >> "$EVENTS_LOG"; echo "@join r"; echo "@set name bob" ;;
+message) echo "echo $(cat)" ;;
+close) echo "close $WS_CONNECTION_ID $WS_CLOSE_CAUSE $WS_ROOMS $WS_META_name" >> "$EVENTS_LOG" ;;
+esac"#;
+
+/// An instance of the cluster on `redis` serving CHAT at /chat.sh, with `extra` flags.
+pub fn node(redis: &Redis, extra: &[&str]) -> super::Server {
+    let dir = super::cgi_bin(&[("chat.sh", CHAT)]);
+    let mut args = vec!["--redis".to_owned(), redis.url()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    super::Server::start_in(&dir, &args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// A session socket and its first message.
+pub async fn open_session(url: &str, protocols: &str) -> (super::Ws, serde_json::Value) {
+    let (mut ws, _) = super::connect_with(url, &[("Sec-WebSocket-Protocol", protocols)]).await.expect("handshake");
+    let first: serde_json::Value = serde_json::from_str(&super::next_text(&mut ws).await).expect("a session message");
+    (ws, first)
+}
