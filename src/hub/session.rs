@@ -768,21 +768,11 @@ mod tests {
 
     #[test]
     fn a_snapshot_over_the_bounds_drops_its_messages_and_says_why() {
-        let token = Token::random().to_string();
         let mut snap = Snapshot {
-            id: ConnId::random(),
-            request: Request::default(),
-            rooms: vec![],
-            meta: vec![],
-            token,
-            prev: None,
-            overflow: false,
-            received: 0,
-            resumes: 0,
             floor: 2,
             window: vec![m("ab"), m("cd")],
             queued: vec![m("ef")],
-            events_pending: false,
+            ..Snapshot::bare(Request::default(), &Token::random())
         };
         let fits = snap.clone();
         assert_eq!(snap.take_overflow(Limits { messages: 3, bytes: 6 }), None);
@@ -850,19 +840,14 @@ mod tests {
         );
         let token = Token::random();
         let snap = Snapshot {
-            id: ConnId::random(),
-            request: Request::of(&info),
             rooms: vec!["r".into()],
             meta: vec![("k".into(), "v".into())],
-            token: token.to_string(),
-            prev: None,
-            overflow: false,
             received: 7,
             resumes: 2,
             floor: 3,
             window: vec![m("d")],
             queued: vec![m("e")],
-            events_pending: false,
+            ..Snapshot::bare(Request::of(&info), &token)
         };
         let json = serde_json::to_string(&snap).expect("json");
         let back: Snapshot = serde_json::from_str(&json).expect("parse");

@@ -755,19 +755,14 @@ mod tests {
         let request =
             Request { method: "GET".into(), uri: "/mirror.sh?a=1".into(), query: "a=1".into(), ..Default::default() };
         let snap = Snapshot {
-            id: ConnId::random(),
-            request,
             rooms: vec!["r".into()],
             meta: vec![("k".into(), "v".into())],
-            token: Token::random().to_string(),
-            prev: None,
-            overflow: false,
             received: 3,
             resumes: 1,
             floor: 2,
             window: vec![m("c")],
             queued: vec![m("d")],
-            events_pending: false,
+            ..Snapshot::bare(request, &Token::random())
         };
         let id = import(&app, snap.clone(), None).expect("imported");
         let view = app.hub.get(&id).expect("in the hub, live");
@@ -786,21 +781,7 @@ mod tests {
         let (app, script) = state("30");
         let request = Request { method: "GET".into(), uri: "/mirror.sh".into(), ..Default::default() };
         let token = Token::random();
-        let snap = Snapshot {
-            id: ConnId::random(),
-            request,
-            rooms: vec![],
-            meta: vec![],
-            token: token.to_string(),
-            prev: None,
-            overflow: true,
-            received: 0,
-            resumes: 0,
-            floor: 0,
-            window: vec![m("a")],
-            queued: vec![],
-            events_pending: false,
-        };
+        let snap = Snapshot { overflow: true, window: vec![m("a")], ..Snapshot::bare(request, &token) };
         let id = import(&app, snap, None).expect("imported");
         runtime::block_on(async {
             while app.hub.is_known(&id) {
@@ -815,22 +796,7 @@ mod tests {
     fn an_imported_session_not_resumed_expires_with_one_close_event() {
         let (app, script) = state("0.05");
         let request = Request { method: "GET".into(), uri: "/mirror.sh".into(), ..Default::default() };
-        let token = Token::random().to_string();
-        let snap = Snapshot {
-            id: ConnId::random(),
-            request,
-            rooms: vec![],
-            meta: vec![],
-            token,
-            prev: None,
-            overflow: false,
-            received: 0,
-            resumes: 0,
-            floor: 0,
-            window: vec![],
-            queued: vec![],
-            events_pending: false,
-        };
+        let snap = Snapshot::bare(request, &Token::random());
         let id = import(&app, snap, None).expect("imported");
         runtime::block_on(async {
             while app.hub.is_known(&id) {

@@ -219,3 +219,26 @@ pub struct Snapshot {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub events_pending: bool,
 }
+
+#[cfg(test)]
+impl Snapshot {
+    /// A session of `request` with token `token`, nothing kept, nothing
+    /// counted (tests fill in what they check with `..`).
+    pub(crate) fn bare(request: Request, token: &Token) -> Snapshot {
+        Snapshot {
+            id: ConnId::random(),
+            request,
+            rooms: vec![],
+            meta: vec![],
+            token: token.to_string(),
+            prev: None,
+            overflow: false,
+            received: 0,
+            resumes: 0,
+            floor: 0,
+            window: vec![],
+            queued: vec![],
+            events_pending: false,
+        }
+    }
+}
