@@ -49,6 +49,28 @@ fn traffic(a: &str, c: &str, id: &str, nodes: &[String], stop: &std::sync::atomi
     n
 }
 
+/// [`traffic`] on its own thread (A, B, C: the session's first instance,
+/// another, a third that sends), until [`Flow::stop`].
+struct Flow {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<usize>,
+}
+
+impl Flow {
+    fn start([a, b, c]: [&Server; 3], id: &str) -> Flow {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (a_api, c_api, nodes, id, flag) =
+            (a.api(""), c.api(""), [a, b, c].map(|s| s.api("")), id.to_owned(), stop.clone());
+        Flow { stop, thread: std::thread::spawn(move || traffic(&a_api, &c_api, &id, &nodes, &flag)) }
+    }
+
+    /// Stops it: the rounds sent (each sequence's length).
+    fn stop(self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().expect("traffic and presence checks")
+    }
+}
+
 /// Checks that `got` holds each of the three sequences 0..n whole, in order, once.
 fn check_sequences(got: &[String], n: usize) {
     let mut by: HashMap<char, Vec<usize>> = HashMap::new();
@@ -72,11 +94,7 @@ async fn a_session_resumes_on_another_instance_while_messages_flow() {
     a.wait_event("open", |l| l == format!("open {id}"));
     wait_for("presence everywhere", || [&a, &b, &c].iter().all(|s| listed(s).contains(&id)).then_some(()));
 
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flow = {
-        let (a, c, nodes, id, stop) = (a.api(""), c.api(""), [&a, &b, &c].map(|s| s.api("")), id.clone(), stop.clone());
-        std::thread::spawn(move || traffic(&a, &c, &id, &nodes, &stop))
-    };
+    let flow = Flow::start([&a, &b, &c], &id);
     // Some traffic reaches it on A; then its connection drops (no close frame).
     let mut got = Vec::new();
     while got.len() < 30 {
@@ -90,8 +108,7 @@ async fn a_session_resumes_on_another_instance_while_messages_flow() {
     assert_eq!(hello["ws2http"], "resumed", "{hello}");
     assert_eq!(hello["id"], id.as_str(), "same connection id");
     async_std::task::sleep(Duration::from_millis(1500)).await;
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let n = flow.join().expect("traffic and presence checks");
+    let n = flow.stop();
     // Everything sent is in: every sequence whole, once, in order.
     while got.len() < 3 * n {
         got.push(next_text(&mut ws).await);
@@ -589,11 +606,7 @@ async fn a_move_does_not_wait_for_the_sessions_queued_slow_scripts() {
         x.send(Message::text(format!("slow {k}"))).await.unwrap();
     }
     a.wait_event("the first slow event", |l| l == "start slow 1");
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flow = {
-        let (a, c, nodes, id, stop) = (a.api(""), c.api(""), [&a, &b, &c].map(|s| s.api("")), id.clone(), stop.clone());
-        std::thread::spawn(move || traffic(&a, &c, &id, &nodes, &stop))
-    };
+    let flow = Flow::start([&a, &b, &c], &id);
     let mut got = Vec::new();
     while got.len() < 30 {
         got.push(next_text(&mut x).await);
@@ -613,8 +626,7 @@ async fn a_move_does_not_wait_for_the_sessions_queued_slow_scripts() {
     assert!(!events.contains(&"end slow 4".to_owned()), "O was served only after X's scripts ran: {events:?}");
     // Every one of X's queued events runs on A, once; their messages reach it on B.
     a.wait_event("the last slow event", |l| l == "end slow 4");
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let n = flow.join().expect("traffic and presence checks");
+    let n = flow.stop();
     while got.len() < 3 * n + 4 {
         got.push(next_text(&mut x).await);
     }
