@@ -143,6 +143,17 @@ struct State {
     rooms: HashMap<String, HashSet<ConnId>>,
 }
 
+impl State {
+    /// Takes connection `id` out of the map and out of its rooms.
+    fn take(&mut self, id: &ConnId) -> Option<Conn> {
+        let c = self.conns.remove(id)?;
+        for room in &c.joined().rooms {
+            leave_room(&mut self.rooms, room, id);
+        }
+        Some(c)
+    }
+}
+
 /// A connection as the control API shows it.
 #[derive(Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct ConnView {
@@ -259,11 +270,7 @@ impl Hub {
         self.changed(&conn);
         // The same session back while its exported connection's last events
         // still run here: that one's rooms go (it is not delivered to).
-        if let Some(old) = st.conns.remove(&info.id) {
-            for room in &old.joined().rooms {
-                leave_room(&mut st.rooms, room, &info.id);
-            }
-        }
+        st.take(&info.id);
         for room in conn.joined().rooms.iter() {
             st.rooms.entry(room.clone()).or_default().insert(info.id.clone());
         }
@@ -286,12 +293,7 @@ impl Hub {
 
     /// Forgets a connection entirely (after its close event ran).
     pub fn remove(&self, id: &ConnId) {
-        let mut st = lock(&self.state);
-        if let Some(c) = st.conns.remove(id) {
-            for room in &c.joined().rooms {
-                leave_room(&mut st.rooms, room, id);
-            }
-        }
+        lock(&self.state).take(id);
     }
 
     /// [`Hub::remove`], only if `id` is still the connection of `shared`
@@ -299,11 +301,7 @@ impl Hub {
     pub fn remove_if(&self, id: &ConnId, shared: &Arc<ConnShared>) {
         let mut st = lock(&self.state);
         if st.conns.get(id).is_some_and(|c| Arc::ptr_eq(&c.shared, shared)) {
-            if let Some(c) = st.conns.remove(id) {
-                for room in &c.joined().rooms {
-                    leave_room(&mut st.rooms, room, id);
-                }
-            }
+            st.take(id);
         }
     }
 
