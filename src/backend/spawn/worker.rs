@@ -11,8 +11,9 @@
 //! over stdin, stdout, stderr and a pidfd (so a payload bigger than the pipe
 //! cannot deadlock with a script that writes a lot before it reads, and the
 //! poll's timeout is the deadline: no timer on the reactor). The pidfd only
-//! for a script still running when its stdout ended or [`WATCH_AFTER`] in:
-//! most have exited by then and are reaped without one. The async side
+//! for a script still running when its stdout ended (after one
+//! `sched_yield`, [`Run::exit_in_progress`]) or [`WATCH_AFTER`] in: most
+//! have exited by then and are reaped without one. The async side
 //! ([`super::process::run`]) hands one [`Job`] over and gets back one
 //! [`Back::Output`] per read of stdout that holds a line, which it feeds to the gateway's one
 //! output pipeline ([`crate::gateway::Call::feed`]: line splitting, limits
@@ -100,8 +101,11 @@ const TAIL_WAIT: Duration = Duration::from_millis(1);
 /// Most scripts are done sooner: their stdout ends, and they are reaped
 /// then without a pidfd (two system calls per event fewer, `pidfd_open`
 /// and its `close`; docs/bench-notes/perf18.md). A later start of the
-/// grace is the cost: at most this much.
-const WATCH_AFTER: Duration = Duration::from_millis(10);
+/// grace is the cost: at most this much (2.5 % of the 2 s grace). Not
+/// 10 ms: with 16 busy connections on 2 cores a script waits for a CPU, and
+/// a third to a half of them were still running at 10 ms, each then paying
+/// the pidfd and one more wake-up (docs/bench-notes/reap19.md).
+const WATCH_AFTER: Duration = Duration::from_millis(50);
 /// A payload this small is written at once, even to a blocking pipe: a fresh
 /// pipe always has room for one page (even at the per-user pipe limit).
 const SMALL: usize = 4096;
@@ -405,15 +409,27 @@ impl<'a> Run<'a> {
         if self.proc.watched || (self.stdout.is_some() && Instant::now() < self.watch_at) {
             return None;
         }
-        let found = match self.proc.try_status(&self.job.label) {
-            Ok(Some(s)) => Some(Ok(s)),
-            Ok(None) => None,
-            Err(e) => Some(Err(e)),
+        let found = match self.proc.try_status(&self.job.label).transpose() {
+            None if self.stdout.is_none() => self.exit_in_progress(),
+            found => found,
         };
         if found.is_none() {
             self.proc.watch();
         }
         found.map(|r| (r, Instant::now()))
+    }
+
+    /// Stdout has ended but the script is not reapable yet: the kernel
+    /// closes a process's files before it becomes a zombie, and the woken
+    /// worker often runs first, on the CPU the exiting script needs. One
+    /// `sched_yield` lets it finish, and one more `wait4` usually reaps it:
+    /// two system calls instead of the pidfd's three (`pidfd_open`, a
+    /// `ppoll`, `close`) and its wake-up (docs/bench-notes/reap19.md). A
+    /// script that closed its pipes and runs on is watched for as before.
+    fn exit_in_progress(&mut self) -> Option<ExitResult> {
+        // SAFETY: no arguments; it only gives up the CPU.
+        unsafe { libc::sched_yield() };
+        self.proc.try_status(&self.job.label).transpose()
     }
 
     fn poll_set(&self, running: bool) -> ([libc::pollfd; 4], Slots) {
