@@ -833,6 +833,22 @@ mod tests {
         assert!(gone(texts[0].parse().expect("the script's pid")), "the script was killed and reaped");
     }
 
+    /// A script that closes its pipes and runs on is not taken for one that
+    /// is exiting (a `sched_yield` and one more `wait4`, then its exit is
+    /// watched for): its deadline holds, on both paths, and it is reaped.
+    #[test]
+    fn the_deadline_holds_for_a_script_that_closed_its_pipes() {
+        let t = spawn(Limits { timeout: Duration::from_millis(300), max_output: 1 << 20 }, Stderr::Log);
+        let cmd = "echo $$; exec >&- 2>&-; trap '' TERM; sleep 30";
+        let timed_out = Outcome::Failed("timed out after 300ms".into());
+        let (outcome, texts) = run_event(&t, cmd, Bytes::new(), &mut |_| {});
+        assert_eq!(outcome, timed_out);
+        assert!(gone(texts[0].parse().expect("the script's pid")), "the script was killed and reaped");
+        let (outcome, texts) = run_direct(&t, cmd, Bytes::new(), |_| {});
+        assert_eq!(outcome, timed_out);
+        assert!(gone(texts[0].parse().expect("the script's pid")), "the script was killed and reaped");
+    }
+
     /// A background job that keeps stdout open and floods stderr after the
     /// script exited is cut at the grace, not at the end of the budget.
     #[test]
