@@ -43,16 +43,55 @@ pub fn init(level: &str) {
     }
     builder
         .format(move |buf, record| {
-            let message = escaped_args(record.args());
-            if plain {
-                return writeln!(buf, "[{} {:<5} {}] {message}", buf.timestamp(), record.level(), record.target());
-            }
-            let style = buf.default_level_style(record.level());
-            writeln!(buf, "[{} {style}{:<5}{style:#} {}] {message}", buf.timestamp(), record.level(), record.target())
+            with_message(record.args(), |message| {
+                if plain {
+                    return writeln!(buf, "[{} {:<5} {}] {message}", buf.timestamp(), record.level(), record.target());
+                }
+                let style = buf.default_level_style(record.level());
+                writeln!(buf, "[{} {style}{:<5}{style:#} {}] {message}", buf.timestamp(), record.level(), record.target())
+            })
         })
         .init();
     // A panic (a bug) is one escaped log line too, not several raw ones.
     std::panic::set_hook(Box::new(|info| log::error!("bug: {info}")));
+}
+
+thread_local! {
+    /// The message being formatted and its escaped form, reused line after
+    /// line by each thread that logs: an event's line (`[id] /echo message:
+    /// ok in 1.2ms`) cost three allocations to format and escape, a third
+    /// of its allocations on the follower (docs/bench-notes/alloc19.md).
+    static SCRATCH: std::cell::RefCell<(String, String)> = const { std::cell::RefCell::new((String::new(), String::new())) };
+}
+
+/// What a thread keeps of [`SCRATCH`] after a longer line (a script's long
+/// stderr line): the usual event line is ~80 bytes.
+const SCRATCH_KEPT: usize = 4096;
+
+/// Calls `f` with the message of `args`, its controls escaped
+/// ([`escape_controls`]), formatted into this thread's reused buffers.
+fn with_message<R>(args: &std::fmt::Arguments<'_>, f: impl FnOnce(&str) -> R) -> R {
+    if let Some(s) = args.as_str().filter(|s| !s.chars().any(needs_escape)) {
+        return f(s);
+    }
+    SCRATCH.with(|cell| {
+        // A message whose formatting logs (it would be a bug) gets strings
+        // of its own rather than a panic.
+        let Ok(mut bufs) = cell.try_borrow_mut() else { return f(&escaped_args(args)) };
+        let (text, escaped) = &mut *bufs;
+        text.clear();
+        let _ = text.write_fmt(*args);
+        let r = if text.chars().any(needs_escape) {
+            escaped.clear();
+            escape_into(text, escaped);
+            f(escaped)
+        } else {
+            f(text)
+        };
+        text.shrink_to(SCRATCH_KEPT);
+        escaped.shrink_to(SCRATCH_KEPT);
+        r
+    })
 }
 
 /// A log message, its controls escaped ([`escape_controls`]); one string,
@@ -83,6 +122,13 @@ pub fn escape_controls(s: &str) -> String {
         return s.to_owned();
     }
     let mut out = String::with_capacity(s.len() + 8);
+    escape_into(s, &mut out);
+    out
+}
+
+/// [`escape_controls`], appended to `out`.
+fn escape_into(s: &str, out: &mut String) {
+    let needs = needs_escape;
     for c in s.chars() {
         match c {
             '\n' => out.push_str("\\n"),
@@ -97,7 +143,6 @@ pub fn escape_controls(s: &str) -> String {
             c => out.push(c),
         }
     }
-    out
 }
 
 /// A string a client or script chose, for a log line or an error message:
