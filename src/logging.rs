@@ -166,7 +166,7 @@ pub fn quoted_short(s: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{escape_controls, quoted, quoted_short};
+    use super::{escape_controls, quoted, quoted_short, with_message};
 
     #[test]
     fn long_strings_are_cut_for_the_log_with_their_length() {
@@ -183,6 +183,18 @@ mod tests {
         assert_eq!(quoted("bye\n\u{1b}[31mred"), "\"bye\\n\\x1b[31mred\"");
         assert_eq!(quoted(r#"a"b\c"#), r#""a\"b\\c""#);
         assert_eq!(quoted(""), "\"\"");
+    }
+
+    /// Each thread formats into the same buffers line after line
+    /// ([`with_message`]): nothing of a line is left in the next.
+    #[test]
+    fn a_line_shows_nothing_of_the_longer_line_before() {
+        let long = "x\n".repeat(3000);
+        assert_eq!(with_message(&format_args!("{long}"), str::to_owned), "x\\n".repeat(3000));
+        assert_eq!(with_message(&format_args!("[{}] ok", 7), str::to_owned), "[7] ok");
+        assert_eq!(with_message(&format_args!("a{}b", '\u{1b}'), str::to_owned), "a\\x1bb");
+        assert_eq!(with_message(&format_args!("plain"), str::to_owned), "plain");
+        assert_eq!(with_message(&format_args!("tab\there"), str::to_owned), "tab\\there");
     }
 
     #[test]

@@ -369,6 +369,32 @@ mod tests {
         assert_eq!(get(&env, "WS_CLOSE_CODE"), None);
     }
 
+    /// The header variables' buffers are kept per thread
+    /// ([`header_vars`]): an event never sees the headers of the one before.
+    #[test]
+    fn an_event_gets_only_its_own_headers_on_a_thread_that_ran_another() {
+        let s = EnvSettings::default();
+        let first = event_env(&s, &event(EventKind::Open));
+        assert_eq!(get(&first, "HTTP_X_MULTI"), Some("1, 2"));
+        let mut ev = event(EventKind::Message { payload: "a longer payload".into(), binary: true });
+        let conn = &ev.conn;
+        let fields = crate::event::RequestFields {
+            method: "GET",
+            uri: "/chat.sh",
+            query: "",
+            remote_addr: "127.0.0.1",
+            remote_port: "5000",
+            server_name: "example.org",
+            server_port: "8080",
+        };
+        let request = RequestInfo::new(fields, [("Cookie", "a=1"), ("cookie", "b=2")]);
+        ev.conn = Arc::new(ConnInfo { id: conn.id.clone(), target: conn.target.clone(), request });
+        let second = event_env(&s, &ev);
+        let http: Vec<_> = second.iter().filter(|(k, _)| k.starts_with("HTTP_")).collect();
+        assert_eq!(http, [&("HTTP_COOKIE".to_owned(), "a=1; b=2".to_owned())]);
+        assert_eq!(get(&second, "CONTENT_LENGTH"), Some("16"));
+    }
+
     #[test]
     fn the_scheme_follows_the_listener() {
         let plain = event_env(&EnvSettings::default(), &event(EventKind::Open));

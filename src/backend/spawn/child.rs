@@ -559,4 +559,38 @@ mod tests {
             assert_eq!(out, "ONLY=this\n");
         });
     }
+
+    /// Two spawns on one thread share its buffers (the environment block
+    /// given back, the argv scratch), never what the first put in them.
+    #[test]
+    fn a_threads_next_spawn_reuses_the_buffers_but_not_their_contents() {
+        let env = |program: &str| Target {
+            filename: program.into(),
+            script_name: String::new(),
+            path_info: String::new(),
+            interpreter: None,
+        };
+        let run = |target: &Target, block: &EnvBlock| {
+            runtime::block_on(async {
+                use futures_lite::AsyncReadExt;
+                let budget = Budget::from_now(Duration::from_secs(30), Duration::from_secs(2));
+                let mut child = spawn(target, block, budget).expect("spawn");
+                let mut out = String::new();
+                child.stdout.take().expect("stdout").read_to_string(&mut out).await.expect("read");
+                assert!(child.status("env").await.expect("status").success());
+                out
+            })
+        };
+        let mut first = EnvBlock::reused(4096, 48);
+        for i in 0..20 {
+            first.set(&format!("FIRST_{i}"), &"x".repeat(100));
+        }
+        assert_eq!(run(&env("/usr/bin/env"), &first).lines().count(), 20);
+        first.recycle();
+        let mut second = EnvBlock::reused(16, 4);
+        assert!(second.buf.is_empty() && second.starts.is_empty(), "given back empty");
+        assert!(second.buf.capacity() >= 20 * 100, "the first block's buffer, kept");
+        second.set("ONLY", "this");
+        assert_eq!(run(&env("/usr/bin/printenv"), &second), "ONLY=this\n");
+    }
 }
