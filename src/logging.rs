@@ -38,17 +38,24 @@ pub fn init(level: &str) {
         // As a "pipe", not env_logger's stderr target: that one asks the
         // kernel whether stderr is a terminal (an `ioctl`) before every
         // line, one system call per event (docs/bench-notes/perf18.md).
-        // Still one `write` per line: stderr is unbuffered.
+        // The line itself does not go through it either ([`write_plain`]):
+        // it gets an empty buffer, and writes nothing.
         builder.target(env_logger::Target::Pipe(Box::new(std::io::stderr())));
     }
     builder
         .format(move |buf, record| {
             with_message(record.args(), |message| {
                 if plain {
-                    return writeln!(buf, "[{} {:<5} {}] {message}", buf.timestamp(), record.level(), record.target());
+                    return write_plain(buf, record, message);
                 }
                 let style = buf.default_level_style(record.level());
-                writeln!(buf, "[{} {style}{:<5}{style:#} {}] {message}", buf.timestamp(), record.level(), record.target())
+                writeln!(
+                    buf,
+                    "[{} {style}{:<5}{style:#} {}] {message}",
+                    buf.timestamp(),
+                    record.level(),
+                    record.target()
+                )
             })
         })
         .init();
@@ -62,6 +69,28 @@ thread_local! {
     /// ok in 1.2ms`) cost three allocations to format and escape, a third
     /// of its allocations on the follower (docs/bench-notes/alloc19.md).
     static SCRATCH: std::cell::RefCell<(String, String)> = const { std::cell::RefCell::new((String::new(), String::new())) };
+}
+
+thread_local! {
+    /// A plain line as written ([`write_plain`]), reused line after line.
+    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Writes a plain line (no styles: not a terminal) to stderr itself, in
+/// one `write` (stderr is unbuffered), from this thread's reused buffer:
+/// env_logger's pipe target would first copy every line into a new buffer
+/// (its colour adapter), one allocation per event (docs/bench-notes/alloc19.md).
+fn write_plain(buf: &mut env_logger::fmt::Formatter, record: &log::Record<'_>, message: &str) -> std::io::Result<()> {
+    LINE.with(|cell| {
+        let Ok(mut line) = cell.try_borrow_mut() else {
+            return writeln!(buf, "[{} {:<5} {}] {message}", buf.timestamp(), record.level(), record.target());
+        };
+        line.clear();
+        writeln!(line, "[{} {:<5} {}] {message}", buf.timestamp(), record.level(), record.target())?;
+        let written = std::io::stderr().write_all(&line);
+        line.shrink_to(SCRATCH_KEPT);
+        written
+    })
 }
 
 /// What a thread keeps of [`SCRATCH`] after a longer line (a script's long
