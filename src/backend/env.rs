@@ -65,7 +65,10 @@ fn header_vars(env: &mut impl EnvSink, req: &RequestInfo) {
     let mut scratch = SCRATCH.take();
     header_vars_in(env, req, &mut scratch);
     let Scratch { keys, vars, runs, joined } = &mut scratch;
-    (keys.clear(), vars.clear(), runs.clear(), joined.clear());
+    keys.clear();
+    vars.clear();
+    runs.clear();
+    joined.clear();
     if keys.capacity() + joined.capacity() <= 64 * 1024 && vars.capacity() + runs.capacity() <= 4096 {
         SCRATCH.set(scratch);
     }

@@ -362,7 +362,9 @@ pub fn spawn_argv(target: &Target, launch: &Launch, env: &EnvBlock, budget: Budg
     let mut scratch = SCRATCH.take();
     let spawned = spawn_with(target, launch, env, budget, &mut scratch)?;
     let Scratch { strings, ptrs } = &mut scratch;
-    (strings.buf.clear(), strings.starts.clear(), ptrs.clear());
+    strings.buf.clear();
+    strings.starts.clear();
+    ptrs.clear();
     if strings.buf.capacity() <= KEEP && ptrs.capacity() <= KEEP / 8 {
         SCRATCH.set(scratch);
     }
