@@ -47,8 +47,12 @@ async fn a_limit_is_logged_after_the_events_before_it_and_names_the_path() {
     let s = Server::start_in(&logs_bin(), &["--max-message", "1000"]);
     let mut ws = connect(&s.url("/slow.sh/room")).await;
     let id = wait_for("the open line", || s.log().contains("/slow.sh open: ok").then(|| last_id(&s, "/slow.sh")));
-    // The reader meets the 1009 while the worker still runs "slow".
+    // The reader meets the 1009 while the worker still runs "slow": sent
+    // once the script said it started (a message still queued when the
+    // connection fails is dropped, not run).
     ws.send(Message::text("slow")).await.unwrap();
+    let started = ws.next().await.expect("a message").expect("a frame");
+    assert_eq!(started, Message::text("started"));
     ws.send(Message::text("x".repeat(2000))).await.unwrap();
     while let Some(Ok(m)) = ws.next().await {
         if m.is_close() {
