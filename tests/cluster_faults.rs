@@ -10,7 +10,6 @@ mod common;
 
 use async_tungstenite::tungstenite::Message;
 use common::*;
-use serde_json::Value;
 use ws2http_test_suite::suite;
 
 /// Logs every event with its connection id; joins room r on open.
@@ -28,9 +27,7 @@ fn node(redis: &Redis) -> Server {
 
 /// A session socket: its id and token.
 async fn open_session(s: &Server) -> (Ws, String, String) {
-    let protocols = [("Sec-WebSocket-Protocol", "ws2http.session.v1")];
-    let (mut ws, _) = connect_with(&s.url("/chat.sh"), &protocols).await.expect("handshake");
-    let hello: Value = serde_json::from_str(&next_text(&mut ws).await).expect("a session message");
+    let (ws, hello) = common::open_session(&s.url("/chat.sh"), "ws2http.session.v1").await;
     let field = |k: &str| hello[k].as_str().expect("id and token").to_owned();
     s.wait_event("open", |l| l == format!("open {}", field("id")));
     (ws, field("id"), field("token"))

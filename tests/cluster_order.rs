@@ -10,7 +10,6 @@ use std::path::Path;
 
 use async_tungstenite::tungstenite::Message;
 use common::*;
-use serde_json::Value;
 use ws2http_test_suite::suite;
 
 /// Every event of the session (not of `?other` clients) appends its start
@@ -32,6 +31,11 @@ fn lines(log: &Path) -> Vec<String> {
     std::fs::read_to_string(log).unwrap_or_default().lines().map(str::to_owned).collect()
 }
 
+/// The log `events` then the client's close event make.
+fn closed_after(events: &[&str]) -> Vec<String> {
+    events.iter().map(|s| s.to_string()).chain(["close client".to_owned()]).collect()
+}
+
 #[suite("redis")]
 #[async_std::test]
 async fn a_moved_sessions_events_run_in_order_across_instances_close_last() {
@@ -40,9 +44,7 @@ async fn a_moved_sessions_events_run_in_order_across_instances_close_last() {
     let dir = cgi_bin(&[("chat.sh", &script(&log))]);
     let node = || Server::start_in(&dir, &["--redis", &redis.url()]);
     let (a, b) = (node(), node());
-    let (mut x, _) =
-        connect_with(&a.url("/chat.sh"), &[("Sec-WebSocket-Protocol", "ws2http.session.v1")]).await.expect("handshake");
-    let hello: Value = serde_json::from_str(&next_text(&mut x).await).expect("a session message");
+    let (mut x, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
     let (id, token) = (hello["id"].as_str().unwrap().to_owned(), hello["token"].as_str().unwrap().to_owned());
     wait_for("its open event", || lines(&log).contains(&"open".to_owned()).then_some(()));
     // Another client of A's.
@@ -56,8 +58,7 @@ async fn a_moved_sessions_events_run_in_order_across_instances_close_last() {
     drop(x);
     // It comes back through B, sends at once and closes.
     let resume = format!("ws2http.session.v1, ws2http.resume.{token}.0");
-    let (mut x, _) = connect_with(&b.url("/chat.sh"), &[("Sec-WebSocket-Protocol", &resume)]).await.expect("resume");
-    let hello: Value = serde_json::from_str(&next_text(&mut x).await).expect("a session message");
+    let (mut x, hello) = open_session(&b.url("/chat.sh"), &resume).await;
     assert_eq!((hello["ws2http"].as_str(), hello["id"].as_str()), (Some("resumed"), Some(id.as_str())), "{hello}");
     x.send(Message::text("fast 3")).await.unwrap();
     x.close(None).await.unwrap();
@@ -67,9 +68,7 @@ async fn a_moved_sessions_events_run_in_order_across_instances_close_last() {
     assert!(!lines(&log).contains(&"end slow 2".to_owned()), "O was served only after X's events: {:?}", lines(&log));
     wait_for("the close event", || lines(&log).iter().any(|l| l.starts_with("close")).then_some(()));
     let want = ["open", "start slow 1", "end slow 1", "start slow 2", "end slow 2", "start fast 3", "end fast 3"];
-    let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
-    want.push("close client".into());
-    assert_eq!(lines(&log), want, "one event at a time, in order, close last");
+    assert_eq!(lines(&log), closed_after(&want), "one event at a time, in order, close last");
 }
 
 /// A chain of moves, A to B to C, while A's slow events still run: B's
@@ -84,9 +83,7 @@ async fn a_chain_of_moves_keeps_the_order_of_every_instances_events() {
     let dir = cgi_bin(&[("chat.sh", &script(&log))]);
     let node = || Server::start_in(&dir, &["--redis", &redis.url()]);
     let (a, b, c) = (node(), node(), node());
-    let (mut x, _) =
-        connect_with(&a.url("/chat.sh"), &[("Sec-WebSocket-Protocol", "ws2http.session.v1")]).await.expect("handshake");
-    let hello: Value = serde_json::from_str(&next_text(&mut x).await).expect("a session message");
+    let (mut x, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
     let (id, mut token) = (hello["id"].as_str().unwrap().to_owned(), hello["token"].as_str().unwrap().to_owned());
     wait_for("its open event", || lines(&log).contains(&"open".to_owned()).then_some(()));
     x.send(Message::text("slow 1")).await.unwrap();
@@ -95,9 +92,7 @@ async fn a_chain_of_moves_keeps_the_order_of_every_instances_events() {
     // Through B: one message (held there for A's), then away again; through C: one more, and close.
     for (server, msg) in [(&b, "fast 2"), (&c, "fast 3")] {
         let resume = format!("ws2http.session.v1, ws2http.resume.{token}.0");
-        let (mut x, _) =
-            connect_with(&server.url("/chat.sh"), &[("Sec-WebSocket-Protocol", &resume)]).await.expect("resume");
-        let hello: Value = serde_json::from_str(&next_text(&mut x).await).expect("a session message");
+        let (mut x, hello) = open_session(&server.url("/chat.sh"), &resume).await;
         assert_eq!((hello["ws2http"].as_str(), hello["id"].as_str()), (Some("resumed"), Some(id.as_str())), "{hello}");
         token = hello["token"].as_str().expect("its new token").to_owned();
         x.send(Message::text(msg)).await.unwrap();
@@ -110,7 +105,5 @@ async fn a_chain_of_moves_keeps_the_order_of_every_instances_events() {
     }
     wait_for("the close event", || lines(&log).iter().any(|l| l.starts_with("close")).then_some(()));
     let want = ["open", "start slow 1", "end slow 1", "start fast 2", "end fast 2", "start fast 3", "end fast 3"];
-    let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
-    want.push("close client".into());
-    assert_eq!(lines(&log), want, "one event at a time, in order, close last");
+    assert_eq!(lines(&log), closed_after(&want), "one event at a time, in order, close last");
 }
