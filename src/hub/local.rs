@@ -230,6 +230,12 @@ impl Hub {
         lock(&self.state).conns.get(id).map(|c| c.shared.clone())
     }
 
+    /// `f` of the resumable session `id` (`None`: no such connection, or
+    /// not a session).
+    pub fn with_session<R>(&self, id: &ConnId, f: impl FnOnce(&super::session::Session) -> R) -> Option<R> {
+        self.shared_of(id).as_deref().and_then(|s| s.session.as_deref()).map(f)
+    }
+
     /// Adds a connection (before its open event's actions are applied).
     /// Returns the receiving end of its outgoing queue.
     pub fn register(&self, info: Arc<ConnInfo>) -> (Outgoing, Arc<ConnShared>) {

@@ -212,8 +212,7 @@ impl Cluster {
 
     /// `true` when `id` is a resumable session that has not ended.
     fn is_session(&self, id: &ConnId) -> bool {
-        let shared = self.hub.shared_of(id);
-        shared.and_then(|s| s.session.as_deref().map(|s| !s.lock().ended)).unwrap_or(false)
+        self.hub.with_session(id, |s| !s.lock().ended).unwrap_or(false)
     }
 
     /// `true` while `id` is on its way out: still here, its cut queued or passed.

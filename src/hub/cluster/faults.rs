@@ -58,10 +58,10 @@ impl Cluster {
     /// here and resumes here are served again. (Own actions: the caller's.)
     pub(super) fn abandon_cut(&self, id: &ConnId) {
         self.departures.cut(id);
-        if let Some(session) = self.hub.shared_of(id).as_deref().and_then(|s| s.session.as_deref()) {
+        self.hub.with_session(id, |session| {
             session.end_move();
             session.restart_cancelled();
-        }
+        });
     }
 
     /// A: the cut of `id` to `to` was not made: abandoned, and the refusal

@@ -321,8 +321,7 @@ impl Arrivals {
             inc.ran = true;
             return;
         }
-        let session = hub.shared_of(id);
-        if !session.as_deref().and_then(|s| s.session.as_deref()).is_some_and(Session::release) {
+        if hub.with_session(id, Session::release) != Some(true) {
             log::debug!("[{id}] its previous instance's events ran; none of its events waited here");
         }
     }
@@ -336,7 +335,7 @@ impl Arrivals {
         let done = put_in();
         if let Some(Incoming { id: Some(id), recorded, overflowed, ran, .. }) = map.remove(nonce) {
             if done && ran {
-                hub.shared_of(&id).as_deref().and_then(|s| s.session.as_deref()).map(Session::release);
+                hub.with_session(&id, Session::release);
             }
             match hub.shared_of(&id).filter(|_| done && overflowed) {
                 // More came since its snapshot than its buffer holds: it ends.
