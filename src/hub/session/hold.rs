@@ -38,8 +38,8 @@ pub(in crate::hub) struct Held {
 }
 
 /// A's side: whether its event worker has run everything it had queued
-/// (`done`), and the instance whose snapshot said it had not (`told`: a
-/// step goes to it, or to wherever the session lives then).
+/// (`done`), and the instance its snapshot went to saying it had not
+/// (`told`: the step goes there, wherever the session lives by then).
 #[derive(Default)]
 pub(in crate::hub) struct Ran {
     done: bool,
