@@ -6,7 +6,7 @@
 //! The old instance's other clients are served meanwhile.
 
 mod common;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use async_tungstenite::tungstenite::Message;
 use common::*;
@@ -31,6 +31,23 @@ fn lines(log: &Path) -> Vec<String> {
     std::fs::read_to_string(log).unwrap_or_default().lines().map(str::to_owned).collect()
 }
 
+/// Redis and `N` instances serving [`script`] at /chat.sh, logging to one file.
+fn cluster<const N: usize>() -> (Redis, PathBuf, [Server; N]) {
+    let redis = Redis::start();
+    let log = scratch().join("shared.log");
+    let dir = cgi_bin(&[("chat.sh", &script(&log))]);
+    let nodes = std::array::from_fn(|_| Server::start_in(&dir, &["--redis", &redis.url()]));
+    (redis, log, nodes)
+}
+
+/// A session opened on `a`, once its open event ran: its socket, id and token.
+async fn first_session(a: &Server, log: &Path) -> (Ws, String, String) {
+    let (x, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
+    let field = |k: &str| hello[k].as_str().expect("id and token").to_owned();
+    wait_for("its open event", || lines(log).contains(&"open".to_owned()).then_some(()));
+    (x, field("id"), field("token"))
+}
+
 /// The log `events` then the client's close event make.
 fn closed_after(events: &[&str]) -> Vec<String> {
     events.iter().map(|s| s.to_string()).chain(["close client".to_owned()]).collect()
@@ -39,14 +56,8 @@ fn closed_after(events: &[&str]) -> Vec<String> {
 #[suite("redis")]
 #[async_std::test]
 async fn a_moved_sessions_events_run_in_order_across_instances_close_last() {
-    let redis = Redis::start();
-    let log = scratch().join("shared.log");
-    let dir = cgi_bin(&[("chat.sh", &script(&log))]);
-    let node = || Server::start_in(&dir, &["--redis", &redis.url()]);
-    let (a, b) = (node(), node());
-    let (mut x, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
-    let (id, token) = (hello["id"].as_str().unwrap().to_owned(), hello["token"].as_str().unwrap().to_owned());
-    wait_for("its open event", || lines(&log).contains(&"open".to_owned()).then_some(()));
+    let (_redis, log, [a, b]) = cluster();
+    let (mut x, id, token) = first_session(&a, &log).await;
     // Another client of A's.
     let mut o = connect(&a.url("/chat.sh?other")).await;
     let o_id = wait_for("the other client", || conn_ids(&a.api("/connections")).into_iter().find(|c| *c != id));
@@ -78,14 +89,8 @@ async fn a_moved_sessions_events_run_in_order_across_instances_close_last() {
 #[suite("redis")]
 #[async_std::test]
 async fn a_chain_of_moves_keeps_the_order_of_every_instances_events() {
-    let redis = Redis::start();
-    let log = scratch().join("shared.log");
-    let dir = cgi_bin(&[("chat.sh", &script(&log))]);
-    let node = || Server::start_in(&dir, &["--redis", &redis.url()]);
-    let (a, b, c) = (node(), node(), node());
-    let (mut x, hello) = open_session(&a.url("/chat.sh"), "ws2http.session.v1").await;
-    let (id, mut token) = (hello["id"].as_str().unwrap().to_owned(), hello["token"].as_str().unwrap().to_owned());
-    wait_for("its open event", || lines(&log).contains(&"open".to_owned()).then_some(()));
+    let (_redis, log, [a, b, c]) = cluster();
+    let (mut x, id, mut token) = first_session(&a, &log).await;
     x.send(Message::text("slow 1")).await.unwrap();
     wait_for("the slow event", || lines(&log).contains(&"start slow 1".to_owned()).then_some(()));
     drop(x);
