@@ -129,6 +129,9 @@ async fn dispatch_with(
 /// Once the connection has ended, the message events still queued run only
 /// when the client closed it ([`drops_queue`]); the close event runs exactly
 /// once, whatever happens to the events before it.
+// An `async move` block, not an `async fn`: an `async fn` keeps its arguments
+// twice (rust-lang/rust#62958), in every idle connection's task.
+#[allow(clippy::manual_async_fn)]
 pub fn event_worker(
     app: Arc<WsState>,
     conn: Arc<ConnInfo>,
@@ -138,9 +141,6 @@ pub fn event_worker(
     budget: Arc<ConnBudget>,
     slot: crate::conn_limits::Slot,
 ) -> impl std::future::Future<Output = ()> + Send {
-    // An `async move` block, not an `async fn`: an `async fn` keeps its
-    // arguments twice (as given, and moved into its body; rust-lang/rust#62958),
-    // which every idle connection's task would pay.
     async move {
         let (mut dropped, mut closed) = (0usize, false);
         loop {
@@ -154,7 +154,7 @@ pub fn event_worker(
             // largest await point: +1.2 KiB per idle connection with the
             // script's state inline, measured with the bench's idle workload).
             // One box per event, for all of them.
-            Box::pin(run_event((&app, &conn, &transport, &shared, &budget), kind, &mut dropped)).await;
+            Box::pin(run_event(&app, &conn, &transport, &shared, &budget, kind, &mut dropped)).await;
             if last {
                 closed = true;
                 break;
@@ -182,13 +182,11 @@ pub fn event_worker(
 /// One event of [`event_worker`]'s (`dropped`: message events dropped so
 /// far, logged with the close event).
 async fn run_event(
-    (app, conn, transport, shared, budget): (
-        &Arc<WsState>,
-        &Arc<ConnInfo>,
-        &Arc<dyn Transport>,
-        &Arc<ConnShared>,
-        &Arc<ConnBudget>,
-    ),
+    app: &Arc<WsState>,
+    conn: &Arc<ConnInfo>,
+    transport: &Arc<dyn Transport>,
+    shared: &Arc<ConnShared>,
+    budget: &Arc<ConnBudget>,
     kind: EventKind,
     dropped: &mut usize,
 ) {
@@ -374,6 +372,9 @@ enum Step {
 
 /// Sends queued messages and pings until the queue ends (the hub asked for
 /// a close: then the close frame goes out) or the connection is aborted.
+// An `async move` block, not an `async fn`: an `async fn` keeps its arguments
+// twice (rust-lang/rust#62958), in every idle connection's task.
+#[allow(clippy::manual_async_fn)]
 fn write_loop<'a, S>(
     mut sink: WebSocketSender<S>,
     app: &'a WsState,
@@ -396,7 +397,7 @@ where
             let queued = matches!(step, Step::Send(_));
             let mut ack = false; // a session asks for an acknowledgement now (`session::ask_ack`)
                                  // (`step` is used up here, not kept beside the send's box below.)
-            let frame = match { step } {
+            let frame = match std::convert::identity(step) {
                 Step::Send(msg) => {
                     // Off the queue: no longer counted against --max-outgoing-bytes.
                     // (Its buffer stays in the total until its last fragment is
@@ -592,6 +593,9 @@ pub(super) struct Watch<'a> {
 /// Reads frames into events until the stream ends. When the client hits a
 /// limit or breaks the protocol, asks for the close (one log line) and stops
 /// reading: the writer sends the close frame and ends the connection.
+// An `async move` block, not an `async fn`: an `async fn` keeps its arguments
+// twice (rust-lang/rust#62958), in every idle connection's task.
+#[allow(clippy::manual_async_fn)]
 fn read_loop<'a, S>(
     mut stream: WebSocketReceiver<S>,
     app: &'a WsState,
