@@ -12,7 +12,7 @@
 use crate::runtime::clock_ms;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use super::queue::{Empty, EventQueue, OutQueue};
 use crate::action::{CloseCause, Message};
@@ -215,23 +215,21 @@ impl ConnShared {
         self.ended.load(Ordering::SeqCst)
     }
 
-    /// Resolves once the connection has been aborted, or its session must
-    /// let go of its socket. Awaited by the connection's writer only (it
-    /// shares the queue's one waker).
-    pub async fn aborted(&self) {
+    /// `Ready` once the connection has been aborted, or its session must
+    /// let go of its socket. Polled by the connection's writer only (it
+    /// shares the queue's one waker). A poll, not a future: the writer of
+    /// every idle connection would hold one for its whole life.
+    pub fn poll_aborted(&self, cx: &mut Context<'_>) -> Poll<()> {
         let done = || self.killed.load(Ordering::SeqCst) || self.session.as_ref().is_some_and(|s| s.must_let_go());
-        std::future::poll_fn(|cx| {
-            if done() {
-                return Poll::Ready(());
-            }
-            self.outgoing.register_writer(cx);
-            // Checked again once registered: an abort in between is not missed.
-            match done() {
-                true => Poll::Ready(()),
-                false => Poll::Pending,
-            }
-        })
-        .await
+        if done() {
+            return Poll::Ready(());
+        }
+        self.outgoing.register_writer(cx);
+        // Checked again once registered: an abort in between is not missed.
+        match done() {
+            true => Poll::Ready(()),
+            false => Poll::Pending,
+        }
     }
 
     /// `true` once the connection was aborted ([`Ending::Abort`]).
@@ -321,7 +319,12 @@ impl Outgoing {
     /// The next message, in order; `None` once the queue is closed and
     /// drained.
     pub async fn recv(&self) -> Option<Message> {
-        std::future::poll_fn(|cx| self.shared.outgoing.poll_take(cx)).await
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// [`Outgoing::recv`] as a poll.
+    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.shared.outgoing.poll_take(cx)
     }
 
     /// The next message if one is queued now.

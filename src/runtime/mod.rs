@@ -62,6 +62,11 @@ impl Interval {
     pub async fn tick(&mut self) {
         futures_lite::StreamExt::next(&mut self.0).await;
     }
+
+    /// `Ready` at each tick (the waker registered until then).
+    pub fn poll_tick(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        futures_lite::Stream::poll_next(std::pin::Pin::new(&mut self.0), cx).map(|_| ())
+    }
 }
 
 /// Milliseconds since the first call, for cheap "last seen" stamps.

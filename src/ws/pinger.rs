@@ -2,6 +2,7 @@
 //! loop it serves: one timer per connection, and the rule that tells a
 //! silent client (drop it, 1006) from a slow one (it is still taking bytes).
 
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::action::CloseCause;
@@ -23,11 +24,13 @@ impl Pinger {
         Pinger { ticks: every.map(runtime::Interval::new), every: every.unwrap_or_default(), sent_at: None }
     }
 
-    /// The next tick (never, without pings).
-    pub(super) async fn tick(&mut self) {
+    /// `Ready` at the next tick (never, without pings). A poll, not an
+    /// `async fn`: the writer waits on it beside its queue in every idle
+    /// connection's task, where a future would take room for good.
+    pub(super) fn poll_tick(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         match &mut self.ticks {
-            Some(t) => t.tick().await,
-            None => std::future::pending().await,
+            Some(t) => t.poll_tick(cx),
+            None => Poll::Pending,
         }
     }
 

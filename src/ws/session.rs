@@ -410,14 +410,13 @@ async fn end(p: &Parts, session: &Session) {
 /// The writer's first frames on a session's socket: the session message,
 /// then the messages replayed (`false`: the socket is gone). Nothing on a
 /// plain connection.
-pub(super) async fn prelude<S, F>(
+pub(super) async fn prelude<S>(
     sink: &mut WebSocketSender<S>,
     shared: &ConnShared,
-    watch: &mut connection::Watch<'_, F>,
+    watch: &mut connection::Watch<'_>,
 ) -> bool
 where
     S: AsyncRead + AsyncWrite + Unpin,
-    F: std::future::Future<Output = ()>,
 {
     let Some(session) = shared.session.as_deref() else { return true };
     let Some((hello, replay)) = session.lock().prelude.take() else { return true };
@@ -465,14 +464,13 @@ where
 /// Sends a ping carrying the session's sent count right after a message, so
 /// that the window of an attached session stays small under traffic (not a
 /// timed ping: the ping timeout does not count it); `false`: the socket is gone.
-pub(super) async fn ask_ack<S, F>(
+pub(super) async fn ask_ack<S>(
     sink: &mut WebSocketSender<S>,
     shared: &ConnShared,
-    watch: &mut connection::Watch<'_, F>,
+    watch: &mut connection::Watch<'_>,
 ) -> bool
 where
     S: AsyncRead + AsyncWrite + Unpin,
-    F: std::future::Future<Output = ()>,
 {
     let payload = shared.session.as_deref().map(Session::ping_payload).unwrap_or_default();
     connection::send_one(sink, WsMessage::Ping(payload), watch).await

@@ -357,9 +357,9 @@ async fn start(app: Arc<WsState>, opening: Opening, socket: Option<crate::runtim
     let (c, s, b) = (conn.clone(), shared.clone(), budget.clone());
     let worker = match session {
         None => Either::Left(connection::event_worker(app.clone(), c, transport, events_rx, s, b, slot)),
-        // Inline: no larger than the event worker (`the_run_future_is_small`),
-        // so event connections pay nothing for it and it needs no box.
-        Some(session) => Either::Right(resident::run(app.clone(), c, session, events_rx, s, b, slot)),
+        // Boxed: larger than the event worker (280 bytes against 120), and
+        // inline it would make every event connection's task as large.
+        Some(session) => Either::Right(Box::pin(resident::run(app.clone(), c, session, events_rx, s, b, slot))),
     };
 
     let http_res: &mut tide::http::Response = res.as_mut();
@@ -389,49 +389,60 @@ fn connection_task(
     upgrade: tide::http::upgrade::Receiver,
     worker: impl std::future::Future<Output = ()> + Send,
 ) -> impl std::future::Future<Output = ()> + Send {
-    let Live { app, conn, outgoing, shared, events_tx, budget, socket } = live;
-    let io = async move {
-        if shared.session.is_some() {
-            // A session's sockets go without the hub's direct path; this
-            // clone, kept, would hold the socket open after a drop.
-            drop(socket);
-            let parts = session::Parts { app, conn, outgoing, shared, events: events_tx, budget };
-            return Box::pin(session::run(parts, Some(upgrade))).await;
-        }
-        match upgrade.await {
-            Some(stream) => {
-                // Made here, not captured: what an `async` block captures
-                // stays in it for the connection's life.
-                let config = ws_config(app.max_message);
-                // Every byte of data frames read counts against
-                // --max-queue-bytes-total; a message must keep arriving.
-                let stream = Metered::new(stream, budget.clone(), shared.clone(), app.http_timeout);
-                // The hub may write whole messages between tungstenite's (hub::socket).
-                let stream = crate::hub::socket::Gated::new(stream, shared.clone());
-                if let Some(socket) = socket {
-                    shared.wire.attach(socket);
-                }
-                let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
-                log::info!(
-                    "[{}] {} open from {}:{}",
-                    conn.id,
-                    conn.target.endpoint(),
-                    conn.request.remote_addr(),
-                    conn.request.remote_port()
-                );
-                crate::metrics::add(&crate::metrics::get().connections_opened, 1);
-                connection::serve(ws, app, conn, outgoing, shared, events_tx, budget).await;
-            }
-            None => {
+    use futures_util::FutureExt;
+    let io = if live.shared.session.is_some() {
+        let Live { app, conn, outgoing, shared, events_tx, budget, socket } = live;
+        // A session's sockets go without the hub's direct path; this
+        // clone, kept, would hold the socket open after a drop.
+        drop(socket);
+        let parts = session::Parts { app, conn, outgoing, shared, events: events_tx, budget };
+        Either::Left(Box::pin(session::run(parts, Some(upgrade))))
+    } else {
+        // Chained, not one `async` block: a block keeps what it captured
+        // beside the futures it hands it to (`serve` here), for the
+        // connection's life; a chain's next step takes its place.
+        Either::Right(upgrade.then(move |stream| match stream {
+            Some(stream) => Either::Left(serve_socket(stream, live)),
+            None => Either::Right(async move {
+                let Live { app, conn, shared, events_tx, .. } = &live;
                 log::warn!("[{}] the connection went away during the handshake", conn.id);
-                connection::finish(&app, &conn, &shared, &events_tx).await;
-            }
-        }
+                connection::finish(app, conn, shared, events_tx).await;
+            }),
+        }))
     };
     // Returned as is: an `async` block around it would store `io` and
     // `worker` twice (captured, then moved into the zip): +2 KiB per idle
     // connection, measured.
-    futures_util::FutureExt::map(futures_lite::future::zip(io, worker), |_| ())
+    futures_lite::future::zip(io, worker).map(|_| ())
+}
+
+/// The upgraded socket as the connection's WebSocket, served until it ends.
+fn serve_socket(stream: tide::http::upgrade::Connection, live: Live) -> impl std::future::Future<Output = ()> + Send {
+    use futures_util::FutureExt;
+    let Live { app, conn, outgoing, shared, events_tx, budget, socket } = live;
+    // Every byte of data frames read counts against
+    // --max-queue-bytes-total; a message must keep arriving.
+    let stream = Metered::new(stream, budget.clone(), shared.clone(), app.http_timeout);
+    // The hub may write whole messages between tungstenite's (hub::socket).
+    let stream = crate::hub::socket::Gated::new(stream, shared.clone());
+    if let Some(socket) = socket {
+        shared.wire.attach(socket);
+    }
+    // Boxed: inline, this step's state (the stream twice, the config)
+    // would be the largest of the task, which every idle connection pays
+    // for its whole life.
+    let ws = Box::pin(WebSocketStream::from_raw_socket(stream, Role::Server, Some(ws_config(app.max_message))));
+    ws.then(move |ws| {
+        log::info!(
+            "[{}] {} open from {}:{}",
+            conn.id,
+            conn.target.endpoint(),
+            conn.request.remote_addr(),
+            conn.request.remote_port()
+        );
+        crate::metrics::add(&crate::metrics::get().connections_opened, 1);
+        connection::serve(ws, app, conn, outgoing, shared, events_tx, budget)
+    })
 }
 
 /// tungstenite's read buffer: what every connection holds for reading.

@@ -14,7 +14,7 @@ fn req(code: u16, cause: CloseCause) -> CloseRequest {
 }
 
 fn aborted(s: &ConnShared) -> bool {
-    block_on(poll_once(std::pin::pin!(s.aborted()))).is_some()
+    block_on(poll_once(std::future::poll_fn(|cx| s.poll_aborted(cx)))).is_some()
 }
 
 #[test]
@@ -89,7 +89,7 @@ fn a_drop_fires_the_abort_signal_and_leaves_the_queue_alone() {
 #[test]
 fn an_abort_wakes_a_waiting_writer() {
     let (s, _rx) = conn();
-    let mut waiting = Box::pin(s.aborted());
+    let mut waiting = Box::pin(std::future::poll_fn(|cx| s.poll_aborted(cx)));
     assert!(block_on(poll_once(waiting.as_mut())).is_none());
     s.request_close(req(1008, CloseCause::SlowConsumer), Ending::Abort, None);
     assert!(block_on(poll_once(waiting.as_mut())).is_some());

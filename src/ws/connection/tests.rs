@@ -192,3 +192,60 @@ fn after_a_close_frame_the_queued_messages_still_run_then_the_close_with_its_cau
     c.run_worker(&app);
     assert_eq!(script.seen(), ["last words", "close 1001 client"]);
 }
+
+/// The worker holds the connection's slot (`--max-connections`) until it
+/// has run the close event, whatever ran before it.
+#[test]
+fn the_worker_holds_the_connection_slot_until_the_close_event_ran() {
+    use futures_lite::future::{block_on, poll_once};
+    let app = crate::ws::state::for_tests(&[], Scripted::new(|_| Ok(String::new())));
+    let mut c = open(&app);
+    let limits = crate::conn_limits::ConnLimits::new(1, 1);
+    let ip = "127.0.0.1".parse().ok();
+    let slot = limits.reserve(ip).expect("slot");
+    let rx = c.rx.take().expect("one worker");
+    let (conn, shared, budget) = (c.conn.clone(), c.shared.clone(), c.budget.clone());
+    let mut worker = Box::pin(event_worker(app.clone(), conn, c.transport.clone(), rx, shared, budget, slot));
+    c.message("one");
+    assert!(block_on(poll_once(worker.as_mut())).is_none(), "waits for more events");
+    assert!(limits.reserve(ip).is_err(), "the slot is held while the connection lives");
+    c.tx.unbounded_send(EventKind::Close { code: 1000, reason: String::new(), cause: CloseCause::Client })
+        .expect("queue");
+    block_on(worker);
+    assert!(limits.reserve(ip).is_ok(), "given back once the close event ran");
+}
+
+/// The writer's next step, polled in place: a queued message before the
+/// abort signal (and the ping timer), the abort once nothing is queued, and
+/// the queue's end once it is closed.
+#[test]
+fn the_writer_takes_what_is_queued_before_an_abort_and_sees_the_queues_end() {
+    use futures_lite::future::{block_on, poll_once};
+    let app = crate::ws::state::for_tests(&[], Scripted::new(|_| Ok(String::new())));
+    let step = |c: &Open| {
+        let mut watch = Watch { pinger: Pinger::new(Some(Duration::from_secs(3600))), shared: &c.shared };
+        match block_on(poll_once(std::future::poll_fn(|cx| next_step(cx, &c.outgoing, &mut watch)))) {
+            None => "pending".to_owned(),
+            Some(Step::Send(Message::Text(t))) => format!("send {}", t.as_str()),
+            Some(Step::Send(_)) => "send binary".to_owned(),
+            Some(Step::Ended) => "ended".to_owned(),
+            Some(Step::Tick) => "tick".to_owned(),
+            Some(Step::Abort) => "abort".to_owned(),
+        }
+    };
+    let c = open(&app);
+    assert_eq!(step(&c), "pending");
+    let send = |c: &Open, t: &str| {
+        app.hub.apply(crate::action::Action::Send { to: c.conn.id.clone(), msg: Message::Text(t.into()) })
+    };
+    send(&c, "a");
+    let drop_now = CloseRequest { code: 1013, reason: String::new(), cause: CloseCause::QueueFull };
+    c.shared.request_close(drop_now, Ending::Drop, None);
+    assert_eq!([step(&c), step(&c), step(&c)], ["send a", "abort", "abort"]);
+    // A close that drains: what is queued, then the end.
+    let d = open(&app);
+    send(&d, "b");
+    let drain = CloseRequest { code: 1000, reason: String::new(), cause: CloseCause::Api };
+    d.shared.request_close(drain, Ending::Drain, None);
+    assert_eq!([step(&d), step(&d)], ["send b", "ended"]);
+}
