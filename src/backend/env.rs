@@ -62,9 +62,40 @@ fn usable(name: &str) -> bool {
 /// re-checked every name's token syntax for every pair, ~25,000 instructions
 /// per event for a browser's headers.
 fn header_vars(env: &mut impl EnvSink, req: &RequestInfo) {
+    let mut scratch = SCRATCH.take();
+    header_vars_in(env, req, &mut scratch);
+    let Scratch { keys, vars, runs, joined } = &mut scratch;
+    keys.clear();
+    vars.clear();
+    runs.clear();
+    joined.clear();
+    if keys.capacity() + joined.capacity() <= 64 * 1024 && vars.capacity() + runs.capacity() <= 4096 {
+        SCRATCH.set(scratch);
+    }
+}
+
+/// [`header_vars`]'s buffers, kept by each thread for its next event: four
+/// allocations per event less (docs/bench-notes/alloc19.md).
+#[derive(Default)]
+struct Scratch {
+    keys: String,
+    vars: Vec<(usize, usize, usize)>,
+    runs: Vec<(usize, usize, usize)>,
+    joined: String,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Scratch> = const {
+        std::cell::Cell::new(Scratch { keys: String::new(), vars: Vec::new(), runs: Vec::new(), joined: String::new() })
+    };
+}
+
+/// [`header_vars`], with `scratch`'s buffers (empty).
+fn header_vars_in(env: &mut impl EnvSink, req: &RequestInfo, scratch: &mut Scratch) {
+    let Scratch { keys, vars, runs, joined } = scratch;
     // Keys, each `HTTP_<NAME>`, back to back; (start, end, header index) each.
-    let mut keys = String::with_capacity(req.headers().map(|(n, _)| n.len() + 5).sum());
-    let mut vars: Vec<(usize, usize, usize)> = Vec::with_capacity(req.header_count());
+    keys.reserve(req.headers().map(|(n, _)| n.len() + 5).sum());
+    vars.reserve(req.header_count());
     for (i, (name, _)) in req.headers().enumerate() {
         if usable(name) {
             let start = keys.len();
@@ -79,7 +110,7 @@ fn header_vars(env: &mut impl EnvSink, req: &RequestInfo) {
     vars.sort_by(|a, b| key(a).cmp(key(b)));
     // (first header index, run start, run end) per variable, then in the
     // order of first occurrences.
-    let mut runs: Vec<(usize, usize, usize)> = Vec::with_capacity(vars.len());
+    runs.reserve(vars.len());
     let mut start = 0;
     for end in 1..=vars.len() {
         if end == vars.len() || key(&vars[end]) != key(&vars[start]) {
@@ -88,8 +119,7 @@ fn header_vars(env: &mut impl EnvSink, req: &RequestInfo) {
         }
     }
     runs.sort_unstable_by_key(|r| r.0);
-    let mut joined = String::new();
-    for &(first, start, end) in &runs {
+    for &(first, start, end) in runs.iter() {
         let k = key(&vars[start]);
         // httpoxy: a client must never be able to set a proxy for the script.
         if k == "HTTP_PROXY" || k == "HTTP_CONTENT_LENGTH" || k == "HTTP_CONTENT_TYPE" {
@@ -106,8 +136,18 @@ fn header_vars(env: &mut impl EnvSink, req: &RequestInfo) {
             }
             joined.push_str(req.header(v.2).1);
         }
-        env.set(k, &joined);
+        env.set(k, joined);
     }
+}
+
+/// `n` in decimal, written into `buf` (no `String` per event).
+fn decimal(n: usize, buf: &mut [u8; 20]) -> &str {
+    use std::io::Write as _;
+    let mut rest = &mut buf[..];
+    // 20 digits hold any usize.
+    let _ = write!(rest, "{n}");
+    let len = 20 - rest.len();
+    std::str::from_utf8(&buf[..len]).unwrap_or("0")
 }
 
 /// PATH_INFO mapped onto the document root (RFC 3875 4.1.6), both flavours.
@@ -188,7 +228,7 @@ pub fn event_vars(env: &mut impl EnvSink, s: &EnvSettings, ev: &Event) {
     match &ev.kind {
         EventKind::Open => {}
         EventKind::Message { payload, binary } => {
-            env.set("CONTENT_LENGTH", &payload.len().to_string());
+            env.set("CONTENT_LENGTH", decimal(payload.len(), &mut [0; 20]));
             let (ct, ty) =
                 if *binary { ("application/octet-stream", "binary") } else { ("text/plain; charset=utf-8", "text") };
             env.set("CONTENT_TYPE", ct);
@@ -330,6 +370,32 @@ mod tests {
         assert_eq!(get(&env, "WS_META_nick"), Some("bob"));
         assert_eq!(get(&env, "WS_API_TOKEN"), Some(""));
         assert_eq!(get(&env, "WS_CLOSE_CODE"), None);
+    }
+
+    /// The header variables' buffers are kept per thread
+    /// ([`header_vars`]): an event never sees the headers of the one before.
+    #[test]
+    fn an_event_gets_only_its_own_headers_on_a_thread_that_ran_another() {
+        let s = EnvSettings::default();
+        let first = event_env(&s, &event(EventKind::Open));
+        assert_eq!(get(&first, "HTTP_X_MULTI"), Some("1, 2"));
+        let mut ev = event(EventKind::Message { payload: "a longer payload".into(), binary: true });
+        let conn = &ev.conn;
+        let fields = crate::event::RequestFields {
+            method: "GET",
+            uri: "/chat.sh",
+            query: "",
+            remote_addr: "127.0.0.1",
+            remote_port: "5000",
+            server_name: "example.org",
+            server_port: "8080",
+        };
+        let request = RequestInfo::new(fields, [("Cookie", "a=1"), ("cookie", "b=2")]);
+        ev.conn = Arc::new(ConnInfo { id: conn.id.clone(), target: conn.target.clone(), request });
+        let second = event_env(&s, &ev);
+        let http: Vec<_> = second.iter().filter(|(k, _)| k.starts_with("HTTP_")).collect();
+        assert_eq!(http, [&("HTTP_COOKIE".to_owned(), "a=1; b=2".to_owned())]);
+        assert_eq!(get(&second, "CONTENT_LENGTH"), Some("16"));
     }
 
     #[test]

@@ -145,9 +145,42 @@ pub struct EnvBlock {
     starts: Vec<usize>,
 }
 
+/// The most a thread keeps of a spawn's buffers for its next one
+/// ([`EnvBlock::recycle`], [`SCRATCH`]); an event's block is ~1-2 KiB.
+const KEEP: usize = 64 * 1024;
+
+thread_local! {
+    /// An event's environment block given back after its spawn, for the
+    /// next event run on this thread (a follower: the event and its spawn
+    /// run on the same thread).
+    static SPARE_ENV: std::cell::Cell<EnvBlock> = const { std::cell::Cell::new(EnvBlock { buf: Vec::new(), starts: Vec::new() }) };
+    /// [`spawn_argv`]'s C strings and pointer array, for this thread's next spawn.
+    static SCRATCH: std::cell::Cell<Scratch> = const {
+        std::cell::Cell::new(Scratch { strings: CStrings { buf: Vec::new(), starts: Vec::new() }, ptrs: Vec::new() })
+    };
+}
+
 impl EnvBlock {
     pub fn with_capacity(bytes: usize, vars: usize) -> Self {
         EnvBlock { buf: Vec::with_capacity(bytes), starts: Vec::with_capacity(vars) }
+    }
+
+    /// [`Self::with_capacity`], reusing the block this thread gave back
+    /// last ([`Self::recycle`]): no allocation per event on a follower.
+    pub fn reused(bytes: usize, vars: usize) -> Self {
+        let mut block = SPARE_ENV.take();
+        block.buf.clear();
+        block.starts.clear();
+        block.buf.reserve(bytes);
+        block.starts.reserve(vars);
+        block
+    }
+
+    /// Keeps this block's buffers for this thread's next [`Self::reused`].
+    pub fn recycle(self) {
+        if self.buf.capacity() <= KEEP && self.starts.capacity() <= KEEP / 8 {
+            SPARE_ENV.set(self);
+        }
     }
 
     /// The `envp` array, null-terminated, appended to `ptrs`; valid while
@@ -158,8 +191,17 @@ impl EnvBlock {
     }
 }
 
+/// A spawn's C strings and its `argv` + `envp` array, kept by each thread
+/// for its next spawn ([`SCRATCH`]): three allocations per event less.
+#[derive(Default)]
+struct Scratch {
+    strings: CStrings,
+    ptrs: Vec<*mut libc::c_char>,
+}
+
 /// The C strings of one spawn (its argv entries, the program, the
 /// directory) in one buffer: one allocation per spawn, not one per string.
+#[derive(Default)]
 struct CStrings {
     buf: Vec<u8>,
     starts: Vec<usize>,
@@ -316,8 +358,31 @@ pub fn spawn_fds(target: &Target, env: &EnvBlock, budget: Budget) -> io::Result<
 
 /// [`spawn_fds`], started as `launch` says.
 pub fn spawn_argv(target: &Target, launch: &Launch, env: &EnvBlock, budget: Budget) -> io::Result<Spawned> {
+    // This thread's buffers (dropped, not kept, on an error: rare).
+    let mut scratch = SCRATCH.take();
+    let spawned = spawn_with(target, launch, env, budget, &mut scratch)?;
+    let Scratch { strings, ptrs } = &mut scratch;
+    strings.buf.clear();
+    strings.starts.clear();
+    ptrs.clear();
+    if strings.buf.capacity() <= KEEP && ptrs.capacity() <= KEEP / 8 {
+        SCRATCH.set(scratch);
+    }
+    Ok(spawned)
+}
+
+/// [`spawn_argv`], with `scratch`'s buffers (empty) for the C strings.
+fn spawn_with(
+    target: &Target,
+    launch: &Launch,
+    env: &EnvBlock,
+    budget: Budget,
+    scratch: &mut Scratch,
+) -> io::Result<Spawned> {
     let script = target.filename.as_os_str().as_bytes();
-    let mut strings = CStrings { buf: Vec::with_capacity(2 * script.len() + 64), starts: Vec::with_capacity(8) };
+    let Scratch { strings, ptrs } = scratch;
+    strings.buf.reserve(2 * script.len() + 64);
+    strings.starts.reserve(8);
     if let Some(interp) = &target.interpreter {
         for a in interp.iter() {
             strings.push(a.as_bytes(), "the handler command")?;
@@ -342,10 +407,10 @@ pub fn spawn_argv(target: &Target, launch: &Launch, env: &EnvBlock, budget: Budg
         None => None,
     };
     // argv, then envp, in one array (`strings` no longer changes).
-    let mut ptrs: Vec<*mut libc::c_char> = Vec::with_capacity(argc + env.starts.len() + 2);
+    ptrs.reserve(argc + env.starts.len() + 2);
     ptrs.extend((0..argc).map(|i| strings.ptr(if i == 0 { shown.unwrap_or(0) } else { i })));
     ptrs.push(std::ptr::null_mut());
-    env.pointers_into(&mut ptrs);
+    env.pointers_into(ptrs);
     let (program, argv, envp) = (strings.ptr(0), ptrs.as_ptr(), ptrs[argc + 1..].as_ptr());
     let dir = dir.map(|d| strings.ptr(d));
 
@@ -495,5 +560,39 @@ mod tests {
             assert!(child.status("env").await.unwrap().success());
             assert_eq!(out, "ONLY=this\n");
         });
+    }
+
+    /// Two spawns on one thread share its buffers (the environment block
+    /// given back, the argv scratch), never what the first put in them.
+    #[test]
+    fn a_threads_next_spawn_reuses_the_buffers_but_not_their_contents() {
+        let env = |program: &str| Target {
+            filename: program.into(),
+            script_name: String::new(),
+            path_info: String::new(),
+            interpreter: None,
+        };
+        let run = |target: &Target, block: &EnvBlock| {
+            runtime::block_on(async {
+                use futures_lite::AsyncReadExt;
+                let budget = Budget::from_now(Duration::from_secs(30), Duration::from_secs(2));
+                let mut child = spawn(target, block, budget).expect("spawn");
+                let mut out = String::new();
+                child.stdout.take().expect("stdout").read_to_string(&mut out).await.expect("read");
+                assert!(child.status("env").await.expect("status").success());
+                out
+            })
+        };
+        let mut first = EnvBlock::reused(4096, 48);
+        for i in 0..20 {
+            first.set(&format!("FIRST_{i}"), &"x".repeat(100));
+        }
+        assert_eq!(run(&env("/usr/bin/env"), &first).lines().count(), 20);
+        first.recycle();
+        let mut second = EnvBlock::reused(16, 4);
+        assert!(second.buf.is_empty() && second.starts.is_empty(), "given back empty");
+        assert!(second.buf.capacity() >= 20 * 100, "the first block's buffer, kept");
+        second.set("ONLY", "this");
+        assert_eq!(run(&env("/usr/bin/printenv"), &second), "ONLY=this\n");
     }
 }

@@ -522,11 +522,11 @@ impl<'a> Run<'a> {
             Some(call) => {
                 // Its event's future is gone (shutdown): as a failed send below.
                 let gone = self.job.back.as_ref().is_some_and(|b| b.is_closed());
-                if !gone && !call.is_cut() && call.feed(&self.pending).is_err() {
-                    groups::kill_now(self.proc.group);
-                }
-                if !gone && end {
-                    call.end();
+                if !gone && !call.is_cut() {
+                    let fed = if end { call.feed_end(&self.pending) } else { call.feed(&self.pending) };
+                    if fed.is_err() {
+                        groups::kill_now(self.proc.group);
+                    }
                 }
                 self.pending.clear();
                 gone
