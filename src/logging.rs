@@ -38,89 +38,21 @@ pub fn init(level: &str) {
         // As a "pipe", not env_logger's stderr target: that one asks the
         // kernel whether stderr is a terminal (an `ioctl`) before every
         // line, one system call per event (docs/bench-notes/perf18.md).
-        // The line itself does not go through it either ([`write_plain`]):
-        // it gets an empty buffer, and writes nothing.
+        // Still one `write` per line: stderr is unbuffered.
         builder.target(env_logger::Target::Pipe(Box::new(std::io::stderr())));
     }
     builder
         .format(move |buf, record| {
-            with_message(record.args(), |message| {
-                if plain {
-                    return write_plain(buf, record, message);
-                }
-                let style = buf.default_level_style(record.level());
-                writeln!(
-                    buf,
-                    "[{} {style}{:<5}{style:#} {}] {message}",
-                    buf.timestamp(),
-                    record.level(),
-                    record.target()
-                )
-            })
+            let message = escaped_args(record.args());
+            if plain {
+                return writeln!(buf, "[{} {:<5} {}] {message}", buf.timestamp(), record.level(), record.target());
+            }
+            let style = buf.default_level_style(record.level());
+            writeln!(buf, "[{} {style}{:<5}{style:#} {}] {message}", buf.timestamp(), record.level(), record.target())
         })
         .init();
     // A panic (a bug) is one escaped log line too, not several raw ones.
     std::panic::set_hook(Box::new(|info| log::error!("bug: {info}")));
-}
-
-thread_local! {
-    /// The message being formatted and its escaped form, reused line after
-    /// line by each thread that logs: an event's line (`[id] /echo message:
-    /// ok in 1.2ms`) cost three allocations to format and escape, a third
-    /// of its allocations on the follower (docs/bench-notes/alloc19.md).
-    static SCRATCH: std::cell::RefCell<(String, String)> = const { std::cell::RefCell::new((String::new(), String::new())) };
-}
-
-thread_local! {
-    /// A plain line as written ([`write_plain`]), reused line after line.
-    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Writes a plain line (no styles: not a terminal) to stderr itself, in
-/// one `write` (stderr is unbuffered), from this thread's reused buffer:
-/// env_logger's pipe target would first copy every line into a new buffer
-/// (its colour adapter), one allocation per event (docs/bench-notes/alloc19.md).
-fn write_plain(buf: &mut env_logger::fmt::Formatter, record: &log::Record<'_>, message: &str) -> std::io::Result<()> {
-    LINE.with(|cell| {
-        let Ok(mut line) = cell.try_borrow_mut() else {
-            return writeln!(buf, "[{} {:<5} {}] {message}", buf.timestamp(), record.level(), record.target());
-        };
-        line.clear();
-        writeln!(line, "[{} {:<5} {}] {message}", buf.timestamp(), record.level(), record.target())?;
-        let written = std::io::stderr().write_all(&line);
-        line.shrink_to(SCRATCH_KEPT);
-        written
-    })
-}
-
-/// What a thread keeps of [`SCRATCH`] after a longer line (a script's long
-/// stderr line): the usual event line is ~80 bytes.
-const SCRATCH_KEPT: usize = 4096;
-
-/// Calls `f` with the message of `args`, its controls escaped
-/// ([`escape_controls`]), formatted into this thread's reused buffers.
-fn with_message<R>(args: &std::fmt::Arguments<'_>, f: impl FnOnce(&str) -> R) -> R {
-    if let Some(s) = args.as_str().filter(|s| !s.chars().any(needs_escape)) {
-        return f(s);
-    }
-    SCRATCH.with(|cell| {
-        // A message whose formatting logs (it would be a bug) gets strings
-        // of its own rather than a panic.
-        let Ok(mut bufs) = cell.try_borrow_mut() else { return f(&escaped_args(args)) };
-        let (text, escaped) = &mut *bufs;
-        text.clear();
-        let _ = text.write_fmt(*args);
-        let r = if text.chars().any(needs_escape) {
-            escaped.clear();
-            escape_into(text, escaped);
-            f(escaped)
-        } else {
-            f(text)
-        };
-        text.shrink_to(SCRATCH_KEPT);
-        escaped.shrink_to(SCRATCH_KEPT);
-        r
-    })
 }
 
 /// A log message, its controls escaped ([`escape_controls`]); one string,
@@ -151,13 +83,6 @@ pub fn escape_controls(s: &str) -> String {
         return s.to_owned();
     }
     let mut out = String::with_capacity(s.len() + 8);
-    escape_into(s, &mut out);
-    out
-}
-
-/// [`escape_controls`], appended to `out`.
-fn escape_into(s: &str, out: &mut String) {
-    let needs = needs_escape;
     for c in s.chars() {
         match c {
             '\n' => out.push_str("\\n"),
@@ -172,6 +97,7 @@ fn escape_into(s: &str, out: &mut String) {
             c => out.push(c),
         }
     }
+    out
 }
 
 /// A string a client or script chose, for a log line or an error message:
@@ -195,7 +121,7 @@ pub fn quoted_short(s: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{escape_controls, quoted, quoted_short, with_message};
+    use super::{escape_controls, quoted, quoted_short};
 
     #[test]
     fn long_strings_are_cut_for_the_log_with_their_length() {
@@ -212,18 +138,6 @@ mod tests {
         assert_eq!(quoted("bye\n\u{1b}[31mred"), "\"bye\\n\\x1b[31mred\"");
         assert_eq!(quoted(r#"a"b\c"#), r#""a\"b\\c""#);
         assert_eq!(quoted(""), "\"\"");
-    }
-
-    /// Each thread formats into the same buffers line after line
-    /// ([`with_message`]): nothing of a line is left in the next.
-    #[test]
-    fn a_line_shows_nothing_of_the_longer_line_before() {
-        let long = "x\n".repeat(3000);
-        assert_eq!(with_message(&format_args!("{long}"), str::to_owned), "x\\n".repeat(3000));
-        assert_eq!(with_message(&format_args!("[{}] ok", 7), str::to_owned), "[7] ok");
-        assert_eq!(with_message(&format_args!("a{}b", '\u{1b}'), str::to_owned), "a\\x1bb");
-        assert_eq!(with_message(&format_args!("plain"), str::to_owned), "plain");
-        assert_eq!(with_message(&format_args!("tab\there"), str::to_owned), "tab\\there");
     }
 
     #[test]

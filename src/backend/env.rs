@@ -11,6 +11,7 @@
 use std::path::PathBuf;
 
 use crate::event::{Event, EventKind, RequestInfo, Target};
+use crate::stackbuf::{StackStr, StackVec};
 
 /// The parts of the environment fixed at start-up.
 #[derive(Clone, Debug, Default)]
@@ -62,55 +63,32 @@ fn usable(name: &str) -> bool {
 /// re-checked every name's token syntax for every pair, ~25,000 instructions
 /// per event for a browser's headers.
 fn header_vars(env: &mut impl EnvSink, req: &RequestInfo) {
-    let mut scratch = SCRATCH.take();
-    header_vars_in(env, req, &mut scratch);
-    let Scratch { keys, vars, runs, joined } = &mut scratch;
-    keys.clear();
-    vars.clear();
-    runs.clear();
-    joined.clear();
-    if keys.capacity() + joined.capacity() <= 64 * 1024 && vars.capacity() + runs.capacity() <= 4096 {
-        SCRATCH.set(scratch);
-    }
-}
-
-/// [`header_vars`]'s buffers, kept by each thread for its next event: four
-/// allocations per event less (docs/bench-notes/alloc19.md).
-#[derive(Default)]
-struct Scratch {
-    keys: String,
-    vars: Vec<(usize, usize, usize)>,
-    runs: Vec<(usize, usize, usize)>,
-    joined: String,
-}
-
-thread_local! {
-    static SCRATCH: std::cell::Cell<Scratch> = const {
-        std::cell::Cell::new(Scratch { keys: String::new(), vars: Vec::new(), runs: Vec::new(), joined: String::new() })
-    };
-}
-
-/// [`header_vars`], with `scratch`'s buffers (empty).
-fn header_vars_in(env: &mut impl EnvSink, req: &RequestInfo, scratch: &mut Scratch) {
-    let Scratch { keys, vars, runs, joined } = scratch;
+    // On this call's stack (a browser's ~15 headers fit; more take the heap
+    // for this event only): no allocation per event, and no buffer kept per
+    // thread (docs/bench-notes/cpu20.md).
+    let mut keys: StackStr<1024> = StackStr::new();
+    let mut vars: StackVec<(usize, usize, usize), 48> = StackVec::new((0, 0, 0));
+    let mut runs: StackVec<(usize, usize, usize), 48> = StackVec::new((0, 0, 0));
+    let mut joined: StackStr<512> = StackStr::new();
     // Keys, each `HTTP_<NAME>`, back to back; (start, end, header index) each.
-    keys.reserve(req.headers().map(|(n, _)| n.len() + 5).sum());
-    vars.reserve(req.header_count());
     for (i, (name, _)) in req.headers().enumerate() {
         if usable(name) {
             let start = keys.len();
             keys.push_str("HTTP_");
-            keys.extend(name.bytes().map(|b| if b == b'-' { '_' } else { char::from(b.to_ascii_uppercase()) }));
+            for b in name.bytes() {
+                keys.push_ascii(if b == b'-' { b'_' } else { b.to_ascii_uppercase() });
+            }
             vars.push((start, keys.len(), i));
         }
     }
+    let keys = keys.as_str();
     let key = |v: &(usize, usize, usize)| &keys[v.0..v.1];
+    let vars = vars.as_mut_slice();
     // Stable: equal keys stay in header order, so a run's first is the first
     // occurrence and its values join in the order they came.
     vars.sort_by(|a, b| key(a).cmp(key(b)));
     // (first header index, run start, run end) per variable, then in the
     // order of first occurrences.
-    runs.reserve(vars.len());
     let mut start = 0;
     for end in 1..=vars.len() {
         if end == vars.len() || key(&vars[end]) != key(&vars[start]) {
@@ -118,8 +96,8 @@ fn header_vars_in(env: &mut impl EnvSink, req: &RequestInfo, scratch: &mut Scrat
             start = end;
         }
     }
-    runs.sort_unstable_by_key(|r| r.0);
-    for &(first, start, end) in runs.iter() {
+    runs.as_mut_slice().sort_unstable_by_key(|r| r.0);
+    for &(first, start, end) in runs.as_slice() {
         let k = key(&vars[start]);
         // httpoxy: a client must never be able to set a proxy for the script.
         if k == "HTTP_PROXY" || k == "HTTP_CONTENT_LENGTH" || k == "HTTP_CONTENT_TYPE" {
@@ -136,7 +114,7 @@ fn header_vars_in(env: &mut impl EnvSink, req: &RequestInfo, scratch: &mut Scrat
             }
             joined.push_str(req.header(v.2).1);
         }
-        env.set(k, joined);
+        env.set(k, joined.as_str());
     }
 }
 

@@ -36,6 +36,7 @@ use futures_lite::AsyncWriteExt;
 use super::groups::{self, Budget, GroupId};
 use crate::backend::env::EnvSink;
 use crate::event::Target;
+use crate::stackbuf::StackVec;
 use crate::runtime;
 
 /// One end of a pipe to or from the child, registered with the reactor.
@@ -145,19 +146,19 @@ pub struct EnvBlock {
     starts: Vec<usize>,
 }
 
-/// The most a thread keeps of a spawn's buffers for its next one
-/// ([`EnvBlock::recycle`], [`SCRATCH`]); an event's block is ~1-2 KiB.
-const KEEP: usize = 64 * 1024;
+/// The size of the block a thread keeps for its next event
+/// ([`EnvBlock::recycle`]): what `Spawn::exchange` asks for. A block is
+/// made at this size once and kept only while it never grew, so a kept
+/// block is never reallocated among the connections' objects (the
+/// fragmentation in docs/bench-notes/alloc19.md, cpu20.md).
+pub const SPARE_BYTES: usize = 4096;
+pub const SPARE_VARS: usize = 48;
 
 thread_local! {
     /// An event's environment block given back after its spawn, for the
     /// next event run on this thread (a follower: the event and its spawn
     /// run on the same thread).
     static SPARE_ENV: std::cell::Cell<EnvBlock> = const { std::cell::Cell::new(EnvBlock { buf: Vec::new(), starts: Vec::new() }) };
-    /// [`spawn_argv`]'s C strings and pointer array, for this thread's next spawn.
-    static SCRATCH: std::cell::Cell<Scratch> = const {
-        std::cell::Cell::new(Scratch { strings: CStrings { buf: Vec::new(), starts: Vec::new() }, ptrs: Vec::new() })
-    };
 }
 
 impl EnvBlock {
@@ -169,42 +170,46 @@ impl EnvBlock {
     /// last ([`Self::recycle`]): no allocation per event on a follower.
     pub fn reused(bytes: usize, vars: usize) -> Self {
         let mut block = SPARE_ENV.take();
+        if block.buf.capacity() < bytes || block.starts.capacity() < vars {
+            return EnvBlock::with_capacity(bytes, vars);
+        }
         block.buf.clear();
         block.starts.clear();
-        block.buf.reserve(bytes);
-        block.starts.reserve(vars);
         block
     }
 
-    /// Keeps this block's buffers for this thread's next [`Self::reused`].
+    /// Keeps this block for this thread's next [`Self::reused`] if it has
+    /// the kept size ([`SPARE_BYTES`]) and never grew; otherwise frees it.
     pub fn recycle(self) {
-        if self.buf.capacity() <= KEEP && self.starts.capacity() <= KEEP / 8 {
+        if self.buf.capacity() == SPARE_BYTES && self.starts.capacity() == SPARE_VARS {
             SPARE_ENV.set(self);
         }
     }
 
     /// The `envp` array, null-terminated, appended to `ptrs`; valid while
     /// `self` is neither changed nor dropped.
-    fn pointers_into(&self, ptrs: &mut Vec<*mut libc::c_char>) {
-        ptrs.extend(self.starts.iter().map(|&s| self.buf[s..].as_ptr().cast_mut().cast::<libc::c_char>()));
+    fn pointers_into<const N: usize>(&self, ptrs: &mut StackVec<*mut libc::c_char, N>) {
+        for &s in &self.starts {
+            ptrs.push(self.buf[s..].as_ptr().cast_mut().cast::<libc::c_char>());
+        }
         ptrs.push(std::ptr::null_mut());
     }
 }
 
-/// A spawn's C strings and its `argv` + `envp` array, kept by each thread
-/// for its next spawn ([`SCRATCH`]): three allocations per event less.
-#[derive(Default)]
+/// A spawn's C strings and its `argv` + `envp` array, on the stack of
+/// [`spawn_argv`] (a long path or a big environment takes the heap for that
+/// spawn only): three allocations per event less, no buffer kept per
+/// thread (docs/bench-notes/cpu20.md). Never moved while its pointers are used.
 struct Scratch {
     strings: CStrings,
-    ptrs: Vec<*mut libc::c_char>,
+    ptrs: StackVec<*mut libc::c_char, 64>,
 }
 
 /// The C strings of one spawn (its argv entries, the program, the
-/// directory) in one buffer: one allocation per spawn, not one per string.
-#[derive(Default)]
+/// directory) in one buffer.
 struct CStrings {
-    buf: Vec<u8>,
-    starts: Vec<usize>,
+    buf: StackVec<u8, 512>,
+    starts: StackVec<usize, 8>,
 }
 
 impl CStrings {
@@ -220,9 +225,9 @@ impl CStrings {
         Ok(self.starts.len() - 1)
     }
 
-    /// String `i`; valid while `self` is neither changed nor dropped.
+    /// String `i`; valid while `self` is neither changed, moved nor dropped.
     fn ptr(&self, i: usize) -> *mut libc::c_char {
-        self.buf[self.starts[i]..].as_ptr().cast_mut().cast()
+        self.buf.as_slice()[self.starts.as_slice()[i]..].as_ptr().cast_mut().cast()
     }
 }
 
@@ -358,17 +363,11 @@ pub fn spawn_fds(target: &Target, env: &EnvBlock, budget: Budget) -> io::Result<
 
 /// [`spawn_fds`], started as `launch` says.
 pub fn spawn_argv(target: &Target, launch: &Launch, env: &EnvBlock, budget: Budget) -> io::Result<Spawned> {
-    // This thread's buffers (dropped, not kept, on an error: rare).
-    let mut scratch = SCRATCH.take();
-    let spawned = spawn_with(target, launch, env, budget, &mut scratch)?;
-    let Scratch { strings, ptrs } = &mut scratch;
-    strings.buf.clear();
-    strings.starts.clear();
-    ptrs.clear();
-    if strings.buf.capacity() <= KEEP && ptrs.capacity() <= KEEP / 8 {
-        SCRATCH.set(scratch);
-    }
-    Ok(spawned)
+    let mut scratch = Scratch {
+        strings: CStrings { buf: StackVec::new(0), starts: StackVec::new(0) },
+        ptrs: StackVec::new(std::ptr::null_mut()),
+    };
+    spawn_with(target, launch, env, budget, &mut scratch)
 }
 
 /// [`spawn_argv`], with `scratch`'s buffers (empty) for the C strings.
@@ -381,8 +380,6 @@ fn spawn_with(
 ) -> io::Result<Spawned> {
     let script = target.filename.as_os_str().as_bytes();
     let Scratch { strings, ptrs } = scratch;
-    strings.buf.reserve(2 * script.len() + 64);
-    strings.starts.reserve(8);
     if let Some(interp) = &target.interpreter {
         for a in interp.iter() {
             strings.push(a.as_bytes(), "the handler command")?;
@@ -407,10 +404,12 @@ fn spawn_with(
         None => None,
     };
     // argv, then envp, in one array (`strings` no longer changes).
-    ptrs.reserve(argc + env.starts.len() + 2);
-    ptrs.extend((0..argc).map(|i| strings.ptr(if i == 0 { shown.unwrap_or(0) } else { i })));
+    for i in 0..argc {
+        ptrs.push(strings.ptr(if i == 0 { shown.unwrap_or(0) } else { i }));
+    }
     ptrs.push(std::ptr::null_mut());
     env.pointers_into(ptrs);
+    let ptrs = ptrs.as_slice();
     let (program, argv, envp) = (strings.ptr(0), ptrs.as_ptr(), ptrs[argc + 1..].as_ptr());
     let dir = dir.map(|d| strings.ptr(d));
 
@@ -594,5 +593,11 @@ mod tests {
         assert!(second.buf.capacity() >= 20 * 100, "the first block's buffer, kept");
         second.set("ONLY", "this");
         assert_eq!(run(&env("/usr/bin/printenv"), &second), "ONLY=this\n");
+        // A block that had to grow is not kept: a kept block is never
+        // reallocated (docs/bench-notes/cpu20.md).
+        second.set("BIG", &"y".repeat(2 * SPARE_BYTES));
+        second.recycle();
+        let third = EnvBlock::reused(SPARE_BYTES, SPARE_VARS);
+        assert_eq!((third.buf.capacity(), third.starts.capacity()), (SPARE_BYTES, SPARE_VARS), "a new block");
     }
 }
