@@ -66,10 +66,10 @@ fn header_vars(env: &mut impl EnvSink, req: &RequestInfo) {
     // On this call's stack (a browser's ~15 headers fit; more take the heap
     // for this event only): no allocation per event, and no buffer kept per
     // thread (docs/bench-notes/cpu20.md).
-    let mut keys: StackStr<1024> = StackStr::new();
-    let mut vars: StackVec<(usize, usize, usize), 48> = StackVec::new((0, 0, 0));
-    let mut runs: StackVec<(usize, usize, usize), 48> = StackVec::new((0, 0, 0));
-    let mut joined: StackStr<512> = StackStr::new();
+    let mut keys: StackStr<512> = StackStr::new();
+    let mut vars: StackVec<(usize, usize, usize), 32> = StackVec::new();
+    let mut runs: StackVec<(usize, usize, usize), 32> = StackVec::new();
+    let mut joined: StackStr<256> = StackStr::new();
     // Keys, each `HTTP_<NAME>`, back to back; (start, end, header index) each.
     for (i, (name, _)) in req.headers().enumerate() {
         if usable(name) {

@@ -208,7 +208,7 @@ struct Scratch {
 /// The C strings of one spawn (its argv entries, the program, the
 /// directory) in one buffer.
 struct CStrings {
-    buf: StackVec<u8, 512>,
+    buf: StackVec<u8, 256>,
     starts: StackVec<usize, 8>,
 }
 
@@ -364,8 +364,8 @@ pub fn spawn_fds(target: &Target, env: &EnvBlock, budget: Budget) -> io::Result<
 /// [`spawn_fds`], started as `launch` says.
 pub fn spawn_argv(target: &Target, launch: &Launch, env: &EnvBlock, budget: Budget) -> io::Result<Spawned> {
     let mut scratch = Scratch {
-        strings: CStrings { buf: StackVec::new(0), starts: StackVec::new(0) },
-        ptrs: StackVec::new(std::ptr::null_mut()),
+        strings: CStrings { buf: StackVec::new(), starts: StackVec::new() },
+        ptrs: StackVec::new(),
     };
     spawn_with(target, launch, env, budget, &mut scratch)
 }
@@ -522,9 +522,11 @@ mod tests {
     use super::*;
 
     fn entries(b: &EnvBlock) -> Vec<String> {
-        let mut ptrs = Vec::new();
+        // Two entries on the stack: the spill to the heap is covered too.
+        let mut ptrs: StackVec<_, 2> = StackVec::new();
         b.pointers_into(&mut ptrs);
-        ptrs.iter()
+        ptrs.as_slice()
+            .iter()
             .take_while(|p| !p.is_null())
             // SAFETY: each pointer is a NUL-terminated entry inside `b`.
             .map(|&p| unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned())
