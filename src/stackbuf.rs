@@ -198,7 +198,8 @@ mod tests {
     #[test]
     fn text_is_whole_however_it_was_written() {
         let mut s: StackStr<8> = StackStr::new();
-        write!(s, "{}-{}", "ab", 12).expect("write");
+        let ab = "ab";
+        write!(s, "{ab}-{}", 12).expect("write");
         assert_eq!((s.as_str(), s.spilled()), ("ab-12", false));
         s.push_str("é✓ and more");
         s.push_ascii(b'!');

@@ -350,7 +350,7 @@ mod tests {
         assert_eq!(get(&env, "WS_CLOSE_CODE"), None);
     }
 
-    /// The header variables' buffers are kept per thread
+    /// An event's header variables are built in buffers on the stack
     /// ([`header_vars`]): an event never sees the headers of the one before.
     #[test]
     fn an_event_gets_only_its_own_headers_on_a_thread_that_ran_another() {
@@ -374,6 +374,36 @@ mod tests {
         let http: Vec<_> = second.iter().filter(|(k, _)| k.starts_with("HTTP_")).collect();
         assert_eq!(http, [&("HTTP_COOKIE".to_owned(), "a=1; b=2".to_owned())]);
         assert_eq!(get(&second, "CONTENT_LENGTH"), Some("16"));
+    }
+
+    /// More headers, longer names and longer joined values than
+    /// [`header_vars`]'s stack buffers hold: the heap fallback gives the
+    /// same variables, in the same order.
+    #[test]
+    fn headers_beyond_the_stack_buffers_become_the_same_variables() {
+        let mut ev = event(EventKind::Open);
+        let fields = crate::event::RequestFields {
+            method: "GET",
+            uri: "/chat.sh",
+            query: "",
+            remote_addr: "127.0.0.1",
+            remote_port: "5000",
+            server_name: "example.org",
+            server_port: "8080",
+        };
+        let names: Vec<String> = (0..40).map(|i| format!("X-Long-Header-Name-Number-{i:02}")).collect();
+        let long = "v".repeat(300);
+        let mut headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+        headers.push(("x-long-header-name-number-07", &long));
+        let request = RequestInfo::new(fields, headers);
+        ev.conn = Arc::new(ConnInfo { id: ev.conn.id.clone(), target: ev.conn.target.clone(), request });
+        let env = event_env(&EnvSettings::default(), &ev);
+        let http: Vec<_> = env.iter().filter(|(k, _)| k.starts_with("HTTP_")).collect();
+        assert_eq!(http.len(), 40);
+        for (i, (k, v)) in http.iter().enumerate() {
+            assert_eq!(k, &format!("HTTP_X_LONG_HEADER_NAME_NUMBER_{i:02}"));
+            assert_eq!(v, &if i == 7 { format!("1, {long}") } else { "1".to_owned() });
+        }
     }
 
     #[test]

@@ -36,8 +36,8 @@ use futures_lite::AsyncWriteExt;
 use super::groups::{self, Budget, GroupId};
 use crate::backend::env::EnvSink;
 use crate::event::Target;
-use crate::stackbuf::StackVec;
 use crate::runtime;
+use crate::stackbuf::StackVec;
 
 /// One end of a pipe to or from the child, registered with the reactor.
 pub type Pipe = Async<File>;
@@ -363,10 +363,8 @@ pub fn spawn_fds(target: &Target, env: &EnvBlock, budget: Budget) -> io::Result<
 
 /// [`spawn_fds`], started as `launch` says.
 pub fn spawn_argv(target: &Target, launch: &Launch, env: &EnvBlock, budget: Budget) -> io::Result<Spawned> {
-    let mut scratch = Scratch {
-        strings: CStrings { buf: StackVec::new(), starts: StackVec::new() },
-        ptrs: StackVec::new(),
-    };
+    let mut scratch =
+        Scratch { strings: CStrings { buf: StackVec::new(), starts: StackVec::new() }, ptrs: StackVec::new() };
     spawn_with(target, launch, env, budget, &mut scratch)
 }
 
