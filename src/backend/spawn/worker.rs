@@ -120,6 +120,7 @@ thread_local! {
 /// ([`inline`]), not handed to another worker and back.
 pub fn follower(job: crate::gateway::Follow) {
     INLINE.with(|i| i.set(true));
+    crate::logging::lines_on_stack();
     job();
 }
 
