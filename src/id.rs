@@ -2,9 +2,13 @@
 //! another client's id and push to it through a script.
 
 use std::fmt;
+use std::sync::Arc;
 
+/// Shared (`Arc`), not boxed: the id is cloned into every action a script's
+/// output makes (`@send` to itself, the reply) and into the hub's maps; a
+/// clone is a count, not an allocation (docs/bench-notes/alloc19.md).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(Box<str>);
+pub struct ConnId(Arc<str>);
 
 impl ConnId {
     /// A fresh id from the operating system's random source.
@@ -13,12 +17,13 @@ impl ConnId {
         // getrandom only fails when the OS has no entropy source at all; a
         // server without one cannot hand out unguessable ids, so stop loudly.
         getrandom::fill(&mut b).expect("the operating system's random source failed");
-        let mut s = String::with_capacity(32);
-        for byte in b {
-            s.push(char::from(b"0123456789abcdef"[(byte >> 4) as usize]));
-            s.push(char::from(b"0123456789abcdef"[(byte & 15) as usize]));
+        let mut hex = [0u8; 32];
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(b) {
+            pair[0] = b"0123456789abcdef"[(byte >> 4) as usize];
+            pair[1] = b"0123456789abcdef"[(byte & 15) as usize];
         }
-        ConnId(s.into())
+        // Hex digits only: ASCII, so always UTF-8.
+        ConnId(String::from_utf8_lossy(&hex).into())
     }
 
     /// A fresh id that starts with `instance` (8 hex characters), so any

@@ -30,6 +30,7 @@ pub mod manual;
 pub mod metrics;
 pub mod runtime;
 pub mod server;
+pub mod stackbuf;
 pub mod startup_warnings;
 pub mod subcommand_args;
 pub mod tls;

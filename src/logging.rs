@@ -11,6 +11,8 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
+use crate::stackbuf::StackStr;
+
 /// Sets up logging: our own crate and rustls-acme (its steps of a
 /// certificate order, one line each) at `level`, other crates at `warn`,
 /// rustls off; `RUST_LOG` overrides them (rustls only if it names `rustls=`).
@@ -43,6 +45,9 @@ pub fn init(level: &str) {
     }
     builder
         .format(move |buf, record| {
+            if plain && ON_STACK.with(|c| c.get()) {
+                return write_plain(record, buf.timestamp());
+            }
             let message = escaped_args(record.args());
             if plain {
                 return writeln!(buf, "[{} {:<5} {}] {message}", buf.timestamp(), record.level(), record.target());
@@ -53,6 +58,61 @@ pub fn init(level: &str) {
         .init();
     // A panic (a bug) is one escaped log line too, not several raw ones.
     std::panic::set_hook(Box::new(|info| log::error!("bug: {info}")));
+}
+
+thread_local! {
+    /// This thread writes its plain lines from the stack ([`write_plain`]).
+    static ON_STACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// From now on this thread formats its plain lines on its stack
+/// ([`write_plain`]): for the threads that run message events one after
+/// another (followers), three allocations per line less.
+pub fn lines_on_stack() {
+    ON_STACK.with(|c| c.set(true));
+}
+
+/// Room on the stack for a whole log line ([`write_plain`]):
+/// an event's line is ~100 bytes; a longer one (a script's long stderr
+/// line) takes the heap for that line only ([`crate::stackbuf`]).
+const LINE: usize = 1024;
+
+/// Writes a plain line (no styles: not a terminal) to stderr itself, in
+/// one `write` (stderr is unbuffered), from a buffer on this call's stack:
+/// env_logger's pipe target would first copy every line into a new buffer
+/// (its colour adapter), and formatting the message cost two more: three
+/// allocations per event (docs/bench-notes/alloc19.md, cpu20.md).
+///
+/// Only on follower threads ([`lines_on_stack`]): the same cut on the
+/// executor threads, which log each handshake, raised idle memory per
+/// connection by ~0.1 KiB (docs/bench-notes/cpu20.md).
+fn write_plain(record: &log::Record<'_>, timestamp: impl std::fmt::Display) -> std::io::Result<()> {
+    let mut line: StackStr<LINE> = StackStr::new();
+    plain_line(&mut line, record, timestamp);
+    std::io::stderr().write_all(line.as_bytes())
+}
+
+/// The plain line of `record`, as env_logger's format in [`init`] writes
+/// it: `[time LEVEL target] message`, controls escaped, and a newline.
+fn plain_line(line: &mut impl std::fmt::Write, record: &log::Record<'_>, timestamp: impl std::fmt::Display) {
+    let _ = write!(line, "[{timestamp} {:<5} {}] ", record.level(), record.target());
+    let _ = Escaping(&mut *line).write_fmt(*record.args());
+    let _ = line.write_char('\n');
+}
+
+/// Writes what it is given with its controls escaped ([`escape_into`]):
+/// a message is escaped as it is formatted, piece by piece (a piece is a
+/// whole `str`, so the result is [`escape_controls`] of the whole).
+struct Escaping<'a, W: std::fmt::Write>(&'a mut W);
+
+impl<W: std::fmt::Write> std::fmt::Write for Escaping<'_, W> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        if s.chars().any(needs_escape) {
+            escape_into(s, self.0)
+        } else {
+            self.0.write_str(s)
+        }
+    }
 }
 
 /// A log message, its controls escaped ([`escape_controls`]); one string,
@@ -83,21 +143,24 @@ pub fn escape_controls(s: &str) -> String {
         return s.to_owned();
     }
     let mut out = String::with_capacity(s.len() + 8);
+    let _ = escape_into(s, &mut out);
+    out
+}
+
+/// [`escape_controls`], appended to `out`.
+fn escape_into(s: &str, out: &mut impl std::fmt::Write) -> std::fmt::Result {
+    let needs = needs_escape;
     for c in s.chars() {
         match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if needs(c) && (c as u32) < 0x100 => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c if needs(c) => {
-                let _ = write!(out, "\\u{{{:x}}}", c as u32);
-            }
-            c => out.push(c),
+            '\n' => out.write_str("\\n")?,
+            '\r' => out.write_str("\\r")?,
+            '\t' => out.write_str("\\t")?,
+            c if needs(c) && (c as u32) < 0x100 => write!(out, "\\x{:02x}", c as u32)?,
+            c if needs(c) => write!(out, "\\u{{{:x}}}", c as u32)?,
+            c => out.write_char(c)?,
         }
     }
-    out
+    Ok(())
 }
 
 /// A string a client or script chose, for a log line or an error message:
@@ -121,7 +184,8 @@ pub fn quoted_short(s: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{escape_controls, quoted, quoted_short};
+    use super::{escape_controls, plain_line, quoted, quoted_short, LINE};
+    use crate::stackbuf::StackStr;
 
     #[test]
     fn long_strings_are_cut_for_the_log_with_their_length() {
@@ -138,6 +202,33 @@ mod tests {
         assert_eq!(quoted("bye\n\u{1b}[31mred"), "\"bye\\n\\x1b[31mred\"");
         assert_eq!(quoted(r#"a"b\c"#), r#""a\"b\\c""#);
         assert_eq!(quoted(""), "\"\"");
+    }
+
+    /// A follower's line, formatted on its stack ([`super::write_plain`]):
+    /// the same line as env_logger's format, controls escaped wherever the
+    /// arguments put them, whole when longer than the stack buffer.
+    #[test]
+    fn a_line_from_the_stack_is_the_usual_line_escaped() {
+        let line = |args: std::fmt::Arguments<'_>| {
+            let record = log::Record::builder().args(args).level(log::Level::Info).target("ws2http::x").build();
+            let mut out: StackStr<LINE> = StackStr::new();
+            plain_line(&mut out, &record, "T");
+            (out.as_str().to_owned(), out.spilled())
+        };
+        let id = "abc";
+        assert_eq!(
+            line(format_args!("[{id}] /echo message: ok")),
+            ("[T INFO  ws2http::x] [abc] /echo message: ok\n".to_owned(), false)
+        );
+        let forged = "x\n[2026 WARN] FORGED\u{1b}[31m";
+        assert_eq!(
+            line(format_args!("said {forged}")).0,
+            "[T INFO  ws2http::x] said x\\n[2026 WARN] FORGED\\x1b[31m\n"
+        );
+        let long = "é\t".repeat(LINE);
+        let (text, spilled) = line(format_args!("{long}"));
+        assert!(spilled, "longer than the stack buffer");
+        assert_eq!(text, format!("[T INFO  ws2http::x] {}\n", "é\\t".repeat(LINE)));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 use std::path::PathBuf;
 
 use crate::event::{Event, EventKind, RequestInfo, Target};
+use crate::stackbuf::{StackStr, StackVec};
 
 /// The parts of the environment fixed at start-up.
 #[derive(Clone, Debug, Default)]
@@ -62,24 +63,32 @@ fn usable(name: &str) -> bool {
 /// re-checked every name's token syntax for every pair, ~25,000 instructions
 /// per event for a browser's headers.
 fn header_vars(env: &mut impl EnvSink, req: &RequestInfo) {
+    // On this call's stack (a browser's ~15 headers fit; more take the heap
+    // for this event only): no allocation per event, and no buffer kept per
+    // thread (docs/bench-notes/cpu20.md).
+    let mut keys: StackStr<512> = StackStr::new();
+    let mut vars: StackVec<(usize, usize, usize), 32> = StackVec::new();
+    let mut runs: StackVec<(usize, usize, usize), 32> = StackVec::new();
+    let mut joined: StackStr<256> = StackStr::new();
     // Keys, each `HTTP_<NAME>`, back to back; (start, end, header index) each.
-    let mut keys = String::with_capacity(req.headers().map(|(n, _)| n.len() + 5).sum());
-    let mut vars: Vec<(usize, usize, usize)> = Vec::with_capacity(req.header_count());
     for (i, (name, _)) in req.headers().enumerate() {
         if usable(name) {
             let start = keys.len();
             keys.push_str("HTTP_");
-            keys.extend(name.bytes().map(|b| if b == b'-' { '_' } else { char::from(b.to_ascii_uppercase()) }));
+            for b in name.bytes() {
+                keys.push_ascii(if b == b'-' { b'_' } else { b.to_ascii_uppercase() });
+            }
             vars.push((start, keys.len(), i));
         }
     }
+    let keys = keys.as_str();
     let key = |v: &(usize, usize, usize)| &keys[v.0..v.1];
+    let vars = vars.as_mut_slice();
     // Stable: equal keys stay in header order, so a run's first is the first
     // occurrence and its values join in the order they came.
     vars.sort_by(|a, b| key(a).cmp(key(b)));
     // (first header index, run start, run end) per variable, then in the
     // order of first occurrences.
-    let mut runs: Vec<(usize, usize, usize)> = Vec::with_capacity(vars.len());
     let mut start = 0;
     for end in 1..=vars.len() {
         if end == vars.len() || key(&vars[end]) != key(&vars[start]) {
@@ -87,9 +96,8 @@ fn header_vars(env: &mut impl EnvSink, req: &RequestInfo) {
             start = end;
         }
     }
-    runs.sort_unstable_by_key(|r| r.0);
-    let mut joined = String::new();
-    for &(first, start, end) in &runs {
+    runs.as_mut_slice().sort_unstable_by_key(|r| r.0);
+    for &(first, start, end) in runs.as_slice() {
         let k = key(&vars[start]);
         // httpoxy: a client must never be able to set a proxy for the script.
         if k == "HTTP_PROXY" || k == "HTTP_CONTENT_LENGTH" || k == "HTTP_CONTENT_TYPE" {
@@ -106,8 +114,18 @@ fn header_vars(env: &mut impl EnvSink, req: &RequestInfo) {
             }
             joined.push_str(req.header(v.2).1);
         }
-        env.set(k, &joined);
+        env.set(k, joined.as_str());
     }
+}
+
+/// `n` in decimal, written into `buf` (no `String` per event).
+fn decimal(n: usize, buf: &mut [u8; 20]) -> &str {
+    use std::io::Write as _;
+    let mut rest = &mut buf[..];
+    // 20 digits hold any usize.
+    let _ = write!(rest, "{n}");
+    let len = 20 - rest.len();
+    std::str::from_utf8(&buf[..len]).unwrap_or("0")
 }
 
 /// PATH_INFO mapped onto the document root (RFC 3875 4.1.6), both flavours.
@@ -188,7 +206,7 @@ pub fn event_vars(env: &mut impl EnvSink, s: &EnvSettings, ev: &Event) {
     match &ev.kind {
         EventKind::Open => {}
         EventKind::Message { payload, binary } => {
-            env.set("CONTENT_LENGTH", &payload.len().to_string());
+            env.set("CONTENT_LENGTH", decimal(payload.len(), &mut [0; 20]));
             let (ct, ty) =
                 if *binary { ("application/octet-stream", "binary") } else { ("text/plain; charset=utf-8", "text") };
             env.set("CONTENT_TYPE", ct);
@@ -330,6 +348,62 @@ mod tests {
         assert_eq!(get(&env, "WS_META_nick"), Some("bob"));
         assert_eq!(get(&env, "WS_API_TOKEN"), Some(""));
         assert_eq!(get(&env, "WS_CLOSE_CODE"), None);
+    }
+
+    /// An event's header variables are built in buffers on the stack
+    /// ([`header_vars`]): an event never sees the headers of the one before.
+    #[test]
+    fn an_event_gets_only_its_own_headers_on_a_thread_that_ran_another() {
+        let s = EnvSettings::default();
+        let first = event_env(&s, &event(EventKind::Open));
+        assert_eq!(get(&first, "HTTP_X_MULTI"), Some("1, 2"));
+        let mut ev = event(EventKind::Message { payload: "a longer payload".into(), binary: true });
+        let conn = &ev.conn;
+        let fields = crate::event::RequestFields {
+            method: "GET",
+            uri: "/chat.sh",
+            query: "",
+            remote_addr: "127.0.0.1",
+            remote_port: "5000",
+            server_name: "example.org",
+            server_port: "8080",
+        };
+        let request = RequestInfo::new(fields, [("Cookie", "a=1"), ("cookie", "b=2")]);
+        ev.conn = Arc::new(ConnInfo { id: conn.id.clone(), target: conn.target.clone(), request });
+        let second = event_env(&s, &ev);
+        let http: Vec<_> = second.iter().filter(|(k, _)| k.starts_with("HTTP_")).collect();
+        assert_eq!(http, [&("HTTP_COOKIE".to_owned(), "a=1; b=2".to_owned())]);
+        assert_eq!(get(&second, "CONTENT_LENGTH"), Some("16"));
+    }
+
+    /// More headers, longer names and longer joined values than
+    /// [`header_vars`]'s stack buffers hold: the heap fallback gives the
+    /// same variables, in the same order.
+    #[test]
+    fn headers_beyond_the_stack_buffers_become_the_same_variables() {
+        let mut ev = event(EventKind::Open);
+        let fields = crate::event::RequestFields {
+            method: "GET",
+            uri: "/chat.sh",
+            query: "",
+            remote_addr: "127.0.0.1",
+            remote_port: "5000",
+            server_name: "example.org",
+            server_port: "8080",
+        };
+        let names: Vec<String> = (0..40).map(|i| format!("X-Long-Header-Name-Number-{i:02}")).collect();
+        let long = "v".repeat(300);
+        let mut headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+        headers.push(("x-long-header-name-number-07", &long));
+        let request = RequestInfo::new(fields, headers);
+        ev.conn = Arc::new(ConnInfo { id: ev.conn.id.clone(), target: ev.conn.target.clone(), request });
+        let env = event_env(&EnvSettings::default(), &ev);
+        let http: Vec<_> = env.iter().filter(|(k, _)| k.starts_with("HTTP_")).collect();
+        assert_eq!(http.len(), 40);
+        for (i, (k, v)) in http.iter().enumerate() {
+            assert_eq!(k, &format!("HTTP_X_LONG_HEADER_NAME_NUMBER_{i:02}"));
+            assert_eq!(v, &if i == 7 { format!("1, {long}") } else { "1".to_owned() });
+        }
     }
 
     #[test]

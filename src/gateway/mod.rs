@@ -234,7 +234,20 @@ impl<'a> Call<'a> {
     /// one line splitter of every transport: [`Self::pump`] for a stream,
     /// the spawn transport's workers for chunks they read from a pipe.
     /// After `Err`, the rest of the output is to be discarded.
-    pub fn feed(&mut self, mut chunk: &[u8]) -> Result<(), Cut> {
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<(), Cut> {
+        self.feed_lines(chunk, false)
+    }
+
+    /// [`Self::feed`] of the last chunk, then [`Self::end`]: a last line
+    /// without a newline that is all in `chunk` is applied from it, not
+    /// copied first (an echo's reply is such a line).
+    pub fn feed_end(&mut self, chunk: &[u8]) -> Result<(), Cut> {
+        self.feed_lines(chunk, true)?;
+        self.end();
+        Ok(())
+    }
+
+    fn feed_lines(&mut self, mut chunk: &[u8], last: bool) -> Result<(), Cut> {
         while !chunk.is_empty() {
             let (piece, whole) = match chunk.iter().position(|&b| b == b'\n') {
                 Some(i) => (&chunk[..=i], true),
@@ -252,7 +265,7 @@ impl<'a> Call<'a> {
                 self.partial = Vec::new();
                 return Err(Cut::TooMuch);
             }
-            match (whole, self.partial.is_empty()) {
+            match (whole || last, self.partial.is_empty()) {
                 (true, true) => self.line(piece),
                 (false, _) => self.partial.extend_from_slice(piece),
                 (true, false) => {
@@ -319,7 +332,7 @@ pub async fn run_with(
 ) -> Outcome {
     let conn = &event.conn;
     let endpoint = conn.target.endpoint();
-    let label = format!("[{}] {endpoint} {}{}", conn.id, event.kind.name(), transport.via());
+    let label = label(conn.id.as_str(), endpoint, event.kind.name(), transport.via());
     let mut call = Call::new(&label, *transport.limits(), (&conn.id, endpoint), event.kind == EventKind::Open, out);
     call.direct = direct;
     let outcome = {
@@ -327,6 +340,16 @@ pub async fn run_with(
         transport.exchange(event, &mut call).await
     };
     call.conclude(outcome)
+}
+
+/// `[id] /endpoint kind via`, the event's log label: built at its exact
+/// size (one allocation per event; `format!` grew it twice).
+fn label(id: &str, endpoint: &str, kind: &str, via: &str) -> String {
+    let mut label = String::with_capacity(id.len() + endpoint.len() + kind.len() + via.len() + 4);
+    for part in ["[", id, "] ", endpoint, " ", kind, via] {
+        label.push_str(part);
+    }
+    label
 }
 
 impl Call<'_> {

@@ -201,3 +201,32 @@ fn an_open_rejection_keeps_its_body_raw() {
     let (_, items) = run_fake(&fake(Answer::Raw(b"Status: 403\n\nhi\n")), message());
     assert_eq!(texts(&items), ["hi"]);
 }
+
+/// The last chunk of a spawned script's output ([`Call::feed_end`]) ends it
+/// as `feed` then `end` would: a last line without a newline is applied,
+/// a line split across chunks is whole, and the limit cuts as before.
+#[test]
+fn the_last_chunk_ends_the_output_as_feed_then_end() {
+    let limits = Limits { timeout: Duration::from_secs(30), max_output: 12 };
+    let id = ConnId::parse("me").expect("id");
+    let run = |chunks: &[&[u8]]| {
+        let mut items = Vec::new();
+        let mut sink = |o| items.push(o);
+        let mut call = Call::new("[me] /s.sh message", limits, (&id, "/s.sh"), false, &mut sink);
+        let (last, first) = chunks.split_last().expect("a chunk");
+        let mut fed = first.iter().try_for_each(|c| call.feed(c));
+        if fed.is_ok() {
+            fed = call.feed_end(last);
+        }
+        let outcome = call.conclude(Outcome::Success);
+        (fed.is_ok(), outcome, texts(&items))
+    };
+    let ok = (true, Outcome::Success, vec!["abc".to_owned(), "last".to_owned()]);
+    assert_eq!(run(&[b"abc\nlast"]), ok);
+    assert_eq!(run(&[b"ab", b"c\nla", b"st"]), ok);
+    assert_eq!(run(&[b"abc\n", b"last"]), ok);
+    assert_eq!(run(&[b"abc\n", b"last\n"]), ok);
+    assert_eq!(run(&[b"abc\n", b""]), (true, Outcome::Success, vec!["abc".to_owned()]));
+    let cut = run(&[b"abc\n", b"0123456789"]);
+    assert_eq!(cut, (false, Outcome::Failed(OUTPUT_LIMIT.into()), vec!["abc".to_owned()]));
+}

@@ -201,7 +201,14 @@ pub fn encode(msg: &Message) -> Option<Bytes> {
         return None;
     }
     let header = FrameHeader { opcode: OpCode::Data(data), ..FrameHeader::default() };
-    let mut f = Vec::with_capacity(payload.len() + 4);
+    // The exact size (RFC 6455's 2, 4 or 10 header bytes): a `Vec` whose
+    // length is its capacity becomes `Bytes` without a second allocation.
+    let header_len = match payload.len() {
+        0..=125 => 2,
+        126..=65535 => 4,
+        _ => 10,
+    };
+    let mut f = Vec::with_capacity(header_len + payload.len());
     // Writing into a Vec cannot fail.
     header.format(payload.len() as u64, &mut f).ok()?;
     f.extend_from_slice(payload);

@@ -272,10 +272,7 @@ pub(crate) async fn dispatch_guarded(
     // The same apply, for a transport that applies where it reads the
     // output (a spawned script's worker thread: the reply goes out without
     // waking this task first).
-    let delivery = app.delivery.clone();
-    let direct: gateway::Apply = Arc::new(move |a| {
-        delivery.apply(a);
-    });
+    let direct = app.apply.clone();
     let run = std::panic::AssertUnwindSafe(dispatch_with(app, conn, transport, kind, &mut apply, slot, Some(direct)));
     match futures_lite::FutureExt::catch_unwind(run).await {
         Ok(outcome) => outcome,

@@ -150,7 +150,8 @@ impl Follower {
             metrics::add(&metrics::get().messages_in, 1);
             metrics::add(&metrics::get().bytes_in, frame.len as u64);
             let run = dispatch_guarded(&self.app, &self.conn, &*self.transport, kind, Some(slot));
-            futures_lite::future::block_on(Box::pin(run));
+            // Pinned here, on this thread's stack: not a box per event.
+            futures_lite::future::block_on(std::pin::pin!(run));
             self.budget.done(frame.len);
         }
     }

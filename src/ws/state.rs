@@ -51,13 +51,22 @@ pub struct WsState {
     pub residents: Arc<super::resident::Residents>,
     /// Resumable sessions (`--resume-grace`, ...); `None`: off.
     pub resume: Option<crate::config_resume::Resume>,
+    /// `delivery.apply` as a [`crate::gateway::Apply`], made once: every
+    /// message and close event hands it to its transport (a clone is a
+    /// count, not an allocation per event).
+    pub apply: crate::gateway::Apply,
 }
 
 impl WsState {
     /// The state `cfg` asks for, around a hub (and its delivery) and a
     /// routing table built already; `port`: the public listener's.
     pub fn new(cfg: &Config, hub: Arc<Hub>, delivery: Arc<dyn Delivery>, routes: Arc<Routes>, port: u16) -> Self {
+        let to = delivery.clone();
+        let apply: crate::gateway::Apply = Arc::new(move |a| {
+            to.apply(a);
+        });
         WsState {
+            apply,
             hub,
             delivery,
             routes,

@@ -37,6 +37,7 @@ use super::groups::{self, Budget, GroupId};
 use crate::backend::env::EnvSink;
 use crate::event::Target;
 use crate::runtime;
+use crate::stackbuf::StackVec;
 
 /// One end of a pipe to or from the child, registered with the reactor.
 pub type Pipe = Async<File>;
@@ -145,24 +146,70 @@ pub struct EnvBlock {
     starts: Vec<usize>,
 }
 
+/// The size of the block a thread keeps for its next event
+/// ([`EnvBlock::recycle`]): what `Spawn::exchange` asks for. A block is
+/// made at this size once and kept only while it never grew, so a kept
+/// block is never reallocated among the connections' objects (the
+/// fragmentation in docs/bench-notes/alloc19.md, cpu20.md).
+pub const SPARE_BYTES: usize = 4096;
+pub const SPARE_VARS: usize = 48;
+
+thread_local! {
+    /// An event's environment block given back after its spawn, for the
+    /// next event run on this thread (a follower: the event and its spawn
+    /// run on the same thread).
+    static SPARE_ENV: std::cell::Cell<EnvBlock> = const { std::cell::Cell::new(EnvBlock { buf: Vec::new(), starts: Vec::new() }) };
+}
+
 impl EnvBlock {
     pub fn with_capacity(bytes: usize, vars: usize) -> Self {
         EnvBlock { buf: Vec::with_capacity(bytes), starts: Vec::with_capacity(vars) }
     }
 
+    /// [`Self::with_capacity`], reusing the block this thread gave back
+    /// last ([`Self::recycle`]): no allocation per event on a follower.
+    pub fn reused(bytes: usize, vars: usize) -> Self {
+        let mut block = SPARE_ENV.take();
+        if block.buf.capacity() < bytes || block.starts.capacity() < vars {
+            return EnvBlock::with_capacity(bytes, vars);
+        }
+        block.buf.clear();
+        block.starts.clear();
+        block
+    }
+
+    /// Keeps this block for this thread's next [`Self::reused`] if it has
+    /// the kept size ([`SPARE_BYTES`]) and never grew; otherwise frees it.
+    pub fn recycle(self) {
+        if self.buf.capacity() == SPARE_BYTES && self.starts.capacity() == SPARE_VARS {
+            SPARE_ENV.set(self);
+        }
+    }
+
     /// The `envp` array, null-terminated, appended to `ptrs`; valid while
     /// `self` is neither changed nor dropped.
-    fn pointers_into(&self, ptrs: &mut Vec<*mut libc::c_char>) {
-        ptrs.extend(self.starts.iter().map(|&s| self.buf[s..].as_ptr().cast_mut().cast::<libc::c_char>()));
+    fn pointers_into<const N: usize>(&self, ptrs: &mut StackVec<*mut libc::c_char, N>) {
+        for &s in &self.starts {
+            ptrs.push(self.buf[s..].as_ptr().cast_mut().cast::<libc::c_char>());
+        }
         ptrs.push(std::ptr::null_mut());
     }
 }
 
+/// A spawn's C strings and its `argv` + `envp` array, on the stack of
+/// [`spawn_argv`] (a long path or a big environment takes the heap for that
+/// spawn only): three allocations per event less, no buffer kept per
+/// thread (docs/bench-notes/cpu20.md). Never moved while its pointers are used.
+struct Scratch {
+    strings: CStrings,
+    ptrs: StackVec<*mut libc::c_char, 64>,
+}
+
 /// The C strings of one spawn (its argv entries, the program, the
-/// directory) in one buffer: one allocation per spawn, not one per string.
+/// directory) in one buffer.
 struct CStrings {
-    buf: Vec<u8>,
-    starts: Vec<usize>,
+    buf: StackVec<u8, 256>,
+    starts: StackVec<usize, 8>,
 }
 
 impl CStrings {
@@ -178,9 +225,9 @@ impl CStrings {
         Ok(self.starts.len() - 1)
     }
 
-    /// String `i`; valid while `self` is neither changed nor dropped.
+    /// String `i`; valid while `self` is neither changed, moved nor dropped.
     fn ptr(&self, i: usize) -> *mut libc::c_char {
-        self.buf[self.starts[i]..].as_ptr().cast_mut().cast()
+        self.buf.as_slice()[self.starts.as_slice()[i]..].as_ptr().cast_mut().cast()
     }
 }
 
@@ -316,8 +363,21 @@ pub fn spawn_fds(target: &Target, env: &EnvBlock, budget: Budget) -> io::Result<
 
 /// [`spawn_fds`], started as `launch` says.
 pub fn spawn_argv(target: &Target, launch: &Launch, env: &EnvBlock, budget: Budget) -> io::Result<Spawned> {
+    let mut scratch =
+        Scratch { strings: CStrings { buf: StackVec::new(), starts: StackVec::new() }, ptrs: StackVec::new() };
+    spawn_with(target, launch, env, budget, &mut scratch)
+}
+
+/// [`spawn_argv`], with `scratch`'s buffers (empty) for the C strings.
+fn spawn_with(
+    target: &Target,
+    launch: &Launch,
+    env: &EnvBlock,
+    budget: Budget,
+    scratch: &mut Scratch,
+) -> io::Result<Spawned> {
     let script = target.filename.as_os_str().as_bytes();
-    let mut strings = CStrings { buf: Vec::with_capacity(2 * script.len() + 64), starts: Vec::with_capacity(8) };
+    let Scratch { strings, ptrs } = scratch;
     if let Some(interp) = &target.interpreter {
         for a in interp.iter() {
             strings.push(a.as_bytes(), "the handler command")?;
@@ -342,10 +402,12 @@ pub fn spawn_argv(target: &Target, launch: &Launch, env: &EnvBlock, budget: Budg
         None => None,
     };
     // argv, then envp, in one array (`strings` no longer changes).
-    let mut ptrs: Vec<*mut libc::c_char> = Vec::with_capacity(argc + env.starts.len() + 2);
-    ptrs.extend((0..argc).map(|i| strings.ptr(if i == 0 { shown.unwrap_or(0) } else { i })));
+    for i in 0..argc {
+        ptrs.push(strings.ptr(if i == 0 { shown.unwrap_or(0) } else { i }));
+    }
     ptrs.push(std::ptr::null_mut());
-    env.pointers_into(&mut ptrs);
+    env.pointers_into(ptrs);
+    let ptrs = ptrs.as_slice();
     let (program, argv, envp) = (strings.ptr(0), ptrs.as_ptr(), ptrs[argc + 1..].as_ptr());
     let dir = dir.map(|d| strings.ptr(d));
 
@@ -458,9 +520,11 @@ mod tests {
     use super::*;
 
     fn entries(b: &EnvBlock) -> Vec<String> {
-        let mut ptrs = Vec::new();
+        // Two entries on the stack: the spill to the heap is covered too.
+        let mut ptrs: StackVec<_, 2> = StackVec::new();
         b.pointers_into(&mut ptrs);
-        ptrs.iter()
+        ptrs.as_slice()
+            .iter()
             .take_while(|p| !p.is_null())
             // SAFETY: each pointer is a NUL-terminated entry inside `b`.
             .map(|&p| unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned())
@@ -495,5 +559,45 @@ mod tests {
             assert!(child.status("env").await.unwrap().success());
             assert_eq!(out, "ONLY=this\n");
         });
+    }
+
+    /// Two spawns on one thread share its buffers (the environment block
+    /// given back, the argv scratch), never what the first put in them.
+    #[test]
+    fn a_threads_next_spawn_reuses_the_buffers_but_not_their_contents() {
+        let env = |program: &str| Target {
+            filename: program.into(),
+            script_name: String::new(),
+            path_info: String::new(),
+            interpreter: None,
+        };
+        let run = |target: &Target, block: &EnvBlock| {
+            runtime::block_on(async {
+                use futures_lite::AsyncReadExt;
+                let budget = Budget::from_now(Duration::from_secs(30), Duration::from_secs(2));
+                let mut child = spawn(target, block, budget).expect("spawn");
+                let mut out = String::new();
+                child.stdout.take().expect("stdout").read_to_string(&mut out).await.expect("read");
+                assert!(child.status("env").await.expect("status").success());
+                out
+            })
+        };
+        let mut first = EnvBlock::reused(4096, 48);
+        for i in 0..20 {
+            first.set(&format!("FIRST_{i}"), &"x".repeat(100));
+        }
+        assert_eq!(run(&env("/usr/bin/env"), &first).lines().count(), 20);
+        first.recycle();
+        let mut second = EnvBlock::reused(16, 4);
+        assert!(second.buf.is_empty() && second.starts.is_empty(), "given back empty");
+        assert!(second.buf.capacity() >= 20 * 100, "the first block's buffer, kept");
+        second.set("ONLY", "this");
+        assert_eq!(run(&env("/usr/bin/printenv"), &second), "ONLY=this\n");
+        // A block that had to grow is not kept: a kept block is never
+        // reallocated (docs/bench-notes/cpu20.md).
+        second.set("BIG", &"y".repeat(2 * SPARE_BYTES));
+        second.recycle();
+        let third = EnvBlock::reused(SPARE_BYTES, SPARE_VARS);
+        assert_eq!((third.buf.capacity(), third.starts.capacity()), (SPARE_BYTES, SPARE_VARS), "a new block");
     }
 }

@@ -93,7 +93,7 @@ impl Transport for Spawn {
         Box::pin(async move {
             // Straight into the spawn's environment block: one buffer, not a
             // String per variable.
-            let mut vars = child::EnvBlock::with_capacity(4096, 48);
+            let mut vars = child::EnvBlock::reused(child::SPARE_BYTES, child::SPARE_VARS);
             env::event_vars(&mut vars, &self.env, event);
             let stdin = match &event.kind {
                 EventKind::Message { payload, .. } => payload.clone(),

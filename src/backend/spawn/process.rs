@@ -294,7 +294,11 @@ pub async fn run(spawn: &Spawn, conn: &Arc<ConnInfo>, env: EnvBlock, stdin: Byte
     if call.direct().is_some() && super::worker::inline() {
         // On a follower thread: the job runs here, and only its outcome
         // comes back (no channel).
-        return super::worker::settle(&job(None));
+        let job = job(None);
+        let outcome = super::worker::settle(&job);
+        // The next event on this thread fills the same block (`exchange`).
+        job.env.recycle();
+        return outcome;
     }
     let (back, answers) = async_channel::bounded(CHUNKS_IN_FLIGHT);
     if let Err((_, e)) = spawn.workers.submit(job(Some(back))) {

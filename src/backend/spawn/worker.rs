@@ -120,6 +120,7 @@ thread_local! {
 /// ([`inline`]), not handed to another worker and back.
 pub fn follower(job: crate::gateway::Follow) {
     INLINE.with(|i| i.set(true));
+    crate::logging::lines_on_stack();
     job();
 }
 
@@ -522,11 +523,11 @@ impl<'a> Run<'a> {
             Some(call) => {
                 // Its event's future is gone (shutdown): as a failed send below.
                 let gone = self.job.back.as_ref().is_some_and(|b| b.is_closed());
-                if !gone && !call.is_cut() && call.feed(&self.pending).is_err() {
-                    groups::kill_now(self.proc.group);
-                }
-                if !gone && end {
-                    call.end();
+                if !gone && !call.is_cut() {
+                    let fed = if end { call.feed_end(&self.pending) } else { call.feed(&self.pending) };
+                    if fed.is_err() {
+                        groups::kill_now(self.proc.group);
+                    }
                 }
                 self.pending.clear();
                 gone

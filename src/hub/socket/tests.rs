@@ -140,3 +140,18 @@ fn the_rest_of_a_partial_write_goes_out_before_the_writers_next_bytes() {
     reader.join().expect("reader");
     assert!(lock(&shared.wire.state).scan.between_messages());
 }
+
+/// [`encode`] sizes its buffer from the header's length (2, 4 or 10 bytes):
+/// every length class still makes the frame tungstenite makes.
+#[test]
+fn an_encoded_frame_is_tungstenites_at_every_header_size() {
+    for len in [0, 1, 125, 126, 127, 1000, DIRECT_MAX] {
+        let payload = vec![b'a'; len];
+        let text = String::from_utf8(payload.clone()).expect("ASCII");
+        let encoded = encode(&Message::Text(text.into())).expect("within DIRECT_MAX");
+        assert_eq!(encoded[..], frame(true, 1, &payload)[..], "{len} bytes");
+        let encoded = encode(&Message::Binary(payload.clone().into())).expect("within DIRECT_MAX");
+        assert_eq!(encoded[..], frame(true, 2, &payload)[..], "{len} bytes");
+    }
+    assert!(encode(&Message::Binary(vec![0; DIRECT_MAX + 1].into())).is_none(), "the writer's");
+}

@@ -1,0 +1,210 @@
+//! Scratch buffers on the caller's stack, with a heap fallback: for the
+//! short-lived work of one event (its log line, its header variables, a
+//! spawn's C strings) without an allocation per event, and without a
+//! buffer kept per thread.
+//!
+//! Why not per-thread heap buffers (docs/bench-notes/alloc19.md): kept
+//! buffers, grown in place the first time among the connections' long-lived
+//! objects, left holes in glibc's arenas that idle connections' objects did
+//! not fill (+110-144 B of free arena space per idle connection at 10,000,
+//! live heap unchanged). A stack buffer is gone when the call returns and
+//! never touches the heap; only a rare oversized line or environment takes
+//! the fallback, which is one ordinary allocation freed at once
+//! (docs/bench-notes/cpu20.md).
+
+use std::mem::MaybeUninit;
+
+/// Up to `N` items of `T` on the stack, then on the heap: the whole content
+/// moves to one `Vec` the first time it does not fit. The stack part is not
+/// initialised up front (zeroing a few KiB per event cost as many
+/// instructions as the allocations it saved: callgrind, cpu20.md).
+pub struct StackVec<T: Copy, const N: usize> {
+    inline: [MaybeUninit<T>; N],
+    /// Items `..len` of `inline` are initialised (while `heap` is `None`).
+    len: usize,
+    heap: Option<Vec<T>>,
+}
+
+impl<T: Copy, const N: usize> StackVec<T, N> {
+    /// An empty buffer.
+    #[inline(always)]
+    pub fn new() -> Self {
+        StackVec { inline: [const { MaybeUninit::uninit() }; N], len: 0, heap: None }
+    }
+
+    /// The heap buffer, made on the first overflow with room for `extra` more.
+    fn spill(&mut self, extra: usize) -> &mut Vec<T> {
+        if self.heap.is_none() {
+            let mut v = Vec::with_capacity((self.len + extra).max(2 * N));
+            v.extend_from_slice(self.stacked());
+            self.heap = Some(v);
+        }
+        self.heap.get_or_insert_with(Vec::new)
+    }
+
+    /// The initialised part of the stack buffer.
+    fn stacked(&self) -> &[T] {
+        // SAFETY: items ..len were written (`extend_from_slice`), and
+        // MaybeUninit<T> has T's layout.
+        unsafe { std::slice::from_raw_parts(self.inline.as_ptr().cast::<T>(), self.len) }
+    }
+
+    pub fn push(&mut self, item: T) {
+        match &mut self.heap {
+            None if self.len < N => {
+                self.inline[self.len].write(item);
+                self.len += 1;
+            }
+            _ => self.spill(1).push(item),
+        }
+    }
+
+    pub fn extend_from_slice(&mut self, items: &[T]) {
+        if self.heap.is_none() && self.len + items.len() <= N {
+            for (slot, item) in self.inline[self.len..self.len + items.len()].iter_mut().zip(items) {
+                slot.write(*item);
+            }
+            self.len += items.len();
+        } else {
+            self.spill(items.len()).extend_from_slice(items);
+        }
+    }
+
+    pub fn as_slice(&self) -> &[T] {
+        match &self.heap {
+            Some(v) => v,
+            None => self.stacked(),
+        }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        match &mut self.heap {
+            Some(v) => v,
+            // SAFETY: as in `stacked`, borrowed mutably.
+            None => unsafe { std::slice::from_raw_parts_mut(self.inline.as_mut_ptr().cast::<T>(), self.len) },
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Empties it; a heap fallback, if any, is kept for the rest of the call.
+    pub fn clear(&mut self) {
+        self.len = 0;
+        if let Some(v) = &mut self.heap {
+            v.clear();
+        }
+    }
+
+    /// `true` once the content went to the heap (for tests).
+    pub fn spilled(&self) -> bool {
+        self.heap.is_some()
+    }
+}
+
+impl<T: Copy, const N: usize> Default for StackVec<T, N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Text on the stack ([`StackVec`] of bytes), written with `write!`; only
+/// whole `str`s go in, so it is always UTF-8.
+pub struct StackStr<const N: usize>(StackVec<u8, N>);
+
+impl<const N: usize> StackStr<N> {
+    #[inline(always)]
+    pub fn new() -> Self {
+        StackStr(StackVec::new())
+    }
+
+    pub fn push_str(&mut self, s: &str) {
+        self.0.extend_from_slice(s.as_bytes());
+    }
+
+    /// One ASCII byte (a header name's, already a token); anything else
+    /// becomes `?`, so the text stays UTF-8.
+    pub fn push_ascii(&mut self, b: u8) {
+        self.0.push(if b.is_ascii() { b } else { b'?' });
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Whole `str`s only (push_str, write_str), so this never fails.
+        std::str::from_utf8(self.0.as_slice()).unwrap_or_default()
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    pub fn spilled(&self) -> bool {
+        self.0.spilled()
+    }
+}
+
+impl<const N: usize> Default for StackStr<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> std::fmt::Write for StackStr<N> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.push_str(s);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{StackStr, StackVec};
+    use std::fmt::Write as _;
+
+    #[test]
+    fn content_is_the_same_on_the_stack_and_after_the_spill() {
+        let mut v: StackVec<usize, 4> = StackVec::new();
+        v.extend_from_slice(&[1, 2, 3]);
+        assert!(!v.spilled());
+        assert_eq!(v.as_slice(), [1, 2, 3]);
+        v.extend_from_slice(&[4, 5]);
+        v.push(6);
+        assert!(v.spilled(), "six items do not fit in four");
+        assert_eq!(v.as_slice(), [1, 2, 3, 4, 5, 6]);
+        v.as_mut_slice().reverse();
+        assert_eq!(v.as_slice(), [6, 5, 4, 3, 2, 1]);
+        v.clear();
+        assert!(v.is_empty());
+        v.push(9);
+        assert_eq!(v.as_slice(), [9]);
+    }
+
+    #[test]
+    fn text_is_whole_however_it_was_written() {
+        let mut s: StackStr<8> = StackStr::new();
+        let ab = "ab";
+        write!(s, "{ab}-{}", 12).expect("write");
+        assert_eq!((s.as_str(), s.spilled()), ("ab-12", false));
+        s.push_str("é✓ and more");
+        s.push_ascii(b'!');
+        s.push_ascii(0xff);
+        assert_eq!((s.as_str(), s.spilled()), ("ab-12é✓ and more!?", true));
+        assert_eq!(s.len(), "ab-12é✓ and more!?".len());
+    }
+}
