@@ -399,6 +399,30 @@ mod tests {
         }
     }
 
+    /// The ends are offsets, not counts: more strings than a `u16` counts
+    /// (40,000 headers with one-letter names and empty values: 80,007 ends
+    /// in a 40,007-byte text) all read back, and a text of exactly 64 KiB
+    /// less one byte ends at `u16::MAX` itself.
+    #[test]
+    fn more_ends_than_a_u16_counts_and_the_last_narrow_end() {
+        let f = RequestFields { method: "GET", uri: "/c", server_port: "80", ..Default::default() };
+        let names: Vec<String> = (0..40_000).map(|i| ((b'a' + (i % 26) as u8) as char).to_string()).collect();
+        let r = RequestInfo::new(f, names.iter().map(|n| (n.as_str(), "")));
+        assert_eq!(r.header_count(), 40_000);
+        assert_eq!(r.ends.len(), FIELDS + 2 * 40_000, "one u16 per end: the text is under 64 KiB");
+        assert!(r.headers().map(|(n, v)| (n.to_owned(), v)).eq(names.iter().map(|n| (n.clone(), ""))));
+        assert_eq!(r.fields().server_port, "80");
+        // The last header's value ends at 65,535 (narrow) or 65,536 (wide).
+        for total in [65_535usize, 65_536] {
+            let fill = "v".repeat(total - "GET/c80".len() - 1);
+            let r = RequestInfo::new(f, [("Z", fill.as_str())]);
+            assert_eq!(r.text.len(), total);
+            assert_eq!(r.header_value("z"), Some(fill.as_str()), "{total}");
+            assert_eq!(r.at(FIELDS + 1).len(), fill.len(), "{total}");
+            assert_eq!(r.at(FIELDS + 2), "", "past the last string, {total}");
+        }
+    }
+
     /// Every idle connection keeps its request: two allocations, whatever
     /// its header count (a `String` per field and two per header, ~25
     /// allocations and 192 bytes inline, before).

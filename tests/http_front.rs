@@ -167,6 +167,29 @@ fn malformed_heads_get_a_status_and_a_body_and_http_1_0_is_answered() {
     assert!(c.closed());
 }
 
+/// A script sees the whole request however long its text is: the request's
+/// fields and headers are kept as one text with the offsets where each
+/// ends, `u16`s under 64 KiB of text and pairs of them from there
+/// (src/event.rs). The target counts twice in that text (the URI and its
+/// query), so a head within --max-request-head (at most 64 KiB) crosses
+/// the edge: these requests' texts run from under 65,535 bytes to over
+/// 65,536 (the header `X-P` of one or two bytes takes both parities), and
+/// one to ~80,000.
+#[test]
+fn requests_whose_text_crosses_64_kib_reach_the_script_whole() {
+    let s = start(&["--max-request-head", "65536"]);
+    let mut c = Conn::open(s.port);
+    let lens = (32_690..32_770).chain([40_000]);
+    for (n, p) in lens.flat_map(|n| [(n, "a"), (n, "ab")]) {
+        let uri = format!("/env.sh?q={}", "x".repeat(n - 2));
+        c.send(format!("GET {uri} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-P: {p}\r\nX-Foo: {n}\r\n\r\n"));
+        let r = c.response();
+        assert_eq!(r.status, 200, "{n} {p}");
+        assert!(r.body.contains(&format!("uri={uri}\n")), "{n} {p}: {}", &r.body[r.body.len().saturating_sub(200)..]);
+        assert!(r.body.contains(&format!("x_foo={n}\n")), "{n} {p}: {}", &r.body[r.body.len().saturating_sub(200)..]);
+    }
+}
+
 #[test]
 fn underscore_headers_never_merge_with_their_dash_twin() {
     let s = start(&[]);

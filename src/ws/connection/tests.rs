@@ -249,3 +249,46 @@ fn the_writer_takes_what_is_queued_before_an_abort_and_sees_the_queues_end() {
     d.shared.request_close(drain, Ending::Drain, None);
     assert_eq!([step(&d), step(&d)], ["send b", "ended"]);
 }
+
+/// A waker that counts its wakes.
+struct Wakes(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for Wakes {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Each of the writer's sources, polled in place by [`next_step`], wakes
+/// an idle writer: a message queued, the abort signal, the ping timer
+/// (a lost wake-up would leave the connection's writer asleep for good).
+/// The queue and the abort signal share one waker slot (`OutQueue`'s).
+#[test]
+fn an_idle_writer_is_woken_by_its_queue_its_abort_signal_and_its_ping_timer() {
+    let app = crate::ws::state::for_tests(&[], Scripted::new(|_| Ok(String::new())));
+    let wakes = Arc::new(Wakes(Default::default()));
+    let waker = std::task::Waker::from(wakes.clone());
+    let mut cx = std::task::Context::from_waker(&waker);
+    let woken = || wakes.0.load(Ordering::SeqCst);
+    let c = open(&app);
+    let mut watch = Watch { pinger: Pinger::new(None), shared: &c.shared };
+    assert!(next_step(&mut cx, &c.outgoing, &mut watch).is_pending());
+    app.hub.apply(crate::action::Action::Send { to: c.conn.id.clone(), msg: Message::Text("a".into()) });
+    assert_eq!(woken(), 1, "a queued message wakes the writer");
+    assert!(matches!(next_step(&mut cx, &c.outgoing, &mut watch), Poll::Ready(Step::Send(_))));
+    assert!(next_step(&mut cx, &c.outgoing, &mut watch).is_pending());
+    // (`Ending::Drop`: `Ending::Abort` closes the queue too, whose end
+    // comes first, as it did in the `or` chain before.)
+    let drop_now = CloseRequest { code: 1013, reason: String::new(), cause: CloseCause::QueueFull };
+    c.shared.request_close(drop_now, Ending::Drop, None);
+    assert!(woken() >= 2, "the abort signal wakes the writer");
+    assert!(matches!(next_step(&mut cx, &c.outgoing, &mut watch), Poll::Ready(Step::Abort)));
+    // The ping timer: waited for through the waker alone (a timer whose
+    // waker is not registered never ends this wait: the test hangs).
+    let d = open(&app);
+    let mut watch = Watch { pinger: Pinger::new(Some(Duration::from_millis(5))), shared: &d.shared };
+    for _ in 0..3 {
+        let step = runtime::block_on(std::future::poll_fn(|cx| next_step(cx, &d.outgoing, &mut watch)));
+        assert!(matches!(step, Step::Tick));
+    }
+}
