@@ -40,7 +40,11 @@ pub enum Ending {
     /// frame (a connection dropped for `--max-queue-bytes-total`).
     Drop,
     /// As [`Ending::Drop`], and the outgoing queue closes too, so later
-    /// deliveries to it return at once (a slow consumer).
+    /// deliveries to it return at once (a slow consumer). A writer blocked
+    /// on the client stops without a close frame; a writer that is idle
+    /// sees its queue's end first (the queue goes before the abort signal)
+    /// and sends the close frame, with the usual grace for the answer
+    /// (docs/bench-notes/rev20.md).
     Abort,
 }
 
