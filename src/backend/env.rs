@@ -294,6 +294,19 @@ mod tests {
     use crate::id::ConnId;
     use std::sync::Arc;
 
+    /// The request line and addresses of a plain `GET /chat.sh`.
+    fn plain_fields() -> crate::event::RequestFields<'static> {
+        crate::event::RequestFields {
+            method: "GET",
+            uri: "/chat.sh",
+            query: "",
+            remote_addr: "127.0.0.1",
+            remote_port: "5000",
+            server_name: "example.org",
+            server_port: "8080",
+        }
+    }
+
     fn event(kind: EventKind) -> Event {
         let fields = crate::event::RequestFields {
             method: "GET",
@@ -359,15 +372,7 @@ mod tests {
         assert_eq!(get(&first, "HTTP_X_MULTI"), Some("1, 2"));
         let mut ev = event(EventKind::Message { payload: "a longer payload".into(), binary: true });
         let conn = &ev.conn;
-        let fields = crate::event::RequestFields {
-            method: "GET",
-            uri: "/chat.sh",
-            query: "",
-            remote_addr: "127.0.0.1",
-            remote_port: "5000",
-            server_name: "example.org",
-            server_port: "8080",
-        };
+        let fields = plain_fields();
         let request = RequestInfo::new(fields, [("Cookie", "a=1"), ("cookie", "b=2")]);
         ev.conn = Arc::new(ConnInfo { id: conn.id.clone(), target: conn.target.clone(), request });
         let second = event_env(&s, &ev);
@@ -382,15 +387,7 @@ mod tests {
     #[test]
     fn headers_beyond_the_stack_buffers_become_the_same_variables() {
         let mut ev = event(EventKind::Open);
-        let fields = crate::event::RequestFields {
-            method: "GET",
-            uri: "/chat.sh",
-            query: "",
-            remote_addr: "127.0.0.1",
-            remote_port: "5000",
-            server_name: "example.org",
-            server_port: "8080",
-        };
+        let fields = plain_fields();
         let names: Vec<String> = (0..40).map(|i| format!("X-Long-Header-Name-Number-{i:02}")).collect();
         let long = "v".repeat(300);
         let mut headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
