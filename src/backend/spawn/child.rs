@@ -25,6 +25,7 @@ use std::io::{self, ErrorKind};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::process::ExitStatus;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -144,6 +145,23 @@ impl Drop for Child {
 pub struct EnvBlock {
     buf: Vec<u8>,
     starts: Vec<usize>,
+    /// Whose variables the block starts with ([`Self::reused_for`]).
+    prefix: Option<Prefix>,
+}
+
+/// The start of a kept block: one connection's variables (the same for
+/// every event of that connection: its request, its script), so that the
+/// connection's next event on this thread appends only its own
+/// (docs/bench-notes/cpu21.md: a third of an event's instructions went into
+/// building those again).
+struct Prefix {
+    /// Held weakly: the connection's allocation (not its contents) stays
+    /// while the block is kept, so no other connection can have its address.
+    conn: std::sync::Weak<crate::event::ConnInfo>,
+    /// What else the variables depend on ([`Self::reused_for`]'s `tag`).
+    tag: u64,
+    bytes: usize,
+    vars: usize,
 }
 
 /// The size of the block a thread keeps for its next event
@@ -158,24 +176,72 @@ thread_local! {
     /// An event's environment block given back after its spawn, for the
     /// next event run on this thread (a follower: the event and its spawn
     /// run on the same thread).
-    static SPARE_ENV: std::cell::Cell<EnvBlock> = const { std::cell::Cell::new(EnvBlock { buf: Vec::new(), starts: Vec::new() }) };
+    static SPARE_ENV: std::cell::Cell<EnvBlock> = const { std::cell::Cell::new(EnvBlock { buf: Vec::new(), starts: Vec::new(), prefix: None }) };
 }
 
 impl EnvBlock {
     pub fn with_capacity(bytes: usize, vars: usize) -> Self {
-        EnvBlock { buf: Vec::with_capacity(bytes), starts: Vec::with_capacity(vars) }
+        EnvBlock { buf: Vec::with_capacity(bytes), starts: Vec::with_capacity(vars), prefix: None }
+    }
+
+    /// [`Self::reused`], still holding the variables of `conn` when the
+    /// block this thread gave back last starts with them, made with the
+    /// same `tag` (the settings and method they were made with: the caller
+    /// names them); `true` then, and only the event's own variables are
+    /// to be added. Otherwise an empty block, as [`Self::reused`].
+    pub fn reused_for(bytes: usize, vars: usize, conn: &Arc<crate::event::ConnInfo>, tag: u64) -> (Self, bool) {
+        let Some(mut block) = Self::kept(bytes, vars) else { return (EnvBlock::with_capacity(bytes, vars), false) };
+        let Some(p) = block.prefix.take() else {
+            block.clear();
+            return (block, false);
+        };
+        if p.tag != tag || !std::ptr::eq(p.conn.as_ptr(), Arc::as_ptr(conn)) || p.bytes > block.buf.len() {
+            block.clear();
+            return (block, false);
+        }
+        block.buf.truncate(p.bytes);
+        block.starts.truncate(p.vars);
+        block.prefix = Some(p);
+        (block, true)
+    }
+
+    /// What the block holds now are `conn`'s variables made with `tag`
+    /// ([`Self::reused_for`]).
+    pub fn mark_prefix(&mut self, conn: &Arc<crate::event::ConnInfo>, tag: u64) {
+        let conn = Arc::downgrade(conn);
+        self.prefix = Some(Prefix { conn, tag, bytes: self.buf.len(), vars: self.starts.len() });
+    }
+
+    /// The variables, `KEY=VALUE` each, in order.
+    #[cfg(test)]
+    pub(crate) fn entries(&self) -> Vec<String> {
+        let mut ends = self.starts.iter().skip(1).copied().chain([self.buf.len()]);
+        self.starts.iter().map(|&s| String::from_utf8_lossy(&self.buf[s..ends.next().unwrap_or(s) - 1]).into_owned()).collect()
+    }
+
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.starts.clear();
+        self.prefix = None;
     }
 
     /// [`Self::with_capacity`], reusing the block this thread gave back
     /// last ([`Self::recycle`]): no allocation per event on a follower.
     pub fn reused(bytes: usize, vars: usize) -> Self {
-        let mut block = SPARE_ENV.take();
-        if block.buf.capacity() < bytes || block.starts.capacity() < vars {
-            return EnvBlock::with_capacity(bytes, vars);
+        match Self::kept(bytes, vars) {
+            Some(mut block) => {
+                block.clear();
+                block
+            }
+            None => EnvBlock::with_capacity(bytes, vars),
         }
-        block.buf.clear();
-        block.starts.clear();
-        block
+    }
+
+    /// The block this thread gave back, as it was, if it has room for
+    /// `bytes` and `vars`.
+    fn kept(bytes: usize, vars: usize) -> Option<Self> {
+        let block = SPARE_ENV.take();
+        (block.buf.capacity() >= bytes && block.starts.capacity() >= vars).then_some(block)
     }
 
     /// Keeps this block for this thread's next [`Self::reused`] if it has
