@@ -144,6 +144,55 @@ fn has_escapes(s: &str) -> bool {
     !s.as_bytes().chunks(16).all(printable) && s.chars().any(needs_escape)
 }
 
+/// A duration as `{:.1?}` writes it (`33.1ms`, `850.0µs`, `1.2s`, `7.0ns`:
+/// the largest unit under it, one decimal rounded half to even, a carry staying
+/// in the unit: `1000.0ms`), for the one log line every event writes:
+/// `Duration`'s `Debug` went through its general formatter, ~1,100
+/// instructions per event, this ~150 (docs/bench-notes/cpu21.md).
+pub struct Took(pub std::time::Duration);
+
+impl std::fmt::Display for Took {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (secs, nanos) = (self.0.as_secs(), self.0.subsec_nanos());
+        // (whole units, the rest in nanoseconds, a tenth of the unit in them)
+        let (whole, rest, tenth, unit) = match (secs, nanos) {
+            (1.., _) => (secs, nanos, 100_000_000, "s"),
+            (0, 1_000_000..) => (u64::from(nanos / 1_000_000), nanos % 1_000_000, 100_000, "ms"),
+            (0, 1_000..) => (u64::from(nanos / 1_000), nanos % 1_000, 100, "µs"),
+            (0, _) => (u64::from(nanos), 0, 1, "ns"),
+        };
+        let (mut whole, mut digit, below) = (whole, rest / tenth, rest % tenth);
+        // What is left below the tenth rounds half to even, as `Debug` does.
+        let half = tenth / 10 * 5;
+        if below > 0 && below >= half && !(below == half && digit % 2 == 0) {
+            digit += 1;
+            if digit == 10 {
+                digit = 0;
+                // Past u64 seconds only `Debug` knows how to write it.
+                let Some(up) = whole.checked_add(1) else { return write!(f, "{:.1?}", self.0) };
+                whole = up;
+            }
+        }
+        // Written into one buffer and passed on once: `write!` with three
+        // arguments cost as much as the rest.
+        let mut buf = [0u8; 32];
+        let mut at = 20;
+        loop {
+            at -= 1;
+            buf[at] = b'0' + (whole % 10) as u8;
+            whole /= 10;
+            if whole == 0 {
+                break;
+            }
+        }
+        let (tail, end) = (&mut buf[20..], 2 + unit.len());
+        tail[0] = b'.';
+        tail[1] = b'0' + digit as u8;
+        tail[2..end].copy_from_slice(unit.as_bytes());
+        f.write_str(std::str::from_utf8(&buf[at..20 + end]).map_err(|_| std::fmt::Error)?)
+    }
+}
+
 /// `a\nb` → `a\\nb`: C0 and C1 controls, DEL and the Unicode line and
 /// paragraph separators as visible escapes; everything else unchanged.
 pub fn escape_controls(s: &str) -> String {
@@ -194,6 +243,27 @@ pub fn quoted_short(s: &str, max: usize) -> String {
 mod tests {
     use super::{escape_controls, plain_line, quoted, quoted_short, LINE};
     use crate::stackbuf::StackStr;
+
+    #[test]
+    fn took_is_written_as_debug_writes_it_with_one_decimal() {
+        use std::time::Duration;
+        let mut cases: Vec<Duration> = [0u64, 1, 9, 999, 1_000, 1_049, 1_050, 1_051, 1_150, 9_950, 99_949, 99_950, 999_949, 999_950, 999_999]
+            .into_iter()
+            .chain([1_000_000, 1_049_999, 1_050_000, 33_149_999, 33_150_000, 999_949_999, 999_950_000, 999_999_999])
+            .chain([1_000_000_000, 1_049_999_999, 1_050_000_000, 59_999_999_999, 3_600_000_000_000])
+            .map(Duration::from_nanos)
+            .chain([Duration::MAX, Duration::new(u64::MAX, 949_999_999), Duration::new(u64::MAX - 1, 999_999_999)])
+            .collect();
+        // And a sweep over every unit, with steps that hit each rounding.
+        let mut n = 1u64;
+        while n < 100_000_000_000 {
+            cases.push(Duration::from_nanos(n));
+            n = n * 7 / 3 + 1;
+        }
+        for d in cases {
+            assert_eq!(super::Took(d).to_string(), format!("{d:.1?}"), "{d:?}");
+        }
+    }
 
     #[test]
     fn the_quick_check_finds_what_the_characters_check_finds() {
