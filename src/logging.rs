@@ -247,13 +247,14 @@ mod tests {
     #[test]
     fn took_is_written_as_debug_writes_it_with_one_decimal() {
         use std::time::Duration;
-        let mut cases: Vec<Duration> = [0u64, 1, 9, 999, 1_000, 1_049, 1_050, 1_051, 1_150, 9_950, 99_949, 99_950, 999_949, 999_950, 999_999]
-            .into_iter()
-            .chain([1_000_000, 1_049_999, 1_050_000, 33_149_999, 33_150_000, 999_949_999, 999_950_000, 999_999_999])
-            .chain([1_000_000_000, 1_049_999_999, 1_050_000_000, 59_999_999_999, 3_600_000_000_000])
-            .map(Duration::from_nanos)
-            .chain([Duration::MAX, Duration::new(u64::MAX, 949_999_999), Duration::new(u64::MAX - 1, 999_999_999)])
-            .collect();
+        let mut cases: Vec<Duration> =
+            [0u64, 1, 9, 999, 1_000, 1_049, 1_050, 1_051, 1_150, 9_950, 99_949, 99_950, 999_949, 999_950, 999_999]
+                .into_iter()
+                .chain([1_000_000, 1_049_999, 1_050_000, 33_149_999, 33_150_000, 999_949_999, 999_950_000, 999_999_999])
+                .chain([1_000_000_000, 1_049_999_999, 1_050_000_000, 59_999_999_999, 3_600_000_000_000])
+                .map(Duration::from_nanos)
+                .chain([Duration::MAX, Duration::new(u64::MAX, 949_999_999), Duration::new(u64::MAX - 1, 999_999_999)])
+                .collect();
         // And a sweep over every unit, with steps that hit each rounding.
         let mut n = 1u64;
         while n < 100_000_000_000 {
@@ -268,7 +269,16 @@ mod tests {
     #[test]
     fn the_quick_check_finds_what_the_characters_check_finds() {
         let long = "x".repeat(40);
-        let cases = ["", "plain message: ok in 1.2ms", "tab\there", "é and ünïcode", "\u{85}", "\u{2028}", "del\u{7f}", "\u{1b}[31m"];
+        let cases = [
+            "",
+            "plain message: ok in 1.2ms",
+            "tab\there",
+            "é and ünïcode",
+            "\u{85}",
+            "\u{2028}",
+            "del\u{7f}",
+            "\u{1b}[31m",
+        ];
         for case in cases.iter().map(|c| c.to_string()).chain(cases.iter().map(|c| format!("{long}{c}{long}"))) {
             assert_eq!(super::has_escapes(&case), case.chars().any(super::needs_escape), "{case:?}");
         }

@@ -25,8 +25,8 @@ use std::io::{self, ErrorKind};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::process::ExitStatus;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -216,7 +216,10 @@ impl EnvBlock {
     #[cfg(test)]
     pub(crate) fn entries(&self) -> Vec<String> {
         let mut ends = self.starts.iter().skip(1).copied().chain([self.buf.len()]);
-        self.starts.iter().map(|&s| String::from_utf8_lossy(&self.buf[s..ends.next().unwrap_or(s) - 1]).into_owned()).collect()
+        self.starts
+            .iter()
+            .map(|&s| String::from_utf8_lossy(&self.buf[s..ends.next().unwrap_or(s) - 1]).into_owned())
+            .collect()
     }
 
     fn clear(&mut self) {

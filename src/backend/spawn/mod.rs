@@ -135,7 +135,8 @@ mod tests {
     fn conn(id: &str, host: &str) -> Arc<ConnInfo> {
         let fields = RequestFields { method: "GET", uri: "/e?q=1", query: "q=1", ..Default::default() };
         let request = RequestInfo::new(fields, [("Host", host), ("X-A", "1"), ("x-a", "2")]);
-        let target = Target { filename: "/srv/e".into(), script_name: "/e".into(), path_info: "/p".into(), interpreter: None };
+        let target =
+            Target { filename: "/srv/e".into(), script_name: "/e".into(), path_info: "/p".into(), interpreter: None };
         Arc::new(ConnInfo { id: ConnId::parse(id).expect("id"), target, request })
     }
 
