@@ -107,7 +107,7 @@ struct Escaping<'a, W: std::fmt::Write>(&'a mut W);
 
 impl<W: std::fmt::Write> std::fmt::Write for Escaping<'_, W> {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        if s.chars().any(needs_escape) {
+        if has_escapes(s) {
             escape_into(s, self.0)
         } else {
             self.0.write_str(s)
@@ -122,10 +122,9 @@ fn escaped_args(args: &std::fmt::Arguments<'_>) -> std::borrow::Cow<'static, str
         Some(s) => std::borrow::Cow::Borrowed(s),
         None => std::borrow::Cow::Owned(args.to_string()),
     };
-    let needs = needs_escape;
     match text {
-        std::borrow::Cow::Borrowed(s) if !s.chars().any(needs) => std::borrow::Cow::Borrowed(s),
-        std::borrow::Cow::Owned(s) if !s.chars().any(needs) => std::borrow::Cow::Owned(s),
+        std::borrow::Cow::Borrowed(s) if !has_escapes(s) => std::borrow::Cow::Borrowed(s),
+        std::borrow::Cow::Owned(s) if !has_escapes(&s) => std::borrow::Cow::Owned(s),
         other => std::borrow::Cow::Owned(escape_controls(&other)),
     }
 }
@@ -135,11 +134,69 @@ fn needs_escape(c: char) -> bool {
     c.is_control() || c == '\u{2028}' || c == '\u{2029}'
 }
 
+/// `true` when `s` has a character [`escape_controls`] escapes. Printable
+/// ASCII (most of every log line) is ruled out 16 bytes at a time first
+/// (a loop without an early exit, which the compiler vectorises) before
+/// characters are decoded: the check per piece of a line was ~6 % of an
+/// event's instructions (docs/bench-notes/cpu21.md).
+fn has_escapes(s: &str) -> bool {
+    let printable = |chunk: &[u8]| chunk.iter().fold(true, |all, b| all & (0x20..0x7f).contains(b));
+    !s.as_bytes().chunks(16).all(printable) && s.chars().any(needs_escape)
+}
+
+/// A duration as `{:.1?}` writes it (`33.1ms`, `850.0µs`, `1.2s`, `7.0ns`:
+/// the largest unit under it, one decimal rounded half to even, a carry staying
+/// in the unit: `1000.0ms`), for the one log line every event writes:
+/// `Duration`'s `Debug` went through its general formatter, ~1,100
+/// instructions per event, this ~150 (docs/bench-notes/cpu21.md).
+pub struct Took(pub std::time::Duration);
+
+impl std::fmt::Display for Took {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (secs, nanos) = (self.0.as_secs(), self.0.subsec_nanos());
+        // (whole units, the rest in nanoseconds, a tenth of the unit in them)
+        let (whole, rest, tenth, unit) = match (secs, nanos) {
+            (1.., _) => (secs, nanos, 100_000_000, "s"),
+            (0, 1_000_000..) => (u64::from(nanos / 1_000_000), nanos % 1_000_000, 100_000, "ms"),
+            (0, 1_000..) => (u64::from(nanos / 1_000), nanos % 1_000, 100, "µs"),
+            (0, _) => (u64::from(nanos), 0, 1, "ns"),
+        };
+        let (mut whole, mut digit, below) = (whole, rest / tenth, rest % tenth);
+        // What is left below the tenth rounds half to even, as `Debug` does.
+        let half = tenth / 10 * 5;
+        if below > 0 && below >= half && !(below == half && digit % 2 == 0) {
+            digit += 1;
+            if digit == 10 {
+                digit = 0;
+                // Past u64 seconds only `Debug` knows how to write it.
+                let Some(up) = whole.checked_add(1) else { return write!(f, "{:.1?}", self.0) };
+                whole = up;
+            }
+        }
+        // Written into one buffer and passed on once: `write!` with three
+        // arguments cost as much as the rest.
+        let mut buf = [0u8; 32];
+        let mut at = 20;
+        loop {
+            at -= 1;
+            buf[at] = b'0' + (whole % 10) as u8;
+            whole /= 10;
+            if whole == 0 {
+                break;
+            }
+        }
+        let (tail, end) = (&mut buf[20..], 2 + unit.len());
+        tail[0] = b'.';
+        tail[1] = b'0' + digit as u8;
+        tail[2..end].copy_from_slice(unit.as_bytes());
+        f.write_str(std::str::from_utf8(&buf[at..20 + end]).map_err(|_| std::fmt::Error)?)
+    }
+}
+
 /// `a\nb` → `a\\nb`: C0 and C1 controls, DEL and the Unicode line and
 /// paragraph separators as visible escapes; everything else unchanged.
 pub fn escape_controls(s: &str) -> String {
-    let needs = needs_escape;
-    if !s.chars().any(needs) {
+    if !has_escapes(s) {
         return s.to_owned();
     }
     let mut out = String::with_capacity(s.len() + 8);
@@ -186,6 +243,46 @@ pub fn quoted_short(s: &str, max: usize) -> String {
 mod tests {
     use super::{escape_controls, plain_line, quoted, quoted_short, LINE};
     use crate::stackbuf::StackStr;
+
+    #[test]
+    fn took_is_written_as_debug_writes_it_with_one_decimal() {
+        use std::time::Duration;
+        let mut cases: Vec<Duration> =
+            [0u64, 1, 9, 999, 1_000, 1_049, 1_050, 1_051, 1_150, 9_950, 99_949, 99_950, 999_949, 999_950, 999_999]
+                .into_iter()
+                .chain([1_000_000, 1_049_999, 1_050_000, 33_149_999, 33_150_000, 999_949_999, 999_950_000, 999_999_999])
+                .chain([1_000_000_000, 1_049_999_999, 1_050_000_000, 59_999_999_999, 3_600_000_000_000])
+                .map(Duration::from_nanos)
+                .chain([Duration::MAX, Duration::new(u64::MAX, 949_999_999), Duration::new(u64::MAX - 1, 999_999_999)])
+                .collect();
+        // And a sweep over every unit, with steps that hit each rounding.
+        let mut n = 1u64;
+        while n < 100_000_000_000 {
+            cases.push(Duration::from_nanos(n));
+            n = n * 7 / 3 + 1;
+        }
+        for d in cases {
+            assert_eq!(super::Took(d).to_string(), format!("{d:.1?}"), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn the_quick_check_finds_what_the_characters_check_finds() {
+        let long = "x".repeat(40);
+        let cases = [
+            "",
+            "plain message: ok in 1.2ms",
+            "tab\there",
+            "é and ünïcode",
+            "\u{85}",
+            "\u{2028}",
+            "del\u{7f}",
+            "\u{1b}[31m",
+        ];
+        for case in cases.iter().map(|c| c.to_string()).chain(cases.iter().map(|c| format!("{long}{c}{long}"))) {
+            assert_eq!(super::has_escapes(&case), case.chars().any(super::needs_escape), "{case:?}");
+        }
+    }
 
     #[test]
     fn long_strings_are_cut_for_the_log_with_their_length() {

@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 
-use crate::event::{Event, EventKind, RequestInfo, Target};
+use crate::event::{ConnInfo, Event, EventKind, RequestInfo, Target};
 use crate::stackbuf::{StackStr, StackVec};
 
 /// The parts of the environment fixed at start-up.
@@ -194,13 +194,29 @@ pub fn event_env(s: &EnvSettings, ev: &Event) -> Env {
     env
 }
 
-/// The whole environment for one WebSocket event, into any sink.
+/// The whole environment for one WebSocket event, into any sink:
+/// [`conn_vars`], then [`event_own_vars`].
 pub fn event_vars(env: &mut impl EnvSink, s: &EnvSettings, ev: &Event) {
+    conn_vars(env, s, &ev.conn, matches!(ev.kind, EventKind::Open));
+    event_own_vars(env, s, ev);
+}
+
+/// The first part of an event's environment: what depends only on the
+/// settings, the connection and whether the event is its open event (the
+/// method: `GET`, else `POST`), the same for all its other events, so a
+/// caller may keep it for the next one (`Spawn::exchange`).
+pub fn conn_vars(env: &mut impl EnvSink, s: &EnvSettings, conn: &ConnInfo, open: bool) {
     if s.flavour == crate::config::CgiFlavour::Websocketd {
-        return websocketd_vars(env, s, &ev.conn.request, &ev.conn.target, ev.conn.id.as_str());
+        return websocketd_vars(env, s, &conn.request, &conn.target, conn.id.as_str());
     }
-    let method = if ev.kind == EventKind::Open { "GET" } else { "POST" };
-    request_env(env, s, &ev.conn.request, &ev.conn.target, method);
+    request_env(env, s, &conn.request, &conn.target, if open { "GET" } else { "POST" });
+}
+
+/// The rest of an event's environment, after [`conn_vars`]: the event's own.
+pub fn event_own_vars(env: &mut impl EnvSink, s: &EnvSettings, ev: &Event) {
+    if s.flavour == crate::config::CgiFlavour::Websocketd {
+        return;
+    }
     env.set("WS_EVENT", ev.kind.name());
     env.set("WS_CONNECTION_ID", ev.conn.id.as_str());
     match &ev.kind {

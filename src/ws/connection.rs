@@ -112,13 +112,15 @@ async fn dispatch_with(
     };
     metrics::get().event(kind, result, took);
     let (id, ep, name) = (&conn.id, conn.target.endpoint(), event.kind.name());
+    // `{:.1?}` of the duration, written for less (`logging::Took`).
+    let took = crate::logging::Took(took);
     match &outcome {
         Outcome::Success => match rejected {
-            Some(status) => log::info!("[{id}] {ep} {name}: rejected {status} in {took:.1?}"),
-            None => log::info!("[{id}] {ep} {name}: ok in {took:.1?}"),
+            Some(status) => log::info!("[{id}] {ep} {name}: rejected {status} in {took}"),
+            None => log::info!("[{id}] {ep} {name}: ok in {took}"),
         },
-        Outcome::Failed(why) => log::warn!("[{id}] {ep} {name}: script failed after {took:.1?}: {why}"),
-        Outcome::Unavailable(why) => log::warn!("[{id}] {ep} {name}: backend unavailable after {took:.1?}: {why}"),
+        Outcome::Failed(why) => log::warn!("[{id}] {ep} {name}: script failed after {took}: {why}"),
+        Outcome::Unavailable(why) => log::warn!("[{id}] {ep} {name}: backend unavailable after {took}: {why}"),
     }
     outcome
 }

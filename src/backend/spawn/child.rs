@@ -26,6 +26,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::pin::Pin;
 use std::process::ExitStatus;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -144,6 +145,23 @@ impl Drop for Child {
 pub struct EnvBlock {
     buf: Vec<u8>,
     starts: Vec<usize>,
+    /// Whose variables the block starts with ([`Self::reused_for`]).
+    prefix: Option<Prefix>,
+}
+
+/// The start of a kept block: one connection's variables (the same for
+/// every event of that connection: its request, its script), so that the
+/// connection's next event on this thread appends only its own
+/// (docs/bench-notes/cpu21.md: a third of an event's instructions went into
+/// building those again).
+struct Prefix {
+    /// Held weakly: the connection's allocation (not its contents) stays
+    /// while the block is kept, so no other connection can have its address.
+    conn: std::sync::Weak<crate::event::ConnInfo>,
+    /// What else the variables depend on ([`Self::reused_for`]'s `tag`).
+    tag: u64,
+    bytes: usize,
+    vars: usize,
 }
 
 /// The size of the block a thread keeps for its next event
@@ -158,24 +176,75 @@ thread_local! {
     /// An event's environment block given back after its spawn, for the
     /// next event run on this thread (a follower: the event and its spawn
     /// run on the same thread).
-    static SPARE_ENV: std::cell::Cell<EnvBlock> = const { std::cell::Cell::new(EnvBlock { buf: Vec::new(), starts: Vec::new() }) };
+    static SPARE_ENV: std::cell::Cell<EnvBlock> = const { std::cell::Cell::new(EnvBlock { buf: Vec::new(), starts: Vec::new(), prefix: None }) };
 }
 
 impl EnvBlock {
     pub fn with_capacity(bytes: usize, vars: usize) -> Self {
-        EnvBlock { buf: Vec::with_capacity(bytes), starts: Vec::with_capacity(vars) }
+        EnvBlock { buf: Vec::with_capacity(bytes), starts: Vec::with_capacity(vars), prefix: None }
+    }
+
+    /// [`Self::reused`], still holding the variables of `conn` when the
+    /// block this thread gave back last starts with them, made with the
+    /// same `tag` (the settings and method they were made with: the caller
+    /// names them); `true` then, and only the event's own variables are
+    /// to be added. Otherwise an empty block, as [`Self::reused`].
+    pub fn reused_for(bytes: usize, vars: usize, conn: &Arc<crate::event::ConnInfo>, tag: u64) -> (Self, bool) {
+        let Some(mut block) = Self::kept(bytes, vars) else { return (EnvBlock::with_capacity(bytes, vars), false) };
+        let Some(p) = block.prefix.take() else {
+            block.clear();
+            return (block, false);
+        };
+        if p.tag != tag || !std::ptr::eq(p.conn.as_ptr(), Arc::as_ptr(conn)) || p.bytes > block.buf.len() {
+            block.clear();
+            return (block, false);
+        }
+        block.buf.truncate(p.bytes);
+        block.starts.truncate(p.vars);
+        block.prefix = Some(p);
+        (block, true)
+    }
+
+    /// What the block holds now are `conn`'s variables made with `tag`
+    /// ([`Self::reused_for`]).
+    pub fn mark_prefix(&mut self, conn: &Arc<crate::event::ConnInfo>, tag: u64) {
+        let conn = Arc::downgrade(conn);
+        self.prefix = Some(Prefix { conn, tag, bytes: self.buf.len(), vars: self.starts.len() });
+    }
+
+    /// The variables, `KEY=VALUE` each, in order.
+    #[cfg(test)]
+    pub(crate) fn entries(&self) -> Vec<String> {
+        let mut ends = self.starts.iter().skip(1).copied().chain([self.buf.len()]);
+        self.starts
+            .iter()
+            .map(|&s| String::from_utf8_lossy(&self.buf[s..ends.next().unwrap_or(s) - 1]).into_owned())
+            .collect()
+    }
+
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.starts.clear();
+        self.prefix = None;
     }
 
     /// [`Self::with_capacity`], reusing the block this thread gave back
     /// last ([`Self::recycle`]): no allocation per event on a follower.
     pub fn reused(bytes: usize, vars: usize) -> Self {
-        let mut block = SPARE_ENV.take();
-        if block.buf.capacity() < bytes || block.starts.capacity() < vars {
-            return EnvBlock::with_capacity(bytes, vars);
+        match Self::kept(bytes, vars) {
+            Some(mut block) => {
+                block.clear();
+                block
+            }
+            None => EnvBlock::with_capacity(bytes, vars),
         }
-        block.buf.clear();
-        block.starts.clear();
-        block
+    }
+
+    /// The block this thread gave back, as it was, if it has room for
+    /// `bytes` and `vars`.
+    fn kept(bytes: usize, vars: usize) -> Option<Self> {
+        let block = SPARE_ENV.take();
+        (block.buf.capacity() >= bytes && block.starts.capacity() >= vars).then_some(block)
     }
 
     /// Keeps this block for this thread's next [`Self::reused`] if it has
@@ -233,16 +302,39 @@ impl CStrings {
 
 impl EnvSink for EnvBlock {
     fn set(&mut self, key: &str, value: &str) {
-        // Bytes, not `contains([..])` over chars: this runs ~30 times per event.
-        if key.bytes().any(|b| b == 0 || b == b'=') || value.contains('\0') {
+        // Bytes, not `contains([..])` over chars: this runs ~30 times per
+        // event. The key 8 bytes at a time ([`nul_or_equals`]), the value
+        // through memchr (`[u8]::contains`).
+        if nul_or_equals(key.as_bytes()) || value.as_bytes().contains(&0) {
             return;
         }
         self.starts.push(self.buf.len());
+        // Room once, then copies: each `push` checked the capacity again.
+        self.buf.reserve(key.len() + value.len() + 2);
         self.buf.extend_from_slice(key.as_bytes());
-        self.buf.push(b'=');
+        self.buf.extend_from_slice(b"=");
         self.buf.extend_from_slice(value.as_bytes());
-        self.buf.push(0);
+        self.buf.extend_from_slice(b"\0");
     }
+}
+
+/// `true` if `bytes` has a NUL or an `=`: 8 bytes per step (a zero byte in
+/// the word, or in the word xor `=`s), ~5 instructions per byte less than
+/// a byte loop over an event's ~30 keys (docs/bench-notes/cpu21.md).
+fn nul_or_equals(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const EQUALS: u64 = u64::from_ne_bytes([b'='; 8]);
+    // Exact for "any byte is zero" (which byte may be misreported: unused).
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS != 0;
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let x = u64::from_ne_bytes([word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7]]);
+        if zero_byte(x) || zero_byte(x ^ EQUALS) {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|&b| b == 0 || b == b'=')
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -538,6 +630,23 @@ mod tests {
             block.set(k, v);
         }
         assert_eq!(entries(&block), ["A=1", "EMPTY=", "B=x=y"]);
+    }
+
+    #[test]
+    fn a_nul_or_equals_sign_anywhere_in_a_key_is_found() {
+        for len in 0..26 {
+            let key = "K".repeat(len);
+            assert!(!nul_or_equals(key.as_bytes()), "{len}");
+            for at in 0..len {
+                for bad in [0u8, b'='] {
+                    let mut k = key.clone().into_bytes();
+                    k[at] = bad;
+                    assert!(nul_or_equals(&k), "{len} {at} {bad}");
+                }
+            }
+        }
+        // Bytes next to the two: never taken for them.
+        assert!(!nul_or_equals(b"\x01<>>\x7f\x80\xbd\xff\x01<>>\x7f\x80\xbd\xff"));
     }
 
     #[test]

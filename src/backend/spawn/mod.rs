@@ -57,6 +57,9 @@ pub struct Spawn {
     /// How a per-connection process is started (the single script's
     /// `COMMAND ARGS...`, websocketd's working directory).
     pub launch: child::Launch,
+    /// This transport among all made in the process (never reused): names
+    /// `env` in a kept environment block ([`Self::env_block`]).
+    id: u64,
 }
 
 impl Spawn {
@@ -64,7 +67,26 @@ impl Spawn {
         let workers = pool::Pool::new(max_procs, "ws2http-spawn", worker::run);
         let followers = pool::Pool::new(max_procs, "ws2http-follow", worker::follower);
         let procs = Slots::new(max_procs);
-        Spawn { env, limits, grace: GRACE, stderr, procs, workers, followers, launch: child::Launch::PLAIN }
+        static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let id = IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Spawn { env, limits, grace: GRACE, stderr, procs, workers, followers, launch: child::Launch::PLAIN, id }
+    }
+
+    /// The environment block of `event`, straight into the spawn's block:
+    /// one buffer, not a `String` per variable. On a thread that ran the
+    /// same connection's last event through this transport (a follower),
+    /// the block it gave back still starts with the connection's variables
+    /// ([`env::conn_vars`]): only the event's own are added (`true`).
+    fn env_block(&self, event: &Event) -> (child::EnvBlock, bool) {
+        let open = matches!(event.kind, EventKind::Open);
+        let tag = self.id << 1 | u64::from(open);
+        let (mut vars, kept) = child::EnvBlock::reused_for(child::SPARE_BYTES, child::SPARE_VARS, &event.conn, tag);
+        if !kept {
+            env::conn_vars(&mut vars, &self.env, &event.conn, open);
+            vars.mark_prefix(&event.conn, tag);
+        }
+        env::event_own_vars(&mut vars, &self.env, event);
+        (vars, kept)
     }
 }
 
@@ -93,13 +115,73 @@ impl Transport for Spawn {
         Box::pin(async move {
             // Straight into the spawn's environment block: one buffer, not a
             // String per variable.
-            let mut vars = child::EnvBlock::reused(child::SPARE_BYTES, child::SPARE_VARS);
-            env::event_vars(&mut vars, &self.env, event);
+            let (vars, _) = self.env_block(event);
             let stdin = match &event.kind {
                 EventKind::Message { payload, .. } => payload.clone(),
                 _ => bytes::Bytes::new(),
             };
             process::run(self, &event.conn, vars, stdin, call).await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::env::event_env;
+    use crate::event::{ConnInfo, RequestFields, RequestInfo, Target};
+    use crate::id::ConnId;
+
+    fn conn(id: &str, host: &str) -> Arc<ConnInfo> {
+        let fields = RequestFields { method: "GET", uri: "/e?q=1", query: "q=1", ..Default::default() };
+        let request = RequestInfo::new(fields, [("Host", host), ("X-A", "1"), ("x-a", "2")]);
+        let target =
+            Target { filename: "/srv/e".into(), script_name: "/e".into(), path_info: "/p".into(), interpreter: None };
+        Arc::new(ConnInfo { id: ConnId::parse(id).expect("id"), target, request })
+    }
+
+    fn event(conn: &Arc<ConnInfo>, kind: EventKind) -> Event {
+        Event { kind, conn: conn.clone(), rooms: vec!["r".into()], meta: vec![("k".into(), "v".into())] }
+    }
+
+    fn message(text: &str) -> EventKind {
+        EventKind::Message { payload: bytes::Bytes::copy_from_slice(text.as_bytes()), binary: false }
+    }
+
+    /// Events of one connection after another on one thread (a follower)
+    /// reuse the connection's variables from the kept block: every block is
+    /// still exactly the event's whole environment, whatever ran before it
+    /// (another connection, another transport, an open event: `GET`).
+    #[test]
+    fn a_kept_blocks_connection_variables_make_the_same_environment() {
+        let limits = Limits { timeout: Duration::from_secs(1), max_output: 1024 };
+        let spawn = |token: &str| {
+            let env = EnvSettings { api_token: token.into(), ..EnvSettings::default() };
+            Spawn::new(env, limits, Stderr::default(), 1)
+        };
+        let (one, two) = (spawn("a"), spawn("b"));
+        let (a, b) = (conn("a", "one.example"), conn("b", "two.example"));
+        let events = [
+            (&one, event(&a, message("hi"))),
+            (&one, event(&a, message("a longer message"))),
+            (&one, event(&a, EventKind::Open)),
+            (&one, event(&a, message(""))),
+            (&one, event(&b, message("hi"))),
+            (&two, event(&b, message("hi"))),
+            (&one, event(&a, message("hi"))),
+            (&one, event(&a, message("again"))),
+        ];
+        let mut reused = 0;
+        for (spawn, ev) in &events {
+            let (block, kept) = spawn.env_block(ev);
+            reused += usize::from(kept);
+            let want: Vec<String> = event_env(&spawn.env, ev).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+            assert_eq!(block.entries(), want, "{:?} on {}", ev.kind, ev.conn.id);
+            block.recycle();
+        }
+        // Only for the 2nd and the last: the others follow another
+        // connection, another method (open: GET; the 4th after the open)
+        // or another transport's settings.
+        assert_eq!(reused, 2);
     }
 }
