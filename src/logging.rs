@@ -344,9 +344,9 @@ mod tests {
         for c in (0..=0x10ffffu32).filter_map(char::from_u32) {
             for lead in [0, 7, 15, 16, 31] {
                 s.clear();
-                s.extend(std::iter::repeat('p').take(lead));
+                s.extend(std::iter::repeat_n('p', lead));
                 s.push(c);
-                s.extend(std::iter::repeat('q').take(40 - lead));
+                s.extend(std::iter::repeat_n('q', 40 - lead));
                 assert_eq!(super::has_escapes(&s), super::needs_escape(c), "U+{:04x} after {lead}", c as u32);
             }
         }
