@@ -335,4 +335,67 @@ mod tests {
         assert_eq!(escape_controls("a\r\tb\x1b[31m\x7f"), "a\\r\\tb\\x1b[31m\\x7f");
         assert_eq!(escape_controls("c1\u{85} ls\u{2028} é ✓"), "c1\\x85 ls\\u{2028} é ✓");
     }
+
+    /// The 16-byte printable-ASCII pass never hides a character that needs
+    /// escaping: every character, at each place in and across a chunk.
+    #[test]
+    fn the_quick_check_agrees_for_every_character_anywhere_in_a_chunk() {
+        let mut s = String::new();
+        for c in (0..=0x10ffffu32).filter_map(char::from_u32) {
+            for lead in [0, 7, 15, 16, 31] {
+                s.clear();
+                s.extend(std::iter::repeat_n('p', lead));
+                s.push(c);
+                s.extend(std::iter::repeat_n('q', 40 - lead));
+                assert_eq!(super::has_escapes(&s), super::needs_escape(c), "U+{:04x} after {lead}", c as u32);
+            }
+        }
+    }
+
+    /// A line from the stack is env_logger's line with the whole message
+    /// escaped at once, whatever the arguments' formatting (padding, Debug,
+    /// a multi-byte character split across write_str calls is impossible:
+    /// pieces are whole strs) or the characters (DEL, C1 in UTF-8,
+    /// U+2028/2029, U+FFFD from an invalid sequence made lossy).
+    #[test]
+    fn a_line_from_the_stack_equals_the_whole_message_escaped() {
+        let lossy = String::from_utf8_lossy(b"bad \xff\xc3 seq").into_owned();
+        let pieces = ["a\u{7f}b", "c1 \u{85}\u{9b}[31m", "ls \u{2028} ps \u{2029}", &lossy, "tab\t", "é✓", ""];
+        for p in pieces {
+            let n = p.len();
+            let args = format_args!("[{p:>12}] {p:?} {p:-<20} {n}");
+            let whole = super::escape_controls(&args.to_string());
+            let record = log::Record::builder().args(args).level(log::Level::Warn).target("ws2http::y").build();
+            let mut out: StackStr<LINE> = StackStr::new();
+            plain_line(&mut out, &record, "T");
+            assert_eq!(out.as_str(), format!("[T WARN  ws2http::y] {whole}\n"), "{p:?}");
+        }
+    }
+
+    /// `Took` against `{:.1?}` at every tie and its neighbours in every
+    /// unit, and at pseudo-random durations.
+    #[test]
+    fn took_is_debug_at_every_tie_and_at_random() {
+        use std::time::Duration;
+        let mut cases = Vec::new();
+        for (unit, tenth) in [(1u64, 1u64), (1_000, 100), (1_000_000, 100_000), (1_000_000_000, 100_000_000)] {
+            for whole in [0u64, 1, 2, 9, 10, 99, 999] {
+                for digit in 0..10 {
+                    let tie = whole * unit + digit * tenth + tenth / 2;
+                    cases.extend([tie.saturating_sub(1), tie, tie + 1].map(Duration::from_nanos));
+                }
+            }
+        }
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..300_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let secs = [0, x >> 60, x >> 40, x][(x % 4) as usize];
+            cases.push(Duration::new(secs, ((x >> 11) % 1_000_000_000) as u32));
+        }
+        for d in cases {
+            assert_eq!(super::Took(d).to_string(), format!("{d:.1?}"), "{d:?}");
+        }
+    }
 }

@@ -212,4 +212,61 @@ mod tests {
         assert_eq!((s.as_str(), s.spilled()), ("ab-12é✓ and more!?", true));
         assert_eq!(s.len(), "ab-12é✓ and more!?".len());
     }
+
+    /// The spawn's use: C strings pushed, pointers into them taken, then
+    /// more pointers pushed (a spill of the pointer buffer), then read.
+    #[test]
+    fn pointers_into_the_stacked_part_stay_valid() {
+        for extra in [0usize, 3, 70] {
+            let mut strings: StackVec<u8, 16> = StackVec::new();
+            let mut starts: StackVec<usize, 2> = StackVec::new();
+            for s in [&b"/bin/sh"[..], b"-c", b"a long argument over sixteen bytes"] {
+                starts.push(strings.len());
+                strings.extend_from_slice(s);
+                strings.push(0);
+            }
+            let mut ptrs: StackVec<*const u8, 4> = StackVec::new();
+            for &s in starts.as_slice() {
+                ptrs.push(strings.as_slice()[s..].as_ptr());
+            }
+            for _ in 0..extra {
+                ptrs.push(std::ptr::null());
+            }
+            // SAFETY: NUL-terminated strings inside `strings`, unchanged since.
+            let first = unsafe { std::ffi::CStr::from_ptr(ptrs.as_slice()[0].cast()) };
+            assert_eq!(first.to_bytes(), b"/bin/sh");
+            // SAFETY: as above.
+            let third = unsafe { std::ffi::CStr::from_ptr(ptrs.as_slice()[2].cast()) };
+            assert_eq!(third.to_bytes(), b"a long argument over sixteen bytes");
+        }
+    }
+
+    #[test]
+    fn every_path_reads_only_written_items() {
+        let mut v: StackVec<u64, 3> = StackVec::new();
+        assert!(v.as_slice().is_empty());
+        v.extend_from_slice(&[]);
+        v.push(1);
+        v.extend_from_slice(&[2, 3]);
+        v.as_mut_slice()[0] = 7;
+        assert_eq!(v.as_slice(), [7, 2, 3]);
+        v.clear();
+        v.extend_from_slice(&[4]);
+        assert_eq!(v.as_slice(), [4]);
+        v.extend_from_slice(&[5, 6, 7]);
+        assert!(v.spilled());
+        v.clear();
+        assert!(v.as_slice().is_empty());
+        v.push(8);
+        assert_eq!(v.as_mut_slice(), [8]);
+        let mut z: StackVec<u8, 0> = StackVec::new();
+        z.push(1);
+        assert_eq!(z.as_slice(), [1]);
+        let mut s: StackStr<4> = StackStr::new();
+        let (e, ticks) = ("é", "✓✓");
+        write!(s, "{e}").expect("write");
+        s.push_ascii(200);
+        write!(s, "{ticks}").expect("write");
+        assert_eq!(s.as_str(), "é?✓✓");
+    }
 }

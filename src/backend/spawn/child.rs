@@ -649,6 +649,23 @@ mod tests {
         assert!(!nul_or_equals(b"\x01<>>\x7f\x80\xbd\xff\x01<>>\x7f\x80\xbd\xff"));
     }
 
+    /// Every byte value at every place of keys up to 24 bytes, on
+    /// backgrounds next to `=` and NUL: found exactly when it is one of them.
+    #[test]
+    fn nul_or_equals_is_exact_for_every_byte_anywhere() {
+        for background in [b'K', b'<', b'>', 0x01, 0x7f, 0x80, 0xbd, 0xff] {
+            for len in 1..25 {
+                for at in 0..len {
+                    for b in 0..=255u8 {
+                        let mut k = vec![background; len];
+                        k[at] = b;
+                        assert_eq!(nul_or_equals(&k), b == 0 || b == b'=', "{background} {len} {at} {b}");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_spawned_child_sees_exactly_the_block() {
         let target = Target {

@@ -184,4 +184,64 @@ mod tests {
         // or another transport's settings.
         assert_eq!(reused, 2);
     }
+
+    /// The kept block across what may change between a connection's events
+    /// (rooms, metadata, close and resume events, a variable that outgrows
+    /// the kept size, an event whose block was dropped unreturned as in a
+    /// panic, websocketd's flavour, a connection dropped and another made
+    /// meanwhile): every block is still exactly the event's environment.
+    #[test]
+    fn a_kept_block_is_exactly_the_events_environment_whatever_changed_between() {
+        let limits = Limits { timeout: Duration::from_secs(1), max_output: 1024 };
+        let ws = Spawn::new(EnvSettings::default(), limits, Stderr::default(), 1);
+        let websocketd = EnvSettings { flavour: crate::config::CgiFlavour::Websocketd, ..EnvSettings::default() };
+        let wd = Spawn::new(websocketd, limits, Stderr::default(), 1);
+        let a = conn("a", "one.example");
+        let with = |kind: EventKind, rooms: &[&str], meta: &[(&str, &str)]| Event {
+            kind,
+            conn: a.clone(),
+            rooms: rooms.iter().map(|r| r.to_string()).collect(),
+            meta: meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        let big = "m".repeat(2 * child::SPARE_BYTES);
+        let close = EventKind::Close { code: 1000, reason: "bye\n".into(), cause: crate::action::CloseCause::Client };
+        let resume = EventKind::Resume { count: 2, remote_addr: "10.0.0.9".into() };
+        let check = |spawn: &Spawn, ev: &Event, give_back: bool| {
+            let (block, kept) = spawn.env_block(ev);
+            let want: Vec<String> = event_env(&spawn.env, ev).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+            assert_eq!(block.entries(), want, "{:?} rooms {:?} meta {:?}", ev.kind, ev.rooms, ev.meta.len());
+            if give_back {
+                block.recycle();
+            }
+            kept
+        };
+        assert!(!check(&ws, &with(message("1"), &["r"], &[("k", "v")]), true));
+        assert!(check(&ws, &with(message("2"), &[], &[]), true), "rooms and metadata are the event's own");
+        assert!(check(&ws, &with(message("3"), &["a", "b"], &[("k", "w"), ("n", "1")]), true));
+        assert!(check(&ws, &with(resume.clone(), &["a"], &[]), true));
+        assert!(check(&ws, &with(close.clone(), &["a"], &[]), true));
+        // Outgrew the kept size: not kept, the next one builds again.
+        assert!(check(&ws, &with(message("4"), &[], &[("big", &big)]), true));
+        assert!(!check(&ws, &with(message("5"), &[], &[]), true));
+        // Dropped without being given back (a panic): built again.
+        assert!(check(&ws, &with(message("6"), &[], &[]), false));
+        assert!(!check(&ws, &with(message("7"), &[], &[]), true));
+        // websocketd's flavour: all of it is the connection's.
+        assert!(!check(&wd, &with(message("8"), &[], &[]), true));
+        assert!(check(&wd, &with(message("9"), &["x"], &[("k", "v")]), true));
+        assert!(!check(&wd, &with(EventKind::Open, &[], &[]), true));
+        assert!(!check(&ws, &with(message("10"), &[], &[]), true));
+        // The connection gone, another made: never taken for it.
+        let b_only = {
+            let b = conn("b", "two.example");
+            Event { kind: message("11"), conn: b, rooms: vec![], meta: vec![] }
+        };
+        drop(a);
+        assert!(!check(&ws, &b_only, true));
+        for _ in 0..100 {
+            let c = conn("c", "three.example");
+            let ev = Event { kind: message("12"), conn: c, rooms: vec![], meta: vec![] };
+            assert!(!check(&ws, &ev, true), "a new connection never reuses a gone one's variables");
+        }
+    }
 }
