@@ -184,25 +184,28 @@ impl EnvBlock {
         EnvBlock { buf: Vec::with_capacity(bytes), starts: Vec::with_capacity(vars), prefix: None }
     }
 
-    /// [`Self::reused`], still holding the variables of `conn` when the
-    /// block this thread gave back last starts with them, made with the
-    /// same `tag` (the settings and method they were made with: the caller
-    /// names them); `true` then, and only the event's own variables are
-    /// to be added. Otherwise an empty block, as [`Self::reused`].
-    pub fn reused_for(bytes: usize, vars: usize, conn: &Arc<crate::event::ConnInfo>, tag: u64) -> (Self, bool) {
-        let Some(mut block) = Self::kept(bytes, vars) else { return (EnvBlock::with_capacity(bytes, vars), false) };
-        let Some(p) = block.prefix.take() else {
-            block.clear();
-            return (block, false);
-        };
-        if p.tag != tag || !std::ptr::eq(p.conn.as_ptr(), Arc::as_ptr(conn)) || p.bytes > block.buf.len() {
-            block.clear();
-            return (block, false);
+    /// The block this thread gave back last ([`Self::recycle`]), still
+    /// holding the variables of `conn` when it starts with them, made with
+    /// the same `tag` (the settings and method they were made with: the
+    /// caller names them); `true` then, and only the event's own variables
+    /// are to be added. Otherwise an empty block of the kept size: no
+    /// allocation per event on a follower.
+    pub fn reused_for(conn: &Arc<crate::event::ConnInfo>, tag: u64) -> (Self, bool) {
+        let Some(mut block) = Self::kept() else { return (EnvBlock::with_capacity(SPARE_BYTES, SPARE_VARS), false) };
+        match block.prefix.take() {
+            Some(p)
+                if p.tag == tag && std::ptr::eq(p.conn.as_ptr(), Arc::as_ptr(conn)) && p.bytes <= block.buf.len() =>
+            {
+                block.buf.truncate(p.bytes);
+                block.starts.truncate(p.vars);
+                block.prefix = Some(p);
+                (block, true)
+            }
+            _ => {
+                block.clear();
+                (block, false)
+            }
         }
-        block.buf.truncate(p.bytes);
-        block.starts.truncate(p.vars);
-        block.prefix = Some(p);
-        (block, true)
     }
 
     /// What the block holds now are `conn`'s variables made with `tag`
@@ -228,26 +231,26 @@ impl EnvBlock {
         self.prefix = None;
     }
 
-    /// [`Self::with_capacity`], reusing the block this thread gave back
-    /// last ([`Self::recycle`]): no allocation per event on a follower.
-    pub fn reused(bytes: usize, vars: usize) -> Self {
-        match Self::kept(bytes, vars) {
+    /// An empty block of the kept size, the one this thread gave back if any.
+    #[cfg(test)]
+    fn reused() -> Self {
+        match Self::kept() {
             Some(mut block) => {
                 block.clear();
                 block
             }
-            None => EnvBlock::with_capacity(bytes, vars),
+            None => EnvBlock::with_capacity(SPARE_BYTES, SPARE_VARS),
         }
     }
 
-    /// The block this thread gave back, as it was, if it has room for
-    /// `bytes` and `vars`.
-    fn kept(bytes: usize, vars: usize) -> Option<Self> {
+    /// The block this thread gave back, as it was (only a block of the
+    /// kept size is kept: [`Self::recycle`]).
+    fn kept() -> Option<Self> {
         let block = SPARE_ENV.take();
-        (block.buf.capacity() >= bytes && block.starts.capacity() >= vars).then_some(block)
+        (block.buf.capacity() == SPARE_BYTES).then_some(block)
     }
 
-    /// Keeps this block for this thread's next [`Self::reused`] if it has
+    /// Keeps this block for this thread's next [`Self::reused_for`] if it has
     /// the kept size ([`SPARE_BYTES`]) and never grew; otherwise frees it.
     pub fn recycle(self) {
         if self.buf.capacity() == SPARE_BYTES && self.starts.capacity() == SPARE_VARS {
@@ -708,13 +711,13 @@ mod tests {
                 out
             })
         };
-        let mut first = EnvBlock::reused(4096, 48);
+        let mut first = EnvBlock::reused();
         for i in 0..20 {
             first.set(&format!("FIRST_{i}"), &"x".repeat(100));
         }
         assert_eq!(run(&env("/usr/bin/env"), &first).lines().count(), 20);
         first.recycle();
-        let mut second = EnvBlock::reused(16, 4);
+        let mut second = EnvBlock::reused();
         assert!(second.buf.is_empty() && second.starts.is_empty(), "given back empty");
         assert!(second.buf.capacity() >= 20 * 100, "the first block's buffer, kept");
         second.set("ONLY", "this");
@@ -723,7 +726,7 @@ mod tests {
         // reallocated (docs/bench-notes/cpu20.md).
         second.set("BIG", &"y".repeat(2 * SPARE_BYTES));
         second.recycle();
-        let third = EnvBlock::reused(SPARE_BYTES, SPARE_VARS);
+        let third = EnvBlock::reused();
         assert_eq!((third.buf.capacity(), third.starts.capacity()), (SPARE_BYTES, SPARE_VARS), "a new block");
     }
 }

@@ -80,7 +80,7 @@ impl Spawn {
     fn env_block(&self, event: &Event) -> (child::EnvBlock, bool) {
         let open = matches!(event.kind, EventKind::Open);
         let tag = self.id << 1 | u64::from(open);
-        let (mut vars, kept) = child::EnvBlock::reused_for(child::SPARE_BYTES, child::SPARE_VARS, &event.conn, tag);
+        let (mut vars, kept) = child::EnvBlock::reused_for(&event.conn, tag);
         if !kept {
             env::conn_vars(&mut vars, &self.env, &event.conn, open);
             vars.mark_prefix(&event.conn, tag);
