@@ -12,111 +12,12 @@
 //! the fallback, which is one ordinary allocation freed at once
 //! (docs/bench-notes/cpu20.md).
 
-use std::mem::MaybeUninit;
-
 /// Up to `N` items of `T` on the stack, then on the heap: the whole content
-/// moves to one `Vec` the first time it does not fit. The stack part is not
-/// initialised up front (zeroing a few KiB per event cost as many
-/// instructions as the allocations it saved: callgrind, cpu20.md).
-pub struct StackVec<T: Copy, const N: usize> {
-    inline: [MaybeUninit<T>; N],
-    /// Items `..len` of `inline` are initialised (while `heap` is `None`).
-    len: usize,
-    heap: Option<Vec<T>>,
-}
-
-impl<T: Copy, const N: usize> StackVec<T, N> {
-    /// An empty buffer.
-    #[inline(always)]
-    pub fn new() -> Self {
-        StackVec { inline: [const { MaybeUninit::uninit() }; N], len: 0, heap: None }
-    }
-
-    /// The heap buffer, made on the first overflow with room for `extra` more.
-    fn spill(&mut self, extra: usize) -> &mut Vec<T> {
-        if self.heap.is_none() {
-            let mut v = Vec::with_capacity((self.len + extra).max(2 * N));
-            v.extend_from_slice(self.stacked());
-            self.heap = Some(v);
-        }
-        self.heap.get_or_insert_with(Vec::new)
-    }
-
-    /// The initialised part of the stack buffer.
-    fn stacked(&self) -> &[T] {
-        // SAFETY: items ..len were written (`extend_from_slice`), and
-        // MaybeUninit<T> has T's layout.
-        unsafe { std::slice::from_raw_parts(self.inline.as_ptr().cast::<T>(), self.len) }
-    }
-
-    // Inlined: a spawn pushes ~35 pointers, a call each cost ~29
-    // instructions (callgrind, docs/bench-notes/cpu21.md).
-    #[inline]
-    pub fn push(&mut self, item: T) {
-        match &mut self.heap {
-            None if self.len < N => {
-                self.inline[self.len].write(item);
-                self.len += 1;
-            }
-            _ => self.spill(1).push(item),
-        }
-    }
-
-    #[inline]
-    pub fn extend_from_slice(&mut self, items: &[T]) {
-        if self.heap.is_none() && self.len + items.len() <= N {
-            let room = &mut self.inline[self.len..self.len + items.len()];
-            // SAFETY: `room` has exactly `items.len()` slots (sliced above),
-            // MaybeUninit<T> has T's layout, and `T: Copy`: a plain copy.
-            unsafe { std::ptr::copy_nonoverlapping(items.as_ptr(), room.as_mut_ptr().cast::<T>(), items.len()) };
-            self.len += items.len();
-        } else {
-            self.spill(items.len()).extend_from_slice(items);
-        }
-    }
-
-    pub fn as_slice(&self) -> &[T] {
-        match &self.heap {
-            Some(v) => v,
-            None => self.stacked(),
-        }
-    }
-
-    pub fn as_mut_slice(&mut self) -> &mut [T] {
-        match &mut self.heap {
-            Some(v) => v,
-            // SAFETY: as in `stacked`, borrowed mutably.
-            None => unsafe { std::slice::from_raw_parts_mut(self.inline.as_mut_ptr().cast::<T>(), self.len) },
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.as_slice().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Empties it; a heap fallback, if any, is kept for the rest of the call.
-    pub fn clear(&mut self) {
-        self.len = 0;
-        if let Some(v) = &mut self.heap {
-            v.clear();
-        }
-    }
-
-    /// `true` once the content went to the heap (for tests).
-    pub fn spilled(&self) -> bool {
-        self.heap.is_some()
-    }
-}
-
-impl<T: Copy, const N: usize> Default for StackVec<T, N> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// moves to one heap buffer the first time it does not fit (smallvec's
+/// `SmallVec`). The stack part is not initialised up front (zeroing a few
+/// KiB per event cost as many instructions as the allocations it saved:
+/// callgrind, cpu20.md).
+pub type StackVec<T, const N: usize> = smallvec::SmallVec<[T; N]>;
 
 /// Text on the stack ([`StackVec`] of bytes), written with `write!`; only
 /// whole `str`s go in, so it is always UTF-8.
