@@ -321,12 +321,8 @@ pub struct Outgoing {
 
 impl Outgoing {
     /// The next message, in order; `None` once the queue is closed and
-    /// drained.
-    pub async fn recv(&self) -> Option<Message> {
-        std::future::poll_fn(|cx| self.poll_recv(cx)).await
-    }
-
-    /// [`Outgoing::recv`] as a poll.
+    /// drained. A poll: the writer waits on it beside its ping timer and
+    /// abort signal (`ws::connection::next_step`).
     pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
         self.shared.outgoing.poll_take(cx)
     }
