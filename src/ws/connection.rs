@@ -394,8 +394,10 @@ where
             let step = std::future::poll_fn(|cx| next_step(cx, outgoing, &mut watch)).await;
             // A message from the queue: the hub's direct writes wait until it is sent.
             let queued = matches!(step, Step::Send(_));
-            let mut ack = false; // a session asks for an acknowledgement now (`session::ask_ack`)
-                                 // (`step` is used up here, not kept beside the send's box below.)
+            // A session asks for an acknowledgement now (`session::ask_ack`).
+            let mut ack = false;
+            // `step` is moved into the match (`identity`), not matched in
+            // place: it would stay in the future beside the send's box below.
             let frame = match std::convert::identity(step) {
                 Step::Send(msg) => {
                     // Off the queue: no longer counted against --max-outgoing-bytes.
