@@ -93,3 +93,55 @@ fn a_client_closing_with_1002_and_the_libraries_words_is_still_the_clients() {
     assert!(line.contains(" 1002 client Protocol violation"), "{line}");
     assert!(!s.log().contains("close code it may not use"), "{}", s.log());
 }
+
+/// After a message event a follower thread may hold the socket
+/// (`ws::follow`): it runs the next whole messages itself and gives back
+/// what it read and did not run. Sent right behind a message, in the same
+/// write, each broken frame still closes with its code, a ping is still
+/// answered, and no reply comes out of order.
+#[test]
+fn behind_a_message_broken_frames_close_the_same_and_a_ping_is_answered() {
+    let s = Server::start(&[]);
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("invalid UTF-8", frame(TEXT, &[b'a', 0xff]), 1007),
+        ("reserved bits set", frame_with(true, 4, TEXT, b"x", true), 1002),
+        ("an unmasked frame", frame_with(true, 0, TEXT, b"x", false), 1002),
+        ("a one-byte close payload", frame(CLOSE, &[0x03]), 1002),
+        ("a well-formed close", frame(CLOSE, &4000u16.to_be_bytes()), 4000),
+    ];
+    let messages_run = || {
+        let metrics = get(&s.api("/metrics")).body;
+        let line =
+            metrics.lines().find_map(|l| l.strip_prefix("ws2http_events_total{event=\"message\",outcome=\"ok\"} "));
+        line.and_then(|n| n.parse::<u64>().ok()).expect("the message events' counter")
+    };
+    for (what, broken, want) in cases {
+        let mut tcp = rawws::open(s.port, "/mirror.sh");
+        rawws::read_text(&mut tcp);
+        let before = messages_run();
+        tcp.write_all(&frame(TEXT, b"first")).expect("send");
+        assert_eq!(rawws::read_text(&mut tcp), "first", "{what}");
+        // The reply goes out before the script is reaped: once its event
+        // has ended, a follower may hold the socket for a while (LINGER),
+        // and the frames below are then read by it (whether they are is
+        // timing; what the client sees must be the same either way).
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while messages_run() == before && std::time::Instant::now() < until {}
+        tcp.write_all(&[frame(TEXT, b"second"), frame(PING, b"p"), frame(TEXT, b"third"), broken].concat())
+            .expect("send");
+        let (mut texts, mut pongs) = (Vec::new(), 0);
+        let code = loop {
+            match rawws::read_frame(&mut tcp) {
+                Some((TEXT, p)) => texts.push(String::from_utf8(p).expect("UTF-8")),
+                Some((0xa, p)) if p == b"p" => pongs += 1, // a pong
+                Some((CLOSE, p)) => break Some(u16::from_be_bytes([p[0], p[1]])),
+                other => panic!("{what}: {other:?}"),
+            }
+        };
+        // On the follower, "second" ran before the ping was seen; on the
+        // reader, the close went out first, and a reply after it is dropped.
+        assert!(["second".to_owned(), "third".to_owned()].starts_with(&texts), "{what}: {texts:?}");
+        assert_eq!(pongs, 1, "{what}: the ping answered");
+        assert_eq!(code, Some(want), "{what}");
+    }
+}

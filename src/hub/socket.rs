@@ -54,15 +54,18 @@ pub struct Wire {
     state: Mutex<WireState>,
     /// Messages queued for the writer and not yet sent by it.
     pending: AtomicUsize,
-    /// The connection's task, woken to send [`WireState::rest`].
+    /// The connection's task, woken to send [`Spare::rest`].
     task: AtomicWaker,
-    /// Set (under the lock) with [`WireState::rest`], cleared by a read
+    /// Set (under the lock) with [`Spare::rest`], cleared by a read
     /// that finds none: reads look at it before taking the lock (a large
     /// message is read 128 bytes at a time, each read used to lock).
     maybe_rest: AtomicBool,
     /// Who reads the socket: the connection's reader ([`READING`]), the
     /// reader at a message boundary waiting for bytes ([`PARKED`]: a
-    /// follower may take it), or a follower ([`LENT`]; `ws::follow`).
+    /// follower may take it), a follower ([`LENT`]; `ws::follow`), or
+    /// nobody since a follower gave the socket back with bytes it took
+    /// and did not run ([`UNREAD`], in [`Spare::unread`]: the reader reads
+    /// them first).
     reader: AtomicU8,
 }
 
@@ -70,6 +73,22 @@ pub struct Wire {
 const READING: u8 = 0;
 const PARKED: u8 = 1;
 const LENT: u8 = 2;
+const UNREAD: u8 = 3;
+
+/// What the connection's reader may do at a message boundary
+/// ([`Wire::may_read`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum MayRead {
+    /// Read the socket.
+    Socket,
+    /// Wait: a follower has the socket (it wakes the task when it gives it
+    /// back).
+    Wait,
+    /// Read these bytes first, then the socket: a follower took them off
+    /// the socket and gave them back (a frame it does not run, or the
+    /// start of one).
+    Unread(Vec<u8>),
+}
 
 #[derive(Default)]
 struct WireState {
@@ -78,9 +97,40 @@ struct WireState {
     socket: Option<crate::runtime::TcpStream>,
     /// The frames tungstenite has written so far.
     scan: OutScan,
-    /// The unsent end of a frame the direct path wrote in part (boxed: rare,
-    /// and 8 bytes instead of 32 in every connection).
-    rest: Option<Box<Bytes>>,
+    /// What is rarely there (boxed: 8 bytes in every connection, not 56).
+    spare: Option<Box<Spare>>,
+}
+
+/// The rare parts of [`WireState`].
+#[derive(Default)]
+struct Spare {
+    /// The unsent end of a frame the direct path wrote in part.
+    rest: Option<Bytes>,
+    /// Bytes a follower took off the socket and gave back
+    /// ([`Wire::give_back`]): the reader's, before the socket's.
+    unread: Vec<u8>,
+}
+
+impl WireState {
+    fn rest(&self) -> Option<&Bytes> {
+        self.spare.as_ref()?.rest.as_ref()
+    }
+
+    fn set_rest(&mut self, rest: Option<Bytes>) {
+        self.spare_mut().rest = rest;
+        self.tidy();
+    }
+
+    fn spare_mut(&mut self) -> &mut Spare {
+        self.spare.get_or_insert_with(Box::default)
+    }
+
+    /// Frees the box once it holds nothing.
+    fn tidy(&mut self) {
+        if self.spare.as_ref().is_some_and(|s| s.rest.is_none() && s.unread.is_empty()) {
+            self.spare = None;
+        }
+    }
 }
 
 /// What a direct write did.
@@ -104,12 +154,19 @@ impl Wire {
         lock(&self.state).socket = None;
     }
 
-    /// The reader may read the socket now (`false`: a follower has it, and
-    /// wakes the connection's task when it gives it back).
-    pub fn may_read(&self) -> bool {
+    /// What the reader may read now, at a message boundary.
+    pub fn may_read(&self) -> MayRead {
         match self.reader.compare_exchange(PARKED, READING, Ordering::SeqCst, Ordering::SeqCst) {
-            Ok(_) => true,
-            Err(state) => state != LENT,
+            Ok(_) | Err(READING) => MayRead::Socket,
+            Err(LENT) => MayRead::Wait,
+            Err(_) => {
+                // UNREAD: only the reader leaves it, so this cannot fail.
+                self.reader.store(READING, Ordering::SeqCst);
+                let mut st = lock(&self.state);
+                let unread = st.spare.as_mut().map(|s| std::mem::take(&mut s.unread)).unwrap_or_default();
+                st.tidy();
+                MayRead::Unread(unread)
+            }
         }
     }
 
@@ -129,9 +186,15 @@ impl Wire {
     }
 
     /// The follower is done: the reader reads again, from a message
-    /// boundary (its task is woken: it may have been told to wait).
-    pub fn give_back(&self) {
-        self.reader.store(PARKED, Ordering::SeqCst);
+    /// boundary, `unread` first: bytes the follower took off the socket
+    /// and did not run (its task is woken: it may have been told to wait).
+    pub fn give_back(&self, unread: Vec<u8>) {
+        if unread.is_empty() {
+            self.reader.store(PARKED, Ordering::SeqCst);
+        } else {
+            lock(&self.state).spare_mut().unread = unread;
+            self.reader.store(UNREAD, Ordering::SeqCst);
+        }
         self.task.wake();
     }
 
@@ -158,7 +221,7 @@ impl Wire {
         }
         let mut st = lock(&self.state);
         // Checked again under the lock that the writer's bytes also take.
-        if self.pending.load(Ordering::SeqCst) != 0 || st.rest.is_some() || !st.scan.between_messages() {
+        if self.pending.load(Ordering::SeqCst) != 0 || st.rest().is_some() || !st.scan.between_messages() {
             return Direct::Queue;
         }
         let Some(socket) = &st.socket else { return Direct::Queue };
@@ -166,7 +229,7 @@ impl Wire {
             Ok(n) if n == frame.len() => Direct::Sent,
             Ok(0) | Err(_) => Direct::Queue,
             Ok(n) => {
-                st.rest = Some(Box::new(frame.slice(n..)));
+                st.set_rest(Some(frame.slice(n..)));
                 self.maybe_rest.store(true, Ordering::SeqCst);
                 drop(st);
                 self.task.wake();
@@ -291,11 +354,14 @@ impl<S> Gated<S> {
 /// Sends the rest of a partial direct write through `inner`, if any:
 /// `Ready` once none is left.
 fn poll_rest<S: AsyncWrite + Unpin>(inner: &mut S, cx: &mut Context<'_>, st: &mut WireState) -> Poll<io::Result<()>> {
-    while let Some(rest) = &mut st.rest {
+    while let Some(rest) = st.rest() {
         match std::task::ready!(Pin::new(&mut *inner).poll_write(cx, rest)) {
             Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-            Ok(n) if n == rest.len() => st.rest = None,
-            Ok(n) => **rest = rest.slice(n..),
+            Ok(n) if n == rest.len() => st.set_rest(None),
+            Ok(n) => {
+                let left = rest.slice(n..);
+                st.set_rest(Some(left));
+            }
             Err(e) => return Poll::Ready(Err(e)),
         }
     }
@@ -308,12 +374,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Gated<S> {
         shared.wire.task.register(cx.waker());
         if shared.wire.maybe_rest.load(Ordering::SeqCst) {
             let mut st = lock(&shared.wire.state);
-            if st.rest.is_some() {
+            if st.rest().is_some() {
                 // An error shows again on the next write; a full socket
                 // wakes this task when it has room.
                 let _ = poll_rest(inner, cx, &mut st);
             }
-            if st.rest.is_none() {
+            if st.rest().is_none() {
                 shared.wire.maybe_rest.store(false, Ordering::SeqCst);
             }
         }

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncRead, AsyncWrite};
 
 use crate::hub::shared::ConnShared;
+use crate::hub::socket::MayRead;
 use crate::ws::read_ahead::ReadAhead;
 
 /// The byte budget for client messages: `--max-queue-bytes` per connection,
@@ -558,9 +559,15 @@ impl<S> Metered<S> {
 impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        // A follower may hold the socket between messages (ws::follow).
-        if this.frames.between_messages() && !this.shared.wire.may_read() {
-            return Poll::Pending;
+        // A follower may hold the socket between messages, or have given
+        // it back with bytes it took and did not run (ws::follow): they
+        // are read first, through the same scan and budget.
+        if this.frames.between_messages() {
+            match this.shared.wire.may_read() {
+                MayRead::Socket => {}
+                MayRead::Wait => return Poll::Pending,
+                MayRead::Unread(bytes) => this.inner.put_back(bytes),
+            }
         }
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(n)) if n > 0 => {
@@ -806,5 +813,33 @@ mod tests {
         assert_eq!(f.scan(&bytes[..3]), 0);
         assert_eq!(f.scan(&bytes[3..100]), 100);
         assert_eq!(f.message, 100);
+    }
+
+    /// Bytes a follower took off the socket and gave back (`ws::follow`)
+    /// are read first, through the same frame scan and budget as the
+    /// socket's: a data frame counts, a close frame's code is seen.
+    #[test]
+    fn bytes_a_follower_gave_back_are_read_first_scanned_and_counted() {
+        use futures_lite::AsyncReadExt;
+        use std::io::Write;
+        let masked = |opcode: u8, payload: &[u8]| {
+            let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8, 1, 2, 3, 4];
+            f.extend(payload.iter().enumerate().map(|(i, b)| b ^ [1, 2, 3, 4][i % 4]));
+            f
+        };
+        let b = QueueBudget::new(1000, 1000);
+        let (budget, _) = share(&b);
+        let (shared, _outgoing) = ConnShared::new();
+        let (a, mut peer) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let (given, later) = (masked(0x1, b"hi"), masked(0x8, &4000u16.to_be_bytes()));
+        peer.write_all(&later).expect("write");
+        let socket = crate::runtime::UnixStream::from(a);
+        let mut m = Metered::new(socket, budget.clone(), shared.clone(), Duration::from_secs(1));
+        shared.wire.give_back(given.clone());
+        let mut got = vec![0u8; given.len() + later.len()];
+        crate::runtime::block_on(m.read_exact(&mut got)).expect("read");
+        assert_eq!(got, [given, later].concat());
+        assert_eq!(b.held(), 8, "the given-back data frame counted (header and payload)");
+        assert_eq!(shared.client_close_code(), Some(4000), "the socket's close frame seen after it");
     }
 }

@@ -43,6 +43,13 @@ impl<S> ReadAhead<S> {
         self.buf.capacity()
     }
 
+    /// Puts `bytes` back in front of what is buffered: the next reads hand
+    /// them out first (bytes a follower took off the socket, `ws::follow`).
+    pub fn put_back(&mut self, mut bytes: Vec<u8>) {
+        bytes.extend_from_slice(&self.buf[self.pos..]);
+        (self.buf, self.pos) = (bytes, 0);
+    }
+
     /// Hands out buffered bytes; frees the buffer once they are all out.
     fn hand_out(&mut self, out: &mut [u8]) -> usize {
         let n = out.len().min(self.buf.len() - self.pos);
@@ -157,5 +164,18 @@ mod tests {
         let mut r = ReadAhead::new(Quiet { data: b"hello".to_vec(), reads: 0 });
         assert_eq!(read_small(&mut r, 5, 128), b"hello");
         assert_eq!((r.inner.reads, r.held()), (1, 0));
+    }
+
+    #[test]
+    fn bytes_put_back_come_first_then_what_was_buffered_then_the_socket() {
+        let data: Vec<u8> = (0..20_000u32).map(|i| i as u8).collect();
+        let mut r = ReadAhead::new(Quiet { data: data[1000..].to_vec(), reads: 0 });
+        // A first small read fills its buffer: the next reads go through CHUNK.
+        let mut got = read_small(&mut r, 200, 100);
+        r.put_back(data[..1000].to_vec());
+        got.extend(read_small(&mut r, data.len() - got.len(), 100));
+        let want: Vec<u8> = [&data[1000..1200], &data[..1000], &data[1200..]].concat();
+        assert_eq!(got, want);
+        assert_eq!(r.held(), 0);
     }
 }

@@ -109,7 +109,7 @@ fn the_rest_of_a_partial_write_goes_out_before_the_writers_next_bytes() {
     let big = encode(&Message::Binary(Bytes::from(vec![1u8; DIRECT_MAX]))).expect("fits");
     let (mut written, mut early) = (Vec::new(), Vec::new());
     for _ in 0..10_000 {
-        if lock(&shared.wire.state).rest.is_some() {
+        if lock(&shared.wire.state).rest().is_some() {
             break;
         }
         match shared.wire.write(&big) {
@@ -119,7 +119,7 @@ fn the_rest_of_a_partial_write_goes_out_before_the_writers_next_bytes() {
             Direct::Queue => early.extend(read_exactly(&mut client, 7000)),
         }
     }
-    assert!(lock(&shared.wire.state).rest.is_some(), "the socket filled up in the middle of a frame");
+    assert!(lock(&shared.wire.state).rest().is_some(), "the socket filled up in the middle of a frame");
     assert_eq!(shared.wire.write(&big), Direct::Queue, "nothing else while a rest waits");
     // The writer's next frame (tungstenite writing through Gated) follows the rest.
     let mut gated = Gated::new(server, shared.clone());
@@ -154,4 +154,31 @@ fn an_encoded_frame_is_tungstenites_at_every_header_size() {
         assert_eq!(encoded[..], frame(true, 2, &payload)[..], "{len} bytes");
     }
     assert!(encode(&Message::Binary(vec![0; DIRECT_MAX + 1].into())).is_none(), "the writer's");
+}
+
+/// A follower that gives the socket back with bytes it read: the reader
+/// gets them once, first, and no follower may take the socket before it
+/// has (they are the reader's); the box they sat in is freed.
+#[test]
+fn bytes_given_back_go_to_the_reader_once_and_the_socket_is_not_lent_meanwhile() {
+    let (shared, _outgoing) = ConnShared::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let _client = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let server = crate::runtime::TcpStream::from(listener.accept().expect("accept").0);
+    let wire = &shared.wire;
+    wire.attach(server);
+    wire.parked();
+    assert!(wire.lend().is_some());
+    assert!(wire.lend().is_none(), "lent already");
+    assert_eq!(wire.may_read(), MayRead::Wait);
+    wire.give_back(b"frames".to_vec());
+    assert!(wire.lend().is_none(), "the bytes given back are the reader's first");
+    assert_eq!(wire.may_read(), MayRead::Unread(b"frames".to_vec()));
+    assert!(lock(&wire.state).spare.is_none(), "nothing left in the box");
+    assert_eq!(wire.may_read(), MayRead::Socket);
+    // Nothing read, nothing given back: the reader reads the socket.
+    wire.parked();
+    assert!(wire.lend().is_some());
+    wire.give_back(Vec::new());
+    assert_eq!(wire.may_read(), MayRead::Socket);
 }
