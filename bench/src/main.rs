@@ -118,6 +118,12 @@ struct Cli {
     /// `--server-env RUST_LOG=warn` (repeatable; for A/B experiments).
     #[arg(long, value_name = "KEY=VALUE")]
     server_env: Vec<String>,
+    /// Extra environment variable for each spawn of workload 1's spawn
+    /// limit and threads floor, which pass only PATH by default, e.g. the
+    /// CGI variables ws2http passes, to measure what they cost
+    /// (repeatable; for A/B experiments).
+    #[arg(long, value_name = "KEY=VALUE")]
+    baseline_env: Vec<String>,
 }
 
 fn workspace_root() -> PathBuf {
@@ -325,11 +331,8 @@ fn main() {
         std::process::exit(2);
     }
     let version = describe(&ws2http_bin);
-    let ws2http_env = cli
-        .server_env
-        .iter()
-        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
-        .collect::<Vec<_>>();
+    let ws2http_env = throughput::env_pairs(cli.server_env.iter().cloned());
+    let _ = throughput::BASELINE_ENV.set(throughput::env_pairs(cli.baseline_env.iter().cloned()));
     let ctx = Ctx {
         mode,
         sizes,

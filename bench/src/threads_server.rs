@@ -10,7 +10,8 @@
 //! `waitpid`: no reactor, no hand-off. No environment, parsing, logging or
 //! limits: a floor, not a server to deploy.
 //!
-//! Prints `ws ADDR`.
+//! Prints `ws ADDR`. `KEY=VALUE` words after PROGRAM are added to each
+//! spawn's environment (`--baseline-env`).
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -38,9 +39,11 @@ fn serve(stream: TcpStream, program: &Path, path_env: &str) {
 
 pub fn run() {
     let Some(program) = std::env::args_os().nth(2).map(PathBuf::from) else {
-        eprintln!("usage: ws2http-bench __threads-server PROGRAM");
+        eprintln!("usage: ws2http-bench __threads-server PROGRAM [KEY=VALUE ...]");
         std::process::exit(2);
     };
+    // `--baseline-env`, passed on.
+    let _ = crate::throughput::BASELINE_ENV.set(crate::throughput::env_pairs(std::env::args().skip(3)));
     let path_env = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     let mut stdout = std::io::stdout();

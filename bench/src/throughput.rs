@@ -52,12 +52,25 @@ fn payload(conn: usize, i: usize) -> String {
 pub const TOKIO_FLOOR_BIN: &str = "ws2http-floor-tokio";
 pub const TOKIO_FLOOR_BUILD: &str = "cargo build --release --locked --manifest-path bench/floors/Cargo.toml";
 
+/// Extra environment for every spawn of [`spawn_once`] (`--baseline-env`):
+/// by default the spawn limit and the threads floor pass `PATH` only, where
+/// ws2http passes some 30 CGI variables; with those given here, the
+/// baselines pay what the CGI contract costs a spawn too (an experiment:
+/// the published figures use the default).
+pub static BASELINE_ENV: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+
+/// `KEY=VALUE` words as pairs (words without `=` are left out).
+pub fn env_pairs(words: impl IntoIterator<Item = String>) -> Vec<(String, String)> {
+    words.into_iter().filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned()))).collect()
+}
+
 /// Spawns `prog` once the way ws2http does (minus everything ws2http adds);
 /// its stdout. The spawn limit and the threads floor both spawn with it.
 pub fn spawn_once(prog: &Path, path_env: &str, input: &[u8]) -> Result<Vec<u8>, String> {
     let mut child = Command::new(prog)
         .env_clear()
         .env("PATH", path_env)
+        .envs(BASELINE_ENV.get().into_iter().flatten().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
