@@ -456,8 +456,12 @@ impl EchoServer {
     /// The threads floor: this binary's `__threads-server PROGRAM`.
     pub fn threads(log_dir: &Path, program: &Path) -> Result<EchoServer, String> {
         let what = "threads floor";
-        let extra: Vec<std::ffi::OsString> =
-            crate::throughput::BASELINE_ENV.get().into_iter().flatten().map(|(k, v)| format!("{k}={v}").into()).collect();
+        let extra: Vec<std::ffi::OsString> = crate::throughput::BASELINE_ENV
+            .get()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={v}").into())
+            .collect();
         let mut args = vec![program.as_os_str()];
         args.extend(extra.iter().map(|a| a.as_os_str()));
         let (proc, words) = start_self("__threads-server", &args, what, log_dir)?;

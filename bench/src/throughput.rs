@@ -449,6 +449,19 @@ mod tests {
         Run { events: rate as usize, wall: Duration::from_secs(1), lat }
     }
 
+    /// `--baseline-env`: the spawn limit's and threads floor's spawns get
+    /// the extra variables beside `PATH`, and nothing else of ours.
+    #[test]
+    fn baseline_env_reaches_every_spawn_beside_path_only() {
+        let pairs = env_pairs(["WS_EVENT=message".into(), "CONTENT_TYPE=text/plain; a=b".into(), "no-equals".into()]);
+        assert_eq!(pairs.len(), 2, "a word without '=' is left out");
+        let _ = BASELINE_ENV.set(pairs);
+        let out = spawn_once(Path::new("/usr/bin/env"), "/usr/bin:/bin", b"").expect("env runs");
+        let mut lines: Vec<&str> = std::str::from_utf8(&out).expect("UTF-8").lines().collect();
+        lines.sort_unstable();
+        assert_eq!(lines, ["CONTENT_TYPE=text/plain; a=b", "PATH=/usr/bin:/bin", "WS_EVENT=message"]);
+    }
+
     #[test]
     fn every_side_runs_once_per_run_and_takes_every_place() {
         for k in 0..Side::ALL.len() {
