@@ -182,3 +182,99 @@ fn bytes_given_back_go_to_the_reader_once_and_the_socket_is_not_lent_meanwhile()
     wire.give_back(Vec::new());
     assert_eq!(wire.may_read(), MayRead::Socket);
 }
+
+/// The reader and followers taking turns on one socket, as fast as they
+/// can: the reader reads only when [`Wire::may_read`] lets it (given-back
+/// bytes first), parks when the socket is empty; a follower takes the
+/// socket whenever it may, reads some bytes, runs some of them and gives
+/// the rest back. Every byte is run exactly once, in order, whoever read
+/// it, and the box the bytes were given back in is freed at the end.
+#[test]
+fn reader_and_followers_taking_turns_run_every_byte_once_in_order() {
+    use std::collections::VecDeque;
+    use std::sync::atomic::AtomicBool;
+    const N: u32 = 200_000;
+    let (shared, _outgoing) = ConnShared::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let _client = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    shared.wire.attach(crate::runtime::TcpStream::from(listener.accept().expect("accept").0));
+    // The socket (bytes numbered in the order sent), and what was run, in order.
+    let socket = Mutex::new(VecDeque::<u32>::new());
+    let ran = Mutex::new(Vec::<u32>::with_capacity(N as usize));
+    let done = AtomicBool::new(false);
+    let wire = &shared.wire;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for chunk in (0..N).collect::<Vec<_>>().chunks(37) {
+                lock(&socket).extend(chunk);
+                std::thread::yield_now();
+            }
+        });
+        // Followers: take what the socket has (at most 64), run a part of it.
+        s.spawn(|| {
+            let mut turn = 0usize;
+            while !done.load(Ordering::SeqCst) {
+                let Some(_lent) = wire.lend() else {
+                    std::thread::yield_now();
+                    continue;
+                };
+                turn += 1;
+                let mut got: Vec<u32> = {
+                    let mut q = lock(&socket);
+                    let n = q.len().min(64);
+                    q.drain(..n).collect()
+                };
+                let run = got.len().min(turn % 5 * 7);
+                lock(&ran).extend(got.drain(..run));
+                wire.give_back(got.iter().flat_map(|b| b.to_le_bytes()).collect());
+            }
+        });
+        // The reader (the followers stop when it does, even on a failure).
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let _stop = Stop(&done);
+        let mut held: VecDeque<u32> = VecDeque::new();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while lock(&ran).len() < N as usize {
+            assert!(std::time::Instant::now() < until, "stuck after {} bytes run", lock(&ran).len());
+            match wire.may_read() {
+                MayRead::Wait => {
+                    std::thread::yield_now();
+                    continue;
+                }
+                MayRead::Unread(bytes) => {
+                    assert!(!bytes.is_empty() && bytes.len() % 4 == 0, "{} bytes given back", bytes.len());
+                    let given = bytes.chunks(4).map(|b| u32::from_le_bytes(b.try_into().expect("4")));
+                    let mut front: VecDeque<u32> = given.collect();
+                    front.extend(held.drain(..));
+                    held = front;
+                }
+                MayRead::Socket => {}
+            }
+            if let Some(b) = held.pop_front() {
+                lock(&ran).push(b);
+                continue;
+            }
+            let mut q = lock(&socket);
+            match q.pop_front() {
+                Some(b) => lock(&ran).push(b),
+                None => {
+                    drop(q);
+                    wire.parked();
+                    // Pending: woken when bytes come (a follower may be faster).
+                    while lock(&socket).is_empty() && wire.reader.load(Ordering::SeqCst) == PARKED {
+                        assert!(std::time::Instant::now() < until, "stuck after {} bytes run", lock(&ran).len());
+                        std::thread::yield_now();
+                    }
+                }
+            }
+        }
+    });
+    let ran = ran.into_inner().expect("lock");
+    assert!(ran.iter().copied().eq(0..N), "every byte once, in order");
+    assert!(lock(&shared.wire.state).spare.is_none(), "nothing left given back");
+}
