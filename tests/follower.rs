@@ -285,3 +285,66 @@ fn shutting_down_while_a_follower_holds_read_messages_drops_them_and_exits() {
     assert_eq!(events.len(), 4, "m3 dropped: {events:?}");
     assert!(events[3].starts_with(&format!("close {id} 1001 shutdown")), "{events:?}");
 }
+
+/// The next frame that is not a ping, answering each ping on the way with
+/// its pong (counted in `answered`); `None`: the connection ended.
+fn answering_pings(tcp: &mut TcpStream, answered: &mut usize) -> Option<(u8, Vec<u8>)> {
+    loop {
+        let (_, opcode, payload) = read_frame(tcp)?;
+        if opcode != PING {
+            return Some((opcode, payload));
+        }
+        tcp.write_all(&frame(PONG, &payload)).ok()?;
+        *answered += 1;
+    }
+}
+
+/// A message that runs for several ping intervals on the follower: the
+/// client answers every ping, and its pongs wait in the socket while the
+/// follower runs the event. It is not dropped for a ping timeout, as it is
+/// not when the reader reads them. A client that answers none still is.
+#[test]
+fn pongs_waiting_behind_a_follower_are_an_answer_and_silence_is_not() {
+    let s = Server::start(&["--ping-interval", "0.5"]);
+    let flag = s.dir.join("flag");
+    for answer in [true, false] {
+        std::fs::write(&flag, "").expect("flag");
+        let mut tcp = rawws::open(s.port, "/hold.sh");
+        let mut answered = 0;
+        let (_, id) = answering_pings(&mut tcp, &mut answered).expect("the id line");
+        let id = String::from_utf8(id).expect("UTF-8").strip_prefix("id ").expect("id line").to_owned();
+        behind_a_message(&s, &mut tcp, &frame(TEXT, b"first"), |tcp| {
+            assert_eq!(answering_pings(tcp, &mut answered), Some((TEXT, b"done 5".to_vec())));
+        });
+        std::fs::remove_file(&flag).expect("no flag");
+        tcp.write_all(&frame(TEXT, b"m2")).expect("send");
+        let line = format!("message {id} 2");
+        wait_for("m2 running", || s.events().contains(&line).then_some(()));
+        if answer {
+            // Three pings answered while m2 runs (the second unanswered
+            // one would drop it).
+            for _ in 0..3 {
+                match read_frame(&mut tcp) {
+                    Some((_, PING, payload)) => tcp.write_all(&frame(PONG, &payload)).expect("pong"),
+                    other => panic!("{other:?} while answering pings:\n{}", s.log()),
+                }
+            }
+            std::fs::write(&flag, "").expect("flag");
+            assert_eq!(answering_pings(&mut tcp, &mut answered), Some((TEXT, b"done 2".to_vec())));
+            assert!(!s.log().contains(&format!("[{id}] /hold.sh no answer to a ping")), "{}", s.log());
+        } else {
+            // Pings never answered: dropped while m2 still runs (nothing is
+            // delivered to it any more), and it says why.
+            let gone = || {
+                let r = post(&s.api(&format!("/send/{id}")), "x");
+                r.status == 404 || r.json()["delivered"] == 0
+            };
+            wait_for("the drop", || gone().then_some(()));
+            assert!(!s.events().iter().any(|l| l.starts_with(&format!("close {id}"))), "m2 still runs");
+            std::fs::write(&flag, "").expect("flag");
+            let close = s.wait_event("the close event", |l| l.starts_with(&format!("close {id} ")));
+            assert_eq!(close, format!("close {id} 1006 ping-timeout"));
+            s.wait_log(&format!("[{id}] /hold.sh no answer to a ping within 500ms; dropping the connection"));
+        }
+    }
+}

@@ -32,6 +32,14 @@
 //! `recv`s per message where one does now; 32.2 → 31.3 system calls per
 //! script at 16 connections.)
 //!
+//! While the follower runs an event, what the client sends next waits in
+//! the socket, unread: a pong among it would not be seen, and the writer's
+//! ping timeout would drop a client that answered (on the reader it would
+//! not). So the follower counts the client as seen when it reads, and the
+//! writer does not take a lent socket with bytes waiting for silence
+//! ([`crate::hub::socket::Wire::lent_with_bytes`]); a client that sends
+//! nothing is still dropped.
+//!
 //! Never a resumable session's connection: its reader counts every data
 //! message it reads (`Session::read_one`), which a follower would skip.
 
@@ -177,6 +185,9 @@ impl Follower {
     fn next_frame(&mut self, fd: std::os::fd::RawFd) -> Option<Frame> {
         if self.have == 0 {
             self.have = read_within(fd, &mut self.buf, LINGER)?;
+            // The client sent something (a pong among it, maybe): as the
+            // reader would, for the writer's ping timeout.
+            self.shared.seen();
         }
         // Not whole yet (or not simple): the reader's, with what was taken.
         whole_frame(&self.buf[..self.have], self.app.max_message)
