@@ -3,9 +3,9 @@
 //! runs the whole simple messages at its head, and gives the rest back to
 //! the connection's reader. Whichever thread reads a client's bytes, the
 //! client must see the same replies, pongs, close codes and order. Each
-//! test here writes right after the message event before it has ended
-//! (the follower's moment; whether it took the socket is timing) and
-//! asserts what the client sees either way.
+//! test writes once the message events before have ended (the follower's
+//! moment; whether it took the socket is timing) and asserts what the
+//! client sees either way.
 
 mod common;
 mod rawws;
@@ -26,14 +26,15 @@ fn messages_run(s: &Server) -> u64 {
     line.and_then(|n| n.parse::<u64>().ok()).expect("the message events' counter")
 }
 
-/// Sends `first` and reads its reply (`reply`), then waits until its
-/// message event has ended: from then on a follower may hold the socket.
-fn behind_a_message(s: &Server, tcp: &mut TcpStream, first: &[u8], reply: impl FnOnce(&mut TcpStream)) {
+/// Sends `first` (one message, or `n`) and reads the replies (`reply`),
+/// then waits until their message events have ended: from then on a
+/// follower may hold the socket.
+fn behind_messages(s: &Server, tcp: &mut TcpStream, (first, n): (&[u8], u64), reply: impl FnOnce(&mut TcpStream)) {
     let before = messages_run(s);
     tcp.write_all(first).expect("send");
     reply(tcp);
     let until = Instant::now() + Duration::from_secs(10);
-    while messages_run(s) == before {
+    while messages_run(s) < before + n {
         assert!(Instant::now() < until, "the first message event never ended");
     }
 }
@@ -119,7 +120,7 @@ fn pipelined_messages_of_every_size_are_echoed_once_each_in_order() {
     let mut burst: Vec<&[u8]> = vec![b"first"];
     for (n, chunk) in payloads.chunks(30).enumerate() {
         let bytes: Vec<u8> = burst.iter().flat_map(|p| frame(BINARY, p)).collect();
-        behind_a_message(&s, &mut tcp, &bytes, |tcp| {
+        behind_messages(&s, &mut tcp, (&bytes, burst.len() as u64), |tcp| {
             for (i, want) in burst.iter().enumerate() {
                 let got = read_message(tcp, &mut pongs).unwrap_or_else(|c| panic!("burst {n}, {i}: closed {c:?}"));
                 assert!(got == (BINARY, want.to_vec()), "burst {n}, {i} ({} bytes): {:?}", want.len(), got.1.len());
@@ -153,7 +154,7 @@ fn behind_a_message_what_the_follower_cannot_run_ends_as_on_the_reader() {
     let open = || {
         let mut tcp = rawws::open(s.port, "/mirror.sh");
         let id = rawws::read_text(&mut tcp).strip_prefix("id ").expect("id line").to_owned();
-        behind_a_message(&s, &mut tcp, &frame(TEXT, b"first"), |tcp| echo(tcp, "first"));
+        behind_messages(&s, &mut tcp, (&frame(TEXT, b"first"), 1), |tcp| echo(tcp, "first"));
         (tcp, id)
     };
 
@@ -239,7 +240,7 @@ fn a_ping_flood_behind_a_message_is_answered_in_order() {
     let mut tcp = rawws::open(s.port, "/mirror.sh");
     rawws::read_text(&mut tcp);
     let mut pongs = Vec::new();
-    behind_a_message(&s, &mut tcp, &frame(TEXT, b"first"), |tcp| {
+    behind_messages(&s, &mut tcp, (&frame(TEXT, b"first"), 1), |tcp| {
         assert_eq!(read_message(tcp, &mut pongs), Ok((TEXT, b"first".to_vec())));
     });
     let n = 3000u32;
@@ -263,7 +264,7 @@ fn shutting_down_while_a_follower_holds_read_messages_drops_them_and_exits() {
     std::fs::write(&flag, "").expect("flag");
     let mut tcp = rawws::open(s.port, "/hold.sh");
     let id = rawws::read_text(&mut tcp).strip_prefix("id ").expect("id line").to_owned();
-    behind_a_message(&s, &mut tcp, &frame(TEXT, b"first"), |tcp| {
+    behind_messages(&s, &mut tcp, (&frame(TEXT, b"first"), 1), |tcp| {
         assert_eq!(rawws::read_text(tcp), "done 5");
     });
     std::fs::remove_file(&flag).expect("no flag");
@@ -313,7 +314,7 @@ fn pongs_waiting_behind_a_follower_are_an_answer_and_silence_is_not() {
         let mut answered = 0;
         let (_, id) = answering_pings(&mut tcp, &mut answered).expect("the id line");
         let id = String::from_utf8(id).expect("UTF-8").strip_prefix("id ").expect("id line").to_owned();
-        behind_a_message(&s, &mut tcp, &frame(TEXT, b"first"), |tcp| {
+        behind_messages(&s, &mut tcp, (&frame(TEXT, b"first"), 1), |tcp| {
             assert_eq!(answering_pings(tcp, &mut answered), Some((TEXT, b"done 5".to_vec())));
         });
         std::fs::remove_file(&flag).expect("no flag");
