@@ -287,3 +287,30 @@ impl Turns<'_> {
         }
     }
 }
+
+/// Bytes waiting in a socket a follower holds are the client's answer to
+/// a ping, for the writer's ping timeout; an empty one, or one the reader
+/// reads itself (it sees what it reads), is not.
+#[test]
+fn a_lent_socket_with_bytes_waiting_is_not_silence() {
+    use std::io::Write;
+    let (shared, _outgoing) = ConnShared::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut client = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let server = crate::runtime::TcpStream::from(listener.accept().expect("accept").0);
+    let wire = &shared.wire;
+    wire.attach(server.clone());
+    assert!(!wire.lent_with_bytes(), "no socket lent");
+    wire.parked();
+    let lent = wire.lend().expect("lent");
+    assert!(!wire.lent_with_bytes(), "nothing sent");
+    client.write_all(b"\x8a\x80\0\0\0\0").expect("a pong");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !wire.lent_with_bytes() {
+        assert!(std::time::Instant::now() < until, "the pong never counted");
+        std::thread::yield_now();
+    }
+    drop(lent);
+    wire.give_back(Vec::new());
+    assert!(!wire.lent_with_bytes(), "the reader's again: it sees what it reads");
+}
