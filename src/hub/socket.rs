@@ -185,6 +185,24 @@ impl Wire {
         Some(socket)
     }
 
+    /// A follower holds the socket and bytes wait in it: the client sent
+    /// something that nobody has read yet (the follower reads it once the
+    /// event it runs is done). The writer's ping timeout must not take
+    /// that for silence: on the reader, the pong would have been seen.
+    pub fn lent_with_bytes(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        if self.reader.load(Ordering::SeqCst) != LENT {
+            return false;
+        }
+        let st = lock(&self.state);
+        let Some(socket) = &st.socket else { return false };
+        let mut waiting: libc::c_int = 0;
+        // SAFETY: the socket is open while we hold it; FIONREAD writes one
+        // int, which we own.
+        let ok = unsafe { libc::ioctl(socket.as_raw_fd(), libc::FIONREAD, &mut waiting) } == 0;
+        ok && waiting > 0
+    }
+
     /// The follower is done: the reader reads again, from a message
     /// boundary, `unread` first: bytes the follower took off the socket
     /// and did not run (its task is woken: it may have been told to wait).

@@ -410,7 +410,11 @@ where
                 Step::Ended => break,
                 // A session handed to another instance tells its client (1012).
                 Step::Abort => return super::session::farewell(&mut sink, shared),
-                Step::Tick if watch.pinger.unanswered(shared) => return watch.pinger.time_out(shared),
+                // Not when the answer may be in the socket, unread while a
+                // follower runs an event (`ws::follow`): then it pings again.
+                Step::Tick if watch.pinger.unanswered(shared) && !shared.wire.lent_with_bytes() => {
+                    return watch.pinger.time_out(shared)
+                }
                 Step::Tick => {
                     watch.pinger.pinged();
                     // A session's pings carry its sent count: their pongs acknowledge it.

@@ -32,6 +32,14 @@
 //! `recv`s per message where one does now; 32.2 → 31.3 system calls per
 //! script at 16 connections.)
 //!
+//! While the follower runs an event, what the client sends next waits in
+//! the socket, unread: a pong among it would not be seen, and the writer's
+//! ping timeout would drop a client that answered (on the reader it would
+//! not). So the follower counts the client as seen when it reads, and the
+//! writer does not take a lent socket with bytes waiting for silence
+//! ([`crate::hub::socket::Wire::lent_with_bytes`]); a client that sends
+//! nothing is still dropped.
+//!
 //! Never a resumable session's connection: its reader counts every data
 //! message it reads (`Session::read_one`), which a follower would skip.
 
@@ -177,6 +185,9 @@ impl Follower {
     fn next_frame(&mut self, fd: std::os::fd::RawFd) -> Option<Frame> {
         if self.have == 0 {
             self.have = read_within(fd, &mut self.buf, LINGER)?;
+            // The client sent something (a pong among it, maybe): as the
+            // reader would, for the writer's ping timeout.
+            self.shared.seen();
         }
         // Not whole yet (or not simple): the reader's, with what was taken.
         whole_frame(&self.buf[..self.have], self.app.max_message)
@@ -292,6 +303,14 @@ mod tests {
         buf[..n.max(0) as usize].to_vec()
     }
 
+    /// How many bytes wait on the server's end of the socket.
+    fn waiting(fd: std::os::fd::RawFd) -> usize {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int, which we own.
+        unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+        n as usize
+    }
+
     #[test]
     fn whole_simple_messages_run_on_the_follower_and_anything_else_stays_for_the_reader() {
         let limits = Limits { timeout: Duration::from_secs(30), max_output: 4096 };
@@ -386,6 +405,51 @@ mod tests {
             // SAFETY: reads into `sink`, which we own, at most its length.
             unsafe { libc::recv(server.as_raw_fd(), sink.as_mut_ptr().cast(), sink.len(), libc::MSG_DONTWAIT) };
         }
+    }
+
+    /// Frames pipelined beyond what one `recv` takes ([`MOST`]): the
+    /// follower runs the whole ones at the head of what it read, in order,
+    /// and from the first it did not run every byte is the reader's,
+    /// exactly once and in order (given back, then the socket's), read
+    /// through the same scan and budget.
+    #[test]
+    fn frames_beyond_one_read_run_in_order_and_the_rest_is_read_once_through_the_budget() {
+        use futures_lite::AsyncReadExt;
+        let limits = Limits { timeout: Duration::from_secs(30), max_output: 4096 };
+        let t = Arc::new(Threaded { seen: Mutex::default(), limits, slots: Slots::new(4) });
+        let transport: Arc<dyn Transport> = t.clone();
+        let app = crate::ws::state::for_tests(&[], transport.clone());
+        let c = crate::ws::fake::test_conn(&app);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut client = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let server = crate::runtime::TcpStream::from(listener.accept().expect("accept").0);
+        c.shared.wire.attach(server.clone());
+        // 106-byte frames: 16 KiB ends inside one.
+        let texts: Vec<String> = (0..400).map(|i| format!("{i:0>100}")).collect();
+        let frames: Vec<Vec<u8>> = texts.iter().map(|m| masked(0x1, m.as_bytes())).collect();
+        let all = frames.concat();
+        client.write_all(&all).expect("write");
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while waiting(server.as_raw_fd()) < all.len() && std::time::Instant::now() < until {
+            std::thread::yield_now();
+        }
+        assert_eq!(waiting(server.as_raw_fd()), all.len(), "all sent");
+        c.shared.wire.parked();
+        crate::runtime::block_on(session(&app, &c.conn, &transport, &c.shared, &c.budget));
+        let seen = t.seen.lock().expect("lock").clone();
+        let ran = MOST / frames[0].len();
+        let want: Vec<_> = texts[..ran].iter().map(|m| (m.clone(), Some("follower".to_owned()))).collect();
+        assert_eq!(seen, want, "the whole frames of one read, in order, on the follower");
+        // The reader's turn, through the connection's own read path.
+        let rest = frames[ran..].concat();
+        let fd = server.as_raw_fd();
+        let mut m =
+            crate::ws::limits::Metered::new(server, c.budget.clone(), c.shared.clone(), Duration::from_secs(30));
+        let mut got = vec![0u8; rest.len()];
+        crate::runtime::block_on(m.read_exact(&mut got)).expect("read");
+        assert!(got == rest, "the bytes not run, each once, in order");
+        assert_eq!(waiting(fd), 0, "nothing left");
+        assert_eq!(app.queue_budget.held(), rest.len(), "every byte the reader read counted, given back or not");
     }
 
     #[test]

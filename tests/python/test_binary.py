@@ -1,8 +1,10 @@
 """Binary payloads: all 256 byte values survive both directions."""
 
+import asyncio
+import random
 import unittest
 
-from harness import ServerTestCase
+from harness import TIMEOUT, ServerTestCase
 
 ALL_BYTES = bytes(range(256))
 
@@ -39,6 +41,32 @@ class BinaryTest(ServerTestCase):
         ws, got = await self.echo(payload)
         self.assertEqual(len(got), len(payload))
         self.assertEqual(got, payload)
+
+    async def test_pipelined_messages_pings_and_fragments_come_back_in_order(self):
+        # After each message event a follower thread may read the socket
+        # (16 KiB at once), run the whole messages at its head and give the
+        # rest back to the reader (ws::follow): whichever reads them, each
+        # message comes back once, whole and in order, and each ping is
+        # answered.
+        ws = await self.connect("/binecho.sh")
+        rng = random.Random(22)
+        sizes = [1, 50, 300, 5000, 16 * 1024 - 6, 20000, 70000]
+        for burst in range(8):
+            payloads = [rng.randbytes(rng.choice(sizes)) for _ in range(12)]
+            pongs = []
+            for i, payload in enumerate(payloads):
+                if i % 4 == 1:
+                    half = len(payload) // 2
+                    await ws.send([payload[:half], payload[half:]])
+                else:
+                    await ws.send(payload)
+                if i % 5 == 2:
+                    pongs.append(await ws.ping(b"%d-%d" % (burst, i)))
+            for i, payload in enumerate(payloads):
+                got = await self.recv(ws)
+                self.assertEqual(got, payload, "burst %d, message %d (%d bytes)" % (burst, i, len(payload)))
+            for pong in pongs:
+                await asyncio.wait_for(pong, TIMEOUT)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 use std::io::Read;
 
 use super::*;
+use std::sync::atomic::AtomicBool;
 
 /// A frame as tungstenite formats it (unmasked: the server's).
 fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
@@ -181,4 +182,135 @@ fn bytes_given_back_go_to_the_reader_once_and_the_socket_is_not_lent_meanwhile()
     assert!(wire.lend().is_some());
     wire.give_back(Vec::new());
     assert_eq!(wire.may_read(), MayRead::Socket);
+}
+
+/// The reader and followers taking turns on one socket, as fast as they
+/// can: the reader reads only when [`Wire::may_read`] lets it (given-back
+/// bytes first), parks when the socket is empty; a follower takes the
+/// socket whenever it may, reads some bytes, runs some of them and gives
+/// the rest back. Every byte is run exactly once, in order, whoever read
+/// it, and the box the bytes were given back in is freed at the end.
+#[test]
+fn reader_and_followers_taking_turns_run_every_byte_once_in_order() {
+    const N: u32 = 200_000;
+    let (shared, _outgoing) = ConnShared::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let _client = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    shared.wire.attach(crate::runtime::TcpStream::from(listener.accept().expect("accept").0));
+    // The socket (bytes numbered in the order sent), and what was run, in order.
+    let turns = Turns { wire: &shared.wire, socket: Mutex::default(), ran: Mutex::default(), done: Default::default() };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for chunk in (0..N).collect::<Vec<_>>().chunks(37) {
+                lock(&turns.socket).extend(chunk);
+                std::thread::yield_now();
+            }
+        });
+        s.spawn(|| turns.follow());
+        turns.read(N as usize);
+    });
+    let ran = turns.ran.into_inner().expect("lock");
+    assert!(ran.iter().copied().eq(0..N), "every byte once, in order");
+    assert!(lock(&shared.wire.state).spare.is_none(), "nothing left given back");
+}
+
+/// A socket of numbered bytes that a reader and followers take turns on.
+struct Turns<'a> {
+    wire: &'a Wire,
+    socket: Mutex<std::collections::VecDeque<u32>>,
+    ran: Mutex<Vec<u32>>,
+    /// The reader is done: the followers stop.
+    done: AtomicBool,
+}
+
+impl Turns<'_> {
+    /// Followers until the reader is done: each takes what the socket has
+    /// (at most 64) and runs a part of it.
+    fn follow(&self) {
+        let mut turn = 0usize;
+        while !self.done.load(Ordering::SeqCst) {
+            let Some(_lent) = self.wire.lend() else {
+                std::thread::yield_now();
+                continue;
+            };
+            turn += 1;
+            let mut got: Vec<u32> = {
+                let mut q = lock(&self.socket);
+                let n = q.len().min(64);
+                q.drain(..n).collect()
+            };
+            let run = got.len().min(turn % 5 * 7);
+            lock(&self.ran).extend(got.drain(..run));
+            self.wire.give_back(got.iter().flat_map(|b| b.to_le_bytes()).collect());
+        }
+    }
+
+    /// The reader, until `n` bytes have run (the followers stop when it
+    /// does, even on a failure).
+    fn read(&self, n: usize) {
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let _stop = Stop(&self.done);
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let stuck = || assert!(std::time::Instant::now() < until, "stuck after {} bytes run", lock(&self.ran).len());
+        let mut held = std::collections::VecDeque::new();
+        while lock(&self.ran).len() < n {
+            stuck();
+            match self.wire.may_read() {
+                MayRead::Wait => {
+                    std::thread::yield_now();
+                    continue;
+                }
+                MayRead::Unread(bytes) => {
+                    assert!(!bytes.is_empty() && bytes.len() % 4 == 0, "{} bytes given back", bytes.len());
+                    let given = bytes.chunks(4).map(|b| u32::from_le_bytes(b.try_into().expect("4")));
+                    held = given.chain(held.drain(..)).collect();
+                }
+                MayRead::Socket => {}
+            }
+            let next = held.pop_front().or_else(|| lock(&self.socket).pop_front());
+            match next {
+                Some(b) => lock(&self.ran).push(b),
+                None => {
+                    self.wire.parked();
+                    // Pending: woken when bytes come (a follower may be faster).
+                    while lock(&self.socket).is_empty() && self.wire.reader.load(Ordering::SeqCst) == PARKED {
+                        stuck();
+                        std::thread::yield_now();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Bytes waiting in a socket a follower holds are the client's answer to
+/// a ping, for the writer's ping timeout; an empty one, or one the reader
+/// reads itself (it sees what it reads), is not.
+#[test]
+fn a_lent_socket_with_bytes_waiting_is_not_silence() {
+    use std::io::Write;
+    let (shared, _outgoing) = ConnShared::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut client = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let server = crate::runtime::TcpStream::from(listener.accept().expect("accept").0);
+    let wire = &shared.wire;
+    wire.attach(server.clone());
+    assert!(!wire.lent_with_bytes(), "no socket lent");
+    wire.parked();
+    let lent = wire.lend().expect("lent");
+    assert!(!wire.lent_with_bytes(), "nothing sent");
+    client.write_all(b"\x8a\x80\0\0\0\0").expect("a pong");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !wire.lent_with_bytes() {
+        assert!(std::time::Instant::now() < until, "the pong never counted");
+        std::thread::yield_now();
+    }
+    drop(lent);
+    wire.give_back(Vec::new());
+    assert!(!wire.lent_with_bytes(), "the reader's again: it sees what it reads");
 }
