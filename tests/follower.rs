@@ -349,3 +349,37 @@ fn pongs_waiting_behind_a_follower_are_an_answer_and_silence_is_not() {
         }
     }
 }
+
+/// A connection the server ends while a follower runs its message (here
+/// the control API's close): the client sees the TCP connection end once
+/// the close handshake is done, not when the script ends (the follower's
+/// copy of the socket kept it open until then).
+#[test]
+fn a_connection_ended_while_a_follower_runs_its_message_ends_at_once() {
+    let s = Server::start(&[]);
+    let flag = s.dir.join("flag");
+    std::fs::write(&flag, "").expect("flag");
+    let mut tcp = rawws::open(s.port, "/hold.sh");
+    let id = rawws::read_text(&mut tcp).strip_prefix("id ").expect("id line").to_owned();
+    behind_messages(&s, &mut tcp, (&frame(TEXT, b"first"), 1), |tcp| {
+        assert_eq!(rawws::read_text(tcp), "done 5");
+    });
+    std::fs::remove_file(&flag).expect("no flag");
+    tcp.write_all(&frame(TEXT, b"m2")).expect("send");
+    let line = format!("message {id} 2");
+    wait_for("m2 running", || s.events().contains(&line).then_some(()));
+    let r = api("DELETE", &s.api(&format!("/connections/{id}")), None, None, b"");
+    assert!(r.status < 300, "the API's close: {}", r.status);
+    assert_eq!(rawws::read_close(&mut tcp).map(|(code, _)| code), Some(1000));
+    tcp.write_all(&frame(CLOSE, &1000u16.to_be_bytes())).expect("close reply");
+    // The end of the stream, while m2 still waits for the flag (hold.sh
+    // gives up after 20 s; this read, after 15).
+    tcp.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+    let mut rest = Vec::new();
+    let end = tcp.read_to_end(&mut rest);
+    assert!(end.is_ok(), "the connection was not ended while m2 ran: {end:?}");
+    let closed = |s: &Server| s.events().iter().any(|l| l.starts_with(&format!("close {id} ")));
+    assert!(!closed(&s), "m2 (and so the close event) had not ended yet");
+    std::fs::write(&flag, "").expect("flag");
+    wait_for("the close event", || closed(&s).then_some(()));
+}

@@ -149,9 +149,15 @@ impl Wire {
         lock(&self.state).socket = Some(socket);
     }
 
-    /// The connection ended: the socket is no longer the hub's to write to.
+    /// The connection ended: the socket is no longer the hub's to write
+    /// to, and it is shut down, so the client sees the end now: a follower
+    /// still running the connection's last message holds a copy of it,
+    /// which would keep the connection open until that script ends
+    /// (`--timeout` at most).
     pub fn detach(&self) {
-        lock(&self.state).socket = None;
+        if let Some(socket) = lock(&self.state).socket.take() {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
     }
 
     /// What the reader may read now, at a message boundary.
