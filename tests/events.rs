@@ -208,3 +208,37 @@ async fn events_flag_runs_only_the_chosen_events() {
     s.wait_event("close", |l| l.starts_with(&format!("close {id} 1005")));
     assert!(s.events().iter().all(|l| !l.starts_with("message")), "{:?}", s.events());
 }
+
+/// `ws2http_bytes_out_total`: payload bytes queued to clients.
+fn bytes_out(s: &Server) -> u64 {
+    let m = get(&s.api("/metrics")).body;
+    m.lines()
+        .find_map(|l| l.strip_prefix("ws2http_bytes_out_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no ws2http_bytes_out_total in:\n{m}"))
+}
+
+/// A room large enough to be delivered by several threads at once (the
+/// hub splits over 2 × 128 members): every member gets the message, and
+/// the metrics count each delivery once, whichever thread made it (each
+/// thread adds its part's count once).
+#[async_std::test]
+async fn a_room_delivered_by_several_threads_counts_every_member_once() {
+    let bin = cgi_bin(&[("member.sh", "[ \"$WS_EVENT\" = open ] && echo '@join big'; exit 0")]);
+    let s = Server::start_in(&bin, &["--events", "open", "--max-connections-per-ip", "400"]);
+    const N: usize = 300;
+    let mut members = Vec::new();
+    for _ in 0..N {
+        members.push(connect(&s.url("/member.sh")).await);
+    }
+    let joined = || get(&s.api("/rooms")).json()["big"].as_u64();
+    wait_for("every member in the room", || (joined() == Some(N as u64)).then_some(()));
+    let (before, bytes_before) = (messages_out(&s), bytes_out(&s));
+    let r = post(&s.api("/rooms/big"), "hello");
+    assert_eq!(r.json()["delivered"], N as u64, "{}", r.body);
+    for ws in &mut members {
+        assert_eq!(next_text(ws).await, "hello");
+    }
+    assert_eq!(messages_out(&s) - before, N as u64);
+    assert_eq!(bytes_out(&s) - bytes_before, 5 * N as u64);
+}

@@ -178,7 +178,12 @@ impl ConnShared {
 
     /// Records that the socket took some of what we wrote.
     pub fn wrote(&self) {
-        self.last_written.store(clock_ms(), Ordering::Relaxed);
+        self.wrote_at(clock_ms());
+    }
+
+    /// [`ConnShared::wrote`] with the time ([`clock_ms`]) already read.
+    pub fn wrote_at(&self, now: u64) {
+        self.last_written.store(now, Ordering::Relaxed);
     }
 
     pub fn last_written(&self) -> u64 {
