@@ -135,12 +135,7 @@ fn lifetime_a_client_leaving_closes_stdin_then_signals() {
     let stdin_script = "cat >/dev/null\ntouch \"$QUERY_STRING\"";
     let trap_script = "trap 'echo INT > \"$QUERY_STRING\"; exit 0' INT\necho up\nwhile :; do sleep 0.02; done";
     let dir = scripts(&[("eof.sh", stdin_script), ("trap.sh", trap_script)]);
-    // Stdin closed, SIGINT --closems later, SIGTERM --closems after that:
-    // at 50 ms a loaded machine (the full suite on two cores) once let
-    // websocketd's SIGTERM reach the shell before it had run its INT trap
-    // (the shell runs it once its `sleep` child returns). 500 ms costs
-    // this test about a second.
-    let pair = start(&dir, &["--dir=.", "--closems=500"]);
+    let pair = start(&dir, &["--dir=.", "--closems=50"]);
     for side in pair.both() {
         let eof = marker(&dir, side, "eof");
         let mut s = open(side, &format!("/eof.sh?{}", eof.display()));

@@ -86,6 +86,20 @@ fn start_one(name: &'static str, program: &Path, dir: &Path, args: &[&str], env:
     for (k, v) in env {
         cmd.env(k, v);
     }
+    // SIGINT and SIGQUIT as a terminal would have them, whoever started
+    // the suite: a shell runs a background job (`./test &`) with both
+    // ignored, websocketd (unlike ws2http, which resets every signal for
+    // its scripts) passes that on, and a script's `trap ... INT` is then
+    // refused: the lifetime tests' SIGINT would never arrive.
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only signal(2), async-signal-safe, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
     let child = cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
     let mut side = Side { name, port, child, stderr };
     wait_for(&format!("{name} listening on {port}"), || {
