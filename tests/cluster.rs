@@ -49,12 +49,7 @@ fn logged_lost(log: &str, why: &str) -> u64 {
 
 /// `ws2http_cluster_lost_total` from an instance's `/metrics`.
 fn lost_total(s: &Server) -> u64 {
-    get(&s.api("/metrics"))
-        .body
-        .lines()
-        .find_map(|l| l.strip_prefix("ws2http_cluster_lost_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("ws2http_cluster_lost_total in /metrics")
+    s.metric("ws2http_cluster_lost_total").expect("ws2http_cluster_lost_total in /metrics")
 }
 
 fn ids(s: &Server) -> Vec<String> {

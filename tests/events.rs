@@ -10,11 +10,7 @@ use common::*;
 
 /// `ws2http_messages_out_total`: messages queued to clients, all together.
 fn messages_out(s: &Server) -> u64 {
-    let m = get(&s.api("/metrics")).body;
-    m.lines()
-        .find_map(|l| l.strip_prefix("ws2http_messages_out_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no ws2http_messages_out_total in:\n{m}"))
+    s.metric("ws2http_messages_out_total").expect("ws2http_messages_out_total in /metrics")
 }
 
 fn closes_of(s: &Server, id: &str) -> Vec<String> {
@@ -209,15 +205,6 @@ async fn events_flag_runs_only_the_chosen_events() {
     assert!(s.events().iter().all(|l| !l.starts_with("message")), "{:?}", s.events());
 }
 
-/// `ws2http_bytes_out_total`: payload bytes queued to clients.
-fn bytes_out(s: &Server) -> u64 {
-    let m = get(&s.api("/metrics")).body;
-    m.lines()
-        .find_map(|l| l.strip_prefix("ws2http_bytes_out_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no ws2http_bytes_out_total in:\n{m}"))
-}
-
 /// A room large enough to be delivered by several threads at once (the
 /// hub splits over 2 × 128 members): every member gets the message, and
 /// the metrics count each delivery once, whichever thread made it (each
@@ -233,6 +220,7 @@ async fn a_room_delivered_by_several_threads_counts_every_member_once() {
     }
     let joined = || get(&s.api("/rooms")).json()["big"].as_u64();
     wait_for("every member in the room", || (joined() == Some(N as u64)).then_some(()));
+    let bytes_out = |s: &Server| s.metric("ws2http_bytes_out_total").expect("ws2http_bytes_out_total in /metrics");
     let (before, bytes_before) = (messages_out(&s), bytes_out(&s));
     let r = post(&s.api("/rooms/big"), "hello");
     assert_eq!(r.json()["delivered"], N as u64, "{}", r.body);

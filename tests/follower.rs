@@ -21,9 +21,7 @@ const PONG: u8 = 0xa;
 
 /// Message events that ended well so far (`GET /metrics`).
 fn messages_run(s: &Server) -> u64 {
-    let metrics = get(&s.api("/metrics")).body;
-    let line = metrics.lines().find_map(|l| l.strip_prefix("ws2http_events_total{event=\"message\",outcome=\"ok\"} "));
-    line.and_then(|n| n.parse::<u64>().ok()).expect("the message events' counter")
+    s.metric("ws2http_events_total{event=\"message\",outcome=\"ok\"}").expect("the message events' counter")
 }
 
 /// Sends `first` (one message, or `n`) and reads the replies (`reply`),
@@ -37,6 +35,21 @@ fn behind_messages(s: &Server, tcp: &mut TcpStream, (first, n): (&[u8], u64), re
     while messages_run(s) < before + n {
         assert!(Instant::now() < until, "the first message event never ended");
     }
+}
+
+/// A hold.sh connection whose first message has run (a follower may hold
+/// its socket now) and whose next message will wait for the flag file,
+/// removed: the socket, the connection's id, the flag's path.
+fn held_behind_first(s: &Server) -> (TcpStream, String, std::path::PathBuf) {
+    let flag = s.dir.join("flag");
+    std::fs::write(&flag, "").expect("flag");
+    let mut tcp = rawws::open(s.port, "/hold.sh");
+    let id = rawws::read_text(&mut tcp).strip_prefix("id ").expect("id line").to_owned();
+    behind_messages(s, &mut tcp, (&frame(TEXT, b"first"), 1), |tcp| {
+        assert_eq!(rawws::read_text(tcp), "done 5");
+    });
+    std::fs::remove_file(&flag).expect("no flag");
+    (tcp, id, flag)
 }
 
 /// The next frame from the server: FIN, opcode, payload (`None`: the
@@ -260,14 +273,7 @@ fn a_ping_flood_behind_a_message_is_answered_in_order() {
 #[test]
 fn shutting_down_while_a_follower_holds_read_messages_drops_them_and_exits() {
     let mut s = Server::start(&[]);
-    let flag = s.dir.join("flag");
-    std::fs::write(&flag, "").expect("flag");
-    let mut tcp = rawws::open(s.port, "/hold.sh");
-    let id = rawws::read_text(&mut tcp).strip_prefix("id ").expect("id line").to_owned();
-    behind_messages(&s, &mut tcp, (&frame(TEXT, b"first"), 1), |tcp| {
-        assert_eq!(rawws::read_text(tcp), "done 5");
-    });
-    std::fs::remove_file(&flag).expect("no flag");
+    let (mut tcp, id, flag) = held_behind_first(&s);
     tcp.write_all(&[frame(TEXT, b"m2"), frame(TEXT, b"m3"), frame(PING, b"p")].concat()).expect("send");
     let mine = |s: &Server| s.events().into_iter().filter(|l| l.contains(&id)).collect::<Vec<_>>();
     wait_for("m2 running", || (mine(&s).len() == 3).then_some(()));
@@ -357,14 +363,7 @@ fn pongs_waiting_behind_a_follower_are_an_answer_and_silence_is_not() {
 #[test]
 fn a_connection_ended_while_a_follower_runs_its_message_ends_at_once() {
     let s = Server::start(&[]);
-    let flag = s.dir.join("flag");
-    std::fs::write(&flag, "").expect("flag");
-    let mut tcp = rawws::open(s.port, "/hold.sh");
-    let id = rawws::read_text(&mut tcp).strip_prefix("id ").expect("id line").to_owned();
-    behind_messages(&s, &mut tcp, (&frame(TEXT, b"first"), 1), |tcp| {
-        assert_eq!(rawws::read_text(tcp), "done 5");
-    });
-    std::fs::remove_file(&flag).expect("no flag");
+    let (mut tcp, id, flag) = held_behind_first(&s);
     tcp.write_all(&frame(TEXT, b"m2")).expect("send");
     let line = format!("message {id} 2");
     wait_for("m2 running", || s.events().contains(&line).then_some(()));
@@ -382,4 +381,41 @@ fn a_connection_ended_while_a_follower_runs_its_message_ends_at_once() {
     assert!(!closed(&s), "m2 (and so the close event) had not ended yet");
     std::fs::write(&flag, "").expect("flag");
     wait_for("the close event", || closed(&s).then_some(()));
+}
+
+/// Sent right behind a message, in the same write as a second one, each
+/// broken frame still closes with its code, a ping is still answered, and
+/// no reply comes out of order.
+#[test]
+fn behind_a_message_broken_frames_close_the_same_and_a_ping_is_answered() {
+    let s = Server::start(&[]);
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("invalid UTF-8", frame(TEXT, &[b'a', 0xff]), 1007),
+        ("reserved bits set", frame_with(true, 4, TEXT, b"x", true), 1002),
+        ("an unmasked frame", frame_with(true, 0, TEXT, b"x", false), 1002),
+        ("a one-byte close payload", frame(CLOSE, &[0x03]), 1002),
+        ("a well-formed close", frame(CLOSE, &4000u16.to_be_bytes()), 4000),
+    ];
+    for (what, broken, want) in cases {
+        let mut tcp = rawws::open(s.port, "/mirror.sh");
+        rawws::read_text(&mut tcp);
+        behind_messages(&s, &mut tcp, (&frame(TEXT, b"first"), 1), |tcp| {
+            assert_eq!(rawws::read_text(tcp), "first", "{what}");
+        });
+        tcp.write_all(&[frame(TEXT, b"second"), frame(PING, b"p"), frame(TEXT, b"third"), broken].concat())
+            .expect("send");
+        let (mut texts, mut pongs) = (Vec::new(), Vec::new());
+        let code = loop {
+            match read_message(&mut tcp, &mut pongs) {
+                Ok((TEXT, p)) => texts.push(String::from_utf8(p).expect("UTF-8")),
+                Ok(other) => panic!("{what}: {other:?}"),
+                Err(code) => break code,
+            }
+        };
+        // On the follower, "second" ran before the ping was seen; on the
+        // reader, the close went out first, and a reply after it is dropped.
+        assert!(["second".to_owned(), "third".to_owned()].starts_with(&texts), "{what}: {texts:?}");
+        assert_eq!(pongs, [b"p".to_vec()], "{what}: the ping answered");
+        assert_eq!(code, Some(want), "{what}");
+    }
 }

@@ -76,15 +76,9 @@ fn open_non_reader(port: u16, path: &str) -> TcpStream {
     tcp
 }
 
-/// One value of `GET /metrics` (a line `NAME VALUE`).
-fn metric(s: &Server, name: &str) -> Option<u64> {
-    let body = get(&s.api("/metrics")).body;
-    body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
 /// Message events that ran to completion so far.
 fn messages_run(s: &Server) -> u64 {
-    metric(s, "ws2http_events_total{event=\"message\",outcome=\"ok\"}").unwrap_or(0)
+    s.metric("ws2http_events_total{event=\"message\",outcome=\"ok\"}").unwrap_or(0)
 }
 
 /// The red team's scenario: one client sends 1 MiB binary messages to the
@@ -229,8 +223,8 @@ async fn over_the_total_clients_that_do_not_keep_up_are_closed_and_a_reader_gets
     drop(slow);
     drop(rx);
     reading.cancel().await;
-    wait_for("every connection closed", || (metric(&s, "ws2http_connections") == Some(0)).then_some(()));
-    wait_for("the outgoing gauge back to 0", || (metric(&s, "ws2http_outgoing_bytes") == Some(0)).then_some(()));
+    wait_for("every connection closed", || (s.metric("ws2http_connections") == Some(0)).then_some(()));
+    wait_for("the outgoing gauge back to 0", || (s.metric("ws2http_outgoing_bytes") == Some(0)).then_some(()));
 }
 
 #[test]
@@ -281,7 +275,7 @@ async fn connections_keep_no_big_write_buffer_after_a_big_message() {
     // Whole 1 MiB frames left 1 MiB in every connection's write buffer for
     // good: +201 MiB here. Fragments leave at most one fragment each.
     assert!(after.saturating_sub(before) < 40 * 1024, "memory kept: {:.1} MiB", mib(after.saturating_sub(before)));
-    wait_for("the gauge back to 0", || (metric(&s, "ws2http_outgoing_bytes") == Some(0)).then_some(()));
+    wait_for("the gauge back to 0", || (s.metric("ws2http_outgoing_bytes") == Some(0)).then_some(()));
 }
 
 #[test]

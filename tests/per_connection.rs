@@ -37,9 +37,7 @@ async fn close_code(ws: &mut Ws) -> (Vec<String>, Option<u16>) {
 
 /// The value of a metric in the control API's /metrics.
 fn metric(s: &Server, name: &str) -> u64 {
-    let body = get(&s.api("/metrics")).body;
-    let line = body.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name} in {body}"));
-    line.rsplit(' ').next().unwrap().parse().unwrap()
+    s.metric(name).unwrap_or_else(|| panic!("{name} in {}", get(&s.api("/metrics")).body))
 }
 
 const COUNTER: &str = r#"for i in 1 2 3; do echo "$i"; read ack || exit 1; done

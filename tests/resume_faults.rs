@@ -466,17 +466,12 @@ fn opens_and_closes(s: &Server) -> (HashMap<String, usize>, Closes) {
     (opens, closes)
 }
 
-fn metric_value(s: &Server, line_prefix: &str) -> u64 {
-    let m = get(&s.api("/metrics")).body;
-    m.lines().find_map(|l| l.strip_prefix(line_prefix)?.trim().parse().ok()).unwrap_or(0)
-}
-
 /// No connection, no session waiting, no script running.
 async fn idle(s: &Server, env_var: &str, limit: Duration) -> Result<(), String> {
     let pid = s.child.id();
     wait_until(limit, || {
         let conns = get(&s.api("/connections")).json().as_array().map_or(usize::MAX, Vec::len);
-        let detached = metric_value(s, "ws2http_sessions_detached ");
+        let detached = s.metric("ws2http_sessions_detached").unwrap_or(0);
         let scripts = processes_with_env(env_var, pid).len();
         (conns == 0 && detached == 0 && scripts == 0)
             .then_some(())
@@ -502,7 +497,7 @@ async fn sessions_cut_at_random_lose_nothing() {
     idle(&s, &env_var, WAIT).await.expect("idle after the warm-up");
     let (base_rss, base_fds) = (rss_kib(pid), fd_count(pid));
     let warm_secs = t0.elapsed().as_secs_f64();
-    let resumes_before = metric_value(&s, "ws2http_resumes_total{result=\"ok\"} ");
+    let resumes_before = s.metric("ws2http_resumes_total{result=\"ok\"}").unwrap_or(0);
 
     let t1 = Instant::now();
     let sampler = Sampler::start(pid, Duration::from_millis(200));
@@ -531,9 +526,9 @@ async fn sessions_cut_at_random_lose_nothing() {
             bad.push(format!("{id}: {:?} opens, closes {got:?} (want one {want:?})", opens.get(id)));
         }
     }
-    let resumes_ok = metric_value(&s, "ws2http_resumes_total{result=\"ok\"} ") - resumes_before;
-    let refused = metric_value(&s, "ws2http_resumes_total{result=\"expired\"} ")
-        + metric_value(&s, "ws2http_resumes_total{result=\"bad\"} ");
+    let resumes_ok = s.metric("ws2http_resumes_total{result=\"ok\"}").unwrap_or(0) - resumes_before;
+    let refused = s.metric("ws2http_resumes_total{result=\"expired\"}").unwrap_or(0)
+        + s.metric("ws2http_resumes_total{result=\"bad\"}").unwrap_or(0);
     println!(
         "SUMMARY resume faults (seed {seed}): {CONNS} sessions in {ROOMS} rooms, {:.1} s (warm-up {warm_secs:.1} s): \
          {} cuts (closed {}, reset {}, abandoned {}), {} resumes (server: {resumes_ok}, refused {refused}); \

@@ -308,6 +308,15 @@ pub fn get(url: &str) -> ApiResponse {
 }
 
 impl Server {
+    /// One series of `GET /metrics`: the value on the line `SERIES VALUE`
+    /// (`SERIES` with its labels, e.g.
+    /// `ws2http_events_total{event="message",outcome="ok"}`); `None` when
+    /// there is no such line.
+    pub fn metric(&self, series: &str) -> Option<u64> {
+        let body = get(&self.api("/metrics")).body;
+        body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
     /// Like [`Server::start_in`], with extra variables in the server's own
     /// environment (e.g. a PATH without php-cgi).
     pub fn start_env(cgi_bin: &Path, extra: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Server {
