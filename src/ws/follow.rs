@@ -169,7 +169,6 @@ impl Follower {
             }
             self.buf.copy_within(frame.end()..self.have, 0);
             self.have -= frame.end();
-            self.shared.seen();
             metrics::add(&metrics::get().messages_in, 1);
             metrics::add(&metrics::get().bytes_in, frame.len as u64);
             let run = dispatch_guarded(&self.app, &self.conn, &*self.transport, kind, Some(slot));
@@ -186,7 +185,8 @@ impl Follower {
         if self.have == 0 {
             self.have = read_within(fd, &mut self.buf, LINGER)?;
             // The client sent something (a pong among it, maybe): as the
-            // reader would, for the writer's ping timeout.
+            // reader would, for the writer's ping timeout. Once per read,
+            // not per frame run: every frame run came in a read.
             self.shared.seen();
         }
         // Not whole yet (or not simple): the reader's, with what was taken.
@@ -286,6 +286,32 @@ mod tests {
         }
     }
 
+    /// A plain connection of an app whose transport is [`Threaded`], and a
+    /// socket pair whose server end is on the connection's wire.
+    struct Rig {
+        t: Arc<Threaded>,
+        transport: Arc<dyn Transport>,
+        app: Arc<WsState>,
+        c: crate::ws::fake::TestConn,
+        client: std::net::TcpStream,
+        server: crate::runtime::TcpStream,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            let limits = Limits { timeout: Duration::from_secs(30), max_output: 4096 };
+            let t = Arc::new(Threaded { seen: Mutex::default(), limits, slots: Slots::new(4) });
+            let transport: Arc<dyn Transport> = t.clone();
+            let app = crate::ws::state::for_tests(&[], transport.clone());
+            let c = crate::ws::fake::test_conn(&app);
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let client = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+            let server = crate::runtime::TcpStream::from(listener.accept().expect("accept").0);
+            c.shared.wire.attach(server.clone());
+            Rig { t, transport, app, c, client, server }
+        }
+    }
+
     /// A client frame (masked), as a browser sends it.
     fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
         let mask = [1, 2, 3, 4];
@@ -313,15 +339,7 @@ mod tests {
 
     #[test]
     fn whole_simple_messages_run_on_the_follower_and_anything_else_stays_for_the_reader() {
-        let limits = Limits { timeout: Duration::from_secs(30), max_output: 4096 };
-        let t = Arc::new(Threaded { seen: Mutex::default(), limits, slots: Slots::new(4) });
-        let transport: Arc<dyn Transport> = t.clone();
-        let app = crate::ws::state::for_tests(&[], transport.clone());
-        let c = crate::ws::fake::test_conn(&app);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let mut client = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-        let server = crate::runtime::TcpStream::from(listener.accept().expect("accept").0);
-        c.shared.wire.attach(server.clone());
+        let Rig { t, transport, app, c, mut client, server } = Rig::new();
         let ping = masked(0x9, b"");
         let frames = [masked(0x1, b"one"), masked(0x2, b"two"), ping.clone(), masked(0x1, b"three")].concat();
         client.write_all(&frames).expect("write");
@@ -347,15 +365,7 @@ mod tests {
 
     #[test]
     fn a_message_already_queued_goes_first() {
-        let limits = Limits { timeout: Duration::from_secs(30), max_output: 4096 };
-        let t = Arc::new(Threaded { seen: Mutex::default(), limits, slots: Slots::new(4) });
-        let transport: Arc<dyn Transport> = t.clone();
-        let app = crate::ws::state::for_tests(&[], transport.clone());
-        let c = crate::ws::fake::test_conn(&app);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let mut client = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-        let server = crate::runtime::TcpStream::from(listener.accept().expect("accept").0);
-        c.shared.wire.attach(server.clone());
+        let Rig { t, transport, app, c, mut client, server } = Rig::new();
         c.shared.wire.parked();
         client.write_all(&masked(0x1, b"later")).expect("write");
         c.tx.unbounded_send(EventKind::Message { payload: "first".into(), binary: false }).expect("queue");
@@ -369,15 +379,7 @@ mod tests {
     /// by the follower and given back whole, in order, ahead of the socket.
     #[test]
     fn what_the_follower_read_and_did_not_run_goes_back_to_the_reader_in_order() {
-        let limits = Limits { timeout: Duration::from_secs(30), max_output: 4096 };
-        let t = Arc::new(Threaded { seen: Mutex::default(), limits, slots: Slots::new(4) });
-        let transport: Arc<dyn Transport> = t.clone();
-        let app = crate::ws::state::for_tests(&[], transport.clone());
-        let c = crate::ws::fake::test_conn(&app);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let mut client = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-        let server = crate::runtime::TcpStream::from(listener.accept().expect("accept").0);
-        c.shared.wire.attach(server.clone());
+        let Rig { t, transport, app, c, mut client, server } = Rig::new();
         let session = || crate::runtime::block_on(session(&app, &c.conn, &transport, &c.shared, &c.budget));
         for (what, bytes) in [("a frame cut short", masked(0x2, &[7; 100])), ("not UTF-8", masked(0x1, &[0xff]))] {
             let cut = bytes.len().min(10);
@@ -415,15 +417,7 @@ mod tests {
     #[test]
     fn frames_beyond_one_read_run_in_order_and_the_rest_is_read_once_through_the_budget() {
         use futures_lite::AsyncReadExt;
-        let limits = Limits { timeout: Duration::from_secs(30), max_output: 4096 };
-        let t = Arc::new(Threaded { seen: Mutex::default(), limits, slots: Slots::new(4) });
-        let transport: Arc<dyn Transport> = t.clone();
-        let app = crate::ws::state::for_tests(&[], transport.clone());
-        let c = crate::ws::fake::test_conn(&app);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let mut client = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-        let server = crate::runtime::TcpStream::from(listener.accept().expect("accept").0);
-        c.shared.wire.attach(server.clone());
+        let Rig { t, transport, app, c, mut client, server } = Rig::new();
         // 106-byte frames: 16 KiB ends inside one.
         let texts: Vec<String> = (0..400).map(|i| format!("{i:0>100}")).collect();
         let frames: Vec<Vec<u8>> = texts.iter().map(|m| masked(0x1, m.as_bytes())).collect();
@@ -455,18 +449,11 @@ mod tests {
     #[test]
     fn a_session_connections_frames_are_never_taken() {
         use crate::hub::session::{Limits as SessionLimits, Session, Token};
-        let limits = Limits { timeout: Duration::from_secs(30), max_output: 4096 };
-        let t = Arc::new(Threaded { seen: Mutex::default(), limits, slots: Slots::new(4) });
-        let transport: Arc<dyn Transport> = t.clone();
-        let app = crate::ws::state::for_tests(&[], transport.clone());
-        let c = crate::ws::fake::test_conn(&app);
+        let Rig { t, transport, app, c, mut client, server } = Rig::new();
         let (id, target) = (crate::id::ConnId::random(), c.conn.target.clone());
         let conn = Arc::new(ConnInfo { id, target, request: Default::default() });
         let session = Session::new(Token::random(), SessionLimits { messages: 10, bytes: 1000 });
         let (_outgoing, shared) = app.hub.register_session(conn.clone(), Some(session), Default::default());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let mut client = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-        let server = crate::runtime::TcpStream::from(listener.accept().expect("accept").0);
         // As if the socket were on the wire and its reader parked: the
         // follower would take these frames from a plain connection.
         shared.wire.attach(server.clone());
