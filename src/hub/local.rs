@@ -261,8 +261,7 @@ impl Hub {
             Conn { info: info.clone(), connected_at: SystemTime::now(), shared: shared.clone(), joined: None };
         let r = conn.recipient(self.out_queue);
         for msg in queued {
-            let len = msg.len();
-            count_out(deliver(&r, self.outgoing.count(msg), None, &self.outgoing, crate::runtime::clock_ms()), len);
+            deliver_one(&r, self.outgoing.count(msg), None, &self.outgoing);
         }
         let mut st = lock(&self.state);
         for (k, v) in meta {
@@ -365,8 +364,7 @@ impl Hub {
                 // socket write on the direct path) made after it.
                 let Some(r) = st.conns.get(&to).map(|c| c.recipient(self.out_queue)) else { return Ok(0) };
                 drop(guard);
-                let len = msg.len();
-                count_out(deliver(&r, msg, frame.as_ref(), out, crate::runtime::clock_ms()), len)
+                deliver_one(&r, msg, frame.as_ref(), out)
             }
             // Delivered above, outside the state lock.
             Action::Room { .. } | Action::Broadcast { .. } => 0,
@@ -657,6 +655,13 @@ fn deliver(c: &Recipient, msg: Message, frame: Option<&Bytes>, budget: &Outgoing
         return 0;
     }
     1
+}
+
+/// [`deliver`] to one recipient, with the clock read and the metrics
+/// counted for it alone.
+fn deliver_one(c: &Recipient, msg: Message, frame: Option<&Bytes>, budget: &OutgoingBudget) -> usize {
+    let len = msg.len();
+    count_out(deliver(c, msg, frame, budget, crate::runtime::clock_ms()), len)
 }
 
 /// Adds `sent` messages of `len` bytes each to the metrics; `sent`.
